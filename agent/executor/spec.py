@@ -1,0 +1,266 @@
+"""Builds the OCI runtime spec (runc's config.json) for one container: pure data, no I/O.
+Used by agent.executor.runtime, which writes it into the bundle; the container manager supplies the inputs."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OCI_VERSION = "1.0.2"
+
+# Docker's default capability set (moby oci/caps/defaults.go); CAP_NET_RAW is what lets busybox ping work.
+DEFAULT_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+# Docker's defaults (moby oci/defaults.go): hide kernel details a container has no business reading.
+DEFAULT_MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+NOFILE_LIMIT = 1048576
+
+_NUMERIC_ID = re.compile(r"[0-9]+")
+
+
+@dataclass(slots=True)
+class ProcessSpec:
+    """What to run: argv, environment ("K=V" strings), working directory and numeric identity.
+
+    tty is carried for the caller's bookkeeping; this layer always runs without a terminal
+    (stdio go to log files or pipes), as the brief for the runtime asks."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    tty: bool = False
+
+
+@dataclass(slots=True)
+class Mount:
+    """A bind mount from the host into the container (e.g. shoal-written /etc/hosts)."""
+
+    source: str
+    destination: str
+    readonly: bool = False
+
+
+def _capabilities() -> dict[str, list[str]]:
+    caps = list(DEFAULT_CAPABILITIES)
+    # Like Docker since 23.0: no inheritable or ambient set, so a non-root process gets no
+    # effective capabilities (CVE-2022-24769).
+    return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
+
+
+def validate_process(process: ProcessSpec) -> None:
+    """Refuses a process runc would reject later with a less helpful message."""
+    if not process.args:
+        raise ValueError("process args must not be empty: no command given")
+    if not process.cwd.startswith("/"):
+        raise ValueError(f"process cwd {process.cwd!r} must be an absolute path")
+    for entry in process.env:
+        if "=" not in entry:
+            raise ValueError(f"environment entry {entry!r} must have the form KEY=VALUE")
+    for label, value in (("uid", process.uid), ("gid", process.gid)):
+        if value < 0 or value > 0xFFFFFFFE:
+            raise ValueError(f"process {label} {value} is out of range")
+
+
+def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dict:
+    """The OCI `process` object; also the JSON `runc exec --process` takes."""
+    validate_process(process)
+    return {
+        "terminal": False,
+        "user": {"uid": process.uid, "gid": process.gid},
+        "args": list(process.args),
+        "env": list(process.env),
+        "cwd": process.cwd,
+        "capabilities": _capabilities(),
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit, "soft": nofile_limit}],
+        "noNewPrivileges": False,
+    }
+
+
+def _default_mounts() -> list[dict]:
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+def _bind_mount(mount: Mount) -> dict:
+    if not mount.destination.startswith("/"):
+        raise ValueError(f"mount destination {mount.destination!r} must be an absolute path")
+    if not mount.source.startswith("/"):
+        raise ValueError(f"mount source {mount.source!r} must be an absolute path")
+    # rprivate: a bind must not propagate mounts back to the host or between containers.
+    options = ["rbind", "rprivate"] + (["ro"] if mount.readonly else ["rw"])
+    return {"destination": mount.destination, "type": "bind", "source": mount.source, "options": options}
+
+
+def build_namespaces(netns_path: str | None) -> list[dict]:
+    """pid, ipc, uts, mount always; network joins netns_path, or is absent for host networking."""
+    namespaces: list[dict] = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+    if netns_path is not None:
+        if not netns_path.startswith("/"):
+            raise ValueError(f"network namespace path {netns_path!r} must be an absolute path")
+        namespaces.append({"type": "network", "path": netns_path})
+    return namespaces
+
+
+def build_oci_spec(
+    process: ProcessSpec,
+    hostname: str,
+    rootfs: str,
+    netns_path: str | None,
+    mounts: list[Mount],
+    cgroups_path: str | None = None,
+    nofile_limit: int = NOFILE_LIMIT,
+) -> dict:
+    """config.json for runc.
+
+    No linux.resources: on this host's hybrid cgroup v1+v2 layout resource limits make runc fail.
+    cgroupsPath stays unset unless given (runc then uses /<container id>). nofile_limit lets a
+    caller without CAP_SYS_RESOURCE lower Docker's 1048576 to the hard limit it can grant."""
+    if not rootfs.startswith("/"):
+        raise ValueError(f"rootfs {rootfs!r} must be an absolute path")
+    linux: dict = {
+        "namespaces": build_namespaces(netns_path),
+        "maskedPaths": list(DEFAULT_MASKED_PATHS),
+        "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+    }
+    if cgroups_path is not None:
+        linux["cgroupsPath"] = cgroups_path
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": build_process(process, nofile_limit),
+        "root": {"path": rootfs, "readonly": False},
+        "hostname": hostname,
+        "mounts": _default_mounts() + [_bind_mount(m) for m in mounts],
+        "linux": linux,
+    }
+
+
+def parse_user(user: str) -> tuple[int, int]:
+    """Numeric "uid[:gid]" to (uid, gid); "" is root. A missing gid is 0 (resolve_user reads passwd).
+
+    Names are refused: they need the image's /etc/passwd, which resolve_user handles."""
+    if user == "":
+        return 0, 0
+    uid_text, sep, gid_text = user.partition(":")
+    if sep and gid_text == "":
+        raise ValueError(f"invalid user {user!r}: empty group after ':'")
+    for part in (uid_text, gid_text) if sep else (uid_text,):
+        if not _NUMERIC_ID.fullmatch(part):
+            raise ValueError(
+                f"invalid user {user!r}: {part!r} is not a numeric id (names must be resolved against the image first)"
+            )
+    uid = int(uid_text)
+    gid = int(gid_text) if sep else 0
+    for value in (uid, gid):
+        if value > 0xFFFFFFFE:
+            raise ValueError(f"invalid user {user!r}: id {value} is out of range")
+    return uid, gid
+
+
+@dataclass(slots=True)
+class _PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+
+
+def parse_passwd(text: str) -> list[_PasswdEntry]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and _NUMERIC_ID.fullmatch(fields[2]) and _NUMERIC_ID.fullmatch(fields[3]):
+            entries.append(_PasswdEntry(fields[0], int(fields[2]), int(fields[3])))
+    return entries
+
+
+def parse_group(text: str) -> dict[str, int]:
+    groups = {}
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and _NUMERIC_ID.fullmatch(fields[2]):
+            groups.setdefault(fields[0], int(fields[2]))
+    return groups
+
+
+def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, int]:
+    """Docker's rules for `--user`: names or ids for user and group; a lone user takes its
+    primary group from passwd (or 0 for an unknown numeric uid). Pure: the texts are the image's files."""
+    if user == "":
+        return 0, 0
+    users = parse_passwd(passwd_text)
+    groups = parse_group(group_text)
+    user_part, sep, group_part = user.partition(":")
+    if sep and group_part == "":
+        raise ValueError(f"invalid user {user!r}: empty group after ':'")
+    if _NUMERIC_ID.fullmatch(user_part):
+        uid = int(user_part)
+        entry = next((e for e in users if e.uid == uid), None)
+    else:
+        entry = next((e for e in users if e.name == user_part), None)
+        if entry is None:
+            raise ValueError(f"unable to find user {user_part}: no matching entries in passwd file")
+        uid = entry.uid
+    if not sep:
+        return uid, entry.gid if entry is not None else 0
+    if _NUMERIC_ID.fullmatch(group_part):
+        return uid, int(group_part)
+    if group_part not in groups:
+        raise ValueError(f"unable to find group {group_part}: no matching entries in group file")
+    return uid, groups[group_part]
+

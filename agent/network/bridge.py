@@ -1,0 +1,242 @@
+"""Linux bridges and veth endpoints in the current network namespace, programmed over netlink.
+Used by the network controller (bridge driver); namespaces come from netns.py, MACs from mac.py."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import socket
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from agent.network.netns import netns_path
+
+IFNAMSIZ = 15  # kernel limit on interface names, without the NUL
+DEFAULT_ROUTE = "0.0.0.0/0"
+
+
+class NetworkSetupError(Exception):
+    """A bridge or endpoint could not be set up; nothing of it is left behind."""
+
+
+def host_ifname_for(endpoint_id: str) -> str:
+    """Host-side veth name for an endpoint: 'veth' + 7 hex chars, stable for the same id."""
+    if not endpoint_id:
+        raise ValueError("endpoint id must not be empty")
+    return "veth" + hashlib.sha256(endpoint_id.encode()).hexdigest()[:7]
+
+
+def link_exists(name: str) -> bool:
+    """True if an interface with this name exists in the current network namespace."""
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None) -> None:
+    """Create bridge `name` if missing, give it exactly this one IPv4 address, set mtu, bring it up."""
+    _check_ifname(name)
+    iface = _parse_cidr(address_cidr)
+    _check_mtu(mtu)
+    with IPRoute() as ipr:
+        created = False
+        if not ipr.link_lookup(ifname=name):
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+                created = True
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise NetworkSetupError(f"cannot create bridge {name}: {exc}") from exc
+        try:
+            index = ipr.link_lookup(ifname=name)[0]
+            kind = _link_kind(ipr.get_links(index)[0])
+            if kind != "bridge":
+                raise NetworkSetupError(f"cannot use {name} as a bridge: it is a {kind or 'non-bridge'} link")
+            _ensure_only_address(ipr, index, iface)
+            if mtu is not None:
+                ipr.link("set", index=index, mtu=mtu)
+            ipr.link("set", index=index, state="up")
+        except Exception:
+            if created:
+                _delete_link(ipr, name)
+            raise
+
+
+def delete_bridge(name: str) -> None:
+    """Delete bridge `name`; no error if it does not exist."""
+    with IPRoute() as ipr:
+        _delete_link(ipr, name)
+
+
+def host_routed_networks() -> list[IPv4Network]:
+    """IPv4 subnets with a route or an address in the current namespace (default routes excluded)."""
+    found: list[IPv4Network] = []
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            dst_len = route["dst_len"]
+            if dst_len == 0:
+                continue
+            found.append(IPv4Network(f"{route.get('dst')}/{dst_len}", strict=False))
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            net = IPv4Network(f"{addr.get('address')}/{addr['prefixlen']}", strict=False)
+            if not net.is_loopback:
+                found.append(net)
+    unique: list[IPv4Network] = []
+    for net in found:
+        if net not in unique:
+            unique.append(net)
+    return unique
+
+
+def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, address_cidr: str,
+                    mac: str, gateway: str | None, mtu: int | None) -> None:
+    """Connect namespace `netns` to `bridge` with a veth pair named host_ifname / ifname.
+
+    The container side is created directly inside the namespace, so its name ("eth0") never
+    clashes with the host's own interfaces. Calling it again for the same endpoint re-asserts the
+    settings; if anything fails on first creation, the veth is removed again.
+    """
+    _check_ifname(host_ifname)
+    _check_ifname(ifname)
+    iface = _parse_cidr(address_cidr)
+    _check_mtu(mtu)
+    mac = _check_mac(mac)
+    gw = _parse_gateway(gateway, iface)
+    ns_file = netns_path(netns)
+    if not ns_file.exists():
+        raise NetworkSetupError(f"network namespace {netns} does not exist")
+    with IPRoute() as ipr:
+        bridges = ipr.link_lookup(ifname=bridge)
+        if not bridges:
+            raise NetworkSetupError(f"bridge {bridge} does not exist")
+        bridge_index = bridges[0]
+        created = False
+        if ipr.link_lookup(ifname=host_ifname) and not _is_pair(ipr, host_ifname, netns, ifname):
+            _delete_link(ipr, host_ifname)  # a stale half from an earlier crash: start over
+        if not ipr.link_lookup(ifname=host_ifname):
+            peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": str(ns_file), "address": mac}
+            if mtu is not None:
+                peer["mtu"] = mtu
+            try:
+                ipr.link("add", ifname=host_ifname, kind="veth", peer=peer)
+            except NetlinkError as exc:
+                raise NetworkSetupError(
+                    f"cannot create veth {host_ifname}/{ifname} in {netns}: {exc}") from exc
+            created = True
+        try:
+            host_index = ipr.link_lookup(ifname=host_ifname)[0]
+            settings: dict[str, Any] = {"master": bridge_index, "state": "up"}
+            if mtu is not None:
+                settings["mtu"] = mtu
+            ipr.link("set", index=host_index, **settings)
+            with IPRoute(netns=netns, flags=0) as nsr:
+                index = nsr.link_lookup(ifname=ifname)[0]
+                nsr.link("set", index=index, address=mac, **({"mtu": mtu} if mtu else {}))
+                _ensure_only_address(nsr, index, iface)
+                nsr.link("set", index=index, state="up")
+                if gw is not None:
+                    nsr.route("replace", dst=DEFAULT_ROUTE, gateway=str(gw))
+        except Exception:
+            if created:
+                _delete_link(ipr, host_ifname)
+            raise
+
+
+def detach_endpoint(host_ifname: str) -> None:
+    """Delete the veth pair by its host side (the kernel removes the peer); no error if gone."""
+    with IPRoute() as ipr:
+        _delete_link(ipr, host_ifname)
+
+
+def set_default_route(netns: str, gateway: str | None) -> None:
+    """Point the namespace's default route at `gateway`, or remove it when gateway is None."""
+    gw = IPv4Address(gateway) if gateway else None
+    if not netns_path(netns).exists():
+        raise NetworkSetupError(f"network namespace {netns} does not exist")
+    with IPRoute(netns=netns, flags=0) as nsr:
+        if gw is not None:
+            nsr.route("replace", dst=DEFAULT_ROUTE, gateway=str(gw))
+            return
+        try:
+            nsr.route("del", dst=DEFAULT_ROUTE)
+        except NetlinkError as exc:
+            if exc.code != errno.ESRCH:
+                raise
+
+
+def _is_pair(ipr: IPRoute, host_ifname: str, netns: str, ifname: str) -> bool:
+    # Both ends name each other's ifindex (IFLA_LINK); that is enough to know the pair is ours.
+    host = ipr.get_links(ipr.link_lookup(ifname=host_ifname)[0])[0]
+    if _link_kind(host) != "veth" or host.get("IFLA_LINK_NETNSID") is None:
+        return False
+    with IPRoute(netns=netns, flags=0) as nsr:
+        found = nsr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        peer = nsr.get_links(found[0])[0]
+        return peer.get("IFLA_LINK") == host["index"] and host.get("IFLA_LINK") == peer["index"]
+
+
+def _ensure_only_address(ipr: IPRoute, index: int, iface: IPv4Interface) -> None:
+    present = False
+    for addr in ipr.get_addr(family=socket.AF_INET, index=index):
+        if addr.get("address") == str(iface.ip) and addr["prefixlen"] == iface.network.prefixlen:
+            present = True
+            continue
+        ipr.addr("del", index=index, address=addr.get("address"), prefixlen=addr["prefixlen"])
+    if not present:
+        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+
+
+def _delete_link(ipr: IPRoute, name: str) -> None:
+    for index in ipr.link_lookup(ifname=name):
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+
+
+def _link_kind(link: Any) -> str | None:
+    info = link.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info is not None else None
+
+
+def _parse_cidr(address_cidr: str) -> IPv4Interface:
+    try:
+        iface = ip_interface(address_cidr)
+    except ValueError:
+        raise ValueError(f"invalid address {address_cidr!r}: expected IPv4 CIDR like 172.17.0.1/16") from None
+    if not isinstance(iface, IPv4Interface) or "/" not in address_cidr:
+        raise ValueError(f"invalid address {address_cidr!r}: expected IPv4 CIDR like 172.17.0.1/16")
+    return iface
+
+
+def _parse_gateway(gateway: str | None, iface: IPv4Interface) -> IPv4Address | None:
+    if not gateway:
+        return None
+    try:
+        gw = IPv4Address(gateway)
+    except ValueError:
+        raise ValueError(f"invalid gateway {gateway!r}: expected an IPv4 address") from None
+    if gw not in iface.network:
+        raise ValueError(f"invalid gateway {gateway}: not in subnet {iface.network}")
+    return gw
+
+
+def _check_ifname(name: str) -> None:
+    if not name or len(name) > IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
+        raise ValueError(f"invalid interface name {name!r}: 1-{IFNAMSIZ} characters, no '/' or spaces")
+
+
+def _check_mtu(mtu: int | None) -> None:
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise ValueError(f"invalid mtu {mtu}: must be between 68 and 65535")
+
+
+def _check_mac(mac: str) -> str:
+    parts = mac.lower().split(":")
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p) for p in parts):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    return ":".join(parts)

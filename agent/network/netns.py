@@ -1,0 +1,66 @@
+"""Named network namespaces (/run/netns/NAME) for containers and drivers, created idempotently.
+Used by the sandbox/endpoint controller and by bridge.attach_endpoint; built on pyroute2.netns."""
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as _pr_netns
+
+NETNS_DIR = Path("/run/netns")
+_MAX_NAME = 255
+
+
+def netns_path(name: str) -> Path:
+    """Where the named namespace is bind-mounted."""
+    _check_name(name)
+    return NETNS_DIR / name
+
+
+def create_netns(name: str) -> Path:
+    """Create the namespace if it does not exist and bring its loopback up; returns its path."""
+    path = netns_path(name)
+    if not _is_netns(path):
+        if path.exists():
+            # A plain file left by a crash between mkfile and mount: iproute2 would refuse it too.
+            path.unlink()
+        try:
+            _pr_netns.create(name)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+    with IPRoute(netns=name, flags=0) as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+    return path
+
+
+def delete_netns(name: str) -> None:
+    """Remove the namespace's name; no error if it is already gone."""
+    path = netns_path(name)
+    if not path.exists():
+        return
+    try:
+        _pr_netns.remove(name)
+    except FileNotFoundError:
+        pass
+
+
+def list_netns(prefix: str) -> list[str]:
+    """Names of the namespaces in /run/netns starting with `prefix`, sorted."""
+    return sorted(n for n in _pr_netns.listnetns() if n.startswith(prefix))
+
+
+def _is_netns(path: Path) -> bool:
+    # A mounted nsfs file has a different device than the tmpfs directory holding it.
+    try:
+        return path.stat().st_dev != path.parent.stat().st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or name in (".", "..") or len(name) > _MAX_NAME:
+        raise ValueError(f"invalid network namespace name {name!r}")

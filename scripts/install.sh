@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything shoal needs on a Debian machine, as root: Debian packages, a venv with the
+# pinned Python packages (.venv), shoal itself (editable), and `shoal` on PATH. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DEBS=(iproute2 iptables nftables runc busybox-static iputils-ping dnsutils conntrack
+      etcd-server dnsmasq-base procps psmisc kmod ca-certificates)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"shoal needs Python >= 3.11, this is {sys.version.split()[0]}")
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  echo "$want" > "$stamp"
+fi
+
+# `shoal` on PATH for people and for `shoal lab exec h1 -- shoal ...`.
+ln -sf "$ROOT/.venv/bin/shoal" /usr/local/bin/shoal
+
+# The lab's `busybox` image, built from Debian's static busybox (daemons load it at first start).
+mkdir -p build/images
+if [ ! -s build/images/busybox.tar ] || [ "$(command -v busybox)" -nt build/images/busybox.tar ]; then
+  .venv/bin/python -m agent.images.busybox build/images/busybox.tar >/dev/null
+fi
+echo "install: ok ($(.venv/bin/python --version), $(runc --version | head -1))"

@@ -1,0 +1,147 @@
+"""Output streams of the Docker API: multiplexed frames, and hijacked (upgraded) connections.
+
+Frame encoding is pure; HijackedConnection takes a socket over from aiohttp for attach and
+exec start (shoal.api.routes_containers), the way moby's HijackConnection does.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+RAW_STREAM = "application/vnd.docker.raw-stream"
+_HEADER = struct.Struct(">BxxxI")
+
+
+def encode_frame(stream: int, data: bytes) -> bytes:
+    """One stdcopy frame: [stream, 0, 0, 0, uint32 big-endian length] + payload."""
+    return _HEADER.pack(stream, len(data)) + data
+
+
+def encode_output(stream: int, data: bytes, tty: bool) -> bytes:
+    """With a TTY the stream is raw (one merged stream), otherwise framed."""
+    return data if tty else encode_frame(stream, data)
+
+
+def raw_response_head(status: int, reason: str, headers: Mapping[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class HijackedConnection(asyncio.Protocol):
+    """The protocol of a connection taken away from aiohttp after an upgrade.
+
+    aiohttp's protocol closes the transport when the client half-closes its side, which the
+    docker CLI does at once when it has no stdin to send; this protocol keeps writing.
+    """
+
+    def __init__(self, transport: asyncio.Transport, previous: asyncio.BaseProtocol) -> None:
+        self._transport = transport
+        self._previous = previous
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    @classmethod
+    def take_over(cls, request: web.BaseRequest) -> "HijackedConnection":
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away before the upgrade")
+        conn = cls(transport, request.protocol)  # type: ignore[arg-type]
+        transport.set_protocol(conn)
+        with contextlib.suppress(Exception):
+            transport.resume_reading()  # so a client that goes away is noticed
+        return conn
+
+    # -- asyncio.Protocol --
+    def data_received(self, data: bytes) -> None:
+        pass  # stdin is not supported: shoal never opens a container's stdin
+
+    def eof_received(self) -> bool:
+        return True  # half-closed by the client: keep the write side open
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._can_write.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        # Let aiohttp forget the connection (its bookkeeping of open connections).
+        with contextlib.suppress(Exception):
+            self._previous.connection_lost(exc)
+
+    # -- writing --
+    @property
+    def is_closed(self) -> bool:
+        return self.closed.done() or self._transport.is_closing()
+
+    async def write(self, data: bytes) -> None:
+        if self.is_closed:
+            raise ConnectionResetError("client closed the connection")
+        self._transport.write(data)
+        await self._can_write.wait()
+
+    async def close(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.close()  # flushes what is buffered, then closes
+        await self.closed
+
+
+async def pump(
+    chunks: AsyncIterator[tuple[int, bytes]], write, tty: bool, until_closed: asyncio.Future | None
+) -> None:
+    """Copies (stream, chunk) pairs to `write` as frames, until the iterator ends or the
+    client goes away (`until_closed` resolves)."""
+
+    async def copy() -> None:
+        try:
+            async for stream, chunk in chunks:
+                if chunk:
+                    await write(encode_output(stream, chunk, tty))
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    task = asyncio.ensure_future(copy())
+    if until_closed is None:
+        await task
+        return
+    try:
+        await asyncio.wait({task, until_closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+    if task.done() and not task.cancelled():
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, ConnectionError):
+            raise exc
+
+
+async def when_disconnected(request: web.BaseRequest, interval: float = 0.5) -> None:
+    """Returns once the client of a plain (not hijacked) streaming response has gone.
+
+    aiohttp cancels nothing on disconnect unless handler_cancellation is on, which would also
+    cut engine calls in half; so the transport is watched instead.
+    """
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(interval)

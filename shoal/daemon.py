@@ -1,0 +1,82 @@
+"""`shoal daemon`: one per host; runs the engine and serves the local Docker API on a socket.
+
+Composes shoal.engine (networks, containers, images) and shoal.api (HTTP); the manager and
+agent roles of a swarm join here in later issues. Containers outlive the daemon (live restore).
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+from pathlib import Path
+
+log = logging.getLogger("shoal.daemon")
+
+
+class DaemonAlreadyRunning(SystemExit):
+    pass
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """One daemon per data dir: a second one would fight over the same kernel objects."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "shoal.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DaemonAlreadyRunning(f"another shoal daemon is using {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None) -> None:
+    from agent.images.busybox import ensure_busybox
+    from shoal.api.server import serve
+    from shoal.engine.engine import Engine, EngineOptions
+
+    exec_root.mkdir(parents=True, exist_ok=True)
+    options = EngineOptions(
+        data_dir=data_dir,
+        exec_root=exec_root,
+        netns_prefix=netns_prefix,
+        bip=bip or "172.17.0.1/16",
+        mtu=mtu or 1500,
+    )
+    engine = Engine(options)
+    await engine.restore()
+    ensure_busybox(engine.images)
+    server = await serve(engine, host)
+    log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shoal daemon stopping; containers keep running")
+    await server.close()
+    await engine.close()
+
+
+def run_daemon(
+    host: str = "unix:///run/shoal/shoal.sock",
+    data_dir: Path = Path("/var/lib/shoal"),
+    exec_root: Path = Path("/run/shoal"),
+    netns_prefix: str = "shoal-",
+    bip: str | None = None,
+    mtu: int | None = None,
+    debug: bool = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    data_dir = Path(data_dir)
+    lock_fd = _lock_data_dir(data_dir)
+    try:
+        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu))
+    finally:
+        os.close(lock_fd)

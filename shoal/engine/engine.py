@@ -1,0 +1,740 @@
+"""The Engine: the one object shoal.api calls for networks, containers, execs and images.
+
+Composes the network controller (shoal.engine.networks), the runc runtime (agent.executor)
+and the image store (agent.images); owns the daemon's state directory. Every method either
+completes or raises an EngineError and leaves nothing half-done.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal as signals
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.executor.runtime import RuncError, RuncRuntime
+from agent.executor.spec import Mount, ProcessSpec, parse_user
+from agent.images.store import ImageError, ImageNotFound, ImageStore
+from agent.network import bridge as kernel
+from agent.network import netns as namespaces
+from shoal.engine import etcfiles
+from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
+from shoal.engine.names import generate_name, validate_container_name
+from shoal.engine.networks import NetworkController, NetworkOptions
+from shoal.engine.records import (
+    ContainerRecord,
+    EndpointRecord,
+    ExecRecord,
+    NetworkRecord,
+    container_from_dict,
+    to_dict,
+)
+from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
+from shoal.engine.state import StateDir, write_atomic
+from shoal.engine.timefmt import now_rfc3339
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP_TIMEOUT = 10
+LOG_POLL_SECONDS = 0.1
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    data_dir: Path
+    exec_root: Path
+    netns_prefix: str = "shoal-"
+    bip: str = "172.17.0.1/16"
+    mtu: int = 1500
+
+
+class Engine:
+    """Attributes the API reads: `daemon_id` (64 hex, stable across restarts), `data_dir`,
+    `images` (agent.images.store.ImageStore)."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self.data_dir = options.data_dir
+        self.state = StateDir(options.data_dir / "engine")
+        self.daemon_id = self.state.daemon_id()
+        self.images = ImageStore(options.data_dir / "images")
+        self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime")
+        self.net = NetworkController(self.state, NetworkOptions(bip=options.bip, mtu=options.mtu))
+        self.containers: dict[str, ContainerRecord] = {}
+        self.execs: dict[str, ExecRecord] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._exited: dict[str, asyncio.Event] = {}
+        self._removed: dict[str, asyncio.Event] = {}
+        self._watchers: dict[str, asyncio.Task] = {}
+
+    # ---- start-up -------------------------------------------------------------------
+    async def restore(self) -> None:
+        """Brings kernel and records back in line after a start, a restart or a SIGKILL:
+        running containers are adopted, ones that exited meanwhile are marked exited."""
+        self.net.restore()
+        for container_id, data in self.state.load_all("containers").items():
+            self.containers[container_id] = container_from_dict(data)
+        for container in self.containers.values():
+            if container.state != "running":
+                continue
+            status = self.runtime.status(container.id)
+            if status.state == "running":
+                container.pid = status.pid
+                self._watch(container)
+                continue
+            code = status.exit_code if status.exit_code is not None else 255
+            await self._finish(container, code)
+        self._collect_orphan_namespaces()
+
+    def _collect_orphan_namespaces(self) -> None:
+        """Namespaces with our prefix that no running container owns: left by a crash."""
+        owned = {c.netns for c in self.containers.values() if c.state == "running" and c.netns}
+        for name in namespaces.list_netns(self.options.netns_prefix):
+            if name not in owned and len(name) == len(self.options.netns_prefix) + 12:
+                namespaces.delete_netns(name)
+
+    async def close(self) -> None:
+        """Stops watching; containers keep running (live restore)."""
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()
+
+    # ---- networks -------------------------------------------------------------------
+    def list_networks(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
+        dangling = filters.get("dangling")
+        rest = {k: v for k, v in filters.items() if k != "dangling"}
+        networks = self.net.list(rest)
+        if dangling:
+            want = dangling[0].lower() in ("true", "1")
+            networks = [
+                n for n in networks
+                if (not n.predefined and not self.network_endpoints(n.id)) == want
+            ]
+        return networks
+
+    def get_network(self, ref: str, scope: str = "") -> NetworkRecord:
+        return self.net.lookup(ref, scope)
+
+    def network_endpoints(self, network_id: str) -> list[tuple[ContainerRecord, EndpointRecord]]:
+        attached = []
+        for container in self.containers.values():
+            endpoint = container.endpoints.get(network_id)
+            if endpoint is not None and container.state == "running":
+                attached.append((container, endpoint))
+        return sorted(attached, key=lambda pair: pair[0].name)
+
+    async def create_network(self, request: NetworkCreate) -> tuple[NetworkRecord, str]:
+        return self.net.create(request)
+
+    async def remove_network(self, ref: str) -> None:
+        net = self.net.lookup(ref)
+        names = [c.name for c, _ in self.network_endpoints(net.id)]
+        self.net.remove(net.id, names)
+
+    async def connect_network(self, ref: str, container_ref: str, endpoint: EndpointRequest) -> None:
+        net = self.net.lookup(ref)
+        container = self.get_container(container_ref)
+        async with self._lock(container.id):
+            self._check_connectable(container, net)
+            record = self._new_endpoint(net, container, endpoint)
+            if container.state == "running":
+                self.net.allocate_endpoint(net, container.id, record, record.requested_ipv4)
+                try:
+                    self.net.plumb(record, container.netns, self._next_ifname(container), False)
+                except Exception as exc:
+                    self.net.unplumb(record)
+                    self.net.release_endpoint(record)
+                    raise EngineError(f"failed to connect {container.name} to {net.name}: {exc}") from exc
+            container.endpoints[net.id] = record
+            if container.state == "running":
+                self._refresh_default_route(container)
+                self._write_etc_files(container)
+            self._save(container)
+
+    def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
+        if net.id in container.endpoints:
+            raise EngineError(
+                f"endpoint with name {container.name} already exists in network {net.name}", 403
+            )
+        if container.network_mode == "host" or net.driver == "host":
+            raise InvalidParameter(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        if container.network_mode == "none" or net.driver == "null":
+            raise InvalidParameter(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+            )
+
+    async def disconnect_network(self, ref: str, container_ref: str, force: bool) -> None:
+        net = self.net.lookup(ref)
+        container = self.get_container(container_ref)
+        async with self._lock(container.id):
+            endpoint = container.endpoints.get(net.id)
+            if endpoint is None:
+                raise EngineError(f"container {container.id} is not connected to network {net.name}", 403)
+            if net.driver in ("host", "null"):
+                raise InvalidParameter(
+                    "container cannot be disconnected from host network or connected to host network"
+                )
+            self.net.unplumb(endpoint)
+            self.net.release_endpoint(endpoint)
+            del container.endpoints[net.id]
+            if container.network_mode in (net.name, net.id):
+                container.network_mode = next(
+                    (self.net.networks[n].name for n in container.endpoints if n in self.net.networks), "none"
+                ) if container.endpoints else container.network_mode
+            if container.state == "running":
+                self._refresh_default_route(container)
+                self._write_etc_files(container)
+            self._save(container)
+
+    async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
+        for key in filters:
+            if key not in ("until", "label", "label!"):
+                raise InvalidParameter(f"invalid filter '{key}'")
+        pruned = []
+        for net in list(self.net.networks.values()):
+            if net.predefined or self.network_endpoints(net.id):
+                continue
+            if not all(_label_filter(net.labels, v) for v in filters.get("label", [])):
+                continue
+            self.net.remove(net.id, [])
+            pruned.append(net.name)
+        return sorted(pruned)
+
+    # ---- containers: create, lookup ------------------------------------------------
+    async def create_container(self, name: str, request: ContainerCreate) -> tuple[ContainerRecord, list[str]]:
+        if name:
+            name = validate_container_name(name)
+            for other in self.containers.values():
+                if other.name == name:
+                    raise Conflict(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{other.id}". You have to remove (or rename) that container to be able '
+                        "to reuse that name."
+                    )
+        else:
+            name = generate_name({c.name for c in self.containers.values()})
+        if not request.image:
+            raise InvalidParameter("config cannot be empty in order to create a container")
+        try:
+            image = self.images.get(request.image)
+        except ImageNotFound as exc:
+            raise NotFound(exc.message) from None
+        except ImageError as exc:
+            raise InvalidParameter(exc.message) from None
+
+        config = image.config or {}
+        entrypoint = request.entrypoint if request.entrypoint is not None else list(config.get("Entrypoint") or [])
+        if request.cmd is not None and request.cmd != []:
+            cmd = list(request.cmd)
+        elif request.entrypoint is not None:
+            cmd = []  # Docker: a new entrypoint resets the image's Cmd
+        else:
+            cmd = list(config.get("Cmd") or [])
+        args = list(entrypoint) + list(cmd)
+        if not args:
+            raise InvalidParameter("no command specified")
+        if request.user:
+            try:
+                parse_user(request.user)
+            except ValueError as exc:
+                raise InvalidParameter(str(exc)) from None
+
+        container_id = secrets.token_hex(32)
+        mode = request.network_mode or "default"
+        if mode == "default":
+            mode = "bridge"
+        record = ContainerRecord(
+            id=container_id,
+            name=name,
+            image=request.image,
+            image_id=image.id,
+            created=now_rfc3339(),
+            args=args,
+            cmd=cmd,
+            entrypoint=list(entrypoint),
+            env=_merge_env(list(config.get("Env") or []), request.env),
+            working_dir=request.working_dir or config.get("WorkingDir") or "",
+            user=request.user or config.get("User") or "",
+            hostname=request.hostname or (container_id[:12] if mode != "host" else socket.gethostname()),
+            domainname=request.domainname,
+            labels={**(config.get("Labels") or {}), **request.labels},
+            network_mode=mode,
+            auto_remove=request.auto_remove,
+            tty=request.tty,
+            create_config=request.raw_config,
+            host_config=request.raw_host_config,
+        )
+        self._attach_requested_networks(record, request)
+        if request.links:
+            raise InvalidParameter("--link is not supported by shoal yet")
+        self.containers[container_id] = record
+        self._save(record)
+        return record, []
+
+    def _attach_requested_networks(self, record: ContainerRecord, request: ContainerCreate) -> None:
+        """Resolves NetworkMode and EndpointsConfig into endpoint records (no addresses yet)."""
+        mode = record.network_mode
+        if mode.startswith("container:"):
+            raise InvalidParameter("network mode container: is not supported by shoal yet")
+        if mode in ("host", "none"):
+            others = [n for n in request.endpoints if n not in (mode,)]
+            if others:
+                raise InvalidParameter(
+                    "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+                )
+            net = self.net.lookup(mode)
+            record.network_mode = net.name
+            record.endpoints[net.id] = self._new_endpoint(net, record, EndpointRequest())
+            return
+        primary = self.net.lookup(mode)
+        if primary.driver in ("host", "null"):
+            raise InvalidParameter(
+                "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+            )
+        record.network_mode = primary.name
+        requested = dict(request.endpoints)
+        primary_request = requested.pop(mode, None) or requested.pop(primary.name, None) or EndpointRequest()
+        if primary_request.ipv4 and primary.predefined:
+            raise InvalidParameter("user specified IP address is supported on user defined networks only")
+        record.endpoints[primary.id] = self._new_endpoint(primary, record, primary_request)
+        for ref, endpoint in requested.items():
+            net = self.net.lookup(ref)
+            self._check_connectable(record, net)
+            record.endpoints[net.id] = self._new_endpoint(net, record, endpoint)
+
+    def _new_endpoint(self, net: NetworkRecord, container: ContainerRecord, request: EndpointRequest) -> EndpointRecord:
+        aliases = list(request.aliases)
+        return EndpointRecord(
+            id=secrets.token_hex(32),
+            network_id=net.id,
+            container_id=container.id,
+            aliases=aliases,
+            requested_ipv4=request.ipv4,
+        )
+
+    def list_containers(self, all: bool, filters: dict[str, list[str]]) -> list[ContainerRecord]:
+        allowed = {"id", "name", "label", "status", "network", "ancestor", "exited"}
+        for key in filters:
+            if key not in allowed:
+                raise InvalidParameter(f"invalid filter '{key}'")
+        result = []
+        for container in self.containers.values():
+            if not all and container.state != "running" and "status" not in filters:
+                continue
+            if _container_matches(container, filters, self.net):
+                result.append(container)
+        return sorted(result, key=lambda c: c.created, reverse=True)
+
+    def get_container(self, ref: str) -> ContainerRecord:
+        if ref in self.containers:
+            return self.containers[ref]
+        name = ref.lstrip("/")
+        for container in self.containers.values():
+            if container.name == name:
+                return container
+        matches = [c for c in self.containers.values() if ref and c.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidParameter(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    # ---- containers: lifecycle ------------------------------------------------------
+    async def start_container(self, ref: str) -> None:
+        container = self.get_container(ref)
+        async with self._lock(container.id):
+            if container.state == "running":
+                raise NotModified("container already started")
+            await self._start(container)
+
+    async def _start(self, container: ContainerRecord) -> None:
+        try:
+            image = self.images.get(container.image_id)
+        except ImageError as exc:
+            raise NotFound(exc.message) from None
+        host_mode = container.network_mode == "host"
+        netns_name = "" if host_mode else f"{self.options.netns_prefix}{container.id[:12]}"
+        plumbed: list[EndpointRecord] = []
+        try:
+            netns_path = None
+            if netns_name:
+                netns_path = str(namespaces.create_netns(netns_name))
+            container.netns = netns_name
+            for index, endpoint in enumerate(self._bridge_endpoints_in_order(container)):
+                net = self.net.networks[endpoint.network_id]
+                self.net.allocate_endpoint(net, container.id, endpoint, endpoint.requested_ipv4)
+                plumbed.append(endpoint)
+                self.net.plumb(endpoint, netns_name, f"eth{index}", default_route=False)
+            if netns_name:
+                self._refresh_default_route(container)
+            mounts = self._write_etc_files(container)
+            uid, gid = parse_user(container.user) if container.user else (0, 0)
+            process = ProcessSpec(
+                args=container.args,
+                env=_merge_env(container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
+                cwd=container.working_dir or "/",
+                uid=uid,
+                gid=gid,
+                tty=container.tty,
+            )
+            await self.runtime.remove(container.id)  # a stale bundle from an earlier run
+            await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
+            self._exited[container.id] = asyncio.Event()
+            pid = await self.runtime.start(container.id)
+        except Exception as exc:
+            for endpoint in plumbed:
+                self.net.unplumb(endpoint)
+                self.net.release_endpoint(endpoint)
+            if netns_name:
+                namespaces.delete_netns(netns_name)
+            container.netns = ""
+            message = exc.message if isinstance(exc, (RuncError, EngineError)) else str(exc)
+            container.error = message
+            self._save(container)
+            if isinstance(exc, EngineError):
+                raise
+            status = 400 if "executable file not found" in message or "no such file" in message else 500
+            raise EngineError(f"failed to start container {container.name}: {message}", status) from exc
+        container.state = "running"
+        container.pid = pid
+        container.exit_code = 0
+        container.error = ""
+        container.started_at = now_rfc3339()
+        container.finished_at = "0001-01-01T00:00:00Z"
+        self._save(container)
+        self._watch(container)
+
+    def _bridge_endpoints_in_order(self, container: ContainerRecord) -> list[EndpointRecord]:
+        endpoints = [
+            e for n, e in container.endpoints.items()
+            if n in self.net.networks and self.net.networks[n].driver == "bridge"
+        ]
+        missing = [n for n in container.endpoints if n not in self.net.networks]
+        if missing:
+            raise NotFound(f"network {missing[0]} not found")
+        # The primary network (NetworkMode) is eth0, then the others by name.
+        primary = self.net.lookup(container.network_mode).id if container.network_mode not in ("host", "none") else ""
+        return sorted(endpoints, key=lambda e: (e.network_id != primary, self.net.networks[e.network_id].name))
+
+    def _next_ifname(self, container: ContainerRecord) -> str:
+        taken = {e.ifname for e in container.endpoints.values() if e.ifname.startswith("eth")}
+        index = 0
+        while f"eth{index}" in taken:
+            index += 1
+        return f"eth{index}"
+
+    def _refresh_default_route(self, container: ContainerRecord) -> None:
+        """S12: external traffic leaves through the first non-internal network by name."""
+        if not container.netns:
+            return
+        candidates = sorted(
+            (self.net.networks[e.network_id].name, e.gateway)
+            for e in container.endpoints.values()
+            if e.network_id in self.net.networks and e.ipv4 and e.gateway
+        )
+        kernel.set_default_route(container.netns, candidates[0][1] if candidates else None)
+
+    def _write_etc_files(self, container: ContainerRecord) -> list[Mount]:
+        directory = self.options.data_dir / "containers" / container.id
+        directory.mkdir(parents=True, exist_ok=True)
+        if container.network_mode == "host":
+            hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else etcfiles.HOSTS_HEADER
+        else:
+            own_ips = [e.ipv4 for e in self._bridge_endpoints_in_order(container) if e.ipv4]
+            names = [container.hostname]
+            if container.domainname:
+                names.insert(0, f"{container.hostname}.{container.domainname}")
+            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]])
+        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        resolv = host_resolv if container.network_mode == "host" else etcfiles.container_resolv_conf(host_resolv)
+        files = {"hosts": hosts, "resolv.conf": resolv, "hostname": container.hostname + "\n"}
+        mounts = []
+        for name, text in files.items():
+            path = directory / name
+            write_atomic(path, text.encode())
+            os.chmod(path, 0o644)
+            mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
+        return mounts
+
+    def etc_path(self, container: ContainerRecord, name: str) -> str:
+        return str(self.options.data_dir / "containers" / container.id / name)
+
+    def _watch(self, container: ContainerRecord) -> None:
+        self._exited.setdefault(container.id, asyncio.Event())
+        old = self._watchers.pop(container.id, None)
+        if old is not None:
+            old.cancel()
+        self._watchers[container.id] = asyncio.get_running_loop().create_task(self._watch_exit(container.id))
+
+    async def _watch_exit(self, container_id: str) -> None:
+        try:
+            code = await self.runtime.wait(container_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the runtime lost track: report the container as dead
+            log.exception("waiting for container %s failed", container_id)
+            code = 255
+        container = self.containers.get(container_id)
+        if container is None:
+            return
+        async with self._lock(container_id):
+            if container.state == "running":
+                await self._finish(container, code)
+        self._watchers.pop(container_id, None)
+        if container.auto_remove and container_id in self.containers:
+            await self._remove(container)
+
+    async def _finish(self, container: ContainerRecord, code: int) -> None:
+        """Marks a container exited and frees its network resources (Docker releases the
+        addresses of a stopped container; the next start allocates again)."""
+        container.state = "exited"
+        container.exit_code = code
+        container.pid = 0
+        container.finished_at = now_rfc3339()
+        for endpoint in container.endpoints.values():
+            self.net.unplumb(endpoint)
+            self.net.release_endpoint(endpoint)
+        if container.netns:
+            namespaces.delete_netns(container.netns)
+            container.netns = ""
+        self._save(container)
+        self._exited.setdefault(container.id, asyncio.Event()).set()
+
+    async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
+        container = self.get_container(ref)
+        async with self._lock(container.id):
+            if container.state != "running":
+                raise NotModified("container already stopped")
+            sig = _parse_signal(signal) if signal else signals.SIGTERM
+            wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+            code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
+            await self._finish(container, code)
+
+    async def kill_container(self, ref: str, signal: str = "SIGKILL") -> None:
+        container = self.get_container(ref)
+        sig = _parse_signal(signal or "SIGKILL")
+        if container.state != "running":
+            raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
+        await self.runtime.kill(container.id, int(sig))
+
+    async def remove_container(self, ref: str, force: bool = False) -> None:
+        container = self.get_container(ref)
+        async with self._lock(container.id):
+            if container.state == "running":
+                if not force:
+                    raise Conflict(
+                        f'cannot remove container "/{container.name}": container is running: '
+                        "stop the container before removing or force remove"
+                    )
+                code = await self.runtime.stop(container.id, 0.0, int(signals.SIGKILL))
+                await self._finish(container, code)
+        await self._remove(container)
+
+    async def _remove(self, container: ContainerRecord) -> None:
+        task = self._watchers.pop(container.id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        await self.runtime.remove(container.id)
+        self.containers.pop(container.id, None)
+        self.state.delete("containers", container.id)
+        for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
+            if event is not None:
+                event.set()
+        self.execs = {k: v for k, v in self.execs.items() if v.container_id != container.id}
+
+    async def wait_container(self, ref: str, condition: str = "not-running") -> int:
+        container = self.get_container(ref)
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        if condition == "removed":
+            event = self._removed.setdefault(container.id, asyncio.Event())
+            await event.wait()
+            return container.exit_code
+        if condition in ("", "not-running") and container.state != "running":
+            return container.exit_code
+        event = self._exited.get(container.id)
+        if event is None or event.is_set():
+            event = self._exited[container.id] = asyncio.Event()
+        await event.wait()
+        return container.exit_code
+
+    async def container_logs(
+        self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        container = self.get_container(ref)
+        paths = self.runtime.log_paths(container.id)
+        wanted = [(1, paths[0])] if stdout else []
+        if stderr:
+            wanted.append((2, paths[1]))
+        offsets: dict[int, int] = {}
+        lines_wanted = None if tail in ("", "all") else _parse_tail(tail)
+        for stream, path in wanted:
+            data = path.read_bytes() if path.exists() else b""
+            offsets[stream] = len(data)
+            if lines_wanted is not None:
+                data = b"".join(data.splitlines(keepends=True)[-lines_wanted:]) if lines_wanted else b""
+            if data:
+                yield stream, data
+        while follow:
+            running = container.state == "running" and container.id in self.containers
+            for stream, path in wanted:
+                if not path.exists():
+                    continue
+                with path.open("rb") as handle:
+                    handle.seek(offsets[stream])
+                    chunk = handle.read()
+                if chunk:
+                    offsets[stream] += len(chunk)
+                    yield stream, chunk
+            if not running:
+                break
+            await asyncio.sleep(LOG_POLL_SECONDS)
+
+    # ---- exec -----------------------------------------------------------------------
+    async def create_exec(self, container_ref: str, request: ExecCreate) -> ExecRecord:
+        container = self.get_container(container_ref)
+        if container.state != "running":
+            raise Conflict(f"container {container.id} is not running")
+        if not request.cmd:
+            raise InvalidParameter("No exec command specified")
+        if request.user:
+            try:
+                parse_user(request.user)
+            except ValueError as exc:
+                raise InvalidParameter(str(exc)) from None
+        record = ExecRecord(
+            id=secrets.token_hex(32),
+            container_id=container.id,
+            args=list(request.cmd),
+            env=list(request.env),
+            working_dir=request.working_dir,
+            user=request.user,
+            attach_stdout=request.attach_stdout,
+            attach_stderr=request.attach_stderr,
+        )
+        self.execs[record.id] = record
+        return record
+
+    def get_exec(self, exec_id: str) -> ExecRecord:
+        record = self.execs.get(exec_id)
+        if record is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return record
+
+    async def run_exec(self, exec_id: str) -> AsyncIterator[tuple[int, bytes]]:
+        record = self.get_exec(exec_id)
+        if record.running or record.exit_code is not None:
+            raise Conflict(f"Error: Exec command {exec_id} has already run")
+        container = self.containers.get(record.container_id)
+        if container is None or container.state != "running":
+            raise Conflict(f"container {record.container_id} is not running")
+        user = record.user or container.user
+        uid, gid = parse_user(user) if user else (0, 0)
+        process = ProcessSpec(
+            args=record.args,
+            env=_merge_env(container.env, record.env),
+            cwd=record.working_dir or container.working_dir or "/",
+            uid=uid,
+            gid=gid,
+        )
+        record.running = True
+        try:
+            run = await self.runtime.exec(container.id, process)
+            record.pid = run.pid
+            async for stream, chunk in run.output():
+                if (stream == 1 and record.attach_stdout) or (stream == 2 and record.attach_stderr):
+                    yield stream, chunk
+            record.exit_code = await run.wait()
+        except RuncError as exc:
+            record.exit_code = 126
+            yield 2, (exc.message + "\n").encode()
+        finally:
+            record.running = False
+            if record.exit_code is None:
+                record.exit_code = 137
+
+    # ---- system ---------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        states = [c.state for c in self.containers.values()]
+        return {
+            "Containers": len(states),
+            "ContainersRunning": states.count("running"),
+            "ContainersPaused": 0,
+            "ContainersStopped": len(states) - states.count("running"),
+            "Images": len(self.images.list()),
+        }
+
+    # ---- helpers --------------------------------------------------------------------
+    def _lock(self, container_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(container_id, asyncio.Lock())
+
+    def _save(self, container: ContainerRecord) -> None:
+        if container.id in self.containers:
+            self.state.save("containers", container.id, to_dict(container))
+
+
+def _merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -> list[str]:
+    """KEY=VALUE lists merged by key; overrides win unless keep_first (then base wins)."""
+    merged: dict[str, str] = {}
+    for entry in base:
+        key = entry.split("=", 1)[0]
+        merged[key] = entry
+    for entry in overrides:
+        key = entry.split("=", 1)[0]
+        if keep_first and key in merged:
+            continue
+        merged[key] = entry
+    return list(merged.values())
+
+
+def _parse_signal(value: str) -> signals.Signals:
+    text = value.strip().upper()
+    try:
+        if text.isdigit():
+            return signals.Signals(int(text))
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        return signals.Signals[text]
+    except (KeyError, ValueError):
+        raise InvalidParameter(f"Invalid signal: {value}") from None
+
+
+def _parse_tail(value: str) -> int:
+    try:
+        lines = int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for \"tail\": {value!r}") from None
+    return max(lines, 0)
+
+
+def _label_filter(labels: dict[str, str], value: str) -> bool:
+    key, _, want = value.partition("=")
+    return key in labels and ("=" not in value or labels[key] == want)
+
+
+def _container_matches(container: ContainerRecord, filters: dict[str, list[str]], net: NetworkController) -> bool:
+    def any_of(key: str, test) -> bool:
+        values = filters.get(key)
+        return not values or any(test(v) for v in values)
+
+    def on_network(value: str) -> bool:
+        try:
+            return net.lookup(value).id in container.endpoints
+        except EngineError:
+            return False
+
+    return (
+        any_of("id", lambda v: container.id.startswith(v))
+        and any_of("name", lambda v: v.lstrip("/") in container.name)
+        and any_of("status", lambda v: container.state == v)
+        and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
+        and any_of("network", on_network)
+        and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)
+        and all(_label_filter(container.labels, v) for v in filters.get("label", []))
+    )

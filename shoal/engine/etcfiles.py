@@ -1,0 +1,65 @@
+"""The /etc/hosts, /etc/resolv.conf and /etc/hostname shoal writes for each container.
+
+Pure text builders (Docker's layout); shoal.engine.containers writes them and bind-mounts them.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def hosts_file(own: list[tuple[str, list[str]]], extra: list[tuple[str, list[str]]] = ()) -> str:
+    """own: (ip, [hostname, ...]) of the container itself; extra: links and --add-host lines."""
+    lines = [HOSTS_HEADER]
+    for ip, names in list(extra) + list(own):
+        if ip and names:
+            lines.append(f"{ip}\t{' '.join(names)}\n")
+    return "".join(lines)
+
+
+def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
+    """Returns (nameservers, search domains, options) of a resolv.conf text."""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        if fields[0] == "nameserver":
+            servers.append(fields[1])
+        elif fields[0] in ("search", "domain"):
+            search = fields[1:]
+        elif fields[0] == "options":
+            options.extend(fields[1:])
+    return servers, search, options
+
+
+def container_resolv_conf(host_text: str) -> str:
+    """A default-bridge container's resolv.conf: the host's, without loopback resolvers
+    (they would point into the container itself)."""
+    servers, search, options = parse_resolv_conf(host_text)
+    usable = [s for s in servers if not _is_loopback(s)]
+    out = []
+    if search:
+        out.append("search " + " ".join(search))
+    out.extend(f"nameserver {s}" for s in usable)
+    if options:
+        out.append("options " + " ".join(options))
+    return "\n".join(out) + "\n"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False

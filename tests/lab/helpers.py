@@ -1,0 +1,23 @@
+"""Polling with a deadline for lab tests: wait for a condition, never a bare sleep.
+
+Used by every test in tests/lab.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Returns the first truthy value of condition(); raises TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+        last = condition()
+    return last

@@ -1,0 +1,470 @@
+"""Lab tests for agent.executor.runtime: real runc containers on a busybox rootfs in a test-made netns.
+Needs root; every container, mount, namespace and process made here is removed by the fixtures."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.executor.runtime import ExecRun, RuncError, RuncRuntime
+from agent.executor.spec import Mount, ProcessSpec
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runc") is None, reason="needs root and runc"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def mounted_under(path: Path) -> list[str]:
+    text = Path("/proc/self/mountinfo").read_text()
+    return [line for line in text.splitlines() if str(path) in line]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny busybox image rootfs."""
+    root = tmp_path_factory.mktemp("image") / "rootfs"
+    for sub in ("bin", "etc", "proc", "sys", "dev", "root"):
+        (root / sub).mkdir(parents=True)
+    (root / "tmp").mkdir(mode=0o1777)
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (root / "etc" / "hosts").write_text("")
+    return root
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"shrt{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def netns(prefix: str) -> Iterator[str]:
+    name = f"{prefix}-ns"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _force_cleanup(runc_root: Path, state_root: Path) -> None:
+    """Removes whatever a test left behind, without trusting the code under test."""
+    if state_root.is_dir():
+        for d in state_root.iterdir():
+            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", d.name], capture_output=True)
+            shim = d / "shim.pid"
+            if shim.exists():
+                shim_pid = int(shim.read_text().split()[0])
+                if pid_alive(shim_pid):
+                    wait_until(lambda: not pid_alive(shim_pid), what=f"shim {shim_pid} to exit")
+            if os.path.ismount(d / "rootfs"):
+                subprocess.run(["umount", "-l", str(d / "rootfs")], check=False)
+    shutil.rmtree(state_root, ignore_errors=True)
+    shutil.rmtree(runc_root, ignore_errors=True)
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    runc_root, state_root = tmp_path / "runc", tmp_path / "state"
+    try:
+        yield runc_root, state_root
+    finally:
+        _force_cleanup(runc_root, state_root)
+
+
+@pytest.fixture
+def rt(roots: tuple[Path, Path]) -> RuncRuntime:
+    return RuncRuntime(*roots)
+
+
+def run(coro):  # noqa: ANN001, ANN201 - a tiny alias keeps the tests readable
+    return asyncio.run(coro)
+
+
+async def start(rt: RuncRuntime, cid: str, image: Path, args: list[str], netns: str | None, mounts=()) -> int:  # noqa: ANN001
+    await rt.prepare(cid, image, ProcessSpec(args, ENV), cid[:12], netns, list(mounts))
+    return await rt.start(cid)
+
+
+async def exec_collect(rt: RuncRuntime, cid: str, args: list[str]) -> tuple[int, bytes, bytes]:
+    execution = await rt.exec(cid, ProcessSpec(args, ENV))
+    return await execution.collect()
+
+
+def test_started_container_is_running_with_a_live_pid(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-run"
+    pid = run(start(rt, cid, image, ["sleep", "3600"], netns))
+    status = rt.status(cid)
+    assert (status.state, status.pid, status.exit_code) == ("running", pid, None)
+    assert pid_alive(pid)
+    assert Path(f"/proc/{pid}/cmdline").read_bytes() == b"sleep\x003600\x00"
+
+
+def test_container_sees_only_lo_in_its_netns(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-lo"
+
+    async def body() -> tuple[int, bytes, bytes]:
+        await start(rt, cid, image, ["sleep", "3600"], netns)
+        return await exec_collect(rt, cid, ["ip", "-o", "link"])
+
+    code, out, _ = run(body())
+    names = [line.split(":")[1].strip() for line in out.decode().splitlines()]
+    assert (code, names) == (0, ["lo"])
+
+
+def test_host_networking_shares_the_callers_interfaces(rt: RuncRuntime, image: Path, prefix: str) -> None:
+    cid = f"{prefix}-host"
+
+    async def body() -> tuple[int, bytes, bytes]:
+        await start(rt, cid, image, ["sleep", "3600"], None)
+        return await exec_collect(rt, cid, ["cat", "/proc/net/dev"])
+
+    code, out, _ = run(body())
+    inside = {line.split(":")[0].strip() for line in out.decode().splitlines()[2:]}
+    outside = {line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]}
+    assert code == 0
+    assert inside == outside
+
+
+def test_exit_code_of_sh_exit_3_is_3(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-exit"
+
+    async def body() -> int:
+        await start(rt, cid, image, ["sh", "-c", "exit 3"], netns)
+        return await rt.wait(cid)
+
+    assert run(body()) == 3
+    status = rt.status(cid)
+    assert (status.state, status.exit_code) == ("exited", 3)
+
+
+def test_stop_of_sleep_ignoring_sigterm_ends_in_sigkill_137(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-stop"
+
+    async def body() -> int:
+        await start(rt, cid, image, ["sleep", "3600"], netns)
+        return await rt.stop(cid, timeout=0.5)
+
+    assert run(body()) == 137
+    assert (rt.status(cid).state, rt.status(cid).exit_code) == ("exited", 137)
+
+
+def test_stop_of_a_process_that_handles_sigterm_returns_its_own_code(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-term"
+    script = 'trap "exit 143" TERM; touch /tmp/ready; while true; do sleep 0.05; done'
+
+    async def body() -> int:
+        await start(rt, cid, image, ["sh", "-c", script], netns)
+        wait_until(lambda: (rt.rootfs(cid) / "tmp" / "ready").exists(), what="trap installed")
+        return await rt.stop(cid, timeout=30)
+
+    assert run(body()) == 143
+
+
+def test_stdout_and_stderr_go_to_their_log_files(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-logs"
+
+    async def body() -> int:
+        await start(rt, cid, image, ["sh", "-c", "echo to-out; echo to-err >&2"], netns)
+        return await rt.wait(cid)
+
+    assert run(body()) == 0
+    stdout_log, stderr_log = rt.log_paths(cid)
+    assert stdout_log.read_bytes() == b"to-out\n"
+    assert stderr_log.read_bytes() == b"to-err\n"
+
+
+def test_exec_returns_output_and_exit_code(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-exec"
+
+    async def body() -> tuple[int, bytes, bytes]:
+        await start(rt, cid, image, ["sleep", "3600"], netns)
+        return await exec_collect(rt, cid, ["sh", "-c", "echo out; echo err >&2; exit 5"])
+
+    assert run(body()) == (5, b"out\n", b"err\n")
+
+
+def test_exec_output_streams_before_the_process_ends(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-stream"
+    script = "echo first; while [ ! -f /tmp/go ]; do sleep 0.05; done; echo second >&2"
+
+    async def body() -> tuple[list[tuple[int, bytes]], int | None, int]:
+        await start(rt, cid, image, ["sleep", "3600"], netns)
+        execution: ExecRun = await rt.exec_stream(cid, ProcessSpec(["sh", "-c", script], ENV))
+        chunks = []
+        code_after_first = -1
+        async for item in execution.output():
+            chunks.append(item)
+            if len(chunks) == 1:
+                code_after_first = execution.exit_code  # still running: None
+                (rt.rootfs(cid) / "tmp" / "go").touch()
+        return chunks, code_after_first, await execution.wait()
+
+    chunks, code_after_first, code = run(body())
+    assert chunks == [(1, b"first\n"), (2, b"second\n")]
+    assert code_after_first is None
+    assert code == 0
+
+
+def test_exec_of_missing_binary_is_127_with_runcs_message(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-nobin"
+
+    async def body() -> tuple[tuple[int, bytes, bytes], str | None]:
+        await start(rt, cid, image, ["sleep", "3600"], netns)
+        execution = await rt.exec(cid, ProcessSpec(["nosuch"], ENV))
+        return await execution.collect(), execution.error
+
+    (code, out, err), error = run(body())
+    assert code == 127
+    assert out == b""
+    assert b'exec: "nosuch": executable file not found in $PATH' in err
+    assert error is not None and 'exec: "nosuch": executable file not found in $PATH' in error
+
+
+def test_exec_in_a_stopped_container_is_refused(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-exstop"
+
+    async def body() -> None:
+        await start(rt, cid, image, ["true"], netns)
+        await rt.wait(cid)
+        await rt.exec(cid, ProcessSpec(["true"], ENV))
+
+    with pytest.raises(RuncError, match=f"container {cid} is not running"):
+        run(body())
+
+
+def test_start_of_missing_binary_raises_runcs_message(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-badstart"
+    with pytest.raises(RuncError) as caught:
+        run(start(rt, cid, image, ["nosuch"], netns))
+    assert 'exec: "nosuch": executable file not found in $PATH' in caught.value.message
+    assert caught.value.exit_code == 127
+    assert rt.status(cid).state == "created"
+
+
+def test_failed_start_can_be_retried_after_fixing_the_image(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-retry"
+
+    async def body() -> int:
+        with pytest.raises(RuncError):
+            await start(rt, cid, image, ["/bin/late"], netns)
+        (rt.rootfs(cid) / "bin" / "late").symlink_to("busybox")  # lands in the container's upper layer
+        await rt.prepare(cid, image, ProcessSpec(["/bin/late"], ENV), "h", netns, [])  # "late" is not an applet
+        await rt.start(cid)
+        return await rt.wait(cid)
+
+    assert run(body()) == 127  # busybox: "late: applet not found" — the process itself ran this time
+    assert not (image / "bin" / "late").exists()
+
+
+def test_bind_mount_shows_the_host_file_read_only(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str, tmp_path: Path
+) -> None:
+    cid = f"{prefix}-bind"
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.5 web\n")
+
+    async def body() -> tuple[tuple[int, bytes, bytes], tuple[int, bytes, bytes]]:
+        await start(rt, cid, image, ["sleep", "3600"], netns, [Mount(str(hosts), "/etc/hosts", readonly=True)])
+        read = await exec_collect(rt, cid, ["cat", "/etc/hosts"])
+        write = await exec_collect(rt, cid, ["sh", "-c", "echo x >> /etc/hosts"])
+        return read, write
+
+    read, write = run(body())
+    assert read == (0, b"10.0.0.5 web\n", b"")
+    assert write[0] != 0 and b"Read-only file system" in write[2]
+    assert hosts.read_text() == "10.0.0.5 web\n"
+
+
+def test_second_runtime_sees_running_container_then_its_exit(
+    roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-restore"
+    script = "while [ ! -f /tmp/go ]; do sleep 0.05; done; exit 7"
+    first = RuncRuntime(*roots)
+    pid = run(start(first, cid, image, ["sh", "-c", script], netns))
+    restarted = RuncRuntime(*roots)
+    assert restarted.list_ids() == [cid]
+    status = restarted.status(cid)
+    assert (status.state, status.pid) == ("running", pid)
+    (restarted.rootfs(cid) / "tmp" / "go").touch()
+    assert run(restarted.wait(cid)) == 7
+    status = restarted.status(cid)
+    assert (status.state, status.exit_code) == ("exited", 7)
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from agent.executor.runtime import RuncRuntime
+    from agent.executor.spec import ProcessSpec
+
+    async def main():
+        rt = RuncRuntime(Path(sys.argv[2]), Path(sys.argv[3]))
+        await rt.prepare(sys.argv[4], Path(sys.argv[5]), ProcessSpec(["sleep", "3600"], ["PATH=/bin"]),
+                         "h", sys.argv[6], [])
+        print(await rt.start(sys.argv[4]), flush=True)
+
+    asyncio.run(main())
+    time.sleep(3600)
+    """
+)
+
+
+def test_container_survives_sigkill_of_the_process_that_started_it(
+    roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-orphan"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(REPO), str(roots[0]), str(roots[1]), cid, str(image), netns],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = child.stdout.readline()  # type: ignore[union-attr]
+        pid = int(line)
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert pid_alive(pid)
+    restarted = RuncRuntime(*roots)
+    assert (restarted.status(cid).state, restarted.status(cid).pid) == ("running", pid)
+    assert run(restarted.stop(cid, timeout=0.2)) == 137
+
+
+def test_kill_of_an_exited_container_is_no_error(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-killx"
+
+    async def body() -> int:
+        await start(rt, cid, image, ["true"], netns)
+        await rt.wait(cid)
+        await rt.kill(cid, signal.SIGKILL)
+        return await rt.wait(cid)
+
+    assert run(body()) == 0
+
+
+def test_prepare_twice_keeps_one_overlay_mount(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-twice"
+
+    async def body() -> None:
+        for _ in range(2):
+            await rt.prepare(cid, image, ProcessSpec(["true"], ENV), "h", netns, [])
+
+    run(body())
+    rootfs = rt.rootfs(cid)
+    assert len([line for line in mounted_under(rootfs) if f" {rootfs} " in line]) == 1
+    assert (rootfs / "bin" / "busybox").exists()
+
+
+def test_remove_kills_unmounts_and_deletes_everything(
+    rt: RuncRuntime, roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-rm"
+    pid = run(start(rt, cid, image, ["sleep", "3600"], netns))
+    state_dir = roots[1] / cid
+    run(rt.remove(cid))
+    wait_until(lambda: not pid_alive(pid), what="container process to die")
+    assert not state_dir.exists()
+    assert mounted_under(state_dir) == []
+    listed = subprocess.run(["runc", "--root", str(roots[0]), "list", "-q"], capture_output=True, text=True)
+    assert cid not in listed.stdout.split()
+    assert rt.list_ids() == []
+    assert (image / "bin" / "busybox").exists()
+
+
+def test_remove_is_idempotent(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+    cid = f"{prefix}-rm2"
+
+    async def body() -> None:
+        await start(rt, cid, image, ["true"], netns)
+        await rt.remove(cid)
+        await rt.remove(cid)
+
+    run(body())
+    assert rt.status(cid).state == "unknown"
+
+
+def test_prepare_with_a_missing_image_leaves_nothing_behind(
+    rt: RuncRuntime, roots: tuple[Path, Path], tmp_path: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-noimg"
+    missing = tmp_path / "no-such-image"
+    with pytest.raises(RuncError, match=f"image rootfs {missing} is not a directory"):
+        run(rt.prepare(cid, missing, ProcessSpec(["true"], ENV), "h", netns, []))
+    assert not (roots[1] / cid).exists()
+
+
+def test_prepare_with_a_bad_process_leaves_nothing_behind(
+    rt: RuncRuntime, roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-badproc"
+    with pytest.raises(ValueError, match="'NOEQUALS'"):
+        run(rt.prepare(cid, image, ProcessSpec(["true"], ["NOEQUALS"]), "h", netns, []))
+    assert not (roots[1] / cid).exists()
+
+
+def test_prepare_falls_back_to_a_copy_when_overlay_fails(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cid = f"{prefix}-copy"
+    # A comma in lowerdir breaks overlay's option parsing, so the mount fails.
+    awkward = tmp_path / "img,with-comma"
+    subprocess.run(["cp", "-a", str(image), str(awkward)], check=True)
+
+    async def body() -> tuple[int, bytes, bytes]:
+        await rt.prepare(cid, awkward, ProcessSpec(["sleep", "3600"], ENV), "h", netns, [])
+        await rt.start(cid)
+        return await exec_collect(rt, cid, ["sh", "-c", "echo mine > /tmp/f; cat /tmp/f"])
+
+    assert run(body()) == (0, b"mine\n", b"")
+    assert not os.path.ismount(rt.rootfs(cid))
+    assert "overlay mount for container" in caplog.text
+    assert not (awkward / "tmp" / "f").exists()
+    run(rt.remove(cid))
+    assert rt.list_ids() == []

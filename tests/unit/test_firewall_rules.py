@@ -1,0 +1,165 @@
+"""Unit tests for agent.network.firewall's pure parts: exact rule text and the apply batch."""
+import pytest
+
+from agent.network.firewall import BridgeNet, build_restore, render_rules
+
+FILTER_HEAD = """*filter
+:DOCKER - [0:0]
+:DOCKER-BRIDGE - [0:0]
+:DOCKER-CT - [0:0]
+:DOCKER-FORWARD - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-FORWARD
+"""
+NAT_HEAD = """*nat
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+"""
+
+
+def test_render_default_bridge() -> None:
+    rules = render_rules([BridgeNet("docker0", "172.17.0.0/16")])
+    assert rules["filter"] == FILTER_HEAD + """\
+-A DOCKER ! -i docker0 -o docker0 -j DROP
+-A DOCKER-BRIDGE -o docker0 -j DOCKER
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i docker0 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+COMMIT
+"""
+    assert rules["nat"] == NAT_HEAD + """\
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+COMMIT
+"""
+
+
+def test_render_two_bridges_second_without_icc() -> None:
+    rules = render_rules([BridgeNet("docker0", "172.17.0.0/16"),
+                          BridgeNet("br-1234567890ab", "172.18.0.0/16", icc=False)])
+    assert rules["filter"] == FILTER_HEAD + """\
+-A DOCKER ! -i docker0 -o docker0 -j DROP
+-A DOCKER ! -i br-1234567890ab -o br-1234567890ab -j DROP
+-A DOCKER-BRIDGE -o docker0 -j DOCKER
+-A DOCKER-BRIDGE -o br-1234567890ab -j DOCKER
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-CT -o br-1234567890ab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i docker0 -j ACCEPT
+-A DOCKER-FORWARD -i br-1234567890ab -o br-1234567890ab -j DROP
+-A DOCKER-FORWARD -i br-1234567890ab ! -o br-1234567890ab -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -i br-1234567890ab ! -o br-1234567890ab -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -o br-1234567890ab -j DROP
+COMMIT
+"""
+    assert rules["nat"] == NAT_HEAD + """\
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 172.18.0.0/16 ! -o br-1234567890ab -j MASQUERADE
+COMMIT
+"""
+
+
+def test_render_internal_network_with_and_without_icc() -> None:
+    rules = render_rules([BridgeNet("docker0", "172.17.0.0/16"),
+                          BridgeNet("br-int", "192.0.2.0/24", internal=True),
+                          BridgeNet("br-int2", "198.51.100.0/24", internal=True, icc=False)])
+    assert rules["filter"] == FILTER_HEAD + """\
+-A DOCKER ! -i docker0 -o docker0 -j DROP
+-A DOCKER-BRIDGE -o docker0 -j DOCKER
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i docker0 -j ACCEPT
+-A DOCKER-FORWARD -i br-int -o br-int -j ACCEPT
+-A DOCKER-FORWARD -i br-int2 -o br-int2 -j DROP
+-A DOCKER-ISOLATION-STAGE-1 ! -s 192.0.2.0/24 -o br-int -j DROP
+-A DOCKER-ISOLATION-STAGE-1 ! -d 192.0.2.0/24 -i br-int -j DROP
+-A DOCKER-ISOLATION-STAGE-1 ! -s 198.51.100.0/24 -o br-int2 -j DROP
+-A DOCKER-ISOLATION-STAGE-1 ! -d 198.51.100.0/24 -i br-int2 -j DROP
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+COMMIT
+"""
+    assert rules["nat"] == NAT_HEAD + """\
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+COMMIT
+"""
+
+
+def test_render_without_masquerade_omits_postrouting_rule() -> None:
+    rules = render_rules([BridgeNet("br0", "10.1.0.0/24", masquerade=False)])
+    assert "POSTROUTING" not in rules["nat"]
+
+
+def test_render_never_declares_docker_user() -> None:
+    rules = render_rules([BridgeNet("docker0", "172.17.0.0/16")])
+    assert ":DOCKER-USER" not in rules["filter"]
+
+
+def test_render_rejects_subnet_with_host_bits() -> None:
+    with pytest.raises(ValueError, match="invalid subnet '10.0.0.1/24' for bridge br0"):
+        render_rules([BridgeNet("br0", "10.0.0.1/24")])
+
+
+def test_render_rejects_bad_bridge_name() -> None:
+    with pytest.raises(ValueError, match="invalid bridge name 'a-name-longer-than-15'"):
+        render_rules([BridgeNet("a-name-longer-than-15", "10.0.0.0/24")])
+
+
+def test_render_rejects_bridge_listed_twice() -> None:
+    with pytest.raises(ValueError, match="bridge br0 listed twice"):
+        render_rules([BridgeNet("br0", "10.0.0.0/24"), BridgeNet("br0", "10.1.0.0/24")])
+
+
+EMPTY = {"filter": "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+         "nat": "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n"}
+
+
+def test_batch_on_empty_tables_creates_docker_user_and_inserts_jumps() -> None:
+    batch = build_restore([BridgeNet("docker0", "172.17.0.0/16")], EMPTY)
+    lines = batch["filter"].splitlines()
+    assert ":DOCKER-USER - [0:0]" in lines
+    assert [ln for ln in lines if ln.startswith(("-I", "-D"))] == [
+        "-I FORWARD 1 -j DOCKER-USER", "-I FORWARD 2 -j DOCKER-FORWARD"]
+    assert [ln for ln in batch["nat"].splitlines() if ln.startswith(("-I", "-D"))] == [
+        "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-I OUTPUT 1 ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-I POSTROUTING 1 -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"]
+
+
+def test_batch_keeps_existing_docker_user_chain_undeclared() -> None:
+    current = dict(EMPTY, filter="*filter\n:FORWARD ACCEPT [0:0]\n:DOCKER-USER - [0:0]\n"
+                                 "-A DOCKER-USER -s 10.9.0.0/24 -j DROP\nCOMMIT\n")
+    batch = build_restore([], current)
+    assert ":DOCKER-USER" not in batch["filter"]
+    assert "-A DOCKER-USER" not in batch["filter"]
+
+
+def test_batch_deletes_every_old_copy_of_shoal_jumps_before_inserting() -> None:
+    current = dict(EMPTY, filter="*filter\n:DOCKER-USER - [0:0]\n-A FORWARD -j DOCKER-FORWARD\n"
+                                 "-A FORWARD -j ACCEPT\n-A FORWARD -j DOCKER-USER\n"
+                                 "-A FORWARD -j DOCKER-FORWARD\nCOMMIT\n")
+    batch = build_restore([], current)
+    assert [ln for ln in batch["filter"].splitlines() if ln.startswith(("-I", "-D"))] == [
+        "-D FORWARD -j DOCKER-FORWARD", "-D FORWARD -j DOCKER-USER", "-D FORWARD -j DOCKER-FORWARD",
+        "-I FORWARD 1 -j DOCKER-USER", "-I FORWARD 2 -j DOCKER-FORWARD"]
+
+
+def test_batch_removes_masquerade_of_stale_bridge_only() -> None:
+    current = dict(EMPTY, nat="*nat\n-A POSTROUTING -s 10.1.0.0/24 ! -o br-old -j MASQUERADE\n"
+                              "-A POSTROUTING -s 10.2.0.0/24 ! -o eth9 -j MASQUERADE\nCOMMIT\n")
+    batch = build_restore([], current, stale_bridges=["br-old"])
+    nat = batch["nat"].splitlines()
+    assert "-D POSTROUTING -s 10.1.0.0/24 ! -o br-old -j MASQUERADE" in nat
+    assert not any("eth9" in ln for ln in nat)
