@@ -4,6 +4,7 @@ Unpacking is agent.images.unpack; the executor mounts an image's `rootfs` read-o
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,7 +47,9 @@ _OCI_INDEX_TYPES = {
 }
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
-_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
+_GOARCH = {
+    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+}
 
 
 class ImageNotFound(ImageError):
@@ -118,7 +121,9 @@ def normalize_ref(ref: str) -> str:
             raise ImageError(f"invalid reference format: {ref!r}")
     full = f"{domain}/{path}" if domain else path
     if len(full) > 255:
-        raise ImageError(f"invalid reference format: repository name ({ref}) must not be more than 255 characters")
+        raise ImageError(
+            f"invalid reference format: repository name ({ref}) must not be more than 255 characters"
+        )
     if digest:
         return f"{full}:{tag}@{digest}" if tag else f"{full}@{digest}"
     return f"{full}:{tag or 'latest'}"
@@ -190,6 +195,13 @@ class _Archive:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise ImageLoadError(f"invalid tar: {name}: invalid JSON: {e}") from e
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable()) and stream.tell() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _clean(name: str) -> str:
@@ -414,14 +426,16 @@ class ImageStore:
         """Load every image of a `docker save` or OCI-layout tarball; all or nothing."""
         work = Path(tempfile.mkdtemp(prefix="load-", dir=self._tmp))
         try:
-            spool = work / "input.tar"
-            with open(spool, "wb") as out:
-                shutil.copyfileobj(stream, out, 1 << 20)
-            try:
-                tar = tarfile.open(spool, mode="r:*")
-            except (tarfile.TarError, EOFError, OSError) as e:
-                raise ImageLoadError(f"invalid tar: {e}") from e
-            with tar:
+            with contextlib.ExitStack() as stack:
+                if not _seekable(stream):  # members are read in manifest order, not archive order
+                    spool = work / "input.tar"
+                    with open(spool, "wb") as out:
+                        shutil.copyfileobj(stream, out, 1 << 20)
+                    stream = stack.enter_context(open(spool, "rb"))
+                try:
+                    tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r:*"))
+                except (tarfile.TarError, EOFError, OSError) as e:
+                    raise ImageLoadError(f"invalid tar: {e}") from e
                 archive = _Archive(tar)
                 plans = self._plans(archive)
                 staged = self._stage_all(archive, plans, work)
@@ -472,7 +486,9 @@ class ImageStore:
             if source.digest is not None and blob.digest() != source.digest:
                 raise ImageLoadError(f"{label}: content digest {blob.digest()} does not match {source.digest}")
             if actual != diff_id:
-                raise ImageLoadError(f"{label}: uncompressed digest {actual} does not match the config's diff_id {diff_id}")
+                raise ImageLoadError(
+                    f"{label}: uncompressed digest {actual} does not match the config's diff_id {diff_id}"
+                )
         (target / "config.json").write_bytes(plan.config_bytes)
         meta = _Meta(config=config, created=created, size=rootfs_size(rootfs), loaded=_now_rfc3339())
         return target, meta
@@ -561,7 +577,10 @@ class ImageStore:
             except (OSError, ValueError):
                 continue  # its files are gone; forget it rather than serve a broken image
             self._images[image_id] = _Meta(
-                config=config, created=entry["created"], size=entry["size"], loaded=entry["loaded"]
+                config=config,
+                created=str(entry.get("created") or config.get("created") or ""),
+                size=int(entry.get("size") or 0),
+                loaded=str(entry.get("loaded") or ""),
             )
         self._tags = {t: i for t, i in tags.items() if i in self._images}
 

@@ -186,6 +186,8 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
             pending = target.split("/") + pending
             continue
         if not stat.S_ISDIR(st.st_mode):
+            if not create:
+                return None
             raise ImageLoadError(f"{label}: entry {name!r}: {'/'.join(resolved + [comp])} is not a directory")
         resolved.append(comp)
     return resolved
@@ -209,14 +211,21 @@ class _LayerState:
     label: str
     is_root: bool
     written: set[str] = field(default_factory=set)
+    ancestors: set[str] = field(default_factory=set)  # parents of written paths, for opaque dirs
     dirs: list[tuple[Path, int, float]] = field(default_factory=list)
+
+    def wrote(self, rel: str) -> None:
+        self.written.add(rel)
+        head = rel
+        while "/" in head:
+            head = head.rsplit("/", 1)[0]
+            if head in self.ancestors:
+                break
+            self.ancestors.add(head)
 
     def keeps(self, rel: str) -> bool:
         """True if this layer wrote `rel` or something beneath it (opaque dirs keep those)."""
-        if rel in self.written:
-            return True
-        prefix = rel + "/"
-        return any(w.startswith(prefix) for w in self.written)
+        return rel in self.written or rel in self.ancestors
 
 
 def apply_layer(root: Path, stream: BinaryIO, label: str = "layer") -> str:
@@ -231,7 +240,10 @@ def apply_layer(root: Path, stream: BinaryIO, label: str = "layer") -> str:
     try:
         with tarfile.open(fileobj=plain, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
-                _apply_member(state, tar, member)
+                try:
+                    _apply_member(state, tar, member)
+                except OSError as e:
+                    raise ImageLoadError(f"{label}: entry {member.name!r}: {e.strerror or e}") from e
         plain.drain()
     except ImageLoadError:
         raise
@@ -288,7 +300,7 @@ def _apply_member(state: _LayerState, tar: tarfile.TarFile, member: tarfile.TarI
     else:
         # Device nodes: the runtime gives containers their own /dev, so they are not needed.
         return
-    state.written.add(rel)
+    state.wrote(rel)
 
 
 def _make_dir(state: _LayerState, path: Path, member: tarfile.TarInfo) -> None:

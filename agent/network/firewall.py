@@ -1,5 +1,5 @@
 """iptables rules for bridge networks, laid out in Docker 28's chains and applied as atomic batches.
-Used by the network controller after networks change; render_rules/build_restore are pure, apply_rules does the I/O."""
+Used by the network controller after networks change; rendering is pure, apply_rules does the I/O."""
 from __future__ import annotations
 
 import shutil

@@ -98,7 +98,7 @@ class AddressPool:
             "subnet": str(self.subnet),
             "gateway": str(self.gateway),
             "ip_range": str(self.ip_range) if self.ip_range is not None else None,
-            "cursor": str(IPv4Address(self.cursor)) if self.cursor is not None and self.cursor <= 0xFFFFFFFF else None,
+            "cursor": _cursor_text(self.cursor),
             "used": [str(a) for a in sorted(self.used)],
         }
 
@@ -135,6 +135,11 @@ class AddressPool:
         reserved = {self.gateway, *_edge_addresses(self.subnet)}
         taken = {a for a in self.used | reserved if lo <= int(a) <= hi}
         return (hi - lo + 1) - len(taken)
+
+
+def _cursor_text(cursor: int | None) -> str | None:
+    # Past 255.255.255.255 the search wraps to the range start anyway, so it is stored as None.
+    return str(IPv4Address(cursor)) if cursor is not None and cursor <= 0xFFFFFFFF else None
 
 
 def _wrapped(start: int, lo: int, hi: int) -> Iterable[int]:

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.executor.runtime import RuncError, RuncRuntime
-from agent.executor.spec import Mount, ProcessSpec, parse_user
+from agent.executor.runtime import RuncError, RuncRuntime, resolve_user
+from agent.executor.spec import Mount, ProcessSpec
 from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import bridge as kernel
 from agent.network import netns as namespaces
@@ -240,10 +240,7 @@ class Engine:
         if not args:
             raise InvalidParameter("no command specified")
         if request.user:
-            try:
-                parse_user(request.user)
-            except ValueError as exc:
-                raise InvalidParameter(str(exc)) from None
+            _user_ids(request.user, image.rootfs)
 
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
@@ -374,7 +371,7 @@ class Engine:
             if netns_name:
                 self._refresh_default_route(container)
             mounts = self._write_etc_files(container)
-            uid, gid = parse_user(container.user) if container.user else (0, 0)
+            uid, gid = _user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
                 env=_merge_env(container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
@@ -604,10 +601,7 @@ class Engine:
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
         if request.user:
-            try:
-                parse_user(request.user)
-            except ValueError as exc:
-                raise InvalidParameter(str(exc)) from None
+            _user_ids(request.user, self.runtime.rootfs(container.id))
         record = ExecRecord(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -634,8 +628,7 @@ class Engine:
         container = self.containers.get(record.container_id)
         if container is None or container.state != "running":
             raise Conflict(f"container {record.container_id} is not running")
-        user = record.user or container.user
-        uid, gid = parse_user(user) if user else (0, 0)
+        uid, gid = _user_ids(record.user or container.user, self.runtime.rootfs(container.id))
         process = ProcessSpec(
             args=record.args,
             env=_merge_env(container.env, record.env),
@@ -691,6 +684,16 @@ def _merge_env(base: list[str], overrides: list[str], keep_first: bool = False) 
             continue
         merged[key] = entry
     return list(merged.values())
+
+
+def _user_ids(user: str, rootfs: Path) -> tuple[int, int]:
+    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group."""
+    if not user:
+        return 0, 0
+    try:
+        return resolve_user(user, rootfs)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
 
 
 def _parse_signal(value: str) -> signals.Signals:

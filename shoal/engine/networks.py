@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from agent.network import bridge as kernel
 from agent.network import firewall
-from agent.network.ipam import AddressPool, IPAMError, check_overlap, parse_pool_config, pick_free_subnet
+from agent.network.ipam import (
+    AddressPool,
+    IPAMError,
+    PoolOverlap,
+    check_overlap,
+    parse_pool_config,
+    pick_free_subnet,
+)
 from agent.network.mac import mac_from_ip
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound
 from shoal.engine.records import EndpointRecord, IPAMConfig, NetworkRecord, network_from_dict, to_dict
@@ -259,8 +266,7 @@ class NetworkController:
                 pool = parse_pool_config(str(subnet))
                 ip_range = ""
         except IPAMError as exc:
-            status = 403 if "overlaps" in exc.message else 400
-            raise EngineError(exc.message, status) from None
+            raise EngineError(exc.message, 403 if isinstance(exc, PoolOverlap) else 400) from None
         return pool, IPAMConfig(subnet=str(pool.subnet), gateway=str(pool.gateway), ip_range=ip_range)
 
     def remove(self, ref: str, attached_names: list[str]) -> NetworkRecord:
@@ -269,11 +275,11 @@ class NetworkController:
             raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
         if attached_names:
             raise Forbidden(f"network {net.name} has active endpoints ({', '.join(attached_names)})")
-        if net.driver == "bridge":
-            kernel.delete_bridge(self.bridge_name(net))
         self.networks.pop(net.id, None)
         self.pools.pop(net.id, None)
-        self.apply_firewall()
+        if net.driver == "bridge":
+            kernel.delete_bridge(self.bridge_name(net))
+            self.apply_firewall(stale_bridges=[self.bridge_name(net)])
         self.state.delete("networks", net.id)
         self.state.delete("ipam", net.id)
         return net
@@ -343,7 +349,7 @@ class NetworkController:
         prefix = ipaddress.ip_network(config.subnet).prefixlen
         kernel.ensure_bridge(self.bridge_name(net), f"{config.gateway}/{prefix}", self.mtu(net))
 
-    def apply_firewall(self) -> None:
+    def apply_firewall(self, stale_bridges: list[str] = ()) -> None:
         bridges = []
         for net in sorted(self.networks.values(), key=lambda n: n.name):
             if net.driver != "bridge":
@@ -358,7 +364,7 @@ class NetworkController:
                 )
             )
         firewall.ensure_docker_user_chain()
-        firewall.apply_rules(bridges)
+        firewall.apply_rules(bridges, stale_bridges)
 
     # ---- persistence ----------------------------------------------------------------
     def _save(self, net: NetworkRecord) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from agent.network import netns as nsmod
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.0.0/24"
@@ -243,7 +244,8 @@ def test_apply_rules_keeps_docker_user_content(lab: dict[str, str]) -> None:
         from agent.network.firewall import ensure_docker_user_chain
         ensure_docker_user_chain()
     """)
-    sh("ip", "netns", "exec", lab["host"], "iptables", "-A", "DOCKER-USER", "-s", "10.99.0.0/24", "-j", "DROP")
+    sh("ip", "netns", "exec", lab["host"],
+       "iptables", "-A", "DOCKER-USER", "-s", "10.99.0.0/24", "-j", "DROP")
     apply(lab, TWO_NETS)
     apply(lab, TWO_NETS)
     in_ns(lab["host"], """

@@ -233,3 +233,13 @@ def test_truncated_gzip_layer_is_refused(root: Path) -> None:
     data = gzip.compress(layer(F("a", b"x" * 5000)))
     with pytest.raises(ImageLoadError, match="invalid layer tar"):
         apply(root, data[: len(data) // 2])
+
+
+def test_directory_replaces_lower_symlink_to_directory(root: Path, tmp_path: Path) -> None:
+    host = tmp_path / "hostdir"
+    host.mkdir(mode=0o700)
+    apply(root, layer(S("d", str(host))))
+    apply(root, layer(D("d", 0o755), F("d/x", b"x")))
+    assert not (root / "d").is_symlink()
+    assert (root / "d/x").read_bytes() == b"x"
+    assert os.stat(host).st_mode & 0o777 == 0o700

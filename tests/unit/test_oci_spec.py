@@ -20,6 +20,10 @@ def _spec(netns: str | None = "/run/netns/c1", mounts: list[Mount] | None = None
     return build_oci_spec(process, "web1", "/var/lib/shoal/c1/rootfs", netns, mounts or [])
 
 
+def _spec_args(args: list[str]) -> dict:
+    return build_oci_spec(ProcessSpec(args, []), "h", "/r", None, [])
+
+
 def test_network_namespace_joins_the_given_path() -> None:
     namespaces = _spec("/run/netns/c1")["linux"]["namespaces"]
     assert namespaces == [
@@ -108,10 +112,6 @@ def test_nofile_limit_can_be_lowered() -> None:
 def test_empty_args_are_refused() -> None:
     with pytest.raises(ValueError, match="args must not be empty"):
         _spec_args([])
-
-
-def _spec_args(args: list[str]) -> dict:
-    return build_oci_spec(ProcessSpec(args, []), "h", "/r", None, [])
 
 
 def test_env_entry_without_equals_is_refused() -> None:

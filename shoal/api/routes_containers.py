@@ -1,0 +1,289 @@
+"""Container and exec routes of the Docker API: create/list/inspect/start/stop/kill/wait/rm,
+logs, attach, exec create/start/inspect.
+
+Parses with shoal.api.params, calls shoal.engine.Engine, streams through shoal.api.streams.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from shoal.api import convert, params, streams
+from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
+from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotModified
+
+log = logging.getLogger(__name__)
+
+_WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
+# How often attach looks whether a created container has started: the engine contract has
+# no start notification (see the report to the lead).
+_START_POLL_S = 0.05
+
+
+def _networks_by_id(engine: Any) -> dict[str, Any]:
+    return {n.id: n for n in engine.list_networks({})}
+
+
+# ---- lifecycle ----------------------------------------------------------------------
+
+async def create_container(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    name = params.validate_container_name(request.query.get("name", ""))
+    body = params.parse_json_body(await request.read())
+    record, warnings = await engine.create_container(name, params.parse_container_create(body))
+    return json_response({"Id": record.id, "Warnings": list(warnings or [])}, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    limit = params.int_value(request.query.get("limit"), "limit", 0) or 0
+    show_all = params.bool_value(request.query.get("all")) or limit > 0
+    filters = params.parse_filters(request.query.get("filters"))
+    records = engine.list_containers(show_all, filters)
+    if limit > 0:
+        records = records[:limit]
+    networks = _networks_by_id(engine)
+    now = datetime.now(timezone.utc)
+    return json_response([convert.container_summary(c, networks, now) for c in records])
+
+
+async def inspect_container(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    record = engine.get_container(request.match_info["id"])
+    return json_response(convert.container_inspect(record, _networks_by_id(engine), str(engine.data_dir)))
+
+
+async def start_container(request: web.Request) -> web.Response:
+    await request.app[ENGINE].start_container(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _stop_args(request: web.Request) -> tuple[int | None, str]:
+    return params.int_value(request.query.get("t"), "t"), request.query.get("signal", "")
+
+
+async def stop_container(request: web.Request) -> web.Response:
+    timeout, signal = _stop_args(request)
+    await request.app[ENGINE].stop_container(request.match_info["id"], timeout, signal)
+    return web.Response(status=204)
+
+
+async def restart_container(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    ref = request.match_info["id"]
+    timeout, signal = _stop_args(request)
+    with contextlib.suppress(NotModified):
+        await engine.stop_container(ref, timeout, signal)
+    await engine.start_container(ref)
+    return web.Response(status=204)
+
+
+async def kill_container(request: web.Request) -> web.Response:
+    signal = request.query.get("signal") or "SIGKILL"
+    await request.app[ENGINE].kill_container(request.match_info["id"], signal)
+    return web.Response(status=204)
+
+
+async def remove_container(request: web.Request) -> web.Response:
+    force = params.bool_value(request.query.get("force"))
+    await request.app[ENGINE].remove_container(request.match_info["id"], force)
+    return web.Response(status=204)
+
+
+async def wait_container(request: web.Request) -> web.StreamResponse:
+    """The CLI calls wait before start for `docker run`, and only starts the container once
+    the headers are back: so headers go out at once and the body when the container stops."""
+    engine = request.app[ENGINE]
+    ref = request.match_info["id"]
+    condition = request.query.get("condition", "")
+    if condition not in _WAIT_CONDITIONS:
+        raise InvalidParameter(f"invalid condition: {condition!r}")
+    engine.get_container(ref)  # a missing container is a 404, not a 200 with an error
+    waiter = asyncio.ensure_future(engine.wait_container(ref, condition or "not-running"))
+    response = web.StreamResponse(status=200, headers={"Content-Type": JSON_TYPE})
+    try:
+        await response.prepare(request)
+        code = await waiter
+        result: dict[str, Any] = {"StatusCode": code, "Error": None}
+    except EngineError as exc:
+        result = {"StatusCode": -1, "Error": {"Message": exc.message}}
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    await response.write(json.dumps(result).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+# ---- output -------------------------------------------------------------------------
+
+def _streams_wanted(request: web.Request) -> tuple[bool, bool]:
+    return params.bool_value(request.query.get("stdout")), params.bool_value(request.query.get("stderr"))
+
+
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    ref = request.match_info["id"]
+    stdout, stderr = _streams_wanted(request)
+    if not (stdout or stderr):
+        raise InvalidParameter("Bad parameters: you must choose at least one stream")
+    record = engine.get_container(ref)
+    follow = params.bool_value(request.query.get("follow"))
+    tail = request.query.get("tail") or "all"
+    if tail != "all":
+        params.int_value(tail, "tail")
+    chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=follow)
+    content_type = streams.RAW_STREAM if record.tty else streams.MULTIPLEXED
+    response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
+    await response.prepare(request)
+    gone = asyncio.ensure_future(streams.when_disconnected(request))
+    try:
+        await streams.pump(chunks, response.write, record.tty, gone if follow else None)
+    except EngineError as exc:
+        log.warning("logs of %s ended: %s", ref, exc.message)
+    finally:
+        gone.cancel()
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
+    return response
+
+
+def _wants_upgrade(request: web.Request) -> bool:
+    return "upgrade" in request.headers.get("Connection", "").lower() and bool(request.headers.get("Upgrade"))
+
+
+async def _hijack(request: web.Request, tty: bool) -> streams.HijackedConnection:
+    """Answers 101 UPGRADED (or 200 for a client that did not ask to upgrade) and takes the
+    socket over; what follows is the raw or multiplexed output stream, ended by closing."""
+    headers = {"Content-Type": streams.RAW_STREAM if tty else streams.MULTIPLEXED}
+    if _wants_upgrade(request):
+        status, reason = 101, "UPGRADED"
+        headers.update({"Connection": "Upgrade", "Upgrade": "tcp"})
+    else:
+        status, reason = 200, "OK"
+    headers.update(standard_headers(request.app[ENGINE]))
+    conn = streams.HijackedConnection.take_over(request)
+    await conn.write(streams.raw_response_head(status, reason, headers))
+    return conn
+
+
+def _taken_over() -> web.Response:
+    # The socket is closed by now: aiohttp fails to send this and drops the connection.
+    return web.Response(status=204)
+
+
+async def attach_container(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    ref = request.match_info["id"]
+    stdout, stderr = _streams_wanted(request)
+    stream = params.bool_value(request.query.get("stream"))
+    logs = params.bool_value(request.query.get("logs"))
+    record = engine.get_container(ref)
+    conn = await _hijack(request, record.tty)
+    try:
+        if stdout or stderr:
+            await _attach_output(engine, ref, record.state, conn, stdout, stderr, stream, logs, record.tty)
+    except EngineError as exc:
+        log.info("attach to %s ended: %s", ref, exc.message)
+    except ConnectionError:
+        pass
+    finally:
+        await conn.close()
+    return _taken_over()
+
+
+async def _attach_output(
+    engine: Any, ref: str, state: str, conn: streams.HijackedConnection,
+    stdout: bool, stderr: bool, stream: bool, logs: bool, tty: bool,
+) -> None:
+    if not stream:
+        if logs:
+            await streams.pump(engine.container_logs(ref, stdout, stderr, tail="all"), conn.write, tty, conn.closed)
+        return
+    tail = "all" if logs else "0"
+    if state == "created":
+        # `docker run` attaches before it starts the container: wait for the start, then
+        # everything the container printed is this run's output.
+        while not conn.is_closed and engine.get_container(ref).state == "created":
+            await asyncio.sleep(_START_POLL_S)
+        tail = "all"
+    elif state != "running":
+        if logs:
+            await streams.pump(engine.container_logs(ref, stdout, stderr, tail="all"), conn.write, tty, conn.closed)
+        return
+    chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=True)
+    await streams.pump(chunks, conn.write, tty, conn.closed)
+
+
+# ---- exec ---------------------------------------------------------------------------
+
+async def create_exec(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    body = params.parse_json_body(await request.read())
+    record = await engine.create_exec(request.match_info["id"], params.parse_exec_create(body))
+    return json_response({"Id": record.id}, status=201)
+
+
+async def _drain(chunks: Any) -> None:
+    try:
+        async for _ in chunks:
+            pass
+    except EngineError as exc:
+        log.warning("detached exec failed: %s", exc.message)
+
+
+async def start_exec(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    exec_id = request.match_info["id"]
+    body = params.parse_json_body(await request.read())
+    detach, tty = params.parse_exec_start(body)
+    record = engine.get_exec(exec_id)
+    if record.running or record.exit_code is not None:
+        # Checked here because after the upgrade an error can only go into the stream.
+        state = "is already running" if record.running else "has already run"
+        raise Conflict(f"Error: Exec command {exec_id} {state}")
+    if detach:
+        task = asyncio.ensure_future(_drain(engine.run_exec(exec_id)))
+        request.app[BACKGROUND].add(task)
+        task.add_done_callback(request.app[BACKGROUND].discard)
+        return web.Response(status=200)
+    conn = await _hijack(request, tty)
+    try:
+        await streams.pump(engine.run_exec(exec_id), conn.write, tty, conn.closed)
+    except EngineError as exc:
+        # moby writes a failure after the upgrade into the stream, as stdout.
+        with contextlib.suppress(ConnectionError):
+            await conn.write(streams.encode_output(streams.STDOUT, (exc.message + "\r\n").encode(), tty))
+    except ConnectionError:
+        pass
+    finally:
+        await conn.close()
+    return _taken_over()
+
+
+async def inspect_exec(request: web.Request) -> web.Response:
+    record = request.app[ENGINE].get_exec(request.match_info["id"])
+    return json_response(convert.exec_inspect(record, tty=getattr(record, "tty", False)))
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "POST", "/containers/create", create_container)
+    add_route(app, "GET", "/containers/json", list_containers)
+    add_route(app, "GET", "/containers/{id}/json", inspect_container)
+    add_route(app, "POST", "/containers/{id}/start", start_container)
+    add_route(app, "POST", "/containers/{id}/stop", stop_container)
+    add_route(app, "POST", "/containers/{id}/restart", restart_container)
+    add_route(app, "POST", "/containers/{id}/kill", kill_container)
+    add_route(app, "POST", "/containers/{id}/wait", wait_container)
+    add_route(app, "DELETE", "/containers/{id}", remove_container)
+    add_route(app, "GET", "/containers/{id}/logs", container_logs)
+    add_route(app, "POST", "/containers/{id}/attach", attach_container)
+    add_route(app, "POST", "/containers/{id}/exec", create_exec)
+    add_route(app, "POST", "/exec/{id}/start", start_exec)
+    add_route(app, "GET", "/exec/{id}/json", inspect_exec)

@@ -1,0 +1,127 @@
+"""Image routes of the Docker API: list, inspect, load (docker save tarballs), and the
+registry routes shoal cannot serve (pull, distribution), answered with clear errors.
+
+Calls the engine's image store (agent.images.store.ImageStore); converts with shoal.api.convert.
+"""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from shoal.api import convert, params
+from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
+from shoal.engine.errors import EngineError, InvalidParameter, NotFound
+
+_IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
+_COPY_CHUNK = 1 << 20
+
+
+def reference_matches(pattern: str, repo_tag: str) -> bool:
+    """docker images' `reference` filter: the pattern matches name:tag or the name alone."""
+    name = repo_tag.rsplit(":", 1)[0] if ":" in repo_tag.rsplit("/", 1)[-1] else repo_tag
+    return fnmatch.fnmatchcase(repo_tag, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+def _label_matches(wanted: str, labels: dict[str, str]) -> bool:
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def filter_images(images: list[Any], filters: dict[str, list[str]]) -> list[Any]:
+    for key in filters:
+        if key not in _IMAGE_FILTERS:
+            raise InvalidParameter(f"invalid filter '{key}'")
+    out = []
+    for image in images:
+        labels = (image.config or {}).get("Labels") or {}
+        if filters.get("reference") and not any(
+            reference_matches(p, t) for p in filters["reference"] for t in image.repo_tags
+        ):
+            continue
+        if filters.get("dangling"):
+            dangling = params.bool_value(filters["dangling"][0])
+            if dangling != (not image.repo_tags):
+                continue
+        if filters.get("label") and not all(_label_matches(w, labels) for w in filters["label"]):
+            continue
+        out.append(image)
+    return out
+
+
+async def list_images(request: web.Request) -> web.Response:
+    store = request.app[ENGINE].images
+    filters = params.parse_filters(request.query.get("filters"))
+    images = filter_images(store.list(), filters)
+    images.sort(key=lambda i: convert.unix_seconds(i.created), reverse=True)
+    return json_response([convert.image_summary(i) for i in images])
+
+
+async def inspect_image(request: web.Request) -> web.Response:
+    image = request.app[ENGINE].images.get(request.match_info["name"])
+    return json_response(convert.image_inspect(image))
+
+
+async def load_image(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    spool_dir = Path(engine.data_dir)
+    # The tarball may be large: spool it to disk under the data dir, not to memory (/tmp
+    # may be a tmpfs).
+    with tempfile.TemporaryFile(dir=spool_dir if spool_dir.is_dir() else None) as spool:
+        while chunk := await request.content.read(_COPY_CHUNK):
+            spool.write(chunk)
+        spool.seek(0)
+        # Unpacking layers is blocking file work; on the event loop it would stall the
+        # daemon (and its raft timers) for the whole load.
+        tags = await asyncio.to_thread(engine.images.load, spool)
+    lines = [{"stream": f"Loaded image: {tag}\n"} for tag in tags]
+    body = b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
+    return web.Response(status=200, body=body, content_type=JSON_TYPE)
+
+
+def _pull_reference(request: web.Request) -> str:
+    image = request.query.get("fromImage", "")
+    tag = request.query.get("tag", "")
+    if not image:
+        raise InvalidParameter("fromImage is required: shoal cannot import images (use docker load)")
+    if tag and "@" not in image:
+        return f"{image}:{tag}" if not tag.startswith("sha256:") else f"{image}@{tag}"
+    return image
+
+
+async def pull_image(request: web.Request) -> web.Response:
+    """No registry is reachable: an image already loaded is 'up to date', others fail."""
+    ref = _pull_reference(request)
+    try:
+        request.app[ENGINE].images.get(ref)
+    except Exception as exc:  # noqa: BLE001 - ImageNotFound, whatever the store names it
+        if type(exc).__name__ != "ImageNotFound" and not isinstance(exc, NotFound):
+            raise
+        name = ref.split("@", 1)[0]
+        name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+        raise NotFound(
+            f"pull access denied for {name}, repository does not exist or may require "
+            f"'docker login': shoal has no registry; load the image with 'docker load'"
+        ) from None
+    display = ref if (":" in ref.rsplit("/", 1)[-1] or "@" in ref) else f"{ref}:latest"
+    body = json.dumps({"status": f"Status: Image is up to date for {display}"}).encode() + b"\r\n"
+    return web.Response(status=200, body=body, content_type=JSON_TYPE)
+
+
+async def distribution_inspect(request: web.Request) -> web.Response:
+    raise EngineError(
+        f"shoal has no registry: cannot resolve the digest of {request.match_info['name']}", status=501
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "GET", "/images/json", list_images)
+    add_route(app, "POST", "/images/load", load_image)
+    add_route(app, "POST", "/images/create", pull_image)
+    add_route(app, "GET", r"/images/{name:.+}/json", inspect_image)
+    add_route(app, "GET", r"/distribution/{name:.+}/json", distribution_inspect)

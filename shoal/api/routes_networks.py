@@ -1,0 +1,66 @@
+"""Network routes of the Docker API: list, inspect, create, remove, connect, disconnect, prune.
+
+Parses with shoal.api.params, calls shoal.engine.Engine, answers with shoal.api.convert.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from shoal.api import convert, params
+from shoal.api.server import ENGINE, add_route, json_response
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    filters = params.parse_filters(request.query.get("filters"))
+    networks = engine.list_networks(filters)
+    return json_response([convert.network_json(n) for n in networks])
+
+
+async def inspect_network(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    net = engine.get_network(request.match_info["id"], request.query.get("scope", ""))
+    return json_response(convert.network_json(net, engine.network_endpoints(net.id)))
+
+
+async def create_network(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    body = params.parse_json_body(await request.read())
+    record, warning = await engine.create_network(params.parse_network_create(body))
+    return json_response({"Id": record.id, "Warning": warning}, status=201)
+
+
+async def remove_network(request: web.Request) -> web.Response:
+    await request.app[ENGINE].remove_network(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def connect_network(request: web.Request) -> web.Response:
+    body = params.parse_json_body(await request.read())
+    container, endpoint = params.parse_network_connect(body)
+    await request.app[ENGINE].connect_network(request.match_info["id"], container, endpoint)
+    return web.Response(status=200)
+
+
+async def disconnect_network(request: web.Request) -> web.Response:
+    body = params.parse_json_body(await request.read())
+    container, force = params.parse_network_disconnect(body)
+    await request.app[ENGINE].disconnect_network(request.match_info["id"], container, force)
+    return web.Response(status=200)
+
+
+async def prune_networks(request: web.Request) -> web.Response:
+    filters = params.parse_filters(request.query.get("filters"))
+    deleted = await request.app[ENGINE].prune_networks(filters)
+    return json_response({"NetworksDeleted": list(deleted)})
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "GET", "/networks", list_networks)
+    add_route(app, "GET", "/networks/", list_networks)
+    add_route(app, "POST", "/networks/create", create_network)
+    add_route(app, "POST", "/networks/prune", prune_networks)
+    add_route(app, "GET", "/networks/{id}", inspect_network)
+    add_route(app, "DELETE", "/networks/{id}", remove_network)
+    add_route(app, "POST", "/networks/{id}/connect", connect_network)
+    add_route(app, "POST", "/networks/{id}/disconnect", disconnect_network)

@@ -1,0 +1,130 @@
+"""`shoal image ...` and `shoal images`: ls, load, inspect, rm.
+
+Docker's flags and output over the daemon's /images API (shoal.client).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import BinaryIO
+
+import click
+
+from shoal.cli.common import Failed, client, err, filter_option, no_trunc_option, out
+from shoal.cli.format import image_rows, parse_filters, render_table, to_json
+from shoal.client import DaemonError, json_messages, read_chunks, ref
+
+CONTEXT = {"help_option_names": ["--help"]}
+
+
+@click.group(context_settings=CONTEXT)
+def image() -> None:
+    """Manage images"""
+
+
+@click.command("ls", context_settings=CONTEXT)
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show all images (default hides intermediate images)")
+@filter_option
+@no_trunc_option
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
+@click.argument("repository", required=False)
+def ls(show_all: bool, filters: tuple[str, ...], no_trunc: bool, quiet: bool, repository: str | None) -> None:
+    """List images"""
+    parsed = parse_filters(filters)
+    if repository:
+        parsed.setdefault("reference", {})[repository] = True
+    query = {"all": show_all or None, "filters": parsed or None}
+    rows = image_rows(client().get("/images/json", query) or [], time.time(), trunc=not no_trunc)
+    if quiet:
+        seen: list[str] = []
+        for row in rows:
+            if row[2] not in seen:  # one line per image, not per tag
+                seen.append(row[2])
+        out("".join(f"{i}\n" for i in seen))
+    else:
+        out(render_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("-i", "--input", "source", type=click.Path(dir_okay=False, exists=True, allow_dash=True), default="-",
+              help="Read from tar archive file, instead of STDIN")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output")
+def load(source: str, quiet: bool) -> None:
+    """Load an image from a tar archive or STDIN"""
+    if source == "-":
+        if sys.stdin.isatty():
+            err("requested load from stdin, but stdin is empty")
+            raise Failed(1)
+        _load(sys.stdin.buffer.read(), quiet)
+        return
+    with open(source, "rb") as tar:
+        _load(tar, quiet, os.fstat(tar.fileno()).st_size)
+
+
+def _load(body: bytes | BinaryIO, quiet: bool, size: int | None = None) -> None:
+    headers = {"Content-Type": "application/x-tar"}
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    response = client().send("POST", "/images/load", {"quiet": quiet}, body, headers)
+    for message in json_messages(read_chunks(response)):
+        if message.get("error") or message.get("errorDetail"):
+            detail = message.get("errorDetail") or {}
+            err(str(message.get("error") or detail.get("message") or detail))
+            raise Failed(1)
+        if message.get("stream"):
+            out(str(message["stream"]))
+            sys.stdout.flush()
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+def inspect(images: tuple[str, ...]) -> None:
+    """Display detailed information on one or more images"""
+    c = client()
+    found, errors = [], []
+    for name in images:
+        try:
+            found.append(c.get(f"/images/{ref(name)}/json"))
+        except DaemonError as exc:
+            if exc.status != 404:
+                raise
+            errors.append(exc.message)
+    out(to_json(found) + "\n")
+    if errors:
+        for message in errors:
+            err(f"Error response from daemon: {message}")
+        raise Failed(1)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("-f", "--force", is_flag=True, help="Force removal of the image")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+def rm(force: bool, images: tuple[str, ...]) -> None:
+    """Remove one or more images"""
+    c = client()
+    failed = False
+    for name in images:
+        try:
+            answer = c.delete(f"/images/{ref(name)}", {"force": force or None}) or []
+        except DaemonError as exc:
+            err(f"Error response from daemon: {exc.message}")
+            failed = True
+            continue
+        for item in answer:
+            for key in ("Untagged", "Deleted"):
+                if item.get(key):
+                    out(f"{key}: {item[key]}\n")
+    if failed:
+        raise Failed(1)
+
+
+image.add_command(ls, "ls")
+image.add_command(ls, "list")
+image.add_command(load, "load")
+image.add_command(inspect, "inspect")
+image.add_command(rm, "rm")
+image.add_command(rm, "remove")
+
+images = click.Command("images", context_settings=CONTEXT, callback=ls.callback, params=ls.params,
+                       help="List images")
