@@ -1,24 +1,26 @@
-"""A small stdlib-only Docker Engine API client (HTTP/1.1 over unix or TCP sockets).
+"""A small Docker Engine API client: HTTP/1.1 over a unix or TCP socket, JSON bodies.
 
-Used by shoal.cli and shoal.lab; talks to shoal.api (or any Docker-API daemon). Imports only
-the stdlib so that a CLI command starts fast.
+Used by shoal.cli and shoal.lab; talks to shoal.api (or any Docker-API daemon). It imports
+only socket, json and struct: http.client (via email.*), urllib, typing and dataclasses cost
+more start-up time than a whole `shoal network ls` may take, so HTTP is spoken here directly.
 """
 from __future__ import annotations
 
-import http.client
+import _socket  # the C module: `socket` adds enum/selectors imports the CLI cannot afford
 import json
 import os
-import socket
 import struct
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
-from urllib.parse import quote, urlencode
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI start-up
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from typing import Any, BinaryIO
 
 API_VERSION = "1.50"
 DEFAULT_HOST = "unix:///run/shoal/shoal.sock"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
+USER_AGENT = "shoal-cli/0.1.0"
 
 
 class ClientError(Exception):
@@ -47,12 +49,19 @@ class BadHost(ClientError):
     """The -H/--host value is not unix://PATH or tcp://HOST:PORT."""
 
 
-@dataclass(slots=True)
 class HostAddress:
-    scheme: str  # "unix" | "tcp"
-    path: str = ""  # unix
-    host: str = ""  # tcp
-    port: int = 0
+    """A parsed -H value. (Plain class: dataclasses would import inspect, ~5 ms.)"""
+
+    __slots__ = ("scheme", "path", "host", "port")
+
+    def __init__(self, scheme: str, path: str = "", host: str = "", port: int = 0) -> None:
+        self.scheme, self.path, self.host, self.port = scheme, path, host, port
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HostAddress) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"HostAddress({self.scheme!r}, path={self.path!r}, host={self.host!r}, port={self.port})"
 
 
 def resolve_host(explicit: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -84,40 +93,36 @@ def parse_host(url: str) -> HostAddress:
     raise BadHost(f"invalid host {url!r}: expected unix://PATH or tcp://HOST:PORT")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """http.client over an AF_UNIX socket."""
+# ---- URLs -----------------------------------------------------------------------------
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout is not None:
-            sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+def quote(value: str) -> str:
+    """Percent-encode everything but RFC 3986 unreserved characters (UTF-8)."""
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in value.encode())
+
+
+def ref(value: str) -> str:
+    """Quote a user-supplied reference for use as one path segment."""
+    return quote(value)
 
 
 def encode_query(query: Mapping[str, Any] | None) -> str:
     """Docker-style query: booleans as 1/0, dict/list values as JSON, None dropped."""
     if not query:
         return ""
-    pairs: list[tuple[str, str]] = []
+    pairs = []
     for key, value in query.items():
         if value is None:
             continue
         if isinstance(value, bool):
-            pairs.append((key, "1" if value else "0"))
+            text = "1" if value else "0"
         elif isinstance(value, (dict, list)):
-            pairs.append((key, json.dumps(value, separators=(",", ":"))))
+            text = json.dumps(value, separators=(",", ":"))
         else:
-            pairs.append((key, str(value)))
-    return "?" + urlencode(pairs) if pairs else ""
+            text = str(value)
+        pairs.append(f"{quote(key)}={quote(text)}")
+    return "?" + "&".join(pairs) if pairs else ""
 
 
 def api_path(path: str) -> str:
@@ -125,33 +130,179 @@ def api_path(path: str) -> str:
     return path if path == "/_ping" else f"/v{API_VERSION}{path}"
 
 
-def ref(value: str) -> str:
-    """Quote a user-supplied reference for use as one path segment."""
-    return quote(value, safe="")
+# ---- HTTP/1.1 -------------------------------------------------------------------------
+class _Stream:
+    """A socket with a read buffer."""
+
+    __slots__ = ("sock", "buf", "eof")
+
+    def __init__(self, sock: _socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.sock.recv(65536)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def readline(self, limit: int = 65536) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buf[:end + 1])
+                del self.buf[:end + 1]
+                return line
+            if len(self.buf) > limit:
+                raise ClientError("malformed response from daemon: header line too long")
+            if not self._fill():
+                line = bytes(self.buf)
+                self.buf.clear()
+                return line
+
+    def read_some(self, limit: int) -> bytes:
+        """Up to `limit` bytes: what is buffered, else one recv; b'' at EOF."""
+        if not self.buf and not self._fill():
+            return b""
+        data = bytes(self.buf[:limit])
+        del self.buf[:limit]
+        return data
+
+    def read_exact(self, size: int) -> bytes:
+        while len(self.buf) < size:
+            if not self._fill():
+                raise ClientError("connection closed by the daemon in the middle of a response")
+        data = bytes(self.buf[:size])
+        del self.buf[:size]
+        return data
+
+
+class Response:
+    """A response whose body is read on demand (Content-Length, chunked, or until close).
+
+    After `101 Switching Protocols` (Docker's hijack for exec/attach) the body is the raw
+    connection until the daemon closes it.
+    """
+
+    __slots__ = ("status", "reason", "headers", "_stream", "_remaining", "_chunked", "done", "reusable")
+
+    def __init__(self, stream: _Stream, method: str) -> None:
+        self._stream = stream
+        line = stream.readline()
+        if not line:
+            raise ConnectionResetError("connection closed before the response")
+        parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise ClientError(f"malformed status line from daemon: {line[:100]!r}")
+        self.status = int(parts[1])
+        self.reason = parts[2] if len(parts) > 2 else ""
+        self.headers: dict[str, str] = {}
+        while True:
+            raw = stream.readline()
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = raw.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self._chunked = "chunked" in self.header("Transfer-Encoding").lower()
+        length = self.header("Content-Length")
+        self._remaining: int | None = int(length) if length.isdigit() and not self._chunked else None
+        no_body = method == "HEAD" or self.status in (204, 304) or (100 <= self.status < 200 and self.status != 101)
+        if no_body:
+            self._remaining, self._chunked = 0, False
+        close = "close" in self.header("Connection").lower() or parts[0] == "HTTP/1.0"
+        until_close = self.status == 101 or (self._remaining is None and not self._chunked)
+        self.reusable = not close and not until_close
+        self.done = self._remaining == 0
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def read1(self, size: int = 65536) -> bytes:
+        """The next bytes of the body (at most `size`); b'' once it is complete."""
+        if self.done:
+            return b""
+        if self._chunked:
+            return self._read_chunk(size)
+        if self._remaining is None:  # until close
+            data = self._stream.read_some(size)
+            self.done = not data
+            return data
+        data = self._stream.read_some(min(size, self._remaining))
+        if not data:
+            raise ClientError("connection closed by the daemon in the middle of a response")
+        self._remaining -= len(data)
+        self.done = self._remaining == 0
+        return data
+
+    def _read_chunk(self, size: int) -> bytes:
+        if not self._remaining:
+            line = self._stream.readline().split(b";", 1)[0].strip()
+            try:
+                self._remaining = int(line, 16)
+            except ValueError:
+                raise ClientError(f"malformed chunk size from daemon: {line[:40]!r}") from None
+            if self._remaining == 0:
+                while self._stream.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return b""
+        data = self._stream.read_some(min(size, self._remaining))
+        if not data:
+            raise ClientError("connection closed by the daemon in the middle of a response")
+        self._remaining -= len(data)
+        if self._remaining == 0:
+            self._stream.read_exact(2)  # CRLF after the chunk
+        return data
+
+    def read(self) -> bytes:
+        parts = []
+        while True:
+            data = self.read1()
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
 
 
 class Client:
-    """One connection to one daemon; requests are sequential (keep-alive is reused)."""
+    """One connection to one daemon; requests are sequential and keep-alive is reused."""
 
     def __init__(self, host: str | None = None, timeout: float | None = None) -> None:
         self.host = resolve_host(host)
         self.address = parse_host(self.host)
         self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
+        self._stream: _Stream | None = None
+        self._last: Response | None = None
 
-    # ---- transport ------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.address.scheme == "unix":
-                self._conn = _UnixConnection(self.address.path, self.timeout)
+    def _connect(self) -> _Stream:
+        a = self.address
+        try:
+            if a.scheme == "unix":
+                sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(a.path)
+                except OSError:
+                    sock.close()
+                    raise
             else:
-                self._conn = http.client.HTTPConnection(self.address.host, self.address.port, timeout=self.timeout)
-        return self._conn
+                import socket
+
+                sock = socket.create_connection((a.host, a.port), timeout=self.timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise DaemonUnreachable(self.host, str(exc)) from None
+        return _Stream(sock)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._stream is not None:
+            self._stream.sock.close()
+            self._stream = None
+        self._last = None
 
     def __enter__(self) -> Client:
         return self
@@ -159,63 +310,74 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None = None,
-        body: bytes | BinaryIO | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> http.client.HTTPResponse:
-        """Send one request and return the response with status < 400 unread.
+    def send(self, method: str, path: str, query: Mapping[str, Any] | None = None,
+             body: bytes | BinaryIO | None = None, headers: Mapping[str, str] | None = None) -> Response:
+        """Send one request; return its response (status < 400) with the body unread.
 
-        Raises DaemonError for an error status (the body is read), DaemonUnreachable when
-        nothing listens.
+        Raises DaemonError for an error status (after reading the body), DaemonUnreachable
+        when nothing listens.
         """
-        all_headers = {"Host": "api.moby.localhost" if self.address.scheme == "unix" else self.address.host}
-        all_headers.update(headers or {})
-        url = api_path(path) + encode_query(query)
+        host = "api.moby.localhost" if self.address.scheme == "unix" else f"{self.address.host}:{self.address.port}"
+        lines = [f"{method} {api_path(path)}{encode_query(query)} HTTP/1.1", f"Host: {host}", f"User-Agent: {USER_AGENT}"]
+        names = set()
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+            names.add(name.lower())
+        if "content-length" not in names and (body is not None or method in ("POST", "PUT")):
+            lines.append(f"Content-Length: {len(body) if isinstance(body, bytes) else 0}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self._last is not None and not (self._last.done and self._last.reusable):
+            self.close()  # the previous response was not read to its end: start afresh
         for attempt in (1, 2):
-            conn = self._connection()
+            reused = self._stream is not None
+            if self._stream is None:
+                self._stream = self._connect()
             try:
-                conn.request(method, url, body=body, headers=all_headers)
-                response = conn.getresponse()
+                self._send(head, body)
+                response = Response(self._stream, method)
                 break
-            except (FileNotFoundError, ConnectionRefusedError, PermissionError, socket.gaierror) as exc:
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                # A kept-alive connection the daemon closed meanwhile: retry once, afresh.
                 self.close()
-                raise DaemonUnreachable(self.host, str(exc)) from None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                # A kept-alive connection the server closed meanwhile: retry once on a new one.
-                self.close()
-                if attempt == 2 or (body is not None and not isinstance(body, bytes)):
+                if attempt == 2 or not reused or not (body is None or isinstance(body, bytes)):
                     raise DaemonUnreachable(self.host, str(exc)) from None
             except OSError as exc:
                 self.close()
                 raise DaemonUnreachable(self.host, str(exc)) from None
+        self._last = response
         if response.status >= 400:
-            raise DaemonError(response.status, error_message(response.getheader("Content-Type", ""), response.read()))
+            raise DaemonError(response.status, error_message(response.header("Content-Type"), response.read()))
         return response
 
+    def _send(self, head: bytes, body: bytes | BinaryIO | None) -> None:
+        assert self._stream is not None
+        sock = self._stream.sock
+        if body is None or isinstance(body, bytes):
+            sock.sendall(head + (body or b""))
+            return
+        sock.sendall(head)
+        while True:
+            block = body.read(1 << 20)
+            if not block:
+                return
+            sock.sendall(block)
+
     # ---- JSON helpers ---------------------------------------------------------------
-    def call(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None = None,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Send `body` as JSON (if not None) and return the decoded JSON answer (None if empty)."""
+    def call(self, method: str, path: str, query: Mapping[str, Any] | None = None, body: Any = None,
+             headers: Mapping[str, str] | None = None) -> Any:
+        """Send `body` as JSON (if not None); return the decoded JSON answer (None if empty)."""
         hdrs = dict(headers or {})
-        data: bytes | None = None
+        data = None
         if body is not None:
             data = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
-        response = self.send(method, path, query, data, hdrs)
-        raw = response.read()
+        raw = self.send(method, path, query, data, hdrs).read()
         if not raw.strip():
             return None
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ClientError(f"invalid JSON from daemon for {method} {path}: {raw[:200]!r}") from None
 
     def get(self, path: str, query: Mapping[str, Any] | None = None) -> Any:
         return self.call("GET", path, query)
@@ -231,7 +393,7 @@ class Client:
         try:
             self.send("GET", "/_ping").read()
             return True
-        except ClientError:
+        except (ClientError, OSError):
             self.close()
             return False
 
@@ -253,7 +415,6 @@ def error_message(content_type: str, raw: bytes) -> str:
 _HEADER = struct.Struct(">BxxxL")
 
 
-@dataclass(slots=True)
 class FrameDecoder:
     """Splits Docker's multiplexed stream: 8-byte header [stream,0,0,0,len32be] + payload.
 
@@ -261,11 +422,14 @@ class FrameDecoder:
     1 stdout, 2 stderr, 3 systemerr.
     """
 
-    buffer: bytearray = field(default_factory=bytearray)
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         self.buffer += data
-        frames: list[tuple[int, bytes]] = []
+        frames = []
         while len(self.buffer) >= _HEADER.size:
             stream, length = _HEADER.unpack_from(self.buffer)
             end = _HEADER.size + length
@@ -286,11 +450,10 @@ def looks_multiplexed(first: bytes) -> bool:
     return len(first) >= 8 and first[0] in (0, 1, 2, 3) and first[1:4] == b"\0\0\0"
 
 
-def read_chunks(reader: Any, size: int = 65536) -> Iterator[bytes]:
-    """Yield what arrives on an HTTPResponse or a buffered socket file until EOF."""
-    read = getattr(reader, "read1", None) or reader.read
+def read_chunks(response: Response, size: int = 65536) -> Iterator[bytes]:
+    """Yield the body of `response` as it arrives, until its end."""
     while True:
-        chunk = read(size)
+        chunk = response.read1(size)
         if not chunk:
             return
         yield chunk
@@ -315,9 +478,9 @@ def demultiplex(chunks: Iterator[bytes], stdout: BinaryIO, stderr: BinaryIO, mul
             out.flush()
 
 
-def stream_kind(response: http.client.HTTPResponse) -> bool | None:
+def stream_kind(response: Response) -> bool | None:
     """True for multiplexed, False for raw, None when the Content-Type does not say."""
-    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
+    content_type = response.header("Content-Type").split(";")[0].strip()
     if content_type == MULTIPLEXED:
         return True
     if content_type == RAW_STREAM:

@@ -53,8 +53,17 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    daemon_pid = os.getpid()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # pyroute2 forks helpers that it later SIGTERMs. loop.add_signal_handler would give
+        # them our wakeup fd, and their SIGTERM would stop the daemon: so a plain handler,
+        # acting only in the daemon process itself.
+        if os.getpid() == daemon_pid:
+            loop.call_soon_threadsafe(stop.set)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        signal.signal(signum, on_signal)
     await stop.wait()
     log.info("shoal daemon stopping; containers keep running")
     await server.close()

@@ -343,7 +343,7 @@ def container_inspect(
         "ResolvConfPath": f"{container_dir}/resolv.conf",
         "HostnamePath": f"{container_dir}/hostname",
         "HostsPath": f"{container_dir}/hosts",
-        "LogPath": f"{container_dir}/{c.id}-json.log",
+        "LogPath": "",
         "Name": "/" + c.name,
         "RestartCount": 0,
         "Driver": "overlay2",

@@ -21,9 +21,7 @@ from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotModi
 log = logging.getLogger(__name__)
 
 _WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
-# How often attach looks whether a created container has started: the engine contract has
-# no start notification (see the report to the lead).
-_START_POLL_S = 0.05
+_START_POLL_S = 0.01
 
 
 def _networks_by_id(engine: Any) -> dict[str, Any]:
@@ -106,18 +104,25 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
         raise InvalidParameter(f"invalid condition: {condition!r}")
     engine.get_container(ref)  # a missing container is a 404, not a 200 with an error
     waiter = asyncio.ensure_future(engine.wait_container(ref, condition or "not-running"))
+    gone = asyncio.ensure_future(streams.when_disconnected(request))
     response = web.StreamResponse(status=200, headers={"Content-Type": JSON_TYPE})
     try:
         await response.prepare(request)
-        code = await waiter
-        result: dict[str, Any] = {"StatusCode": code, "Error": None}
-    except EngineError as exc:
-        result = {"StatusCode": -1, "Error": {"Message": exc.message}}
+        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            return response  # the client went away; nobody reads the result
+        try:
+            result: dict[str, Any] = {"StatusCode": waiter.result(), "Error": None}
+        except EngineError as exc:
+            result = {"StatusCode": -1, "Error": {"Message": exc.message}}
+        await response.write(json.dumps(result).encode() + b"\n")
+        await response.write_eof()
+    except ConnectionError:
+        pass
     finally:
+        gone.cancel()
         if not waiter.done():
             waiter.cancel()
-    await response.write(json.dumps(result).encode() + b"\n")
-    await response.write_eof()
     return response
 
 
@@ -188,7 +193,7 @@ async def attach_container(request: web.Request) -> web.Response:
     conn = await _hijack(request, record.tty)
     try:
         if stdout or stderr:
-            await _attach_output(engine, ref, record.state, conn, stdout, stderr, stream, logs, record.tty)
+            await _attach_output(engine, record, conn, stdout, stderr, stream, logs)
     except EngineError as exc:
         log.info("attach to %s ended: %s", ref, exc.message)
     except ConnectionError:
@@ -199,26 +204,24 @@ async def attach_container(request: web.Request) -> web.Response:
 
 
 async def _attach_output(
-    engine: Any, ref: str, state: str, conn: streams.HijackedConnection,
-    stdout: bool, stderr: bool, stream: bool, logs: bool, tty: bool,
+    engine: Any, record: Any, conn: streams.HijackedConnection,
+    stdout: bool, stderr: bool, stream: bool, logs: bool,
 ) -> None:
-    if not stream:
-        if logs:
-            await streams.pump(engine.container_logs(ref, stdout, stderr, tail="all"), conn.write, tty, conn.closed)
-        return
-    tail = "all" if logs else "0"
-    if state == "created":
-        # `docker run` attaches before it starts the container: wait for the start, then
-        # everything the container printed is this run's output.
-        while not conn.is_closed and engine.get_container(ref).state == "created":
+    ref = record.id
+    if stream and record.state == "created":
+        # `docker run` attaches before it starts the container. The engine has no start
+        # notification and does not follow a created container's logs, so watch the record
+        # (the engine updates it in place) closely: `--rm` containers can exit and vanish fast.
+        while record.state == "created" and not conn.is_closed:
             await asyncio.sleep(_START_POLL_S)
-        tail = "all"
-    elif state != "running":
-        if logs:
-            await streams.pump(engine.container_logs(ref, stdout, stderr, tail="all"), conn.write, tty, conn.closed)
+        chunks = engine.container_logs(ref, stdout, stderr, tail="all", follow=True)
+    elif stream and record.state == "running":
+        chunks = engine.container_logs(ref, stdout, stderr, tail="all" if logs else "0", follow=True)
+    elif logs:
+        chunks = engine.container_logs(ref, stdout, stderr, tail="all")
+    else:
         return
-    chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=True)
-    await streams.pump(chunks, conn.write, tty, conn.closed)
+    await streams.pump(chunks, conn.write, record.tty, conn.closed)
 
 
 # ---- exec ---------------------------------------------------------------------------

@@ -33,33 +33,36 @@ def _label_matches(wanted: str, labels: dict[str, str]) -> bool:
     return key in labels and (not sep or labels[key] == value)
 
 
-def filter_images(images: list[Any], filters: dict[str, list[str]]) -> list[Any]:
+def filter_images(images: list[Any], filters: dict[str, list[str]]) -> list[tuple[Any, list[str]]]:
+    """(image, the repo tags to show) of the images that pass; with a `reference` filter
+    only the matching tags are shown, as moby does."""
     for key in filters:
         if key not in _IMAGE_FILTERS:
             raise InvalidParameter(f"invalid filter '{key}'")
     out = []
     for image in images:
         labels = (image.config or {}).get("Labels") or {}
-        if filters.get("reference") and not any(
-            reference_matches(p, t) for p in filters["reference"] for t in image.repo_tags
-        ):
-            continue
+        tags = list(image.repo_tags)
+        if filters.get("reference"):
+            tags = [t for t in tags if any(reference_matches(p, t) for p in filters["reference"])]
+            if not tags:
+                continue
         if filters.get("dangling"):
             dangling = params.bool_value(filters["dangling"][0])
             if dangling != (not image.repo_tags):
                 continue
         if filters.get("label") and not all(_label_matches(w, labels) for w in filters["label"]):
             continue
-        out.append(image)
+        out.append((image, tags))
     return out
 
 
 async def list_images(request: web.Request) -> web.Response:
     store = request.app[ENGINE].images
     filters = params.parse_filters(request.query.get("filters"))
-    images = filter_images(store.list(), filters)
-    images.sort(key=lambda i: convert.unix_seconds(i.created), reverse=True)
-    return json_response([convert.image_summary(i) for i in images])
+    selected = filter_images(store.list(), filters)
+    selected.sort(key=lambda pair: convert.unix_seconds(pair[0].created), reverse=True)
+    return json_response([{**convert.image_summary(image), "RepoTags": tags} for image, tags in selected])
 
 
 async def inspect_image(request: web.Request) -> web.Response:
@@ -84,11 +87,31 @@ async def load_image(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, body=body, content_type=JSON_TYPE)
 
 
+def familiar_reference(ref: str) -> str:
+    """docker.io/library/busybox:latest -> busybox:latest (the CLI pulls fully qualified)."""
+    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+async def tag_image(request: web.Request) -> web.Response:
+    repo = request.query.get("repo", "")
+    if not repo:
+        raise InvalidParameter("repository name must have at least one component: repo is empty")
+    tag = request.query.get("tag", "")
+    store = request.app[ENGINE].images
+    image = store.get(request.match_info["name"])
+    store.tag(image.id, f"{repo}:{tag}" if tag else repo)
+    return web.Response(status=201)
+
+
 def _pull_reference(request: web.Request) -> str:
     image = request.query.get("fromImage", "")
     tag = request.query.get("tag", "")
     if not image:
         raise InvalidParameter("fromImage is required: shoal cannot import images (use docker load)")
+    image = familiar_reference(image)
     if tag and "@" not in image:
         return f"{image}:{tag}" if not tag.startswith("sha256:") else f"{image}@{tag}"
     return image
@@ -124,4 +147,5 @@ def add_routes(app: web.Application) -> None:
     add_route(app, "POST", "/images/load", load_image)
     add_route(app, "POST", "/images/create", pull_image)
     add_route(app, "GET", r"/images/{name:.+}/json", inspect_image)
+    add_route(app, "POST", r"/images/{name:.+}/tag", tag_image)
     add_route(app, "GET", r"/distribution/{name:.+}/json", distribution_inspect)

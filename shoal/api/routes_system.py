@@ -158,7 +158,7 @@ def info_json(engine: Any) -> dict[str, Any]:
 
 async def ping(request: web.Request) -> web.Response:
     if request.method == "HEAD":
-        return web.Response(status=200, headers=_PING_HEADERS)
+        return web.Response(status=200, headers={**_PING_HEADERS, "Content-Length": "0"})
     return web.Response(status=200, text="OK", content_type="text/plain", charset="utf-8", headers=_PING_HEADERS)
 
 

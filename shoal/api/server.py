@@ -82,14 +82,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _image_error_status(exc: Exception) -> int | None:
-    """agent.images errors: ImageNotFound is 404, the others (bad tarball) 400."""
+    """agent.images errors: ImageNotFound is 404, the others (a bad tarball) 400."""
+    if type(exc).__name__ == "ImageNotFound":
+        return 404
     try:
         from agent.images.unpack import ImageError
     except ImportError:
         return None
-    if not isinstance(exc, ImageError):
-        return None
-    return 404 if type(exc).__name__ == "ImageNotFound" else 400
+    return 400 if isinstance(exc, ImageError) else None
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import struct
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
-
-log = logging.getLogger(__name__)
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"

@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from shoal.cli.common import Failed, client, err, filter_option, no_trunc_option, out
-from shoal.cli.format import (UsageError, container_rows, parse_env, parse_expose, parse_filters, parse_kv,
-                              parse_publish, render_table, to_json)
+from shoal.cli import fast
+from shoal.cli.common import Failed, client, err, out
+from shoal.cli.format import UsageError, parse_env, parse_expose, parse_kv, parse_publish, to_json
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref, stream_kind
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -172,24 +172,15 @@ def _copy_logs(c: Client, cid: str, query: dict[str, Any]) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all containers (default shows just running)")
-@filter_option
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
+              help="Filter output based on conditions provided")
 @click.option("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)")
 @click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states)")
-@no_trunc_option
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs")
 def ps(show_all: bool, filters: tuple[str, ...], last: int, latest: bool, no_trunc: bool, quiet: bool) -> None:
     """List containers"""
-    limit = 1 if latest else last
-    query: dict[str, Any] = {"all": True if show_all or limit > 0 else None,
-                             "limit": limit if limit > 0 else None}
-    if filters:
-        query["filters"] = parse_filters(filters)
-    containers = client().get("/containers/json", query) or []
-    rows = container_rows(containers, time.time(), trunc=not no_trunc)
-    if quiet:
-        out("".join(row[0] + "\n" for row in rows))
-    else:
-        out(render_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
+    fast.container_ls(client(), show_all, filters, last, latest, no_trunc, quiet)
 
 
 @click.command("exec", context_settings=PASSTHROUGH)
@@ -218,12 +209,10 @@ def exec_(detach: bool, env: tuple[str, ...], workdir: str, user: str, container
         return
     response = c.send("POST", f"/exec/{exec_id}/start", body=json.dumps({"Detach": False, "Tty": False}).encode(),
                       headers={"Content-Type": "application/json", "Connection": "Upgrade", "Upgrade": "tcp"})
-    # After 101 the connection is a raw byte stream: read the socket file http.client parsed
-    # the headers from (it may already hold the first frames).
-    reader = response.fp if response.status == 101 else response
-    demultiplex(read_chunks(reader), sys.stdout.buffer, sys.stderr.buffer, multiplexed=True)
-    response.close()
-    c.close()
+    # After 101 the body is the raw connection until the daemon closes it; a plain 200 is a
+    # streamed body. Either way, without a TTY the frames are multiplexed.
+    demultiplex(read_chunks(response), sys.stdout.buffer, sys.stderr.buffer, multiplexed=True)
+    c.close()  # an upgraded connection cannot carry another request
     code = _exec_exit_code(c, exec_id)
     if code:
         raise Failed(code)

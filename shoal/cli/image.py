@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import BinaryIO
 
 import click
 
-from shoal.cli.common import Failed, client, err, filter_option, no_trunc_option, out
-from shoal.cli.format import image_rows, parse_filters, render_table, to_json
+from shoal.cli import fast
+from shoal.cli.common import Failed, client, err, out
 from shoal.client import DaemonError, json_messages, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -25,25 +24,14 @@ def image() -> None:
 
 @click.command("ls", context_settings=CONTEXT)
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show all images (default hides intermediate images)")
-@filter_option
-@no_trunc_option
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
+              help="Filter output based on conditions provided")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
 @click.argument("repository", required=False)
 def ls(show_all: bool, filters: tuple[str, ...], no_trunc: bool, quiet: bool, repository: str | None) -> None:
     """List images"""
-    parsed = parse_filters(filters)
-    if repository:
-        parsed.setdefault("reference", {})[repository] = True
-    query = {"all": show_all or None, "filters": parsed or None}
-    rows = image_rows(client().get("/images/json", query) or [], time.time(), trunc=not no_trunc)
-    if quiet:
-        seen: list[str] = []
-        for row in rows:
-            if row[2] not in seen:  # one line per image, not per tag
-                seen.append(row[2])
-        out("".join(f"{i}\n" for i in seen))
-    else:
-        out(render_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+    fast.image_ls(client(), show_all, filters, no_trunc, quiet, repository)
 
 
 @click.command(context_settings=CONTEXT)

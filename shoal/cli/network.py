@@ -8,8 +8,9 @@ import sys
 
 import click
 
-from shoal.cli.common import Failed, client, err, filter_option, no_trunc_option, out
-from shoal.cli.format import build_ipam_config, network_rows, parse_filters, parse_kv, render_table, to_json
+from shoal.cli import fast
+from shoal.cli.common import Failed, client, err, out
+from shoal.cli.format import build_ipam_config, parse_filters, parse_kv, to_json
 from shoal.client import DaemonError, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -21,17 +22,13 @@ def network() -> None:
 
 
 @network.command("ls", context_settings=CONTEXT)
-@filter_option
-@no_trunc_option
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FILTER",
+              help='Provide filter values (e.g. "driver=bridge")')
+@click.option("--no-trunc", is_flag=True, help="Do not truncate the output")
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs")
 def ls(filters: tuple[str, ...], no_trunc: bool, quiet: bool) -> None:
     """List networks"""
-    query = {"filters": parse_filters(filters)} if filters else None
-    rows = network_rows(client().get("/networks", query) or [], trunc=not no_trunc)
-    if quiet:
-        out("".join(row[0] + "\n" for row in rows))
-    else:
-        out(render_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows))
+    fast.network_ls(client(), filters, no_trunc, quiet)
 
 
 network.add_command(ls, "list")

@@ -7,20 +7,24 @@ completes or raises an EngineError and leaves nothing half-done.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
 import signal as signals
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from agent.executor.runtime import RuncError, RuncRuntime, resolve_user
 from agent.executor.spec import Mount, ProcessSpec
 from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import bridge as kernel
 from agent.network import netns as namespaces
+import shoal
 from shoal.engine import etcfiles
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.names import generate_name, validate_container_name
@@ -38,6 +42,8 @@ from shoal.engine.state import StateDir, write_atomic
 from shoal.engine.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_STOP_TIMEOUT = 10
 LOG_POLL_SECONDS = 0.1
@@ -58,6 +64,7 @@ class Engine:
 
     def __init__(self, options: EngineOptions) -> None:
         self.options = options
+        self.version = shoal.__version__
         self.data_dir = options.data_dir
         self.state = StateDir(options.data_dir / "engine")
         self.daemon_id = self.state.daemon_id()
@@ -70,12 +77,19 @@ class Engine:
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, asyncio.Task] = {}
+        # pyroute2's synchronous API runs its own event loop, so it cannot run on ours:
+        # all netlink and namespace work goes through this one thread, in order.
+        self._kernel_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+
+    async def _kernel(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._kernel_thread, functools.partial(fn, *args, **kwargs))
 
     # ---- start-up -------------------------------------------------------------------
     async def restore(self) -> None:
         """Brings kernel and records back in line after a start, a restart or a SIGKILL:
         running containers are adopted, ones that exited meanwhile are marked exited."""
-        self.net.restore()
+        await self._kernel(self.net.restore)
         for container_id, data in self.state.load_all("containers").items():
             self.containers[container_id] = container_from_dict(data)
         for container in self.containers.values():
@@ -88,7 +102,7 @@ class Engine:
                 continue
             code = status.exit_code if status.exit_code is not None else 255
             await self._finish(container, code)
-        self._collect_orphan_namespaces()
+        await self._kernel(self._collect_orphan_namespaces)
 
     def _collect_orphan_namespaces(self) -> None:
         """Namespaces with our prefix that no running container owns: left by a crash."""
@@ -102,6 +116,7 @@ class Engine:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+        self._kernel_thread.shutdown(wait=True)
 
     # ---- networks -------------------------------------------------------------------
     def list_networks(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
@@ -128,12 +143,12 @@ class Engine:
         return sorted(attached, key=lambda pair: pair[0].name)
 
     async def create_network(self, request: NetworkCreate) -> tuple[NetworkRecord, str]:
-        return self.net.create(request)
+        return await self._kernel(self.net.create, request)
 
     async def remove_network(self, ref: str) -> None:
         net = self.net.lookup(ref)
         names = [c.name for c, _ in self.network_endpoints(net.id)]
-        self.net.remove(net.id, names)
+        await self._kernel(self.net.remove, net.id, names)
 
     async def connect_network(self, ref: str, container_ref: str, endpoint: EndpointRequest) -> None:
         net = self.net.lookup(ref)
@@ -142,16 +157,16 @@ class Engine:
             self._check_connectable(container, net)
             record = self._new_endpoint(net, container, endpoint)
             if container.state == "running":
-                self.net.allocate_endpoint(net, container.id, record, record.requested_ipv4)
+                await self._kernel(self.net.allocate_endpoint, net, container.id, record, record.requested_ipv4)
                 try:
-                    self.net.plumb(record, container.netns, self._next_ifname(container), False)
+                    await self._kernel(self.net.plumb, record, container.netns, self._next_ifname(container), False)
                 except Exception as exc:
-                    self.net.unplumb(record)
-                    self.net.release_endpoint(record)
+                    await self._kernel(self.net.unplumb, record)
+                    await self._kernel(self.net.release_endpoint, record)
                     raise EngineError(f"failed to connect {container.name} to {net.name}: {exc}") from exc
             container.endpoints[net.id] = record
             if container.state == "running":
-                self._refresh_default_route(container)
+                await self._kernel(self._refresh_default_route, container)
                 self._write_etc_files(container)
             self._save(container)
 
@@ -180,15 +195,15 @@ class Engine:
                 raise InvalidParameter(
                     "container cannot be disconnected from host network or connected to host network"
                 )
-            self.net.unplumb(endpoint)
-            self.net.release_endpoint(endpoint)
+            await self._kernel(self.net.unplumb, endpoint)
+            await self._kernel(self.net.release_endpoint, endpoint)
             del container.endpoints[net.id]
             if container.network_mode in (net.name, net.id):
                 container.network_mode = next(
                     (self.net.networks[n].name for n in container.endpoints if n in self.net.networks), "none"
                 ) if container.endpoints else container.network_mode
             if container.state == "running":
-                self._refresh_default_route(container)
+                await self._kernel(self._refresh_default_route, container)
                 self._write_etc_files(container)
             self._save(container)
 
@@ -202,7 +217,7 @@ class Engine:
                 continue
             if not all(_label_filter(net.labels, v) for v in filters.get("label", [])):
                 continue
-            self.net.remove(net.id, [])
+            await self._kernel(self.net.remove, net.id, [])
             pruned.append(net.name)
         return sorted(pruned)
 
@@ -280,7 +295,7 @@ class Engine:
         if mode.startswith("container:"):
             raise InvalidParameter("network mode container: is not supported by shoal yet")
         if mode in ("host", "none"):
-            others = [n for n in request.endpoints if n not in (mode,)]
+            others = [n for n in request.endpoints if n not in (mode, "default")]
             if others:
                 raise InvalidParameter(
                     "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
@@ -296,7 +311,9 @@ class Engine:
             )
         record.network_mode = primary.name
         requested = dict(request.endpoints)
-        primary_request = requested.pop(mode, None) or requested.pop(primary.name, None) or EndpointRequest()
+        primary_request = EndpointRequest()
+        for key in ("default", mode, primary.name, primary.id):  # the CLI sends "default"
+            primary_request = requested.pop(key, None) or primary_request
         if primary_request.ipv4 and primary.predefined:
             raise InvalidParameter("user specified IP address is supported on user defined networks only")
         record.endpoints[primary.id] = self._new_endpoint(primary, record, primary_request)
@@ -355,21 +372,8 @@ class Engine:
             image = self.images.get(container.image_id)
         except ImageError as exc:
             raise NotFound(exc.message) from None
-        host_mode = container.network_mode == "host"
-        netns_name = "" if host_mode else f"{self.options.netns_prefix}{container.id[:12]}"
-        plumbed: list[EndpointRecord] = []
         try:
-            netns_path = None
-            if netns_name:
-                netns_path = str(namespaces.create_netns(netns_name))
-            container.netns = netns_name
-            for index, endpoint in enumerate(self._bridge_endpoints_in_order(container)):
-                net = self.net.networks[endpoint.network_id]
-                self.net.allocate_endpoint(net, container.id, endpoint, endpoint.requested_ipv4)
-                plumbed.append(endpoint)
-                self.net.plumb(endpoint, netns_name, f"eth{index}", default_route=False)
-            if netns_name:
-                self._refresh_default_route(container)
+            netns_path = await self._kernel(self._setup_network, container)
             mounts = self._write_etc_files(container)
             uid, gid = _user_ids(container.user, image.rootfs)
             process = ProcessSpec(
@@ -385,12 +389,7 @@ class Engine:
             self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
-            for endpoint in plumbed:
-                self.net.unplumb(endpoint)
-                self.net.release_endpoint(endpoint)
-            if netns_name:
-                namespaces.delete_netns(netns_name)
-            container.netns = ""
+            await self._kernel(self._teardown_network, container)
             message = exc.message if isinstance(exc, (RuncError, EngineError)) else str(exc)
             container.error = message
             self._save(container)
@@ -406,6 +405,34 @@ class Engine:
         container.finished_at = "0001-01-01T00:00:00Z"
         self._save(container)
         self._watch(container)
+
+    def _setup_network(self, container: ContainerRecord) -> str | None:
+        """Kernel thread: the container's namespace and endpoints; returns the namespace path
+        (None in host mode). Undoes its own work when a step fails."""
+        if container.network_mode == "host":
+            return None
+        container.netns = f"{self.options.netns_prefix}{container.id[:12]}"
+        try:
+            path = str(namespaces.create_netns(container.netns))
+            for index, endpoint in enumerate(self._bridge_endpoints_in_order(container)):
+                net = self.net.networks[endpoint.network_id]
+                self.net.allocate_endpoint(net, container.id, endpoint, endpoint.requested_ipv4)
+                self.net.plumb(endpoint, container.netns, f"eth{index}", default_route=False)
+            self._refresh_default_route(container)
+        except Exception:
+            self._teardown_network(container)
+            raise
+        return path
+
+    def _teardown_network(self, container: ContainerRecord) -> None:
+        """Kernel thread: frees addresses, veths and the namespace (Docker releases a
+        stopped container's addresses; the next start allocates again)."""
+        for endpoint in container.endpoints.values():
+            self.net.unplumb(endpoint)
+            self.net.release_endpoint(endpoint)
+        if container.netns:
+            namespaces.delete_netns(container.netns)
+            container.netns = ""
 
     def _bridge_endpoints_in_order(self, container: ContainerRecord) -> list[EndpointRecord]:
         endpoints = [
@@ -488,18 +515,12 @@ class Engine:
             await self._remove(container)
 
     async def _finish(self, container: ContainerRecord, code: int) -> None:
-        """Marks a container exited and frees its network resources (Docker releases the
-        addresses of a stopped container; the next start allocates again)."""
+        """Marks a container exited and frees its network resources."""
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
-        for endpoint in container.endpoints.values():
-            self.net.unplumb(endpoint)
-            self.net.release_endpoint(endpoint)
-        if container.netns:
-            namespaces.delete_netns(container.netns)
-            container.netns = ""
+        await self._kernel(self._teardown_network, container)
         self._save(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
 

@@ -1,0 +1,121 @@
+"""Benchmark: `shoal run -d` until the container answers ping, against a bare script that does
+the minimum by hand (ip netns + veth on docker0 + runc run -d) in the same lab host and run.
+
+Prints the median of N runs of each and the ratio (goal: shoal/bare <= 1.3).
+Usage: python bench/container_start.py [--runs 20] [--lab NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.executor.spec import ProcessSpec, build_oci_spec  # noqa: E402
+from agent.images.store import ImageStore  # noqa: E402
+from shoal.lab import Lab, data_dir  # noqa: E402
+
+BARE_SCRIPT = r"""
+set -e
+ns=$1; veth=$2; addr=$3; bundle=$4; id=$5; root=$6
+ip netns add "$ns"
+ip link add "$veth" type veth peer name eth0 netns "$ns"
+ip link set "$veth" master docker0 up
+ip -n "$ns" addr add "$addr/16" dev eth0
+ip -n "$ns" link set eth0 up
+ip -n "$ns" link set lo up
+ip -n "$ns" route add default via 172.17.0.1
+runc --root "$root" run -d --bundle "$bundle" "$id" >/dev/null 2>&1 </dev/null
+"""
+
+
+def wait_ping(lab: Lab, address: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if lab.exec("h1", ["ping", "-c1", "-W1", "-q", address], check=False).returncode == 0:
+            return
+    raise TimeoutError(f"{address} never answered ping")
+
+
+def time_shoal(lab: Lab, index: int) -> float:
+    client = lab.client("h1")
+    start = time.perf_counter()
+    container_id = lab.exec("h1", [sys.executable, "-m", "shoal", "run", "-d", "--name", f"bench{index}",
+                                   "busybox", "sleep", "3600"]).stdout.strip()
+    info = client.get(f"/containers/{container_id}/json")
+    wait_ping(lab, info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"])
+    elapsed = time.perf_counter() - start
+    lab.exec("h1", [sys.executable, "-m", "shoal", "rm", "-f", container_id])
+    return elapsed
+
+
+def make_bundle(lab: Lab, workdir: Path) -> Path:
+    image = ImageStore(data_dir(lab.name, "h1") / "images").get("busybox")
+    bundle = workdir / "bundle"
+    rootfs = bundle / "rootfs"
+    shutil.copytree(image.rootfs, rootfs, symlinks=True)
+    return bundle
+
+
+def time_bare(lab: Lab, bundle: Path, runc_root: Path, index: int) -> float:
+    ns = f"shoal-{lab.name}-bare{index}"
+    veth = f"vbare{index}"
+    address = f"172.17.200.{index + 1}"
+    spec = build_oci_spec(ProcessSpec(args=["sleep", "3600"], env=["PATH=/bin:/usr/bin"]), "bare",
+                          str(bundle / "rootfs"), f"/run/netns/{ns}", [],
+                          nofile_limit=_nofile())
+    (bundle / "config.json").write_text(json.dumps(spec))
+    container_id = f"bare{index}-{lab.name}"
+    start = time.perf_counter()
+    lab.exec("h1", ["sh", "-c", BARE_SCRIPT, "bare", ns, veth, address, str(bundle), container_id, str(runc_root)])
+    wait_ping(lab, address)
+    elapsed = time.perf_counter() - start
+    lab.exec("h1", ["runc", "--root", str(runc_root), "delete", "-f", container_id], check=False)
+    lab.exec("h1", ["ip", "link", "del", veth], check=False)
+    subprocess.run(["ip", "netns", "del", ns], check=False)
+    return elapsed
+
+
+def _nofile() -> int:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--lab", default="bstart")
+    args = parser.parse_args()
+    lab = Lab.up(args.lab, 1, force=True)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            bundle = make_bundle(lab, workdir)
+            runc_root = workdir / "runc"
+            time_shoal(lab, 999)  # warm-up: first start loads caches
+            time_bare(lab, bundle, runc_root, 99)
+            shoal_times, bare_times = [], []
+            for index in range(args.runs):  # interleaved so drift hits both alike
+                shoal_times.append(time_shoal(lab, index))
+                bare_times.append(time_bare(lab, bundle, runc_root, index))
+    finally:
+        lab.down()
+    shoal_median = statistics.median(shoal_times)
+    bare_median = statistics.median(bare_times)
+    print(f"runs: {args.runs}")
+    print(f"shoal run -d -> ping answers: median {shoal_median * 1000:.0f} ms")
+    print(f"bare ip netns + veth + runc run -d -> ping answers: median {bare_median * 1000:.0f} ms")
+    print(f"ratio container start shoal/bare = {shoal_median / bare_median:.2f} (goal <= 1.3)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The list commands (network ls, ps, images) and a click-free fast path that runs them.
+
+shoal.cli.main tries `run_fast` before importing click (~30 ms of start-up); argv it does
+not fully understand (--help, unknown or combined flags) goes to the click commands in
+shoal.cli.network / container / image, which call the same functions below.
+"""
+from __future__ import annotations
+
+import time
+TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI start-up
+
+from shoal.cli.common import out
+from shoal.cli.format import container_rows, image_rows, network_rows, parse_filters, render_table
+from shoal.client import Client
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+
+def network_ls(c: Client, filters: Sequence[str], no_trunc: bool, quiet: bool) -> None:
+    query = {"filters": parse_filters(filters)} if filters else None
+    rows = network_rows(c.get("/networks", query) or [], trunc=not no_trunc)
+    if quiet:
+        out("".join(row[0] + "\n" for row in rows))
+    else:
+        out(render_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows))
+
+
+def container_ls(c: Client, show_all: bool, filters: Sequence[str], last: int, latest: bool, no_trunc: bool,
+                 quiet: bool) -> None:
+    limit = 1 if latest else last
+    query: dict[str, Any] = {"all": True if show_all or limit > 0 else None, "limit": limit if limit > 0 else None}
+    if filters:
+        query["filters"] = parse_filters(filters)
+    rows = container_rows(c.get("/containers/json", query) or [], time.time(), trunc=not no_trunc)
+    if quiet:
+        out("".join(row[0] + "\n" for row in rows))
+    else:
+        out(render_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
+
+
+def image_ls(c: Client, show_all: bool, filters: Sequence[str], no_trunc: bool, quiet: bool,
+             repository: str | None = None) -> None:
+    parsed = parse_filters(filters)
+    if repository:
+        parsed.setdefault("reference", {})[repository] = True
+    query = {"all": show_all or None, "filters": parsed or None}
+    rows = image_rows(c.get("/images/json", query) or [], time.time(), trunc=not no_trunc)
+    if quiet:
+        seen: list[str] = []
+        for row in rows:
+            if row[2] not in seen:  # one line per image, not per tag
+                seen.append(row[2])
+        out("".join(f"{i}\n" for i in seen))
+    else:
+        out(render_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows))
+
+
+# Per fast command: its runner and its flags (flag -> (parameter, takes a value)). A unit
+# test checks these against the click commands' options so the two cannot drift apart.
+FLAGS_NETWORK_LS = {"-f": ("filters", True), "--filter": ("filters", True), "--no-trunc": ("no_trunc", False),
+                    "-q": ("quiet", False), "--quiet": ("quiet", False)}
+FLAGS_PS = {"-a": ("show_all", False), "--all": ("show_all", False), "-f": ("filters", True),
+            "--filter": ("filters", True), "--no-trunc": ("no_trunc", False), "-q": ("quiet", False),
+            "--quiet": ("quiet", False), "-l": ("latest", False), "--latest": ("latest", False)}
+FLAGS_IMAGE_LS = {"-a": ("show_all", False), "--all": ("show_all", False), "-f": ("filters", True),
+                  "--filter": ("filters", True), "--no-trunc": ("no_trunc", False), "-q": ("quiet", False),
+                  "--quiet": ("quiet", False)}
+
+
+def _ps(c: Client, p: dict[str, Any]) -> None:
+    container_ls(c, p["show_all"], p["filters"], -1, p["latest"], p["no_trunc"], p["quiet"])
+
+
+def _images(c: Client, p: dict[str, Any]) -> None:
+    image_ls(c, p["show_all"], p["filters"], p["no_trunc"], p["quiet"])
+
+
+FAST: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {
+    ("network", "ls"): (FLAGS_NETWORK_LS, lambda c, p: network_ls(c, p["filters"], p["no_trunc"], p["quiet"])),
+    ("network", "list"): (FLAGS_NETWORK_LS, lambda c, p: network_ls(c, p["filters"], p["no_trunc"], p["quiet"])),
+    ("ps",): (FLAGS_PS, _ps),
+    ("container", "ls"): (FLAGS_PS, _ps),
+    ("container", "ps"): (FLAGS_PS, _ps),
+    ("images",): (FLAGS_IMAGE_LS, _images),
+    ("image", "ls"): (FLAGS_IMAGE_LS, _images),
+}
+
+
+def parse_fast(argv: Sequence[str]) -> tuple[str | None, Callable[[Client, dict[str, Any]], None], dict[str, Any]] | None:
+    """(host, runner, params) for argv the fast path fully understands, else None."""
+    host = None
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg in ("-H", "--host") and i + 1 < len(argv):
+            host, i = argv[i + 1], i + 2
+        elif arg.startswith("--host="):
+            host, i = arg[len("--host="):], i + 1
+        else:
+            return None
+    rest = argv[i:]
+    for words, (flags, runner) in FAST.items():
+        if tuple(rest[:len(words)]) == words:
+            break
+    else:
+        return None
+    params: dict[str, Any] = {name: [] if takes else False for name, takes in flags.values()}
+    args = rest[len(words):]
+    j = 0
+    while j < len(args):
+        arg = args[j]
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and name in flags and flags[name][1]:
+            params[flags[name][0]].append(value)
+        elif arg in flags and flags[arg][1] and j + 1 < len(args):
+            params[flags[arg][0]].append(args[j + 1])
+            j += 1
+        elif arg in flags and not flags[arg][1]:
+            params[flags[arg][0]] = True
+        else:
+            return None  # positional, --help, combined short flags, typos: let click decide
+        j += 1
+    return host, runner, params
