@@ -4,9 +4,14 @@ Used by every test in tests/lab.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
+
+from shoal.lab import Lab, down
 
 T = TypeVar("T")
 
@@ -21,3 +26,16 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
         last = condition()
     return last
+
+
+_lab_counter = itertools.count()
+
+
+@contextlib.contextmanager
+def running_lab(hosts: int) -> Iterator[Lab]:
+    """A lab for a whole test module, named uniquely per process, always torn down."""
+    name = f"m{os.getpid():x}{next(_lab_counter)}"
+    try:
+        yield Lab.up(name, hosts)
+    finally:
+        down(name)

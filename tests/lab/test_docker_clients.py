@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
 
 import pytest
+
+from tests.lab.helpers import running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -20,8 +23,11 @@ needs_docker = pytest.mark.skipif(DOCKER is None, reason="no docker client on th
 
 
 @pytest.fixture(scope="module")
-def lab(lab_factory):
-    return lab_factory(hosts=1)
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (network namespaces)")
+    with running_lab(hosts=1) as lab:
+        yield lab
 
 
 def docker(lab, *args: str, check: bool = True):

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.lab.helpers import wait_until
+from tests.lab.helpers import running_lab, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -21,19 +21,22 @@ SHOAL = [sys.executable, "-m", "shoal"]
 
 
 @pytest.fixture(scope="module")
-def lab(lab_factory):
-    lab = lab_factory(hosts=2)
-    run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
-    run(lab, "run", "-d", "--name", "container2", "busybox", "sleep", "3600")
-    return lab
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (network namespaces)")
+    with running_lab(hosts=2) as lab:
+        run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
+        run(lab, "run", "-d", "--name", "container2", "busybox", "sleep", "3600")
+        yield lab
 
 
 def run(lab, *args: str, host: str = "h1", check: bool = True):
     return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
 
 
-def inspect(lab, kind: str, name: str) -> dict:
-    return json.loads(run(lab, kind, "inspect", name).stdout)[0]
+def inspect(lab, *command: str) -> dict:
+    """The first object of `shoal <command>` (an inspect command) as JSON."""
+    return json.loads(run(lab, *command).stdout)[0]
 
 
 def test_fresh_daemon_has_exactly_the_three_default_networks(lab):
@@ -54,7 +57,7 @@ def test_docker0_holds_the_default_gateway_address(lab):
 
 
 def test_containers_get_addresses_in_order_with_macs_derived_from_them(lab):
-    containers = inspect(lab, "network", "bridge")["Containers"]
+    containers = inspect(lab, "network", "inspect", "bridge")["Containers"]
     by_name = {c["Name"]: c for c in containers.values()}
     assert by_name["container1"]["IPv4Address"] == "172.17.0.2/16"
     assert by_name["container1"]["MacAddress"] == "02:42:ac:11:00:02"
@@ -63,7 +66,7 @@ def test_containers_get_addresses_in_order_with_macs_derived_from_them(lab):
 
 
 def test_bridge_inspect_has_the_fields_of_s3(lab):
-    net = inspect(lab, "network", "bridge")
+    net = inspect(lab, "network", "inspect", "bridge")
     assert net["Name"] == "bridge"
     assert re.fullmatch(r"[0-9a-f]{64}", net["Id"])
     assert net["Scope"] == "local"

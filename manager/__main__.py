@@ -1,0 +1,104 @@
+"""Runs one manager process: `python -m manager run --id N --listen ADDR --peers 1=ADDR,... --data-dir DIR [--join]`.
+Serves the Raft transport and the control API on one gRPC server; manager/cluster.py starts N of these for tests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+
+from manager.controlapi import ControlServicer
+from manager.raftnode import ManagerConfig, RaftManager
+from manager.transport import GRPC_OPTIONS, TLSFiles
+from proto import control_pb2_grpc
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    peers: dict[int, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        nid, sep, addr = item.partition("=")
+        if not sep or not nid.isdigit() or int(nid) <= 0 or ":" not in addr:
+            raise argparse.ArgumentTypeError(f"invalid peer {item!r}: expected ID=HOST:PORT with a positive ID")
+        peers[int(nid)] = addr
+    return peers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m manager")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run one manager")
+    r.add_argument("--id", type=int, required=True)
+    r.add_argument("--listen", required=True, help="HOST:PORT for raft and the control API")
+    r.add_argument("--peers", type=parse_peers, default={}, help="ID=HOST:PORT,... every founding member (self included)")
+    r.add_argument("--data-dir", type=Path, required=True)
+    r.add_argument("--join", action="store_true", help="start empty; the leader adds this node and sends a snapshot")
+    r.add_argument("--tick-ms", type=int, default=100)
+    r.add_argument("--election-ticks", type=int, default=10)
+    r.add_argument("--snapshot-every", type=int, default=10_000)
+    r.add_argument("--snapshot-keep", type=int, default=500)
+    r.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
+    r.add_argument("--tls-ca", type=Path)
+    r.add_argument("--tls-cert", type=Path)
+    r.add_argument("--tls-key", type=Path)
+    r.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> ManagerConfig:
+    if a.id <= 0:
+        raise SystemExit(f"invalid --id {a.id}: must be positive")
+    peers = dict(a.peers)
+    peers.setdefault(a.id, a.listen)
+    tls_paths = (a.tls_ca, a.tls_cert, a.tls_key)
+    if any(tls_paths) and not all(tls_paths):
+        raise SystemExit("mutual TLS needs all of --tls-ca, --tls-cert and --tls-key")
+    return ManagerConfig(
+        node_id=a.id,
+        listen=a.listen,
+        peers=peers,
+        data_dir=a.data_dir,
+        join=a.join,
+        tick_s=a.tick_ms / 1000,
+        election_tick=a.election_ticks,
+        snapshot_every=a.snapshot_every,
+        snapshot_keep=a.snapshot_keep,
+        storage=a.storage,
+        tls=TLSFiles(a.tls_ca, a.tls_cert, a.tls_key) if all(tls_paths) else None,
+    )
+
+
+async def serve(cfg: ManagerConfig) -> int:
+    manager = RaftManager(cfg)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((manager.servicer.handler(),))
+    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(manager), server)
+    if cfg.tls is not None:
+        server.add_secure_port(cfg.listen, cfg.tls.server_credentials())
+    else:
+        server.add_insecure_port(cfg.listen)
+    await manager.start()
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    failed = asyncio.create_task(manager.stopped.wait())
+    await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
+    await server.stop(grace=0.5)
+    await manager.stop()
+    return 1 if manager.failure is not None else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s m{args.id} %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(config_from_args(args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

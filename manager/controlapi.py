@@ -1,0 +1,134 @@
+"""The gRPC control API (swarmkit's Control service): configs and a status RPC, served by every manager.
+Writes go through RaftManager.propose (forwarded to the leader), reads through RaftManager.read (linearizable)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import grpc
+
+from manager.raftnode import RaftManager
+from manager.raft.core import RaftError
+from manager.store.errors import NAME_CONFLICT, StoreError
+from proto import control_pb2, control_pb2_grpc, objects_pb2
+
+MAX_CONFIG_SIZE = 1000 * 1024  # swarmkit controlapi MaxConfigSize (1000 KiB)
+_CONFIG_NAME = re.compile(r"^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$")  # swarmkit's config/secret names
+_STATUS = {
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "UNKNOWN": grpc.StatusCode.UNKNOWN,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class InvalidArgument(Exception):
+    pass
+
+
+def new_id() -> str:
+    """A random 128-bit id in base 36, 25 characters (the shape of swarmkit's identity.NewID)."""
+    n = int.from_bytes(os.urandom(16), "big")
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(digits[r])
+    return "".join(reversed(out)).rjust(25, "0")
+
+
+def validate_config_spec(spec: objects_pb2.ConfigSpec) -> None:
+    """swarmkit's validateConfigSpec, same wording."""
+    name = spec.annotations.name
+    if name == "":
+        raise InvalidArgument("name must be provided")
+    if len(name) > 64 or not _CONFIG_NAME.match(name):
+        raise InvalidArgument(
+            "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
+        )
+    if len(spec.data) >= MAX_CONFIG_SIZE or len(spec.data) < 1:
+        raise InvalidArgument(f"config data must be larger than 0 and less than {MAX_CONFIG_SIZE} bytes")
+
+
+def matches_filters(cfg: objects_pb2.Config, f: control_pb2.ListConfigsRequest.Filters) -> bool:
+    """Any of names / name prefixes / id prefixes (OR, like swarmkit), then every label must match."""
+    name = cfg.spec.annotations.name
+    alternatives = [
+        *(name == n for n in f.names),
+        *(name.startswith(p) for p in f.name_prefixes),
+        *(cfg.id.startswith(p) for p in f.id_prefixes),
+    ]
+    if alternatives and not any(alternatives):
+        return False
+    labels = cfg.spec.annotations.labels
+    return all(k in labels and (v == "" or labels[k] == v) for k, v in f.labels.items())
+
+
+class ControlServicer(control_pb2_grpc.ControlServicer):
+    def __init__(self, manager: RaftManager) -> None:
+        self.m = manager
+
+    async def _fail(self, ctx: grpc.aio.ServicerContext, e: Exception, name: str = "") -> None:
+        if isinstance(e, InvalidArgument):
+            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if isinstance(e, StoreError):
+            msg = f"config {name} already exists" if e.message == NAME_CONFLICT and name else e.message
+            await ctx.abort(_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), msg)
+        if isinstance(e, RaftError):
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        raise e
+
+    async def CreateConfig(self, request: control_pb2.CreateConfigRequest, context: grpc.aio.ServicerContext) -> control_pb2.CreateConfigResponse:
+        spec = request.spec
+        try:
+            validate_config_spec(spec)
+            cfg = objects_pb2.Config(id=new_id(), spec=spec)
+
+            def create(tx: object) -> None:
+                tx.create("config", cfg)  # type: ignore[attr-defined]
+
+            await self.m.propose(create)
+            # propose() returns once applied here: this node's view already has it (with its version)
+            created = self.m.store.view().get("config", cfg.id) or cfg
+        except (InvalidArgument, StoreError, RaftError) as e:
+            await self._fail(context, e, spec.annotations.name)
+            raise
+        return control_pb2.CreateConfigResponse(config=created)
+
+    async def GetConfig(self, request: control_pb2.GetConfigRequest, context: grpc.aio.ServicerContext) -> control_pb2.GetConfigResponse:
+        if not request.config_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config ID must be provided")
+        try:
+            cfg = await self.m.read(lambda v: v.get("config", request.config_id))
+        except RaftError as e:
+            await self._fail(context, e)
+            raise
+        if cfg is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"config {request.config_id} not found")
+        return control_pb2.GetConfigResponse(config=cfg)
+
+    async def ListConfigs(self, request: control_pb2.ListConfigsRequest, context: grpc.aio.ServicerContext) -> control_pb2.ListConfigsResponse:
+        try:
+            configs = await self.m.read(lambda v: v.list("config"))
+        except RaftError as e:
+            await self._fail(context, e)
+            raise
+        chosen = [c for c in configs if matches_filters(c, request.filters)]
+        chosen.sort(key=lambda c: (c.spec.annotations.name, c.id))
+        return control_pb2.ListConfigsResponse(configs=chosen)
+
+    async def RemoveConfig(self, request: control_pb2.RemoveConfigRequest, context: grpc.aio.ServicerContext) -> control_pb2.RemoveConfigResponse:
+        if not request.config_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config ID must be provided")
+        try:
+            await self.m.propose(lambda tx: tx.remove("config", request.config_id))
+        except (StoreError, RaftError) as e:
+            await self._fail(context, e)
+            raise
+        return control_pb2.RemoveConfigResponse()
+
+    async def Status(self, request: control_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> control_pb2.StatusResponse:
+        return control_pb2.StatusResponse(**self.m.status())

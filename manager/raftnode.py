@@ -1,0 +1,635 @@
+"""The manager's asyncio shell around the sans-IO Raft core: ticks, the Ready loop (persist, send, apply), proposals and reads.
+Drives manager/raft/core.py with SQLite storage (raft/sqlite_storage.py), the replicated store (store/) and the gRPC transport."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
+from manager.raft.messages import ConfChangeOp, EntryKind, HardState, Message, Snapshot
+from manager.raft.storage import MemoryStorage
+from manager.store.errors import StoreError
+from manager.transport import RaftServicer, TLSFiles, Transport
+from proto import raft_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Unavailable(RaftError):
+    """The operation could not be done now (no leader, leadership changed, timeout); safe to retry.
+    A proposal that failed this way may or may not have been committed."""
+
+
+@dataclass(slots=True)
+class ManagerConfig:
+    node_id: int
+    listen: str  # host:port of this manager's gRPC server (raft + control API)
+    peers: dict[int, str]  # raft id -> address, this node included
+    data_dir: Path
+    join: bool = False  # start empty and wait for the leader's snapshot instead of bootstrapping
+    tick_s: float = 0.1  # DESIGN §6
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    snapshot_every: int = 10_000
+    snapshot_keep: int = 500  # entries kept behind a snapshot so slow followers need no snapshot
+    storage: str = "sqlite"  # or "memory" (nothing survives a restart)
+    tls: TLSFiles | None = None
+    proposal_timeout_s: float = 10.0
+
+
+class MemoryDurable:
+    """MemoryStorage with the SQLite storage's write interface, for tests without a disk."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+        self.fsyncs = 0
+        self.entries_written = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def is_empty(self) -> bool:
+        return self.inner.last_index() == 0 and self.inner.hard_state() == HardState()
+
+    def bootstrap(self, voters: list[int], data: bytes = b"") -> None:
+        self.inner = MemoryStorage.bootstrap(voters, data)
+
+    def save_ready(self, hard_state: HardState | None, entries: list, snapshot: Snapshot | None, compaction: Snapshot | None) -> None:
+        if snapshot is not None:
+            self.inner.apply_snapshot(snapshot)
+        if entries:
+            self.inner.append(entries)
+        if hard_state is not None:
+            self.inner.set_hard_state(hard_state)
+        if compaction is not None:
+            self.inner.compact(compaction)
+        self.fsyncs += 1
+        self.entries_written += len(entries)
+
+    def close(self) -> None:
+        pass
+
+
+def open_storage(cfg: ManagerConfig) -> Any:
+    if cfg.storage == "memory":
+        return MemoryDurable()
+    if cfg.storage != "sqlite":
+        raise ValueError(f"invalid storage {cfg.storage!r}: expected sqlite or memory")
+    from manager.raft.sqlite_storage import SQLiteStorage
+
+    return SQLiteStorage.open(cfg.data_dir / "raft.db")
+
+
+def new_store() -> Any:
+    from manager.store.store import MemoryStore
+
+    return MemoryStore()
+
+
+@dataclass(slots=True)
+class _Proposal:
+    future: asyncio.Future[tuple[int, StoreError | None]]
+    index: int = 0
+    term: int = 0
+
+
+@dataclass(slots=True)
+class Stats:
+    readies: int = 0
+    proposals: int = 0
+    applied_entries: int = 0
+    snapshots_made: int = 0
+    snapshots_restored: int = 0
+    persist_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+def new_request_id(node_id: int) -> str:
+    return f"{node_id}-{uuid.uuid4().hex}"
+
+
+class RaftManager:
+    """One manager: owns the Raft core, its storage, the store and the transport.
+
+    Every call into the core happens on the event loop and never while a Ready is being persisted (the
+    storage's in-memory mirror changes in the disk thread then): inputs queue in an inbox that the
+    Ready loop drains between persists. That is the group commit: whatever arrives during one fsync
+    goes into the next Ready, as one transaction."""
+
+    def __init__(self, cfg: ManagerConfig, store: Any | None = None) -> None:
+        self.cfg = cfg
+        self.id = cfg.node_id
+        self.store = store if store is not None else new_store()
+        self.storage: Any = None
+        self.node: RaftNode | None = None
+        self.transport = Transport(cfg.node_id, {}, cfg.tls, on_snapshot=self._on_snapshot_result)
+        self.servicer = RaftServicer(self)
+        self.stats = Stats()
+        self.applied = 0
+        self._inbox: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.id}")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[str, _Proposal] = {}  # request id -> proposal made on this node as leader
+        self._by_index: dict[int, str] = {}  # log index -> request id proposed there by this leader
+        self._conf_waits: dict[int, tuple[int, asyncio.Future[None]]] = {}  # index -> (term, future)
+        self._reads: dict[bytes, asyncio.Future[int]] = {}
+        self._applied_waits: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._leader_term: int | None = None  # the term we lead in, None when not leading
+        self._last_snapshot_index = 0
+        self._held_snapshot: tuple[int, bytes] | None = None
+        self.failure: BaseException | None = None
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def tick_s(self) -> float:
+        return self.cfg.tick_s
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        for nid, addr in {**self._load_peers(), **cfg.peers}.items():
+            self.transport.set_peer(nid, addr)
+        self._save_peers()
+        loop = asyncio.get_running_loop()
+        self.storage = await loop.run_in_executor(self._disk, open_storage, cfg)
+        if self.storage.is_empty() and not cfg.join:
+            voters = sorted(cfg.peers)
+            await loop.run_in_executor(self._disk, self.storage.bootstrap, voters, self.store.snapshot())
+        snap = self.storage.snapshot()
+        if snap.data:
+            self.store.restore(snap.data)
+        self.applied = self._last_snapshot_index = snap.meta.index
+        rcfg = Config(election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick)
+        # seeded from the OS: restarts must not replay the same election timeouts
+        self.node = RaftNode(self.id, self.storage, rcfg, random.Random(int.from_bytes(os.urandom(8), "big")))
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
+            asyncio.create_task(self._ticker(), name=f"raft-tick-{self.id}"),
+        ]
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._fail_all(Unavailable("raft manager stopped"))
+        await self.transport.close()
+        if self.storage is not None:
+            await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
+        self._disk.shutdown(wait=True)
+        self.stopped.set()
+
+    # ------------------------------------------------------------------ status
+    @property
+    def leader_id(self) -> int | None:
+        return self.node.leader if self.node else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node.state == StateRole.LEADER
+
+    def leader_addr(self) -> str:
+        lid = self.leader_id
+        return self.transport.peers.get(lid, "") if lid else ""
+
+    def status(self) -> dict[str, Any]:
+        n = self.node
+        assert n is not None
+        return {
+            "node_id": self.id,
+            "leader_id": n.leader or 0,
+            "leader_addr": self.leader_addr(),
+            "term": n.term,
+            "role": n.state.name.lower(),
+            "commit": n.committed,
+            "applied": self.applied,
+            "voters": list(n.voters),
+            "fsyncs": getattr(self.storage, "fsyncs", 0),
+            "entries_written": getattr(self.storage, "entries_written", 0),
+            "readies": self.stats.readies,
+            "storage": self.cfg.storage,
+        }
+
+    # ------------------------------------------------------------------ the loop
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run fn against the core at the next safe point of the Ready loop."""
+        self._inbox.append(fn)
+        self._wake.set()
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            batch, self._inbox = self._inbox, []
+            for fn in batch:
+                try:
+                    fn()
+                except Exception:  # one bad input must not stop the node
+                    log.exception("raft %d: input failed", self.id)
+
+    async def _ticker(self) -> None:
+        assert self.node is not None
+        node = self.node
+        while True:
+            await asyncio.sleep(self.cfg.tick_s)
+            self._call(node.tick)
+
+    async def _ready_loop(self) -> None:
+        try:
+            await self._ready_loop_inner()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            # a storage failure: stop acknowledging anything, like etcd's panic
+            log.exception("raft %d: ready loop failed", self.id)
+            self.failure = e
+            self._fail_all(Unavailable(f"raft manager {self.id} failed: {e}"))
+            self.stopped.set()
+
+    async def _ready_loop_inner(self) -> None:
+        node = self.node
+        assert node is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._drain_inbox()
+            self._track_leadership()
+            while node.has_ready():
+                rd = node.ready()
+                self.stats.readies += 1
+                if rd.hard_state is not None or rd.entries or rd.snapshot is not None or rd.compaction is not None:
+                    t0 = time.perf_counter()
+                    await loop.run_in_executor(
+                        self._disk, self.storage.save_ready, rd.hard_state, rd.entries, rd.snapshot, rd.compaction
+                    )
+                    self.stats.persist_s += time.perf_counter() - t0
+                self.transport.send(rd.messages)
+                self._apply(rd)
+                node.advance(rd)
+                self._after_advance(rd)
+                self._drain_inbox()
+                self._track_leadership()
+
+    def _apply(self, rd: Ready) -> None:
+        node = self.node
+        assert node is not None
+        if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
+            self.store.restore(rd.snapshot.data)
+            self.applied = rd.snapshot.meta.index
+            self.stats.snapshots_restored += 1
+            # proposals this node made at or below the snapshot: their outcome is unknown here
+            for idx in [i for i in self._by_index if i <= self.applied]:
+                self._fail_request(self._by_index.pop(idx), Unavailable("proposal dropped: replaced by a leader snapshot"))
+        for e in rd.committed_entries:
+            if e.index <= self.applied:
+                continue
+            rid = self._by_index.pop(e.index, None)
+            applied_rid = None
+            if e.kind == EntryKind.NORMAL and e.data:
+                try:
+                    res = self.store.apply(e.index, e.data)
+                except Exception as ex:  # a proposal the store cannot decode: skip it, everywhere alike
+                    log.error("raft %d: entry %d not applied: %s", self.id, e.index, ex)
+                else:
+                    applied_rid = res.request_id
+                    prop = self._pending.pop(res.request_id, None)
+                    if prop is not None and not prop.future.done():
+                        prop.future.set_result((e.index, res.error))
+            if rid is not None and rid != applied_rid:
+                self._fail_request(rid, Unavailable("proposal dropped: leadership changed"))
+            waiter = self._conf_waits.pop(e.index, None)
+            if waiter is not None and not waiter[1].done():
+                if e.kind == EntryKind.CONF_CHANGE and e.term == waiter[0]:
+                    waiter[1].set_result(None)
+                else:
+                    waiter[1].set_exception(Unavailable("membership change dropped: leadership changed"))
+            self.applied = e.index
+            self.stats.applied_entries += 1
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        self._track_leadership()
+        self._release_applied_waits()
+
+    def _track_leadership(self) -> None:
+        node = self.node
+        assert node is not None
+        leading = node.term if node.state == StateRole.LEADER else None
+        if self._leader_term is not None and leading != self._leader_term:
+            # proposals of our term may still commit under the next leader, or be overwritten: unknown
+            err = Unavailable("proposal dropped: leadership changed")
+            for rid in list(self._pending):
+                self._fail_request(rid, err)
+            self._by_index.clear()
+            for idx, (_term, fut) in list(self._conf_waits.items()):
+                if not fut.done():
+                    fut.set_exception(Unavailable("membership change dropped: leadership changed"))
+            self._conf_waits.clear()
+        self._leader_term = leading
+
+    def _after_advance(self, rd: Ready) -> None:
+        """Compaction: take the store's snapshot every `snapshot_every` entries, but hand it to the core
+        only `snapshot_keep` entries later, so the log keeps that many entries behind the snapshot
+        for followers that lag a little (they then need no snapshot)."""
+        node = self.node
+        assert node is not None
+        every, keep = self.cfg.snapshot_every, self.cfg.snapshot_keep
+        if every <= 0 or self.applied != node.applied:
+            return
+        if self._held_snapshot is None:
+            if self.applied - self._last_snapshot_index >= max(1, every - keep):
+                self._held_snapshot = (self.applied, self.store.snapshot())
+        elif self.applied - self._held_snapshot[0] >= keep:
+            index, data = self._held_snapshot
+            self._held_snapshot = None
+            if index > node.log.snapshot_index():
+                node.compact(index, data)
+                self.stats.snapshots_made += 1
+                self._wake.set()
+            self._last_snapshot_index = index
+
+    def _fail_request(self, rid: str, err: BaseException) -> None:
+        prop = self._pending.pop(rid, None)
+        if prop is not None and not prop.future.done():
+            prop.future.set_exception(err)
+
+    def _fail_all(self, err: BaseException) -> None:
+        for rid in list(self._pending):
+            self._fail_request(rid, err)
+        self._by_index.clear()
+        for _t, fut in self._conf_waits.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._conf_waits.clear()
+        for fut in self._reads.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._reads.clear()
+        for _i, _s, fut in self._applied_waits:
+            if not fut.done():
+                fut.set_exception(err)
+        self._applied_waits = []
+
+    def _release_applied_waits(self) -> None:
+        w = self._applied_waits
+        while w and w[0][0] <= self.applied:
+            _i, _s, fut = heapq.heappop(w)
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        if self.applied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waits, (index, next(self._seq), fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"timed out waiting for index {index} to be applied (applied {self.applied})") from None
+
+    def _on_snapshot_result(self, peer: int, failed: bool) -> None:
+        self._call(lambda: self.node.report_snapshot(peer, failed))  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ RaftHost (transport side)
+    @property
+    def node_id(self) -> int:
+        return self.id
+
+    def member_error(self, sender: int) -> str | None:
+        node = self.node
+        if node is None:
+            return "raft member is starting"
+        if sender in node.removed:
+            return f"unknown raft member {sender}: it was removed from the raft"
+        if sender in node.voters or sender in self.transport.peers:
+            return None
+        return f"unknown raft member {sender}"
+
+    def deliver(self, msgs: list[Message]) -> None:
+        node = self.node
+        assert node is not None
+        for m in msgs:
+            self._inbox.append(lambda m=m: node.step(m))
+        self._wake.set()
+
+    def learn_peers(self, peers: dict[int, str]) -> None:
+        changed = False
+        for nid, addr in peers.items():
+            if nid != self.id and nid not in (self.node.removed if self.node else ()) and addr:
+                changed |= self.transport.set_peer(nid, addr)
+        if changed:
+            self._save_peers()
+
+    async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        index, err = await self._propose_here(req.data, req.request_id, time.monotonic() + self.cfg.proposal_timeout_s)
+        if err is None:
+            return raft_pb2.ProposeResponse(index=index)
+        return raft_pb2.ProposeResponse(index=index, error_code=err.code, error_message=err.message)
+
+    # ------------------------------------------------------------------ proposals
+    async def propose(self, fn: Callable[[Any], T]) -> T:
+        """Run fn in a write transaction, replicate it and wait until it is applied here.
+        Raises the StoreError of the transaction, or Unavailable (retry) if leadership changed."""
+        rid = new_request_id(self.id)
+        data, result = self.store.prepare(fn, rid)
+        await self.propose_data(data, rid)
+        return result
+
+    async def propose_data(self, data: bytes, rid: str) -> int:
+        """Propose prepared store data; returns its index once applied on this node."""
+        deadline = time.monotonic() + self.cfg.proposal_timeout_s
+        while True:
+            leader = await self.wait_leader(deadline)
+            try:
+                if leader == self.id:
+                    index, err = await self._propose_here(data, rid, deadline)
+                else:
+                    index, err = await self._forward(leader, data, rid, deadline)
+            except NotLeader:
+                continue  # lost leadership before proposing: nothing was proposed, go again
+            except Unavailable:
+                # leadership changed under the proposal: proposing the same bytes again is safe, the
+                # store applies a request id once (a duplicate reports the first outcome)
+                if time.monotonic() + self.cfg.tick_s >= deadline:
+                    raise
+                await asyncio.sleep(self.cfg.tick_s)
+                continue
+            if index == 0:
+                continue
+            if err is not None:
+                raise err
+            await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+            return index
+
+    async def _propose_here(self, data: bytes, rid: str, deadline: float) -> tuple[int, StoreError | None]:
+        loop = asyncio.get_running_loop()
+        prop = _Proposal(loop.create_future())
+        node = self.node
+        assert node is not None
+
+        def run() -> None:
+            if rid in self._pending:
+                prop.future.set_exception(Unavailable(f"request {rid} is already in flight"))
+                return
+            try:
+                prop.index, prop.term = node.propose(data)
+            except (NotLeader, ProposalDropped) as e:
+                prop.future.set_exception(e if isinstance(e, NotLeader) else Unavailable(str(e)))
+                return
+            self.stats.proposals += 1
+            self._pending[rid] = prop
+            self._by_index[prop.index] = rid
+
+        self._call(run)
+        try:
+            return await asyncio.wait_for(asyncio.shield(prop.future), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self._pending.pop(rid, None)
+            raise Unavailable("proposal timed out: outcome unknown") from None
+
+    async def _forward(self, leader: int, data: bytes, rid: str, deadline: float) -> tuple[int, StoreError | None]:
+        """Run the proposal on the leader; (0, None) means "not the leader any more, look again"."""
+        req = raft_pb2.ProposeRequest(data=data, request_id=rid)
+        setattr(req, "from", self.id)
+        try:
+            resp = await self.transport.propose(leader, req, max(0.01, deadline - time.monotonic()))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and "not leader" in (e.details() or ""):
+                await asyncio.sleep(self.cfg.tick_s)
+                return 0, None
+            if e.code() == grpc.StatusCode.UNAVAILABLE and "not leader" in (e.details() or "") and time.monotonic() < deadline:
+                await asyncio.sleep(self.cfg.tick_s)
+                return 0, None
+            raise Unavailable(f"proposal forwarded to leader {leader} failed: {e.details()}") from None
+        except ConnectionError as e:
+            raise Unavailable(str(e)) from None
+        if resp.error_code:
+            return resp.index, StoreError(resp.error_code, resp.error_message)
+        return resp.index, None
+
+    async def wait_leader(self, deadline: float) -> int:
+        while True:
+            lid = self.leader_id
+            if lid:
+                return lid
+            if self.failure is not None or time.monotonic() >= deadline:
+                raise Unavailable("no raft leader elected")
+            await asyncio.sleep(self.cfg.tick_s)
+
+    # ------------------------------------------------------------------ reads
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Linearizable read: confirm a read index with the leader, wait to apply it, then fn(store.view())."""
+        deadline = time.monotonic() + self.cfg.proposal_timeout_s
+        index = await self.read_index(deadline)
+        await self.wait_applied(index, max(0.0, deadline - time.monotonic()))
+        return fn(self.store.view())
+
+    async def read_index(self, deadline: float) -> int:
+        loop = asyncio.get_running_loop()
+        node = self.node
+        assert node is not None
+        attempt_s = self.cfg.tick_s * self.cfg.election_tick
+        while True:
+            await self.wait_leader(deadline)
+            ctx = f"{self.id}-{next(self._seq)}-{uuid.uuid4().hex[:8]}".encode()
+            fut: asyncio.Future[int] = loop.create_future()
+            self._reads[ctx] = fut
+
+            def run(ctx: bytes = ctx, fut: asyncio.Future[int] = fut) -> None:
+                try:
+                    node.read_index(ctx)
+                except NotLeader as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+            self._call(run)
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), min(attempt_s, max(0.0, deadline - time.monotonic())))
+            except (asyncio.TimeoutError, NotLeader):
+                self._reads.pop(ctx, None)
+                if time.monotonic() >= deadline:
+                    raise Unavailable("linearizable read timed out: no leader confirmed its lease") from None
+                await asyncio.sleep(self.cfg.tick_s)
+
+    # ------------------------------------------------------------------ membership
+    async def add_member(self, node_id: int, addr: str) -> None:
+        """Add a voter (on the leader); the new member should run with join=True. Returns once committed."""
+        if node_id in self.transport.peers and node_id in (self.node.voters if self.node else []):
+            raise ConfChangeError(f"node {node_id} is already a member of the raft")
+        self.transport.set_peer(node_id, addr)
+        self._save_peers()
+        await self._conf_change(ConfChangeOp.ADD, node_id)
+
+    async def remove_member(self, node_id: int) -> None:
+        """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum."""
+        await self._conf_change(ConfChangeOp.REMOVE, node_id)
+        if node_id != self.id:
+            self.transport.remove_peer(node_id)
+            self._save_peers()
+
+    async def _conf_change(self, op: ConfChangeOp, node_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, int]] = loop.create_future()
+        node = self.node
+        assert node is not None
+
+        def run() -> None:
+            try:
+                done.set_result(node.propose_conf_change(op, node_id))
+            except RaftError as e:
+                done.set_exception(e)
+
+        self._call(run)
+        index, term = await done
+        applied: asyncio.Future[None] = loop.create_future()
+        self._conf_waits[index] = (term, applied)
+        if self.applied >= index:  # raced past already (single node)
+            self._conf_waits.pop(index, None)
+            return
+        try:
+            await asyncio.wait_for(applied, self.cfg.proposal_timeout_s)
+        except asyncio.TimeoutError:
+            self._conf_waits.pop(index, None)
+            raise Unavailable(f"membership change {op.name.lower()} {node_id} timed out: outcome unknown") from None
+
+    # ------------------------------------------------------------------ address book
+    def _peers_path(self) -> Path:
+        return self.cfg.data_dir / "peers.json"
+
+    def _load_peers(self) -> dict[int, str]:
+        try:
+            raw = json.loads(self._peers_path().read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            log.warning("raft %d: ignoring unreadable %s: %s", self.id, self._peers_path(), e)
+            return {}
+        return {int(k): str(v) for k, v in raw.items()}
+
+    def _save_peers(self) -> None:
+        path = self._peers_path()
+        tmp = path.with_suffix(".tmp")
+        book = {str(k): v for k, v in sorted(self.transport.peers.items())}
+        book[str(self.id)] = self.cfg.listen
+        tmp.write_text(json.dumps(book))
+        os.replace(tmp, path)

@@ -1,0 +1,473 @@
+"""gRPC transport between managers: Raft messages <-> protobuf, one stream per peer, chunked snapshots.
+Used by manager/raftnode.py (the shell drives the sans-IO core in manager/raft); wire schema in proto/raft.proto."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from manager.raft.core import RaftError
+from manager.raft.messages import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMeta,
+)
+from proto import raft_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 4 << 20  # DESIGN §6: gRPC max message 4 MiB
+SNAPSHOT_CHUNK_BYTES = 4 << 20
+_CHUNK_DATA_BYTES = SNAPSHOT_CHUNK_BYTES - (64 << 10)  # room for the header in the first chunk
+_BATCH_BYTES = 3 << 20  # a batch stays well under the 4 MiB cap
+_QUEUE_LIMIT = 10_000  # messages waiting for one peer; Raft tolerates the loss of the rest
+BACKOFF_START = 0.05
+BACKOFF_CAP = 1.0
+SERVICE = "shoal.v1.Raft"
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+TLS_SERVER_NAME = "shoal-manager"  # managers' certificates carry this DNS name (swarm uses swarm-manager)
+
+
+class CodecError(ValueError):
+    """A protobuf message that does not describe a valid Raft message."""
+
+
+# ---------------------------------------------------------------------------------- codec
+def entry_to_pb(e: Entry) -> raft_pb2.RaftEntry:
+    return raft_pb2.RaftEntry(index=e.index, term=e.term, kind=int(e.kind), data=e.data)
+
+
+def entry_from_pb(pb: raft_pb2.RaftEntry) -> Entry:
+    try:
+        kind = EntryKind(pb.kind)
+    except ValueError:
+        raise CodecError(f"invalid entry kind {pb.kind} at index {pb.index}") from None
+    return Entry(pb.index, pb.term, kind, pb.data)
+
+
+def snapshot_to_pb(s: Snapshot, with_data: bool = True) -> raft_pb2.RaftSnapshot:
+    cs = raft_pb2.RaftConfState(voters=s.meta.conf_state.voters, removed=s.meta.conf_state.removed)
+    meta = raft_pb2.RaftSnapshotMeta(index=s.meta.index, term=s.meta.term, conf_state=cs)
+    return raft_pb2.RaftSnapshot(meta=meta, data=s.data if with_data else b"")
+
+
+def snapshot_from_pb(pb: raft_pb2.RaftSnapshot) -> Snapshot:
+    cs = ConfState(tuple(pb.meta.conf_state.voters), tuple(pb.meta.conf_state.removed))
+    return Snapshot(SnapshotMeta(pb.meta.index, pb.meta.term, cs), pb.data)
+
+
+def message_to_pb(m: Message, with_snapshot_data: bool = True) -> raft_pb2.RaftMessage:
+    pb = raft_pb2.RaftMessage(
+        type=int(m.type),
+        to=m.to,
+        term=m.term,
+        log_term=m.log_term,
+        index=m.index,
+        entries=[entry_to_pb(e) for e in m.entries],
+        commit=m.commit,
+        reject=m.reject,
+        reject_hint=m.reject_hint,
+        context=m.context,
+    )
+    setattr(pb, "from", m.from_)  # `from` is a Python keyword
+    if m.snapshot is not None:
+        pb.snapshot.CopyFrom(snapshot_to_pb(m.snapshot, with_snapshot_data))
+    return pb
+
+
+def message_from_pb(pb: raft_pb2.RaftMessage) -> Message:
+    try:
+        kind = MessageType(pb.type)
+    except ValueError:
+        raise CodecError(f"invalid raft message type {pb.type}") from None
+    sender = getattr(pb, "from")
+    if sender == 0:
+        raise CodecError(f"raft message {kind.name} has no sender")
+    if kind == MessageType.SNAP and not pb.HasField("snapshot"):
+        raise CodecError("raft message SNAP carries no snapshot")
+    return Message(
+        type=kind,
+        to=pb.to,
+        from_=sender,
+        term=pb.term,
+        log_term=pb.log_term,
+        index=pb.index,
+        entries=[entry_from_pb(e) for e in pb.entries],
+        commit=pb.commit,
+        reject=pb.reject,
+        reject_hint=pb.reject_hint,
+        snapshot=snapshot_from_pb(pb.snapshot) if pb.HasField("snapshot") else None,
+        context=pb.context,
+    )
+
+
+def split_snapshot(m: Message, peers: dict[int, str], chunk_bytes: int = _CHUNK_DATA_BYTES) -> list[raft_pb2.SnapshotChunk]:
+    """A SNAP message as chunks: the header (snapshot without data) first, then the data in pieces."""
+    assert m.snapshot is not None
+    data = m.snapshot.data
+    pieces = [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)] or [b""]
+    chunks = [raft_pb2.SnapshotChunk(data=p) for p in pieces]
+    chunks[0].message.CopyFrom(message_to_pb(m, with_snapshot_data=False))
+    for k, v in peers.items():
+        chunks[0].peers[k] = v
+    return chunks
+
+
+def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> tuple[Message, dict[int, str]]:
+    """Reassemble split_snapshot()'s chunks into the SNAP message."""
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None or not first.HasField("message"):
+        raise CodecError("snapshot stream does not start with its message")
+    m = message_from_pb(first.message)
+    if m.type != MessageType.SNAP or m.snapshot is None:
+        raise CodecError(f"snapshot stream carries a {m.type.name} message, not SNAP")
+    data = bytearray(first.data)
+    for c in it:
+        data += c.data
+    m.snapshot = Snapshot(m.snapshot.meta, bytes(data))
+    return m, dict(first.peers)
+
+
+def batch_messages(msgs: Iterable[Message], limit: int = _BATCH_BYTES) -> list[raft_pb2.RaftBatch]:
+    """Pack messages into batches that stay under `limit` bytes (one big message still gets a batch)."""
+    batches: list[raft_pb2.RaftBatch] = []
+    cur = raft_pb2.RaftBatch()
+    size = 0
+    for m in msgs:
+        pb = message_to_pb(m)
+        n = pb.ByteSize()
+        if cur.messages and size + n > limit:
+            batches.append(cur)
+            cur, size = raft_pb2.RaftBatch(), 0
+        cur.messages.append(pb)
+        size += n
+    if cur.messages:
+        batches.append(cur)
+    return batches
+
+
+# ---------------------------------------------------------------------------------- TLS
+@dataclass(slots=True, frozen=True)
+class TLSFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
+
+
+def open_channel(addr: str, tls: TLSFiles | None) -> grpc.aio.Channel:
+    if tls is None:
+        return grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
+    opts = [*GRPC_OPTIONS, ("grpc.ssl_target_name_override", TLS_SERVER_NAME)]
+    return grpc.aio.secure_channel(addr, tls.channel_credentials(), options=opts)
+
+
+# ---------------------------------------------------------------------------------- server
+class RaftHost:
+    """What the transport needs from the manager shell (RaftManager implements it)."""
+
+    node_id: int
+
+    def member_error(self, sender: int) -> str | None:  # None: accept messages from sender
+        raise NotImplementedError
+
+    def deliver(self, msgs: list[Message]) -> None:
+        raise NotImplementedError
+
+    def learn_peers(self, peers: dict[int, str]) -> None:
+        raise NotImplementedError
+
+    async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        raise NotImplementedError
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+class RaftServicer:
+    """The Raft service; requests are parsed here (raw bytes in) so garbage gets INVALID_ARGUMENT."""
+
+    def __init__(self, host: RaftHost) -> None:
+        self.host = host
+        self.rejected = 0
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Step": grpc.stream_unary_rpc_method_handler(self.step, _identity, _ser),
+                "StreamSnapshot": grpc.stream_unary_rpc_method_handler(self.stream_snapshot, _identity, _ser),
+                "Propose": grpc.unary_unary_rpc_method_handler(self.propose, _identity, _ser),
+            },
+        )
+
+    async def _reject(self, ctx: grpc.aio.ServicerContext, code: grpc.StatusCode, text: str) -> None:
+        self.rejected += 1
+        log.warning("raft transport: rejected %s: %s", ctx.peer(), text)
+        await ctx.abort(code, text)
+
+    def _check(self, m: Message) -> tuple[grpc.StatusCode, str] | None:
+        if m.to != self.host.node_id:
+            return grpc.StatusCode.INVALID_ARGUMENT, f"raft message for member {m.to} delivered to member {self.host.node_id}"
+        err = self.host.member_error(m.from_)
+        if err is not None:
+            return grpc.StatusCode.FAILED_PRECONDITION, err
+        return None
+
+    async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        async for raw in requests:  # type: ignore[attr-defined]
+            try:
+                batch = raft_pb2.RaftBatch.FromString(raw)
+                msgs = [message_from_pb(pb) for pb in batch.messages]
+            except (DecodeError, CodecError) as e:
+                await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft batch: {e}")
+                raise AssertionError("unreachable")
+            for m in msgs:
+                bad = self._check(m)
+                if bad is not None:
+                    await self._reject(ctx, *bad)
+            if batch.peers:
+                self.host.learn_peers(dict(batch.peers))
+            self.host.deliver(msgs)
+        return raft_pb2.StepResponse()
+
+    async def stream_snapshot(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        chunks: list[raft_pb2.SnapshotChunk] = []
+        try:
+            async for raw in requests:  # type: ignore[attr-defined]
+                chunks.append(raft_pb2.SnapshotChunk.FromString(raw))
+                if len(chunks) == 1:
+                    # check the sender before taking in megabytes from it
+                    m, _ = join_snapshot(chunks[:1])
+                    bad = self._check(m)
+                    if bad is not None:
+                        await self._reject(ctx, *bad)
+            m, peers = join_snapshot(chunks)
+        except (DecodeError, CodecError) as e:
+            await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft snapshot: {e}")
+            raise AssertionError("unreachable")
+        if peers:
+            self.host.learn_peers(peers)
+        self.host.deliver([m])
+        return raft_pb2.StepResponse()
+
+    async def propose(self, raw: bytes, ctx: grpc.aio.ServicerContext) -> raft_pb2.ProposeResponse:
+        try:
+            req = raft_pb2.ProposeRequest.FromString(raw)
+        except DecodeError as e:
+            await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid proposal: {e}")
+            raise AssertionError("unreachable")
+        err = self.host.member_error(getattr(req, "from"))
+        if err is not None:
+            await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
+        if not req.request_id:
+            await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, "invalid proposal: no request id")
+        try:
+            return await self.host.propose_forwarded(req)
+        except RaftError as e:  # not the leader (any more), timed out: the follower retries or reports
+            await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+            raise AssertionError("unreachable")
+
+
+def _ser(msg: object) -> bytes:
+    return msg.SerializeToString()  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------- client
+class Peer:
+    """One remote manager: a channel, a long-lived Step stream fed from a queue, snapshot sends."""
+
+    def __init__(self, owner: "Transport", node_id: int, addr: str) -> None:
+        self.owner = owner
+        self.node_id = node_id
+        self.addr = addr
+        self.channel = open_channel(addr, owner.tls)
+        self.queue: deque[Message] = deque()
+        self.wake = asyncio.Event()
+        self.sent_peers_version = -1
+        self.dropped = 0
+        self.failures = 0
+        self.task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id}")
+        self.snap_task: asyncio.Task[None] | None = None
+
+    def enqueue(self, m: Message) -> None:
+        if len(self.queue) >= _QUEUE_LIMIT:
+            self.queue.popleft()
+            self.dropped += 1
+        self.queue.append(m)
+        self.wake.set()
+
+    def send_snapshot(self, m: Message) -> None:
+        if self.snap_task is not None and not self.snap_task.done():
+            self.owner.on_snapshot_result(self.node_id, failed=True)  # one snapshot at a time
+            return
+        self.snap_task = asyncio.create_task(self._send_snapshot(m), name=f"raft-snap-{self.node_id}")
+
+    async def _send_snapshot(self, m: Message) -> None:
+        call = self.channel.stream_unary(f"/{SERVICE}/StreamSnapshot", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
+        try:
+            await call(iter(split_snapshot(m, self.owner.peers)), timeout=60)
+        except (grpc.RpcError, asyncio.TimeoutError) as e:
+            log.info("raft transport: snapshot to %d failed: %s", self.node_id, e)
+            self.owner.on_snapshot_result(self.node_id, failed=True)
+            return
+        self.owner.on_snapshot_result(self.node_id, failed=False)
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        step = self.channel.stream_unary(f"/{SERVICE}/Step", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
+        while True:
+            await self.wake.wait()
+            call = step()
+            self.sent_peers_version = -1
+            try:
+                while True:
+                    await self.wake.wait()
+                    self.wake.clear()
+                    if call.done():
+                        await call  # raises the server's status
+                        raise ConnectionError("stream ended")
+                    msgs = list(self.queue)
+                    self.queue.clear()
+                    for batch in batch_messages(msgs):
+                        if self.sent_peers_version != self.owner.peers_version:
+                            for k, v in self.owner.peers.items():
+                                batch.peers[k] = v
+                            self.sent_peers_version = self.owner.peers_version
+                        await call.write(batch)
+                    backoff = BACKOFF_START
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except Exception as e:  # grpc.aio errors, InvalidStateError on a dead stream
+                call.cancel()
+                self.failures += 1
+                self.dropped += len(self.queue)
+                self.queue.clear()  # stale by the time we reconnect; raft resends what matters
+                log.info("raft transport: peer %d at %s unreachable (%s); retry in %.2fs", self.node_id, self.addr, _short(e), backoff)
+                self.owner.on_unreachable(self.node_id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+
+    async def propose(self, req: raft_pb2.ProposeRequest, timeout: float) -> raft_pb2.ProposeResponse:
+        call = self.channel.unary_unary(f"/{SERVICE}/Propose", request_serializer=_ser, response_deserializer=raft_pb2.ProposeResponse.FromString)
+        return await call(req, timeout=timeout)
+
+    async def close(self) -> None:
+        for t in (self.task, self.snap_task):
+            if t is not None:
+                t.cancel()
+        await self.channel.close()
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return f"{type(e).__name__}: {e}"
+
+
+class Transport:
+    """Sends the core's messages to peers by id; the address book is shared with peers on every stream."""
+
+    def __init__(
+        self,
+        node_id: int,
+        peers: dict[int, str],
+        tls: TLSFiles | None = None,
+        on_unreachable: Callable[[int], None] | None = None,
+        on_snapshot: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.tls = tls
+        self.peers: dict[int, str] = dict(peers)
+        self.peers_version = 0
+        self._conns: dict[int, Peer] = {}
+        self._on_unreachable = on_unreachable or (lambda _id: None)
+        self._on_snapshot = on_snapshot or (lambda _id, _failed: None)
+        self.unknown_dropped = 0
+
+    def set_peer(self, node_id: int, addr: str) -> bool:
+        """Record a member's address; True if the book changed."""
+        if self.peers.get(node_id) == addr:
+            return False
+        self.peers[node_id] = addr
+        self.peers_version += 1
+        old = self._conns.pop(node_id, None)
+        if old is not None:
+            asyncio.create_task(old.close())
+        return True
+
+    def remove_peer(self, node_id: int) -> None:
+        if self.peers.pop(node_id, None) is not None:
+            self.peers_version += 1
+        old = self._conns.pop(node_id, None)
+        if old is not None:
+            asyncio.create_task(old.close())
+
+    def peer(self, node_id: int) -> Peer | None:
+        conn = self._conns.get(node_id)
+        if conn is None:
+            addr = self.peers.get(node_id)
+            if addr is None or node_id == self.node_id:
+                return None
+            conn = self._conns[node_id] = Peer(self, node_id, addr)
+        return conn
+
+    def send(self, msgs: list[Message]) -> None:
+        for m in msgs:
+            conn = self.peer(m.to)
+            if conn is None:
+                self.unknown_dropped += 1
+                if m.type == MessageType.SNAP:
+                    self._on_snapshot(m.to, True)
+                continue
+            if m.type == MessageType.SNAP:
+                conn.send_snapshot(m)
+            else:
+                conn.enqueue(m)
+
+    def on_unreachable(self, node_id: int) -> None:
+        self._on_unreachable(node_id)
+
+    def on_snapshot_result(self, node_id: int, failed: bool) -> None:
+        self._on_snapshot(node_id, failed)
+
+    async def propose(self, to: int, req: raft_pb2.ProposeRequest, timeout: float) -> raft_pb2.ProposeResponse:
+        conn = self.peer(to)
+        if conn is None:
+            raise ConnectionError(f"no address for raft member {to}")
+        return await conn.propose(req, timeout)
+
+    async def close(self) -> None:
+        conns, self._conns = list(self._conns.values()), {}
+        await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
+
