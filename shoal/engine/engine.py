@@ -47,6 +47,8 @@ T = TypeVar("T")
 
 DEFAULT_STOP_TIMEOUT = 10
 LOG_POLL_SECONDS = 0.1
+_SET_EVENT = asyncio.Event()
+_SET_EVENT.set()
 
 
 @dataclass(slots=True)
@@ -365,7 +367,12 @@ class Engine:
         async with self._lock(container.id):
             if container.state == "running":
                 raise NotModified("container already started")
-            await self._start(container)
+            try:
+                await self._start(container)
+            except EngineError:
+                if container.auto_remove:  # as moby: a --rm container that cannot start is removed
+                    await self._remove(container)
+                raise
 
     async def _start(self, container: ContainerRecord) -> None:
         try:
@@ -386,7 +393,10 @@ class Engine:
             )
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
-            self._exited[container.id] = asyncio.Event()
+            if self._exited.get(container.id, _SET_EVENT).is_set():
+                # A waiter registered before this start (docker run's next-exit wait) keeps
+                # its event; only a spent one is replaced.
+                self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
             await self._kernel(self._teardown_network, container)
@@ -590,6 +600,8 @@ class Engine:
         wanted = [(1, paths[0])] if stdout else []
         if stderr:
             wanted.append((2, paths[1]))
+        while follow and container.state == "created" and container.id in self.containers:
+            await asyncio.sleep(LOG_POLL_SECONDS)  # attach before start: wait for the output to begin
         offsets: dict[int, int] = {}
         lines_wanted = None if tail in ("", "all") else _parse_tail(tail)
         for stream, path in wanted:

@@ -148,3 +148,25 @@ def test_a_bad_image_tar_is_refused_and_the_image_list_is_unchanged(lab):
     assert response.status >= 400 or '"error"' in text
     _, after = request(lab, "GET", "/v1.50/images/json")
     assert json.loads(after) == json.loads(before)
+
+
+@needs_docker
+def test_docker_run_in_the_foreground_prints_the_output_and_exits_with_the_code(lab):
+    result = docker(lab, "run", "--name", "fg", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    docker(lab, "rm", "fg")
+
+
+@needs_docker
+def test_docker_run_rm_removes_the_container_after_it_exits(lab):
+    result = docker(lab, "run", "--rm", "--name", "gone", "busybox", "echo", "hi")
+    assert result.stdout == "hi\n"
+    assert "gone" not in docker(lab, "ps", "-a", "--format", "{{.Names}}").stdout.split()
+
+
+@needs_docker
+def test_docker_run_of_a_missing_executable_fails_like_docker(lab):
+    result = docker(lab, "run", "--rm", "busybox", "nosuchcmd", check=False)
+    assert result.returncode == 127
+    assert 'exec: "nosuchcmd": executable file not found in $PATH' in result.stderr
+    assert docker(lab, "ps", "-aq").stdout.split() == []
