@@ -272,6 +272,8 @@ def down(lab: str) -> None:
     namespaces = lab_namespaces(lab)
     host_dirs = sorted(p for p in run_dir(lab).glob("h*") if p.is_dir()) if run_dir(lab).is_dir() else []
 
+    # Everything is about to be deleted, so there is nothing for a graceful shutdown to save:
+    # SIGKILL at once (a daemon's SIGTERM may stop its containers one timeout at a time).
     daemons = []
     for d in host_dirs:
         pid = _read_pid(d / "daemon.pid")
@@ -280,7 +282,7 @@ def down(lab: str) -> None:
             daemons.append(pid)
     daemons += [p for p in _pids_in_netns(n for n in namespaces if re.fullmatch(rf"shoal-{lab}-h\d+", n))
                 if p not in daemons]
-    _stop(daemons, signal.SIGTERM, grace=5.0)
+    _stop(daemons, signal.SIGKILL, grace=0.0)
 
     for d in host_dirs:
         _remove_runc_containers(d / "runc")
@@ -474,17 +476,27 @@ class Lab:
         finally:
             client.close()
 
-    def restart_daemon(self, host: str, kill9: bool = False, deadline: float = PING_DEADLINE_S) -> int:
-        """SIGKILL (kill9) or SIGTERM the host's daemon, wait for it to die, start it again and
-        wait for /_ping. Returns the new pid."""
+    def stop_daemon(self, host: str, kill9: bool = False, deadline: float = PING_DEADLINE_S) -> None:
+        """SIGKILL (kill9) or SIGTERM the host's daemon and wait until it is gone; its
+        containers keep running."""
         self._check(host)
         pid = self.daemon_pid(host)
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL if kill9 else signal.SIGTERM)
             wait_until(lambda: not _alive(pid), deadline, what=f"the daemon of {host} (pid {pid}) to exit")
+
+    def start_daemon(self, host: str, deadline: float = PING_DEADLINE_S) -> int:
+        """Start the host's daemon and wait for /_ping; returns its pid."""
+        self._check(host)
         new_pid = self._start_daemon(host)
         self._wait_ready(host, time.monotonic() + deadline)
         return new_pid
+
+    def restart_daemon(self, host: str, kill9: bool = False, deadline: float = PING_DEADLINE_S) -> int:
+        """SIGKILL (kill9) or SIGTERM the host's daemon, wait for it to die, start it again and
+        wait for /_ping. Returns the new pid."""
+        self.stop_daemon(host, kill9, deadline)
+        return self.start_daemon(host, deadline)
 
     # ---- commands in hosts ----------------------------------------------------------
     def host_env(self, host: str) -> dict[str, str]:

@@ -84,7 +84,7 @@ def info() -> None:
     lines = ["", "Server:"]
 
     def add(label: str, key: str, indent: int = 1) -> None:
-        if key in data and data[key] is not None:
+        if data.get(key) not in (None, ""):
             value = data[key]
             lines.append(f"{' ' * indent}{label}: {str(value).lower() if isinstance(value, bool) else value}")
 

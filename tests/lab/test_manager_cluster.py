@@ -261,3 +261,74 @@ def test_managers_with_mutual_tls_replicate_and_refuse_clients_without_a_certifi
         assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         c.stop_all()
+
+
+# ---------------------------------------------------------------------------------- membership (in one process)
+async def _start_manager(node_id: int, addrs: dict[int, str], data_dir: Path, join: bool = False):  # type: ignore[no-untyped-def]
+    from manager.controlapi import ControlServicer
+    from manager.raftnode import ManagerConfig, RaftManager
+    from manager.transport import GRPC_OPTIONS
+
+    cfg = ManagerConfig(node_id, addrs[node_id], dict(addrs), data_dir, join=join, tick_s=0.05, storage="memory")
+    m = RaftManager(cfg)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((m.servicer.handler(),))
+    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(m), server)
+    server.add_insecure_port(cfg.listen)
+    await m.start()
+    await server.start()
+    return m, server
+
+
+async def _wait(cond: Callable[[], bool], what: str) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + DEADLINE
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    from manager.cluster import free_port
+    from manager.raft.core import QuorumLossError
+
+    async def scenario() -> None:
+        addrs = {i: f"127.0.0.{i}:{free_port(f'127.0.0.{i}')}" for i in (1, 2, 3)}
+        running = {}
+        try:
+            for i in (1, 2, 3):
+                running[i] = await _start_manager(i, addrs, tmp_path / f"m{i}")
+            await _wait(lambda: any(m.is_leader for m, _ in running.values()), "a leader")
+            leader = next(m for m, _ in running.values() if m.is_leader)
+            await leader.propose(lambda tx: tx.create("config", objects_pb2.Config(id="c1", spec=spec("early"))))
+            # member 4 starts empty and learns everything (membership included) from the leader's snapshot
+            addrs4 = {**addrs, 4: f"127.0.0.4:{free_port('127.0.0.4')}"}
+            running[4] = await _start_manager(4, addrs4, tmp_path / "m4", join=True)
+            await leader.add_member(4, addrs4[4])
+            m4 = running[4][0]
+            await _wait(lambda: m4.node is not None and m4.node.voters == [1, 2, 3, 4], "member 4 sees 4 voters")
+            got = await m4.read(lambda v: v.get("config", "c1"))
+            assert got is not None and got.spec.annotations.name == "early"
+            await leader.remove_member(4)
+            assert leader.node.voters == [1, 2, 3]
+            assert leader.member_error(4) == "unknown raft member 4: it was removed from the raft"
+            # with 3 stopped, removing 2 would leave {1, 3} with only 1 reachable: refused, nothing changes
+            for i in (3, 4):
+                m, server = running.pop(i)
+                await server.stop(0)
+                await m.stop()
+            await _wait(lambda: leader.node.progress[3].inactive_ticks >= leader.cfg.election_tick, "3 inactive")
+            with pytest.raises(QuorumLossError, match="this would result in a loss of quorum"):
+                await leader.remove_member(2)
+            assert leader.node.voters == [1, 2, 3]
+            assert leader.is_leader
+        finally:
+            for m, server in running.values():
+                await server.stop(0)
+                await m.stop()
+
+    asyncio.run(scenario())
