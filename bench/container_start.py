@@ -32,7 +32,7 @@ ip -n "$ns" addr add "$addr/16" dev eth0
 ip -n "$ns" link set eth0 up
 ip -n "$ns" link set lo up
 ip -n "$ns" route add default via 172.17.0.1
-runc --root "$root" run -d --bundle "$bundle" "$id" >/dev/null 2>&1 </dev/null
+runc --root "$root" run -d --bundle "$bundle" "$id" >/dev/null </dev/null
 """
 
 
@@ -74,10 +74,13 @@ def time_bare(lab: Lab, bundle: Path, runc_root: Path, index: int) -> float:
     (bundle / "config.json").write_text(json.dumps(spec))
     container_id = f"bare{index}-{lab.name}"
     start = time.perf_counter()
-    lab.exec("h1", ["sh", "-c", BARE_SCRIPT, "bare", ns, veth, address, str(bundle), container_id, str(runc_root)])
+    # nsenter (not ip netns exec, which remounts /sys and hides the cgroup mounts runc needs),
+    # the same way the lab starts the daemon.
+    subprocess.run(["nsenter", f"--net=/run/netns/{lab.netns('h1')}", "--", "sh", "-c", BARE_SCRIPT, "bare",
+                    ns, veth, address, str(bundle), container_id, str(runc_root)], check=True)
     wait_ping(lab, address)
     elapsed = time.perf_counter() - start
-    lab.exec("h1", ["runc", "--root", str(runc_root), "delete", "-f", container_id], check=False)
+    subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", container_id], check=False)
     lab.exec("h1", ["ip", "link", "del", veth], check=False)
     subprocess.run(["ip", "netns", "del", ns], check=False)
     return elapsed

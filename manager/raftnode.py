@@ -155,6 +155,8 @@ class RaftManager:
         self._leader_term: int | None = None  # the term we lead in, None when not leading
         self._last_snapshot_index = 0
         self._held_snapshot: tuple[int, bytes] | None = None
+        self._saved_hs: HardState | None = None  # the hard state last written
+        self._unsaved_hs: HardState | None = None  # newer, differing only in commit: written with the next Ready
         self.failure: BaseException | None = None
         self.stopped = asyncio.Event()
 
@@ -174,6 +176,7 @@ class RaftManager:
         if self.storage.is_empty() and not cfg.join:
             voters = sorted(cfg.peers)
             await loop.run_in_executor(self._disk, self.storage.bootstrap, voters, self.store.snapshot())
+        self._saved_hs = self.storage.initial_state()[0]
         snap = self.storage.snapshot()
         if snap.data:
             self.store.restore(snap.data)
@@ -276,11 +279,12 @@ class RaftManager:
             while node.has_ready():
                 rd = node.ready()
                 self.stats.readies += 1
-                if rd.hard_state is not None or rd.entries or rd.snapshot is not None or rd.compaction is not None:
+                hs = self._hard_state_to_save(rd)
+                if hs is not None or rd.entries or rd.snapshot is not None or rd.compaction is not None:
                     t0 = time.perf_counter()
-                    await loop.run_in_executor(
-                        self._disk, self.storage.save_ready, rd.hard_state, rd.entries, rd.snapshot, rd.compaction
-                    )
+                    await loop.run_in_executor(self._disk, self.storage.save_ready, hs, rd.entries, rd.snapshot, rd.compaction)
+                    self._saved_hs = hs or self._saved_hs
+                    self._unsaved_hs = None
                     self.stats.persist_s += time.perf_counter() - t0
                 self.transport.send(rd.messages)
                 self._apply(rd)
@@ -288,6 +292,20 @@ class RaftManager:
                 self._after_advance(rd)
                 self._drain_inbox()
                 self._track_leadership()
+
+    def _hard_state_to_save(self, rd: Ready) -> HardState | None:
+        """The hard state to write with this Ready. A change of the commit index alone is not written
+        on its own (commitIndex is volatile state in Raft: a restarted node learns it again); it rides
+        along with the next write, so the leader spends no fsync just to record a commit."""
+        hs = rd.hard_state or self._unsaved_hs
+        if hs is None:
+            return None
+        saved = self._saved_hs
+        alone = not rd.entries and rd.snapshot is None and rd.compaction is None
+        if alone and saved is not None and (hs.term, hs.vote) == (saved.term, saved.vote):
+            self._unsaved_hs = hs
+            return None
+        return hs
 
     def _apply(self, rd: Ready) -> None:
         node = self.node

@@ -12,6 +12,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.network.netns import netns_path
+from agent.network.nsthread import iproute_in
 
 IFNAMSIZ = 15  # kernel limit on interface names, without the NUL
 DEFAULT_ROUTE = "0.0.0.0/0"
@@ -130,7 +131,7 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
             if mtu is not None:
                 settings["mtu"] = mtu
             ipr.link("set", index=host_index, **settings)
-            with IPRoute(netns=netns, flags=0) as nsr:
+            with iproute_in(netns_path(netns)) as nsr:
                 index = nsr.link_lookup(ifname=ifname)[0]
                 nsr.link("set", index=index, address=mac, **({"mtu": mtu} if mtu else {}))
                 _ensure_only_address(nsr, index, iface)
@@ -154,7 +155,7 @@ def set_default_route(netns: str, gateway: str | None) -> None:
     gw = IPv4Address(gateway) if gateway else None
     if not netns_path(netns).exists():
         raise NetworkSetupError(f"network namespace {netns} does not exist")
-    with IPRoute(netns=netns, flags=0) as nsr:
+    with iproute_in(netns_path(netns)) as nsr:
         if gw is not None:
             nsr.route("replace", dst=DEFAULT_ROUTE, gateway=str(gw))
             return
@@ -170,7 +171,7 @@ def _is_pair(ipr: IPRoute, host_ifname: str, netns: str, ifname: str) -> bool:
     host = ipr.get_links(ipr.link_lookup(ifname=host_ifname)[0])[0]
     if _link_kind(host) != "veth" or host.get("IFLA_LINK_NETNSID") is None:
         return False
-    with IPRoute(netns=netns, flags=0) as nsr:
+    with iproute_in(netns_path(netns)) as nsr:
         found = nsr.link_lookup(ifname=ifname)
         if not found:
             return False

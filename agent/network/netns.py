@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from pyroute2 import IPRoute
 from pyroute2 import netns as _pr_netns
+
+from agent.network.nsthread import create_here, iproute_in
 
 NETNS_DIR = Path("/run/netns")
 _MAX_NAME = 255
@@ -26,11 +27,12 @@ def create_netns(name: str) -> Path:
             # A plain file left by a crash between mkfile and mount: iproute2 would refuse it too.
             path.unlink()
         try:
-            _pr_netns.create(name)
+            if not create_here(path):
+                _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise
-    with IPRoute(netns=name, flags=0) as ipr:
+    with iproute_in(path) as ipr:
         lo = ipr.link_lookup(ifname="lo")
         if lo:
             ipr.link("set", index=lo[0], state="up")

@@ -16,7 +16,7 @@ FILTER_HEAD = """*filter
 NAT_HEAD = """*nat
 :DOCKER - [0:0]
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER
 """
 
 
@@ -134,7 +134,7 @@ def test_batch_on_empty_tables_creates_docker_user_and_inserts_jumps() -> None:
         "-I FORWARD 1 -j DOCKER-USER", "-I FORWARD 2 -j DOCKER-FORWARD"]
     assert [ln for ln in batch["nat"].splitlines() if ln.startswith(("-I", "-D"))] == [
         "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j DOCKER",
-        "-I OUTPUT 1 ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-I OUTPUT 1 -m addrtype --dst-type LOCAL -j DOCKER",
         "-I POSTROUTING 1 -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE"]
 
 
@@ -163,3 +163,116 @@ def test_batch_removes_masquerade_of_stale_bridge_only() -> None:
     nat = batch["nat"].splitlines()
     assert "-D POSTROUTING -s 10.1.0.0/24 ! -o br-old -j MASQUERADE" in nat
     assert not any("eth9" in ln for ln in nat)
+
+
+# Published ports (S14) and the self-check (S21).
+from agent.network.firewall import PublishedPort, rules_match  # noqa: E402
+
+WEB = PublishedPort("br0", "10.77.0.2", 80, "tcp", "", 8080)
+DNS_LO = PublishedPort("br0", "10.77.0.3", 53, "udp", "127.0.0.1", 5353)
+
+
+def test_render_published_ports_exact_text() -> None:
+    rules = render_rules([BridgeNet("br0", "10.77.0.0/24")], [WEB, DNS_LO])
+    assert rules["filter"] == FILTER_HEAD + """\
+-A DOCKER -d 10.77.0.2/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d 10.77.0.3/32 ! -i br0 -o br0 -p udp -m udp --dport 53 -j ACCEPT
+-A DOCKER ! -i br0 -o br0 -j DROP
+-A DOCKER-BRIDGE -o br0 -j DOCKER
+-A DOCKER-CT -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i br0 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i br0 ! -o br0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-2 -o br0 -j DROP
+COMMIT
+"""
+    assert rules["nat"] == NAT_HEAD + """\
+-A POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE
+-A POSTROUTING -s 10.77.0.0/24 ! -o br0 -j MASQUERADE
+-A POSTROUTING -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -s 10.77.0.3/32 -d 10.77.0.3/32 -p udp -m udp --dport 53 -j MASQUERADE
+-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.77.0.2:80
+-A DOCKER -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.77.0.3:53
+COMMIT
+"""
+    assert rules["raw"] == """*raw
+-A PREROUTING -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP
+COMMIT
+"""
+
+
+def test_render_internal_network_never_publishes() -> None:
+    rules = render_rules([BridgeNet("br0", "10.77.0.0/24", internal=True)], [WEB])
+    assert "10.77.0.2" not in rules["filter"] + rules["nat"] + rules["raw"]
+
+
+def test_render_rejects_port_on_unknown_bridge() -> None:
+    with pytest.raises(ValueError, match="published port 8080/tcp is on unknown bridge br0"):
+        render_rules([], [WEB])
+
+
+def test_render_rejects_bad_published_port() -> None:
+    with pytest.raises(ValueError, match="invalid proto: sctp"):
+        render_rules([BridgeNet("br0", "10.77.0.0/24")],
+                     [PublishedPort("br0", "10.77.0.2", 80, "sctp", "", 8080)])
+
+
+def test_batch_removes_rules_of_unpublished_ports() -> None:
+    nets = [BridgeNet("br0", "10.77.0.0/24")]
+    current = dict(EMPTY, nat="*nat\n:DOCKER - [0:0]\n"
+                              "-A POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE\n"
+                              "-A POSTROUTING -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 "
+                              "-j MASQUERADE\nCOMMIT\n",
+                   raw="*raw\n-A PREROUTING -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP\n"
+                       "-A PREROUTING -d 127.0.0.1/32 ! -i eth0 -j DROP\nCOMMIT\n")
+    batch = build_restore(nets, current)
+    nat = [ln for ln in batch["nat"].splitlines() if ln.startswith("-D")]
+    assert nat == ["-D POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE",
+                   "-D POSTROUTING -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE"]
+    assert [ln for ln in batch["raw"].splitlines() if ln.startswith(("-D", "-I", "-A"))] == [
+        "-D PREROUTING -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP"]
+
+
+def _as_saved(rendered: dict[str, str]) -> dict[str, str]:
+    """What iptables-save prints after a clean apply: built-in chains declared, DOCKER-USER too."""
+    out = {}
+    for table, text in rendered.items():
+        lines = text.splitlines()
+        extra = [":DOCKER-USER - [0:0]"] if table == "filter" else []
+        out[table] = "\n".join(lines[:1] + extra + lines[1:]) + "\n"
+    return out
+
+
+def test_rules_match_true_for_exact_rules_plus_user_rules() -> None:
+    nets = [BridgeNet("br0", "10.77.0.0/24")]
+    rendered = render_rules(nets, [WEB])
+    saved = _as_saved(rendered)
+    saved["filter"] = saved["filter"].replace("COMMIT", "-A FORWARD -j ACCEPT\n-A DOCKER-USER -j RETURN\nCOMMIT")
+    assert rules_match(rendered, saved)
+
+
+def test_rules_match_false_after_flush_of_nat() -> None:
+    nets = [BridgeNet("br0", "10.77.0.0/24")]
+    rendered = render_rules(nets, [WEB])
+    saved = _as_saved(rendered)
+    saved["nat"] = "*nat\n:DOCKER - [0:0]\nCOMMIT\n"
+    assert not rules_match(rendered, saved)
+
+
+def test_rules_match_false_when_a_jump_is_duplicated_or_chain_missing() -> None:
+    nets = [BridgeNet("br0", "10.77.0.0/24")]
+    rendered = render_rules(nets, [WEB])
+    saved = _as_saved(rendered)
+    dup = dict(saved, nat=saved["nat"].replace(
+        "COMMIT", "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\nCOMMIT"))
+    assert not rules_match(rendered, dup)
+    no_user = dict(saved, filter=saved["filter"].replace(":DOCKER-USER - [0:0]\n", ""))
+    assert not rules_match(rendered, no_user)
+
+
+def test_rules_match_false_when_a_published_port_rule_is_missing() -> None:
+    nets = [BridgeNet("br0", "10.77.0.0/24")]
+    saved = _as_saved(render_rules(nets, []))
+    assert not rules_match(render_rules(nets, [WEB]), saved)
