@@ -131,6 +131,9 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
             if mtu is not None:
                 settings["mtu"] = mtu
             ipr.link("set", index=host_index, **settings)
+            # Hairpin: with no userland proxy, a container reaching its own published port
+            # through the host's address comes back out of the port it went in (moby does the same).
+            ipr.brport("set", index=host_index, mode=1)
             with iproute_in(netns_path(netns)) as nsr:
                 index = nsr.link_lookup(ifname=ifname)[0]
                 nsr.link("set", index=index, address=mac, **({"mtu": mtu} if mtu else {}))

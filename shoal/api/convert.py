@@ -187,7 +187,40 @@ def _command(c: ContainerRecord) -> str:
 
 def _exposed_ports(c: ContainerRecord) -> dict[str, Any]:
     ports = get_ci(c.create_config, "ExposedPorts", {})
-    return dict(ports) if isinstance(ports, dict) else {}
+    exposed = dict(ports) if isinstance(ports, dict) else {}
+    for binding in c.port_bindings:
+        exposed.setdefault(f"{binding['container_port']}/{binding['proto']}", {})
+    return exposed
+
+
+def _port_key(key: str) -> tuple[int, str]:
+    port, _, proto = key.partition("/")
+    return (int(port) if port.isdigit() else 0, proto or "tcp")
+
+
+def summary_ports(c: ContainerRecord) -> list[dict[str, Any]]:
+    """Ports[] of GET /containers/json: published ports (while running), then exposed ones."""
+    out: list[dict[str, Any]] = []
+    published = set()
+    for p in c.published:
+        published.add((p["container_port"], p["proto"]))
+        out.append({"IP": p["host_ip"] or "0.0.0.0", "PrivatePort": p["container_port"],
+                    "PublicPort": p["host_port"], "Type": p["proto"]})
+    for key in _exposed_ports(c):
+        port, proto = _port_key(key)
+        if (port, proto) not in published:
+            out.append({"PrivatePort": port, "Type": proto})
+    return out
+
+
+def inspect_ports(c: ContainerRecord) -> dict[str, Any]:
+    """NetworkSettings.Ports: "80/tcp" -> [{HostIp, HostPort}] or None when not published."""
+    out: dict[str, Any] = {key: None for key in _exposed_ports(c)}
+    for p in c.published:
+        out.setdefault(f"{p['container_port']}/{p['proto']}", None)
+        key = f"{p['container_port']}/{p['proto']}"
+        out[key] = (out[key] or []) + [{"HostIp": p["host_ip"] or "0.0.0.0", "HostPort": str(p["host_port"])}]
+    return out
 
 
 def container_summary(
@@ -201,7 +234,7 @@ def container_summary(
         "ImageID": c.image_id,
         "Command": _command(c),
         "Created": unix_seconds(c.created),
-        "Ports": [],
+        "Ports": summary_ports(c),
         "Labels": dict(c.labels),
         "State": c.state,
         "Status": container_status(c, now),
@@ -296,7 +329,7 @@ def container_inspect(
         "Bridge": "",
         "SandboxID": c.id if c.netns else "",
         "SandboxKey": f"/var/run/netns/{c.netns}" if c.netns else "",
-        "Ports": {port: None for port in _exposed_ports(c)},
+        "Ports": inspect_ports(c),
         "HairpinMode": False,
         "LinkLocalIPv6Address": "",
         "LinkLocalIPv6PrefixLen": 0,

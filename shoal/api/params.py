@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from agent.network import ports
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -262,6 +263,12 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
     if entrypoint == [""]:
         # `--entrypoint ""` resets the image's entrypoint (moby treats [""] as empty).
         entrypoint = []
+    try:
+        port_bindings = ports.from_docker(
+            _obj(body, "ExposedPorts"), _obj(host_config, "PortBindings"), _bool(host_config, "PublishAllPorts")
+        )
+    except ports.PortSpecError as exc:
+        raise InvalidParameter(exc.message) from None
     env = _str_list(body, "Env")
     for item in env:
         if item.split("=", 1)[0] == "":
@@ -280,6 +287,7 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
         network_mode=_str(host_config, "NetworkMode"),
         auto_remove=_bool(host_config, "AutoRemove"),
         links=_str_list(host_config, "Links"),
+        port_bindings=port_bindings,
         endpoints=endpoints,
         raw_config=_without(body, "HostConfig", "NetworkingConfig"),
         raw_host_config=dict(host_config),

@@ -25,7 +25,11 @@ from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import bridge as kernel
 from agent.network import netns as namespaces
 import shoal
-from shoal.engine import etcfiles
+from agent.network.dns import NameTable, upstreams_from_resolv_conf
+from agent.network.dnsserver import EmbeddedDns
+from agent.network.firewall import PublishedPort
+from agent.network.firewall_watch import FirewallWatch
+from shoal.engine import etcfiles, links, publish
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.names import generate_name, validate_container_name
 from shoal.engine.networks import NetworkController, NetworkOptions
@@ -58,6 +62,7 @@ class EngineOptions:
     netns_prefix: str = "shoal-"
     bip: str = "172.17.0.1/16"
     mtu: int = 1500
+    firewall_check_interval: float = 2.0
 
 
 class Engine:
@@ -73,6 +78,16 @@ class Engine:
         self.images = ImageStore(options.data_dir / "images")
         self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime")
         self.net = NetworkController(self.state, NetworkOptions(bip=options.bip, mtu=options.mtu))
+        self.net.published_ports = self._firewall_ports
+        self.ports = publish.PortPublisher(self.state)
+        self.dns_table = NameTable()
+        self.dns: EmbeddedDns | None = None  # made in restore(), on the event loop
+        # S21: a firewalld reload or `iptables -F` wipes our rules; they come back within seconds.
+        self.firewall_watch = FirewallWatch(
+            reapply=lambda: self._kernel(self.net.apply_firewall),
+            check=self.net.firewall_in_place,
+            interval=options.firewall_check_interval,
+        )
         self.containers: dict[str, ContainerRecord] = {}
         self.execs: dict[str, ExecRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -91,6 +106,8 @@ class Engine:
     async def restore(self) -> None:
         """Brings kernel and records back in line after a start, a restart or a SIGKILL:
         running containers are adopted, ones that exited meanwhile are marked exited."""
+        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(host_resolv))
         await self._kernel(self.net.restore)
         for container_id, data in self.state.load_all("containers").items():
             self.containers[container_id] = container_from_dict(data)
@@ -101,10 +118,15 @@ class Engine:
             if status.state == "running":
                 container.pid = status.pid
                 self._watch(container)
+                if container.netns:  # the old daemon's resolver sockets died with it
+                    await self._register_dns(container, str(namespaces.netns_path(container.netns)))
                 continue
             code = status.exit_code if status.exit_code is not None else 255
             await self._finish(container, code)
         await self._kernel(self._collect_orphan_namespaces)
+        if any(c.published for c in self.containers.values()):
+            await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
+        self.firewall_watch.start()
 
     def _collect_orphan_namespaces(self) -> None:
         """Namespaces with our prefix that no running container owns: left by a crash."""
@@ -115,9 +137,12 @@ class Engine:
 
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
+        await self.firewall_watch.stop()
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+        if self.dns is not None:
+            await self.dns.close()
         self._kernel_thread.shutdown(wait=True)
 
     # ---- networks -------------------------------------------------------------------
@@ -170,6 +195,7 @@ class Engine:
             if container.state == "running":
                 await self._kernel(self._refresh_default_route, container)
                 self._write_etc_files(container)
+                await self._register_dns(container, str(namespaces.netns_path(container.netns)))
             self._save(container)
 
     def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
@@ -204,9 +230,12 @@ class Engine:
                 container.network_mode = next(
                     (self.net.networks[n].name for n in container.endpoints if n in self.net.networks), "none"
                 ) if container.endpoints else container.network_mode
+            self.dns_table.remove_endpoint(container.id, net.id)
             if container.state == "running":
                 await self._kernel(self._refresh_default_route, container)
                 self._write_etc_files(container)
+                if not self._user_endpoints(container) and self.dns is not None:
+                    await self.dns.remove_container(container.id)
             self._save(container)
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
@@ -285,11 +314,27 @@ class Engine:
             host_config=request.raw_host_config,
         )
         self._attach_requested_networks(record, request)
-        if request.links:
-            raise InvalidParameter("--link is not supported by shoal yet")
+        record.port_bindings = publish.store_bindings(request.port_bindings)
+        record.links = self._resolve_links(record, request.links)
         self.containers[container_id] = record
         self._save(record)
         return record, []
+
+    def _resolve_links(self, record: ContainerRecord, specs: list[str]) -> list[list[str]]:
+        resolved = []
+        for spec in specs:
+            try:
+                name, alias = links.parse_link(spec)
+            except ValueError as exc:
+                raise InvalidParameter(str(exc)) from None
+            try:
+                other = self.get_container(name)
+            except NotFound:
+                raise InvalidParameter(f"could not get container for {name}") from None
+            if record.network_mode == "host":
+                raise InvalidParameter("conflicting options: host type networking can't be used with links")
+            resolved.append([other.id, alias])
+        return resolved
 
     def _attach_requested_networks(self, record: ContainerRecord, request: ContainerCreate) -> None:
         """Resolves NetworkMode and EndpointsConfig into endpoint records (no addresses yet)."""
@@ -381,11 +426,19 @@ class Engine:
             raise NotFound(exc.message) from None
         try:
             netns_path = await self._kernel(self._setup_network, container)
+            if container.port_bindings and self._publish_endpoint(container) is not None:
+                container.published = self.ports.publish(container)
+                await self._kernel(self.net.apply_firewall)
+            link_env = self._link_env(container)
             mounts = self._write_etc_files(container)
+            await self._register_dns(container, netns_path)
+            for other, _ in self._linked(container):  # link aliases on user networks
+                if other.state == "running" and other.netns:
+                    await self._register_dns(other, str(namespaces.netns_path(other.netns)))
             uid, gid = _user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
-                env=_merge_env(container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
+                env=_merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
                 cwd=container.working_dir or "/",
                 uid=uid,
                 gid=gid,
@@ -399,6 +452,8 @@ class Engine:
                 self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
+            await self._release_ports(container)
+            await self._unregister_dns(container)
             await self._kernel(self._teardown_network, container)
             message = exc.message if isinstance(exc, (RuncError, EngineError)) else str(exc)
             container.error = message
@@ -475,26 +530,130 @@ class Engine:
         kernel.set_default_route(container.netns, candidates[0][1] if candidates else None)
 
     def _write_etc_files(self, container: ContainerRecord) -> list[Mount]:
+        """/etc/hosts, resolv.conf and hostname of the container, rewritten in place (a running
+        container keeps seeing the same bind-mounted files)."""
         directory = self.options.data_dir / "containers" / container.id
         directory.mkdir(parents=True, exist_ok=True)
+        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
         if container.network_mode == "host":
             hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else etcfiles.HOSTS_HEADER
+            resolv = host_resolv
         else:
             own_ips = [e.ipv4 for e in self._bridge_endpoints_in_order(container) if e.ipv4]
             names = [container.hostname]
             if container.domainname:
                 names.insert(0, f"{container.hostname}.{container.domainname}")
-            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]])
-        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
-        resolv = host_resolv if container.network_mode == "host" else etcfiles.container_resolv_conf(host_resolv)
+            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]], self._link_hosts(container))
+            if self._user_endpoints(container):
+                resolv = etcfiles.embedded_resolv_conf(host_resolv)
+            else:
+                resolv = etcfiles.container_resolv_conf(host_resolv)
         files = {"hosts": hosts, "resolv.conf": resolv, "hostname": container.hostname + "\n"}
         mounts = []
         for name, text in files.items():
             path = directory / name
-            write_atomic(path, text.encode())
+            etcfiles.write_in_place(path, text)
             os.chmod(path, 0o644)
             mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
         return mounts
+
+    def _user_endpoints(self, container: ContainerRecord) -> list[tuple[NetworkRecord, EndpointRecord]]:
+        """Endpoints on user-defined networks: those get the embedded DNS server."""
+        return [
+            (self.net.networks[e.network_id], e)
+            for e in container.endpoints.values()
+            if e.network_id in self.net.networks and not self.net.networks[e.network_id].predefined
+        ]
+
+    def _linked(self, container: ContainerRecord) -> list[tuple[ContainerRecord, str]]:
+        linked = []
+        for linked_id, alias in container.links:
+            other = self.containers.get(linked_id)
+            if other is not None:
+                linked.append((other, alias))
+        return linked
+
+    def _bridge_ip(self, container: ContainerRecord) -> str:
+        bridge = self.net.lookup("bridge")
+        endpoint = container.endpoints.get(bridge.id)
+        return endpoint.ipv4 if endpoint else ""
+
+    def _link_hosts(self, container: ContainerRecord) -> list[tuple[str, list[str]]]:
+        """Links on the default bridge become /etc/hosts lines (S13)."""
+        if container.network_mode != "bridge":
+            return []
+        return [
+            links.hosts_entry(self._bridge_ip(other), alias, other.id, other.name)
+            for other, alias in self._linked(container)
+            if self._bridge_ip(other)
+        ]
+
+    def _link_env(self, container: ContainerRecord) -> list[str]:
+        if container.network_mode != "bridge":
+            return []
+        env: list[str] = []
+        for other, alias in self._linked(container):
+            ip = self._bridge_ip(other)
+            if other.state != "running" or not ip:
+                raise EngineError(
+                    f"Cannot link to a non running container: /{other.name} AS /{container.name}/{alias}", 400
+                )
+            exposed = sorted(
+                (b["container_port"], b["proto"]) for b in other.port_bindings
+            ) or _exposed_of(other)
+            env += links.link_env(alias, container.name, ip, exposed, _user_env(other))
+        return env
+
+    # ---- embedded DNS ---------------------------------------------------------------
+    async def _register_dns(self, container: ContainerRecord, netns_path: str | None) -> None:
+        user = self._user_endpoints(container)
+        if not user or netns_path is None or self.dns is None:
+            return
+        aliases_from_links = self._link_aliases()
+        for net, endpoint in user:
+            if not endpoint.ipv4:
+                continue
+            names = [container.name, container.id[:12], *endpoint.aliases,
+                     *aliases_from_links.get(container.id, [])]
+            self.dns_table.set_endpoint(container.id, net.id, net.name, endpoint.ipv4, _unique(names))
+        await self.dns.add_container(container.id, netns_path)
+
+    def _link_aliases(self) -> dict[str, list[str]]:
+        """On user-defined networks a link is only an alias of the linked container (S13)."""
+        aliases: dict[str, list[str]] = {}
+        for other in self.containers.values():
+            if other.network_mode in ("bridge", "host", "none"):
+                continue
+            for linked_id, alias in other.links:
+                aliases.setdefault(linked_id, []).append(alias)
+        return aliases
+
+    async def _unregister_dns(self, container: ContainerRecord) -> None:
+        self.dns_table.remove_container(container.id)
+        if self.dns is not None:
+            await self.dns.remove_container(container.id)
+
+    # ---- published ports ------------------------------------------------------------
+    def _publish_endpoint(self, container: ContainerRecord) -> EndpointRecord | None:
+        """Ports are published on the network that gives the container its default route."""
+        candidates = sorted(
+            (self.net.networks[e.network_id].name, e.network_id)
+            for e in container.endpoints.values()
+            if e.network_id in self.net.networks and e.ipv4 and e.gateway
+        )
+        return container.endpoints[candidates[0][1]] if candidates else None
+
+    def _firewall_ports(self) -> list[PublishedPort]:
+        ports: list[PublishedPort] = []
+        for container in sorted(self.containers.values(), key=lambda c: c.id):
+            if container.state != "running" or not container.published:
+                continue
+            endpoint = self._publish_endpoint(container)
+            if endpoint is None:
+                continue
+            bridge = self.net.bridge_name(self.net.networks[endpoint.network_id])
+            ports += publish.firewall_ports(container, bridge, endpoint.ipv4)
+        return ports
 
     def etc_path(self, container: ContainerRecord, name: str) -> str:
         return str(self.options.data_dir / "containers" / container.id / name)
@@ -524,12 +683,20 @@ class Engine:
         if container.auto_remove and container_id in self.containers:
             await self._remove(container)
 
+    async def _release_ports(self, container: ContainerRecord) -> None:
+        if container.published:
+            container.published = []
+            self.ports.unpublish(container)
+            await self._kernel(self.net.apply_firewall)
+
     async def _finish(self, container: ContainerRecord, code: int) -> None:
         """Marks a container exited and frees its network resources."""
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
+        await self._release_ports(container)
+        await self._unregister_dns(container)
         await self._kernel(self._teardown_network, container)
         self._save(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
@@ -774,3 +941,26 @@ def _container_matches(container: ContainerRecord, filters: dict[str, list[str]]
         and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)
         and all(_label_filter(container.labels, v) for v in filters.get("label", []))
     )
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: list[str] = []
+    for name in names:
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def _exposed_of(container: ContainerRecord) -> list[tuple[int, str]]:
+    exposed = container.create_config.get("ExposedPorts") or {}
+    ports = []
+    for key in exposed:
+        port, _, proto = str(key).partition("/")
+        if port.isdigit():
+            ports.append((int(port), proto or "tcp"))
+    return sorted(ports)
+
+
+def _user_env(container: ContainerRecord) -> list[str]:
+    """The environment a user gave a container (-e), not the image's."""
+    return [e for e in container.create_config.get("Env") or [] if isinstance(e, str)]

@@ -63,3 +63,25 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
     except ValueError:
         return False
+
+
+def embedded_resolv_conf(host_text: str) -> str:
+    """A user-defined-network container's resolv.conf: only the embedded resolver, plus the
+    host's search domains and options (S11); ndots:0 as Docker writes it."""
+    _, search, options = parse_resolv_conf(host_text)
+    out = []
+    if search:
+        out.append("search " + " ".join(search))
+    out.append("nameserver 127.0.0.11")
+    kept = [o for o in options if not o.startswith("ndots:")]
+    out.append("options " + " ".join(["ndots:0", *kept]))
+    return "\n".join(out) + "\n"
+
+
+def write_in_place(path, text: str) -> None:
+    """Rewrites a file keeping its inode: a running container sees a bind-mounted file's inode,
+    so a rename would leave it reading the old content."""
+    with open(path, "a+") as handle:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.network import bridge as kernel
@@ -72,6 +73,8 @@ class NetworkController:
         self.options = options
         self.networks: dict[str, NetworkRecord] = {}
         self.pools: dict[str, AddressPool] = {}
+        # The engine knows which containers publish what; the firewall asks it at each apply.
+        self.published_ports: Callable[[], list[firewall.PublishedPort]] = list
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -349,7 +352,7 @@ class NetworkController:
         prefix = ipaddress.ip_network(config.subnet).prefixlen
         kernel.ensure_bridge(self.bridge_name(net), f"{config.gateway}/{prefix}", self.mtu(net))
 
-    def apply_firewall(self, stale_bridges: list[str] = ()) -> None:
+    def firewall_bridges(self) -> list[firewall.BridgeNet]:
         bridges = []
         for net in sorted(self.networks.values(), key=lambda n: n.name):
             if net.driver != "bridge":
@@ -363,8 +366,15 @@ class NetworkController:
                     internal=net.internal,
                 )
             )
+        return bridges
+
+    def apply_firewall(self, stale_bridges: list[str] = ()) -> None:
+        """Rewrites shoal's chains (bridges and published ports) in one batch per table."""
         firewall.ensure_docker_user_chain()
-        firewall.apply_rules(bridges, stale_bridges)
+        firewall.apply_rules(self.firewall_bridges(), stale_bridges, self.published_ports())
+
+    def firewall_in_place(self) -> bool:
+        return firewall.rules_in_place(self.firewall_bridges(), self.published_ports())
 
     # ---- persistence ----------------------------------------------------------------
     def _save(self, net: NetworkRecord) -> None:

@@ -81,6 +81,9 @@ class ContainerRecord:
     finished_at: str = "0001-01-01T00:00:00Z"
     netns: str = ""  # name of the network namespace shoal made ("" for host mode)
     endpoints: dict[str, EndpointRecord] = field(default_factory=dict)  # network id -> endpoint
+    port_bindings: list[dict[str, Any]] = field(default_factory=list)  # requested: PortBinding fields
+    published: list[dict[str, Any]] = field(default_factory=list)  # while running: proto, host_ip, host_port, container_port
+    links: list[list[str]] = field(default_factory=list)  # [container id, alias] (--link name:alias)
     create_config: dict[str, Any] = field(default_factory=dict)  # the create body, echoed as Config
     host_config: dict[str, Any] = field(default_factory=dict)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.network.ports import PortBinding
 from shoal.engine.records import IPAMConfig
 
 
@@ -52,6 +53,7 @@ class ContainerCreate:
     network_mode: str = ""  # "" or "default" means bridge
     auto_remove: bool = False
     links: list[str] = field(default_factory=list)
+    port_bindings: list[PortBinding] = field(default_factory=list)  # -p / -P, already parsed
     endpoints: dict[str, EndpointRequest] = field(default_factory=dict)  # network name/id -> request
     raw_config: dict[str, Any] = field(default_factory=dict)  # the body minus HostConfig/NetworkingConfig
     raw_host_config: dict[str, Any] = field(default_factory=dict)

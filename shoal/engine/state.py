@@ -34,7 +34,7 @@ class StateDir:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for sub in ("networks", "containers", "ipam"):
+        for sub in ("networks", "containers", "ipam", "ports"):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     def daemon_id(self) -> str:
