@@ -17,6 +17,7 @@ import click
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, out
 from shoal.cli.format import UsageError, parse_env, parse_expose, parse_kv, parse_publish, to_json
+from shoal.cli.proxies import config_path, proxy_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref, stream_kind
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -29,7 +30,7 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
                 hostname: str = "", entrypoint: str | None = None, network: str = "",
                 publish: Sequence[str] = (), expose: Sequence[str] = (), ip: str = "",
                 aliases: Sequence[str] = (), links: Sequence[str] = (), workdir: str = "", user: str = "",
-                auto_remove: bool = False, attach: bool = False) -> dict[str, Any]:
+                auto_remove: bool = False, attach: bool = False, publish_all: bool = False) -> dict[str, Any]:
     """The POST /containers/create body the docker CLI would send for these `run` flags."""
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -61,7 +62,7 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
         "Env": list(env), "Cmd": list(command) or None, "Image": image, "WorkingDir": workdir,
         "Entrypoint": entry, "Labels": dict(labels or {}),
         "HostConfig": {"NetworkMode": network or "bridge", "PortBindings": bindings, "AutoRemove": auto_remove,
-                       "Links": list(links) or None},
+                       "Links": list(links) or None, "PublishAllPorts": publish_all},
         "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
 
@@ -81,6 +82,7 @@ def _run_failed(message: str) -> Failed:
 @click.option("-l", "--label", multiple=True, help="Set meta data on a container")
 @click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
 @click.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host")
+@click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports")
 @click.option("--expose", multiple=True, help="Expose a port or a range of ports")
 @click.option("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
 @click.option("--network-alias", multiple=True, help="Add network-scoped alias for the container")
@@ -90,7 +92,8 @@ def _run_failed(message: str) -> Failed:
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
-        label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], expose: tuple[str, ...], ip: str,
+        label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], publish_all: bool,
+        expose: tuple[str, ...], ip: str,
         network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str, image: str,
         command: tuple[str, ...]) -> None:
     """Create and run a new container from an image
@@ -100,11 +103,13 @@ def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env:
     if image.startswith("-"):
         raise click.UsageError(f"unknown flag: {image}")
     try:
-        body = create_body(image, command, env=parse_env(env, os.environ), labels=parse_kv(label),
+        # Proxies from the config file first: the user's -e wins (the daemon keeps the last).
+        environment = proxy_env(config_path()) + parse_env(env, os.environ)
+        body = create_body(image, command, env=environment, labels=parse_kv(label),
                            hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
                            expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
-                           auto_remove=remove and detach, attach=not detach)
-    except UsageError as exc:
+                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all)
+    except (UsageError, ValueError) as exc:
         err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
         raise Failed(125) from None
     c = client()

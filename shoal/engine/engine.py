@@ -646,7 +646,7 @@ class Engine:
     def _firewall_ports(self) -> list[PublishedPort]:
         ports: list[PublishedPort] = []
         for container in sorted(self.containers.values(), key=lambda c: c.id):
-            if container.state != "running" or not container.published:
+            if not container.published:  # set while starting, cleared at exit
                 continue
             endpoint = self._publish_endpoint(container)
             if endpoint is None:

@@ -1,0 +1,252 @@
+"""Issue 3 on a real two-host lab: user-defined bridges (S8-S10), embedded DNS (S11), several
+networks per container (S12), links (S13), published ports (S14), the firewall (S21), proxies (S20).
+
+One lab per module; each test names what it changes. h2 plays the outside world.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from shoal.client import DaemonError
+from tests.lab.helpers import running_lab, wait_until
+
+pytestmark = pytest.mark.lab
+
+SHOAL = [sys.executable, "-m", "shoal"]
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end='')"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (network namespaces)")
+    with running_lab(hosts=2) as lab:
+        run(lab, "network", "create", "--driver", "bridge", "isolated_nw")
+        run(lab, "run", "-d", "--network", "isolated_nw", "--name", "container3", "busybox", "sleep", "3600")
+        run(lab, "run", "-d", "--network", "isolated_nw", "--network-alias", "www", "--name", "web",
+            "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+        run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
+        yield lab
+
+
+def run(lab, *args: str, host: str = "h1", check: bool = True):
+    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
+
+
+def inspect(lab, *command: str) -> dict:
+    return json.loads(run(lab, *command).stdout)[0]
+
+
+def ip_of(lab, container: str, network: str) -> str:
+    return inspect(lab, "inspect", container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+def fetch_from(lab, host: str, url: str) -> str | None:
+    result = lab.exec(host, [sys.executable, "-c", FETCH, url], check=False, timeout=30)
+    return result.stdout if result.returncode == 0 else None
+
+
+def test_a_new_bridge_network_gets_the_next_local_pool(lab):
+    net = inspect(lab, "network", "inspect", "isolated_nw")
+    assert (net["Driver"], net["Scope"]) == ("bridge", "local")
+    assert net["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
+    assert re.findall(r"inet (\S+)", lab.exec("h1", ["ip", "-4", "-o", "addr", "show",
+                                                     f"br-{net['Id'][:12]}"]).stdout) == ["172.18.0.1/16"]
+
+
+def test_subnet_gateway_and_internal_are_honoured(lab):
+    run(lab, "network", "create", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--internal", "backend")
+    net = inspect(lab, "network", "inspect", "backend")
+    assert net["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.254"}]
+    assert net["Internal"] is True
+    run(lab, "network", "rm", "backend")
+
+
+def test_bad_network_input_gets_dockers_messages_and_creates_nothing(lab):
+    cases = [
+        ({"Subnet": "10.10.10.0/8"}, 400, "invalid subnet 10.10.10.0/8: it should be 10.0.0.0/8"),
+        ({"Subnet": "10.0.0.0/8", "Gateway": "192.168.0.1"}, 400,
+         "invalid gateway 192.168.0.1: parent subnet 10.0.0.0/8 doesn't contain this address"),
+        ({"Subnet": "10.0.0.0/16", "IPRange": "10.1.0.0/24"}, 400,
+         "invalid ip-range 10.1.0.0/24: parent subnet 10.0.0.0/16 doesn't contain ip-range"),
+        ({"Subnet": "172.18.5.0/24"}, 403, "invalid pool request: Pool overlaps with other one on this address space"),
+    ]
+    bridges_before = _bridges(lab)
+    with lab.client("h1") as client:
+        for config, status, message in cases:
+            body = {"Name": "badnet", "Driver": "bridge", "IPAM": {"Driver": "default", "Config": [config]}}
+            with pytest.raises(DaemonError) as err:
+                client.post("/networks/create", body)
+            assert (err.value.status, err.value.message) == (status, message)
+    duplicate = run(lab, "network", "create", "isolated_nw", check=False)
+    assert duplicate.stderr.strip() == "Error response from daemon: network with name isolated_nw already exists"
+    assert "badnet" not in run(lab, "network", "ls").stdout
+    assert _bridges(lab) == bridges_before
+
+
+def _bridges(lab) -> list[str]:
+    out = lab.exec("h1", ["ip", "-o", "link", "show", "type", "bridge"]).stdout
+    return sorted(line.split(":")[1].strip() for line in out.splitlines())
+
+
+def test_removing_a_network_with_containers_is_refused(lab):
+    result = run(lab, "network", "rm", "isolated_nw", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("Error response from daemon: network isolated_nw has active endpoints (")
+
+
+def test_containers_resolve_each_other_by_name_and_alias_through_127_0_0_11(lab):
+    address = ip_of(lab, "web", "isolated_nw")
+    for name in ("web", "www", "web.isolated_nw"):
+        out = run(lab, "exec", "container3", "nslookup", name).stdout
+        assert "Server:\t\t127.0.0.11" in out
+        assert f"Address: {address}" in out
+    assert run(lab, "exec", "container3", "wget", "-qO-", "http://web/hostname").stdout.strip() == \
+        inspect(lab, "inspect", "web")["Id"][:12]
+
+
+def test_resolv_conf_of_a_user_network_container_lists_only_the_embedded_server(lab):
+    resolv = run(lab, "exec", "container3", "cat", "/etc/resolv.conf").stdout
+    assert [line for line in resolv.splitlines() if line.startswith("nameserver")] == ["nameserver 127.0.0.11"]
+
+
+def test_bridge_networks_are_isolated_until_connected_and_connect_is_live(lab):
+    target = ip_of(lab, "container3", "isolated_nw")
+    assert run(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
+    run(lab, "network", "connect", "isolated_nw", "container1")
+    try:
+        assert "1 packets received" in run(lab, "exec", "container1", "ping", "-c1", "-w2", target).stdout
+        assert "Address: " + target in run(lab, "exec", "container1", "nslookup", "container3").stdout
+    finally:
+        run(lab, "network", "disconnect", "isolated_nw", "container1")
+    assert run(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
+
+
+def test_the_default_route_follows_the_first_non_internal_network_by_name(lab):
+    run(lab, "network", "create", "--subnet", "10.88.0.0/24", "aaa_first")
+    run(lab, "run", "-d", "--name", "multi", "busybox", "sleep", "3600")
+    try:
+        assert "default via 172.17.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
+        run(lab, "network", "connect", "aaa_first", "multi")
+        assert "default via 10.88.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
+        run(lab, "network", "disconnect", "aaa_first", "multi")
+        assert "default via 172.17.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
+    finally:
+        run(lab, "rm", "-f", "multi")
+        run(lab, "network", "rm", "aaa_first")
+
+
+def test_links_on_the_default_bridge_set_hosts_and_environment(lab):
+    run(lab, "run", "-d", "--name", "db", "--expose", "5432", "-e", "POSTGRES_USER=me", "busybox", "sleep", "3600")
+    try:
+        db_ip = ip_of(lab, "db", "bridge")
+        db_id = inspect(lab, "inspect", "db")["Id"]
+        out = run(lab, "run", "--rm", "--name", "app", "--link", "db:database", "busybox",
+                  "sh", "-c", "env | grep ^DATABASE_ | sort; grep database /etc/hosts").stdout.splitlines()
+        assert out == [
+            "DATABASE_ENV_POSTGRES_USER=me",
+            "DATABASE_NAME=/app/database",
+            f"DATABASE_PORT=tcp://{db_ip}:5432",
+            f"DATABASE_PORT_5432_TCP=tcp://{db_ip}:5432",
+            f"DATABASE_PORT_5432_TCP_ADDR={db_ip}",
+            "DATABASE_PORT_5432_TCP_PORT=5432",
+            "DATABASE_PORT_5432_TCP_PROTO=tcp",
+            f"{db_ip}\tdatabase {db_id[:12]} db",
+        ]
+    finally:
+        run(lab, "rm", "-f", "db")
+
+
+def test_a_link_on_a_user_network_is_a_dns_alias(lab):
+    out = run(lab, "run", "--rm", "--network", "isolated_nw", "--link", "web:site", "busybox",
+              "nslookup", "site").stdout
+    assert "Address: " + ip_of(lab, "web", "isolated_nw") in out
+
+
+def test_a_published_port_is_reachable_from_another_lab_host(lab):
+    run(lab, "run", "-d", "-p", "8080:80", "--name", "pub", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    try:
+        pub_id = inspect(lab, "inspect", "pub")["Id"]
+        url = f"http://{lab.address('h1')}:8080/hostname"
+        assert wait_until(lambda: fetch_from(lab, "h2", url), timeout=15).strip() == pub_id[:12]
+        ps = run(lab, "ps", "--filter", "name=pub").stdout
+        assert "0.0.0.0:8080->80/tcp" in ps
+    finally:
+        run(lab, "rm", "-f", "pub")
+    assert fetch_from(lab, "h2", f"http://{lab.address('h1')}:8080/hostname") is None
+
+
+def test_a_port_conflict_fails_with_dockers_message_and_leaves_nothing_published(lab):
+    run(lab, "run", "-d", "-p", "8081:80", "--name", "first", "busybox", "sleep", "3600")
+    try:
+        result = run(lab, "run", "-d", "-p", "8081:80", "--name", "second", "busybox", "sleep", "3600", check=False)
+        assert result.returncode == 125
+        assert "Bind for 0.0.0.0:8081 failed: port is already allocated" in result.stderr
+        assert inspect(lab, "inspect", "second")["State"]["Status"] == "created"
+        assert lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout.count("--dport 8081") == 1
+    finally:
+        run(lab, "rm", "-f", "first", "second")
+
+
+def test_publishing_without_a_host_port_picks_a_free_high_port(lab):
+    run(lab, "run", "-d", "-p", "80", "--name", "dyn", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    try:
+        ports = inspect(lab, "inspect", "dyn")["NetworkSettings"]["Ports"]["80/tcp"]
+        low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        assert low <= int(ports[0]["HostPort"]) <= high
+        assert f"0.0.0.0:{ports[0]['HostPort']}->80/tcp" in run(lab, "ps", "--filter", "name=dyn").stdout
+    finally:
+        run(lab, "rm", "-f", "dyn")
+
+
+def test_a_docker_user_rule_wins_over_shoals_rules(lab):
+    run(lab, "run", "-d", "-p", "8082:80", "--name", "guarded", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    url = f"http://{lab.address('h1')}:8082/hostname"
+    rule = ["DOCKER-USER", "-s", lab.address("h2"), "-j", "DROP"]
+    try:
+        wait_until(lambda: fetch_from(lab, "h2", url), timeout=15)
+        lab.exec("h1", ["iptables", "-I", *rule])
+        assert fetch_from(lab, "h2", url) is None
+        lab.exec("h1", ["iptables", "-D", *rule])
+        assert fetch_from(lab, "h2", url) is not None
+    finally:
+        lab.exec("h1", ["iptables", "-D", *rule], check=False)
+        run(lab, "rm", "-f", "guarded")
+
+
+def test_rules_come_back_after_a_flush_without_duplicates(lab):
+    run(lab, "run", "-d", "-p", "8083:80", "--name", "healed", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    url = f"http://{lab.address('h1')}:8083/hostname"
+    try:
+        wait_until(lambda: fetch_from(lab, "h2", url), timeout=15)
+        before = lab.exec("h1", ["iptables-save"]).stdout
+        lab.exec("h1", ["iptables", "-F"])
+        lab.exec("h1", ["iptables", "-t", "nat", "-F"])
+        assert wait_until(lambda: fetch_from(lab, "h2", url), timeout=30)
+        after = lab.exec("h1", ["iptables-save"]).stdout
+        assert _rules(after) == _rules(before)
+    finally:
+        run(lab, "rm", "-f", "healed")
+
+
+def test_proxies_from_the_config_file_reach_new_containers_and_env_overrides(lab, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"proxies": {"default": {
+        "httpProxy": "http://proxy.lab:3128", "noProxy": "localhost"}}}))
+    argv = ["env", f"SHOAL_CONFIG={tmp_path}", *SHOAL, "run", "--rm", "-e", "NO_PROXY=override",
+            "busybox", "sh", "-c", "env | grep -i _proxy= | sort"]
+    out = lab.exec("h1", argv).stdout.splitlines()
+    assert out == [
+        "HTTP_PROXY=http://proxy.lab:3128",
+        "NO_PROXY=override",
+        "http_proxy=http://proxy.lab:3128",
+        "no_proxy=localhost",
+    ]
+
+
+def _rules(text: str) -> list[str]:
+    return [re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if line and not line.startswith("#")]
