@@ -170,3 +170,34 @@ def test_docker_run_of_a_missing_executable_fails_like_docker(lab):
     assert result.returncode == 127
     assert 'exec: "nosuchcmd": executable file not found in $PATH' in result.stderr
     assert docker(lab, "ps", "-aq").stdout.split() == []
+
+
+@needs_docker
+def test_docker_network_connect_disconnect_and_published_ports(lab):
+    docker(lab, "network", "create", "--subnet", "10.78.0.0/24", "dnet2")
+    docker(lab, "run", "-d", "--name", "dpub", "-p", "8090:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    try:
+        assert docker(lab, "port", "dpub").stdout.splitlines() == ["80/tcp -> 0.0.0.0:8090"]
+        assert "0.0.0.0:8090->80/tcp" in docker(lab, "ps", "--format", "{{.Ports}}").stdout
+        docker(lab, "network", "connect", "--ip", "10.78.0.50", "dnet2", "dpub")
+        nets = json.loads(docker(lab, "inspect", "dpub").stdout)[0]["NetworkSettings"]["Networks"]
+        assert nets["dnet2"]["IPAddress"] == "10.78.0.50"
+        docker(lab, "network", "disconnect", "dnet2", "dpub")
+        nets = json.loads(docker(lab, "inspect", "dpub").stdout)[0]["NetworkSettings"]["Networks"]
+        assert sorted(nets) == ["bridge"]
+    finally:
+        docker(lab, "rm", "-f", "dpub", check=False)
+        docker(lab, "network", "rm", "dnet2", check=False)
+
+
+def test_docker_py_publishes_a_port(lab):
+    docker_py = pytest.importorskip("docker")
+    client = docker_py.DockerClient(base_url=f"unix://{lab.socket('h1')}", version="auto")
+    try:
+        container = client.containers.run("busybox", ["sleep", "3600"], detach=True, name="pyport",
+                                          ports={"80/tcp": 8091})
+        container.reload()
+        assert container.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8091"}]}
+        container.remove(force=True)
+    finally:
+        client.close()
