@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(fmt(r))
             if before is not None and after is not None and after.fsyncs > before.fsyncs:
                 per = (after.entries_written - before.entries_written) / (after.fsyncs - before.fsyncs)
-                print(f"shoal clients={n:3d}  leader entries per fsync = {per:.2f} "
+                print(f"shoal clients={n:3d}  leader entries per fsync = {per:.2f} over warm-up and run "
                       f"({after.entries_written - before.entries_written} entries, {after.fsyncs - before.fsyncs} fsyncs)")
             if after is None or after.role != "leader":
                 print(f"warning: shoal leader changed during the run (m{sl} now {after.role if after else 'unreachable'})")

@@ -34,7 +34,7 @@ def _setns(fd: int) -> None:
 @contextlib.contextmanager
 def entered(path: Path | str) -> Iterator[None]:
     """Runs the block with this thread inside the namespace at `path`, then switches back."""
-    home = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(path, os.O_RDONLY)
     try:
         _setns(target)

@@ -9,67 +9,20 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, out
-from shoal.cli.format import UsageError, parse_env, parse_expose, parse_kv, parse_publish, to_json
-from shoal.cli.proxies import config_path, proxy_env
-from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref, stream_kind
+from shoal.cli import runner
+from shoal.cli.format import parse_env, to_json
+from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
 # Options stop at IMAGE (or CONTAINER): what follows belongs to the container's command.
 PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, "allow_interspersed_args": False}
-BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
-
-
-def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), labels: Mapping[str, str] | None = None,
-                hostname: str = "", entrypoint: str | None = None, network: str = "",
-                publish: Sequence[str] = (), expose: Sequence[str] = (), ip: str = "",
-                aliases: Sequence[str] = (), links: Sequence[str] = (), workdir: str = "", user: str = "",
-                auto_remove: bool = False, attach: bool = False, publish_all: bool = False) -> dict[str, Any]:
-    """The POST /containers/create body the docker CLI would send for these `run` flags."""
-    exposed: dict[str, dict[str, Any]] = {}
-    bindings: dict[str, list[dict[str, str]]] = {}
-    for spec in expose:
-        for port in parse_expose(spec):
-            exposed[port] = {}
-    for spec in publish:
-        for port, host_ip, host_port in parse_publish(spec):
-            exposed[port] = {}
-            bindings.setdefault(port, []).append({"HostIp": host_ip, "HostPort": host_port})
-    endpoints: dict[str, Any] = {}
-    if network and (ip or aliases or links or network not in BUILTIN_NETWORKS):
-        endpoint: dict[str, Any] = {}
-        if ip:
-            endpoint["IPAMConfig"] = {"IPv4Address": ip}
-        if aliases:
-            endpoint["Aliases"] = list(aliases)
-        if links:
-            endpoint["Links"] = list(links)
-        endpoints[network] = endpoint
-    if entrypoint is None:
-        entry: list[str] | None = None
-    else:
-        entry = [entrypoint]  # an explicit empty --entrypoint resets the image's, as [""]
-    return {
-        "Hostname": hostname, "Domainname": "", "User": user,
-        "AttachStdin": False, "AttachStdout": attach, "AttachStderr": attach,
-        "ExposedPorts": exposed, "Tty": False, "OpenStdin": False, "StdinOnce": False,
-        "Env": list(env), "Cmd": list(command) or None, "Image": image, "WorkingDir": workdir,
-        "Entrypoint": entry, "Labels": dict(labels or {}),
-        "HostConfig": {"NetworkMode": network or "bridge", "PortBindings": bindings, "AutoRemove": auto_remove,
-                       "Links": list(links) or None, "PublishAllPorts": publish_all},
-        "NetworkingConfig": {"EndpointsConfig": endpoints},
-    }
-
-
-def _run_failed(message: str) -> Failed:
-    err(f"shoal: Error response from daemon: {message}\n\nRun 'shoal run --help' for more information")
-    return Failed(125)
 
 
 @click.command(context_settings=PASSTHROUGH)
@@ -100,79 +53,8 @@ def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env:
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
     """
-    if image.startswith("-"):
-        raise click.UsageError(f"unknown flag: {image}")
-    try:
-        # Proxies from the config file first: the user's -e wins (the daemon keeps the last).
-        environment = proxy_env(config_path()) + parse_env(env, os.environ)
-        body = create_body(image, command, env=environment, labels=parse_kv(label),
-                           hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
-                           expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
-                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all)
-    except (UsageError, ValueError) as exc:
-        err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
-        raise Failed(125) from None
-    c = client()
-    try:
-        created = c.post("/containers/create", body, {"name": name} if name else None) or {}
-        cid = created["Id"]
-        for warning in created.get("Warnings") or []:
-            err(f"WARNING: {warning}")
-    except DaemonError as exc:
-        raise _run_failed(exc.message) from None
-    try:
-        c.post(f"/containers/{cid}/start")
-    except DaemonError as exc:
-        if remove and not detach:
-            _remove_quietly(c, cid)
-        raise _run_failed(exc.message) from None
-    if detach:
-        out(f"{cid}\n")
-        return
-    try:
-        code = _wait(c, cid)
-        _copy_logs(c, cid, {"stdout": True, "stderr": True})
-    except DaemonError as exc:
-        raise _run_failed(exc.message) from None
-    finally:
-        if remove:
-            _remove_quietly(c, cid)
-    if code:
-        raise Failed(code)
-
-
-def _wait(c: Client, cid: str) -> int:
-    """Block until the container stops; Ctrl-C is forwarded as SIGINT (the third as SIGKILL)."""
-    interrupts = 0
-    while True:
-        try:
-            answer = c.post(f"/containers/{cid}/wait") or {}
-            error = (answer.get("Error") or {}).get("Message")
-            if error:
-                err(f"shoal: {error}")
-            return int(answer.get("StatusCode", 0))
-        except KeyboardInterrupt:
-            interrupts += 1
-            c.close()  # the interrupted request left the connection mid-response
-            signal = "SIGKILL" if interrupts >= 3 else "SIGINT"
-            try:
-                c.post(f"/containers/{cid}/kill", query={"signal": signal})
-            except DaemonError:
-                pass
-
-
-def _remove_quietly(c: Client, cid: str) -> None:
-    try:
-        c.delete(f"/containers/{cid}", {"force": True})
-    except DaemonError as exc:
-        if exc.status != 404:  # 404: the daemon removed it already
-            err(f"Error response from daemon: {exc.message}")
-
-
-def _copy_logs(c: Client, cid: str, query: dict[str, Any]) -> None:
-    response = c.send("GET", f"/containers/{cid}/logs", query)
-    kind = stream_kind(response)
-    demultiplex(read_chunks(response), sys.stdout.buffer, sys.stderr.buffer, True if kind else None)
+    runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
+                         publish_all, expose, ip, network_alias, link, workdir, user, image, command)
 
 
 @click.command(context_settings=CONTEXT)
@@ -245,7 +127,7 @@ def logs(follow: bool, timestamps: bool, tail: str, since: str, container: str) 
     """Fetch the logs of a container"""
     query: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow or None,
                              "timestamps": timestamps or None, "tail": tail, "since": since or None}
-    _copy_logs(client(), ref(container), query)
+    runner.copy_logs(client(), ref(container), query)
 
 
 def _each(refs: Sequence[str], action: Any) -> None:

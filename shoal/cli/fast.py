@@ -88,6 +88,33 @@ FAST: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client,
 }
 
 
+# `run` takes the most common flags here too; IMAGE and the command follow the flags.
+FLAGS_RUN = {"-d": ("detach", False), "--detach": ("detach", False), "--rm": ("remove", False),
+             "--name": ("name", True), "--network": ("network", True), "--net": ("network", True),
+             "-h": ("hostname", True), "--hostname": ("hostname", True), "-e": ("env", True),
+             "--env": ("env", True), "-l": ("label", True), "--label": ("label", True),
+             "-p": ("publish", True), "--publish": ("publish", True), "-P": ("publish_all", False),
+             "--publish-all": ("publish_all", False), "--expose": ("expose", True), "--ip": ("ip", True),
+             "--network-alias": ("network_alias", True), "--link": ("link", True), "-w": ("workdir", True),
+             "--workdir": ("workdir", True), "-u": ("user", True), "--user": ("user", True)}
+SINGLE_VALUED = ("name", "network", "hostname", "ip", "workdir", "user")
+
+
+def _run(c: Client, p: dict[str, Any]) -> None:
+    from shoal.cli.runner import run_container
+
+    single = {k: (p[k][-1] if p[k] else "") for k in SINGLE_VALUED}
+    run_container(c, p["detach"], p["remove"], single["name"], single["network"], single["hostname"], p["env"],
+                  p["label"], None, p["publish"], p["publish_all"], p["expose"], single["ip"], p["network_alias"],
+                  p["link"], single["workdir"], single["user"], p["positional"][0], p["positional"][1:])
+
+
+POSITIONAL: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {
+    ("run",): (FLAGS_RUN, _run),
+    ("container", "run"): (FLAGS_RUN, _run),
+}
+
+
 def parse_fast(argv: Sequence[str]) -> tuple[str | None, Callable[[Client, dict[str, Any]], None], dict[str, Any]] | None:
     """(host, runner, params) for argv the fast path fully understands, else None."""
     host = None
@@ -101,8 +128,10 @@ def parse_fast(argv: Sequence[str]) -> tuple[str | None, Callable[[Client, dict[
         else:
             return None
     rest = argv[i:]
-    for words, (flags, runner) in FAST.items():
+    positional = False
+    for words, (flags, runner) in [*FAST.items(), *POSITIONAL.items()]:
         if tuple(rest[:len(words)]) == words:
+            positional = words in POSITIONAL
             break
     else:
         return None
@@ -119,7 +148,12 @@ def parse_fast(argv: Sequence[str]) -> tuple[str | None, Callable[[Client, dict[
             j += 1
         elif arg in flags and not flags[arg][1]:
             params[flags[arg][0]] = True
+        elif positional and not arg.startswith("-"):
+            params["positional"] = list(args[j:])  # IMAGE [COMMAND...]: options end here
+            return host, runner, params
         else:
             return None  # positional, --help, combined short flags, typos: let click decide
         j += 1
+    if positional:
+        return None  # no IMAGE: click prints the usage error
     return host, runner, params

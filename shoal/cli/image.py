@@ -12,6 +12,7 @@ import click
 
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, out
+from shoal.cli.format import to_json
 from shoal.client import DaemonError, json_messages, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}

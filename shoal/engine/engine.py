@@ -42,7 +42,7 @@ from shoal.engine.records import (
     to_dict,
 )
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
-from shoal.engine.state import StateDir, write_atomic
+from shoal.engine.state import StateDir
 from shoal.engine.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)

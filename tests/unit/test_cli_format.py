@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from shoal.cli import fast
-from shoal.cli.container import create_body, run
+from shoal.cli.container import run
+from shoal.cli.runner import create_body
 from shoal.cli.format import (UsageError, build_ipam_config, bytes_size, container_names, container_rows,
                               container_status, created_ago, ellipsis, format_ports, go_quote, host_name,
                               human_duration, human_size, image_rows, network_rows, parse_env, parse_expose,
@@ -311,13 +312,23 @@ def test_fast_path_leaves_other_argv_to_click(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("words,flags", [(("network", "ls"), fast.FLAGS_NETWORK_LS), (("ps",), fast.FLAGS_PS),
-                                         (("image", "ls"), fast.FLAGS_IMAGE_LS)])
+                                         (("image", "ls"), fast.FLAGS_IMAGE_LS), (("run",), fast.FLAGS_RUN)])
 def test_fast_path_flags_match_the_click_command(words: tuple[str, ...], flags: dict[str, tuple[str, bool]]) -> None:
     command: click.Command = cli
     for word in words:
         command = command.get_command(click.Context(command), word)  # type: ignore[attr-defined]
     options = {opt: (p.name, not p.is_flag) for p in command.params if isinstance(p, click.Option) for opt in p.opts}
     assert all(options[flag] == spec for flag, spec in flags.items())
+
+
+def test_fast_path_run_stops_options_at_the_image() -> None:
+    _, _, params = fast.parse_fast(["run", "-d", "--name", "web", "-p", "8080:80", "busybox", "httpd", "-f", "-p", "80"])
+    assert (params["detach"], params["name"], params["publish"]) == (True, ["web"], ["8080:80"])
+    assert params["positional"] == ["busybox", "httpd", "-f", "-p", "80"]
+
+
+def test_fast_path_run_without_an_image_goes_to_click() -> None:
+    assert fast.parse_fast(["run", "-d"]) is None
 
 
 # ---- the CLI as a whole, without a daemon -----------------------------------------------
