@@ -58,12 +58,20 @@ def iproute_in(path: Path | str) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def _is_mount_point(path: Path) -> bool:
+    """From /proc/self/mountinfo: `ip netns add` bind-mounts /run/netns onto itself, which
+    os.path.ismount cannot see (same device, same inode)."""
+    wanted = str(path)
+    with open("/proc/self/mountinfo") as handle:
+        return any(line.split()[4] == wanted for line in handle)
+
+
 def create_here(path: Path) -> bool:
     """Makes a new network namespace bound at `path` (like `ip netns add`) from this thread.
 
     Returns False, having changed nothing, when /run/netns is not a mount point of its own
     (then the caller falls back to a forking helper that sets it up)."""
-    if not os.path.ismount(path.parent):
+    if not _is_mount_point(path.parent):
         return False
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
