@@ -23,6 +23,20 @@ on_h1 shoal exec container1 ping -c3 -w3 172.17.0.3
 on_h1 shoal exec container1 cat /etc/hosts
 on_h1 shoal run --rm --network none busybox ip addr
 on_h1 shoal ps
+
+echo; echo "== user-defined networks, embedded DNS, published ports"
+on_h1 shoal network create --driver bridge isolated_nw
+on_h1 shoal run -d --network isolated_nw --name web busybox httpd -f -p 80 -h /etc
+on_h1 shoal run --rm --network isolated_nw busybox nslookup web
+on_h1 shoal run -d -p 8080:80 --name pub busybox httpd -f -p 80 -h /etc
+# From a container on the other lab host, through h2's masquerade and h1's published port.
+for attempt in 1 2 3 4 5; do
+  if step shoal lab exec --name "$LAB" h2 -- shoal run --rm busybox wget -qO- http://192.168.200.11:8080/hostname; then
+    break
+  fi
+  sleep 0.5
+done
+on_h1 shoal ps
 if command -v docker >/dev/null; then
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker network ls
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker ps

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -250,3 +251,32 @@ def test_proxies_from_the_config_file_reach_new_containers_and_env_overrides(lab
 
 def _rules(text: str) -> list[str]:
     return [re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if line and not line.startswith("#")]
+
+
+PEER_SERVER = """
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen(1)
+server.settimeout(30)
+conn, peer = server.accept()
+conn.sendall(peer[0].encode())
+conn.close()
+"""
+
+
+def test_outbound_traffic_of_a_container_is_masqueraded_to_the_hosts_address(lab):
+    # A listener on h1 itself (not in a container) reports the source address it sees; a
+    # container on h2 connects to it across the lab switch.
+    server = subprocess.Popen(lab.exec_argv("h1", [sys.executable, "-c", PEER_SERVER, "9099"]),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        def connect() -> str | None:
+            got = run(lab, "run", "--rm", "busybox", "nc", lab.address("h1"), "9099", host="h2", check=False)
+            return got.stdout.strip() or None
+
+        assert wait_until(connect, timeout=20) == lab.address("h2")
+    finally:
+        server.kill()
+        server.wait()
