@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from shoal.api.params import get_ci
+from shoal.humanize import human_duration
 from shoal.engine.records import ContainerRecord, EndpointRecord, ExecRecord, NetworkRecord
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -34,34 +35,6 @@ def parse_time(value: str) -> datetime | None:
 def unix_seconds(value: str) -> int:
     parsed = parse_time(value)
     return int(parsed.timestamp()) if parsed else 0
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, the wording of `docker ps` STATUS."""
-    secs = int(seconds)
-    if secs < 1:
-        return "Less than a second"
-    if secs == 1:
-        return "1 second"
-    if secs < 60:
-        return f"{secs} seconds"
-    minutes = secs // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds // 3600) // 24 // 365} years"
 
 
 def container_status(c: ContainerRecord, now: datetime) -> str:

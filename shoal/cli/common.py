@@ -11,6 +11,7 @@ TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI
 from shoal.client import Client
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import NoReturn
 
     import click
@@ -63,3 +64,25 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def out(text: str) -> None:
     sys.stdout.write(text)
+
+
+def inspect_each(c: Client, refs: Sequence[str], path: Callable[[str], str],
+                 query: dict[str, object] | None = None) -> None:
+    """docker's `X inspect A B`: a JSON array of what was found, then each 404 as an error (exit 1)."""
+    from shoal.cli.format import to_json
+    from shoal.client import DaemonError, ref
+
+    found, errors = [], []
+    for name in refs:
+        try:
+            found.append(c.get(path(ref(name)), query))
+        except DaemonError as exc:
+            if exc.status != 404:
+                raise
+            errors.append(exc.message)
+    out(to_json(found) + "\n")
+    if errors:
+        sys.stdout.flush()
+        for message in errors:
+            err(f"Error response from daemon: {message}")
+        raise Failed(1)

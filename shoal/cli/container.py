@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from shoal.cli import fast
-from shoal.cli.common import Failed, client, err, out
+from shoal.cli.common import Failed, client, err, inspect_each, out
 from shoal.cli import runner
-from shoal.cli.format import parse_env, to_json
+from shoal.cli.format import parse_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -187,20 +187,7 @@ def start(containers: tuple[str, ...]) -> None:
 @click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
 def inspect(containers: tuple[str, ...]) -> None:
     """Display detailed information on one or more containers"""
-    c = client()
-    found, errors = [], []
-    for r in containers:
-        try:
-            found.append(c.get(f"/containers/{ref(r)}/json"))
-        except DaemonError as exc:
-            if exc.status != 404:
-                raise
-            errors.append(exc.message)
-    out(to_json(found) + "\n")
-    if errors:
-        for message in errors:
-            err(f"Error response from daemon: {message}")
-        raise Failed(1)
+    inspect_each(client(), containers, lambda r: f"/containers/{r}/json")
 
 
 @click.group(context_settings=CONTEXT)

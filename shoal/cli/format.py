@@ -6,6 +6,8 @@ tests/unit/test_cli_format.py.
 from __future__ import annotations
 
 import json
+
+from shoal.humanize import human_duration
 TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI start-up
 
 if TYPE_CHECKING:  # runtime imports stay minimal: this module is on the CLI's fast path
@@ -102,34 +104,6 @@ def split_repo_tag(reference: str) -> tuple[str, str]:
 
 
 # ---- time and size --------------------------------------------------------------------
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: `Less than a second`, `2 minutes`, `About an hour`, `3 days`…"""
-    secs = int(seconds)
-    if secs < 1:
-        return "Less than a second"
-    if secs == 1:
-        return "1 second"
-    if secs < 60:
-        return f"{secs} seconds"
-    minutes = secs // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)  # Go rounds the duration to the nearest hour here
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds // 3600) // 24 // 365} years"
-
-
 def _scaled(size: float, base: float, units: Sequence[str]) -> tuple[float, str]:
     i = 0
     while size >= base and i < len(units) - 1:

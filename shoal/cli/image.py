@@ -11,8 +11,7 @@ from typing import BinaryIO
 import click
 
 from shoal.cli import fast
-from shoal.cli.common import Failed, client, err, out
-from shoal.cli.format import to_json
+from shoal.cli.common import Failed, client, err, inspect_each, out
 from shoal.client import DaemonError, json_messages, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -70,20 +69,7 @@ def _load(body: bytes | BinaryIO, quiet: bool, size: int | None = None) -> None:
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 def inspect(images: tuple[str, ...]) -> None:
     """Display detailed information on one or more images"""
-    c = client()
-    found, errors = [], []
-    for name in images:
-        try:
-            found.append(c.get(f"/images/{ref(name)}/json"))
-        except DaemonError as exc:
-            if exc.status != 404:
-                raise
-            errors.append(exc.message)
-    out(to_json(found) + "\n")
-    if errors:
-        for message in errors:
-            err(f"Error response from daemon: {message}")
-        raise Failed(1)
+    inspect_each(client(), images, lambda r: f"/images/{r}/json")
 
 
 @click.command(context_settings=CONTEXT)

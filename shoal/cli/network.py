@@ -9,8 +9,8 @@ import sys
 import click
 
 from shoal.cli import fast
-from shoal.cli.common import Failed, client, err, out
-from shoal.cli.format import build_ipam_config, parse_filters, parse_kv, to_json
+from shoal.cli.common import Failed, client, err, inspect_each, out
+from shoal.cli.format import build_ipam_config, parse_filters, parse_kv
 from shoal.client import DaemonError, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -39,21 +39,7 @@ network.add_command(ls, "list")
 @click.argument("names", nargs=-1, required=True, metavar="NETWORK...")
 def inspect(verbose: bool, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks"""
-    c = client()
-    found, errors = [], []
-    for name in names:
-        try:
-            found.append(c.get(f"/networks/{ref(name)}", {"verbose": True} if verbose else None))
-        except DaemonError as exc:
-            if exc.status != 404:
-                raise
-            errors.append(exc.message)
-    out(to_json(found) + "\n")
-    if errors:
-        sys.stdout.flush()
-        for message in errors:
-            err(f"Error response from daemon: {message}")
-        raise Failed(1)
+    inspect_each(client(), names, lambda r: f"/networks/{r}", {"verbose": True} if verbose else None)
 
 
 @network.command(context_settings=CONTEXT)
