@@ -3,7 +3,8 @@ Starts both (manager/cluster.py's LocalCluster; /usr/bin/etcd), drives each with
 
 shoal: CreateConfig (unique names, 256-byte data) sent to the Raft leader; SQLite storage, fsync on, default tick.
 etcd: KV Put (256-byte values) over etcd's own gRPC API to its leader; default quota, snapshot count, fsync.
-Both go through grpc.aio from this one process, one task per client, so the harness costs both sides alike.
+Both go through grpc.aio from this one process, one task per client, with requests encoded by hand and responses
+left unparsed (raw bytes in and out), so the harness costs both sides alike.
 Run: python bench/raft_vs_etcd.py [--duration 10] [--clients 8,64] [--dir DIR]; the last line is
 `ratio writes/s shoal/etcd = X` for the largest client count."""
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from manager.cluster import LocalCluster, free_port  # noqa: E402
 from manager.transport import GRPC_OPTIONS  # noqa: E402
-from proto import control_pb2, control_pb2_grpc, objects_pb2  # noqa: E402
+from proto import control_pb2, objects_pb2  # noqa: E402
 
 VALUE_BYTES = 256
 ETCD = "/usr/bin/etcd"
@@ -70,9 +71,26 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
 def etcd_put_request(key: bytes, value: bytes) -> bytes:
     """etcdserverpb.PutRequest{key = 1, value = 2} in protobuf wire format (both length-delimited)."""
-    return b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
+    return _field(1, key) + _field(2, value)
+
+
+def shoal_create_config_request(name: bytes, data: bytes) -> bytes:
+    """CreateConfigRequest{spec = 1: ConfigSpec{annotations = 1: Annotations{name = 1}, data = 2}} in wire format."""
+    return _field(1, _field(1, _field(1, name)) + _field(2, data))
+
+
+def check_wire_format() -> None:
+    """The hand encoding must be what protobuf would send (a wrong one would benchmark error replies)."""
+    want = control_pb2.CreateConfigRequest(spec=objects_pb2.ConfigSpec(annotations=objects_pb2.Annotations(name="n-1"), data=b"x" * 300))
+    if control_pb2.CreateConfigRequest.FromString(shoal_create_config_request(b"n-1", b"x" * 300)) != want:
+        raise AssertionError("shoal_create_config_request does not encode a CreateConfigRequest")
 
 
 @dataclass(slots=True)
@@ -170,12 +188,11 @@ def channels_for(addr: str, clients: int) -> list[grpc.aio.Channel]:
 
 async def run_shoal(addr: str, clients: int, duration: float, warmup: float, tag: str) -> RunResult:
     chans = channels_for(addr, clients)
-    stubs = [control_pb2_grpc.ControlStub(ch) for ch in chans]
+    creates = [ch.unary_unary("/shoal.v1.Control/CreateConfig") for ch in chans]  # raw bytes in and out, like etcd's
     data = os.urandom(VALUE_BYTES // 2).hex().encode()
 
     async def op(cid: int, seq: int) -> None:
-        spec = objects_pb2.ConfigSpec(annotations=objects_pb2.Annotations(name=f"{tag}-{cid}-{seq}"), data=data)
-        await stubs[cid % len(stubs)].CreateConfig(control_pb2.CreateConfigRequest(spec=spec), timeout=30)
+        await creates[cid % len(creates)](shoal_create_config_request(f"{tag}-{cid}-{seq}".encode(), data), timeout=30)
 
     try:
         n, err, secs, lat = await closed_loop(clients, duration, warmup, op)
@@ -221,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"invalid --clients {a.clients!r}: expected comma-separated positive integers")
     if a.duration <= 0:
         ap.error(f"invalid --duration {a.duration}: must be positive")
+    check_wire_format()
     if not os.access(ETCD, os.X_OK):
         print(f"{ETCD} not found: install etcd-server", file=sys.stderr)
         return 2

@@ -32,7 +32,8 @@ def _lock_data_dir(data_dir: Path) -> int:
     return fd
 
 
-async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None) -> None:
+async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None,
+                 dns: list[str]) -> None:
     from agent.images.busybox import ensure_busybox
     from shoal.api.server import serve
     from shoal.engine.engine import Engine, EngineOptions
@@ -44,6 +45,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         netns_prefix=netns_prefix,
         bip=bip or "172.17.0.1/16",
         mtu=mtu or 1500,
+        dns=dns,
     )
     engine = Engine(options)
     await engine.restore()
@@ -77,6 +79,7 @@ def run_daemon(
     netns_prefix: str = "shoal-",
     bip: str | None = None,
     mtu: int | None = None,
+    dns: list[str] | None = None,
     debug: bool = False,
 ) -> None:
     logging.basicConfig(
@@ -86,6 +89,6 @@ def run_daemon(
     data_dir = Path(data_dir)
     lock_fd = _lock_data_dir(data_dir)
     try:
-        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu))
+        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or [])))
     finally:
         os.close(lock_fd)

@@ -342,13 +342,15 @@ def _remove_runc_containers(root: Path) -> None:
 class Lab:
     """A running lab; `Lab.up` builds one, `Lab.open` attaches to an existing one."""
 
-    def __init__(self, name: str, host_count: int) -> None:
+    def __init__(self, name: str, host_count: int, daemon_args: Sequence[str] = ()) -> None:
         self.name = validate_name(name)
         self.host_count = host_count
+        self.daemon_args = list(daemon_args)  # extra `shoal daemon` flags for every host (e.g. --dns)
 
     # ---- construction ---------------------------------------------------------------
     @classmethod
-    def up(cls, name: str, hosts: int, force: bool = False, ping_deadline: float = PING_DEADLINE_S) -> Lab:
+    def up(cls, name: str, hosts: int, force: bool = False, ping_deadline: float = PING_DEADLINE_S,
+           daemon_args: Sequence[str] = ()) -> Lab:
         """Build lab `name` with `hosts` hosts and wait until every daemon answers /_ping.
 
         On any failure everything made so far is removed again.
@@ -360,7 +362,7 @@ class Lab:
             if not force:
                 raise LabError(f"lab {name!r} already exists: run 'shoal lab down --name {name}' first, or use --force")
             down(name)
-        lab = cls(name, hosts)
+        lab = cls(name, hosts, daemon_args)
         try:
             lab._build()
             for host in lab.hosts:
@@ -378,21 +380,25 @@ class Lab:
         """The existing lab `name` (LabError if there is none)."""
         validate_name(name)
         count = 0
+        daemon_args: list[str] = []
         try:
-            count = int(json.loads((run_dir(name) / "lab.json").read_text())["hosts"])
+            saved = json.loads((run_dir(name) / "lab.json").read_text())
+            count = int(saved["hosts"])
+            daemon_args = [str(a) for a in saved.get("daemon_args", [])]
         except (OSError, ValueError, KeyError, TypeError):
             indexes = [int(m.group(1)) for n in lab_namespaces(name)
                        if (m := re.fullmatch(rf"shoal-{name}-h(\d+)", n))]
             count = max(indexes, default=0)
         if not count:
             raise LabError(f"no lab named {name!r} (start one with 'shoal lab up --hosts N --name {name}')")
-        return cls(name, count)
+        return cls(name, count, daemon_args)
 
     def _build(self) -> None:
         sw = switch_netns(self.name)
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         run_dir(self.name).mkdir(parents=True)
-        (run_dir(self.name) / "lab.json").write_text(json.dumps({"name": self.name, "hosts": self.host_count}) + "\n")
+        (run_dir(self.name) / "lab.json").write_text(json.dumps({"name": self.name, "hosts": self.host_count,
+                                                               "daemon_args": self.daemon_args}) + "\n")
         _ip(["-batch", "-"], "".join(f"netns add {n}\n" for n in [sw, *map(self.netns, self.hosts)]))
         switch = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
         for host in self.hosts:
@@ -442,7 +448,7 @@ class Lab:
     def _start_daemon(self, host: str) -> int:
         directory = run_dir(self.name, host)
         directory.mkdir(parents=True, exist_ok=True)
-        argv = launch_argv(self.name, host)
+        argv = launch_argv(self.name, host) + self.daemon_args
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)

@@ -172,14 +172,16 @@ def inspect(fmt: str, kind: str | None, refs: tuple[str, ...]) -> None:
 @click.option("--netns-prefix", default="shoal-", show_default=True, help="Prefix of container netns names")
 @click.option("--bip", default=None, metavar="CIDR", help="Default bridge address (default 172.17.0.1/16)")
 @click.option("--mtu", type=int, default=None, help="Default bridge MTU")
+@click.option("--dns", multiple=True, metavar="IP",
+              help="DNS server for containers and upstream of the embedded DNS (default: the host's resolv.conf)")
 @click.option("-D", "--debug", is_flag=True, help="Enable debug logging")
 def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None,
-           mtu: int | None, debug: bool) -> None:
+           mtu: int | None, dns: tuple[str, ...], debug: bool) -> None:
     """Run the shoal daemon (one per host, like dockerd)"""
     from shoal.daemon import run_daemon  # heavy (aiohttp, pyroute2): only here
 
     run_daemon(host=listen, data_dir=data_dir, exec_root=exec_root, netns_prefix=netns_prefix,
-               bip=bip, mtu=mtu, debug=debug)
+               bip=bip, mtu=mtu, dns=list(dns), debug=debug)
 
 
 cli.add_command(network.network)

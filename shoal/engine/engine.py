@@ -15,7 +15,7 @@ import signal as signals
 import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,6 +63,7 @@ class EngineOptions:
     bip: str = "172.17.0.1/16"
     mtu: int = 1500
     firewall_check_interval: float = 2.0
+    dns: list[str] = field(default_factory=list)  # --dns: replaces the host's resolvers
 
 
 class Engine:
@@ -106,8 +107,7 @@ class Engine:
     async def restore(self) -> None:
         """Brings kernel and records back in line after a start, a restart or a SIGKILL:
         running containers are adopted, ones that exited meanwhile are marked exited."""
-        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
-        self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(host_resolv))
+        self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(self._host_resolv_conf()))
         await self._kernel(self.net.restore)
         for container_id, data in self.state.load_all("containers").items():
             self.containers[container_id] = container_from_dict(data)
@@ -534,7 +534,7 @@ class Engine:
         container keeps seeing the same bind-mounted files)."""
         directory = self.options.data_dir / "containers" / container.id
         directory.mkdir(parents=True, exist_ok=True)
-        host_resolv = Path("/etc/resolv.conf").read_text() if Path("/etc/resolv.conf").exists() else ""
+        host_resolv = self._host_resolv_conf()
         if container.network_mode == "host":
             hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else etcfiles.HOSTS_HEADER
             resolv = host_resolv
@@ -556,6 +556,15 @@ class Engine:
             os.chmod(path, 0o644)
             mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
         return mounts
+
+    def _host_resolv_conf(self) -> str:
+        """The host's resolv.conf, with its nameservers replaced by --dns when given."""
+        path = Path("/etc/resolv.conf")
+        text = path.read_text() if path.exists() else ""
+        if not self.options.dns:
+            return text
+        kept = [line for line in text.splitlines() if not line.strip().startswith("nameserver")]
+        return "\n".join(kept + [f"nameserver {server}" for server in self.options.dns]) + "\n"
 
     def _user_endpoints(self, container: ContainerRecord) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """Endpoints on user-defined networks: those get the embedded DNS server."""

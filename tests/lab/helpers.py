@@ -32,10 +32,10 @@ _lab_counter = itertools.count()
 
 
 @contextlib.contextmanager
-def running_lab(hosts: int) -> Iterator[Lab]:
+def running_lab(hosts: int, daemon_args: list[str] | None = None) -> Iterator[Lab]:
     """A lab for a whole test module, named uniquely per process, always torn down."""
     name = f"m{os.getpid():x}{next(_lab_counter)}"
     try:
-        yield Lab.up(name, hosts)
+        yield Lab.up(name, hosts, daemon_args=daemon_args or ())
     finally:
         down(name)
