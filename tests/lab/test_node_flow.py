@@ -214,3 +214,25 @@ def _rules(text: str) -> list[str]:
         for line in text.splitlines()
         if line and not line.startswith("#")
     ]
+
+
+def test_an_image_loaded_from_a_docker_save_tarball_runs(lab, tmp_path):
+    import io
+    import tarfile
+
+    from agent.images.busybox import build_busybox_tar
+
+    source = build_busybox_tar(tmp_path / "busybox.tar")
+    retagged = tmp_path / "mybox.tar"
+    with tarfile.open(source) as src, tarfile.open(retagged, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest[0]["RepoTags"] = ["mybox:1"]
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    assert run(lab, "image", "load", "-i", str(retagged)).stdout.strip() == "Loaded image: mybox:1"
+    assert "mybox" in run(lab, "image", "ls").stdout
+    assert run(lab, "run", "--rm", "mybox:1", "echo", "loaded").stdout == "loaded\n"
