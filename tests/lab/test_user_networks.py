@@ -280,3 +280,18 @@ def test_outbound_traffic_of_a_container_is_masqueraded_to_the_hosts_address(lab
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_host_port_held_by_another_process_is_refused(lab):
+    holder = subprocess.Popen(lab.exec_argv("h1", [sys.executable, "-c", PEER_SERVER, "8084"]),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: ":8084 " in lab.exec("h1", ["ss", "-ltn"]).stdout, timeout=10)
+        result = run(lab, "run", "-d", "-p", "8084:80", "--name", "blocked", "busybox", "sleep", "3600", check=False)
+        assert result.returncode == 125
+        assert "Bind for 0.0.0.0:8084 failed: port is already allocated" in result.stderr
+        assert "8084" not in lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout
+    finally:
+        holder.kill()
+        holder.wait()
+        run(lab, "rm", "-f", "blocked", check=False)
