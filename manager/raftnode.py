@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
-from manager.raft.messages import ConfChangeOp, EntryKind, HardState, Message, Snapshot
+from manager.raft.messages import ConfChangeOp, Entry, EntryKind, HardState, Message, Snapshot
 from manager.raft.storage import MemoryStorage
 from manager.store.errors import StoreError
 from manager.transport import RaftServicer, TLSFiles, Transport
@@ -104,7 +104,10 @@ def new_store() -> Any:
 
 @dataclass(slots=True)
 class _Proposal:
+    rid: str
+    data: bytes
     future: asyncio.Future[tuple[int, StoreError | None]]
+    deadline: float  # time.monotonic(); the ticker fails it after this
     index: int = 0
     term: int = 0
 
@@ -120,8 +123,12 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
 
 
+_BOOT = os.urandom(8).hex()  # request ids must not repeat across restarts: a random prefix per process
+_request_seq = itertools.count(1)
+
+
 def new_request_id(node_id: int) -> str:
-    return f"{node_id}-{uuid.uuid4().hex}"
+    return f"{node_id}-{_BOOT}-{next(_request_seq)}"
 
 
 class RaftManager:
@@ -143,6 +150,8 @@ class RaftManager:
         self.stats = Stats()
         self.applied = 0
         self._inbox: list[Callable[[], None]] = []
+        self._msgs: list[Message] = []  # from peers, stepped at the next safe point
+        self._proposals: list[_Proposal] = []  # local proposals, appended together as one batch
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.id}")
         self._tasks: list[asyncio.Task[None]] = []
@@ -240,13 +249,65 @@ class RaftManager:
         self._wake.set()
 
     def _drain_inbox(self) -> None:
-        while self._inbox:
-            batch, self._inbox = self._inbox, []
-            for fn in batch:
-                try:
-                    fn()
-                except Exception:  # one bad input must not stop the node
-                    log.exception("raft %d: input failed", self.id)
+        node = self.node
+        assert node is not None
+        while self._inbox or self._msgs or self._proposals:
+            if self._msgs:
+                msgs, self._msgs = self._msgs, []
+                for m in msgs:
+                    try:
+                        node.step(m)
+                    except Exception:  # one bad input must not stop the node
+                        log.exception("raft %d: message %s from %d failed", self.id, m.type.name, m.from_)
+            if self._inbox:
+                batch, self._inbox = self._inbox, []
+                for fn in batch:
+                    try:
+                        fn()
+                    except Exception:  # one bad input must not stop the node
+                        log.exception("raft %d: input failed", self.id)
+            if self._proposals:
+                self._flush_proposals()
+
+    def _flush_proposals(self) -> None:
+        """Append every queued proposal as one batch: one append message per follower and one fsync for all."""
+        node = self.node
+        assert node is not None
+        queued, self._proposals = self._proposals, []
+        batch: list[_Proposal] = []
+        rids: set[str] = set()
+        for p in queued:
+            if p.future.done():
+                continue  # timed out while queued
+            if p.rid in self._pending or p.rid in rids:
+                p.future.set_exception(Unavailable(f"request {p.rid} is already in flight"))
+                continue
+            rids.add(p.rid)
+            batch.append(p)
+        if not batch:
+            return
+        try:
+            first, term = node.propose_batch([p.data for p in batch])
+        except (NotLeader, ProposalDropped) as e:
+            err = e if isinstance(e, NotLeader) else Unavailable(str(e))
+            for p in batch:
+                p.future.set_exception(err)
+            return
+        for i, p in enumerate(batch):
+            p.index, p.term = first + i, term
+            self._pending[p.rid] = p
+            self._by_index[p.index] = p.rid
+        self.stats.proposals += len(batch)
+
+    def _expire_proposals(self) -> None:
+        """Fail proposals past their deadline (checked every tick: cheaper than a timer per proposal)."""
+        now = time.monotonic()
+        err = Unavailable("proposal timed out: outcome unknown")
+        for p in self._proposals:
+            if p.deadline <= now and not p.future.done():
+                p.future.set_exception(err)
+        for rid in [rid for rid, p in self._pending.items() if p.deadline <= now]:
+            self._fail_request(rid, err)
 
     async def _ticker(self) -> None:
         assert self.node is not None
@@ -254,6 +315,8 @@ class RaftManager:
         while True:
             await asyncio.sleep(self.cfg.tick_s)
             self._call(node.tick)
+            if self._pending or self._proposals:
+                self._expire_proposals()
 
     async def _ready_loop(self) -> None:
         try:
@@ -280,14 +343,21 @@ class RaftManager:
                 rd = node.ready()
                 self.stats.readies += 1
                 hs = self._hard_state_to_save(rd)
+                later = rd.committed_entries
                 if hs is not None or rd.entries or rd.snapshot is not None or rd.compaction is not None:
+                    # Committed entries already in our stable log need not wait for this write (it only
+                    # holds newer entries): applying them first answers their clients one fsync sooner.
+                    early = self._stable_prefix(rd)
+                    if early:
+                        self._apply_entries(early)
+                        later = later[len(early):]
                     t0 = time.perf_counter()
                     await loop.run_in_executor(self._disk, self.storage.save_ready, hs, rd.entries, rd.snapshot, rd.compaction)
                     self._saved_hs = hs or self._saved_hs
                     self._unsaved_hs = None
                     self.stats.persist_s += time.perf_counter() - t0
                 self.transport.send(rd.messages)
-                self._apply(rd)
+                self._apply(rd, later)
                 node.advance(rd)
                 self._after_advance(rd)
                 self._drain_inbox()
@@ -307,7 +377,23 @@ class RaftManager:
             return None
         return hs
 
-    def _apply(self, rd: Ready) -> None:
+    def _stable_prefix(self, rd: Ready) -> list[Entry]:
+        """The leading committed entries of rd that are already persisted and that this Ready's write does not
+        touch (no snapshot, no compaction, new entries only after them)."""
+        committed = rd.committed_entries
+        if not committed or rd.snapshot is not None or rd.compaction is not None:
+            return []
+        stable = self.storage.last_index()
+        if rd.entries:
+            stable = min(stable, rd.entries[0].index - 1)
+        if committed[0].index > stable:
+            return []
+        if committed[-1].index <= stable:
+            return committed
+        return committed[: stable - committed[0].index + 1]
+
+    def _apply(self, rd: Ready, entries: list[Entry]) -> None:
+        """Apply rd's snapshot, the committed entries not applied yet (`entries`), and its read states."""
         node = self.node
         assert node is not None
         if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
@@ -317,7 +403,16 @@ class RaftManager:
             # proposals this node made at or below the snapshot: their outcome is unknown here
             for idx in [i for i in self._by_index if i <= self.applied]:
                 self._fail_request(self._by_index.pop(idx), Unavailable("proposal dropped: replaced by a leader snapshot"))
-        for e in rd.committed_entries:
+        self._apply_entries(entries)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        self._track_leadership()
+        self._release_applied_waits()
+
+    def _apply_entries(self, entries: list[Entry]) -> None:
+        for e in entries:
             if e.index <= self.applied:
                 continue
             rid = self._by_index.pop(e.index, None)
@@ -342,12 +437,8 @@ class RaftManager:
                     waiter[1].set_exception(Unavailable("membership change dropped: leadership changed"))
             self.applied = e.index
             self.stats.applied_entries += 1
-        for rs in rd.read_states:
-            fut = self._reads.pop(rs.ctx, None)
-            if fut is not None and not fut.done():
-                fut.set_result(rs.index)
-        self._track_leadership()
-        self._release_applied_waits()
+        if entries:
+            self._release_applied_waits()
 
     def _track_leadership(self) -> None:
         node = self.node
@@ -392,6 +483,10 @@ class RaftManager:
             prop.future.set_exception(err)
 
     def _fail_all(self, err: BaseException) -> None:
+        queued, self._proposals = self._proposals, []
+        for p in queued:
+            if not p.future.done():
+                p.future.set_exception(err)
         for rid in list(self._pending):
             self._fail_request(rid, err)
         self._by_index.clear()
@@ -444,10 +539,7 @@ class RaftManager:
         return f"unknown raft member {sender}"
 
     def deliver(self, msgs: list[Message]) -> None:
-        node = self.node
-        assert node is not None
-        for m in msgs:
-            self._inbox.append(lambda m=m: node.step(m))
+        self._msgs.extend(msgs)
         self._wake.set()
 
     def learn_peers(self, peers: dict[int, str]) -> None:
@@ -500,30 +592,11 @@ class RaftManager:
             return index
 
     async def _propose_here(self, data: bytes, rid: str, deadline: float) -> tuple[int, StoreError | None]:
-        loop = asyncio.get_running_loop()
-        prop = _Proposal(loop.create_future())
-        node = self.node
-        assert node is not None
-
-        def run() -> None:
-            if rid in self._pending:
-                prop.future.set_exception(Unavailable(f"request {rid} is already in flight"))
-                return
-            try:
-                prop.index, prop.term = node.propose(data)
-            except (NotLeader, ProposalDropped) as e:
-                prop.future.set_exception(e if isinstance(e, NotLeader) else Unavailable(str(e)))
-                return
-            self.stats.proposals += 1
-            self._pending[rid] = prop
-            self._by_index[prop.index] = rid
-
-        self._call(run)
-        try:
-            return await asyncio.wait_for(asyncio.shield(prop.future), max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            self._pending.pop(rid, None)
-            raise Unavailable("proposal timed out: outcome unknown") from None
+        """Queue the proposal for the Ready loop's next batch; resolved when applied here (or failed)."""
+        prop = _Proposal(rid, data, asyncio.get_running_loop().create_future(), deadline)
+        self._proposals.append(prop)
+        self._wake.set()
+        return await prop.future
 
     async def _forward(self, leader: int, data: bytes, rid: str, deadline: float) -> tuple[int, StoreError | None]:
         """Run the proposal on the leader; (0, None) means "not the leader any more, look again"."""

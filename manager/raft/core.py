@@ -184,6 +184,16 @@ class RaftNode:
         self._bcast_append()
         return index, self.term
 
+    def propose_batch(self, datas: list[bytes]) -> tuple[int, int]:
+        """Append several proposals at once (one append message per follower, not one per proposal);
+        returns (index of the first, term): the i-th of datas is at that index + i."""
+        self._check_can_propose()
+        if not datas:
+            raise ValueError("propose_batch needs at least one proposal")
+        last = self._append([(EntryKind.NORMAL, d) for d in datas])
+        self._bcast_append()
+        return last - len(datas) + 1, self.term
+
     def forward_proposal(self, data: bytes) -> tuple[int, int] | None:
         """Like propose(), but a follower forwards to the leader (no index comes back)."""
         if self.state == StateRole.LEADER:
