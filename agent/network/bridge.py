@@ -113,9 +113,11 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
             raise NetworkSetupError(f"bridge {bridge} does not exist")
         bridge_index = bridges[0]
         created = False
-        if ipr.link_lookup(ifname=host_ifname) and not _is_pair(ipr, host_ifname, netns, ifname):
+        existing = ipr.link_lookup(ifname=host_ifname)
+        if existing and not _is_pair(ipr, host_ifname, netns, ifname):
             _delete_link(ipr, host_ifname)  # a stale half from an earlier crash: start over
-        if not ipr.link_lookup(ifname=host_ifname):
+            existing = []
+        if not existing:
             peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": str(ns_file), "address": mac}
             if mtu is not None:
                 peer["mtu"] = mtu
@@ -126,7 +128,7 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
                     f"cannot create veth {host_ifname}/{ifname} in {netns}: {exc}") from exc
             created = True
         try:
-            host_index = ipr.link_lookup(ifname=host_ifname)[0]
+            host_index = existing[0] if existing else ipr.link_lookup(ifname=host_ifname)[0]
             settings: dict[str, Any] = {"master": bridge_index, "state": "up"}
             if mtu is not None:
                 settings["mtu"] = mtu
@@ -136,8 +138,12 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
             ipr.brport("set", index=host_index, mode=1)
             with iproute_in(netns_path(netns)) as nsr:
                 index = nsr.link_lookup(ifname=ifname)[0]
-                nsr.link("set", index=index, address=mac, **({"mtu": mtu} if mtu else {}))
-                _ensure_only_address(nsr, index, iface)
+                if not created:  # a new peer was made with this MAC and MTU already
+                    nsr.link("set", index=index, address=mac, **({"mtu": mtu} if mtu else {}))
+                if created:  # a new link has no address yet: no need to list them
+                    nsr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                else:
+                    _ensure_only_address(nsr, index, iface)
                 nsr.link("set", index=index, state="up")
                 if gw is not None:
                     nsr.route("replace", dst=DEFAULT_ROUTE, gateway=str(gw))
