@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import secrets
 import signal as signals
 import socket
@@ -19,18 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.executor.runtime import RuncError, RuncRuntime, resolve_user
-from agent.executor.spec import Mount, ProcessSpec
-from agent.images.store import ImageError, ImageNotFound, ImageStore
-from agent.network import bridge as kernel
-from agent.network import netns as namespaces
 import shoal
+from agent.executor.runtime import RuncError, RuncRuntime
+from agent.executor.spec import ProcessSpec
+from agent.images.store import ImageError, ImageNotFound, ImageStore
+from agent.network import netns as namespaces
 from agent.network.dns import NameTable, upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
-from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
-from shoal.engine import etcfiles, links, publish
+from shoal.engine import links, publish
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
+from shoal.engine.helpers import container_matches, label_filter, merge_env, parse_signal, parse_tail, user_ids
 from shoal.engine.names import generate_name, validate_container_name
 from shoal.engine.networks import NetworkController, NetworkOptions
 from shoal.engine.records import (
@@ -42,6 +40,7 @@ from shoal.engine.records import (
     to_dict,
 )
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
+from shoal.engine.sandbox import SandboxMixin
 from shoal.engine.state import StateDir
 from shoal.engine.timefmt import now_rfc3339
 
@@ -66,7 +65,7 @@ class EngineOptions:
     dns: list[str] = field(default_factory=list)  # --dns: replaces the host's resolvers
 
 
-class Engine:
+class Engine(SandboxMixin):
     """Attributes the API reads: `daemon_id` (64 hex, stable across restarts), `data_dir`,
     `images` (agent.images.store.ImageStore)."""
 
@@ -246,7 +245,7 @@ class Engine:
         for net in list(self.net.networks.values()):
             if net.predefined or self.network_endpoints(net.id):
                 continue
-            if not all(_label_filter(net.labels, v) for v in filters.get("label", [])):
+            if not all(label_filter(net.labels, v) for v in filters.get("label", [])):
                 continue
             await self._kernel(self.net.remove, net.id, [])
             pruned.append(net.name)
@@ -286,7 +285,7 @@ class Engine:
         if not args:
             raise InvalidParameter("no command specified")
         if request.user:
-            _user_ids(request.user, image.rootfs)
+            user_ids(request.user, image.rootfs)
 
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
@@ -301,7 +300,7 @@ class Engine:
             args=args,
             cmd=cmd,
             entrypoint=list(entrypoint),
-            env=_merge_env(list(config.get("Env") or []), request.env),
+            env=merge_env(list(config.get("Env") or []), request.env),
             working_dir=request.working_dir or config.get("WorkingDir") or "",
             user=request.user or config.get("User") or "",
             hostname=request.hostname or (container_id[:12] if mode != "host" else socket.gethostname()),
@@ -388,7 +387,7 @@ class Engine:
         for container in self.containers.values():
             if not all and container.state != "running" and "status" not in filters:
                 continue
-            if _container_matches(container, filters, self.net):
+            if container_matches(container, filters, self.net):
                 result.append(container)
         return sorted(result, key=lambda c: c.created, reverse=True)
 
@@ -435,10 +434,10 @@ class Engine:
             for other, _ in self._linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
                     await self._register_dns(other, str(namespaces.netns_path(other.netns)))
-            uid, gid = _user_ids(container.user, image.rootfs)
+            uid, gid = user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
-                env=_merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
+                env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
                 cwd=container.working_dir or "/",
                 uid=uid,
                 gid=gid,
@@ -471,202 +470,6 @@ class Engine:
         self._save(container)
         self._watch(container)
 
-    def _setup_network(self, container: ContainerRecord) -> str | None:
-        """Kernel thread: the container's namespace and endpoints; returns the namespace path
-        (None in host mode). Undoes its own work when a step fails."""
-        if container.network_mode == "host":
-            return None
-        container.netns = f"{self.options.netns_prefix}{container.id[:12]}"
-        try:
-            path = str(namespaces.create_netns(container.netns))
-            for index, endpoint in enumerate(self._bridge_endpoints_in_order(container)):
-                net = self.net.networks[endpoint.network_id]
-                self.net.allocate_endpoint(net, container.id, endpoint, endpoint.requested_ipv4)
-                self.net.plumb(endpoint, container.netns, f"eth{index}", default_route=False)
-            self._refresh_default_route(container)
-        except Exception:
-            self._teardown_network(container)
-            raise
-        return path
-
-    def _teardown_network(self, container: ContainerRecord) -> None:
-        """Kernel thread: frees addresses, veths and the namespace (Docker releases a
-        stopped container's addresses; the next start allocates again)."""
-        for endpoint in container.endpoints.values():
-            self.net.unplumb(endpoint)
-            self.net.release_endpoint(endpoint)
-        if container.netns:
-            namespaces.delete_netns(container.netns)
-            container.netns = ""
-
-    def _bridge_endpoints_in_order(self, container: ContainerRecord) -> list[EndpointRecord]:
-        endpoints = [
-            e for n, e in container.endpoints.items()
-            if n in self.net.networks and self.net.networks[n].driver == "bridge"
-        ]
-        missing = [n for n in container.endpoints if n not in self.net.networks]
-        if missing:
-            raise NotFound(f"network {missing[0]} not found")
-        # The primary network (NetworkMode) is eth0, then the others by name.
-        primary = self.net.lookup(container.network_mode).id if container.network_mode not in ("host", "none") else ""
-        return sorted(endpoints, key=lambda e: (e.network_id != primary, self.net.networks[e.network_id].name))
-
-    def _next_ifname(self, container: ContainerRecord) -> str:
-        taken = {e.ifname for e in container.endpoints.values() if e.ifname.startswith("eth")}
-        index = 0
-        while f"eth{index}" in taken:
-            index += 1
-        return f"eth{index}"
-
-    def _refresh_default_route(self, container: ContainerRecord) -> None:
-        """S12: external traffic leaves through the first non-internal network by name."""
-        if not container.netns:
-            return
-        candidates = sorted(
-            (self.net.networks[e.network_id].name, e.gateway)
-            for e in container.endpoints.values()
-            if e.network_id in self.net.networks and e.ipv4 and e.gateway
-        )
-        kernel.set_default_route(container.netns, candidates[0][1] if candidates else None)
-
-    def _write_etc_files(self, container: ContainerRecord) -> list[Mount]:
-        """/etc/hosts, resolv.conf and hostname of the container, rewritten in place (a running
-        container keeps seeing the same bind-mounted files)."""
-        directory = self.options.data_dir / "containers" / container.id
-        directory.mkdir(parents=True, exist_ok=True)
-        host_resolv = self._host_resolv_conf()
-        if container.network_mode == "host":
-            hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else etcfiles.HOSTS_HEADER
-            resolv = host_resolv
-        else:
-            own_ips = [e.ipv4 for e in self._bridge_endpoints_in_order(container) if e.ipv4]
-            names = [container.hostname]
-            if container.domainname:
-                names.insert(0, f"{container.hostname}.{container.domainname}")
-            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]], self._link_hosts(container))
-            if self._user_endpoints(container):
-                resolv = etcfiles.embedded_resolv_conf(host_resolv)
-            else:
-                resolv = etcfiles.container_resolv_conf(host_resolv)
-        files = {"hosts": hosts, "resolv.conf": resolv, "hostname": container.hostname + "\n"}
-        mounts = []
-        for name, text in files.items():
-            path = directory / name
-            etcfiles.write_in_place(path, text)
-            os.chmod(path, 0o644)
-            mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
-        return mounts
-
-    def _host_resolv_conf(self) -> str:
-        """The host's resolv.conf, with its nameservers replaced by --dns when given."""
-        path = Path("/etc/resolv.conf")
-        text = path.read_text() if path.exists() else ""
-        if not self.options.dns:
-            return text
-        kept = [line for line in text.splitlines() if not line.strip().startswith("nameserver")]
-        return "\n".join(kept + [f"nameserver {server}" for server in self.options.dns]) + "\n"
-
-    def _user_endpoints(self, container: ContainerRecord) -> list[tuple[NetworkRecord, EndpointRecord]]:
-        """Endpoints on user-defined networks: those get the embedded DNS server."""
-        return [
-            (self.net.networks[e.network_id], e)
-            for e in container.endpoints.values()
-            if e.network_id in self.net.networks and not self.net.networks[e.network_id].predefined
-        ]
-
-    def _linked(self, container: ContainerRecord) -> list[tuple[ContainerRecord, str]]:
-        linked = []
-        for linked_id, alias in container.links:
-            other = self.containers.get(linked_id)
-            if other is not None:
-                linked.append((other, alias))
-        return linked
-
-    def _bridge_ip(self, container: ContainerRecord) -> str:
-        bridge = self.net.lookup("bridge")
-        endpoint = container.endpoints.get(bridge.id)
-        return endpoint.ipv4 if endpoint else ""
-
-    def _link_hosts(self, container: ContainerRecord) -> list[tuple[str, list[str]]]:
-        """Links on the default bridge become /etc/hosts lines (S13)."""
-        if container.network_mode != "bridge":
-            return []
-        return [
-            links.hosts_entry(self._bridge_ip(other), alias, other.id, other.name)
-            for other, alias in self._linked(container)
-            if self._bridge_ip(other)
-        ]
-
-    def _link_env(self, container: ContainerRecord) -> list[str]:
-        if container.network_mode != "bridge":
-            return []
-        env: list[str] = []
-        for other, alias in self._linked(container):
-            ip = self._bridge_ip(other)
-            if other.state != "running" or not ip:
-                raise EngineError(
-                    f"Cannot link to a non running container: /{other.name} AS /{container.name}/{alias}", 400
-                )
-            exposed = sorted(
-                (b["container_port"], b["proto"]) for b in other.port_bindings
-            ) or _exposed_of(other)
-            env += links.link_env(alias, container.name, ip, exposed, _user_env(other))
-        return env
-
-    # ---- embedded DNS ---------------------------------------------------------------
-    async def _register_dns(self, container: ContainerRecord, netns_path: str | None) -> None:
-        user = self._user_endpoints(container)
-        if not user or netns_path is None or self.dns is None:
-            return
-        aliases_from_links = self._link_aliases()
-        for net, endpoint in user:
-            if not endpoint.ipv4:
-                continue
-            names = [container.name, container.id[:12], *endpoint.aliases,
-                     *aliases_from_links.get(container.id, [])]
-            self.dns_table.set_endpoint(container.id, net.id, net.name, endpoint.ipv4, _unique(names))
-        await self.dns.add_container(container.id, netns_path)
-
-    def _link_aliases(self) -> dict[str, list[str]]:
-        """On user-defined networks a link is only an alias of the linked container (S13)."""
-        aliases: dict[str, list[str]] = {}
-        for other in self.containers.values():
-            if other.network_mode in ("bridge", "host", "none"):
-                continue
-            for linked_id, alias in other.links:
-                aliases.setdefault(linked_id, []).append(alias)
-        return aliases
-
-    async def _unregister_dns(self, container: ContainerRecord) -> None:
-        self.dns_table.remove_container(container.id)
-        if self.dns is not None:
-            await self.dns.remove_container(container.id)
-
-    # ---- published ports ------------------------------------------------------------
-    def _publish_endpoint(self, container: ContainerRecord) -> EndpointRecord | None:
-        """Ports are published on the network that gives the container its default route."""
-        candidates = sorted(
-            (self.net.networks[e.network_id].name, e.network_id)
-            for e in container.endpoints.values()
-            if e.network_id in self.net.networks and e.ipv4 and e.gateway
-        )
-        return container.endpoints[candidates[0][1]] if candidates else None
-
-    def _firewall_ports(self) -> list[PublishedPort]:
-        ports: list[PublishedPort] = []
-        for container in sorted(self.containers.values(), key=lambda c: c.id):
-            if not container.published:  # set while starting, cleared at exit
-                continue
-            endpoint = self._publish_endpoint(container)
-            if endpoint is None:
-                continue
-            bridge = self.net.bridge_name(self.net.networks[endpoint.network_id])
-            ports += publish.firewall_ports(container, bridge, endpoint.ipv4)
-        return ports
-
-    def etc_path(self, container: ContainerRecord, name: str) -> str:
-        return str(self.options.data_dir / "containers" / container.id / name)
-
     def _watch(self, container: ContainerRecord) -> None:
         self._exited.setdefault(container.id, asyncio.Event())
         old = self._watchers.pop(container.id, None)
@@ -692,12 +495,6 @@ class Engine:
         if container.auto_remove and container_id in self.containers:
             await self._remove(container)
 
-    async def _release_ports(self, container: ContainerRecord) -> None:
-        if container.published:
-            container.published = []
-            self.ports.unpublish(container)
-            await self._kernel(self.net.apply_firewall)
-
     async def _finish(self, container: ContainerRecord, code: int) -> None:
         """Marks a container exited and frees its network resources."""
         container.state = "exited"
@@ -715,14 +512,14 @@ class Engine:
         async with self._lock(container.id):
             if container.state != "running":
                 raise NotModified("container already stopped")
-            sig = _parse_signal(signal) if signal else signals.SIGTERM
+            sig = parse_signal(signal) if signal else signals.SIGTERM
             wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
             await self._finish(container, code)
 
     async def kill_container(self, ref: str, signal: str = "SIGKILL") -> None:
         container = self.get_container(ref)
-        sig = _parse_signal(signal or "SIGKILL")
+        sig = parse_signal(signal or "SIGKILL")
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
         await self.runtime.kill(container.id, int(sig))
@@ -779,7 +576,7 @@ class Engine:
         while follow and container.state == "created" and container.id in self.containers:
             await asyncio.sleep(LOG_POLL_SECONDS)  # attach before start: wait for the output to begin
         offsets: dict[int, int] = {}
-        lines_wanted = None if tail in ("", "all") else _parse_tail(tail)
+        lines_wanted = None if tail in ("", "all") else parse_tail(tail)
         for stream, path in wanted:
             data = path.read_bytes() if path.exists() else b""
             offsets[stream] = len(data)
@@ -810,7 +607,7 @@ class Engine:
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
         if request.user:
-            _user_ids(request.user, self.runtime.rootfs(container.id))
+            user_ids(request.user, self.runtime.rootfs(container.id))
         record = ExecRecord(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -837,10 +634,10 @@ class Engine:
         container = self.containers.get(record.container_id)
         if container is None or container.state != "running":
             raise Conflict(f"container {record.container_id} is not running")
-        uid, gid = _user_ids(record.user or container.user, self.runtime.rootfs(container.id))
+        uid, gid = user_ids(record.user or container.user, self.runtime.rootfs(container.id))
         process = ProcessSpec(
             args=record.args,
-            env=_merge_env(container.env, record.env),
+            env=merge_env(container.env, record.env),
             cwd=record.working_dir or container.working_dir or "/",
             uid=uid,
             gid=gid,
@@ -879,97 +676,3 @@ class Engine:
     def _save(self, container: ContainerRecord) -> None:
         if container.id in self.containers:
             self.state.save("containers", container.id, to_dict(container))
-
-
-def _merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -> list[str]:
-    """KEY=VALUE lists merged by key; overrides win unless keep_first (then base wins)."""
-    merged: dict[str, str] = {}
-    for entry in base:
-        key = entry.split("=", 1)[0]
-        merged[key] = entry
-    for entry in overrides:
-        key = entry.split("=", 1)[0]
-        if keep_first and key in merged:
-            continue
-        merged[key] = entry
-    return list(merged.values())
-
-
-def _user_ids(user: str, rootfs: Path) -> tuple[int, int]:
-    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group."""
-    if not user:
-        return 0, 0
-    try:
-        return resolve_user(user, rootfs)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc)) from None
-
-
-def _parse_signal(value: str) -> signals.Signals:
-    text = value.strip().upper()
-    try:
-        if text.isdigit():
-            return signals.Signals(int(text))
-        if not text.startswith("SIG"):
-            text = "SIG" + text
-        return signals.Signals[text]
-    except (KeyError, ValueError):
-        raise InvalidParameter(f"Invalid signal: {value}") from None
-
-
-def _parse_tail(value: str) -> int:
-    try:
-        lines = int(value)
-    except ValueError:
-        raise InvalidParameter(f"invalid value for \"tail\": {value!r}") from None
-    return max(lines, 0)
-
-
-def _label_filter(labels: dict[str, str], value: str) -> bool:
-    key, _, want = value.partition("=")
-    return key in labels and ("=" not in value or labels[key] == want)
-
-
-def _container_matches(container: ContainerRecord, filters: dict[str, list[str]], net: NetworkController) -> bool:
-    def any_of(key: str, test) -> bool:
-        values = filters.get(key)
-        return not values or any(test(v) for v in values)
-
-    def on_network(value: str) -> bool:
-        try:
-            return net.lookup(value).id in container.endpoints
-        except EngineError:
-            return False
-
-    return (
-        any_of("id", lambda v: container.id.startswith(v))
-        and any_of("name", lambda v: v.lstrip("/") in container.name)
-        and any_of("status", lambda v: container.state == v)
-        and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
-        and any_of("network", on_network)
-        and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)
-        and all(_label_filter(container.labels, v) for v in filters.get("label", []))
-    )
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: list[str] = []
-    for name in names:
-        if name and name not in seen:
-            seen.append(name)
-    return seen
-
-
-def _exposed_of(container: ContainerRecord) -> list[tuple[int, str]]:
-    exposed = container.create_config.get("ExposedPorts") or {}
-    ports = []
-    for key in exposed:
-        port, _, proto = str(key).partition("/")
-        if port.isdigit():
-            ports.append((int(port), proto or "tcp"))
-    return sorted(ports)
-
-
-def _user_env(container: ContainerRecord) -> list[str]:
-    """The environment a user gave a container (-e), not the image's."""
-    return [e for e in container.create_config.get("Env") or [] if isinstance(e, str)]

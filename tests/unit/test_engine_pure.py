@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from shoal.engine import etcfiles
-from shoal.engine.engine import _merge_env, _parse_signal, _parse_tail
+from shoal.engine.helpers import merge_env as _merge_env, parse_signal as _parse_signal, parse_tail as _parse_tail
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.names import generate_name, validate_container_name
 from shoal.engine.networks import parse_bool_option, parse_mtu

@@ -1,0 +1,107 @@
+"""Pure helpers of the engine: environment merging, users, signals, log tails, list filters.
+
+No I/O except reading a container's /etc/passwd for user names; used by engine.py and sandbox.py.
+"""
+from __future__ import annotations
+
+import signal as signals
+from pathlib import Path
+
+from agent.executor.runtime import resolve_user
+from shoal.engine.errors import EngineError, InvalidParameter
+from shoal.engine.networks import NetworkController
+from shoal.engine.records import ContainerRecord
+
+
+def merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -> list[str]:
+    """KEY=VALUE lists merged by key; overrides win unless keep_first (then base wins)."""
+    merged: dict[str, str] = {}
+    for entry in base:
+        key = entry.split("=", 1)[0]
+        merged[key] = entry
+    for entry in overrides:
+        key = entry.split("=", 1)[0]
+        if keep_first and key in merged:
+            continue
+        merged[key] = entry
+    return list(merged.values())
+
+
+def user_ids(user: str, rootfs: Path) -> tuple[int, int]:
+    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group."""
+    if not user:
+        return 0, 0
+    try:
+        return resolve_user(user, rootfs)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
+
+
+def parse_signal(value: str) -> signals.Signals:
+    text = value.strip().upper()
+    try:
+        if text.isdigit():
+            return signals.Signals(int(text))
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        return signals.Signals[text]
+    except (KeyError, ValueError):
+        raise InvalidParameter(f"Invalid signal: {value}") from None
+
+
+def parse_tail(value: str) -> int:
+    try:
+        lines = int(value)
+    except ValueError:
+        raise InvalidParameter(f"invalid value for \"tail\": {value!r}") from None
+    return max(lines, 0)
+
+
+def label_filter(labels: dict[str, str], value: str) -> bool:
+    key, _, want = value.partition("=")
+    return key in labels and ("=" not in value or labels[key] == want)
+
+
+def container_matches(container: ContainerRecord, filters: dict[str, list[str]], net: NetworkController) -> bool:
+    def any_of(key: str, test) -> bool:
+        values = filters.get(key)
+        return not values or any(test(v) for v in values)
+
+    def on_network(value: str) -> bool:
+        try:
+            return net.lookup(value).id in container.endpoints
+        except EngineError:
+            return False
+
+    return (
+        any_of("id", lambda v: container.id.startswith(v))
+        and any_of("name", lambda v: v.lstrip("/") in container.name)
+        and any_of("status", lambda v: container.state == v)
+        and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
+        and any_of("network", on_network)
+        and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)
+        and all(label_filter(container.labels, v) for v in filters.get("label", []))
+    )
+
+
+def unique(names: list[str]) -> list[str]:
+    seen: list[str] = []
+    for name in names:
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def exposed_of(container: ContainerRecord) -> list[tuple[int, str]]:
+    exposed = container.create_config.get("ExposedPorts") or {}
+    ports = []
+    for key in exposed:
+        port, _, proto = str(key).partition("/")
+        if port.isdigit():
+            ports.append((int(port), proto or "tcp"))
+    return sorted(ports)
+
+
+def user_env(container: ContainerRecord) -> list[str]:
+    """The environment a user gave a container (-e), not the image's."""
+    return [e for e in container.create_config.get("Env") or [] if isinstance(e, str)]
