@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -39,3 +43,22 @@ def running_lab(hosts: int, daemon_args: list[str] | None = None) -> Iterator[La
         yield Lab.up(name, hosts, daemon_args=daemon_args or ())
     finally:
         down(name)
+
+
+SHOAL = [sys.executable, "-m", "shoal"]
+
+
+def shoal(lab: Lab, *args: str, host: str = "h1", check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`shoal ARGS` in a lab host, talking to that host's daemon."""
+    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
+
+
+def inspect_first(lab: Lab, *command: str, host: str = "h1") -> dict:
+    """The first object printed by an inspect command (`shoal inspect X`, `shoal network inspect X`)."""
+    return json.loads(shoal(lab, *command, host=host).stdout)[0]
+
+
+def iptables_rules(text: str) -> list[str]:
+    """iptables-save lines without comments and packet counters, in order: equal lists mean
+    the same rules, duplicates included."""
+    return [re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if line and not line.startswith("#")]

@@ -6,15 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import SHOAL, running_lab, wait_until
 
 pytestmark = pytest.mark.lab
 
-SHOAL = [sys.executable, "-m", "shoal"]
 UPSTREAM = "192.168.200.12"  # h2's underlay address
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 

@@ -9,15 +9,13 @@ import json
 import os
 import re
 import signal
-import sys
 
 import pytest
 
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import inspect_first, iptables_rules, running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
-SHOAL = [sys.executable, "-m", "shoal"]
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +23,15 @@ def lab():
     if os.geteuid() != 0:
         pytest.skip("lab tests need root (network namespaces)")
     with running_lab(hosts=2) as lab:
-        run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
-        run(lab, "run", "-d", "--name", "container2", "busybox", "sleep", "3600")
+        shoal(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
+        shoal(lab, "run", "-d", "--name", "container2", "busybox", "sleep", "3600")
         yield lab
 
 
-def run(lab, *args: str, host: str = "h1", check: bool = True):
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def inspect(lab, *command: str) -> dict:
-    """The first object of `shoal <command>` (an inspect command) as JSON."""
-    return json.loads(run(lab, *command).stdout)[0]
 
 
 def test_fresh_daemon_has_exactly_the_three_default_networks(lab):
-    out = run(lab, "network", "ls", host="h2").stdout.splitlines()
+    out = shoal(lab, "network", "ls", host="h2").stdout.splitlines()
     assert re.split(r"\s{2,}", out[0].strip()) == ["NETWORK ID", "NAME", "DRIVER", "SCOPE"]
     rows = [line.split() for line in out[1:]]
     assert [(r[1], r[2], r[3]) for r in rows] == [
@@ -57,7 +48,7 @@ def test_docker0_holds_the_default_gateway_address(lab):
 
 
 def test_containers_get_addresses_in_order_with_macs_derived_from_them(lab):
-    containers = inspect(lab, "network", "inspect", "bridge")["Containers"]
+    containers = inspect_first(lab, "network", "inspect", "bridge")["Containers"]
     by_name = {c["Name"]: c for c in containers.values()}
     assert by_name["container1"]["IPv4Address"] == "172.17.0.2/16"
     assert by_name["container1"]["MacAddress"] == "02:42:ac:11:00:02"
@@ -66,7 +57,7 @@ def test_containers_get_addresses_in_order_with_macs_derived_from_them(lab):
 
 
 def test_bridge_inspect_has_the_fields_of_s3(lab):
-    net = inspect(lab, "network", "inspect", "bridge")
+    net = inspect_first(lab, "network", "inspect", "bridge")
     assert net["Name"] == "bridge"
     assert re.fullmatch(r"[0-9a-f]{64}", net["Id"])
     assert net["Scope"] == "local"
@@ -82,7 +73,7 @@ def test_bridge_inspect_has_the_fields_of_s3(lab):
         "com.docker.network.driver.mtu": "1500",
     }
     assert net["Labels"] == {}
-    container_id = inspect(lab, "inspect", "container1")["Id"]
+    container_id = inspect_first(lab, "inspect", "container1")["Id"]
     entry = net["Containers"][container_id]
     assert set(entry) == {"Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address"}
     assert re.fullmatch(r"[0-9a-f]{64}", entry["EndpointID"])
@@ -90,13 +81,13 @@ def test_bridge_inspect_has_the_fields_of_s3(lab):
 
 
 def test_containers_on_the_default_bridge_reach_each_other_by_ip(lab):
-    result = run(lab, "exec", "container1", "ping", "-c3", "-w3", "172.17.0.3")
+    result = shoal(lab, "exec", "container1", "ping", "-c3", "-w3", "172.17.0.3")
     assert "3 packets transmitted, 3 packets received" in result.stdout
 
 
 def test_etc_hosts_holds_localhost_lines_and_the_containers_own_address(lab):
-    container_id = inspect(lab, "inspect", "container1")["Id"]
-    hosts = run(lab, "exec", "container1", "cat", "/etc/hosts").stdout
+    container_id = inspect_first(lab, "inspect", "container1")["Id"]
+    hosts = shoal(lab, "exec", "container1", "cat", "/etc/hosts").stdout
     assert hosts == (
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -106,23 +97,23 @@ def test_etc_hosts_holds_localhost_lines_and_the_containers_own_address(lab):
         "ff02::2\tip6-allrouters\n"
         f"172.17.0.2\t{container_id[:12]}\n"
     )
-    assert run(lab, "exec", "container1", "hostname").stdout.strip() == container_id[:12]
+    assert shoal(lab, "exec", "container1", "hostname").stdout.strip() == container_id[:12]
 
 
 def test_no_name_resolution_between_containers_on_the_default_bridge(lab):
-    result = run(lab, "exec", "container1", "ping", "-c1", "-w1", "container2", check=False)
+    result = shoal(lab, "exec", "container1", "ping", "-c1", "-w1", "container2", check=False)
     assert result.returncode != 0
     assert "bad address" in result.stderr
 
 
 def test_a_container_on_none_has_only_loopback(lab):
-    result = run(lab, "run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
+    result = shoal(lab, "run", "--rm", "--network", "none", "busybox", "ip", "-o", "link")
     names = [line.split(":")[1].strip() for line in result.stdout.splitlines()]
     assert names == ["lo"]
 
 
 def test_a_server_in_a_host_mode_container_is_on_the_hosts_port(lab):
-    run(lab, "run", "-d", "--name", "hostweb", "--network", "host", "busybox",
+    shoal(lab, "run", "-d", "--name", "hostweb", "--network", "host", "busybox",
         "httpd", "-f", "-p", "80", "-h", "/etc")
     hostname = lab.exec("h1", ["hostname"]).stdout.strip()
     address = lab.address("h1")
@@ -132,88 +123,80 @@ def test_a_server_in_a_host_mode_container_is_on_the_hosts_port(lab):
         return got.stdout if got.returncode == 0 else None
 
     assert wait_until(fetch, timeout=15).strip() == hostname
-    run(lab, "rm", "-f", "hostweb")
+    shoal(lab, "rm", "-f", "hostweb")
 
 
 def test_removing_a_predefined_network_is_refused_with_dockers_message(lab):
     for name in ("bridge", "host", "none"):
-        result = run(lab, "network", "rm", name, check=False)
+        result = shoal(lab, "network", "rm", name, check=False)
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"Error response from daemon: {name} is a pre-defined network and cannot be removed"
         )
-    assert len(run(lab, "network", "ls", "-q").stdout.split()) == 3
+    assert len(shoal(lab, "network", "ls", "-q").stdout.split()) == 3
 
 
 def test_unknown_network_and_container_get_dockers_not_found(lab):
-    net = run(lab, "network", "inspect", "nosuchnet", check=False)
+    net = shoal(lab, "network", "inspect", "nosuchnet", check=False)
     assert net.returncode == 1
     assert net.stdout.strip() == "[]"
     assert "Error response from daemon: network nosuchnet not found" in net.stderr
-    ctr = run(lab, "exec", "nosuchctr", "true", check=False)
+    ctr = shoal(lab, "exec", "nosuchctr", "true", check=False)
     assert ctr.returncode != 0
     assert "No such container: nosuchctr" in ctr.stderr
 
 
 def test_a_duplicate_container_name_is_refused_and_nothing_is_created(lab):
-    before = run(lab, "ps", "-aq").stdout.split()
-    result = run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "1", check=False)
+    before = shoal(lab, "ps", "-aq").stdout.split()
+    result = shoal(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "1", check=False)
     assert result.returncode == 125
     assert 'The container name "/container1" is already in use' in result.stderr
-    assert run(lab, "ps", "-aq").stdout.split() == before
+    assert shoal(lab, "ps", "-aq").stdout.split() == before
 
 
 def test_an_invalid_container_name_is_refused(lab):
-    result = run(lab, "run", "-d", "--name", "bad name", "busybox", "true", check=False)
+    result = shoal(lab, "run", "-d", "--name", "bad name", "busybox", "true", check=False)
     assert result.returncode == 125
     assert "Invalid container name (bad name), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed" in result.stderr
 
 
 def test_logs_returns_what_the_container_wrote(lab):
-    run(lab, "run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo out; echo err >&2")
-    wait_until(lambda: inspect(lab, "inspect", "talker")["State"]["Status"] == "exited", timeout=15)
-    logs = run(lab, "logs", "talker")
+    shoal(lab, "run", "-d", "--name", "talker", "busybox", "sh", "-c", "echo out; echo err >&2")
+    wait_until(lambda: inspect_first(lab, "inspect", "talker")["State"]["Status"] == "exited", timeout=15)
+    logs = shoal(lab, "logs", "talker")
     assert logs.stdout == "out\n"
     assert logs.stderr == "err\n"
-    run(lab, "rm", "talker")
+    shoal(lab, "rm", "talker")
 
 
 def test_exec_passes_the_exit_code_through(lab):
-    assert run(lab, "exec", "container1", "sh", "-c", "exit 3", check=False).returncode == 3
+    assert shoal(lab, "exec", "container1", "sh", "-c", "exit 3", check=False).returncode == 3
 
 
 def test_the_sigkilled_daemon_restarts_with_containers_running_and_reachable(lab):
     before_rules = lab.exec("h1", ["iptables-save"]).stdout
-    pid = inspect(lab, "inspect", "container1")["State"]["Pid"]
+    pid = inspect_first(lab, "inspect", "container1")["State"]["Pid"]
     lab.restart_daemon("h1", kill9=True)
-    state = inspect(lab, "inspect", "container1")["State"]
+    state = inspect_first(lab, "inspect", "container1")["State"]
     assert (state["Status"], state["Pid"]) == ("running", pid)
-    result = run(lab, "exec", "container2", "ping", "-c1", "-w3", "172.17.0.2")
+    result = shoal(lab, "exec", "container2", "ping", "-c1", "-w3", "172.17.0.2")
     assert "1 packets received" in result.stdout
-    assert len(run(lab, "network", "ls", "-q").stdout.split()) == 3
-    assert _rules(lab.exec("h1", ["iptables-save"]).stdout) == _rules(before_rules)
+    assert len(shoal(lab, "network", "ls", "-q").stdout.split()) == 3
+    assert iptables_rules(lab.exec("h1", ["iptables-save"]).stdout) == iptables_rules(before_rules)
 
 
 def test_a_container_that_exits_while_the_daemon_is_down_is_reported_with_its_code(lab):
-    run(lab, "run", "-d", "--name", "shortlived", "busybox",
+    shoal(lab, "run", "-d", "--name", "shortlived", "busybox",
         "sh", "-c", 'trap "exit 7" TERM; while true; do sleep 1; done')
-    pid = inspect(lab, "inspect", "shortlived")["State"]["Pid"]
+    pid = inspect_first(lab, "inspect", "shortlived")["State"]["Pid"]
     lab.stop_daemon("h1", kill9=True)
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=15)
     lab.start_daemon("h1")
-    after = inspect(lab, "inspect", "shortlived")["State"]
+    after = inspect_first(lab, "inspect", "shortlived")["State"]
     assert (after["Status"], after["ExitCode"], after["Running"]) == ("exited", 7, False)
-    run(lab, "rm", "shortlived")
+    shoal(lab, "rm", "shortlived")
 
-
-def _rules(text: str) -> list[str]:
-    """iptables-save lines without comments and counters, in order."""
-    return [
-        re.sub(r"\[\d+:\d+\]", "", line)
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    ]
 
 
 def test_an_image_loaded_from_a_docker_save_tarball_runs(lab, tmp_path):
@@ -233,6 +216,6 @@ def test_an_image_loaded_from_a_docker_save_tarball_runs(lab, tmp_path):
                 data = json.dumps(manifest).encode()
                 member.size = len(data)
             dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    assert run(lab, "image", "load", "-i", str(retagged)).stdout.strip() == "Loaded image: mybox:1"
-    assert "mybox" in run(lab, "image", "ls").stdout
-    assert run(lab, "run", "--rm", "mybox:1", "echo", "loaded").stdout == "loaded\n"
+    assert shoal(lab, "image", "load", "-i", str(retagged)).stdout.strip() == "Loaded image: mybox:1"
+    assert "mybox" in shoal(lab, "image", "ls").stdout
+    assert shoal(lab, "run", "--rm", "mybox:1", "echo", "loaded").stdout == "loaded\n"

@@ -14,11 +14,10 @@ import sys
 import pytest
 
 from shoal.client import DaemonError
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import SHOAL, inspect_first, iptables_rules, running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
-SHOAL = [sys.executable, "-m", "shoal"]
 FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end='')"
 
 
@@ -27,24 +26,18 @@ def lab():
     if os.geteuid() != 0:
         pytest.skip("lab tests need root (network namespaces)")
     with running_lab(hosts=2) as lab:
-        run(lab, "network", "create", "--driver", "bridge", "isolated_nw")
-        run(lab, "run", "-d", "--network", "isolated_nw", "--name", "container3", "busybox", "sleep", "3600")
-        run(lab, "run", "-d", "--network", "isolated_nw", "--network-alias", "www", "--name", "web",
+        shoal(lab, "network", "create", "--driver", "bridge", "isolated_nw")
+        shoal(lab, "run", "-d", "--network", "isolated_nw", "--name", "container3", "busybox", "sleep", "3600")
+        shoal(lab, "run", "-d", "--network", "isolated_nw", "--network-alias", "www", "--name", "web",
             "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
-        run(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
+        shoal(lab, "run", "-d", "--name", "container1", "busybox", "sleep", "3600")
         yield lab
 
 
-def run(lab, *args: str, host: str = "h1", check: bool = True):
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def inspect(lab, *command: str) -> dict:
-    return json.loads(run(lab, *command).stdout)[0]
 
 
 def ip_of(lab, container: str, network: str) -> str:
-    return inspect(lab, "inspect", container)["NetworkSettings"]["Networks"][network]["IPAddress"]
+    return inspect_first(lab, "inspect", container)["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
 def fetch_from(lab, host: str, url: str) -> str | None:
@@ -53,7 +46,7 @@ def fetch_from(lab, host: str, url: str) -> str | None:
 
 
 def test_a_new_bridge_network_gets_the_next_local_pool(lab):
-    net = inspect(lab, "network", "inspect", "isolated_nw")
+    net = inspect_first(lab, "network", "inspect", "isolated_nw")
     assert (net["Driver"], net["Scope"]) == ("bridge", "local")
     assert net["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
     assert re.findall(r"inet (\S+)", lab.exec("h1", ["ip", "-4", "-o", "addr", "show",
@@ -61,11 +54,11 @@ def test_a_new_bridge_network_gets_the_next_local_pool(lab):
 
 
 def test_subnet_gateway_and_internal_are_honoured(lab):
-    run(lab, "network", "create", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--internal", "backend")
-    net = inspect(lab, "network", "inspect", "backend")
+    shoal(lab, "network", "create", "--subnet", "10.77.0.0/24", "--gateway", "10.77.0.254", "--internal", "backend")
+    net = inspect_first(lab, "network", "inspect", "backend")
     assert net["IPAM"]["Config"] == [{"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.254"}]
     assert net["Internal"] is True
-    run(lab, "network", "rm", "backend")
+    shoal(lab, "network", "rm", "backend")
 
 
 def test_bad_network_input_gets_dockers_messages_and_creates_nothing(lab):
@@ -84,9 +77,9 @@ def test_bad_network_input_gets_dockers_messages_and_creates_nothing(lab):
             with pytest.raises(DaemonError) as err:
                 client.post("/networks/create", body)
             assert (err.value.status, err.value.message) == (status, message)
-    duplicate = run(lab, "network", "create", "isolated_nw", check=False)
+    duplicate = shoal(lab, "network", "create", "isolated_nw", check=False)
     assert duplicate.stderr.strip() == "Error response from daemon: network with name isolated_nw already exists"
-    assert "badnet" not in run(lab, "network", "ls").stdout
+    assert "badnet" not in shoal(lab, "network", "ls").stdout
     assert _bridges(lab) == bridges_before
 
 
@@ -96,7 +89,7 @@ def _bridges(lab) -> list[str]:
 
 
 def test_removing_a_network_with_containers_is_refused(lab):
-    result = run(lab, "network", "rm", "isolated_nw", check=False)
+    result = shoal(lab, "network", "rm", "isolated_nw", check=False)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("Error response from daemon: network isolated_nw has active endpoints (")
 
@@ -104,50 +97,50 @@ def test_removing_a_network_with_containers_is_refused(lab):
 def test_containers_resolve_each_other_by_name_and_alias_through_127_0_0_11(lab):
     address = ip_of(lab, "web", "isolated_nw")
     for name in ("web", "www", "web.isolated_nw"):
-        out = run(lab, "exec", "container3", "nslookup", name).stdout
+        out = shoal(lab, "exec", "container3", "nslookup", name).stdout
         assert "Server:\t\t127.0.0.11" in out
         assert f"Address: {address}" in out
-    assert run(lab, "exec", "container3", "wget", "-qO-", "http://web/hostname").stdout.strip() == \
-        inspect(lab, "inspect", "web")["Id"][:12]
+    assert shoal(lab, "exec", "container3", "wget", "-qO-", "http://web/hostname").stdout.strip() == \
+        inspect_first(lab, "inspect", "web")["Id"][:12]
 
 
 def test_resolv_conf_of_a_user_network_container_lists_only_the_embedded_server(lab):
-    resolv = run(lab, "exec", "container3", "cat", "/etc/resolv.conf").stdout
+    resolv = shoal(lab, "exec", "container3", "cat", "/etc/resolv.conf").stdout
     assert [line for line in resolv.splitlines() if line.startswith("nameserver")] == ["nameserver 127.0.0.11"]
 
 
 def test_bridge_networks_are_isolated_until_connected_and_connect_is_live(lab):
     target = ip_of(lab, "container3", "isolated_nw")
-    assert run(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
-    run(lab, "network", "connect", "isolated_nw", "container1")
+    assert shoal(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
+    shoal(lab, "network", "connect", "isolated_nw", "container1")
     try:
-        assert "1 packets received" in run(lab, "exec", "container1", "ping", "-c1", "-w2", target).stdout
-        assert "Address: " + target in run(lab, "exec", "container1", "nslookup", "container3").stdout
+        assert "1 packets received" in shoal(lab, "exec", "container1", "ping", "-c1", "-w2", target).stdout
+        assert "Address: " + target in shoal(lab, "exec", "container1", "nslookup", "container3").stdout
     finally:
-        run(lab, "network", "disconnect", "isolated_nw", "container1")
-    assert run(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
+        shoal(lab, "network", "disconnect", "isolated_nw", "container1")
+    assert shoal(lab, "exec", "container1", "ping", "-c1", "-w1", target, check=False).returncode != 0
 
 
 def test_the_default_route_follows_the_first_non_internal_network_by_name(lab):
-    run(lab, "network", "create", "--subnet", "10.88.0.0/24", "aaa_first")
-    run(lab, "run", "-d", "--name", "multi", "busybox", "sleep", "3600")
+    shoal(lab, "network", "create", "--subnet", "10.88.0.0/24", "aaa_first")
+    shoal(lab, "run", "-d", "--name", "multi", "busybox", "sleep", "3600")
     try:
-        assert "default via 172.17.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
-        run(lab, "network", "connect", "aaa_first", "multi")
-        assert "default via 10.88.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
-        run(lab, "network", "disconnect", "aaa_first", "multi")
-        assert "default via 172.17.0.1" in run(lab, "exec", "multi", "ip", "route").stdout
+        assert "default via 172.17.0.1" in shoal(lab, "exec", "multi", "ip", "route").stdout
+        shoal(lab, "network", "connect", "aaa_first", "multi")
+        assert "default via 10.88.0.1" in shoal(lab, "exec", "multi", "ip", "route").stdout
+        shoal(lab, "network", "disconnect", "aaa_first", "multi")
+        assert "default via 172.17.0.1" in shoal(lab, "exec", "multi", "ip", "route").stdout
     finally:
-        run(lab, "rm", "-f", "multi")
-        run(lab, "network", "rm", "aaa_first")
+        shoal(lab, "rm", "-f", "multi")
+        shoal(lab, "network", "rm", "aaa_first")
 
 
 def test_links_on_the_default_bridge_set_hosts_and_environment(lab):
-    run(lab, "run", "-d", "--name", "db", "--expose", "5432", "-e", "POSTGRES_USER=me", "busybox", "sleep", "3600")
+    shoal(lab, "run", "-d", "--name", "db", "--expose", "5432", "-e", "POSTGRES_USER=me", "busybox", "sleep", "3600")
     try:
         db_ip = ip_of(lab, "db", "bridge")
-        db_id = inspect(lab, "inspect", "db")["Id"]
-        out = run(lab, "run", "--rm", "--name", "app", "--link", "db:database", "busybox",
+        db_id = inspect_first(lab, "inspect", "db")["Id"]
+        out = shoal(lab, "run", "--rm", "--name", "app", "--link", "db:database", "busybox",
                   "sh", "-c", "env | grep ^DATABASE_ | sort; grep database /etc/hosts").stdout.splitlines()
         assert out == [
             "DATABASE_ENV_POSTGRES_USER=me",
@@ -160,53 +153,53 @@ def test_links_on_the_default_bridge_set_hosts_and_environment(lab):
             f"{db_ip}\tdatabase {db_id[:12]} db",
         ]
     finally:
-        run(lab, "rm", "-f", "db")
+        shoal(lab, "rm", "-f", "db")
 
 
 def test_a_link_on_a_user_network_is_a_dns_alias(lab):
-    out = run(lab, "run", "--rm", "--network", "isolated_nw", "--link", "web:site", "busybox",
+    out = shoal(lab, "run", "--rm", "--network", "isolated_nw", "--link", "web:site", "busybox",
               "nslookup", "site").stdout
     assert "Address: " + ip_of(lab, "web", "isolated_nw") in out
 
 
 def test_a_published_port_is_reachable_from_another_lab_host(lab):
-    run(lab, "run", "-d", "-p", "8080:80", "--name", "pub", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    shoal(lab, "run", "-d", "-p", "8080:80", "--name", "pub", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     try:
-        pub_id = inspect(lab, "inspect", "pub")["Id"]
+        pub_id = inspect_first(lab, "inspect", "pub")["Id"]
         url = f"http://{lab.address('h1')}:8080/hostname"
         assert wait_until(lambda: fetch_from(lab, "h2", url), timeout=15).strip() == pub_id[:12]
-        ps = run(lab, "ps", "--filter", "name=pub").stdout
+        ps = shoal(lab, "ps", "--filter", "name=pub").stdout
         assert "0.0.0.0:8080->80/tcp" in ps
     finally:
-        run(lab, "rm", "-f", "pub")
+        shoal(lab, "rm", "-f", "pub")
     assert fetch_from(lab, "h2", f"http://{lab.address('h1')}:8080/hostname") is None
 
 
 def test_a_port_conflict_fails_with_dockers_message_and_leaves_nothing_published(lab):
-    run(lab, "run", "-d", "-p", "8081:80", "--name", "first", "busybox", "sleep", "3600")
+    shoal(lab, "run", "-d", "-p", "8081:80", "--name", "first", "busybox", "sleep", "3600")
     try:
-        result = run(lab, "run", "-d", "-p", "8081:80", "--name", "second", "busybox", "sleep", "3600", check=False)
+        result = shoal(lab, "run", "-d", "-p", "8081:80", "--name", "second", "busybox", "sleep", "3600", check=False)
         assert result.returncode == 125
         assert "Bind for 0.0.0.0:8081 failed: port is already allocated" in result.stderr
-        assert inspect(lab, "inspect", "second")["State"]["Status"] == "created"
+        assert inspect_first(lab, "inspect", "second")["State"]["Status"] == "created"
         assert lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout.count("--dport 8081") == 1
     finally:
-        run(lab, "rm", "-f", "first", "second")
+        shoal(lab, "rm", "-f", "first", "second")
 
 
 def test_publishing_without_a_host_port_picks_a_free_high_port(lab):
-    run(lab, "run", "-d", "-p", "80", "--name", "dyn", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    shoal(lab, "run", "-d", "-p", "80", "--name", "dyn", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     try:
-        ports = inspect(lab, "inspect", "dyn")["NetworkSettings"]["Ports"]["80/tcp"]
+        ports = inspect_first(lab, "inspect", "dyn")["NetworkSettings"]["Ports"]["80/tcp"]
         low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
         assert low <= int(ports[0]["HostPort"]) <= high
-        assert f"0.0.0.0:{ports[0]['HostPort']}->80/tcp" in run(lab, "ps", "--filter", "name=dyn").stdout
+        assert f"0.0.0.0:{ports[0]['HostPort']}->80/tcp" in shoal(lab, "ps", "--filter", "name=dyn").stdout
     finally:
-        run(lab, "rm", "-f", "dyn")
+        shoal(lab, "rm", "-f", "dyn")
 
 
 def test_a_docker_user_rule_wins_over_shoals_rules(lab):
-    run(lab, "run", "-d", "-p", "8082:80", "--name", "guarded", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    shoal(lab, "run", "-d", "-p", "8082:80", "--name", "guarded", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     url = f"http://{lab.address('h1')}:8082/hostname"
     rule = ["DOCKER-USER", "-s", lab.address("h2"), "-j", "DROP"]
     try:
@@ -217,11 +210,11 @@ def test_a_docker_user_rule_wins_over_shoals_rules(lab):
         assert fetch_from(lab, "h2", url) is not None
     finally:
         lab.exec("h1", ["iptables", "-D", *rule], check=False)
-        run(lab, "rm", "-f", "guarded")
+        shoal(lab, "rm", "-f", "guarded")
 
 
 def test_rules_come_back_after_a_flush_without_duplicates(lab):
-    run(lab, "run", "-d", "-p", "8083:80", "--name", "healed", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+    shoal(lab, "run", "-d", "-p", "8083:80", "--name", "healed", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
     url = f"http://{lab.address('h1')}:8083/hostname"
     try:
         wait_until(lambda: fetch_from(lab, "h2", url), timeout=15)
@@ -230,9 +223,9 @@ def test_rules_come_back_after_a_flush_without_duplicates(lab):
         lab.exec("h1", ["iptables", "-t", "nat", "-F"])
         assert wait_until(lambda: fetch_from(lab, "h2", url), timeout=30)
         after = lab.exec("h1", ["iptables-save"]).stdout
-        assert _rules(after) == _rules(before)
+        assert iptables_rules(after) == iptables_rules(before)
     finally:
-        run(lab, "rm", "-f", "healed")
+        shoal(lab, "rm", "-f", "healed")
 
 
 def test_proxies_from_the_config_file_reach_new_containers_and_env_overrides(lab, tmp_path):
@@ -248,9 +241,6 @@ def test_proxies_from_the_config_file_reach_new_containers_and_env_overrides(lab
         "no_proxy=localhost",
     ]
 
-
-def _rules(text: str) -> list[str]:
-    return [re.sub(r"\[\d+:\d+\]", "", line) for line in text.splitlines() if line and not line.startswith("#")]
 
 
 PEER_SERVER = """
@@ -273,7 +263,7 @@ def test_outbound_traffic_of_a_container_is_masqueraded_to_the_hosts_address(lab
                               stdout=subprocess.PIPE, text=True)
     try:
         def connect() -> str | None:
-            got = run(lab, "run", "--rm", "busybox", "nc", lab.address("h1"), "9099", host="h2", check=False)
+            got = shoal(lab, "run", "--rm", "busybox", "nc", lab.address("h1"), "9099", host="h2", check=False)
             return got.stdout.strip() or None
 
         assert wait_until(connect, timeout=20) == lab.address("h2")
@@ -287,11 +277,11 @@ def test_a_host_port_held_by_another_process_is_refused(lab):
                               stdout=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: ":8084 " in lab.exec("h1", ["ss", "-ltn"]).stdout, timeout=10)
-        result = run(lab, "run", "-d", "-p", "8084:80", "--name", "blocked", "busybox", "sleep", "3600", check=False)
+        result = shoal(lab, "run", "-d", "-p", "8084:80", "--name", "blocked", "busybox", "sleep", "3600", check=False)
         assert result.returncode == 125
         assert "Bind for 0.0.0.0:8084 failed: port is already allocated" in result.stderr
         assert "8084" not in lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout
     finally:
         holder.kill()
         holder.wait()
-        run(lab, "rm", "-f", "blocked", check=False)
+        shoal(lab, "rm", "-f", "blocked", check=False)
