@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .messages import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
-from .storage import CompactedError, StorageError, UnavailableError
+from .storage import LogView, StorageError
 
 SCHEMA_VERSION = 1
 DEFAULT_CACHE_BYTES = 64 << 20  # the leader re-reads the log tail for every follower: keep it in memory
@@ -144,7 +144,7 @@ def plan_ready(
     return plan
 
 
-class SQLiteStorage:
+class SQLiteStorage(LogView):
     """Storage in one SQLite file (WAL, synchronous=FULL). All terms and the recent tail of entries are kept in
     memory, so term() never touches the disk and entries() only does for old indexes (a slow follower)."""
 
@@ -300,41 +300,18 @@ class SQLiteStorage:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- read view (storage.Storage) ---------------------------------------------------------------------------
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self._hard_state, self._snapshot.meta.conf_state
+    # -- read view (storage.Storage, through storage.LogView) --------------------------------------------------
+    def _log_length(self) -> int:
+        return len(self._terms)
 
-    def hard_state(self) -> HardState:
-        return self._hard_state
-
-    def first_index(self) -> int:
-        return self._snapshot.meta.index + 1
-
-    def last_index(self) -> int:
-        return self._snapshot.meta.index + len(self._terms)
-
-    def term(self, index: int) -> int:
-        base = self._snapshot.meta.index
-        if index == base:
-            return self._snapshot.meta.term
-        if index < base:
-            raise CompactedError(f"index {index} is compacted (snapshot at {base})")
-        if index > base + len(self._terms):
-            raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
-        return self._terms[index - base - 1]
+    def _term_after_snapshot(self, offset: int) -> int:
+        return self._terms[offset]
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        base = self._snapshot.meta.index
-        if lo <= base:
-            raise CompactedError(f"index {lo} is compacted (snapshot at {base})")
-        if hi > self.last_index() + 1:
-            raise UnavailableError(f"entries up to {hi - 1} asked, last index is {self.last_index()}")
+        self._check_range(lo, hi)
         if lo >= hi:
             return []
         return _take_within(self._iter_entries(lo, hi), max_bytes)
-
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
 
     def _iter_entries(self, lo: int, hi: int) -> Iterator[Entry]:
         """Entries [lo, hi): the part before the cache from the DB (lazily), the rest from the cache."""

@@ -43,7 +43,57 @@ def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
     return entries[:n]
 
 
-class MemoryStorage:
+class LogView:
+    """The read half of Storage shared by MemoryStorage and SQLiteStorage: a snapshot, then a
+    run of entries after it. Subclasses keep `_hard_state`, `_snapshot` and say how many entries
+    follow the snapshot (`_log_length`) and the term of one of them (`_term_after_snapshot`)."""
+
+    _hard_state: HardState
+    _snapshot: Snapshot
+
+    def _log_length(self) -> int:
+        raise NotImplementedError
+
+    def _term_after_snapshot(self, offset: int) -> int:
+        """Term of the entry at snapshot index + 1 + offset."""
+        raise NotImplementedError
+
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard_state, self._snapshot.meta.conf_state
+
+    def hard_state(self) -> HardState:
+        return self._hard_state
+
+    def first_index(self) -> int:
+        return self._snapshot.meta.index + 1
+
+    def last_index(self) -> int:
+        return self._snapshot.meta.index + self._log_length()
+
+    def term(self, index: int) -> int:
+        base = self._snapshot.meta.index
+        if index == base:
+            return self._snapshot.meta.term
+        if index < base:
+            raise CompactedError(f"index {index} is compacted (snapshot at {base})")
+        if index > base + self._log_length():
+            raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
+        return self._term_after_snapshot(index - base - 1)
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def _check_range(self, lo: int, hi: int) -> int:
+        """Refuses [lo, hi) that reaches into the snapshot or past the log; returns the snapshot index."""
+        base = self._snapshot.meta.index
+        if lo <= base:
+            raise CompactedError(f"index {lo} is compacted (snapshot at {base})")
+        if hi > self.last_index() + 1:
+            raise UnavailableError(f"entries up to {hi - 1} asked, last index is {self.last_index()}")
+        return base
+
+
+class MemoryStorage(LogView):
     """Storage kept in memory; in the simulator it is exactly what a node has fsynced."""
 
     def __init__(self) -> None:
@@ -63,38 +113,15 @@ class MemoryStorage:
         return s
 
     # -- read view --------------------------------------------------------------------------
-    def initial_state(self) -> tuple[HardState, ConfState]:
-        return self._hard_state, self._snapshot.meta.conf_state
+    def _log_length(self) -> int:
+        return len(self._entries)
 
-    def hard_state(self) -> HardState:
-        return self._hard_state
-
-    def first_index(self) -> int:
-        return self._snapshot.meta.index + 1
-
-    def last_index(self) -> int:
-        return self._snapshot.meta.index + len(self._entries)
-
-    def term(self, index: int) -> int:
-        base = self._snapshot.meta.index
-        if index == base:
-            return self._snapshot.meta.term
-        if index < base:
-            raise CompactedError(f"index {index} is compacted (snapshot at {base})")
-        if index > base + len(self._entries):
-            raise UnavailableError(f"index {index} is past the last index {self.last_index()}")
-        return self._entries[index - base - 1].term
+    def _term_after_snapshot(self, offset: int) -> int:
+        return self._entries[offset].term
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        base = self._snapshot.meta.index
-        if lo <= base:
-            raise CompactedError(f"index {lo} is compacted (snapshot at {base})")
-        if hi > self.last_index() + 1:
-            raise UnavailableError(f"entries up to {hi - 1} asked, last index is {self.last_index()}")
+        base = self._check_range(lo, hi)
         return limit_size(self._entries[lo - base - 1 : hi - base - 1], max_bytes)
-
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
 
     # -- writes, done by the shell from Ready ----------------------------------------------
     def set_hard_state(self, hs: HardState) -> None:
