@@ -38,7 +38,7 @@ fi
 
 # Byte-compile shoal's own modules: the CLI must start fast even where
 # PYTHONDONTWRITEBYTECODE keeps Python from caching them itself.
-.venv/bin/python -m compileall -q agent manager proto shoal vxlan >/dev/null
+.venv/bin/python -m compileall -q agent common manager proto shoal vxlan >/dev/null
 
 # `shoal` on PATH for people and for `shoal lab exec h1 -- shoal ...`.
 ln -sf "$ROOT/.venv/bin/shoal" /usr/local/bin/shoal

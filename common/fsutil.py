@@ -1,0 +1,62 @@
+"""Durable files: the one atomic-write helper every part of shoal uses.
+
+temp file in the same directory, write all, fsync, rename over the target, fsync the directory:
+after a SIGKILL or a power cut the path holds either the old or the new content, never a mix.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None:
+    """Replaces `path` with `data` atomically and durably. On any failure (ENOSPC included)
+    the temp file is removed and the old content stays; the error is raised."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path | str) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale_temps(directory: Path | str) -> int:
+    """Deletes temp files a crash left in `directory` (ours only: TEMP_PREFIX); returns how many."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
