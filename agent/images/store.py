@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import lzma
 import os
 import platform
 import re
@@ -14,20 +15,38 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.images.unpack import HashingReader, ImageError, ImageLoadError, apply_layer, rootfs_size
+from agent.images.unpack import (
+    BoundedTarInfo,
+    Budget,
+    HashingReader,
+    HeaderTooLarge,
+    ImageError,
+    ImageLoadError,
+    ImageTooLarge,
+    LoadLimits,
+    apply_layer,
+    compression_of,
+    rootfs_size,
+)
+from common.errdefs import Conflict
+from common.fsutil import remove_stale_temps, write_atomic
 
 __all__ = [
     "Image",
     "ImageError",
     "ImageLoadError",
     "ImageNotFound",
+    "ImageTooLarge",
     "AmbiguousImageRef",
     "ImageStore",
+    "ImageUser",
+    "LoadLimits",
     "normalize_ref",
 ]
 
@@ -47,6 +66,8 @@ _OCI_INDEX_TYPES = {
 }
 _REF_NAME = "org.opencontainers.image.ref.name"
 _CONTAINERD_NAME = "io.containerd.image.name"
+_TRASH_PREFIX = "deleted-"  # tmp/deleted-<hex>: a removed image's files on their way out
+_TAR_OPEN_MODE = {"gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz", "none": "r:"}
 _GOARCH = {
     "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
 }
@@ -58,6 +79,15 @@ class ImageNotFound(ImageError):
 
 class AmbiguousImageRef(ImageNotFound):
     """An id prefix that matches more than one image."""
+
+
+@dataclass(slots=True, frozen=True)
+class ImageUser:
+    """A container that uses an image: what `docker rmi` must not pull the rootfs from under."""
+
+    container_id: str
+    image_id: str
+    running: bool
 
 
 @dataclass(slots=True)
@@ -160,11 +190,39 @@ class _Meta:
 class _Archive:
     """Random access to the members of an outer (docker save / OCI layout) tarball."""
 
-    def __init__(self, tar: tarfile.TarFile) -> None:
+    def __init__(self, tar: tarfile.TarFile, budget: Budget) -> None:
         self.tar = tar
+        self.budget = budget
         self.members: dict[str, tarfile.TarInfo] = {}
-        for info in tar.getmembers():
+        last: tarfile.TarInfo | None = None
+        while True:
+            try:
+                info = tar.next()
+            except HeaderTooLarge as e:
+                raise ImageTooLarge(f"invalid tar: {e.message}") from e
+            except tarfile.ReadError as e:
+                if "unexpected end of data" not in str(e) or last is None:
+                    raise
+                raise ImageLoadError(f"invalid tar: unexpected EOF: the archive ends inside {last.name!r}") from e
+            if info is None:
+                break
+            budget.entry("invalid tar")
             self.members[_clean(info.name)] = info
+            last = info
+        self._check_end(last)
+
+    def _check_end(self, last: tarfile.TarInfo | None) -> None:
+        """tarfile stops quietly at a header cut short or at garbage after the last member;
+        docker load's archive/tar says "unexpected EOF" / "invalid tar header" there."""
+        fileobj = self.tar.fileobj
+        assert fileobj is not None
+        fileobj.seek(self.tar.offset)
+        block = fileobj.read(tarfile.BLOCKSIZE)
+        after = f" after {last.name!r}" if last is not None else ""
+        if 0 < len(block) < tarfile.BLOCKSIZE:
+            raise ImageLoadError(f"invalid tar: unexpected EOF: the archive is cut short in a header{after}")
+        if block.strip(b"\0"):
+            raise ImageLoadError(f"invalid tar: invalid tar header{after}")
 
     def has(self, name: str) -> bool:
         return _clean(name) in self.members
@@ -182,7 +240,11 @@ class _Archive:
         return f  # type: ignore[return-value]
 
     def read(self, name: str, digest: str | None = None) -> bytes:
-        data = self.open(name).read()
+        """A small member (manifest, config, index) read whole: bounded by max_json."""
+        limit = self.budget.limits.max_json
+        data = self.open(name).read(limit + 1)
+        if len(data) > limit:
+            raise ImageTooLarge(f"invalid tar: {name} is larger than {limit} bytes")
         if digest is not None:
             actual = "sha256:" + hashlib.sha256(data).hexdigest()
             if actual != digest:
@@ -195,6 +257,21 @@ class _Archive:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise ImageLoadError(f"invalid tar: {name}: invalid JSON: {e}") from e
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 def _seekable(stream: BinaryIO) -> bool:
@@ -231,19 +308,31 @@ def _blob_path(digest: Any, what: str) -> str:
 
 def _plans_from_docker_save(archive: _Archive) -> list[_ImagePlan]:
     manifest = archive.read_json("manifest.json")
-    if not isinstance(manifest, list) or not manifest:
-        raise ImageLoadError("invalid tar: manifest.json must be a non-empty JSON array")
+    if not isinstance(manifest, list):
+        raise ImageLoadError(f"invalid tar: manifest.json must be a JSON array of images, not {_json_type(manifest)}")
+    if not manifest:
+        raise ImageLoadError("invalid tar: manifest.json lists no images")
     plans = []
     for n, entry in enumerate(manifest):
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has no Config")
+        where = f"invalid tar: manifest.json entry {n}"
+        if not isinstance(entry, dict):
+            raise ImageLoadError(f"{where} must be a JSON object, not {_json_type(entry)}")
+        if "Config" not in entry:
+            raise ImageLoadError(f"{where} has no Config")
+        config_name = entry["Config"]
+        if not isinstance(config_name, str):
+            raise ImageLoadError(f"{where}: Config must be a string, not {_json_type(config_name)}")
         layers = entry.get("Layers") or []
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has invalid Layers")
+            raise ImageLoadError(f"{where}: Layers must be an array of strings")
         tags = entry.get("RepoTags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has invalid RepoTags")
-        config_name = entry["Config"]
+            raise ImageLoadError(f"{where}: RepoTags must be an array of strings")
+        if not archive.has(config_name):
+            raise ImageLoadError(f"{where}: Config {config_name} is not in the archive")
+        for layer in layers:
+            if not archive.has(layer):
+                raise ImageLoadError(f"{where}: layer {layer} is not in the archive")
         plans.append(
             _ImagePlan(
                 config_bytes=archive.read(config_name, _digest_of_blob_path(config_name)),
@@ -349,8 +438,9 @@ def _config_fields(config: Any, name: str) -> tuple[list[str], str]:
 class ImageStore:
     """Images under `root` (normally `<data-dir>/images`): index.json, sha256/<hex>/{config.json,rootfs}."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: LoadLimits | None = None) -> None:
         self.root = Path(root)
+        self.limits = limits or LoadLimits()  # the daemon's --max-image-size / --max-image-entries
         self._images_dir = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._index_path = self.root / "index.json"
@@ -389,41 +479,49 @@ class ImageStore:
             self._write_index(self._images, tags)
             self._tags = tags
 
-    def remove(self, ref: str, force: bool = False) -> list[str]:
-        """Untag or delete; returns Docker's list of "Untagged: X" / "Deleted: ID" lines."""
+    def remove(
+        self, ref: str, force: bool = False, noprune: bool = False, users: list[ImageUser] | None = None
+    ) -> list[dict[str, str]]:
+        """`docker rmi` with moby's rules; returns its response ({"Untagged": ref} / {"Deleted": id}).
+
+        `users` are the containers of the node: an image a running container uses is never
+        deleted, one a stopped container uses only with `force`. Removed files go to tmp/ in
+        one rename after the index is written (a kill -9 leaves the image or nothing; tmp/ is
+        emptied at the next start); `empty_trash` deletes them, off the event loop. `noprune`
+        is accepted: loaded images have no parent images to prune.
+        """
+        del noprune
+        users = [u for u in (users or []) if u.image_id]
         with self._lock:
             image_id = self._resolve(ref)
-            try:
-                by_tag = normalize_ref(ref) in self._tags
-            except ImageError:
-                by_tag = False
-            tags = dict(self._tags)
-            mine = sorted(t for t, i in tags.items() if i == image_id)
-            if by_tag:
-                untag = [normalize_ref(ref)]
+            plan = _Removal(self, image_id, [u for u in users if u.image_id == image_id], force)
+            if _is_id_prefix(image_id, ref):
+                plan.by_id()
             else:
-                if len(mine) > 1 and not force:
-                    short = image_id.removeprefix("sha256:")[:12]
-                    raise ImageError(
-                        f"conflict: unable to delete {short} (must be forced) - "
-                        "image is referenced in multiple repositories"
-                    )
-                untag = mine
-            for t in untag:
-                del tags[t]
-            result = [f"Untagged: {t}" for t in untag]
-            images = dict(self._images)
-            if not any(i == image_id for i in tags.values()):
-                del images[image_id]
-                result.append(f"Deleted: {image_id}")
-            self._write_index(images, tags)
-            self._images, self._tags = images, tags
-        if image_id not in images:
-            shutil.rmtree(self._images_dir / image_id.removeprefix("sha256:"), ignore_errors=True)
-        return result
+                plan.by_name(ref, normalize_ref(ref))
+            if not plan.changed:
+                return plan.records
+            self._write_index(plan.images, plan.tags)
+            self._images, self._tags = plan.images, plan.tags
+            if plan.deleted:
+                hexid = image_id.removeprefix("sha256:")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self._images_dir / hexid, self._tmp / f"{_TRASH_PREFIX}{hexid}")
+        return plan.records
+
+    def empty_trash(self) -> None:
+        """Deletes the files of removed images (slow for a large rootfs: call it in a thread)."""
+        for entry in self._tmp.iterdir():
+            if entry.name.startswith(_TRASH_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def load(self, stream: BinaryIO) -> list[str]:
-        """Load every image of a `docker save` or OCI-layout tarball; all or nothing."""
+        """Load every image of a `docker save` or OCI-layout tarball; all or nothing.
+
+        Bounded by `self.limits` (counted on the bytes really decompressed and written);
+        whatever fails, nothing of the load stays: not a file, not an index entry.
+        """
+        budget = Budget(self.limits)
         work = Path(tempfile.mkdtemp(prefix="load-", dir=self._tmp))
         try:
             with contextlib.ExitStack() as stack:
@@ -433,12 +531,17 @@ class ImageStore:
                         shutil.copyfileobj(stream, out, 1 << 20)
                     stream = stack.enter_context(open(spool, "rb"))
                 try:
-                    tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r:*"))
-                except (tarfile.TarError, EOFError, OSError) as e:
+                    archive = _open_archive(stack, stream, budget)
+                    plans = self._plans(archive)
+                    staged = self._stage_all(archive, plans, work, budget)
+                except EOFError as e:  # a compressed outer tarball cut short
+                    raise ImageLoadError(f"invalid tar: unexpected EOF ({e})") from e
+                except tarfile.ReadError as e:
+                    if "unexpected end of data" in str(e):
+                        raise ImageLoadError("invalid tar: unexpected EOF: the archive is cut short") from e
                     raise ImageLoadError(f"invalid tar: {e}") from e
-                archive = _Archive(tar)
-                plans = self._plans(archive)
-                staged = self._stage_all(archive, plans, work)
+                except (tarfile.TarError, zlib.error, lzma.LZMAError) as e:
+                    raise ImageLoadError(f"invalid tar: {e}") from e
             return self._commit(plans, staged)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -454,7 +557,9 @@ class ImageStore:
             "invalid tar: manifest.json not found (neither a docker save archive nor an OCI image layout)"
         )
 
-    def _stage_all(self, archive: _Archive, plans: list[_ImagePlan], work: Path) -> dict[str, tuple[Path, _Meta]]:
+    def _stage_all(
+        self, archive: _Archive, plans: list[_ImagePlan], work: Path, budget: Budget
+    ) -> dict[str, tuple[Path, _Meta]]:
         staged: dict[str, tuple[Path, _Meta]] = {}
         for plan in plans:
             image_id = plan.image_id
@@ -462,10 +567,10 @@ class ImageStore:
                 known = image_id in self._images
             if known or image_id in staged:
                 continue
-            staged[image_id] = self._stage(archive, plan, work / image_id.removeprefix("sha256:"))
+            staged[image_id] = self._stage(archive, plan, work / image_id.removeprefix("sha256:"), budget)
         return staged
 
-    def _stage(self, archive: _Archive, plan: _ImagePlan, target: Path) -> tuple[Path, _Meta]:
+    def _stage(self, archive: _Archive, plan: _ImagePlan, target: Path, budget: Budget) -> tuple[Path, _Meta]:
         try:
             config = json.loads(plan.config_bytes)
         except (ValueError, UnicodeDecodeError) as e:
@@ -481,7 +586,7 @@ class ImageStore:
         for n, (source, diff_id) in enumerate(zip(plan.layers, diff_ids), start=1):
             label = f"layer {n} ({source.member})"
             blob = HashingReader(archive.open(source.member))
-            actual = apply_layer(rootfs, blob, label)
+            actual = apply_layer(rootfs, blob, label, budget)
             blob.drain()
             if source.digest is not None and blob.digest() != source.digest:
                 raise ImageLoadError(f"{label}: content digest {blob.digest()} does not match {source.digest}")
@@ -592,31 +697,143 @@ class ImageStore:
             },
             "tags": dict(sorted(tags.items())),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".index-", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self._index_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._index_path, json.dumps(doc, indent=1))
 
     def _collect_garbage(self) -> None:
         """Drop what a crashed load or remove left: temp dirs and image dirs not in the index."""
         for entry in self._tmp.iterdir():
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-        for entry in self.root.glob(".index-*"):
+        for entry in self.root.glob(".index-*"):  # temp files of the index writer before fsutil
             entry.unlink(missing_ok=True)
+        remove_stale_temps(self.root)
         for entry in self._images_dir.iterdir():
             if "sha256:" + entry.name not in self._images:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _open_archive(stack: contextlib.ExitStack, stream: BinaryIO, budget: Budget) -> _Archive:
+    """The outer tarball, its compression named by its first bytes (not by trying each)."""
+    start = stream.tell()
+    head = stream.read(6)
+    stream.seek(start)
+    if not head:
+        raise ImageLoadError(
+            "invalid tar: the input is empty (expected a docker save tarball or an OCI image layout)"
+        )
+    kind = compression_of(head)
+    if kind == "zstd":
+        raise ImageLoadError("invalid tar: zstd-compressed image tarballs are not supported")
+    try:
+        tar = stack.enter_context(tarfile.open(fileobj=stream, mode=_TAR_OPEN_MODE[kind], tarinfo=BoundedTarInfo))
+    except HeaderTooLarge as e:
+        raise ImageTooLarge(f"invalid tar: {e.message}") from e
+    except tarfile.ReadError as e:
+        if kind == "none":
+            raise ImageLoadError(f"invalid tar: the input is not a tar archive (plain, gzip, bzip2 or xz): {e}") from e
+        raise ImageLoadError(f"invalid tar: {kind}: {e}") from e
+    return _Archive(tar, budget)
+
+
+def _is_id_prefix(image_id: str, ref: str) -> bool:
+    """moby's isImageIDPrefix: `ref` names the image by (a prefix of) its id, not by a tag."""
+    return bool(ref) and (image_id.startswith(ref) or image_id.removeprefix("sha256:").startswith(ref))
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI ChainIDs of a layer stack: what `docker rmi` reports as deleted layers."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if chain:
+            diff_id = "sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
+        chain.append(diff_id)
+    return chain
+
+
+class _Removal:
+    """One `docker rmi` worked out on copies of the index (moby's ImageDelete, without parent
+    images): what to untag, whether to delete, or which conflict refuses it."""
+
+    def __init__(self, store: ImageStore, image_id: str, users: list[ImageUser], force: bool) -> None:
+        self.store = store
+        self.image_id = image_id
+        self.short = image_id.removeprefix("sha256:")[:12]
+        self.users = users
+        self.force = force
+        self.images = dict(store._images)
+        self.tags = dict(store._tags)
+        self.records: list[dict[str, str]] = []
+        self.changed = False
+        self.deleted = False
+
+    def _tags_of_image(self) -> list[str]:
+        return sorted(t for t, i in self.tags.items() if i == self.image_id)
+
+    def _untag(self, tag: str) -> None:
+        del self.tags[tag]
+        self.records.append({"Untagged": tag})
+        self.changed = True
+
+    def _conflict(self, *, hard: bool, soft: bool) -> Conflict | None:
+        """moby's checkImageDeleteConflict: running users are hard conflicts, other tags and
+        stopped users soft ones (`force` overrides those)."""
+        running = next((u for u in self.users if u.running), None)
+        if hard and running is not None:
+            return self._error("cannot be forced", f"image is being used by running container {running.container_id[:12]}")
+        if soft and self._tags_of_image():
+            return self._error("must be forced", "image is referenced in multiple repositories")
+        stopped = next((u for u in self.users if not u.running), None)
+        if soft and stopped is not None:
+            return self._error("must be forced", f"image is being used by stopped container {stopped.container_id[:12]}")
+        return None
+
+    def _error(self, how: str, why: str) -> Conflict:
+        return Conflict(f"conflict: unable to delete {self.short} ({how}) - {why}")
+
+    def by_name(self, ref: str, name: str) -> None:
+        tags = self._tags_of_image()
+        if not self.force and len(tags) == 1 and self.users:
+            # Untagging would leave a dangling image under a container: moby wants force.
+            raise Conflict(
+                f'conflict: unable to remove repository reference "{ref}" (must force) - container '
+                f"{self.users[0].container_id[:12]} is using its referenced image {self.short}"
+            )
+        self._untag(name)
+        if not self._tags_of_image():
+            self._delete(quiet=True)
+
+    def by_id(self) -> None:
+        tags = self._tags_of_image()
+        if len(tags) == 1:
+            conflict = self._conflict(hard=True, soft=False) or (
+                None if self.force else self._stopped_conflict()
+            )
+            if conflict is not None:
+                raise conflict
+            self._untag(tags[0])
+        self._delete(quiet=False)
+
+    def _stopped_conflict(self) -> Conflict | None:
+        stopped = next((u for u in self.users if not u.running), None)
+        if stopped is None:
+            return None
+        return self._error("must be forced", f"image is being used by stopped container {stopped.container_id[:12]}")
+
+    def _delete(self, quiet: bool) -> None:
+        conflict = self._conflict(hard=True, soft=not self.force)
+        if conflict is not None:
+            if quiet and (self._tags_of_image() or self.users):
+                return  # an untag by name that stops there, as moby's quiet delete
+            raise conflict
+        for tag in self._tags_of_image():
+            self._untag(tag)
+        if self.users:
+            # Forced past a stopped container: that container's overlay uses this rootfs as
+            # its lower dir, so the image stays (untagged, <none>) until it can really go.
+            # moby deletes the image record and keeps the layers by reference count.
+            return
+        layers = self.store._image(self.image_id).layers
+        del self.images[self.image_id]
+        self.records.append({"Deleted": self.image_id})
+        kept = {c for i in self.images for c in chain_ids(self.store._image(i).layers)}
+        self.records.extend({"Deleted": c} for c in reversed(chain_ids(layers)) if c not in kept)
+        self.changed = self.deleted = True
