@@ -32,6 +32,7 @@ from agent.images.unpack import (
     LoadLimits,
     apply_layer,
     compression_of,
+    remove_tree,
     rootfs_size,
 )
 from common.errdefs import Conflict
@@ -513,7 +514,8 @@ class ImageStore:
         """Deletes the files of removed images (slow for a large rootfs: call it in a thread)."""
         for entry in self._tmp.iterdir():
             if entry.name.startswith(_TRASH_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_tree(entry)
 
     def load(self, stream: BinaryIO) -> list[str]:
         """Load every image of a `docker save` or OCI-layout tarball; all or nothing.
@@ -544,7 +546,8 @@ class ImageStore:
                     raise ImageLoadError(f"invalid tar: {e}") from e
             return self._commit(plans, staged)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(work)
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -610,7 +613,7 @@ class ImageStore:
                     if image_id in images:
                         continue  # another load committed it meanwhile
                     if final.exists():  # an orphan of a crashed load; replace it
-                        shutil.rmtree(final)
+                        remove_tree(final)
                     os.rename(path, final)
                     moved.append(final)
                     images[image_id] = meta
@@ -624,7 +627,8 @@ class ImageStore:
                 self._write_index(images, tags)
             except BaseException:
                 for path in moved:
-                    shutil.rmtree(path, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        remove_tree(path)
                 raise
             self._images, self._tags = images, tags
         return loaded
@@ -702,13 +706,15 @@ class ImageStore:
     def _collect_garbage(self) -> None:
         """Drop what a crashed load or remove left: temp dirs and image dirs not in the index."""
         for entry in self._tmp.iterdir():
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                remove_tree(entry)
         for entry in self.root.glob(".index-*"):  # temp files of the index writer before fsutil
             entry.unlink(missing_ok=True)
         remove_stale_temps(self.root)
         for entry in self._images_dir.iterdir():
             if "sha256:" + entry.name not in self._images:
-                shutil.rmtree(entry, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_tree(entry)
 
 
 def _open_archive(stack: contextlib.ExitStack, stream: BinaryIO, budget: Budget) -> _Archive:

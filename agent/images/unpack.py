@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -258,6 +257,7 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
     resolved: list[str] = []
     pending = list(parts)
     hops = 0
+    top = str(root)
     while pending:
         comp = pending.pop(0)
         if comp in ("", "."):
@@ -267,7 +267,7 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
                 raise ImageLoadError(f"{label}: entry {name!r} escapes the root filesystem through a symlink")
             resolved.pop()
             continue
-        path = root.joinpath(*resolved, comp)
+        path = "/".join([top, *resolved, comp])  # a str join: pathlib costs O(depth) Python work per call
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -298,14 +298,60 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
 
 def _remove(path: Path) -> None:
     """Remove a file, symlink or whole directory tree without following symlinks."""
+    remove_tree(path)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: Path | str) -> None:
+    """`rm -rf path` without recursion and without following symlinks.
+
+    An image can hold a tree 2,000 directories deep (names up to PATH_MAX, deeper still through
+    in-root symlinks); Python 3.11's shutil.rmtree and os.walk recurse once per level and stop
+    with RecursionError there, leaving the tree behind. This walks down by one directory fd and
+    back up through "..", so depth costs neither stack nor file descriptors, and paths longer
+    than PATH_MAX are fine. Raises OSError; a missing path is not an error.
+    """
     try:
-        st = os.lstat(path)
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
     except FileNotFoundError:
         return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        names: list[str] = []  # from `path` down to fd's directory
+        pending = [_unlink_files(fd)]  # per level: subdirectories still to empty
+        while True:
+            if pending[-1]:
+                name = pending[-1].pop()
+                below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = below
+                names.append(name)
+                pending.append(_unlink_files(fd))
+                continue
+            pending.pop()
+            if not names:
+                break
+            above = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = above
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _unlink_files(dir_fd: int) -> list[str]:
+    """Unlinks every non-directory in a directory; returns the names of its subdirectories."""
+    with os.scandir(dir_fd) as entries:
+        children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    for name, is_dir in children:
+        if not is_dir:
+            os.unlink(name, dir_fd=dir_fd)
+    return [name for name, is_dir in children if is_dir]
 
 
 @dataclass(slots=True)
@@ -510,25 +556,35 @@ def _apply_whiteout(state: _LayerState, parts: list[str], name: str) -> None:
 
 
 def _make_opaque(state: _LayerState, parent: list[str]) -> None:
-    """Remove what lower layers put under a directory, keeping this layer's own entries."""
-    directory = state.root.joinpath(*parent)
-    for entry in os.scandir(directory):
-        rel = "/".join(parent + [entry.name])
-        if not state.keeps(rel):
-            _remove(Path(entry.path))
-        elif entry.is_dir(follow_symlinks=False):
-            # Kept by this layer, but what lower layers put inside it is hidden as well.
-            _make_opaque(state, parent + [entry.name])
+    """Remove what lower layers put under a directory, keeping this layer's own entries.
+    A loop, not recursion: the kept tree may be thousands of levels deep."""
+    todo = [parent]
+    while todo:
+        current = todo.pop()
+        with os.scandir(state.root.joinpath(*current)) as scan:
+            entries = [(e.name, e.path, e.is_dir(follow_symlinks=False)) for e in scan]
+        for name, path, is_dir in entries:
+            rel = "/".join(current + [name])
+            if not state.keeps(rel):
+                _remove(Path(path))
+            elif is_dir:
+                # Kept by this layer, but what lower layers put inside it is hidden as well.
+                todo.append(current + [name])
 
 
 def rootfs_size(root: Path) -> int:
-    """Bytes of regular files under `root`, each inode counted once (hard links share one)."""
+    """Bytes of regular files under `root`, each inode counted once (hard links share one).
+    A loop over a stack, not os.walk: 3.11's os.walk recurses once per directory level."""
     seen: set[tuple[int, int]] = set()
     total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
+    todo = [str(root)]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    todo.append(entry.path)
+                elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
     return total

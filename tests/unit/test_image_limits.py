@@ -5,14 +5,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.images.store import ImageLoadError, ImageStore, ImageTooLarge, LoadLimits
-from agent.images.unpack import Budget, apply_layer
+from agent.images.unpack import Budget, apply_layer, remove_tree
 from tests.unit.test_image_store import BASE, config_for, docker_save, sha, store_leftovers, tar_bytes
 
 KIB = 1024
@@ -300,3 +302,43 @@ def test_next_start_removes_what_an_interrupted_load_left(tmp_path: Path) -> Non
         f"sha256/{sha(config_for([BASE]))}/rootfs/etc",
         f"sha256/{sha(config_for([BASE]))}/rootfs/etc/motd",
     ]
+
+
+# -- deep trees ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deep_tmp(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path, emptied with remove_tree whatever happens: pytest's own cleanup (shutil.rmtree)
+    recurses per level and would fail on what these tests make, in every later pytest run."""
+    try:
+        yield tmp_path
+    finally:
+        for child in tmp_path.iterdir():
+            remove_tree(child)
+
+
+def test_tree_deeper_than_the_recursion_limit_loads_and_is_removed_without_leftovers(deep_tmp: Path) -> None:
+    deep = tar_bytes({"a/" * 1100 + "f": b"x"})  # 3.11's shutil.rmtree stops at ~1000 levels
+    store = small_store(deep_tmp)
+    assert load(store, docker_save([([deep], ["deep:1"])])) == ["deep:1"]
+    assert store.get("deep:1").size == 1
+    store.remove("deep:1")
+    store.empty_trash()
+    assert_nothing_left(store)
+
+
+def test_tree_deeper_than_path_max_is_refused_and_cleaned_up(deep_tmp: Path) -> None:
+    deep = tar_bytes({("a" * 99 + "/") * 40 + "f": b"x"})  # 4001 bytes: fits PATH_MAX alone, not under the store
+    store = small_store(deep_tmp)
+    with pytest.raises(ImageLoadError, match=r"^" + re.escape(f"{label(deep)}: entry ") + r".*: File name too long$"):
+        load(store, docker_save([([deep], ["deep:1"])]))
+    assert_nothing_left(store)
+
+
+def test_opaque_whiteout_over_a_deep_kept_tree_works(deep_tmp: Path) -> None:
+    root = deep_tmp / "rootfs"
+    root.mkdir()
+    apply_layer(root, io.BytesIO(tar_bytes({"d/" + "k/" * 1100 + "old": b"1"})))
+    apply_layer(root, io.BytesIO(tar_bytes({"d/" + "k/" * 1100 + "new": b"2", "d/.wh..wh..opq": b""})))
+    assert sorted(os.listdir(root.joinpath("d", *["k"] * 1100))) == ["new"]
