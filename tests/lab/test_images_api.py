@@ -10,13 +10,14 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from shoal.lab import data_dir
-from tests.lab.helpers import running_lab
+from tests.lab.helpers import running_lab, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -64,7 +65,7 @@ def docker_save(layer: bytes, tag: str, plain: bytes | None = None) -> bytes:
 
 
 def image_ids(lab) -> list[str]:
-    return sorted(docker(lab, "images", "-q", "--no-trunc").stdout.split())
+    return sorted(set(docker(lab, "images", "-q", "--no-trunc").stdout.split()))
 
 
 def image_files(lab) -> list[str]:
@@ -216,3 +217,48 @@ def test_docker_py_removes_an_image_and_sees_the_conflict_as_409(lab, tmp_path: 
             client.images.get("py:1")
     finally:
         client.close()
+
+
+def test_a_load_that_fills_the_disk_is_a_system_error_and_leaves_nothing(tmp_path: Path):
+    # A real full disk: a 1 MiB tmpfs under the store, and a layer with 2 MiB in it.
+    from agent.images.store import ImageStore
+    from common.errdefs import SystemError_
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        store = ImageStore(mount / "images")
+        layer = tar_of({"big": os.urandom(2 << 20)})
+        with pytest.raises(SystemError_) as failed:
+            store.load(io.BytesIO(docker_save(layer, "full:1")))
+        assert failed.value.message == f"layer 1 ({sha(layer)}/layer.tar): entry 'big': No space left on device"
+        assert store.list() == []
+        assert sorted(str(p.relative_to(mount)) for p in mount.rglob("*")) == ["images", "images/sha256", "images/tmp"]
+        small = tar_of({"etc/ok": b"ok"})
+        assert store.load(io.BytesIO(docker_save(small, "fits:1"))) == ["fits:1"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@needs_docker
+def test_kill9_in_the_middle_of_a_load_leaves_the_image_or_nothing(lab, tmp_path: Path):
+    layer = tar_of({f"files/{n:05d}": b"x" * 100 for n in range(3000)})
+    path = tmp_path / "slow.tar"
+    path.write_bytes(docker_save(layer, "slow:1"))
+    work = data_dir(lab.name, "h1") / "images" / "tmp"
+
+    def unpacking() -> bool:
+        return any(len(os.listdir(d)) > 50 for d in work.glob("load-*/*/rootfs/files"))
+
+    client = subprocess.Popen(lab.exec_argv("h1", [DOCKER, "load", "-i", str(path)]), env=lab.host_env("h1"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(unpacking, timeout=60, interval=0.01)
+        lab.restart_daemon("h1", kill9=True)
+    finally:
+        client.wait(timeout=60)
+    assert os.listdir(work) == []
+    on_disk = sorted("sha256:" + p.name for p in (work.parent / "sha256").iterdir())
+    assert on_disk == image_ids(lab)
+    assert "slow:1" not in docker(lab, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
