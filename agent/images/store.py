@@ -5,11 +5,10 @@ Unpacking is agent.images.unpack; the executor mounts an image's `rootfs` read-o
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import gzip
 import json
 import lzma
 import os
-import platform
 import re
 import shutil
 import tarfile
@@ -21,21 +20,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent.images.archive import HEX64, Archive, ImagePlan, host_architecture, open_archive, plans
+from agent.images.reference import normalize_ref
+from agent.images.removal import ImageUser, Removal, is_id_prefix
 from agent.images.unpack import (
-    BoundedTarInfo,
     Budget,
     HashingReader,
-    HeaderTooLarge,
     ImageError,
     ImageLoadError,
     ImageTooLarge,
     LoadLimits,
     apply_layer,
-    compression_of,
     remove_tree,
     rootfs_size,
 )
-from common.errdefs import Conflict
 from common.fsutil import remove_stale_temps, write_atomic
 
 __all__ = [
@@ -48,30 +46,13 @@ __all__ = [
     "ImageStore",
     "ImageUser",
     "LoadLimits",
+    "host_architecture",
     "normalize_ref",
 ]
 
 INDEX_VERSION = 1
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_DOMAIN = re.compile(
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$"
-)
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-_OCI_INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-_REF_NAME = "org.opencontainers.image.ref.name"
-_CONTAINERD_NAME = "io.containerd.image.name"
 _TRASH_PREFIX = "deleted-"  # tmp/deleted-<hex>: a removed image's files on their way out
-_TAR_OPEN_MODE = {"gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz", "none": "r:"}
-_GOARCH = {
-    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-}
 
 
 class ImageNotFound(ImageError):
@@ -80,15 +61,6 @@ class ImageNotFound(ImageError):
 
 class AmbiguousImageRef(ImageNotFound):
     """An id prefix that matches more than one image."""
-
-
-@dataclass(slots=True, frozen=True)
-class ImageUser:
-    """A container that uses an image: what `docker rmi` must not pull the rootfs from under."""
-
-    container_id: str
-    image_id: str
-    running: bool
 
 
 @dataclass(slots=True)
@@ -104,78 +76,8 @@ class Image:
     rootfs: Path
 
 
-def host_architecture() -> str:
-    """The Go/OCI name of this machine's architecture ("amd64" on x86_64)."""
-    machine = platform.machine()
-    return _GOARCH.get(machine, machine)
-
-
 def _now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def normalize_ref(ref: str) -> str:
-    """Docker's familiar form of a reference: "busybox" -> "busybox:latest".
-
-    "docker.io/library/" and "index.docker.io/" prefixes are dropped; a digest reference keeps its
-    digest and gets no tag. Raises ImageError for a malformed reference.
-    """
-    if not ref or ref != ref.strip():
-        raise ImageError(f"invalid reference format: {ref!r}")
-    name, digest = ref, ""
-    if "@" in name:
-        name, digest = name.split("@", 1)
-        if not _DIGEST.match(digest):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    tag = ""
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.match(tag):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    domain, path = "", name
-    first, sep, rest = name.partition("/")
-    if sep and (any(c in first for c in ".:") or first == "localhost" or first.lower() != first):
-        domain, path = first, rest
-        if not _DOMAIN.match(domain):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    if domain in ("docker.io", "index.docker.io"):
-        domain = ""
-    if domain == "" and path.startswith("library/") and path.count("/") == 1:
-        path = path[len("library/") :]
-    components = path.split("/")
-    for comp in components:
-        if not _COMPONENT.match(comp):
-            if comp.lower() != comp and _COMPONENT.match(comp.lower()):
-                raise ImageError(f"invalid reference format: repository name ({ref}) must be lowercase")
-            raise ImageError(f"invalid reference format: {ref!r}")
-    full = f"{domain}/{path}" if domain else path
-    if len(full) > 255:
-        raise ImageError(
-            f"invalid reference format: repository name ({ref}) must not be more than 255 characters"
-        )
-    if digest:
-        return f"{full}:{tag}@{digest}" if tag else f"{full}@{digest}"
-    return f"{full}:{tag or 'latest'}"
-
-
-@dataclass(slots=True)
-class _LayerSource:
-    member: str  # member name in the outer tarball
-    digest: str | None  # "sha256:..." of the blob bytes when the blob is named by digest
-
-
-@dataclass(slots=True)
-class _ImagePlan:
-    config_bytes: bytes
-    config_name: str
-    tags: list[str]
-    layers: list[_LayerSource]
-
-    @property
-    def image_id(self) -> str:
-        return "sha256:" + hashlib.sha256(self.config_bytes).hexdigest()
 
 
 @dataclass(slots=True)
@@ -188,240 +90,11 @@ class _Meta:
     loaded: str
 
 
-class _Archive:
-    """Random access to the members of an outer (docker save / OCI layout) tarball."""
-
-    def __init__(self, tar: tarfile.TarFile, budget: Budget) -> None:
-        self.tar = tar
-        self.budget = budget
-        self.members: dict[str, tarfile.TarInfo] = {}
-        last: tarfile.TarInfo | None = None
-        while True:
-            try:
-                info = tar.next()
-            except HeaderTooLarge as e:
-                raise ImageTooLarge(f"invalid tar: {e.message}") from e
-            except tarfile.ReadError as e:
-                if "unexpected end of data" not in str(e) or last is None:
-                    raise
-                raise ImageLoadError(f"invalid tar: unexpected EOF: the archive ends inside {last.name!r}") from e
-            if info is None:
-                break
-            budget.entry("invalid tar")
-            self.members[_clean(info.name)] = info
-            last = info
-        self._check_end(last)
-
-    def _check_end(self, last: tarfile.TarInfo | None) -> None:
-        """tarfile stops quietly at a header cut short or at garbage after the last member;
-        docker load's archive/tar says "unexpected EOF" / "invalid tar header" there."""
-        fileobj = self.tar.fileobj
-        assert fileobj is not None
-        fileobj.seek(self.tar.offset)
-        block = fileobj.read(tarfile.BLOCKSIZE)
-        after = f" after {last.name!r}" if last is not None else ""
-        if 0 < len(block) < tarfile.BLOCKSIZE:
-            raise ImageLoadError(f"invalid tar: unexpected EOF: the archive is cut short in a header{after}")
-        if block.strip(b"\0"):
-            raise ImageLoadError(f"invalid tar: invalid tar header{after}")
-
-    def has(self, name: str) -> bool:
-        return _clean(name) in self.members
-
-    def open(self, name: str) -> BinaryIO:
-        info = self.members.get(_clean(name))
-        if info is None:
-            raise ImageLoadError(f"invalid tar: {name} not found")
-        try:
-            f = self.tar.extractfile(info)
-        except (KeyError, tarfile.TarError) as e:
-            raise ImageLoadError(f"invalid tar: {name}: {e}") from e
-        if f is None:
-            raise ImageLoadError(f"invalid tar: {name} is not a regular file")
-        return f  # type: ignore[return-value]
-
-    def read(self, name: str, digest: str | None = None) -> bytes:
-        """A small member (manifest, config, index) read whole: bounded by max_json."""
-        limit = self.budget.limits.max_json
-        data = self.open(name).read(limit + 1)
-        if len(data) > limit:
-            raise ImageTooLarge(f"invalid tar: {name} is larger than {limit} bytes")
-        if digest is not None:
-            actual = "sha256:" + hashlib.sha256(data).hexdigest()
-            if actual != digest:
-                raise ImageLoadError(f"invalid tar: {name}: content digest {actual} does not match {digest}")
-        return data
-
-    def read_json(self, name: str, digest: str | None = None) -> Any:
-        data = self.read(name, digest)
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ImageLoadError(f"invalid tar: {name}: invalid JSON: {e}") from e
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _seekable(stream: BinaryIO) -> bool:
     try:
         return bool(stream.seekable()) and stream.tell() >= 0
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _clean(name: str) -> str:
-    return "/".join(p for p in name.split("/") if p not in ("", "."))
-
-
-def _digest_of_blob_path(name: str) -> str | None:
-    """The digest a member name promises: blobs/sha256/<hex> or <hex>.json (docker save configs)."""
-    parts = _clean(name).split("/")
-    if len(parts) == 3 and parts[0] == "blobs" and parts[1] == "sha256" and _HEX64.match(parts[2]):
-        return "sha256:" + parts[2]
-    if len(parts) == 1 and parts[0].endswith(".json") and _HEX64.match(parts[0][:-5]):
-        return "sha256:" + parts[0][:-5]
-    return None
-
-
-def _blob_path(digest: Any, what: str) -> str:
-    if not isinstance(digest, str) or ":" not in digest:
-        raise ImageLoadError(f"invalid OCI layout: {what} has invalid digest {digest!r}")
-    algo, hexpart = digest.split(":", 1)
-    if algo != "sha256":
-        raise ImageLoadError(f"invalid OCI layout: {what}: unsupported digest algorithm {algo!r}")
-    if not _HEX64.match(hexpart):
-        raise ImageLoadError(f"invalid OCI layout: {what} has invalid digest {digest!r}")
-    return f"blobs/sha256/{hexpart}"
-
-
-def _plans_from_docker_save(archive: _Archive) -> list[_ImagePlan]:
-    manifest = archive.read_json("manifest.json")
-    if not isinstance(manifest, list):
-        raise ImageLoadError(f"invalid tar: manifest.json must be a JSON array of images, not {_json_type(manifest)}")
-    if not manifest:
-        raise ImageLoadError("invalid tar: manifest.json lists no images")
-    plans = []
-    for n, entry in enumerate(manifest):
-        where = f"invalid tar: manifest.json entry {n}"
-        if not isinstance(entry, dict):
-            raise ImageLoadError(f"{where} must be a JSON object, not {_json_type(entry)}")
-        if "Config" not in entry:
-            raise ImageLoadError(f"{where} has no Config")
-        config_name = entry["Config"]
-        if not isinstance(config_name, str):
-            raise ImageLoadError(f"{where}: Config must be a string, not {_json_type(config_name)}")
-        layers = entry.get("Layers") or []
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ImageLoadError(f"{where}: Layers must be an array of strings")
-        tags = entry.get("RepoTags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ImageLoadError(f"{where}: RepoTags must be an array of strings")
-        if not archive.has(config_name):
-            raise ImageLoadError(f"{where}: Config {config_name} is not in the archive")
-        for layer in layers:
-            if not archive.has(layer):
-                raise ImageLoadError(f"{where}: layer {layer} is not in the archive")
-        plans.append(
-            _ImagePlan(
-                config_bytes=archive.read(config_name, _digest_of_blob_path(config_name)),
-                config_name=config_name,
-                tags=[_tag_from_archive(t) for t in tags],
-                layers=[_LayerSource(member=p, digest=_digest_of_blob_path(p)) for p in layers],
-            )
-        )
-    return plans
-
-
-def _tag_from_archive(tag: str) -> str:
-    try:
-        return normalize_ref(tag)
-    except ImageError as e:
-        raise ImageLoadError(f"invalid tar: bad tag {tag!r}: {e.message}") from e
-
-
-def _plans_from_oci(archive: _Archive) -> list[_ImagePlan]:
-    layout = archive.read_json("oci-layout")
-    if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
-        raise ImageLoadError("invalid OCI layout: oci-layout has no imageLayoutVersion")
-    index = archive.read_json("index.json")
-    descriptors = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(descriptors, list) or not descriptors:
-        raise ImageLoadError("invalid OCI layout: index.json lists no manifests")
-    plans = []
-    for n, desc in enumerate(descriptors):
-        if not isinstance(desc, dict):
-            raise ImageLoadError(f"invalid OCI layout: index.json manifest {n} is not an object")
-        manifest = _resolve_manifest(archive, desc, f"index.json manifest {n}")
-        config_desc = manifest.get("config")
-        if not isinstance(config_desc, dict):
-            raise ImageLoadError(f"invalid OCI layout: manifest {desc.get('digest')} has no config")
-        config_name = _blob_path(config_desc.get("digest"), "config")
-        layers = manifest.get("layers") or []
-        if not isinstance(layers, list):
-            raise ImageLoadError(f"invalid OCI layout: manifest {desc.get('digest')} has invalid layers")
-        sources = []
-        for i, layer in enumerate(layers):
-            digest = layer.get("digest") if isinstance(layer, dict) else None
-            sources.append(_LayerSource(member=_blob_path(digest, f"layer {i}"), digest=digest))
-        plans.append(
-            _ImagePlan(
-                config_bytes=archive.read(config_name, config_desc["digest"]),
-                config_name=config_name,
-                tags=_oci_tags(desc.get("annotations") or {}),
-                layers=sources,
-            )
-        )
-    return plans
-
-
-def _resolve_manifest(archive: _Archive, desc: dict, what: str) -> dict:
-    """Follow a descriptor to an image manifest, choosing a platform when it is an index."""
-    for _ in range(4):  # an index of indexes is legal; a deep one is not worth following
-        name = _blob_path(desc.get("digest"), what)
-        doc = archive.read_json(name, desc["digest"])
-        if not isinstance(doc, dict):
-            raise ImageLoadError(f"invalid OCI layout: {name} is not a JSON object")
-        media = desc.get("mediaType") or doc.get("mediaType")
-        if media not in _OCI_INDEX_TYPES and "manifests" not in doc:
-            return doc
-        desc = _pick_platform(doc.get("manifests") or [], name)
-    raise ImageLoadError(f"invalid OCI layout: {what}: image indexes nested too deeply")
-
-
-def _pick_platform(manifests: list, where: str) -> dict:
-    candidates = [m for m in manifests if isinstance(m, dict)]
-    arch = host_architecture()
-    for m in candidates:
-        plat = m.get("platform") or {}
-        if plat.get("os") == "linux" and plat.get("architecture") == arch:
-            return m
-    for m in candidates:
-        plat = m.get("platform") or {}
-        if plat.get("os") != "unknown":  # skip attestation manifests
-            return m
-    raise ImageLoadError(f"invalid OCI layout: {where} lists no usable manifest")
-
-
-def _oci_tags(annotations: dict) -> list[str]:
-    name = annotations.get(_CONTAINERD_NAME)
-    if not isinstance(name, str) or not name:
-        # ref.name is often only a tag ("latest") without a repository; then there is no name.
-        ref = annotations.get(_REF_NAME)
-        name = ref if isinstance(ref, str) and (":" in ref or "/" in ref) else None
-    return [_tag_from_archive(name)] if name else []
 
 
 def _config_fields(config: Any, name: str) -> tuple[list[str], str]:
@@ -495,8 +168,8 @@ class ImageStore:
         users = [u for u in (users or []) if u.image_id]
         with self._lock:
             image_id = self._resolve(ref)
-            plan = _Removal(self, image_id, [u for u in users if u.image_id == image_id], force)
-            if _is_id_prefix(image_id, ref):
+            plan = Removal(self._images, self._tags, lambda i: self._image(i).layers, image_id, users, force)
+            if is_id_prefix(image_id, ref):
                 plan.by_id()
             else:
                 plan.by_name(ref, normalize_ref(ref))
@@ -533,35 +206,26 @@ class ImageStore:
                         shutil.copyfileobj(stream, out, 1 << 20)
                     stream = stack.enter_context(open(spool, "rb"))
                 try:
-                    archive = _open_archive(stack, stream, budget)
-                    plans = self._plans(archive)
-                    staged = self._stage_all(archive, plans, work, budget)
+                    archive = open_archive(stack, stream, budget)
+                    image_plans = plans(archive)
+                    staged = self._stage_all(archive, image_plans, work, budget)
                 except EOFError as e:  # a compressed outer tarball cut short
                     raise ImageLoadError(f"invalid tar: unexpected EOF ({e})") from e
                 except tarfile.ReadError as e:
                     if "unexpected end of data" in str(e):
                         raise ImageLoadError("invalid tar: unexpected EOF: the archive is cut short") from e
                     raise ImageLoadError(f"invalid tar: {e}") from e
-                except (tarfile.TarError, zlib.error, lzma.LZMAError) as e:
+                except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
                     raise ImageLoadError(f"invalid tar: {e}") from e
-            return self._commit(plans, staged)
+            return self._commit(image_plans, staged)
         finally:
             with contextlib.suppress(OSError):
                 remove_tree(work)
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _plans(self, archive: _Archive) -> list[_ImagePlan]:
-        if archive.has("manifest.json"):
-            return _plans_from_docker_save(archive)
-        if archive.has("oci-layout") or archive.has("index.json"):
-            return _plans_from_oci(archive)
-        raise ImageLoadError(
-            "invalid tar: manifest.json not found (neither a docker save archive nor an OCI image layout)"
-        )
-
     def _stage_all(
-        self, archive: _Archive, plans: list[_ImagePlan], work: Path, budget: Budget
+        self, archive: Archive, plans: list[ImagePlan], work: Path, budget: Budget
     ) -> dict[str, tuple[Path, _Meta]]:
         staged: dict[str, tuple[Path, _Meta]] = {}
         for plan in plans:
@@ -573,7 +237,7 @@ class ImageStore:
             staged[image_id] = self._stage(archive, plan, work / image_id.removeprefix("sha256:"), budget)
         return staged
 
-    def _stage(self, archive: _Archive, plan: _ImagePlan, target: Path, budget: Budget) -> tuple[Path, _Meta]:
+    def _stage(self, archive: Archive, plan: ImagePlan, target: Path, budget: Budget) -> tuple[Path, _Meta]:
         try:
             config = json.loads(plan.config_bytes)
         except (ValueError, UnicodeDecodeError) as e:
@@ -601,7 +265,7 @@ class ImageStore:
         meta = _Meta(config=config, created=created, size=rootfs_size(rootfs), loaded=_now_rfc3339())
         return target, meta
 
-    def _commit(self, plans: list[_ImagePlan], staged: dict[str, tuple[Path, _Meta]]) -> list[str]:
+    def _commit(self, plans: list[ImagePlan], staged: dict[str, tuple[Path, _Meta]]) -> list[str]:
         loaded: list[str] = []
         with self._lock:
             images = dict(self._images)
@@ -638,7 +302,7 @@ class ImageStore:
     def _resolve(self, ref: str) -> str:
         """Image id for a reference; caller holds the lock."""
         bare = ref.removeprefix("sha256:")
-        if _HEX64.match(bare) and "sha256:" + bare in self._images:
+        if HEX64.match(bare) and "sha256:" + bare in self._images:
             return "sha256:" + bare
         try:
             name: str | None = normalize_ref(ref)
@@ -715,131 +379,3 @@ class ImageStore:
             if "sha256:" + entry.name not in self._images:
                 with contextlib.suppress(OSError):
                     remove_tree(entry)
-
-
-def _open_archive(stack: contextlib.ExitStack, stream: BinaryIO, budget: Budget) -> _Archive:
-    """The outer tarball, its compression named by its first bytes (not by trying each)."""
-    start = stream.tell()
-    head = stream.read(6)
-    stream.seek(start)
-    if not head:
-        raise ImageLoadError(
-            "invalid tar: the input is empty (expected a docker save tarball or an OCI image layout)"
-        )
-    kind = compression_of(head)
-    if kind == "zstd":
-        raise ImageLoadError("invalid tar: zstd-compressed image tarballs are not supported")
-    try:
-        tar = stack.enter_context(tarfile.open(fileobj=stream, mode=_TAR_OPEN_MODE[kind], tarinfo=BoundedTarInfo))
-    except HeaderTooLarge as e:
-        raise ImageTooLarge(f"invalid tar: {e.message}") from e
-    except tarfile.ReadError as e:
-        if kind == "none":
-            raise ImageLoadError(f"invalid tar: the input is not a tar archive (plain, gzip, bzip2 or xz): {e}") from e
-        raise ImageLoadError(f"invalid tar: {kind}: {e}") from e
-    return _Archive(tar, budget)
-
-
-def _is_id_prefix(image_id: str, ref: str) -> bool:
-    """moby's isImageIDPrefix: `ref` names the image by (a prefix of) its id, not by a tag."""
-    return bool(ref) and (image_id.startswith(ref) or image_id.removeprefix("sha256:").startswith(ref))
-
-
-def chain_ids(diff_ids: list[str]) -> list[str]:
-    """The OCI ChainIDs of a layer stack: what `docker rmi` reports as deleted layers."""
-    chain: list[str] = []
-    for diff_id in diff_ids:
-        if chain:
-            diff_id = "sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
-        chain.append(diff_id)
-    return chain
-
-
-class _Removal:
-    """One `docker rmi` worked out on copies of the index (moby's ImageDelete, without parent
-    images): what to untag, whether to delete, or which conflict refuses it."""
-
-    def __init__(self, store: ImageStore, image_id: str, users: list[ImageUser], force: bool) -> None:
-        self.store = store
-        self.image_id = image_id
-        self.short = image_id.removeprefix("sha256:")[:12]
-        self.users = users
-        self.force = force
-        self.images = dict(store._images)
-        self.tags = dict(store._tags)
-        self.records: list[dict[str, str]] = []
-        self.changed = False
-        self.deleted = False
-
-    def _tags_of_image(self) -> list[str]:
-        return sorted(t for t, i in self.tags.items() if i == self.image_id)
-
-    def _untag(self, tag: str) -> None:
-        del self.tags[tag]
-        self.records.append({"Untagged": tag})
-        self.changed = True
-
-    def _conflict(self, *, hard: bool, soft: bool) -> Conflict | None:
-        """moby's checkImageDeleteConflict: running users are hard conflicts, other tags and
-        stopped users soft ones (`force` overrides those)."""
-        running = next((u for u in self.users if u.running), None)
-        if hard and running is not None:
-            return self._error("cannot be forced", f"image is being used by running container {running.container_id[:12]}")
-        if soft and self._tags_of_image():
-            return self._error("must be forced", "image is referenced in multiple repositories")
-        stopped = next((u for u in self.users if not u.running), None)
-        if soft and stopped is not None:
-            return self._error("must be forced", f"image is being used by stopped container {stopped.container_id[:12]}")
-        return None
-
-    def _error(self, how: str, why: str) -> Conflict:
-        return Conflict(f"conflict: unable to delete {self.short} ({how}) - {why}")
-
-    def by_name(self, ref: str, name: str) -> None:
-        tags = self._tags_of_image()
-        if not self.force and len(tags) == 1 and self.users:
-            # Untagging would leave a dangling image under a container: moby wants force.
-            raise Conflict(
-                f'conflict: unable to remove repository reference "{ref}" (must force) - container '
-                f"{self.users[0].container_id[:12]} is using its referenced image {self.short}"
-            )
-        self._untag(name)
-        if not self._tags_of_image():
-            self._delete(quiet=True)
-
-    def by_id(self) -> None:
-        tags = self._tags_of_image()
-        if len(tags) == 1:
-            conflict = self._conflict(hard=True, soft=False) or (
-                None if self.force else self._stopped_conflict()
-            )
-            if conflict is not None:
-                raise conflict
-            self._untag(tags[0])
-        self._delete(quiet=False)
-
-    def _stopped_conflict(self) -> Conflict | None:
-        stopped = next((u for u in self.users if not u.running), None)
-        if stopped is None:
-            return None
-        return self._error("must be forced", f"image is being used by stopped container {stopped.container_id[:12]}")
-
-    def _delete(self, quiet: bool) -> None:
-        conflict = self._conflict(hard=True, soft=not self.force)
-        if conflict is not None:
-            if quiet and (self._tags_of_image() or self.users):
-                return  # an untag by name that stops there, as moby's quiet delete
-            raise conflict
-        for tag in self._tags_of_image():
-            self._untag(tag)
-        if self.users:
-            # Forced past a stopped container: that container's overlay uses this rootfs as
-            # its lower dir, so the image stays (untagged, <none>) until it can really go.
-            # moby deletes the image record and keeps the layers by reference count.
-            return
-        layers = self.store._image(self.image_id).layers
-        del self.images[self.image_id]
-        self.records.append({"Deleted": self.image_id})
-        kept = {c for i in self.images for c in chain_ids(self.store._image(i).layers)}
-        self.records.extend({"Deleted": c} for c in reversed(chain_ids(layers)) if c not in kept)
-        self.changed = self.deleted = True

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from agent.images.fstree import remove_tree, rootfs_size
 from common.errdefs import SystemError_
+
+__all__ = ["ImageError", "ImageLoadError", "ImageTooLarge", "LoadLimits", "Budget", "apply_layer", "remove_tree",
+           "rootfs_size"]
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -301,59 +305,6 @@ def _remove(path: Path) -> None:
     remove_tree(path)
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def remove_tree(path: Path | str) -> None:
-    """`rm -rf path` without recursion and without following symlinks.
-
-    An image can hold a tree 2,000 directories deep (names up to PATH_MAX, deeper still through
-    in-root symlinks); Python 3.11's shutil.rmtree and os.walk recurse once per level and stop
-    with RecursionError there, leaving the tree behind. This walks down by one directory fd and
-    back up through "..", so depth costs neither stack nor file descriptors, and paths longer
-    than PATH_MAX are fine. Raises OSError; a missing path is not an error.
-    """
-    try:
-        if not stat.S_ISDIR(os.lstat(path).st_mode):
-            os.unlink(path)
-            return
-    except FileNotFoundError:
-        return
-    fd = os.open(path, _DIR_FLAGS)
-    try:
-        names: list[str] = []  # from `path` down to fd's directory
-        pending = [_unlink_files(fd)]  # per level: subdirectories still to empty
-        while True:
-            if pending[-1]:
-                name = pending[-1].pop()
-                below = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = below
-                names.append(name)
-                pending.append(_unlink_files(fd))
-                continue
-            pending.pop()
-            if not names:
-                break
-            above = os.open("..", _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = above
-            os.rmdir(names.pop(), dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(path)
-
-
-def _unlink_files(dir_fd: int) -> list[str]:
-    """Unlinks every non-directory in a directory; returns the names of its subdirectories."""
-    with os.scandir(dir_fd) as entries:
-        children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-    for name, is_dir in children:
-        if not is_dir:
-            os.unlink(name, dir_fd=dir_fd)
-    return [name for name, is_dir in children if is_dir]
-
-
 @dataclass(slots=True)
 class _LayerState:
     root: Path
@@ -570,21 +521,3 @@ def _make_opaque(state: _LayerState, parent: list[str]) -> None:
             elif is_dir:
                 # Kept by this layer, but what lower layers put inside it is hidden as well.
                 todo.append(current + [name])
-
-
-def rootfs_size(root: Path) -> int:
-    """Bytes of regular files under `root`, each inode counted once (hard links share one).
-    A loop over a stack, not os.walk: 3.11's os.walk recurses once per directory level."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    todo = [str(root)]
-    while todo:
-        with os.scandir(todo.pop()) as entries:
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    todo.append(entry.path)
-                elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                    seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total

@@ -342,3 +342,12 @@ def test_opaque_whiteout_over_a_deep_kept_tree_works(deep_tmp: Path) -> None:
     apply_layer(root, io.BytesIO(tar_bytes({"d/" + "k/" * 1100 + "old": b"1"})))
     apply_layer(root, io.BytesIO(tar_bytes({"d/" + "k/" * 1100 + "new": b"2", "d/.wh..wh..opq": b""})))
     assert sorted(os.listdir(root.joinpath("d", *["k"] * 1100))) == ["new"]
+
+
+def test_corrupt_gzip_tarball_is_refused(tmp_path: Path) -> None:
+    data = gzip.compress(GOOD)
+    corrupt = data[:40] + bytes(b ^ 0x55 for b in data[40:200]) + data[200:]
+    store = small_store(tmp_path)
+    with pytest.raises(ImageLoadError, match=r"^invalid tar: gzip: zlib error: Error -3 while decompressing"):
+        load(store, corrupt)
+    assert_nothing_left(store)

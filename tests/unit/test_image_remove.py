@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.images.store import ImageNotFound, ImageStore, ImageUser, chain_ids
+from agent.images.removal import chain_ids
+from agent.images.store import ImageNotFound, ImageStore, ImageUser
 from common.errdefs import Conflict
 from tests.unit.test_image_store import BASE, TOP, config_for, docker_save, sha, store_leftovers
 
