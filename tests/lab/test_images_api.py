@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shoal.lab import data_dir
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -262,3 +262,16 @@ def test_kill9_in_the_middle_of_a_load_leaves_the_image_or_nothing(lab, tmp_path
     on_disk = sorted("sha256:" + p.name for p in (work.parent / "sha256").iterdir())
     assert on_disk == image_ids(lab)
     assert "slow:1" not in docker(lab, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+
+
+def test_shoal_rmi_prints_what_docker_prints(lab, tmp_path: Path):
+    layer = tar_of({"etc/s": b"s"})
+    path = tmp_path / "s.tar"
+    path.write_bytes(docker_save(layer, "shoalrm:1"))
+    shoal(lab, "image", "load", "-i", str(path))
+    image_id = json.loads(shoal(lab, "image", "inspect", "shoalrm:1").stdout)[0]["Id"]
+    assert shoal(lab, "rmi", "--no-prune", "shoalrm:1").stdout == (
+        f"Untagged: shoalrm:1\nDeleted: {image_id}\nDeleted: sha256:{sha(layer)}\n"
+    )
+    missing = shoal(lab, "image", "rm", "-f", "shoalrm:1", check=False)
+    assert (missing.returncode, missing.stderr) == (1, "Error response from daemon: No such image: shoalrm:1\n")
