@@ -81,7 +81,7 @@ class Archive:
                 raise ImageLoadError(f"invalid tar: unexpected EOF: the archive ends inside {last.name!r}") from e
             if info is None:
                 break
-            budget.entry("invalid tar")
+            budget.entry("invalid tar", info.name)
             self.members[_clean(info.name)] = info
             last = info
         self._check_end(last)

@@ -72,6 +72,9 @@ class LoadLimits:
     max_bytes: int = DEFAULT_MAX_IMAGE_SIZE  # uncompressed layer bytes, all layers of the load
     max_entries: int = DEFAULT_MAX_IMAGE_ENTRIES  # tar entries, all layers and the outer tar
     max_json: int = 16 << 20  # manifest.json, configs, OCI index and manifests (read into memory)
+    # Entry names, all layers: the unpacker remembers every name of a layer (whiteouts, opaque
+    # directories), so a million 4 KB names would be gigabytes of memory, not of disk.
+    max_name_bytes: int = 128 << 20
 
 
 class Budget:
@@ -83,6 +86,7 @@ class Budget:
         self.decompressed = 0
         self.written = 0
         self.entries = 0
+        self.name_bytes = 0
 
     def _too_large(self, label: str) -> ImageTooLarge:
         return ImageTooLarge(
@@ -104,8 +108,14 @@ class Budget:
         if self.written > self.limits.max_bytes:
             raise self._too_large(label)
 
-    def entry(self, label: str) -> None:
+    def entry(self, label: str, name: str = "") -> None:
         self.entries += 1
+        self.name_bytes += len(name)
+        if self.name_bytes > self.limits.max_name_bytes:
+            raise ImageTooLarge(
+                f"{label}: the names of the image's tar entries add up to more than "
+                f"{self.limits.max_name_bytes} bytes"
+            )
         if self.entries > self.limits.max_entries:
             raise ImageTooLarge(
                 f"{label}: the image has more than the daemon's --max-image-entries of "
@@ -344,7 +354,7 @@ def apply_layer(root: Path, stream: BinaryIO, label: str = "layer", budget: Budg
     try:
         with tarfile.open(fileobj=plain, mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload]
             for member in tar:
-                budget.entry(label)
+                budget.entry(label, member.name)
                 try:
                     _apply_member(state, tar, member)
                 except OSError as e:

@@ -351,3 +351,14 @@ def test_corrupt_gzip_tarball_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ImageLoadError, match=r"^invalid tar: gzip: zlib error: Error -3 while decompressing"):
         load(store, corrupt)
     assert_nothing_left(store)
+
+
+def test_entry_names_adding_up_beyond_the_limit_are_refused(tmp_path: Path) -> None:
+    names = tar_bytes({("x" * 200 + "/") * 4 + f"{n:04d}": b"" for n in range(25)})  # 25 names of 808 bytes
+    store = small_store(tmp_path, max_name_bytes=16 * KIB)
+    with pytest.raises(ImageTooLarge) as refused:
+        load(store, docker_save([([names], ["names:1"])]))
+    assert refused.value.message == (
+        f"{label(names)}: the names of the image's tar entries add up to more than 16384 bytes"
+    )
+    assert_nothing_left(store)
