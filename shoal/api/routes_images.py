@@ -17,9 +17,14 @@ from aiohttp import web
 from common import errdefs
 from shoal.api import convert, params
 from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
-from shoal.engine.errors import EngineError, InvalidParameter, NotFound
+from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound
 
 _IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
+_ENGINE_ERROR_OF_KIND: dict[errdefs.Kind, type[EngineError]] = {
+    errdefs.Kind.CONFLICT: Conflict,
+    errdefs.Kind.NOT_FOUND: NotFound,
+    errdefs.Kind.INVALID: InvalidParameter,
+}
 _COPY_CHUNK = 1 << 20
 
 
@@ -104,10 +109,13 @@ async def remove_image(request: web.Request) -> web.Response:
             noprune=params.bool_value(request.query.get("noprune")),
         )
     except errdefs.ShoalError as exc:
-        if isinstance(exc, EngineError):
+        # The store raises common.errdefs kinds; until the API's edge maps those itself (the
+        # netlayer branch, where the engine's classes become their aliases), the engine's class
+        # of the same kind carries the status.
+        same_kind = _ENGINE_ERROR_OF_KIND.get(exc.kind)
+        if same_kind is None or isinstance(exc, same_kind):
             raise
-        # Until the API's edge maps the errdefs kinds itself (the netlayer branch).
-        raise EngineError(exc.message, errdefs.http_status(exc)) from None
+        raise same_kind(exc.message) from None
     return json_response(records)
 
 
