@@ -33,8 +33,9 @@ def _lock_data_dir(data_dir: Path) -> int:
 
 
 async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None,
-                 dns: list[str]) -> None:
+                 dns: list[str], image_limits: tuple[int, int] | None = None) -> None:
     from agent.images.busybox import ensure_busybox
+    from agent.images.store import LoadLimits
     from shoal.api.server import serve
     from shoal.engine.engine import Engine, EngineOptions
 
@@ -50,6 +51,9 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     engine = Engine(options)
     await engine.restore()
     ensure_busybox(engine.images)
+    if image_limits is not None:  # --max-image-size, --max-image-entries: for loads through the API,
+        # not for the built-in busybox image (a low limit must not stop the daemon from starting)
+        engine.images.limits = LoadLimits(max_bytes=image_limits[0], max_entries=image_limits[1])
     server = await serve(engine, host)
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
 
@@ -81,6 +85,7 @@ def run_daemon(
     mtu: int | None = None,
     dns: list[str] | None = None,
     debug: bool = False,
+    image_limits: tuple[int, int] | None = None,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -89,6 +94,6 @@ def run_daemon(
     data_dir = Path(data_dir)
     lock_fd = _lock_data_dir(data_dir)
     try:
-        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or [])))
+        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), image_limits))
     finally:
         os.close(lock_fd)

@@ -5,51 +5,54 @@ Unpacking is agent.images.unpack; the executor mounts an image's `rootfs` read-o
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import gzip
 import json
+import lzma
 import os
-import platform
 import re
 import shutil
 import tarfile
 import tempfile
 import threading
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.images.unpack import HashingReader, ImageError, ImageLoadError, apply_layer, rootfs_size
+from agent.images.archive import HEX64, Archive, ImagePlan, host_architecture, open_archive, plans
+from agent.images.reference import normalize_ref
+from agent.images.removal import ImageUser, Removal, is_id_prefix
+from agent.images.unpack import (
+    Budget,
+    HashingReader,
+    ImageError,
+    ImageLoadError,
+    ImageTooLarge,
+    LoadLimits,
+    apply_layer,
+    remove_tree,
+    rootfs_size,
+)
+from common.fsutil import remove_stale_temps, write_atomic
 
 __all__ = [
     "Image",
     "ImageError",
     "ImageLoadError",
     "ImageNotFound",
+    "ImageTooLarge",
     "AmbiguousImageRef",
     "ImageStore",
+    "ImageUser",
+    "LoadLimits",
+    "host_architecture",
     "normalize_ref",
 ]
 
 INDEX_VERSION = 1
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_DOMAIN = re.compile(
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$"
-)
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-_OCI_INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-_REF_NAME = "org.opencontainers.image.ref.name"
-_CONTAINERD_NAME = "io.containerd.image.name"
-_GOARCH = {
-    "x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-}
+_TRASH_PREFIX = "deleted-"  # tmp/deleted-<hex>: a removed image's files on their way out
 
 
 class ImageNotFound(ImageError):
@@ -73,78 +76,8 @@ class Image:
     rootfs: Path
 
 
-def host_architecture() -> str:
-    """The Go/OCI name of this machine's architecture ("amd64" on x86_64)."""
-    machine = platform.machine()
-    return _GOARCH.get(machine, machine)
-
-
 def _now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def normalize_ref(ref: str) -> str:
-    """Docker's familiar form of a reference: "busybox" -> "busybox:latest".
-
-    "docker.io/library/" and "index.docker.io/" prefixes are dropped; a digest reference keeps its
-    digest and gets no tag. Raises ImageError for a malformed reference.
-    """
-    if not ref or ref != ref.strip():
-        raise ImageError(f"invalid reference format: {ref!r}")
-    name, digest = ref, ""
-    if "@" in name:
-        name, digest = name.split("@", 1)
-        if not _DIGEST.match(digest):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    tag = ""
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1 :]
-        if not _TAG.match(tag):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    domain, path = "", name
-    first, sep, rest = name.partition("/")
-    if sep and (any(c in first for c in ".:") or first == "localhost" or first.lower() != first):
-        domain, path = first, rest
-        if not _DOMAIN.match(domain):
-            raise ImageError(f"invalid reference format: {ref!r}")
-    if domain in ("docker.io", "index.docker.io"):
-        domain = ""
-    if domain == "" and path.startswith("library/") and path.count("/") == 1:
-        path = path[len("library/") :]
-    components = path.split("/")
-    for comp in components:
-        if not _COMPONENT.match(comp):
-            if comp.lower() != comp and _COMPONENT.match(comp.lower()):
-                raise ImageError(f"invalid reference format: repository name ({ref}) must be lowercase")
-            raise ImageError(f"invalid reference format: {ref!r}")
-    full = f"{domain}/{path}" if domain else path
-    if len(full) > 255:
-        raise ImageError(
-            f"invalid reference format: repository name ({ref}) must not be more than 255 characters"
-        )
-    if digest:
-        return f"{full}:{tag}@{digest}" if tag else f"{full}@{digest}"
-    return f"{full}:{tag or 'latest'}"
-
-
-@dataclass(slots=True)
-class _LayerSource:
-    member: str  # member name in the outer tarball
-    digest: str | None  # "sha256:..." of the blob bytes when the blob is named by digest
-
-
-@dataclass(slots=True)
-class _ImagePlan:
-    config_bytes: bytes
-    config_name: str
-    tags: list[str]
-    layers: list[_LayerSource]
-
-    @property
-    def image_id(self) -> str:
-        return "sha256:" + hashlib.sha256(self.config_bytes).hexdigest()
 
 
 @dataclass(slots=True)
@@ -157,181 +90,11 @@ class _Meta:
     loaded: str
 
 
-class _Archive:
-    """Random access to the members of an outer (docker save / OCI layout) tarball."""
-
-    def __init__(self, tar: tarfile.TarFile) -> None:
-        self.tar = tar
-        self.members: dict[str, tarfile.TarInfo] = {}
-        for info in tar.getmembers():
-            self.members[_clean(info.name)] = info
-
-    def has(self, name: str) -> bool:
-        return _clean(name) in self.members
-
-    def open(self, name: str) -> BinaryIO:
-        info = self.members.get(_clean(name))
-        if info is None:
-            raise ImageLoadError(f"invalid tar: {name} not found")
-        try:
-            f = self.tar.extractfile(info)
-        except (KeyError, tarfile.TarError) as e:
-            raise ImageLoadError(f"invalid tar: {name}: {e}") from e
-        if f is None:
-            raise ImageLoadError(f"invalid tar: {name} is not a regular file")
-        return f  # type: ignore[return-value]
-
-    def read(self, name: str, digest: str | None = None) -> bytes:
-        data = self.open(name).read()
-        if digest is not None:
-            actual = "sha256:" + hashlib.sha256(data).hexdigest()
-            if actual != digest:
-                raise ImageLoadError(f"invalid tar: {name}: content digest {actual} does not match {digest}")
-        return data
-
-    def read_json(self, name: str, digest: str | None = None) -> Any:
-        data = self.read(name, digest)
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ImageLoadError(f"invalid tar: {name}: invalid JSON: {e}") from e
-
-
 def _seekable(stream: BinaryIO) -> bool:
     try:
         return bool(stream.seekable()) and stream.tell() >= 0
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def _clean(name: str) -> str:
-    return "/".join(p for p in name.split("/") if p not in ("", "."))
-
-
-def _digest_of_blob_path(name: str) -> str | None:
-    """The digest a member name promises: blobs/sha256/<hex> or <hex>.json (docker save configs)."""
-    parts = _clean(name).split("/")
-    if len(parts) == 3 and parts[0] == "blobs" and parts[1] == "sha256" and _HEX64.match(parts[2]):
-        return "sha256:" + parts[2]
-    if len(parts) == 1 and parts[0].endswith(".json") and _HEX64.match(parts[0][:-5]):
-        return "sha256:" + parts[0][:-5]
-    return None
-
-
-def _blob_path(digest: Any, what: str) -> str:
-    if not isinstance(digest, str) or ":" not in digest:
-        raise ImageLoadError(f"invalid OCI layout: {what} has invalid digest {digest!r}")
-    algo, hexpart = digest.split(":", 1)
-    if algo != "sha256":
-        raise ImageLoadError(f"invalid OCI layout: {what}: unsupported digest algorithm {algo!r}")
-    if not _HEX64.match(hexpart):
-        raise ImageLoadError(f"invalid OCI layout: {what} has invalid digest {digest!r}")
-    return f"blobs/sha256/{hexpart}"
-
-
-def _plans_from_docker_save(archive: _Archive) -> list[_ImagePlan]:
-    manifest = archive.read_json("manifest.json")
-    if not isinstance(manifest, list) or not manifest:
-        raise ImageLoadError("invalid tar: manifest.json must be a non-empty JSON array")
-    plans = []
-    for n, entry in enumerate(manifest):
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has no Config")
-        layers = entry.get("Layers") or []
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has invalid Layers")
-        tags = entry.get("RepoTags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise ImageLoadError(f"invalid tar: manifest.json entry {n} has invalid RepoTags")
-        config_name = entry["Config"]
-        plans.append(
-            _ImagePlan(
-                config_bytes=archive.read(config_name, _digest_of_blob_path(config_name)),
-                config_name=config_name,
-                tags=[_tag_from_archive(t) for t in tags],
-                layers=[_LayerSource(member=p, digest=_digest_of_blob_path(p)) for p in layers],
-            )
-        )
-    return plans
-
-
-def _tag_from_archive(tag: str) -> str:
-    try:
-        return normalize_ref(tag)
-    except ImageError as e:
-        raise ImageLoadError(f"invalid tar: bad tag {tag!r}: {e.message}") from e
-
-
-def _plans_from_oci(archive: _Archive) -> list[_ImagePlan]:
-    layout = archive.read_json("oci-layout")
-    if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
-        raise ImageLoadError("invalid OCI layout: oci-layout has no imageLayoutVersion")
-    index = archive.read_json("index.json")
-    descriptors = index.get("manifests") if isinstance(index, dict) else None
-    if not isinstance(descriptors, list) or not descriptors:
-        raise ImageLoadError("invalid OCI layout: index.json lists no manifests")
-    plans = []
-    for n, desc in enumerate(descriptors):
-        if not isinstance(desc, dict):
-            raise ImageLoadError(f"invalid OCI layout: index.json manifest {n} is not an object")
-        manifest = _resolve_manifest(archive, desc, f"index.json manifest {n}")
-        config_desc = manifest.get("config")
-        if not isinstance(config_desc, dict):
-            raise ImageLoadError(f"invalid OCI layout: manifest {desc.get('digest')} has no config")
-        config_name = _blob_path(config_desc.get("digest"), "config")
-        layers = manifest.get("layers") or []
-        if not isinstance(layers, list):
-            raise ImageLoadError(f"invalid OCI layout: manifest {desc.get('digest')} has invalid layers")
-        sources = []
-        for i, layer in enumerate(layers):
-            digest = layer.get("digest") if isinstance(layer, dict) else None
-            sources.append(_LayerSource(member=_blob_path(digest, f"layer {i}"), digest=digest))
-        plans.append(
-            _ImagePlan(
-                config_bytes=archive.read(config_name, config_desc["digest"]),
-                config_name=config_name,
-                tags=_oci_tags(desc.get("annotations") or {}),
-                layers=sources,
-            )
-        )
-    return plans
-
-
-def _resolve_manifest(archive: _Archive, desc: dict, what: str) -> dict:
-    """Follow a descriptor to an image manifest, choosing a platform when it is an index."""
-    for _ in range(4):  # an index of indexes is legal; a deep one is not worth following
-        name = _blob_path(desc.get("digest"), what)
-        doc = archive.read_json(name, desc["digest"])
-        if not isinstance(doc, dict):
-            raise ImageLoadError(f"invalid OCI layout: {name} is not a JSON object")
-        media = desc.get("mediaType") or doc.get("mediaType")
-        if media not in _OCI_INDEX_TYPES and "manifests" not in doc:
-            return doc
-        desc = _pick_platform(doc.get("manifests") or [], name)
-    raise ImageLoadError(f"invalid OCI layout: {what}: image indexes nested too deeply")
-
-
-def _pick_platform(manifests: list, where: str) -> dict:
-    candidates = [m for m in manifests if isinstance(m, dict)]
-    arch = host_architecture()
-    for m in candidates:
-        plat = m.get("platform") or {}
-        if plat.get("os") == "linux" and plat.get("architecture") == arch:
-            return m
-    for m in candidates:
-        plat = m.get("platform") or {}
-        if plat.get("os") != "unknown":  # skip attestation manifests
-            return m
-    raise ImageLoadError(f"invalid OCI layout: {where} lists no usable manifest")
-
-
-def _oci_tags(annotations: dict) -> list[str]:
-    name = annotations.get(_CONTAINERD_NAME)
-    if not isinstance(name, str) or not name:
-        # ref.name is often only a tag ("latest") without a repository; then there is no name.
-        ref = annotations.get(_REF_NAME)
-        name = ref if isinstance(ref, str) and (":" in ref or "/" in ref) else None
-    return [_tag_from_archive(name)] if name else []
 
 
 def _config_fields(config: Any, name: str) -> tuple[list[str], str]:
@@ -349,8 +112,9 @@ def _config_fields(config: Any, name: str) -> tuple[list[str], str]:
 class ImageStore:
     """Images under `root` (normally `<data-dir>/images`): index.json, sha256/<hex>/{config.json,rootfs}."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: LoadLimits | None = None) -> None:
         self.root = Path(root)
+        self.limits = limits or LoadLimits()  # the daemon's --max-image-size / --max-image-entries
         self._images_dir = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._index_path = self.root / "index.json"
@@ -389,41 +153,50 @@ class ImageStore:
             self._write_index(self._images, tags)
             self._tags = tags
 
-    def remove(self, ref: str, force: bool = False) -> list[str]:
-        """Untag or delete; returns Docker's list of "Untagged: X" / "Deleted: ID" lines."""
+    def remove(
+        self, ref: str, force: bool = False, noprune: bool = False, users: list[ImageUser] | None = None
+    ) -> list[dict[str, str]]:
+        """`docker rmi` with moby's rules; returns its response ({"Untagged": ref} / {"Deleted": id}).
+
+        `users` are the containers of the node: an image a running container uses is never
+        deleted, one a stopped container uses only with `force`. Removed files go to tmp/ in
+        one rename after the index is written (a kill -9 leaves the image or nothing; tmp/ is
+        emptied at the next start); `empty_trash` deletes them, off the event loop. `noprune`
+        is accepted: loaded images have no parent images to prune.
+        """
+        del noprune
+        users = [u for u in (users or []) if u.image_id]
         with self._lock:
             image_id = self._resolve(ref)
-            try:
-                by_tag = normalize_ref(ref) in self._tags
-            except ImageError:
-                by_tag = False
-            tags = dict(self._tags)
-            mine = sorted(t for t, i in tags.items() if i == image_id)
-            if by_tag:
-                untag = [normalize_ref(ref)]
+            plan = Removal(self._images, self._tags, lambda i: self._image(i).layers, image_id, users, force)
+            if is_id_prefix(image_id, ref):
+                plan.by_id()
             else:
-                if len(mine) > 1 and not force:
-                    short = image_id.removeprefix("sha256:")[:12]
-                    raise ImageError(
-                        f"conflict: unable to delete {short} (must be forced) - "
-                        "image is referenced in multiple repositories"
-                    )
-                untag = mine
-            for t in untag:
-                del tags[t]
-            result = [f"Untagged: {t}" for t in untag]
-            images = dict(self._images)
-            if not any(i == image_id for i in tags.values()):
-                del images[image_id]
-                result.append(f"Deleted: {image_id}")
-            self._write_index(images, tags)
-            self._images, self._tags = images, tags
-        if image_id not in images:
-            shutil.rmtree(self._images_dir / image_id.removeprefix("sha256:"), ignore_errors=True)
-        return result
+                plan.by_name(ref, normalize_ref(ref))
+            if not plan.changed:
+                return plan.records
+            self._write_index(plan.images, plan.tags)
+            self._images, self._tags = plan.images, plan.tags
+            if plan.deleted:
+                hexid = image_id.removeprefix("sha256:")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self._images_dir / hexid, self._tmp / f"{_TRASH_PREFIX}{hexid}")
+        return plan.records
+
+    def empty_trash(self) -> None:
+        """Deletes the files of removed images (slow for a large rootfs: call it in a thread)."""
+        for entry in self._tmp.iterdir():
+            if entry.name.startswith(_TRASH_PREFIX):
+                with contextlib.suppress(OSError):
+                    remove_tree(entry)
 
     def load(self, stream: BinaryIO) -> list[str]:
-        """Load every image of a `docker save` or OCI-layout tarball; all or nothing."""
+        """Load every image of a `docker save` or OCI-layout tarball; all or nothing.
+
+        Bounded by `self.limits` (counted on the bytes really decompressed and written);
+        whatever fails, nothing of the load stays: not a file, not an index entry.
+        """
+        budget = Budget(self.limits)
         work = Path(tempfile.mkdtemp(prefix="load-", dir=self._tmp))
         try:
             with contextlib.ExitStack() as stack:
@@ -433,28 +206,27 @@ class ImageStore:
                         shutil.copyfileobj(stream, out, 1 << 20)
                     stream = stack.enter_context(open(spool, "rb"))
                 try:
-                    tar = stack.enter_context(tarfile.open(fileobj=stream, mode="r:*"))
-                except (tarfile.TarError, EOFError, OSError) as e:
+                    archive = open_archive(stack, stream, budget)
+                    image_plans = plans(archive)
+                    staged = self._stage_all(archive, image_plans, work, budget)
+                except EOFError as e:  # a compressed outer tarball cut short
+                    raise ImageLoadError(f"invalid tar: unexpected EOF ({e})") from e
+                except tarfile.ReadError as e:
+                    if "unexpected end of data" in str(e):
+                        raise ImageLoadError("invalid tar: unexpected EOF: the archive is cut short") from e
                     raise ImageLoadError(f"invalid tar: {e}") from e
-                archive = _Archive(tar)
-                plans = self._plans(archive)
-                staged = self._stage_all(archive, plans, work)
-            return self._commit(plans, staged)
+                except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as e:
+                    raise ImageLoadError(f"invalid tar: {e}") from e
+            return self._commit(image_plans, staged)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(work)
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _plans(self, archive: _Archive) -> list[_ImagePlan]:
-        if archive.has("manifest.json"):
-            return _plans_from_docker_save(archive)
-        if archive.has("oci-layout") or archive.has("index.json"):
-            return _plans_from_oci(archive)
-        raise ImageLoadError(
-            "invalid tar: manifest.json not found (neither a docker save archive nor an OCI image layout)"
-        )
-
-    def _stage_all(self, archive: _Archive, plans: list[_ImagePlan], work: Path) -> dict[str, tuple[Path, _Meta]]:
+    def _stage_all(
+        self, archive: Archive, plans: list[ImagePlan], work: Path, budget: Budget
+    ) -> dict[str, tuple[Path, _Meta]]:
         staged: dict[str, tuple[Path, _Meta]] = {}
         for plan in plans:
             image_id = plan.image_id
@@ -462,10 +234,10 @@ class ImageStore:
                 known = image_id in self._images
             if known or image_id in staged:
                 continue
-            staged[image_id] = self._stage(archive, plan, work / image_id.removeprefix("sha256:"))
+            staged[image_id] = self._stage(archive, plan, work / image_id.removeprefix("sha256:"), budget)
         return staged
 
-    def _stage(self, archive: _Archive, plan: _ImagePlan, target: Path) -> tuple[Path, _Meta]:
+    def _stage(self, archive: Archive, plan: ImagePlan, target: Path, budget: Budget) -> tuple[Path, _Meta]:
         try:
             config = json.loads(plan.config_bytes)
         except (ValueError, UnicodeDecodeError) as e:
@@ -481,7 +253,7 @@ class ImageStore:
         for n, (source, diff_id) in enumerate(zip(plan.layers, diff_ids), start=1):
             label = f"layer {n} ({source.member})"
             blob = HashingReader(archive.open(source.member))
-            actual = apply_layer(rootfs, blob, label)
+            actual = apply_layer(rootfs, blob, label, budget)
             blob.drain()
             if source.digest is not None and blob.digest() != source.digest:
                 raise ImageLoadError(f"{label}: content digest {blob.digest()} does not match {source.digest}")
@@ -493,7 +265,7 @@ class ImageStore:
         meta = _Meta(config=config, created=created, size=rootfs_size(rootfs), loaded=_now_rfc3339())
         return target, meta
 
-    def _commit(self, plans: list[_ImagePlan], staged: dict[str, tuple[Path, _Meta]]) -> list[str]:
+    def _commit(self, plans: list[ImagePlan], staged: dict[str, tuple[Path, _Meta]]) -> list[str]:
         loaded: list[str] = []
         with self._lock:
             images = dict(self._images)
@@ -505,7 +277,7 @@ class ImageStore:
                     if image_id in images:
                         continue  # another load committed it meanwhile
                     if final.exists():  # an orphan of a crashed load; replace it
-                        shutil.rmtree(final)
+                        remove_tree(final)
                     os.rename(path, final)
                     moved.append(final)
                     images[image_id] = meta
@@ -519,7 +291,8 @@ class ImageStore:
                 self._write_index(images, tags)
             except BaseException:
                 for path in moved:
-                    shutil.rmtree(path, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        remove_tree(path)
                 raise
             self._images, self._tags = images, tags
         return loaded
@@ -529,7 +302,7 @@ class ImageStore:
     def _resolve(self, ref: str) -> str:
         """Image id for a reference; caller holds the lock."""
         bare = ref.removeprefix("sha256:")
-        if _HEX64.match(bare) and "sha256:" + bare in self._images:
+        if HEX64.match(bare) and "sha256:" + bare in self._images:
             return "sha256:" + bare
         try:
             name: str | None = normalize_ref(ref)
@@ -592,31 +365,17 @@ class ImageStore:
             },
             "tags": dict(sorted(tags.items())),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".index-", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self._index_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self._index_path, json.dumps(doc, indent=1))
 
     def _collect_garbage(self) -> None:
         """Drop what a crashed load or remove left: temp dirs and image dirs not in the index."""
         for entry in self._tmp.iterdir():
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-        for entry in self.root.glob(".index-*"):
+            with contextlib.suppress(OSError):
+                remove_tree(entry)
+        for entry in self.root.glob(".index-*"):  # temp files of the index writer before fsutil
             entry.unlink(missing_ok=True)
+        remove_stale_temps(self.root)
         for entry in self._images_dir.iterdir():
             if "sha256:" + entry.name not in self._images:
-                shutil.rmtree(entry, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    remove_tree(entry)

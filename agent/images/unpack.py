@@ -5,16 +5,22 @@ Used by agent.images.store when loading an image; knows nothing about manifests 
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import lzma
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from agent.images.fstree import remove_tree, rootfs_size
+from common.errdefs import SystemError_
+
+__all__ = ["ImageError", "ImageLoadError", "ImageTooLarge", "LoadLimits", "Budget", "apply_layer", "remove_tree",
+           "rootfs_size"]
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -25,6 +31,15 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _BZIP2_MAGIC = b"BZh"
+
+DEFAULT_MAX_IMAGE_SIZE = 20 << 30  # 20 GiB: larger than any everyday image, smaller than a disk
+DEFAULT_MAX_IMAGE_ENTRIES = 1_000_000  # entries over all layers of one load
+MAX_PATH = 4096  # PATH_MAX: a longer name cannot be created anyway
+MAX_SPECIAL_HEADER = 1 << 20  # pax / GNU long-name headers (Go's archive/tar has the same cap)
+_SPECIAL_TYPES = frozenset({
+    tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK,
+})
+_SHOWN_NAME = 200  # characters of an entry name quoted in a message
 
 
 class ImageError(Exception):
@@ -37,6 +52,107 @@ class ImageError(Exception):
 
 class ImageLoadError(ImageError):
     """A tarball or layer that cannot be loaded; the message names what is wrong."""
+
+
+class ImageTooLarge(ImageLoadError):
+    """A load that would put more on disk than the daemon's limits allow."""
+
+
+def shown(name: str) -> str:
+    """An entry name as quoted in messages: repr, cut so a 1 MB name does not make a 1 MB message."""
+    if len(name) <= _SHOWN_NAME:
+        return repr(name)
+    return repr(name[:_SHOWN_NAME]) + f"... ({len(name)} characters)"
+
+
+@dataclass(slots=True, frozen=True)
+class LoadLimits:
+    """What one load may put on disk: the daemon's --max-image-size and --max-image-entries."""
+
+    max_bytes: int = DEFAULT_MAX_IMAGE_SIZE  # uncompressed layer bytes, all layers of the load
+    max_entries: int = DEFAULT_MAX_IMAGE_ENTRIES  # tar entries, all layers and the outer tar
+    max_json: int = 16 << 20  # manifest.json, configs, OCI index and manifests (read into memory)
+    # Entry names, all layers: the unpacker remembers every name of a layer (whiteouts, opaque
+    # directories), so a million 4 KB names would be gigabytes of memory, not of disk.
+    max_name_bytes: int = 128 << 20
+
+
+class Budget:
+    """What is left of one load's LoadLimits. All layers of a load draw on the same budget,
+    counted on the bytes really decompressed and written, whatever the headers claim."""
+
+    def __init__(self, limits: LoadLimits | None = None) -> None:
+        self.limits = limits or LoadLimits()
+        self.decompressed = 0
+        self.written = 0
+        self.entries = 0
+        self.name_bytes = 0
+
+    def _too_large(self, label: str) -> ImageTooLarge:
+        return ImageTooLarge(
+            f"{label}: the image expands beyond the daemon's --max-image-size of {self.limits.max_bytes} bytes"
+        )
+
+    def read(self, n: int, label: str) -> None:
+        self.decompressed += n
+        if self.decompressed > self.limits.max_bytes:
+            raise self._too_large(label)
+
+    def claim(self, size: int, label: str) -> None:
+        """Refuse early an entry whose header already claims more than is left."""
+        if self.written + size > self.limits.max_bytes:
+            raise self._too_large(label)
+
+    def write(self, n: int, label: str) -> None:
+        self.written += n
+        if self.written > self.limits.max_bytes:
+            raise self._too_large(label)
+
+    def entry(self, label: str, name: str = "") -> None:
+        self.entries += 1
+        self.name_bytes += len(name)
+        if self.name_bytes > self.limits.max_name_bytes:
+            raise ImageTooLarge(
+                f"{label}: the names of the image's tar entries add up to more than "
+                f"{self.limits.max_name_bytes} bytes"
+            )
+        if self.entries > self.limits.max_entries:
+            raise ImageTooLarge(
+                f"{label}: the image has more than the daemon's --max-image-entries of "
+                f"{self.limits.max_entries} tar entries"
+            )
+
+
+class HeaderTooLarge(ImageTooLarge):
+    """A pax or long-name header over MAX_SPECIAL_HEADER; the message does not name the layer,
+    whoever reads the tar puts its own label in front."""
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses pax and GNU long-name headers over MAX_SPECIAL_HEADER before
+    tarfile reads them whole into memory (a 4 GB pax header is a memory bomb)."""
+
+    __slots__ = ()
+
+    def _proc_member(self, archive: Any) -> Any:  # noqa: ANN401 - tarfile's own hook
+        if self.type in _SPECIAL_TYPES and self.size > MAX_SPECIAL_HEADER:
+            kind = "long-name" if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) else "pax"
+            raise HeaderTooLarge(f"a {kind} header of {self.size} bytes is over the limit of {MAX_SPECIAL_HEADER} bytes")
+        return super()._proc_member(archive)
+
+
+class _Metered:
+    """Counts the plain bytes of a layer against the load's budget as they are decompressed."""
+
+    def __init__(self, raw: BinaryIO, budget: Budget, label: str) -> None:
+        self._raw = raw
+        self._budget = budget
+        self._label = label
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(_CHUNK if size is None or size < 0 else size)
+        self._budget.read(len(data), self._label)
+        return data
 
 
 class HashingReader:
@@ -155,6 +271,7 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
     resolved: list[str] = []
     pending = list(parts)
     hops = 0
+    top = str(root)
     while pending:
         comp = pending.pop(0)
         if comp in ("", "."):
@@ -164,7 +281,7 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
                 raise ImageLoadError(f"{label}: entry {name!r} escapes the root filesystem through a symlink")
             resolved.pop()
             continue
-        path = root.joinpath(*resolved, comp)
+        path = "/".join([top, *resolved, comp])  # a str join: pathlib costs O(depth) Python work per call
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -195,14 +312,7 @@ def resolve_dir(root: Path, parts: list[str], name: str, label: str, create: boo
 
 def _remove(path: Path) -> None:
     """Remove a file, symlink or whole directory tree without following symlinks."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+    remove_tree(path)
 
 
 @dataclass(slots=True)
@@ -210,6 +320,7 @@ class _LayerState:
     root: Path
     label: str
     is_root: bool
+    budget: Budget
     written: set[str] = field(default_factory=set)
     ancestors: set[str] = field(default_factory=set)  # parents of written paths, for opaque dirs
     dirs: list[tuple[Path, int, float]] = field(default_factory=list)
@@ -228,26 +339,40 @@ class _LayerState:
         return rel in self.written or rel in self.ancestors
 
 
-def apply_layer(root: Path, stream: BinaryIO, label: str = "layer") -> str:
+def apply_layer(root: Path, stream: BinaryIO, label: str = "layer", budget: Budget | None = None) -> str:
     """Apply one layer tar (plain, gzip, xz, bzip2; zstd if available) onto `root`.
 
     Returns the layer's diff_id ("sha256:" of the uncompressed tar). Raises ImageLoadError
-    naming the entry for anything unsafe or malformed; the caller discards `root` then.
+    naming the entry for anything unsafe or malformed, ImageTooLarge when the layer goes over
+    `budget` (the load's limits, shared by its layers), errdefs.SystemError_ when the disk is
+    full; the caller discards `root` then.
     """
     root = Path(os.path.realpath(root))
-    plain = HashingReader(decompressed(stream, label))
-    state = _LayerState(root=root, label=label, is_root=os.geteuid() == 0)
+    budget = budget if budget is not None else Budget()
+    plain = HashingReader(_Metered(decompressed(stream, label), budget, label))
+    state = _LayerState(root=root, label=label, is_root=os.geteuid() == 0, budget=budget)
     try:
-        with tarfile.open(fileobj=plain, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=plain, mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload]
             for member in tar:
+                budget.entry(label, member.name)
                 try:
                     _apply_member(state, tar, member)
                 except OSError as e:
-                    raise ImageLoadError(f"{label}: entry {member.name!r}: {e.strerror or e}") from e
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise SystemError_(f"{label}: entry {shown(member.name)}: {e.strerror}") from e
+                    raise ImageLoadError(f"{label}: entry {shown(member.name)}: {e.strerror or e}") from e
         plain.drain()
+    except HeaderTooLarge as e:
+        raise ImageTooLarge(f"{label}: invalid layer tar: {e.message}") from e
     except ImageLoadError:
         raise
-    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, ValueError) as e:
+    except EOFError as e:  # gzip/xz/bz2 stream cut short
+        raise ImageLoadError(f"{label}: invalid layer tar: unexpected EOF ({e})") from e
+    except tarfile.ReadError as e:
+        if "unexpected end of data" in str(e):
+            raise ImageLoadError(f"{label}: invalid layer tar: unexpected EOF") from e
+        raise ImageLoadError(f"{label}: invalid layer tar: {e}") from e
+    except (tarfile.TarError, OSError, lzma.LZMAError, ValueError) as e:
         raise ImageLoadError(f"{label}: invalid layer tar: {e}") from e
     # Directory modes and mtimes last: adding entries would bump mtimes, and a read-only
     # mode would stop later entries from being written by a non-root unpacker.
@@ -262,6 +387,11 @@ def apply_layer(root: Path, stream: BinaryIO, label: str = "layer") -> str:
 
 def _apply_member(state: _LayerState, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
     label, root = state.label, state.root
+    for what, name in (("entry", member.name), ("link target of", member.linkname)):
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_PATH:
+            raise ImageLoadError(
+                f"{label}: {what} {shown(name)}: the name is longer than {MAX_PATH} bytes (PATH_MAX)"
+            )
     parts = normalize_member(member.name, label)
     if not parts:
         if member.isdir():  # "./": the root directory itself
@@ -279,6 +409,7 @@ def _apply_member(state: _LayerState, tar: tarfile.TarFile, member: tarfile.TarI
     if member.isdir():
         _make_dir(state, path, member)
     elif member.isreg():
+        state.budget.claim(member.size, label)  # the header already says it cannot fit
         _remove(path)
         _write_file(state, path, tar, member)
     elif member.issym():
@@ -298,7 +429,9 @@ def _apply_member(state: _LayerState, tar: tarfile.TarFile, member: tarfile.TarI
         os.chmod(path, stat.S_IMODE(member.mode))
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
     else:
-        # Device nodes: the runtime gives containers their own /dev, so they are not needed.
+        # Device nodes are skipped, not made (moby makes them when it runs as root): the
+        # runtime gives containers their own /dev, and a block or char node carried in by an
+        # image would hand its containers a host device (/dev/sda, /dev/mem) to open.
         return
     state.wrote(rel)
 
@@ -319,6 +452,9 @@ def _write_file(state: _LayerState, path: Path, tar: tarfile.TarFile, member: ta
         src = tar.extractfile(member)
         if src is not None:
             while chunk := src.read(_CHUNK):
+                # Counted as written too: a sparse entry's holes come out of tarfile as zeros
+                # that were never in the decompressed stream.
+                state.budget.write(len(chunk), state.label)
                 _write_all(fd, chunk)
         if state.is_root:
             os.fchown(fd, member.uid, member.gid)  # before chmod: chown clears setuid bits
@@ -381,25 +517,17 @@ def _apply_whiteout(state: _LayerState, parts: list[str], name: str) -> None:
 
 
 def _make_opaque(state: _LayerState, parent: list[str]) -> None:
-    """Remove what lower layers put under a directory, keeping this layer's own entries."""
-    directory = state.root.joinpath(*parent)
-    for entry in os.scandir(directory):
-        rel = "/".join(parent + [entry.name])
-        if not state.keeps(rel):
-            _remove(Path(entry.path))
-        elif entry.is_dir(follow_symlinks=False):
-            # Kept by this layer, but what lower layers put inside it is hidden as well.
-            _make_opaque(state, parent + [entry.name])
-
-
-def rootfs_size(root: Path) -> int:
-    """Bytes of regular files under `root`, each inode counted once (hard links share one)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+    """Remove what lower layers put under a directory, keeping this layer's own entries.
+    A loop, not recursion: the kept tree may be thousands of levels deep."""
+    todo = [parent]
+    while todo:
+        current = todo.pop()
+        with os.scandir(state.root.joinpath(*current)) as scan:
+            entries = [(e.name, e.path, e.is_dir(follow_symlinks=False)) for e in scan]
+        for name, path, is_dir in entries:
+            rel = "/".join(current + [name])
+            if not state.keeps(rel):
+                _remove(Path(path))
+            elif is_dir:
+                # Kept by this layer, but what lower layers put inside it is hidden as well.
+                todo.append(current + [name])

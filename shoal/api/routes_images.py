@@ -1,4 +1,4 @@
-"""Image routes of the Docker API: list, inspect, load (docker save tarballs), and the
+"""Image routes of the Docker API: list, inspect, load (docker save tarballs), remove, and the
 registry routes shoal cannot serve (pull, distribution), answered with clear errors.
 
 Calls the engine's image store (agent.images.store.ImageStore); converts with shoal.api.convert.
@@ -14,11 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
+from common import errdefs
 from shoal.api import convert, params
 from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
-from shoal.engine.errors import EngineError, InvalidParameter, NotFound
+from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound
 
 _IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
+_ENGINE_ERROR_OF_KIND: dict[errdefs.Kind, type[EngineError]] = {
+    errdefs.Kind.CONFLICT: Conflict,
+    errdefs.Kind.NOT_FOUND: NotFound,
+    errdefs.Kind.INVALID: InvalidParameter,
+}
 _COPY_CHUNK = 1 << 20
 
 
@@ -72,11 +78,18 @@ async def inspect_image(request: web.Request) -> web.Response:
 
 async def load_image(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
+    limit = engine.images.limits.max_bytes
     spool_dir = Path(engine.data_dir)
     # The tarball may be large: spool it to disk under the data dir, not to memory (/tmp
-    # may be a tmpfs).
+    # may be a tmpfs); an unnamed temp file, so a crash mid-upload leaves nothing.
     with tempfile.TemporaryFile(dir=spool_dir if spool_dir.is_dir() else None) as spool:
+        size = 0
         while chunk := await request.content.read(_COPY_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise InvalidParameter(
+                    f"invalid tar: the image tarball is larger than the daemon's --max-image-size of {limit} bytes"
+                )
             spool.write(chunk)
         spool.seek(0)
         # Unpacking layers is blocking file work; on the event loop it would stall the
@@ -85,6 +98,25 @@ async def load_image(request: web.Request) -> web.StreamResponse:
     lines = [{"stream": f"Loaded image: {tag}\n"} for tag in tags]
     body = b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
     return web.Response(status=200, body=body, content_type=JSON_TYPE)
+
+
+async def remove_image(request: web.Request) -> web.Response:
+    """docker rmi: Docker's list of {"Untagged": ref} / {"Deleted": id}."""
+    try:
+        records = await request.app[ENGINE].remove_image(
+            request.match_info["name"],
+            force=params.bool_value(request.query.get("force")),
+            noprune=params.bool_value(request.query.get("noprune")),
+        )
+    except errdefs.ShoalError as exc:
+        # The store raises common.errdefs kinds; until the API's edge maps those itself (the
+        # netlayer branch, where the engine's classes become their aliases), the engine's class
+        # of the same kind carries the status.
+        same_kind = _ENGINE_ERROR_OF_KIND.get(exc.kind)
+        if same_kind is None or isinstance(exc, same_kind):
+            raise
+        raise same_kind(exc.message) from None
+    return json_response(records)
 
 
 def familiar_reference(ref: str) -> str:
@@ -145,6 +177,7 @@ async def distribution_inspect(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/images/json", list_images)
     add_route(app, "POST", "/images/load", load_image)
+    add_route(app, "DELETE", r"/images/{name:.+}", remove_image)
     add_route(app, "POST", "/images/create", pull_image)
     add_route(app, "GET", r"/images/{name:.+}/json", inspect_image)
     add_route(app, "POST", r"/images/{name:.+}/tag", tag_image)

@@ -5,8 +5,9 @@ Docker's flags and output over the daemon's /images API (shoal.client).
 from __future__ import annotations
 
 import os
+import re
 import sys
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import click
 
@@ -15,6 +16,33 @@ from shoal.cli.common import Failed, client, err, inspect_each, out
 from shoal.client import DaemonError, json_messages, read_chunks, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "20g", "512MiB", "1048576" (binary units, as Docker's RAMInBytes)."""
+    match = _SIZE.match(text.strip())
+    if match is None:
+        raise ValueError(f"invalid size: {text!r} (expected bytes, or a number with k, m, g or t)")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"invalid size: {text!r} (must be more than 0)")
+    return value
+
+
+class ByteSize(click.ParamType):
+    """A click option that takes a size: `--max-image-size 20g`."""
+
+    name = "BYTES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.group(context_settings=CONTEXT)
@@ -74,14 +102,15 @@ def inspect(images: tuple[str, ...]) -> None:
 
 @click.command(context_settings=CONTEXT)
 @click.option("-f", "--force", is_flag=True, help="Force removal of the image")
+@click.option("--no-prune", is_flag=True, help="Do not delete untagged parents")
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-def rm(force: bool, images: tuple[str, ...]) -> None:
+def rm(force: bool, no_prune: bool, images: tuple[str, ...]) -> None:
     """Remove one or more images"""
     c = client()
     failed = False
     for name in images:
         try:
-            answer = c.delete(f"/images/{ref(name)}", {"force": force or None}) or []
+            answer = c.delete(f"/images/{ref(name)}", {"force": force or None, "noprune": no_prune or None}) or []
         except DaemonError as exc:
             err(f"Error response from daemon: {exc.message}")
             failed = True

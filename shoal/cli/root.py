@@ -174,14 +174,19 @@ def inspect(fmt: str, kind: str | None, refs: tuple[str, ...]) -> None:
 @click.option("--mtu", type=int, default=None, help="Default bridge MTU")
 @click.option("--dns", multiple=True, metavar="IP",
               help="DNS server for containers and upstream of the embedded DNS (default: the host's resolv.conf)")
+@click.option("--max-image-size", type=image.ByteSize(), default="20g", show_default=True,
+              help="Refuse an image load whose layers expand beyond this many bytes (e.g. 512m, 20g)")
+@click.option("--max-image-entries", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Refuse an image load with more tar entries than this (all layers)")
 @click.option("-D", "--debug", is_flag=True, help="Enable debug logging")
 def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None,
-           mtu: int | None, dns: tuple[str, ...], debug: bool) -> None:
+           mtu: int | None, dns: tuple[str, ...], max_image_size: int, max_image_entries: int, debug: bool) -> None:
     """Run the shoal daemon (one per host, like dockerd)"""
     from shoal.daemon import run_daemon  # heavy (aiohttp, pyroute2): only here
 
     run_daemon(host=listen, data_dir=data_dir, exec_root=exec_root, netns_prefix=netns_prefix,
-               bip=bip, mtu=mtu, dns=list(dns), debug=debug)
+               bip=bip, mtu=mtu, dns=list(dns), debug=debug,
+               image_limits=(max_image_size, max_image_entries))
 
 
 cli.add_command(network.network)
@@ -196,4 +201,5 @@ cli.add_command(container.start)
 cli.add_command(container.container)
 cli.add_command(image.image)
 cli.add_command(image.images)
+cli.add_command(image.rm, "rmi")
 cli.add_command(labcmd.lab)

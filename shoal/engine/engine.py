@@ -658,6 +658,19 @@ class Engine(SandboxMixin):
             if record.exit_code is None:
                 record.exit_code = 137
 
+    # ---- images ---------------------------------------------------------------------
+    async def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
+        """docker rmi: the store applies moby's rules against the containers that use images.
+        The index changes here on the loop, in step with container creation (no await between
+        the users read and the change); the files go afterwards, in a thread."""
+        from agent.images.store import ImageUser
+
+        users = [ImageUser(c.id, c.image_id, c.state in ("running", "paused", "restarting"))
+                 for c in self.containers.values()]
+        records = self.images.remove(ref, force=force, noprune=noprune, users=users)
+        await asyncio.to_thread(self.images.empty_trash)
+        return records
+
     # ---- system ---------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         states = [c.state for c in self.containers.values()]

@@ -20,6 +20,7 @@ from agent.images.store import (
     ImageStore,
     normalize_ref,
 )
+from common.errdefs import Conflict
 
 
 def tar_bytes(files: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
@@ -316,9 +317,10 @@ def test_tag_of_unknown_image_is_not_found(store: ImageStore) -> None:
 def test_remove_by_tag_untags_then_deletes_last(store: ImageStore) -> None:
     load(store, docker_save([([BASE], ["a:1", "b:1"])]))
     image = store.get("a:1")
-    assert store.remove("a:1") == ["Untagged: a:1"]
+    assert store.remove("a:1") == [{"Untagged": "a:1"}]
     assert image.rootfs.exists()
-    assert store.remove("b:1") == ["Untagged: b:1", f"Deleted: {image.id}"]
+    assert store.remove("b:1") == [{"Untagged": "b:1"}, {"Deleted": image.id}, {"Deleted": "sha256:" + sha(BASE)}]
+    store.empty_trash()
     assert not image.rootfs.exists()
     assert store.list() == []
 
@@ -326,7 +328,7 @@ def test_remove_by_tag_untags_then_deletes_last(store: ImageStore) -> None:
 def test_remove_by_id_with_several_tags_needs_force(store: ImageStore) -> None:
     load(store, docker_save([([BASE], ["a:1", "b:1"])]))
     image_id = store.get("a:1").id
-    with pytest.raises(ImageError, match="must be forced"):
+    with pytest.raises(Conflict, match="must be forced"):
         store.remove(image_id)
     store.remove(image_id, force=True)
     assert store.list() == []
