@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.images.unpack import HashingReader, ImageError, ImageLoadError, apply_layer, rootfs_size
+from common.errdefs import NotFound
 
 __all__ = [
     "Image",
@@ -52,7 +53,7 @@ _GOARCH = {
 }
 
 
-class ImageNotFound(ImageError):
+class ImageNotFound(NotFound, ImageError):
     """No image matches a reference; message is Docker's `No such image: REF`."""
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from common.errdefs import InvalidParameter
+
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 _MAX_SYMLINK_HOPS = 40
@@ -27,7 +29,7 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _BZIP2_MAGIC = b"BZh"
 
 
-class ImageError(Exception):
+class ImageError(InvalidParameter):
     """Base of every image error; `message` is what the user sees."""
 
     def __init__(self, message: str) -> None:

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from shoal.api import convert, params
 from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
-from shoal.engine.errors import EngineError, InvalidParameter, NotFound
+from shoal.engine.errors import InvalidParameter, NotFound, NotImplemented_
 
 _IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
 _COPY_CHUNK = 1 << 20
@@ -137,8 +137,8 @@ async def pull_image(request: web.Request) -> web.Response:
 
 
 async def distribution_inspect(request: web.Request) -> web.Response:
-    raise EngineError(
-        f"shoal has no registry: cannot resolve the digest of {request.match_info['name']}", status=501
+    raise NotImplemented_(
+        f"shoal has no registry: cannot resolve the digest of {request.match_info['name']}"
     )
 
 
