@@ -102,9 +102,11 @@ def rebuild_pool(pool: AddressPool, live_addresses: Iterable[str]) -> AddressPoo
 
 # ---- refusals -----------------------------------------------------------------------
 def check_network_name(name: str) -> None:
-    """Docker only refuses an empty name; shoal also refuses control characters (a newline
-    breaks `network ls` and /etc/hosts, a NUL cannot be a C string) and more than 255
-    characters. Other characters (spaces, unicode) are kept as Docker accepts them."""
+    """dockerd (20.10, checked in a lab namespace) only refuses an empty name: it accepts
+    "a\nb", a NUL and 256 characters, and its `network ls` then prints broken rows. shoal also
+    refuses control characters (they break listings, /etc/hosts and DNS names; a NUL cannot be
+    a C string) and more than 255 characters (a file name's limit). Everything else Docker
+    accepts (spaces, unicode, dots) is kept, so names that work with Docker work here."""
     if not name:
         raise InvalidParameter("invalid name: name is empty")
     if len(name) > MAX_NETWORK_NAME:

@@ -106,7 +106,7 @@ class BridgeDriver(Driver):
                 raise InvalidParameter(f"invalid bridge name {name!r}")
             kind = kernel.link_kind(name)
             if kind is not None and kind != "bridge":
-                raise InvalidParameter(f"bridge name {name} is in use by a non-bridge link")
+                raise InvalidParameter(f"existing interface {name} is not a bridge")
 
     def create_network(self, net: NetworkRecord, fresh: bool) -> None:
         """First creation (fresh) and every restart. A bridge that is not shoal's is only
@@ -114,7 +114,7 @@ class BridgeDriver(Driver):
         name = bridge_name(net)
         kind = kernel.link_kind(name)
         if kind is not None and kind != "bridge":
-            raise InvalidParameter(f"bridge name {name} is in use by a non-bridge link")
+            raise InvalidParameter(f"existing interface {name} is not a bridge")
         marked = kind is not None and kernel.link_alias(name) == self.mark(net)
         # An unmarked bridge is someone else's when it was there before the network; a
         # restored record that made its bridge itself (before marks existed) keeps it.
