@@ -25,7 +25,11 @@ class Join:
 
 
 class Driver:
-    """A network driver. The defaults describe a driver that has no kernel state of its own."""
+    """A network driver. The defaults describe a driver that has no kernel state of its own.
+
+    The registry only needs these attributes and methods, so a driver from a package below
+    agent/ (vxlan/'s overlay, which must not import agent) fits without subclassing; agent code
+    registers it."""
 
     name = ""
     scope = "local"
