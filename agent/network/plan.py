@@ -87,6 +87,22 @@ def route_endpoint(endpoints: dict[str, EndpointRecord], networks: dict[str, Net
     return endpoints[candidates[0][1]] if candidates else None
 
 
+# ---- bridges ------------------------------------------------------------------------
+def bridge_ownership(kind: str | None, alias: str, mark: str, fresh: bool, adopted: bool) -> str:
+    """What to do with a network's bridge name, from what the kernel has there:
+    "refuse" (a link that is no bridge), "own" (make it, or rewrite it: it is shoal's) or
+    "adopt" (someone else's bridge: use it as it is). `kind` is None when no link has the name.
+    An unmarked bridge is someone else's when it was there before the network (fresh) or was
+    adopted before; a restored record that made its bridge itself (before marks existed) keeps it."""
+    if kind is None:
+        return "own"
+    if kind != "bridge":
+        return "refuse"
+    if alias == mark or not (fresh or adopted):
+        return "own"
+    return "adopt"
+
+
 # ---- IPAM ---------------------------------------------------------------------------
 def rebuild_pool(pool: AddressPool, live_addresses: Iterable[str]) -> AddressPool:
     """The pool as the live endpoints say it is: exactly their addresses in use (those inside

@@ -90,6 +90,24 @@ def test_a_rebuilt_pool_ignores_addresses_outside_its_subnet_and_reserved_ones()
     assert plan.rebuild_pool(pool, ["10.8.0.5", "10.9.0.1", "10.9.0.255"]).used == set()
 
 
+# ---- bridge ownership -----------------------------------------------------------------------
+MARK = "shoal:d1:net-a"
+
+
+@pytest.mark.parametrize("kind, alias, fresh, adopted, action", [
+    (None, "", True, False, "own"),  # no link: shoal makes it
+    ("veth", "", True, False, "refuse"),  # eth0, a container's veth
+    ("", "", True, False, "refuse"),  # a device without a kind
+    ("bridge", "", True, False, "adopt"),  # the user's bridge, named at create
+    ("bridge", "someone's", True, False, "adopt"),
+    ("bridge", MARK, False, False, "own"),  # ours, at restart
+    ("bridge", "", False, True, "adopt"),  # adopted before: still the user's
+    ("bridge", "", False, False, "own"),  # made by shoal before marks existed
+])
+def test_bridge_ownership_follows_the_mark_and_the_record(kind, alias, fresh, adopted, action):
+    assert plan.bridge_ownership(kind, alias, MARK, fresh, adopted) == action
+
+
 # ---- orphans ------------------------------------------------------------------------------
 def test_orphans_are_marked_bridges_whose_network_has_no_record():
     aliases = {

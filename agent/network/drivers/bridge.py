@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 
 from agent.network import bridge as kernel
-from agent.network import firewall
+from agent.network import firewall, plan
 from agent.network.drivers.base import Driver, Join
 from agent.network.records import EndpointRecord, NetworkRecord
 from common.errdefs import Forbidden, InvalidParameter
@@ -113,13 +113,11 @@ class BridgeDriver(Driver):
         given the gateway address when it lacks it; shoal's own bridges follow the record."""
         name = bridge_name(net)
         kind = kernel.link_kind(name)
-        if kind is not None and kind != "bridge":
+        alias = kernel.link_alias(name) if kind is not None else ""
+        action = plan.bridge_ownership(kind, alias, self.mark(net), fresh, net.adopted_bridge)
+        if action == "refuse":
             raise InvalidParameter(f"existing interface {name} is not a bridge")
-        marked = kind is not None and kernel.link_alias(name) == self.mark(net)
-        # An unmarked bridge is someone else's when it was there before the network; a
-        # restored record that made its bridge itself (before marks existed) keeps it.
-        adopt = kind is not None and not marked and (fresh or net.adopted_bridge)
-        if not adopt:
+        if action == "own":
             kernel.ensure_bridge(name, gateway_cidr(net), self.mtu(net), alias=self.mark(net))
             net.adopted_bridge = False
             net.gateway_added = False
