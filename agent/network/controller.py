@@ -86,6 +86,8 @@ class NetworkController:
         for net_id, data in self.state.load_all("ipam").items():
             if net_id in self.networks:
                 self.pools[net_id] = AddressPool.from_dict(data)
+            else:  # a crash between the removal of a network's record and of its pool's
+                self.state.delete("ipam", net_id)
         for name, driver in PREDEFINED.items():
             if self._by_name(name) is None:
                 record = self._predefined(name, driver)

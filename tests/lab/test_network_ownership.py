@@ -207,3 +207,11 @@ def test_ipam_after_a_restart_holds_exactly_the_live_endpoints(lab):
     finally:
         shoal(lab, "rm", "-f", "live")
         shoal(lab, "network", "rm", "leaky")
+
+
+def test_a_pool_left_without_its_network_is_dropped_at_start(lab):
+    stray = data_dir(lab.name, "h1") / "engine" / "ipam" / f"{'ab' * 32}.json"
+    lab.stop_daemon("h1", kill9=True)
+    stray.write_text(json.dumps({"subnet": "10.69.0.0/24", "gateway": "10.69.0.1", "used": ["10.69.0.2"]}))
+    lab.start_daemon("h1")
+    assert not stray.exists()
