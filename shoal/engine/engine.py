@@ -151,7 +151,10 @@ class Engine:
         running = [c for c in self.containers.values() if c.state == "running"]
         owned = {c.netns for c in running if c.netns}
         for name in namespaces.list_netns(self.options.netns_prefix):
-            if name not in owned and len(name) == len(self.options.netns_prefix) + 12:
+            suffix = name[len(self.options.netns_prefix):]
+            # Only the names shoal gives (prefix + 12 hex of a container id): never a lab's or
+            # another tool's namespace that happens to share the prefix.
+            if name not in owned and len(suffix) == 12 and all(c in "0123456789abcdef" for c in suffix):
                 namespaces.delete_netns(name)
         self.net.rebuild_allocations(e for c in running for e in c.endpoints.values())
 
