@@ -215,3 +215,15 @@ def test_a_pool_left_without_its_network_is_dropped_at_start(lab):
     stray.write_text(json.dumps({"subnet": "10.69.0.0/24", "gateway": "10.69.0.1", "used": ["10.69.0.2"]}))
     lab.start_daemon("h1")
     assert not stray.exists()
+
+
+def test_a_namespace_that_only_shares_the_prefix_is_left_at_start(lab):
+    from shoal.lab import host_netns
+
+    foreign = f"{host_netns(lab.name, 'h1')}-zzzzzzzzzzzz"  # prefix + 12 characters, not a container id
+    lab.exec("h1", ["ip", "netns", "add", foreign])
+    try:
+        lab.restart_daemon("h1", kill9=True)
+        assert foreign in lab.exec("h1", ["ip", "netns", "list"]).stdout.split()
+    finally:
+        lab.exec("h1", ["ip", "netns", "del", foreign], check=False)
