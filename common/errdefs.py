@@ -17,6 +17,7 @@ class Kind(Enum):
     UNAVAILABLE = "unavailable"  # the node cannot serve it now (not a manager, no quorum): 503 / UNAVAILABLE
     PRECONDITION = "precondition"  # stale version and the like: 500 / FAILED_PRECONDITION (swarm's wording)
     SYSTEM = "system"  # the host failed us (disk full, kernel refused): 500 / INTERNAL
+    NOT_IMPLEMENTED = "not implemented"  # a verb shoal does not have (no registry): 501 / UNIMPLEMENTED
 
 
 class ShoalError(Exception):
@@ -64,6 +65,12 @@ class SystemError_(ShoalError):
     kind = Kind.SYSTEM
 
 
+class NotImplemented_(ShoalError):
+    """A verb or feature shoal does not have (moby's errdefs.NotImplemented)."""
+
+    kind = Kind.NOT_IMPLEMENTED
+
+
 HTTP_STATUS = {
     Kind.INVALID: 400,
     Kind.NOT_FOUND: 404,
@@ -73,6 +80,7 @@ HTTP_STATUS = {
     Kind.UNAVAILABLE: 503,
     Kind.PRECONDITION: 500,
     Kind.SYSTEM: 500,
+    Kind.NOT_IMPLEMENTED: 501,
 }
 
 # gRPC status code names (grpc.StatusCode members); manager/ turns them into grpc.StatusCode
@@ -86,6 +94,7 @@ GRPC_CODE = {
     Kind.UNAVAILABLE: "UNAVAILABLE",
     Kind.PRECONDITION: "FAILED_PRECONDITION",
     Kind.SYSTEM: "INTERNAL",
+    Kind.NOT_IMPLEMENTED: "UNIMPLEMENTED",
 }
 
 

@@ -35,6 +35,7 @@ from agent.images.unpack import (
     rootfs_size,
 )
 from common.fsutil import remove_stale_temps, write_atomic
+from common.errdefs import NotFound
 
 __all__ = [
     "Image",
@@ -55,7 +56,7 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 _TRASH_PREFIX = "deleted-"  # tmp/deleted-<hex>: a removed image's files on their way out
 
 
-class ImageNotFound(ImageError):
+class ImageNotFound(NotFound, ImageError):
     """No image matches a reference; message is Docker's `No such image: REF`."""
 
 

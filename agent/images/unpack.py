@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agent.images.fstree import remove_tree, rootfs_size
-from common.errdefs import SystemError_
+from common.errdefs import InvalidParameter, SystemError_
 
 __all__ = ["ImageError", "ImageLoadError", "ImageTooLarge", "LoadLimits", "Budget", "apply_layer", "remove_tree",
            "rootfs_size"]
@@ -42,7 +42,7 @@ _SPECIAL_TYPES = frozenset({
 _SHOWN_NAME = 200  # characters of an entry name quoted in a message
 
 
-class ImageError(Exception):
+class ImageError(InvalidParameter):
     """Base of every image error; `message` is what the user sees."""
 
     def __init__(self, message: str) -> None:

@@ -1,2 +1,2 @@
-"""Single-host networking building blocks: IPAM, MACs, namespaces, bridges, veths, firewall.
-Used by the node's network controller (networks, endpoints, persistence) and by the overlay driver."""
+"""The network layer of a node: networks and pools (controller), drivers behind a registry,
+containers' sandboxes, the pure plan they apply, and the kernel primitives (netlink, iptables, DNS)."""

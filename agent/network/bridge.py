@@ -35,8 +35,67 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
-def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None) -> None:
-    """Create bridge `name` if missing, give it exactly this one IPv4 address, set mtu, bring it up."""
+def link_kind(name: str) -> str | None:
+    """None when no link has this name; else its kind ("bridge", "veth", "" for a device)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return None
+        return _link_kind(ipr.get_links(found[0])[0]) or ""
+
+
+def link_alias(name: str) -> str:
+    """The link's ifalias ("" when it has none or does not exist): shoal's ownership mark."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return ""
+        return ipr.get_links(found[0])[0].get_attr("IFLA_IFALIAS") or ""
+
+
+def bridge_aliases() -> dict[str, str]:
+    """Every bridge of the current namespace with its ifalias ("" when none)."""
+    with IPRoute() as ipr:
+        return {
+            link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_IFALIAS") or ""
+            for link in ipr.get_links()
+            if _link_kind(link) == "bridge"
+        }
+
+
+def add_address_if_missing(name: str, address_cidr: str) -> bool:
+    """Adds the address to the link unless it has it; other addresses are left alone.
+    Returns True when it added it."""
+    iface = _parse_cidr(address_cidr)
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=name)[0]
+        for addr in ipr.get_addr(family=socket.AF_INET, index=index):
+            if addr.get("address") == str(iface.ip) and addr["prefixlen"] == iface.network.prefixlen:
+                return False
+        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        return True
+
+
+def remove_address(name: str, address_cidr: str) -> None:
+    """Removes this one address from the link; no error when the link or address is gone."""
+    iface = _parse_cidr(address_cidr)
+    with IPRoute() as ipr:
+        for index in ipr.link_lookup(ifname=name):
+            try:
+                ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV):
+                    raise
+
+
+def set_up(name: str) -> None:
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+
+def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None, alias: str = "") -> None:
+    """Create bridge `name` if missing, give it exactly this one IPv4 address, set mtu and the
+    ifalias (shoal's ownership mark), bring it up. Only for bridges shoal owns: it rewrites."""
     _check_ifname(name)
     iface = _parse_cidr(address_cidr)
     _check_mtu(mtu)
@@ -54,9 +113,13 @@ def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None) -> None:
             kind = _link_kind(ipr.get_links(index)[0])
             if kind != "bridge":
                 raise NetworkSetupError(f"cannot use {name} as a bridge: it is a {kind or 'non-bridge'} link")
+            if created and alias:  # marked first: a crash after this leaves a recognisable orphan
+                ipr.link("set", index=index, ifalias=alias)
             _ensure_only_address(ipr, index, iface)
             if mtu is not None:
                 ipr.link("set", index=index, mtu=mtu)
+            if alias and not created:
+                ipr.link("set", index=index, ifalias=alias)
             ipr.link("set", index=index, state="up")
         except Exception:
             if created:
@@ -70,16 +133,20 @@ def delete_bridge(name: str) -> None:
         _delete_link(ipr, name)
 
 
-def host_routed_networks() -> list[IPv4Network]:
-    """IPv4 subnets with a route or an address in the current namespace (default routes excluded)."""
+def host_routed_networks(exclude_ifname: str = "") -> list[IPv4Network]:
+    """IPv4 subnets with a route or an address in the current namespace (default routes excluded),
+    leaving out those of `exclude_ifname` (an existing bridge a new network will use)."""
     found: list[IPv4Network] = []
     with IPRoute() as ipr:
+        excluded = set(ipr.link_lookup(ifname=exclude_ifname)) if exclude_ifname else set()
         for route in ipr.get_routes(family=socket.AF_INET, table=254):
             dst_len = route["dst_len"]
-            if dst_len == 0:
+            if dst_len == 0 or route.get("oif") in excluded:
                 continue
             found.append(IPv4Network(f"{route.get('dst')}/{dst_len}", strict=False))
         for addr in ipr.get_addr(family=socket.AF_INET):
+            if addr["index"] in excluded:
+                continue
             net = IPv4Network(f"{addr.get('address')}/{addr['prefixlen']}", strict=False)
             if not net.is_loopback:
                 found.append(net)

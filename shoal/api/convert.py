@@ -87,7 +87,7 @@ def network_json(
         "Created": net.created,
         "Scope": net.scope,
         "Driver": net.driver,
-        "EnableIPv4": net.driver not in ("host", "null"),
+        "EnableIPv4": bool(net.ipam_config),  # host and none have no addresses
         "EnableIPv6": net.enable_ipv6,
         "IPAM": {
             "Driver": net.ipam_driver,

@@ -14,17 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from common import errdefs
 from shoal.api import convert, params
 from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
-from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound
+from shoal.engine.errors import InvalidParameter, NotFound, NotImplemented_
 
 _IMAGE_FILTERS = ("reference", "dangling", "label", "before", "since")
-_ENGINE_ERROR_OF_KIND: dict[errdefs.Kind, type[EngineError]] = {
-    errdefs.Kind.CONFLICT: Conflict,
-    errdefs.Kind.NOT_FOUND: NotFound,
-    errdefs.Kind.INVALID: InvalidParameter,
-}
 _COPY_CHUNK = 1 << 20
 
 
@@ -102,20 +96,11 @@ async def load_image(request: web.Request) -> web.StreamResponse:
 
 async def remove_image(request: web.Request) -> web.Response:
     """docker rmi: Docker's list of {"Untagged": ref} / {"Deleted": id}."""
-    try:
-        records = await request.app[ENGINE].remove_image(
-            request.match_info["name"],
-            force=params.bool_value(request.query.get("force")),
-            noprune=params.bool_value(request.query.get("noprune")),
-        )
-    except errdefs.ShoalError as exc:
-        # The store raises common.errdefs kinds; until the API's edge maps those itself (the
-        # netlayer branch, where the engine's classes become their aliases), the engine's class
-        # of the same kind carries the status.
-        same_kind = _ENGINE_ERROR_OF_KIND.get(exc.kind)
-        if same_kind is None or isinstance(exc, same_kind):
-            raise
-        raise same_kind(exc.message) from None
+    records = await request.app[ENGINE].remove_image(
+        request.match_info["name"],
+        force=params.bool_value(request.query.get("force")),
+        noprune=params.bool_value(request.query.get("noprune")),
+    )
     return json_response(records)
 
 
@@ -154,9 +139,7 @@ async def pull_image(request: web.Request) -> web.Response:
     ref = _pull_reference(request)
     try:
         request.app[ENGINE].images.get(ref)
-    except Exception as exc:  # noqa: BLE001 - ImageNotFound, whatever the store names it
-        if type(exc).__name__ != "ImageNotFound" and not isinstance(exc, NotFound):
-            raise
+    except NotFound:
         name = ref.split("@", 1)[0]
         name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
         raise NotFound(
@@ -169,8 +152,8 @@ async def pull_image(request: web.Request) -> web.Response:
 
 
 async def distribution_inspect(request: web.Request) -> web.Response:
-    raise EngineError(
-        f"shoal has no registry: cannot resolve the digest of {request.match_info['name']}", status=501
+    raise NotImplemented_(
+        f"shoal has no registry: cannot resolve the digest of {request.match_info['name']}"
     )
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from aiohttp import web
 
 from shoal.api import params
-from shoal.engine.errors import EngineError, NotModified
+from common.errdefs import NotModified, ShoalError, http_status
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except NotModified:
         return web.Response(status=304)
-    except EngineError as exc:
-        return error_response(exc.status, exc.message)
+    except ShoalError as exc:  # the one place an error kind becomes an HTTP status
+        return error_response(http_status(exc), exc.message)
     except web.HTTPNotFound:
         return error_response(404, "page not found")
     except web.HTTPMethodNotAllowed:
@@ -72,24 +72,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         return error_response(exc.status, exc.text or exc.reason)
     except Exception as exc:  # noqa: BLE001 - the client gets a message, the log the trace
-        status = _image_error_status(exc)
-        if status is not None:
-            return error_response(status, getattr(exc, "message", str(exc)))
         if isinstance(exc, ConnectionError):
             raise
         log.exception("internal error on %s %s", request.method, request.path)
         return error_response(500, str(exc) or type(exc).__name__)
-
-
-def _image_error_status(exc: Exception) -> int | None:
-    """agent.images errors: ImageNotFound is 404, the others (a bad tarball) 400."""
-    if type(exc).__name__ == "ImageNotFound":
-        return 404
-    try:
-        from agent.images.unpack import ImageError
-    except ImportError:
-        return None
-    return 400 if isinstance(exc, ImageError) else None
 
 
 async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,5 +1,5 @@
-"""The local engine: networks, containers and images of one node, behind the Docker API.
+"""The local engine: the container lifecycle of one node, behind the Docker API.
 
-It composes agent.network (kernel networking), agent.executor (runc) and agent.images;
+It calls agent.network (networks and sandboxes), agent.executor (runc) and agent.images;
 shoal.api turns its records into Docker JSON.
 """

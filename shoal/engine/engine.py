@@ -1,8 +1,9 @@
 """The Engine: the one object shoal.api calls for networks, containers, execs and images.
 
-Composes the network controller (shoal.engine.networks), the runc runtime (agent.executor)
-and the image store (agent.images); owns the daemon's state directory. Every method either
-completes or raises an EngineError and leaves nothing half-done.
+Keeps the container lifecycle; composes the network layer (agent.network: controller and
+sandboxes), the runc runtime (agent.executor) and the image store (agent.images); owns the
+daemon's state directory. Every method either completes or raises a common.errdefs error and
+leaves nothing half-done.
 """
 from __future__ import annotations
 
@@ -23,14 +24,26 @@ from agent.executor.runtime import RuncError, RuncRuntime
 from agent.executor.spec import ProcessSpec
 from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import netns as namespaces
+from agent.network import links
+from agent.network.controller import DEFAULT_NETWORK, NetworkController, NetworkOptions
 from agent.network.dns import NameTable, upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
+from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
-from shoal.engine import links, publish
-from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
-from shoal.engine.helpers import container_matches, label_filter, merge_env, parse_signal, parse_tail, user_ids
+from agent.network.sandbox import SandboxOptions, Sandboxes
+from shoal.engine import publish
+from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
+from shoal.engine.helpers import (
+    container_matches,
+    exposed_of,
+    label_filter,
+    merge_env,
+    parse_signal,
+    parse_tail,
+    user_env,
+    user_ids,
+)
 from shoal.engine.names import generate_name, validate_container_name
-from shoal.engine.networks import NetworkController, NetworkOptions
 from shoal.engine.records import (
     ContainerRecord,
     EndpointRecord,
@@ -40,7 +53,6 @@ from shoal.engine.records import (
     to_dict,
 )
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
-from shoal.engine.sandbox import SandboxMixin
 from shoal.engine.state import StateDir
 from shoal.engine.timefmt import now_rfc3339
 
@@ -65,7 +77,7 @@ class EngineOptions:
     dns: list[str] = field(default_factory=list)  # --dns: replaces the host's resolvers
 
 
-class Engine(SandboxMixin):
+class Engine:
     """Attributes the API reads: `daemon_id` (64 hex, stable across restarts), `data_dir`,
     `images` (agent.images.store.ImageStore)."""
 
@@ -77,18 +89,23 @@ class Engine(SandboxMixin):
         self.daemon_id = self.state.daemon_id()
         self.images = ImageStore(options.data_dir / "images")
         self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime")
-        self.net = NetworkController(self.state, NetworkOptions(bip=options.bip, mtu=options.mtu))
+        self.net = NetworkController(
+            self.state, NetworkOptions(bip=options.bip, mtu=options.mtu), daemon_id=self.daemon_id, clock=now_rfc3339
+        )
         self.net.published_ports = self._firewall_ports
         self.ports = publish.PortPublisher(self.state)
-        self.dns_table = NameTable()
-        self.dns: EmbeddedDns | None = None  # made in restore(), on the event loop
+        self.containers: dict[str, ContainerRecord] = {}
+        self.sandboxes = Sandboxes(
+            self.net,
+            SandboxOptions(data_dir=options.data_dir, netns_prefix=options.netns_prefix, dns=options.dns),
+            self.containers,
+        )
         # S21: a firewalld reload or `iptables -F` wipes our rules; they come back within seconds.
         self.firewall_watch = FirewallWatch(
             reapply=lambda: self._kernel(self.net.apply_firewall),
             check=self.net.firewall_in_place,
             interval=options.firewall_check_interval,
         )
-        self.containers: dict[str, ContainerRecord] = {}
         self.execs: dict[str, ExecRecord] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
@@ -128,11 +145,18 @@ class Engine(SandboxMixin):
         self.firewall_watch.start()
 
     def _collect_orphan_namespaces(self) -> None:
-        """Namespaces with our prefix that no running container owns: left by a crash."""
-        owned = {c.netns for c in self.containers.values() if c.state == "running" and c.netns}
+        """Network side of the restart, once the containers are known: namespaces with our
+        prefix that no running container owns (left by a crash) go, and IPAM is rebuilt from
+        the endpoints of running containers, so no address leaks and none is given twice."""
+        running = [c for c in self.containers.values() if c.state == "running"]
+        owned = {c.netns for c in running if c.netns}
         for name in namespaces.list_netns(self.options.netns_prefix):
-            if name not in owned and len(name) == len(self.options.netns_prefix) + 12:
+            suffix = name[len(self.options.netns_prefix):]
+            # Only the names shoal gives (prefix + 12 hex of a container id): never a lab's or
+            # another tool's namespace that happens to share the prefix.
+            if name not in owned and len(suffix) == 12 and all(c in "0123456789abcdef" for c in suffix):
                 namespaces.delete_netns(name)
+        self.net.rebuild_allocations(e for c in running for e in c.endpoints.values())
 
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
@@ -183,13 +207,7 @@ class Engine(SandboxMixin):
             self._check_connectable(container, net)
             record = self._new_endpoint(net, container, endpoint)
             if container.state == "running":
-                await self._kernel(self.net.allocate_endpoint, net, container.id, record, record.requested_ipv4)
-                try:
-                    await self._kernel(self.net.plumb, record, container.netns, self._next_ifname(container), False)
-                except Exception as exc:
-                    await self._kernel(self.net.unplumb, record)
-                    await self._kernel(self.net.release_endpoint, record)
-                    raise EngineError(f"failed to connect {container.name} to {net.name}: {exc}") from exc
+                await self._kernel(self.sandboxes.connect, container, record)
             container.endpoints[net.id] = record
             if container.state == "running":
                 await self._kernel(self._refresh_default_route, container)
@@ -199,14 +217,14 @@ class Engine(SandboxMixin):
 
     def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
         if net.id in container.endpoints:
-            raise EngineError(
-                f"endpoint with name {container.name} already exists in network {net.name}", 403
-            )
-        if container.network_mode == "host" or net.driver == "host":
+            raise Forbidden(f"endpoint with name {container.name} already exists in network {net.name}")
+        current = self.net.mode_driver(container.network_mode)
+        wanted = self.net.driver(net)
+        if any(d is not None and d.exclusive and d.shares_host_netns for d in (current, wanted)):
             raise InvalidParameter(
                 "container cannot be disconnected from host network or connected to host network"
             )
-        if container.network_mode == "none" or net.driver == "null":
+        if any(d is not None and d.exclusive for d in (current, wanted)):
             raise InvalidParameter(
                 "container cannot be connected to multiple networks with one of the networks in private (none) mode"
             )
@@ -217,24 +235,21 @@ class Engine(SandboxMixin):
         async with self._lock(container.id):
             endpoint = container.endpoints.get(net.id)
             if endpoint is None:
-                raise EngineError(f"container {container.id} is not connected to network {net.name}", 403)
-            if net.driver in ("host", "null"):
+                raise Forbidden(f"container {container.id} is not connected to network {net.name}")
+            if self.net.driver(net).exclusive:
                 raise InvalidParameter(
                     "container cannot be disconnected from host network or connected to host network"
                 )
-            await self._kernel(self.net.unplumb, endpoint)
-            await self._kernel(self.net.release_endpoint, endpoint)
+            await self._kernel(self.sandboxes.disconnect, container, endpoint)
             del container.endpoints[net.id]
             if container.network_mode in (net.name, net.id):
                 container.network_mode = next(
                     (self.net.networks[n].name for n in container.endpoints if n in self.net.networks), "none"
                 ) if container.endpoints else container.network_mode
-            self.dns_table.remove_endpoint(container.id, net.id)
+            await self.sandboxes.unregister_endpoint(container, net.id)
             if container.state == "running":
                 await self._kernel(self._refresh_default_route, container)
                 self._write_etc_files(container)
-                if not self._user_endpoints(container) and self.dns is not None:
-                    await self.dns.remove_container(container.id)
             self._save(container)
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
@@ -290,7 +305,7 @@ class Engine(SandboxMixin):
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
         if mode == "default":
-            mode = "bridge"
+            mode = DEFAULT_NETWORK
         record = ContainerRecord(
             id=container_id,
             name=name,
@@ -303,7 +318,7 @@ class Engine(SandboxMixin):
             env=merge_env(list(config.get("Env") or []), request.env),
             working_dir=request.working_dir or config.get("WorkingDir") or "",
             user=request.user or config.get("User") or "",
-            hostname=request.hostname or (container_id[:12] if mode != "host" else socket.gethostname()),
+            hostname=request.hostname or (socket.gethostname() if self._shares_host_netns(mode) else container_id[:12]),
             domainname=request.domainname,
             labels={**(config.get("Labels") or {}), **request.labels},
             network_mode=mode,
@@ -330,7 +345,7 @@ class Engine(SandboxMixin):
                 other = self.get_container(name)
             except NotFound:
                 raise InvalidParameter(f"could not get container for {name}") from None
-            if record.network_mode == "host":
+            if self._shares_host_netns(record.network_mode):
                 raise InvalidParameter("conflicting options: host type networking can't be used with links")
             resolved.append([other.id, alias])
         return resolved
@@ -340,28 +355,21 @@ class Engine(SandboxMixin):
         mode = record.network_mode
         if mode.startswith("container:"):
             raise InvalidParameter("network mode container: is not supported by shoal yet")
-        if mode in ("host", "none"):
-            others = [n for n in request.endpoints if n not in (mode, "default")]
+        primary = self.net.lookup(mode)
+        if self.net.driver(primary).exclusive:
+            others = [n for n in request.endpoints if n not in (mode, primary.name, primary.id, "default")]
             if others:
                 raise InvalidParameter(
                     "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
                 )
-            net = self.net.lookup(mode)
-            record.network_mode = net.name
-            record.endpoints[net.id] = self._new_endpoint(net, record, EndpointRequest())
+            record.network_mode = primary.name
+            record.endpoints[primary.id] = self._new_endpoint(primary, record, EndpointRequest())
             return
-        primary = self.net.lookup(mode)
-        if primary.driver in ("host", "null"):
-            raise InvalidParameter(
-                "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
-            )
         record.network_mode = primary.name
         requested = dict(request.endpoints)
         primary_request = EndpointRequest()
         for key in ("default", mode, primary.name, primary.id):  # the CLI sends "default"
             primary_request = requested.pop(key, None) or primary_request
-        if primary_request.ipv4 and primary.predefined:
-            raise InvalidParameter("user specified IP address is supported on user defined networks only")
         record.endpoints[primary.id] = self._new_endpoint(primary, record, primary_request)
         for ref, endpoint in requested.items():
             net = self.net.lookup(ref)
@@ -369,6 +377,7 @@ class Engine(SandboxMixin):
             record.endpoints[net.id] = self._new_endpoint(net, record, endpoint)
 
     def _new_endpoint(self, net: NetworkRecord, container: ContainerRecord, request: EndpointRequest) -> EndpointRecord:
+        self.net.check_endpoint_request(net, request.ipv4)  # a bad --ip is refused now, not at start
         aliases = list(request.aliases)
         return EndpointRecord(
             id=secrets.token_hex(32),
@@ -459,8 +468,9 @@ class Engine(SandboxMixin):
             self._save(container)
             if isinstance(exc, EngineError):
                 raise
-            status = 400 if "executable file not found" in message or "no such file" in message else 500
-            raise EngineError(f"failed to start container {container.name}: {message}", status) from exc
+            # runc tells a process that cannot be started (126/127: the user's command) apart
+            kind = InvalidParameter if isinstance(exc, RuncError) and exc.exit_code is not None else SystemError_
+            raise kind(f"failed to start container {container.name}: {message}") from exc
         container.state = "running"
         container.pid = pid
         container.exit_code = 0
@@ -681,6 +691,89 @@ class Engine(SandboxMixin):
             "ContainersStopped": len(states) - states.count("running"),
             "Images": len(self.images.list()),
         }
+
+    # ---- the network layer (agent.network), as the lifecycle calls it ---------------
+    # Thin delegations: the lifecycle methods above keep their calls, the work is in Sandboxes.
+    @property
+    def dns_table(self) -> NameTable:
+        return self.sandboxes.dns_table
+
+    @property
+    def dns(self) -> EmbeddedDns | None:
+        return self.sandboxes.dns
+
+    @dns.setter
+    def dns(self, server: EmbeddedDns | None) -> None:
+        self.sandboxes.dns = server
+
+    def _shares_host_netns(self, network_mode: str) -> bool:
+        driver = self.net.mode_driver(network_mode)
+        return driver is not None and driver.shares_host_netns
+
+    def _setup_network(self, container: ContainerRecord) -> str | None:
+        return self.sandboxes.setup(container)
+
+    def _teardown_network(self, container: ContainerRecord) -> None:
+        self.sandboxes.teardown(container)
+
+    def _refresh_default_route(self, container: ContainerRecord) -> None:
+        self.sandboxes.refresh_default_route(container)
+
+    def _write_etc_files(self, container: ContainerRecord) -> list:
+        return self.sandboxes.write_etc_files(container)
+
+    def _host_resolv_conf(self) -> str:
+        return self.sandboxes.host_resolv_conf()
+
+    def etc_path(self, container: ContainerRecord, name: str) -> str:
+        return self.sandboxes.etc_path(container, name)
+
+    def _linked(self, container: ContainerRecord) -> list[tuple[ContainerRecord, str]]:
+        return self.sandboxes.linked(container)
+
+    async def _register_dns(self, container: ContainerRecord, netns_path: str | None) -> None:
+        await self.sandboxes.register_dns(container, netns_path)
+
+    async def _unregister_dns(self, container: ContainerRecord) -> None:
+        await self.sandboxes.unregister_dns(container)
+
+    def _publish_endpoint(self, container: ContainerRecord) -> EndpointRecord | None:
+        return self.sandboxes.publish_endpoint(container)
+
+    def _link_env(self, container: ContainerRecord) -> list[str]:
+        """Docker's ALIAS_* variables for links on the default bridge (S13)."""
+        if not self.sandboxes.on_default_bridge(container):
+            return []
+        env: list[str] = []
+        for other, alias in self._linked(container):
+            ip = self.sandboxes.bridge_ip(other)
+            if other.state != "running" or not ip:
+                raise InvalidParameter(
+                    f"Cannot link to a non running container: /{other.name} AS /{container.name}/{alias}"
+                )
+            exposed = sorted(
+                (b["container_port"], b["proto"]) for b in other.port_bindings
+            ) or exposed_of(other)
+            env += links.link_env(alias, container.name, ip, exposed, user_env(other))
+        return env
+
+    def _firewall_ports(self) -> list[PublishedPort]:
+        ports: list[PublishedPort] = []
+        for container in sorted(self.containers.values(), key=lambda c: c.id):
+            if not container.published:  # set while starting, cleared at exit
+                continue
+            endpoint = self._publish_endpoint(container)
+            if endpoint is None:
+                continue
+            iface = self.net.publish_iface(self.net.networks[endpoint.network_id])
+            ports += publish.firewall_ports(container, iface, endpoint.ipv4)
+        return ports
+
+    async def _release_ports(self, container: ContainerRecord) -> None:
+        if container.published:
+            container.published = []
+            self.ports.unpublish(container)
+            await self._kernel(self.net.apply_firewall)
 
     # ---- helpers --------------------------------------------------------------------
     def _lock(self, container_id: str) -> asyncio.Lock:

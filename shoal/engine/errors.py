@@ -1,37 +1,34 @@
-"""Errors the engine raises; each carries the HTTP status and Docker's wording.
+"""The engine's error names, kept as aliases of common.errdefs (the one error vocabulary).
 
-shoal.api turns them into `{"message": ...}` responses; the CLI prints the message.
+Code may raise either spelling; shoal.api.server maps the kind to an HTTP status, once.
 """
 from __future__ import annotations
 
+from common.errdefs import (
+    Conflict,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    NotImplemented_,
+    NotModified,
+    Precondition,
+    ShoalError,
+    SystemError_,
+    Unavailable,
+)
 
-class EngineError(Exception):
-    """A refused request: `status` is the HTTP status Docker uses for it."""
+EngineError = ShoalError  # the old base name: any refused or failed request
 
-    status = 500
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-
-
-class NotFound(EngineError):
-    status = 404
-
-
-class InvalidParameter(EngineError):
-    status = 400
-
-
-class Conflict(EngineError):
-    status = 409
-
-
-class Forbidden(EngineError):
-    status = 403
-
-
-class NotModified(EngineError):
-    status = 304
+__all__ = [
+    "Conflict",
+    "EngineError",
+    "Forbidden",
+    "InvalidParameter",
+    "NotFound",
+    "NotImplemented_",
+    "NotModified",
+    "Precondition",
+    "ShoalError",
+    "SystemError_",
+    "Unavailable",
+]

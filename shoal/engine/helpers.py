@@ -8,8 +8,8 @@ import signal as signals
 from pathlib import Path
 
 from agent.executor.runtime import resolve_user
+from agent.network.controller import NetworkController
 from shoal.engine.errors import EngineError, InvalidParameter
-from shoal.engine.networks import NetworkController
 from shoal.engine.records import ContainerRecord
 
 

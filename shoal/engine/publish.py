@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.network.firewall import PublishedPort
 from agent.network.ports import PortAllocator, PortBinding, PortConflict, host_port_in_use
-from shoal.engine.errors import EngineError
+from shoal.engine.errors import SystemError_
 from shoal.engine.records import ContainerRecord
 from shoal.engine.state import StateDir
 
@@ -56,7 +56,7 @@ class PortPublisher:
         except PortConflict as exc:
             for proto, host_ip, port in taken:
                 self.allocator.release(proto, host_ip, port)
-            raise EngineError(exc.message, 500) from None
+            raise SystemError_(exc.message) from None
         self._save()
         return published
 

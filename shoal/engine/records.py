@@ -1,57 +1,23 @@
-"""Plain records the engine keeps and persists: networks, endpoints, containers, execs.
+"""Plain records the engine keeps and persists: containers and execs (networks and endpoints
+are agent.network.records, re-exported here).
 
 Persisted as JSON in the data dir by shoal.engine.state; converted to Docker JSON by
 shoal.api.convert. Field names follow what they mean, not Docker's spelling.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(slots=True)
-class IPAMConfig:
-    subnet: str  # "172.17.0.0/16"
-    gateway: str = ""  # "172.17.0.1"
-    ip_range: str = ""  # "" means the whole subnet
-
-
-@dataclass(slots=True)
-class NetworkRecord:
-    id: str  # 64 hex
-    name: str
-    driver: str  # bridge | host | null
-    created: str  # RFC 3339 with nanoseconds, UTC
-    scope: str = "local"
-    ipam_driver: str = "default"
-    ipam_options: dict[str, str] = field(default_factory=dict)
-    ipam_config: list[IPAMConfig] = field(default_factory=list)
-    internal: bool = False
-    attachable: bool = False
-    ingress: bool = False
-    enable_ipv6: bool = False
-    options: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    predefined: bool = False  # bridge, host, none: cannot be removed or configured
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
-
-@dataclass(slots=True)
-class EndpointRecord:
-    id: str  # 64 hex
-    network_id: str
-    container_id: str
-    ipv4: str = ""  # "172.17.0.2" ("" on host/none)
-    prefixlen: int = 0  # 16
-    gateway: str = ""
-    mac: str = ""  # "02:42:ac:11:00:02"
-    aliases: list[str] = field(default_factory=list)
-    requested_ipv4: str = ""  # IPAMConfig.IPv4Address: asked for again at every start
-    host_ifname: str = ""  # the veth end on the host side
-    ifname: str = ""  # the interface name inside the container ("eth0")
+from agent.network.records import (  # noqa: F401 - re-exported for the engine and the API
+    EndpointRecord,
+    IPAMConfig,
+    NetworkRecord,
+    endpoint_from_dict,
+    known_fields as _known,
+    network_from_dict,
+    to_dict,
+)
 
 
 @dataclass(slots=True)
@@ -107,24 +73,9 @@ class ExecRecord:
     pid: int = 0
 
 
-def to_dict(record: Any) -> dict[str, Any]:
-    return asdict(record)
-
-
-def network_from_dict(data: dict[str, Any]) -> NetworkRecord:
-    data = dict(data)
-    data["ipam_config"] = [IPAMConfig(**c) for c in data.get("ipam_config", [])]
-    return NetworkRecord(**_known(NetworkRecord, data))
-
-
 def container_from_dict(data: dict[str, Any]) -> ContainerRecord:
     data = dict(data)
     data["endpoints"] = {
-        k: EndpointRecord(**_known(EndpointRecord, v)) for k, v in data.get("endpoints", {}).items()
+        k: endpoint_from_dict(v) for k, v in data.get("endpoints", {}).items()
     }
     return ContainerRecord(**_known(ContainerRecord, data))
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}

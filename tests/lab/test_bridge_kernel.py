@@ -87,7 +87,7 @@ def attach(lab: dict[str, str], key: str, addr: str, bridge: str = "br0",
            gateway: str | None = GATEWAY, prefixlen: int = 24) -> None:
     in_ns(lab["host"], f"""
         from agent.network import bridge
-        from agent.network.mac import mac_from_ip
+        from common.mac import mac_from_ip
         bridge.attach_endpoint({bridge!r}, {lab[key]!r}, bridge.host_ifname_for({lab[key]!r}), "eth0",
                                "{addr}/{prefixlen}", mac_from_ip({addr!r}), {gateway!r}, 1400)
     """)

@@ -78,7 +78,7 @@ def pp() -> Iterator[dict[str, str]]:
             nsmod.create_netns(ns[key])
         in_ns(ns["h"], """
             from agent.network import bridge
-            from agent.network.mac import mac_from_ip
+            from common.mac import mac_from_ip
             bridge.ensure_bridge("br0", "10.77.0.1/24", 1500)
         """ + "".join(f"""
             bridge.attach_endpoint("br0", {ns[c]!r}, bridge.host_ifname_for({ns[c]!r}), "eth0",

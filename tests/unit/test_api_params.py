@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.errdefs import http_status
 from shoal.api import params
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
@@ -28,7 +29,7 @@ def test_check_version_refuses_a_newer_version_with_moby_wording():
     with pytest.raises(InvalidParameter) as info:
         params.check_version("1.51")
     assert info.value.message == "client version 1.51 is too new. Maximum supported API version is 1.50"
-    assert info.value.status == 400
+    assert http_status(info.value) == 400
 
 
 def test_check_version_refuses_an_older_version_with_moby_wording():
@@ -128,7 +129,7 @@ def test_parse_json_body_invalid_json_is_a_400_invalid_json():
     with pytest.raises(InvalidParameter) as info:
         params.parse_json_body(b"{x")
     assert info.value.message.startswith("invalid JSON: ")
-    assert info.value.status == 400
+    assert http_status(info.value) == 400
 
 
 def test_parse_json_body_refuses_a_non_object():

@@ -6,11 +6,11 @@ import signal
 
 import pytest
 
-from shoal.engine import etcfiles
+from agent.network import etcfiles
 from shoal.engine.helpers import merge_env as _merge_env, parse_signal as _parse_signal, parse_tail as _parse_tail
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.names import generate_name, validate_container_name
-from shoal.engine.networks import parse_bool_option, parse_mtu
+from agent.network.drivers.bridge import parse_bool_option, parse_mtu
 from shoal.engine.state import StateDir
 from shoal.engine.timefmt import rfc3339_from_ns, unix_seconds
 

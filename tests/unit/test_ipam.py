@@ -1,11 +1,11 @@
-"""Unit tests for agent.network.ipam: Docker's validation messages, serial allocation, pool picking."""
+"""Unit tests for common.ipam: Docker's validation messages, serial allocation, pool picking."""
 import json
 from ipaddress import IPv4Address as A
 from ipaddress import IPv4Network as N
 
 import pytest
 
-from agent.network.ipam import (AddressInUse, AddressPool, InvalidAddress, InvalidPoolConfig,
+from common.ipam import (AddressInUse, AddressPool, InvalidAddress, InvalidPoolConfig,
                                 IPAMError, NoFreePool, PoolExhausted, PoolOverlap, check_overlap,
                                 default_local_pools, parse_pool_config, pick_free_subnet)
 

@@ -7,7 +7,7 @@ import pytest
 
 from shoal.api.convert import inspect_ports, summary_ports
 from shoal.cli.proxies import config_path, proxy_env
-from shoal.engine import etcfiles, links
+from agent.network import etcfiles, links
 from shoal.engine.records import ContainerRecord
 
 

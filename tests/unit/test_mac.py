@@ -1,9 +1,9 @@
-"""Unit tests for agent.network.mac: Docker's IP-derived MAC rule."""
+"""Unit tests for common.mac: Docker's IP-derived MAC rule."""
 from ipaddress import IPv4Address
 
 import pytest
 
-from agent.network.mac import mac_from_ip
+from common.mac import mac_from_ip
 
 
 def test_mac_of_docker0_first_container() -> None:

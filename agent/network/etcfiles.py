@@ -1,6 +1,6 @@
 """The /etc/hosts, /etc/resolv.conf and /etc/hostname shoal writes for each container.
 
-Pure text builders (Docker's layout); shoal.engine.containers writes them and bind-mounts them.
+Pure text builders (Docker's layout); agent.network.sandbox writes them and the runtime bind-mounts them.
 """
 from __future__ import annotations
 

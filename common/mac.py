@@ -1,5 +1,5 @@
 """MAC addresses for container interfaces, derived from the IPv4 address as Docker does.
-Used by bridge endpoints (agent.network.bridge) and overlay peers (vxlan)."""
+Used by bridge endpoints (agent.network.drivers.bridge) and overlay peers (vxlan); pure, in common/."""
 from __future__ import annotations
 
 from ipaddress import IPv4Address

@@ -1,19 +1,34 @@
-"""Local networks of one node: predefined bridge/host/none, user bridges, address pools, endpoints.
+"""Local networks of one node: predefined bridge/host/none, user networks, address pools, endpoints.
 
-Owns NetworkRecords and their AddressPools (persisted through StateDir) and programs the kernel
-through agent.network (bridge, veth, firewall). shoal.engine.engine calls it for containers.
+Owns NetworkRecords and their AddressPools (persisted through the node's record store) and asks
+the driver registry (agent.network.drivers) for everything driver-specific; the sandbox
+(agent.network.sandbox) and the engine (shoal.engine) call it for containers.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from agent.network import bridge as kernel
 from agent.network import firewall
-from agent.network.ipam import (
+from agent.network.drivers import Driver, Join, Registry, default_registry
+from agent.network.drivers.bridge import OPT_BRIDGE_NAME, OPT_MTU, bridge_name, default_bridge_options
+from agent.network.plan import check_network_name, check_static_ip, check_usable_subnet, rebuild_pool
+from agent.network.records import EndpointRecord, IPAMConfig, NetworkRecord, network_from_dict, to_dict
+from common import failpoint
+from common.errdefs import (
+    Conflict,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    ShoalError,
+    SystemError_,
+)
+from common.ipam import (
     AddressPool,
     IPAMError,
     PoolOverlap,
@@ -21,24 +36,22 @@ from agent.network.ipam import (
     parse_pool_config,
     pick_free_subnet,
 )
-from agent.network.mac import mac_from_ip
-from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound
-from shoal.engine.records import EndpointRecord, IPAMConfig, NetworkRecord, network_from_dict, to_dict
-from shoal.engine.requests import NetworkCreate
-from shoal.engine.state import StateDir
-from shoal.engine.timefmt import now_rfc3339
+from common.mac import mac_from_ip
+from common.timefmt import now_rfc3339
 
 log = logging.getLogger(__name__)
 
-PREDEFINED = ("bridge", "host", "none")
-DRIVER_OF_PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
-OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
-OPT_ICC = "com.docker.network.bridge.enable_icc"
-OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
-OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
-OPT_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
-OPT_MTU = "com.docker.network.driver.mtu"
-BOOL_OPTIONS = (OPT_ICC, OPT_MASQ, OPT_DEFAULT_BRIDGE)
+# The predefined networks and their drivers (Docker's names).
+PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
+DEFAULT_NETWORK = "bridge"  # NetworkMode "default"
+
+
+class RecordStore(Protocol):
+    """Where records are kept (shoal.engine.state.StateDir on a node)."""
+
+    def save(self, kind: str, object_id: str, data: dict[str, Any]) -> None: ...
+    def delete(self, kind: str, object_id: str) -> None: ...
+    def load_all(self, kind: str) -> dict[str, dict[str, Any]]: ...
 
 
 @dataclass(slots=True)
@@ -48,29 +61,15 @@ class NetworkOptions:
     default_bridge_name: str = "docker0"
 
 
-def parse_bool_option(key: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise InvalidParameter(f"invalid value {value!r} for option {key}: expected true or false")
-
-
-def parse_mtu(value: str) -> int:
-    try:
-        mtu = int(value)
-    except ValueError:
-        raise InvalidParameter(f"invalid MTU {value!r}: it must be a number") from None
-    if not 68 <= mtu <= 65535:
-        raise InvalidParameter(f"invalid MTU {mtu}: it must be between 68 and 65535")
-    return mtu
-
-
 class NetworkController:
-    def __init__(self, state: StateDir, options: NetworkOptions) -> None:
+    def __init__(self, state: RecordStore, options: NetworkOptions, daemon_id: str = "",
+                 drivers: Registry | None = None, clock: Callable[[], str] = now_rfc3339) -> None:
         self.state = state
         self.options = options
+        # The ownership mark on kernel objects names the daemon too: two daemons sharing a
+        # namespace never take each other's bridges for orphans.
+        self.drivers = drivers or default_registry(f"shoal:{daemon_id[:12]}:", options.mtu)
+        self.clock = clock
         self.networks: dict[str, NetworkRecord] = {}
         self.pools: dict[str, AddressPool] = {}
         # The engine knows which containers publish what; the firewall asks it at each apply.
@@ -79,42 +78,66 @@ class NetworkController:
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
         """Loads persisted networks, makes the predefined ones, and re-asserts the kernel
-        state (bridges, forwarding, firewall): idempotent, so a restart duplicates nothing."""
+        state: bridges of records are made again when missing, bridges carrying our mark with
+        no record (a crash in create or remove) are deleted with their firewall rules.
+        Idempotent, so a restart duplicates nothing."""
         for net_id, data in self.state.load_all("networks").items():
             self.networks[net_id] = network_from_dict(data)
         for net_id, data in self.state.load_all("ipam").items():
             if net_id in self.networks:
                 self.pools[net_id] = AddressPool.from_dict(data)
-        for name in PREDEFINED:
+            else:  # a crash between the removal of a network's record and of its pool's
+                self.state.delete("ipam", net_id)
+        for name, driver in PREDEFINED.items():
             if self._by_name(name) is None:
-                self._save(self._predefined(name))
-        kernel_bridge = self.networks[self._by_name("bridge").id]
-        self._ensure_default_bridge_pool(kernel_bridge)
-        firewall.enable_ip_forward()
+                record = self._predefined(name, driver)
+                self.driver(record).create_network(record, fresh=True)
+                self._save(record)
+        self._ensure_default_bridge_pool(self._by_name(DEFAULT_NETWORK))
         for net in self.networks.values():
-            if net.driver == "bridge":
-                self._ensure_kernel_bridge(net)
-        self.apply_firewall()
+            if net.id not in self.pools and net.ipam_config:
+                config = net.ipam_config[0]
+                self.pools[net.id] = parse_pool_config(config.subnet, config.gateway, config.ip_range)
+        firewall.enable_ip_forward()
+        stale: list[str] = []
+        for name in self.drivers.names():
+            stale += self.drivers.get(name).remove_orphans(set(self.networks))
+        for net in self.networks.values():
+            before = (net.adopted_bridge, net.gateway_added)
+            self.driver(net).create_network(net, fresh=False)
+            if (net.adopted_bridge, net.gateway_added) != before:
+                self._save(net)
+        if stale:
+            log.info("removed orphan bridges %s", ", ".join(stale))
+        self.apply_firewall(stale_bridges=stale)
 
-    def _predefined(self, name: str) -> NetworkRecord:
+    def rebuild_allocations(self, live: Iterable[EndpointRecord]) -> None:
+        """IPAM from the endpoints that really exist (those of running containers): an
+        address or a subnet held by a crash is free again, none in use is handed out twice."""
+        by_network: dict[str, list[str]] = {}
+        for endpoint in live:
+            if endpoint.ipv4:
+                by_network.setdefault(endpoint.network_id, []).append(endpoint.ipv4)
+        for net_id, pool in list(self.pools.items()):
+            rebuilt = rebuild_pool(pool, by_network.get(net_id, []))
+            if rebuilt.used != pool.used:
+                log.info("network %s: IPAM rebuilt from live endpoints (%d in use, was %d)",
+                         net_id[:12], len(rebuilt.used), len(pool.used))
+            self.pools[net_id] = rebuilt
+            self._save_pool(net_id)
+
+    def _predefined(self, name: str, driver: str) -> NetworkRecord:
         record = NetworkRecord(
             id=secrets.token_hex(32),
             name=name,
-            driver=DRIVER_OF_PREDEFINED[name],
-            created=now_rfc3339(),
+            driver=driver,
+            created=self.clock(),
             predefined=True,
         )
-        if name == "bridge":
+        if name == DEFAULT_NETWORK:
             iface = ipaddress.ip_interface(self.options.bip)
             record.ipam_config = [IPAMConfig(subnet=str(iface.network), gateway=str(iface.ip))]
-            record.options = {
-                OPT_DEFAULT_BRIDGE: "true",
-                OPT_ICC: "true",
-                OPT_MASQ: "true",
-                OPT_HOST_BINDING: "0.0.0.0",
-                OPT_BRIDGE_NAME: self.options.default_bridge_name,
-                OPT_MTU: str(self.options.mtu),
-            }
+            record.options = default_bridge_options(self.options.default_bridge_name, self.options.mtu)
         return record
 
     def _ensure_default_bridge_pool(self, net: NetworkRecord) -> None:
@@ -131,6 +154,9 @@ class NetworkController:
         self._save(net)
 
     # ---- lookups --------------------------------------------------------------------
+    def driver(self, net: NetworkRecord) -> Driver:
+        return self.drivers.get(net.driver)
+
     def _by_name(self, name: str) -> NetworkRecord | None:
         for net in self.networks.values():
             if net.name == name:
@@ -156,6 +182,17 @@ class NetworkController:
             )
         raise NotFound(f"network {ref} not found")
 
+    def mode_driver(self, network_mode: str) -> Driver | None:
+        """The driver of a container's NetworkMode, None when it names no network."""
+        try:
+            return self.driver(self.lookup(network_mode))
+        except ShoalError:
+            return None
+
+    def is_default_bridge(self, net: NetworkRecord) -> bool:
+        """Legacy links work only there (S13)."""
+        return net.predefined and net.name == DEFAULT_NETWORK
+
     def list(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
         allowed = {"driver", "id", "label", "name", "scope", "type", "dangling"}
         for key in filters:
@@ -168,24 +205,21 @@ class NetworkController:
         return result
 
     # ---- create / remove ------------------------------------------------------------
-    def create(self, request: NetworkCreate) -> tuple[NetworkRecord, str]:
+    def create(self, request: Any) -> tuple[NetworkRecord, str]:
         name = request.name
-        if not name:
-            raise InvalidParameter("invalid name: name is empty")
-        if name in ("host", "none") or request.driver in ("host", "null"):
-            driver = {"host": "host", "none": "null"}.get(name, request.driver)
-            raise Forbidden(f'only one instance of "{driver}" network is allowed')
-        if self._by_name(name) is not None:
+        check_network_name(name)
+        existing = self._by_name(name)
+        if existing is not None and existing.predefined and self.driver(existing).singleton:
+            raise Forbidden(f'only one instance of "{existing.driver}" network is allowed')
+        driver = self.drivers.find(request.driver or DEFAULT_NETWORK)
+        if driver is not None and driver.singleton:
+            raise Forbidden(f'only one instance of "{driver.name}" network is allowed')
+        if existing is not None:
             raise Conflict(f"network with name {name} already exists")
-        driver = request.driver or "bridge"
-        if driver == "overlay":
-            raise EngineError(
-                'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" '
-                "to connect this node to swarm and try again.",
-                503,
-            )
-        if driver != "bridge":
-            raise NotFound(f'plugin "{driver}" not found')
+        if driver is None:
+            raise NotFound(f'plugin "{request.driver}" not found')
+        options = dict(request.options or {})
+        driver.check_create(options)
         if request.ipam_driver not in ("", "default"):
             raise NotFound(f'plugin "{request.ipam_driver}" not found')
         if request.config_only:
@@ -193,71 +227,71 @@ class NetworkController:
         if request.enable_ipv6:
             raise InvalidParameter("IPv6 networks are not supported by shoal yet")
 
-        options = dict(request.options)
-        for key in BOOL_OPTIONS:
-            if key in options:
-                parse_bool_option(key, options[key])
-        if OPT_DEFAULT_BRIDGE in options and parse_bool_option(OPT_DEFAULT_BRIDGE, options[OPT_DEFAULT_BRIDGE]):
-            raise Forbidden("default bridge network is already configured")
-        if OPT_MTU in options:
-            parse_mtu(options[OPT_MTU])
-        if OPT_HOST_BINDING in options:
-            try:
-                ipaddress.IPv4Address(options[OPT_HOST_BINDING])
-            except ValueError:
-                raise InvalidParameter(
-                    f"invalid value {options[OPT_HOST_BINDING]!r} for option {OPT_HOST_BINDING}"
-                ) from None
-
         net_id = secrets.token_hex(32)
-        bridge_name = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
-        if len(bridge_name) > 15:
-            raise InvalidParameter(f"invalid bridge name {bridge_name}: longer than 15 characters")
+        wanted_bridge = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
         for other in self.networks.values():
-            if other.driver == "bridge" and self.bridge_name(other) == bridge_name:
-                raise Conflict(f"bridge name {bridge_name} is already used by network {other.name}")
+            if other.driver == driver.name and driver.publish_iface(other) == wanted_bridge:
+                raise Conflict(f"bridge name {wanted_bridge} is already used by network {other.name}")
 
         pool, config = self._pool_for(request)
         record = NetworkRecord(
             id=net_id,
             name=name,
-            driver="bridge",
-            created=now_rfc3339(),
-            scope="local",
+            driver=driver.name,
+            created=self.clock(),
+            scope=driver.scope,
             ipam_driver="default",
-            ipam_options=dict(request.ipam_options),
+            ipam_options=dict(request.ipam_options or {}),
             ipam_config=[config],
             internal=request.internal,
             attachable=request.attachable,
             ingress=False,
             options=options,
-            labels=dict(request.labels),
+            labels=dict(request.labels or {}),
         )
+        # Order for crash safety: the kernel objects (marked as shoal's) first, the record
+        # last. A SIGKILL in between leaves a marked orphan that the next start removes.
         try:
-            self._ensure_kernel_bridge(record)
-            self.networks[net_id] = record
-            self.pools[net_id] = pool
+            driver.create_network(record, fresh=True)
+        except ShoalError:
+            driver.delete_network(record)  # deletes only what carries our mark
+            raise
+        except Exception as exc:
+            driver.delete_network(record)
+            raise SystemError_(f"failed to create network {name}: {exc}") from exc
+        failpoint.hit("network-create-after-kernel")
+        self.networks[net_id] = record
+        self.pools[net_id] = pool
+        try:
             self.apply_firewall()
+            self._save(record)
         except Exception as exc:
             self.networks.pop(net_id, None)
             self.pools.pop(net_id, None)
-            kernel.delete_bridge(bridge_name)
-            raise EngineError(f"failed to create network {name}: {exc}") from exc
-        self._save(record)
+            self.state.delete("networks", net_id)
+            self.state.delete("ipam", net_id)
+            stale = driver.delete_network(record)
+            self.apply_firewall(stale_bridges=stale)
+            if isinstance(exc, ShoalError):
+                raise
+            raise SystemError_(f"failed to create network {name}: {exc}") from exc
         return record, ""
 
-    def _pool_for(self, request: NetworkCreate) -> tuple[AddressPool, IPAMConfig]:
-        if len(request.ipam_config) > 1:
+    def _pool_for(self, request: Any) -> tuple[AddressPool, IPAMConfig]:
+        configs = request.ipam_config or []
+        if len(configs) > 1:
             raise InvalidParameter("shoal supports one IPv4 subnet per network")
         in_use = [pool.subnet for pool in self.pools.values()]
         try:
-            if request.ipam_config:
-                wanted = request.ipam_config[0]
+            if configs:
+                wanted = configs[0]
                 if not wanted.subnet:
                     raise InvalidParameter("invalid pool request: a subnet is required with a gateway or ip-range")
                 pool = parse_pool_config(wanted.subnet, wanted.gateway, wanted.ip_range)
+                check_usable_subnet(pool.subnet)
                 check_overlap(pool.subnet, in_use)
-                for routed in kernel.host_routed_networks():
+                # Subnets on the bridge the network will use (an existing one) are its own.
+                for routed in kernel.host_routed_networks(exclude_ifname=(request.options or {}).get(OPT_BRIDGE_NAME, "")):
                     if routed.prefixlen > 0 and pool.subnet.overlaps(routed):
                         raise Forbidden(
                             f"invalid pool request: Pool {pool.subnet} overlaps with {routed}, "
@@ -268,8 +302,10 @@ class NetworkController:
                 subnet = pick_free_subnet(in_use, kernel.host_routed_networks())
                 pool = parse_pool_config(str(subnet))
                 ip_range = ""
+        except PoolOverlap as exc:
+            raise Forbidden(exc.message) from None
         except IPAMError as exc:
-            raise EngineError(exc.message, 403 if isinstance(exc, PoolOverlap) else 400) from None
+            raise InvalidParameter(exc.message) from None
         return pool, IPAMConfig(subnet=str(pool.subnet), gateway=str(pool.gateway), ip_range=ip_range)
 
     def remove(self, ref: str, attached_names: list[str]) -> NetworkRecord:
@@ -278,31 +314,41 @@ class NetworkController:
             raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
         if attached_names:
             raise Forbidden(f"network {net.name} has active endpoints ({', '.join(attached_names)})")
-        self.networks.pop(net.id, None)
-        self.pools.pop(net.id, None)
-        if net.driver == "bridge":
-            kernel.delete_bridge(self.bridge_name(net))
-            self.apply_firewall(stale_bridges=[self.bridge_name(net)])
+        # Order for crash safety: the records first; the marked bridge and its rules stay
+        # recognisable as an orphan until they are gone, so the next start finishes the job.
         self.state.delete("networks", net.id)
         self.state.delete("ipam", net.id)
+        self.networks.pop(net.id, None)
+        self.pools.pop(net.id, None)
+        failpoint.hit("network-remove-after-records")
+        driver = self.driver(net)
+        self.apply_firewall(stale_bridges=[driver.publish_iface(net)] if driver.publish_iface(net) else [])
+        driver.delete_network(net)
         return net
 
     # ---- endpoints ------------------------------------------------------------------
-    def allocate_endpoint(self, net: NetworkRecord, container_id: str, endpoint: EndpointRecord, requested_ip: str) -> None:
-        """Fills ipv4/prefixlen/gateway/mac of an endpoint on a bridge network."""
-        if net.driver != "bridge":
+    def check_endpoint_request(self, net: NetworkRecord, requested_ip: str) -> None:
+        """A static address (--ip) is refused at create and connect, not first at start."""
+        if not requested_ip:
             return
-        pool = self.pools[net.id]
-        try:
-            wanted = ipaddress.IPv4Address(requested_ip) if requested_ip else None
-        except ValueError:
-            raise InvalidParameter(f"invalid IPv4 address: {requested_ip}") from None
-        if wanted is not None and net.predefined:
+        if net.predefined:
             raise InvalidParameter("user specified IP address is supported on user defined networks only")
+        config = net.ipam_config[0] if net.ipam_config else None
+        check_static_ip(requested_ip, config)
+
+    def allocate_endpoint(self, net: NetworkRecord, endpoint: EndpointRecord) -> None:
+        """Fills ipv4/prefixlen/gateway/mac of an endpoint on a network with interfaces."""
+        if not self.driver(net).has_interfaces:
+            return
+        self.check_endpoint_request(net, endpoint.requested_ipv4)
+        pool = self.pools[net.id]
+        wanted = ipaddress.IPv4Address(endpoint.requested_ipv4) if endpoint.requested_ipv4 else None
         try:
             address = pool.allocate(wanted)
         except IPAMError as exc:
-            raise EngineError(exc.message, 400 if wanted else 500) from None
+            if wanted is not None:
+                raise InvalidParameter(exc.message) from None
+            raise SystemError_(exc.message) from None
         endpoint.ipv4 = str(address)
         endpoint.prefixlen = pool.subnet.prefixlen
         endpoint.gateway = "" if net.internal else str(pool.gateway)
@@ -320,52 +366,28 @@ class NetworkController:
         endpoint.gateway = ""
         endpoint.mac = ""
 
-    def plumb(self, endpoint: EndpointRecord, netns: str, ifname: str, default_route: bool) -> None:
+    def plumb(self, endpoint: EndpointRecord, join: Join) -> None:
         net = self.networks[endpoint.network_id]
-        if net.driver != "bridge":
-            return
-        endpoint.ifname = ifname
-        kernel.attach_endpoint(
-            bridge=self.bridge_name(net),
-            netns=netns,
-            host_ifname=endpoint.host_ifname,
-            ifname=ifname,
-            address_cidr=f"{endpoint.ipv4}/{endpoint.prefixlen}",
-            mac=endpoint.mac,
-            gateway=endpoint.gateway if default_route and endpoint.gateway else None,
-            mtu=self.mtu(net),
-        )
+        self.driver(net).join(net, endpoint, join)
 
     def unplumb(self, endpoint: EndpointRecord) -> None:
-        if endpoint.host_ifname:
-            kernel.detach_endpoint(endpoint.host_ifname)
+        net = self.networks.get(endpoint.network_id)
+        if net is not None:
+            self.driver(net).leave(net, endpoint)
 
     # ---- kernel ---------------------------------------------------------------------
     def bridge_name(self, net: NetworkRecord) -> str:
-        return net.options.get(OPT_BRIDGE_NAME) or f"br-{net.id[:12]}"
+        return bridge_name(net)
 
-    def mtu(self, net: NetworkRecord) -> int:
-        return parse_mtu(net.options[OPT_MTU]) if OPT_MTU in net.options else self.options.mtu
-
-    def _ensure_kernel_bridge(self, net: NetworkRecord) -> None:
-        config = net.ipam_config[0]
-        prefix = ipaddress.ip_network(config.subnet).prefixlen
-        kernel.ensure_bridge(self.bridge_name(net), f"{config.gateway}/{prefix}", self.mtu(net))
+    def publish_iface(self, net: NetworkRecord) -> str:
+        return self.driver(net).publish_iface(net)
 
     def firewall_bridges(self) -> list[firewall.BridgeNet]:
         bridges = []
         for net in sorted(self.networks.values(), key=lambda n: n.name):
-            if net.driver != "bridge":
-                continue
-            bridges.append(
-                firewall.BridgeNet(
-                    bridge=self.bridge_name(net),
-                    subnet=net.ipam_config[0].subnet,
-                    icc=parse_bool_option(OPT_ICC, net.options.get(OPT_ICC, "true")),
-                    masquerade=parse_bool_option(OPT_MASQ, net.options.get(OPT_MASQ, "true")),
-                    internal=net.internal,
-                )
-            )
+            rules = self.driver(net).firewall_net(net)
+            if rules is not None:
+                bridges.append(rules)
         return bridges
 
     def apply_firewall(self, stale_bridges: list[str] = ()) -> None:

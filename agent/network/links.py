@@ -1,7 +1,7 @@
 """Legacy links on the default bridge (S13): the /etc/hosts line and the environment variables
 Docker gives a container for each `--link name:alias`.
 
-Pure; shoal.engine.engine resolves the linked container and calls these at start.
+Pure; agent.network.sandbox (hosts lines) and shoal.engine (environment) call them at start.
 """
 from __future__ import annotations
 

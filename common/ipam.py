@@ -1,5 +1,5 @@
 """IPv4 address management for one host's networks: pool validation, serial allocation, pool picking.
-Pure (no I/O); the network controller persists AddressPool.to_dict() and asks bridge.py for routed subnets."""
+Pure (no I/O), in common/ so a future allocator on the managers can use it; agent.network persists pools."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

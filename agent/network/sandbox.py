@@ -1,0 +1,254 @@
+"""Containers' sandboxes: namespace, endpoints in order, default route, /etc files, links and
+embedded DNS registration — set up before a container's process starts, torn down after it exits.
+
+The pure decisions come from agent.network.plan; addresses and plumbing from the network
+controller and its drivers. shoal.engine (and later the swarm agent) call it per container.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agent.executor.spec import Mount
+from agent.network import bridge as kernel
+from agent.network import etcfiles, links, plan
+from agent.network import netns as namespaces
+from agent.network.controller import DEFAULT_NETWORK, NetworkController
+from agent.network.dns import NameTable
+from agent.network.dnsserver import EmbeddedDns
+from agent.network.drivers import Join
+from agent.network.records import EndpointRecord, NetworkRecord
+from common.errdefs import NotFound, SystemError_
+
+
+class Container(Protocol):
+    """What a sandbox needs of a container (shoal.engine.records.ContainerRecord fits)."""
+
+    id: str
+    name: str
+    hostname: str
+    domainname: str
+    network_mode: str  # the primary network's name
+    netns: str  # "" when the container has no namespace of its own
+    state: str
+    endpoints: dict[str, EndpointRecord]  # network id -> endpoint
+    links: list[list[str]]  # [container id, alias]
+
+
+@dataclass(slots=True)
+class SandboxOptions:
+    data_dir: Path  # <data_dir>/containers/<id>/ holds the /etc files
+    netns_prefix: str = "shoal-"
+    dns: list[str] = field(default_factory=list)  # --dns: replaces the host's resolvers
+
+
+class Sandboxes:
+    """The sandboxes of one node's containers. Kernel methods run on the netlink thread;
+    DNS methods on the event loop."""
+
+    def __init__(self, net: NetworkController, options: SandboxOptions,
+                 containers: Mapping[str, Container]) -> None:
+        self.net = net
+        self.options = options
+        self.containers = containers
+        self.dns_table = NameTable()
+        self.dns: EmbeddedDns | None = None  # made by the owner on its event loop
+
+    # ---- namespace and endpoints (kernel thread) ----------------------------------------
+    def has_namespace(self, container: Container) -> bool:
+        driver = self.net.mode_driver(container.network_mode)
+        return driver is None or not driver.shares_host_netns
+
+    def setup(self, container: Container) -> str | None:
+        """The container's namespace and endpoints; returns the namespace path (None when it
+        shares the host's). Undoes its own work when a step fails."""
+        if not self.has_namespace(container):
+            return None
+        container.netns = f"{self.options.netns_prefix}{container.id[:12]}"
+        try:
+            path = str(namespaces.create_netns(container.netns))
+            ordered = self._ordered(container)
+            for endpoint in ordered:
+                self.net.allocate_endpoint(self.net.networks[endpoint.network_id], endpoint)
+            for wanted in plan.wanted_interfaces(ordered):
+                endpoint = container.endpoints[wanted.network_id]
+                self.net.plumb(endpoint, Join(netns=container.netns, ifname=wanted.ifname, gateway=None))
+            self.refresh_default_route(container)
+        except Exception:
+            self.teardown(container)
+            raise
+        return path
+
+    def teardown(self, container: Container) -> None:
+        """Frees addresses, veths and the namespace (Docker releases a stopped container's
+        addresses; the next start allocates again)."""
+        for endpoint in container.endpoints.values():
+            self.net.unplumb(endpoint)
+            self.net.release_endpoint(endpoint)
+        if container.netns:
+            namespaces.delete_netns(container.netns)
+            container.netns = ""
+
+    def connect(self, container: Container, endpoint: EndpointRecord) -> None:
+        """Adds an endpoint to a running container's sandbox; nothing is left when it fails."""
+        net = self.net.networks[endpoint.network_id]
+        self.net.allocate_endpoint(net, endpoint)
+        taken = [e.ifname for e in container.endpoints.values()]
+        try:
+            self.net.plumb(endpoint, Join(netns=container.netns, ifname=plan.next_ifname(taken), gateway=None))
+        except Exception as exc:
+            self.net.unplumb(endpoint)
+            self.net.release_endpoint(endpoint)
+            raise SystemError_(f"failed to connect {container.name} to {net.name}: {exc}") from exc
+
+    def disconnect(self, container: Container, endpoint: EndpointRecord) -> None:
+        self.net.unplumb(endpoint)
+        self.net.release_endpoint(endpoint)
+
+    def _ordered(self, container: Container) -> list[EndpointRecord]:
+        missing = [n for n in container.endpoints if n not in self.net.networks]
+        if missing:
+            raise NotFound(f"network {missing[0]} not found")
+        primary = self.net.lookup(container.network_mode)
+        return plan.interface_endpoints(container.endpoints, self.net.networks, primary.id,
+                                        lambda n: self.net.driver(n).has_interfaces)
+
+    def refresh_default_route(self, container: Container) -> None:
+        """S12: external traffic leaves through the first non-internal network by name."""
+        if not container.netns:
+            return
+        kernel.set_default_route(container.netns, plan.default_gateway(container.endpoints.values(), self.net.networks))
+
+    def publish_endpoint(self, container: Container) -> EndpointRecord | None:
+        """Ports are published on the network that gives the container its default route."""
+        return plan.route_endpoint(container.endpoints, self.net.networks)
+
+    # ---- /etc files ---------------------------------------------------------------------
+    def etc_path(self, container: Container, name: str) -> str:
+        return str(self.options.data_dir / "containers" / container.id / name)
+
+    def write_etc_files(self, container: Container) -> list[Mount]:
+        """/etc/hosts, resolv.conf and hostname of the container, rewritten in place (a running
+        container keeps seeing the same bind-mounted files)."""
+        directory = self.options.data_dir / "containers" / container.id
+        directory.mkdir(parents=True, exist_ok=True)
+        host_resolv = self.host_resolv_conf()
+        if not self.has_namespace(container):
+            hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else etcfiles.HOSTS_HEADER
+            resolv = host_resolv
+        else:
+            own_ips = [e.ipv4 for e in self._ordered(container) if e.ipv4]
+            names = [container.hostname]
+            if container.domainname:
+                names.insert(0, f"{container.hostname}.{container.domainname}")
+            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]], self.link_hosts(container))
+            if self.user_endpoints(container):
+                resolv = etcfiles.embedded_resolv_conf(host_resolv)
+            else:
+                resolv = etcfiles.container_resolv_conf(host_resolv)
+        files = {"hosts": hosts, "resolv.conf": resolv, "hostname": container.hostname + "\n"}
+        mounts = []
+        for name, text in files.items():
+            path = directory / name
+            etcfiles.write_in_place(path, text)
+            os.chmod(path, 0o644)
+            mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
+        return mounts
+
+    def host_resolv_conf(self) -> str:
+        """The host's resolv.conf, with its nameservers replaced by --dns when given."""
+        path = Path("/etc/resolv.conf")
+        text = path.read_text() if path.exists() else ""
+        if not self.options.dns:
+            return text
+        kept = [line for line in text.splitlines() if not line.strip().startswith("nameserver")]
+        return "\n".join(kept + [f"nameserver {server}" for server in self.options.dns]) + "\n"
+
+    def user_endpoints(self, container: Container) -> list[tuple[NetworkRecord, EndpointRecord]]:
+        """Endpoints on user-defined networks: those get the embedded DNS server."""
+        return [
+            (self.net.networks[e.network_id], e)
+            for e in container.endpoints.values()
+            if e.network_id in self.net.networks and not self.net.networks[e.network_id].predefined
+        ]
+
+    # ---- links (S13) ---------------------------------------------------------------------
+    def on_default_bridge(self, container: Container) -> bool:
+        try:
+            return self.net.is_default_bridge(self.net.lookup(container.network_mode))
+        except NotFound:
+            return False
+
+    def linked(self, container: Container) -> list[tuple[Container, str]]:
+        linked = []
+        for linked_id, alias in container.links:
+            other = self.containers.get(linked_id)
+            if other is not None:
+                linked.append((other, alias))
+        return linked
+
+    def bridge_ip(self, container: Container) -> str:
+        """The container's address on the default bridge ("" when it has none)."""
+        bridge = self.net.lookup(DEFAULT_NETWORK)
+        endpoint = container.endpoints.get(bridge.id)
+        return endpoint.ipv4 if endpoint else ""
+
+    def link_hosts(self, container: Container) -> list[tuple[str, list[str]]]:
+        """Links on the default bridge become /etc/hosts lines."""
+        if not self.on_default_bridge(container):
+            return []
+        return [
+            links.hosts_entry(self.bridge_ip(other), alias, other.id, other.name)
+            for other, alias in self.linked(container)
+            if self.bridge_ip(other)
+        ]
+
+    def link_aliases(self) -> dict[str, list[str]]:
+        """On user-defined networks a link is only an alias of the linked container."""
+        aliases: dict[str, list[str]] = {}
+        for other in self.containers.values():
+            try:
+                if self.net.lookup(other.network_mode).predefined:
+                    continue
+            except NotFound:
+                continue
+            for linked_id, alias in other.links:
+                aliases.setdefault(linked_id, []).append(alias)
+        return aliases
+
+    # ---- embedded DNS (event loop) ----------------------------------------------------------
+    async def register_dns(self, container: Container, netns_path: str | None) -> None:
+        user = self.user_endpoints(container)
+        if not user or netns_path is None or self.dns is None:
+            return
+        aliases_from_links = self.link_aliases()
+        for net, endpoint in user:
+            if not endpoint.ipv4:
+                continue
+            names = [container.name, container.id[:12], *endpoint.aliases,
+                     *aliases_from_links.get(container.id, [])]
+            self.dns_table.set_endpoint(container.id, net.id, net.name, endpoint.ipv4, _unique(names))
+        await self.dns.add_container(container.id, netns_path)
+
+    async def unregister_dns(self, container: Container) -> None:
+        self.dns_table.remove_container(container.id)
+        if self.dns is not None:
+            await self.dns.remove_container(container.id)
+
+    async def unregister_endpoint(self, container: Container, network_id: str) -> None:
+        """After a disconnect: the name goes from that network; the resolver goes when the
+        container is on no user-defined network any more."""
+        self.dns_table.remove_endpoint(container.id, network_id)
+        if container.state == "running" and not self.user_endpoints(container) and self.dns is not None:
+            await self.dns.remove_container(container.id)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: list[str] = []
+    for name in names:
+        if name and name not in seen:
+            seen.append(name)
+    return seen
