@@ -354,6 +354,7 @@ class _TcpConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.queries = 0
         self.busy = False          # a forward is under way; later queries wait for it
+        self.write_paused = False  # the client does not read its answers
         self.idle: asyncio.TimerHandle | None = None
         self.ending = False
 
@@ -439,7 +440,8 @@ class _TcpConnection(asyncio.Protocol):
             self.ending = True
             transport.close()
             return
-        transport.resume_reading()
+        if not self.write_paused:
+            transport.resume_reading()
         self._process()
 
     def _write(self, wire: bytes) -> None:
@@ -447,11 +449,14 @@ class _TcpConnection(asyncio.Protocol):
         self.transport.write(len(wire).to_bytes(2, "big") + wire)
 
     def pause_writing(self) -> None:
-        # The client does not read its answers: stop reading its queries until it does.
+        # The client does not read its answers: stop reading its queries until it does (the
+        # idle timer still runs, so a client that never reads is closed).
+        self.write_paused = True
         if self.transport is not None and not self.busy:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.transport is not None and not self.busy and not self.transport.is_closing():
             self.transport.resume_reading()
 
