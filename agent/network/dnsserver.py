@@ -356,6 +356,7 @@ class _TcpConnection(asyncio.Protocol):
         self.busy = False          # a forward is under way; later queries wait for it
         self.write_paused = False  # the client does not read its answers
         self.idle: asyncio.TimerHandle | None = None
+        self.last_query = 0.0
         self.ending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -366,15 +367,21 @@ class _TcpConnection(asyncio.Protocol):
         self._arm()
 
     def _arm(self) -> None:
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = self.server._loop.call_later(self.server.tcp_idle_timeout, self._idle_expired)
+        # One timer per connection, moved lazily: a query only notes the time.
+        loop = self.server._loop
+        self.last_query = loop.time()
+        if self.idle is None:
+            self.idle = loop.call_at(self.last_query + self.server.tcp_idle_timeout, self._idle_expired)
 
     def _idle_expired(self) -> None:
-        self.idle = None
+        loop = self.server._loop
+        due = self.last_query + self.server.tcp_idle_timeout
         if self.busy:   # waiting on an upstream (bounded by the forwarding timeout)
-            self._arm()
+            due = max(due, loop.time() + self.server.tcp_idle_timeout)
+        if due > loop.time():
+            self.idle = loop.call_at(due, self._idle_expired)
             return
+        self.idle = None
         self.abort()
 
     def abort(self) -> None:

@@ -381,7 +381,7 @@ def test_second_upstream_answers_when_first_is_dead(served: Callable[..., Served
 
 # A client run inside a container's namespace: holds COUNT TCP connections to 127.0.0.11:53
 # (non-blocking connects: beyond the server's cap they wait in the kernel's queue) until stdin
-# closes; or, with a query size, sends QUERIES length-prefixed queries on one connection and
+# closes; or sends UDP queries as fast as it can until killed ("flood"); or sends QUERIES length-prefixed queries on one connection and
 # reports how many answers came back before the server closed it.
 CLIENT = r"""
 import os, resource, select, socket, sys, time
@@ -397,6 +397,16 @@ if mode == "hold":
         socks.append(s)
     print("holding", len(socks), flush=True)
     sys.stdin.read()
+elif mode == "flood":
+    wire = bytes.fromhex(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    print("flooding", flush=True)
+    while True:  # until killed; answers are never read
+        try:
+            s.sendto(wire, ("127.0.0.11", 53))
+        except OSError:
+            pass
 else:
     queries, wire = int(sys.argv[2]), bytes.fromhex(sys.argv[3])
     s = socket.create_connection(("127.0.0.11", 53), timeout=30)
@@ -462,6 +472,23 @@ def test_tcp_connections_beyond_the_global_cap_are_not_accepted(served: Callable
         for holder in holders:
             holder.communicate(timeout=30)
     wait_until(lambda: s.server.stats()["tcp_connections"] == 0, timeout=20)
+
+
+def test_udp_flood_from_one_container_leaves_another_served(served: Callable[..., Served]) -> None:
+    s = served()
+    web, db = web_and_db(s)
+    # Four senders outpace the one loop: its socket for `web` is never empty while they run.
+    floods = [subprocess.Popen(in_ns(web, "flood", query_hex("db")), stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    try:
+        for flood in floods:
+            assert flood.stdout is not None and flood.stdout.readline() == "flooding\n"
+        for _ in range(5):
+            assert dig(db, "+short", "+time=2", "web").stdout.split() == ["172.30.0.2"]
+    finally:
+        for flood in floods:
+            flood.kill()
+            flood.wait(timeout=10)
 
 
 def test_idle_tcp_connection_is_closed_after_the_idle_timeout(served: Callable[..., Served]) -> None:
