@@ -37,12 +37,13 @@ MAX_TCP_PER_CONTAINER = 16
 # Beyond the caps the listening socket is no longer read: clients wait in (then overflow) the
 # kernel's accept queue, which costs the daemon no fd.
 TCP_BACKLOG = 64
-# A TCP client must send a whole query within this long after connecting or after its last
-# answer, or the connection is closed (CoreDNS and dnsmasq close idle TCP clients too; a stub
+# A TCP client must send a whole query within this long of connecting or of its previous
+# query, or the connection is closed (CoreDNS and dnsmasq close idle TCP clients too; a stub
 # resolver sends its query at once, so a few seconds is plenty).
 TCP_IDLE_TIMEOUT = 5.0
-# A connection is closed after this many queries: a client cannot keep a slot for ever.
-MAX_QUERIES_PER_TCP = 100
+# A connection is closed after this many queries: a client cannot keep a slot for ever. 128 is
+# the default of miekg/dns, the library under Docker's embedded DNS and CoreDNS.
+MAX_QUERIES_PER_TCP = 128
 # A query is one question plus EDNS options: 4096 bytes is generous (UDP reads the same amount;
 # a longer datagram is cut and then fails to parse, a longer TCP message closes the connection).
 MAX_QUERY_SIZE = 4096
@@ -53,8 +54,6 @@ MAX_TCP_BUFFERED = 65536
 UDP_BATCH = 32
 # After EMFILE/ENFILE on accept, stop accepting on that socket for this long (asyncio does 1 s).
 ACCEPT_BACKOFF = 1.0
-# Kept for callers of the old name.
-MAX_IN_FLIGHT = MAX_FORWARDS_TOTAL
 
 
 class DnsSetupError(RuntimeError):
