@@ -1,6 +1,6 @@
-"""Embedded DNS core (S11): the name table of user-defined networks, a pure query -> decision step
-(dnspython) and the hot path in front of it (FastAnswers: pre-encoded answers patched per query).
-No sockets: agent.network.dnsserver feeds it wire queries and carries out Reply/Forward; the engine fills the table."""
+"""Embedded DNS core (S11): the name table of user-defined networks and a pure query -> decision step
+(dnspython). No sockets: agent.network.dnsserver feeds it wire queries through the hot path of
+agent.network.dnsfast and carries out Reply/Forward; the engine fills the table."""
 from __future__ import annotations
 
 import ipaddress
