@@ -1,5 +1,6 @@
-"""Embedded DNS core (S11): the name table of user-defined networks and a pure query -> decision step.
-No sockets: agent.network.dnsserver feeds it wire queries and carries out Reply/Forward; the engine fills the table."""
+"""Embedded DNS core (S11): the name table of user-defined networks and a pure query -> decision step
+(dnspython). No sockets: agent.network.dnsserver feeds it wire queries through the hot path of
+agent.network.dnsfast and carries out Reply/Forward; the engine fills the table."""
 from __future__ import annotations
 
 import ipaddress
@@ -78,6 +79,8 @@ class NameTable:
         self._names: dict[tuple[str, str], list[str]] = {}
         # (network id, ipv4) -> container ids with that address there (normally one).
         self._addresses: dict[tuple[str, str], list[str]] = {}
+        # Bumped on every change, so caches of answers (FastAnswers) know when to drop theirs.
+        self.version = 0
 
     def set_endpoint(self, container_id: str, network_id: str, network_name: str, ipv4: str,
                      names: list[str]) -> None:
@@ -102,6 +105,7 @@ class NameTable:
                 normalised.append(key)
         # Validation is done: only now change anything.
         self.remove_endpoint(container_id, network_id)
+        self.version += 1
         self._endpoints.setdefault(container_id, {})[network_id] = _Endpoint(
             container_id, network_id, network_name.lower(), str(address), normalised)
         for key in normalised:
@@ -114,6 +118,7 @@ class NameTable:
         if per_net is None or network_id not in per_net:
             return
         endpoint = per_net.pop(network_id)
+        self.version += 1
         if not per_net:
             del self._endpoints[container_id]
         for key in endpoint.names:

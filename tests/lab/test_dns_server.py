@@ -11,15 +11,17 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import dns.message
 import pytest
 
 from agent.network.dns import NameTable
-from agent.network.dnsserver import DnsSetupError, EmbeddedDns
+from agent.network.dnsserver import MAX_QUERIES_PER_TCP, MAX_QUERY_SIZE, DnsSetupError, EmbeddedDns
 from tests.lab.helpers import wait_until
 
 pytestmark = pytest.mark.lab
@@ -156,11 +158,11 @@ class Served:
 def served(world: World) -> Iterator[Callable[..., Served]]:
     made: list[Served] = []
 
-    def make(timeout: float = 4.0, upstreams: list[str] | None = None) -> Served:
+    def make(timeout: float = 4.0, upstreams: list[str] | None = None, **limits: Any) -> Served:
         loop = DaemonLoop(world.daemon_ns)
         table = NameTable()
         ups = [UPSTREAM_IP] if upstreams is None else upstreams
-        server = loop.run(_make_server(table, ups, timeout))
+        server = loop.run(_make_server(table, ups, timeout, limits))
         result = Served(loop, table, server, [])
         made.append(result)
         return result
@@ -181,9 +183,10 @@ def served(world: World) -> Iterator[Callable[..., Served]]:
             raise errors[0]
 
 
-async def _make_server(table: NameTable, upstreams: list[str], timeout: float) -> EmbeddedDns:
+async def _make_server(table: NameTable, upstreams: list[str], timeout: float,
+                       limits: dict[str, Any]) -> EmbeddedDns:
     # Created on the daemon loop's thread, so its "home" namespace is the daemon's.
-    return EmbeddedDns(table, upstreams, timeout=timeout)
+    return EmbeddedDns(table, upstreams, timeout=timeout, **limits)
 
 
 def dig(ns: str, *args: str, server: str = "127.0.0.11") -> subprocess.CompletedProcess[str]:
@@ -372,3 +375,172 @@ def test_silent_upstream_is_servfail_after_timeout(world: World, served: Callabl
 def test_second_upstream_answers_when_first_is_dead(served: Callable[..., Served]) -> None:
     web, _ = web_and_db(served(upstreams=[DAEMON_IP, UPSTREAM_IP]))
     assert dig_in(web, "upstream.test") == ["10.9.9.9"]
+
+
+# --- bounded resources (issue 7 §3) ----------------------------------------------------------
+
+# A client run inside a container's namespace: holds COUNT TCP connections to 127.0.0.11:53
+# (non-blocking connects: beyond the server's cap they wait in the kernel's queue) until stdin
+# closes; or sends UDP queries as fast as it can until killed ("flood"); or sends QUERIES length-prefixed queries on one connection and
+# reports how many answers came back before the server closed it.
+CLIENT = r"""
+import os, resource, select, socket, sys, time
+mode = sys.argv[1]
+if mode == "hold":
+    count = int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count + 64, count + 64))
+    socks = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.11", 53))
+        socks.append(s)
+    print("holding", len(socks), flush=True)
+    sys.stdin.read()
+elif mode == "flood":
+    wire = bytes.fromhex(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    print("flooding", flush=True)
+    while True:  # until killed; answers are never read
+        try:
+            s.sendto(wire, ("127.0.0.11", 53))
+        except OSError:
+            pass
+else:
+    queries, wire = int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+    s = socket.create_connection(("127.0.0.11", 53), timeout=30)
+    s.sendall((len(wire).to_bytes(2, "big") + wire) * queries)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    answers = 0
+    while len(data) >= 2:
+        size = int.from_bytes(data[:2], "big")
+        data = data[2 + size:]
+        answers += 1
+    print("answers", answers, "eof", flush=True)
+"""
+
+
+def in_ns(ns: str, *args: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, *args]
+
+
+def own_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def query_hex(name: str) -> str:
+    return dns.message.make_query(name, "A", id=7).to_wire().hex()
+
+
+def test_tcp_connections_beyond_the_per_container_cap_are_not_accepted(served: Callable[..., Served]) -> None:
+    s = served(max_tcp_per_container=8, max_tcp_total=12)
+    web, db = web_and_db(s)
+    before = own_fds()
+    holder = subprocess.Popen(in_ns(web, "hold", "500"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding 500\n"
+        wait_until(lambda: s.server.stats()["tcp_connections"] == 8, timeout=10)
+        # The other 492 wait in the kernel: the daemon holds 8 more fds, not 500.
+        assert own_fds() - before <= 8 + 2
+        assert s.server.stats()["tcp_connections"] == 8
+        # Everyone else is still served, over UDP and over TCP.
+        assert dig_in(db, "web") == ["172.30.0.2"]
+        assert dig_in(db, "web", "A", "+tcp") == ["172.30.0.2"]
+    finally:
+        holder.communicate(timeout=30)
+    wait_until(lambda: s.server.stats()["tcp_connections"] == 0, timeout=20)
+
+
+def test_tcp_connections_beyond_the_global_cap_are_not_accepted(served: Callable[..., Served]) -> None:
+    s = served(max_tcp_per_container=8, max_tcp_total=10)
+    web, db = web_and_db(s)
+    holders = [subprocess.Popen(in_ns(ns, "hold", "50"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for ns in (web, db)]
+    try:
+        for holder in holders:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding 50\n"
+        wait_until(lambda: s.server.stats()["tcp_connections"] == 10, timeout=10)
+        assert dig_in(db, "web") == ["172.30.0.2"]  # UDP is never capped by TCP
+        assert s.server.stats()["tcp_connections"] == 10
+    finally:
+        for holder in holders:
+            holder.communicate(timeout=30)
+    wait_until(lambda: s.server.stats()["tcp_connections"] == 0, timeout=20)
+
+
+def test_udp_flood_from_one_container_leaves_another_served(served: Callable[..., Served]) -> None:
+    s = served()
+    web, db = web_and_db(s)
+    # Four senders outpace the one loop: its socket for `web` is never empty while they run.
+    floods = [subprocess.Popen(in_ns(web, "flood", query_hex("db")), stdout=subprocess.PIPE, text=True)
+              for _ in range(4)]
+    try:
+        for flood in floods:
+            assert flood.stdout is not None and flood.stdout.readline() == "flooding\n"
+        for _ in range(5):
+            assert dig(db, "+short", "+time=2", "web").stdout.split() == ["172.30.0.2"]
+    finally:
+        for flood in floods:
+            flood.kill()
+            flood.wait(timeout=10)
+
+
+def test_idle_tcp_connection_is_closed_after_the_idle_timeout(served: Callable[..., Served]) -> None:
+    s = served(tcp_idle_timeout=1.0)
+    web, _ = web_and_db(s)
+    result = subprocess.run(in_ns(web, "send", "0", query_hex("db")), capture_output=True, text=True, timeout=30)
+    assert result.stdout == "answers 0 eof\n"
+    wait_until(lambda: s.server.stats()["tcp_connections"] == 0, timeout=10)
+
+
+def test_tcp_connection_is_closed_after_the_query_cap(served: Callable[..., Served]) -> None:
+    web, _ = web_and_db(served())
+    result = subprocess.run(in_ns(web, "send", str(MAX_QUERIES_PER_TCP + 5), query_hex("db")),
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout == f"answers {MAX_QUERIES_PER_TCP} eof\n"
+
+
+def test_tcp_message_longer_than_the_cap_closes_the_connection(served: Callable[..., Served]) -> None:
+    web, _ = web_and_db(served())
+    too_long = "00" * (MAX_QUERY_SIZE + 1)
+    result = subprocess.run(in_ns(web, "send", "1", too_long), capture_output=True, text=True, timeout=30)
+    assert result.stdout == "answers 0 eof\n"
+
+
+def test_forwards_beyond_the_per_container_cap_are_refused(world: World, served: Callable[..., Served]) -> None:
+    s = served(timeout=3.0, max_forwards_per_container=2)
+    web, db = web_and_db(s)
+    world.dnsmasq.send_signal(signal.SIGSTOP)  # forwards stay in flight until the timeout
+    try:
+        slow = [subprocess.Popen(["ip", "netns", "exec", web, "dig", "+time=8", "+tries=1", "@127.0.0.11",
+                                  f"slow{n}.test"], stdout=subprocess.DEVNULL) for n in range(2)]
+        wait_until(lambda: s.server.stats()["forwards_in_flight"] == 2, timeout=10)
+        assert status(web, "third.test") == "REFUSED"
+        assert status(db, "db") == "NOERROR"  # our own names never wait on forwards
+        for proc in slow:
+            proc.wait(timeout=20)
+    finally:
+        world.dnsmasq.send_signal(signal.SIGCONT)
+    wait_until(lambda: s.server.stats()["forwards_in_flight"] == 0, timeout=10)
+
+
+def test_forwards_beyond_the_global_cap_are_refused_for_every_container(
+        world: World, served: Callable[..., Served]) -> None:
+    s = served(timeout=3.0, max_in_flight=2, max_forwards_per_container=2)
+    web, db = web_and_db(s)
+    world.dnsmasq.send_signal(signal.SIGSTOP)
+    try:
+        slow = [subprocess.Popen(["ip", "netns", "exec", web, "dig", "+time=8", "+tries=1", "@127.0.0.11",
+                                  f"slow{n}.test"], stdout=subprocess.DEVNULL) for n in range(2)]
+        wait_until(lambda: s.server.stats()["forwards_in_flight"] == 2, timeout=10)
+        assert status(db, "other.test") == "REFUSED"
+        for proc in slow:
+            proc.wait(timeout=20)
+    finally:
+        world.dnsmasq.send_signal(signal.SIGCONT)
