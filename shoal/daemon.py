@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -72,6 +73,24 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     await engine.close()
 
 
+def raise_nofile_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit (as dockerd and containerd do at start): every
+    container costs the daemon descriptors (DNS sockets, pipes). Returns (old soft, new soft)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:  # the kernel's ceiling for one process
+        try:
+            hard = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            hard = 1048576
+    if hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            return soft, soft
+    return soft, hard
+
+
 def run_daemon(
     host: str = "unix:///run/shoal/shoal.sock",
     data_dir: Path = Path("/var/lib/shoal"),
@@ -87,6 +106,8 @@ def run_daemon(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     data_dir = Path(data_dir)
+    old, new = raise_nofile_limit()
+    log.info("open-files limit %d (was %d)", new, old)
     lock_fd = _lock_data_dir(data_dir)
     try:
         asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or [])))

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import shutil
 import signal as signals
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,8 @@ from agent.network import netns as namespaces
 from agent.network.dns import NameTable, upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall_watch import FirewallWatch
-from shoal.engine import links, publish
+from common.errdefs import SystemError_
+from shoal.engine import links, publish, reconcile
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.helpers import container_matches, label_filter, merge_env, parse_signal, parse_tail, user_ids
 from shoal.engine.names import generate_name, validate_container_name
@@ -50,6 +52,7 @@ T = TypeVar("T")
 
 DEFAULT_STOP_TIMEOUT = 10
 LOG_POLL_SECONDS = 0.1
+WAIT_RETRY_SECONDS = 1.0
 _SET_EVENT = asyncio.Event()
 _SET_EVENT.set()
 
@@ -104,28 +107,79 @@ class Engine(SandboxMixin):
 
     # ---- start-up -------------------------------------------------------------------
     async def restore(self) -> None:
-        """Brings kernel and records back in line after a start, a restart or a SIGKILL:
-        running containers are adopted, ones that exited meanwhile are marked exited."""
+        """Brings kernel and records back in line after a start, a restart or a SIGKILL: the
+        records are reconciled with runc and the shims (shoal.engine.reconcile): running
+        containers are adopted, ones that exited meanwhile are marked exited with the code
+        their shim recorded, uncommitted starts are undone, orphans of ours removed."""
         self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(self._host_resolv_conf()))
         await self._kernel(self.net.restore)
-        for container_id, data in self.state.load_all("containers").items():
-            self.containers[container_id] = container_from_dict(data)
-        for container in self.containers.values():
-            if container.state != "running":
+        for container_id, record in self.state.load_records("containers", container_from_dict).items():
+            if record.id != container_id:
+                self.state.quarantine(self.state.path("containers", container_id),
+                                      f"it holds the record of container {record.id[:12]}")
                 continue
-            status = self.runtime.status(container.id)
-            if status.state == "running":
-                container.pid = status.pid
-                self._watch(container)
-                if container.netns:  # the old daemon's resolver sockets died with it
-                    await self._register_dns(container, str(namespaces.netns_path(container.netns)))
-                continue
-            code = status.exit_code if status.exit_code is not None else 255
-            await self._finish(container, code)
+            self.containers[container_id] = record
+        await self._reconcile_containers()
         await self._kernel(self._collect_orphan_namespaces)
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
+
+    async def _reconcile_containers(self) -> None:
+        try:
+            in_runc: dict[str, reconcile.RuncEntry] | None = {
+                cid: reconcile.RuncEntry(e.status, self.runtime.owns_bundle(e))
+                for cid, e in (await self.runtime.list_runc()).items()
+            }
+        except (RuncError, OSError) as exc:  # then nothing is removed on runc's word
+            log.warning("cannot list runc containers (%s): orphans are not collected this time", exc)
+            in_runc = None
+        observed = {cid: self._observe(cid) for cid in self.containers}
+        etc_root = self.options.data_dir / "containers"
+        etc_dirs = {p.name for p in etc_root.iterdir() if p.is_dir()} if etc_root.is_dir() else set()
+        todo = reconcile.plan(
+            {cid: c.state for cid, c in self.containers.items()}, observed, in_runc,
+            set(self.runtime.list_ids()), etc_dirs,
+        )
+        for cid in todo.foreign:
+            log.warning("runc container %s under %s is not one shoal made: left alone", cid, self.runtime.runc_root)
+        for cid in todo.remove:
+            log.info("removing orphan container %s (runc state or bundle without a record)", cid)
+            try:
+                await self.runtime.remove(cid)
+            except (RuncError, OSError) as exc:
+                log.error("cannot remove orphan container %s: %s", cid, exc)
+        for cid in todo.remove_etc_dirs:
+            shutil.rmtree(etc_root / cid, ignore_errors=True)
+        for cid in todo.discard:
+            container = self.containers[cid]
+            log.info("container %s: its start was not committed before the daemon stopped; undoing it", cid)
+            try:
+                await self.runtime.discard_start(cid)
+            except (RuncError, OSError) as exc:
+                log.error("cannot undo the start of container %s: %s", cid, exc)
+            container.pid = 0
+            await self._release_ports(container)
+            await self._kernel(self._teardown_network, container)
+            self._save_quietly(container)
+        for cid, code in todo.finish.items():
+            await self._finish(self.containers[cid], code)
+        for cid in todo.adopt:
+            container = self.containers[cid]
+            status = observed[cid]
+            if status.state == "running":
+                container.pid = self.runtime.status(cid).pid or container.pid
+            self._watch(container)
+            if container.netns:  # the old daemon's resolver sockets died with it
+                await self._register_dns(container, str(namespaces.netns_path(container.netns)))
+
+    def _observe(self, container_id: str) -> reconcile.Observed:
+        try:
+            status = self.runtime.status(container_id)
+            return reconcile.Observed(status.state, status.exit_code, self.runtime.start_in_progress(container_id))
+        except OSError as exc:
+            log.warning("container %s: cannot read its runtime state (%s)", container_id, exc)
+            return reconcile.Observed("unreadable")
 
     def _collect_orphan_namespaces(self) -> None:
         """Namespaces with our prefix that no running container owns: left by a crash."""
@@ -316,7 +370,14 @@ class Engine(SandboxMixin):
         record.port_bindings = publish.store_bindings(request.port_bindings)
         record.links = self._resolve_links(record, request.links)
         self.containers[container_id] = record
-        self._save(record)
+        try:
+            self._save(record)
+        except SystemError_:
+            # Nothing of a create that failed stays: not in memory, not on disk (fsutil
+            # removed its temp file), and nothing was made in the kernel yet.
+            self.containers.pop(container_id, None)
+            self.state.delete("containers", container_id)
+            raise
         return record, []
 
     def _resolve_links(self, record: ContainerRecord, specs: list[str]) -> list[list[str]]:
@@ -451,13 +512,11 @@ class Engine(SandboxMixin):
                 self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
-            await self._release_ports(container)
-            await self._unregister_dns(container)
-            await self._kernel(self._teardown_network, container)
-            message = exc.message if isinstance(exc, (RuncError, EngineError)) else str(exc)
+            await self._undo_start(container)
+            message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
             container.error = message
-            self._save(container)
-            if isinstance(exc, EngineError):
+            self._save_quietly(container)
+            if isinstance(exc, (EngineError, SystemError_)):
                 raise
             status = 400 if "executable file not found" in message or "no such file" in message else 500
             raise EngineError(f"failed to start container {container.name}: {message}", status) from exc
@@ -467,8 +526,33 @@ class Engine(SandboxMixin):
         container.error = ""
         container.started_at = now_rfc3339()
         container.finished_at = "0001-01-01T00:00:00Z"
-        self._save(container)
+        try:
+            self._save(container)
+        except SystemError_ as exc:
+            # A start that cannot be recorded is not kept: the record on disk says created,
+            # and so must runc and the kernel.
+            container.state = "created"
+            container.pid = 0
+            container.error = exc.message
+            await self._undo_start(container)
+            raise
         self._watch(container)
+
+    async def _undo_start(self, container: ContainerRecord) -> None:
+        """Everything a failed start made: the runc container and bundle, ports, DNS, network,
+        the /etc files. Each step is tried even when one before it failed."""
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("runc container", lambda: self.runtime.remove(container.id)),
+            ("published ports", lambda: self._release_ports(container)),
+            ("DNS entries", lambda: self._unregister_dns(container)),
+            ("network", lambda: self._kernel(self._teardown_network, container)),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("container %s: cannot undo its %s after a failed start", container.id, what)
+        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
 
     def _watch(self, container: ContainerRecord) -> None:
         self._exited.setdefault(container.id, asyncio.Event())
@@ -478,13 +562,7 @@ class Engine(SandboxMixin):
         self._watchers[container.id] = asyncio.get_running_loop().create_task(self._watch_exit(container.id))
 
     async def _watch_exit(self, container_id: str) -> None:
-        try:
-            code = await self.runtime.wait(container_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the runtime lost track: report the container as dead
-            log.exception("waiting for container %s failed", container_id)
-            code = 255
+        code = await self._wait_for_exit(container_id)
         container = self.containers.get(container_id)
         if container is None:
             return
@@ -495,16 +573,39 @@ class Engine(SandboxMixin):
         if container.auto_remove and container_id in self.containers:
             await self._remove(container)
 
+    async def _wait_for_exit(self, container_id: str) -> int:
+        """The exit code the shim recorded. Failing to read a file or to reach runc at some
+        moment (EMFILE, ENOSPC) says nothing about the container: wait again, never guess."""
+        while True:
+            try:
+                return await self.runtime.wait(container_id)
+            except asyncio.CancelledError:
+                raise
+            except RuncError as exc:  # the runtime knows it is gone and no code was recorded
+                log.warning("container %s: %s; recording exit code %d", container_id, exc.message,
+                            reconcile.LOST_EXIT_CODE)
+                return reconcile.LOST_EXIT_CODE
+            except Exception:
+                log.exception("waiting for container %s failed; waiting again", container_id)
+                await asyncio.sleep(WAIT_RETRY_SECONDS)
+
     async def _finish(self, container: ContainerRecord, code: int) -> None:
-        """Marks a container exited and frees its network resources."""
+        """Marks a container exited and frees its network resources. Each step is tried even
+        when one before it failed; the record is saved last (a crash before: redone at start)."""
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
-        await self._release_ports(container)
-        await self._unregister_dns(container)
-        await self._kernel(self._teardown_network, container)
-        self._save(container)
+        for step in (self._release_ports, self._unregister_dns):
+            try:
+                await step(container)
+            except Exception:
+                log.exception("container %s: %s failed at exit", container.id, step.__name__)
+        try:
+            await self._kernel(self._teardown_network, container)
+        except Exception:
+            log.exception("container %s: network teardown failed at exit", container.id)
+        self._save_quietly(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
 
     async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
@@ -542,8 +643,12 @@ class Engine(SandboxMixin):
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         await self.runtime.remove(container.id)
+        if container.netns:  # a start that failed half-way, or an exit whose teardown failed
+            await self._kernel(self._teardown_network, container)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
+        # The /etc files; a crash before this line leaves them to the next start's reconcile.
+        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
             if event is not None:
                 event.set()
@@ -669,10 +774,39 @@ class Engine(SandboxMixin):
             "Images": len(self.images.list()),
         }
 
+    def warnings(self) -> list[str]:
+        """Problems found at start (state files moved aside...): `docker info` prints them."""
+        return list(self.state.warnings)
+
     # ---- helpers --------------------------------------------------------------------
     def _lock(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
 
     def _save(self, container: ContainerRecord) -> None:
-        if container.id in self.containers:
+        """Raises SystemError_ naming the cause (ENOSPC...) when the record cannot be written."""
+        if container.id not in self.containers:
+            return
+        try:
             self.state.save("containers", container.id, to_dict(container))
+        except OSError as exc:
+            raise SystemError_(
+                f"cannot save the record of container {container.name}: {exc.strerror or exc}"
+                f" ({self.state.path('containers', container.id)})"
+            ) from exc
+
+    def _save_quietly(self, container: ContainerRecord) -> None:
+        """For failure and exit paths: a record that cannot be written is logged; the one on
+        disk is older and the next start reconciles it with runc."""
+        try:
+            self._save(container)
+        except SystemError_ as exc:
+            log.error("%s", exc.message)
+
+
+def _os_message(exc: BaseException) -> str:
+    """An OSError as the user should read it: its cause and the file ("no space left on
+    device: /var/lib/shoal/..."), not a bare "[Errno 28]"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return str(exc)
