@@ -137,8 +137,10 @@ class Engine(SandboxMixin):
         observed = {cid: self._observe(cid) for cid in self.containers}
         etc_root = self.options.data_dir / "containers"
         etc_dirs = {p.name for p in etc_root.iterdir() if p.is_dir()} if etc_root.is_dir() else set()
+        recorded = {cid: reconcile.UNREADABLE for cid in self.state.quarantined.get("containers", [])}
+        recorded.update({cid: c.state for cid, c in self.containers.items()})
         todo = reconcile.plan(
-            {cid: c.state for cid, c in self.containers.items()}, observed, in_runc,
+            recorded, observed, in_runc,
             set(self.runtime.list_ids()), etc_dirs,
         )
         for cid in todo.foreign:
@@ -184,6 +186,8 @@ class Engine(SandboxMixin):
     def _collect_orphan_namespaces(self) -> None:
         """Namespaces with our prefix that no running container owns: left by a crash."""
         owned = {c.netns for c in self.containers.values() if c.state == "running" and c.netns}
+        # A container whose record was moved aside may still run: its namespace stays too.
+        owned |= {f"{self.options.netns_prefix}{cid[:12]}" for cid in self.state.quarantined.get("containers", [])}
         for name in namespaces.list_netns(self.options.netns_prefix):
             if name not in owned and len(name) == len(self.options.netns_prefix) + 12:
                 namespaces.delete_netns(name)
@@ -490,7 +494,13 @@ class Engine(SandboxMixin):
                 container.published = self.ports.publish(container)
                 await self._kernel(self.net.apply_firewall)
             link_env = self._link_env(container)
-            mounts = self._write_etc_files(container)
+            try:
+                mounts = self._write_etc_files(container)
+            except OSError as exc:
+                raise SystemError_(
+                    f"failed to start container {container.name}: cannot write its /etc files in "
+                    f"{self.options.data_dir / 'containers' / container.id}: {_os_message(exc)}"
+                ) from exc
             await self._register_dns(container, netns_path)
             for other, _ in self._linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:

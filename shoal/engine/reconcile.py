@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 # runc states in which the container's process exists (or is being made)
 RUNC_ALIVE = ("creating", "created", "running", "paused")
 LOST_EXIT_CODE = 255  # the container is gone and its shim recorded no exit code
+UNREADABLE = "unreadable"  # the recorded state of an id whose record was moved aside
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,12 +49,14 @@ def plan(
     bundles: set[str],
     etc_dirs: set[str],
 ) -> Plan:
-    """records: id -> recorded state; observed: id -> runtime view (for every record id);
+    """records: id -> recorded state (UNREADABLE: neither adopted nor removed); observed: id -> runtime view (for every record id);
     runc: `runc list` (None when runc could not be asked: then nothing is removed on its word);
     bundles: ids with a bundle directory; etc_dirs: ids with a data/containers/<id> directory."""
     result = Plan()
     known_runc = runc or {}
     for container_id, state in sorted(records.items()):
+        if state == UNREADABLE:
+            continue  # its record was moved aside: what runs under its id is left for a human
         seen = observed.get(container_id, Observed("unknown"))
         in_runc = known_runc.get(container_id)
         runc_alive = in_runc is not None and in_runc.status in RUNC_ALIVE

@@ -33,6 +33,7 @@ class StateDir:
         self.root = root
         # Problems found while loading (a record moved aside): shown by `docker info`.
         self.warnings: list[str] = []
+        self.quarantined: dict[str, list[str]] = {}  # kind -> ids whose record was moved aside
         for sub in KINDS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.remove_stale_temps()
@@ -86,6 +87,7 @@ class StateDir:
                 loaded[path.stem] = parse(data)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 self.quarantine(path, f"{type(exc).__name__}: {exc}")
+                self.quarantined.setdefault(kind, []).append(path.stem)
         return loaded
 
     def quarantine(self, path: Path, reason: str) -> Path:

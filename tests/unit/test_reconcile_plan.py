@@ -53,3 +53,8 @@ def test_runc_containers_and_bundles_without_a_record_are_removed_when_ours():
 def test_without_an_answer_from_runc_only_bundles_without_a_record_are_removed():
     got = plan({"a": "exited"}, {"a": Observed("exited", 0)}, None, {"a", "b"}, set())
     assert got == Plan(remove=["b"])
+
+
+def test_what_runs_under_the_id_of_a_moved_aside_record_is_left_alone():
+    got = plan({"a": "unreadable"}, {}, {"a": RuncEntry("running", True)}, {"a"}, {"a"})
+    assert got == Plan()
