@@ -198,9 +198,11 @@ def test_running_out_of_file_descriptors_never_marks_a_running_container_exited(
     limits = subprocess.run(["prlimit", "--pid", str(daemon), "--nofile", "--output", "SOFT,HARD", "--noheadings"],
                             capture_output=True, text=True, check=True).stdout.split()
     subprocess.run(["prlimit", "--pid", str(daemon), f"--nofile=3:{limits[1]}"], check=True)
+    log = lab.log("h1")
+    logged_before = log.stat().st_size
     try:
-        log = lab.log("h1")
-        wait_until(lambda: log.read_text(errors="replace").count("cannot read its state now") >= 3, timeout=20)
+        # Every watcher has hit the limit once it has logged about its container.
+        wait_until(lambda: all(i in log.read_text(errors="replace")[logged_before:] for i in ids), timeout=20)
     finally:
         subprocess.run(["prlimit", "--pid", str(daemon), f"--nofile={limits[0]}:{limits[1]}"], check=True)
     for container_id in ids:
