@@ -559,6 +559,10 @@ class RuncRuntime:
         """Kills the container if needed, deletes it from runc, unmounts and removes its files."""
         d = self._dir(container_id)
         if not d.exists():
+            if (self.runc_root / container_id).exists():  # runc state whose bundle is gone
+                code, out = await _run(*self._runc("delete", "--force", container_id))
+                if code != 0 and "does not exist" not in out:
+                    raise RuncError(f"runc delete {container_id} failed: {out}")
             return
         if self.status(container_id).state == "running":
             await self.kill(container_id, signals.SIGKILL)

@@ -139,10 +139,8 @@ class Engine(SandboxMixin):
         etc_dirs = {p.name for p in etc_root.iterdir() if p.is_dir()} if etc_root.is_dir() else set()
         recorded = {cid: reconcile.UNREADABLE for cid in self.state.quarantined.get("containers", [])}
         recorded.update({cid: c.state for cid, c in self.containers.items()})
-        todo = reconcile.plan(
-            recorded, observed, in_runc,
-            set(self.runtime.list_ids()), etc_dirs,
-        )
+        holding = {cid for cid, c in self.containers.items() if _holds_network(c)}
+        todo = reconcile.plan(recorded, observed, in_runc, set(self.runtime.list_ids()), etc_dirs, holding)
         for cid in todo.foreign:
             log.warning("runc container %s under %s is not one shoal made: left alone", cid, self.runtime.runc_root)
         for cid in todo.remove:
@@ -161,6 +159,12 @@ class Engine(SandboxMixin):
             except (RuncError, OSError) as exc:
                 log.error("cannot undo the start of container %s: %s", cid, exc)
             container.pid = 0
+            await self._release_ports(container)
+            await self._kernel(self._teardown_network, container)
+            self._save_quietly(container)
+        for cid in todo.release:
+            container = self.containers[cid]
+            log.info("container %s is not running: releasing the network resources its record holds", cid)
             await self._release_ports(container)
             await self._kernel(self._teardown_network, container)
             self._save_quietly(container)
@@ -488,11 +492,15 @@ class Engine(SandboxMixin):
             image = self.images.get(container.image_id)
         except ImageError as exc:
             raise NotFound(exc.message) from None
+        bundle_replaced = False  # the bundle of an earlier run keeps its logs until then
         try:
             netns_path = await self._kernel(self._setup_network, container)
             if container.port_bindings and self._publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
                 await self._kernel(self.net.apply_firewall)
+            # The addresses, links and ports this start holds are on disk before runc runs
+            # anything: a crash from here on is undone at restart from the record alone.
+            self._save(container)
             link_env = self._link_env(container)
             try:
                 mounts = self._write_etc_files(container)
@@ -514,6 +522,7 @@ class Engine(SandboxMixin):
                 gid=gid,
                 tty=container.tty,
             )
+            bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
             if self._exited.get(container.id, _SET_EVENT).is_set():
@@ -522,7 +531,7 @@ class Engine(SandboxMixin):
                 self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
-            await self._undo_start(container)
+            await self._undo_start(container, bundle_replaced)
             message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
             container.error = message
             self._save_quietly(container)
@@ -544,19 +553,20 @@ class Engine(SandboxMixin):
             container.state = "created"
             container.pid = 0
             container.error = exc.message
-            await self._undo_start(container)
+            await self._undo_start(container, True)
             raise
         self._watch(container)
 
-    async def _undo_start(self, container: ContainerRecord) -> None:
-        """Everything a failed start made: the runc container and bundle, ports, DNS, network,
-        the /etc files. Each step is tried even when one before it failed."""
+    async def _undo_start(self, container: ContainerRecord, bundle: bool) -> None:
+        """Everything a failed start made: the runc container and bundle (when it made one),
+        ports, DNS, network, the /etc files. Each step is tried even when one before failed."""
         steps: list[tuple[str, Callable[[], Any]]] = [
-            ("runc container", lambda: self.runtime.remove(container.id)),
             ("published ports", lambda: self._release_ports(container)),
             ("DNS entries", lambda: self._unregister_dns(container)),
             ("network", lambda: self._kernel(self._teardown_network, container)),
         ]
+        if bundle:
+            steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id)))
         for what, step in steps:
             try:
                 await step()
@@ -820,3 +830,9 @@ def _os_message(exc: BaseException) -> str:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror.lower()}{where}"
     return str(exc)
+
+
+def _holds_network(container: ContainerRecord) -> bool:
+    """The record still names a namespace, an address or published ports (a start or an exit
+    cut short by a crash)."""
+    return bool(container.netns or container.published or any(e.ipv4 for e in container.endpoints.values()))

@@ -40,6 +40,7 @@ class Plan:
     remove: list[str] = field(default_factory=list)  # no record: runc container and/or bundle of ours
     foreign: list[str] = field(default_factory=list)  # in our runc root, not our bundle: left alone
     remove_etc_dirs: list[str] = field(default_factory=list)  # data/containers/<id> without a record
+    release: list[str] = field(default_factory=list)  # not running, its record still holds network resources
 
 
 def plan(
@@ -48,10 +49,12 @@ def plan(
     runc: dict[str, RuncEntry] | None,
     bundles: set[str],
     etc_dirs: set[str],
+    holding_network: set[str] = frozenset(),
 ) -> Plan:
     """records: id -> recorded state (UNREADABLE: neither adopted nor removed); observed: id -> runtime view (for every record id);
     runc: `runc list` (None when runc could not be asked: then nothing is removed on its word);
-    bundles: ids with a bundle directory; etc_dirs: ids with a data/containers/<id> directory."""
+    bundles: ids with a bundle directory; etc_dirs: ids with a data/containers/<id> directory;
+    holding_network: ids whose record still holds a namespace, addresses or ports."""
     result = Plan()
     known_runc = runc or {}
     for container_id, state in sorted(records.items()):
@@ -71,6 +74,8 @@ def plan(
                 result.finish[container_id] = LOST_EXIT_CODE
         elif seen.state == "running" or seen.start_in_progress or runc_alive:
             result.discard.append(container_id)
+        elif container_id in holding_network:
+            result.release.append(container_id)
     if runc is not None:
         for container_id, entry in sorted(runc.items()):
             if container_id in records:

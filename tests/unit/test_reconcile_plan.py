@@ -58,3 +58,9 @@ def test_without_an_answer_from_runc_only_bundles_without_a_record_are_removed()
 def test_what_runs_under_the_id_of_a_moved_aside_record_is_left_alone():
     got = plan({"a": "unreadable"}, {}, {"a": RuncEntry("running", True)}, {"a"}, {"a"})
     assert got == Plan()
+
+
+def test_a_stopped_record_that_still_holds_network_resources_releases_them():
+    got = plan({"a": "created", "b": "exited"}, {"a": Observed("created"), "b": Observed("exited", 0)}, {}, set(),
+               set(), {"a", "b"})
+    assert got == Plan(release=["a", "b"])
