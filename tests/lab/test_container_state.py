@@ -209,3 +209,26 @@ def test_running_out_of_file_descriptors_never_marks_a_running_container_exited(
         state = state_of(lab, container_id)
         assert (state["Status"], state["Running"]) == ("running", True)
         assert runc_ids(lab)[container_id] == "running"
+
+
+def test_a_stopped_record_that_still_holds_addresses_releases_them_at_start(lab):
+    """What a SIGKILL after a start saved its network but before runc ran anything leaves."""
+    lab = lab(hosts=1)
+    shoal(lab, "network", "create", "--subnet", "10.77.0.0/24", "held")
+    cut = run_id(lab, "--name", "cut", "--network", "held", "busybox", "sleep", "600")
+    lab.stop_daemon("h1", kill9=True)
+    runc_root = str(run_dir(lab.name, "h1") / "runc")
+    subprocess.run(["runc", "--root", runc_root, "delete", "--force", cut], check=True)
+    record = json.loads(record_path(lab, cut).read_text())
+    assert [e["ipv4"] for e in record["endpoints"].values()] == ["10.77.0.2"]
+    record.update(state="created", pid=0)
+    record_path(lab, cut).write_text(json.dumps(record))
+    lab.start_daemon("h1")
+    assert state_of(lab, "cut")["Status"] == "created"
+    assert container_netns(lab) == []
+    held = lab.client("h1").get("/networks/held")["Id"]
+    assert json.loads((data(lab) / "engine" / "ipam" / f"{held}.json").read_text())["used"] == []
+    saved = json.loads(record_path(lab, cut).read_text())
+    assert (saved["netns"], [e["ipv4"] for e in saved["endpoints"].values()]) == ("", [""])
+    shoal(lab, "start", "cut")
+    assert state_of(lab, "cut")["Status"] == "running"
