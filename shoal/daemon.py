@@ -77,18 +77,19 @@ def raise_nofile_limit() -> tuple[int, int]:
     """Soft RLIMIT_NOFILE up to the hard limit (as dockerd and containerd do at start): every
     container costs the daemon descriptors (DNS sockets, pipes). Returns (old soft, new soft)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
     if hard == resource.RLIM_INFINITY:  # the kernel's ceiling for one process
         try:
-            hard = int(Path("/proc/sys/fs/nr_open").read_text())
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
         except (OSError, ValueError):
-            hard = 1048576
-    if hard > soft:
+            target = 1048576
+    if target > soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
             return soft, soft
-    return soft, hard
+    return soft, max(soft, target)
 
 
 def run_daemon(
