@@ -196,13 +196,19 @@ def _check_round(lab: Lab, round_: int, found: Findings) -> None:
         for ep in (containers[cid]["NetworkSettings"]["Networks"] or {}).values():
             if ep.get("IPAddress"):
                 live.setdefault(ep["NetworkID"], set()).add(ep["IPAddress"])
+    holders = {  # any container's endpoint naming an address: tells a leak's origin
+        (ep["NetworkID"], ep["IPAddress"]): f"{containers[cid]['State']['Status']} {cid[:12]}"
+        for cid in containers for ep in (containers[cid]["NetworkSettings"]["Networks"] or {}).values()
+        if ep.get("IPAddress")
+    }
     ipam_dir = data_dir(lab.name, "h1") / "engine" / "ipam"
     for path in sorted(ipam_dir.glob("*.json")):
         used = set(json.loads(path.read_text()).get("used", []))
         net_id = path.stem
         for address in sorted(used - live.get(net_id, set())):
             found.add("every IPAM address belongs to a live endpoint", round_,
-                      f"{address} in network {net_id[:12]} is allocated, no running container has it")
+                      f"{address} in network {net_id[:12]} is allocated, no running container has it"
+                      f" ({holders.get((net_id, address), 'no record names it')})")
         for address in sorted(live.get(net_id, set()) - used):
             found.add("every IPAM address belongs to a live endpoint", round_,
                       f"{address} in network {net_id[:12]} is used by a container but free in IPAM")
