@@ -232,3 +232,25 @@ def test_a_stopped_record_that_still_holds_addresses_releases_them_at_start(lab)
     assert (saved["netns"], [e["ipv4"] for e in saved["endpoints"].values()]) == ("", [""])
     shoal(lab, "start", "cut")
     assert state_of(lab, "cut")["Status"] == "running"
+
+
+def test_a_runc_container_shoal_did_not_make_is_left_alone_at_start(lab, tmp_path):
+    """Same runc root, a bundle that is not shoal's: not an orphan of ours, never removed."""
+    lab = lab(hosts=1)
+    image_rootfs = next((data(lab) / "images" / "sha256").glob("*/rootfs"))
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"].update(terminal=False, args=["sleep", "600"])
+    spec["root"] = {"path": str(image_rootfs), "readonly": True}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    runc_root = str(run_dir(lab.name, "h1") / "runc")
+    subprocess.run(["runc", "--root", runc_root, "run", "-d", "--bundle", str(bundle), "foreign"], check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lab.restart_daemon("h1", kill9=True)
+        assert runc_ids(lab) == {"foreign": "running"}
+        assert "runc container foreign under" in lab.log("h1").read_text()
+    finally:
+        subprocess.run(["runc", "--root", runc_root, "delete", "--force", "foreign"], check=False)
