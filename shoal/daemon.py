@@ -9,6 +9,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 from pathlib import Path
 
@@ -76,6 +77,25 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     await engine.close()
 
 
+def raise_nofile_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit (as dockerd and containerd do at start): every
+    container costs the daemon descriptors (DNS sockets, pipes). Returns (old soft, new soft)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel's ceiling for one process
+        try:
+            target = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            target = 1048576
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+    return soft, max(soft, target)
+
+
 def run_daemon(
     host: str = "unix:///run/shoal/shoal.sock",
     data_dir: Path = Path("/var/lib/shoal"),
@@ -92,6 +112,8 @@ def run_daemon(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     data_dir = Path(data_dir)
+    old, new = raise_nofile_limit()
+    log.info("open-files limit %d (was %d)", new, old)
     lock_fd = _lock_data_dir(data_dir)
     try:
         asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), image_limits))

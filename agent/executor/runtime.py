@@ -26,6 +26,7 @@ from agent.executor.spec import (
     build_process,
     resolve_user_in,
 )
+from common.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,16 @@ class RuncError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+@dataclass(slots=True)
+class RuncContainer:
+    """One entry of `runc list`: what runc itself knows of a container."""
+
+    id: str
+    status: str  # "creating" | "created" | "running" | "paused" | "stopped"
+    pid: int
+    bundle: str
 
 
 @dataclass(slots=True)
@@ -136,12 +147,8 @@ def _read_int(path: Path) -> int | None:
 
 
 def _write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # The bundle's files are read by runc and people: world-readable, as runc's own.
+    write_atomic(path, data, mode=0o644)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -442,10 +449,19 @@ class RuncRuntime:
         return ContainerStatus("unknown", pid)  # e.g. after a reboot: the code is lost
 
     async def wait(self, container_id: str) -> int:
-        """Until the container has exited; its exit code."""
+        """Until the container has exited; its exit code, as the shim recorded it.
+
+        A file or /proc entry that cannot be read at some moment (EMFILE, ENOMEM...) says
+        nothing about the container: the wait goes on. RuncError only when the container is
+        known to be gone without a recorded code."""
         delay = 0.01
         while True:
-            st = self.status(container_id)
+            try:
+                st = self.status(container_id)
+            except OSError as exc:
+                log.warning("container %s: cannot read its state now (%s); waiting on", container_id, exc)
+                await asyncio.sleep(1.0)
+                continue
             if st.state == "exited":
                 return st.exit_code  # type: ignore[return-value]
             if st.state == "unknown":
@@ -454,6 +470,42 @@ class RuncRuntime:
                 raise RuncError(f"container {container_id} is not running")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def start_in_progress(self, container_id: str) -> bool:
+        """True while a shim runs for the container (a start under way, or its process exiting)."""
+        return self._start_in_progress(container_id)
+
+    async def list_runc(self) -> dict[str, RuncContainer]:
+        """What runc knows under our runc root: id -> entry (RuncError when runc cannot answer)."""
+        if not self.runc_root.is_dir():
+            return {}
+        code, out = await _run(*self._runc("list", "--format", "json"))
+        if code != 0:
+            raise RuncError(f"runc list failed: {out}")
+        try:
+            entries = json.loads(out) or []
+        except ValueError:
+            raise RuncError(f"runc list printed what is not JSON: {out[:200]!r}") from None
+        return {
+            str(e["id"]): RuncContainer(str(e["id"]), str(e.get("status", "")), int(e.get("pid") or 0),
+                                        str(e.get("bundle", "")))
+            for e in entries
+        }
+
+    def owns_bundle(self, entry: RuncContainer) -> bool:
+        """A runc container shoal made: its bundle is state_root/<id> (shoal deletes only those)."""
+        return _VALID_ID.fullmatch(entry.id) is not None and Path(entry.bundle) == self.state_root / entry.id
+
+    async def discard_start(self, container_id: str, deadline: float = START_DEADLINE) -> None:
+        """Undoes a start that was not committed (the daemon died during it): lets a start in
+        progress reach runc, then kills and removes the container and its bundle."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while self.status(container_id).state == "created" and self._start_in_progress(container_id):
+            if loop.time() > end:
+                break
+            await asyncio.sleep(0.05)
+        await self.remove(container_id)
 
     def _start_in_progress(self, container_id: str) -> bool:
         shim = _read_pair(self._dir(container_id) / "shim.pid")
@@ -507,6 +559,10 @@ class RuncRuntime:
         """Kills the container if needed, deletes it from runc, unmounts and removes its files."""
         d = self._dir(container_id)
         if not d.exists():
+            if (self.runc_root / container_id).exists():  # runc state whose bundle is gone
+                code, out = await _run(*self._runc("delete", "--force", container_id))
+                if code != 0 and "does not exist" not in out:
+                    raise RuncError(f"runc delete {container_id} failed: {out}")
             return
         if self.status(container_id).state == "running":
             await self.kill(container_id, signals.SIGKILL)
@@ -529,5 +585,5 @@ def _read_pair(path: Path) -> tuple[int, int] | None:
     try:
         a, b = path.read_text().split()[:2]
         return int(a), int(b)
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, ValueError):  # other OSErrors (EMFILE) are not "absent": raised
         return None

@@ -152,7 +152,7 @@ def info_json(engine: Any) -> dict[str, Any]:
         "Isolation": "",
         "InitBinary": "",
         "SecurityOptions": [],
-        "Warnings": [],
+        "Warnings": engine.warnings(),
     }
 
 

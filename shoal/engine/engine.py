@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import shutil
 import signal as signals
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,7 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
-from shoal.engine import publish
+from shoal.engine import publish, reconcile
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     container_matches,
@@ -62,6 +63,7 @@ T = TypeVar("T")
 
 DEFAULT_STOP_TIMEOUT = 10
 LOG_POLL_SECONDS = 0.1
+WAIT_RETRY_SECONDS = 1.0
 _SET_EVENT = asyncio.Event()
 _SET_EVENT.set()
 
@@ -121,28 +123,85 @@ class Engine:
 
     # ---- start-up -------------------------------------------------------------------
     async def restore(self) -> None:
-        """Brings kernel and records back in line after a start, a restart or a SIGKILL:
-        running containers are adopted, ones that exited meanwhile are marked exited."""
+        """Brings kernel and records back in line after a start, a restart or a SIGKILL: the
+        records are reconciled with runc and the shims (shoal.engine.reconcile): running
+        containers are adopted, ones that exited meanwhile are marked exited with the code
+        their shim recorded, uncommitted starts are undone, orphans of ours removed."""
         self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(self._host_resolv_conf()))
         await self._kernel(self.net.restore)
-        for container_id, data in self.state.load_all("containers").items():
-            self.containers[container_id] = container_from_dict(data)
-        for container in self.containers.values():
-            if container.state != "running":
+        for container_id, record in self.state.load_records("containers", container_from_dict).items():
+            if record.id != container_id:
+                self.state.quarantine(self.state.path("containers", container_id),
+                                      f"it holds the record of container {record.id[:12]}")
                 continue
-            status = self.runtime.status(container.id)
-            if status.state == "running":
-                container.pid = status.pid
-                self._watch(container)
-                if container.netns:  # the old daemon's resolver sockets died with it
-                    await self._register_dns(container, str(namespaces.netns_path(container.netns)))
-                continue
-            code = status.exit_code if status.exit_code is not None else 255
-            await self._finish(container, code)
+            self.containers[container_id] = record
+        await self._reconcile_containers()
         await self._kernel(self._collect_orphan_namespaces)
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
+
+    async def _reconcile_containers(self) -> None:
+        try:
+            in_runc: dict[str, reconcile.RuncEntry] | None = {
+                cid: reconcile.RuncEntry(e.status, self.runtime.owns_bundle(e))
+                for cid, e in (await self.runtime.list_runc()).items()
+            }
+        except (RuncError, OSError) as exc:  # then nothing is removed on runc's word
+            log.warning("cannot list runc containers (%s): orphans are not collected this time", exc)
+            in_runc = None
+        observed = {cid: self._observe(cid) for cid in self.containers}
+        etc_root = self.options.data_dir / "containers"
+        etc_dirs = {p.name for p in etc_root.iterdir() if p.is_dir()} if etc_root.is_dir() else set()
+        recorded = {cid: reconcile.UNREADABLE for cid in self.state.quarantined.get("containers", [])}
+        recorded.update({cid: c.state for cid, c in self.containers.items()})
+        holding = {cid for cid, c in self.containers.items() if _holds_network(c)}
+        todo = reconcile.plan(recorded, observed, in_runc, set(self.runtime.list_ids()), etc_dirs, holding)
+        for cid in todo.foreign:
+            log.warning("runc container %s under %s is not one shoal made: left alone", cid, self.runtime.runc_root)
+        for cid in todo.remove:
+            log.info("removing orphan container %s (runc state or bundle without a record)", cid)
+            try:
+                await self.runtime.remove(cid)
+            except (RuncError, OSError) as exc:
+                log.error("cannot remove orphan container %s: %s", cid, exc)
+        for cid in todo.remove_etc_dirs:
+            shutil.rmtree(etc_root / cid, ignore_errors=True)
+        for cid in todo.discard:
+            container = self.containers[cid]
+            log.info("container %s: its start was not committed before the daemon stopped; undoing it", cid)
+            try:
+                await self.runtime.discard_start(cid)
+            except (RuncError, OSError) as exc:
+                log.error("cannot undo the start of container %s: %s", cid, exc)
+            container.pid = 0
+            await self._release_ports(container)
+            await self._kernel(self._teardown_network, container)
+            self._save_quietly(container)
+        for cid in todo.release:
+            container = self.containers[cid]
+            log.info("container %s is not running: releasing the network resources its record holds", cid)
+            await self._release_ports(container)
+            await self._kernel(self._teardown_network, container)
+            self._save_quietly(container)
+        for cid, code in todo.finish.items():
+            await self._finish(self.containers[cid], code)
+        for cid in todo.adopt:
+            container = self.containers[cid]
+            status = observed[cid]
+            if status.state == "running":
+                container.pid = self.runtime.status(cid).pid or container.pid
+            self._watch(container)
+            if container.netns:  # the old daemon's resolver sockets died with it
+                await self._register_dns(container, str(namespaces.netns_path(container.netns)))
+
+    def _observe(self, container_id: str) -> reconcile.Observed:
+        try:
+            status = self.runtime.status(container_id)
+            return reconcile.Observed(status.state, status.exit_code, self.runtime.start_in_progress(container_id))
+        except OSError as exc:
+            log.warning("container %s: cannot read its runtime state (%s)", container_id, exc)
+            return reconcile.Observed("unreadable")
 
     def _collect_orphan_namespaces(self) -> None:
         """Network side of the restart, once the containers are known: namespaces with our
@@ -150,6 +209,8 @@ class Engine:
         the endpoints of running containers, so no address leaks and none is given twice."""
         running = [c for c in self.containers.values() if c.state == "running"]
         owned = {c.netns for c in running if c.netns}
+        # A container whose record was moved aside may still run: its namespace stays too.
+        owned |= {f"{self.options.netns_prefix}{cid[:12]}" for cid in self.state.quarantined.get("containers", [])}
         for name in namespaces.list_netns(self.options.netns_prefix):
             suffix = name[len(self.options.netns_prefix):]
             # Only the names shoal gives (prefix + 12 hex of a container id): never a lab's or
@@ -331,7 +392,14 @@ class Engine:
         record.port_bindings = publish.store_bindings(request.port_bindings)
         record.links = self._resolve_links(record, request.links)
         self.containers[container_id] = record
-        self._save(record)
+        try:
+            self._save(record)
+        except SystemError_:
+            # Nothing of a create that failed stays: not in memory, not on disk (fsutil
+            # removed its temp file), and nothing was made in the kernel yet.
+            self.containers.pop(container_id, None)
+            self.state.delete("containers", container_id)
+            raise
         return record, []
 
     def _resolve_links(self, record: ContainerRecord, specs: list[str]) -> list[list[str]]:
@@ -432,13 +500,23 @@ class Engine:
             image = self.images.get(container.image_id)
         except ImageError as exc:
             raise NotFound(exc.message) from None
+        bundle_replaced = False  # the bundle of an earlier run keeps its logs until then
         try:
             netns_path = await self._kernel(self._setup_network, container)
             if container.port_bindings and self._publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
                 await self._kernel(self.net.apply_firewall)
+            # The addresses, links and ports this start holds are on disk before runc runs
+            # anything: a crash from here on is undone at restart from the record alone.
+            self._save(container)
             link_env = self._link_env(container)
-            mounts = self._write_etc_files(container)
+            try:
+                mounts = self._write_etc_files(container)
+            except OSError as exc:
+                raise SystemError_(
+                    f"failed to start container {container.name}: cannot write its /etc files in "
+                    f"{self.options.data_dir / 'containers' / container.id}: {_os_message(exc)}"
+                ) from exc
             await self._register_dns(container, netns_path)
             for other, _ in self._linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
@@ -452,6 +530,7 @@ class Engine:
                 gid=gid,
                 tty=container.tty,
             )
+            bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
             if self._exited.get(container.id, _SET_EVENT).is_set():
@@ -460,13 +539,11 @@ class Engine:
                 self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(container.id)
         except Exception as exc:
-            await self._release_ports(container)
-            await self._unregister_dns(container)
-            await self._kernel(self._teardown_network, container)
-            message = exc.message if isinstance(exc, (RuncError, EngineError)) else str(exc)
+            await self._undo_start(container, bundle_replaced)
+            message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
             container.error = message
-            self._save(container)
-            if isinstance(exc, EngineError):
+            self._save_quietly(container)
+            if isinstance(exc, (EngineError, SystemError_)):
                 raise
             # runc tells a process that cannot be started (126/127: the user's command) apart
             kind = InvalidParameter if isinstance(exc, RuncError) and exc.exit_code is not None else SystemError_
@@ -477,8 +554,34 @@ class Engine:
         container.error = ""
         container.started_at = now_rfc3339()
         container.finished_at = "0001-01-01T00:00:00Z"
-        self._save(container)
+        try:
+            self._save(container)
+        except SystemError_ as exc:
+            # A start that cannot be recorded is not kept: the record on disk says created,
+            # and so must runc and the kernel.
+            container.state = "created"
+            container.pid = 0
+            container.error = exc.message
+            await self._undo_start(container, True)
+            raise
         self._watch(container)
+
+    async def _undo_start(self, container: ContainerRecord, bundle: bool) -> None:
+        """Everything a failed start made: the runc container and bundle (when it made one),
+        ports, DNS, network, the /etc files. Each step is tried even when one before failed."""
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("published ports", lambda: self._release_ports(container)),
+            ("DNS entries", lambda: self._unregister_dns(container)),
+            ("network", lambda: self._kernel(self._teardown_network, container)),
+        ]
+        if bundle:
+            steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id)))
+        for what, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("container %s: cannot undo its %s after a failed start", container.id, what)
+        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
 
     def _watch(self, container: ContainerRecord) -> None:
         self._exited.setdefault(container.id, asyncio.Event())
@@ -488,13 +591,7 @@ class Engine:
         self._watchers[container.id] = asyncio.get_running_loop().create_task(self._watch_exit(container.id))
 
     async def _watch_exit(self, container_id: str) -> None:
-        try:
-            code = await self.runtime.wait(container_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the runtime lost track: report the container as dead
-            log.exception("waiting for container %s failed", container_id)
-            code = 255
+        code = await self._wait_for_exit(container_id)
         container = self.containers.get(container_id)
         if container is None:
             return
@@ -505,16 +602,39 @@ class Engine:
         if container.auto_remove and container_id in self.containers:
             await self._remove(container)
 
+    async def _wait_for_exit(self, container_id: str) -> int:
+        """The exit code the shim recorded. Failing to read a file or to reach runc at some
+        moment (EMFILE, ENOSPC) says nothing about the container: wait again, never guess."""
+        while True:
+            try:
+                return await self.runtime.wait(container_id)
+            except asyncio.CancelledError:
+                raise
+            except RuncError as exc:  # the runtime knows it is gone and no code was recorded
+                log.warning("container %s: %s; recording exit code %d", container_id, exc.message,
+                            reconcile.LOST_EXIT_CODE)
+                return reconcile.LOST_EXIT_CODE
+            except Exception:
+                log.exception("waiting for container %s failed; waiting again", container_id)
+                await asyncio.sleep(WAIT_RETRY_SECONDS)
+
     async def _finish(self, container: ContainerRecord, code: int) -> None:
-        """Marks a container exited and frees its network resources."""
+        """Marks a container exited and frees its network resources. Each step is tried even
+        when one before it failed; the record is saved last (a crash before: redone at start)."""
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
-        await self._release_ports(container)
-        await self._unregister_dns(container)
-        await self._kernel(self._teardown_network, container)
-        self._save(container)
+        for step in (self._release_ports, self._unregister_dns):
+            try:
+                await step(container)
+            except Exception:
+                log.exception("container %s: %s failed at exit", container.id, step.__name__)
+        try:
+            await self._kernel(self._teardown_network, container)
+        except Exception:
+            log.exception("container %s: network teardown failed at exit", container.id)
+        self._save_quietly(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
 
     async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
@@ -552,8 +672,12 @@ class Engine:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         await self.runtime.remove(container.id)
+        if container.netns:  # a start that failed half-way, or an exit whose teardown failed
+            await self._kernel(self._teardown_network, container)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
+        # The /etc files; a crash before this line leaves them to the next start's reconcile.
+        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
             if event is not None:
                 event.set()
@@ -775,10 +899,45 @@ class Engine:
             self.ports.unpublish(container)
             await self._kernel(self.net.apply_firewall)
 
+    def warnings(self) -> list[str]:
+        """Problems found at start (state files moved aside...): `docker info` prints them."""
+        return list(self.state.warnings)
+
     # ---- helpers --------------------------------------------------------------------
     def _lock(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
 
     def _save(self, container: ContainerRecord) -> None:
-        if container.id in self.containers:
+        """Raises SystemError_ naming the cause (ENOSPC...) when the record cannot be written."""
+        if container.id not in self.containers:
+            return
+        try:
             self.state.save("containers", container.id, to_dict(container))
+        except OSError as exc:
+            raise SystemError_(
+                f"cannot save the record of container {container.name}: {exc.strerror or exc}"
+                f" ({self.state.path('containers', container.id)})"
+            ) from exc
+
+    def _save_quietly(self, container: ContainerRecord) -> None:
+        """For failure and exit paths: a record that cannot be written is logged; the one on
+        disk is older and the next start reconciles it with runc."""
+        try:
+            self._save(container)
+        except SystemError_ as exc:
+            log.error("%s", exc.message)
+
+
+def _os_message(exc: BaseException) -> str:
+    """An OSError as the user should read it: its cause and the file ("no space left on
+    device: /var/lib/shoal/..."), not a bare "[Errno 28]"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror.lower()}{where}"
+    return str(exc)
+
+
+def _holds_network(container: ContainerRecord) -> bool:
+    """The record still names a namespace, an address or published ports (a start or an exit
+    cut short by a crash)."""
+    return bool(container.netns or container.published or any(e.ipv4 for e in container.endpoints.values()))

@@ -1,61 +1,104 @@
 """Durable JSON state of the local engine: networks, address pools, containers, daemon id.
 
-Every write is atomic and fsynced (temp file, fsync, rename, fsync dir) so a SIGKILL at any
-instant leaves either the old or the new record. Used by shoal.engine.engine only.
+Writes go through common.fsutil.write_atomic (temp file, fsync, rename, fsync dir), so a SIGKILL
+leaves the old or the new record. A record that cannot be read is moved aside and reported
+(`warnings`), never fatal for the rest. Used by shoal.engine.engine and shoal.engine.networks.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from common.fsutil import remove_stale_temps, write_atomic
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KINDS = ("networks", "containers", "ipam", "ports")
+CORRUPT_SUFFIX = ".corrupt-"
+_LEGACY_TEMP_SUFFIX = ".tmp"  # what the engine's own helper named its temp files before fsutil
 
 
 class StateDir:
-    """One JSON file per object under data_dir/{networks,containers,ipam}."""
+    """One JSON file per object under root/{networks,containers,ipam,ports}."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for sub in ("networks", "containers", "ipam", "ports"):
+        # Problems found while loading (a record moved aside): shown by `docker info`.
+        self.warnings: list[str] = []
+        self.quarantined: dict[str, list[str]] = {}  # kind -> ids whose record was moved aside
+        for sub in KINDS:
             (root / sub).mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temps()
+
+    def remove_stale_temps(self) -> int:
+        """Temp files a crash left behind (ours only); returns how many were removed."""
+        removed = 0
+        for directory in (self.root, *(self.root / sub for sub in KINDS)):
+            removed += remove_stale_temps(directory)
+            for legacy in directory.glob(f".*.json{_LEGACY_TEMP_SUFFIX}"):
+                legacy.unlink(missing_ok=True)
+                removed += 1
+        if removed:
+            log.info("removed %d stale temp file(s) under %s", removed, self.root)
+        return removed
 
     def daemon_id(self) -> str:
         path = self.root / "engine-id"
         if path.exists():
-            return path.read_text().strip()
+            text = path.read_text().strip()
+            if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+                return text
+            self.quarantine(path, f"not a 64-hex engine id: {text[:80]!r}")
         new_id = secrets.token_hex(32)
         write_atomic(path, new_id.encode())
         return new_id
 
+    def path(self, kind: str, object_id: str) -> Path:
+        return self.root / kind / f"{object_id}.json"
+
     def save(self, kind: str, object_id: str, data: dict[str, Any]) -> None:
-        write_atomic(self.root / kind / f"{object_id}.json", json.dumps(data, indent=1).encode())
+        """Raises OSError (ENOSPC...) with the old record, if any, left intact."""
+        write_atomic(self.path(kind, object_id), json.dumps(data, indent=1).encode())
 
     def delete(self, kind: str, object_id: str) -> None:
-        try:
-            (self.root / kind / f"{object_id}.json").unlink()
-        except FileNotFoundError:
-            pass
+        self.path(kind, object_id).unlink(missing_ok=True)
 
     def load_all(self, kind: str) -> dict[str, dict[str, Any]]:
-        loaded: dict[str, dict[str, Any]] = {}
+        """Every readable record of `kind` as a JSON object; the others are quarantined."""
+        return self.load_records(kind, _as_object)
+
+    def load_records(self, kind: str, parse: Callable[[dict[str, Any]], T]) -> dict[str, T]:
+        """parse(json object) for every record of `kind`. A file that is not JSON, not an
+        object, or that parse refuses (KeyError, TypeError, ValueError...) is moved aside."""
+        loaded: dict[str, T] = {}
         for path in sorted((self.root / kind).glob("*.json")):
-            loaded[path.stem] = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_bytes())
+                if not isinstance(data, dict):
+                    raise TypeError(f"a JSON {type(data).__name__}, not an object")
+                loaded[path.stem] = parse(data)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self.quarantine(path, f"{type(exc).__name__}: {exc}")
+                self.quarantined.setdefault(kind, []).append(path.stem)
         return loaded
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Moves an unreadable record aside (kept for a human to look at) and records a warning."""
+        aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        os.replace(path, aside)
+        message = f"unreadable state file {path} moved to {aside}: {reason}"
+        log.error("%s", message)
+        self.warnings.append(f"WARNING: {message}")
+        return aside
+
+
+def _as_object(data: dict[str, Any]) -> dict[str, Any]:
+    return data
