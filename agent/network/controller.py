@@ -51,7 +51,7 @@ class RecordStore(Protocol):
 
     def save(self, kind: str, object_id: str, data: dict[str, Any]) -> None: ...
     def delete(self, kind: str, object_id: str) -> None: ...
-    def load_all(self, kind: str) -> dict[str, dict[str, Any]]: ...
+    def load_records(self, kind: str, parse: Callable[[dict[str, Any]], Any]) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -81,11 +81,11 @@ class NetworkController:
         state: bridges of records are made again when missing, bridges carrying our mark with
         no record (a crash in create or remove) are deleted with their firewall rules.
         Idempotent, so a restart duplicates nothing."""
-        for net_id, data in self.state.load_all("networks").items():
-            self.networks[net_id] = network_from_dict(data)
-        for net_id, data in self.state.load_all("ipam").items():
+        # An unreadable record is moved aside by the store (named in `docker info`), not fatal.
+        self.networks.update(self.state.load_records("networks", network_from_dict))
+        for net_id, pool in self.state.load_records("ipam", AddressPool.from_dict).items():
             if net_id in self.networks:
-                self.pools[net_id] = AddressPool.from_dict(data)
+                self.pools[net_id] = pool
             else:  # a crash between the removal of a network's record and of its pool's
                 self.state.delete("ipam", net_id)
         for name, driver in PREDEFINED.items():

@@ -64,15 +64,39 @@ def to_dict(record: Any) -> dict[str, Any]:
 
 
 def network_from_dict(data: dict[str, Any]) -> NetworkRecord:
-    data = dict(data)
-    data["ipam_config"] = [IPAMConfig(**c) for c in data.get("ipam_config", [])]
-    return NetworkRecord(**known_fields(NetworkRecord, data))
+    """The record saved by to_dict; TypeError naming the field when it is not one (a
+    truncated, emptied or hand-edited file must not become a half-valid network)."""
+    data = checked_fields(NetworkRecord, data)
+    data["ipam_config"] = [IPAMConfig(**checked_fields(IPAMConfig, c)) for c in data.get("ipam_config", [])]
+    return NetworkRecord(**data)
 
 
 def endpoint_from_dict(data: dict[str, Any]) -> EndpointRecord:
-    return EndpointRecord(**known_fields(EndpointRecord, data))
+    return EndpointRecord(**checked_fields(EndpointRecord, data))
 
 
 def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+# The JSON type each annotation stands for (annotations are strings: `from __future__`).
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict}
+
+
+def checked_fields(cls: type, data: Any) -> dict[str, Any]:
+    """The known fields of data, each of its annotated JSON type (TypeError naming the first
+    that is not); required fields must be present (TypeError from the constructor)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
+    known = known_fields(cls, data)
+    for f in fields(cls):
+        if f.name not in known:
+            continue
+        base = str(f.type).split("[", 1)[0].split(" |", 1)[0]
+        want = _JSON_TYPES.get(base)
+        value = known[f.name]
+        # bool is an int in Python; a JSON true is no pid.
+        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            raise TypeError(f"{cls.__name__} field {f.name}: expected {f.type}, got {type(value).__name__}")
+    return known

@@ -6,7 +6,7 @@ shoal.api.convert. Field names follow what they mean, not Docker's spelling.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.network.records import (  # noqa: F401 - re-exported for the engine and the API
@@ -14,7 +14,7 @@ from agent.network.records import (  # noqa: F401 - re-exported for the engine a
     IPAMConfig,
     NetworkRecord,
     endpoint_from_dict,
-    known_fields as _known,
+    checked_fields as _checked,
     network_from_dict,
     to_dict,
 )
@@ -88,25 +88,3 @@ def container_from_dict(data: dict[str, Any]) -> ContainerRecord:
     if record.state not in CONTAINER_STATES:
         raise ValueError(f"field state: {record.state[:40]!r} is not one of {', '.join(CONTAINER_STATES)}")
     return record
-
-
-# The JSON type each annotation stands for (annotations are strings: `from __future__`).
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "bool": bool, "list": list, "dict": dict}
-
-
-def _checked(cls: type, data: Any) -> dict[str, Any]:
-    """The known fields of data, each of its annotated JSON type (TypeError naming the first
-    that is not); required fields must be present (TypeError from the constructor)."""
-    if not isinstance(data, dict):
-        raise TypeError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
-    known = _known(cls, data)
-    for f in fields(cls):
-        if f.name not in known:
-            continue
-        base = str(f.type).split("[", 1)[0].split(" |", 1)[0]
-        want = _JSON_TYPES.get(base)
-        value = known[f.name]
-        # bool is an int in Python; a JSON true is no pid.
-        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
-            raise TypeError(f"{cls.__name__} field {f.name}: expected {f.type}, got {type(value).__name__}")
-    return known

@@ -25,6 +25,9 @@ class MemoryStore:
     def load_all(self, kind: str) -> dict[str, dict[str, Any]]:
         return dict(self.kinds.get(kind, {}))
 
+    def load_records(self, kind: str, parse: Any) -> dict[str, Any]:
+        return {key: parse(value) for key, value in self.kinds.get(kind, {}).items()}
+
 
 @pytest.fixture
 def controller() -> NetworkController:

@@ -119,3 +119,16 @@ def test_a_bad_engine_id_is_moved_aside_and_replaced(tmp_path):
     new_id = state.daemon_id()
     assert len(new_id) == 64 and StateDir(tmp_path).daemon_id() == new_id
     assert len(state.warnings) == 1 and "engine-id" in state.warnings[0]
+
+
+@pytest.mark.parametrize("text", ["{}", '{"id": 5, "name": "x", "driver": "bridge", "created": "t"}', "[]"])
+def test_an_empty_or_mistyped_network_record_is_moved_aside_and_the_others_load(tmp_path, text):
+    from agent.network.records import NetworkRecord, network_from_dict
+
+    state = StateDir(tmp_path)
+    good = NetworkRecord(id="g" * 64, name="good", driver="bridge", created="t")
+    state.save("networks", good.id, to_dict(good))
+    (tmp_path / "networks" / f"{'b' * 64}.json").write_text(text)
+    loaded = state.load_records("networks", network_from_dict)
+    assert list(loaded) == [good.id] and loaded[good.id] == good
+    assert len(state.warnings) == 1 and "b" * 64 in state.warnings[0]
