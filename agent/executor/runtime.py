@@ -24,7 +24,6 @@ from agent.executor.spec import (
     ProcessSpec,
     build_oci_spec,
     build_process,
-    resolve_user_in,
 )
 
 log = logging.getLogger(__name__)
@@ -159,18 +158,6 @@ async def _run(*argv: str) -> tuple[int, str]:
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
-def resolve_user(user: str, rootfs: Path) -> tuple[int, int]:
-    """Docker's --user resolution against the container's /etc/passwd and /etc/group."""
-
-    def read(rel: str) -> str:
-        try:
-            return (rootfs / rel).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    return resolve_user_in(user, read("etc/passwd"), read("etc/group"))
 
 
 class ExecRun:

@@ -238,6 +238,17 @@ def parse_group(text: str) -> dict[str, int]:
     return groups
 
 
+MAX_ID = 2147483647  # runc's (and so Docker's) bound on numeric uids and gids
+
+
+def _in_range(text: str) -> int:
+    """A numeric uid/gid, refused with runc's wording beyond MAX_ID (a kernel uid is 32 bits;
+    runc refuses what an int32 cannot hold)."""
+    if len(text.lstrip("0")) > len(str(MAX_ID)) or int(text) > MAX_ID:
+        raise ValueError(f"uids and gids must be in range 0-{MAX_ID}")
+    return int(text)
+
+
 def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, int]:
     """Docker's rules for `--user`: names or ids for user and group; a lone user takes its
     primary group from passwd (or 0 for an unknown numeric uid). Pure: the texts are the image's files."""
@@ -249,7 +260,7 @@ def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, 
     if sep and group_part == "":
         raise ValueError(f"invalid user {user!r}: empty group after ':'")
     if _NUMERIC_ID.fullmatch(user_part):
-        uid = int(user_part)
+        uid = _in_range(user_part)
         entry = next((e for e in users if e.uid == uid), None)
     else:
         entry = next((e for e in users if e.name == user_part), None)
@@ -259,7 +270,7 @@ def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, 
     if not sep:
         return uid, entry.gid if entry is not None else 0
     if _NUMERIC_ID.fullmatch(group_part):
-        return uid, int(group_part)
+        return uid, _in_range(group_part)
     if group_part not in groups:
         raise ValueError(f"unable to find group {group_part}: no matching entries in group file")
     return uid, groups[group_part]

@@ -285,7 +285,7 @@ class Engine(SandboxMixin):
         if not args:
             raise InvalidParameter("no command specified")
         if request.user:
-            user_ids(request.user, image.rootfs)
+            await user_ids(request.user, image.rootfs)
 
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
@@ -434,7 +434,7 @@ class Engine(SandboxMixin):
             for other, _ in self._linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
                     await self._register_dns(other, str(namespaces.netns_path(other.netns)))
-            uid, gid = user_ids(container.user, image.rootfs)
+            uid, gid = await user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
                 env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
@@ -607,7 +607,7 @@ class Engine(SandboxMixin):
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
         if request.user:
-            user_ids(request.user, self.runtime.rootfs(container.id))
+            await user_ids(request.user, self.runtime.rootfs(container.id))
         record = ExecRecord(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -634,7 +634,7 @@ class Engine(SandboxMixin):
         container = self.containers.get(record.container_id)
         if container is None or container.state != "running":
             raise Conflict(f"container {record.container_id} is not running")
-        uid, gid = user_ids(record.user or container.user, self.runtime.rootfs(container.id))
+        uid, gid = await user_ids(record.user or container.user, self.runtime.rootfs(container.id))
         process = ProcessSpec(
             args=record.args,
             env=merge_env(container.env, record.env),
