@@ -1,29 +1,13 @@
-"""Builds the OCI runtime spec (runc's config.json) for one container: pure data, no I/O.
+"""Builds the OCI runtime spec (runc's config.json) for one container: pure data (I/O: only the packaged seccomp profile).
 Used by agent.executor.runtime, which writes it into the bundle; the container manager supplies the inputs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from agent.executor.confinement import DEFAULT_CAPABILITIES, Confinement
 
 OCI_VERSION = "1.0.2"
-
-# Docker's default capability set (moby oci/caps/defaults.go); CAP_NET_RAW is what lets busybox ping work.
-DEFAULT_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 # Docker's defaults (moby oci/defaults.go): hide kernel details a container has no business reading.
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -57,7 +41,9 @@ class ProcessSpec:
     """What to run: argv, environment ("K=V" strings), working directory and numeric identity.
 
     tty is carried for the caller's bookkeeping; this layer always runs without a terminal
-    (stdio go to log files or pipes), as the brief for the runtime asks."""
+    (stdio go to log files or pipes), as the brief for the runtime asks. confinement travels
+    with the process because an exec must get the container's capabilities and
+    no-new-privileges again (runc exec takes them from the process JSON, not the container)."""
 
     args: list[str]
     env: list[str]
@@ -65,6 +51,7 @@ class ProcessSpec:
     uid: int = 0
     gid: int = 0
     tty: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
 
 
 @dataclass(slots=True)
@@ -76,8 +63,8 @@ class Mount:
     readonly: bool = False
 
 
-def _capabilities() -> dict[str, list[str]]:
-    caps = list(DEFAULT_CAPABILITIES)
+def _capabilities(caps: tuple[str, ...] = DEFAULT_CAPABILITIES) -> dict[str, list[str]]:
+    caps = list(caps)
     # Like Docker since 23.0: no inheritable or ambient set, so a non-root process gets no
     # effective capabilities (CVE-2022-24769).
     return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
@@ -106,9 +93,9 @@ def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dic
         "args": list(process.args),
         "env": list(process.env),
         "cwd": process.cwd,
-        "capabilities": _capabilities(),
+        "capabilities": _capabilities(process.confinement.capabilities),
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit, "soft": nofile_limit}],
-        "noNewPrivileges": False,
+        "noNewPrivileges": process.confinement.no_new_privileges,
     }
 
 
@@ -167,7 +154,8 @@ def build_oci_spec(
     cgroups_path: str | None = None,
     nofile_limit: int = NOFILE_LIMIT,
 ) -> dict:
-    """config.json for runc.
+    """config.json for runc; process.confinement gives its capabilities, seccomp profile
+    (Docker's default unless unconfined), no-new-privileges and read-only root.
 
     No linux.resources: on this host's hybrid cgroup v1+v2 layout resource limits make runc fail.
     cgroupsPath stays unset unless given (runc then uses /<container id>). nofile_limit lets a
@@ -181,10 +169,14 @@ def build_oci_spec(
     }
     if cgroups_path is not None:
         linux["cgroupsPath"] = cgroups_path
+    confinement = process.confinement
+    profile = confinement.linux_seccomp()
+    if profile is not None:
+        linux["seccomp"] = profile
     return {
         "ociVersion": OCI_VERSION,
         "process": build_process(process, nofile_limit),
-        "root": {"path": rootfs, "readonly": False},
+        "root": {"path": rootfs, "readonly": confinement.readonly_rootfs},
         "hostname": hostname,
         "mounts": _default_mounts() + [_bind_mount(m) for m in mounts],
         "linux": linux,

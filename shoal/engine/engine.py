@@ -28,7 +28,7 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall_watch import FirewallWatch
 from shoal.engine import links, publish
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
-from shoal.engine.helpers import container_matches, label_filter, merge_env, parse_signal, parse_tail, user_ids
+from shoal.engine.helpers import confinement_of, container_matches, label_filter, merge_env, parse_signal, parse_tail, user_ids
 from shoal.engine.names import generate_name, validate_container_name
 from shoal.engine.networks import NetworkController, NetworkOptions
 from shoal.engine.records import (
@@ -442,6 +442,7 @@ class Engine(SandboxMixin):
                 uid=uid,
                 gid=gid,
                 tty=container.tty,
+                confinement=confinement_of(container),
             )
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
@@ -641,6 +642,7 @@ class Engine(SandboxMixin):
             cwd=record.working_dir or container.working_dir or "/",
             uid=uid,
             gid=gid,
+            confinement=confinement_of(container),
         )
         record.running = True
         try:

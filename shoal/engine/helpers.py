@@ -9,6 +9,7 @@ import asyncio
 import signal as signals
 from pathlib import Path
 
+from agent.executor.confinement import Confinement, ConfinementError, from_host_config
 from agent.executor.rootfs import RootfsReadError, read_in_root
 from agent.executor.spec import resolve_user_in
 from shoal.engine.errors import EngineError, InvalidParameter
@@ -61,6 +62,15 @@ async def user_ids(user: str, rootfs: Path) -> tuple[int, int]:
         raise InvalidParameter(f"unable to find user {user}: {exc.message}") from None
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
+
+
+def confinement_of(container: ContainerRecord) -> Confinement:
+    """Capabilities, seccomp, no-new-privileges and read-only root from the container's
+    HostConfig (checked at create; a record from an older shoal may still be refused here)."""
+    try:
+        return from_host_config(container.host_config)
+    except ConfinementError as exc:
+        raise InvalidParameter(exc.message) from None
 
 
 def parse_signal(value: str) -> signals.Signals:
