@@ -295,7 +295,8 @@ class RuncRuntime:
                 (d / sub).mkdir(parents=True, exist_ok=True)
             _write_atomic(d / "image", str(image_rootfs))
             await self._ensure_rootfs(container_id)
-            _write_atomic(d / "config.json", json.dumps(config)  # no indent: the C encoder, ~10x faster with a seccomp section)
+            # No indent: the C encoder, ~10x faster than the indenting one with a seccomp section.
+            _write_atomic(d / "config.json", json.dumps(config))
         except BaseException:
             if created:
                 await self._unmount(d / "rootfs")
