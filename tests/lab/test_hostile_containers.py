@@ -81,6 +81,13 @@ def test_a_default_container_runs_under_seccomp_filter_mode(lab):
 
 
 @needs_docker
+def test_docker_info_names_the_default_seccomp_profile(lab):
+    assert json.loads(docker(lab, "info", "--format", "{{json .SecurityOptions}}").stdout) == [
+        "name=seccomp,profile=builtin"
+    ]
+
+
+@needs_docker
 def test_a_default_container_cannot_make_a_user_namespace(lab):
     result = docker(lab, "run", "--rm", "busybox", "unshare", "-U", "-r", "true", check=False)
     assert result.returncode == 1
