@@ -4,8 +4,11 @@ daemon neither hangs nor reads the host for it, confines it as Docker does by de
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
+import io
 import json
+import tarfile
 import os
 import shutil
 import socket
@@ -71,6 +74,54 @@ def test_a_symlink_to_the_hosts_shadow_is_resolved_inside_the_container(lab):
     assert "unable to find user root: no matching entries in passwd file" in result.stderr
     assert result.stdout == ""
     docker(lab, "rm", "-f", "shadow")
+
+
+def _image_tar(tag: str, passwd: tarfile.TarInfo) -> bytes:
+    """A `docker save` tarball of one layer holding /etc and the given /etc/passwd entry."""
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w") as tar:
+        etc = tarfile.TarInfo("etc")
+        etc.type, etc.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(etc)
+        tar.addfile(passwd)
+    layer = layer_buf.getvalue()
+    layer_hex = hashlib.sha256(layer).hexdigest()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_hex}"]},
+    }).encode()  # fmt: skip
+    config_hex = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps([{"Config": f"{config_hex}.json", "RepoTags": [tag], "Layers": [f"{layer_hex}/layer.tar"]}])
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in ((f"{config_hex}.json", config), (f"{layer_hex}/layer.tar", layer),
+                           ("manifest.json", manifest.encode())):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@needs_docker
+def test_an_image_whose_passwd_links_to_the_hosts_shadow_is_read_inside_the_image(lab, tmp_path):
+    link = tarfile.TarInfo("etc/passwd")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    (tmp_path / "evil.tar").write_bytes(_image_tar("evil-shadow:latest", link))
+    docker(lab, "load", "-i", str(tmp_path / "evil.tar"))
+    result = docker(lab, "create", "-u", "root", "evil-shadow", check=False)
+    assert result.returncode == 1
+    assert "unable to find user root: no matching entries in passwd file" in result.stderr
+
+
+@needs_docker
+def test_an_image_whose_passwd_is_a_fifo_is_refused_at_create(lab, tmp_path):
+    fifo = tarfile.TarInfo("etc/passwd")
+    fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o644
+    (tmp_path / "fifo.tar").write_bytes(_image_tar("evil-fifo:latest", fifo))
+    docker(lab, "load", "-i", str(tmp_path / "fifo.tar"))
+    result = docker(lab, "create", "-u", "nobody", "evil-fifo", check=False)
+    assert result.returncode == 1
+    assert "unable to find user nobody: /etc/passwd in the container is not a regular file" in result.stderr
 
 
 # ---- item 7: Docker's default confinement ----------------------------------------------------
