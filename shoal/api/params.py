@@ -360,6 +360,9 @@ def parse_exec_create(body: Mapping[str, Any]) -> ExecCreate:
     if not cmd:
         raise InvalidParameter("No exec command specified")
     check_working_dir(_str(body, "WorkingDir"))
+    if _bool(body, "Privileged"):
+        # An exec gets the container's capabilities and seccomp profile, never more.
+        raise InvalidParameter("shoal does not support a privileged exec (Privileged) yet")
     return ExecCreate(
         cmd=cmd,
         env=_str_list(body, "Env"),

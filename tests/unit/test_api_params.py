@@ -437,3 +437,15 @@ def test_an_unknown_capability_is_refused_at_create():
 def test_an_unknown_security_opt_is_refused_at_create():
     error = _create_error({"HostConfig": {"SecurityOpt": ["foo=bar"]}})
     assert error.message == 'invalid --security-opt 2: "foo=bar"'
+
+
+def test_a_privileged_exec_is_refused_not_ignored():
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_exec_create({"Cmd": ["id"], "Privileged": True})
+    assert info.value.message == "shoal does not support a privileged exec (Privileged) yet"
+
+
+def test_the_docker_cli_exec_body_is_accepted():
+    body = {"User": "", "Privileged": False, "Tty": False, "AttachStdin": False, "AttachStderr": True,
+            "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "", "Cmd": ["id"]}
+    assert params.parse_exec_create(body).cmd == ["id"]
