@@ -446,6 +446,7 @@ def test_a_privileged_exec_is_refused_not_ignored():
 
 
 def test_the_docker_cli_exec_body_is_accepted():
+    # As docker CLI 28 sent it for `docker exec c1 id` (captured on a unix socket).
     body = {"User": "", "Privileged": False, "Tty": False, "AttachStdin": False, "AttachStderr": True,
             "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "", "Cmd": ["id"]}
     assert params.parse_exec_create(body).cmd == ["id"]
