@@ -19,6 +19,7 @@ from pathlib import Path
 MAX_FILE_BYTES = 1 << 20  # passwd and group of real images are a few KiB
 MAX_SYMLINKS = 40  # the kernel's own limit (ELOOP)
 
+_OPENAT2_RETRIES = 16
 _SYS_OPENAT2 = 437  # the same number on every architecture (unified syscall table)
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_IN_ROOT = 0x10
@@ -46,7 +47,10 @@ _openat2_missing = False
 def _openat2_in_root(root_fd: int, path: str) -> int:
     """An O_PATH fd of path resolved inside root_fd; raises OSError (ENOSYS when the kernel lacks openat2)."""
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-    while True:
+    err = errno.EAGAIN
+    # EAGAIN: a rename inside the root raced the lookup of a `..`; retried a bounded number of
+    # times, so a container renaming in a loop cannot keep a daemon thread spinning.
+    for _ in range(_OPENAT2_RETRIES):
         fd = _libc.syscall(
             ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(root_fd), ctypes.c_char_p(os.fsencode(path)),
             ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)),
@@ -54,9 +58,9 @@ def _openat2_in_root(root_fd: int, path: str) -> int:
         if fd >= 0:
             return fd
         err = ctypes.get_errno()
-        if err == errno.EAGAIN:  # a concurrent rename inside the root: the kernel asks to retry
-            continue
-        raise OSError(err, os.strerror(err), path)
+        if err != errno.EAGAIN:
+            break
+    raise OSError(err, os.strerror(err), path)
 
 
 def _walk_in_root(root_fd: int, path: str) -> int:
