@@ -1,4 +1,4 @@
-"""Builds the OCI runtime spec (runc's config.json) for one container: pure data (I/O: only the packaged seccomp profile).
+"""Builds the OCI runtime spec (runc's config.json) for one container: pure data, seccomp rules included.
 Used by agent.executor.runtime, which writes it into the bundle; the container manager supplies the inputs."""
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 NOFILE_LIMIT = 1048576
 
 _NUMERIC_ID = re.compile(r"[0-9]+")
+# An id in a container's passwd/group: at most 10 digits (2^32 has 10), so int() never meets
+# the thousands of digits a hostile file may hold.
+_FILE_ID = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(slots=True)
@@ -64,10 +67,9 @@ class Mount:
 
 
 def _capabilities(caps: tuple[str, ...] = DEFAULT_CAPABILITIES) -> dict[str, list[str]]:
-    caps = list(caps)
     # Like Docker since 23.0: no inheritable or ambient set, so a non-root process gets no
     # effective capabilities (CVE-2022-24769).
-    return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
+    return {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
 
 
 def validate_process(process: ProcessSpec) -> None:
@@ -216,7 +218,7 @@ def parse_passwd(text: str) -> list[_PasswdEntry]:
     entries = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and _NUMERIC_ID.fullmatch(fields[2]) and _NUMERIC_ID.fullmatch(fields[3]):
+        if len(fields) >= 4 and _FILE_ID.fullmatch(fields[2]) and _FILE_ID.fullmatch(fields[3]):
             entries.append(_PasswdEntry(fields[0], int(fields[2]), int(fields[3])))
     return entries
 
@@ -225,7 +227,7 @@ def parse_group(text: str) -> dict[str, int]:
     groups = {}
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and _NUMERIC_ID.fullmatch(fields[2]):
+        if len(fields) >= 3 and _FILE_ID.fullmatch(fields[2]):
             groups.setdefault(fields[0], int(fields[2]))
     return groups
 
