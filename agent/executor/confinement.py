@@ -1,11 +1,11 @@
 """A container's confinement: capabilities, no-new-privileges, seccomp profile, read-only root.
-Pure; built from a create request's HostConfig (shoal.api.params checks it at create, the engine
-derives it again at start) and turned into OCI fields by agent.executor.spec."""
+From a create's HostConfig (checked by shoal.api.params, derived again by the engine at start) to agent.executor.spec."""
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.executor import seccomp
@@ -84,7 +84,24 @@ def _generated(profile_text: str, caps: tuple[str, ...]) -> dict[str, Any] | Non
     return seccomp.linux_seccomp(profile, caps)
 
 
-def _normalize_caps(names: list[str], field: str) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def available_capabilities() -> tuple[str, ...]:
+    """The capabilities this daemon can hand out (its bounding set): a container can be given no
+    other, so `ALL` means these, as in moby's initCaps (a sandboxed host may lack e.g.
+    CAP_SYS_RESOURCE). moby reads CapEff; for a root daemon it equals the bounding set, which
+    unlike CapEff is also meaningful in a non-root process (the unit tests)."""
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return ALL_CAPABILITIES
+    for line in text.splitlines():
+        if line.startswith("CapBnd:"):
+            bits = int(line.split()[1], 16)
+            return tuple(cap for i, cap in enumerate(ALL_CAPABILITIES) if bits >> i & 1)
+    return ALL_CAPABILITIES
+
+
+def _normalize_caps(names: list[str], field: str, available: tuple[str, ...]) -> list[str]:
     """moby's NormalizeLegacyCapabilities: any case, with or without CAP_, or ALL."""
     out = []
     for name in names:
@@ -93,16 +110,24 @@ def _normalize_caps(names: list[str], field: str) -> list[str]:
             cap = "CAP_" + cap
         if cap != "ALL" and cap not in ALL_CAPABILITIES:
             raise ConfinementError(f'invalid {field}: unknown capability: "{cap}"')
+        if cap != "ALL" and cap not in available:
+            raise ConfinementError(
+                f"invalid {field}: capability not supported by your kernel or not available in the "
+                f'current environment: "{cap}"'
+            )
         out.append(cap)
     return out
 
 
-def capabilities(cap_add: list[str], cap_drop: list[str]) -> tuple[str, ...]:
-    """moby's TweakCapabilities for a non-privileged container."""
-    drops = _normalize_caps(cap_drop, "CapDrop")
-    adds = _normalize_caps(cap_add, "CapAdd")
+def capabilities(
+    cap_add: list[str], cap_drop: list[str], available: tuple[str, ...] | None = None
+) -> tuple[str, ...]:
+    """moby's TweakCapabilities for a non-privileged container; available defaults to the daemon's own."""
+    available = available_capabilities() if available is None else available
+    drops = _normalize_caps(cap_drop, "CapDrop", available)
+    adds = _normalize_caps(cap_add, "CapAdd", available)
     if "ALL" in adds:
-        result = [c for c in ALL_CAPABILITIES if c not in drops]
+        result = [c for c in available if c not in drops]
     elif "ALL" in drops:
         result = [c for c in adds if c != "ALL"]
     else:

@@ -161,6 +161,15 @@ def test_a_default_container_cannot_make_a_user_namespace(lab):
 
 
 @needs_docker
+@pytest.mark.parametrize("cap", ["SYS_ADMIN", "ALL"])
+def test_with_sys_admin_the_default_profile_allows_unshare(lab, cap):
+    # The profile's rules follow the capabilities, as moby generates them; runc accepts each variant.
+    out = run_output(lab, "--cap-add", cap, "busybox", "sh", "-c",
+                     "grep Seccomp: /proc/self/status; unshare -U -r true && echo unshared")  # fmt: skip
+    assert out == "Seccomp:\t2\nunshared\n"
+
+
+@needs_docker
 def test_seccomp_unconfined_turns_the_filter_off(lab):
     out = run_output(lab, "--security-opt", "seccomp=unconfined", "busybox", "sh", "-c",
                      "grep Seccomp: /proc/self/status; unshare -U -r true && echo unshared")  # fmt: skip

@@ -40,28 +40,45 @@ def _default(caps=DEFAULT_CAPABILITIES, arch=AMD64, kernel=KERNEL) -> dict:
 # ---- capabilities (moby's TweakCapabilities) ----------------------------------------------
 
 def test_no_changes_keep_dockers_defaults() -> None:
-    assert capabilities([], []) == DEFAULT_CAPABILITIES
+    assert capabilities([], [], ALL_CAPABILITIES) == DEFAULT_CAPABILITIES
 
 
 def test_cap_add_accepts_any_case_without_prefix() -> None:
-    assert capabilities(["sys_admin"], [])[-1] == "CAP_SYS_ADMIN"
+    assert capabilities(["sys_admin"], [], ALL_CAPABILITIES)[-1] == "CAP_SYS_ADMIN"
 
 
 def test_cap_drop_removes_a_default() -> None:
-    assert "CAP_NET_RAW" not in capabilities([], ["NET_RAW"])
+    assert "CAP_NET_RAW" not in capabilities([], ["NET_RAW"], ALL_CAPABILITIES)
 
 
 def test_cap_add_all_is_every_capability_but_the_dropped() -> None:
-    assert capabilities(["ALL"], ["CAP_SYS_MODULE"]) == tuple(c for c in ALL_CAPABILITIES if c != "CAP_SYS_MODULE")
+    assert capabilities(["ALL"], ["CAP_SYS_MODULE"], ALL_CAPABILITIES) == tuple(
+        c for c in ALL_CAPABILITIES if c != "CAP_SYS_MODULE"
+    )
+
+
+def test_cap_add_all_is_only_what_the_daemon_holds() -> None:
+    held = tuple(c for c in ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE")
+    assert capabilities(["ALL"], [], held) == held
+
+
+def test_adding_a_capability_the_daemon_lacks_is_refused_with_dockers_wording() -> None:
+    held = tuple(c for c in ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE")
+    with pytest.raises(ConfinementError) as info:
+        capabilities(["SYS_RESOURCE"], [], held)
+    assert info.value.message == (
+        "invalid CapAdd: capability not supported by your kernel or not available in the current "
+        'environment: "CAP_SYS_RESOURCE"'
+    )
 
 
 def test_cap_drop_all_keeps_only_the_added() -> None:
-    assert capabilities(["CHOWN"], ["ALL"]) == ("CAP_CHOWN",)
+    assert capabilities(["CHOWN"], ["ALL"], ALL_CAPABILITIES) == ("CAP_CHOWN",)
 
 
 def test_an_unknown_capability_is_refused_with_dockers_wording() -> None:
     with pytest.raises(ConfinementError) as info:
-        capabilities(["FOO"], [])
+        capabilities(["FOO"], [], ALL_CAPABILITIES)
     assert info.value.message == 'invalid CapAdd: unknown capability: "CAP_FOO"'
 
 
