@@ -24,7 +24,6 @@ from agent.executor.spec import (
     ProcessSpec,
     build_oci_spec,
     build_process,
-    resolve_user_in,
 )
 from common.fsutil import write_atomic
 
@@ -168,18 +167,6 @@ async def _run(*argv: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace").strip()
 
 
-def resolve_user(user: str, rootfs: Path) -> tuple[int, int]:
-    """Docker's --user resolution against the container's /etc/passwd and /etc/group."""
-
-    def read(rel: str) -> str:
-        try:
-            return (rootfs / rel).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    return resolve_user_in(user, read("etc/passwd"), read("etc/group"))
-
-
 class ExecRun:
     """One `runc exec`: iterate output() for (1, chunk) / (2, chunk) as produced, then
     exit_code (or await wait()). A process runc could not start ends with 127/126 and runc's
@@ -315,7 +302,8 @@ class RuncRuntime:
                 (d / sub).mkdir(parents=True, exist_ok=True)
             _write_atomic(d / "image", str(image_rootfs))
             await self._ensure_rootfs(container_id)
-            _write_atomic(d / "config.json", json.dumps(config, indent=1))
+            # No indent: the C encoder, ~10x faster than the indenting one with a seccomp section.
+            _write_atomic(d / "config.json", json.dumps(config))
         except BaseException:
             if created:
                 await self._unmount(d / "rootfs")

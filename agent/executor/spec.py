@@ -1,29 +1,13 @@
-"""Builds the OCI runtime spec (runc's config.json) for one container: pure data, no I/O.
+"""Builds the OCI runtime spec (runc's config.json) for one container: pure data, seccomp rules included.
 Used by agent.executor.runtime, which writes it into the bundle; the container manager supplies the inputs."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from agent.executor.confinement import DEFAULT_CAPABILITIES, Confinement
 
 OCI_VERSION = "1.0.2"
-
-# Docker's default capability set (moby oci/caps/defaults.go); CAP_NET_RAW is what lets busybox ping work.
-DEFAULT_CAPABILITIES: tuple[str, ...] = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 # Docker's defaults (moby oci/defaults.go): hide kernel details a container has no business reading.
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -50,6 +34,9 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 NOFILE_LIMIT = 1048576
 
 _NUMERIC_ID = re.compile(r"[0-9]+")
+# An id in a container's passwd/group: at most 10 digits (2^32 has 10), so int() never meets
+# the thousands of digits a hostile file may hold.
+_FILE_ID = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(slots=True)
@@ -57,7 +44,9 @@ class ProcessSpec:
     """What to run: argv, environment ("K=V" strings), working directory and numeric identity.
 
     tty is carried for the caller's bookkeeping; this layer always runs without a terminal
-    (stdio go to log files or pipes), as the brief for the runtime asks."""
+    (stdio go to log files or pipes), as the brief for the runtime asks. confinement travels
+    with the process because an exec must get the container's capabilities and
+    no-new-privileges again (runc exec takes them from the process JSON, not the container)."""
 
     args: list[str]
     env: list[str]
@@ -65,6 +54,7 @@ class ProcessSpec:
     uid: int = 0
     gid: int = 0
     tty: bool = False
+    confinement: Confinement = field(default_factory=Confinement)
 
 
 @dataclass(slots=True)
@@ -76,11 +66,10 @@ class Mount:
     readonly: bool = False
 
 
-def _capabilities() -> dict[str, list[str]]:
-    caps = list(DEFAULT_CAPABILITIES)
+def _capabilities(caps: tuple[str, ...] = DEFAULT_CAPABILITIES) -> dict[str, list[str]]:
     # Like Docker since 23.0: no inheritable or ambient set, so a non-root process gets no
     # effective capabilities (CVE-2022-24769).
-    return {"bounding": caps, "effective": list(caps), "permitted": list(caps)}
+    return {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
 
 
 def validate_process(process: ProcessSpec) -> None:
@@ -106,9 +95,9 @@ def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dic
         "args": list(process.args),
         "env": list(process.env),
         "cwd": process.cwd,
-        "capabilities": _capabilities(),
+        "capabilities": _capabilities(process.confinement.capabilities),
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit, "soft": nofile_limit}],
-        "noNewPrivileges": False,
+        "noNewPrivileges": process.confinement.no_new_privileges,
     }
 
 
@@ -167,7 +156,8 @@ def build_oci_spec(
     cgroups_path: str | None = None,
     nofile_limit: int = NOFILE_LIMIT,
 ) -> dict:
-    """config.json for runc.
+    """config.json for runc; process.confinement gives its capabilities, seccomp profile
+    (Docker's default unless unconfined), no-new-privileges and read-only root.
 
     No linux.resources: on this host's hybrid cgroup v1+v2 layout resource limits make runc fail.
     cgroupsPath stays unset unless given (runc then uses /<container id>). nofile_limit lets a
@@ -181,10 +171,14 @@ def build_oci_spec(
     }
     if cgroups_path is not None:
         linux["cgroupsPath"] = cgroups_path
+    confinement = process.confinement
+    profile = confinement.linux_seccomp()
+    if profile is not None:
+        linux["seccomp"] = profile
     return {
         "ociVersion": OCI_VERSION,
         "process": build_process(process, nofile_limit),
-        "root": {"path": rootfs, "readonly": False},
+        "root": {"path": rootfs, "readonly": confinement.readonly_rootfs},
         "hostname": hostname,
         "mounts": _default_mounts() + [_bind_mount(m) for m in mounts],
         "linux": linux,
@@ -224,7 +218,7 @@ def parse_passwd(text: str) -> list[_PasswdEntry]:
     entries = []
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and _NUMERIC_ID.fullmatch(fields[2]) and _NUMERIC_ID.fullmatch(fields[3]):
+        if len(fields) >= 4 and _FILE_ID.fullmatch(fields[2]) and _FILE_ID.fullmatch(fields[3]):
             entries.append(_PasswdEntry(fields[0], int(fields[2]), int(fields[3])))
     return entries
 
@@ -233,9 +227,20 @@ def parse_group(text: str) -> dict[str, int]:
     groups = {}
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 3 and _NUMERIC_ID.fullmatch(fields[2]):
+        if len(fields) >= 3 and _FILE_ID.fullmatch(fields[2]):
             groups.setdefault(fields[0], int(fields[2]))
     return groups
+
+
+MAX_ID = 2147483647  # runc's (and so Docker's) bound on numeric uids and gids
+
+
+def _in_range(text: str) -> int:
+    """A numeric uid/gid, refused with runc's wording beyond MAX_ID (a kernel uid is 32 bits;
+    runc refuses what an int32 cannot hold)."""
+    if len(text.lstrip("0")) > len(str(MAX_ID)) or int(text) > MAX_ID:
+        raise ValueError(f"uids and gids must be in range 0-{MAX_ID}")
+    return int(text)
 
 
 def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, int]:
@@ -249,7 +254,7 @@ def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, 
     if sep and group_part == "":
         raise ValueError(f"invalid user {user!r}: empty group after ':'")
     if _NUMERIC_ID.fullmatch(user_part):
-        uid = int(user_part)
+        uid = _in_range(user_part)
         entry = next((e for e in users if e.uid == uid), None)
     else:
         entry = next((e for e in users if e.name == user_part), None)
@@ -259,7 +264,7 @@ def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, 
     if not sep:
         return uid, entry.gid if entry is not None else 0
     if _NUMERIC_ID.fullmatch(group_part):
-        return uid, int(group_part)
+        return uid, _in_range(group_part)
     if group_part not in groups:
         raise ValueError(f"unable to find group {group_part}: no matching entries in group file")
     return uid, groups[group_part]

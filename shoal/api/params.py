@@ -10,7 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from agent.executor.confinement import ConfinementError, from_host_config
 from agent.network import ports
+from shoal.api.create_fields import refuse_unapplied
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -20,7 +22,8 @@ MIN_API_VERSION = "1.24"
 
 _VERSION_PREFIX = re.compile(r"^/v([0-9]+(?:\.[0-9]+)?)(/.*)$")
 # moby's validContainerNamePattern: at least two characters, the first alphanumeric.
-_CONTAINER_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# fullmatch, not `$`: in Python `$` also matches before a final newline ("abc\n").
+_CONTAINER_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 
 # ---- transport ----------------------------------------------------------------------
@@ -33,8 +36,14 @@ def split_version(path: str) -> tuple[str | None, str]:
     return match.group(1), match.group(2)
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
+def _version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """Orders versions numerically without int(): a part may have thousands of digits (Python
+    refuses to convert more than 4,300), and (length, digits) orders them as numbers."""
+    key = []
+    for part in version.split("."):
+        digits = part.lstrip("0")
+        key.append((len(digits), digits))
+    return tuple(key)
 
 
 def check_version(version: str | None) -> None:
@@ -241,16 +250,65 @@ def validate_container_name(name: str) -> str:
     """The ?name= of container create, without a leading '/'; '' means generate one."""
     if name == "":
         return ""
-    if not _CONTAINER_NAME.match(name):
+    if not _CONTAINER_NAME.fullmatch(name):
         raise InvalidParameter(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name.lstrip("/")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type name Go's decoder uses in its errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def _check_port_bindings(value: dict[str, Any]) -> None:
+    """PortBindings' shape as Go's decoder checks it into map[Port][]PortBinding{HostIp, HostPort
+    string}; Docker's (Go's) wording, checked against dockerd 20.10."""
+    for entries in value.values():
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise InvalidParameter(
+                f"json: cannot unmarshal {_json_type(entries)} into Go struct field "
+                "HostConfig.HostConfig.PortBindings of type []nat.PortBinding"
+            )
+        for entry in entries:
+            if entry is None:
+                continue
+            if not isinstance(entry, dict):
+                raise InvalidParameter(
+                    f"json: cannot unmarshal {_json_type(entry)} into Go struct field "
+                    "HostConfig.HostConfig.PortBindings of type nat.PortBinding"
+                )
+            for field in ("HostIp", "HostPort"):
+                item = get_ci(entry, field)
+                if item is not None and not isinstance(item, str):
+                    raise InvalidParameter(
+                        f"json: cannot unmarshal {_json_type(item)} into Go struct field "
+                        f"PortBinding.HostConfig.PortBindings.{field} of type string"
+                    )
+
+
+def check_working_dir(path: str) -> None:
+    """moby's translateWorkingDir wording; runc would refuse it later with less to go on."""
+    if path and not path.startswith("/"):
+        raise InvalidParameter(f"the working directory '{path}' is invalid, it needs to be an absolute path")
 
 
 def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
     image = _str(body, "Image")
     if image == "":
         raise InvalidParameter("No image was specified: Config.Image is empty")
+    refuse_unapplied(body)
     host_config = _obj(body, "HostConfig")
+    _check_port_bindings(_obj(host_config, "PortBindings"))
+    try:
+        from_host_config(host_config)  # capabilities and --security-opt, checked now, applied at start
+    except ConfinementError as exc:
+        raise InvalidParameter(exc.message) from None
     networking = _obj(body, "NetworkingConfig")
     endpoints_config = _obj(networking, "EndpointsConfig")
     endpoints = {}
@@ -273,6 +331,7 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
     for item in env:
         if item.split("=", 1)[0] == "":
             raise InvalidParameter(f"invalid environment variable: {item}")
+    check_working_dir(_str(body, "WorkingDir"))
     return ContainerCreate(
         image=image,
         cmd=cmd or None,  # an empty Cmd takes the image's, as moby merges it
@@ -300,6 +359,10 @@ def parse_exec_create(body: Mapping[str, Any]) -> ExecCreate:
     cmd = _str_slice(body, "Cmd") or []
     if not cmd:
         raise InvalidParameter("No exec command specified")
+    check_working_dir(_str(body, "WorkingDir"))
+    if _bool(body, "Privileged"):
+        # An exec gets the container's capabilities and seccomp profile, never more.
+        raise InvalidParameter("shoal does not support a privileged exec (Privileged) yet")
     return ExecCreate(
         cmd=cmd,
         env=_str_list(body, "Env"),

@@ -151,7 +151,7 @@ def info_json(engine: Any) -> dict[str, Any]:
         "LiveRestoreEnabled": False,
         "Isolation": "",
         "InitBinary": "",
-        "SecurityOptions": [],
+        "SecurityOptions": ["name=seccomp,profile=builtin"],  # every container gets Docker's default profile
         "Warnings": engine.warnings(),
     }
 

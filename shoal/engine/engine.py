@@ -35,6 +35,7 @@ from agent.network.sandbox import SandboxOptions, Sandboxes
 from shoal.engine import publish, reconcile
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
+    confinement_of,
     container_matches,
     exposed_of,
     label_filter,
@@ -331,13 +332,7 @@ class Engine:
     async def create_container(self, name: str, request: ContainerCreate) -> tuple[ContainerRecord, list[str]]:
         if name:
             name = validate_container_name(name)
-            for other in self.containers.values():
-                if other.name == name:
-                    raise Conflict(
-                        f'Conflict. The container name "/{name}" is already in use by container '
-                        f'"{other.id}". You have to remove (or rename) that container to be able '
-                        "to reuse that name."
-                    )
+            self._check_name_free(name)
         else:
             name = generate_name({c.name for c in self.containers.values()})
         if not request.image:
@@ -361,7 +356,14 @@ class Engine:
         if not args:
             raise InvalidParameter("no command specified")
         if request.user:
-            user_ids(request.user, image.rootfs)
+            await user_ids(request.user, image.rootfs)
+            # The read ran off the loop: a create with the same name or an rmi of this image
+            # may have finished meanwhile. Nothing awaits from here until the record is kept.
+            self._check_name_free(name)
+            try:
+                image = self.images.get(image.id)
+            except ImageNotFound as exc:
+                raise NotFound(exc.message) from None
 
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
@@ -401,6 +403,15 @@ class Engine:
             self.state.delete("containers", container_id)
             raise
         return record, []
+
+    def _check_name_free(self, name: str) -> None:
+        for other in self.containers.values():
+            if other.name == name:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
 
     def _resolve_links(self, record: ContainerRecord, specs: list[str]) -> list[list[str]]:
         resolved = []
@@ -521,7 +532,7 @@ class Engine:
             for other, _ in self._linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
                     await self._register_dns(other, str(namespaces.netns_path(other.netns)))
-            uid, gid = user_ids(container.user, image.rootfs)
+            uid, gid = await user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
                 env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
@@ -529,6 +540,7 @@ class Engine:
                 uid=uid,
                 gid=gid,
                 tty=container.tty,
+                confinement=confinement_of(container),
             )
             bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
@@ -741,7 +753,7 @@ class Engine:
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
         if request.user:
-            user_ids(request.user, self.runtime.rootfs(container.id))
+            await user_ids(request.user, self.runtime.rootfs(container.id))
         record = ExecRecord(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -768,13 +780,14 @@ class Engine:
         container = self.containers.get(record.container_id)
         if container is None or container.state != "running":
             raise Conflict(f"container {record.container_id} is not running")
-        uid, gid = user_ids(record.user or container.user, self.runtime.rootfs(container.id))
+        uid, gid = await user_ids(record.user or container.user, self.runtime.rootfs(container.id))
         process = ProcessSpec(
             args=record.args,
             env=merge_env(container.env, record.env),
             cwd=record.working_dir or container.working_dir or "/",
             uid=uid,
             gid=gid,
+            confinement=confinement_of(container),
         )
         record.running = True
         try:

@@ -1,40 +1,76 @@
 """Pure helpers of the engine: environment merging, users, signals, log tails, list filters.
 
-No I/O except reading a container's /etc/passwd for user names; used by engine.py and sandbox.py.
+No I/O except reading a container's /etc/passwd and /etc/group for --user (agent.executor.rootfs,
+in a thread); used by engine.py and sandbox.py.
 """
 from __future__ import annotations
 
+import asyncio
 import signal as signals
 from pathlib import Path
 
-from agent.executor.runtime import resolve_user
 from agent.network.controller import NetworkController
+from agent.executor.confinement import Confinement, ConfinementError, from_host_config
+from agent.executor.rootfs import RootfsReadError, read_in_root
+from agent.executor.spec import resolve_user_in
 from shoal.engine.errors import EngineError, InvalidParameter
 from shoal.engine.records import ContainerRecord
 
 
 def merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -> list[str]:
-    """KEY=VALUE lists merged by key; overrides win unless keep_first (then base wins)."""
+    """KEY=VALUE lists merged by key; overrides win unless keep_first (then base wins).
+
+    An override without "=" unsets that key, as moby's ReplaceOrAppendEnvValues does (the API
+    accepts `"Env": ["NOEQ"]`; a process never sees an entry without "=")."""
     merged: dict[str, str] = {}
     for entry in base:
         key = entry.split("=", 1)[0]
-        merged[key] = entry
+        if "=" in entry:
+            merged[key] = entry
     for entry in overrides:
         key = entry.split("=", 1)[0]
         if keep_first and key in merged:
             continue
-        merged[key] = entry
+        if "=" in entry:
+            merged[key] = entry
+        else:
+            merged.pop(key, None)
     return list(merged.values())
 
 
-def user_ids(user: str, rootfs: Path) -> tuple[int, int]:
-    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group."""
+def _user_files(rootfs: Path) -> tuple[str, str]:
+    """The container's /etc/passwd and /etc/group (absent is empty), read inside its root."""
+    texts = []
+    for path in ("/etc/passwd", "/etc/group"):
+        data = read_in_root(rootfs, path)
+        texts.append((data or b"").decode(errors="replace"))
+    return texts[0], texts[1]
+
+
+async def user_ids(user: str, rootfs: Path) -> tuple[int, int]:
+    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group.
+
+    The files belong to the container: read in a thread (never on the event loop) and only
+    inside its root, so a FIFO, a symlink to a host file or a huge file cannot hang the daemon
+    or show it anything of the host."""
     if not user:
         return 0, 0
     try:
-        return resolve_user(user, rootfs)
+        passwd, group = await asyncio.to_thread(_user_files, rootfs)
+        return resolve_user_in(user, passwd, group)
+    except RootfsReadError as exc:
+        raise InvalidParameter(f"unable to find user {user}: {exc.message}") from None
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
+
+
+def confinement_of(container: ContainerRecord) -> Confinement:
+    """Capabilities, seccomp, no-new-privileges and read-only root from the container's
+    HostConfig (checked at create; a record from an older shoal may still be refused here)."""
+    try:
+        return from_host_config(container.host_config)
+    except ConfinementError as exc:
+        raise InvalidParameter(exc.message) from None
 
 
 def parse_signal(value: str) -> signals.Signals:

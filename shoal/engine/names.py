@@ -9,7 +9,8 @@ import re
 
 from shoal.engine.errors import InvalidParameter
 
-VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# fullmatch, not `$`: in Python `$` also matches before a final newline ("abc\n").
+VALID_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 _ADJECTIVES = (
     "brave", "calm", "eager", "fervent", "gallant", "happy", "jolly", "keen", "lucid",
@@ -23,7 +24,7 @@ _NAMES = (
 
 def validate_container_name(name: str) -> str:
     """Returns the name without a leading "/", or raises Docker's 400."""
-    if not VALID_NAME.match(name):
+    if not VALID_NAME.fullmatch(name):
         raise InvalidParameter(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )

@@ -357,3 +357,97 @@ def test_pulled_reference_is_made_familiar():
     assert routes_images.familiar_reference("docker.io/library/busybox") == "busybox"
     assert routes_images.familiar_reference("docker.io/me/app") == "me/app"
     assert routes_images.familiar_reference("quay.io/x/y") == "quay.io/x/y"
+
+
+# ---- smaller bad inputs (issue 7, item 8); wording checked against dockerd 20.10 -----------
+
+def _create_error(body: dict) -> InvalidParameter:
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_container_create({"Image": "busybox", **body})
+    assert info.value.status == 400
+    return info.value
+
+
+def test_a_port_binding_that_is_not_a_list_is_dockers_decoder_error():
+    error = _create_error({"HostConfig": {"PortBindings": {"80/tcp": "x"}}})
+    assert error.message == (
+        "json: cannot unmarshal string into Go struct field HostConfig.HostConfig.PortBindings of type []nat.PortBinding"
+    )
+
+
+def test_an_integer_host_port_is_dockers_decoder_error():
+    error = _create_error({"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": 8080}]}}})
+    assert error.message == (
+        "json: cannot unmarshal number into Go struct field PortBinding.HostConfig.PortBindings.HostPort of type string"
+    )
+
+
+def test_a_port_binding_entry_that_is_not_an_object_is_refused():
+    error = _create_error({"HostConfig": {"PortBindings": {"80/tcp": ["8080"]}}})
+    assert error.message == (
+        "json: cannot unmarshal string into Go struct field HostConfig.HostConfig.PortBindings of type nat.PortBinding"
+    )
+
+
+def test_a_huge_api_version_is_too_new_not_an_internal_error():
+    version = "1." + "9" * 5000
+    with pytest.raises(InvalidParameter) as info:
+        params.check_version(version)
+    assert info.value.message == f"client version {version} is too new. Maximum supported API version is 1.50"
+
+
+def test_a_huge_api_version_with_leading_zeros_compares_as_a_number():
+    params.check_version("1." + "0" * 5000 + "44")
+
+
+def test_a_container_name_with_a_trailing_newline_is_refused():
+    with pytest.raises(InvalidParameter) as info:
+        params.validate_container_name("abc\n")
+    assert info.value.message == "Invalid container name (abc\n), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+
+
+def test_the_engines_name_check_refuses_a_trailing_newline_too():
+    from shoal.engine.names import validate_container_name
+
+    with pytest.raises(InvalidParameter) as info:
+        validate_container_name("abc\n")
+    assert info.value.message == "Invalid container name (abc\n), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+
+
+def test_a_relative_working_dir_is_refused_at_create():
+    error = _create_error({"WorkingDir": "rel"})
+    assert error.message == "the working directory 'rel' is invalid, it needs to be an absolute path"
+
+
+def test_a_relative_working_dir_is_refused_at_exec_create():
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_exec_create({"Cmd": ["pwd"], "WorkingDir": "rel"})
+    assert info.value.message == "the working directory 'rel' is invalid, it needs to be an absolute path"
+
+
+def test_an_env_entry_without_equals_is_accepted_as_docker_does():
+    # moby keeps it in Config.Env and unsets that variable in the process (helpers.merge_env).
+    assert params.parse_container_create({"Image": "busybox", "Env": ["NOEQ"]}).env == ["NOEQ"]
+
+
+def test_an_unknown_capability_is_refused_at_create():
+    error = _create_error({"HostConfig": {"CapAdd": ["FOO"]}})
+    assert error.message == 'invalid CapAdd: unknown capability: "CAP_FOO"'
+
+
+def test_an_unknown_security_opt_is_refused_at_create():
+    error = _create_error({"HostConfig": {"SecurityOpt": ["foo=bar"]}})
+    assert error.message == 'invalid --security-opt 2: "foo=bar"'
+
+
+def test_a_privileged_exec_is_refused_not_ignored():
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_exec_create({"Cmd": ["id"], "Privileged": True})
+    assert info.value.message == "shoal does not support a privileged exec (Privileged) yet"
+
+
+def test_the_docker_cli_exec_body_is_accepted():
+    # As docker CLI 28 sent it for `docker exec c1 id` (captured on a unix socket).
+    body = {"User": "", "Privileged": False, "Tty": False, "AttachStdin": False, "AttachStderr": True,
+            "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "", "Cmd": ["id"]}
+    assert params.parse_exec_create(body).cmd == ["id"]

@@ -115,3 +115,11 @@ def test_timestamps_are_rfc3339_with_nanoseconds():
     ns = 1_700_000_000_123_456_789
     assert rfc3339_from_ns(ns) == "2023-11-14T22:13:20.123456789Z"
     assert unix_seconds(rfc3339_from_ns(ns)) == 1_700_000_000
+
+
+def test_merge_env_entry_without_equals_unsets_the_key_as_moby_does():
+    assert _merge_env(["PATH=/bin", "NOEQ=image"], ["NOEQ", "A=1"]) == ["PATH=/bin", "A=1"]
+
+
+def test_merge_env_entry_without_equals_and_no_such_key_adds_nothing():
+    assert _merge_env(["PATH=/bin"], ["NOEQ"]) == ["PATH=/bin"]

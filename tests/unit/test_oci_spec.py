@@ -192,3 +192,11 @@ def test_start_failure_exit_codes_follow_docker(message: str, code: int) -> None
 def test_invalid_container_id_is_refused_with_the_value(bad: str) -> None:
     with pytest.raises(ValueError, match=f"invalid container id {bad!r}"):
         validate_container_id(bad)
+
+
+def test_resolve_user_in_skips_a_passwd_entry_with_a_huge_id() -> None:
+    huge = "9" * 5000
+    passwd = f"evil:x:{huge}:{huge}::/:/bin/sh\n" + PASSWD
+    with pytest.raises(ValueError) as info:
+        resolve_user_in("evil", passwd, GROUP)
+    assert str(info.value) == "unable to find user evil: no matching entries in passwd file"

@@ -1,0 +1,131 @@
+"""Specification of shoal.api.create_fields: create fields shoal does not apply are refused by name.
+
+The bodies in tests/unit/data are what `docker run busybox true` sent (docker CLI 28 and 20.10,
+captured on a unix socket); docker-py's is inline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shoal.api import params
+from shoal.api.create_fields import refuse_unapplied
+from shoal.engine.errors import InvalidParameter
+
+DATA = Path(__file__).parent / "data"
+DOCKER_PY_BODY = {
+    "Tty": False, "OpenStdin": False, "StdinOnce": False, "AttachStdin": False, "AttachStdout": True,
+    "AttachStderr": True, "Cmd": ["true"], "Image": "busybox", "NetworkDisabled": False,
+    "HostConfig": {"NetworkMode": "default"},
+}  # fmt: skip
+
+
+def _cli_body(version: str) -> dict:
+    return json.loads((DATA / f"create_body_docker_cli_{version}.json").read_text())
+
+
+@pytest.mark.parametrize("version", ["28", "20.10"])
+def test_plain_docker_run_body_of_the_stock_cli_is_accepted(version: str) -> None:
+    request = params.parse_container_create(_cli_body(version))
+    assert request.image == "busybox" and request.cmd == ["true"]
+
+
+def test_plain_docker_py_create_body_is_accepted() -> None:
+    assert params.parse_container_create(DOCKER_PY_BODY).image == "busybox"
+
+
+def test_inspect_style_defaults_are_accepted() -> None:
+    # What shoal's own inspect shows, sent back by a client that copies a container's config.
+    body = _cli_body("28")
+    body["HostConfig"].update(
+        {"LogConfig": {"Type": "json-file", "Config": {}}, "CgroupnsMode": "private", "IpcMode": "private",
+         "ShmSize": 67108864, "Runtime": "runc", "MemorySwappiness": -1, "Init": None}
+    )  # fmt: skip
+    refuse_unapplied(body)
+
+
+def _refused(host_config: dict | None = None, **config) -> str:
+    body = {"Image": "busybox", "Cmd": ["true"], **config}
+    if host_config is not None:
+        body["HostConfig"] = host_config
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_container_create(body)
+    assert info.value.status == 400
+    return info.value.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("Memory", 10485760),  # cgroup limits
+        ("NanoCpus", 500000000),
+        ("PidsLimit", 10),
+        ("CpuShares", 512),
+        ("Privileged", True),
+        ("Binds", ["/:/host"]),  # mounts
+        ("Mounts", [{"Type": "bind", "Source": "/", "Target": "/host"}]),
+        ("Tmpfs", {"/run": ""}),
+        ("VolumesFrom", ["other"]),
+        ("Devices", [{"PathOnHost": "/dev/kmsg", "PathInContainer": "/dev/kmsg", "CgroupPermissions": "rwm"}]),
+        ("Ulimits", [{"Name": "nofile", "Soft": 10, "Hard": 10}]),
+        ("RestartPolicy", {"Name": "always", "MaximumRetryCount": 0}),
+        ("PidMode", "host"),  # namespaces
+        ("IpcMode", "host"),
+        ("Dns", ["192.0.2.1"]),  # resolver settings
+        ("ExtraHosts", ["h:192.0.2.1"]),
+        ("Init", True),
+        ("LogConfig", {"Type": "syslog", "Config": {}}),
+        ("ShmSize", 1048576),
+        ("Sysctls", {"net.ipv4.ip_forward": "1"}),
+    ],
+)
+def test_unapplied_host_config_field_is_refused_by_name(field: str, value: object) -> None:
+    assert _refused({field: value}) == f"shoal does not support HostConfig.{field} yet (got {json.dumps(value)})"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("Volumes", {"/data": {}}),
+        ("Healthcheck", {"Test": ["CMD", "true"]}),
+        ("StopSignal", "SIGUSR1"),
+        ("StopTimeout", 3),
+        ("MacAddress", "02:42:ac:11:00:99"),
+        ("NetworkDisabled", True),
+    ],
+)
+def test_unapplied_config_field_is_refused_by_name(field: str, value: object) -> None:
+    assert _refused(**{field: value}) == f"shoal does not support Config.{field} yet (got {json.dumps(value)})"
+
+
+def test_unapplied_endpoint_field_is_refused_by_name() -> None:
+    body = {
+        "Image": "busybox",
+        "NetworkingConfig": {"EndpointsConfig": {"net1": {"MacAddress": "02:42:ac:11:00:99"}}},
+    }
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_container_create(body)
+    assert info.value.message == (
+        'shoal does not support NetworkingConfig.EndpointsConfig[net1].MacAddress yet (got "02:42:ac:11:00:99")'
+    )
+
+
+def test_an_ipv6_address_request_is_refused_by_name() -> None:
+    body = {
+        "Image": "busybox",
+        "NetworkingConfig": {"EndpointsConfig": {"net1": {"IPAMConfig": {"IPv4Address": "", "IPv6Address": "fd00::9"}}}},
+    }
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_container_create(body)
+    assert info.value.message == (
+        'shoal does not support NetworkingConfig.EndpointsConfig[net1].IPAMConfig.IPv6Address yet (got "fd00::9")'
+    )
+
+
+def test_applied_confinement_fields_are_accepted() -> None:
+    request = params.parse_container_create(
+        {"Image": "busybox", "HostConfig": {"CapAdd": ["NET_ADMIN"], "CapDrop": ["MKNOD"], "ReadonlyRootfs": True,
+                                            "SecurityOpt": ["no-new-privileges", "seccomp=unconfined"]}}
+    )  # fmt: skip
+    assert request.raw_host_config["CapAdd"] == ["NET_ADMIN"]
