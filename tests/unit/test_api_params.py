@@ -364,7 +364,7 @@ def test_pulled_reference_is_made_familiar():
 def _create_error(body: dict) -> InvalidParameter:
     with pytest.raises(InvalidParameter) as info:
         params.parse_container_create({"Image": "busybox", **body})
-    assert info.value.status == 400
+    assert http_status(info.value) == 400
     return info.value
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from common.errdefs import http_status
 from shoal.api import params
 from shoal.api.create_fields import refuse_unapplied
 from shoal.engine.errors import InvalidParameter
@@ -51,7 +52,7 @@ def _refused(host_config: dict | None = None, **config) -> str:
         body["HostConfig"] = host_config
     with pytest.raises(InvalidParameter) as info:
         params.parse_container_create(body)
-    assert info.value.status == 400
+    assert http_status(info.value) == 400
     return info.value.message
 
 

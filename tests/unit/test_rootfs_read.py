@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from common.errdefs import http_status
 from agent.executor import rootfs
 from agent.executor.rootfs import RootfsReadError, read_in_root
 from shoal.engine.errors import InvalidParameter
@@ -129,7 +130,7 @@ def test_user_ids_does_not_read_a_host_file_through_a_symlink(root: Path, host: 
         asyncio.run(user_ids("root", root))
     # Docker's wording, and nothing of the host file in it.
     assert info.value.message == "unable to find user root: no matching entries in passwd file"
-    assert info.value.status == 400
+    assert http_status(info.value) == 400
 
 
 def test_user_ids_refuses_a_fifo_passwd_with_a_message(root: Path) -> None:
