@@ -193,7 +193,8 @@ async def attach_container(request: web.Request) -> web.Response:
     conn = await _hijack(request, record.tty)
     try:
         if stdout or stderr:
-            await _attach_output(engine, record, conn, stdout, stderr, stream, logs)
+            async with engine.reading_output(record.id):
+                await _attach_output(engine, record, conn, stdout, stderr, stream, logs)
     except EngineError as exc:
         log.info("attach to %s ended: %s", ref, exc.message)
     except ConnectionError:

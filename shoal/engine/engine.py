@@ -8,6 +8,7 @@ leaves nothing half-done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_STOP_TIMEOUT = 10
+AUTO_REMOVE_DRAIN_SECONDS = 30.0
 LOG_POLL_SECONDS = 0.1
 WAIT_RETRY_SECONDS = 1.0
 _SET_EVENT = asyncio.Event()
@@ -114,6 +116,8 @@ class Engine:
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, asyncio.Task] = {}
+        self._readers: dict[str, int] = {}  # attached clients streaming a container's output
+        self._readers_gone: dict[str, asyncio.Event] = {}
         # pyroute2's synchronous API runs its own event loop, so it cannot run on ours:
         # all netlink and namespace work goes through this one thread, in order.
         self._kernel_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
@@ -612,7 +616,37 @@ class Engine:
                 await self._finish(container, code)
         self._watchers.pop(container_id, None)
         if container.auto_remove and container_id in self.containers:
-            await self._remove(container)
+            # `docker run --rm` is attached: its client must read all the output before the
+            # logs go with the container (bounded: a stuck client does not keep it forever).
+            await self._readers_done(container_id, AUTO_REMOVE_DRAIN_SECONDS)
+            if container_id in self.containers:
+                await self._remove(container)
+
+    @contextlib.asynccontextmanager
+    async def reading_output(self, container_id: str) -> AsyncIterator[None]:
+        """Held by an attached client while it streams a container's output: an auto-remove
+        waits for it (see _watch_exit)."""
+        self._readers[container_id] = self._readers.get(container_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._readers.get(container_id, 1) - 1
+            if left > 0:
+                self._readers[container_id] = left
+            else:
+                self._readers.pop(container_id, None)
+                done = self._readers_gone.pop(container_id, None)
+                if done is not None:
+                    done.set()
+
+    async def _readers_done(self, container_id: str, timeout: float) -> None:
+        if not self._readers.get(container_id):
+            return
+        done = self._readers_gone.setdefault(container_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("container %s: an attached client still reads after %.0f s; removing it", container_id, timeout)
 
     async def _wait_for_exit(self, container_id: str) -> int:
         """The exit code the shim recorded. Failing to read a file or to reach runc at some

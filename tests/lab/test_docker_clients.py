@@ -165,6 +165,13 @@ def test_docker_run_rm_removes_the_container_after_it_exits(lab):
 
 
 @needs_docker
+def test_docker_run_rm_of_a_fast_container_never_loses_its_output(lab):
+    # The auto-remove waits for the attached client: the logs must not go before it read them.
+    outputs = [docker(lab, "run", "--rm", "busybox", "echo", f"line-{n}").stdout for n in range(25)]
+    assert outputs == [f"line-{n}\n" for n in range(25)]
+
+
+@needs_docker
 def test_docker_run_of_a_missing_executable_fails_like_docker(lab):
     result = docker(lab, "run", "--rm", "busybox", "nosuchcmd", check=False)
     assert result.returncode == 127
