@@ -77,6 +77,7 @@ def firewall_ports(container: ContainerRecord, bridge: str, container_ip: str) -
             proto=p["proto"],
             host_ip=p["host_ip"],
             host_port=p["host_port"],
+            owner=container.id,
         )
         for p in container.published
     ]
