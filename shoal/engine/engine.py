@@ -427,7 +427,7 @@ class Engine(SandboxMixin):
             netns_path = await self._kernel(self._setup_network, container)
             if container.port_bindings and self._publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
-                await self._kernel(self.net.apply_firewall)
+                await self._kernel(self.net.publish_ports, container.id, self._container_ports(container))
             link_env = self._link_env(container)
             mounts = self._write_etc_files(container)
             await self._register_dns(container, netns_path)

@@ -210,14 +210,16 @@ class SandboxMixin(_Engine):
     def _firewall_ports(self) -> list[PublishedPort]:
         ports: list[PublishedPort] = []
         for container in sorted(self.containers.values(), key=lambda c: c.id):
-            if not container.published:  # set while starting, cleared at exit
-                continue
-            endpoint = self._publish_endpoint(container)
-            if endpoint is None:
-                continue
-            bridge = self.net.bridge_name(self.net.networks[endpoint.network_id])
-            ports += publish.firewall_ports(container, bridge, endpoint.ipv4)
+            if container.published:  # set while starting, cleared at exit
+                ports += self._container_ports(container)
         return ports
+
+    def _container_ports(self, container: ContainerRecord) -> list[PublishedPort]:
+        endpoint = self._publish_endpoint(container)
+        if endpoint is None:
+            return []
+        bridge = self.net.bridge_name(self.net.networks[endpoint.network_id])
+        return publish.firewall_ports(container, bridge, endpoint.ipv4)
 
     def etc_path(self, container: ContainerRecord, name: str) -> str:
         return str(self.options.data_dir / "containers" / container.id / name)
@@ -226,4 +228,4 @@ class SandboxMixin(_Engine):
         if container.published:
             container.published = []
             self.ports.unpublish(container)
-            await self._kernel(self.net.apply_firewall)
+            await self._kernel(self.net.unpublish_ports, container.id)
