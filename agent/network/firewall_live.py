@@ -121,8 +121,8 @@ def plan_publish(layout: Layout, slots: Slots, owner: str, ports: list[Published
 
     An owner without a slot takes the lowest free one, else a new one (its chains declared and
     their jumps inserted at the head of filter DOCKER, nat DOCKER and nat POSTROUTING). Only the
-    owner's chains whose content changes are flushed (declared) and refilled; an unpublished
-    owner's chains are emptied and its slot freed, jumps kept.
+    owner's chains whose content changes are flushed (-F) and refilled; an unpublished owner's
+    chains are emptied and its slot freed, jumps kept.
     """
     of, count, raw = dict(slots.of), slots.count, set(slots.raw)
     decls: dict[str, list[str]] = {}  # per table: chains declared (created or flushed) ...
@@ -167,13 +167,13 @@ def plan_publish(layout: Layout, slots: Slots, owner: str, ports: list[Published
         want = rules.get((table, kind), [])
         if layout.chains[(table, chain)] == want:
             continue
+        if layout.chains[(table, chain)]:
+            # -F, not a declaration: redeclaring an existing chain costs iptables-nft a chain lookup more.
+            fills.setdefault(table, []).append(f"-F {chain}")
         layout.chains[(table, chain)] = list(want)
-        declared = decls.setdefault(table, [])
-        if f":{chain} - [0:0]" not in declared:
-            declared.append(f":{chain} - [0:0]")  # declaring an existing chain flushes it
         fills.setdefault(table, []).extend(f"-A {chain} {spec}" for spec in want)
     ops = {t: decls.get(t, []) + fills.get(t, []) + jumps.get(t, []) for t in BUILTIN_CHAINS
-           if t in decls or t in jumps}
+           if t in decls or t in fills or t in jumps}
     return ops, Slots(of, count, raw)
 
 

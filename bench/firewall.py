@@ -1,0 +1,187 @@
+"""Benchmark: the cost of publishing one more port and attaching one more endpoint on a node that
+already has 10, 100 and 1,000 of each; it must stay flat. Prints figures, asserts nothing.
+
+What is timed is the kernel-facing half of `docker run -p`: on the engine's kernel thread, for a
+new container, the host port reservation (PortPublisher: allocator + its state file) and the
+firewall change; and the endpoint attach (veth into the container's namespace, on the bridge, plus
+the firewall's endpoint step). Runc and the API are left out: their cost does not depend on how
+many ports exist and would only hide this one. Everything happens in lab namespaces made here
+(one "host" with a bridge, one namespace per container), torn down even on failure; no traffic.
+Usage: python bench/firewall.py [--sizes 10,100,1000] [--repeat 7]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.network import bridge, firewall, netns  # noqa: E402
+from agent.network.firewall_live import Firewall  # noqa: E402
+from agent.network.mac import mac_from_ip  # noqa: E402
+from agent.network.nsthread import entered  # noqa: E402
+from agent.network.ports import PortAllocator  # noqa: E402
+from common.fsutil import write_atomic  # noqa: E402
+
+BRIDGE, GATEWAY, PREFIX = "br-bench", "10.90.0.1", 16
+NET = firewall.BridgeNet(BRIDGE, "10.90.0.0/16")
+FIRST_HOST_PORT = 20000
+
+
+def container_ip(i: int) -> str:
+    return f"10.90.{(i + 2) // 256}.{(i + 2) % 256}"
+
+
+class Node:
+    """The host namespace with its bridge, the containers attached so far and their ports."""
+
+    def __init__(self, prefix: str, state_dir: Path) -> None:
+        self.prefix = prefix
+        self.host = str(netns.create_netns(f"{prefix}-h"))
+        self.allocator = PortAllocator()
+        self.state_file = state_dir / "allocator.json"
+        self.ports: dict[str, list[firewall.PublishedPort]] = {}
+        self.count = 0
+        self.fw_ms = 0.0  # the firewall's share of the last publish
+        self.fw = Firewall()  # the network controller's, one per namespace
+        with entered(self.host):
+            bridge.ensure_bridge(BRIDGE, f"{GATEWAY}/{PREFIX}", 1500)
+            firewall.enable_ip_forward()
+            self.fw.apply_all([NET])
+
+    def new_container(self) -> tuple[str, int]:
+        """A namespace for container number `count` (made outside the timings)."""
+        i = self.count
+        self.count += 1
+        name = f"{self.prefix}-c{i}"
+        netns.create_netns(name)
+        return name, i
+
+    def attach(self, name: str, i: int) -> None:
+        ip = container_ip(i)
+        with entered(self.host):
+            bridge.attach_endpoint(BRIDGE, name, bridge.host_ifname_for(name), "eth0", f"{ip}/{PREFIX}",
+                                   mac_from_ip(ip), GATEWAY, 1500)
+
+    def detach(self, name: str) -> None:
+        with entered(self.host):
+            bridge.detach_endpoint(bridge.host_ifname_for(name))
+
+    def reserve(self, name: str, i: int) -> firewall.PublishedPort:
+        """PortPublisher.publish's work: one host port for the container, then the allocator saved."""
+        port = self.allocator.allocate("tcp", "", FIRST_HOST_PORT + i, owner=name)
+        write_atomic(self.state_file, _json(self.allocator.to_dict()))
+        return firewall.PublishedPort(BRIDGE, container_ip(i), 80, "tcp", "", port, owner=name)
+
+    def release(self, name: str) -> None:
+        self.allocator.release_owner(name)
+        write_atomic(self.state_file, _json(self.allocator.to_dict()))
+
+    def all_ports(self) -> list[firewall.PublishedPort]:
+        return [p for owner in sorted(self.ports) for p in self.ports[owner]]
+
+    def publish(self, name: str, i: int) -> None:
+        """What the engine does for `run -p`: reserve the port, then the firewall change."""
+        self.ports[name] = [self.reserve(name, i)]
+        start = time.perf_counter()
+        with entered(self.host):
+            self.fw.publish(name, self.ports[name])
+        self.fw_ms = (time.perf_counter() - start) * 1000
+
+    def unpublish(self, name: str) -> None:
+        self.release(name)
+        self.ports.pop(name, None)
+        with entered(self.host):
+            self.fw.unpublish(name)
+
+    def check(self) -> bool:
+        """One tick of the firewall watch."""
+        with entered(self.host):
+            return self.fw.in_place()
+
+    def grow(self, target: int) -> None:
+        """Attach and publish containers until `target` exist (one firewall batch at the end)."""
+        while self.count < target:
+            name, i = self.new_container()
+            self.attach(name, i)
+            self.ports[name] = [self.reserve(name, i)]
+        with entered(self.host):
+            self.fw.apply_all([NET], (), self.all_ports())
+
+
+def _json(data: object) -> bytes:
+    import json
+    return json.dumps(data).encode()
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def measure(node: Node, repeat: int) -> dict[str, float]:
+    """Medians over `repeat` rounds: one more container attached and published, then removed."""
+    publish, unpublish, attach, check, fw = [], [], [], [], []
+    for round_ in range(repeat + 1):
+        name, i = node.new_container()
+        attach.append(timed(lambda: node.attach(name, i)))
+        publish.append(timed(lambda: node.publish(name, i)))
+        fw.append(node.fw_ms)
+        fine: list[bool] = []
+        check.append(timed(lambda: fine.append(node.check())))
+        if not fine[0]:
+            raise SystemExit("after a publish the kernel's rules differ from the firewall's model")
+        unpublish.append(timed(lambda: node.unpublish(name)))
+        node.detach(name)
+        netns.delete_netns(name)
+        node.count -= 1  # the next round reuses the same number: `present` stays exact
+        if round_ == 0:  # a warm-up round: caches, first forks
+            publish.clear(), unpublish.clear(), attach.clear(), check.clear(), fw.clear()
+    return {k: statistics.median(v) for k, v in
+            (("publish", publish), ("fw", fw), ("unpublish", unpublish), ("attach", attach),
+                                                ("check", check))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    prefix = f"shoalbf{uuid.uuid4().hex[:6]}"
+    results: dict[int, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="shoal-bench-fw-") as tmp:
+            node = Node(prefix, Path(tmp))
+            for size in sizes:
+                node.grow(size)
+                if not node.check():
+                    raise SystemExit(f"rules not in place with {size} ports present")
+                full = node.fw.full_applies
+                results[size] = measure(node, args.repeat)
+                if node.fw.full_applies != full:
+                    raise SystemExit("a publish fell back to rewriting every rule")
+    finally:
+        for name in netns.list_netns(prefix):
+            netns.delete_netns(name)
+    print(f"{'present':>7}  {'publish-ms':>10}  {'attach-ms':>9}  {'(firewall-ms':>12}  {'unpublish-ms':>12}  "
+          f"{'watch-check-ms)':>15}")
+    for size in sizes:
+        r = results[size]
+        print(f"{size:>7}  {r['publish']:>10.2f}  {r['attach']:>9.2f}  {r['fw']:>12.2f}  {r['unpublish']:>12.2f}  "
+              f"{r['check']:>15.2f}")
+    lo, hi = results[sizes[0]], results[sizes[-1]]
+    print(f"ratio publish {sizes[-1]}/{sizes[0]} = {hi['publish'] / lo['publish']:.2f}")
+    print(f"ratio attach {sizes[-1]}/{sizes[0]} = {hi['attach'] / lo['attach']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
