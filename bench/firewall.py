@@ -1,13 +1,16 @@
 """Benchmark: the cost of publishing one more port and attaching one more endpoint on a node that
 already has 10, 100 and 1,000 of each; it must stay flat. Prints figures, asserts nothing.
 
-What is timed is the kernel-facing half of `docker run -p`: on the engine's kernel thread, for a
-new container, the host port reservation (PortPublisher: allocator + its state file) and the
-firewall change; and the endpoint attach (veth into the container's namespace, on the bridge, plus
-the firewall's endpoint step). Runc and the API are left out: their cost does not depend on how
-many ports exist and would only hide this one. Everything happens in lab namespaces made here
-(one "host" with a bridge, one namespace per container), torn down even on failure; no traffic.
-Usage: python bench/firewall.py [--sizes 10,100,1000] [--repeat 7]
+What is timed is the kernel-facing half of `docker run -p`, as the engine does it on its kernel
+thread: the endpoint attach (veth into the container's namespace, on the bridge; the firewall
+has no per-endpoint step), then the host port reservation (the allocator and its state file, as
+PortPublisher) and the firewall change (firewall_live.Firewall.publish, its share shown apart);
+also the unpublish and the firewall watch's check (the cheap one of every tick, and the deep one
+of every 15th). Runc and the API are left out: their cost does not depend on how many ports
+exist and would only hide this one. Each size gets its own lab host namespace with a bridge and
+one namespace per container; rounds are interleaved across sizes so that load changes on the
+machine hit all sizes alike. Everything is torn down even on failure; no traffic is sent.
+Usage: python bench/firewall.py [--sizes 10,100,1000] [--repeat 9]
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class Node:
 
     def __init__(self, prefix: str, state_dir: Path) -> None:
         self.prefix = prefix
+        state_dir.mkdir()
         self.host = str(netns.create_netns(f"{prefix}-h"))
         self.allocator = PortAllocator()
         self.state_file = state_dir / "allocator.json"
@@ -100,10 +104,10 @@ class Node:
         with entered(self.host):
             self.fw.unpublish(name)
 
-    def check(self) -> bool:
-        """One tick of the firewall watch."""
+    def check(self, deep: bool = False) -> bool:
+        """One tick of the firewall watch (deep: the whole ruleset compared, every 15th tick)."""
         with entered(self.host):
-            return self.fw.in_place()
+            return self.fw.in_place(deep)
 
     def grow(self, target: int) -> None:
         """Attach and publish containers until `target` exist (one firewall batch at the end)."""
@@ -126,57 +130,56 @@ def timed(fn: Callable[[], object]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def measure(node: Node, repeat: int) -> dict[str, float]:
-    """Medians over `repeat` rounds: one more container attached and published, then removed."""
-    publish, unpublish, attach, check, fw = [], [], [], [], []
-    for round_ in range(repeat + 1):
-        name, i = node.new_container()
-        attach.append(timed(lambda: node.attach(name, i)))
-        publish.append(timed(lambda: node.publish(name, i)))
-        fw.append(node.fw_ms)
-        fine: list[bool] = []
-        check.append(timed(lambda: fine.append(node.check())))
-        if not fine[0]:
-            raise SystemExit("after a publish the kernel's rules differ from the firewall's model")
-        unpublish.append(timed(lambda: node.unpublish(name)))
-        node.detach(name)
-        netns.delete_netns(name)
-        node.count -= 1  # the next round reuses the same number: `present` stays exact
-        if round_ == 0:  # a warm-up round: caches, first forks
-            publish.clear(), unpublish.clear(), attach.clear(), check.clear(), fw.clear()
-    return {k: statistics.median(v) for k, v in
-            (("publish", publish), ("fw", fw), ("unpublish", unpublish), ("attach", attach),
-                                                ("check", check))}
+def one_round(node: Node) -> dict[str, float]:
+    """One more container attached and published, checked, then removed again (ms per step)."""
+    name, i = node.new_container()
+    out = {"attach": timed(lambda: node.attach(name, i)), "publish": timed(lambda: node.publish(name, i))}
+    out["fw"] = node.fw_ms
+    fine: list[bool] = []
+    out["check"] = timed(lambda: fine.append(node.check()))
+    out["deep"] = timed(lambda: fine.append(node.check(deep=True)))
+    if not all(fine):
+        raise SystemExit("after a publish the kernel's rules differ from the firewall's model")
+    out["unpublish"] = timed(lambda: node.unpublish(name))
+    node.detach(name)
+    netns.delete_netns(name)
+    node.count -= 1  # the next round reuses the same number: `present` stays exact
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     prefix = f"shoalbf{uuid.uuid4().hex[:6]}"
-    results: dict[int, dict[str, float]] = {}
+    rounds: dict[int, list[dict[str, float]]] = {size: [] for size in sizes}
     try:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-fw-") as tmp:
-            node = Node(prefix, Path(tmp))
-            for size in sizes:
-                node.grow(size)
-                if not node.check():
-                    raise SystemExit(f"rules not in place with {size} ports present")
-                full = node.fw.full_applies
-                results[size] = measure(node, args.repeat)
-                if node.fw.full_applies != full:
-                    raise SystemExit("a publish fell back to rewriting every rule")
+            nodes = {}
+            for size in sizes:  # one lab host per size, so the rounds can be interleaved
+                nodes[size] = Node(f"{prefix}s{size}", Path(tmp) / str(size))
+                nodes[size].grow(size)
+            full = {size: node.fw.full_applies for size, node in nodes.items()}
+            # Interleaved: a change in the machine's load hits every size alike. Round 0 warms up.
+            for round_ in range(args.repeat + 1):
+                for size in sizes:
+                    result = one_round(nodes[size])
+                    if round_:
+                        rounds[size].append(result)
+            if any(node.fw.full_applies != full[size] for size, node in nodes.items()):
+                raise SystemExit("a publish fell back to rewriting every rule")
     finally:
         for name in netns.list_netns(prefix):
             netns.delete_netns(name)
+    results = {size: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for size, rs in rounds.items()}
     print(f"{'present':>7}  {'publish-ms':>10}  {'attach-ms':>9}  {'(firewall-ms':>12}  {'unpublish-ms':>12}  "
-          f"{'watch-check-ms)':>15}")
+          f"{'check-ms':>8}  {'deep-check-ms)':>14}")
     for size in sizes:
         r = results[size]
         print(f"{size:>7}  {r['publish']:>10.2f}  {r['attach']:>9.2f}  {r['fw']:>12.2f}  {r['unpublish']:>12.2f}  "
-              f"{r['check']:>15.2f}")
+              f"{r['check']:>8.2f}  {r['deep']:>14.2f}")
     lo, hi = results[sizes[0]], results[sizes[-1]]
     print(f"ratio publish {sizes[-1]}/{sizes[0]} = {hi['publish'] / lo['publish']:.2f}")
     print(f"ratio attach {sizes[-1]}/{sizes[0]} = {hi['attach'] / lo['attach']:.2f}")

@@ -65,13 +65,14 @@ class Firewall:
         with self._lock:
             return self._all_ports()
 
-    def in_place(self) -> bool:
-        """Whether the kernel still holds the rules (cheap; see the class); False before any apply."""
+    def in_place(self, deep: bool = False) -> bool:
+        """Whether the kernel still holds the rules (cheap unless `deep`; see the class);
+        False before any apply."""
         with self._lock:
             if self._layout is None:
                 return False
             self._checks += 1
-            if self._checks % self.deep_every == 0:
+            if deep or self._checks % self.deep_every == 0:
                 return layout_matches(self._layout, parse_save(save_tables()))
             try:
                 for marker in _MARKERS:
