@@ -140,10 +140,10 @@ def render_layout(nets: list[BridgeNet], ports: tuple[PublishedPort, ...] | list
                   slots: Slots | None = None) -> Layout:
     """The rules for these networks and ports; `slots` (made by Slots.assign) places each owner's ports."""
     _check_nets(nets)
-    pub = _published(nets, ports)
+    pub = publishable(nets, ports)
     by_owner = ports_by_owner(pub)
     if slots is None:
-        slots = Slots({}).assign(list(by_owner), {o for o, ps in by_owner.items() if _needs_raw(ps)})
+        slots = Slots({}).assign(list(by_owner), {o for o, ps in by_owner.items() if needs_raw(ps)})
     owned = [("filter", c) for c in FILTER_CHAINS] + [("nat", c) for c in NAT_CHAINS]
     chains: dict[tuple[str, str], list[str]] = {key: [] for key in (
         ("filter", "FORWARD"), *[("filter", c) for c in FILTER_CHAINS], ("nat", "PREROUTING"),
@@ -175,7 +175,7 @@ def ports_by_owner(ports: list[PublishedPort]) -> dict[str, list[PublishedPort]]
     return out
 
 
-def _needs_raw(ports: list[PublishedPort]) -> bool:
+def needs_raw(ports: list[PublishedPort]) -> bool:
     return any(p.host_ip and IPv4Address(p.host_ip).is_loopback for p in ports)
 
 
@@ -213,7 +213,7 @@ def port_rules(p: PublishedPort) -> list[tuple[tuple[str, str], str]]:
     return rules
 
 
-def _published(nets: list[BridgeNet], ports: tuple[PublishedPort, ...] | list[PublishedPort]
+def publishable(nets: list[BridgeNet], ports: tuple[PublishedPort, ...] | list[PublishedPort]
                ) -> list[PublishedPort]:
     by_bridge = {n.bridge: n for n in nets}
     out = []
@@ -368,8 +368,8 @@ def apply_rules(nets: list[BridgeNet], stale_bridges: tuple[str, ...] | list[str
     This reads and rewrites every shoal chain; Firewall.publish changes one container's chains.
     """
     batch = build_restore(nets, save_tables(), stale_bridges, ports, slots)
-    _run(["iptables-restore", "-w", "--noflush"], stdin="".join(batch[t] for t in BUILTIN_CHAINS))
-    for bridge in sorted({p.bridge for p in _published(nets, ports)}):
+    run_tool(["iptables-restore", "-w", "--noflush"], stdin="".join(batch[t] for t in BUILTIN_CHAINS))
+    for bridge in sorted({p.bridge for p in publishable(nets, ports)}):
         route_localnet(bridge)
 
 
@@ -383,7 +383,7 @@ def save_tables() -> dict[str, str]:
     """iptables-save text per table, from one iptables-save run (tables it does not print are "")."""
     lines: dict[str, list[str]] = {t: [] for t in BUILTIN_CHAINS}
     table = ""
-    for line in _run(["iptables-save"]).splitlines():
+    for line in run_tool(["iptables-save"]).splitlines():
         if line.startswith("*"):
             table = line[1:].strip()
         if table:
@@ -446,10 +446,10 @@ def layout_matches(layout: Layout, saved: Saved) -> bool:
 
 def ensure_docker_user_chain() -> None:
     """Create an empty DOCKER-USER chain in filter if it is missing; never touch its rules."""
-    chains = _save_chains(_run(["iptables-save", "-t", "filter"]))
+    chains = _save_chains(run_tool(["iptables-save", "-t", "filter"]))
     if USER_CHAIN not in chains:
         # A restore that only declares the chain creates it; no race with a concurrent -N.
-        _run(["iptables-restore", "-w", "--noflush"], stdin=f"*filter\n:{USER_CHAIN} - [0:0]\nCOMMIT\n")
+        run_tool(["iptables-restore", "-w", "--noflush"], stdin=f"*filter\n:{USER_CHAIN} - [0:0]\nCOMMIT\n")
 
 
 def enable_ip_forward() -> None:
@@ -457,7 +457,7 @@ def enable_ip_forward() -> None:
     write_sysctl("net.ipv4.ip_forward", "1")
 
 
-def _run(argv: list[str], stdin: str | None = None) -> str:
+def run_tool(argv: list[str], stdin: str | None = None) -> str:
     exe = shutil.which(argv[0]) or shutil.which(argv[0], path="/usr/sbin:/sbin")
     if exe is None:
         raise FirewallError(f"{argv[0]} not found")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 
 from agent.network.firewall import (
-    BUILTIN_CHAINS, BridgeNet, FirewallError, Layout, PublishedPort, Slots, _needs_raw, _published, _run,
-    apply_rules, chain_names, layout_matches, parse_save, ports_by_owner, render_layout, route_localnet,
-    save_tables, slot_rules)
+    BUILTIN_CHAINS, BridgeNet, FirewallError, Layout, PublishedPort, Slots, apply_rules, chain_names,
+    layout_matches, needs_raw, parse_save, ports_by_owner, publishable, render_layout, route_localnet,
+    run_tool, save_tables, slot_rules)
 
 # Rules every apply puts in place, checked one by one (`iptables -C` reads one small chain): an
 # `iptables -F`, `iptables -t nat -F` or a firewalld reload removes them.
@@ -52,7 +52,7 @@ class Firewall:
     def publish(self, owner: str, ports: list[PublishedPort]) -> None:
         """Give container `owner` exactly these published ports (replacing any it had)."""
         with self._lock:
-            new = [_owned(p, owner) for p in _published(self.nets, ports)]  # validates first
+            new = [_owned(p, owner) for p in publishable(self.nets, ports)]  # validates first
             self._change(owner, new)
 
     def unpublish(self, owner: str) -> None:
@@ -76,7 +76,7 @@ class Firewall:
                 return layout_matches(self._layout, parse_save(save_tables()))
             try:
                 for marker in _MARKERS:
-                    _run(["iptables", "-w", *marker])
+                    run_tool(["iptables", "-w", *marker])
             except FirewallError:
                 return False
             return True
@@ -86,9 +86,9 @@ class Firewall:
 
     def _apply_all(self, nets: list[BridgeNet], stale_bridges: tuple[str, ...] | list[str],
                    ports: list[PublishedPort]) -> None:
-        pub = _published(nets, ports)  # validates before anything changes
+        pub = publishable(nets, ports)  # validates before anything changes
         by_owner = ports_by_owner(pub)
-        slots = self.slots.assign(list(by_owner), {o for o, ps in by_owner.items() if _needs_raw(ps)})
+        slots = self.slots.assign(list(by_owner), {o for o, ps in by_owner.items() if needs_raw(ps)})
         layout = render_layout(nets, pub, slots)
         self._layout = None  # unknown until the batch went through
         self.full_applies += 1
@@ -107,7 +107,7 @@ class Firewall:
         self.slots = slots
         try:
             if ops:
-                _run(["iptables-restore", "-w", "--noflush"], stdin=restore_text(ops))
+                run_tool(["iptables-restore", "-w", "--noflush"], stdin=restore_text(ops))
             for bridge in sorted({p.bridge for p in new}):
                 route_localnet(bridge)
         except FirewallError:
@@ -151,7 +151,7 @@ def plan_publish(layout: Layout, slots: Slots, owner: str, ports: list[Published
         of[owner] = k
     rules = slot_rules(ports)
     ports_chain, dnat, hairpin, loopback = chain_names(k)
-    if ports and _needs_raw(ports) and k not in raw:
+    if ports and needs_raw(ports) and k not in raw:
         # Raw is per packet: only slots that guard a loopback port get a chain there. Jumps stay
         # in slot order (highest first), as render_layout puts them.
         position = 1 + sum(1 for other in raw if other > k)
