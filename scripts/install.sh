@@ -48,8 +48,8 @@ ln -sf "$ROOT/.venv/bin/shoal" /usr/local/bin/shoal
 # fight shoal for docker0 and the DOCKER chains). Where no `docker` client is on PATH, the private
 # client is linked into /usr/local/bin so the docker-client tests always run.
 ref_bin=$(./scripts/docker-ref.sh)
-if ! command -v docker >/dev/null 2>&1; then
-  ln -sf "$ref_bin/docker" /usr/local/bin/docker
+if ! command -v docker >/dev/null 2>&1 && [ ! -e /usr/local/bin/docker ]; then
+  ln -s "$ref_bin/docker" /usr/local/bin/docker
   echo "install: docker client -> $ref_bin/docker"
 fi
 
