@@ -82,3 +82,29 @@ def test_a_publish_the_kernel_refuses_rewrites_everything(pp: dict[str, str]) ->
         print(json.dumps([fw.full_applies, fw.in_place()]))
     """) == [2, True]
     assert ok(pp["r"], HOST_IP)
+
+
+def test_a_removed_container_takes_only_its_rules_and_the_next_one_reuses_its_slot() -> None:
+    """Through a lab daemon: `run -p` and `rm -f` change one container's chains, nothing else."""
+    from tests.lab.helpers import running_lab, shoal, wait_until
+    from tests.lab.test_user_networks import fetch_from
+
+    with running_lab(hosts=2) as lab:
+        def url(port: int) -> str:
+            return f"http://{lab.address('h1')}:{port}/hostname"
+
+        for name, port in (("fwa", 8090), ("fwb", 8091)):
+            shoal(lab, "run", "-d", "-p", f"{port}:80", "--name", name, "busybox", "httpd", "-f", "-p", "80",
+                  "-h", "/etc")
+            assert wait_until(lambda: fetch_from(lab, "h2", url(port)), timeout=15)
+        shoal(lab, "rm", "-f", "fwa")
+        nat = lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout
+        assert "--dport 8090" not in nat
+        assert nat.count("--dport 8091") == 1
+        assert fetch_from(lab, "h2", url(8090)) is None
+        assert fetch_from(lab, "h2", url(8091))
+        shoal(lab, "run", "-d", "-p", "8092:80", "--name", "fwc", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc")
+        assert wait_until(lambda: fetch_from(lab, "h2", url(8092)), timeout=15)
+        nat = lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout
+        assert [ln for ln in nat.splitlines() if ln.startswith("-A DOCKER -j ")] == [
+            "-A DOCKER -j SHOAL-DNAT-1", "-A DOCKER -j SHOAL-DNAT-0"]  # fwc took fwa's free slot 0

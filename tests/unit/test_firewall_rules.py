@@ -386,3 +386,17 @@ def test_plan_republishing_the_same_ports_changes_nothing() -> None:
 def test_plan_unpublish_of_an_unknown_owner_changes_nothing() -> None:
     layout = render_layout(NETS, [WEB])
     assert plan_publish(layout, slots_of([WEB]), "nobody", []) == ({}, slots_of([WEB]))
+
+
+def test_slots_keep_their_owners_and_fill_the_lowest_free_one_first() -> None:
+    before = Slots({"a": 0, "b": 1, "c": 2}, 3, {2})
+    after = before.assign(["b", "d", "e"], {"e"})
+    assert after == Slots({"b": 1, "d": 0, "e": 2}, 3, {2})
+    assert after.assign(["b", "d", "e", "f"], set()) == Slots({"b": 1, "d": 0, "e": 2, "f": 3}, 4, {2})
+
+
+def test_a_full_render_keeps_freed_slots_as_empty_chains() -> None:
+    text = render_rules(NETS, [DNS_LO], Slots({"c2": 1}, 2, {1}))
+    assert ":SHOAL-PORTS-0 - [0:0]" in text["filter"]
+    assert "-A SHOAL-PORTS-0 " not in text["filter"]
+    assert "-A DOCKER -j SHOAL-DNAT-0" in text["nat"]
