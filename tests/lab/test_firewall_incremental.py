@@ -108,3 +108,14 @@ def test_a_removed_container_takes_only_its_rules_and_the_next_one_reuses_its_sl
         nat = lab.exec("h1", ["iptables-save", "-t", "nat"]).stdout
         assert [ln for ln in nat.splitlines() if ln.startswith("-A DOCKER -j ")] == [
             "-A DOCKER -j SHOAL-DNAT-1", "-A DOCKER -j SHOAL-DNAT-0"]  # fwc took fwa's free slot 0
+
+
+def test_a_restarted_daemons_full_apply_deletes_the_old_slot_chains(pp: dict[str, str]) -> None:
+    run(pp["h"], """
+        fw.publish('c1', [WEB])
+        fw.publish('c2', [LOOP])
+    """)
+    run(pp["h"], "")  # a new Firewall, as after a restart: nothing published yet
+    save = rules_of(iptables_save(pp["h"]))
+    assert not any("SHOAL-" in ln for ln in save)
+    assert not ok(pp["r"], HOST_IP)
