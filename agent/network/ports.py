@@ -292,6 +292,10 @@ class PortAllocator:
         for key in list(self._owned.get(owner, ())):
             self._drop(key)
 
+    def owned_by(self, owner: str) -> list[tuple[str, str, int]]:
+        """(proto, host_ip, port) reserved for `owner`, sorted."""
+        return sorted(self._owned.get(owner, ()))
+
     def allocated(self) -> list[tuple[str, str, int, str]]:
         """(proto, host_ip, port, owner) of every reserved port, sorted."""
         return sorted((p, ip, n, o) for (p, ip, n), o in self._used.items())
