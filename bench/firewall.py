@@ -3,10 +3,10 @@ already has 10, 100 and 1,000 of each; it must stay flat. Prints figures, assert
 
 What is timed is the kernel-facing half of `docker run -p`, as the engine does it on its kernel
 thread: the endpoint attach (veth into the container's namespace, on the bridge; the firewall
-has no per-endpoint step), then the host port reservation (the allocator and its state file, as
-PortPublisher) and the firewall change (firewall_live.Firewall.publish, its share shown apart);
-also the unpublish and the firewall watch's check (the cheap one of every tick, and the deep one
-of every 15th). Runc and the API are left out: their cost does not depend on how many ports
+has no per-endpoint step), then the host port reservation (shoal.engine.publish.PortPublisher:
+the allocator and its state) and the firewall change (firewall_live.Firewall.publish, its share
+shown apart); also the unpublish and the firewall watch's check (the cheap one of every tick,
+and the deep one of every 15th). Runc and the API are left out: their cost does not depend on how many ports
 exist and would only hide this one. Each size gets its own lab host namespace with a bridge and
 one namespace per container; rounds are interleaved across sizes so that load changes on the
 machine hit all sizes alike. Everything is torn down even on failure; no traffic is sent.
@@ -29,8 +29,9 @@ from agent.network import bridge, firewall, netns  # noqa: E402
 from agent.network.firewall_live import Firewall  # noqa: E402
 from agent.network.mac import mac_from_ip  # noqa: E402
 from agent.network.nsthread import entered  # noqa: E402
-from agent.network.ports import PortAllocator  # noqa: E402
-from common.fsutil import write_atomic  # noqa: E402
+from shoal.engine import publish  # noqa: E402
+from shoal.engine.records import ContainerRecord  # noqa: E402
+from shoal.engine.state import StateDir  # noqa: E402
 
 BRIDGE, GATEWAY, PREFIX = "br-bench", "10.90.0.1", 16
 NET = firewall.BridgeNet(BRIDGE, "10.90.0.0/16")
@@ -48,8 +49,7 @@ class Node:
         self.prefix = prefix
         state_dir.mkdir()
         self.host = str(netns.create_netns(f"{prefix}-h"))
-        self.allocator = PortAllocator()
-        self.state_file = state_dir / "allocator.json"
+        self.publisher = publish.PortPublisher(StateDir(state_dir))
         self.ports: dict[str, list[firewall.PublishedPort]] = {}
         self.count = 0
         self.fw_ms = 0.0  # the firewall's share of the last publish
@@ -77,15 +77,21 @@ class Node:
         with entered(self.host):
             bridge.detach_endpoint(bridge.host_ifname_for(name))
 
+    def record(self, name: str, i: int) -> ContainerRecord:
+        binding = {"container_port": 80, "proto": "tcp", "host_ip": "", "host_port": FIRST_HOST_PORT + i,
+                   "host_port_end": 0}
+        return ContainerRecord(id=name, name=name, image="busybox", image_id="", created="",
+                               port_bindings=[binding])
+
     def reserve(self, name: str, i: int) -> firewall.PublishedPort:
-        """PortPublisher.publish's work: one host port for the container, then the allocator saved."""
-        port = self.allocator.allocate("tcp", "", FIRST_HOST_PORT + i, owner=name)
-        write_atomic(self.state_file, _json(self.allocator.to_dict()))
-        return firewall.PublishedPort(BRIDGE, container_ip(i), 80, "tcp", "", port, owner=name)
+        """The engine's PortPublisher.publish: one host port for the container, persisted."""
+        record = self.record(name, i)
+        with entered(self.host):  # its in-use probe binds the port: in the lab host, not here
+            record.published = self.publisher.publish(record)
+        return publish.firewall_ports(record, BRIDGE, container_ip(i))[0]
 
     def release(self, name: str) -> None:
-        self.allocator.release_owner(name)
-        write_atomic(self.state_file, _json(self.allocator.to_dict()))
+        self.publisher.unpublish(self.record(name, 0))
 
     def all_ports(self) -> list[firewall.PublishedPort]:
         return [p for owner in sorted(self.ports) for p in self.ports[owner]]
@@ -117,11 +123,6 @@ class Node:
             self.ports[name] = [self.reserve(name, i)]
         with entered(self.host):
             self.fw.apply_all([NET], (), self.all_ports())
-
-
-def _json(data: object) -> bytes:
-    import json
-    return json.dumps(data).encode()
 
 
 def timed(fn: Callable[[], object]) -> float:
