@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 DEBS=(iproute2 iptables nftables runc busybox-static iputils-ping dnsutils conntrack
-      etcd-server dnsmasq-base procps psmisc kmod ca-certificates)
+      etcd-server dnsmasq-base procps psmisc kmod ca-certificates
+      dnsperf iperf3)  # the last two: bench/dns.py and throughput benches
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,6 +43,15 @@ fi
 
 # `shoal` on PATH for people and for `shoal lab exec h1 -- shoal ...`.
 ln -sf "$ROOT/.venv/bin/shoal" /usr/local/bin/shoal
+
+# Docker's own binaries in a private folder (never a service on this host: a dockerd here would
+# fight shoal for docker0 and the DOCKER chains). Where no `docker` client is on PATH, the private
+# client is linked into /usr/local/bin so the docker-client tests always run.
+ref_bin=$(./scripts/docker-ref.sh)
+if ! command -v docker >/dev/null 2>&1 && [ ! -e /usr/local/bin/docker ]; then
+  ln -s "$ref_bin/docker" /usr/local/bin/docker
+  echo "install: docker client -> $ref_bin/docker"
+fi
 
 # The lab's `busybox` image, built from Debian's static busybox (daemons load it at first start).
 mkdir -p build/images

@@ -10,4 +10,6 @@ if [ -f manager/raft/sim.py ]; then
   .venv/bin/python -m manager.raft.sim --seeds "$SEEDS"
 fi
 echo "== pytest"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+# -rs lists every skip with its reason; with CI set, tests/conftest.py fails any skip that is not
+# marked optional. Exit code 5 (no tests collected) is a failure too: nothing was tested.
+exec .venv/bin/python -m pytest -q -rs -p no:cacheprovider tests "$@"

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from agent.network import bridge as kernel
 from agent.network import firewall
+from agent.network.firewall_live import Firewall
 from agent.network.drivers import Driver, Join, Registry, default_registry
 from agent.network.drivers.bridge import OPT_BRIDGE_NAME, OPT_MTU, bridge_name, default_bridge_options
 from agent.network.plan import check_network_name, check_static_ip, check_usable_subnet, rebuild_pool
@@ -72,8 +73,10 @@ class NetworkController:
         self.clock = clock
         self.networks: dict[str, NetworkRecord] = {}
         self.pools: dict[str, AddressPool] = {}
-        # The engine knows which containers publish what; the firewall asks it at each apply.
+        # The engine knows which containers publish what; a full apply asks it (each port's
+        # owner is its container); a container's start or exit changes only its own rules.
         self.published_ports: Callable[[], list[firewall.PublishedPort]] = list
+        self.firewall = Firewall()
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -392,11 +395,19 @@ class NetworkController:
 
     def apply_firewall(self, stale_bridges: list[str] = ()) -> None:
         """Rewrites shoal's chains (bridges and published ports) in one batch per table."""
-        firewall.ensure_docker_user_chain()
-        firewall.apply_rules(self.firewall_bridges(), stale_bridges, self.published_ports())
+        self.firewall.apply_all(self.firewall_bridges(), stale_bridges, self.published_ports())
+
+    def publish_ports(self, container_id: str, ports: list[firewall.PublishedPort]) -> None:
+        """Adds one container's published-port rules (replacing its old ones); cost independent
+        of how many other ports are published."""
+        self.firewall.publish(container_id, ports)
+
+    def unpublish_ports(self, container_id: str) -> None:
+        """Removes one container's published-port rules; no error if it has none."""
+        self.firewall.unpublish(container_id)
 
     def firewall_in_place(self) -> bool:
-        return firewall.rules_in_place(self.firewall_bridges(), self.published_ports())
+        return self.firewall.in_place()
 
     # ---- persistence ----------------------------------------------------------------
     def _save(self, net: NetworkRecord) -> None:

@@ -219,11 +219,14 @@ class PortAllocator:
         self.low, self.high = low, high
         # (proto, host_ip, port) -> owner
         self._used: dict[tuple[str, str, int], str] = {}
+        # Indexes so that a check or a release costs the same with 10 or 10,000 ports reserved.
+        self._ips: dict[tuple[str, int], set[str]] = {}  # (proto, port) -> host IPs holding it
+        self._owned: dict[str, set[tuple[str, str, int]]] = {}  # owner -> its keys
         self._last: dict[str, int] = {}
 
     def _taken(self, proto: str, host_ip: str, port: int) -> bool:
         if host_ip == "":
-            return any(p == proto and n == port for p, _, n in self._used)
+            return bool(self._ips.get((proto, port)))
         return (proto, host_ip, port) in self._used or (proto, "", port) in self._used
 
     def allocate(self, proto: str, host_ip: str, wanted: int | tuple[int, int] = 0,
@@ -262,17 +265,36 @@ class PortAllocator:
         raise PortConflict("all ports are allocated")
 
     def _take(self, proto: str, host_ip: str, port: int, owner: str) -> int:
-        self._used[(proto, host_ip, port)] = owner
+        key = (proto, host_ip, port)
+        self._used[key] = owner
+        self._ips.setdefault((proto, port), set()).add(host_ip)
+        self._owned.setdefault(owner, set()).add(key)
         return port
+
+    def _drop(self, key: tuple[str, str, int]) -> None:
+        owner = self._used.pop(key, None)
+        if owner is None:
+            return
+        proto, host_ip, port = key
+        self._ips[(proto, port)].discard(host_ip)
+        if not self._ips[(proto, port)]:
+            del self._ips[(proto, port)]
+        self._owned[owner].discard(key)
+        if not self._owned[owner]:
+            del self._owned[owner]
 
     def release(self, proto: str, host_ip: str, port: int) -> None:
         """Give the port back; releasing one not held is no error."""
-        self._used.pop((proto, _check_host_ip(host_ip), port), None)
+        self._drop((proto, _check_host_ip(host_ip), port))
 
     def release_owner(self, owner: str) -> None:
         """Give back every port reserved for `owner` (a container id)."""
-        for key in [k for k, o in self._used.items() if o == owner]:
-            del self._used[key]
+        for key in list(self._owned.get(owner, ())):
+            self._drop(key)
+
+    def owned_by(self, owner: str) -> list[tuple[str, str, int]]:
+        """(proto, host_ip, port) reserved for `owner`, sorted."""
+        return sorted(self._owned.get(owner, ()))
 
     def allocated(self) -> list[tuple[str, str, int, str]]:
         """(proto, host_ip, port, owner) of every reserved port, sorted."""
@@ -288,7 +310,7 @@ class PortAllocator:
         alloc = cls(int(data["low"]), int(data["high"]))
         alloc._last = {str(k): int(v) for k, v in data.get("last", {}).items()}
         for u in data.get("used", []):
-            alloc._used[(u["proto"], u["host_ip"], int(u["port"]))] = u.get("owner", "")
+            alloc._take(u["proto"], u["host_ip"], int(u["port"]), u.get("owner", ""))
         return alloc
 
 

@@ -520,7 +520,7 @@ class Engine:
             netns_path = await self._kernel(self._setup_network, container)
             if container.port_bindings and self._publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
-                await self._kernel(self.net.apply_firewall)
+                await self._kernel(self.net.publish_ports, container.id, self._container_ports(container))
             # The addresses, links and ports this start holds are on disk before runc runs
             # anything: a crash from here on is undone at restart from the record alone.
             self._save(container)
@@ -931,20 +931,22 @@ class Engine:
     def _firewall_ports(self) -> list[PublishedPort]:
         ports: list[PublishedPort] = []
         for container in sorted(self.containers.values(), key=lambda c: c.id):
-            if not container.published:  # set while starting, cleared at exit
-                continue
-            endpoint = self._publish_endpoint(container)
-            if endpoint is None:
-                continue
-            iface = self.net.publish_iface(self.net.networks[endpoint.network_id])
-            ports += publish.firewall_ports(container, iface, endpoint.ipv4)
+            if container.published:  # set while starting, cleared at exit
+                ports += self._container_ports(container)
         return ports
+
+    def _container_ports(self, container: ContainerRecord) -> list[PublishedPort]:
+        endpoint = self._publish_endpoint(container)
+        if endpoint is None:
+            return []
+        iface = self.net.publish_iface(self.net.networks[endpoint.network_id])
+        return publish.firewall_ports(container, iface, endpoint.ipv4)
 
     async def _release_ports(self, container: ContainerRecord) -> None:
         if container.published:
             container.published = []
             self.ports.unpublish(container)
-            await self._kernel(self.net.apply_firewall)
+            await self._kernel(self.net.unpublish_ports, container.id)
 
     def warnings(self) -> list[str]:
         """Problems found at start (state files moved aside...): `docker info` prints them."""

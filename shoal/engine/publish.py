@@ -1,18 +1,21 @@
-"""Published ports of containers (S14): host ports reserved per running container, persisted,
-and the PublishedPort list the firewall turns into DNAT rules.
+"""Published ports of containers (S14): host ports reserved per running container, persisted
+one file per container, and the PublishedPort list the firewall turns into DNAT rules.
 
 Used by shoal.engine.engine on start and exit; agent.network.ports does the parsing and bookkeeping.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Any
 
 from agent.network.firewall import PublishedPort
-from agent.network.ports import PortAllocator, PortBinding, PortConflict, host_port_in_use
+from agent.network.ports import PortAllocator, PortBinding, PortConflict, PortSpecError, host_port_in_use
 from shoal.engine.errors import SystemError_
 from shoal.engine.records import ContainerRecord
 from shoal.engine.state import StateDir
+
+log = logging.getLogger(__name__)
 
 
 def bindings_of(container: ContainerRecord) -> list[PortBinding]:
@@ -24,12 +27,34 @@ def store_bindings(bindings: list[PortBinding]) -> list[dict[str, Any]]:
 
 
 class PortPublisher:
-    """One per daemon: the allocator of host ports, kept in data_dir/engine/ports/allocator.json."""
+    """One per daemon: the allocator of host ports. Each container's reservations are kept in
+    their own file, data_dir/engine/ports/<container id>.json, written at publish and deleted at
+    unpublish, so a publish costs the same with 10 or 1,000 ports reserved; the allocator is
+    rebuilt from those files at start (as dockerd rebuilds its own from its containers)."""
 
     def __init__(self, state: StateDir) -> None:
         self.state = state
-        saved = state.load_all("ports").get("allocator")
-        self.allocator = PortAllocator.from_dict(saved) if saved else PortAllocator()
+        self.allocator = PortAllocator()
+        saved = state.load_all("ports")
+        legacy = saved.pop(_LEGACY, None)
+        for owner, record in saved.items():
+            self._restore(owner, [(u["proto"], u["host_ip"], u["port"]) for u in _entries(owner, record)])
+        if legacy is not None:  # the one allocator file of earlier versions: split per container
+            owners: dict[str, list[tuple[str, str, int]]] = {}
+            for proto, host_ip, port, owner in PortAllocator.from_dict(legacy).allocated():
+                owners.setdefault(owner, []).append((proto, host_ip, port))
+            for owner, ports in owners.items():
+                if owner not in saved:
+                    self._restore(owner, ports)
+                    self._save(owner)
+            state.delete("ports", _LEGACY)
+
+    def _restore(self, owner: str, ports: list[tuple[str, str, int]]) -> None:
+        for proto, host_ip, port in ports:
+            try:
+                self.allocator.allocate(proto, host_ip, int(port), owner=owner)
+            except (PortConflict, PortSpecError, ValueError, TypeError) as exc:
+                log.warning("ports of %s: %s/%s:%s not restored: %s", owner, proto, host_ip, port, exc)
 
     def publish(self, container: ContainerRecord) -> list[dict[str, Any]]:
         """Reserves a host port for every binding; all or nothing. Returns the published list."""
@@ -57,15 +82,28 @@ class PortPublisher:
             for proto, host_ip, port in taken:
                 self.allocator.release(proto, host_ip, port)
             raise SystemError_(exc.message) from None
-        self._save()
+        self._save(container.id)
         return published
 
     def unpublish(self, container: ContainerRecord) -> None:
         self.allocator.release_owner(container.id)
-        self._save()
+        self.state.delete("ports", container.id)
 
-    def _save(self) -> None:
-        self.state.save("ports", "allocator", self.allocator.to_dict())
+    def _save(self, owner: str) -> None:
+        ports = [{"proto": p, "host_ip": ip, "port": n} for p, ip, n in self.allocator.owned_by(owner)]
+        self.state.save("ports", owner, {"ports": ports})
+
+
+_LEGACY = "allocator"
+
+
+def _entries(owner: str, record: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = record.get("ports") if isinstance(record, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(u, dict) and {"proto", "host_ip", "port"} <= u.keys() for u in entries):
+        log.warning("ports/%s.json is not a list of reservations; ignored", owner)
+        return []
+    return entries
 
 
 def firewall_ports(container: ContainerRecord, bridge: str, container_ip: str) -> list[PublishedPort]:
@@ -77,6 +115,7 @@ def firewall_ports(container: ContainerRecord, bridge: str, container_ip: str) -
             proto=p["proto"],
             host_ip=p["host_ip"],
             host_port=p["host_port"],
+            owner=container.id,
         )
         for p in container.published
     ]

@@ -153,7 +153,9 @@ def test_loopback_published_port_only_on_loopback_and_guarded(pp: dict[str, str]
     assert not ok(pp["h"], HOST_IP)
     assert not ok(pp["r"], HOST_IP)
     save = sh("ip", "netns", "exec", pp["h"], "iptables-save", "-t", "raw").stdout
-    assert "-A PREROUTING -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8080 -j DROP" in save
+    # In the container's raw slot chain (agent.network.firewall.Slots), jumped to from PREROUTING.
+    assert "-A PREROUTING -j SHOAL-LOOPBACK-0" in save
+    assert "-A SHOAL-LOOPBACK-0 -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8080 -j DROP" in save
 
 
 def test_rules_in_place_true_after_apply_false_after_flush(pp: dict[str, str]) -> None:

@@ -168,15 +168,18 @@ def test_batch_removes_masquerade_of_stale_bridge_only() -> None:
 # Published ports (S14) and the self-check (S21).
 from agent.network.firewall import PublishedPort, rules_match  # noqa: E402
 
-WEB = PublishedPort("br0", "10.77.0.2", 80, "tcp", "", 8080)
-DNS_LO = PublishedPort("br0", "10.77.0.3", 53, "udp", "127.0.0.1", 5353)
+WEB = PublishedPort("br0", "10.77.0.2", 80, "tcp", "", 8080, owner="c1")
+DNS_LO = PublishedPort("br0", "10.77.0.3", 53, "udp", "127.0.0.1", 5353, owner="c2")
 
 
 def test_render_published_ports_exact_text() -> None:
+    # One slot per container: its chains hold its rules, sorted; jumps to them newest slot first.
     rules = render_rules([BridgeNet("br0", "10.77.0.0/24")], [WEB, DNS_LO])
-    assert rules["filter"] == FILTER_HEAD + """\
--A DOCKER -d 10.77.0.2/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER -d 10.77.0.3/32 ! -i br0 -o br0 -p udp -m udp --dport 53 -j ACCEPT
+    assert rules["filter"] == FILTER_HEAD.replace(
+        ":DOCKER-ISOLATION-STAGE-2 - [0:0]\n",
+        ":DOCKER-ISOLATION-STAGE-2 - [0:0]\n:SHOAL-PORTS-1 - [0:0]\n:SHOAL-PORTS-0 - [0:0]\n") + """\
+-A DOCKER -j SHOAL-PORTS-1
+-A DOCKER -j SHOAL-PORTS-0
 -A DOCKER ! -i br0 -o br0 -j DROP
 -A DOCKER-BRIDGE -o br0 -j DOCKER
 -A DOCKER-CT -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -186,19 +189,35 @@ def test_render_published_ports_exact_text() -> None:
 -A DOCKER-FORWARD -i br0 -j ACCEPT
 -A DOCKER-ISOLATION-STAGE-1 -i br0 ! -o br0 -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-2 -o br0 -j DROP
+-A SHOAL-PORTS-1 -d 10.77.0.3/32 ! -i br0 -o br0 -p udp -m udp --dport 53 -j ACCEPT
+-A SHOAL-PORTS-0 -d 10.77.0.2/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT
 COMMIT
 """
-    assert rules["nat"] == NAT_HEAD + """\
--A POSTROUTING -o br0 -m addrtype --src-type LOCAL -j MASQUERADE
+    assert rules["nat"] == """*nat
+:DOCKER - [0:0]
+:SHOAL-DNAT-1 - [0:0]
+:SHOAL-HAIRPIN-1 - [0:0]
+:SHOAL-DNAT-0 - [0:0]
+:SHOAL-HAIRPIN-0 - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -j SHOAL-HAIRPIN-1
+-A POSTROUTING -j SHOAL-HAIRPIN-0
 -A POSTROUTING -s 10.77.0.0/24 ! -o br0 -j MASQUERADE
--A POSTROUTING -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
--A POSTROUTING -s 10.77.0.3/32 -d 10.77.0.3/32 -p udp -m udp --dport 53 -j MASQUERADE
--A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.77.0.2:80
--A DOCKER -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.77.0.3:53
+-A DOCKER -j SHOAL-DNAT-1
+-A DOCKER -j SHOAL-DNAT-0
+-A SHOAL-DNAT-1 -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 10.77.0.3:53
+-A SHOAL-HAIRPIN-1 -o br0 -m addrtype --src-type LOCAL -j MASQUERADE
+-A SHOAL-HAIRPIN-1 -s 10.77.0.3/32 -d 10.77.0.3/32 -p udp -m udp --dport 53 -j MASQUERADE
+-A SHOAL-DNAT-0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.77.0.2:80
+-A SHOAL-HAIRPIN-0 -o br0 -m addrtype --src-type LOCAL -j MASQUERADE
+-A SHOAL-HAIRPIN-0 -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
 COMMIT
 """
     assert rules["raw"] == """*raw
--A PREROUTING -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP
+:SHOAL-LOOPBACK-1 - [0:0]
+-A PREROUTING -j SHOAL-LOOPBACK-1
+-A SHOAL-LOOPBACK-1 -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP
 COMMIT
 """
 
@@ -276,3 +295,108 @@ def test_rules_match_false_when_a_published_port_rule_is_missing() -> None:
     nets = [BridgeNet("br0", "10.77.0.0/24")]
     saved = _as_saved(render_rules(nets, []))
     assert not rules_match(render_rules(nets, [WEB]), saved)
+
+
+
+def test_batch_empties_and_deletes_slot_chains_no_longer_used() -> None:
+    current = dict(EMPTY, nat="*nat\n:DOCKER - [0:0]\n:SHOAL-DNAT-3 - [0:0]\n:SHOAL-HAIRPIN-3 - [0:0]\n"
+                              "-A POSTROUTING -j SHOAL-HAIRPIN-3\n-A DOCKER -j SHOAL-DNAT-3\n"
+                              "-A SHOAL-DNAT-3 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.77.0.2:80\n"
+                              "COMMIT\n")
+    nat = build_restore([BridgeNet("br0", "10.77.0.0/24")], current)["nat"].splitlines()
+    assert nat[:5] == ["*nat", ":DOCKER - [0:0]", ":SHOAL-DNAT-3 - [0:0]", ":SHOAL-HAIRPIN-3 - [0:0]",
+                       "-I PREROUTING 1 -m addrtype --dst-type LOCAL -j DOCKER"]
+    assert "-D POSTROUTING -j SHOAL-HAIRPIN-3" in nat
+    assert nat[-3:] == ["-X SHOAL-DNAT-3", "-X SHOAL-HAIRPIN-3", "COMMIT"]
+
+
+def test_two_host_ports_for_one_container_port_share_one_accept_and_one_hairpin() -> None:
+    other = PublishedPort("br0", "10.77.0.2", 80, "tcp", "", 8081, owner="c1")
+    rules = render_rules([BridgeNet("br0", "10.77.0.0/24")], [WEB, other])
+    assert rules["filter"].count("-p tcp -m tcp --dport 80 -j ACCEPT") == 1
+    assert rules["nat"].count("--dport 80 -j MASQUERADE") == 1
+    assert rules["nat"].count("-j DNAT") == 2
+
+
+# Firewall.publish/unpublish: the plan is pure, and leaves the model equal to a full render.
+from agent.network.firewall import Slots, render_layout  # noqa: E402
+from agent.network.firewall_live import plan_publish  # noqa: E402
+
+NETS = [BridgeNet("br0", "10.77.0.0/24")]
+
+
+def slots_of(ports: list[PublishedPort]) -> Slots:
+    return Slots({}).assign(sorted({p.owner for p in ports}), {p.owner for p in ports if p.host_ip})
+
+
+def test_plan_first_publish_makes_slot_0_and_jumps_to_it() -> None:
+    layout = render_layout(NETS, [])
+    ops, slots = plan_publish(layout, Slots({}), "c1", [WEB])
+    assert ops == {
+        "filter": [":SHOAL-PORTS-0 - [0:0]",
+                   "-A SHOAL-PORTS-0 -d 10.77.0.2/32 ! -i br0 -o br0 -p tcp -m tcp --dport 80 -j ACCEPT",
+                   "-I DOCKER 1 -j SHOAL-PORTS-0"],
+        "nat": [":SHOAL-DNAT-0 - [0:0]", ":SHOAL-HAIRPIN-0 - [0:0]",
+                "-A SHOAL-DNAT-0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.77.0.2:80",
+                "-A SHOAL-HAIRPIN-0 -o br0 -m addrtype --src-type LOCAL -j MASQUERADE",
+                "-A SHOAL-HAIRPIN-0 -s 10.77.0.2/32 -d 10.77.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+                "-I DOCKER 1 -j SHOAL-DNAT-0", "-I POSTROUTING 1 -j SHOAL-HAIRPIN-0"],
+    }
+    assert slots == Slots({"c1": 0}, 1, set())
+    assert layout.same(render_layout(NETS, [WEB], slots))
+    assert layout.text() == render_rules(NETS, [WEB])
+
+
+def test_plan_second_owner_gets_a_new_slot_with_a_raw_chain_for_its_loopback_port() -> None:
+    layout = render_layout(NETS, [WEB])
+    ops, slots = plan_publish(layout, slots_of([WEB]), "c2", [DNS_LO])
+    assert ops["raw"] == [":SHOAL-LOOPBACK-1 - [0:0]",
+                          "-A SHOAL-LOOPBACK-1 -d 127.0.0.1/32 ! -i lo -p udp -m udp --dport 5353 -j DROP",
+                          "-I PREROUTING 1 -j SHOAL-LOOPBACK-1"]
+    assert ops["filter"][-1] == "-I DOCKER 1 -j SHOAL-PORTS-1"
+    assert slots == Slots({"c1": 0, "c2": 1}, 2, {1})
+    assert layout.text() == render_rules(NETS, [WEB, DNS_LO])
+
+
+def test_plan_unpublish_empties_the_slot_chains_and_keeps_the_jumps() -> None:
+    layout = render_layout(NETS, [WEB, DNS_LO])
+    ops, slots = plan_publish(layout, slots_of([WEB, DNS_LO]), "c1", [])
+    assert ops == {"filter": ["-F SHOAL-PORTS-0"], "nat": ["-F SHOAL-DNAT-0", "-F SHOAL-HAIRPIN-0"]}
+    assert slots == Slots({"c2": 1}, 2, {1})
+    assert layout.same(render_layout(NETS, [DNS_LO], slots))
+    assert "-A DOCKER -j SHOAL-PORTS-0" in layout.text()["filter"]
+
+
+def test_plan_reuses_the_lowest_free_slot_without_new_jumps() -> None:
+    layout = render_layout(NETS, [DNS_LO], Slots({"c2": 1}, 2, {1}))
+    web3 = PublishedPort("br0", "10.77.0.4", 80, "tcp", "", 8082, owner="c3")
+    ops, slots = plan_publish(layout, Slots({"c2": 1}, 2, {1}), "c3", [web3])
+    assert not any(line.startswith("-I ") for lines in ops.values() for line in lines)
+    assert slots == Slots({"c2": 1, "c3": 0}, 2, {1})
+    assert layout.same(render_layout(NETS, [DNS_LO, web3], slots))
+
+
+def test_plan_republishing_the_same_ports_changes_nothing() -> None:
+    layout = render_layout(NETS, [WEB])
+    ops, slots = plan_publish(layout, slots_of([WEB]), "c1", [WEB])
+    assert ops == {}
+    assert slots == slots_of([WEB])
+
+
+def test_plan_unpublish_of_an_unknown_owner_changes_nothing() -> None:
+    layout = render_layout(NETS, [WEB])
+    assert plan_publish(layout, slots_of([WEB]), "nobody", []) == ({}, slots_of([WEB]))
+
+
+def test_slots_keep_their_owners_and_fill_the_lowest_free_one_first() -> None:
+    before = Slots({"a": 0, "b": 1, "c": 2}, 3, {2})
+    after = before.assign(["b", "d", "e"], {"e"})
+    assert after == Slots({"b": 1, "d": 0, "e": 2}, 3, {2})
+    assert after.assign(["b", "d", "e", "f"], set()) == Slots({"b": 1, "d": 0, "e": 2, "f": 3}, 4, {2})
+
+
+def test_a_full_render_keeps_freed_slots_as_empty_chains() -> None:
+    text = render_rules(NETS, [DNS_LO], Slots({"c2": 1}, 2, {1}))
+    assert ":SHOAL-PORTS-0 - [0:0]" in text["filter"]
+    assert "-A SHOAL-PORTS-0 " not in text["filter"]
+    assert "-A DOCKER -j SHOAL-DNAT-0" in text["nat"]

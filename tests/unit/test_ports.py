@@ -197,3 +197,17 @@ def test_allocator_rejects_bad_input() -> None:
     with pytest.raises(PortSpecError, match="invalid hostPort: 70000"):
         alloc.allocate("tcp", "", 70000)
     assert alloc.allocated() == []
+
+
+def test_a_port_stays_taken_for_all_addresses_until_its_last_specific_holder_releases_it() -> None:
+    alloc = PortAllocator(40000, 40010)
+    alloc.allocate("tcp", "10.0.0.1", 8080, owner="a")
+    alloc.allocate("tcp", "10.0.0.2", 8080, owner="b")
+    alloc.release_owner("a")
+    with pytest.raises(PortConflict, match="Bind for 0.0.0.0:8080 failed: port is already allocated"):
+        alloc.allocate("tcp", "", 8080, owner="c")
+    alloc.release("tcp", "10.0.0.2", 8080)
+    assert alloc.allocate("tcp", "", 8080, owner="c") == 8080
+    assert PortAllocator.from_dict(alloc.to_dict()).allocated() == [("tcp", "", 8080, "c")]
+    alloc.release_owner("c")
+    assert alloc.allocated() == []
