@@ -1,5 +1,5 @@
 """Runs one manager process: `python -m manager run --id N --listen ADDR --peers 1=ADDR,... --data-dir DIR [--join]`.
-Serves the Raft transport and the control API on one gRPC server; manager/cluster.py starts N of these for tests."""
+Serves the Raft transport and the control API on one gRPC server; tests/support/cluster.py starts N of these for tests."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Three managers as real processes on 127.0.0.x: election, configs through any manager, failover, restart, bad input.
-Drives manager/cluster.py's LocalCluster and the Control/Raft gRPC services; needs no root and no namespaces."""
+Drives tests/support/cluster.py's LocalCluster and the Control/Raft gRPC services; needs no root and no namespaces."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from manager.cluster import LocalCluster
+from tests.support.cluster import LocalCluster
 from manager.transport import TLSFiles
 from proto import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2
 
@@ -293,7 +293,7 @@ async def _wait(cond: Callable[[], bool], what: str) -> None:
 def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refused(tmp_path: Path) -> None:
     import asyncio
 
-    from manager.cluster import free_port
+    from tests.support.cluster import free_port
     from manager.raft.core import QuorumLossError
 
     async def scenario() -> None:

@@ -1,4 +1,4 @@
-"""Runs N managers as separate OS processes on 127.0.0.x for tests and benchmarks (`python -m manager run` each).
+"""Test support: runs N managers as separate OS processes on 127.0.0.x for tests and benchmarks (`python -m manager run` each).
 LocalCluster starts, kills, restarts and finds the leader; every process is killed on stop_all(), whatever happened."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import grpc
 from manager.transport import GRPC_OPTIONS, TLS_SERVER_NAME, TLSFiles
 from proto import control_pb2, control_pb2_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str) -> int:
