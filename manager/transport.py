@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from manager.raft.core import RaftError
+from manager.raft.wirecheck import Rpc, check_message
 from manager.raft.messages import (
     ConfState,
     Entry,
@@ -119,19 +120,17 @@ def message_from_pb(pb: raft_pb2.RaftMessage) -> Message:
     )
 
 
-def split_snapshot(m: Message, peers: dict[int, str], chunk_bytes: int = _CHUNK_DATA_BYTES) -> list[raft_pb2.SnapshotChunk]:
+def split_snapshot(m: Message, chunk_bytes: int = _CHUNK_DATA_BYTES) -> list[raft_pb2.SnapshotChunk]:
     """A SNAP message as chunks: the header (snapshot without data) first, then the data in pieces."""
     assert m.snapshot is not None
     data = m.snapshot.data
     pieces = [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)] or [b""]
     chunks = [raft_pb2.SnapshotChunk(data=p) for p in pieces]
     chunks[0].message.CopyFrom(message_to_pb(m, with_snapshot_data=False))
-    for k, v in peers.items():
-        chunks[0].peers[k] = v
     return chunks
 
 
-def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> tuple[Message, dict[int, str]]:
+def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> Message:
     """Reassemble split_snapshot()'s chunks into the SNAP message."""
     it = iter(chunks)
     first = next(it, None)
@@ -144,7 +143,7 @@ def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> tuple[Message, di
     for c in it:
         data += c.data
     m.snapshot = Snapshot(m.snapshot.meta, bytes(data))
-    return m, dict(first.peers)
+    return m
 
 
 def batch_messages(msgs: Iterable[Message], limit: int = _BATCH_BYTES) -> list[raft_pb2.RaftBatch]:
@@ -183,6 +182,28 @@ class TLSFiles:
         return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
 
 
+MANAGER_OU = "swarm-manager"  # swarmkit's role OU: a manager's certificate says CN=<node id>, OU=swarm-manager
+
+
+class IdentityError(Exception):
+    """The peer's certificate does not name a manager."""
+
+
+def certificate_member_id(pem: bytes) -> int:
+    """The raft member id a manager certificate names: CN=<id>, OU=swarm-manager (swarmkit's layout)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.load_pem_x509_certificate(pem).subject
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    ous = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if MANAGER_OU not in ous:
+        raise IdentityError(f"certificate {subject.rfc4514_string()} is not a manager's (OU is not {MANAGER_OU})")
+    if len(cns) != 1 or not isinstance(cns[0], str) or not cns[0].isdigit() or int(cns[0]) <= 0:
+        raise IdentityError(f"certificate {subject.rfc4514_string()} does not name a raft member id in its CN")
+    return int(cns[0])
+
+
 def open_channel(addr: str, tls: TLSFiles | None) -> grpc.aio.Channel:
     if tls is None:
         return grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
@@ -195,14 +216,12 @@ class RaftHost:
     """What the transport needs from the manager shell (RaftManager implements it)."""
 
     node_id: int
+    tls: TLSFiles | None  # set: every peer must show a manager certificate naming the member it speaks for
 
     def member_error(self, sender: int) -> str | None:  # None: accept messages from sender
         raise NotImplementedError
 
     def deliver(self, msgs: list[Message]) -> None:
-        raise NotImplementedError
-
-    def learn_peers(self, peers: dict[int, str]) -> None:
         raise NotImplementedError
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
@@ -218,7 +237,8 @@ class RaftServicer:
 
     def __init__(self, host: RaftHost) -> None:
         self.host = host
-        self.rejected = 0
+        self.rejected = 0  # streams and proposals refused (garbage, unknown member, wrong identity)
+        self.invalid = 0  # messages dropped by wirecheck
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -235,15 +255,38 @@ class RaftServicer:
         log.warning("raft transport: rejected %s: %s", ctx.peer(), text)
         await ctx.abort(code, text)
 
-    def _check(self, m: Message) -> tuple[grpc.StatusCode, str] | None:
-        if m.to != self.host.node_id:
-            return grpc.StatusCode.INVALID_ARGUMENT, f"raft message for member {m.to} delivered to member {self.host.node_id}"
+    async def _identity(self, ctx: grpc.aio.ServicerContext) -> int | None:
+        """With TLS, the member id the peer's certificate names (the stream is refused if it names none)."""
+        if self.host.tls is None:
+            return None
+        pems = ctx.auth_context().get("x509_pem_cert") or []
+        try:
+            if not pems:
+                raise IdentityError("no client certificate")
+            return certificate_member_id(pems[0])
+        except IdentityError as e:
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except ValueError as e:  # a certificate cryptography cannot parse (gRPC verified it, so unlikely)
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, f"unreadable client certificate: {e}")
+        raise AssertionError("unreachable")
+
+    async def _admit(self, ctx: grpc.aio.ServicerContext, m: Message, rpc: Rpc, identity: int | None) -> bool:
+        """False: m is dropped (malformed for this RPC). Ends the stream if the sender is not who it may be."""
+        why = check_message(m, self.host.node_id, rpc)
+        if why is not None:
+            self.invalid += 1
+            log.warning("raft %d: dropped a message from member %d (%s): %s", self.host.node_id, m.from_, ctx.peer(), why)
+            return False
+        if identity is not None and m.from_ != identity:
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
+                               f"raft message from member {m.from_} on a connection authenticated as member {identity}")
         err = self.host.member_error(m.from_)
         if err is not None:
-            return grpc.StatusCode.FAILED_PRECONDITION, err
-        return None
+            await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
+        return True
 
     async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        identity = await self._identity(ctx)
         async for raw in requests:  # type: ignore[attr-defined]
             try:
                 batch = raft_pb2.RaftBatch.FromString(raw)
@@ -251,32 +294,25 @@ class RaftServicer:
             except (DecodeError, CodecError) as e:
                 await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft batch: {e}")
                 raise AssertionError("unreachable")
-            for m in msgs:
-                bad = self._check(m)
-                if bad is not None:
-                    await self._reject(ctx, *bad)
-            if batch.peers:
-                self.host.learn_peers(dict(batch.peers))
-            self.host.deliver(msgs)
+            good = [m for m in msgs if await self._admit(ctx, m, Rpc.STEP, identity)]
+            if good:
+                self.host.deliver(good)
         return raft_pb2.StepResponse()
 
     async def stream_snapshot(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        identity = await self._identity(ctx)
         chunks: list[raft_pb2.SnapshotChunk] = []
         try:
             async for raw in requests:  # type: ignore[attr-defined]
                 chunks.append(raft_pb2.SnapshotChunk.FromString(raw))
                 if len(chunks) == 1:
-                    # check the sender before taking in megabytes from it
-                    m, _ = join_snapshot(chunks[:1])
-                    bad = self._check(m)
-                    if bad is not None:
-                        await self._reject(ctx, *bad)
-            m, peers = join_snapshot(chunks)
+                    # check the sender and the header before taking in megabytes from it
+                    if not await self._admit(ctx, join_snapshot(chunks[:1]), Rpc.SNAPSHOT, identity):
+                        await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, "invalid raft snapshot: dropped")
+            m = join_snapshot(chunks)
         except (DecodeError, CodecError) as e:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft snapshot: {e}")
             raise AssertionError("unreachable")
-        if peers:
-            self.host.learn_peers(peers)
         self.host.deliver([m])
         return raft_pb2.StepResponse()
 
@@ -286,7 +322,12 @@ class RaftServicer:
         except DecodeError as e:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid proposal: {e}")
             raise AssertionError("unreachable")
-        err = self.host.member_error(getattr(req, "from"))
+        identity = await self._identity(ctx)
+        sender = getattr(req, "from")
+        if identity is not None and sender != identity:
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
+                               f"proposal from member {sender} on a connection authenticated as member {identity}")
+        err = self.host.member_error(sender)
         if err is not None:
             await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
         if not req.request_id:
@@ -313,7 +354,6 @@ class Peer:
         self.channel = open_channel(addr, owner.tls)
         self.queue: deque[Message] = deque()
         self.wake = asyncio.Event()
-        self.sent_peers_version = -1
         self.dropped = 0
         self.failures = 0
         self.task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id}")
@@ -335,7 +375,7 @@ class Peer:
     async def _send_snapshot(self, m: Message) -> None:
         call = self.channel.stream_unary(f"/{SERVICE}/StreamSnapshot", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
         try:
-            await call(iter(split_snapshot(m, self.owner.peers)), timeout=60)
+            await call(iter(split_snapshot(m)), timeout=60)
         except (grpc.RpcError, asyncio.TimeoutError) as e:
             log.info("raft transport: snapshot to %d failed: %s", self.node_id, e)
             self.owner.on_snapshot_result(self.node_id, failed=True)
@@ -348,7 +388,6 @@ class Peer:
         while True:
             await self.wake.wait()
             call = step()
-            self.sent_peers_version = -1
             try:
                 while True:
                     await self.wake.wait()
@@ -359,10 +398,6 @@ class Peer:
                     msgs = list(self.queue)
                     self.queue.clear()
                     for batch in batch_messages(msgs):
-                        if self.sent_peers_version != self.owner.peers_version:
-                            for k, v in self.owner.peers.items():
-                                batch.peers[k] = v
-                            self.sent_peers_version = self.owner.peers_version
                         await call.write(batch)
                     backoff = BACKOFF_START
             except asyncio.CancelledError:
@@ -396,7 +431,8 @@ def _short(e: BaseException) -> str:
 
 
 class Transport:
-    """Sends the core's messages to peers by id; the address book is shared with peers on every stream."""
+    """Sends the core's messages to peers by id. The address book is the shell's, from committed membership
+    entries (manager/raftnode.py); nothing a peer sends changes it."""
 
     def __init__(
         self,
@@ -409,7 +445,6 @@ class Transport:
         self.node_id = node_id
         self.tls = tls
         self.peers: dict[int, str] = dict(peers)
-        self.peers_version = 0
         self._conns: dict[int, Peer] = {}
         self._on_unreachable = on_unreachable or (lambda _id: None)
         self._on_snapshot = on_snapshot or (lambda _id, _failed: None)
@@ -420,15 +455,13 @@ class Transport:
         if self.peers.get(node_id) == addr:
             return False
         self.peers[node_id] = addr
-        self.peers_version += 1
         old = self._conns.pop(node_id, None)
         if old is not None:
             asyncio.create_task(old.close())
         return True
 
     def remove_peer(self, node_id: int) -> None:
-        if self.peers.pop(node_id, None) is not None:
-            self.peers_version += 1
+        self.peers.pop(node_id, None)
         old = self._conns.pop(node_id, None)
         if old is not None:
             asyncio.create_task(old.close())
