@@ -221,15 +221,13 @@ class RaftManager:
         has neither yet (it joins, its snapshot has not come) uses the operator's --peers to answer the leader."""
         book = load_book(self.cfg.data_dir)
         if book is not None and (from_snapshot is None or book[0] >= snap_index):
-            self.info = book[1]
+            index, info = book
         elif from_snapshot is not None:
-            self.info = from_snapshot
+            index, info = snap_index, from_snapshot
         else:
-            self.info = ClusterInfo("", dict(self.cfg.peers))
-        self.info.members.setdefault(self.id, self.cfg.listen)
-        for nid, addr in self.info.members.items():
-            if nid != self.id:
-                self.transport.set_peer(nid, addr)
+            index, info = 0, ClusterInfo("", dict(self.cfg.peers))
+        info.members.setdefault(self.id, self.cfg.listen)
+        self._set_info(info, index)
 
     def _set_info(self, info: ClusterInfo, index: int) -> None:
         """Adopt the book of a snapshot or of a committed membership change, and keep it on disk."""
