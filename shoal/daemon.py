@@ -33,7 +33,7 @@ def _lock_data_dir(data_dir: Path) -> int:
 
 
 async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None,
-                 dns: list[str]) -> None:
+                 dns: list[str], manager_config: Path | None = None) -> None:
     from agent.images.busybox import ensure_busybox
     from shoal.api.server import serve
     from shoal.engine.engine import Engine, EngineOptions
@@ -51,6 +51,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     await engine.restore()
     ensure_busybox(engine.images)
     server = await serve(engine, host)
+    manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
 
     stop = asyncio.Event()
@@ -68,8 +69,20 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         signal.signal(signum, on_signal)
     await stop.wait()
     log.info("shoal daemon stopping; containers keep running")
+    if manager is not None:
+        await manager.stop()
     await server.close()
     await engine.close()
+
+
+async def _start_manager(config: Path, data_dir: Path):  # type: ignore[no-untyped-def]
+    """The manager role (manager/node.py), when a manager config is given: raft, store, control API."""
+    from manager.node import ManagerNode, config_from_file
+
+    node = ManagerNode(config_from_file(config, data_dir / "manager"))
+    await node.start()
+    log.info("manager %d serving on %s", node.cfg.node_id, node.cfg.listen)
+    return node
 
 
 def run_daemon(
@@ -81,6 +94,7 @@ def run_daemon(
     mtu: int | None = None,
     dns: list[str] | None = None,
     debug: bool = False,
+    manager_config: Path | None = None,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -89,6 +103,6 @@ def run_daemon(
     data_dir = Path(data_dir)
     lock_fd = _lock_data_dir(data_dir)
     try:
-        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or [])))
+        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), manager_config))
     finally:
         os.close(lock_fd)

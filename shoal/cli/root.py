@@ -175,13 +175,15 @@ def inspect(fmt: str, kind: str | None, refs: tuple[str, ...]) -> None:
 @click.option("--dns", multiple=True, metavar="IP",
               help="DNS server for containers and upstream of the embedded DNS (default: the host's resolv.conf)")
 @click.option("-D", "--debug", is_flag=True, help="Enable debug logging")
+@click.option("--manager-config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Also run a swarm manager, configured by this JSON file (see manager/node.py)")
 def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None,
-           mtu: int | None, dns: tuple[str, ...], debug: bool) -> None:
+           mtu: int | None, dns: tuple[str, ...], debug: bool, manager_config: Path | None) -> None:
     """Run the shoal daemon (one per host, like dockerd)"""
     from shoal.daemon import run_daemon  # heavy (aiohttp, pyroute2): only here
 
     run_daemon(host=listen, data_dir=data_dir, exec_root=exec_root, netns_prefix=netns_prefix,
-               bip=bip, mtu=mtu, dns=list(dns), debug=debug)
+               bip=bip, mtu=mtu, dns=list(dns), debug=debug, manager_config=manager_config)
 
 
 cli.add_command(network.network)
