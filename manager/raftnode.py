@@ -404,7 +404,8 @@ class RaftManager:
                         await loop.run_in_executor(self._disk, self.storage.save_ready, hs, rd.entries, rd.snapshot, rd.compaction)
                     except Exception as e:
                         where = getattr(self.storage, "describe", lambda: "raft storage")()
-                        raise PersistError(f"could not persist raft state to {where}: {type(e).__name__}: {e}") from e
+                        cause = str(e) if where in str(e) else f"{where}: {type(e).__name__}: {e}"
+                        raise PersistError(f"could not persist raft state: {cause}") from e
                     if rd.snapshot is not None:
                         # before the reply to the leader goes out: we must be able to address it
                         info, _ = unpack_snapshot(rd.snapshot.data)
