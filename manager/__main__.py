@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from manager.node import ManagerNode
-from manager.raftnode import ManagerConfig
+from manager.raftnode import AlreadyBootstrapped, ManagerConfig
 from manager.transport import TLSFiles
 
 
@@ -71,7 +71,11 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
 
 async def serve(cfg: ManagerConfig) -> int:
     node = ManagerNode(cfg)
-    await node.start()
+    try:
+        await node.start()
+    except AlreadyBootstrapped as e:
+        print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -64,7 +64,12 @@ class ManagerNode:
             self.server.add_insecure_port(self.cfg.listen)
         self.raft.on_leadership(self._on_leadership)
         self._supervisor = asyncio.create_task(self._supervise(), name=f"manager-{self.cfg.node_id}-leadership")
-        await self.raft.start()
+        try:
+            await self.raft.start()  # raises AlreadyBootstrapped for a wiped member
+        except BaseException:
+            self._supervisor.cancel()
+            await self.raft.stop()
+            raise
         await self.server.start()
 
     async def stop(self) -> None:

@@ -19,7 +19,17 @@ from typing import Any, TypeVar
 
 import grpc
 
-from manager.membership import ClusterInfo, SnapshotFormatError, load_book, pack_snapshot, save_book, unpack_snapshot
+from manager.membership import (
+    ClusterInfo,
+    SnapshotFormatError,
+    decode_started,
+    encode_started,
+    founding_cluster_id,
+    load_book,
+    pack_snapshot,
+    save_book,
+    unpack_snapshot,
+)
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
 from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
@@ -34,6 +44,10 @@ T = TypeVar("T")
 
 class PersistError(RaftError):
     """The raft state could not be written: the manager stops (it must not acknowledge what it did not save)."""
+
+
+class AlreadyBootstrapped(RaftError):
+    """This member has no data but its cluster knows it as started: it was wiped (etcd's refusal)."""
 
 
 class Unavailable(RaftError):
@@ -177,6 +191,7 @@ class RaftManager:
         self._leadership_listeners: list[Callable[[bool, int], None]] = []
         self.info = ClusterInfo()  # cluster id and member addresses, from the snapshot and committed entries
         self.invalid_snapshots = 0
+        self._lost_logged: dict[int, int] = {}  # member -> the match it was reported as lost at
         self.failure: BaseException | None = None
         self.stopped = asyncio.Event()
 
@@ -193,10 +208,22 @@ class RaftManager:
         cfg = self.cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
+        db = cfg.data_dir / "raft.db"
+        existed = db.exists()
         self.storage = await loop.run_in_executor(self._disk, open_storage, cfg)
+        if self.storage.is_empty():
+            try:
+                await self._refuse_if_bootstrapped()
+            except AlreadyBootstrapped:
+                await loop.run_in_executor(self._disk, self.storage.close)
+                self.storage = None
+                if not existed and cfg.storage == "sqlite":  # leave the data dir as we found it
+                    for leftover in (db, db.with_name("raft.db-wal"), db.with_name("raft.db-shm")):
+                        leftover.unlink(missing_ok=True)
+                raise
         if self.storage.is_empty() and not cfg.join:
             # the founders' addresses (the same --peers on every founder) go into the bootstrap snapshot
-            founding = ClusterInfo(uuid.uuid4().hex, dict(cfg.peers))
+            founding = ClusterInfo(founding_cluster_id(cfg.peers), dict(cfg.peers))
             data = pack_snapshot(founding, self.store.snapshot())
             await loop.run_in_executor(self._disk, self.storage.bootstrap, sorted(cfg.peers), data)
         self._saved_hs = self.storage.initial_state()[0]
@@ -212,8 +239,56 @@ class RaftManager:
         self._tasks = [
             asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.id}"),
+            asyncio.create_task(self._publish_started(), name=f"raft-started-{self.id}"),
         ]
         self._wake.set()
+
+    async def _refuse_if_bootstrapped(self) -> None:
+        """Before an empty member bootstraps (or waits to join): if a peer's cluster already counts this id
+        as started, this member lost its data; rejoining as a founder would leave the leader sending it
+        entries it cannot have. Unreachable peers say nothing (all founders may be starting together)."""
+        from manager.transport import open_channel
+
+        async def ask(addr: str) -> raft_pb2.MembershipResponse | None:
+            channel = open_channel(addr, self.cfg.tls)
+            try:
+                call = channel.unary_unary("/shoal.v1.Raft/Membership", request_serializer=lambda r: r.SerializeToString(),
+                                           response_deserializer=raft_pb2.MembershipResponse.FromString)
+                req = raft_pb2.MembershipRequest()
+                setattr(req, "from", self.id)
+                return await call(req, timeout=2.0)
+            except grpc.aio.AioRpcError:
+                return None
+            finally:
+                await channel.close()
+
+        peers = {nid: addr for nid, addr in self.cfg.peers.items() if nid != self.id}
+        answers = await asyncio.gather(*(ask(a) for a in peers.values()))
+        for nid, resp in zip(peers, answers):
+            if resp is not None and self.id in resp.started:
+                raise AlreadyBootstrapped(
+                    f"member {self.id} has already been bootstrapped: cluster {resp.cluster_id} (asked member {nid}) "
+                    f"knows it as started, but {self.cfg.data_dir} holds no raft data; remove member {self.id} "
+                    f"from the cluster and add this manager back under a new id with --join"
+                )
+
+    async def _publish_started(self) -> None:
+        """Record in the log that this member runs with its data (once; retried until it commits)."""
+        while self.id not in self.info.started:
+            rid = new_request_id(self.id)
+            try:
+                await self.propose_data(encode_started(self.id, rid), rid)
+            except (RaftError, StoreError) as e:
+                log.info("raft %d: start not published yet: %s", self.id, e)
+                await asyncio.sleep(self.cfg.tick_s * self.cfg.election_tick)
+
+    def membership(self) -> raft_pb2.MembershipResponse:
+        voters = self.node.voters if self.node is not None else []
+        return raft_pb2.MembershipResponse(cluster_id=self.info.cluster_id, voters=voters, started=sorted(self.info.started))
+
+    @property
+    def cluster_id(self) -> str:
+        return self.info.cluster_id
 
     def _load_info(self, from_snapshot: ClusterInfo | None, snap_index: int) -> None:
         """The address book at start: the book file if it is newer than the snapshot (it is written as
@@ -237,6 +312,7 @@ class RaftManager:
             if nid != self.id:
                 self.transport.set_peer(nid, addr)
         self.info = info
+        self.transport.cluster_id = info.cluster_id
         if self.cfg.storage != "memory":
             save_book(self.cfg.data_dir, index, info)
 
@@ -475,7 +551,10 @@ class RaftManager:
                 continue
             rid = self._by_index.pop(e.index, None)
             applied_rid = None
-            if e.kind == EntryKind.NORMAL and e.data:
+            started = decode_started(e.data) if e.kind == EntryKind.NORMAL and e.data[:1] == b"\x00" else None
+            if started is not None:
+                applied_rid = self._apply_started(e.index, *started)
+            elif e.kind == EntryKind.NORMAL and e.data:
                 try:
                     res = self.store.apply(e.index, e.data)
                 except Exception as ex:  # a proposal the store cannot decode: skip it, everywhere alike
@@ -500,6 +579,15 @@ class RaftManager:
         if entries:
             self._release_applied_waits()
 
+    def _apply_started(self, index: int, node_id: int, rid: str) -> str:
+        if node_id not in self.info.started:
+            info = self.info
+            self._set_info(ClusterInfo(info.cluster_id, info.members, info.started | {node_id}), index)
+        prop = self._pending.pop(rid, None)
+        if prop is not None and not prop.future.done():
+            prop.future.set_result((index, None))
+        return rid
+
     def _apply_membership(self, e: Entry) -> None:
         """The only way an address changes: a committed ADD carries it, a committed REMOVE drops it."""
         try:
@@ -515,7 +603,7 @@ class RaftManager:
         else:
             return
         if members != self.info.members:
-            self._set_info(ClusterInfo(self.info.cluster_id, members), e.index)
+            self._set_info(ClusterInfo(self.info.cluster_id, members, self.info.started), e.index)
 
     def on_leadership(self, listener: Callable[[bool, int], None]) -> None:
         """listener(True, term) when this node becomes leader, listener(False, term) when it stops leading."""
@@ -633,6 +721,8 @@ class RaftManager:
 
     def deliver(self, msgs: list[Message]) -> None:
         for m in msgs:
+            if m.type == MessageType.APP_RESP and m.reject:
+                self._check_lost_log(m)
             if m.type == MessageType.SNAP and m.snapshot is not None:
                 why = self._snapshot_data_error(m.snapshot.data)
                 if why is not None:
@@ -641,6 +731,17 @@ class RaftManager:
                     continue
             self._msgs.append(m)
         self._wake.set()
+
+    def _check_lost_log(self, m: Message) -> None:
+        """A follower whose log ends below what it acknowledged lost its data (wiped, restored from an old
+        backup): Raft cannot repair that, the core ignores such refusals. Say so, once per member and match."""
+        node = self.node
+        pr = node.progress.get(m.from_) if node is not None and node.state == StateRole.LEADER else None
+        if pr is None or m.reject_hint >= pr.match or self._lost_logged.get(m.from_) == pr.match:
+            return
+        self._lost_logged[m.from_] = pr.match
+        log.error("raft %d: member %d lost its log: it holds entries up to %d but had acknowledged %d; "
+                  "remove it and add it back under a new id", self.id, m.from_, m.reject_hint, pr.match)
 
     def _snapshot_data_error(self, data: bytes) -> str | None:
         """A snapshot whose data the store could not restore would stop this manager when applied."""
@@ -654,6 +755,10 @@ class RaftManager:
         return None
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        started = decode_started(req.data)
+        if req.data[:1] == b"\x00" and (started is None or started[0] != getattr(req, "from")):
+            # only a member itself says it started
+            return raft_pb2.ProposeResponse(error_code="INVALID_ARGUMENT", error_message="invalid proposal: not a store proposal")
         index, err = await self._propose_here(req.data, req.request_id, time.monotonic() + self.cfg.proposal_timeout_s)
         if err is None:
             return raft_pb2.ProposeResponse(index=index)

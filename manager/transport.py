@@ -44,6 +44,7 @@ GRPC_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+CLUSTER_ID_HEADER = "shoal-cluster-id"  # etcd's X-Etcd-Cluster-ID: streams between two clusters are refused
 TLS_SERVER_NAME = "shoal-manager"  # managers' certificates carry this DNS name (swarm uses swarm-manager)
 
 
@@ -221,6 +222,13 @@ class RaftHost:
     def member_error(self, sender: int) -> str | None:  # None: accept messages from sender
         raise NotImplementedError
 
+    @property
+    def cluster_id(self) -> str:  # "" until known (a joining member before its first snapshot)
+        raise NotImplementedError
+
+    def membership(self) -> raft_pb2.MembershipResponse:
+        raise NotImplementedError
+
     def deliver(self, msgs: list[Message]) -> None:
         raise NotImplementedError
 
@@ -247,6 +255,7 @@ class RaftServicer:
                 "Step": grpc.stream_unary_rpc_method_handler(self.step, _identity, _ser),
                 "StreamSnapshot": grpc.stream_unary_rpc_method_handler(self.stream_snapshot, _identity, _ser),
                 "Propose": grpc.unary_unary_rpc_method_handler(self.propose, _identity, _ser),
+                "Membership": grpc.unary_unary_rpc_method_handler(self.membership, _identity, _ser),
             },
         )
 
@@ -270,6 +279,17 @@ class RaftServicer:
             await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, f"unreadable client certificate: {e}")
         raise AssertionError("unreachable")
 
+    async def _same_cluster(self, ctx: grpc.aio.ServicerContext) -> None:
+        theirs = dict(ctx.invocation_metadata() or ()).get(CLUSTER_ID_HEADER, "")
+        ours = self.host.cluster_id
+        if theirs and ours and theirs != ours:
+            await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION,
+                               f"cluster ID mismatch: the sender belongs to cluster {theirs}, this member to cluster {ours}")
+
+    async def membership(self, raw: bytes, ctx: grpc.aio.ServicerContext) -> raft_pb2.MembershipResponse:
+        await self._identity(ctx)
+        return self.host.membership()
+
     async def _admit(self, ctx: grpc.aio.ServicerContext, m: Message, rpc: Rpc, identity: int | None) -> bool:
         """False: m is dropped (malformed for this RPC). Ends the stream if the sender is not who it may be."""
         why = check_message(m, self.host.node_id, rpc)
@@ -287,6 +307,7 @@ class RaftServicer:
 
     async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
         identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
         async for raw in requests:  # type: ignore[attr-defined]
             try:
                 batch = raft_pb2.RaftBatch.FromString(raw)
@@ -301,6 +322,7 @@ class RaftServicer:
 
     async def stream_snapshot(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
         identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
         chunks: list[raft_pb2.SnapshotChunk] = []
         try:
             async for raw in requests:  # type: ignore[attr-defined]
@@ -323,6 +345,7 @@ class RaftServicer:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid proposal: {e}")
             raise AssertionError("unreachable")
         identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
         sender = getattr(req, "from")
         if identity is not None and sender != identity:
             await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
@@ -375,7 +398,7 @@ class Peer:
     async def _send_snapshot(self, m: Message) -> None:
         call = self.channel.stream_unary(f"/{SERVICE}/StreamSnapshot", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
         try:
-            await call(iter(split_snapshot(m)), timeout=60)
+            await call(iter(split_snapshot(m)), timeout=60, metadata=self.owner.metadata())
         except (grpc.RpcError, asyncio.TimeoutError) as e:
             log.info("raft transport: snapshot to %d failed: %s", self.node_id, e)
             self.owner.on_snapshot_result(self.node_id, failed=True)
@@ -387,7 +410,7 @@ class Peer:
         step = self.channel.stream_unary(f"/{SERVICE}/Step", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
         while True:
             await self.wake.wait()
-            call = step()
+            call = step(metadata=self.owner.metadata())
             try:
                 while True:
                     await self.wake.wait()
@@ -415,7 +438,7 @@ class Peer:
 
     async def propose(self, req: raft_pb2.ProposeRequest, timeout: float) -> raft_pb2.ProposeResponse:
         call = self.channel.unary_unary(f"/{SERVICE}/Propose", request_serializer=_ser, response_deserializer=raft_pb2.ProposeResponse.FromString)
-        return await call(req, timeout=timeout)
+        return await call(req, timeout=timeout, metadata=self.owner.metadata())
 
     async def close(self) -> None:
         for t in (self.task, self.snap_task):
@@ -449,6 +472,10 @@ class Transport:
         self._on_unreachable = on_unreachable or (lambda _id: None)
         self._on_snapshot = on_snapshot or (lambda _id, _failed: None)
         self.unknown_dropped = 0
+        self.cluster_id = ""  # set by the shell once known
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((CLUSTER_ID_HEADER, self.cluster_id),) if self.cluster_id else ()
 
     def set_peer(self, node_id: int, addr: str) -> bool:
         """Record a member's address; True if the book changed."""

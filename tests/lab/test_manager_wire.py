@@ -4,6 +4,7 @@ real Step/StreamSnapshot/Propose RPCs, and must keep serving and committing. Nee
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,7 +117,8 @@ def test_hostile_raft_messages_are_dropped_counted_and_every_manager_keeps_servi
 def test_a_batch_carrying_an_address_book_changes_no_address(cluster: LocalCluster) -> None:
     leader = cluster.leader(DEADLINE)
     follower = next(i for i in sorted(cluster.members) if i != leader)
-    before = wait_for(lambda: (cluster.members[follower].data_dir / "members.json").read_text(), "the book file")
+    book = cluster.members[follower].data_dir / "members.json"
+    before = wait_for(lambda: json.loads(book.read_text())["members"], "the book file")
     hb = Message(MT.HEARTBEAT_RESP, to=follower, from_=leader, term=cluster.status(leader).term)
     raw = batch_messages([hb])[0].SerializeToString()
     # field 2 was RaftBatch.peers (map<uint64,string>): {leader: "127.0.0.9:1"} encoded by hand
@@ -126,7 +128,7 @@ def test_a_batch_carrying_an_address_book_changes_no_address(cluster: LocalClust
         ch.stream_unary("/shoal.v1.Raft/Step", request_serializer=lambda b: b, response_deserializer=lambda b: b)(iter([raw]), timeout=5)
     create(cluster, follower, "still-replicating")
     assert cluster.status(follower).leader_addr == cluster.members[leader].addr
-    assert (cluster.members[follower].data_dir / "members.json").read_text() == before
+    assert json.loads(book.read_text())["members"] == before == {str(i): m.addr for i, m in cluster.members.items()}
     assert names_on(cluster, follower) == ["still-replicating"]
 
 
