@@ -79,8 +79,12 @@ async def _start_manager(config: Path, data_dir: Path):  # type: ignore[no-untyp
     """The manager role (manager/node.py), when a manager config is given: raft, store, control API."""
     from manager.node import ManagerNode, config_from_file
 
-    node = ManagerNode(config_from_file(config, data_dir / "manager"))
-    await node.start()
+    try:
+        node = ManagerNode(config_from_file(config, data_dir / "manager"))
+        await node.start()
+    except Exception as e:  # a bad config, a wiped member, a taken port: the node still serves its containers
+        log.error("manager not started: %s", e)
+        return None
     log.info("manager %d serving on %s", node.cfg.node_id, node.cfg.listen)
     return node
 
