@@ -13,10 +13,9 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from proto import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2
 from tests.support.cluster import LocalCluster
 from tests.support.pki import make_pki
-from manager.transport import TLSFiles
-from proto import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2
 
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
