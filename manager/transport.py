@@ -290,20 +290,32 @@ class RaftServicer:
         await self._identity(ctx)
         return self.host.membership()
 
-    async def _admit(self, ctx: grpc.aio.ServicerContext, m: Message, rpc: Rpc, identity: int | None) -> bool:
-        """False: m is dropped (malformed for this RPC). Ends the stream if the sender is not who it may be."""
+    def _verdict(self, m: Message, rpc: Rpc, identity: int | None) -> tuple[grpc.StatusCode, str] | bool:
+        """True: step m; False: drop it (malformed for this RPC); a status: end the stream (the sender is
+        not who it may be). Synchronous: it runs for every message of every batch."""
         why = check_message(m, self.host.node_id, rpc)
         if why is not None:
             self.invalid += 1
-            log.warning("raft %d: dropped a message from member %d (%s): %s", self.host.node_id, m.from_, ctx.peer(), why)
+            log.warning("raft %d: dropped a message from member %d: %s", self.host.node_id, m.from_, why)
             return False
         if identity is not None and m.from_ != identity:
-            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
-                               f"raft message from member {m.from_} on a connection authenticated as member {identity}")
+            return (grpc.StatusCode.PERMISSION_DENIED,
+                    f"raft message from member {m.from_} on a connection authenticated as member {identity}")
         err = self.host.member_error(m.from_)
         if err is not None:
-            await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
+            return grpc.StatusCode.FAILED_PRECONDITION, err
         return True
+
+    async def _admit(self, ctx: grpc.aio.ServicerContext, msgs: list[Message], rpc: Rpc, identity: int | None) -> list[Message]:
+        """The messages of a batch the core may step; ends the stream on a sender that is not who it may be."""
+        good = []
+        for m in msgs:
+            verdict = self._verdict(m, rpc, identity)
+            if verdict is True:
+                good.append(m)
+            elif verdict is not False:
+                await self._reject(ctx, *verdict)
+        return good
 
     async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
         identity = await self._identity(ctx)
@@ -315,7 +327,7 @@ class RaftServicer:
             except (DecodeError, CodecError) as e:
                 await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft batch: {e}")
                 raise AssertionError("unreachable")
-            good = [m for m in msgs if await self._admit(ctx, m, Rpc.STEP, identity)]
+            good = await self._admit(ctx, msgs, Rpc.STEP, identity)
             if good:
                 self.host.deliver(good)
         return raft_pb2.StepResponse()
@@ -329,7 +341,7 @@ class RaftServicer:
                 chunks.append(raft_pb2.SnapshotChunk.FromString(raw))
                 if len(chunks) == 1:
                     # check the sender and the header before taking in megabytes from it
-                    if not await self._admit(ctx, join_snapshot(chunks[:1]), Rpc.SNAPSHOT, identity):
+                    if not await self._admit(ctx, [join_snapshot(chunks[:1])], Rpc.SNAPSHOT, identity):
                         await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, "invalid raft snapshot: dropped")
             m = join_snapshot(chunks)
         except (DecodeError, CodecError) as e:

@@ -41,10 +41,12 @@ def check_message(m: Message, self_id: int, rpc: Rpc) -> str | None:
         return f"{m.type.name} is addressed to member {m.to}, not {self_id}"
     if m.type not in ALLOWED[rpc]:
         return f"{m.type.name} is not carried by the {rpc.value} RPC"
-    for field in ("term", "log_term", "index", "commit", "reject_hint"):
-        value = getattr(m, field)
-        if not 0 <= value <= MAX_VALUE:
-            return f"{m.type.name} {field} {value} out of range [0, {MAX_VALUE}]"
+    if not (0 <= m.term <= MAX_VALUE and 0 <= m.log_term <= MAX_VALUE and 0 <= m.index <= MAX_VALUE
+            and 0 <= m.commit <= MAX_VALUE and 0 <= m.reject_hint <= MAX_VALUE):  # one test on the hot path
+        for field in ("term", "log_term", "index", "commit", "reject_hint"):
+            value = getattr(m, field)
+            if not 0 <= value <= MAX_VALUE:
+                return f"{m.type.name} {field} {value} out of range [0, {MAX_VALUE}]"
     if m.term == 0 and m.type not in TERMLESS:
         return f"{m.type.name} has term 0"
     if m.type in _LOG_TERM_TYPES and m.log_term > m.term:

@@ -195,3 +195,20 @@ def test_with_tls_a_member_speaking_for_another_is_refused(tmp_path: Path) -> No
         assert [names_on(c, i) for i in sorted(c.members)] == [["good"]] * 3
     finally:
         c.stop_all()
+
+
+def test_a_stream_from_another_cluster_is_refused(cluster: LocalCluster) -> None:
+    leader = cluster.leader(DEADLINE)
+    ours = wait_for(lambda: json.loads((cluster.members[leader].data_dir / "members.json").read_text())["cluster_id"],
+                    "the cluster id")
+    other = next(i for i in sorted(cluster.members) if i != leader)
+    hb = Message(MT.HEARTBEAT_RESP, to=leader, from_=other, term=cluster.status(leader).term)
+    with cluster.channel(leader) as ch:
+        call = ch.stream_unary("/shoal.v1.Raft/Step", request_serializer=lambda b: b.SerializeToString(), response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(iter(batch_messages([hb])), timeout=5, metadata=(("shoal-cluster-id", "another-cluster"),))
+    assert (refused.value.code(), refused.value.details()) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"cluster ID mismatch: the sender belongs to cluster another-cluster, this member to cluster {ours}",
+    )
+    create(cluster, leader, "still-serving")
