@@ -34,7 +34,8 @@ from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDroppe
 from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
 from manager.raft.wirecheck import address_error
-from manager.store.errors import StoreError
+from manager.store.errors import StoreError, too_many_bytes
+from manager.store.store import MAX_PROPOSAL_BYTES
 from manager.transport import RaftServicer, TLSFiles, Transport
 from proto import raft_pb2
 
@@ -755,6 +756,9 @@ class RaftManager:
         return None
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        if len(req.data) > MAX_PROPOSAL_BYTES:  # the store would refuse it at apply: keep it out of the log
+            err = too_many_bytes(len(req.data), MAX_PROPOSAL_BYTES)
+            return raft_pb2.ProposeResponse(error_code=err.code, error_message=err.message)
         started = decode_started(req.data)
         if req.data[:1] == b"\x00" and (started is None or started[0] != getattr(req, "from")):
             # only a member itself says it started

@@ -212,3 +212,17 @@ def test_a_stream_from_another_cluster_is_refused(cluster: LocalCluster) -> None
         f"cluster ID mismatch: the sender belongs to cluster another-cluster, this member to cluster {ours}",
     )
     create(cluster, leader, "still-serving")
+
+
+def test_a_forwarded_proposal_over_the_transaction_limit_stays_out_of_the_log(cluster: LocalCluster) -> None:
+    leader = cluster.leader(DEADLINE)
+    req = raft_pb2.ProposeRequest(data=b"\x0a" * 2_000_000, request_id="big-1")
+    setattr(req, "from", next(i for i in sorted(cluster.members) if i != leader))
+    book = cluster.members[leader].data_dir / "members.json"
+    wait_for(lambda: json.loads(book.read_text())["started"] == [1, 2, 3], "every member's start committed")
+    commit_before = cluster.status(leader).commit
+    with cluster.channel(leader) as ch:
+        resp = _propose(ch, req)
+    assert (resp.index, resp.error_code, resp.error_message) == (
+        0, "INVALID_ARGUMENT", "transaction too large: 2000000 bytes exceeds 1572864")
+    assert cluster.status(leader).commit == commit_before
