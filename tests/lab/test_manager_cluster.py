@@ -271,8 +271,11 @@ def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refu
             await _wait(lambda: m4.node is not None and m4.node.voters == [1, 2, 3, 4], "member 4 sees 4 voters")
             got = await m4.read(lambda v: v.get("config", "c1"))
             assert got is not None and got.spec.annotations.name == "early"
+            # the address came with the committed membership entry: every member has it, 4 has everyone's
+            await _wait(lambda: all(m.info.members == addrs4 for m, _ in running.values()), "every book has 4 members")
             await leader.remove_member(4)
             assert leader.node.voters == [1, 2, 3]
+            assert 4 not in leader.info.members and 4 not in leader.transport.peers
             assert leader.member_error(4) == "unknown raft member 4: it was removed from the raft"
             # with one follower stopped, removing the other would leave 2 members, 1 reachable: refused
             stopped, other = [i for i in (1, 2, 3) if i != leader.id]
