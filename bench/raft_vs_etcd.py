@@ -1,5 +1,5 @@
 """Write throughput of a 3-manager shoal cluster against a 3-member etcd 3.4 cluster on this machine (loopback only).
-Starts both (manager/cluster.py's LocalCluster; /usr/bin/etcd), drives each with the same closed-loop gRPC load, prints the figures.
+Starts both (tests/support/cluster.py's LocalCluster; /usr/bin/etcd), drives each with the same closed-loop gRPC load, prints the figures.
 
 shoal: CreateConfig (unique names, 256-byte data) sent to the Raft leader; SQLite storage, fsync on, default tick.
 etcd: KV Put (256-byte values) over etcd's own gRPC API to its leader; default quota, snapshot count, fsync.
@@ -29,7 +29,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from manager.cluster import LocalCluster, free_port  # noqa: E402
+from tests.support.cluster import LocalCluster, free_port  # noqa: E402
 from manager.transport import GRPC_OPTIONS  # noqa: E402
 from proto import control_pb2, objects_pb2  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Runs one manager process: `python -m manager run --id N --listen ADDR --peers 1=ADDR,... --data-dir DIR [--join]`.
-Serves the Raft transport and the control API on one gRPC server; manager/cluster.py starts N of these for tests."""
+A ManagerNode (manager/node.py): raft, store and control API on one gRPC server; tests/support/cluster.py starts N of these."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-import grpc
-
-from manager.controlapi import ControlServicer
-from manager.raftnode import ManagerConfig, RaftManager
-from manager.transport import GRPC_OPTIONS, TLSFiles
-from proto import control_pb2_grpc
+from manager.node import ManagerNode
+from manager.raftnode import AlreadyBootstrapped, ManagerConfig
+from manager.transport import TLSFiles
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -73,25 +70,23 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
 
 
 async def serve(cfg: ManagerConfig) -> int:
-    manager = RaftManager(cfg)
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    server.add_generic_rpc_handlers((manager.servicer.handler(),))
-    control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(manager), server)
-    if cfg.tls is not None:
-        server.add_secure_port(cfg.listen, cfg.tls.server_credentials())
-    else:
-        server.add_insecure_port(cfg.listen)
-    await manager.start()
-    await server.start()
+    node = ManagerNode(cfg)
+    try:
+        await node.start()
+    except AlreadyBootstrapped as e:
+        print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    failed = asyncio.create_task(manager.stopped.wait())
+    failed = asyncio.create_task(node.wait_stopped())
     await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
-    await server.stop(grace=0.5)
-    await manager.stop()
-    return 1 if manager.failure is not None else 0
+    await node.stop()
+    if node.raft.failure is not None:
+        print(f"manager {cfg.node_id} stopped: {node.raft.failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

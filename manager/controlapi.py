@@ -4,29 +4,17 @@ Writes go through RaftManager.propose (forwarded to the leader), reads through R
 from __future__ import annotations
 
 import os
-import re
 
 import grpc
 
-from manager.raftnode import RaftManager
+from common.errdefs import InvalidParameter
+from manager.grpcstatus import abort
 from manager.raft.core import RaftError
+from manager.raftnode import RaftManager
 from manager.store.errors import NAME_CONFLICT, StoreError
+from manager.store.validate import config_spec_error
 from proto import control_pb2, control_pb2_grpc, objects_pb2
 
-MAX_CONFIG_SIZE = 1000 * 1024  # swarmkit controlapi MaxConfigSize (1000 KiB)
-_CONFIG_NAME = re.compile(r"^[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?$")  # swarmkit's config/secret names
-_STATUS = {
-    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
-    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
-    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
-    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
-    "UNKNOWN": grpc.StatusCode.UNKNOWN,
-    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-
-
-class InvalidArgument(Exception):
-    pass
 
 
 def new_id() -> str:
@@ -41,16 +29,10 @@ def new_id() -> str:
 
 
 def validate_config_spec(spec: objects_pb2.ConfigSpec) -> None:
-    """swarmkit's validateConfigSpec, same wording."""
-    name = spec.annotations.name
-    if name == "":
-        raise InvalidArgument("name must be provided")
-    if len(name) > 64 or not _CONFIG_NAME.match(name):
-        raise InvalidArgument(
-            "invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]"
-        )
-    if len(spec.data) >= MAX_CONFIG_SIZE or len(spec.data) < 1:
-        raise InvalidArgument(f"config data must be larger than 0 and less than {MAX_CONFIG_SIZE} bytes")
+    """swarmkit's validateConfigSpec (the store checks the same again when it applies the entry)."""
+    err = config_spec_error(spec)
+    if err is not None:
+        raise InvalidParameter(err)
 
 
 def matches_filters(cfg: objects_pb2.Config, f: control_pb2.ListConfigsRequest.Filters) -> bool:
@@ -72,14 +54,10 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         self.m = manager
 
     async def _fail(self, ctx: grpc.aio.ServicerContext, e: Exception, name: str = "") -> None:
-        if isinstance(e, InvalidArgument):
-            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        if isinstance(e, StoreError):
-            msg = f"config {name} already exists" if e.message == NAME_CONFLICT and name else e.message
-            await ctx.abort(_STATUS.get(e.code, grpc.StatusCode.UNKNOWN), msg)
-        if isinstance(e, RaftError):
-            await ctx.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        raise e
+        # only the control API knows which name the user typed: it rewords the store's name conflict
+        if isinstance(e, StoreError) and e.message == NAME_CONFLICT and name:
+            await abort(ctx, e, f"config {name} already exists")
+        await abort(ctx, e)
 
     async def CreateConfig(self, request: control_pb2.CreateConfigRequest, context: grpc.aio.ServicerContext) -> control_pb2.CreateConfigResponse:
         spec = request.spec
@@ -93,7 +71,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
             await self.m.propose(create)
             # propose() returns once applied here: this node's view already has it (with its version)
             created = self.m.store.view().get("config", cfg.id) or cfg
-        except (InvalidArgument, StoreError, RaftError) as e:
+        except (InvalidParameter, StoreError, RaftError) as e:
             await self._fail(context, e, spec.annotations.name)
             raise
         return control_pb2.CreateConfigResponse(config=created)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
 import logging
 import os
 import random
@@ -20,15 +19,36 @@ from typing import Any, TypeVar
 
 import grpc
 
+from manager.membership import (
+    ClusterInfo,
+    SnapshotFormatError,
+    decode_started,
+    encode_started,
+    founding_cluster_id,
+    load_book,
+    pack_snapshot,
+    save_book,
+    unpack_snapshot,
+)
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
-from manager.raft.messages import ConfChangeOp, Entry, EntryKind, HardState, Message, Snapshot
+from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
-from manager.store.errors import StoreError
+from manager.raft.wirecheck import address_error
+from manager.store.errors import StoreError, too_many_bytes
+from manager.store.store import MAX_PROPOSAL_BYTES
 from manager.transport import RaftServicer, TLSFiles, Transport
 from proto import raft_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class PersistError(RaftError):
+    """The raft state could not be written: the manager stops (it must not acknowledge what it did not save)."""
+
+
+class AlreadyBootstrapped(RaftError):
+    """This member has no data but its cluster knows it as started: it was wiped (etcd's refusal)."""
 
 
 class Unavailable(RaftError):
@@ -66,6 +86,9 @@ class MemoryDurable:
 
     def is_empty(self) -> bool:
         return self.inner.last_index() == 0 and self.inner.hard_state() == HardState()
+
+    def describe(self) -> str:
+        return "memory storage"
 
     def bootstrap(self, voters: list[int], data: bytes = b"") -> None:
         self.inner = MemoryStorage.bootstrap(voters, data)
@@ -166,6 +189,10 @@ class RaftManager:
         self._held_snapshot: tuple[int, bytes] | None = None
         self._saved_hs: HardState | None = None  # the hard state last written
         self._unsaved_hs: HardState | None = None  # newer, differing only in commit: written with the next Ready
+        self._leadership_listeners: list[Callable[[bool, int], None]] = []
+        self.info = ClusterInfo()  # cluster id and member addresses, from the snapshot and committed entries
+        self.invalid_snapshots = 0
+        self._lost_logged: dict[int, int] = {}  # member -> the match it was reported as lost at
         self.failure: BaseException | None = None
         self.stopped = asyncio.Event()
 
@@ -174,30 +201,121 @@ class RaftManager:
     def tick_s(self) -> float:
         return self.cfg.tick_s
 
+    @property
+    def tls(self) -> Any:
+        return self.cfg.tls
+
     async def start(self) -> None:
         cfg = self.cfg
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        for nid, addr in {**self._load_peers(), **cfg.peers}.items():
-            self.transport.set_peer(nid, addr)
-        self._save_peers()
         loop = asyncio.get_running_loop()
+        db = cfg.data_dir / "raft.db"
+        existed = db.exists()
         self.storage = await loop.run_in_executor(self._disk, open_storage, cfg)
+        if self.storage.is_empty():
+            try:
+                await self._refuse_if_bootstrapped()
+            except AlreadyBootstrapped:
+                await loop.run_in_executor(self._disk, self.storage.close)
+                self.storage = None
+                if not existed and cfg.storage == "sqlite":  # leave the data dir as we found it
+                    for leftover in (db, db.with_name("raft.db-wal"), db.with_name("raft.db-shm")):
+                        leftover.unlink(missing_ok=True)
+                raise
         if self.storage.is_empty() and not cfg.join:
-            voters = sorted(cfg.peers)
-            await loop.run_in_executor(self._disk, self.storage.bootstrap, voters, self.store.snapshot())
+            # the founders' addresses (the same --peers on every founder) go into the bootstrap snapshot
+            founding = ClusterInfo(founding_cluster_id(cfg.peers), dict(cfg.peers))
+            data = pack_snapshot(founding, self.store.snapshot())
+            await loop.run_in_executor(self._disk, self.storage.bootstrap, sorted(cfg.peers), data)
         self._saved_hs = self.storage.initial_state()[0]
         snap = self.storage.snapshot()
-        if snap.data:
-            self.store.restore(snap.data)
+        info, store_data = unpack_snapshot(snap.data)
+        if store_data:
+            self.store.restore(store_data)
         self.applied = self._last_snapshot_index = snap.meta.index
+        self._load_info(info, snap.meta.index)
         rcfg = Config(election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick)
         # seeded from the OS: restarts must not replay the same election timeouts
         self.node = RaftNode(self.id, self.storage, rcfg, random.Random(int.from_bytes(os.urandom(8), "big")))
         self._tasks = [
             asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.id}"),
+            asyncio.create_task(self._publish_started(), name=f"raft-started-{self.id}"),
         ]
         self._wake.set()
+
+    async def _refuse_if_bootstrapped(self) -> None:
+        """Before an empty member bootstraps (or waits to join): if a peer's cluster already counts this id
+        as started, this member lost its data; rejoining as a founder would leave the leader sending it
+        entries it cannot have. Unreachable peers say nothing (all founders may be starting together)."""
+        from manager.transport import open_channel
+
+        async def ask(addr: str) -> raft_pb2.MembershipResponse | None:
+            channel = open_channel(addr, self.cfg.tls)
+            try:
+                call = channel.unary_unary("/shoal.v1.Raft/Membership", request_serializer=lambda r: r.SerializeToString(),
+                                           response_deserializer=raft_pb2.MembershipResponse.FromString)
+                req = raft_pb2.MembershipRequest()
+                setattr(req, "from", self.id)
+                return await call(req, timeout=2.0)
+            except grpc.aio.AioRpcError:
+                return None
+            finally:
+                await channel.close()
+
+        peers = {nid: addr for nid, addr in self.cfg.peers.items() if nid != self.id}
+        answers = await asyncio.gather(*(ask(a) for a in peers.values()))
+        for nid, resp in zip(peers, answers):
+            if resp is not None and self.id in resp.started:
+                raise AlreadyBootstrapped(
+                    f"member {self.id} has already been bootstrapped: cluster {resp.cluster_id} (asked member {nid}) "
+                    f"knows it as started, but {self.cfg.data_dir} holds no raft data; remove member {self.id} "
+                    f"from the cluster and add this manager back under a new id with --join"
+                )
+
+    async def _publish_started(self) -> None:
+        """Record in the log that this member runs with its data (once; retried until it commits)."""
+        while self.id not in self.info.started:
+            rid = new_request_id(self.id)
+            try:
+                await self.propose_data(encode_started(self.id, rid), rid)
+            except (RaftError, StoreError) as e:
+                log.info("raft %d: start not published yet: %s", self.id, e)
+                await asyncio.sleep(self.cfg.tick_s * self.cfg.election_tick)
+
+    def membership(self) -> raft_pb2.MembershipResponse:
+        voters = self.node.voters if self.node is not None else []
+        return raft_pb2.MembershipResponse(cluster_id=self.info.cluster_id, voters=voters, started=sorted(self.info.started))
+
+    @property
+    def cluster_id(self) -> str:
+        return self.info.cluster_id
+
+    def _load_info(self, from_snapshot: ClusterInfo | None, snap_index: int) -> None:
+        """The address book at start: the book file if it is newer than the snapshot (it is written as
+        membership entries apply; replaying them again is harmless), else the snapshot's. A member that
+        has neither yet (it joins, its snapshot has not come) uses the operator's --peers to answer the leader."""
+        book = load_book(self.cfg.data_dir)
+        if book is not None and (from_snapshot is None or book[0] >= snap_index):
+            index, info = book
+        elif from_snapshot is not None:
+            index, info = snap_index, from_snapshot
+        else:
+            index, info = 0, ClusterInfo("", dict(self.cfg.peers))
+        info.members.setdefault(self.id, self.cfg.listen)
+        self._set_info(info, index)
+
+    def _set_info(self, info: ClusterInfo, index: int) -> None:
+        """Adopt the book of a snapshot or of a committed membership change, and keep it on disk."""
+        for nid in [n for n in self.transport.peers if n not in info.members]:
+            self.transport.remove_peer(nid)
+        for nid, addr in info.members.items():
+            if nid != self.id:
+                self.transport.set_peer(nid, addr)
+        self.info = info
+        self.transport.cluster_id = info.cluster_id
+        if self.cfg.storage != "memory":
+            save_book(self.cfg.data_dir, index, info)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -240,6 +358,7 @@ class RaftManager:
             "entries_written": getattr(self.storage, "entries_written", 0),
             "readies": self.stats.readies,
             "storage": self.cfg.storage,
+            "invalid_messages": self.servicer.invalid + self.invalid_snapshots,
         }
 
     # ------------------------------------------------------------------ the loop
@@ -325,8 +444,14 @@ class RaftManager:
             raise
         except BaseException as e:
             # a storage failure: stop acknowledging anything, like etcd's panic
-            log.exception("raft %d: ready loop failed", self.id)
+            if isinstance(e, PersistError):
+                log.error("raft %d: stopping: %s", self.id, e)
+            else:
+                log.exception("raft %d: ready loop failed", self.id)
             self.failure = e
+            if self._leader_term is not None:
+                self._notify_leadership(False, self._leader_term)
+                self._leader_term = None
             self._fail_all(Unavailable(f"raft manager {self.id} failed: {e}"))
             self.stopped.set()
 
@@ -352,7 +477,17 @@ class RaftManager:
                         self._apply_entries(early)
                         later = later[len(early):]
                     t0 = time.perf_counter()
-                    await loop.run_in_executor(self._disk, self.storage.save_ready, hs, rd.entries, rd.snapshot, rd.compaction)
+                    try:
+                        await loop.run_in_executor(self._disk, self.storage.save_ready, hs, rd.entries, rd.snapshot, rd.compaction)
+                    except Exception as e:
+                        where = getattr(self.storage, "describe", lambda: "raft storage")()
+                        cause = str(e) if where in str(e) else f"{where}: {type(e).__name__}: {e}"
+                        raise PersistError(f"could not persist raft state: {cause}") from e
+                    if rd.snapshot is not None:
+                        # before the reply to the leader goes out: we must be able to address it
+                        info, _ = unpack_snapshot(rd.snapshot.data)
+                        if info is not None:
+                            self._set_info(info, rd.snapshot.meta.index)
                     self._saved_hs = hs or self._saved_hs
                     self._unsaved_hs = None
                     self.stats.persist_s += time.perf_counter() - t0
@@ -397,7 +532,7 @@ class RaftManager:
         node = self.node
         assert node is not None
         if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
-            self.store.restore(rd.snapshot.data)
+            self.store.restore(unpack_snapshot(rd.snapshot.data)[1])
             self.applied = rd.snapshot.meta.index
             self.stats.snapshots_restored += 1
             # proposals this node made at or below the snapshot: their outcome is unknown here
@@ -417,7 +552,10 @@ class RaftManager:
                 continue
             rid = self._by_index.pop(e.index, None)
             applied_rid = None
-            if e.kind == EntryKind.NORMAL and e.data:
+            started = decode_started(e.data) if e.kind == EntryKind.NORMAL and e.data[:1] == b"\x00" else None
+            if started is not None:
+                applied_rid = self._apply_started(e.index, *started)
+            elif e.kind == EntryKind.NORMAL and e.data:
                 try:
                     res = self.store.apply(e.index, e.data)
                 except Exception as ex:  # a proposal the store cannot decode: skip it, everywhere alike
@@ -429,6 +567,8 @@ class RaftManager:
                         prop.future.set_result((e.index, res.error))
             if rid is not None and rid != applied_rid:
                 self._fail_request(rid, Unavailable("proposal dropped: leadership changed"))
+            if e.kind == EntryKind.CONF_CHANGE:
+                self._apply_membership(e)
             waiter = self._conf_waits.pop(e.index, None)
             if waiter is not None and not waiter[1].done():
                 if e.kind == EntryKind.CONF_CHANGE and e.term == waiter[0]:
@@ -440,10 +580,45 @@ class RaftManager:
         if entries:
             self._release_applied_waits()
 
+    def _apply_started(self, index: int, node_id: int, rid: str) -> str:
+        if node_id not in self.info.started:
+            info = self.info
+            self._set_info(ClusterInfo(info.cluster_id, info.members, info.started | {node_id}), index)
+        prop = self._pending.pop(rid, None)
+        if prop is not None and not prop.future.done():
+            prop.future.set_result((index, None))
+        return rid
+
+    def _apply_membership(self, e: Entry) -> None:
+        """The only way an address changes: a committed ADD carries it, a committed REMOVE drops it."""
+        try:
+            cc = ConfChange.decode(e.data)
+        except ValueError:
+            log.error("raft %d: membership entry %d unreadable: %r", self.id, e.index, e.data[:64])
+            return
+        members = dict(self.info.members)
+        if cc.op == ConfChangeOp.ADD and cc.addr:
+            members[cc.node_id] = cc.addr
+        elif cc.op == ConfChangeOp.REMOVE and cc.node_id != self.id:
+            members.pop(cc.node_id, None)
+        else:
+            return
+        if members != self.info.members:
+            self._set_info(ClusterInfo(self.info.cluster_id, members, self.info.started), e.index)
+
+    def on_leadership(self, listener: Callable[[bool, int], None]) -> None:
+        """listener(True, term) when this node becomes leader, listener(False, term) when it stops leading."""
+        self._leadership_listeners.append(listener)
+
     def _track_leadership(self) -> None:
         node = self.node
         assert node is not None
         leading = node.term if node.state == StateRole.LEADER else None
+        if leading != self._leader_term:
+            if self._leader_term is not None:
+                self._notify_leadership(False, self._leader_term)
+            if leading is not None:
+                self._notify_leadership(True, leading)
         if self._leader_term is not None and leading != self._leader_term:
             # proposals of our term may still commit under the next leader, or be overwritten: unknown
             err = Unavailable("proposal dropped: leadership changed")
@@ -456,6 +631,13 @@ class RaftManager:
             self._conf_waits.clear()
         self._leader_term = leading
 
+    def _notify_leadership(self, leader: bool, term: int) -> None:
+        for listener in self._leadership_listeners:
+            try:
+                listener(leader, term)
+            except Exception:  # a listener's bug must not stop the raft loop
+                log.exception("raft %d: leadership listener failed", self.id)
+
     def _after_advance(self, rd: Ready) -> None:
         """Compaction: take the store's snapshot every `snapshot_every` entries, but hand it to the core
         only `snapshot_keep` entries later, so the log keeps that many entries behind the snapshot
@@ -467,7 +649,7 @@ class RaftManager:
             return
         if self._held_snapshot is None:
             if self.applied - self._last_snapshot_index >= max(1, every - keep):
-                self._held_snapshot = (self.applied, self.store.snapshot())
+                self._held_snapshot = (self.applied, pack_snapshot(self.info, self.store.snapshot()))
         elif self.applied - self._held_snapshot[0] >= keep:
             index, data = self._held_snapshot
             self._held_snapshot = None
@@ -539,18 +721,48 @@ class RaftManager:
         return f"unknown raft member {sender}"
 
     def deliver(self, msgs: list[Message]) -> None:
-        self._msgs.extend(msgs)
+        for m in msgs:
+            if m.type == MessageType.APP_RESP and m.reject:
+                self._check_lost_log(m)
+            if m.type == MessageType.SNAP and m.snapshot is not None:
+                why = self._snapshot_data_error(m.snapshot.data)
+                if why is not None:
+                    self.invalid_snapshots += 1
+                    log.warning("raft %d: dropped a snapshot from member %d: %s", self.id, m.from_, why)
+                    continue
+            self._msgs.append(m)
         self._wake.set()
 
-    def learn_peers(self, peers: dict[int, str]) -> None:
-        changed = False
-        for nid, addr in peers.items():
-            if nid != self.id and nid not in (self.node.removed if self.node else ()) and addr:
-                changed |= self.transport.set_peer(nid, addr)
-        if changed:
-            self._save_peers()
+    def _check_lost_log(self, m: Message) -> None:
+        """A follower whose log ends below what it acknowledged lost its data (wiped, restored from an old
+        backup): Raft cannot repair that, the core ignores such refusals. Say so, once per member and match."""
+        node = self.node
+        pr = node.progress.get(m.from_) if node is not None and node.state == StateRole.LEADER else None
+        if pr is None or m.reject_hint >= pr.match or self._lost_logged.get(m.from_) == pr.match:
+            return
+        self._lost_logged[m.from_] = pr.match
+        log.error("raft %d: member %d lost its log: it holds entries up to %d but had acknowledged %d; "
+                  "remove it and add it back under a new id", self.id, m.from_, m.reject_hint, pr.match)
+
+    def _snapshot_data_error(self, data: bytes) -> str | None:
+        """A snapshot whose data the store could not restore would stop this manager when applied."""
+        try:
+            info, store_data = unpack_snapshot(data)
+            if info is not None and self.info.cluster_id and info.cluster_id != self.info.cluster_id:
+                return f"it belongs to cluster {info.cluster_id}, not {self.info.cluster_id}"
+            new_store().restore(store_data)
+        except (SnapshotFormatError, StoreError) as e:
+            return str(e)
+        return None
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
+        if len(req.data) > MAX_PROPOSAL_BYTES:  # the store would refuse it at apply: keep it out of the log
+            err = too_many_bytes(len(req.data), MAX_PROPOSAL_BYTES)
+            return raft_pb2.ProposeResponse(error_code=err.code, error_message=err.message)
+        started = decode_started(req.data)
+        if req.data[:1] == b"\x00" and (started is None or started[0] != getattr(req, "from")):
+            # only a member itself says it started
+            return raft_pb2.ProposeResponse(error_code="INVALID_ARGUMENT", error_message="invalid proposal: not a store proposal")
         index, err = await self._propose_here(req.data, req.request_id, time.monotonic() + self.cfg.proposal_timeout_s)
         if err is None:
             return raft_pb2.ProposeResponse(index=index)
@@ -665,20 +877,19 @@ class RaftManager:
     # ------------------------------------------------------------------ membership
     async def add_member(self, node_id: int, addr: str) -> None:
         """Add a voter (on the leader); the new member should run with join=True. Returns once committed."""
-        if node_id in self.transport.peers and node_id in (self.node.voters if self.node else []):
+        bad = address_error(addr)
+        if bad is not None:
+            raise ConfChangeError(bad)
+        if node_id in (self.node.voters if self.node else []):
             raise ConfChangeError(f"node {node_id} is already a member of the raft")
-        self.transport.set_peer(node_id, addr)
-        self._save_peers()
-        await self._conf_change(ConfChangeOp.ADD, node_id)
+        # the address becomes known to every member (this one included) when the entry commits
+        await self._conf_change(ConfChangeOp.ADD, node_id, addr)
 
     async def remove_member(self, node_id: int) -> None:
         """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum."""
         await self._conf_change(ConfChangeOp.REMOVE, node_id)
-        if node_id != self.id:
-            self.transport.remove_peer(node_id)
-            self._save_peers()
 
-    async def _conf_change(self, op: ConfChangeOp, node_id: int) -> None:
+    async def _conf_change(self, op: ConfChangeOp, node_id: int, addr: str = "") -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, int]] = loop.create_future()
         node = self.node
@@ -686,7 +897,7 @@ class RaftManager:
 
         def run() -> None:
             try:
-                done.set_result(node.propose_conf_change(op, node_id))
+                done.set_result(node.propose_conf_change(op, node_id, addr))
             except RaftError as e:
                 done.set_exception(e)
 
@@ -702,25 +913,3 @@ class RaftManager:
         except asyncio.TimeoutError:
             self._conf_waits.pop(index, None)
             raise Unavailable(f"membership change {op.name.lower()} {node_id} timed out: outcome unknown") from None
-
-    # ------------------------------------------------------------------ address book
-    def _peers_path(self) -> Path:
-        return self.cfg.data_dir / "peers.json"
-
-    def _load_peers(self) -> dict[int, str]:
-        try:
-            raw = json.loads(self._peers_path().read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            log.warning("raft %d: ignoring unreadable %s: %s", self.id, self._peers_path(), e)
-            return {}
-        return {int(k): str(v) for k, v in raw.items()}
-
-    def _save_peers(self) -> None:
-        path = self._peers_path()
-        tmp = path.with_suffix(".tmp")
-        book = {str(k): v for k, v in sorted(self.transport.peers.items())}
-        book[str(self.id)] = self.cfg.listen
-        tmp.write_text(json.dumps(book))
-        os.replace(tmp, path)

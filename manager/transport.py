@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from manager.raft.core import RaftError
+from manager.raft.wirecheck import Rpc, check_message
 from manager.raft.messages import (
     ConfState,
     Entry,
@@ -43,6 +44,7 @@ GRPC_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+CLUSTER_ID_HEADER = "shoal-cluster-id"  # etcd's X-Etcd-Cluster-ID: streams between two clusters are refused
 TLS_SERVER_NAME = "shoal-manager"  # managers' certificates carry this DNS name (swarm uses swarm-manager)
 
 
@@ -119,19 +121,17 @@ def message_from_pb(pb: raft_pb2.RaftMessage) -> Message:
     )
 
 
-def split_snapshot(m: Message, peers: dict[int, str], chunk_bytes: int = _CHUNK_DATA_BYTES) -> list[raft_pb2.SnapshotChunk]:
+def split_snapshot(m: Message, chunk_bytes: int = _CHUNK_DATA_BYTES) -> list[raft_pb2.SnapshotChunk]:
     """A SNAP message as chunks: the header (snapshot without data) first, then the data in pieces."""
     assert m.snapshot is not None
     data = m.snapshot.data
     pieces = [data[i : i + chunk_bytes] for i in range(0, len(data), chunk_bytes)] or [b""]
     chunks = [raft_pb2.SnapshotChunk(data=p) for p in pieces]
     chunks[0].message.CopyFrom(message_to_pb(m, with_snapshot_data=False))
-    for k, v in peers.items():
-        chunks[0].peers[k] = v
     return chunks
 
 
-def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> tuple[Message, dict[int, str]]:
+def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> Message:
     """Reassemble split_snapshot()'s chunks into the SNAP message."""
     it = iter(chunks)
     first = next(it, None)
@@ -144,7 +144,7 @@ def join_snapshot(chunks: Iterable[raft_pb2.SnapshotChunk]) -> tuple[Message, di
     for c in it:
         data += c.data
     m.snapshot = Snapshot(m.snapshot.meta, bytes(data))
-    return m, dict(first.peers)
+    return m
 
 
 def batch_messages(msgs: Iterable[Message], limit: int = _BATCH_BYTES) -> list[raft_pb2.RaftBatch]:
@@ -183,6 +183,28 @@ class TLSFiles:
         return grpc.ssl_channel_credentials(self.ca.read_bytes(), self.key.read_bytes(), self.cert.read_bytes())
 
 
+MANAGER_OU = "swarm-manager"  # swarmkit's role OU: a manager's certificate says CN=<node id>, OU=swarm-manager
+
+
+class IdentityError(Exception):
+    """The peer's certificate does not name a manager."""
+
+
+def certificate_member_id(pem: bytes) -> int:
+    """The raft member id a manager certificate names: CN=<id>, OU=swarm-manager (swarmkit's layout)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.load_pem_x509_certificate(pem).subject
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    ous = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if MANAGER_OU not in ous:
+        raise IdentityError(f"certificate {subject.rfc4514_string()} is not a manager's (OU is not {MANAGER_OU})")
+    if len(cns) != 1 or not isinstance(cns[0], str) or not cns[0].isdigit() or int(cns[0]) <= 0:
+        raise IdentityError(f"certificate {subject.rfc4514_string()} does not name a raft member id in its CN")
+    return int(cns[0])
+
+
 def open_channel(addr: str, tls: TLSFiles | None) -> grpc.aio.Channel:
     if tls is None:
         return grpc.aio.insecure_channel(addr, options=GRPC_OPTIONS)
@@ -195,14 +217,19 @@ class RaftHost:
     """What the transport needs from the manager shell (RaftManager implements it)."""
 
     node_id: int
+    tls: TLSFiles | None  # set: every peer must show a manager certificate naming the member it speaks for
 
     def member_error(self, sender: int) -> str | None:  # None: accept messages from sender
         raise NotImplementedError
 
-    def deliver(self, msgs: list[Message]) -> None:
+    @property
+    def cluster_id(self) -> str:  # "" until known (a joining member before its first snapshot)
         raise NotImplementedError
 
-    def learn_peers(self, peers: dict[int, str]) -> None:
+    def membership(self) -> raft_pb2.MembershipResponse:
+        raise NotImplementedError
+
+    def deliver(self, msgs: list[Message]) -> None:
         raise NotImplementedError
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
@@ -218,7 +245,8 @@ class RaftServicer:
 
     def __init__(self, host: RaftHost) -> None:
         self.host = host
-        self.rejected = 0
+        self.rejected = 0  # streams and proposals refused (garbage, unknown member, wrong identity)
+        self.invalid = 0  # messages dropped by wirecheck
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -227,6 +255,7 @@ class RaftServicer:
                 "Step": grpc.stream_unary_rpc_method_handler(self.step, _identity, _ser),
                 "StreamSnapshot": grpc.stream_unary_rpc_method_handler(self.stream_snapshot, _identity, _ser),
                 "Propose": grpc.unary_unary_rpc_method_handler(self.propose, _identity, _ser),
+                "Membership": grpc.unary_unary_rpc_method_handler(self.membership, _identity, _ser),
             },
         )
 
@@ -235,15 +264,62 @@ class RaftServicer:
         log.warning("raft transport: rejected %s: %s", ctx.peer(), text)
         await ctx.abort(code, text)
 
-    def _check(self, m: Message) -> tuple[grpc.StatusCode, str] | None:
-        if m.to != self.host.node_id:
-            return grpc.StatusCode.INVALID_ARGUMENT, f"raft message for member {m.to} delivered to member {self.host.node_id}"
+    async def _identity(self, ctx: grpc.aio.ServicerContext) -> int | None:
+        """With TLS, the member id the peer's certificate names (the stream is refused if it names none)."""
+        if self.host.tls is None:
+            return None
+        pems = ctx.auth_context().get("x509_pem_cert") or []
+        try:
+            if not pems:
+                raise IdentityError("no client certificate")
+            return certificate_member_id(pems[0])
+        except IdentityError as e:
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except ValueError as e:  # a certificate cryptography cannot parse (gRPC verified it, so unlikely)
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, f"unreadable client certificate: {e}")
+        raise AssertionError("unreachable")
+
+    async def _same_cluster(self, ctx: grpc.aio.ServicerContext) -> None:
+        theirs = dict(ctx.invocation_metadata() or ()).get(CLUSTER_ID_HEADER, "")
+        ours = self.host.cluster_id
+        if theirs and ours and theirs != ours:
+            await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION,
+                               f"cluster ID mismatch: the sender belongs to cluster {theirs}, this member to cluster {ours}")
+
+    async def membership(self, raw: bytes, ctx: grpc.aio.ServicerContext) -> raft_pb2.MembershipResponse:
+        await self._identity(ctx)
+        return self.host.membership()
+
+    def _verdict(self, m: Message, rpc: Rpc, identity: int | None) -> tuple[grpc.StatusCode, str] | bool:
+        """True: step m; False: drop it (malformed for this RPC); a status: end the stream (the sender is
+        not who it may be). Synchronous: it runs for every message of every batch."""
+        why = check_message(m, self.host.node_id, rpc)
+        if why is not None:
+            self.invalid += 1
+            log.warning("raft %d: dropped a message from member %d: %s", self.host.node_id, m.from_, why)
+            return False
+        if identity is not None and m.from_ != identity:
+            return (grpc.StatusCode.PERMISSION_DENIED,
+                    f"raft message from member {m.from_} on a connection authenticated as member {identity}")
         err = self.host.member_error(m.from_)
         if err is not None:
             return grpc.StatusCode.FAILED_PRECONDITION, err
-        return None
+        return True
+
+    async def _admit(self, ctx: grpc.aio.ServicerContext, msgs: list[Message], rpc: Rpc, identity: int | None) -> list[Message]:
+        """The messages of a batch the core may step; ends the stream on a sender that is not who it may be."""
+        good = []
+        for m in msgs:
+            verdict = self._verdict(m, rpc, identity)
+            if verdict is True:
+                good.append(m)
+            elif verdict is not False:
+                await self._reject(ctx, *verdict)
+        return good
 
     async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
         async for raw in requests:  # type: ignore[attr-defined]
             try:
                 batch = raft_pb2.RaftBatch.FromString(raw)
@@ -251,32 +327,26 @@ class RaftServicer:
             except (DecodeError, CodecError) as e:
                 await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft batch: {e}")
                 raise AssertionError("unreachable")
-            for m in msgs:
-                bad = self._check(m)
-                if bad is not None:
-                    await self._reject(ctx, *bad)
-            if batch.peers:
-                self.host.learn_peers(dict(batch.peers))
-            self.host.deliver(msgs)
+            good = await self._admit(ctx, msgs, Rpc.STEP, identity)
+            if good:
+                self.host.deliver(good)
         return raft_pb2.StepResponse()
 
     async def stream_snapshot(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
+        identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
         chunks: list[raft_pb2.SnapshotChunk] = []
         try:
             async for raw in requests:  # type: ignore[attr-defined]
                 chunks.append(raft_pb2.SnapshotChunk.FromString(raw))
                 if len(chunks) == 1:
-                    # check the sender before taking in megabytes from it
-                    m, _ = join_snapshot(chunks[:1])
-                    bad = self._check(m)
-                    if bad is not None:
-                        await self._reject(ctx, *bad)
-            m, peers = join_snapshot(chunks)
+                    # check the sender and the header before taking in megabytes from it
+                    if not await self._admit(ctx, [join_snapshot(chunks[:1])], Rpc.SNAPSHOT, identity):
+                        await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, "invalid raft snapshot: dropped")
+            m = join_snapshot(chunks)
         except (DecodeError, CodecError) as e:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft snapshot: {e}")
             raise AssertionError("unreachable")
-        if peers:
-            self.host.learn_peers(peers)
         self.host.deliver([m])
         return raft_pb2.StepResponse()
 
@@ -286,7 +356,13 @@ class RaftServicer:
         except DecodeError as e:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid proposal: {e}")
             raise AssertionError("unreachable")
-        err = self.host.member_error(getattr(req, "from"))
+        identity = await self._identity(ctx)
+        await self._same_cluster(ctx)
+        sender = getattr(req, "from")
+        if identity is not None and sender != identity:
+            await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
+                               f"proposal from member {sender} on a connection authenticated as member {identity}")
+        err = self.host.member_error(sender)
         if err is not None:
             await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
         if not req.request_id:
@@ -313,7 +389,6 @@ class Peer:
         self.channel = open_channel(addr, owner.tls)
         self.queue: deque[Message] = deque()
         self.wake = asyncio.Event()
-        self.sent_peers_version = -1
         self.dropped = 0
         self.failures = 0
         self.task = asyncio.create_task(self._run(), name=f"raft-peer-{node_id}")
@@ -335,7 +410,7 @@ class Peer:
     async def _send_snapshot(self, m: Message) -> None:
         call = self.channel.stream_unary(f"/{SERVICE}/StreamSnapshot", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
         try:
-            await call(iter(split_snapshot(m, self.owner.peers)), timeout=60)
+            await call(iter(split_snapshot(m)), timeout=60, metadata=self.owner.metadata())
         except (grpc.RpcError, asyncio.TimeoutError) as e:
             log.info("raft transport: snapshot to %d failed: %s", self.node_id, e)
             self.owner.on_snapshot_result(self.node_id, failed=True)
@@ -347,8 +422,7 @@ class Peer:
         step = self.channel.stream_unary(f"/{SERVICE}/Step", request_serializer=_ser, response_deserializer=raft_pb2.StepResponse.FromString)
         while True:
             await self.wake.wait()
-            call = step()
-            self.sent_peers_version = -1
+            call = step(metadata=self.owner.metadata())
             try:
                 while True:
                     await self.wake.wait()
@@ -359,10 +433,6 @@ class Peer:
                     msgs = list(self.queue)
                     self.queue.clear()
                     for batch in batch_messages(msgs):
-                        if self.sent_peers_version != self.owner.peers_version:
-                            for k, v in self.owner.peers.items():
-                                batch.peers[k] = v
-                            self.sent_peers_version = self.owner.peers_version
                         await call.write(batch)
                     backoff = BACKOFF_START
             except asyncio.CancelledError:
@@ -380,7 +450,7 @@ class Peer:
 
     async def propose(self, req: raft_pb2.ProposeRequest, timeout: float) -> raft_pb2.ProposeResponse:
         call = self.channel.unary_unary(f"/{SERVICE}/Propose", request_serializer=_ser, response_deserializer=raft_pb2.ProposeResponse.FromString)
-        return await call(req, timeout=timeout)
+        return await call(req, timeout=timeout, metadata=self.owner.metadata())
 
     async def close(self) -> None:
         for t in (self.task, self.snap_task):
@@ -396,7 +466,8 @@ def _short(e: BaseException) -> str:
 
 
 class Transport:
-    """Sends the core's messages to peers by id; the address book is shared with peers on every stream."""
+    """Sends the core's messages to peers by id. The address book is the shell's, from committed membership
+    entries (manager/raftnode.py); nothing a peer sends changes it."""
 
     def __init__(
         self,
@@ -409,26 +480,27 @@ class Transport:
         self.node_id = node_id
         self.tls = tls
         self.peers: dict[int, str] = dict(peers)
-        self.peers_version = 0
         self._conns: dict[int, Peer] = {}
         self._on_unreachable = on_unreachable or (lambda _id: None)
         self._on_snapshot = on_snapshot or (lambda _id, _failed: None)
         self.unknown_dropped = 0
+        self.cluster_id = ""  # set by the shell once known
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((CLUSTER_ID_HEADER, self.cluster_id),) if self.cluster_id else ()
 
     def set_peer(self, node_id: int, addr: str) -> bool:
         """Record a member's address; True if the book changed."""
         if self.peers.get(node_id) == addr:
             return False
         self.peers[node_id] = addr
-        self.peers_version += 1
         old = self._conns.pop(node_id, None)
         if old is not None:
             asyncio.create_task(old.close())
         return True
 
     def remove_peer(self, node_id: int) -> None:
-        if self.peers.pop(node_id, None) is not None:
-            self.peers_version += 1
+        self.peers.pop(node_id, None)
         old = self._conns.pop(node_id, None)
         if old is not None:
             asyncio.create_task(old.close())

@@ -24,17 +24,13 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/raft.proto\x12\x08shoal.v1\"D\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"0\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x0f\n\x07removed\x18\x02 \x03(\x04\"\\\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.shoal.v1.RaftConfState\"F\n\x0cRaftSnapshot\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.shoal.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xfa\x01\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12$\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x13.shoal.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.shoal.v1.RaftSnapshot\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"\x91\x01\n\tRaftBatch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.shoal.v1.RaftMessage\x12-\n\x05peers\x18\x02 \x03(\x0b\x32\x1e.shoal.v1.RaftBatch.PeersEntry\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x0e\n\x0cStepResponse\"\xa6\x01\n\rSnapshotChunk\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.shoal.v1.RaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x31\n\x05peers\x18\x03 \x03(\x0b\x32\".shoal.v1.SnapshotChunk.PeersEntry\x1a,\n\nPeersEntry\x12\x0b\n\x03key\x18\x01 \x01(\x04\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\x0eProposeRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\"K\n\x0fProposeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t2\xc2\x01\n\x04Raft\x12\x35\n\x04Step\x12\x13.shoal.v1.RaftBatch\x1a\x16.shoal.v1.StepResponse(\x01\x12\x43\n\x0eStreamSnapshot\x12\x17.shoal.v1.SnapshotChunk\x1a\x16.shoal.v1.StepResponse(\x01\x12>\n\x07Propose\x12\x18.shoal.v1.ProposeRequest\x1a\x19.shoal.v1.ProposeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/raft.proto\x12\x08shoal.v1\"D\n\tRaftEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"0\n\rRaftConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x0f\n\x07removed\x18\x02 \x03(\x04\"\\\n\x10RaftSnapshotMeta\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12+\n\nconf_state\x18\x03 \x01(\x0b\x32\x17.shoal.v1.RaftConfState\"F\n\x0cRaftSnapshot\x12(\n\x04meta\x18\x01 \x01(\x0b\x32\x1a.shoal.v1.RaftSnapshotMeta\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xfa\x01\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12$\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x13.shoal.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12(\n\x08snapshot\x18\x0b \x01(\x0b\x32\x16.shoal.v1.RaftSnapshot\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\"A\n\tRaftBatch\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.shoal.v1.RaftMessageJ\x04\x08\x02\x10\x03R\x05peers\"\x0e\n\x0cStepResponse\"R\n\rSnapshotChunk\x12&\n\x07message\x18\x01 \x01(\x0b\x32\x15.shoal.v1.RaftMessage\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0cJ\x04\x08\x03\x10\x04R\x05peers\"@\n\x0eProposeRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\"K\n\x0fProposeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x12\n\nerror_code\x18\x02 \x01(\t\x12\x15\n\rerror_message\x18\x03 \x01(\t\"!\n\x11MembershipRequest\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x04\"I\n\x12MembershipResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0e\n\x06voters\x18\x02 \x03(\x04\x12\x0f\n\x07started\x18\x03 \x03(\x04\x32\x8b\x02\n\x04Raft\x12\x35\n\x04Step\x12\x13.shoal.v1.RaftBatch\x1a\x16.shoal.v1.StepResponse(\x01\x12\x43\n\x0eStreamSnapshot\x12\x17.shoal.v1.SnapshotChunk\x1a\x16.shoal.v1.StepResponse(\x01\x12>\n\x07Propose\x12\x18.shoal.v1.ProposeRequest\x1a\x19.shoal.v1.ProposeResponse\x12G\n\nMembership\x12\x1b.shoal.v1.MembershipRequest\x1a\x1c.shoal.v1.MembershipResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RAFTBATCH_PEERSENTRY']._loaded_options = None
-  _globals['_RAFTBATCH_PEERSENTRY']._serialized_options = b'8\001'
-  _globals['_SNAPSHOTCHUNK_PEERSENTRY']._loaded_options = None
-  _globals['_SNAPSHOTCHUNK_PEERSENTRY']._serialized_options = b'8\001'
   _globals['_RAFTENTRY']._serialized_start=30
   _globals['_RAFTENTRY']._serialized_end=98
   _globals['_RAFTCONFSTATE']._serialized_start=100
@@ -45,20 +41,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RAFTSNAPSHOT']._serialized_end=314
   _globals['_RAFTMESSAGE']._serialized_start=317
   _globals['_RAFTMESSAGE']._serialized_end=567
-  _globals['_RAFTBATCH']._serialized_start=570
-  _globals['_RAFTBATCH']._serialized_end=715
-  _globals['_RAFTBATCH_PEERSENTRY']._serialized_start=671
-  _globals['_RAFTBATCH_PEERSENTRY']._serialized_end=715
-  _globals['_STEPRESPONSE']._serialized_start=717
-  _globals['_STEPRESPONSE']._serialized_end=731
-  _globals['_SNAPSHOTCHUNK']._serialized_start=734
-  _globals['_SNAPSHOTCHUNK']._serialized_end=900
-  _globals['_SNAPSHOTCHUNK_PEERSENTRY']._serialized_start=671
-  _globals['_SNAPSHOTCHUNK_PEERSENTRY']._serialized_end=715
-  _globals['_PROPOSEREQUEST']._serialized_start=902
-  _globals['_PROPOSEREQUEST']._serialized_end=966
-  _globals['_PROPOSERESPONSE']._serialized_start=968
-  _globals['_PROPOSERESPONSE']._serialized_end=1043
-  _globals['_RAFT']._serialized_start=1046
-  _globals['_RAFT']._serialized_end=1240
+  _globals['_RAFTBATCH']._serialized_start=569
+  _globals['_RAFTBATCH']._serialized_end=634
+  _globals['_STEPRESPONSE']._serialized_start=636
+  _globals['_STEPRESPONSE']._serialized_end=650
+  _globals['_SNAPSHOTCHUNK']._serialized_start=652
+  _globals['_SNAPSHOTCHUNK']._serialized_end=734
+  _globals['_PROPOSEREQUEST']._serialized_start=736
+  _globals['_PROPOSEREQUEST']._serialized_end=800
+  _globals['_PROPOSERESPONSE']._serialized_start=802
+  _globals['_PROPOSERESPONSE']._serialized_end=877
+  _globals['_MEMBERSHIPREQUEST']._serialized_start=879
+  _globals['_MEMBERSHIPREQUEST']._serialized_end=912
+  _globals['_MEMBERSHIPRESPONSE']._serialized_start=914
+  _globals['_MEMBERSHIPRESPONSE']._serialized_end=987
+  _globals['_RAFT']._serialized_start=990
+  _globals['_RAFT']._serialized_end=1257
 # @@protoc_insertion_point(module_scope)

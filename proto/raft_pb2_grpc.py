@@ -49,6 +49,11 @@ class RaftStub:
                 request_serializer=proto_dot_raft__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=proto_dot_raft__pb2.ProposeResponse.FromString,
                 _registered_method=True)
+        self.Membership = channel.unary_unary(
+                '/shoal.v1.Raft/Membership',
+                request_serializer=proto_dot_raft__pb2.MembershipRequest.SerializeToString,
+                response_deserializer=proto_dot_raft__pb2.MembershipResponse.FromString,
+                _registered_method=True)
 
 
 class RaftServicer:
@@ -73,6 +78,12 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Membership(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +101,11 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.Propose,
                     request_deserializer=proto_dot_raft__pb2.ProposeRequest.FromString,
                     response_serializer=proto_dot_raft__pb2.ProposeResponse.SerializeToString,
+            ),
+            'Membership': grpc.unary_unary_rpc_method_handler(
+                    servicer.Membership,
+                    request_deserializer=proto_dot_raft__pb2.MembershipRequest.FromString,
+                    response_serializer=proto_dot_raft__pb2.MembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +189,33 @@ class Raft:
             '/shoal.v1.Raft/Propose',
             proto_dot_raft__pb2.ProposeRequest.SerializeToString,
             proto_dot_raft__pb2.ProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Membership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Raft/Membership',
+            proto_dot_raft__pb2.MembershipRequest.SerializeToString,
+            proto_dot_raft__pb2.MembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,8 @@ def _lock_data_dir(data_dir: Path) -> int:
 
 
 async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None,
-                 dns: list[str], image_limits: tuple[int, int] | None = None) -> None:
+                 dns: list[str], image_limits: tuple[int, int] | None = None,
+                 manager_config: Path | None = None) -> None:
     from agent.images.busybox import ensure_busybox
     from agent.images.store import LoadLimits
     from shoal.api.server import serve
@@ -56,6 +57,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         # not for the built-in busybox image (a low limit must not stop the daemon from starting)
         engine.images.limits = LoadLimits(max_bytes=image_limits[0], max_entries=image_limits[1])
     server = await serve(engine, host)
+    manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
 
     stop = asyncio.Event()
@@ -73,6 +75,8 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         signal.signal(signum, on_signal)
     await stop.wait()
     log.info("shoal daemon stopping; containers keep running")
+    if manager is not None:
+        await manager.stop()
     await server.close()
     await engine.close()
 
@@ -96,6 +100,20 @@ def raise_nofile_limit() -> tuple[int, int]:
     return soft, max(soft, target)
 
 
+async def _start_manager(config: Path, data_dir: Path):  # type: ignore[no-untyped-def]
+    """The manager role (manager/node.py), when a manager config is given: raft, store, control API."""
+    from manager.node import ManagerNode, config_from_file
+
+    try:
+        node = ManagerNode(config_from_file(config, data_dir / "manager"))
+        await node.start()
+    except Exception as e:  # a bad config, a wiped member, a taken port: the node still serves its containers
+        log.error("manager not started: %s", e)
+        return None
+    log.info("manager %d serving on %s", node.cfg.node_id, node.cfg.listen)
+    return node
+
+
 def run_daemon(
     host: str = "unix:///run/shoal/shoal.sock",
     data_dir: Path = Path("/var/lib/shoal"),
@@ -106,6 +124,7 @@ def run_daemon(
     dns: list[str] | None = None,
     debug: bool = False,
     image_limits: tuple[int, int] | None = None,
+    manager_config: Path | None = None,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -116,6 +135,7 @@ def run_daemon(
     log.info("open-files limit %d (was %d)", new, old)
     lock_fd = _lock_data_dir(data_dir)
     try:
-        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), image_limits))
+        asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), image_limits,
+                           manager_config))
     finally:
         os.close(lock_fd)

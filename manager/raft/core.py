@@ -203,8 +203,9 @@ class RaftNode:
         self._send(Message(MT.PROP, to=self.lead, from_=self.id, entries=[Entry(0, 0, EntryKind.NORMAL, data)]))
         return None
 
-    def propose_conf_change(self, op: ConfChangeOp, node_id: int) -> tuple[int, int]:
-        """Single-server membership change; it takes effect when committed. One at a time."""
+    def propose_conf_change(self, op: ConfChangeOp, node_id: int, addr: str = "") -> tuple[int, int]:
+        """Single-server membership change; it takes effect when committed. One at a time.
+        `addr` rides in the entry (an ADD's address) for the shell; the core ignores it."""
         self._check_can_propose()
         if node_id <= 0:
             raise ConfChangeError(f"invalid node id {node_id}: must be positive")
@@ -224,7 +225,7 @@ class RaftNode:
                 raise QuorumLossError()
         else:
             raise ConfChangeError(f"invalid membership change {op!r}")
-        index = self._append([(EntryKind.CONF_CHANGE, ConfChange(op, node_id).encode())])
+        index = self._append([(EntryKind.CONF_CHANGE, ConfChange(op, node_id, addr).encode())])
         self.pending_conf_index = index
         self._bcast_append()
         return index, self.term

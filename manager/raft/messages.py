@@ -51,16 +51,28 @@ class Entry:
 
 @dataclass(slots=True, frozen=True)
 class ConfChange:
+    """One membership change. An ADD carries the member's address: addresses live in the log (as
+    swarmkit's RaftMember in the conf change context), so they change only when such an entry commits."""
+
     op: ConfChangeOp
     node_id: int
+    addr: str = ""
 
     def encode(self) -> bytes:
-        return f"{self.op.name.lower()} {self.node_id}".encode()
+        tail = f" {self.addr}" if self.addr else ""
+        return f"{self.op.name.lower()} {self.node_id}{tail}".encode()
 
     @staticmethod
     def decode(data: bytes) -> "ConfChange":
-        op, _, node = data.decode().partition(" ")
-        return ConfChange(ConfChangeOp[op.upper()], int(node))
+        """Raises ValueError for anything but "add|remove ID [HOST:PORT]"."""
+        parts = data.decode().split(" ")
+        if len(parts) not in (2, 3) or not parts[1].isdigit():
+            raise ValueError(f"invalid membership change {data[:64]!r}")
+        try:
+            op = ConfChangeOp[parts[0].upper()]
+        except KeyError:
+            raise ValueError(f"invalid membership change {data[:64]!r}") from None
+        return ConfChange(op, int(parts[1]), parts[2] if len(parts) == 3 else "")
 
 
 @dataclass(slots=True, frozen=True)

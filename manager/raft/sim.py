@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from .core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, StateRole
-from .messages import ConfChangeOp, Entry, EntryKind, HardState, Message, Snapshot
+from .messages import ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from .storage import MemoryStorage
 
 TICK_UNITS = 4  # virtual time units per node tick; messages take 1..max_delay units
@@ -39,6 +39,7 @@ class SimNode:
     applied: int = 0
     restart_at: int = -1  # tick at which a crashed node comes back
     reads: list[tuple[int, bytes]] = field(default_factory=list)  # read states waiting for apply
+    checked_commit: int = 0  # committed prefix already compared with the commit history
 
 
 @dataclass(slots=True)
@@ -122,6 +123,10 @@ class Simulation:
         self.commit_entry_term: list[int] = [0, 1]
         self.entry_prev: dict[tuple[int, int], tuple[int, int, bytes]] = {}  # (index, term) -> (prev term, kind, data)
         self.healing = False
+        self.leader_commit: dict[int, tuple[int, int]] = {}  # node -> (term, committed) when last seen leading
+        self.leader_last: dict[int, tuple[int, int]] = {}  # node -> (term, last index checked) while leading
+        self.noop_index: dict[int, int] = {}  # term -> index of its leader's no-op
+        self.eager_change = False  # a new leader was just elected: try a membership change at once
 
     # ------------------------------------------------------------------ helpers
     def log(self, text: str) -> None:
@@ -165,15 +170,77 @@ class Simulation:
             t = core.log.term_or_none(i)
             self.commit_term.append(core.term if t is not None else 1 << 62)
             self.commit_entry_term.append(t or 0)
+        self._check_commit_agreement(node)
         if core.state != StateRole.LEADER:
             return
         seen = self.leaders.get(core.term)
         if seen is None:
             self.leaders[core.term] = node.id
+            self.noop_index[core.term] = core.log.last_index()
             self.log(f"node {node.id} leads term {core.term}")
             self._check_leader_completeness(node)
+            if not self.healing and self.rng.random() < 0.25:
+                self.eager_change = True
         elif seen != node.id:
             raise InvariantViolation("election safety", f"term {core.term} has two leaders: {seen} and {node.id}")
+        self._check_leader_commit(node)
+        self._check_leader_appends(node)
+
+    def _check_commit_agreement(self, node: SimNode) -> None:
+        """Every index a node commits holds the entry first committed there (catches a follower that
+        commits past what its leader sent it, before anything is applied)."""
+        core = node.core
+        c = core.log.committed
+        if c <= node.checked_commit:
+            return
+        for i in range(max(node.checked_commit + 1, core.log.snapshot_index() + 1), c + 1):
+            t = core.log.term_or_none(i)
+            want = self.commit_entry_term[i]
+            if t is not None and want and t != want:
+                raise InvariantViolation(
+                    "commit agreement", f"node {node.id} committed entry {i} of term {t}; it was committed with term {want}"
+                )
+        node.checked_commit = c
+
+    def _check_leader_commit(self, node: SimNode) -> None:
+        """A leader moves its commit index only onto an entry of its own term (§5.4.2, figure 8): entries
+        of earlier terms are committed by that, never by counting their replicas."""
+        core = node.core
+        c = core.log.committed
+        prev = self.leader_commit.get(node.id)
+        if prev is not None and prev[0] == core.term and c > prev[1] and core.log.term_or_none(c) != core.term:
+            raise InvariantViolation(
+                "leader commits its own term",
+                f"leader {node.id} of term {core.term} moved its commit {prev[1]} -> {c} onto an entry of term {core.log.term_or_none(c)}",
+            )
+        self.leader_commit[node.id] = (core.term, c)
+
+    def _check_leader_appends(self, node: SimNode) -> None:
+        """Membership changes one at a time, and none before the leader's no-op commits (the single-server
+        change bug): checked on each entry the leader appends, when it appends it."""
+        core = node.core
+        last = core.log.last_index()
+        prev = self.leader_last.get(node.id)
+        start = prev[1] + 1 if prev is not None and prev[0] == core.term else self.noop_index.get(core.term, last + 1)
+        self.leader_last[node.id] = (core.term, last)
+        start = max(start, core.log.snapshot_index() + 1)
+        if start > last:
+            return
+        for e in core.log.slice(start, last + 1):
+            if e.kind != EntryKind.CONF_CHANGE or e.term != core.term:
+                continue
+            noop = self.noop_index.get(core.term, 0)
+            if core.log.committed < noop:
+                raise InvariantViolation(
+                    "membership change after the no-op",
+                    f"leader {node.id} of term {core.term} appended a membership change at {e.index} before its no-op at {noop} committed",
+                )
+            pending = [x.index for x in core.log.slice(core.log.committed + 1, e.index) if x.kind == EntryKind.CONF_CHANGE]
+            if pending:
+                raise InvariantViolation(
+                    "one membership change at a time",
+                    f"leader {node.id} appended a membership change at {e.index} with {pending} not committed",
+                )
 
     def _check_leader_completeness(self, node: SimNode) -> None:
         core = node.core
@@ -267,8 +334,9 @@ class Simulation:
             st.compact(rd.compaction)
         if torn:
             return  # crashed right after the fsync
-        # 2. send
+        # 2. send (what a message promises must be on disk by now)
         for m in rd.messages:
+            self._check_durable(node, m)
             self._send(node.id, m)
         # 3. apply
         if rd.snapshot is not None:
@@ -281,6 +349,21 @@ class Simulation:
         self._finish_reads(node)
         if node.applied - core.log.snapshot_index() >= self.compact_every and node.applied == core.log.applied:
             core.compact(node.applied, encode_state(node.state))
+
+    def _check_durable(self, node: SimNode, m: Message) -> None:
+        st = node.storage
+        if m.type == MessageType.VOTE_RESP and not m.reject:
+            hs = st.hard_state()
+            # a later term on disk keeps the promise too: the node can never vote in m.term again
+            if hs.term < m.term or (hs.term == m.term and hs.vote != m.to):
+                raise InvariantViolation(
+                    "vote durability",
+                    f"node {node.id} grants its vote in term {m.term} to {m.to}, but its disk says term {hs.term} vote {hs.vote}",
+                )
+        elif m.type == MessageType.APP_RESP and not m.reject and m.index > max(st.last_index(), st.snapshot().meta.index):
+            raise InvariantViolation(
+                "append durability", f"node {node.id} acknowledges index {m.index}, but its disk ends at {st.last_index()}"
+            )
 
     def _finish_reads(self, node: SimNode) -> None:
         if not node.reads:
@@ -317,7 +400,14 @@ class Simulation:
             node = self.nodes.get(dst)
             if node is None or node.core is None or (sender, dst) in self.blocked:
                 continue
+            before = node.core.log.committed
             node.core.step(m)
+            if m.type == MessageType.APP and node.core.log.committed > max(before, m.index + len(m.entries)):
+                # Figure 2: commitIndex = min(leaderCommit, index of last new entry), never past what m verified
+                raise InvariantViolation(
+                    "follower commits what the leader sent",
+                    f"node {node.id} committed {node.core.log.committed} on an append covering up to {m.index + len(m.entries)}",
+                )
             self._check_step(node)
 
     # ------------------------------------------------------------------ faults and clients
@@ -383,10 +473,12 @@ class Simulation:
             self.blocked.add((x, y))
             self.log(f"link {x} -> {y} drops")
 
-    def _membership_change(self) -> None:
+    def _membership_change(self, again: bool = True) -> None:
         leader = self._leader()
         if leader is None:
             return
+        if again and self.rng.random() < 0.3:
+            self._membership_change(again=False)  # churn: a second change while the first is pending
         voters = leader.core.voters
         n = len(self.initial)
         try:
@@ -455,6 +547,9 @@ class Simulation:
         if chaos and self.now % TICK_UNITS == 0:
             self._chaos()
         self._deliver()
+        if self.eager_change:
+            self.eager_change = False
+            self._membership_change()
         for node in self.nodes.values():
             if node.core is not None and (self.now + node.id) % TICK_UNITS == 0:
                 node.core.tick()

@@ -289,6 +289,9 @@ class SQLiteStorage(LogView):
         snap = Snapshot(SnapshotMeta(1, 1, ConfState(tuple(sorted(voters)))), data)
         self.save_ready(HardState(term=1, commit=1), [], snap, None)
 
+    def describe(self) -> str:
+        return f"raft store {self.path}"
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

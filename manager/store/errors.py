@@ -3,6 +3,8 @@ Raised by tx.py and store.py; the control API maps .code to a gRPC status and re
 
 from __future__ import annotations
 
+from common.errdefs import Kind, ShoalError
+
 ALREADY_EXISTS = "ALREADY_EXISTS"
 NOT_FOUND = "NOT_FOUND"
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -10,6 +12,17 @@ FAILED_PRECONDITION = "FAILED_PRECONDITION"
 UNKNOWN = "UNKNOWN"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 CODES = frozenset({ALREADY_EXISTS, NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION, UNKNOWN, RESOURCE_EXHAUSTED})
+# The code travels between managers (ProposeResponse.error_code); the kind decides the gRPC status at the
+# control API's edge (manager/grpcstatus.py, through common.errdefs.GRPC_CODE). swarmkit's "update out of
+# sequence" is a plain error there (codes.Unknown, HTTP 500): a system error here (INTERNAL, HTTP 500).
+_KIND = {
+    ALREADY_EXISTS: Kind.CONFLICT,
+    NOT_FOUND: Kind.NOT_FOUND,
+    INVALID_ARGUMENT: Kind.INVALID,
+    FAILED_PRECONDITION: Kind.PRECONDITION,
+    UNKNOWN: Kind.SYSTEM,
+    RESOURCE_EXHAUSTED: Kind.UNAVAILABLE,  # a watcher fell behind: it may watch again
+}
 
 # swarmkit's wordings (manager/state/store/memory.go); the control API turns NAME_CONFLICT into
 # e.g. "config 'x' already exists" because only it knows which name the user typed.
@@ -17,7 +30,7 @@ NAME_CONFLICT = "name conflicts with an existing object"
 SEQUENCE_CONFLICT = "update out of sequence"
 
 
-class StoreError(Exception):
+class StoreError(ShoalError):
     """A refused store operation; equal to another StoreError with the same code and message.
     A code outside CODES (e.g. from a peer's reply) becomes UNKNOWN: building an error must not fail."""
 
@@ -26,7 +39,7 @@ class StoreError(Exception):
             code = UNKNOWN
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.kind = _KIND[code]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StoreError) and (self.code, self.message) == (other.code, other.message)

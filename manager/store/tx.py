@@ -9,7 +9,7 @@ from google.protobuf.message import Message
 
 from proto import objects_pb2 as pb
 
-from . import errors
+from . import errors, validate
 from .kinds import (
     UNIQUE_NAME_KINDS,
     check_kind,
@@ -103,6 +103,7 @@ class WriteTx(ReadTx):
         obj = check_object(check_kind(kind), obj)
         if self._lookup(kind, obj.id) is not None:  # type: ignore[attr-defined]
             raise errors.id_conflict(kind, obj.id)  # type: ignore[attr-defined]
+        validate.check_write(kind, obj, self)
         self._check_name(kind, obj)
         proposed = with_version(obj, PENDING_VERSION)
         if self._clock is not None:
@@ -123,6 +124,7 @@ class WriteTx(ReadTx):
             raise errors.not_found(kind, obj.id)  # type: ignore[attr-defined]
         if version_of(obj) != version_of(current):
             raise errors.sequence_conflict()
+        validate.check_write(kind, obj, self)
         self._check_name(kind, obj)
         proposed = copy_of(obj)
         if self._clock is not None:
@@ -143,6 +145,7 @@ class WriteTx(ReadTx):
         current = self._lookup(kind, object_id) if object_id else None
         if current is None:
             raise errors.not_found(kind, object_id)
+        validate.check_remove(kind, object_id, name_of(kind, current), self)
         # A remove carries only the id: the object's body would only make the entry bigger.
         self.actions.append((REMOVE, kind, message_class(kind)(id=object_id), current))
         self._write(kind, object_id, None)

@@ -1,10 +1,8 @@
 """Three managers as real processes on 127.0.0.x: election, configs through any manager, failover, restart, bad input.
-Drives manager/cluster.py's LocalCluster and the Control/Raft gRPC services; needs no root and no namespaces."""
+Drives tests/support/cluster.py's LocalCluster and the Control/Raft gRPC services; needs no root and no namespaces."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import signal
 import socket
 import time
@@ -15,9 +13,9 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from manager.cluster import LocalCluster
-from manager.transport import TLSFiles
 from proto import control_pb2, control_pb2_grpc, objects_pb2, raft_pb2
+from tests.support.cluster import LocalCluster
+from tests.support.pki import make_pki
 
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
@@ -197,46 +195,6 @@ def test_garbage_on_the_raft_port_is_refused_and_the_manager_keeps_serving(clust
 
 
 # ---------------------------------------------------------------------------------- mutual TLS
-def make_pki(d: Path, members: list[int]) -> tuple[dict[int, TLSFiles], TLSFiles]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shoal test root CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path = d / "ca.pem"
-    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-
-    def leaf(name: str, ip: str | None) -> TLSFiles:
-        key = ec.generate_private_key(ec.SECP256R1())
-        sans: list[x509.GeneralName] = [x509.DNSName("shoal-manager")]
-        if ip:
-            sans.append(x509.IPAddress(ipaddress.ip_address(ip)))
-        cert = (
-            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (d / f"{name}.key").write_bytes(
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        )
-        return TLSFiles(ca_path, d / f"{name}.pem", d / f"{name}.key")
-
-    return {i: leaf(f"m{i}", f"127.0.0.{i}") for i in members}, leaf("client", None)
-
-
 def test_managers_with_mutual_tls_replicate_and_refuse_clients_without_a_certificate(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     pki.mkdir()
@@ -293,7 +251,7 @@ async def _wait(cond: Callable[[], bool], what: str) -> None:
 def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refused(tmp_path: Path) -> None:
     import asyncio
 
-    from manager.cluster import free_port
+    from tests.support.cluster import free_port
     from manager.raft.core import QuorumLossError
 
     async def scenario() -> None:
@@ -313,8 +271,11 @@ def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refu
             await _wait(lambda: m4.node is not None and m4.node.voters == [1, 2, 3, 4], "member 4 sees 4 voters")
             got = await m4.read(lambda v: v.get("config", "c1"))
             assert got is not None and got.spec.annotations.name == "early"
+            # the address came with the committed membership entry: every member has it, 4 has everyone's
+            await _wait(lambda: all(m.info.members == addrs4 for m, _ in running.values()), "every book has 4 members")
             await leader.remove_member(4)
             assert leader.node.voters == [1, 2, 3]
+            assert 4 not in leader.info.members and 4 not in leader.transport.peers
             assert leader.member_error(4) == "unknown raft member 4: it was removed from the raft"
             # with one follower stopped, removing the other would leave 2 members, 1 reachable: refused
             stopped, other = [i for i in (1, 2, 3) if i != leader.id]

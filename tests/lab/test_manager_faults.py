@@ -1,5 +1,5 @@
 """Three real manager processes under closed-loop client load through faults (kill -9, partition, restart all),
-every client op recorded and checked with manager/linearizability.py; LocalCluster (manager/cluster.py) runs them.
+every client op recorded and checked with tests/support/linearizability.py; LocalCluster (tests/support/cluster.py) runs them.
 
 The key-value register is built from immutable configs only (no extra RPC): write(k, v) is CreateConfig of a
 config named PREFIX-k<k>-<v>, read(k) is a linearizable ListConfigs by the name prefix PREFIX-k<k>- and returns
@@ -30,8 +30,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from manager.cluster import ROOT, LocalCluster, Member
-from manager.linearizability import INITIAL, Kind, Op, Outcome, check, read, write
+from tests.support.cluster import ROOT, LocalCluster, Member
+from tests.support.linearizability import INITIAL, Kind, Op, Outcome, check, read, write
 from manager.transport import GRPC_OPTIONS
 from proto import control_pb2, control_pb2_grpc, objects_pb2
 

@@ -1,4 +1,4 @@
-"""Specification of manager/linearizability.py: which register histories are linearizable and which are not.
+"""Specification of tests/support/linearizability.py: which register histories are linearizable and which are not.
 Hand-written histories with known answers; the fault tests (tests/lab/test_manager_faults.py) feed it real ones."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from manager.linearizability import INITIAL, Kind, Op, Outcome, SearchTooLarge, check, check_register, read, relevant_ops, write
+from tests.support.linearizability import INITIAL, Kind, Op, Outcome, SearchTooLarge, check, check_register, read, relevant_ops, write
 
 OK, FAILED, UNKNOWN = Outcome.OK, Outcome.FAILED, Outcome.UNKNOWN
 

@@ -84,18 +84,17 @@ def test_snap_without_snapshot_is_refused() -> None:
 def test_snapshot_is_split_into_chunks_and_joined_back() -> None:
     data = bytes(range(256)) * 41  # 10,496 bytes
     m = Message(MessageType.SNAP, to=2, from_=1, term=5, snapshot=Snapshot(SnapshotMeta(10, 5, ConfState((1, 2))), data))
-    chunks = split_snapshot(m, {1: "127.0.0.1:1"}, chunk_bytes=4096)
+    chunks = split_snapshot(m, chunk_bytes=4096)
     assert [len(c.data) for c in chunks] == [4096, 4096, 2304]
     assert [c.HasField("message") for c in chunks] == [True, False, False]
     assert chunks[0].message.snapshot.data == b""  # the data travels only in the chunks
-    joined, peers = join_snapshot(raft_pb2.SnapshotChunk.FromString(c.SerializeToString()) for c in chunks)
+    joined = join_snapshot(raft_pb2.SnapshotChunk.FromString(c.SerializeToString()) for c in chunks)
     assert joined == m
-    assert peers == {1: "127.0.0.1:1"}
 
 
 def test_default_snapshot_chunks_stay_within_four_mib() -> None:
     m = Message(MessageType.SNAP, to=2, from_=1, snapshot=Snapshot(SnapshotMeta(10, 5, ConfState((1, 2))), b"z" * (9 << 20)))
-    chunks = split_snapshot(m, {})
+    chunks = split_snapshot(m)
     assert len(chunks) == 3
     assert all(c.ByteSize() <= 4 << 20 for c in chunks)
 

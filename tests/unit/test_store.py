@@ -360,7 +360,10 @@ def test_exactly_max_actions_is_accepted() -> None:
 def test_too_many_bytes_is_refused_at_prepare() -> None:
     store = new_store()
     with pytest.raises(StoreError) as raised:
-        store.prepare(create("config", config("c1", "big", b"x" * MAX_PROPOSAL_BYTES)), "big")
+        # two configs, each under the config size limit, over the transaction's together
+        half = MAX_PROPOSAL_BYTES // 2 + 1
+        store.prepare(lambda tx: (tx.create("config", config("c1", "big1", b"x" * half)),
+                                  tx.create("config", config("c2", "big2", b"x" * half))), "big")
     assert raised.value.code == "INVALID_ARGUMENT"
     assert raised.value.message.startswith("transaction too large: ")
     assert raised.value.message.endswith(" bytes exceeds 1572864")
@@ -628,3 +631,76 @@ def test_watch_of_an_unknown_kind_is_refused() -> None:
 def test_store_error_with_an_unknown_code_becomes_unknown() -> None:
     error = StoreError("BOGUS", "from a peer")
     assert (error.code, error.message, str(error)) == ("UNKNOWN", "from a peer", "from a peer")
+
+
+# ---- validation at apply: a committed entry that bypassed the control API creates nothing ----
+
+def _raw_create(kind: str, obj: Any, request_id: str = "raw") -> bytes:
+    """A StoreProposal built by hand, as a hostile or buggy member could put it in the log."""
+    action = pb.StoreAction(action=pb.StoreAction.CREATE)
+    getattr(action, kind).CopyFrom(obj)
+    return pb.StoreProposal(request_id=request_id, actions=[action]).SerializeToString()
+
+
+NAME_RULE = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, "
+             "and the start and end character must be [a-zA-Z0-9]")
+
+
+def test_committed_config_with_an_invalid_name_is_not_applied() -> None:
+    store, log = new_store(), Log()
+    result = store.apply(log.next(), _raw_create("config", config("c1", "bad name with spaces!")))
+    assert result.error == StoreError("INVALID_ARGUMENT", NAME_RULE)
+    assert (result.events, store.view().list("config")) == ([], [])
+
+
+def test_committed_config_with_empty_data_is_not_applied() -> None:
+    store, log = new_store(), Log()
+    result = store.apply(log.next(), _raw_create("config", config("c1", "empty", b"")))
+    assert result.error == StoreError("INVALID_ARGUMENT", "config data must be larger than 0 and less than 1024000 bytes")
+    assert store.view().list("config") == []
+
+
+def test_committed_object_with_an_invalid_id_is_not_applied() -> None:
+    store, log = new_store(), Log()
+    result = store.apply(log.next(), _raw_create("network", network("../n1", "front")))
+    assert result.error == StoreError(
+        "INVALID_ARGUMENT", "invalid network id '../n1': 1 to 64 characters [a-zA-Z0-9_.-], starting with a letter or digit")
+    assert store.view().list("network") == []
+
+
+def test_committed_network_with_a_control_character_in_its_name_is_not_applied() -> None:
+    store, log = new_store(), Log()
+    result = store.apply(log.next(), _raw_create("network", network("n1", "front\n")))
+    assert result.error == StoreError(
+        "INVALID_ARGUMENT", "invalid network name 'front\\n': at most 64 characters, no control characters")
+    assert store.view().list("network") == []
+
+
+def test_service_referring_to_a_missing_config_is_refused() -> None:
+    store = new_store()
+    svc = pb.Service(id="s1", spec=pb.ServiceSpec(annotations=pb.Annotations(name="web")))
+    svc.spec.task.container.configs.add(config_id="c9", config_name="gone")
+    with pytest.raises(StoreError) as raised:
+        store.prepare(create("service", svc), "r1")
+    assert raised.value == StoreError("INVALID_ARGUMENT", "config c9 not found")
+    assert store.apply(2, _raw_create("service", svc)).error == StoreError("INVALID_ARGUMENT", "config c9 not found")
+    assert store.view().list("service") == []
+
+
+def test_task_referring_to_a_missing_service_is_not_applied() -> None:
+    store, log = new_store(), Log()
+    task = pb.Task(id="t1", service_id="s9", annotations=pb.Annotations(name="web.1.t1"))
+    assert store.apply(log.next(), _raw_create("task", task)).error == StoreError("INVALID_ARGUMENT", "service s9 not found")
+    assert store.view().list("task") == []
+
+
+def test_config_used_by_a_service_is_not_removed() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, create("config", config("c1", "app.conf")), "r1")
+    svc = pb.Service(id="s1", spec=pb.ServiceSpec(annotations=pb.Annotations(name="web")))
+    svc.spec.task.container.configs.add(config_id="c1", config_name="app.conf")
+    assert commit(store, log, create("service", svc), "r2").error is None
+    with pytest.raises(StoreError) as raised:
+        store.prepare(lambda tx: tx.remove("config", "c1"), "r3")
+    assert raised.value == StoreError("INVALID_ARGUMENT", "config 'app.conf' is in use by the following service: web")
+    assert store.view().get("config", "c1") is not None

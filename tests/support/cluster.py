@@ -1,4 +1,4 @@
-"""Runs N managers as separate OS processes on 127.0.0.x for tests and benchmarks (`python -m manager run` each).
+"""Test support: runs N managers as separate OS processes on 127.0.0.x for tests and benchmarks (`python -m manager run` each).
 LocalCluster starts, kills, restarts and finds the leader; every process is killed on stop_all(), whatever happened."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import grpc
 from manager.transport import GRPC_OPTIONS, TLS_SERVER_NAME, TLSFiles
 from proto import control_pb2, control_pb2_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str) -> int:
@@ -48,7 +48,8 @@ class LocalCluster:
     extra_args: list[str] = field(default_factory=list)
     members: dict[int, Member] = field(default_factory=dict)
 
-    def start(self, n: int = 3) -> dict[int, str]:
+    def start(self, n: int = 3, hold: frozenset[int] = frozenset()) -> dict[int, str]:
+        """n founding members; those in `hold` are configured as founders but not started (spawn them later)."""
         if n < 1:
             raise ValueError(f"invalid cluster size {n}: need at least 1 manager")
         for i in range(1, n + 1):
@@ -57,8 +58,13 @@ class LocalCluster:
             d = self.base_dir / f"m{i}"
             self.members[i] = Member(i, addr, d, self.base_dir / f"m{i}.log")
         for i in self.members:
-            self._spawn(i)
+            if i not in hold:
+                self._spawn(i)
         return self.addresses()
+
+    def spawn(self, i: int) -> None:
+        """Start member i's process (again) with its command line; its data dir is kept."""
+        self._spawn(i)
 
     def addresses(self) -> dict[int, str]:
         return {i: m.addr for i, m in self.members.items()}
