@@ -11,17 +11,18 @@ import itertools
 import json
 import tarfile
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
+from tests.docker_client import docker_client
+from tests.docker_client import docker_client
 from tests.lab.helpers import running_lab
 
 pytestmark = pytest.mark.lab
 
-DOCKER = shutil.which("docker")
+DOCKER = docker_client()
 needs_docker = pytest.mark.skipif(DOCKER is None, reason="no docker client on this machine")
 # A hung daemon must fail the test, not hang it: every command has this deadline.
 COMMAND_DEADLINE = 30

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -17,11 +16,12 @@ from pathlib import Path
 import pytest
 
 from shoal.lab import data_dir
+from tests.docker_client import docker_client
 from tests.lab.helpers import running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
-DOCKER = shutil.which("docker")
+DOCKER = docker_client()
 needs_docker = pytest.mark.skipif(DOCKER is None, reason="no docker client on this machine")
 LIMIT = 4 << 20  # --max-image-size of the lab daemon: above busybox (2 MiB), far below a bomb
 
