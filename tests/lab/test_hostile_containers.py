@@ -17,7 +17,6 @@ import subprocess
 import pytest
 
 from tests.docker_client import docker_client
-from tests.docker_client import docker_client
 from tests.lab.helpers import running_lab
 
 pytestmark = pytest.mark.lab
