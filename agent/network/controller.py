@@ -17,6 +17,7 @@ from agent.network import bridge as kernel
 from agent.network import firewall
 from agent.network.drivers import Driver, Join, Registry, default_registry
 from agent.network.drivers.bridge import OPT_BRIDGE_NAME, OPT_MTU, bridge_name, default_bridge_options
+from agent.network import plan
 from agent.network.plan import check_network_name, check_static_ip, check_usable_subnet, rebuild_pool
 from agent.network.records import EndpointRecord, IPAMConfig, NetworkRecord, network_from_dict, to_dict
 from common import failpoint
@@ -82,7 +83,17 @@ class NetworkController:
         no record (a crash in create or remove) are deleted with their firewall rules.
         Idempotent, so a restart duplicates nothing."""
         # An unreadable record is moved aside by the store (named in `docker info`), not fatal.
-        self.networks.update(self.state.load_records("networks", network_from_dict))
+        loaded = self.state.load_records("networks", network_from_dict)
+        stale: list[str] = []
+        for net_id, net in loaded.items():
+            if net.pending:  # the daemon died inside `network create`: undo it
+                log.info("network %s (%s): its create was not committed; undoing it", net.name, net_id[:12])
+                if net.driver in self.drivers.names():
+                    stale += self.driver(net).abandon(net)
+                self.state.delete("networks", net_id)
+                self.state.delete("ipam", net_id)
+            else:
+                self.networks[net_id] = net
         for net_id, pool in self.state.load_records("ipam", AddressPool.from_dict).items():
             if net_id in self.networks:
                 self.pools[net_id] = pool
@@ -99,7 +110,6 @@ class NetworkController:
                 config = net.ipam_config[0]
                 self.pools[net.id] = parse_pool_config(config.subnet, config.gateway, config.ip_range)
         firewall.enable_ip_forward()
-        stale: list[str] = []
         for name in self.drivers.names():
             stale += self.drivers.get(name).remove_orphans(set(self.networks))
         for net in self.networks.values():
@@ -110,6 +120,17 @@ class NetworkController:
         if stale:
             log.info("removed orphan bridges %s", ", ".join(stale))
         self.apply_firewall(stale_bridges=stale)
+
+    def remove_orphan_endpoints(self, live: Iterable[EndpointRecord]) -> list[str]:
+        """Host-side veths carrying this daemon's mark whose endpoint is not live (not an
+        endpoint with an address of a running container) are deleted; returns their names."""
+        live_ids = plan.live_endpoint_ids(live)
+        removed: list[str] = []
+        for name in self.drivers.names():
+            removed += self.drivers.get(name).remove_orphan_endpoints(live_ids)
+        if removed:
+            log.info("removed orphan veths %s", ", ".join(removed))
+        return removed
 
     def rebuild_allocations(self, live: Iterable[EndpointRecord]) -> None:
         """IPAM from the endpoints that really exist (those of running containers): an
@@ -249,17 +270,23 @@ class NetworkController:
             options=options,
             labels=dict(request.labels or {}),
         )
-        # Order for crash safety: the kernel objects (marked as shoal's) first, the record
-        # last. A SIGKILL in between leaves a marked orphan that the next start removes.
+        # Order for crash safety: a pending record first (write-ahead: it names the objects
+        # about to be made and says which existed already), the kernel objects, then the
+        # record committed. A SIGKILL in between leaves a pending record: the next start
+        # deletes what this create made, even a bridge killed before it got its mark.
+        driver.before_create(record)
+        record.pending = True
+        self.state.save("networks", net_id, to_dict(record))
         try:
             driver.create_network(record, fresh=True)
-        except ShoalError:
-            driver.delete_network(record)  # deletes only what carries our mark
-            raise
         except Exception as exc:
-            driver.delete_network(record)
+            driver.delete_network(record)  # deletes only what carries our mark
+            self.state.delete("networks", net_id)
+            if isinstance(exc, ShoalError):
+                raise
             raise SystemError_(f"failed to create network {name}: {exc}") from exc
         failpoint.hit("network-create-after-kernel")
+        record.pending = False
         self.networks[net_id] = record
         self.pools[net_id] = pool
         try:

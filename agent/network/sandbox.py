@@ -89,8 +89,25 @@ class Sandboxes:
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
         if container.netns:
-            namespaces.delete_netns(container.netns)
+            self.delete_namespace(container.netns)
             container.netns = ""
+
+    def delete_namespace(self, name: str) -> None:
+        """Deletes a sandbox namespace of ours, its veths first: the kernel destroys a
+        namespace (and the host ends of its veths) asynchronously, and only once no process
+        holds it; deleted here, the host ends are gone when this returns."""
+        stray = [n for n, kind in kernel.links_in(name).items() if kind == "veth"]
+        kernel.delete_links_in(name, stray)
+        namespaces.delete_netns(name)
+
+    def remove_stray_links(self, container: Container) -> list[str]:
+        """At restart, in a running container's namespace: veths no endpoint of its record
+        names (a connect the daemon died in before saving) are deleted with their host end."""
+        if not container.netns:
+            return []
+        stray = plan.stray_sandbox_links(kernel.links_in(container.netns), container.endpoints.values())
+        kernel.delete_links_in(container.netns, stray)
+        return stray
 
     def connect(self, container: Container, endpoint: EndpointRecord) -> None:
         """Adds an endpoint to a running container's sandbox; nothing is left when it fails."""
