@@ -12,6 +12,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from agent.network.netns import netns_path
+from common import failpoint
 from agent.network.nsthread import iproute_in
 
 IFNAMSIZ = 15  # kernel limit on interface names, without the NUL
@@ -136,6 +137,7 @@ def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None, alias: s
             try:
                 ipr.link("add", ifname=name, kind="bridge")
                 created = True
+                failpoint.hit("bridge-created-before-mark")
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise NetworkSetupError(f"cannot create bridge {name}: {exc}") from exc
@@ -228,6 +230,7 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
                 raise NetworkSetupError(
                     f"cannot create veth {host_ifname}/{ifname} in {netns}: {exc}") from exc
             created = True
+            failpoint.hit("veth-created-before-mark")
         try:
             host_index = existing[0] if existing else ipr.link_lookup(ifname=host_ifname)[0]
             settings: dict[str, Any] = {"master": bridge_index, "state": "up"}

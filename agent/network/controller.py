@@ -80,8 +80,9 @@ class NetworkController:
     def restore(self) -> None:
         """Loads persisted networks, makes the predefined ones, and re-asserts the kernel
         state: bridges of records are made again when missing, bridges carrying our mark with
-        no record (a crash in create or remove) are deleted with their firewall rules.
-        Idempotent, so a restart duplicates nothing."""
+        no record (a crash in create or remove) are deleted with their firewall rules, and a
+        create that never committed (its record still pending) is undone, its bridge deleted
+        even when the crash came before the mark. Idempotent, so a restart duplicates nothing."""
         # An unreadable record is moved aside by the store (named in `docker info`), not fatal.
         loaded = self.state.load_records("networks", network_from_dict)
         stale: list[str] = []
@@ -110,16 +111,17 @@ class NetworkController:
                 config = net.ipam_config[0]
                 self.pools[net.id] = parse_pool_config(config.subnet, config.gateway, config.ip_range)
         firewall.enable_ip_forward()
+        orphans: list[str] = []
         for name in self.drivers.names():
-            stale += self.drivers.get(name).remove_orphans(set(self.networks))
+            orphans += self.drivers.get(name).remove_orphans(set(self.networks))
         for net in self.networks.values():
             before = (net.adopted_bridge, net.gateway_added)
             self.driver(net).create_network(net, fresh=False)
             if (net.adopted_bridge, net.gateway_added) != before:
                 self._save(net)
-        if stale:
-            log.info("removed orphan bridges %s", ", ".join(stale))
-        self.apply_firewall(stale_bridges=stale)
+        if orphans:
+            log.info("removed orphan bridges %s", ", ".join(orphans))
+        self.apply_firewall(stale_bridges=stale + orphans)
 
     def remove_orphan_endpoints(self, live: Iterable[EndpointRecord]) -> list[str]:
         """Host-side veths carrying this daemon's mark whose endpoint is not live (not an

@@ -148,6 +148,13 @@ def stray_sandbox_links(links: dict[str, str], endpoints: Iterable[EndpointRecor
     return sorted(name for name, kind in links.items() if kind == "veth" and name not in wanted)
 
 
+def missing_sandbox_links(links: dict[str, str], endpoints: Iterable[EndpointRecord]) -> list[EndpointRecord]:
+    """Endpoints of a running container's record (with an address and an interface name)
+    whose interface its namespace lacks: a disconnect the daemon died in after unplumbing
+    and before saving. The record is the truth, so they are plumbed again."""
+    return [e for e in endpoints if e.ipv4 and e.ifname and e.ifname not in links]
+
+
 def live_endpoint_ids(endpoints: Iterable[EndpointRecord]) -> set[str]:
     """Endpoints whose veth must stay: those with an address (plumbed at their start)."""
     return {e.id for e in endpoints if e.ipv4}

@@ -21,6 +21,7 @@ from agent.network.dns import NameTable
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.drivers import Join
 from agent.network.records import EndpointRecord, NetworkRecord
+from common import failpoint
 from common.errdefs import NotFound, SystemError_
 
 
@@ -100,14 +101,26 @@ class Sandboxes:
         kernel.delete_links_in(name, stray)
         namespaces.delete_netns(name)
 
-    def remove_stray_links(self, container: Container) -> list[str]:
-        """At restart, in a running container's namespace: veths no endpoint of its record
-        names (a connect the daemon died in before saving) are deleted with their host end."""
+    def reconcile_links(self, container: Container) -> tuple[list[str], list[str]]:
+        """At restart, a running container's namespace is made to match its record: veths no
+        endpoint names (a connect the daemon died in before saving) are deleted with their
+        host end; endpoints whose veth is missing (a disconnect it died in) are plumbed again.
+        Returns (deleted interface names, replumbed interface names)."""
         if not container.netns:
-            return []
-        stray = plan.stray_sandbox_links(kernel.links_in(container.netns), container.endpoints.values())
+            return [], []
+        present = kernel.links_in(container.netns)
+        if not present:  # the namespace is gone: nothing to match
+            return [], []
+        stray = plan.stray_sandbox_links(present, container.endpoints.values())
         kernel.delete_links_in(container.netns, stray)
-        return stray
+        replumbed = []
+        for endpoint in plan.missing_sandbox_links(present, container.endpoints.values()):
+            if endpoint.network_id in self.net.networks:
+                self.net.plumb(endpoint, Join(netns=container.netns, ifname=endpoint.ifname, gateway=None))
+                replumbed.append(endpoint.ifname)
+        if replumbed:
+            self.refresh_default_route(container)
+        return stray, replumbed
 
     def connect(self, container: Container, endpoint: EndpointRecord) -> None:
         """Adds an endpoint to a running container's sandbox; nothing is left when it fails."""
@@ -116,6 +129,7 @@ class Sandboxes:
         taken = [e.ifname for e in container.endpoints.values()]
         try:
             self.net.plumb(endpoint, Join(netns=container.netns, ifname=plan.next_ifname(taken), gateway=None))
+            failpoint.hit("connect-after-plumb")  # the container's record does not have it yet
         except Exception as exc:
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
@@ -123,6 +137,7 @@ class Sandboxes:
 
     def disconnect(self, container: Container, endpoint: EndpointRecord) -> None:
         self.net.unplumb(endpoint)
+        failpoint.hit("disconnect-after-unplumb")  # the container's record still has it
         self.net.release_endpoint(endpoint)
 
     def _ordered(self, container: Container) -> list[EndpointRecord]:

@@ -179,6 +179,13 @@ def test_no_stray_link_is_named_when_an_endpoint_has_an_address_but_no_interface
     assert plan.stray_sandbox_links(links, [_plumbed("n1", "eth0"), _ep("n2", "10.0.2.2")]) == []
 
 
+def test_missing_sandbox_links_are_recorded_interfaces_the_namespace_lacks():
+    # eth1: unplumbed by a disconnect the daemon died in before saving the record
+    endpoints = [_plumbed("n1", "eth0"), _plumbed("n2", "eth1"), _ep("n3")]
+    missing = plan.missing_sandbox_links({"lo": "", "eth0": "veth"}, endpoints)
+    assert [e.network_id for e in missing] == ["n2"]
+
+
 # ---- refusals -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name, message", [
     ("", "invalid name: name is empty"),

@@ -6,12 +6,15 @@ mark, so shoal only deletes or rewrites bridges it made itself (see BridgeDriver
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from agent.network import bridge as kernel
 from agent.network import firewall, plan
 from agent.network.drivers.base import Driver, Join
 from agent.network.records import EndpointRecord, NetworkRecord
 from common.errdefs import Forbidden, InvalidParameter
+
+log = logging.getLogger(__name__)
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -150,6 +153,8 @@ class BridgeDriver(Driver):
         kind = kernel.link_kind(name)
         alias = kernel.link_alias(name) if kind is not None else ""
         if plan.abandoned_bridge(name, kind, alias, self.mark(net), net):
+            log.info("network %s: deleting bridge %s of its uncommitted create (%s)", net.id[:12], name,
+                     "marked" if alias else "killed before its mark")
             kernel.delete_bridge(name)
         return [name]
 
