@@ -11,7 +11,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.network.netns import netns_path
+from agent.network.netns import is_netns, netns_path
 from common import failpoint
 from agent.network.nsthread import iproute_in
 
@@ -76,9 +76,9 @@ def veth_aliases() -> dict[str, str]:
 
 def links_in(netns: str) -> dict[str, str]:
     """The links inside namespace `netns` with their kind ("" for a device such as lo);
-    empty when the namespace is gone."""
+    empty when the namespace is gone or was never mounted."""
     path = netns_path(netns)
-    if not path.exists():
+    if not is_netns(netns):
         return {}
     with iproute_in(path) as nsr:
         return {link.get_attr("IFLA_IFNAME"): _link_kind(link) or "" for link in nsr.get_links()}
@@ -88,7 +88,7 @@ def delete_links_in(netns: str, names: list[str]) -> None:
     """Deletes these links inside namespace `netns` (a veth's peer goes with it, at once);
     no error when one or the namespace is gone."""
     path = netns_path(netns)
-    if not names or not path.exists():
+    if not names or not is_netns(netns):
         return
     with iproute_in(path) as nsr:
         for name in names:

@@ -6,6 +6,7 @@ controller and its drivers. shoal.engine (and later the swarm agent) call it per
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from agent.network.drivers import Join
 from agent.network.records import EndpointRecord, NetworkRecord
 from common import failpoint
 from common.errdefs import NotFound, SystemError_
+
+log = logging.getLogger(__name__)
 
 
 class Container(Protocol):
@@ -97,8 +100,11 @@ class Sandboxes:
         """Deletes a sandbox namespace of ours, its veths first: the kernel destroys a
         namespace (and the host ends of its veths) asynchronously, and only once no process
         holds it; deleted here, the host ends are gone when this returns."""
-        stray = [n for n, kind in kernel.links_in(name).items() if kind == "veth"]
-        kernel.delete_links_in(name, stray)
+        try:
+            stray = [n for n, kind in kernel.links_in(name).items() if kind == "veth"]
+            kernel.delete_links_in(name, stray)
+        except OSError as exc:  # the kernel still deletes them with the namespace, later
+            log.warning("namespace %s: cannot delete its veths first (%s)", name, exc)
         namespaces.delete_netns(name)
 
     def reconcile_links(self, container: Container) -> tuple[list[str], list[str]]:
