@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.network import bridge as kernel
-from agent.network import firewall
+from agent.network import firewall, plan
 from agent.network.drivers import Driver, Join, Registry, default_registry
 from agent.network.drivers.bridge import OPT_BRIDGE_NAME, OPT_MTU, bridge_name, default_bridge_options
-from agent.network import plan
 from agent.network.plan import check_network_name, check_static_ip, check_usable_subnet, rebuild_pool
 from agent.network.records import EndpointRecord, IPAMConfig, NetworkRecord, network_from_dict, to_dict
 from common import failpoint

@@ -1,7 +1,9 @@
 """Pure decisions of the network layer: what the kernel should look like and what to refuse.
 
 No I/O: from records, the interfaces a sandbox wants (order, names, addresses, default route),
-the IPAM state live endpoints imply, and the checks on names, subnets and static addresses.
+which kernel objects are shoal's to keep, rewrite or delete after a crash (marks, write-ahead
+network records, a running container's veths), the IPAM state live endpoints imply, and the
+checks on names, subnets and static addresses.
 The sandbox (agent.network.sandbox) and the controller apply them through the drivers.
 """
 from __future__ import annotations
