@@ -2,7 +2,7 @@
 SIGKILL itself when it reaches hit(NAME), as a power cut or `kill -9` would there.
 
 Unset (always, outside tests) it costs one dictionary lookup. Used by agent.network's
-controller; lab tests set it in a lab daemon's environment.
+controller, sandbox and bridge modules; lab tests set it in a lab daemon's environment.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from agent.network.netns import netns_path
+from agent.network.netns import is_netns, netns_path
+from common import failpoint
 from agent.network.nsthread import iproute_in
 
 IFNAMSIZ = 15  # kernel limit on interface names, without the NUL
@@ -63,6 +64,37 @@ def bridge_aliases() -> dict[str, str]:
         }
 
 
+def veth_aliases() -> dict[str, str]:
+    """Every veth of the current namespace with its ifalias ("" when none)."""
+    with IPRoute() as ipr:
+        return {
+            link.get_attr("IFLA_IFNAME"): link.get_attr("IFLA_IFALIAS") or ""
+            for link in ipr.get_links()
+            if _link_kind(link) == "veth"
+        }
+
+
+def links_in(netns: str) -> dict[str, str]:
+    """The links inside namespace `netns` with their kind ("" for a device such as lo);
+    empty when the namespace is gone or was never mounted."""
+    path = netns_path(netns)
+    if not is_netns(netns):
+        return {}
+    with iproute_in(path) as nsr:
+        return {link.get_attr("IFLA_IFNAME"): _link_kind(link) or "" for link in nsr.get_links()}
+
+
+def delete_links_in(netns: str, names: list[str]) -> None:
+    """Deletes these links inside namespace `netns` (a veth's peer goes with it, at once);
+    no error when one or the namespace is gone."""
+    path = netns_path(netns)
+    if not names or not is_netns(netns):
+        return
+    with iproute_in(path) as nsr:
+        for name in names:
+            _delete_link(nsr, name)
+
+
 def add_address_if_missing(name: str, address_cidr: str) -> bool:
     """Adds the address to the link unless it has it; other addresses are left alone.
     Returns True when it added it."""
@@ -105,6 +137,7 @@ def ensure_bridge(name: str, address_cidr: str, mtu: int | None = None, alias: s
             try:
                 ipr.link("add", ifname=name, kind="bridge")
                 created = True
+                failpoint.hit("bridge-created-before-mark")
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise NetworkSetupError(f"cannot create bridge {name}: {exc}") from exc
@@ -158,12 +191,15 @@ def host_routed_networks(exclude_ifname: str = "") -> list[IPv4Network]:
 
 
 def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, address_cidr: str,
-                    mac: str, gateway: str | None, mtu: int | None) -> None:
+                    mac: str, gateway: str | None, mtu: int | None, alias: str = "") -> None:
     """Connect namespace `netns` to `bridge` with a veth pair named host_ifname / ifname.
 
     The container side is created directly inside the namespace, so its name ("eth0") never
     clashes with the host's own interfaces. Calling it again for the same endpoint re-asserts the
-    settings; if anything fails on first creation, the veth is removed again.
+    settings; if anything fails on first creation, the veth is removed again. The host end gets
+    `alias` (shoal's ownership mark) in the request right after the one that creates the pair
+    (the kernel ignores IFLA_IFALIAS at creation); until then the pair is only recognisable
+    from the container's side (agent.network.plan.stray_sandbox_links).
     """
     _check_ifname(host_ifname)
     _check_ifname(ifname)
@@ -194,9 +230,12 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
                 raise NetworkSetupError(
                     f"cannot create veth {host_ifname}/{ifname} in {netns}: {exc}") from exc
             created = True
+            failpoint.hit("veth-created-before-mark")
         try:
             host_index = existing[0] if existing else ipr.link_lookup(ifname=host_ifname)[0]
             settings: dict[str, Any] = {"master": bridge_index, "state": "up"}
+            if alias:
+                settings["ifalias"] = alias
             if mtu is not None:
                 settings["mtu"] = mtu
             ipr.link("set", index=host_index, **settings)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.network import bridge as kernel
-from agent.network import firewall
+from agent.network import firewall, plan
 from agent.network.firewall_live import Firewall
 from agent.network.drivers import Driver, Join, Registry, default_registry
 from agent.network.drivers.bridge import OPT_BRIDGE_NAME, OPT_MTU, bridge_name, default_bridge_options
@@ -82,10 +82,21 @@ class NetworkController:
     def restore(self) -> None:
         """Loads persisted networks, makes the predefined ones, and re-asserts the kernel
         state: bridges of records are made again when missing, bridges carrying our mark with
-        no record (a crash in create or remove) are deleted with their firewall rules.
-        Idempotent, so a restart duplicates nothing."""
+        no record (a crash in create or remove) are deleted with their firewall rules, and a
+        create that never committed (its record still pending) is undone, its bridge deleted
+        even when the crash came before the mark. Idempotent, so a restart duplicates nothing."""
         # An unreadable record is moved aside by the store (named in `docker info`), not fatal.
-        self.networks.update(self.state.load_records("networks", network_from_dict))
+        loaded = self.state.load_records("networks", network_from_dict)
+        stale: list[str] = []
+        for net_id, net in loaded.items():
+            if net.pending:  # the daemon died inside `network create`: undo it
+                log.info("network %s (%s): its create was not committed; undoing it", net.name, net_id[:12])
+                if net.driver in self.drivers.names():
+                    stale += self.driver(net).abandon(net)
+                self.state.delete("networks", net_id)
+                self.state.delete("ipam", net_id)
+            else:
+                self.networks[net_id] = net
         for net_id, pool in self.state.load_records("ipam", AddressPool.from_dict).items():
             if net_id in self.networks:
                 self.pools[net_id] = pool
@@ -102,17 +113,28 @@ class NetworkController:
                 config = net.ipam_config[0]
                 self.pools[net.id] = parse_pool_config(config.subnet, config.gateway, config.ip_range)
         firewall.enable_ip_forward()
-        stale: list[str] = []
+        orphans: list[str] = []
         for name in self.drivers.names():
-            stale += self.drivers.get(name).remove_orphans(set(self.networks))
+            orphans += self.drivers.get(name).remove_orphans(set(self.networks))
         for net in self.networks.values():
             before = (net.adopted_bridge, net.gateway_added)
             self.driver(net).create_network(net, fresh=False)
             if (net.adopted_bridge, net.gateway_added) != before:
                 self._save(net)
-        if stale:
-            log.info("removed orphan bridges %s", ", ".join(stale))
-        self.apply_firewall(stale_bridges=stale)
+        if orphans:
+            log.info("removed orphan bridges %s", ", ".join(orphans))
+        self.apply_firewall(stale_bridges=stale + orphans)
+
+    def remove_orphan_endpoints(self, live: Iterable[EndpointRecord]) -> list[str]:
+        """Host-side veths carrying this daemon's mark whose endpoint is not live (not an
+        endpoint with an address of a running container) are deleted; returns their names."""
+        live_ids = plan.live_endpoint_ids(live)
+        removed: list[str] = []
+        for name in self.drivers.names():
+            removed += self.drivers.get(name).remove_orphan_endpoints(live_ids)
+        if removed:
+            log.info("removed orphan veths %s", ", ".join(removed))
+        return removed
 
     def rebuild_allocations(self, live: Iterable[EndpointRecord]) -> None:
         """IPAM from the endpoints that really exist (those of running containers): an
@@ -252,17 +274,23 @@ class NetworkController:
             options=options,
             labels=dict(request.labels or {}),
         )
-        # Order for crash safety: the kernel objects (marked as shoal's) first, the record
-        # last. A SIGKILL in between leaves a marked orphan that the next start removes.
+        # Order for crash safety: a pending record first (write-ahead: it names the objects
+        # about to be made and says which existed already), the kernel objects, then the
+        # record committed. A SIGKILL in between leaves a pending record: the next start
+        # deletes what this create made, even a bridge killed before it got its mark.
+        driver.before_create(record)
+        record.pending = True
+        self.state.save("networks", net_id, to_dict(record))
         try:
             driver.create_network(record, fresh=True)
-        except ShoalError:
-            driver.delete_network(record)  # deletes only what carries our mark
-            raise
         except Exception as exc:
-            driver.delete_network(record)
+            driver.delete_network(record)  # deletes only what carries our mark
+            self.state.delete("networks", net_id)
+            if isinstance(exc, ShoalError):
+                raise
             raise SystemError_(f"failed to create network {name}: {exc}") from exc
         failpoint.hit("network-create-after-kernel")
+        record.pending = False
         self.networks[net_id] = record
         self.pools[net_id] = pool
         try:

@@ -50,6 +50,12 @@ def delete_netns(name: str) -> None:
         pass
 
 
+def is_netns(name: str) -> bool:
+    """True when /run/netns/NAME is a mounted namespace (not a plain file a crash left
+    between creating the file and mounting on it, which setns refuses)."""
+    return _is_netns(netns_path(name))
+
+
 def list_netns(prefix: str) -> list[str]:
     """Names of the namespaces in /run/netns starting with `prefix`, sorted."""
     return sorted(n for n in _pr_netns.listnetns() if n.startswith(prefix))

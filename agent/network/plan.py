@@ -1,7 +1,9 @@
 """Pure decisions of the network layer: what the kernel should look like and what to refuse.
 
 No I/O: from records, the interfaces a sandbox wants (order, names, addresses, default route),
-the IPAM state live endpoints imply, and the checks on names, subnets and static addresses.
+which kernel objects are shoal's to keep, rewrite or delete after a crash (marks, write-ahead
+network records, a running container's veths), the IPAM state live endpoints imply, and the
+checks on names, subnets and static addresses.
 The sandbox (agent.network.sandbox) and the controller apply them through the drivers.
 """
 from __future__ import annotations
@@ -101,6 +103,63 @@ def bridge_ownership(kind: str | None, alias: str, mark: str, fresh: bool, adopt
     if alias == mark or not (fresh or adopted):
         return "own"
     return "adopt"
+
+
+def orphans_by_mark(aliases: dict[str, str], mark_prefix: str, known_ids: set[str]) -> list[str]:
+    """Names of links whose ifalias is `<mark_prefix><id>` (this daemon's ownership mark)
+    with an id not in known_ids: a network or endpoint that no record holds any more."""
+    return sorted(
+        name for name, alias in aliases.items()
+        if alias.startswith(mark_prefix) and alias[len(mark_prefix):] not in known_ids
+    )
+
+
+def derived_bridge_name(net_id: str) -> str:
+    """The name shoal gives a network's bridge when the user names none."""
+    return f"br-{net_id[:12]}"
+
+
+def abandoned_bridge(name: str, kind: str | None, alias: str, mark: str, net: NetworkRecord) -> bool:
+    """True when the bridge `name` of a network whose create never committed (its record is
+    still pending: the daemon died inside `network create`) must be deleted.
+
+    A bridge is made first and marked by a second netlink request (the kernel ignores
+    IFLA_IFALIAS on RTM_NEWLINK), so a kill in between leaves it unmarked. What proves it is
+    shoal's then is the write-ahead record: it was saved before the bridge was made, saying
+    no link had that name (adopted_bridge False), and the name is derived from the network's
+    fresh random id. A bridge that existed before (adopted) or a user-given name that is not
+    marked is never deleted: nothing proves shoal made it."""
+    if kind != "bridge" or net.adopted_bridge:
+        return False
+    if alias == mark:
+        return True
+    return alias == "" and name == derived_bridge_name(net.id)
+
+
+# ---- endpoints ----------------------------------------------------------------------
+def stray_sandbox_links(links: dict[str, str], endpoints: Iterable[EndpointRecord]) -> list[str]:
+    """Interfaces to delete inside a running container's namespace at restart: veths
+    (`links`: name -> kind) that no endpoint of its record names. Such a veth was plumbed by
+    a connect whose record was never saved (the daemon died in between); its host end may
+    not carry the mark yet. Nothing is deleted when an endpoint with an address has no
+    recorded interface name: then the record cannot tell which veth is which."""
+    endpoints = list(endpoints)
+    if any(e.ipv4 and not e.ifname for e in endpoints):
+        return []
+    wanted = {e.ifname for e in endpoints if e.ipv4 and e.ifname}
+    return sorted(name for name, kind in links.items() if kind == "veth" and name not in wanted)
+
+
+def missing_sandbox_links(links: dict[str, str], endpoints: Iterable[EndpointRecord]) -> list[EndpointRecord]:
+    """Endpoints of a running container's record (with an address and an interface name)
+    whose interface its namespace lacks: a disconnect the daemon died in after unplumbing
+    and before saving. The record is the truth, so they are plumbed again."""
+    return [e for e in endpoints if e.ipv4 and e.ifname and e.ifname not in links]
+
+
+def live_endpoint_ids(endpoints: Iterable[EndpointRecord]) -> set[str]:
+    """Endpoints whose veth must stay: those with an address (plumbed at their start)."""
+    return {e.id for e in endpoints if e.ipv4}
 
 
 # ---- IPAM ---------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class NetworkRecord:
     # gateway_added says shoal put the gateway address on that bridge, so it may take it off.
     adopted_bridge: bool = False
     gateway_added: bool = False
+    # Saved True before a create makes kernel objects (a write-ahead record), False once it
+    # is committed: a start that finds it True undoes the create (the client got no answer).
+    pending: bool = False
 
     @property
     def short_id(self) -> str:

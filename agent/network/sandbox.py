@@ -6,6 +6,7 @@ controller and its drivers. shoal.engine (and later the swarm agent) call it per
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from agent.network.dns import NameTable
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.drivers import Join
 from agent.network.records import EndpointRecord, NetworkRecord
+from common import failpoint
 from common.errdefs import NotFound, SystemError_
+
+log = logging.getLogger(__name__)
 
 
 class Container(Protocol):
@@ -89,8 +93,40 @@ class Sandboxes:
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
         if container.netns:
-            namespaces.delete_netns(container.netns)
+            self.delete_namespace(container.netns)
             container.netns = ""
+
+    def delete_namespace(self, name: str) -> None:
+        """Deletes a sandbox namespace of ours, its veths first: the kernel destroys a
+        namespace (and the host ends of its veths) asynchronously, and only once no process
+        holds it; deleted here, the host ends are gone when this returns."""
+        try:
+            stray = [n for n, kind in kernel.links_in(name).items() if kind == "veth"]
+            kernel.delete_links_in(name, stray)
+        except OSError as exc:  # the kernel still deletes them with the namespace, later
+            log.warning("namespace %s: cannot delete its veths first (%s)", name, exc)
+        namespaces.delete_netns(name)
+
+    def reconcile_links(self, container: Container) -> tuple[list[str], list[str]]:
+        """At restart, a running container's namespace is made to match its record: veths no
+        endpoint names (a connect the daemon died in before saving) are deleted with their
+        host end; endpoints whose veth is missing (a disconnect it died in) are plumbed again.
+        Returns (deleted interface names, replumbed interface names)."""
+        if not container.netns:
+            return [], []
+        present = kernel.links_in(container.netns)
+        if not present:  # the namespace is gone: nothing to match
+            return [], []
+        stray = plan.stray_sandbox_links(present, container.endpoints.values())
+        kernel.delete_links_in(container.netns, stray)
+        replumbed = []
+        for endpoint in plan.missing_sandbox_links(present, container.endpoints.values()):
+            if endpoint.network_id in self.net.networks:
+                self.net.plumb(endpoint, Join(netns=container.netns, ifname=endpoint.ifname, gateway=None))
+                replumbed.append(endpoint.ifname)
+        if replumbed:
+            self.refresh_default_route(container)
+        return stray, replumbed
 
     def connect(self, container: Container, endpoint: EndpointRecord) -> None:
         """Adds an endpoint to a running container's sandbox; nothing is left when it fails."""
@@ -99,6 +135,7 @@ class Sandboxes:
         taken = [e.ifname for e in container.endpoints.values()]
         try:
             self.net.plumb(endpoint, Join(netns=container.netns, ifname=plan.next_ifname(taken), gateway=None))
+            failpoint.hit("connect-after-plumb")  # the container's record does not have it yet
         except Exception as exc:
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
@@ -106,6 +143,7 @@ class Sandboxes:
 
     def disconnect(self, container: Container, endpoint: EndpointRecord) -> None:
         self.net.unplumb(endpoint)
+        failpoint.hit("disconnect-after-unplumb")  # the container's record still has it
         self.net.release_endpoint(endpoint)
 
     def _ordered(self, container: Container) -> list[EndpointRecord]:

@@ -210,8 +210,11 @@ class Engine:
 
     def _collect_orphan_namespaces(self) -> None:
         """Network side of the restart, once the containers are known: namespaces with our
-        prefix that no running container owns (left by a crash) go, and IPAM is rebuilt from
-        the endpoints of running containers, so no address leaks and none is given twice."""
+        prefix that no running container owns (left by a crash) go with their veths, veths
+        no record names go (inside running containers, and host ends carrying our mark), the
+        record's endpoints whose veth a crash removed are plumbed again, and
+        IPAM is rebuilt from the endpoints of running containers, so no address leaks and
+        none is given twice."""
         running = [c for c in self.containers.values() if c.state == "running"]
         owned = {c.netns for c in running if c.netns}
         # A container whose record was moved aside may still run: its namespace stays too.
@@ -221,7 +224,24 @@ class Engine:
             # Only the names shoal gives (prefix + 12 hex of a container id): never a lab's or
             # another tool's namespace that happens to share the prefix.
             if name not in owned and len(suffix) == 12 and all(c in "0123456789abcdef" for c in suffix):
-                namespaces.delete_netns(name)
+                self.sandboxes.delete_namespace(name)
+        for container in running:
+            try:
+                stray, replumbed = self.sandboxes.reconcile_links(container)
+            except Exception:  # one container's namespace must not stop the daemon's start
+                log.exception("container %s: cannot match its interfaces with its record", container.id[:12])
+                continue
+            if stray:
+                log.info("container %s: removed interfaces its record does not name: %s",
+                         container.id[:12], ", ".join(stray))
+            if replumbed:
+                log.info("container %s: plumbed again interfaces its record names: %s",
+                         container.id[:12], ", ".join(replumbed))
+        if self.state.quarantined.get("containers"):
+            # An unreadable record's container may run with veths we cannot tell apart.
+            log.warning("container records were moved aside: orphan veths are not collected this time")
+        else:
+            self.net.remove_orphan_endpoints(e for c in running for e in c.endpoints.values())
         self.net.rebuild_allocations(e for c in running for e in c.endpoints.values())
 
     async def close(self) -> None:

@@ -168,6 +168,8 @@ def _check_round(lab: Lab, round_: int, found: Findings) -> None:
     veths = _links(lab, "veth") - {"eth0"}  # eth0: the lab host's own uplink
     for name in sorted(veths - wanted_veths):
         found.add("no orphan link", round_, f"veth {name}")
+    for name in sorted(wanted_veths - veths):
+        found.add("every live endpoint has its veth", round_, f"veth {name} is missing")
     bridge_nets = [n for n in networks if n["Driver"] == "bridge"]
     wanted_bridges = {n["Options"].get("com.docker.network.bridge.name") or f"br-{n['Id'][:12]}" for n in bridge_nets}
     for name in sorted(_links(lab, "bridge") - wanted_bridges):
@@ -289,6 +291,10 @@ def test_no_orphan_mount_after_any_kill(findings):
 
 def test_no_orphan_link_after_any_kill(findings):
     findings.check("no orphan link")
+
+
+def test_every_live_endpoint_has_its_veth_after_every_kill(findings):
+    findings.check("every live endpoint has its veth")
 
 
 def test_no_orphan_bridge_after_any_kill(findings):

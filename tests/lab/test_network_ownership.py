@@ -227,3 +227,84 @@ def test_a_namespace_that_only_shares_the_prefix_is_left_at_start(lab):
         assert foreign in lab.exec("h1", ["ip", "netns", "list"]).stdout.split()
     finally:
         lab.exec("h1", ["ip", "netns", "del", foreign], check=False)
+
+
+# ---- item 4: SIGKILL between making a link and marking it, or before the record names it ------
+def link_alias(lab, link: str) -> str:
+    match = re.search(r"\balias (\S+)", ip(lab, "-d", "link", "show", "dev", link))
+    return match.group(1) if match else ""
+
+
+def host_veths(lab) -> list[str]:
+    return sorted(set(re.findall(r"^\d+: ([^:@]+)", ip(lab, "-o", "link", "show", "type", "veth"), re.M)) - {"eth0"})
+
+
+def sandbox_links(lab, container_id: str) -> list[str]:
+    from shoal.lab import host_netns
+
+    out = lab.exec("h1", ["ip", "-n", f"{host_netns(lab.name, 'h1')}-{container_id[:12]}", "-o", "link", "show"]).stdout
+    return sorted(re.findall(r"^\d+: ([^:@]+)", out, re.M))
+
+
+def test_a_kill_between_bridge_creation_and_its_mark_leaves_no_orphan(lab):
+    before = bridges(lab)
+    restart_with_failpoint(lab, "bridge-created-before-mark")
+    failed = shoal(lab, "network", "create", "--subnet", "10.70.0.0/24", "unmarked", check=False)
+    assert failed.returncode != 0
+    lab.stop_daemon("h1", kill9=True)
+    [made] = sorted(set(bridges(lab)) - set(before))
+    assert link_alias(lab, made) == ""  # the kernel ignores IFLA_IFALIAS at creation: no mark yet
+    lab.start_daemon("h1")
+    assert (bridges(lab), "unmarked" in network_names(lab)) == (before, False)
+
+
+@pytest.mark.parametrize("failpoint", ["connect-after-plumb", "veth-created-before-mark"])
+def test_a_kill_in_connect_before_the_record_names_the_endpoint_leaves_no_veth(lab, failpoint):
+    shoal(lab, "network", "create", "--subnet", "10.71.0.0/24", "late")
+    cid = shoal(lab, "run", "-d", "--name", "conn", "busybox", "sleep", "600").stdout.strip()
+    try:
+        before = host_veths(lab)
+        restart_with_failpoint(lab, failpoint)
+        failed = shoal(lab, "network", "connect", "late", "conn", check=False)
+        assert failed.returncode != 0
+        lab.stop_daemon("h1", kill9=True)
+        assert (len(host_veths(lab)), sandbox_links(lab, cid)) == (len(before) + 1, ["eth0", "eth1", "lo"])
+        lab.start_daemon("h1")
+        assert (host_veths(lab), sandbox_links(lab, cid)) == (before, ["eth0", "lo"])
+        container = inspect_first(lab, "inspect", "conn")
+        assert (container["State"]["Status"], list(container["NetworkSettings"]["Networks"])) == ("running", ["bridge"])
+    finally:
+        shoal(lab, "rm", "-f", "conn")
+        shoal(lab, "network", "rm", "late")
+
+
+def test_veths_without_this_daemons_mark_are_left_at_start(lab):
+    lab.exec("h1", ["ip", "link", "add", "vethab12cd3", "type", "veth", "peer", "name", "vethforeign"])
+    try:
+        lab.exec("h1", ["ip", "link", "set", "vethforeign", "alias", f"shoal:000000000000:{'e' * 64}"])
+        lab.restart_daemon("h1", kill9=True)
+        assert {"vethab12cd3", "vethforeign"} <= set(host_veths(lab))
+    finally:
+        lab.exec("h1", ["ip", "link", "del", "vethab12cd3"], check=False)
+
+
+def test_a_kill_in_disconnect_before_the_record_is_saved_plumbs_the_endpoint_again(lab):
+    shoal(lab, "network", "create", "--subnet", "10.72.0.0/24", "early")
+    cid = shoal(lab, "run", "-d", "--name", "disc", "busybox", "sleep", "600").stdout.strip()
+    try:
+        shoal(lab, "network", "connect", "early", "disc")
+        before = host_veths(lab)
+        restart_with_failpoint(lab, "disconnect-after-unplumb")
+        failed = shoal(lab, "network", "disconnect", "early", "disc", check=False)
+        assert failed.returncode != 0
+        lab.stop_daemon("h1", kill9=True)
+        assert (len(host_veths(lab)), sandbox_links(lab, cid)) == (len(before) - 1, ["eth0", "lo"])
+        lab.start_daemon("h1")  # the record still names the endpoint: the record is the truth
+        assert (host_veths(lab), sandbox_links(lab, cid)) == (before, ["eth0", "eth1", "lo"])
+        address = inspect_first(lab, "inspect", "disc")["NetworkSettings"]["Networks"]["early"]["IPAddress"]
+        from shoal.lab import host_netns
+        out = lab.exec("h1", ["ip", "-n", f"{host_netns(lab.name, 'h1')}-{cid[:12]}", "-4", "-o", "addr", "show", "dev", "eth1"]).stdout
+        assert re.findall(r"inet (\S+)", out) == [f"{address}/24"]
+    finally:
+        shoal(lab, "rm", "-f", "disc")
+        shoal(lab, "network", "rm", "early")

@@ -120,6 +120,72 @@ def test_orphans_are_marked_bridges_whose_network_has_no_record():
     assert orphan_bridges(aliases, "shoal:d1:", {"net-a"}) == ["br-bbb"]
 
 
+def test_orphan_veths_are_marked_veths_whose_endpoint_is_not_live():
+    aliases = {
+        "veth1111111": "shoal:d1:ep-live",  # the host end of a running container's endpoint
+        "veth2222222": "shoal:d1:ep-gone",  # ours, endpoint in no running container's record
+        "veth3333333": "shoal:d2:ep-gone",  # another daemon's on the same host
+        "veth4444444": "",  # Docker's or the user's (same name pattern as ours): no mark
+        "eth0": "",
+    }
+    assert plan.orphans_by_mark(aliases, "shoal:d1:", {"ep-live"}) == ["veth2222222"]
+
+
+def test_live_endpoints_are_those_with_an_address():
+    endpoints = [_ep("n1", "10.0.1.2"), _ep("n2")]  # n2: recorded, never plumbed (no address)
+    assert plan.live_endpoint_ids(endpoints) == {"ep-n1"}
+
+
+NET_ID = "4869a2fdb035" + "0" * 52
+
+
+@pytest.mark.parametrize("name, kind, alias, adopted, delete", [
+    ("br-4869a2fdb035", "bridge", "", False, True),  # killed between creation and marking
+    ("br-4869a2fdb035", "bridge", f"shoal:d1:{NET_ID}", False, True),  # killed after marking
+    ("br-4869a2fdb035", None, "", False, False),  # killed before the bridge was made
+    ("br-4869a2fdb035", "veth", "", False, False),  # not a bridge: not ours to delete
+    ("br-4869a2fdb035", "bridge", "someone's", False, False),  # marked by someone else
+    ("br-4869a2fdb035", "bridge", "", True, False),  # existed before the create: adopted
+    ("userbr", "bridge", "", False, False),  # a user-given name proves nothing unmarked
+    ("userbr", "bridge", f"shoal:d1:{NET_ID}", False, True),  # marked: ours
+    ("userbr", "bridge", f"shoal:d1:{NET_ID}", True, False),  # adopted is never deleted
+])
+def test_an_abandoned_create_deletes_only_a_bridge_it_can_prove_it_made(name, kind, alias, adopted, delete):
+    net = _net(NET_ID, "kscratch")
+    net.adopted_bridge = adopted
+    net.pending = True
+    assert plan.abandoned_bridge(name, kind, alias, f"shoal:d1:{NET_ID}", net) is delete
+
+
+def _plumbed(net_id: str, ifname: str) -> EndpointRecord:
+    endpoint = _ep(net_id, "10.0.1.2")
+    endpoint.ifname = ifname
+    return endpoint
+
+
+def test_stray_sandbox_links_are_veths_no_endpoint_of_the_record_names():
+    links = {"lo": "", "eth0": "veth", "eth1": "veth", "dummy0": "dummy"}
+    # eth1: plumbed by a connect the daemon died in before saving the record
+    assert plan.stray_sandbox_links(links, [_plumbed("n1", "eth0")]) == ["eth1"]
+
+
+def test_a_recorded_endpoint_without_an_address_keeps_no_veth():
+    links = {"lo": "", "eth0": "veth", "eth1": "veth"}
+    assert plan.stray_sandbox_links(links, [_plumbed("n1", "eth0"), _ep("n2")]) == ["eth1"]
+
+
+def test_no_stray_link_is_named_when_an_endpoint_has_an_address_but_no_interface_name():
+    links = {"lo": "", "eth0": "veth", "eth1": "veth"}
+    assert plan.stray_sandbox_links(links, [_plumbed("n1", "eth0"), _ep("n2", "10.0.2.2")]) == []
+
+
+def test_missing_sandbox_links_are_recorded_interfaces_the_namespace_lacks():
+    # eth1: unplumbed by a disconnect the daemon died in before saving the record
+    endpoints = [_plumbed("n1", "eth0"), _plumbed("n2", "eth1"), _ep("n3")]
+    missing = plan.missing_sandbox_links({"lo": "", "eth0": "veth"}, endpoints)
+    assert [e.network_id for e in missing] == ["n2"]
+
+
 # ---- refusals -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name, message", [
     ("", "invalid name: name is empty"),

@@ -50,6 +50,19 @@ class Driver:
         """Makes (fresh) or re-asserts (at restart) the network's kernel objects. Idempotent;
         may note in the record which objects it found rather than made."""
 
+    def before_create(self, net: NetworkRecord) -> None:
+        """Notes in a new record what exists already, before the record is written ahead."""
+
+    def abandon(self, net: NetworkRecord) -> list[str]:
+        """Undoes a create that never committed (its record still pending at start): deletes
+        what it can prove this create made; returns bridge names whose firewall rules must go."""
+        return []
+
+    def remove_orphan_endpoints(self, live_ids: set[str]) -> list[str]:
+        """Deletes host-side objects of endpoints that are not live (ids of running
+        containers' endpoints); returns their names."""
+        return []
+
     def remove_orphans(self, known_ids: set[str]) -> list[str]:
         """Deletes kernel objects this driver made for networks that have no record any more;
         returns bridge names whose firewall rules must go."""

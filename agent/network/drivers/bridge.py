@@ -6,12 +6,15 @@ mark, so shoal only deletes or rewrites bridges it made itself (see BridgeDriver
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from agent.network import bridge as kernel
 from agent.network import firewall, plan
 from agent.network.drivers.base import Driver, Join
 from agent.network.records import EndpointRecord, NetworkRecord
 from common.errdefs import Forbidden, InvalidParameter
+
+log = logging.getLogger(__name__)
 
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -42,7 +45,7 @@ def parse_mtu(value: str) -> int:
 
 
 def bridge_name(net: NetworkRecord) -> str:
-    return net.options.get(OPT_BRIDGE_NAME) or f"br-{net.id[:12]}"
+    return net.options.get(OPT_BRIDGE_NAME) or plan.derived_bridge_name(net.id)
 
 
 def gateway_cidr(net: NetworkRecord) -> str:
@@ -108,6 +111,14 @@ class BridgeDriver(Driver):
             if kind is not None and kind != "bridge":
                 raise InvalidParameter(f"existing interface {name} is not a bridge")
 
+    def before_create(self, net: NetworkRecord) -> None:
+        """Before the write-ahead record: a bridge that exists already is adopted, so a
+        pending record saying adopted_bridge False proves any bridge of that name was made
+        by this create (see plan.abandoned_bridge)."""
+        kind = kernel.link_kind(bridge_name(net))
+        alias = kernel.link_alias(bridge_name(net)) if kind is not None else ""
+        net.adopted_bridge = plan.bridge_ownership(kind, alias, self.mark(net), True, False) == "adopt"
+
     def create_network(self, net: NetworkRecord, fresh: bool) -> None:
         """First creation (fresh) and every restart. A bridge that is not shoal's is only
         given the gateway address when it lacks it; shoal's own bridges follow the record."""
@@ -135,6 +146,26 @@ class BridgeDriver(Driver):
             kernel.remove_address(name, gateway_cidr(net))
         return [name]
 
+    def abandon(self, net: NetworkRecord) -> list[str]:
+        """A create that never committed (pending record at start): its bridge goes when
+        plan.abandoned_bridge proves it is shoal's, even unmarked."""
+        name = bridge_name(net)
+        kind = kernel.link_kind(name)
+        alias = kernel.link_alias(name) if kind is not None else ""
+        if plan.abandoned_bridge(name, kind, alias, self.mark(net), net):
+            log.info("network %s: deleting bridge %s of its uncommitted create (%s)", net.id[:12], name,
+                     "marked" if alias else "killed before its mark")
+            kernel.delete_bridge(name)
+        return [name]
+
+    def remove_orphan_endpoints(self, live_ids: set[str]) -> list[str]:
+        """Deletes host veths carrying this daemon's endpoint mark whose endpoint no running
+        container's record holds (a crash between plumbing and saving, or in a teardown)."""
+        names = plan.orphans_by_mark(kernel.veth_aliases(), self.mark_prefix, live_ids)
+        for name in names:
+            kernel.detach_endpoint(name)
+        return names
+
     def remove_orphans(self, known_ids: set[str]) -> list[str]:
         """Deletes bridges carrying this daemon's mark whose network has no record (a crash
         between creation and the record's save, or between the record's removal and the
@@ -156,6 +187,7 @@ class BridgeDriver(Driver):
             mac=endpoint.mac,
             gateway=join.gateway,
             mtu=self.mtu(net),
+            alias=f"{self.mark_prefix}{endpoint.id}",
         )
 
     def leave(self, net: NetworkRecord, endpoint: EndpointRecord) -> None:
@@ -184,7 +216,4 @@ class BridgeDriver(Driver):
 
 def orphan_bridges(aliases: dict[str, str], mark_prefix: str, known_ids: set[str]) -> list[str]:
     """Pure: names of bridges whose alias is `<mark_prefix><id>` with an id not in known_ids."""
-    return sorted(
-        name for name, alias in aliases.items()
-        if alias.startswith(mark_prefix) and alias[len(mark_prefix):] not in known_ids
-    )
+    return plan.orphans_by_mark(aliases, mark_prefix, known_ids)
