@@ -337,11 +337,12 @@ class RuncRuntime:
         if not os.path.ismount(path):
             return
         code, out = await _run("umount", str(path))
-        if code != 0:
+        if code != 0 and os.path.ismount(path):
             # Busy (a process still has it open): detach now, the kernel frees it when unused.
+            # (Not mounted any more: a concurrent teardown got there first, which is success.)
             log.warning("umount %s failed (%s); detaching lazily", path, out)
             code, out = await _run("umount", "-l", str(path))
-            if code != 0:
+            if code != 0 and os.path.ismount(path):
                 raise RuncError(f"cannot unmount {path}: {out}")
 
     # -- lifecycle ---------------------------------------------------------------------------
