@@ -280,7 +280,10 @@ class NetworkController:
         # deletes what this create made, even a bridge killed before it got its mark.
         driver.before_create(record)
         record.pending = True
-        self.state.save("networks", net_id, to_dict(record))
+        try:
+            self.state.save("networks", net_id, to_dict(record))
+        except OSError as exc:  # ENOSPC, EDQUOT...: nothing was made yet, nothing to undo
+            raise SystemError_(f"cannot save the record of network {name}: {exc.strerror or exc}") from exc
         try:
             driver.create_network(record, fresh=True)
         except Exception as exc:

@@ -109,6 +109,21 @@ def test_create_on_a_full_disk_answers_500_naming_the_cause_and_leaves_nothing(l
     assert lab.client("h1").get("/containers/json", {"all": "1"}) == []
 
 
+def test_network_create_on_a_full_disk_answers_500_naming_the_cause_and_leaves_nothing(lab, tmpfs_mounts):
+    lab = lab(hosts=1)
+    before_links = lab.exec("h1", ["ip", "-o", "link", "show"]).stdout.count("br-")
+    records = tmpfs_mounts(data(lab) / "engine" / "networks")
+    fill(records)
+    with pytest.raises(DaemonError) as refused:
+        lab.client("h1").post("/networks/create", {"Name": "nf", "IPAM": {"Config": [{"Subnet": "10.99.0.0/24"}]}})
+    assert refused.value.status == 500
+    assert refused.value.message == "cannot save the record of network nf: No space left on device"
+    assert os.listdir(records) == ["filler"]  # no record, no temp file
+    assert "nf" not in [n["Name"] for n in lab.client("h1").get("/networks")]
+    assert lab.exec("h1", ["ip", "-o", "link", "show"]).stdout.count("br-") == before_links
+    assert "10.99.0.0/24" not in lab.exec("h1", ["iptables-save"]).stdout
+
+
 def test_run_on_a_full_disk_answers_500_and_its_start_leaves_no_network_runc_or_files(lab, tmpfs_mounts):
     lab = lab(hosts=1)
     etc_files = tmpfs_mounts(data(lab) / "containers")
