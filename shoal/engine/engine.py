@@ -28,7 +28,7 @@ from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import netns as namespaces
 from agent.network import links
 from agent.network.controller import DEFAULT_NETWORK, NetworkController, NetworkOptions
-from agent.network.dns import NameTable, upstreams_from_resolv_conf
+from agent.network.dns import upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
@@ -132,7 +132,7 @@ class Engine:
         records are reconciled with runc and the shims (shoal.engine.reconcile): running
         containers are adopted, ones that exited meanwhile are marked exited with the code
         their shim recorded, uncommitted starts are undone, orphans of ours removed."""
-        self.dns = EmbeddedDns(self.dns_table, upstreams_from_resolv_conf(self._host_resolv_conf()))
+        self.sandboxes.dns = EmbeddedDns(self.sandboxes.dns_table, upstreams_from_resolv_conf(self.sandboxes.host_resolv_conf()))
         await self._kernel(self.net.restore)
         for container_id, record in self.state.load_records("containers", container_from_dict).items():
             if record.id != container_id:
@@ -181,13 +181,13 @@ class Engine:
                 log.error("cannot undo the start of container %s: %s", cid, exc)
             container.pid = 0
             await self._release_ports(container)
-            await self._kernel(self._teardown_network, container)
+            await self._kernel(self.sandboxes.teardown, container)
             self._save_quietly(container)
         for cid in todo.release:
             container = self.containers[cid]
             log.info("container %s is not running: releasing the network resources its record holds", cid)
             await self._release_ports(container)
-            await self._kernel(self._teardown_network, container)
+            await self._kernel(self.sandboxes.teardown, container)
             self._save_quietly(container)
         for cid, code in todo.finish.items():
             await self._finish(self.containers[cid], code)
@@ -198,7 +198,7 @@ class Engine:
                 container.pid = self.runtime.status(cid).pid or container.pid
             self._watch(container)
             if container.netns:  # the old daemon's resolver sockets died with it
-                await self._register_dns(container, str(namespaces.netns_path(container.netns)))
+                await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
 
     def _observe(self, container_id: str) -> reconcile.Observed:
         try:
@@ -250,8 +250,8 @@ class Engine:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
-        if self.dns is not None:
-            await self.dns.close()
+        if self.sandboxes.dns is not None:
+            await self.sandboxes.dns.close()
         self._kernel_thread.shutdown(wait=True)
 
     # ---- networks -------------------------------------------------------------------
@@ -296,9 +296,9 @@ class Engine:
                 await self._kernel(self.sandboxes.connect, container, record)
             container.endpoints[net.id] = record
             if container.state == "running":
-                await self._kernel(self._refresh_default_route, container)
-                self._write_etc_files(container)
-                await self._register_dns(container, str(namespaces.netns_path(container.netns)))
+                await self._kernel(self.sandboxes.refresh_default_route, container)
+                self.sandboxes.write_etc_files(container)
+                await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
             self._save(container)
 
     def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
@@ -334,8 +334,8 @@ class Engine:
                 ) if container.endpoints else container.network_mode
             await self.sandboxes.unregister_endpoint(container, net.id)
             if container.state == "running":
-                await self._kernel(self._refresh_default_route, container)
-                self._write_etc_files(container)
+                await self._kernel(self.sandboxes.refresh_default_route, container)
+                self.sandboxes.write_etc_files(container)
             self._save(container)
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
@@ -537,8 +537,8 @@ class Engine:
             raise NotFound(exc.message) from None
         bundle_replaced = False  # the bundle of an earlier run keeps its logs until then
         try:
-            netns_path = await self._kernel(self._setup_network, container)
-            if container.port_bindings and self._publish_endpoint(container) is not None:
+            netns_path = await self._kernel(self.sandboxes.setup, container)
+            if container.port_bindings and self.sandboxes.publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
                 await self._kernel(self.net.publish_ports, container.id, self._container_ports(container))
             # The addresses, links and ports this start holds are on disk before runc runs
@@ -546,16 +546,16 @@ class Engine:
             self._save(container)
             link_env = self._link_env(container)
             try:
-                mounts = self._write_etc_files(container)
+                mounts = self.sandboxes.write_etc_files(container)
             except OSError as exc:
                 raise SystemError_(
                     f"failed to start container {container.name}: cannot write its /etc files in "
                     f"{self.options.data_dir / 'containers' / container.id}: {_os_message(exc)}"
                 ) from exc
-            await self._register_dns(container, netns_path)
-            for other, _ in self._linked(container):  # link aliases on user networks
+            await self.sandboxes.register_dns(container, netns_path)
+            for other, _ in self.sandboxes.linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
-                    await self._register_dns(other, str(namespaces.netns_path(other.netns)))
+                    await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
             uid, gid = await user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
@@ -607,8 +607,8 @@ class Engine:
         ports, DNS, network, the /etc files. Each step is tried even when one before failed."""
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("published ports", lambda: self._release_ports(container)),
-            ("DNS entries", lambda: self._unregister_dns(container)),
-            ("network", lambda: self._kernel(self._teardown_network, container)),
+            ("DNS entries", lambda: self.sandboxes.unregister_dns(container)),
+            ("network", lambda: self._kernel(self.sandboxes.teardown, container)),
         ]
         if bundle:
             steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id)))
@@ -691,13 +691,13 @@ class Engine:
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
-        for step in (self._release_ports, self._unregister_dns):
+        for step in (self._release_ports, self.sandboxes.unregister_dns):
             try:
                 await step(container)
             except Exception:
                 log.exception("container %s: %s failed at exit", container.id, step.__name__)
         try:
-            await self._kernel(self._teardown_network, container)
+            await self._kernel(self.sandboxes.teardown, container)
         except Exception:
             log.exception("container %s: network teardown failed at exit", container.id)
         self._save_quietly(container)
@@ -739,7 +739,7 @@ class Engine:
             task.cancel()
         await self.runtime.remove(container.id)
         if container.netns:  # a start that failed half-way, or an exit whose teardown failed
-            await self._kernel(self._teardown_network, container)
+            await self._kernel(self.sandboxes.teardown, container)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
@@ -883,60 +883,17 @@ class Engine:
             "Images": len(self.images.list()),
         }
 
-    # ---- the network layer (agent.network), as the lifecycle calls it ---------------
-    # Thin delegations: the lifecycle methods above keep their calls, the work is in Sandboxes.
-    @property
-    def dns_table(self) -> NameTable:
-        return self.sandboxes.dns_table
-
-    @property
-    def dns(self) -> EmbeddedDns | None:
-        return self.sandboxes.dns
-
-    @dns.setter
-    def dns(self, server: EmbeddedDns | None) -> None:
-        self.sandboxes.dns = server
-
+    # ---- the network layer (agent.network): what the lifecycle asks of it -------------
     def _shares_host_netns(self, network_mode: str) -> bool:
         driver = self.net.mode_driver(network_mode)
         return driver is not None and driver.shares_host_netns
-
-    def _setup_network(self, container: ContainerRecord) -> str | None:
-        return self.sandboxes.setup(container)
-
-    def _teardown_network(self, container: ContainerRecord) -> None:
-        self.sandboxes.teardown(container)
-
-    def _refresh_default_route(self, container: ContainerRecord) -> None:
-        self.sandboxes.refresh_default_route(container)
-
-    def _write_etc_files(self, container: ContainerRecord) -> list:
-        return self.sandboxes.write_etc_files(container)
-
-    def _host_resolv_conf(self) -> str:
-        return self.sandboxes.host_resolv_conf()
-
-    def etc_path(self, container: ContainerRecord, name: str) -> str:
-        return self.sandboxes.etc_path(container, name)
-
-    def _linked(self, container: ContainerRecord) -> list[tuple[ContainerRecord, str]]:
-        return self.sandboxes.linked(container)
-
-    async def _register_dns(self, container: ContainerRecord, netns_path: str | None) -> None:
-        await self.sandboxes.register_dns(container, netns_path)
-
-    async def _unregister_dns(self, container: ContainerRecord) -> None:
-        await self.sandboxes.unregister_dns(container)
-
-    def _publish_endpoint(self, container: ContainerRecord) -> EndpointRecord | None:
-        return self.sandboxes.publish_endpoint(container)
 
     def _link_env(self, container: ContainerRecord) -> list[str]:
         """Docker's ALIAS_* variables for links on the default bridge (S13)."""
         if not self.sandboxes.on_default_bridge(container):
             return []
         env: list[str] = []
-        for other, alias in self._linked(container):
+        for other, alias in self.sandboxes.linked(container):
             ip = self.sandboxes.bridge_ip(other)
             if other.state != "running" or not ip:
                 raise InvalidParameter(
@@ -956,7 +913,7 @@ class Engine:
         return ports
 
     def _container_ports(self, container: ContainerRecord) -> list[PublishedPort]:
-        endpoint = self._publish_endpoint(container)
+        endpoint = self.sandboxes.publish_endpoint(container)
         if endpoint is None:
             return []
         iface = self.net.publish_iface(self.net.networks[endpoint.network_id])
