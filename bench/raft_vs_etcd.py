@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ratio writes/s {x}/{y} = {s.writes_per_s / e.writes_per_s if e.writes_per_s else float('nan'):.3f}")
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
         try:
             for c in shoals.values():
                 c.stop_all()
