@@ -1,19 +1,27 @@
-"""Write throughput of a 3-manager shoal cluster against a 3-member etcd 3.4 cluster on this machine (loopback only).
-Starts both (tests/support/cluster.py's LocalCluster; /usr/bin/etcd), drives each with the same closed-loop gRPC load, prints the figures.
+"""Write throughput of a 3-manager shoal cluster against a 3-member etcd 3.4 cluster and a 3-manager Docker swarm on this machine.
+Starts all three (tests/support/cluster.py's LocalCluster; /usr/bin/etcd; dockerd 20.10 in a shoal lab), drives each with the same closed-loop load, prints the figures.
 
 shoal: CreateConfig (unique names, 256-byte data) sent to the Raft leader; SQLite storage, fsync on, default tick.
 etcd: KV Put (256-byte values) over etcd's own gRPC API to its leader; default quota, snapshot count, fsync.
-Both go through grpc.aio from this one process, one task per client, with requests encoded by hand and responses
-left unparsed (raw bytes in and out), so the harness costs both sides alike.
-Run: python bench/raft_vs_etcd.py [--duration 10] [--clients 8,64] [--dir DIR]; the last line is
-`ratio writes/s shoal/etcd = X` for the largest client count."""
+docker-swarm: `docker config create` as the Engine API has it (POST /configs/create, unique names, the same 256 bytes)
+to the swarm leader's unix socket; three dockerd from /opt/shoal-docker-ref/bin, each in a lab host namespace
+(shoal.lab, DESIGN §10), swarm traffic on the lab switch only.
+shoal and etcd go through grpc.aio from this one process, one task per client, with requests encoded by hand and
+responses left unparsed (raw bytes in and out); Docker through aiohttp over the unix socket, one keep-alive HTTP/1.1
+connection per client (HTTP/1.1 cannot multiplex). Everything is removed on exit, SIGTERM included.
+Run: python bench/raft_vs_etcd.py [--duration 10] [--clients 8,64] [--systems shoal,etcd,docker-swarm] [--rounds 1]
+[--dir DIR]; the last lines are `ratio writes/s shoal/etcd = X` and `ratio writes/s shoal/docker-swarm = Y` for the
+largest client count."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
+import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -25,10 +33,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shoal.lab import DAEMON_CMD_ENV, Lab, run_dir  # noqa: E402
 from tests.support.cluster import LocalCluster, free_port  # noqa: E402
 from manager.transport import GRPC_OPTIONS  # noqa: E402
 from proto import control_pb2, objects_pb2  # noqa: E402
@@ -38,6 +48,13 @@ ETCD = "/usr/bin/etcd"
 ETCD_HOSTS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]  # shoal's LocalCluster uses 127.0.0.1-3
 SHOAL_TICK_MS = 100  # `python -m manager run` default (DESIGN §6)
 READY_TIMEOUT_S = 60.0
+DOCKER_BIN = Path("/opt/shoal-docker-ref/bin")  # scripts/docker-ref.sh: Debian's docker.io 20.10 unpacked
+DOCKER_API = "v1.41"
+KEY_JSON = Path("/etc/docker/key.json")
+
+
+class WriteFailed(Exception):
+    """A write answered with an error status (counted as an error, like a gRPC error)."""
 
 
 @dataclass(slots=True)
@@ -149,6 +166,110 @@ class EtcdCluster:
                 p.wait(timeout=30)
 
 
+# ---------------------------------------------------------------------------------- Docker swarm
+@dataclass(slots=True)
+class DockerSwarm:
+    """Three dockerd 20.10 in hosts of a shoal lab (namespaces on a lab switch, DESIGN §10), one swarm of 3 managers.
+
+    shoal.lab builds the namespaces and starts each daemon through its command override: `nsenter --net=NS`
+    then sh execs dockerd with the lab's socket, data dir and exec root, so `lab.down` finds and removes
+    everything (dockerd, its containerd and shims by namespace, mounts under the lab's dirs, namespaces, dirs)."""
+
+    lab: Lab
+    leader_host: str
+    key_json_existed: bool
+
+    @staticmethod
+    def daemon_cmd() -> str:
+        # Lab appends: daemon --host unix://SOCK --data-dir D --exec-root E --netns-prefix P  ($1..$9 below)
+        script = (f'PATH={DOCKER_BIN}:$PATH exec dockerd -H "$3" --data-root "$5" --exec-root "$7" '
+                  f'--pidfile "$7/dockerd.pid"')
+        return shlex.join(["sh", "-c", script, "sh"])
+
+    @classmethod
+    def start(cls) -> DockerSwarm:
+        existed = KEY_JSON.exists()
+        name = f"rb{secrets.token_hex(4)}"
+        saved = os.environ.get(DAEMON_CMD_ENV)
+        os.environ[DAEMON_CMD_ENV] = cls.daemon_cmd()
+        try:
+            lab = Lab.up(name, 3, ping_deadline=READY_TIMEOUT_S)  # removes what it made if it fails
+        finally:
+            if saved is None:
+                os.environ.pop(DAEMON_CMD_ENV, None)
+            else:
+                os.environ[DAEMON_CMD_ENV] = saved
+        swarm = cls(lab, lab.hosts[0], existed)
+        try:
+            swarm._form()
+        except BaseException:
+            swarm.stop()
+            raise
+        return swarm
+
+    def docker(self, host: str, *args: str) -> str:
+        argv = [str(DOCKER_BIN / "docker"), "-H", self.lab.url(host), *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**os.environ, "DOCKER_CONFIG": str(self.lab_dir())})
+        if r.returncode:
+            raise RuntimeError(f"{shlex.join(argv)} failed: {r.stderr.strip() or r.stdout.strip()}")
+        return r.stdout.strip()
+
+    def lab_dir(self) -> Path:
+        return run_dir(self.lab.name)
+
+    def _form(self) -> None:
+        first = self.leader_host
+        self.docker(first, "swarm", "init", "--advertise-addr", self.lab.address(first))
+        token = self.docker(first, "swarm", "join-token", "-q", "manager")
+        for host in self.lab.hosts[1:]:
+            self.docker(host, "swarm", "join", "--token", token, "--advertise-addr", self.lab.address(host),
+                        f"{self.lab.address(first)}:2377")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            rows = self.docker(first, "node", "ls", "--format", "{{.ManagerStatus}}").split()
+            if len(rows) == 3 and rows.count("Leader") == 1 and rows.count("Reachable") == 2:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"docker swarm not formed within {READY_TIMEOUT_S}s: {rows}; logs in {self.lab_dir()}")
+            time.sleep(0.2)
+
+    def leader(self) -> str:
+        """The host whose manager is the swarm's Raft leader now."""
+        for host in self.lab.hosts:
+            if self.docker(host, "node", "inspect", "self", "--format", "{{.ManagerStatus.Leader}}") == "true":
+                return host
+        raise RuntimeError("no docker swarm manager reports itself leader")
+
+    def stop(self) -> None:
+        try:
+            self.lab.down()
+        finally:
+            # dockerd 20.10 writes its trust key /etc/docker/key.json: remove it only if this run made it.
+            if not self.key_json_existed and KEY_JSON.exists():
+                KEY_JSON.unlink(missing_ok=True)
+                try:
+                    KEY_JSON.parent.rmdir()
+                except OSError:
+                    pass
+
+
+async def run_docker(sock: str, clients: int, duration: float, warmup: float, tag: str) -> RunResult:
+    # HTTP/1.1 has one request in flight per connection: one keep-alive connection per client.
+    conn = aiohttp.UnixConnector(path=sock, limit=clients)
+    data = base64.b64encode(os.urandom(VALUE_BYTES // 2).hex().encode()).decode()
+
+    async def op(cid: int, seq: int) -> None:
+        body = {"Name": f"{tag}-{cid}-{seq}", "Data": data}
+        async with session.post(f"http://docker/{DOCKER_API}/configs/create", json=body) as resp:
+            await resp.read()
+            if resp.status != 201:
+                raise WriteFailed(resp.status)
+
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        n, err, secs, lat = await closed_loop(clients, duration, warmup, op)
+    return RunResult("docker-swarm", clients, n, err, secs, lat)
+
+
 # ---------------------------------------------------------------------------------- load
 async def closed_loop(clients: int, duration: float, warmup: float, op: Callable[[int, int], Awaitable[None]]) -> tuple[int, int, float, list[float]]:
     """clients tasks, each issuing op(client, seq) back to back; counts what completes inside the measured window."""
@@ -167,7 +288,7 @@ async def closed_loop(clients: int, duration: float, warmup: float, op: Callable
             try:
                 await op(cid, seq)
                 ok = True
-            except grpc.aio.AioRpcError:
+            except (grpc.aio.AioRpcError, aiohttp.ClientError, asyncio.TimeoutError, WriteFailed):
                 ok = False
             t1 = time.perf_counter()
             if t0 >= start and t1 <= end:
@@ -219,15 +340,32 @@ async def run_etcd(addr: str, clients: int, duration: float, warmup: float, tag:
 
 
 def fmt(r: RunResult) -> str:
-    return (f"{r.system:5s} clients={r.clients:3d}  writes/s={r.writes_per_s:9.1f}  p50={r.pct(0.5) * 1000:7.2f} ms"
+    return (f"{r.system:12s} clients={r.clients:3d}  writes/s={r.writes_per_s:9.1f}  p50={r.pct(0.5) * 1000:7.2f} ms"
             f"  p99={r.pct(0.99) * 1000:7.2f} ms  (writes={r.writes}, errors={r.errors})")
+
+
+SYSTEMS = ("shoal", "shoal-uvloop", "etcd", "docker-swarm")
+
+
+def merged(runs: list[RunResult]) -> RunResult:
+    """Interleaved rounds of one system and client count as one run."""
+    return RunResult(runs[0].system, runs[0].clients, sum(r.writes for r in runs), sum(r.errors for r in runs),
+                     sum(r.seconds for r in runs), [x for r in runs for x in r.latencies])
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through every finally: clusters, swarm and temp dirs go
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per system and client count")
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per system, client count and round")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each run")
     ap.add_argument("--clients", default="8,64", help="comma-separated client counts")
+    ap.add_argument("--systems", default="shoal,etcd,docker-swarm",
+                    help=f"comma-separated, run in this order within a round: {', '.join(SYSTEMS)} "
+                         "(shoal-uvloop: shoal's managers on uvloop's event loop)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each system once per round)")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the data dirs (default: a temp dir under /var/tmp, on disk)")
     a = ap.parse_args(argv)
     try:
@@ -238,52 +376,105 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"invalid --clients {a.clients!r}: expected comma-separated positive integers")
     if a.duration <= 0:
         ap.error(f"invalid --duration {a.duration}: must be positive")
+    if a.rounds < 1:
+        ap.error(f"invalid --rounds {a.rounds}: must be at least 1")
+    systems = [x.strip() for x in a.systems.split(",") if x.strip()]
+    unknown = [x for x in systems if x not in SYSTEMS]
+    if unknown or not systems or len(set(systems)) != len(systems):
+        ap.error(f"invalid --systems {a.systems!r}: expected distinct names among {', '.join(SYSTEMS)}")
     check_wire_format()
-    if not os.access(ETCD, os.X_OK):
+    if "etcd" in systems and not os.access(ETCD, os.X_OK):
         print(f"{ETCD} not found: install etcd-server", file=sys.stderr)
         return 2
+    if "docker-swarm" in systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
+        print(f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     base = Path(tempfile.mkdtemp(prefix="raft-vs-etcd-", dir=a.dir or "/var/tmp"))
-    shoal = LocalCluster(base / "shoal", tick_ms=SHOAL_TICK_MS, storage="sqlite")
+    shoals: dict[str, LocalCluster] = {}
     etcd: EtcdCluster | None = None
-    results: dict[tuple[str, int], RunResult] = {}
+    swarm: DockerSwarm | None = None
+    results: dict[tuple[str, int], list[RunResult]] = {}
     try:
-        (base / "shoal").mkdir()
-        (base / "etcd").mkdir()
-        shoal.start(3)
-        etcd = EtcdCluster.start(base / "etcd")
-        sl = shoal.leader(READY_TIMEOUT_S)
-        el = etcd.leader()
-        print(f"shoal leader m{sl} at {shoal.members[sl].addr}; etcd leader at {el}; data in {base}")
+        for name in systems:
+            if name.startswith("shoal"):
+                (base / name).mkdir()
+                extra = ["--event-loop", "uvloop"] if name == "shoal-uvloop" else []
+                shoals[name] = LocalCluster(base / name, tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra)
+                shoals[name].start(3)
+        if "etcd" in systems:
+            (base / "etcd").mkdir()
+            etcd = EtcdCluster.start(base / "etcd")
+        if "docker-swarm" in systems:
+            swarm = DockerSwarm.start()
+        where: dict[str, str] = {}
+        leaders: dict[str, int] = {}
+        for name, c in shoals.items():
+            leaders[name] = c.leader(READY_TIMEOUT_S)
+            where[name] = f"m{leaders[name]} at {c.members[leaders[name]].addr}"
+        if etcd is not None:
+            where["etcd"] = etcd.leader()
+        if swarm is not None:
+            swarm_leader = swarm.leader()
+            where["docker-swarm"] = f"{swarm_leader} ({swarm.lab.address(swarm_leader)}) on {swarm.lab.socket(swarm_leader)}"
+        print("leaders: " + "; ".join(f"{k} {v}" for k, v in where.items()) + f"; data in {base}", flush=True)
         for n in counts:
-            before = shoal.status(sl)
-            r = asyncio.run(run_shoal(shoal.members[sl].addr, n, a.duration, a.warmup, f"b{n}"))
-            after = shoal.status(sl)
-            results[("shoal", n)] = r
-            print(fmt(r))
-            if before is not None and after is not None and after.fsyncs > before.fsyncs:
-                per = (after.entries_written - before.entries_written) / (after.fsyncs - before.fsyncs)
-                print(f"shoal clients={n:3d}  leader entries per fsync = {per:.2f} over warm-up and run "
-                      f"({after.entries_written - before.entries_written} entries, {after.fsyncs - before.fsyncs} fsyncs)")
-            if after is None or after.role != "leader":
-                print(f"warning: shoal leader changed during the run (m{sl} now {after.role if after else 'unreachable'})")
-            r = asyncio.run(run_etcd(el, n, a.duration, a.warmup, f"b{n}"))
-            results[("etcd", n)] = r
-            print(fmt(r))
+            for rnd in range(a.rounds):
+                tag = f"b{n}r{rnd}"
+                for name in systems:
+                    if name in shoals:
+                        c, sl = shoals[name], leaders[name]
+                        before = c.status(sl)
+                        r = asyncio.run(run_shoal(c.members[sl].addr, n, a.duration, a.warmup, tag))
+                        r.system = name
+                        after = c.status(sl)
+                        print(fmt(r), flush=True)
+                        if before is not None and after is not None and after.fsyncs > before.fsyncs:
+                            per = (after.entries_written - before.entries_written) / (after.fsyncs - before.fsyncs)
+                            print(f"{name} clients={n:3d}  leader entries per fsync = {per:.2f} over warm-up and run "
+                                  f"({after.entries_written - before.entries_written} entries, {after.fsyncs - before.fsyncs} fsyncs)")
+                        if after is None or after.role != "leader":
+                            print(f"warning: {name} leader changed during the run (m{sl} now {after.role if after else 'unreachable'})")
+                    elif name == "etcd":
+                        r = asyncio.run(run_etcd(where["etcd"], n, a.duration, a.warmup, tag))
+                        print(fmt(r), flush=True)
+                    else:
+                        assert swarm is not None
+                        r = asyncio.run(run_docker(str(swarm.lab.socket(swarm_leader)), n, a.duration, a.warmup, tag))
+                        print(fmt(r), flush=True)
+                    results.setdefault((name, n), []).append(r)
         print()
+        totals = {k: merged(v) for k, v in results.items()}
+        if a.rounds > 1:
+            for n in counts:
+                for name in systems:
+                    print(f"{fmt(totals[(name, n)])}  [all {a.rounds} rounds]")
+            print()
+        pairs = [(x, y) for x, y in (("shoal", "etcd"), ("shoal", "docker-swarm"), ("shoal-uvloop", "shoal"),
+                                      ("shoal-uvloop", "etcd")) if x in systems and y in systems]
         for n in counts:
-            s, e = results[("shoal", n)], results[("etcd", n)]
-            ratio = s.writes_per_s / e.writes_per_s if e.writes_per_s else float("nan")
-            print(f"clients={n:3d}  writes/s shoal/etcd = {ratio:.3f}  p50 shoal/etcd = {s.pct(0.5) / e.pct(0.5):.2f}"
-                  f"  p99 shoal/etcd = {s.pct(0.99) / e.pct(0.99):.2f}")
+            for x, y in pairs:
+                s, e = totals[(x, n)], totals[(y, n)]
+                ratio = s.writes_per_s / e.writes_per_s if e.writes_per_s else float("nan")
+                print(f"clients={n:3d}  writes/s {x}/{y} = {ratio:.3f}  p50 {x}/{y} = {s.pct(0.5) / e.pct(0.5):.2f}"
+                      f"  p99 {x}/{y} = {s.pct(0.99) / e.pct(0.99):.2f}")
         top = max(counts)
-        s, e = results[("shoal", top)], results[("etcd", top)]
-        print(f"ratio writes/s shoal/etcd = {s.writes_per_s / e.writes_per_s if e.writes_per_s else float('nan'):.3f}")
+        for x, y in pairs:
+            s, e = totals[(x, top)], totals[(y, top)]
+            print(f"ratio writes/s {x}/{y} = {s.writes_per_s / e.writes_per_s if e.writes_per_s else float('nan'):.3f}")
         return 0
     finally:
-        shoal.stop_all()
-        if etcd is not None:
-            etcd.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
+        try:
+            for c in shoals.values():
+                c.stop_all()
+            if etcd is not None:
+                etcd.stop()
+            if swarm is not None:
+                swarm.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

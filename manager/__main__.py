@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tls-cert", type=Path)
     r.add_argument("--tls-key", type=Path)
     r.add_argument("--log-level", default="WARNING")
+    r.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="uvloop: libuv's event loop (needs the uvloop package; not a dependency)")
     return p
 
 
@@ -92,7 +94,14 @@ async def serve(cfg: ManagerConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s m{args.id} %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(config_from_args(args)))
+    cfg = config_from_args(args)
+    if args.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit("--event-loop uvloop: the uvloop package is not installed (pip install uvloop)") from None
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # Python 3.11: asyncio.run has no loop_factory
+    return asyncio.run(serve(cfg))
 
 
 if __name__ == "__main__":
