@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.network import bridge, firewall, netns  # noqa: E402
 from agent.network.firewall_live import Firewall  # noqa: E402
-from agent.network.mac import mac_from_ip  # noqa: E402
+from common.mac import mac_from_ip  # noqa: E402
 from agent.network.nsthread import entered  # noqa: E402
 from shoal.engine import publish  # noqa: E402
 from shoal.engine.records import ContainerRecord  # noqa: E402

@@ -2,7 +2,7 @@
 
 Writes go through common.fsutil.write_atomic (temp file, fsync, rename, fsync dir), so a SIGKILL
 leaves the old or the new record. A record that cannot be read is moved aside and reported
-(`warnings`), never fatal for the rest. Used by shoal.engine.engine and shoal.engine.networks.
+(`warnings`), never fatal for the rest. Used by shoal.engine.engine and agent.network.controller.
 """
 from __future__ import annotations
 
