@@ -258,7 +258,7 @@ class NetworkController:
             if other.driver == driver.name and driver.publish_iface(other) == wanted_bridge:
                 raise Conflict(f"bridge name {wanted_bridge} is already used by network {other.name}")
 
-        pool, config = self._pool_for(request)
+        pool, config = self._pool_for(request, routed_ok=driver.subnet_on_host_lan)
         record = NetworkRecord(
             id=net_id,
             name=name,
@@ -311,7 +311,7 @@ class NetworkController:
             raise SystemError_(f"failed to create network {name}: {exc}") from exc
         return record, ""
 
-    def _pool_for(self, request: Any) -> tuple[AddressPool, IPAMConfig]:
+    def _pool_for(self, request: Any, routed_ok: bool = False) -> tuple[AddressPool, IPAMConfig]:
         configs = request.ipam_config or []
         if len(configs) > 1:
             raise InvalidParameter("shoal supports one IPv4 subnet per network")
@@ -325,7 +325,7 @@ class NetworkController:
                 check_usable_subnet(pool.subnet)
                 check_overlap(pool.subnet, in_use)
                 # Subnets on the bridge the network will use (an existing one) are its own.
-                for routed in kernel.host_routed_networks(exclude_ifname=(request.options or {}).get(OPT_BRIDGE_NAME, "")):
+                for routed in [] if routed_ok else kernel.host_routed_networks(exclude_ifname=(request.options or {}).get(OPT_BRIDGE_NAME, "")):
                     if routed.prefixlen > 0 and pool.subnet.overlaps(routed):
                         raise Forbidden(
                             f"invalid pool request: Pool {pool.subnet} overlaps with {routed}, "

@@ -60,6 +60,7 @@ class EndpointRecord:
     requested_ipv4: str = ""  # IPAMConfig.IPv4Address: asked for again at every start
     host_ifname: str = ""  # the veth end on the host side
     ifname: str = ""  # the interface name inside the container ("eth0")
+    sandbox: str = ""  # the namespace it was joined in (drivers whose interface lives only there: macvlan)
 
 
 def to_dict(record: Any) -> dict[str, Any]:

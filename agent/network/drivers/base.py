@@ -41,6 +41,8 @@ class Driver:
     shares_host_netns = False
     # Endpoints get an address from the network's pool and an interface in the sandbox.
     has_interfaces = False
+    # The network's subnet is a LAN the host is on (macvlan): not refused for being routed here.
+    subnet_on_host_lan = False
 
     def check_create(self, options: dict[str, str]) -> None:
         """Refuses a user's create request the driver cannot serve (before anything is made)."""
