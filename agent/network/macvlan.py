@@ -4,6 +4,7 @@ Used by the macvlan driver (agent/network/drivers/macvlan.py); namespaces come f
 """
 from __future__ import annotations
 
+import errno
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -13,6 +14,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.network.bridge import DEFAULT_ROUTE, NetworkSetupError, _check_ifname, _check_mac, _check_mtu, _delete_link
 from agent.network.netns import netns_path
 from agent.network.nsthread import iproute_in
+from common.errdefs import NotImplemented_
 
 MODES = ("bridge", "private", "vepa", "passthru")
 
@@ -85,3 +87,53 @@ def detach_macvlan(netns: str, ifname: str) -> None:
         return
     with iproute_in(ns_file) as nsr:
         _delete_link(nsr, ifname)
+
+
+def vlan_parent(parent: str) -> tuple[str, int] | None:
+    """("eth0", 10) for the 802.1q form "eth0.10" (VLAN ids 1-4094), else None."""
+    base, dot, vid = parent.rpartition(".")
+    if not dot or not base or not vid.isdigit() or len(vid) > 4 or not 1 <= int(vid) <= 4094:
+        return None
+    return base, int(vid)
+
+
+def ensure_vlan(name: str, base: str, vid: int, alias: str) -> bool:
+    """The 802.1q sub-interface `name` of `base`, up and carrying `alias` (shoal's mark) when
+    this call made it. Returns whether it was made; an existing link is left as it is."""
+    _check_ifname(name)
+    with IPRoute() as ipr:
+        if ipr.link_lookup(ifname=name):
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.link("set", index=index, state="up")
+            return False
+        bases = ipr.link_lookup(ifname=base)
+        if not bases:
+            raise NetworkSetupError(f"parent interface {base} of {name} does not exist")
+        try:
+            ipr.link("add", ifname=name, kind="vlan", link=bases[0], vlan_id=vid)
+        except NetlinkError as exc:
+            if exc.code == errno.EOPNOTSUPP:
+                raise NotImplemented_(
+                    f"the parent {name} needs the kernel's 802.1q VLAN support, which this host's kernel does not have"
+                ) from None
+            raise NetworkSetupError(f"cannot create vlan {name} on {base}: {exc}") from exc
+        index = ipr.link_lookup(ifname=name)[0]
+        # The kernel ignores IFLA_IFALIAS at creation: the mark takes a second request.
+        ipr.link("set", index=index, ifalias=alias, state="up")
+        return True
+
+
+def vlan_aliases() -> dict[str, str]:
+    """Every 802.1q link of this namespace with its ifalias ("" when none)."""
+    with IPRoute() as ipr:
+        result = {}
+        for link in ipr.get_links():
+            info = link.get("IFLA_LINKINFO")
+            if info is not None and info.get("IFLA_INFO_KIND") == "vlan":
+                result[link.get_attr("IFLA_IFNAME")] = link.get_attr("IFLA_IFALIAS") or ""
+        return result
+
+
+def delete_link(name: str) -> None:
+    with IPRoute() as ipr:
+        _delete_link(ipr, name)

@@ -78,3 +78,17 @@ def test_removing_a_macvlan_container_leaves_the_parent_untouched(lab):
     shoal(lab, "rm", "-f", "gone")
     links = lab.exec("h1", ["ip", "-o", "-d", "link", "show"]).stdout
     assert "macvlan" not in links and ": eth0@" in links and links.count("\n") == before.count("\n")
+
+
+def test_an_8021q_parent_on_a_kernel_without_vlan_support_is_refused_and_leaves_nothing(lab):
+    # This machine's kernel has no 8021q module (`ip link add ... type vlan` answers "Unknown
+    # device type"); where it has one, shoal makes eth0.10 and removes it with the network.
+    assert lab.exec("h1", ["ip", "link", "add", "link", "eth0", "name", "probe.9", "type", "vlan", "id", "9"],
+                    check=False).returncode != 0
+    result = shoal(lab, "network", "create", "-d", "macvlan", "--subnet", "10.60.0.0/24", "-o", "parent=eth0.10",
+                   "mv10", check=False)
+    assert result.returncode != 0
+    assert "the parent eth0.10 needs the kernel's 802.1q VLAN support, which this host's kernel does not have" \
+        in result.stderr
+    assert "mv10" not in shoal(lab, "network", "ls").stdout
+    assert lab.exec("h1", ["ip", "link", "show", "eth0.10"], check=False).returncode != 0

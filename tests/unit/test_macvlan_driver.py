@@ -11,7 +11,7 @@ from common.errdefs import ShoalError, http_status
 
 def refusal(options: dict[str, str]) -> tuple[int, str]:
     with pytest.raises(ShoalError) as caught:
-        MacvlanDriver().check_create(options)
+        MacvlanDriver("shoal:test:").check_create(options)
     return http_status(caught.value), caught.value.message
 
 
@@ -37,3 +37,12 @@ def test_ipvlan_is_registered_and_refused_with_the_kernels_reason() -> None:
 def test_macvlan_endpoints_have_interfaces_and_accept_the_parents_lan() -> None:
     driver = default_registry("shoal:test:", 1500).get("macvlan")
     assert driver.has_interfaces and driver.subnet_on_host_lan and not driver.exclusive
+
+
+@pytest.mark.parametrize("parent, expected", [("eth0.10", ("eth0", 10)), ("eth0.4094", ("eth0", 4094)),
+                                              ("eth0", None), ("eth0.0", None), ("eth0.4095", None),
+                                              (".10", None), ("eth0.x", None)])
+def test_the_8021q_parent_form_is_base_dot_vlan_id(parent: str, expected: tuple[str, int] | None) -> None:
+    from agent.network.macvlan import vlan_parent
+
+    assert vlan_parent(parent) == expected

@@ -21,7 +21,7 @@ def default_registry(mark_prefix: str, default_mtu: int) -> Registry:
     registry.register(NullDriver())
     registry.register(HostDriver())
     registry.register(BridgeDriver(mark_prefix, default_mtu))
-    registry.register(MacvlanDriver())
+    registry.register(MacvlanDriver(mark_prefix))
     registry.register(IpvlanDriver())
     registry.register(UnavailableDriver("overlay", NOT_A_MANAGER))
     return registry

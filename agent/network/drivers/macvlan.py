@@ -5,8 +5,11 @@ Kernel work goes through agent.network.macvlan; registered by agent.network.driv
 """
 from __future__ import annotations
 
+import logging
+
 from agent.network import macvlan as kernel
-from agent.network.bridge import IFNAMSIZ
+from agent.network import plan
+from agent.network.bridge import IFNAMSIZ, link_alias
 from agent.network.drivers.base import Driver, Join
 from agent.network.drivers.bridge import OPT_MTU, parse_mtu
 from agent.network.records import EndpointRecord, NetworkRecord
@@ -16,12 +19,22 @@ OPT_PARENT = "parent"
 OPT_MODE = "macvlan_mode"
 KNOWN_OPTIONS = (OPT_PARENT, OPT_MODE, OPT_MTU)
 
+log = logging.getLogger(__name__)
+
 
 class MacvlanDriver(Driver):
     name = "macvlan"
     has_interfaces = True
     # The subnet is the parent's LAN: it is routed on the host already, and that is the point.
     subnet_on_host_lan = True
+
+    def __init__(self, mark_prefix: str) -> None:
+        # An 802.1q parent shoal makes (`-o parent=eth0.10` where eth0.10 does not exist) carries
+        # `<mark_prefix><network id>`; only such links are ever deleted.
+        self.mark_prefix = mark_prefix
+
+    def mark(self, net: NetworkRecord) -> str:
+        return f"{self.mark_prefix}{net.id}"
 
     def check_create(self, options: dict[str, str]) -> None:
         for key in options:
@@ -34,12 +47,39 @@ class MacvlanDriver(Driver):
         if len(parent) > IFNAMSIZ or "/" in parent or not parent.isprintable():
             raise InvalidParameter(f"invalid parent interface name {parent!r}")
         if kernel.parent_kind(parent) is None:
-            raise InvalidParameter(f"-o parent interface was not found on the host: {parent}")
+            vlan = kernel.vlan_parent(parent)
+            if vlan is None or kernel.parent_kind(vlan[0]) is None:
+                raise InvalidParameter(f"-o parent interface was not found on the host: {parent}")
         mode = options.get(OPT_MODE, "bridge")
         if mode not in kernel.MODES:
             raise InvalidParameter(f"requested macvlan mode '{mode}' is not valid, 'bridge' mode is the macvlan driver default")
         if OPT_MTU in options:
             parse_mtu(options[OPT_MTU])
+
+    def create_network(self, net: NetworkRecord, fresh: bool) -> None:
+        """Makes the 802.1q parent when the user named one that does not exist (as Docker does);
+        at a restart, makes it again if it went."""
+        parent = net.options[OPT_PARENT]
+        vlan = kernel.vlan_parent(parent)
+        if vlan is not None and kernel.parent_kind(parent) is None:
+            kernel.ensure_vlan(parent, vlan[0], vlan[1], self.mark(net))
+
+    def delete_network(self, net: NetworkRecord) -> list[str]:
+        parent = net.options.get(OPT_PARENT, "")
+        if parent and link_alias(parent) == self.mark(net):
+            kernel.delete_link(parent)
+        return []
+
+    def abandon(self, net: NetworkRecord) -> list[str]:
+        return self.delete_network(net)
+
+    def remove_orphans(self, known_ids: set[str]) -> list[str]:
+        """Deletes 802.1q links carrying this daemon's mark whose network has no record."""
+        names = plan.orphans_by_mark(kernel.vlan_aliases(), self.mark_prefix, known_ids)
+        for name in names:
+            log.info("deleting vlan link %s: its network has no record", name)
+            kernel.delete_link(name)
+        return []
 
     def join(self, net: NetworkRecord, endpoint: EndpointRecord, join: Join) -> None:
         endpoint.ifname = join.ifname
