@@ -92,3 +92,11 @@ def test_an_8021q_parent_on_a_kernel_without_vlan_support_is_refused_and_leaves_
         in result.stderr
     assert "mv10" not in shoal(lab, "network", "ls").stdout
     assert lab.exec("h1", ["ip", "link", "show", "eth0.10"], check=False).returncode != 0
+
+
+def test_a_macvlan_container_keeps_its_interface_across_a_daemon_kill_9(lab):
+    lab.restart_daemon("h2", kill9=True)
+    out = shoal(lab, "exec", "c-h2", "ip", "-o", "addr", "show", "eth0", host="h2").stdout
+    assert "inet 192.168.200.150/24" in out
+    result = shoal(lab, "exec", "c-h1", "ping", "-c1", "-W2", "192.168.200.150", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
