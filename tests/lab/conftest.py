@@ -23,8 +23,10 @@ def unique_lab_name() -> str:
     return f"t{os.getpid():x}{next(_counter)}"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _require_root() -> None:
+    """The one root check of tests/lab: session-scoped, so it runs before every module's lab
+    fixture (they do not repeat it). Under CI a skip is a failure (tests/conftest.py)."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root (network namespaces)")
 

@@ -16,8 +16,7 @@ import pytest
 
 from agent.network import netns as nsmod
 
-pytestmark = [pytest.mark.lab,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.77.0.0/24"

@@ -19,10 +19,7 @@ DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root (network namespaces)")
-    if not os.path.exists(DNSMASQ):
-        pytest.skip("dnsmasq is not installed")
+    assert os.path.exists(DNSMASQ), f"{DNSMASQ} is missing: scripts/install.sh installs dnsmasq-base"
     with running_lab(hosts=2, daemon_args=["--dns", UPSTREAM]) as lab:
         upstream = subprocess.Popen(lab.exec_argv("h2", [
             DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",

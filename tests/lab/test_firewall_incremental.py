@@ -2,7 +2,6 @@
 kernel then equal to a full rewrite, and repairs. Uses test_port_publish's `pp` lab (host, bridge, c1 serving)."""
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
@@ -10,8 +9,7 @@ import pytest
 from tests.lab.test_bridge_kernel import in_ns, iptables_save, rules_of
 from tests.lab.test_port_publish import HOST_IP, ok, pp  # noqa: F401  (pp is the fixture)
 
-pytestmark = [pytest.mark.lab,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+pytestmark = pytest.mark.lab
 
 SETUP = """
     import json, subprocess

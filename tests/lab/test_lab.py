@@ -1,11 +1,10 @@
 """Lab tests of shoal.lab: namespaces, switch, addresses, daemon start/wait/restart, teardown.
 
 Most use a fake daemon (conftest.fake_daemon) so they test the lab machinery alone; the last
-one runs the real `shoal daemon` and is skipped while shoal.daemon does not exist.
+one runs the real `shoal daemon`.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -239,7 +238,6 @@ def _busybox_bundle(tmp_path: Path, netns_path: str) -> Path:
     return bundle
 
 
-@pytest.mark.skipif(importlib.util.find_spec("shoal.daemon") is None, reason="shoal.daemon is not written yet")
 def test_real_daemons_serve_network_ls_in_each_host(lab: LabFactory) -> None:
     made = lab(2)
     for host in made.hosts:

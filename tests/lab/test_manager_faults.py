@@ -438,8 +438,6 @@ def namespaces(prefix: str) -> Iterator[tuple[dict[object, str], dict[object, st
 
 
 def test_partition_of_the_leader_under_load_keeps_the_history_linearizable_and_every_acknowledged_write(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the partition test needs root (network namespaces)")
     prefix = f"sf{os.getpid():x}{next(_run_counter)}"
     with namespaces(prefix) as (names, ips):
         out = tmp_path / "report.json"

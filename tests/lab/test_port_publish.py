@@ -16,8 +16,7 @@ import pytest
 from agent.network import netns as nsmod
 from tests.lab.test_bridge_kernel import in_ns, iptables_save, rules_of, sh, wait_for
 
-pytestmark = [pytest.mark.lab,
-              pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 HOST_IP, REMOTE_IP = "10.99.0.1", "10.99.0.2"

@@ -6,7 +6,6 @@ One lab per module; each test names what it changes. h2 plays the outside world.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,8 +22,6 @@ FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], t
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root (network namespaces)")
     with running_lab(hosts=2) as lab:
         shoal(lab, "network", "create", "--driver", "bridge", "isolated_nw")
         shoal(lab, "run", "-d", "--network", "isolated_nw", "--name", "container3", "busybox", "sleep", "3600")
