@@ -24,10 +24,6 @@ def lab():
         yield lab
 
 
-def ping(lab, host: str, *argv: str, check: bool = False) -> bool:
-    return lab.exec(host, list(argv), check=check).returncode == 0
-
-
 def test_macvlan_containers_on_two_hosts_reach_each_other(lab):
     result = shoal(lab, "exec", "c-h1", "ping", "-c1", "-W2", "192.168.200.150", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
