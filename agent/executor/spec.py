@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from agent.executor import mounts as user_mounts
 from agent.executor.confinement import DEFAULT_CAPABILITIES, Confinement
 
 OCI_VERSION = "1.0.2"
@@ -59,11 +60,15 @@ class ProcessSpec:
 
 @dataclass(slots=True)
 class Mount:
-    """A bind mount from the host into the container (e.g. shoal-written /etc/hosts)."""
+    """A mount into the container: a bind from the host (shoal-written /etc/hosts, -v, a
+    volume's directory) or a tmpfs (kind "tmpfs", options such as "size=64m").
+    agent.executor.mounts turns user mounts into config.json entries."""
 
     source: str
     destination: str
     readonly: bool = False
+    kind: str = "bind"
+    options: tuple[str, ...] = ()
 
 
 def _capabilities(caps: tuple[str, ...] = DEFAULT_CAPABILITIES) -> dict[str, list[str]]:
@@ -128,6 +133,8 @@ def _default_mounts() -> list[dict]:
 
 
 def _bind_mount(mount: Mount) -> dict:
+    if mount.kind != "bind" or mount.options:
+        return user_mounts.oci_mount(mount)
     if not mount.destination.startswith("/"):
         raise ValueError(f"mount destination {mount.destination!r} must be an absolute path")
     if not mount.source.startswith("/"):
@@ -180,7 +187,7 @@ def build_oci_spec(
         "process": build_process(process, nofile_limit),
         "root": {"path": rootfs, "readonly": confinement.readonly_rootfs},
         "hostname": hostname,
-        "mounts": _default_mounts() + [_bind_mount(m) for m in mounts],
+        "mounts": user_mounts.ordered(_default_mounts(), [_bind_mount(m) for m in mounts]),
         "linux": linux,
     }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from shoal.api.params import get_ci
 from shoal.humanize import human_duration
+from shoal.engine import container_mounts
 from shoal.engine.records import ContainerRecord, EndpointRecord, ExecRecord, NetworkRecord
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -213,7 +214,7 @@ def container_summary(
         "Status": container_status(c, now),
         "HostConfig": {"NetworkMode": c.network_mode},
         "NetworkSettings": {"Networks": _networks(c, networks)},
-        "Mounts": [],
+        "Mounts": container_mounts.inspect_json(c),
     }
 
 
@@ -282,7 +283,7 @@ def _config(c: ContainerRecord) -> dict[str, Any]:
         "Env": list(c.env) or None,
         "Cmd": list(c.cmd) or None,
         "Image": c.image,
-        "Volumes": None,
+        "Volumes": get_ci(raw, "Volumes", None) or None,
         "WorkingDir": c.working_dir,
         "Entrypoint": list(c.entrypoint) or None,
         "OnBuild": None,
@@ -360,7 +361,7 @@ def container_inspect(
         "ExecIDs": None,
         "HostConfig": _host_config(c),
         "GraphDriver": {"Data": None, "Name": "overlay2"},
-        "Mounts": [],
+        "Mounts": container_mounts.inspect_json(c),
         "Config": _config(c),
         "NetworkSettings": settings,
     }

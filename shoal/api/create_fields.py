@@ -23,6 +23,7 @@ CONFIG_APPLIED = frozenset(
         "Hostname", "Domainname", "User", "Env", "Cmd", "Image", "WorkingDir", "Entrypoint", "Labels",
         "ExposedPorts", "Tty", "AttachStdin", "AttachStdout", "AttachStderr", "OpenStdin", "StdinOnce",
         "OnBuild", "Shell", "ArgsEscaped", "HostConfig", "NetworkingConfig",
+        "Volumes",  # anonymous volumes (-v /ctr): shoal.engine.container_mounts
     )
 )  # fmt: skip
 
@@ -33,6 +34,7 @@ HOST_CONFIG_APPLIED = frozenset(
         "CapAdd", "CapDrop", "SecurityOpt", "ReadonlyRootfs",
         "ContainerIDFile",  # the CLI writes that file itself
         "ConsoleSize",  # a terminal's size; shoal runs no terminal
+        "Binds", "Mounts", "Tmpfs",  # shoal.engine.container_mounts
     )
 )  # fmt: skip
 

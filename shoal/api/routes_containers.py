@@ -90,7 +90,8 @@ async def kill_container(request: web.Request) -> web.Response:
 
 async def remove_container(request: web.Request) -> web.Response:
     force = params.bool_value(request.query.get("force"))
-    await request.app[ENGINE].remove_container(request.match_info["id"], force)
+    volumes = params.bool_value(request.query.get("v"))  # rm -v: the anonymous volumes too
+    await request.app[ENGINE].remove_container(request.match_info["id"], force, volumes)
     return web.Response(status=204)
 
 

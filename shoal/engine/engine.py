@@ -33,7 +33,8 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
-from shoal.engine import publish, reconcile
+from agent.volumes.store import VolumeStore
+from shoal.engine import container_mounts, publish, reconcile
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     confinement_of,
@@ -93,6 +94,7 @@ class Engine:
         self.state = StateDir(options.data_dir / "engine")
         self.daemon_id = self.state.daemon_id()
         self.images = ImageStore(options.data_dir / "images")
+        self.volumes = VolumeStore(options.data_dir / "volumes")
         self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime")
         self.net = NetworkController(
             self.state, NetworkOptions(bip=options.bip, mtu=options.mtu), daemon_id=self.daemon_id, clock=now_rfc3339
@@ -388,6 +390,14 @@ class Engine:
                 image = self.images.get(image.id)
             except ImageNotFound as exc:
                 raise NotFound(exc.message) from None
+        # Binds, --mount, --tmpfs, volumes: checked, volumes made and filled (off the loop).
+        mounts, made_volumes = await container_mounts.at_create(
+            self.volumes, request.raw_host_config, request.raw_config, image)
+        try:
+            self._check_name_free(name)
+        except Conflict:
+            container_mounts.discard(self.volumes, made_volumes)
+            raise
 
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
@@ -413,10 +423,15 @@ class Engine:
             tty=request.tty,
             create_config=request.raw_config,
             host_config=request.raw_host_config,
+            mounts=mounts,
         )
-        self._attach_requested_networks(record, request)
+        try:
+            self._attach_requested_networks(record, request)
+            record.links = self._resolve_links(record, request.links)
+        except EngineError:
+            container_mounts.discard(self.volumes, made_volumes)
+            raise
         record.port_bindings = publish.store_bindings(request.port_bindings)
-        record.links = self._resolve_links(record, request.links)
         self.containers[container_id] = record
         try:
             self._save(record)
@@ -425,6 +440,7 @@ class Engine:
             # removed its temp file), and nothing was made in the kernel yet.
             self.containers.pop(container_id, None)
             self.state.delete("containers", container_id)
+            container_mounts.discard(self.volumes, made_volumes)
             raise
         return record, []
 
@@ -556,6 +572,7 @@ class Engine:
             for other, _ in self.sandboxes.linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
                     await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
+            mounts = mounts + await asyncio.to_thread(container_mounts.at_start, self.volumes, container, image.rootfs)
             uid, gid = await user_ids(container.user, image.rootfs)
             process = ProcessSpec(
                 args=container.args,
@@ -640,7 +657,7 @@ class Engine:
             # logs go with the container (bounded: a stuck client does not keep it forever).
             await self._readers_done(container_id, AUTO_REMOVE_DRAIN_SECONDS)
             if container_id in self.containers:
-                await self._remove(container)
+                await self._remove(container, volumes=True)  # --rm takes the anonymous volumes too
 
     @contextlib.asynccontextmanager
     async def reading_output(self, container_id: str) -> AsyncIterator[None]:
@@ -720,7 +737,7 @@ class Engine:
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
         await self.runtime.kill(container.id, int(sig))
 
-    async def remove_container(self, ref: str, force: bool = False) -> None:
+    async def remove_container(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
             if container.state == "running":
@@ -731,9 +748,9 @@ class Engine:
                     )
                 code = await self.runtime.stop(container.id, 0.0, int(signals.SIGKILL))
                 await self._finish(container, code)
-        await self._remove(container)
+        await self._remove(container, volumes)
 
-    async def _remove(self, container: ContainerRecord) -> None:
+    async def _remove(self, container: ContainerRecord, volumes: bool = False) -> None:
         task = self._watchers.pop(container.id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -748,6 +765,7 @@ class Engine:
             if event is not None:
                 event.set()
         self.execs = {k: v for k, v in self.execs.items() if v.container_id != container.id}
+        container_mounts.at_remove(self.volumes, container, self.containers, volumes)
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
         container = self.get_container(ref)

@@ -52,6 +52,7 @@ class ContainerRecord:
     links: list[list[str]] = field(default_factory=list)  # [container id, alias] (--link name:alias)
     create_config: dict[str, Any] = field(default_factory=dict)  # the create body, echoed as Config
     host_config: dict[str, Any] = field(default_factory=dict)
+    mounts: list[dict[str, Any]] = field(default_factory=list)  # agent.volumes.specs.MountPoint dicts
 
     @property
     def short_id(self) -> str:

@@ -64,10 +64,7 @@ def _refused(host_config: dict | None = None, **config) -> str:
         ("PidsLimit", 10),
         ("CpuShares", 512),
         ("Privileged", True),
-        ("Binds", ["/:/host"]),  # mounts
-        ("Mounts", [{"Type": "bind", "Source": "/", "Target": "/host"}]),
-        ("Tmpfs", {"/run": ""}),
-        ("VolumesFrom", ["other"]),
+        ("VolumesFrom", ["other"]),  # mounts (Binds, Mounts, Tmpfs are applied: test_mount_specs)
         ("Devices", [{"PathOnHost": "/dev/kmsg", "PathInContainer": "/dev/kmsg", "CgroupPermissions": "rwm"}]),
         ("Ulimits", [{"Name": "nofile", "Soft": 10, "Hard": 10}]),
         ("RestartPolicy", {"Name": "always", "MaximumRetryCount": 0}),
@@ -88,7 +85,6 @@ def test_unapplied_host_config_field_is_refused_by_name(field: str, value: objec
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("Volumes", {"/data": {}}),
         ("Healthcheck", {"Test": ["CMD", "true"]}),
         ("StopSignal", "SIGUSR1"),
         ("StopTimeout", 3),

@@ -1,0 +1,121 @@
+"""Volume routes of the Docker API: create, list, inspect, remove, prune (the local driver).
+
+Calls agent.volumes.store through the engine's `volumes`; which containers use a volume comes
+from the engine's records (shoal.engine.container_mounts.users_of).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from shoal.api import params
+from shoal.api.server import ENGINE, add_route, json_response
+from shoal.engine.container_mounts import users_of
+from shoal.engine.errors import InvalidParameter
+
+_FILTERS = ("name", "driver", "label", "dangling")
+_PRUNE_FILTERS = ("label", "label!", "all")
+# From API 1.42 (Docker 23) prune removes only anonymous volumes unless all=true.
+_PRUNE_ALL_BEFORE = (1, 42)
+
+
+def _label_match(labels: dict[str, str], want: str) -> bool:
+    key, sep, value = want.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _string_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = params.get_ci(body, key) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidParameter(f"invalid JSON: {key} must be an object of strings")
+    return dict(value)
+
+
+async def create_volume(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    body = params.parse_json_body(await request.read())
+    name = params.get_ci(body, "Name") or ""
+    driver = params.get_ci(body, "Driver") or ""
+    if not isinstance(name, str) or not isinstance(driver, str):
+        raise InvalidParameter("invalid JSON: Name and Driver must be strings")
+    volume = engine.volumes.create(name, driver, _string_map(body, "Labels"), _string_map(body, "DriverOpts"))
+    return json_response(volume.to_json(), status=201)
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    filters = params.parse_filters(request.query.get("filters"))
+    for key in filters:
+        if key not in _FILTERS:
+            raise InvalidParameter(f"invalid filter '{key}'")
+    volumes = []
+    for volume in engine.volumes.list():
+        if filters.get("name") and not any(n in volume.name for n in filters["name"]):
+            continue
+        if filters.get("driver") and "local" not in filters["driver"]:
+            continue
+        if not all(_label_match(volume.labels, want) for want in filters.get("label", [])):
+            continue
+        if filters.get("dangling"):
+            dangling = filters["dangling"][0].lower() in ("true", "1")
+            if (not users_of(engine.containers, volume.name)) != dangling:
+                continue
+        volumes.append(volume.to_json())
+    return json_response({"Volumes": volumes, "Warnings": None})
+
+
+async def inspect_volume(request: web.Request) -> web.Response:
+    return json_response(request.app[ENGINE].volumes.get(request.match_info["name"]).to_json())
+
+
+async def remove_volume(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    name = request.match_info["name"]
+    engine.volumes.remove(name, users_of(engine.containers, name), params.bool_value(request.query.get("force")))
+    return web.Response(status=204)
+
+
+async def prune_volumes(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    filters = params.parse_filters(request.query.get("filters"))
+    for key in filters:
+        if key not in _PRUNE_FILTERS:
+            raise InvalidParameter(f"invalid filter '{key}'")
+    version = request.match_info.get("api_version") or params.MAX_API_VERSION
+    anonymous_only = tuple(int(p) for p in version.split(".")[:2]) >= _PRUNE_ALL_BEFORE
+    if filters.get("all"):
+        anonymous_only = not params.bool_value(filters["all"][0])
+    deleted, reclaimed = [], 0
+    for volume in engine.volumes.list():
+        if users_of(engine.containers, volume.name) or (anonymous_only and not volume.anonymous):
+            continue
+        if not all(_label_match(volume.labels, want) for want in filters.get("label", [])):
+            continue
+        if any(_label_match(volume.labels, want) for want in filters.get("label!", [])):
+            continue
+        reclaimed += _size(volume.mountpoint) if not volume.options else 0
+        engine.volumes.remove(volume.name, [])
+        deleted.append(volume.name)
+    return json_response({"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed})
+
+
+def _size(path: str) -> int:
+    import os
+
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def add_routes(app: web.Application) -> None:
+    add_route(app, "POST", "/volumes/create", create_volume)
+    add_route(app, "GET", "/volumes", list_volumes)
+    add_route(app, "POST", "/volumes/prune", prune_volumes)
+    add_route(app, "GET", "/volumes/{name}", inspect_volume)
+    add_route(app, "DELETE", "/volumes/{name}", remove_volume)
