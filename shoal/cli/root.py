@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli import container, image, labcmd, network
+from shoal.cli import container, image, labcmd, network, volume
 from shoal.cli.common import Failed, Globals, client, err, fail, out
 from shoal.cli.format import bytes_size, to_json
 from shoal.client import API_VERSION, DaemonError, ref
@@ -193,6 +193,8 @@ def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip:
 
 
 cli.add_command(network.network)
+cli.add_command(volume.volume)
+cli.add_command(volume.cp)
 cli.add_command(container.run)
 cli.add_command(container.ps)
 cli.add_command(container.exec_)

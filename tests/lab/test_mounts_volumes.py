@@ -18,7 +18,7 @@ import pytest
 from agent.images import busybox as busybox_image
 from shoal.client import DaemonError
 from tests.docker_client import docker_client
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import inspect_first, running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -314,3 +314,46 @@ def test_daemon_restart_keeps_volumes_and_running_mounts(lab, host_dir):
     finally:
         docker(lab, "rm", "-f", "mnt1")
         docker(lab, "volume", "rm", "keep1", check=False)
+
+
+def test_shoal_volume_create_ls_inspect_rm_print_what_docker_prints(lab):
+    assert shoal(lab, "volume", "create", "--label", "x=y", "shvol1").stdout == "shvol1\n"
+    listing = shoal(lab, "volume", "ls").stdout.splitlines()
+    assert listing[0] == "DRIVER    VOLUME NAME"
+    assert "local     shvol1" in listing
+    assert inspect_first(lab, "volume", "inspect", "shvol1")["Labels"] == {"x": "y"}
+    assert shoal(lab, "volume", "rm", "shvol1").stdout == "shvol1\n"
+    gone = shoal(lab, "volume", "rm", "shvol1", check=False)
+    assert (gone.returncode, gone.stderr) == (1, "Error response from daemon: get shvol1: no such volume\n")
+
+
+def test_shoal_cp_copies_a_file_in_and_a_directory_out(lab, tmp_path):
+    docker(lab, "run", "-d", "--name", "shcp1", "busybox", "sh", "-c", "mkdir -p /d/s; echo x > /d/s/f; sleep 3600")
+    try:
+        wait_until(lambda: docker(lab, "exec", "shcp1", "test", "-f", "/d/s/f", check=False).returncode == 0)
+        (tmp_path / "in").write_text("shoal in\n")
+        shoal(lab, "cp", str(tmp_path / "in"), "shcp1:/tmp/")
+        assert docker(lab, "exec", "shcp1", "cat", "/tmp/in").stdout == "shoal in\n"
+        shoal(lab, "cp", "shcp1:/d", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "s" / "f").read_text() == "x\n"
+    finally:
+        docker(lab, "rm", "-f", "shcp1")
+
+
+def test_run_rm_removes_the_anonymous_volume(lab):
+    before = set(docker(lab, "volume", "ls", "-q").stdout.split())
+    docker(lab, "run", "--rm", "-v", "/scratch", "busybox", "true")
+    wait_until(lambda: set(docker(lab, "volume", "ls", "-q").stdout.split()) == before)
+
+
+def test_bind_driver_options_make_a_volume_of_a_host_directory(lab, host_dir):
+    docker(lab, "volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={host_dir}", "bindvol1")
+    try:
+        run(lab, "-v", "bindvol1:/v", "busybox", "sh", "-c", "echo via-volume > /v/f")
+        assert (host_dir / "f").read_text() == "via-volume\n"
+        tmpfs = docker(lab, "volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "tmpvol1", check=False)
+        assert tmpfs.returncode == 1
+        assert ("shoal's local volume driver supports only bind options (type=none, o=bind, device=/path); "
+                "got device=tmpfs,type=tmpfs") in tmpfs.stderr
+    finally:
+        docker(lab, "volume", "rm", "bindvol1")
