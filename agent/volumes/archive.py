@@ -114,11 +114,19 @@ def stat_path(root: Path, path: str, container: str) -> PathStat:
         if stat.S_ISLNK(info.st_mode):  # as seen inside the container (lexically resolved)
             link_target = posixpath.normpath(posixpath.join(posixpath.dirname(posixpath.normpath("/" + path)),
                                                             os.readlink(name, dir_fd=parent_fd)))
-        mtime = datetime.fromtimestamp(info.st_mtime, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        mtime = _rfc3339_nano(info.st_mtime_ns)
         display = name or "/"
         return PathStat(display, info.st_size, go_mode(info.st_mode), mtime, link_target)
     finally:
         os.close(parent_fd)
+
+
+def _rfc3339_nano(ns: int) -> str:
+    """Go's time.RFC3339Nano in UTC: nanoseconds with trailing zeros trimmed."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{text}.{digits}Z" if digits else f"{text}Z"
 
 
 def _tarinfo(name: str, info: os.stat_result) -> tarfile.TarInfo:

@@ -56,10 +56,10 @@ class Volume:
         data: dict[str, Any] = {
             "CreatedAt": self.created_at,
             "Driver": DRIVER,
-            "Labels": dict(self.labels),
+            "Labels": dict(self.labels) or None,  # null when empty, as Docker 20.10 shows it
             "Mountpoint": self.mountpoint,
             "Name": self.name,
-            "Options": dict(self.options),
+            "Options": dict(self.options) or None,
             "Scope": "local",
         }
         if users is not None:
@@ -134,7 +134,7 @@ class VolumeStore:
                options: dict[str, str] | None = None, anonymous: bool = False) -> Volume:
         """A new volume, or the existing one of that name (as Docker: create is idempotent)."""
         if driver not in ("", DRIVER):
-            raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
+            raise NotFound(f'create {name}: error looking up volume plugin {driver}: plugin "{driver}" not found')
         if not name:
             name = secrets.token_hex(32)
             anonymous = True

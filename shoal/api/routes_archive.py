@@ -27,7 +27,7 @@ _SPOOL_BYTES = 8 << 20
 def _query_path(request: web.Request) -> str:
     path = request.query.get("path", "")
     if path == "":
-        raise InvalidParameter("Path cannot be empty")
+        raise InvalidParameter("bad parameter: path cannot be empty")
     return path
 
 

@@ -140,7 +140,9 @@ def inspect_json(record: Any) -> list[dict[str, Any]]:
                         "Mode": point.mode, "RW": point.rw, "Propagation": point.propagation})
         elif point.type == "volume":
             out.append({"Type": "volume", "Name": point.name, "Source": point.source,
-                        "Destination": point.destination, "Driver": "local", "Mode": point.mode,
+                        "Destination": point.destination, "Driver": "local",
+                        # Docker shows "z" for a named volume given without a mode
+                        "Mode": point.mode or ("" if point.anonymous else "z"),
                         "RW": point.rw, "Propagation": ""})
         else:
             out.append({"Type": "tmpfs", "Source": "", "Destination": point.destination, "Mode": "",

@@ -159,6 +159,10 @@ def test_anonymous_volume_goes_with_rm_v_and_named_stays(lab):
     mounts = {m["Destination"]: m for m in json.loads(docker(lab, "inspect", cid).stdout)[0]["Mounts"]}
     anon = mounts["/anon"]["Name"]
     assert re.fullmatch(r"[0-9a-f]{64}", anon)
+    assert (mounts["/anon"]["Mode"], mounts["/named"]["Mode"]) == ("", "z")  # as Docker 20.10 shows them
+    assert mounts["/named"] == {"Type": "volume", "Name": "named1", "Source": mounts["/named"]["Source"],
+                                "Destination": "/named", "Driver": "local", "Mode": "z", "RW": True,
+                                "Propagation": ""}
     docker(lab, "rm", "-v", cid)
     names = docker(lab, "volume", "ls", "-q").stdout.split()
     assert anon not in names and "named1" in names
