@@ -217,7 +217,7 @@ def test_read_only_root_refuses_writes(lab):
         (["--memory", "10m"], "shoal does not support HostConfig.Memory yet (got 10485760)"),
         (["--pids-limit", "10"], "shoal does not support HostConfig.PidsLimit yet (got 10)"),
         (["--privileged"], "shoal does not support HostConfig.Privileged yet (got true)"),
-        (["-v", "/:/host"], 'shoal does not support HostConfig.Binds yet (got ["/:/host"])'),
+        (["--volumes-from", "other"], 'shoal does not support HostConfig.VolumesFrom yet (got ["other"])'),
     ],
 )
 def test_an_option_shoal_does_not_apply_is_refused_and_nothing_is_created(lab, flags, message):
