@@ -76,9 +76,15 @@ class PathStat:
         return base64.b64encode(json.dumps(data).encode()).decode()
 
 
+def clean_path(path: str) -> str:
+    """A container path made absolute and clean as Go's path.Clean does ("//a/./b/" is "/a/b";
+    Python's normpath would keep the two leading slashes POSIX allows)."""
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
 def _split(path: str) -> tuple[str, str]:
     """(parent, last component) of a container path; ("/", "") for the root itself."""
-    cleaned = posixpath.normpath("/" + path)
+    cleaned = clean_path(path)
     if cleaned == "/":
         return "/", ""
     return posixpath.dirname(cleaned), posixpath.basename(cleaned)
@@ -112,8 +118,8 @@ def stat_path(root: Path, path: str, container: str) -> PathStat:
             raise _not_found(path, container) from None
         link_target = ""
         if stat.S_ISLNK(info.st_mode):  # as seen inside the container (lexically resolved)
-            link_target = posixpath.normpath(posixpath.join(posixpath.dirname(posixpath.normpath("/" + path)),
-                                                            os.readlink(name, dir_fd=parent_fd)))
+            link_target = clean_path(posixpath.join(posixpath.dirname(clean_path(path)),
+                                                    os.readlink(name, dir_fd=parent_fd)))
         mtime = _rfc3339_nano(info.st_mtime_ns)
         display = name or "/"
         return PathStat(display, info.st_size, go_mode(info.st_mode), mtime, link_target)
@@ -340,7 +346,7 @@ def extract_to_dir(root: Path, path: str, container: str, archive: IO[bytes],
     """PUT /archive: `path` (followed, symlinks inside the root) must be a directory; the tar is
     read twice (archive must be seekable): checked whole, then extracted under it."""
     try:
-        target = open_in_root(root, posixpath.normpath("/" + path))
+        target = open_in_root(root, clean_path(path))
     except (FileNotFoundError, NotADirectoryError):
         raise _not_found(path, container) from None
     except OSError as exc:

@@ -67,7 +67,10 @@ class MountPoint:
 
 
 def _clean(path: str) -> str:
-    return posixpath.normpath(path) if path else path
+    """Go's path.Clean for an absolute path (Python's normpath keeps a leading "//")."""
+    if not path.startswith("/"):
+        return posixpath.normpath(path) if path else path
+    return "/" + posixpath.normpath(path).lstrip("/")
 
 
 def _check_target(target: str) -> None:

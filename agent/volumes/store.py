@@ -98,6 +98,7 @@ class VolumeStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.volumes: dict[str, Volume] = {}
         self.warnings: list[str] = []
+        self.held: dict[str, int] = {}  # volumes a create in progress uses (shoal.engine.container_mounts)
         self._load()
 
     def _load(self) -> None:
@@ -166,12 +167,14 @@ class VolumeStore:
         self.volumes[name] = volume
         return volume
 
-    def remove(self, name: str, users: list[str], force: bool = False) -> None:
-        """users: ids of the containers that use it (any state): a volume in use stays."""
+    def remove(self, name: str, users: list[str], force: bool = False) -> Path | None:
+        """users: ids of the containers that use it (any state): a volume in use stays. The
+        volume is gone when this returns; its files wait in the returned directory for
+        purge() (slow for a big volume: callers run it off the event loop)."""
         volume = self.volumes.get(name)
         if volume is None:
             if force:
-                return
+                return None
             raise NotFound(f"get {name}: no such volume")
         if users:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
@@ -182,8 +185,14 @@ class VolumeStore:
         except OSError as exc:
             raise SystemError_(f"remove {name}: {exc.strerror or exc}") from exc
         del self.volumes[name]
-        # --one-file-system: never delete through a mount that appeared under the volume.
-        subprocess.run(["rm", "-rf", "--one-file-system", str(aside)], check=False)
+        return aside
+
+    @staticmethod
+    def purge(aside: Path | None) -> None:
+        """Deletes what remove() set aside (a crash before: the next start does it)."""
+        if aside is not None:
+            # --one-file-system: never delete through a mount that appeared under the volume.
+            subprocess.run(["rm", "-rf", "--one-file-system", str(aside)], check=False)
 
 
 def is_empty(directory: str) -> bool:

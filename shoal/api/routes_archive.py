@@ -7,6 +7,7 @@ runs agent.volumes.archive in a thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import posixpath
 import tempfile
@@ -22,6 +23,8 @@ from shoal.engine.container_mounts import points_of
 from shoal.engine.errors import Conflict, InvalidParameter
 
 _SPOOL_BYTES = 8 << 20
+_QUEUE_CHUNKS = 64  # of tarfile's writes (about 10 KiB each)
+log = logging.getLogger(__name__)
 
 
 def _query_path(request: web.Request) -> str:
@@ -33,7 +36,7 @@ def _query_path(request: web.Request) -> str:
 
 def _mount_for(container: Any, path: str) -> tuple[Any, str] | None:
     """The user mount (not tmpfs) holding path, and the path's rest below it, longest first."""
-    cleaned = posixpath.normpath("/" + path)
+    cleaned = archive.clean_path(path)
     best = None
     for point in points_of(container):
         dest = point.destination
@@ -52,11 +55,13 @@ def _root_of(engine: Any, container: Any, path: str) -> tuple[Path, str, bool]:
         point, rest = found
         source = engine.volumes.get(point.name).mountpoint if point.type == "volume" else point.source
         return Path(source), rest + ("/." if path.endswith("/.") else ""), True
+    # Not running: read its files; no writes, because the engine makes a container's writable
+    # layer afresh at each start (a copy into it now would be lost without a word).
     rootfs = engine.runtime.rootfs(container.id)
     if os.path.ismount(rootfs):
-        return rootfs, path, True
+        return rootfs, path, False
     image = engine.images.get(container.image_id)
-    return Path(image.rootfs), path, False  # never started: the image's files, read-only here
+    return Path(image.rootfs), path, False  # never started: the image's files
 
 
 def _read_only_reason(container: Any, path: str) -> str:
@@ -74,8 +79,26 @@ async def head_archive(request: web.Request) -> web.Response:
     path = _query_path(request)
     root, inner, _ = _root_of(engine, container, path)
     info = await asyncio.to_thread(archive.stat_path, root, inner, ref)
-    info.name = posixpath.basename(posixpath.normpath("/" + path)) or "/"
+    info.name = posixpath.basename(archive.clean_path(path)) or "/"
     return web.Response(status=200, headers={archive.STAT_HEADER: info.header(), "Content-Type": "application/json"})
+
+
+class _QueueWriter:
+    """The file tarfile writes into from a worker thread: chunks go to the event loop through
+    a bounded queue (the client's pace holds the producer back; memory stays bounded)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
+        self.loop, self.queue, self.cancelled = loop, queue, False
+
+    def write(self, data: bytes) -> int:
+        if self.cancelled:
+            raise BrokenPipeError("the client went away")
+        if data:
+            asyncio.run_coroutine_threadsafe(self.queue.put(bytes(data)), self.loop).result()
+        return len(data)
+
+    def finish(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.queue.put(None), self.loop).result()
 
 
 async def get_archive(request: web.Request) -> web.StreamResponse:
@@ -84,20 +107,39 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     container = engine.get_container(ref)
     path = _query_path(request)
     root, inner, _ = _root_of(engine, container, path)
-    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
+    info = await asyncio.to_thread(archive.stat_path, root, inner, ref)  # a 404 before any byte is sent
+    info.name = posixpath.basename(archive.clean_path(path)) or "/"
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
+    writer = _QueueWriter(loop, queue)
+
+    def produce() -> None:
+        try:
+            archive.archive_path(root, inner, ref, writer)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - the headers are out: the stream just ends short
+            if not writer.cancelled:
+                log.warning("archive of %s in container %s ended early: %s", path, ref, exc)
+        finally:
+            if not writer.cancelled:
+                writer.finish()
+
+    response = web.StreamResponse(status=200, headers={
+        archive.STAT_HEADER: info.header(), "Content-Type": "application/x-tar"})
+    await response.prepare(request)
+    producer = loop.run_in_executor(None, produce)
     try:
-        info = await asyncio.to_thread(archive.archive_path, root, inner, ref, spool)
-        info.name = posixpath.basename(posixpath.normpath("/" + path)) or "/"
-        spool.seek(0)
-        response = web.StreamResponse(status=200, headers={
-            archive.STAT_HEADER: info.header(), "Content-Type": "application/x-tar"})
-        await response.prepare(request)
-        while chunk := await asyncio.to_thread(spool.read, 1 << 20):
+        while (chunk := await queue.get()) is not None:
             await response.write(chunk)
-        await response.write_eof()
-        return response
-    finally:
-        spool.close()
+    except BaseException:
+        writer.cancelled = True
+        while not producer.done():  # let a blocked put finish so the thread sees the flag
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.sleep(0.01)
+        raise
+    await producer
+    await response.write_eof()
+    return response
 
 
 async def put_archive(request: web.Request) -> web.Response:
@@ -107,8 +149,9 @@ async def put_archive(request: web.Request) -> web.Response:
     path = _query_path(request)
     root, inner, writable = _root_of(engine, container, path)
     if not writable:
-        raise Conflict(f"container {container.id} has never been started: shoal copies into a container "
-                       "once it has a file system (start it first)")
+        raise Conflict(f"container {container.id} is not running: shoal makes a container's writable layer "
+                       "afresh at each start, so a copy into it would be lost; start it first (copies into "
+                       "its volumes and bind mounts work while it is stopped)")
     no_overwrite = params.bool_value(request.query.get("noOverwriteDirNonDir"))
     copy_uid_gid = params.bool_value(request.query.get("copyUIDGID"))
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)

@@ -5,6 +5,8 @@ from the engine's records (shoal.engine.container_mounts.users_of).
 """
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 from aiohttp import web
@@ -59,7 +61,7 @@ async def list_volumes(request: web.Request) -> web.Response:
             continue
         if filters.get("dangling"):
             dangling = filters["dangling"][0].lower() in ("true", "1")
-            if (not users_of(engine.containers, volume.name)) != dangling:
+            if (not users_of(engine.containers, volume.name, engine.volumes)) != dangling:
                 continue
         volumes.append(volume.to_json())
     return json_response({"Volumes": volumes, "Warnings": None})
@@ -72,7 +74,9 @@ async def inspect_volume(request: web.Request) -> web.Response:
 async def remove_volume(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     name = request.match_info["name"]
-    engine.volumes.remove(name, users_of(engine.containers, name), params.bool_value(request.query.get("force")))
+    users = users_of(engine.containers, name, engine.volumes)
+    aside = engine.volumes.remove(name, users, params.bool_value(request.query.get("force")))
+    await asyncio.to_thread(engine.volumes.purge, aside)
     return web.Response(status=204)
 
 
@@ -88,21 +92,22 @@ async def prune_volumes(request: web.Request) -> web.Response:
         anonymous_only = not params.bool_value(filters["all"][0])
     deleted, reclaimed = [], 0
     for volume in engine.volumes.list():
-        if users_of(engine.containers, volume.name) or (anonymous_only and not volume.anonymous):
+        if users_of(engine.containers, volume.name, engine.volumes) or (anonymous_only and not volume.anonymous):
             continue
         if not all(_label_match(volume.labels, want) for want in filters.get("label", [])):
             continue
         if any(_label_match(volume.labels, want) for want in filters.get("label!", [])):
             continue
-        reclaimed += _size(volume.mountpoint) if not volume.options else 0
-        engine.volumes.remove(volume.name, [])
+        if not volume.options:  # a bind volume's files are the host directory's: not reclaimed
+            reclaimed += await asyncio.to_thread(_size, volume.mountpoint)
+        if users_of(engine.containers, volume.name, engine.volumes):
+            continue  # taken by a create while its size was counted
+        await asyncio.to_thread(engine.volumes.purge, engine.volumes.remove(volume.name, []))
         deleted.append(volume.name)
     return json_response({"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed})
 
 
 def _size(path: str) -> int:
-    import os
-
     total = 0
     for root, dirs, files in os.walk(path):
         for name in files:

@@ -31,10 +31,14 @@ def points_of(record: Any) -> list[MountPoint]:
     return [MountPoint.from_dict(m) for m in getattr(record, "mounts", None) or []]
 
 
-def users_of(containers: dict[str, Any], name: str) -> list[str]:
-    """Ids of the containers (any state) whose mounts name the volume."""
-    return sorted(c.id for c in containers.values()
-                  if any(m.get("type") == "volume" and m.get("name") == name for m in c.mounts or []))
+def users_of(containers: dict[str, Any], name: str, store: VolumeStore | None = None) -> list[str]:
+    """Ids of the containers (any state) whose mounts name the volume; with the store, a
+    create still filling it counts too (its record is not kept yet)."""
+    users = sorted(c.id for c in containers.values()
+                   if any(m.get("type") == "volume" and m.get("name") == name for m in c.mounts or []))
+    if store is not None and store.held.get(name):
+        users.append("(a container being created)")
+    return users
 
 
 async def at_create(store: VolumeStore, host_config: dict[str, Any], config: dict[str, Any],
@@ -52,6 +56,7 @@ async def at_create(store: VolumeStore, host_config: dict[str, Any], config: dic
                 f'invalid mount config for type "bind": bind source path does not exist: {point.source}'
             )
     made: list[str] = []
+    held: list[str] = []
     try:
         for point in points:
             if point.type != "volume":
@@ -61,19 +66,35 @@ async def at_create(store: VolumeStore, host_config: dict[str, Any], config: dic
                                   point.volume_labels, point.volume_options, anonymous=point.anonymous)
             if not existed:
                 made.append(volume.name)
+            # Held until this returns: the engine keeps the record before it awaits again,
+            # so a prune or rm meanwhile sees the volume in use.
+            store.held[volume.name] = store.held.get(volume.name, 0) + 1
+            held.append(volume.name)
             point.name, point.source = volume.name, volume.mountpoint
             if point.copy_data and not volume.options:
                 await asyncio.to_thread(copy_image_content, Path(image.rootfs), point.destination, volume.mountpoint)
-    except Exception:
+    except BaseException:
+        _release(store, held)
         discard(store, made)
         raise
+    _release(store, held)
     return [p.to_dict() for p in points], made
 
 
+def _release(store: VolumeStore, names: list[str]) -> None:
+    for name in names:
+        left = store.held.get(name, 1) - 1
+        if left > 0:
+            store.held[name] = left
+        else:
+            store.held.pop(name, None)
+
+
 def discard(store: VolumeStore, names: list[str]) -> None:
+    """Removes the volumes a failed create made (new, so small: done in place)."""
     for name in names:
         try:
-            store.remove(name, [], force=True)
+            store.purge(store.remove(name, [], force=True))
         except Exception:  # noqa: BLE001 - best effort on a failure path
             log.exception("cannot remove volume %s made by a create that failed", name)
 
@@ -112,7 +133,7 @@ def at_start(store: VolumeStore, record: Any, image_rootfs: Path) -> list[Mount]
     return mounts
 
 
-def at_remove(store: VolumeStore, record: Any, containers: dict[str, Any], remove_volumes: bool) -> None:
+async def at_remove(store: VolumeStore, record: Any, containers: dict[str, Any], remove_volumes: bool) -> None:
     """`rm -v` / `--rm`: the container's anonymous volumes go when no other container uses them
     (named volumes always stay, as with Docker)."""
     if not remove_volumes:
@@ -120,11 +141,12 @@ def at_remove(store: VolumeStore, record: Any, containers: dict[str, Any], remov
     for point in points_of(record):
         if point.type != "volume" or not point.anonymous:
             continue
-        users = [cid for cid in users_of(containers, point.name) if cid != record.id]
+        users = [cid for cid in users_of(containers, point.name, store) if cid != record.id]
         if users:
             continue
         try:
-            store.remove(point.name, [], force=True)
+            aside = store.remove(point.name, [], force=True)
+            await asyncio.to_thread(store.purge, aside)
         except Exception:  # noqa: BLE001 - the container is gone already; the volume is logged
             log.exception("container %s: cannot remove its anonymous volume %s", record.id[:12], point.name)
 

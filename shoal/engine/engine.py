@@ -765,7 +765,7 @@ class Engine:
             if event is not None:
                 event.set()
         self.execs = {k: v for k, v in self.execs.items() if v.container_id != container.id}
-        container_mounts.at_remove(self.volumes, container, self.containers, volumes)
+        await container_mounts.at_remove(self.volumes, container, self.containers, volumes)
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
         container = self.get_container(ref)

@@ -361,3 +361,31 @@ def test_bind_driver_options_make_a_volume_of_a_host_directory(lab, host_dir):
                 "got device=tmpfs,type=tmpfs") in tmpfs.stderr
     finally:
         docker(lab, "volume", "rm", "bindvol1")
+
+
+def test_cp_into_a_stopped_container_lands_in_its_volume_and_is_refused_elsewhere(lab, tmp_path):
+    docker(lab, "create", "--name", "cp6", "-v", "cpvol1:/data", "busybox", "cat", "/data/in")
+    try:
+        (tmp_path / "in").write_text("into the volume\n")
+        docker(lab, "cp", str(tmp_path / "in"), "cp6:/data/in")
+        refused = docker(lab, "cp", str(tmp_path / "in"), "cp6:/tmp/in", check=False)
+        assert refused.returncode == 1
+        assert "is not running: shoal makes a container's writable layer afresh at each start" in refused.stderr
+        docker(lab, "start", "-a", "cp6")
+        assert docker(lab, "logs", "cp6").stdout == "into the volume\n"
+    finally:
+        docker(lab, "rm", "-v", "cp6")
+        docker(lab, "volume", "rm", "cpvol1")
+
+
+def test_cp_out_of_a_large_file_streams_it_whole(lab, tmp_path):
+    docker(lab, "run", "-d", "--name", "cp7", "busybox", "sh", "-c",
+           "dd if=/dev/urandom of=/big bs=1M count=24 2>/dev/null; md5sum /big > /big.md5; sleep 3600")
+    try:
+        wait_until(lambda: docker(lab, "exec", "cp7", "test", "-s", "/big.md5", check=False).returncode == 0, 30)
+        docker(lab, "cp", "cp7:/big", str(tmp_path / "big"))
+        import hashlib
+        want = docker(lab, "exec", "cp7", "cat", "/big.md5").stdout.split()[0]
+        assert hashlib.md5((tmp_path / "big").read_bytes()).hexdigest() == want
+    finally:
+        docker(lab, "rm", "-f", "cp7")

@@ -221,3 +221,10 @@ def test_archive_of_a_directory_names_entries_after_its_base(tmp_path: Path):
     info = archive.archive_path(tmp_path, "/data", "c1", out)
     names = tarfile.open(fileobj=io.BytesIO(out.getvalue())).getnames()
     assert (names, info.name, info.mode & (1 << 31) != 0) == (["data", "data/link", "data/sub", "data/sub/f"], "data", True)
+
+
+def test_paths_are_cleaned_as_go_cleans_them_without_a_double_leading_slash():
+    assert parse_bind("//srv//a/:/data/./x/").source == "/srv/a"
+    assert parse_bind("/srv:/data/./x/").destination == "/data/x"
+    assert parse_bind("/srv://data").destination == "/data"
+    assert archive.clean_path("/data") == "/data" and archive.clean_path("data/../..//x/") == "/x"

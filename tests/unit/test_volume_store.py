@@ -78,8 +78,10 @@ def test_volume_in_use_is_refused_with_dockers_message(tmp_path: Path):
 def test_remove_deletes_the_files_and_a_missing_name_is_no_such_volume(tmp_path: Path):
     store = VolumeStore(tmp_path)
     store.create("gone1")
-    store.remove("gone1", [])
-    assert not (tmp_path / "gone1").exists()
+    aside = store.remove("gone1", [])
+    assert not (tmp_path / "gone1").exists() and store.list() == []
+    store.purge(aside)
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(NotFound) as info:
         store.remove("gone1", [])
     assert info.value.message == "get gone1: no such volume"
@@ -126,3 +128,13 @@ def test_first_mount_copy_through_an_image_symlink_stays_in_the_image(tmp_path: 
     volume.mkdir()
     copy_image_content(image, "/data", str(volume))
     assert sorted(p.name for p in volume.iterdir()) == ["conf"]
+
+
+def test_a_volume_held_by_a_create_in_progress_counts_as_in_use(tmp_path: Path):
+    from shoal.engine.container_mounts import users_of
+
+    store = VolumeStore(tmp_path)
+    store.create("held1")
+    store.held["held1"] = 1
+    assert users_of({}, "held1", store) == ["(a container being created)"]
+    assert users_of({}, "held1") == []
