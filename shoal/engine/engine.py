@@ -393,9 +393,13 @@ class Engine:
         # Binds, --mount, --tmpfs, volumes: checked, volumes made and filled (off the loop).
         mounts, made_volumes = await container_mounts.at_create(
             self.volumes, request.raw_host_config, request.raw_config, image)
-        try:
+        try:  # the copy awaited: the name may be taken, the image removed meanwhile
             self._check_name_free(name)
-        except Conflict:
+            try:
+                image = self.images.get(image.id)
+            except ImageNotFound as exc:
+                raise NotFound(exc.message) from None
+        except EngineError:
             container_mounts.discard(self.volumes, made_volumes)
             raise
 
@@ -543,7 +547,7 @@ class Engine:
                 await self._start(container)
             except EngineError:
                 if container.auto_remove:  # as moby: a --rm container that cannot start is removed
-                    await self._remove(container)
+                    await self._remove(container, volumes=True)
                 raise
 
     async def _start(self, container: ContainerRecord) -> None:

@@ -143,6 +143,9 @@ def test_volume_in_use_cannot_be_removed(lab):
         result = docker(lab, "volume", "rm", "busy1", check=False)
         assert result.returncode == 1
         assert f"Error response from daemon: remove busy1: volume is in use - [{cid}]" in result.stderr
+        assert "busy1" in docker(lab, "volume", "ls", "-q", "-f", "dangling=false").stdout.split()
+        assert "busy1" not in docker(lab, "volume", "ls", "-q", "-f", "dangling=true").stdout.split()
+        assert docker(lab, "ps", "-a", "-f", f"id={cid}", "--format", "{{.Mounts}}").stdout == "busy1\n"
     finally:
         docker(lab, "rm", cid)
         docker(lab, "volume", "rm", "busy1")
