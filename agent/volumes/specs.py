@@ -180,10 +180,28 @@ def tmpfs_size_text(size: int) -> str:
     return str(size)
 
 
+# Keys of a Mounts entry shoal applies (or that Docker ignores on Linux: Consistency); another
+# key with a non-zero value is refused, never ignored.
+_MOUNT_KEYS = {
+    "": {"type", "source", "target", "readonly", "consistency", "bindoptions", "volumeoptions", "tmpfsoptions"},
+    "BindOptions": {"propagation", "createmountpoint", "nonrecursive"},
+    "VolumeOptions": {"nocopy", "labels", "driverconfig", "subpath"},
+    "TmpfsOptions": {"sizebytes", "mode", "options"},
+}
+
+
+def _refuse_unknown(spec: Mapping[str, Any], section: str) -> None:
+    for key, value in spec.items():
+        if key.lower() not in _MOUNT_KEYS[section] and value not in (None, False, 0, "", [], {}):
+            where = f"Mounts[].{section}.{key}" if section else f"Mounts[].{key}"
+            raise MountSpecError(f"shoal does not support {where} yet (got {value!r})")
+
+
 def parse_mount(spec: Mapping[str, Any]) -> MountPoint:
     """One HostConfig.Mounts entry (the JSON of `--mount`), checked as moby's linux parser does."""
     if not isinstance(spec, dict):
         raise MountSpecError("invalid JSON: each HostConfig.Mounts entry must be an object")
+    _refuse_unknown(spec, "")
     where = "Mounts[]"
     kind = _string(spec, "Type", where)
     target = _string(spec, "Target", where)
@@ -194,6 +212,9 @@ def parse_mount(spec: Mapping[str, Any]) -> MountPoint:
     bind_options = _object(spec, "BindOptions", where)
     volume_options = _object(spec, "VolumeOptions", where)
     tmpfs_options = _object(spec, "TmpfsOptions", where)
+    for section, options in (("BindOptions", bind_options), ("VolumeOptions", volume_options),
+                             ("TmpfsOptions", tmpfs_options)):
+        _refuse_unknown(options or {}, section)
     try:
         _check_target(target)
         if kind == "bind":
@@ -208,8 +229,10 @@ def parse_mount(spec: Mapping[str, Any]) -> MountPoint:
                 raise ValueError(f"invalid mount path: '{source}' mount path must be absolute")
             if _get(bind_options or {}, "NonRecursive", False):
                 raise ValueError("shoal does not support BindOptions.NonRecursive yet")
+            # CreateMountpoint (API 1.44): a missing source is made at start, as for -v.
+            create = _get(bind_options or {}, "CreateMountpoint", False) is True
             return MountPoint(type="bind", destination=_clean(target), source=_clean(source), rw=not readonly,
-                              propagation=propagation or DEFAULT_PROPAGATION)
+                              propagation=propagation or DEFAULT_PROPAGATION, create_source=create)
         if kind == "volume":
             if bind_options is not None:
                 raise ValueError("field BindOptions must not be specified")

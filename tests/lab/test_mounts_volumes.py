@@ -181,6 +181,52 @@ def test_volume_prune_removes_unused_anonymous_volumes(lab):
     assert anon not in docker(lab, "volume", "ls", "-q").stdout.split()
 
 
+def _image_with_volume(lab, tmp_path: Path) -> str:
+    """busybox plus /data/seed and `Volumes: {"/data": {}}` in its config, loaded as `volimg`."""
+    import hashlib
+
+    layer = io.BytesIO(busybox_image.build_layer(busybox_image.find_busybox()))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=layer) as base, tarfile.open(fileobj=out, mode="w") as tar:
+        for member in base.getmembers():
+            tar.addfile(member, base.extractfile(member) if member.isfile() else None)
+        seed = tarfile.TarInfo("data/seed")
+        seed.size = 5
+        tar.addfile(seed, io.BytesIO(b"seed\n"))
+    data = out.getvalue()
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {
+        "Cmd": ["sh"], "Env": ["PATH=/bin"], "Volumes": {"/data": {}}},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + sha(data)]}}).encode()
+    manifest = [{"Config": f"{sha(config)}.json", "RepoTags": ["volimg:latest"], "Layers": [f"{sha(data)}/layer.tar"]}]
+    saved = io.BytesIO()
+    with tarfile.open(fileobj=saved, mode="w") as tar:
+        for name, payload in ((f"{sha(config)}.json", config), (f"{sha(data)}/layer.tar", data),
+                              ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    path = tmp_path / "volimg.tar"
+    path.write_bytes(saved.getvalue())
+    docker(lab, "load", "-i", str(path))
+    return "volimg"
+
+
+def test_image_volume_becomes_an_anonymous_volume_filled_from_the_image(lab, tmp_path, host_dir):
+    image = _image_with_volume(lab, tmp_path)
+    cid = docker(lab, "create", image, "cat", "/data/seed").stdout.strip()
+    try:
+        mounts = json.loads(docker(lab, "inspect", cid).stdout)[0]["Mounts"]
+        assert [(m["Type"], m["Destination"], m["Mode"]) for m in mounts] == [("volume", "/data", "")]
+        docker(lab, "start", "-a", cid)
+        assert docker(lab, "logs", cid).stdout == "seed\n"
+    finally:
+        docker(lab, "rm", "-v", cid)
+    assert mounts[0]["Name"] not in docker(lab, "volume", "ls", "-q").stdout.split()
+    # An explicit mount on the same path wins over the image's volume.
+    assert run(lab, "-v", f"{host_dir}:/data", image, "ls", "-A", "/data") == ""
+
+
 def _symlink_image(lab, tmp_path: Path) -> str:
     """busybox plus /evil -> /etc and /climb -> ../../../../etc, loaded as `evilimg`."""
     layer = io.BytesIO(busybox_image.build_layer(busybox_image.find_busybox()))

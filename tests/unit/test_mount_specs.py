@@ -228,3 +228,16 @@ def test_paths_are_cleaned_as_go_cleans_them_without_a_double_leading_slash():
     assert parse_bind("/srv:/data/./x/").destination == "/data/x"
     assert parse_bind("/srv://data").destination == "/data"
     assert archive.clean_path("/data") == "/data" and archive.clean_path("data/../..//x/") == "/x"
+
+
+def test_mount_option_shoal_does_not_apply_is_refused_not_ignored():
+    assert _error(parse_mount, {"Type": "bind", "Source": "/x", "Target": "/y",
+                                "BindOptions": {"ReadOnlyNonRecursive": True}}) == (
+        "shoal does not support Mounts[].BindOptions.ReadOnlyNonRecursive yet (got True)")
+    assert _error(parse_mount, {"Type": "volume", "Target": "/y", "ImageOptions": {"Subpath": "a"}}).startswith(
+        "shoal does not support Mounts[].ImageOptions yet")
+
+
+def test_mount_bind_create_mountpoint_makes_the_source_at_start():
+    point = parse_mount({"Type": "bind", "Source": "/new", "Target": "/y", "BindOptions": {"CreateMountpoint": True}})
+    assert point.create_source is True
