@@ -143,10 +143,15 @@ def _tarinfo(name: str, info: os.stat_result) -> tarfile.TarInfo:
     return member
 
 
-def _add_tree(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, hardlinks: dict) -> None:
-    """Adds dir_fd/name (not followed) under arcname; directories recursively through fds."""
+def _add_tree(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, hardlinks: dict,
+              skip_devs: frozenset[int] = frozenset()) -> None:
+    """Adds dir_fd/name (not followed) under arcname; directories recursively through fds. On
+    a file system of skip_devs (a running container's /proc, /sys) only directories are kept,
+    empty, as they are in the container's image."""
     info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     kind = stat.S_IFMT(info.st_mode)
+    if info.st_dev in skip_devs and kind != stat.S_IFDIR:
+        return
     if kind == stat.S_IFLNK:
         member = _tarinfo(arcname, info)
         member.type, member.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dir_fd)
@@ -155,10 +160,12 @@ def _add_tree(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, hardli
         member = _tarinfo(arcname, info)
         member.type = tarfile.DIRTYPE
         tar.addfile(member)
+        if info.st_dev in skip_devs:
+            return
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
         try:
             for child in sorted(os.listdir(fd)):
-                _add_tree(tar, fd, child, f"{arcname}/{child}" if arcname != "." else child, hardlinks)
+                _add_tree(tar, fd, child, _join(arcname, child), hardlinks, skip_devs)
         finally:
             os.close(fd)
     elif kind == stat.S_IFREG:
@@ -186,6 +193,12 @@ def _add_tree(tar: tarfile.TarFile, dir_fd: int, name: str, arcname: str, hardli
     # devices and sockets are left out: nothing a copy out needs
 
 
+def _join(arcname: str, child: str) -> str:
+    if arcname == ".":
+        return child
+    return f"/{child}" if arcname == "/" else f"{arcname}/{child}"
+
+
 class _Bounded:
     """A file read for exactly `size` bytes (zero-padded if it shrank), so a file the container
     grows while it is archived cannot corrupt the tar stream."""
@@ -207,15 +220,53 @@ class _Bounded:
 def archive_path(root: Path, path: str, container: str, out: IO[bytes]) -> PathStat:
     """GET /archive: writes the tar of `path` to out (names rebased on the path's base name, a
     trailing `/.` meaning the directory's content), returns its stat."""
-    info = stat_path(root, path, container)
+    info, skip = stat_for_archive(root, path, container)
     parent_fd, name = _open_parent(root, path, container)
     try:
-        base = "." if path.endswith("/.") or name == "" else name
+        # Docker's rebasing: "/." gives "./x" names, "/" itself "/x" (the CLI rebases on "/").
+        base = "." if path.endswith("/.") else (name or "/")
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            _add_tree(tar, parent_fd, name or ".", base, {})
+            _add_tree(tar, parent_fd, name or ".", base, {}, skip)
     finally:
         os.close(parent_fd)
     return info
+
+
+def stat_for_archive(root: Path, path: str, container: str) -> tuple[PathStat, frozenset[int]]:
+    """stat_path, and the kernel file systems to leave out; refuses a path on one of them (so
+    the refusal comes before the response's headers)."""
+    info = stat_path(root, path, container)
+    skip = virtual_devs(root)
+    parent_fd, name = _open_parent(root, path, container)
+    try:
+        if skip and os.stat(name or ".", dir_fd=parent_fd, follow_symlinks=False).st_dev in skip:
+            raise InvalidParameter(f"{path} in container {container} is on a kernel file system (proc, sysfs): "
+                                   "shoal does not copy from it")
+    finally:
+        os.close(parent_fd)
+    return info, skip
+
+
+_VIRTUAL = ("/proc", "/sys", "/dev/pts", "/dev/mqueue")
+
+
+def virtual_devs(root: Path) -> frozenset[int]:
+    """Devices of the kernel file systems mounted in the root (a running container's /proc,
+    /sys...); empty for a root file system on disk, where those are plain directories."""
+    root_dev = os.stat(root).st_dev
+    devs = set()
+    for path in _VIRTUAL:
+        try:
+            fd = open_in_root(root, path)
+        except OSError:
+            continue
+        try:
+            dev = os.fstat(fd).st_dev
+        finally:
+            os.close(fd)
+        if dev != root_dev:
+            devs.add(dev)
+    return frozenset(devs)
 
 
 # ---- extraction ------------------------------------------------------------------------

@@ -107,7 +107,8 @@ async def get_archive(request: web.Request) -> web.StreamResponse:
     container = engine.get_container(ref)
     path = _query_path(request)
     root, inner, _ = _root_of(engine, container, path)
-    info = await asyncio.to_thread(archive.stat_path, root, inner, ref)  # a 404 before any byte is sent
+    # Refusals (404, a kernel file system) come before any byte of the response.
+    info, _ = await asyncio.to_thread(archive.stat_for_archive, root, inner, ref)
     info.name = posixpath.basename(archive.clean_path(path)) or "/"
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)

@@ -438,3 +438,17 @@ def test_cp_out_of_a_large_file_streams_it_whole(lab, tmp_path):
         assert hashlib.md5((tmp_path / "big").read_bytes()).hexdigest() == want
     finally:
         docker(lab, "rm", "-f", "cp7")
+
+
+def test_cp_of_the_whole_root_of_a_running_container_leaves_proc_and_sys_empty(lab, tmp_path):
+    docker(lab, "run", "-d", "--name", "cp8", "busybox", "sleep", "3600")
+    try:
+        out = tmp_path / "root"
+        docker(lab, "cp", "cp8:/", str(out))
+        assert (out / "bin" / "busybox").is_file()
+        assert list((out / "proc").iterdir()) == [] and list((out / "sys").iterdir()) == []
+        refused = docker(lab, "cp", "cp8:/proc/1/status", str(tmp_path / "status"), check=False)
+        assert refused.returncode == 1
+        assert "/proc/1/status in container cp8 is on a kernel file system (proc, sysfs)" in refused.stderr
+    finally:
+        docker(lab, "rm", "-f", "cp8")
