@@ -33,7 +33,9 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
+from agent.executor import logfile
 from shoal.engine import publish, reconcile
+from shoal.engine.stdio import stdio_options
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     confinement_of,
@@ -168,6 +170,7 @@ class Engine:
             log.info("removing orphan container %s (runc state or bundle without a record)", cid)
             try:
                 await self.runtime.remove(cid)
+                self.runtime.remove_logs(cid)
             except (RuncError, OSError) as exc:
                 log.error("cannot remove orphan container %s: %s", cid, exc)
         for cid in todo.remove_etc_dirs:
@@ -247,6 +250,7 @@ class Engine:
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
         await self.firewall_watch.stop()
+        self.runtime.close()
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
@@ -573,7 +577,8 @@ class Engine:
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
                 self._exited[container.id] = asyncio.Event()
-            pid = await self.runtime.start(container.id)
+            pid = await self.runtime.start(
+                container.id, stdio_options(container.create_config, container.host_config, container.tty))
         except Exception as exc:
             await self._undo_start(container, bundle_replaced)
             message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
@@ -742,6 +747,7 @@ class Engine:
             await self._kernel(self.sandboxes.teardown, container)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
+        self.runtime.remove_logs(container.id)
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
         shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
@@ -766,38 +772,18 @@ class Engine:
         return container.exit_code
 
     async def container_logs(
-        self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False
+        self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False,
+        since_ns: int = 0, until_ns: int = 0, timestamps: bool = False,
     ) -> AsyncIterator[tuple[int, bytes]]:
+        """The json-file log (agent.executor.logfile) as `docker logs` shows it."""
         container = self.get_container(ref)
-        paths = self.runtime.log_paths(container.id)
-        wanted = [(1, paths[0])] if stdout else []
-        if stderr:
-            wanted.append((2, paths[1]))
         while follow and container.state == "created" and container.id in self.containers:
             await asyncio.sleep(LOG_POLL_SECONDS)  # attach before start: wait for the output to begin
-        offsets: dict[int, int] = {}
-        lines_wanted = None if tail in ("", "all") else parse_tail(tail)
-        for stream, path in wanted:
-            data = path.read_bytes() if path.exists() else b""
-            offsets[stream] = len(data)
-            if lines_wanted is not None:
-                data = b"".join(data.splitlines(keepends=True)[-lines_wanted:]) if lines_wanted else b""
-            if data:
-                yield stream, data
-        while follow:
-            running = container.state == "running" and container.id in self.containers
-            for stream, path in wanted:
-                if not path.exists():
-                    continue
-                with path.open("rb") as handle:
-                    handle.seek(offsets[stream])
-                    chunk = handle.read()
-                if chunk:
-                    offsets[stream] += len(chunk)
-                    yield stream, chunk
-            if not running:
-                break
-            await asyncio.sleep(LOG_POLL_SECONDS)
+        query = logfile.Query(stdout, stderr, None if tail in ("", "all") else parse_tail(tail),
+                              since_ns, until_ns, timestamps)
+        running = lambda: container.state == "running" and container.id in self.containers  # noqa: E731
+        async for item in logfile.read_log(self.runtime.log_path(container.id), query, follow, running):
+            yield item
 
     # ---- exec -----------------------------------------------------------------------
     async def create_exec(self, container_ref: str, request: ExecCreate) -> ExecRecord:

@@ -3,7 +3,9 @@ Needs root; every container, mount, namespace and process made here is removed b
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -197,17 +199,20 @@ def test_stop_of_a_process_that_handles_sigterm_returns_its_own_code(
     assert run(body()) == 143
 
 
-def test_stdout_and_stderr_go_to_their_log_files(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+def test_stdout_and_stderr_go_to_the_json_log_in_write_order(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
     cid = f"{prefix}-logs"
 
     async def body() -> int:
-        await start(rt, cid, image, ["sh", "-c", "echo to-out; echo to-err >&2"], netns)
+        await start(rt, cid, image, ["sh", "-c", "echo to-out; sleep 0.1; echo to-err >&2; sleep 0.1; echo again"], netns)
         return await rt.wait(cid)
 
     assert run(body()) == 0
-    stdout_log, stderr_log = rt.log_paths(cid)
-    assert stdout_log.read_bytes() == b"to-out\n"
-    assert stderr_log.read_bytes() == b"to-err\n"
+    entries = [json.loads(line) for line in rt.log_path(cid).read_text().splitlines()]
+    assert [(e["log"], e["stream"]) for e in entries] == [
+        ("to-out\n", "stdout"), ("to-err\n", "stderr"), ("again\n", "stdout")]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in entries)
 
 
 def test_exec_returns_output_and_exit_code(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
