@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ import re
 import resource
 import shutil
 import signal as signals
+import struct
 import sys
+import termios
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -164,17 +167,27 @@ async def _run(*argv: str) -> tuple[int, str]:
 class ExecRun:
     """One `runc exec`: iterate output() for (1, chunk) / (2, chunk) as produced, then
     exit_code (or await wait()). A process runc could not start ends with 127/126 and runc's
-    message as its stderr, like `docker exec`."""
+    message as its stderr, like `docker exec`.
 
-    def __init__(self, proc: asyncio.subprocess.Process, cleanup: list[Path], log_path: Path) -> None:
+    With a TTY, runc exec runs in the foreground on a pty of ours as its host console (runc
+    makes the container-side pty and copies, resizing it on SIGWINCH): output is one stream
+    (1), resize() sets our pty's size and signals runc. Without, stdout/stderr are pipes and,
+    when asked, stdin too."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cleanup: list[Path], log_path: Path,
+                 master: int | None = None) -> None:
         self._proc = proc
         self._cleanup = cleanup
         self._log_path = log_path
+        self._master = master
         self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
-        self._readers = [
-            asyncio.create_task(self._pump(1, proc.stdout)),  # type: ignore[arg-type]
-            asyncio.create_task(self._pump(2, proc.stderr)),  # type: ignore[arg-type]
-        ]
+        if master is not None:
+            self._readers = [asyncio.create_task(self._pump_fd(1, master))]
+        else:
+            self._readers = [
+                asyncio.create_task(self._pump(1, proc.stdout)),  # type: ignore[arg-type]
+                asyncio.create_task(self._pump(2, proc.stderr)),  # type: ignore[arg-type]
+            ]
         self._consumer_started = False
         self._done: asyncio.Task[int] = asyncio.create_task(self._finish())
         self.exit_code: int | None = None
@@ -189,9 +202,62 @@ class ExecRun:
         while chunk := await reader.read(65536):
             await self._queue.put((stream, chunk))
 
+    async def _pump_fd(self, stream: int, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            ready = loop.create_future()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: runc closed its side of our pty
+                return
+            if not chunk:
+                return
+            await self._queue.put((stream, chunk))
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._master is not None:
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._master, view):]
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+                except OSError:
+                    return
+        elif self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write(data)
+            with contextlib.suppress(ConnectionError):
+                await self._proc.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        if self._master is None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self._master is None:
+            return
+        fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signals.SIGWINCH)
+
     async def _finish(self) -> int:
-        await asyncio.gather(*self._readers)
         code = await self._proc.wait()
+        if self._master is not None:
+            # Whatever runc copied before it exited is still in our pty: read it, then close.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._readers), 2.0)
+            for task in self._readers:
+                task.cancel()
+            os.close(self._master)
+        else:
+            await asyncio.gather(*self._readers)
         try:
             errors = runc_errors(self._log_path.read_text(errors="replace"))
         except FileNotFoundError:
@@ -598,8 +664,10 @@ class RuncRuntime:
         await self.kill(container_id, signals.SIGKILL)
         return await self.wait(container_id)
 
-    async def exec(self, container_id: str, process: ProcessSpec) -> ExecRun:
-        """Starts process in the running container with stdout/stderr pipes (no tty, no stdin)."""
+    async def exec(self, container_id: str, process: ProcessSpec, stdin: bool = False,
+                   console_size: tuple[int, int] | None = None) -> ExecRun:
+        """Starts process in the running container: on a pty of ours when process.tty, else with
+        stdout/stderr pipes (and a stdin pipe when asked)."""
         d = self._dir(container_id)
         if self.status(container_id).state != "running":
             raise RuncError(f"container {container_id} is not running")
@@ -607,10 +675,25 @@ class RuncRuntime:
         process_json = d / f"exec-{token}.json"
         exec_log = d / f"exec-{token}.log"
         _write_atomic(process_json, json.dumps(build_process(process, self._nofile)))
+        argv = self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
+                          container_id)
+        if process.tty:
+            master, slave = os.openpty()
+            if console_size:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", console_size[0], console_size[1], 0, 0))
+            os.set_blocking(master, False)
+            try:
+                proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            return ExecRun(proc, [process_json, exec_log], exec_log, master)
         proc = await asyncio.create_subprocess_exec(
-            *self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
-                        container_id),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         return ExecRun(proc, [process_json, exec_log], exec_log)
 

@@ -803,6 +803,10 @@ class Engine:
             user=request.user,
             attach_stdout=request.attach_stdout,
             attach_stderr=request.attach_stderr,
+            tty=request.tty,
+            attach_stdin=request.attach_stdin,
+            detach_keys=request.detach_keys,
+            console_size=request.console_size,
         )
         self.execs[record.id] = record
         return record
@@ -813,7 +817,10 @@ class Engine:
             raise NotFound(f"No such exec instance: {exec_id}")
         return record
 
-    async def run_exec(self, exec_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    async def run_exec(self, exec_id: str, console_size: tuple[int, int] | None = None,
+                       started: Callable[[Any], None] | None = None) -> AsyncIterator[tuple[int, bytes]]:
+        """Runs the exec; yields its output. started(run) gets the runtime's ExecRun (stdin,
+        resize) once the process runs."""
         record = self.get_exec(exec_id)
         if record.running or record.exit_code is not None:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
@@ -827,12 +834,17 @@ class Engine:
             cwd=record.working_dir or container.working_dir or "/",
             uid=uid,
             gid=gid,
+            tty=record.tty,
             confinement=confinement_of(container),
         )
         record.running = True
         try:
-            run = await self.runtime.exec(container.id, process)
+            run = await self.runtime.exec(container.id, process, stdin=record.attach_stdin,
+                                          console_size=console_size or record.console_size)
             record.pid = run.pid
+            record.run = run
+            if started is not None:
+                started(run)
             async for stream, chunk in run.output():
                 if (stream == 1 and record.attach_stdout) or (stream == 2 and record.attach_stderr):
                     yield stream, chunk
@@ -842,6 +854,7 @@ class Engine:
             yield 2, (exc.message + "\n").encode()
         finally:
             record.running = False
+            record.run = None
             if record.exit_code is None:
                 record.exit_code = 137
 
