@@ -88,7 +88,7 @@ def stream(response: Response, tty: bool, send_stdin: bool, detach_keys: str = "
 
     try:
         if raw:
-            ttymod.setraw(stdin_fd)
+            ttymod.setraw(stdin_fd, termios.TCSANOW)  # keep what was typed ahead
         if pending:
             emit(pending)
         reading_stdin = send_stdin

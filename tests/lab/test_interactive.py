@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.lab
 DOCKER = docker_client()
 assert DOCKER is not None, "no docker client: scripts/install.sh links one from /opt/shoal-docker-ref"
 PROMPT = rb"/ # "
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +301,61 @@ def test_a_bad_log_opt_is_refused_naming_it(lab) -> None:
     done = docker(lab, "run", "--log-opt", "max-size=huge", "busybox", "true", check=False)
     assert done.returncode == 125
     assert "invalid size: 'huge'" in done.stderr
+
+
+# ---- shoal's own CLI -----------------------------------------------------------------
+
+SHOAL = [sys.executable, "-m", "shoal"]
+
+
+def shoal_terminal(lab, *args: str, rows: int = 30, cols: int = 100) -> PtyProgram:
+    env = lab.host_env("h1")
+    env["PYTHONPATH"] = str(REPO)
+    return PtyProgram([*SHOAL, *args], env=env, rows=rows, cols=cols)
+
+
+def test_shoal_run_it_gives_a_sized_terminal_and_its_exit_code(lab) -> None:
+    term = shoal_terminal(lab, "run", "-it", "--rm", "busybox", "sh", rows=33, cols=99)
+    try:
+        term.expect(PROMPT)
+        term.send(b"tty; stty size; exit 4\r")
+        term.expect(rb"/dev/pts/0\r\n33 99\r\n")
+        assert term.wait() == 4
+    finally:
+        term.close()
+
+
+def test_shoal_run_i_passes_piped_stdin(lab) -> None:
+    done = subprocess.run([*SHOAL, "run", "-i", "--rm", "busybox", "cat"], input="abc\n", capture_output=True,
+                          text=True, env={**lab.host_env("h1"), "PYTHONPATH": str(REPO)}, timeout=60, cwd=REPO)
+    assert (done.stdout, done.returncode) == ("abc\n", 0)
+
+
+def test_shoal_attach_and_exec_it_and_detach(lab) -> None:
+    docker(lab, "run", "-itd", "--name", "shoalside", "busybox")
+    term = shoal_terminal(lab, "attach", "shoalside")
+    try:
+        term.expect(PROMPT)  # redrawn after the attach's resize: attached
+        term.send(b"echo via-$((2*21))\r")
+        term.expect(rb"\r\nvia-42\r\n")
+        detach(term)
+    finally:
+        term.close()
+    exec_term = shoal_terminal(lab, "exec", "-it", "shoalside", "sh", rows=25, cols=81)
+    try:
+        exec_term.send(b"stty size; exit 2\r")
+        exec_term.expect(rb"\r\n25 81\r\n")
+        assert exec_term.wait() == 2
+    finally:
+        exec_term.close()
+    assert "shoalside" in running_names(lab)
+    docker(lab, "rm", "-f", "shoalside")
+
+
+def test_shoal_logs_tail_and_timestamps(lab) -> None:
+    docker(lab, "run", "--name", "shoallogs", "busybox", "sh", "-c", "echo a; echo b; echo c")
+    env = {**lab.host_env("h1"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*SHOAL, "logs", "-t", "--tail", "1", "shoallogs"], capture_output=True, text=True,
+                          env=env, timeout=60, cwd=REPO)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z c\n", done.stdout)
+    docker(lab, "rm", "shoallogs")
