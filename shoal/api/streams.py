@@ -1,7 +1,9 @@
-"""Output streams of the Docker API: multiplexed frames, and hijacked (upgraded) connections.
+"""Streams of the Docker API: multiplexed frames, hijacked (upgraded) connections and the
+bridge between such a connection and a container's or exec's stdio (stdin, detach keys).
 
 Frame encoding is pure; HijackedConnection takes a socket over from aiohttp for attach and
-exec start (shoal.api.routes_containers), the way moby's HijackConnection does.
+exec start (shoal.api.routes_containers), the way moby's HijackConnection does; bridge() is
+fed by agent.executor.stdio (the shim's socket) or an exec's pty/pipes.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ STDIN, STDOUT, STDERR = 0, 1, 2
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _HEADER = struct.Struct(">BxxxI")
+_INPUT_LIMIT = 1 << 20  # stdin bytes a hijacked connection buffers before it stops reading
 
 
 def encode_frame(stream: int, data: bytes) -> bytes:
@@ -50,6 +53,8 @@ class HijackedConnection(asyncio.Protocol):
         # What the client sends after the upgrade (a container's stdin), b"" once it half-closed.
         self._input: asyncio.Queue[bytes] = asyncio.Queue()
         self._input_ended = False
+        self._queued = 0  # bytes received and not read yet: past _INPUT_LIMIT the socket is not read
+        self._reading_paused = False
 
     @classmethod
     def take_over(cls, request: web.BaseRequest) -> "HijackedConnection":
@@ -65,6 +70,11 @@ class HijackedConnection(asyncio.Protocol):
     # -- asyncio.Protocol --
     def data_received(self, data: bytes) -> None:
         self._input.put_nowait(data)
+        self._queued += len(data)
+        if self._queued > _INPUT_LIMIT and not self._reading_paused:
+            self._reading_paused = True
+            with contextlib.suppress(Exception):
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._end_input()
@@ -79,12 +89,13 @@ class HijackedConnection(asyncio.Protocol):
         """The next bytes the client sent; b"" when it half-closed or went away."""
         if self._input_ended and self._input.empty():
             return b""
-        return await self._input.get()
-
-    def feed_early(self, data: bytes) -> None:
-        """Bytes aiohttp had already read past the request (sent right after the headers)."""
-        if data:
-            self._input.put_nowait(data)
+        data = await self._input.get()
+        self._queued -= len(data)
+        if self._reading_paused and self._queued <= _INPUT_LIMIT // 2:
+            self._reading_paused = False
+            with contextlib.suppress(Exception):
+                self._transport.resume_reading()
+        return data
 
     def pause_writing(self) -> None:
         self._can_write.clear()
