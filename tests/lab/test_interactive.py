@@ -359,3 +359,15 @@ def test_shoal_logs_tail_and_timestamps(lab) -> None:
                           env=env, timeout=60, cwd=REPO)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z c\n", done.stdout)
     docker(lab, "rm", "shoallogs")
+
+
+def test_run_it_detaches_with_the_keys_and_the_container_keeps_running(lab) -> None:
+    term = terminal(lab, "run", "-it", "--name", "runkeys", "busybox")
+    try:
+        term.expect(PROMPT)
+        term.send(b"\x10\x11")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    assert "runkeys" in running_names(lab)
+    docker(lab, "rm", "-f", "runkeys")
