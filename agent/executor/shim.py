@@ -25,6 +25,8 @@ LINE_LIMIT = 16 * 1024  # as Docker's copier: a longer line is logged in pieces
 _PR_SET_CHILD_SUBREAPER = 36
 _TIOCSWINSZ = 0x5414
 _STREAM_NAMES = {1: "stdout", 2: "stderr"}
+# Every signal but SIGKILL, SIGSTOP and glibc's two reserved real-time ones (32, 33).
+_DEFAULT_SIGNALS = tuple(s for s in range(1, 65) if s not in (9, 19, 32, 33))
 
 
 def rfc3339nano(ns: int) -> str:
@@ -218,7 +220,8 @@ class Shim:
         if console is not None:
             argv += ["--console-socket", "console.sock"]
         argv += ["--bundle", self.dir, self.id]
-        runc = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
+        # Python ignores SIGPIPE and SIGXFSZ; runc and the container get default dispositions.
+        runc = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsigdef=_DEFAULT_SIGNALS)
         for fd in parent_ends + [devnull]:
             os.close(fd)
         if console is not None:
