@@ -459,6 +459,10 @@ class RuncRuntime:
     async def _hand_job(self, job: dict[str, str]) -> int:
         """Gives the job to the spare shim (or a new one when there is none); refills the spare."""
         data = "".join(f"{k} {v}\n" for k, v in job.items()).encode() + b"\n"
+        if self._spare is None and self._refill is not None and not self._refill.done():
+            # A spare on its way is ready sooner than a new one (starts in quick succession).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._refill)
         spare, self._spare = self._spare, None
         pid = 0
         if spare is not None:
