@@ -371,7 +371,18 @@ class Shim:
             packet = packet[sent:]
         if packet:
             client.out += packet
-            self._set(client.fd, select.EPOLLIN | select.EPOLLOUT)
+            self._set(client.fd, self._client_mask(client))
+
+    def _client_mask(self, client: Client) -> int:
+        # While the container's stdin is backed up, clients are not read (backpressure).
+        return (0 if self._stdin_blocked() else select.EPOLLIN) | (select.EPOLLOUT if client.out else 0)
+
+    def _stdin_blocked(self) -> bool:
+        return len(self.stdin_buf) > MAX_PENDING
+
+    def _refresh_clients(self) -> None:
+        for client in self.clients.values():
+            self._set(client.fd, self._client_mask(client))
 
     def _client_event(self, client: Client, events: int) -> None:
         if events & select.EPOLLOUT and client.out:
@@ -384,9 +395,12 @@ class Shim:
                 self._close_client(client)
                 return
             if not client.out:
-                self._set(client.fd, select.EPOLLIN)
+                self._set(client.fd, self._client_mask(client))
+        if events & (select.EPOLLHUP | select.EPOLLERR) and self._stdin_blocked():
+            self._close_client(client)
+            return
         if events & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-            if len(self.stdin_buf) > MAX_PENDING:
+            if self._stdin_blocked():
                 return  # the container does not read its stdin: the client waits
             try:
                 data = client.sock.recv(65536)
@@ -415,6 +429,8 @@ class Shim:
             elif kind == STDIN and self.stdin_fd >= 0 and not self.stdin_closing:
                 self.stdin_buf += payload
                 self._flush_stdin()
+                if self._stdin_blocked():
+                    self._refresh_clients()
             elif kind == CLOSE_STDIN:
                 client.stdin = False
                 self._close_stdin_once()
@@ -438,6 +454,12 @@ class Shim:
     def _flush_stdin(self) -> None:
         if self.stdin_fd < 0:
             return
+        was_blocked = self._stdin_blocked()
+        self._write_stdin()
+        if was_blocked and not self._stdin_blocked():
+            self._refresh_clients()
+
+    def _write_stdin(self) -> None:
         while self.stdin_buf:
             try:
                 written = os.write(self.stdin_fd, self.stdin_buf)

@@ -93,6 +93,12 @@ def test_piped_stdin_reaches_a_run_i_container(lab) -> None:
     assert (done.stdout, done.returncode) == ("abc\n", 0)
 
 
+def test_a_large_piped_stdin_arrives_whole(lab) -> None:
+    # More than the shim and the daemon buffer: both hold the client back instead.
+    done = docker(lab, "run", "-i", "--rm", "busybox", "sh", "-c", "sleep 1; wc -c", input="x" * 5_000_000)
+    assert done.stdout.strip() == "5000000"
+
+
 def test_run_it_gives_a_shell_on_a_terminal_and_its_exit_code(lab) -> None:
     term = terminal(lab, "run", "-it", "--rm", "busybox", "sh")
     try:
