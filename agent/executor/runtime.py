@@ -289,6 +289,12 @@ class ExecRun:
                 pass
         return await self._done
 
+    async def drain(self) -> int:
+        """The exit code, discarding the rest of the output (a client detached from it)."""
+        while await self._queue.get() is not None:
+            pass
+        return await self._done
+
     async def collect(self) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr) of a short command."""
         out: list[bytes] = []

@@ -120,6 +120,7 @@ class Engine:
         self._watchers: dict[str, asyncio.Task] = {}
         self._readers: dict[str, int] = {}  # attached clients streaming a container's output
         self._readers_gone: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task] = set()  # execs whose client detached
         # pyroute2's synchronous API runs its own event loop, so it cannot run on ours:
         # all netlink and namespace work goes through this one thread, in order.
         self._kernel_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
@@ -838,6 +839,7 @@ class Engine:
             confinement=confinement_of(container),
         )
         record.running = True
+        run = None
         try:
             run = await self.runtime.exec(container.id, process, stdin=record.attach_stdin,
                                           console_size=console_size or record.console_size)
@@ -852,6 +854,21 @@ class Engine:
         except RuncError as exc:
             record.exit_code = 126
             yield 2, (exc.message + "\n").encode()
+        finally:
+            if run is not None and run.exit_code is None and record.exit_code is None:
+                # The client went away or detached: the process runs on, its output discarded.
+                task = asyncio.get_running_loop().create_task(self._exec_detached(record, run))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                record.running = False
+                record.run = None
+                if record.exit_code is None:
+                    record.exit_code = 137
+
+    async def _exec_detached(self, record: ExecRecord, run: Any) -> None:
+        try:
+            record.exit_code = await run.drain()
         finally:
             record.running = False
             record.run = None

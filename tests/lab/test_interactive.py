@@ -121,6 +121,20 @@ def test_exec_it_gets_its_own_terminal(lab) -> None:
     docker(lab, "rm", "-f", "plain")
 
 
+def test_exec_it_detaches_with_the_keys_and_the_process_runs_on(lab) -> None:
+    docker(lab, "run", "-d", "--name", "execkeys", "busybox", "sleep", "3600")
+    term = terminal(lab, "exec", "-it", "execkeys", "sh", "-c", "echo ready; exec sleep 3601")
+    try:
+        term.expect(rb"ready")
+        term.send(b"\x10\x11")
+        term.expect(rb"read escape sequence")
+        term.wait()
+    finally:
+        term.close()
+    assert "sleep 3601" in docker(lab, "exec", "execkeys", "ps").stdout
+    docker(lab, "rm", "-f", "execkeys")
+
+
 def test_exec_i_passes_piped_stdin(lab) -> None:
     docker(lab, "run", "-d", "--name", "piped", "busybox", "sleep", "3600")
     done = docker(lab, "exec", "-i", "piped", "sh", "-c", "tr a-z A-Z", input="shout\n")
