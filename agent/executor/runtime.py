@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import json
 import logging
 import os
@@ -13,6 +14,9 @@ import re
 import resource
 import shutil
 import signal as signals
+import struct
+import sys
+import termios
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from agent.executor.spec import (
     build_oci_spec,
     build_process,
 )
+from agent.executor import stdio
+from agent.executor.stdio import StdioOptions
 from common.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
@@ -35,19 +41,10 @@ _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 START_DEADLINE = 30.0
 _CAP_SYS_RESOURCE = 24
 
-# The shim outlives the daemon (its own session, not the daemon's child): runc run in the
-# foreground hands its stdio to the container and exits with the container's status
-# (128+signal when killed), which the shim records atomically in the exit file.
-_SHIM = (
-    'runc_bin="$1"; shift; '
-    '"$runc_bin" --root "$1" --log "$2" --log-format json run --bundle "$3" --pid-file "$4" "$5" '
-    '</dev/null >>"$6" 2>>"$7"; '
-    'echo $? >"$8.tmp"; mv "$8.tmp" "$8"'
-)
-# The launcher backgrounds the shim and exits at once, so the shim is reparented away from
-# the daemon: no asyncio child watcher per container, and the same file-based view of the
-# container whether this daemon started it or a previous one did.
-_LAUNCHER = '"$@" </dev/null >/dev/null 2>&1 & echo $!'
+# The shim (agent/executor/shim.py) outlives the daemon: its own session, reparented away at
+# once. One is kept ready as a spare (interpreter loaded, waiting for its job on a pipe) so a
+# start does not pay Python's start-up; a daemon that dies closes the pipe and the spare exits.
+SHIM_SCRIPT = Path(__file__).with_name("shim.py")
 
 
 class RuncError(Exception):
@@ -170,17 +167,27 @@ async def _run(*argv: str) -> tuple[int, str]:
 class ExecRun:
     """One `runc exec`: iterate output() for (1, chunk) / (2, chunk) as produced, then
     exit_code (or await wait()). A process runc could not start ends with 127/126 and runc's
-    message as its stderr, like `docker exec`."""
+    message as its stderr, like `docker exec`.
 
-    def __init__(self, proc: asyncio.subprocess.Process, cleanup: list[Path], log_path: Path) -> None:
+    With a TTY, runc exec runs in the foreground on a pty of ours as its host console (runc
+    makes the container-side pty and copies, resizing it on SIGWINCH): output is one stream
+    (1), resize() sets our pty's size and signals runc. Without, stdout/stderr are pipes and,
+    when asked, stdin too."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, cleanup: list[Path], log_path: Path,
+                 master: int | None = None) -> None:
         self._proc = proc
         self._cleanup = cleanup
         self._log_path = log_path
+        self._master = master
         self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=64)
-        self._readers = [
-            asyncio.create_task(self._pump(1, proc.stdout)),  # type: ignore[arg-type]
-            asyncio.create_task(self._pump(2, proc.stderr)),  # type: ignore[arg-type]
-        ]
+        if master is not None:
+            self._readers = [asyncio.create_task(self._pump_fd(1, master))]
+        else:
+            self._readers = [
+                asyncio.create_task(self._pump(1, proc.stdout)),  # type: ignore[arg-type]
+                asyncio.create_task(self._pump(2, proc.stderr)),  # type: ignore[arg-type]
+            ]
         self._consumer_started = False
         self._done: asyncio.Task[int] = asyncio.create_task(self._finish())
         self.exit_code: int | None = None
@@ -195,9 +202,62 @@ class ExecRun:
         while chunk := await reader.read(65536):
             await self._queue.put((stream, chunk))
 
+    async def _pump_fd(self, stream: int, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            ready = loop.create_future()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:  # EIO: runc closed its side of our pty
+                return
+            if not chunk:
+                return
+            await self._queue.put((stream, chunk))
+
+    async def write_stdin(self, data: bytes) -> None:
+        if self._master is not None:
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._master, view):]
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+                except OSError:
+                    return
+        elif self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.write(data)
+            with contextlib.suppress(ConnectionError):
+                await self._proc.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        if self._master is None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self._master is None:
+            return
+        fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signals.SIGWINCH)
+
     async def _finish(self) -> int:
-        await asyncio.gather(*self._readers)
         code = await self._proc.wait()
+        if self._master is not None:
+            # Whatever runc copied before it exited is still in our pty: read it, then close.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._readers), 2.0)
+            for task in self._readers:
+                task.cancel()
+            os.close(self._master)
+        else:
+            await asyncio.gather(*self._readers)
         try:
             errors = runc_errors(self._log_path.read_text(errors="replace"))
         except FileNotFoundError:
@@ -229,6 +289,12 @@ class ExecRun:
                 pass
         return await self._done
 
+    async def drain(self) -> int:
+        """The exit code, discarding the rest of the output (a client detached from it)."""
+        while await self._queue.get() is not None:
+            pass
+        return await self._done
+
     async def collect(self) -> tuple[int, bytes, bytes]:
         """(exit code, stdout, stderr) of a short command."""
         out: list[bytes] = []
@@ -252,6 +318,10 @@ class RuncRuntime:
         self.state_root = Path(state_root)
         self.runc = shutil.which(runc) or runc
         self._nofile = _nofile_limit()
+        self.log_root = self.state_root.parent / "container-logs"
+        self._spare: tuple[int, int] | None = None  # (shim pid, write end of its job pipe)
+        self._refill: asyncio.Task | None = None
+        self.attach_waiting: dict[str, int] = {}  # container id -> attach clients waiting for its start
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -262,9 +332,18 @@ class RuncRuntime:
     def rootfs(self, container_id: str) -> Path:
         return self._dir(container_id) / "rootfs"
 
-    def log_paths(self, container_id: str) -> tuple[Path, Path]:
-        d = self._dir(container_id)
-        return d / "stdout.log", d / "stderr.log"
+    def log_path(self, container_id: str) -> Path:
+        """The json-file log (Docker's <id>-json.log); kept across restarts of the container."""
+        validate_container_id(container_id)
+        return self.log_root / container_id / f"{container_id}-json.log"
+
+    def bundle_dir(self, container_id: str) -> Path:
+        """Where the shim's attach socket is (attach.sock)."""
+        return self._dir(container_id)
+
+    def remove_logs(self, container_id: str) -> None:
+        validate_container_id(container_id)
+        shutil.rmtree(self.log_root / container_id, ignore_errors=True)
 
     def list_ids(self) -> list[str]:
         if not self.state_root.is_dir():
@@ -347,8 +426,9 @@ class RuncRuntime:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, container_id: str) -> int:
-        """Starts the prepared container; returns the host pid of its process once it runs."""
+    async def start(self, container_id: str, stdio_options: StdioOptions | None = None) -> int:
+        """Starts the prepared container under its shim (stdio, log, attach socket); returns the
+        host pid of its process once it runs."""
         d = self._dir(container_id)
         if not (d / "config.json").exists():
             raise RuncError(f"container {container_id} has no bundle: prepare it first")
@@ -365,20 +445,88 @@ class RuncRuntime:
             await _run(*self._runc("delete", "--force", container_id))
         runc_log = d / "runc.log"
         log_offset = runc_log.stat().st_size if runc_log.exists() else 0
-        stdout_log, stderr_log = self.log_paths(container_id)
-        launcher = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", _LAUNCHER, "launcher",
-            "/bin/sh", "-c", _SHIM, "shim",
-            self.runc, str(self.runc_root), str(runc_log), str(d), str(d / "pid"), container_id,
-            str(stdout_log), str(stderr_log), str(d / "exit"),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        out, _ = await launcher.communicate()
-        shim_pid = int(out.split()[0])
+        options = stdio_options or StdioOptions()
+        log_path = self.log_path(container_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        job = {
+            "runc": self.runc, "root": str(self.runc_root), "bundle": str(d), "id": container_id,
+            "tty": "1" if options.tty else "0", "stdin": "1" if options.open_stdin else "0",
+            "stdin_once": "1" if options.stdin_once else "0",
+            "hold": str(self.attach_waiting.get(container_id, 0)),
+            "log": str(log_path), "log_max_size": str(options.log_max_size),
+            "log_max_file": str(options.log_max_file),
+            "console_size": f"{options.console_size[0]} {options.console_size[1]}" if options.console_size else "",
+        }
+        shim_pid = await self._hand_job(job)
         shim_start = _proc_stat(shim_pid)
         _write_atomic(d / "shim.pid", f"{shim_pid} {shim_start[1] if shim_start else 0}\n")
         return await self._await_started(container_id, shim_pid, log_offset)
+
+    async def _hand_job(self, job: dict[str, str]) -> int:
+        """Gives the job to the spare shim (or a new one when there is none); refills the spare."""
+        data = "".join(f"{k} {v}\n" for k, v in job.items()).encode() + b"\n"
+        if self._spare is None and self._refill is not None and not self._refill.done():
+            # A spare on its way is ready sooner than a new one (starts in quick succession).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._refill)
+        spare, self._spare = self._spare, None
+        pid = 0
+        if spare is not None:
+            try:
+                os.write(spare[1], data)
+                pid = spare[0]
+            except OSError:  # the spare died: a fresh one below
+                pid = 0
+            finally:
+                os.close(spare[1])
+        if not pid:
+            pid, writer = await self._spawn_shim()
+            try:
+                os.write(writer, data)
+            finally:
+                os.close(writer)
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(self._make_spare())
+        return pid
+
+    async def _make_spare(self) -> None:
+        try:
+            spare = await self._spawn_shim()
+        except OSError as exc:
+            log.warning("cannot start a spare shim: %s", exc)
+            return
+        if self._spare is None:
+            self._spare = spare
+        else:
+            os.close(spare[1])
+
+    async def _spawn_shim(self) -> tuple[int, int]:
+        reader, writer = os.pipe()
+        try:
+            launcher = await asyncio.create_subprocess_exec(
+                sys.executable, "-S", "-E", str(SHIM_SCRIPT),
+                stdin=reader, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(writer)
+            raise
+        finally:
+            os.close(reader)
+        out, _ = await launcher.communicate()
+        try:
+            return int(out.split()[0]), writer
+        except (IndexError, ValueError):
+            os.close(writer)
+            raise OSError(f"the shim did not start (printed {out[:200]!r})") from None
+
+    def close(self) -> None:
+        """Lets the spare shim go (it exits when its job pipe closes)."""
+        if self._refill is not None:
+            self._refill.cancel()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            os.close(spare[1])
 
     async def _await_started(self, container_id: str, shim_pid: int, log_offset: int) -> int:
         d = self._dir(container_id)
@@ -526,8 +674,10 @@ class RuncRuntime:
         await self.kill(container_id, signals.SIGKILL)
         return await self.wait(container_id)
 
-    async def exec(self, container_id: str, process: ProcessSpec) -> ExecRun:
-        """Starts process in the running container with stdout/stderr pipes (no tty, no stdin)."""
+    async def exec(self, container_id: str, process: ProcessSpec, stdin: bool = False,
+                   console_size: tuple[int, int] | None = None) -> ExecRun:
+        """Starts process in the running container: on a pty of ours when process.tty, else with
+        stdout/stderr pipes (and a stdin pipe when asked)."""
         d = self._dir(container_id)
         if self.status(container_id).state != "running":
             raise RuncError(f"container {container_id} is not running")
@@ -535,10 +685,25 @@ class RuncRuntime:
         process_json = d / f"exec-{token}.json"
         exec_log = d / f"exec-{token}.log"
         _write_atomic(process_json, json.dumps(build_process(process, self._nofile)))
+        argv = self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
+                          container_id)
+        if process.tty:
+            master, slave = os.openpty()
+            if console_size:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", console_size[0], console_size[1], 0, 0))
+            os.set_blocking(master, False)
+            try:
+                proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave)
+            except BaseException:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            return ExecRun(proc, [process_json, exec_log], exec_log, master)
         proc = await asyncio.create_subprocess_exec(
-            *self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
-                        container_id),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         return ExecRun(proc, [process_json, exec_log], exec_log)
 

@@ -44,8 +44,8 @@ _FILE_ID = re.compile(r"[0-9]{1,10}")
 class ProcessSpec:
     """What to run: argv, environment ("K=V" strings), working directory and numeric identity.
 
-    tty is carried for the caller's bookkeeping; this layer always runs without a terminal
-    (stdio go to log files or pipes), as the brief for the runtime asks. confinement travels
+    tty asks runc for a terminal (the shim receives its master over the console socket).
+    confinement travels
     with the process because an exec must get the container's capabilities and
     no-new-privileges again (runc exec takes them from the process JSON, not the container)."""
 
@@ -95,7 +95,7 @@ def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dic
     """The OCI `process` object; also the JSON `runc exec --process` takes."""
     validate_process(process)
     return {
-        "terminal": False,
+        "terminal": process.tty,  # the shim (or runc exec) gives it a pty
         "user": {"uid": process.uid, "gid": process.gid},
         "args": list(process.args),
         "env": list(process.env),

@@ -378,7 +378,7 @@ def exec_inspect(e: ExecRecord, tty: bool = False) -> dict[str, Any]:
         "ExitCode": e.exit_code,
         "ID": e.id,
         "OpenStderr": e.attach_stderr,
-        "OpenStdin": False,
+        "OpenStdin": e.attach_stdin,
         "OpenStdout": e.attach_stdout,
         "ProcessConfig": {
             "arguments": list(e.args[1:]),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shoal.engine.errors import InvalidParameter
+from shoal.engine.stdio import log_options
 
 # Config (the body's top level) that shoal applies, or that concern the client's attach only,
 # or that Docker itself ignores on Linux containers (build-time and Windows fields).
@@ -33,14 +34,14 @@ HOST_CONFIG_APPLIED = frozenset(
         "NetworkMode", "PortBindings", "PublishAllPorts", "AutoRemove", "Links",
         "CapAdd", "CapDrop", "SecurityOpt", "ReadonlyRootfs",
         "ContainerIDFile",  # the CLI writes that file itself
-        "ConsoleSize",  # a terminal's size; shoal runs no terminal
         "Binds", "Mounts", "Tmpfs",  # shoal.engine.container_mounts
+        "ConsoleSize",  # the TTY's first size, set by the shim
+        "LogConfig",  # json-file with max-size/max-file: checked by shoal.engine.stdio.log_options
     )
 )  # fmt: skip
 
 # Values that mean "what shoal does anyway" besides the zero value of the field's type.
 HOST_CONFIG_DEFAULTS: dict[str, tuple[Any, ...]] = {
-    "logconfig": ({"Type": "json-file", "Config": {}}, {"Type": "json-file"}),
     "restartpolicy": ({"Name": "no"}, {"Name": "no", "MaximumRetryCount": 0}),
     "cgroupnsmode": ("private",),
     "ipcmode": ("private", "shareable"),
@@ -111,6 +112,7 @@ def refuse_unapplied(body: Mapping[str, Any]) -> None:
     for key, value in host_config.items():
         if key.lower() not in HOST_CONFIG_APPLIED and not _is_default(key, value):
             _refuse(f"HostConfig.{key}", value)
+    log_options(host_config)
     networking = _object(body, "networkingconfig")
     endpoints = _object(networking, "endpointsconfig")
     for net, endpoint in endpoints.items():

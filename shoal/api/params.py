@@ -371,7 +371,17 @@ def parse_exec_create(body: Mapping[str, Any]) -> ExecCreate:
         attach_stdout=_bool(body, "AttachStdout"),
         attach_stderr=_bool(body, "AttachStderr"),
         tty=_bool(body, "Tty"),
+        attach_stdin=_bool(body, "AttachStdin"),
+        detach_keys=_str(body, "DetachKeys"),
+        console_size=_console_size(body),
     )
+
+
+def _console_size(body: Mapping[str, Any]) -> tuple[int, int] | None:
+    size = get_ci(body, "ConsoleSize")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x > 0 for x in size):
+        return size[0], size[1]
+    return None
 
 
 def parse_exec_start(body: Mapping[str, Any]) -> tuple[bool, bool]:

@@ -14,9 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.executor import logfile, stdio
 from shoal.api import convert, params, streams
 from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
-from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotModified
+from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
+from shoal.engine.stdio import stdio_options
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,16 @@ def _streams_wanted(request: web.Request) -> tuple[bool, bool]:
     return params.bool_value(request.query.get("stdout")), params.bool_value(request.query.get("stderr"))
 
 
+def _log_time(request: web.Request, name: str) -> int:
+    value = request.query.get(name, "")
+    if value in ("", "0"):
+        return 0
+    try:
+        return logfile.parse_unix_time(value, name)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
+
+
 async def container_logs(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     ref = request.match_info["id"]
@@ -144,7 +156,10 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     tail = request.query.get("tail") or "all"
     if tail != "all":
         params.int_value(tail, "tail")
-    chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=follow)
+    since, until = _log_time(request, "since"), _log_time(request, "until")
+    timestamps = params.bool_value(request.query.get("timestamps"))
+    chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=follow, since_ns=since,
+                                   until_ns=until, timestamps=timestamps)
     content_type = streams.RAW_STREAM if record.tty else streams.MULTIPLEXED
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     await response.prepare(request)
@@ -184,18 +199,29 @@ def _taken_over() -> web.Response:
     return web.Response(status=204)
 
 
+def _detach_keys(value: str) -> bytes:
+    try:
+        return stdio.parse_detach_keys(value or stdio.DEFAULT_DETACH_KEYS)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
+
+
 async def attach_container(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     ref = request.match_info["id"]
     stdout, stderr = _streams_wanted(request)
+    stdin = params.bool_value(request.query.get("stdin"))
     stream = params.bool_value(request.query.get("stream"))
     logs = params.bool_value(request.query.get("logs"))
+    keys = _detach_keys(request.query.get("detachKeys", ""))
     record = engine.get_container(ref)
     conn = await _hijack(request, record.tty)
     try:
-        if stdout or stderr:
-            async with engine.reading_output(record.id):
-                await _attach_output(engine, record, conn, stdout, stderr, stream, logs)
+        async with engine.reading_output(record.id):
+            if logs and (stdout or stderr):
+                await streams.pump(engine.container_logs(record.id, stdout, stderr), conn.write, record.tty, conn.closed)
+            if stream:
+                await _attach_stream(engine, record, conn, stdin, stdout, stderr, keys)
     except EngineError as exc:
         log.info("attach to %s ended: %s", ref, exc.message)
     except ConnectionError:
@@ -205,25 +231,63 @@ async def attach_container(request: web.Request) -> web.Response:
     return _taken_over()
 
 
-async def _attach_output(
-    engine: Any, record: Any, conn: streams.HijackedConnection,
-    stdout: bool, stderr: bool, stream: bool, logs: bool,
-) -> None:
-    ref = record.id
-    if stream and record.state == "created":
-        # `docker run` attaches before it starts the container. The engine has no start
-        # notification and does not follow a created container's logs, so watch the record
-        # (the engine updates it in place) closely: `--rm` containers can exit and vanish fast.
-        while record.state == "created" and not conn.is_closed:
-            await asyncio.sleep(_START_POLL_S)
-        chunks = engine.container_logs(ref, stdout, stderr, tail="all", follow=True)
-    elif stream and record.state == "running":
-        chunks = engine.container_logs(ref, stdout, stderr, tail="all" if logs else "0", follow=True)
-    elif logs:
-        chunks = engine.container_logs(ref, stdout, stderr, tail="all")
-    else:
-        return
-    await streams.pump(chunks, conn.write, record.tty, conn.closed)
+async def _attach_stream(engine: Any, record: Any, conn: streams.HijackedConnection,
+                         stdin: bool, stdout: bool, stderr: bool, keys: bytes) -> None:
+    """Through the container's shim, which outlives this daemon: output, stdin, detach keys.
+    Before a start (`docker run`, `start -a`) the start is told to hold the output for us."""
+    runtime = engine.runtime
+    stdin = stdin and stdio_options_of(record).open_stdin
+    if record.state != "running":
+        runtime.attach_waiting[record.id] = runtime.attach_waiting.get(record.id, 0) + 1
+        try:
+            while record.state != "running" and not conn.is_closed and record.id in engine.containers:
+                await asyncio.sleep(_START_POLL_S)
+        finally:
+            left = runtime.attach_waiting.get(record.id, 1) - 1
+            if left > 0:
+                runtime.attach_waiting[record.id] = left
+            else:
+                runtime.attach_waiting.pop(record.id, None)
+        if record.state != "running":
+            return
+    try:
+        shim = await stdio.ShimConnection.open(runtime.bundle_dir(record.id), stdin, stdout, stderr)
+    except OSError:
+        return  # its shim has gone: the container exited meanwhile
+    try:
+        await streams.bridge(conn, shim.output(), record.tty, shim.send_stdin if stdin else None,
+                             shim.close_stdin if stdin else None, keys if record.tty and stdin else b"")
+    finally:
+        await shim.close()
+
+
+def stdio_options_of(record: Any) -> stdio.StdioOptions:
+    return stdio_options(record.create_config, record.host_config, record.tty)
+
+
+def _size(request: web.Request) -> tuple[int, int]:
+    rows = params.int_value(request.query.get("h"), "h")
+    cols = params.int_value(request.query.get("w"), "w")
+    if rows is None or cols is None or rows < 0 or cols < 0:
+        raise InvalidParameter(f"invalid size: h={request.query.get('h', '')!r} w={request.query.get('w', '')!r}")
+    return rows, cols
+
+
+async def resize_container(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    rows, cols = _size(request)
+    record = engine.get_container(request.match_info["id"])
+    if record.state != "running":
+        raise Conflict(f"Container {record.id} is not running")
+    try:
+        shim = await stdio.ShimConnection.open(engine.runtime.bundle_dir(record.id))
+    except OSError:
+        raise Conflict(f"Container {record.id} is not running") from None
+    try:
+        await shim.resize(rows, cols)
+    finally:
+        await shim.close()
+    return web.Response(status=200)
 
 
 # ---- exec ---------------------------------------------------------------------------
@@ -248,19 +312,35 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     exec_id = request.match_info["id"]
     body = params.parse_json_body(await request.read())
     detach, tty = params.parse_exec_start(body)
+    size = params.get_ci(body, "ConsoleSize")
+    console_size = (size[0], size[1]) if isinstance(size, list) and len(size) == 2 and all(
+        isinstance(x, int) and x > 0 for x in size) else None
     record = engine.get_exec(exec_id)
     if record.running or record.exit_code is not None:
         # Checked here because after the upgrade an error can only go into the stream.
         state = "is already running" if record.running else "has already run"
         raise Conflict(f"Error: Exec command {exec_id} {state}")
+    keys = _detach_keys(record.detach_keys)
     if detach:
-        task = asyncio.ensure_future(_drain(engine.run_exec(exec_id)))
+        task = asyncio.ensure_future(_drain(engine.run_exec(exec_id, console_size)))
         request.app[BACKGROUND].add(task)
         task.add_done_callback(request.app[BACKGROUND].discard)
         return web.Response(status=200)
+    tty = tty or record.tty
     conn = await _hijack(request, tty)
+    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    chunks = engine.run_exec(exec_id, console_size, lambda run: started.done() or started.set_result(run))
+
+    async def send(data: bytes) -> None:
+        await (await started).write_stdin(data)
+
+    async def close() -> None:
+        await (await started).close_stdin()
+
+    stdin = record.attach_stdin
     try:
-        await streams.pump(engine.run_exec(exec_id), conn.write, tty, conn.closed)
+        await streams.bridge(conn, chunks, tty, send if stdin else None, close if stdin else None,
+                             keys if tty and stdin else b"")
     except EngineError as exc:
         # moby writes a failure after the upgrade into the stream, as stdout.
         with contextlib.suppress(ConnectionError):
@@ -272,9 +352,18 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     return _taken_over()
 
 
+async def resize_exec(request: web.Request) -> web.Response:
+    rows, cols = _size(request)
+    record = request.app[ENGINE].get_exec(request.match_info["id"])
+    if record.run is None:
+        raise Conflict(f"Exec {record.id} is not running")
+    record.run.resize(rows, cols)
+    return web.Response(status=200)
+
+
 async def inspect_exec(request: web.Request) -> web.Response:
     record = request.app[ENGINE].get_exec(request.match_info["id"])
-    return json_response(convert.exec_inspect(record, tty=getattr(record, "tty", False)))
+    return json_response(convert.exec_inspect(record, tty=record.tty))
 
 
 def add_routes(app: web.Application) -> None:
@@ -289,6 +378,8 @@ def add_routes(app: web.Application) -> None:
     add_route(app, "DELETE", "/containers/{id}", remove_container)
     add_route(app, "GET", "/containers/{id}/logs", container_logs)
     add_route(app, "POST", "/containers/{id}/attach", attach_container)
+    add_route(app, "POST", "/containers/{id}/resize", resize_container)
+    add_route(app, "POST", "/exec/{id}/resize", resize_exec)
     add_route(app, "POST", "/containers/{id}/exec", create_exec)
     add_route(app, "POST", "/exec/{id}/start", start_exec)
     add_route(app, "GET", "/exec/{id}/json", inspect_exec)

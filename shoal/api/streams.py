@@ -1,7 +1,9 @@
-"""Output streams of the Docker API: multiplexed frames, and hijacked (upgraded) connections.
+"""Streams of the Docker API: multiplexed frames, hijacked (upgraded) connections and the
+bridge between such a connection and a container's or exec's stdio (stdin, detach keys).
 
 Frame encoding is pure; HijackedConnection takes a socket over from aiohttp for attach and
-exec start (shoal.api.routes_containers), the way moby's HijackConnection does.
+exec start (shoal.api.routes_containers), the way moby's HijackConnection does; bridge() is
+fed by agent.executor.stdio (the shim's socket) or an exec's pty/pipes.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ STDIN, STDOUT, STDERR = 0, 1, 2
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _HEADER = struct.Struct(">BxxxI")
+_INPUT_LIMIT = 1 << 20  # stdin bytes a hijacked connection buffers before it stops reading
 
 
 def encode_frame(stream: int, data: bytes) -> bytes:
@@ -47,6 +50,11 @@ class HijackedConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()
         self._can_write = asyncio.Event()
         self._can_write.set()
+        # What the client sends after the upgrade (a container's stdin), b"" once it half-closed.
+        self._input: asyncio.Queue[bytes] = asyncio.Queue()
+        self._input_ended = False
+        self._queued = 0  # bytes received and not read yet: past _INPUT_LIMIT the socket is not read
+        self._reading_paused = False
 
     @classmethod
     def take_over(cls, request: web.BaseRequest) -> "HijackedConnection":
@@ -61,10 +69,33 @@ class HijackedConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol --
     def data_received(self, data: bytes) -> None:
-        pass  # stdin is not supported: shoal never opens a container's stdin
+        self._input.put_nowait(data)
+        self._queued += len(data)
+        if self._queued > _INPUT_LIMIT and not self._reading_paused:
+            self._reading_paused = True
+            with contextlib.suppress(Exception):
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool:
+        self._end_input()
         return True  # half-closed by the client: keep the write side open
+
+    def _end_input(self) -> None:
+        if not self._input_ended:
+            self._input_ended = True
+            self._input.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        """The next bytes the client sent; b"" when it half-closed or went away."""
+        if self._input_ended and self._input.empty():
+            return b""
+        data = await self._input.get()
+        self._queued -= len(data)
+        if self._reading_paused and self._queued <= _INPUT_LIMIT // 2:
+            self._reading_paused = False
+            with contextlib.suppress(Exception):
+                self._transport.resume_reading()
+        return data
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -74,6 +105,7 @@ class HijackedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._can_write.set()
+        self._end_input()
         if not self.closed.done():
             self.closed.set_result(None)
         # Let aiohttp forget the connection (its bookkeeping of open connections).
@@ -142,3 +174,71 @@ async def when_disconnected(request: web.BaseRequest, interval: float = 0.5) -> 
         if transport is None or transport.is_closing():
             return
         await asyncio.sleep(interval)
+
+
+# ---- attach: a hijacked client <-> a container's shim (agent.executor.stdio) ---------
+
+START_POLL_S = 0.005
+
+
+async def bridge(
+    conn: HijackedConnection,
+    output: AsyncIterator[tuple[int, bytes]],
+    tty: bool,
+    send_stdin=None,
+    close_stdin=None,
+    detach_keys: bytes = b"",
+) -> str:
+    """Copies output to the client (raw for a TTY, framed otherwise) and, with send_stdin, the
+    client's bytes to the container, watching for the detach keys. Returns why it ended:
+    "output" (the process closed its output), "detached", "client" (the client went away or,
+    on a TTY, ended its stdin)."""
+    from agent.executor.stdio import DetachScanner
+
+    async def copy_out() -> str:
+        async for stream, chunk in output:
+            if chunk:
+                await conn.write(encode_output(stream, chunk, tty))
+        return "output"
+
+    async def copy_in() -> str:
+        scanner = DetachScanner(detach_keys) if detach_keys else None
+        while True:
+            data = await conn.read()
+            if not data:
+                if close_stdin is not None:
+                    await close_stdin()
+                if conn.is_closed or tty:
+                    return "client"  # moby: on a TTY the end of stdin ends this attach
+                await conn.closed  # stdin closed, output goes on until the client goes
+                return "client"
+            if scanner is not None:
+                data, detached = scanner.feed(data)
+                if data:
+                    await send_stdin(data)
+                if detached:
+                    return "detached"
+            else:
+                await send_stdin(data)
+
+    tasks = {asyncio.ensure_future(copy_out())}
+    if send_stdin is not None:
+        tasks.add(asyncio.ensure_future(copy_in()))
+    closed = asyncio.ensure_future(asyncio.shield(conn.closed))
+    try:
+        done, _ = await asyncio.wait(tasks | {closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks | {closed}:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await task
+    for task in done:
+        if task is closed:
+            return "client"
+        if task.exception() is None:
+            return task.result()
+        if isinstance(task.exception(), ConnectionError):
+            return "client"
+        raise task.exception()  # type: ignore[misc]
+    return "client"

@@ -42,19 +42,25 @@ PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, 
 @click.option("--link", multiple=True, help="Add link to another container")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container")
 @click.option("-u", "--user", default="", help="Username or UID")
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
+@click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
+@click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
         label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], publish_all: bool,
         expose: tuple[str, ...], ip: str,
-        network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str, image: str,
+        network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str,
+        interactive: bool, tty: bool, detach_keys: str, log_opt: tuple[str, ...], image: str,
         command: tuple[str, ...]) -> None:
     """Create and run a new container from an image
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
     """
     runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
-                         publish_all, expose, ip, network_alias, link, workdir, user, image, command)
+                         publish_all, expose, ip, network_alias, link, workdir, user, image, command,
+                         interactive=interactive, tty=tty, detach_keys=detach_keys, log_opt=log_opt)
 
 
 @click.command(context_settings=CONTEXT)
@@ -75,10 +81,13 @@ def ps(show_all: bool, filters: tuple[str, ...], last: int, latest: bool, no_tru
 @click.option("-e", "--env", multiple=True, help="Set environment variables")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container")
 @click.option("-u", "--user", default="", help="Username or UID")
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
+@click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
 @click.argument("container", metavar="CONTAINER")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec_(detach: bool, env: tuple[str, ...], workdir: str, user: str, container: str,
-          command: tuple[str, ...]) -> None:
+def exec_(detach: bool, env: tuple[str, ...], workdir: str, user: str, interactive: bool, tty: bool,
+          detach_keys: str, container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container
 
     Usage: shoal exec [OPTIONS] CONTAINER COMMAND [ARG...]
@@ -86,22 +95,66 @@ def exec_(detach: bool, env: tuple[str, ...], workdir: str, user: str, container
     if container.startswith("-"):
         raise click.UsageError(f"unknown flag: {container}")
     c = client()
+    from shoal.cli.interactive import terminal_size
+
+    size = list(terminal_size() or (0, 0)) if tty else None
     created = c.post(f"/containers/{ref(container)}/exec", {
-        "User": user, "Privileged": False, "Tty": False, "AttachStdin": False,
-        "AttachStdout": not detach, "AttachStderr": not detach, "Detach": detach,
-        "Env": parse_env(env, os.environ), "WorkingDir": workdir, "Cmd": list(command)}) or {}
+        "User": user, "Privileged": False, "Tty": tty, "AttachStdin": interactive and not detach,
+        "AttachStdout": not detach, "AttachStderr": not detach, "Detach": detach, "DetachKeys": detach_keys,
+        "Env": parse_env(env, os.environ), "WorkingDir": workdir, "Cmd": list(command),
+        "ConsoleSize": size}) or {}
     exec_id = created["Id"]
     if detach:
-        c.post(f"/exec/{exec_id}/start", {"Detach": True, "Tty": False})
+        c.post(f"/exec/{exec_id}/start", {"Detach": True, "Tty": tty})
         return
-    response = c.send("POST", f"/exec/{exec_id}/start", body=json.dumps({"Detach": False, "Tty": False}).encode(),
-                      headers={"Content-Type": "application/json", "Connection": "Upgrade", "Upgrade": "tcp"})
-    # After 101 the body is the raw connection until the daemon closes it; a plain 200 is a
-    # streamed body. Either way, without a TTY the frames are multiplexed.
-    demultiplex(read_chunks(response), sys.stdout.buffer, sys.stderr.buffer, multiplexed=True)
-    c.close()  # an upgraded connection cannot carry another request
+    from shoal.cli.interactive import Detached, hijack, monitor_size, stream
+
+    response = hijack(c, f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty, "ConsoleSize": size})
+    if tty:
+        monitor_size(lambda h, w: c.post(f"/exec/{exec_id}/resize", query={"h": h, "w": w}))
+    try:
+        stream(response, tty, interactive, detach_keys)
+    except Detached:
+        return
     code = _exec_exit_code(c, exec_id)
     if code:
+        raise Failed(code)
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
+@click.option("--no-stdin", is_flag=True, help="Do not attach STDIN")
+@click.option("--sig-proxy", is_flag=True, default=True, help="Proxy all received signals to the process")
+@click.argument("container", metavar="CONTAINER")
+def attach(detach_keys: str, no_stdin: bool, sig_proxy: bool, container: str) -> None:
+    """Attach local standard input, output, and error streams to a running container"""
+    from shoal.cli.interactive import Detached, hijack, monitor_size, stream
+
+    c = client()
+    info = c.get(f"/containers/{ref(container)}/json") or {}
+    if not (info.get("State") or {}).get("Running"):
+        err("You cannot attach to a stopped container, start it first")
+        raise Failed(1)
+    cid, config = info["Id"], info.get("Config") or {}
+    tty, stdin = bool(config.get("Tty")), not no_stdin and bool(config.get("OpenStdin"))
+    response = hijack(c, f"/containers/{cid}/attach", {"stream": True, "stdin": stdin or None, "stdout": True,
+                                                      "stderr": True, "detachKeys": detach_keys or None})
+    if tty:
+        monitor_size(lambda h, w: c.post(f"/containers/{cid}/resize", query={"h": h + 1, "w": w + 1}))
+        size = None
+        from shoal.cli.interactive import terminal_size
+
+        size = terminal_size()
+        if size:  # as docker: one size off and back, so the shell redraws its prompt
+            c.post(f"/containers/{cid}/resize", query={"h": size[0], "w": size[1]})
+    try:
+        stream(response, tty, stdin, detach_keys)
+    except Detached:
+        err("read escape sequence")
+        raise Failed(1) from None
+    answer = c.get(f"/containers/{cid}/json") or {}
+    code = int((answer.get("State") or {}).get("ExitCode") or 0)
+    if code and not (answer.get("State") or {}).get("Running"):
         raise Failed(code)
 
 
@@ -122,11 +175,18 @@ def _exec_exit_code(c: Client, exec_id: str, deadline_s: float = 10.0) -> int:
 @click.option("-t", "--timestamps", is_flag=True, help="Show timestamps")
 @click.option("-n", "--tail", default="all", help='Number of lines to show from the end of the logs (default "all")')
 @click.option("--since", default="", help="Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)")
+@click.option("--until", default="", help="Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m)")
 @click.argument("container", metavar="CONTAINER")
-def logs(follow: bool, timestamps: bool, tail: str, since: str, container: str) -> None:
+def logs(follow: bool, timestamps: bool, tail: str, since: str, until: str, container: str) -> None:
     """Fetch the logs of a container"""
+    from shoal.cli.format import api_time
+
+    try:
+        since_q, until_q = api_time(since, "since") if since else None, api_time(until, "until") if until else None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     query: dict[str, Any] = {"stdout": True, "stderr": True, "follow": follow or None,
-                             "timestamps": timestamps or None, "tail": tail, "since": since or None}
+                             "timestamps": timestamps or None, "tail": tail, "since": since_q, "until": until_q}
     runner.copy_logs(client(), ref(container), query)
 
 
@@ -196,6 +256,7 @@ def container() -> None:
 
 
 for _cmd, _names in ((run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
+                     (attach, ["attach"]),
                      (rm, ["rm", "remove"]), (stop, ["stop"]), (kill, ["kill"]), (start, ["start"]),
                      (inspect, ["inspect"])):
     for _name in _names:

@@ -96,8 +96,11 @@ FLAGS_RUN = {"-d": ("detach", False), "--detach": ("detach", False), "--rm": ("r
              "-p": ("publish", True), "--publish": ("publish", True), "-P": ("publish_all", False),
              "--publish-all": ("publish_all", False), "--expose": ("expose", True), "--ip": ("ip", True),
              "--network-alias": ("network_alias", True), "--link": ("link", True), "-w": ("workdir", True),
-             "--workdir": ("workdir", True), "-u": ("user", True), "--user": ("user", True)}
-SINGLE_VALUED = ("name", "network", "hostname", "ip", "workdir", "user")
+             "--workdir": ("workdir", True), "-u": ("user", True), "--user": ("user", True),
+             "-i": ("interactive", False), "--interactive": ("interactive", False), "-t": ("tty", False),
+             "--tty": ("tty", False),
+             "--detach-keys": ("detach_keys", True), "--log-opt": ("log_opt", True)}
+SINGLE_VALUED = ("name", "network", "hostname", "ip", "workdir", "user", "detach_keys")
 
 
 def _run(c: Client, p: dict[str, Any]) -> None:
@@ -106,7 +109,9 @@ def _run(c: Client, p: dict[str, Any]) -> None:
     single = {k: (p[k][-1] if p[k] else "") for k in SINGLE_VALUED}
     run_container(c, p["detach"], p["remove"], single["name"], single["network"], single["hostname"], p["env"],
                   p["label"], None, p["publish"], p["publish_all"], p["expose"], single["ip"], p["network_alias"],
-                  p["link"], single["workdir"], single["user"], p["positional"][0], p["positional"][1:])
+                  p["link"], single["workdir"], single["user"], p["positional"][0], p["positional"][1:],
+                  interactive=p["interactive"], tty=p["tty"], detach_keys=single["detach_keys"],
+                  log_opt=p["log_opt"])
 
 
 POSITIONAL: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {

@@ -436,3 +436,35 @@ def image_rows(images: Iterable[Mapping[str, Any]], now: float, trunc: bool = Tr
             repo, name = split_repo_tag(tag)
             rows.append([repo, name, shown_id, created, size])
     return rows
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def api_time(value: str, name: str, now: float | None = None) -> str:
+    """--since/--until as the docker CLI sends them (seconds.nanoseconds): a Go duration
+    ("42m", "1h30m": that long ago), RFC3339 / "2006-01-02[T15:04[:05]]" (UTC unless an offset),
+    or a unix timestamp. ValueError naming the value otherwise."""
+    import re
+    import time as _time
+    from datetime import datetime, timezone
+
+    text = value.strip()
+    if re.fullmatch(r"-?\d+(\.\d{1,9})?", text):
+        return text
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if parts and "".join(n + u for n, u in parts) == text:
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+        moment = (_time.time() if now is None else now) - seconds
+        return f"{moment:.9f}"
+    iso = text.replace("Z", "+00:00")
+    match = re.fullmatch(r"(.*?)(\.\d{1,9})?([+-]\d\d:\d\d)?", iso)
+    base, frac, zone = match.group(1), match.group(2) or "", match.group(3) or "+00:00"  # type: ignore[union-attr]
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            parsed = datetime.strptime(base, fmt)
+        except ValueError:
+            continue
+        stamp = int(datetime.fromisoformat(parsed.isoformat() + zone).timestamp())
+        return f"{stamp}.{(frac[1:] + '000000000')[:9]}"
+    raise ValueError(f'invalid value for "{name}": {value!r}: use a duration (42m), RFC3339 or a unix timestamp')

@@ -23,7 +23,8 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
                 hostname: str = "", entrypoint: str | None = None, network: str = "",
                 publish: Sequence[str] = (), expose: Sequence[str] = (), ip: str = "",
                 aliases: Sequence[str] = (), links: Sequence[str] = (), workdir: str = "", user: str = "",
-                auto_remove: bool = False, attach: bool = False, publish_all: bool = False) -> dict[str, Any]:
+                auto_remove: bool = False, attach: bool = False, publish_all: bool = False,
+                tty: bool = False, interactive: bool = False, log_opts: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The POST /containers/create body the docker CLI would send for these `run` flags."""
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -50,12 +51,14 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
         entry = [entrypoint]  # an explicit empty --entrypoint resets the image's, as [""]
     return {
         "Hostname": hostname, "Domainname": "", "User": user,
-        "AttachStdin": False, "AttachStdout": attach, "AttachStderr": attach,
-        "ExposedPorts": exposed, "Tty": False, "OpenStdin": False, "StdinOnce": False,
+        "AttachStdin": attach and interactive, "AttachStdout": attach, "AttachStderr": attach,
+        "ExposedPorts": exposed, "Tty": tty, "OpenStdin": interactive, "StdinOnce": attach and interactive,
         "Env": list(env), "Cmd": list(command) or None, "Image": image, "WorkingDir": workdir,
         "Entrypoint": entry, "Labels": dict(labels or {}),
         "HostConfig": {"NetworkMode": network or "bridge", "PortBindings": bindings, "AutoRemove": auto_remove,
-                       "Links": list(links) or None, "PublishAllPorts": publish_all},
+                       "Links": list(links) or None, "PublishAllPorts": publish_all,
+                       "LogConfig": {"Type": "json-file", "Config": dict(log_opts or {})},
+                       "ConsoleSize": [0, 0]},
         "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
 
@@ -68,7 +71,9 @@ def _run_failed(message: str) -> Failed:
 def run_container(c: Client, detach: bool, remove: bool, name: str, network: str, hostname: str,
                   env: Sequence[str], label: Sequence[str], entrypoint: str | None, publish: Sequence[str],
                   publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
-                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str]) -> None:
+                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
+                  interactive: bool = False, tty: bool = False, detach_keys: str = "",
+                  log_opt: Sequence[str] = ()) -> None:
     if image.startswith("-"):
         err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
         raise Failed(125)
@@ -78,7 +83,12 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
         body = create_body(image, command, env=environment, labels=parse_kv(label),
                            hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
                            expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
-                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all)
+                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all,
+                           tty=tty, interactive=interactive, log_opts=parse_kv(log_opt))
+        if tty and not detach:
+            from shoal.cli.interactive import terminal_size
+
+            body["HostConfig"]["ConsoleSize"] = list(terminal_size() or (0, 0))
     except (UsageError, ValueError) as exc:
         err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
         raise Failed(125) from None
@@ -89,6 +99,9 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
             err(f"WARNING: {warning}")
     except DaemonError as exc:
         raise _run_failed(exc.message) from None
+    if not detach and (interactive or tty):
+        _run_attached(c, cid, remove, interactive, tty, detach_keys)
+        return
     try:
         c.post(f"/containers/{cid}/start")
     except DaemonError as exc:
@@ -101,6 +114,36 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
     try:
         code = _wait(c, cid)
         copy_logs(c, cid, {"stdout": True, "stderr": True})
+    except DaemonError as exc:
+        raise _run_failed(exc.message) from None
+    finally:
+        if remove:
+            _remove_quietly(c, cid)
+    if code:
+        raise Failed(code)
+
+
+def _run_attached(c: Client, cid: str, remove: bool, interactive: bool, tty: bool, detach_keys: str) -> None:
+    """`run -i`/`-t`: attach before the start (nothing is missed), stream, then the exit code."""
+    from shoal.cli.interactive import Detached, hijack, monitor_size, stream
+
+    query = {"stream": True, "stdin": interactive or None, "stdout": True, "stderr": True,
+             "detachKeys": detach_keys or None}
+    try:
+        response = hijack(c, f"/containers/{cid}/attach", query)
+        c.post(f"/containers/{cid}/start")
+    except DaemonError as exc:
+        if remove:
+            _remove_quietly(c, cid)
+        raise _run_failed(exc.message) from None
+    if tty:
+        monitor_size(lambda h, w: c.post(f"/containers/{cid}/resize", query={"h": h, "w": w}))
+    try:
+        stream(response, tty, interactive, detach_keys)
+    except Detached:
+        return  # the container keeps running
+    try:
+        code = _wait(c, cid)
     except DaemonError as exc:
         raise _run_failed(exc.message) from None
     finally:

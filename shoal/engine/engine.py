@@ -35,6 +35,8 @@ from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
 from shoal.engine import container_mounts, publish, reconcile
+from agent.executor import logfile
+from shoal.engine.stdio import stdio_options
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     confinement_of,
@@ -120,6 +122,7 @@ class Engine:
         self._watchers: dict[str, asyncio.Task] = {}
         self._readers: dict[str, int] = {}  # attached clients streaming a container's output
         self._readers_gone: dict[str, asyncio.Event] = {}
+        self._background: set[asyncio.Task] = set()  # execs whose client detached
         # pyroute2's synchronous API runs its own event loop, so it cannot run on ours:
         # all netlink and namespace work goes through this one thread, in order.
         self._kernel_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
@@ -170,6 +173,7 @@ class Engine:
             log.info("removing orphan container %s (runc state or bundle without a record)", cid)
             try:
                 await self.runtime.remove(cid)
+                self.runtime.remove_logs(cid)
             except (RuncError, OSError) as exc:
                 log.error("cannot remove orphan container %s: %s", cid, exc)
         for cid in todo.remove_etc_dirs:
@@ -249,6 +253,7 @@ class Engine:
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
         await self.firewall_watch.stop()
+        self.runtime.close()
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
@@ -594,7 +599,8 @@ class Engine:
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
                 self._exited[container.id] = asyncio.Event()
-            pid = await self.runtime.start(container.id)
+            pid = await self.runtime.start(
+                container.id, stdio_options(container.create_config, container.host_config, container.tty))
         except Exception as exc:
             await self._undo_start(container, bundle_replaced)
             message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
@@ -763,6 +769,7 @@ class Engine:
             await self._kernel(self.sandboxes.teardown, container)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
+        self.runtime.remove_logs(container.id)
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
         shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
@@ -788,38 +795,18 @@ class Engine:
         return container.exit_code
 
     async def container_logs(
-        self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False
+        self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False,
+        since_ns: int = 0, until_ns: int = 0, timestamps: bool = False,
     ) -> AsyncIterator[tuple[int, bytes]]:
+        """The json-file log (agent.executor.logfile) as `docker logs` shows it."""
         container = self.get_container(ref)
-        paths = self.runtime.log_paths(container.id)
-        wanted = [(1, paths[0])] if stdout else []
-        if stderr:
-            wanted.append((2, paths[1]))
         while follow and container.state == "created" and container.id in self.containers:
             await asyncio.sleep(LOG_POLL_SECONDS)  # attach before start: wait for the output to begin
-        offsets: dict[int, int] = {}
-        lines_wanted = None if tail in ("", "all") else parse_tail(tail)
-        for stream, path in wanted:
-            data = path.read_bytes() if path.exists() else b""
-            offsets[stream] = len(data)
-            if lines_wanted is not None:
-                data = b"".join(data.splitlines(keepends=True)[-lines_wanted:]) if lines_wanted else b""
-            if data:
-                yield stream, data
-        while follow:
-            running = container.state == "running" and container.id in self.containers
-            for stream, path in wanted:
-                if not path.exists():
-                    continue
-                with path.open("rb") as handle:
-                    handle.seek(offsets[stream])
-                    chunk = handle.read()
-                if chunk:
-                    offsets[stream] += len(chunk)
-                    yield stream, chunk
-            if not running:
-                break
-            await asyncio.sleep(LOG_POLL_SECONDS)
+        query = logfile.Query(stdout, stderr, None if tail in ("", "all") else parse_tail(tail),
+                              since_ns, until_ns, timestamps)
+        running = lambda: container.state == "running" and container.id in self.containers  # noqa: E731
+        async for item in logfile.read_log(self.runtime.log_path(container.id), query, follow, running):
+            yield item
 
     # ---- exec -----------------------------------------------------------------------
     async def create_exec(self, container_ref: str, request: ExecCreate) -> ExecRecord:
@@ -839,6 +826,10 @@ class Engine:
             user=request.user,
             attach_stdout=request.attach_stdout,
             attach_stderr=request.attach_stderr,
+            tty=request.tty,
+            attach_stdin=request.attach_stdin,
+            detach_keys=request.detach_keys,
+            console_size=request.console_size,
         )
         self.execs[record.id] = record
         return record
@@ -849,7 +840,10 @@ class Engine:
             raise NotFound(f"No such exec instance: {exec_id}")
         return record
 
-    async def run_exec(self, exec_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    async def run_exec(self, exec_id: str, console_size: tuple[int, int] | None = None,
+                       started: Callable[[Any], None] | None = None) -> AsyncIterator[tuple[int, bytes]]:
+        """Runs the exec; yields its output. started(run) gets the runtime's ExecRun (stdin,
+        resize) once the process runs."""
         record = self.get_exec(exec_id)
         if record.running or record.exit_code is not None:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
@@ -863,12 +857,18 @@ class Engine:
             cwd=record.working_dir or container.working_dir or "/",
             uid=uid,
             gid=gid,
+            tty=record.tty,
             confinement=confinement_of(container),
         )
         record.running = True
+        run = None
         try:
-            run = await self.runtime.exec(container.id, process)
+            run = await self.runtime.exec(container.id, process, stdin=record.attach_stdin,
+                                          console_size=console_size or record.console_size)
             record.pid = run.pid
+            record.run = run
+            if started is not None:
+                started(run)
             async for stream, chunk in run.output():
                 if (stream == 1 and record.attach_stdout) or (stream == 2 and record.attach_stderr):
                     yield stream, chunk
@@ -877,7 +877,23 @@ class Engine:
             record.exit_code = 126
             yield 2, (exc.message + "\n").encode()
         finally:
+            if run is not None and run.exit_code is None and record.exit_code is None:
+                # The client went away or detached: the process runs on, its output discarded.
+                task = asyncio.get_running_loop().create_task(self._exec_detached(record, run))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                record.running = False
+                record.run = None
+                if record.exit_code is None:
+                    record.exit_code = 137
+
+    async def _exec_detached(self, record: ExecRecord, run: Any) -> None:
+        try:
+            record.exit_code = await run.drain()
+        finally:
             record.running = False
+            record.run = None
             if record.exit_code is None:
                 record.exit_code = 137
 

@@ -72,6 +72,11 @@ class ExecRecord:
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
+    tty: bool = False
+    attach_stdin: bool = False
+    detach_keys: str = ""
+    console_size: tuple[int, int] | None = None
+    run: Any = None  # the agent.executor.runtime.ExecRun while it runs (execs are not persisted)
 
 
 CONTAINER_STATES = ("created", "running", "exited", "dead", "removing")

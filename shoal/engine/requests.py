@@ -68,3 +68,6 @@ class ExecCreate:
     attach_stdout: bool = True
     attach_stderr: bool = True
     tty: bool = False
+    attach_stdin: bool = False
+    detach_keys: str = ""
+    console_size: tuple[int, int] | None = None

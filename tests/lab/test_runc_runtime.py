@@ -3,7 +3,9 @@ Needs root; every container, mount, namespace and process made here is removed b
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent.executor.runtime import ExecRun, RuncError, RuncRuntime
+from agent.executor.stdio import ShimConnection, StdioOptions
 from agent.executor.spec import Mount, ProcessSpec
 
 pytestmark = pytest.mark.lab
@@ -197,17 +200,20 @@ def test_stop_of_a_process_that_handles_sigterm_returns_its_own_code(
     assert run(body()) == 143
 
 
-def test_stdout_and_stderr_go_to_their_log_files(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
+def test_stdout_and_stderr_go_to_the_json_log_in_write_order(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
     cid = f"{prefix}-logs"
 
     async def body() -> int:
-        await start(rt, cid, image, ["sh", "-c", "echo to-out; echo to-err >&2"], netns)
+        await start(rt, cid, image, ["sh", "-c", "echo to-out; sleep 0.1; echo to-err >&2; sleep 0.1; echo again"], netns)
         return await rt.wait(cid)
 
     assert run(body()) == 0
-    stdout_log, stderr_log = rt.log_paths(cid)
-    assert stdout_log.read_bytes() == b"to-out\n"
-    assert stderr_log.read_bytes() == b"to-err\n"
+    entries = [json.loads(line) for line in rt.log_path(cid).read_text().splitlines()]
+    assert [(e["log"], e["stream"]) for e in entries] == [
+        ("to-out\n", "stdout"), ("to-err\n", "stderr"), ("again\n", "stdout")]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", e["time"]) for e in entries)
 
 
 def test_exec_returns_output_and_exit_code(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
@@ -466,3 +472,63 @@ def test_prepare_falls_back_to_a_copy_when_overlay_fails(
     assert not (awkward / "tmp" / "f").exists()
     run(rt.remove(cid))
     assert rt.list_ids() == []
+
+
+async def _collect_until(conn, marker: bytes, timeout: float = 10.0) -> bytes:
+    got = b""
+
+    async def read() -> None:
+        nonlocal got
+        async for _, chunk in conn.output():
+            got += chunk
+            if marker in got:
+                return
+
+    await asyncio.wait_for(read(), timeout)
+    return got
+
+
+def test_tty_container_gets_a_pty_through_the_console_socket(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-tty"
+
+    async def body() -> tuple[bytes, bytes, int, int | None]:
+        await rt.prepare(cid, image, ProcessSpec(["sh"], ENV, tty=True), cid[:12], netns, [])
+        await rt.start(cid, StdioOptions(tty=True, open_stdin=True, console_size=(31, 97)))
+        conn = await ShimConnection.open(rt.bundle_dir(cid), stdin=True, stdout=True, stderr=True)
+        await conn.send_stdin(b"tty; stty size\n")
+        first = await _collect_until(conn, b"31 97")
+        await conn.resize(44, 132)
+        await conn.send_stdin(b"stty size; exit 5\n")
+        second = await _collect_until(conn, b"44 132")
+        async for _ in conn.output():
+            pass  # until the shim closes: after the EXIT frame
+        await conn.close()
+        return first, second, await rt.wait(cid), conn.exit_code
+
+    first, second, code, reported = run(body())
+    assert b"/dev/pts/0\r\n31 97\r\n" in first
+    assert b"44 132\r\n" in second
+    assert (code, reported) == (5, 5)
+    assert "44 132\\r\\n" in rt.log_path(cid).read_text()
+
+
+def test_stdin_once_closes_the_containers_stdin_when_the_client_ends_it(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-once"
+
+    async def body() -> tuple[bytes, int]:
+        await rt.prepare(cid, image, ProcessSpec(["sh", "-c", "tr a-z A-Z"], ENV), cid[:12], netns, [])
+        rt.attach_waiting[cid] = 1  # an attach announced before the start: output is held for it
+        await rt.start(cid, StdioOptions(open_stdin=True, stdin_once=True))
+        del rt.attach_waiting[cid]
+        conn = await ShimConnection.open(rt.bundle_dir(cid), stdin=True, stdout=True, stderr=True)
+        await conn.send_stdin(b"quiet words\n")
+        await conn.close_stdin()
+        out = b"".join([chunk async for _, chunk in conn.output()])
+        await conn.close()
+        return out, await rt.wait(cid)
+
+    assert run(body()) == (b"QUIET WORDS\n", 0)

@@ -476,3 +476,26 @@ def test_client_reuses_connection_and_raises_daemon_error(tmp_path) -> None:  # 
     assert requests == [b"GET /v1.50/networks?filters=" + json.dumps({"name": {"x": True}}, separators=(",", ":"))
                         .replace('"', "%22").replace("{", "%7B").replace("}", "%7D").replace(":", "%3A").encode()
                         + b" HTTP/1.1", b"GET /v1.50/networks/x HTTP/1.1"]
+
+
+def test_fast_path_run_reads_interactive_tty_and_log_opts() -> None:
+    _, _, params = fast.parse_fast(["run", "-i", "-t", "--detach-keys", "ctrl-x,x", "--log-opt", "max-size=1k",
+                                    "busybox", "sh"])
+    assert (params["interactive"], params["tty"], params["detach_keys"], params["log_opt"]) == (
+        True, True, ["ctrl-x,x"], ["max-size=1k"])
+
+
+def test_api_time_reads_durations_rfc3339_and_unix_times() -> None:
+    from shoal.cli.format import api_time
+
+    assert api_time("90s", "since", now=1000.0) == "910.000000000"
+    assert api_time("2023-11-14T22:13:20.5Z", "since") == "1700000000.500000000"
+    assert api_time("2023-11-14T23:13:20+01:00", "since") == "1700000000.000000000"
+    assert api_time("1700000000", "since") == "1700000000"
+
+
+def test_api_time_names_a_bad_value() -> None:
+    from shoal.cli.format import api_time
+
+    with pytest.raises(ValueError, match="invalid value for \"until\": 'soon'"):
+        api_time("soon", "until")

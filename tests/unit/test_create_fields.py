@@ -73,7 +73,6 @@ def _refused(host_config: dict | None = None, **config) -> str:
         ("Dns", ["192.0.2.1"]),  # resolver settings
         ("ExtraHosts", ["h:192.0.2.1"]),
         ("Init", True),
-        ("LogConfig", {"Type": "syslog", "Config": {}}),
         ("ShmSize", 1048576),
         ("Sysctls", {"net.ipv4.ip_forward": "1"}),
     ],
@@ -126,3 +125,23 @@ def test_applied_confinement_fields_are_accepted() -> None:
                                             "SecurityOpt": ["no-new-privileges", "seccomp=unconfined"]}}
     )  # fmt: skip
     assert request.raw_host_config["CapAdd"] == ["NET_ADMIN"]
+
+
+def test_a_logging_driver_other_than_json_file_is_refused_by_name() -> None:
+    assert _refused({"LogConfig": {"Type": "syslog", "Config": {}}}) == (
+        "shoal supports only the json-file logging driver (got 'syslog')")
+
+
+def test_json_file_max_size_and_max_file_are_accepted() -> None:
+    body = {"Image": "busybox", "HostConfig": {"LogConfig": {"Type": "json-file",
+                                                             "Config": {"max-size": "10k", "max-file": "3"}}}}
+    assert params.parse_container_create(body).image == "busybox"
+
+
+def test_a_bad_max_size_is_refused_naming_the_value() -> None:
+    assert _refused({"LogConfig": {"Type": "json-file", "Config": {"max-size": "ten"}}}) == "invalid size: 'ten'"
+
+
+def test_an_unknown_log_opt_is_refused_naming_it() -> None:
+    assert _refused({"LogConfig": {"Type": "json-file", "Config": {"labels-regex": "x"}}}) == (
+        "unknown log opt 'labels-regex' for json-file log driver")

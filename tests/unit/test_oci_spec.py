@@ -90,7 +90,7 @@ def test_process_section_matches_the_inputs() -> None:
     assert spec["process"]["env"] == ["PATH=/bin", "A=b"]
     assert spec["process"]["cwd"] == "/tmp"
     assert spec["process"]["user"] == {"uid": 1000, "gid": 100}
-    assert spec["process"]["terminal"] is False
+    assert spec["process"]["terminal"] is False  # no TTY asked
     assert spec["process"]["noNewPrivileges"] is False
     assert spec["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}]
 
