@@ -90,6 +90,8 @@ def version_json(engine: Any) -> dict[str, Any]:
 
 
 def info_json(engine: Any) -> dict[str, Any]:
+    from shoal.api.routes_swarm import info_section as swarm_info
+
     containers = engine.list_containers(True, {})
     running = sum(1 for c in containers if c.state == "running")
     images = engine.images.list()
@@ -140,14 +142,7 @@ def info_json(engine: Any) -> dict[str, Any]:
         "ServerVersion": engine.version,
         "Runtimes": {"runc": {"path": "runc"}},
         "DefaultRuntime": "runc",
-        "Swarm": {
-            "NodeID": "",
-            "NodeAddr": "",
-            "LocalNodeState": "inactive",
-            "ControlAvailable": False,
-            "Error": "",
-            "RemoteManagers": None,
-        },
+        "Swarm": swarm_info(engine),
         "LiveRestoreEnabled": False,
         "Isolation": "",
         "InitBinary": "",
