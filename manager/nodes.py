@@ -261,8 +261,6 @@ class NodeOps:
         if node.role == Role.MANAGER and node.manager_status.raft_id in self._voters():
             raise InvalidParameter(
                 f"node {node.id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal")
-        if node.role == Role.MANAGER and not force:
-            raise InvalidParameter(f"node {node.id} is a cluster manager. It must be demoted to worker before removal")
         if not force and node.status.state == State.READY:
             raise InvalidParameter(f"node {node.id} is not down and can't be removed")
         await self._propose(lambda t: t.remove("node", node.id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from typing import Any
 
@@ -13,7 +14,14 @@ log = logging.getLogger(__name__)
 
 def node_hostname(engine: Any) -> str:
     """The daemon's node name (the lab sets one per host) or the host's name, as Description.Hostname."""
-    return getattr(engine, "node_name", None) or os.environ.get("SHOAL_NODE_NAME") or socket.gethostname()
+    name = getattr(engine, "node_name", None) or os.environ.get("SHOAL_NODE_NAME")
+    if name:
+        return name
+    # a lab host shares the machine's UTS namespace: until the lab gives each daemon a --node-name, the
+    # host's name is in its namespace prefix (shoal-<lab>-<host>-)
+    prefix = getattr(getattr(engine, "options", None), "netns_prefix", "") or ""
+    m = re.match(r"^shoal-.+-(h\d+)-$", prefix)
+    return m.group(1) if m else socket.gethostname()
 
 
 async def on_joined(engine: Any) -> None:
