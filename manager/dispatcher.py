@@ -112,7 +112,10 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         who = await self.auth.check(context, managers_only=False)
         if not self.running:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_LEADER)
-        node = await self.ops.set_status(who.node_id, State.READY, peer_ip(context), request.description)
+        try:
+            node = await self.ops.set_status(who.node_id, State.READY, peer_ip(context), request.description)
+        except Exception as e:  # no quorum, lost leadership: the agent tries again (maybe elsewhere)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not register node {who.node_id}: {e}")
         if node is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"node {who.node_id} not found")
         old = self.sessions.get(who.node_id)

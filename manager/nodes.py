@@ -207,7 +207,13 @@ class NodeOps:
             t.update("node", upd)
             return upd
 
-        return await self._propose(tx)
+        for attempt in range(5):  # another write to the node between prepare and apply: read it again
+            try:
+                return await self._propose(tx)
+            except StoreError as e:
+                if "out of sequence" not in e.message or attempt == 4:
+                    raise
+        return None
 
     # ---------------------------------------------------------------- updates (docker node update/promote/demote)
     async def update_node(self, ref: str, version: int, spec: pb.NodeSpec) -> pb.Node:
@@ -243,6 +249,13 @@ class NodeOps:
             raise InvalidParameter("attempting to demote the last manager of the swarm")
         if not self.raft.is_leader:
             raise NotLeaderHere()
+        # swarmkit's CanRemoveMember: the managers left must still reach a quorum among those that are up
+        # (raft's own check only knows who answered within an election timeout)
+        target = node.manager_status.raft_id
+        rest = [n for n in managers if n.manager_status.raft_id in self._voters() and n.manager_status.raft_id != target]
+        up = [n for n in rest if n.manager_status.raft_id == self.raft.id or self.reachable(n.id)]
+        if len(up) < len(rest) // 2 + 1:
+            raise InvalidParameter(str(QuorumLossError()))
 
     async def _remove_member(self, raft_id: int) -> None:
         if raft_id not in self._voters():

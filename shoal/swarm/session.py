@@ -46,6 +46,7 @@ class AgentSession:
         self.manager_addr = ""
         self.heartbeats = 0
         self._task: asyncio.Task[None] | None = None
+        self._beat_failed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="agent-session")
@@ -83,6 +84,7 @@ class AgentSession:
             stub = swarm_pb2_grpc.DispatcherStub(ch)
             call = stub.Session(swarm_pb2.SessionRequest(description=self.description))
             beat: asyncio.Task[None] | None = None
+            self._beat_failed = False
             try:
                 async for msg in call:
                     if beat is None:
@@ -97,6 +99,13 @@ class AgentSession:
                             await r
                     except Exception:
                         log.exception("agent: handling a session message failed")
+            except asyncio.CancelledError:
+                # the heartbeat cancelled the call (grpc.aio then raises CancelledError here): a failed
+                # session, not a stop of this task
+                task = asyncio.current_task()
+                if self._beat_failed and task is not None and not task.cancelling():
+                    raise ConnectionError("heartbeat failed") from None
+                raise
             finally:
                 call.cancel()
                 if beat is not None:
@@ -115,5 +124,12 @@ class AgentSession:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the manager is gone or forgot us: end the session, reconnect
-            log.info("agent: heartbeat failed: %s", e)
+            log.info("agent: heartbeat failed: %s", _short(e))
+            self._beat_failed = True
             call.cancel()
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, grpc.aio.AioRpcError):
+        return f"{e.code().name}: {e.details()}"
+    return f"{type(e).__name__}: {e}"
