@@ -18,7 +18,7 @@ ROOT_CN = "swarm-ca"
 TLS_SERVER_NAME = "shoal-manager"  # manager.transport.TLS_SERVER_NAME: every node cert carries it
 DEFAULT_NODE_CERT_EXPIRY = datetime.timedelta(days=90)
 ROOT_EXPIRY = datetime.timedelta(days=20 * 365)  # swarmkit's RootCAExpiration
-BACKDATE = datetime.timedelta(minutes=5)  # clock skew between nodes (swarmkit backdates too)
+BACKDATE = datetime.timedelta(minutes=5)  # clock skew between nodes (swarmkit backdates too); at most 10% of a lifetime
 
 
 class CertificateError(ValueError):
@@ -104,6 +104,7 @@ def sign_csr(root: RootCA, csr_pem: bytes, node_id: str, role_ou: str, cluster_i
     if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
         raise CertificateError("invalid certificate signing request: the key must be ECDSA P-256")
     now = now or _now()
+    backdate = min(BACKDATE, expiry / 10)  # a short test expiry must not be mostly backdating
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_id),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role_ou),
@@ -113,7 +114,7 @@ def sign_csr(root: RootCA, csr_pem: bytes, node_id: str, role_ou: str, cluster_i
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(root.cert().subject).public_key(pub)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(now + expiry)
+        .not_valid_before(now - backdate).not_valid_after(now + expiry)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
                                               x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
