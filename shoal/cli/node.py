@@ -95,7 +95,7 @@ def pretty(n: dict) -> str:
     if labels:
         lines.append("Labels:")
         lines += [f" - {k}={v}" for k, v in sorted(labels.items())]
-    lines += [f"Hostname:              \t{d.get('Hostname', '')}", f"Joined at:             \t{n.get('CreatedAt', '')}",
+    lines += [f"Hostname:              \t{d.get('Hostname', '')}", f"Joined at:             \t{_go_time(n.get('CreatedAt', ''))}",
               "Status:", f" State:\t\t\t{_title(st.get('State', ''))}",
               f" Availability:         \t{_title((n.get('Spec') or {}).get('Availability', ''))}",
               f" Address:\t\t{st.get('Addr', '')}"]
@@ -121,6 +121,11 @@ def pretty(n: dict) -> str:
         lines += ["TLS Info:", f" TrustRoot:\n{tls.get('TrustRoot', '')}", f" Issuer Subject:\t{tls.get('CertIssuerSubject', '')}",
                   f" Issuer Public Key:\t{tls.get('CertIssuerPublicKey', '')}"]
     return "\n".join(lines) + "\n"
+
+
+def _go_time(iso: str) -> str:
+    """RFC 3339 as docker's pretty output prints a time: 2026-12-01 19:27:40.430291712 +0000 utc."""
+    return iso.replace("T", " ").rstrip("Z") + " +0000 utc" if iso.endswith("Z") else iso
 
 
 def _mem(n: int) -> str:

@@ -65,7 +65,7 @@ def init(advertise_addr: str, listen_addr: str, data_path_addr: str, force_new_c
     if addr:
         token = c.get("/swarm")["JoinTokens"]["Worker"]
         out(f"To add a worker to this swarm, run the following command:\n\n    shoal swarm join --token {token} {addr}\n\n"
-            "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n")
+            "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n")
 
 
 @swarm.command(context_settings=CONTEXT)
