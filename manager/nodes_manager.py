@@ -74,6 +74,12 @@ class SwarmManagerConfig:
     members: dict[int, tuple[str, str]] = field(default_factory=dict)  # raft id -> (node id, addr) from the join
     tick_s: float = 0.1
     election_tick: int = 10
+    force_new_cluster: bool = False  # recover from this member's data as a one-member cluster
+
+
+def force_new_cluster_supported() -> bool:
+    """ManagerConfig.force_new_cluster (raftshell's manager/raft/forcenew.py) is there to use."""
+    return "force_new_cluster" in ManagerConfig.__dataclass_fields__
 
 
 class SwarmManager:
@@ -82,7 +88,8 @@ class SwarmManager:
         peers = {rid: addr for rid, (_nid, addr) in cfg.members.items()}
         peers[cfg.raft_id] = cfg.advertise
         mcfg = ManagerConfig(node_id=cfg.raft_id, listen=cfg.listen, peers=peers, data_dir=cfg.data_dir,
-                             join=not cfg.founding, tls=cfg.tls, tick_s=cfg.tick_s, election_tick=cfg.election_tick)
+                             join=not cfg.founding, tls=cfg.tls, tick_s=cfg.tick_s, election_tick=cfg.election_tick,
+                             **({"force_new_cluster": True} if cfg.force_new_cluster else {}))
         self.node = ManagerNode(mcfg)
         self.raft = self.node.raft
         self.ops = NodeOps(self.raft)
@@ -137,7 +144,7 @@ class SwarmManager:
     async def start(self) -> None:
         self.node.server.add_secure_port(bootstrap_addr(self.cfg.listen), self.cfg.tls.server_credentials(require_client_auth=False))
         await self.node.start()
-        if self.cfg.founding and not self.cfg.members:
+        if (self.cfg.founding and not self.cfg.members) or self.cfg.force_new_cluster:
             # a new one-member cluster: no one to wait for, elect now instead of after an election timeout
             self.raft._call(lambda: self.raft.node.campaign())  # type: ignore[union-attr]
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import grpc
 
-from common.errdefs import InvalidParameter, ShoalError, SystemError_, Unavailable
+from common.errdefs import InvalidParameter, NotImplemented_, ShoalError, SystemError_, Unavailable
 from manager.ca import certs, tokens
 from manager.controlapi import new_id
 from manager.nodes import NodeOps, new_raft_id
-from manager.nodes_manager import ReloadingTLS, SwarmManager, SwarmManagerConfig, bootstrap_addr
+from manager.nodes_manager import ReloadingTLS, SwarmManager, SwarmManagerConfig, bootstrap_addr, force_new_cluster_supported
 from manager.nodes_service import error_from_rpc, open_secure
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
@@ -190,10 +190,10 @@ class SwarmNode:
     async def init(self, req: InitRequest) -> str:
         async with self._lock:
             if self.state is not None:
+                if req.force_new_cluster and self.state.role == "manager":
+                    return await self._force_new_cluster()
                 raise Unavailable(ALREADY_IN_SWARM)
-            if req.force_new_cluster:
-                # TODO(raftshell): recover from this node's raft data with ManagerNode's force-new-cluster option
-                raise InvalidParameter("--force-new-cluster is not supported yet: this node is not part of a swarm")
+            # --force-new-cluster on a node in no swarm: a new swarm, as docker does
             t0 = time.monotonic()
             advertise = advertise_address(req.advertise_addr, req.listen_addr)
             node_id, cluster_id, raft_id = new_id(), new_id(), new_raft_id()
@@ -217,6 +217,28 @@ class SwarmNode:
             self.timings["init"] = time.monotonic() - t0
             await self._joined_hook()
             return node_id
+
+    async def _force_new_cluster(self) -> str:
+        """swarm init --force-new-cluster on a manager that lost its quorum: restart its raft member from its own
+        data as a one-member cluster (uncommitted entries dropped, the other members removed)."""
+        st = self.state
+        assert st is not None
+        if not force_new_cluster_supported():
+            raise NotImplemented_("--force-new-cluster needs the raft's force-new-cluster support, not in this build")
+        if self.session is not None:
+            await self.session.stop()
+            self.session = None
+        if self.manager is not None:
+            await self.manager.stop()
+            self.manager = None
+        await self._start_manager(founding=False, members={}, force_new_cluster=True)
+        assert self.manager is not None
+        await self.manager.wait_leader(JOIN_TIMEOUT_S)
+        st.managers = [st.advertise_addr]
+        self.paths.save(st)
+        self._start_agent()
+        await self._wait_registered()
+        return st.node_id
 
     def _new_cluster(self, cluster_id: str, root: certs.RootCA, req: InitRequest) -> pb.Cluster:
         c = pb.Cluster(id=cluster_id)
@@ -329,11 +351,12 @@ class SwarmNode:
         self.paths.wipe_raft()
         await self._start_manager(founding=False, members={m.raft_id: (m.node_id, m.addr) for m in resp.members})
 
-    async def _start_manager(self, founding: bool, members: dict[int, tuple[str, str]]) -> None:
+    async def _start_manager(self, founding: bool, members: dict[int, tuple[str, str]], force_new_cluster: bool = False) -> None:
         st = self.state
         assert st is not None
         cfg = SwarmManagerConfig(node_id=st.node_id, raft_id=st.raft_id, listen=st.listen_addr, advertise=st.advertise_addr,
-                                 data_dir=self.paths.raft, tls=self.tls(), founding=founding, members=members)
+                                 data_dir=self.paths.raft, tls=self.tls(), founding=founding, members=members,
+                                 force_new_cluster=force_new_cluster)
         mgr = SwarmManager(cfg)
         await mgr.start()
         self.manager = mgr

@@ -207,3 +207,44 @@ async def renewal(tmp_path: Path) -> None:
     finally:
         await w.close()
         await mgr.close()
+
+
+@pytest.mark.optional("needs the raft's --force-new-cluster (raftshell's manager/raft/forcenew.py), merged separately")
+def test_force_new_cluster_recovers_the_last_manager_standing(tmp_path: Path) -> None:
+    from manager.nodes_manager import force_new_cluster_supported
+
+    if not force_new_cluster_supported():
+        pytest.skip("ManagerConfig has no force_new_cluster in this build")
+    asyncio.run(force_new_cluster(tmp_path))
+
+
+async def force_new_cluster(d: Path) -> None:
+    from manager.controlapi import new_id
+    from proto import objects_pb2 as pb
+
+    m1, a1 = await init(d, "m1")
+    others: list[SwarmNode] = []
+    try:
+        token = (await m1.ops().get_cluster()).root_ca.join_tokens.manager
+        for name in ("m2", "m3"):
+            a = addr()
+            x = SwarmNode(d / name, lambda name=name: name, "0.1.0")
+            await x.join(JoinRequest(remote=a1, token=token, listen_addr=a, advertise_addr=a))
+            others.append(x)
+        cfg = pb.Config(id=new_id(), spec=pb.ConfigSpec(annotations=pb.Annotations(name="kept"), data=b"x"))
+        await m1.manager.raft.propose(lambda t: t.create("config", cfg))  # type: ignore[union-attr]
+        for x in others:
+            await x.close()  # two of three managers gone: no quorum
+        node_id = await m1.init(InitRequest(force_new_cluster=True))
+        assert node_id == m1.state.node_id  # type: ignore[union-attr]
+        assert list(m1.manager.raft.node.voters) == [m1.state.raft_id]  # type: ignore[union-attr]
+        nodes = {n.description.hostname: (n.manager_status.leader, n.manager_status.reachability)
+                 for n in await m1.ops().list_nodes()}
+        unreachable = (False, pb.ManagerStatus.UNREACHABLE)
+        assert nodes == {"m1": (True, pb.ManagerStatus.REACHABLE), "m2": unreachable, "m3": unreachable}
+        names = await m1.manager.raft.read(lambda v: [c.spec.annotations.name for c in v.list("config")])  # type: ignore[union-attr]
+        assert names == ["kept"]
+    finally:
+        await m1.close()
+        for x in others:
+            await x.close()
