@@ -39,6 +39,14 @@ def info_section(engine: Any) -> dict[str, Any]:
     return node.info_section()
 
 
+def ping_swarm_header(engine: Any) -> str:
+    """/_ping's Swarm header as dockerd sends it: inactive, active/worker or active/manager."""
+    node = getattr(engine, "swarm", None)
+    if node is None or not node.active:
+        return "inactive"
+    return "active/manager" if node.is_manager else "active/worker"
+
+
 def _ok() -> web.Response:
     return web.Response(status=200)
 
