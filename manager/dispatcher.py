@@ -10,7 +10,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,7 +49,7 @@ def peer_ip(ctx: grpc.aio.ServicerContext) -> str:
 class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
     name = "dispatcher"
 
-    def __init__(self, ops: NodeOps, auth: Authorizer, clock: "callable" = time.monotonic) -> None:  # type: ignore[valid-type]
+    def __init__(self, ops: NodeOps, auth: Authorizer, clock: Callable[[], float] = time.monotonic) -> None:
         self.ops = ops
         self.auth = auth
         self.clock = clock

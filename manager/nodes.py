@@ -129,10 +129,6 @@ class NodeOps:
     async def _propose(self, fn: Callable[[Any], Any]) -> Any:
         try:
             return await self.raft.propose(fn)
-        except StoreError as e:
-            if e.code == "FAILED_PRECONDITION" or "out of sequence" in e.message:
-                raise
-            raise
         except RaftError as e:
             raise Unavailable(f"rpc error: code = Unavailable desc = {e}") from None
 

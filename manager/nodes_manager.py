@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 class ReloadingTLS(TLSFiles):
     """TLSFiles whose server side re-reads the certificate files when they change (renewal without restart)."""
 
-    def _pair(self) -> tuple[bytes, bytes]:
-        return self.key.read_bytes(), self.cert.read_bytes()
-
     def server_credentials(self, require_client_auth: bool = True) -> grpc.ServerCredentials:
         seen = {"cert": self.cert.read_bytes()}
 
@@ -51,8 +48,7 @@ class ReloadingTLS(TLSFiles):
 
     def _chain_pair(self) -> tuple[bytes, bytes]:
         # the root goes out with the leaf: a joining node reads it from the handshake, then checks its digest
-        key, cert = self._pair()
-        return key, cert + self.ca.read_bytes()
+        return self.key.read_bytes(), self.cert.read_bytes() + self.ca.read_bytes()
 
 
 def bootstrap_addr(listen: str) -> str:

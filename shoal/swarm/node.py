@@ -10,7 +10,6 @@ import datetime
 import inspect
 import ipaddress
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from common.errdefs import InvalidParameter, NotImplemented_, ShoalError, SystemError_, Unavailable
+from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
 from manager.ca import certs, tokens
 from manager.controlapi import new_id
 from manager.nodes import NodeOps, new_raft_id

@@ -4,7 +4,6 @@ One cluster for the module (tests run in file order; each leaves the cluster as 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
