@@ -26,6 +26,33 @@ MISSES = 3  # heartbeat periods without a heartbeat before a node is DOWN
 NOT_LEADER = "dispatcher is not running on this manager: it is not the leader"
 
 
+RATE_LIMIT_PERIOD_S = 8.0  # swarmkit's DefaultRateLimitPeriod
+RATE_LIMIT_COUNT = 3  # registrations a node may make within one period
+
+
+class RegistrationLimiter:
+    """Per-node registration rate limit (swarmkit's nodeStore.CheckRateLimit): a node that keeps re-registering
+    (a crash loop, a bad agent) must not turn every attempt into a raft write."""
+
+    def __init__(self, clock: Callable[[], float], period: float = RATE_LIMIT_PERIOD_S, count: int = RATE_LIMIT_COUNT) -> None:
+        self.clock = clock
+        self.period = period
+        self.count = count
+        self._seen: dict[str, tuple[float, int]] = {}  # node id -> (start of its window, attempts in it)
+
+    def check(self, node_id: str) -> str | None:
+        """None when node_id may register now, else the refusal."""
+        now = self.clock()
+        start, n = self._seen.get(node_id, (now, 0))
+        if now - start > self.period:
+            start, n = now, 0
+        n += 1
+        self._seen[node_id] = (start, n)
+        if n > self.count:
+            return f"node {node_id} exceeded rate limit count of registrations"
+        return None
+
+
 @dataclass(slots=True)
 class _Session:
     node_id: str
@@ -58,6 +85,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self._grace: dict[str, float] = {}  # nodes known at leader start, not yet registered here
         self._checker: asyncio.Task[None] | None = None
         self.heartbeats = 0
+        self.limiter = RegistrationLimiter(clock)
 
     # ------------------------------------------------------------------ leader component
     async def start(self) -> None:
@@ -112,6 +140,9 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         who = await self.auth.check(context, managers_only=False)
         if not self.running:
             await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_LEADER)
+        limited = self.limiter.check(who.node_id)
+        if limited is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, limited)
         try:
             node = await self.ops.set_status(who.node_id, State.READY, peer_ip(context), request.description)
         except Exception as e:  # no quorum, lost leadership: the agent tries again (maybe elsewhere)

@@ -97,3 +97,15 @@ def test_role_for_token_checks_both_tokens(root: certs.RootCA) -> None:
         with pytest.raises(InvalidParameter) as e:
             role_for_token(c, token)
         assert e.value.message == message
+
+
+def test_a_node_may_register_three_times_per_period() -> None:
+    from manager.dispatcher import RegistrationLimiter
+
+    now = [100.0]
+    lim = RegistrationLimiter(lambda: now[0], period=8.0, count=3)
+    assert [lim.check("n1") for _ in range(3)] == [None, None, None]
+    assert lim.check("n1") == "node n1 exceeded rate limit count of registrations"
+    assert lim.check("n2") is None  # per node
+    now[0] += 8.5
+    assert lim.check("n1") is None
