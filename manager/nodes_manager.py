@@ -132,7 +132,9 @@ class SwarmManager:
         node = self.ops.local_node(who.node_id)
         if node is not None and node.manager_status.raft_id:
             return node.manager_status.raft_id
-        rid = self._seed.get(who.node_id)
+        if cid:  # the store is here: it alone says who is a member (a removed node stays refused)
+            raise IdentityError(f"node {who.node_id} is not a raft member")
+        rid = self._seed.get(who.node_id)  # a joining member before the leader's snapshot reached it
         if rid is None:
             raise IdentityError(f"node {who.node_id} is not a raft member")
         return rid
