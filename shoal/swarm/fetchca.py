@@ -36,14 +36,15 @@ def handshake_chain(host: str, port: int, timeout: float = 5.0) -> list[bytes]:
             return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain or []]  # type: ignore[attr-defined]
 
 
-def remote_root_ca(addr: str, token: str) -> bytes:
-    """The root CA PEM of the manager at addr, checked against the token's digest."""
+def remote_root_ca(addr: str, token: str, shown: str = "") -> bytes:
+    """The root CA PEM of the manager at addr, checked against the token's digest (`shown`: the address the
+    user gave, for messages)."""
     parsed = tokens.parse_token(token)  # ValueError(invalid join token): the caller checked already
     host, port = parse_remote(addr)
     try:
         chain = handshake_chain(host, port)
     except OSError as e:
-        raise Unavailable(f"could not connect to the manager at {addr}: {e}") from None
+        raise Unavailable(f"could not connect to the manager at {shown or addr}: {e}") from None
     if not chain:
         raise SystemError_(f"the manager at {addr} sent no certificate")
     root = x509.load_der_x509_certificate(chain[-1])

@@ -304,7 +304,7 @@ class SwarmNode:
             host, port = parse_remote(req.remote, DEFAULT_PORT)
             remote = f"{host}:{port}"
             advertise = advertise_address(req.advertise_addr, req.listen_addr, host)
-            ca_pem = await asyncio.to_thread(remote_root_ca, bootstrap_addr(remote), req.token)
+            ca_pem = await asyncio.to_thread(remote_root_ca, bootstrap_addr(remote), req.token, remote)
             key = certs.new_key_pem()
             resp = await self._issue(remote, ca_pem, key, req)
             try:

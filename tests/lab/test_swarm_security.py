@@ -248,3 +248,13 @@ async def force_new_cluster(d: Path) -> None:
         await m1.close()
         for x in others:
             await x.close()
+
+
+def test_joining_an_address_where_no_manager_listens_names_it_and_leaves_nothing(tmp_path: Path) -> None:
+    async def main() -> None:
+        nowhere = addr()
+        err = await refused_join(tmp_path, nowhere, "SWMTKN-1-" + "0" * 50 + "-" + "0" * 25)
+        assert err.kind.value == "unavailable"
+        assert err.message.startswith(f"could not connect to the manager at {nowhere}: "), err.message
+
+    asyncio.run(main())
