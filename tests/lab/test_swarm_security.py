@@ -258,3 +258,28 @@ def test_joining_an_address_where_no_manager_listens_names_it_and_leaves_nothing
         assert err.message.startswith(f"could not connect to the manager at {nowhere}: "), err.message
 
     asyncio.run(main())
+
+
+def test_a_node_update_with_a_stale_version_or_demoting_the_last_manager_is_refused(tmp_path: Path) -> None:
+    from manager.store.errors import StoreError
+    from proto import objects_pb2 as pb
+
+    async def body(mgr: SwarmNode, a: str, d: Path) -> None:
+        ops = mgr.ops()
+        node = (await ops.list_nodes())[0]
+        spec = pb.NodeSpec()
+        spec.CopyFrom(node.spec)
+        spec.availability = pb.NodeSpec.DRAIN
+        with pytest.raises(StoreError) as e:
+            await ops.update_node(node.id, node.meta.version.index - 1, spec)
+        assert (e.value.kind.value, e.value.message) == ("precondition", "update out of sequence")
+        spec.availability = pb.NodeSpec.ACTIVE
+        spec.desired_role = pb.NodeSpec.WORKER
+        with pytest.raises(InvalidParameter) as e2:
+            await ops.update_node(node.id, node.meta.version.index, spec)
+        assert e2.value.message == "attempting to demote the last manager of the swarm"
+        after = (await ops.list_nodes())[0]
+        assert (after.spec.availability, after.role, after.meta.version.index) == (
+            pb.NodeSpec.ACTIVE, pb.NodeSpec.MANAGER, node.meta.version.index)
+
+    with_cluster(tmp_path, body)
