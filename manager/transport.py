@@ -272,7 +272,9 @@ class RaftServicer:
         try:
             if not pems:
                 raise IdentityError("no client certificate")
-            return certificate_member_id(pems[0])
+            # a swarm manager names peers by node id (manager/nodes_manager.py maps it to the raft member)
+            resolve = getattr(self.host, "member_for_certificate", None)
+            return resolve(pems[0]) if resolve is not None else certificate_member_id(pems[0])
         except IdentityError as e:
             await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, str(e))
         except ValueError as e:  # a certificate cryptography cannot parse (gRPC verified it, so unlikely)

@@ -58,6 +58,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         engine.images.limits = LoadLimits(max_bytes=image_limits[0], max_entries=image_limits[1])
     server = await serve(engine, host)
     manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
+    swarm = await _start_swarm(engine, data_dir)
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
 
     stop = asyncio.Event()
@@ -75,10 +76,22 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         signal.signal(signum, on_signal)
     await stop.wait()
     log.info("shoal daemon stopping; containers keep running")
+    await swarm.close()
     if manager is not None:
         await manager.stop()
     await server.close()
     await engine.close()
+
+
+async def _start_swarm(engine, data_dir: Path):  # type: ignore[no-untyped-def]
+    """The node's swarm side (shoal/swarm): resumes the swarm it was in; the local API's /swarm routes use it."""
+    from shoal.swarm.hooks import node_hostname, on_joined
+    from shoal.swarm.node import SwarmNode
+
+    swarm = SwarmNode(data_dir, lambda: node_hostname(engine), engine.version, lambda: on_joined(engine))
+    engine.swarm = swarm
+    await swarm.restore()
+    return swarm
 
 
 def raise_nofile_limit() -> tuple[int, int]:

@@ -90,6 +90,8 @@ def version_json(engine: Any) -> dict[str, Any]:
 
 
 def info_json(engine: Any) -> dict[str, Any]:
+    from shoal.api.routes_swarm import info_section as swarm_info
+
     containers = engine.list_containers(True, {})
     running = sum(1 for c in containers if c.state == "running")
     images = engine.images.list()
@@ -140,14 +142,7 @@ def info_json(engine: Any) -> dict[str, Any]:
         "ServerVersion": engine.version,
         "Runtimes": {"runc": {"path": "runc"}},
         "DefaultRuntime": "runc",
-        "Swarm": {
-            "NodeID": "",
-            "NodeAddr": "",
-            "LocalNodeState": "inactive",
-            "ControlAvailable": False,
-            "Error": "",
-            "RemoteManagers": None,
-        },
+        "Swarm": swarm_info(engine),
         "LiveRestoreEnabled": False,
         "Isolation": "",
         "InitBinary": "",
@@ -157,9 +152,12 @@ def info_json(engine: Any) -> dict[str, Any]:
 
 
 async def ping(request: web.Request) -> web.Response:
+    from shoal.api.routes_swarm import ping_swarm_header
+
+    headers = {**_PING_HEADERS, "Swarm": ping_swarm_header(request.app[ENGINE])}
     if request.method == "HEAD":
-        return web.Response(status=200, headers={**_PING_HEADERS, "Content-Length": "0"})
-    return web.Response(status=200, text="OK", content_type="text/plain", charset="utf-8", headers=_PING_HEADERS)
+        return web.Response(status=200, headers={**headers, "Content-Length": "0"})
+    return web.Response(status=200, text="OK", content_type="text/plain", charset="utf-8", headers=headers)
 
 
 async def version(request: web.Request) -> web.Response:

@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from shoal.cli import container, image, labcmd, network, volume
+from shoal.cli import node as node_cli
+from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
 from shoal.cli.format import bytes_size, to_json
 from shoal.client import API_VERSION, DaemonError, ref
@@ -209,3 +211,5 @@ cli.add_command(image.image)
 cli.add_command(image.images)
 cli.add_command(image.rm, "rmi")
 cli.add_command(labcmd.lab)
+cli.add_command(swarm_cli.swarm)
+cli.add_command(node_cli.node)

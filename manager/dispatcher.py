@@ -1,0 +1,201 @@
+"""The dispatcher (swarmkit's manager/dispatcher, first form): agents keep a session with the leader, register,
+heartbeat at the period the cluster sets and learn the managers to fail over to; a node that misses 3 periods is DOWN.
+A leader-only component of the ManagerNode (manager/node.py); the store writes go through manager/nodes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from manager.ca.auth import Authorizer
+from manager.nodes import NodeOps, State
+from proto import objects_pb2 as pb
+from proto import swarm_pb2, swarm_pb2_grpc
+
+log = logging.getLogger(__name__)
+DEFAULT_HEARTBEAT_S = 5.0  # swarmkit's DefaultHeartBeatPeriod
+MISSES = 3  # heartbeat periods without a heartbeat before a node is DOWN
+NOT_LEADER = "dispatcher is not running on this manager: it is not the leader"
+
+
+RATE_LIMIT_PERIOD_S = 8.0  # swarmkit's DefaultRateLimitPeriod
+RATE_LIMIT_COUNT = 3  # registrations a node may make within one period
+
+
+class RegistrationLimiter:
+    """Per-node registration rate limit (swarmkit's nodeStore.CheckRateLimit): a node that keeps re-registering
+    (a crash loop, a bad agent) must not turn every attempt into a raft write."""
+
+    def __init__(self, clock: Callable[[], float], period: float = RATE_LIMIT_PERIOD_S, count: int = RATE_LIMIT_COUNT) -> None:
+        self.clock = clock
+        self.period = period
+        self.count = count
+        self._seen: dict[str, tuple[float, int]] = {}  # node id -> (start of its window, attempts in it)
+
+    def check(self, node_id: str) -> str | None:
+        """None when node_id may register now, else the refusal."""
+        now = self.clock()
+        start, n = self._seen.get(node_id, (now, 0))
+        if now - start > self.period:
+            start, n = now, 0
+        n += 1
+        self._seen[node_id] = (start, n)
+        if n > self.count:
+            return f"node {node_id} exceeded rate limit count of registrations"
+        return None
+
+
+@dataclass(slots=True)
+class _Session:
+    node_id: str
+    session_id: str
+    deadline: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: bool = False
+
+
+def peer_ip(ctx: grpc.aio.ServicerContext) -> str:
+    """"ipv4:192.168.200.14:51234" -> "192.168.200.14"."""
+    peer = ctx.peer() or ""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return ""
+
+
+class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
+    name = "dispatcher"
+
+    def __init__(self, ops: NodeOps, auth: Authorizer, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ops = ops
+        self.auth = auth
+        self.clock = clock
+        self.running = False
+        self.sessions: dict[str, _Session] = {}
+        self._grace: dict[str, float] = {}  # nodes known at leader start, not yet registered here
+        self._checker: asyncio.Task[None] | None = None
+        self.heartbeats = 0
+        self.limiter = RegistrationLimiter(clock)
+
+    # ------------------------------------------------------------------ leader component
+    async def start(self) -> None:
+        self.running = True
+        deadline = self.clock() + MISSES * self.period()
+        self._grace = {n.id: deadline for n in self.ops.raft.store.view().list("node") if n.status.state != State.DOWN}
+        self._checker = asyncio.create_task(self._check_loop(), name="dispatcher-check")
+
+    async def stop(self) -> None:
+        self.running = False
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        for s in self.sessions.values():
+            s.ended = True
+            s.wake.set()
+        self.sessions.clear()
+        self._grace.clear()
+
+    def period(self) -> float:
+        c = self.ops.local_cluster()
+        if c is not None:
+            d = c.spec.dispatcher.heartbeat_period
+            if d.seconds or d.nanos:
+                return d.ToNanoseconds() / 1e9
+        return DEFAULT_HEARTBEAT_S
+
+    def alive(self, node_id: str) -> bool:
+        return node_id in self.sessions
+
+    async def _check_loop(self) -> None:
+        while self.running:
+            await asyncio.sleep(max(0.05, self.period() / 4))
+            now = self.clock()
+            expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
+            expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
+            for nid in expired:
+                s = self.sessions.pop(nid, None)
+                self._grace.pop(nid, None)
+                if s is not None:
+                    s.ended = True
+                    s.wake.set()
+                try:
+                    await self.ops.set_status(nid, State.DOWN, message="heartbeat failure")
+                    log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
+                except Exception as e:  # lost leadership, no quorum: the next leader decides
+                    log.info("dispatcher: could not mark node %s down: %s", nid, e)
+
+    # ------------------------------------------------------------------ RPCs
+    async def Session(self, request: swarm_pb2.SessionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[swarm_pb2.SessionMessage]:
+        who = await self.auth.check(context, managers_only=False)
+        if not self.running:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_LEADER)
+        limited = self.limiter.check(who.node_id)
+        if limited is not None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, limited)
+        try:
+            node = await self.ops.set_status(who.node_id, State.READY, peer_ip(context), request.description)
+        except Exception as e:  # no quorum, lost leadership: the agent tries again (maybe elsewhere)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not register node {who.node_id}: {e}")
+        if node is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {who.node_id} not found")
+        old = self.sessions.get(who.node_id)
+        if old is not None:
+            old.ended = True
+            old.wake.set()
+        s = _Session(who.node_id, uuid.uuid4().hex, self.clock() + MISSES * self.period())
+        self.sessions[who.node_id] = s
+        self._grace.pop(who.node_id, None)
+        log.info("dispatcher: node %s registered (session %s)", who.node_id, s.session_id[:12])
+        last: bytes = b""
+        try:
+            while not s.ended and self.running:
+                msg = self._message(s)
+                data = msg.SerializeToString(deterministic=True)
+                if data != last:
+                    last = data
+                    yield msg
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(s.wake.wait(), timeout=max(0.05, self.period() / 2))
+                s.wake.clear()
+        finally:
+            if self.sessions.get(who.node_id) is s and not self.running:
+                self.sessions.pop(who.node_id, None)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "session ended: reconnect" if self.running else NOT_LEADER)
+
+    def _message(self, s: _Session) -> swarm_pb2.SessionMessage:
+        node = self.ops.local_node(s.node_id) or pb.Node(id=s.node_id)
+        managers = [swarm_pb2.WeightedPeer(node_id=nid, addr=addr, weight=1) for nid, addr in self.ops.managers()]
+        # the node's status changes with every registration: leave it out so only real changes are pushed
+        node = self.ops.decorate(node)
+        node.ClearField("status")
+        node.ClearField("meta")
+        node.ClearField("description")
+        if node.HasField("manager_status"):
+            node.manager_status.leader = False
+            node.manager_status.reachability = 0
+        return swarm_pb2.SessionMessage(session_id=s.session_id, node=node, managers=managers,
+                                        heartbeat_period_ms=int(self.period() * 1000))
+
+    async def Heartbeat(self, request: swarm_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.HeartbeatResponse:
+        who = await self.auth.check(context, managers_only=False)
+        if not self.running:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_LEADER)
+        s = self.sessions.get(who.node_id)
+        if s is None or s.session_id != request.session_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "node not registered")
+        period = self.period()
+        s.deadline = self.clock() + MISSES * period
+        self.heartbeats += 1
+        # jitter (swarmkit adds up to ±epsilon) so agents do not beat in step; never above the period
+        return swarm_pb2.HeartbeatResponse(period_ms=int(period * 1000 * random.uniform(0.8, 1.0)))

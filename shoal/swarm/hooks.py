@@ -1,0 +1,41 @@
+"""What the node does around swarm membership that belongs to other parts: its hostname as the swarm shows it,
+and docker_gwbridge after init/join (agent/network/gwbridge.py, when present). Called from shoal/daemon.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def node_hostname(engine: Any) -> str:
+    """The daemon's node name (the lab sets one per host) or the host's name, as Description.Hostname."""
+    name = getattr(engine, "node_name", None) or os.environ.get("SHOAL_NODE_NAME")
+    if name:
+        return name
+    # a lab host shares the machine's UTS namespace: until the lab gives each daemon a --node-name, the
+    # host's name is in its namespace prefix (shoal-<lab>-<host>-)
+    prefix = getattr(getattr(engine, "options", None), "netns_prefix", "") or ""
+    m = re.match(r"^shoal-.+-(h\d+)-$", prefix)
+    return m.group(1) if m else socket.gethostname()
+
+
+async def on_joined(engine: Any) -> None:
+    """docker_gwbridge on every node at init/join (issue 10 item 6, agent/network/gwbridge.py)."""
+    try:
+        from agent.network import gwbridge  # type: ignore[attr-defined]
+    except ImportError:
+        return  # not there yet: the hook is here for it
+    ensure = getattr(gwbridge, "ensure_gwbridge", None)
+    if ensure is None:
+        return
+    try:
+        result = ensure(engine)
+        if hasattr(result, "__await__"):
+            await result
+    except Exception:
+        log.exception("docker_gwbridge could not be set up")
