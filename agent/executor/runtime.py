@@ -37,10 +37,12 @@ _CAP_SYS_RESOURCE = 24
 
 # The shim outlives the daemon (its own session, not the daemon's child): runc run in the
 # foreground hands its stdio to the container and exits with the container's status
-# (128+signal when killed), which the shim records atomically in the exit file.
+# (128+signal when killed), which the shim records atomically in the exit file. --keep: runc
+# leaves the stopped container (and its cgroup) for the daemon, which reads the cgroup's OOM
+# counter when it records the exit and then deletes it (shoal.engine.resources).
 _SHIM = (
     'runc_bin="$1"; shift; '
-    '"$runc_bin" --root "$1" --log "$2" --log-format json run --bundle "$3" --pid-file "$4" "$5" '
+    '"$runc_bin" --root "$1" --log "$2" --log-format json run --keep --bundle "$3" --pid-file "$4" "$5" '
     '</dev/null >>"$6" 2>>"$7"; '
     'echo $? >"$8.tmp"; mv "$8.tmp" "$8"'
 )
@@ -286,15 +288,19 @@ class RuncRuntime:
         hostname: str,
         netns_path: str | None,
         mounts: list[Mount],
+        cgroups_path: str | None = None,
+        resources: dict | None = None,
     ) -> Path:
-        """Creates (or refreshes) the bundle; returns the bundle directory."""
+        """Creates (or refreshes) the bundle; returns the bundle directory. cgroups_path and
+        resources (OCI linux.resources) place and limit the container (agent.executor.cgroups)."""
         d = self._dir(container_id)
         image_rootfs = Path(image_rootfs).resolve()
         if not image_rootfs.is_dir():
             raise RuncError(f"image rootfs {image_rootfs} is not a directory")
         # Build (and so validate) the spec before touching the disk: bad input leaves nothing behind.
         config = build_oci_spec(
-            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile
+            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile,
+            cgroups_path=cgroups_path, resources=resources,
         )
         created = not d.exists()
         try:

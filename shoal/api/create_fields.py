@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from agent.executor.cgroups import DOCKER_FIELDS as RESOURCE_FIELDS  # cgroup limits (Memory, NanoCpus, ...)
 from shoal.engine.errors import InvalidParameter
 
 # Config (the body's top level) that shoal applies, or that concern the client's attach only,
@@ -34,7 +35,7 @@ HOST_CONFIG_APPLIED = frozenset(
         "ContainerIDFile",  # the CLI writes that file itself
         "ConsoleSize",  # a terminal's size; shoal runs no terminal
     )
-)  # fmt: skip
+) | frozenset(k.lower() for k in RESOURCE_FIELDS)  # fmt: skip
 
 # Values that mean "what shoal does anyway" besides the zero value of the field's type.
 HOST_CONFIG_DEFAULTS: dict[str, tuple[Any, ...]] = {

@@ -16,6 +16,7 @@ import click
 
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, inspect_each, out
+from shoal.cli import resources as resource_cli
 from shoal.cli import runner
 from shoal.cli.format import parse_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
@@ -42,19 +43,21 @@ PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, 
 @click.option("--link", multiple=True, help="Add link to another container")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container")
 @click.option("-u", "--user", default="", help="Username or UID")
+@resource_cli.limit_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
         label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], publish_all: bool,
         expose: tuple[str, ...], ip: str,
         network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str, image: str,
-        command: tuple[str, ...]) -> None:
+        command: tuple[str, ...], **limits: Any) -> None:
     """Create and run a new container from an image
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
     """
     runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
-                         publish_all, expose, ip, network_alias, link, workdir, user, image, command)
+                         publish_all, expose, ip, network_alias, link, workdir, user, image, command,
+                         host_config=resource_cli.host_config_limits(limits))
 
 
 @click.command(context_settings=CONTEXT)
@@ -195,7 +198,7 @@ def container() -> None:
     """Manage containers"""
 
 
-for _cmd, _names in ((run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
+for _cmd, _names in (*((cmd, [name]) for cmd, name in resource_cli.COMMANDS), (run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
                      (rm, ["rm", "remove"]), (stop, ["stop"]), (kill, ["kill"]), (start, ["start"]),
                      (inspect, ["inspect"])):
     for _name in _names:

@@ -23,7 +23,8 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
                 hostname: str = "", entrypoint: str | None = None, network: str = "",
                 publish: Sequence[str] = (), expose: Sequence[str] = (), ip: str = "",
                 aliases: Sequence[str] = (), links: Sequence[str] = (), workdir: str = "", user: str = "",
-                auto_remove: bool = False, attach: bool = False, publish_all: bool = False) -> dict[str, Any]:
+                auto_remove: bool = False, attach: bool = False, publish_all: bool = False,
+                host_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The POST /containers/create body the docker CLI would send for these `run` flags."""
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -55,7 +56,7 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
         "Env": list(env), "Cmd": list(command) or None, "Image": image, "WorkingDir": workdir,
         "Entrypoint": entry, "Labels": dict(labels or {}),
         "HostConfig": {"NetworkMode": network or "bridge", "PortBindings": bindings, "AutoRemove": auto_remove,
-                       "Links": list(links) or None, "PublishAllPorts": publish_all},
+                       "Links": list(links) or None, "PublishAllPorts": publish_all, **(host_config or {})},
         "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
 
@@ -68,7 +69,8 @@ def _run_failed(message: str) -> Failed:
 def run_container(c: Client, detach: bool, remove: bool, name: str, network: str, hostname: str,
                   env: Sequence[str], label: Sequence[str], entrypoint: str | None, publish: Sequence[str],
                   publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
-                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str]) -> None:
+                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
+                  host_config: Mapping[str, Any] | None = None) -> None:
     if image.startswith("-"):
         err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
         raise Failed(125)
@@ -78,7 +80,8 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
         body = create_body(image, command, env=environment, labels=parse_kv(label),
                            hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
                            expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
-                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all)
+                           auto_remove=remove and detach, attach=not detach, publish_all=publish_all,
+                           host_config=host_config)
     except (UsageError, ValueError) as exc:
         err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
         raise Failed(125) from None
