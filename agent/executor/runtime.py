@@ -290,6 +290,7 @@ class RuncRuntime:
         mounts: list[Mount],
         cgroups_path: str | None = None,
         resources: dict | None = None,
+        cgroupns: bool = False,
     ) -> Path:
         """Creates (or refreshes) the bundle; returns the bundle directory. cgroups_path and
         resources (OCI linux.resources) place and limit the container (agent.executor.cgroups)."""
@@ -300,7 +301,7 @@ class RuncRuntime:
         # Build (and so validate) the spec before touching the disk: bad input leaves nothing behind.
         config = build_oci_spec(
             process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile,
-            cgroups_path=cgroups_path, resources=resources,
+            cgroups_path=cgroups_path, resources=resources, cgroupns=cgroupns,
         )
         created = not d.exists()
         try:

@@ -160,13 +160,15 @@ def build_oci_spec(
     cgroups_path: str | None = None,
     nofile_limit: int = NOFILE_LIMIT,
     resources: dict | None = None,
+    cgroupns: bool = False,
 ) -> dict:
     """config.json for runc; process.confinement gives its capabilities, seccomp profile
     (Docker's default unless unconfined), no-new-privileges and read-only root.
 
     resources is the OCI linux.resources object (agent.executor.cgroups.oci_resources: limits
     runc writes into the container's cgroup, v1 or v2); none when empty. cgroupsPath stays unset
-    unless given (runc then uses /<container id>). nofile_limit lets a caller without
+    unless given (runc then uses /<container id>). cgroupns gives the container its own cgroup
+    namespace (Docker's default on a cgroup v2 host; v1 hosts share the host's). nofile_limit lets a caller without
     CAP_SYS_RESOURCE lower Docker's 1048576 to the hard limit it can grant."""
     if not rootfs.startswith("/"):
         raise ValueError(f"rootfs {rootfs!r} must be an absolute path")
@@ -175,6 +177,8 @@ def build_oci_spec(
         "maskedPaths": list(DEFAULT_MASKED_PATHS),
         "readonlyPaths": list(DEFAULT_READONLY_PATHS),
     }
+    if cgroupns:
+        linux["namespaces"].append({"type": "cgroup"})
     if cgroups_path is not None:
         if not cgroups_path.startswith("/"):
             raise ValueError(f"cgroups path {cgroups_path!r} must be an absolute path")

@@ -151,6 +151,8 @@ def memory_usage(stats: Mapping[str, Any]) -> float:
 def cpu_percent(stats: Mapping[str, Any]) -> float:
     now, before = stats.get("cpu_stats") or {}, stats.get("precpu_stats") or {}
     cpu_delta = (now.get("cpu_usage") or {}).get("total_usage", 0) - (before.get("cpu_usage") or {}).get("total_usage", 0)
+    if not before.get("system_cpu_usage"):
+        return 0.0  # no earlier reading (a one-shot): no interval to measure over
     system_delta = (now.get("system_cpu_usage") or 0) - (before.get("system_cpu_usage") or 0)
     cpus = now.get("online_cpus") or len((now.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
     if system_delta > 0 and cpu_delta > 0:

@@ -582,7 +582,8 @@ class Engine:
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
                                        cgroups_path=self.resources.path(container.id),
-                                       resources=self.resources.oci(container))
+                                       resources=self.resources.oci(container),
+                                       cgroupns=self.resources.private_cgroupns)
             if self._exited.get(container.id, _SET_EVENT).is_set():
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.

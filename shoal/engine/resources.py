@@ -70,6 +70,8 @@ class ContainerResources:
         self.engine = engine
         self.cgroups = cgroups or cg.Cgroups()
         self.host = cg.host_limits(self.cgroups.root)
+        # Docker's default cgroupns mode: private on a v2 host, the host's on v1.
+        self.private_cgroupns = self.cgroups.version == "2"
 
     # ---- create / start -------------------------------------------------------------
     def path(self, container_id: str) -> str:

@@ -221,3 +221,11 @@ def test_a_relative_cgroups_path_is_refused() -> None:
 def test_the_cgroup_tree_is_mounted_read_only_as_docker_does() -> None:
     cgroup = next(m for m in _spec()["mounts"] if m["destination"] == "/sys/fs/cgroup")
     assert cgroup["type"] == "cgroup" and "ro" in cgroup["options"]
+
+
+def test_a_private_cgroup_namespace_only_when_asked() -> None:
+    def types(**kw: bool) -> list[str]:
+        return [n["type"] for n in build_oci_spec(ProcessSpec(["true"], []), "h", "/r", None, [], **kw)["linux"]["namespaces"]]
+
+    assert "cgroup" not in types()
+    assert types(cgroupns=True)[-1] == "cgroup"
