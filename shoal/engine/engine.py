@@ -749,10 +749,9 @@ class Engine:
         async with self._lock(container.id):
             if container.state == "running":
                 if container.paused and not force:
-                    raise Conflict(
-                        f"You cannot remove a paused container {container.id}. Unpause and then stop "
-                        "the container before attempting removal or force remove"
-                    )
+                    # Docker 25+'s wording, like the running case below
+                    raise Conflict(f'cannot remove container "/{container.name}": container is paused '
+                                   "and must be unpaused first")
                 if container.paused:
                     await self.resources.resume(container)
                 if not force:

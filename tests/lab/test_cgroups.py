@@ -255,8 +255,7 @@ def test_exec_rm_and_pause_of_a_paused_container_answer_as_docker(lab):
     assert docker(lab, "exec", c, "true", check=False).stderr.strip() == (
         f"Error response from daemon: Container {cid} is paused, unpause the container before exec")
     assert docker(lab, "rm", c, check=False).stderr.strip() == (
-        f"Error response from daemon: You cannot remove a paused container {cid}. Unpause and then stop the "
-        "container before attempting removal or force remove")
+        f'Error response from daemon: cannot remove container "/{c}": container is paused and must be unpaused first')
     docker(lab, "unpause", c)
     assert docker(lab, "unpause", c, check=False).stderr.strip() == (
         f"Error response from daemon: Container {cid} is not paused")
