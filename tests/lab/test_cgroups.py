@@ -136,6 +136,16 @@ def test_update_raises_the_memory_limit_of_a_running_container(lab):
     docker(lab, "rm", "-f", c)
 
 
+def test_an_update_of_a_stopped_container_applies_at_its_next_start(lab):
+    c = name()
+    docker(lab, "create", "--name", c, "--pids-limit", "20", "busybox", "sleep", "3600")
+    docker(lab, "update", "--pids-limit", "30", "--cpus", "0.25", c)
+    docker(lab, "start", c)
+    assert inside(lab, c, "cat", "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us").split() == [
+        "30", "25000"]
+    docker(lab, "rm", "-f", c)
+
+
 def test_update_above_the_swap_limit_without_swap_is_refused_with_dockers_message(lab):
     c = name()
     docker(lab, "run", "-d", "--name", c, "--memory", "16m", "busybox", "sleep", "3600")
