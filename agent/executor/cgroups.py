@@ -1,10 +1,5 @@
-"""Container cgroups: where they live (/shoal/<daemon>/<id>), Docker's resource fields checked
-with Docker's wording and turned into the OCI linux.resources runc applies, and what the kernel
-counts in them (usage, OOM kills, pids), for cgroup v1 (hybrid hosts, as here) and pure v2.
-
-agent.executor.spec writes resources and cgroupsPath into config.json; agent.executor.stats
-turns a Sample into `docker stats` JSON; the engine reads OOM kills at exit and removes orphans.
-"""
+"""Container cgroups (/shoal/<daemon>/<id>): Docker's limits checked, made OCI resources; counters read (v1, v2).
+agent.executor.spec writes them into config.json, agent.executor.stats shapes samples, shoal.engine.resources drives."""
 from __future__ import annotations
 
 import os

@@ -1,9 +1,5 @@
-"""`docker stats` JSON of a container: its cgroup Sample, the host's CPU time and the network
-counters of its namespace, in the shape the docker CLI and docker-py read (types.StatsJSON).
-
-Pure functions over texts and samples (agent.executor.cgroups reads them); the API's stats
-route (shoal.api.routes_resources) takes two readings a second apart for CPU %.
-"""
+"""`docker stats` JSON (types.StatsJSON) from a cgroup Sample, the host's CPU time and the container's net counters.
+Samples come from agent.executor.cgroups; shoal.api.routes_resources takes the readings and serves them."""
 from __future__ import annotations
 
 import os

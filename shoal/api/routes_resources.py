@@ -1,8 +1,5 @@
 """Resource routes of the Docker API: stats (stream and one-shot), top, pause, unpause, update.
-
-Calls shoal.engine.resources (engine.resources) and shapes stats with agent.executor.stats;
-wired by shoal.api.server.
-"""
+Call engine.resources (shoal.engine.resources), shape stats with agent.executor.stats; wired by shoal.api.server."""
 from __future__ import annotations
 
 import asyncio

@@ -1,24 +1,19 @@
-"""Resource commands: stats, top, pause, unpause, update, and the limit flags of `run`
-(--memory, --memory-swap, --memory-reservation, --cpus, --cpu-shares, --cpu-period,
---cpu-quota, --cpuset-cpus, --cpuset-mems, --pids-limit).
-
-Docker's flags and output shapes over /containers/{id}/stats|top|pause|unpause|update
-(shoal.api.routes_resources); the pure formatting (CPU %, sizes) is here for its unit tests.
-"""
+"""Resource commands (stats, top, pause, unpause, update) and the limit flags of `run`, with Docker's flags and output.
+Talk to shoal.api.routes_resources through shoal.client; shoal.cli.container adds the limit flags to `run`."""
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
 from shoal.cli.common import Failed, client, err, out
-from shoal.cli.format import render_table
-from shoal.client import Client, DaemonError, json_messages, read_chunks, ref
+from shoal.cli.format import bytes_size, human_size, render_table
+from shoal.client import Client, DaemonError, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -118,24 +113,6 @@ def split_limits(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- stats formatting (docker CLI's formatter) ----------------------------------------------
-
-def _custom_size(size: float, base: float, units: Sequence[str], precision: int) -> str:
-    i = 0
-    while size >= base and i < len(units) - 1:
-        size /= base
-        i += 1
-    return f"{size:.{precision}g}{units[i]}"
-
-
-def human_size(size: float) -> str:
-    """go-units HumanSizeWithPrecision(size, 3): "1.16kB", "426B"."""
-    return _custom_size(size, 1000.0, ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"], 3)
-
-
-def bytes_size(size: float) -> str:
-    """go-units BytesSize: "300KiB", "16MiB"."""
-    return _custom_size(size, 1024.0, ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"], 4)
-
 
 def memory_usage(stats: Mapping[str, Any]) -> float:
     """The CLI's usage without the page cache it can drop (cgroup v1 total_inactive_file, v2 inactive_file)."""
@@ -304,11 +281,6 @@ def _read_all(c: Client, refs: Sequence[str], no_trunc: bool) -> list[list[str]]
         if result is not None:
             rows.append(result)
     return rows
-
-
-def stream(c: Client, container: str) -> Iterator[dict[str, Any]]:
-    """The daemon's stream of readings for one container (for programs; the CLI polls)."""
-    yield from json_messages(read_chunks(c.send("GET", f"/containers/{ref(container)}/stats")))
 
 
 COMMANDS = ((stats, "stats"), (top, "top"), (pause, "pause"), (unpause, "unpause"), (update, "update"))

@@ -1,10 +1,5 @@
-"""The engine's cgroup side of containers: limits checked at create, applied at start and
-`update`, OOM kills read at exit, pause/unpause (freezer), top, stats readings, orphans.
-
-Composes agent.executor.cgroups (paths, checks, counters) and runc (update, pause, resume,
-delete); shoal.engine.engine calls it at a few points of the lifecycle, shoal.api.routes_resources
-serves it.
-"""
+"""The engine's cgroup side: limits at create/start/update, OOM kills at exit, pause, top, stats, orphans.
+Uses agent.executor.cgroups and runc; shoal.engine.engine calls it in the lifecycle, shoal.api.routes_resources serves it."""
 from __future__ import annotations
 
 import asyncio
