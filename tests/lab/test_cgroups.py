@@ -16,7 +16,7 @@ import pytest
 from agent.executor.cgroups import PARENT
 from shoal.lab import data_dir
 from tests.docker_client import docker_client
-from tests.lab.helpers import running_lab, wait_until
+from tests.lab.helpers import running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -373,3 +373,28 @@ def test_docker_py_runs_with_limits_and_reads_stats_top_pause_and_update(lab):
     finally:
         container.remove(force=True)
         client.close()
+
+
+# ---- shoal's own CLI ----------------------------------------------------------------------------------
+
+def test_shoal_cli_runs_with_limits_and_has_stats_top_pause_and_update(lab):
+    c = name()
+    shoal(lab, "run", "-d", "--name", c, "--memory", "32m", "--cpus", "0.5", "--pids-limit", "30",
+          "busybox", "sleep", "3600")
+    assert inside(lab, c, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                  "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/pids/pids.max").split() == [
+        str(32 * MB), "50000", "30"]
+    header, row = shoal(lab, "stats", "--no-stream", c).stdout.strip().splitlines()
+    assert header.split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
+    assert row.split()[1] == c and "/ 32MiB" in row and row.split()[-1] == "1"
+    top = shoal(lab, "top", c).stdout.strip().splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"] and top[1].endswith("sleep 3600")
+    assert shoal(lab, "pause", c).stdout == f"{c}\n"
+    assert inspect(lab, c)["State"]["Status"] == "paused"
+    assert shoal(lab, "unpause", c).stdout == f"{c}\n"
+    assert shoal(lab, "update", "--memory", "48m", c).stdout == f"{c}\n"
+    assert inside(lab, c, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes") == str(48 * MB)
+    refused = shoal(lab, "run", "-d", "--memory", "4m", "busybox", "true", check=False)
+    assert refused.returncode == 125
+    assert "Error response from daemon: Minimum memory limit allowed is 6MB" in refused.stderr
+    docker(lab, "rm", "-f", c)
