@@ -286,6 +286,7 @@ def down(lab: str) -> None:
 
     for d in host_dirs:
         _remove_runc_containers(d / "runc")
+    _remove_daemon_cgroups(lab)
 
     leftovers = _pids_in_netns(lab_namespaces(lab))
     _stop(leftovers, signal.SIGKILL, grace=0.0)
@@ -326,6 +327,18 @@ def _stop(pids: Sequence[int], first: int, grace: float) -> None:
     if survivors:
         _signal(survivors, signal.SIGKILL)
         wait_until(lambda: not any(_alive(p) for p in survivors), STOP_DEADLINE_S, what=f"processes {survivors} to exit")
+
+
+def _remove_daemon_cgroups(lab: str) -> None:
+    """The cgroup parent each host's daemon made (/shoal/<engine id[:12]>), once its runc
+    containers (and so their cgroups) are gone."""
+    from agent.executor.cgroups import remove_daemon_parent
+
+    for engine_id in data_dir(lab).glob("h*/engine/engine-id"):
+        try:
+            remove_daemon_parent(engine_id.read_text().strip())
+        except OSError:
+            pass
 
 
 def _remove_runc_containers(root: Path) -> None:

@@ -365,15 +365,20 @@ class RuncRuntime:
         hostname: str,
         netns_path: str | None,
         mounts: list[Mount],
+        cgroups_path: str | None = None,
+        resources: dict | None = None,
+        cgroupns: bool = False,
     ) -> Path:
-        """Creates (or refreshes) the bundle; returns the bundle directory."""
+        """Creates (or refreshes) the bundle; returns the bundle directory. cgroups_path and
+        resources (OCI linux.resources) place and limit the container (agent.executor.cgroups)."""
         d = self._dir(container_id)
         image_rootfs = Path(image_rootfs).resolve()
         if not image_rootfs.is_dir():
             raise RuncError(f"image rootfs {image_rootfs} is not a directory")
         # Build (and so validate) the spec before touching the disk: bad input leaves nothing behind.
         config = build_oci_spec(
-            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile
+            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile,
+            cgroups_path=cgroups_path, resources=resources, cgroupns=cgroupns,
         )
         created = not d.exists()
         try:

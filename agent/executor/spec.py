@@ -129,6 +129,10 @@ def _default_mounts() -> list[dict]:
         },
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # Docker's too: read-only, and runc shows the container its own cgroup as the root of
+        # each hierarchy (so `cat /sys/fs/cgroup/memory/memory.limit_in_bytes` is its limit).
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["ro", "nosuid", "noexec", "nodev", "relatime"]},
     ]
 
 
@@ -162,13 +166,17 @@ def build_oci_spec(
     mounts: list[Mount],
     cgroups_path: str | None = None,
     nofile_limit: int = NOFILE_LIMIT,
+    resources: dict | None = None,
+    cgroupns: bool = False,
 ) -> dict:
     """config.json for runc; process.confinement gives its capabilities, seccomp profile
     (Docker's default unless unconfined), no-new-privileges and read-only root.
 
-    No linux.resources: on this host's hybrid cgroup v1+v2 layout resource limits make runc fail.
-    cgroupsPath stays unset unless given (runc then uses /<container id>). nofile_limit lets a
-    caller without CAP_SYS_RESOURCE lower Docker's 1048576 to the hard limit it can grant."""
+    resources is the OCI linux.resources object (agent.executor.cgroups.oci_resources: limits
+    runc writes into the container's cgroup, v1 or v2); none when empty. cgroupsPath stays unset
+    unless given (runc then uses /<container id>). cgroupns gives the container its own cgroup
+    namespace (Docker's default on a cgroup v2 host; v1 hosts share the host's). nofile_limit lets a caller without
+    CAP_SYS_RESOURCE lower Docker's 1048576 to the hard limit it can grant."""
     if not rootfs.startswith("/"):
         raise ValueError(f"rootfs {rootfs!r} must be an absolute path")
     linux: dict = {
@@ -176,8 +184,14 @@ def build_oci_spec(
         "maskedPaths": list(DEFAULT_MASKED_PATHS),
         "readonlyPaths": list(DEFAULT_READONLY_PATHS),
     }
+    if cgroupns:
+        linux["namespaces"].append({"type": "cgroup"})
     if cgroups_path is not None:
+        if not cgroups_path.startswith("/"):
+            raise ValueError(f"cgroups path {cgroups_path!r} must be an absolute path")
         linux["cgroupsPath"] = cgroups_path
+    if resources:
+        linux["resources"] = resources
     confinement = process.confinement
     profile = confinement.linux_seccomp()
     if profile is not None:

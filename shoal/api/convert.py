@@ -38,11 +38,17 @@ def unix_seconds(value: str) -> int:
     return int(parsed.timestamp()) if parsed else 0
 
 
+def docker_state(c: ContainerRecord) -> str:
+    """State.Status: the record's state, "paused" for a running container whose cgroup is frozen."""
+    return "paused" if c.state == "running" and c.paused else c.state
+
+
 def container_status(c: ContainerRecord, now: datetime) -> str:
     """The human STATUS column: "Up 2 minutes", "Exited (0) 5 seconds ago", "Created"."""
     if c.state == "running":
         started = parse_time(c.started_at)
-        return "Up " + human_duration((now - started).total_seconds()) if started else "Up"
+        up = "Up " + human_duration((now - started).total_seconds()) if started else "Up"
+        return up + " (Paused)" if c.paused else up
     if c.state == "exited":
         finished = parse_time(c.finished_at)
         if finished is None:
@@ -210,7 +216,7 @@ def container_summary(
         "Created": unix_seconds(c.created),
         "Ports": summary_ports(c),
         "Labels": dict(c.labels),
-        "State": c.state,
+        "State": docker_state(c),
         "Status": container_status(c, now),
         "HostConfig": {"NetworkMode": c.network_mode},
         "NetworkSettings": {"Networks": _networks(c, networks)},
@@ -334,11 +340,11 @@ def container_inspect(
         "Path": c.args[0] if c.args else "",
         "Args": list(c.args[1:]),
         "State": {
-            "Status": c.state,
+            "Status": docker_state(c),
             "Running": c.state == "running",
-            "Paused": False,
+            "Paused": c.state == "running" and c.paused,
             "Restarting": False,
-            "OOMKilled": False,
+            "OOMKilled": c.oom_killed,
             "Dead": c.state == "dead",
             "Pid": c.pid,
             "ExitCode": c.exit_code,

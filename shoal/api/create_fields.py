@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from agent.executor.cgroups import DOCKER_FIELDS as RESOURCE_FIELDS  # cgroup limits (Memory, NanoCpus, ...)
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.stdio import log_options
 
@@ -38,7 +39,7 @@ HOST_CONFIG_APPLIED = frozenset(
         "ConsoleSize",  # the TTY's first size, set by the shim
         "LogConfig",  # json-file with max-size/max-file: checked by shoal.engine.stdio.log_options
     )
-)  # fmt: skip
+) | frozenset(k.lower() for k in RESOURCE_FIELDS)  # fmt: skip
 
 # Values that mean "what shoal does anyway" besides the zero value of the field's type.
 HOST_CONFIG_DEFAULTS: dict[str, tuple[Any, ...]] = {

@@ -89,29 +89,41 @@ def version_json(engine: Any) -> dict[str, Any]:
     }
 
 
+def cgroup_info(engine: Any) -> dict[str, Any]:
+    """What `docker info` says of cgroups: the cgroupfs driver (runc writes the files under
+    /shoal/<daemon>), the host's version, and the limits shoal applies."""
+    version = engine.resources.cgroups.version
+    return {
+        "MemoryLimit": True,
+        "SwapLimit": True,
+        "CpuCfsPeriod": True,
+        "CpuCfsQuota": True,
+        "CPUShares": True,
+        "CPUSet": True,
+        "PidsLimit": True,
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": version,
+    }
+
+
 def info_json(engine: Any) -> dict[str, Any]:
     from shoal.api.routes_swarm import info_section as swarm_info
 
     containers = engine.list_containers(True, {})
-    running = sum(1 for c in containers if c.state == "running")
+    running = sum(1 for c in containers if c.state == "running" and not c.paused)
+    paused = sum(1 for c in containers if c.state == "running" and c.paused)
     images = engine.images.list()
     return {
         "ID": daemon_uuid(engine.daemon_id),
         "Containers": len(containers),
         "ContainersRunning": running,
-        "ContainersPaused": 0,
-        "ContainersStopped": len(containers) - running,
+        "ContainersPaused": paused,
+        "ContainersStopped": len(containers) - running - paused,
         "Images": len(images),
         "Driver": "overlay2",
         "DriverStatus": [],
         "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"], "Authorization": None, "Log": ["json-file"]},
-        "MemoryLimit": False,
-        "SwapLimit": False,
-        "CpuCfsPeriod": False,
-        "CpuCfsQuota": False,
-        "CPUShares": False,
-        "CPUSet": False,
-        "PidsLimit": False,
+        **cgroup_info(engine),
         "IPv4Forwarding": True,
         "Debug": False,
         "NFd": 0,
@@ -119,8 +131,6 @@ def info_json(engine: Any) -> dict[str, Any]:
         "NGoroutines": 0,
         "SystemTime": "",
         "LoggingDriver": "json-file",
-        "CgroupDriver": "none",
-        "CgroupVersion": "",
         "NEventsListener": 0,
         "KernelVersion": platform.release(),
         "OperatingSystem": operating_system(),

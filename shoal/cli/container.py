@@ -16,6 +16,7 @@ import click
 
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, inspect_each, out
+from shoal.cli import resources as resource_cli
 from shoal.cli import runner
 from shoal.cli.format import parse_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
@@ -46,6 +47,7 @@ PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, 
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
 @click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
 @click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)")
+@resource_cli.limit_options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
@@ -53,14 +55,15 @@ def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env:
         expose: tuple[str, ...], ip: str,
         network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str,
         interactive: bool, tty: bool, detach_keys: str, log_opt: tuple[str, ...], image: str,
-        command: tuple[str, ...]) -> None:
+        command: tuple[str, ...], **limits: Any) -> None:
     """Create and run a new container from an image
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
     """
     runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
                          publish_all, expose, ip, network_alias, link, workdir, user, image, command,
-                         interactive=interactive, tty=tty, detach_keys=detach_keys, log_opt=log_opt)
+                         interactive=interactive, tty=tty, detach_keys=detach_keys, log_opt=log_opt,
+                         host_config=resource_cli.host_config_limits(limits))
 
 
 @click.command(context_settings=CONTEXT)
@@ -255,7 +258,7 @@ def container() -> None:
     """Manage containers"""
 
 
-for _cmd, _names in ((run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
+for _cmd, _names in (*((cmd, [name]) for cmd, name in resource_cli.COMMANDS), (run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
                      (attach, ["attach"]),
                      (rm, ["rm", "remove"]), (stop, ["stop"]), (kill, ["kill"]), (start, ["start"]),
                      (inspect, ["inspect"])):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli import container, image, labcmd, network, volume
+from shoal.cli import container, image, labcmd, network, resources, volume
 from shoal.cli import node as node_cli
 from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
@@ -207,6 +207,8 @@ cli.add_command(container.stop)
 cli.add_command(container.kill)
 cli.add_command(container.start)
 cli.add_command(container.container)
+for _cmd, _name in resources.COMMANDS:  # stats, top, pause, unpause, update
+    cli.add_command(_cmd, _name)
 cli.add_command(image.image)
 cli.add_command(image.images)
 cli.add_command(image.rm, "rmi")

@@ -24,7 +24,8 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
                 publish: Sequence[str] = (), expose: Sequence[str] = (), ip: str = "",
                 aliases: Sequence[str] = (), links: Sequence[str] = (), workdir: str = "", user: str = "",
                 auto_remove: bool = False, attach: bool = False, publish_all: bool = False,
-                tty: bool = False, interactive: bool = False, log_opts: Mapping[str, str] | None = None) -> dict[str, Any]:
+                tty: bool = False, interactive: bool = False, log_opts: Mapping[str, str] | None = None,
+                host_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The POST /containers/create body the docker CLI would send for these `run` flags."""
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
@@ -58,7 +59,7 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
         "HostConfig": {"NetworkMode": network or "bridge", "PortBindings": bindings, "AutoRemove": auto_remove,
                        "Links": list(links) or None, "PublishAllPorts": publish_all,
                        "LogConfig": {"Type": "json-file", "Config": dict(log_opts or {})},
-                       "ConsoleSize": [0, 0]},
+                       "ConsoleSize": [0, 0], **(host_config or {})},
         "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
 
@@ -73,7 +74,8 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
                   publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
                   link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
                   interactive: bool = False, tty: bool = False, detach_keys: str = "",
-                  log_opt: Sequence[str] = ()) -> None:
+                  log_opt: Sequence[str] = (),
+                  host_config: Mapping[str, Any] | None = None) -> None:
     if image.startswith("-"):
         err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
         raise Failed(125)
@@ -84,7 +86,8 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
                            hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
                            expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
                            auto_remove=remove and detach, attach=not detach, publish_all=publish_all,
-                           tty=tty, interactive=interactive, log_opts=parse_kv(log_opt))
+                           tty=tty, interactive=interactive, log_opts=parse_kv(log_opt),
+                           host_config=host_config)
         if tty and not detach:
             from shoal.cli.interactive import terminal_size
 

@@ -58,6 +58,7 @@ from shoal.engine.records import (
     container_from_dict,
     to_dict,
 )
+from shoal.engine.resources import ContainerResources
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
 from shoal.engine.state import StateDir
 from shoal.engine.timefmt import now_rfc3339
@@ -116,6 +117,7 @@ class Engine:
             interval=options.firewall_check_interval,
         )
         self.execs: dict[str, ExecRecord] = {}
+        self.resources = ContainerResources(self)  # cgroups: limits, stats, pause, OOM
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
@@ -146,6 +148,7 @@ class Engine:
                 continue
             self.containers[container_id] = record
         await self._reconcile_containers()
+        await self._cgroups_at_start()
         await self._kernel(self._collect_orphan_namespaces)
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
@@ -205,6 +208,14 @@ class Engine:
             self._watch(container)
             if container.netns:  # the old daemon's resolver sockets died with it
                 await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
+
+    async def _cgroups_at_start(self) -> None:
+        """Stopped runc containers kept for their OOM counter (a crash before the exit was
+        recorded) go, then this daemon's cgroups that no running container owns."""
+        for cid, container in self.containers.items():
+            if container.state != "running":
+                await self.resources.delete_stopped(cid)
+        self.resources.remove_orphans({cid for cid, c in self.containers.items() if c.state == "running"})
 
     def _observe(self, container_id: str) -> reconcile.Observed:
         try:
@@ -408,6 +419,7 @@ class Engine:
             container_mounts.discard(self.volumes, made_volumes)
             raise
 
+        warnings = self.resources.check_create(request.raw_host_config)
         container_id = secrets.token_hex(32)
         mode = request.network_mode or "default"
         if mode == "default":
@@ -451,7 +463,7 @@ class Engine:
             self.state.delete("containers", container_id)
             container_mounts.discard(self.volumes, made_volumes)
             raise
-        return record, []
+        return record, warnings
 
     def _check_name_free(self, name: str) -> None:
         for other in self.containers.values():
@@ -594,7 +606,10 @@ class Engine:
             )
             bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
-            await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
+            await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
+                                       cgroups_path=self.resources.path(container.id),
+                                       resources=self.resources.oci(container),
+                                       cgroupns=self.resources.private_cgroupns)
             if self._exited.get(container.id, _SET_EVENT).is_set():
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
@@ -613,6 +628,8 @@ class Engine:
             raise kind(f"failed to start container {container.name}: {message}") from exc
         container.state = "running"
         container.pid = pid
+        container.paused = False
+        container.oom_killed = False
         container.exit_code = 0
         container.error = ""
         container.started_at = now_rfc3339()
@@ -717,8 +734,9 @@ class Engine:
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
+        container.paused = False
         container.finished_at = now_rfc3339()
-        for step in (self._release_ports, self.sandboxes.unregister_dns):
+        for step in (self.resources.at_exit, self._release_ports, self.sandboxes.unregister_dns):
             try:
                 await step(container)
             except Exception:
@@ -737,6 +755,8 @@ class Engine:
                 raise NotModified("container already stopped")
             sig = parse_signal(signal) if signal else signals.SIGTERM
             wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+            if container.paused:  # a frozen process cannot act on the signal: thaw it (as Docker)
+                await self.resources.resume(container)
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
             await self._finish(container, code)
 
@@ -746,11 +766,21 @@ class Engine:
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
         await self.runtime.kill(container.id, int(sig))
+        if container.paused and sig == signals.SIGKILL:  # Docker: the kill lands once thawed
+            async with self._lock(container.id):
+                if container.paused:
+                    await self.resources.resume(container)
 
     async def remove_container(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
             if container.state == "running":
+                if container.paused and not force:
+                    # Docker 25+'s wording, like the running case below
+                    raise Conflict(f'cannot remove container "/{container.name}": container is paused '
+                                   "and must be unpaused first")
+                if container.paused:
+                    await self.resources.resume(container)
                 if not force:
                     raise Conflict(
                         f'cannot remove container "/{container.name}": container is running: '
@@ -813,6 +843,8 @@ class Engine:
         container = self.get_container(container_ref)
         if container.state != "running":
             raise Conflict(f"container {container.id} is not running")
+        if container.paused:
+            raise Conflict(f"Container {container.id} is paused, unpause the container before exec")
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
         if request.user:
@@ -916,7 +948,7 @@ class Engine:
         return {
             "Containers": len(states),
             "ContainersRunning": states.count("running"),
-            "ContainersPaused": 0,
+            "ContainersPaused": sum(1 for c in self.containers.values() if c.state == "running" and c.paused),
             "ContainersStopped": len(states) - states.count("running"),
             "Images": len(self.images.list()),
         }

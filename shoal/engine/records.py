@@ -40,6 +40,8 @@ class ContainerRecord:
     auto_remove: bool = False
     tty: bool = False
     state: str = "created"  # created | running | exited | dead | removing
+    paused: bool = False  # running with its cgroup frozen (docker pause); state stays "running"
+    oom_killed: bool = False  # the OOM killer killed a process of its last run
     pid: int = 0
     exit_code: int = 0
     error: str = ""

@@ -214,8 +214,8 @@ def test_read_only_root_refuses_writes(lab):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--memory", "10m"], "shoal does not support HostConfig.Memory yet (got 10485760)"),
-        (["--pids-limit", "10"], "shoal does not support HostConfig.PidsLimit yet (got 10)"),
+        (["--blkio-weight", "500"], "shoal does not support HostConfig.BlkioWeight yet (got 500)"),
+        (["--oom-kill-disable"], "shoal does not support HostConfig.OomKillDisable yet (got true)"),
         (["--privileged"], "shoal does not support HostConfig.Privileged yet (got true)"),
         (["--volumes-from", "other"], 'shoal does not support HostConfig.VolumesFrom yet (got ["other"])'),
     ],

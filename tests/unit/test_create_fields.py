@@ -59,10 +59,9 @@ def _refused(host_config: dict | None = None, **config) -> str:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("Memory", 10485760),  # cgroup limits
-        ("NanoCpus", 500000000),
-        ("PidsLimit", 10),
-        ("CpuShares", 512),
+        ("BlkioWeight", 500),  # cgroup settings shoal does not apply (the limits it applies pass)
+        ("OomKillDisable", True),
+        ("KernelMemory", 10485760),
         ("Privileged", True),
         ("VolumesFrom", ["other"]),  # mounts (Binds, Mounts, Tmpfs are applied: test_mount_specs)
         ("Devices", [{"PathOnHost": "/dev/kmsg", "PathInContainer": "/dev/kmsg", "CgroupPermissions": "rwm"}]),
@@ -145,3 +144,9 @@ def test_a_bad_max_size_is_refused_naming_the_value() -> None:
 def test_an_unknown_log_opt_is_refused_naming_it() -> None:
     assert _refused({"LogConfig": {"Type": "json-file", "Config": {"labels-regex": "x"}}}) == (
         "unknown log opt 'labels-regex' for json-file log driver")
+def test_applied_cgroup_limits_are_accepted() -> None:
+    limits = {"Memory": 16777216, "MemorySwap": 33554432, "MemoryReservation": 8388608, "NanoCpus": 500000000,
+              "CpuShares": 512, "CpuPeriod": 0, "CpuQuota": 0, "CpusetCpus": "0", "CpusetMems": "",
+              "PidsLimit": 20}
+    request = params.parse_container_create({"Image": "busybox", "HostConfig": dict(limits)})
+    assert {k: request.raw_host_config[k] for k in limits} == limits

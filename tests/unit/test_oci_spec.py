@@ -48,7 +48,7 @@ def test_relative_netns_path_is_refused() -> None:
 def test_default_mounts_come_first_then_binds_in_given_order() -> None:
     binds = [Mount("/s/hosts", "/etc/hosts"), Mount("/s/resolv.conf", "/etc/resolv.conf", readonly=True)]
     destinations = [m["destination"] for m in _spec(mounts=binds)["mounts"]]
-    assert destinations == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/etc/hosts", "/etc/resolv.conf"]
+    assert destinations == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup", "/etc/hosts", "/etc/resolv.conf"]
 
 
 def test_bind_mount_is_rbind_rprivate_with_ro_when_readonly() -> None:
@@ -200,3 +200,32 @@ def test_resolve_user_in_skips_a_passwd_entry_with_a_huge_id() -> None:
     with pytest.raises(ValueError) as info:
         resolve_user_in("evil", passwd, GROUP)
     assert str(info.value) == "unable to find user evil: no matching entries in passwd file"
+
+
+def test_cgroups_path_and_resources_go_into_linux() -> None:
+    spec = build_oci_spec(ProcessSpec(["true"], []), "h", "/r", None, [], cgroups_path="/shoal/d/c1",
+                          resources={"pids": {"limit": 20}})
+    assert spec["linux"]["cgroupsPath"] == "/shoal/d/c1"
+    assert spec["linux"]["resources"] == {"pids": {"limit": 20}}
+
+
+def test_no_resources_leave_linux_resources_out() -> None:
+    assert "resources" not in build_oci_spec(ProcessSpec(["true"], []), "h", "/r", None, [], resources={})["linux"]
+
+
+def test_a_relative_cgroups_path_is_refused() -> None:
+    with pytest.raises(ValueError, match="cgroups path 'shoal/c1' must be an absolute path"):
+        build_oci_spec(ProcessSpec(["true"], []), "h", "/r", None, [], cgroups_path="shoal/c1")
+
+
+def test_the_cgroup_tree_is_mounted_read_only_as_docker_does() -> None:
+    cgroup = next(m for m in _spec()["mounts"] if m["destination"] == "/sys/fs/cgroup")
+    assert cgroup["type"] == "cgroup" and "ro" in cgroup["options"]
+
+
+def test_a_private_cgroup_namespace_only_when_asked() -> None:
+    def types(**kw: bool) -> list[str]:
+        return [n["type"] for n in build_oci_spec(ProcessSpec(["true"], []), "h", "/r", None, [], **kw)["linux"]["namespaces"]]
+
+    assert "cgroup" not in types()
+    assert types(cgroupns=True)[-1] == "cgroup"
