@@ -39,6 +39,10 @@ def unix_seconds(value: str) -> int:
 
 def container_status(c: ContainerRecord, now: datetime) -> str:
     """The human STATUS column: "Up 2 minutes", "Exited (0) 5 seconds ago", "Created"."""
+    if getattr(c, "restarting", False) and c.state != "running":
+        finished = parse_time(c.finished_at)
+        ago = f" {human_duration((now - finished).total_seconds())} ago" if finished else ""
+        return f"Restarting ({c.exit_code}){ago}"
     if c.state == "running":
         started = parse_time(c.started_at)
         return "Up " + human_duration((now - started).total_seconds()) if started else "Up"
@@ -52,6 +56,14 @@ def container_status(c: ContainerRecord, now: datetime) -> str:
     if c.state == "dead":
         return "Dead"
     return "Created"
+
+
+def public_state(c: ContainerRecord) -> str:
+    """State as Docker names it: an exited container its policy will start again is
+    "restarting" (shoal.engine.restart)."""
+    if getattr(c, "restarting", False) and c.state != "running":
+        return "restarting"
+    return c.state
 
 
 # ---- networks -----------------------------------------------------------------------
@@ -209,7 +221,7 @@ def container_summary(
         "Created": unix_seconds(c.created),
         "Ports": summary_ports(c),
         "Labels": dict(c.labels),
-        "State": c.state,
+        "State": public_state(c),
         "Status": container_status(c, now),
         "HostConfig": {"NetworkMode": c.network_mode},
         "NetworkSettings": {"Networks": _networks(c, networks)},
@@ -333,10 +345,10 @@ def container_inspect(
         "Path": c.args[0] if c.args else "",
         "Args": list(c.args[1:]),
         "State": {
-            "Status": c.state,
-            "Running": c.state == "running",
+            "Status": public_state(c),
+            "Running": c.state == "running" or public_state(c) == "restarting",
             "Paused": False,
-            "Restarting": False,
+            "Restarting": public_state(c) == "restarting",
             "OOMKilled": False,
             "Dead": c.state == "dead",
             "Pid": c.pid,
@@ -351,7 +363,7 @@ def container_inspect(
         "HostsPath": f"{container_dir}/hosts",
         "LogPath": "",
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": getattr(c, "restart_count", 0),
         "Driver": "overlay2",
         "Platform": "linux",
         "MountLabel": "",

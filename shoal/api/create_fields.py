@@ -33,6 +33,7 @@ HOST_CONFIG_APPLIED = frozenset(
         "CapAdd", "CapDrop", "SecurityOpt", "ReadonlyRootfs",
         "ContainerIDFile",  # the CLI writes that file itself
         "ConsoleSize",  # a terminal's size; shoal runs no terminal
+        "RestartPolicy",  # shoal.engine.restart
     )
 )  # fmt: skip
 

@@ -13,6 +13,7 @@ from typing import Any
 from agent.executor.confinement import ConfinementError, from_host_config
 from agent.network import ports
 from shoal.api.create_fields import refuse_unapplied
+from shoal.engine import restart
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -304,6 +305,7 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
         raise InvalidParameter("No image was specified: Config.Image is empty")
     refuse_unapplied(body)
     host_config = _obj(body, "HostConfig")
+    restart.parse_policy(host_config)  # moby's messages for a bad policy, or one with AutoRemove
     _check_port_bindings(_obj(host_config, "PortBindings"))
     try:
         from_host_config(host_config)  # capabilities and --security-opt, checked now, applied at start

@@ -33,7 +33,8 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
-from shoal.engine import publish, reconcile
+from shoal.engine import publish, reconcile, restart
+from shoal.engine.events import EventLog, container_event, exec_action, network_attributes
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     confinement_of,
@@ -112,6 +113,8 @@ class Engine:
             interval=options.firewall_check_interval,
         )
         self.execs: dict[str, ExecRecord] = {}
+        self.events = EventLog()  # GET /events (shoal.engine.events)
+        self.restarts = restart.Supervisor(self.restart_after_exit)  # restart policies
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
@@ -142,6 +145,7 @@ class Engine:
             self.containers[container_id] = record
         await self._reconcile_containers()
         await self._kernel(self._collect_orphan_namespaces)
+        self._restart_at_boot()
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
@@ -246,6 +250,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
+        self.restarts.close()  # pending restarts happen at the next start (_restart_at_boot)
         await self.firewall_watch.stop()
         for task in self._watchers.values():
             task.cancel()
@@ -279,12 +284,15 @@ class Engine:
         return sorted(attached, key=lambda pair: pair[0].name)
 
     async def create_network(self, request: NetworkCreate) -> tuple[NetworkRecord, str]:
-        return await self._kernel(self.net.create, request)
+        created = await self._kernel(self.net.create, request)
+        self.emit_network(created[0], "create")
+        return created
 
     async def remove_network(self, ref: str) -> None:
         net = self.net.lookup(ref)
         names = [c.name for c, _ in self.network_endpoints(net.id)]
         await self._kernel(self.net.remove, net.id, names)
+        self.emit_network(net, "destroy")
 
     async def connect_network(self, ref: str, container_ref: str, endpoint: EndpointRequest) -> None:
         net = self.net.lookup(ref)
@@ -299,6 +307,7 @@ class Engine:
                 await self._kernel(self.sandboxes.refresh_default_route, container)
                 self.sandboxes.write_etc_files(container)
                 await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
+                self.emit_network(net, "connect", container.id)
             self._save(container)
 
     def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
@@ -336,6 +345,7 @@ class Engine:
             if container.state == "running":
                 await self._kernel(self.sandboxes.refresh_default_route, container)
                 self.sandboxes.write_etc_files(container)
+                self.emit_network(net, "disconnect", container.id)
             self._save(container)
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
@@ -349,6 +359,7 @@ class Engine:
             if not all(label_filter(net.labels, v) for v in filters.get("label", [])):
                 continue
             await self._kernel(self.net.remove, net.id, [])
+            self.emit_network(net, "destroy")
             pruned.append(net.name)
         return sorted(pruned)
 
@@ -426,6 +437,7 @@ class Engine:
             self.containers.pop(container_id, None)
             self.state.delete("containers", container_id)
             raise
+        self.emit_container(record, "create")
         return record, []
 
     def _check_name_free(self, name: str) -> None:
@@ -523,6 +535,8 @@ class Engine:
         async with self._lock(container.id):
             if container.state == "running":
                 raise NotModified("container already started")
+            self.restarts.reset(container.id)  # moby: a user's start resets the restart manager
+            container.restart_count, container.manually_stopped, container.restarting = 0, False, False
             try:
                 await self._start(container)
             except EngineError:
@@ -585,6 +599,7 @@ class Engine:
             kind = InvalidParameter if isinstance(exc, RuncError) and exc.exit_code is not None else SystemError_
             raise kind(f"failed to start container {container.name}: {message}") from exc
         container.state = "running"
+        container.started_before, container.restarting = True, False
         container.pid = pid
         container.exit_code = 0
         container.error = ""
@@ -600,6 +615,8 @@ class Engine:
             container.error = exc.message
             await self._undo_start(container, True)
             raise
+        self._emit_endpoints(container, "connect")
+        self.emit_container(container, "start")
         self._watch(container)
 
     async def _undo_start(self, container: ContainerRecord, bundle: bool) -> None:
@@ -634,6 +651,9 @@ class Engine:
         async with self._lock(container_id):
             if container.state == "running":
                 await self._finish(container, code)
+                if self._schedule_restart(container):
+                    self._watchers.pop(container_id, None)
+                    return
         self._watchers.pop(container_id, None)
         if container.auto_remove and container_id in self.containers:
             # `docker run --rm` is attached: its client must read all the output before the
@@ -691,6 +711,8 @@ class Engine:
         container.exit_code = code
         container.pid = 0
         container.finished_at = now_rfc3339()
+        self.emit_container(container, "die", exitCode=code,
+                            execDuration=_seconds_between(container.started_at, container.finished_at))
         for step in (self._release_ports, self.sandboxes.unregister_dns):
             try:
                 await step(container)
@@ -700,35 +722,60 @@ class Engine:
             await self._kernel(self.sandboxes.teardown, container)
         except Exception:
             log.exception("container %s: network teardown failed at exit", container.id)
+        self._emit_endpoints(container, "disconnect")
         self._save_quietly(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
 
     async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
+            if container.restarting:  # waiting for its next start: stopping cancels it
+                self.restarts.cancel(container.id)
+                container.restarting, container.manually_stopped = False, True
+                self._save_quietly(container)
+                self.emit_container(container, "stop")
+                return
             if container.state != "running":
                 raise NotModified("container already stopped")
+            self.restarts.cancel(container.id)
+            container.manually_stopped = True
             sig = parse_signal(signal) if signal else signals.SIGTERM
             wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+            self.emit_container(container, "kill", signal=int(sig))
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
             await self._finish(container, code)
+            self.emit_container(container, "stop")
 
     async def kill_container(self, ref: str, signal: str = "SIGKILL") -> None:
         container = self.get_container(ref)
         sig = parse_signal(signal or "SIGKILL")
+        if container.restarting:
+            raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is restarting, "
+                           "wait until the container is running")
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
+        container.manually_stopped = True
+        if sig == signals.SIGTERM:  # the stop signal: moby's ExitOnNext, no restart
+            self.restarts.cancel(container.id)
         await self.runtime.kill(container.id, int(sig))
+        self.emit_container(container, "kill", signal=int(sig))
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
+            if container.restarting and not force:
+                raise Conflict(
+                    f'cannot remove container "/{container.name}": container is restarting: '
+                    "stop the container before removing or force remove"
+                )
+            self.restarts.forget(container.id)
             if container.state == "running":
                 if not force:
                     raise Conflict(
                         f'cannot remove container "/{container.name}": container is running: '
                         "stop the container before removing or force remove"
                     )
+                self.emit_container(container, "kill", signal=int(signals.SIGKILL))
                 code = await self.runtime.stop(container.id, 0.0, int(signals.SIGKILL))
                 await self._finish(container, code)
         await self._remove(container)
@@ -740,8 +787,10 @@ class Engine:
         await self.runtime.remove(container.id)
         if container.netns:  # a start that failed half-way, or an exit whose teardown failed
             await self._kernel(self.sandboxes.teardown, container)
+        self.restarts.forget(container.id)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
+        self.emit_container(container, "destroy")
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
         shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
@@ -819,6 +868,7 @@ class Engine:
             attach_stderr=request.attach_stderr,
         )
         self.execs[record.id] = record
+        self.emit_container(container, exec_action("exec_create", record.args), execID=record.id)
         return record
 
     def get_exec(self, exec_id: str) -> ExecRecord:
@@ -844,6 +894,7 @@ class Engine:
             confinement=confinement_of(container),
         )
         record.running = True
+        self.emit_container(container, exec_action("exec_start", record.args), execID=record.id)
         try:
             run = await self.runtime.exec(container.id, process)
             record.pid = run.pid
@@ -858,6 +909,7 @@ class Engine:
             record.running = False
             if record.exit_code is None:
                 record.exit_code = 137
+            self.emit_container(container, "exec_die", execID=record.id, exitCode=record.exit_code)
 
     # ---- images ---------------------------------------------------------------------
     async def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
@@ -866,9 +918,18 @@ class Engine:
         the users read and the change); the files go afterwards, in a thread."""
         from agent.images.store import ImageUser
 
+        try:
+            image_id = self.images.get(ref).id
+        except ImageError:
+            image_id = ""  # the store's remove answers for it
         users = [ImageUser(c.id, c.image_id, c.state in ("running", "paused", "restarting"))
                  for c in self.containers.values()]
         records = self.images.remove(ref, force=force, noprune=noprune, users=users)
+        for entry in records:  # moby names both by the image id
+            if "Untagged" in entry and image_id:
+                self.emit_image(image_id, "untag")
+            if "Deleted" in entry:
+                self.emit_image(entry["Deleted"], "delete")
         await asyncio.to_thread(self.images.empty_trash)
         return records
 
@@ -929,6 +990,70 @@ class Engine:
         """Problems found at start (state files moved aside...): `docker info` prints them."""
         return list(self.state.warnings)
 
+    # ---- restart policies (shoal.engine.restart) -------------------------------------
+    def _schedule_restart(self, container: ContainerRecord) -> bool:
+        """After an exit the container did by itself: its policy may want it back."""
+        try:
+            policy = restart.parse_policy({"RestartPolicy": get_restart_policy(container.host_config)})
+        except EngineError:
+            return False
+        ran_for = _seconds_between(container.started_at, container.finished_at)
+        if self.restarts.container_exited(container, policy, ran_for) is None:
+            return False
+        container.restart_count += 1  # moby counts when it decides
+        container.restarting = True
+        self._save_quietly(container)
+        return True
+
+    async def restart_after_exit(self, container_id: str) -> None:
+        """The supervisor's call when a container's backoff is over."""
+        container = self.containers.get(container_id)
+        if container is None:
+            return
+        async with self._lock(container_id):
+            if not container.restarting or container.state == "running":
+                return
+            try:
+                await self._start(container)
+            except EngineError as exc:
+                container.restarting = False
+                self._save_quietly(container)
+                log.error("container %s: restart failed: %s", container.name, exc.message)
+
+    def _restart_at_boot(self) -> None:
+        """moby's restore: stopped containers started before whose policy wants them back."""
+        for container in self.containers.values():
+            if container.state == "running" or not container.started_before:
+                continue
+            try:
+                policy = restart.parse_policy({"RestartPolicy": get_restart_policy(container.host_config)})
+            except EngineError:
+                continue
+            if restart.should_restart_at_boot(policy, container.exit_code, container.manually_stopped,
+                                              container.restart_count):
+                container.restarting = True
+                self.restarts.start_now(container.id)
+            elif container.restarting:
+                container.restarting = False
+                self._save_quietly(container)
+
+    # ---- events ---------------------------------------------------------------------
+    def emit_container(self, container: ContainerRecord, action: str, **extra: Any) -> None:
+        """A container event (create, start, die, attach, pause...) for `docker events`."""
+        container_event(self.events, container, action, **extra)
+
+    def emit_network(self, net: NetworkRecord, action: str, container_id: str = "") -> None:
+        self.events.emit("network", action, net.id, network_attributes(net.name, net.driver, container_id))
+
+    def _emit_endpoints(self, container: ContainerRecord, action: str) -> None:
+        for net_id in container.endpoints:
+            net = self.net.networks.get(net_id)
+            if net is not None:
+                self.emit_network(net, action, container.id)
+
+    def emit_image(self, image_id: str, action: str, name: str = "") -> None:
+        self.events.emit("image", action, image_id, {"name": name or image_id})
+
     # ---- helpers --------------------------------------------------------------------
     def _lock(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
@@ -967,3 +1092,15 @@ def _holds_network(container: ContainerRecord) -> bool:
     """The record still names a namespace, an address or published ports (a start or an exit
     cut short by a crash)."""
     return bool(container.netns or container.published or any(e.ipv4 for e in container.endpoints.values()))
+
+
+def _seconds_between(start: str, end: str) -> int:
+    """Whole seconds between two RFC 3339 times (moby's execDuration); 0 when unknown."""
+    from shoal.api.convert import parse_time  # pure; no import cycle at module load
+
+    began, ended = parse_time(start), parse_time(end)
+    return max(int((ended - began).total_seconds()), 0) if began and ended else 0
+
+
+def get_restart_policy(host_config: dict[str, Any]) -> Any:
+    return next((v for k, v in host_config.items() if k.lower() == "restartpolicy"), None)

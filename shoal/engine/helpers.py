@@ -112,7 +112,8 @@ def container_matches(container: ContainerRecord, filters: dict[str, list[str]],
     return (
         any_of("id", lambda v: container.id.startswith(v))
         and any_of("name", lambda v: v.lstrip("/") in container.name)
-        and any_of("status", lambda v: container.state == v)
+        and any_of("status", lambda v: (("restarting" if container.restarting and container.state != "running"
+                                           else container.state) == v))
         and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
         and any_of("network", on_network)
         and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)

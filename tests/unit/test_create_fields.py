@@ -70,7 +70,6 @@ def _refused(host_config: dict | None = None, **config) -> str:
         ("VolumesFrom", ["other"]),
         ("Devices", [{"PathOnHost": "/dev/kmsg", "PathInContainer": "/dev/kmsg", "CgroupPermissions": "rwm"}]),
         ("Ulimits", [{"Name": "nofile", "Soft": 10, "Hard": 10}]),
-        ("RestartPolicy", {"Name": "always", "MaximumRetryCount": 0}),
         ("PidMode", "host"),  # namespaces
         ("IpcMode", "host"),
         ("Dns", ["192.0.2.1"]),  # resolver settings
