@@ -101,7 +101,7 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     ref = request.match_info["id"]
     condition = request.query.get("condition", "")
     if condition not in _WAIT_CONDITIONS:
-        raise InvalidParameter(f"invalid condition: {condition!r}")
+        raise InvalidParameter(f"invalid condition: {json.dumps(condition)}")  # Go's %q
     engine.get_container(ref)  # a missing container is a 404, not a 200 with an error
     waiter = asyncio.ensure_future(engine.wait_container(ref, condition or "not-running"))
     gone = asyncio.ensure_future(streams.when_disconnected(request))

@@ -88,7 +88,7 @@ async def _stop_background(app: web.Application) -> None:
 
 
 def build_app(engine: Any) -> web.Application:
-    from shoal.api import routes_containers, routes_images, routes_networks, routes_system
+    from shoal.api import routes_containers, routes_images, routes_networks, routes_system, routes_verbs
 
     # Image tarballs are streamed from request.content; only JSON bodies hit this cap.
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
@@ -96,7 +96,8 @@ def build_app(engine: Any) -> web.Application:
     app[BACKGROUND] = set()
     app.on_response_prepare.append(_add_headers)
     app.on_shutdown.append(_stop_background)
-    for module in (routes_system, routes_networks, routes_containers, routes_images):
+    # routes_verbs first: its /containers/prune and /images/prune precede the {id} patterns
+    for module in (routes_system, routes_verbs, routes_networks, routes_containers, routes_images):
         module.add_routes(app)
     return app
 

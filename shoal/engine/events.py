@@ -41,11 +41,10 @@ class Event:
         """moby's events.Message, with the deprecated status/id/from it still fills for
         containers and images."""
         out: dict[str, Any] = {}
-        if self.type in ("container", "image"):
-            out["status"] = self.action
-            out["id"] = self.actor_id
-            if self.type == "container" and self.attributes.get("image"):
-                out["from"] = self.attributes["image"]
+        if self.type in ("container", "image"):  # Go's omitempty: empty ones are left out
+            legacy = {"status": self.action, "id": self.actor_id,
+                      "from": self.attributes.get("image", "") if self.type == "container" else ""}
+            out.update({k: v for k, v in legacy.items() if v})
         out.update({
             "Type": self.type,
             "Action": self.action,
