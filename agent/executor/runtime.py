@@ -286,6 +286,7 @@ class RuncRuntime:
         hostname: str,
         netns_path: str | None,
         mounts: list[Mount],
+        extras: SpecExtras | None = None,
     ) -> Path:
         """Creates (or refreshes) the bundle; returns the bundle directory."""
         d = self._dir(container_id)
@@ -294,7 +295,7 @@ class RuncRuntime:
             raise RuncError(f"image rootfs {image_rootfs} is not a directory")
         # Build (and so validate) the spec before touching the disk: bad input leaves nothing behind.
         config = build_oci_spec(
-            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile
+            process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile, extras=extras
         )
         created = not d.exists()
         try:

@@ -303,6 +303,10 @@ def _config(c: ContainerRecord) -> dict[str, Any]:
     exposed = _exposed_ports(c)
     if exposed:
         config["ExposedPorts"] = exposed
+    for key in ("StopSignal", "StopTimeout"):  # omitempty in Docker's Config
+        value = get_ci(raw, key)
+        if value is not None and value != "":
+            config[key] = value
     return config
 
 

@@ -23,6 +23,7 @@ CONFIG_APPLIED = frozenset(
         "Hostname", "Domainname", "User", "Env", "Cmd", "Image", "WorkingDir", "Entrypoint", "Labels",
         "ExposedPorts", "Tty", "AttachStdin", "AttachStdout", "AttachStderr", "OpenStdin", "StdinOnce",
         "OnBuild", "Shell", "ArgsEscaped", "HostConfig", "NetworkingConfig",
+        "StopSignal", "StopTimeout",  # shoal.engine.createopts
     )
 )  # fmt: skip
 
@@ -34,6 +35,8 @@ HOST_CONFIG_APPLIED = frozenset(
         "ContainerIDFile",  # the CLI writes that file itself
         "ConsoleSize",  # a terminal's size; shoal runs no terminal
         "RestartPolicy",  # shoal.engine.restart
+        # shoal.engine.createopts
+        "ExtraHosts", "Dns", "DnsSearch", "DnsOptions", "Sysctls", "Ulimits", "Init", "Privileged", "Devices",
     )
 )  # fmt: skip
 

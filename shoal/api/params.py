@@ -13,7 +13,7 @@ from typing import Any
 from agent.executor.confinement import ConfinementError, from_host_config
 from agent.network import ports
 from shoal.api.create_fields import refuse_unapplied
-from shoal.engine import restart
+from shoal.engine import createopts, restart
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -306,6 +306,7 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
     refuse_unapplied(body)
     host_config = _obj(body, "HostConfig")
     restart.parse_policy(host_config)  # moby's messages for a bad policy, or one with AutoRemove
+    createopts.parse_run_options(body, host_config)  # --stop-signal, --dns, --sysctl...: checked now
     _check_port_bindings(_obj(host_config, "PortBindings"))
     try:
         from_host_config(host_config)  # capabilities and --security-opt, checked now, applied at start

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import shoal
 from agent.executor.runtime import RuncError, RuncRuntime
-from agent.executor.spec import ProcessSpec
+from agent.executor.spec import Mount, ProcessSpec, SpecExtras
+from agent.network.etcfiles import EtcCustom
 from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import netns as namespaces
 from agent.network import links
@@ -33,7 +34,7 @@ from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
-from shoal.engine import publish, reconcile, restart
+from shoal.engine import createopts, publish, reconcile, restart
 from shoal.engine.events import EventLog, container_event, exec_action, network_attributes
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
@@ -115,6 +116,7 @@ class Engine:
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventLog()  # GET /events (shoal.engine.events)
         self.restarts = restart.Supervisor(self.restart_after_exit)  # restart policies
+        self.sandboxes.etc_custom = self._etc_custom  # --add-host, --dns* (shoal.engine.createopts)
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
@@ -571,18 +573,25 @@ class Engine:
                 if other.state == "running" and other.netns:
                     await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
             uid, gid = await user_ids(container.user, image.rootfs)
+            run_options = self.run_options(container)
             process = ProcessSpec(
-                args=container.args,
+                args=([createopts.INIT_PATH_IN_CONTAINER, "--"] if run_options.init else []) + container.args,
                 env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
                 cwd=container.working_dir or "/",
                 uid=uid,
                 gid=gid,
                 tty=container.tty,
                 confinement=confinement_of(container),
+                rlimits=tuple(createopts.rlimits(run_options.ulimits)),
             )
+            extras, extra_mounts = await asyncio.to_thread(self._spec_extras, run_options)
+            mounts = mounts + extra_mounts
+            if run_options.dns and self.sandboxes.dns is not None:
+                self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)
             bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
-            await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts)
+            await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
+                                       extras=extras)
             if self._exited.get(container.id, _SET_EVENT).is_set():
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
@@ -739,8 +748,9 @@ class Engine:
                 raise NotModified("container already stopped")
             self.restarts.cancel(container.id)
             container.manually_stopped = True
-            sig = parse_signal(signal) if signal else signals.SIGTERM
-            wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+            own = self._stop_defaults(container)
+            sig = parse_signal(signal or own[0])
+            wait = own[1] if timeout is None else timeout
             self.emit_container(container, "kill", signal=int(sig))
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
             await self._finish(container, code)
@@ -755,7 +765,7 @@ class Engine:
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
         container.manually_stopped = True
-        if sig == signals.SIGTERM:  # the stop signal: moby's ExitOnNext, no restart
+        if sig == parse_signal(self._stop_defaults(container)[0]):  # moby's ExitOnNext: no restart
             self.restarts.cancel(container.id)
         await self.runtime.kill(container.id, int(sig))
         self.emit_container(container, "kill", signal=int(sig))
@@ -892,6 +902,7 @@ class Engine:
             uid=uid,
             gid=gid,
             confinement=confinement_of(container),
+            rlimits=tuple(createopts.rlimits(self.run_options(container).ulimits)),
         )
         record.running = True
         self.emit_container(container, exec_action("exec_start", record.args), execID=record.id)
@@ -1036,6 +1047,45 @@ class Engine:
             elif container.restarting:
                 container.restarting = False
                 self._save_quietly(container)
+
+    # ---- create options applied at start (shoal.engine.createopts) ---------------------
+    def run_options(self, container: ContainerRecord) -> createopts.RunOptions:
+        """Checked at create; InvalidParameter for a record an older shoal accepted."""
+        return createopts.parse_run_options(container.create_config, container.host_config)
+
+    def _stop_defaults(self, container: ContainerRecord) -> tuple[str, int]:
+        """--stop-signal and --stop-timeout, or Docker's SIGTERM and 10 s."""
+        try:
+            options = self.run_options(container)
+        except EngineError:
+            return "SIGTERM", DEFAULT_STOP_TIMEOUT
+        timeout = options.stop_timeout if options.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
+        return options.stop_signal or "SIGTERM", timeout
+
+    def _spec_extras(self, options: createopts.RunOptions) -> tuple[SpecExtras, list[Mount]]:
+        """Devices and the init binary read from the host (off the loop: /dev is walked)."""
+        devices = createopts.host_devices() if options.privileged else []
+        taken = {d["path"] for d in devices}
+        for device in options.devices:
+            for node in createopts.device_nodes(device):
+                if node["path"] not in taken:
+                    devices.append(node)
+                    taken.add(node["path"])
+        mounts = []
+        if options.init:
+            mounts.append(Mount(str(createopts.init_binary()), createopts.INIT_PATH_IN_CONTAINER, readonly=True))
+        return SpecExtras(sysctls=options.sysctls, devices=devices, privileged=options.privileged), mounts
+
+    def _etc_custom(self, container: ContainerRecord) -> EtcCustom | None:
+        try:
+            options = self.run_options(container)
+        except EngineError:
+            return None
+        if not (options.extra_hosts or options.custom_dns):
+            return None
+        gateway = self.options.bip.split("/", 1)[0]
+        return EtcCustom(hosts=createopts.hosts_lines(options, gateway), dns=options.dns,
+                         search=options.dns_search, options=options.dns_options)
 
     # ---- events ---------------------------------------------------------------------
     def emit_container(self, container: ContainerRecord, action: str, **extra: Any) -> None:
