@@ -23,7 +23,7 @@ CONFIG_APPLIED = frozenset(
         "Hostname", "Domainname", "User", "Env", "Cmd", "Image", "WorkingDir", "Entrypoint", "Labels",
         "ExposedPorts", "Tty", "AttachStdin", "AttachStdout", "AttachStderr", "OpenStdin", "StdinOnce",
         "OnBuild", "Shell", "ArgsEscaped", "HostConfig", "NetworkingConfig",
-        "StopSignal", "StopTimeout",  # shoal.engine.createopts
+        "StopSignal", "StopTimeout", "MacAddress",  # shoal.engine.createopts
     )
 )  # fmt: skip
 
@@ -57,7 +57,7 @@ HOST_CONFIG_DEFAULTS: dict[str, tuple[Any, ...]] = {
 ENDPOINT_APPLIED = frozenset(
     k.lower()
     for k in (
-        "Aliases", "Links",
+        "Aliases", "Links", "MacAddress",
         "NetworkID", "EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "IPv6Gateway",
         "GlobalIPv6Address", "GlobalIPv6PrefixLen", "DNSNames",
     )

@@ -234,6 +234,7 @@ def parse_endpoint(config: Mapping[str, Any] | None) -> EndpointRequest:
         aliases=_str_list(config, "Aliases"),
         links=_str_list(config, "Links"),
         driver_opts=_str_map(config, "DriverOpts"),
+        mac=createopts.validate_mac(_str(config, "MacAddress")) if _str(config, "MacAddress") else "",
     )
 
 
@@ -319,6 +320,11 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
         if config is not None and not isinstance(config, dict):
             raise InvalidParameter(f"invalid JSON: EndpointsConfig[{net!r}] must be an object")
         endpoints[net] = parse_endpoint(config)
+    legacy_mac = _str(body, "MacAddress")  # Config.MacAddress (API < 1.44): the primary network's
+    if legacy_mac:
+        primary = _str(host_config, "NetworkMode") or "default"
+        endpoints.setdefault(primary, EndpointRequest())
+        endpoints[primary].mac = endpoints[primary].mac or createopts.validate_mac(legacy_mac)
     cmd = _str_slice(body, "Cmd")
     entrypoint = _str_slice(body, "Entrypoint")
     if entrypoint == [""]:

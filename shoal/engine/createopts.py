@@ -107,6 +107,21 @@ def parse_run_options(config: Mapping[str, Any], host_config: Mapping[str, Any])
     return options
 
 
+# ---- --mac-address -----------------------------------------------------------------
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
+
+
+def validate_mac(value: str) -> str:
+    """A unicast 48-bit MAC ("02:42:ac:11:00:99"), lower case with colons."""
+    if not _MAC.fullmatch(value):
+        raise InvalidParameter(f"invalid MAC address {value}")
+    mac = value.lower().replace("-", ":")
+    if int(mac[:2], 16) & 1:
+        raise InvalidParameter(f"invalid MAC address {value}: a multicast address cannot be an interface's")
+    return mac
+
+
 # ---- --add-host, --dns ---------------------------------------------------------------
 
 def validate_ip(value: str, flag: str) -> str:

@@ -502,6 +502,7 @@ class Engine:
             container_id=container.id,
             aliases=aliases,
             requested_ipv4=request.ipv4,
+            requested_mac=request.mac,
         )
 
     def list_containers(self, all: bool, filters: dict[str, list[str]]) -> list[ContainerRecord]:

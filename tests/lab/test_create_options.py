@@ -214,3 +214,34 @@ def test_a_missing_device_is_refused_naming_it(lab):
     assert result.stderr.splitlines()[0] == (
         'docker: Error response from daemon: error gathering device information while adding custom '
         'device "/dev/nope": no such file or directory')
+
+
+# ---- MAC address --------------------------------------------------------------------
+
+def test_mac_address_is_the_interfaces_and_inspect_shows_it(lab):
+    docker(lab, "run", "-d", "--name", "macc", "--mac-address", "02:42:ac:11:00:99", "busybox", "sleep", "3600")
+    try:
+        assert docker(lab, "exec", "macc", "cat", "/sys/class/net/eth0/address").stdout == "02:42:ac:11:00:99\n"
+        info = _inspect(lab, "macc")
+        assert info["NetworkSettings"]["Networks"]["bridge"]["MacAddress"] == "02:42:ac:11:00:99"
+        assert info["NetworkSettings"]["MacAddress"] == "02:42:ac:11:00:99"
+    finally:
+        docker(lab, "rm", "-f", "macc")
+
+
+def test_mac_address_on_a_user_network(lab):
+    docker(lab, "network", "create", "macnet")
+    try:
+        out = run(lab, "--network", "macnet", "--mac-address", "0a:00:00:00:00:01", "busybox",
+                  "cat", "/sys/class/net/eth0/address")
+        assert out == "0a:00:00:00:00:01\n"
+    finally:
+        docker(lab, "network", "rm", "macnet")
+
+
+def test_a_bad_or_multicast_mac_address_is_refused(lab):
+    body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "zz:00"}}}}
+    assert _create(lab, body) == (400, {"message": "invalid MAC address zz:00"})
+    body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "01:00:5e:00:00:01"}}}}
+    assert _create(lab, body) == (400, {"message": "invalid MAC address 01:00:5e:00:00:01: a multicast address "
+                                                   "cannot be an interface's"})
