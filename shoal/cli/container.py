@@ -16,7 +16,7 @@ import click
 
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, inspect_each, out
-from shoal.cli import runner
+from shoal.cli import runflags, runner
 from shoal.cli.format import parse_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
 
@@ -42,19 +42,21 @@ PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, 
 @click.option("--link", multiple=True, help="Add link to another container")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container")
 @click.option("-u", "--user", default="", help="Username or UID")
+@runflags.options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
         label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], publish_all: bool,
         expose: tuple[str, ...], ip: str,
         network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str, image: str,
-        command: tuple[str, ...]) -> None:
+        command: tuple[str, ...], **create_options: Any) -> None:
     """Create and run a new container from an image
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
     """
     runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
-                         publish_all, expose, ip, network_alias, link, workdir, user, image, command)
+                         publish_all, expose, ip, network_alias, link, workdir, user, image, command,
+                         adjust=runflags.adjust(create_options))  # --restart, --init, --dns... (shoal.cli.runflags)
 
 
 @click.command(context_settings=CONTEXT)

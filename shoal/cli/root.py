@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli import container, image, labcmd, network
+from shoal.cli import container, image, labcmd, network, verbs
 from shoal.cli.common import Failed, Globals, client, err, fail, out
 from shoal.cli.format import bytes_size, to_json
 from shoal.client import API_VERSION, DaemonError, ref
@@ -206,3 +206,12 @@ cli.add_command(image.image)
 cli.add_command(image.images)
 cli.add_command(image.rm, "rmi")
 cli.add_command(labcmd.lab)
+# events, rename, wait, prune, system df/prune (shoal.cli.verbs)
+cli.add_command(verbs.events)
+cli.add_command(verbs.rename)
+cli.add_command(verbs.wait)
+cli.add_command(verbs.system)
+container.container.add_command(verbs.container_prune, "prune")
+container.container.add_command(verbs.rename, "rename")
+container.container.add_command(verbs.wait, "wait")
+image.image.add_command(verbs.image_prune, "prune")

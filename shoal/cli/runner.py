@@ -14,6 +14,7 @@ from shoal.cli.proxies import config_path, proxy_env
 from shoal.client import Client, DaemonError, demultiplex, read_chunks, stream_kind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
@@ -68,7 +69,8 @@ def _run_failed(message: str) -> Failed:
 def run_container(c: Client, detach: bool, remove: bool, name: str, network: str, hostname: str,
                   env: Sequence[str], label: Sequence[str], entrypoint: str | None, publish: Sequence[str],
                   publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
-                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str]) -> None:
+                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
+                  adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
     if image.startswith("-"):
         err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
         raise Failed(125)
@@ -79,6 +81,11 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
                            hostname=hostname, entrypoint=entrypoint, network=network, publish=publish,
                            expose=expose, ip=ip, aliases=network_alias, links=link, workdir=workdir, user=user,
                            auto_remove=remove and detach, attach=not detach, publish_all=publish_all)
+        if adjust is not None:
+            if remove:
+                body["HostConfig"]["AutoRemove"] = True  # for adjust's --restart/--rm check
+            adjust(body)
+            body["HostConfig"]["AutoRemove"] = remove and detach
     except (UsageError, ValueError) as exc:
         err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
         raise Failed(125) from None
