@@ -154,6 +154,14 @@ def test_docker_py_reads_past_events_with_filters(lab):
 
 # ---- restart policies ---------------------------------------------------------------
 
+def _starts_within(lab, name: str, seconds: float) -> list[dict]:
+    """The start events of `name` in the next `seconds`: the daemon streams until `until`."""
+    now = time.time()
+    out = docker(lab, "events", "--since", f"{now:.9f}", "--until", f"{now + seconds:.9f}", "--filter",
+                 f"container={name}", "--filter", "event=start", "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
 def test_on_failure_restarts_up_to_its_count(lab):
     since = time.time()
     docker(lab, "run", "-d", "--name", "rsfail", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 4")
@@ -184,7 +192,7 @@ def test_always_restarts_and_docker_stop_ends_it(lab):
     info = _inspect(lab, "rsalways")
     assert (info["State"]["Status"], info["State"]["Restarting"], info["State"]["Running"]) == ("exited", False, False)
     count = info["RestartCount"]
-    time.sleep(1.5)  # longer than any pending backoff at this count: nothing may start it again
+    assert _starts_within(lab, "rsalways", 1.5) == []  # longer than any pending backoff at this count
     assert (_inspect(lab, "rsalways")["State"]["Status"], _inspect(lab, "rsalways")["RestartCount"]) == ("exited", count)
     docker(lab, "rm", "rsalways")
 
@@ -259,3 +267,31 @@ def _record_pid(lab, name: str) -> int:
         if record["name"] == name:
             return record["pid"]
     raise AssertionError(f"no record for {name}")
+
+
+def test_a_restarting_container_shows_so_and_docker_stop_ends_it(lab):
+    docker(lab, "run", "-d", "--name", "rsbackoff", "--restart", "always", "busybox", "sh", "-c", "exit 1")
+    # After six quick exits the backoff is 3.2 s: long enough to see the restarting state.
+    wait_until(lambda: _inspect(lab, "rsbackoff")["RestartCount"] >= 6, timeout=30)
+    info = wait_until(lambda: (i := _inspect(lab, "rsbackoff"))["State"]["Restarting"] and i, timeout=10)
+    assert (info["State"]["Status"], info["State"]["Running"], info["State"]["ExitCode"]) == ("restarting", True, 1)
+    listed = docker(lab, "ps", "--filter", "status=restarting", "--format", "{{.Names}} {{.Status}}").stdout
+    assert re.fullmatch(r"rsbackoff Restarting \(1\) .+ ago\n", listed)
+    count = info["RestartCount"]
+    docker(lab, "stop", "rsbackoff")
+    after = _inspect(lab, "rsbackoff")
+    assert (after["State"]["Status"], after["State"]["Restarting"], after["RestartCount"]) == ("exited", False, count)
+    assert _starts_within(lab, "rsbackoff", 4.0) == []  # past the pending backoff: it was cancelled
+    assert (_inspect(lab, "rsbackoff")["State"]["Status"], _inspect(lab, "rsbackoff")["RestartCount"]) == (
+        "exited", count)
+    docker(lab, "rm", "rsbackoff")
+
+
+def test_docker_kill_of_an_always_container_restarts_it(lab):
+    docker(lab, "run", "-d", "--name", "rskill", "--restart", "always", "busybox", "sleep", "3600")
+    first = _inspect(lab, "rskill")["State"]["Pid"]
+    docker(lab, "kill", "rskill")
+    info = wait_until(lambda: (i := _inspect(lab, "rskill"))["State"]["Status"] == "running"
+                      and i["State"]["Pid"] != first and i, timeout=20)
+    assert info["RestartCount"] == 1
+    docker(lab, "rm", "-f", "rskill")
