@@ -113,17 +113,13 @@ def custom_resolv_conf(host_text: str, embedded: bool, custom: EtcCustom) -> str
         search = [] if custom.search == ["."] else [s for s in custom.search if s != "."]
     if custom.options:
         options = list(custom.options)
-    out = []
+    out = ["search " + " ".join(search)] if search else []  # dockerd 20.10's order: search first
     if embedded:
         out.append("nameserver 127.0.0.11")
-        if search:
-            out.append("search " + " ".join(search))
         if not any(o.startswith("ndots:") for o in options):
             options = [*options, "ndots:0"]
     else:
         out.extend(f"nameserver {s}" for s in servers)
-        if search:
-            out.append("search " + " ".join(search))
     if options:
         out.append("options " + " ".join(options))
     return "\n".join(out) + "\n"

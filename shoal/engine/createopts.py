@@ -115,10 +115,10 @@ _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
 def validate_mac(value: str) -> str:
     """A unicast 48-bit MAC ("02:42:ac:11:00:99"), lower case with colons."""
     if not _MAC.fullmatch(value):
-        raise InvalidParameter(f"invalid MAC address {value}")
+        raise InvalidParameter(f"address {value}: invalid MAC address")  # Go's net.ParseMAC, as dockerd says it
     mac = value.lower().replace("-", ":")
     if int(mac[:2], 16) & 1:
-        raise InvalidParameter(f"invalid MAC address {value}: a multicast address cannot be an interface's")
+        raise InvalidParameter(f"address {value}: a multicast MAC address cannot be an interface's")
     return mac
 
 

@@ -363,6 +363,7 @@ class Engine:
             await self._kernel(self.net.remove, net.id, [])
             self.emit_network(net, "destroy")
             pruned.append(net.name)
+        self.events.emit("network", "prune", "", {"reclaimed": "0"})  # as moby, even when nothing went
         return sorted(pruned)
 
     # ---- containers: create, lookup ------------------------------------------------

@@ -30,13 +30,16 @@ async def rename_container(engine: Any, ref: str, new_name: str) -> None:
     link to it follow, a `rename` event with the old name."""
     if not ref or not new_name:
         raise InvalidParameter("Neither old nor new names may be empty")
-    new_name = validate_container_name(new_name)
     container = engine.get_container(ref)
     async with engine._lock(container.id):
         old_name = container.name
-        if new_name == old_name:
+        if new_name.lstrip("/") == old_name:
             raise InvalidParameter("Renaming a container with the same name as its current name")
-        engine._check_name_free(new_name)
+        try:  # dockerd's wording wraps the name checks
+            new_name = validate_container_name("/" + new_name.lstrip("/"))
+            engine._check_name_free(new_name)
+        except (InvalidParameter, Conflict) as exc:
+            raise type(exc)(f"Error when allocating new name: {exc.message}") from None
         container.name = new_name
         try:
             engine._save(container)

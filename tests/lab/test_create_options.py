@@ -102,7 +102,7 @@ def test_add_host_with_a_bad_address_is_refused(lab):
 def test_dns_options_on_the_default_bridge(lab):
     out = run(lab, "--dns", "192.0.2.53", "--dns-search", "example.test", "--dns-option", "ndots:2",
               "busybox", "cat", "/etc/resolv.conf")
-    assert out == "nameserver 192.0.2.53\nsearch example.test\noptions ndots:2\n"
+    assert out == "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n"  # as dockerd 20.10 writes it
 
 
 def test_dns_on_a_user_network_is_the_embedded_resolvers_upstream(lab):
@@ -112,7 +112,7 @@ def test_dns_on_a_user_network_is_the_embedded_resolvers_upstream(lab):
                "--dns-search", "example.test", "busybox", "sleep", "3600")
         docker(lab, "run", "-d", "--name", "nodns", "--network", "dnsnet", "busybox", "sleep", "3600")
         assert docker(lab, "exec", "withdns", "cat", "/etc/resolv.conf").stdout == (
-            "nameserver 127.0.0.11\nsearch example.test\noptions ndots:0\n")
+            "search example.test\nnameserver 127.0.0.11\noptions ndots:0\n")
         found = wait_until(lambda: (r := docker(lab, "exec", "withdns", "nslookup", "upstream.test",
                                                  check=False)).returncode == 0 and r, timeout=15)
         assert "Address: 10.9.9.9" in found.stdout and "Server:\t\t127.0.0.11" in found.stdout
@@ -241,7 +241,7 @@ def test_mac_address_on_a_user_network(lab):
 
 def test_a_bad_or_multicast_mac_address_is_refused(lab):
     body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "zz:00"}}}}
-    assert _create(lab, body) == (400, {"message": "invalid MAC address zz:00"})
+    assert _create(lab, body) == (400, {"message": "address zz:00: invalid MAC address"})
     body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "01:00:5e:00:00:01"}}}}
-    assert _create(lab, body) == (400, {"message": "invalid MAC address 01:00:5e:00:00:01: a multicast address "
+    assert _create(lab, body) == (400, {"message": "address 01:00:5e:00:00:01: a multicast MAC address "
                                                    "cannot be an interface's"})

@@ -69,7 +69,8 @@ def test_rename_to_a_taken_name_is_dockers_conflict(lab):
     result = docker(lab, "rename", "rna", "rnb", check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f'Error response from daemon: Conflict. The container name "/rnb" is already in use by container '
+        f'Error response from daemon: Error when allocating new name: Conflict. The container name "/rnb" is '
+        f'already in use by container '
         f'"{other}". You have to remove (or rename) that container to be able to reuse that name.\n'
         "Error: failed to rename container named rna")
     assert _inspect(lab, "rna")["Name"] == "/rna"
@@ -80,7 +81,8 @@ def test_rename_to_an_invalid_name_is_refused_naming_it(lab):
     docker(lab, "create", "--name", "rnbad", "busybox", "true")
     result = docker(lab, "rename", "rnbad", "no/slash", check=False)
     assert result.stderr.strip() == (
-        "Error response from daemon: Invalid container name (no/slash), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed\n"
+        "Error response from daemon: Error when allocating new name: Invalid container name (/no/slash), "
+        "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed\n"
         "Error: failed to rename container named rnbad")
     docker(lab, "rm", "rnbad")
 

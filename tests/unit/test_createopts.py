@@ -96,7 +96,7 @@ def test_dns_search_must_be_a_domain():
 def test_custom_resolv_conf_on_the_default_bridge_replaces_what_is_given():
     custom = EtcCustom(dns=["192.0.2.1"])
     assert custom_resolv_conf(HOST_RESOLV, False, custom) == (
-        "nameserver 192.0.2.1\nsearch corp.example\noptions edns0\n")
+        "search corp.example\nnameserver 192.0.2.1\noptions edns0\n")
 
 
 def test_custom_resolv_conf_keeps_the_hosts_servers_without_loopback():
@@ -107,16 +107,16 @@ def test_custom_resolv_conf_keeps_the_hosts_servers_without_loopback():
 def test_custom_resolv_conf_with_the_embedded_resolver_adds_ndots_0():
     custom = EtcCustom(dns=["192.0.2.1"], search=["a.test"])
     assert custom_resolv_conf(HOST_RESOLV, True, custom) == (
-        "nameserver 127.0.0.11\nsearch a.test\noptions edns0 ndots:0\n")
+        "search a.test\nnameserver 127.0.0.11\noptions edns0 ndots:0\n")
     assert custom_resolv_conf(HOST_RESOLV, True, EtcCustom(options=["ndots:5"])) == (
-        "nameserver 127.0.0.11\nsearch corp.example\noptions ndots:5\n")
+        "search corp.example\nnameserver 127.0.0.11\noptions ndots:5\n")
 
 
 def test_mac_addresses():
     assert validate_mac("02:42:AC:11:00:99") == "02:42:ac:11:00:99"
     assert validate_mac("02-42-ac-11-00-99") == "02:42:ac:11:00:99"
     for bad in ("02:42:ac:11:00", "02:42-ac:11:00:99", "zz:42:ac:11:00:99"):
-        with pytest.raises(InvalidParameter, match=rf"^invalid MAC address {bad}$"):
+        with pytest.raises(InvalidParameter, match=rf"^address {bad}: invalid MAC address$"):
             validate_mac(bad)
     with pytest.raises(InvalidParameter, match=r"multicast"):
         validate_mac("01:00:5e:00:00:01")
