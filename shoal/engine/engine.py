@@ -755,6 +755,8 @@ class Engine:
             wait = own[1] if timeout is None else timeout
             self.emit_container(container, "kill", signal=int(sig))
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
+            if code == 128 + signals.SIGKILL and sig != signals.SIGKILL:  # the timeout ran out
+                self.emit_container(container, "kill", signal=int(signals.SIGKILL))
             await self._finish(container, code)
             self.emit_container(container, "stop")
 

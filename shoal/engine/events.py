@@ -228,5 +228,7 @@ def network_attributes(name: str, driver: str, container_id: str = "") -> dict[s
 
 
 def exec_action(action: str, args: Iterable[str]) -> str:
-    """moby names exec events "exec_create: cmd args" (and exec_start likewise)."""
-    return f"{action}: {' '.join(args)}"
+    """moby names exec events "exec_create: ENTRYPOINT ARGS" (and exec_start likewise): the
+    entrypoint, a space, the arguments joined ("exec_create: true " for a lone command)."""
+    argv = list(args)
+    return f"{action}: {argv[0] if argv else ''} {' '.join(argv[1:])}"

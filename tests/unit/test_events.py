@@ -63,6 +63,7 @@ def test_event_filter_is_exact_except_for_exec_events():
     assert not matches(_container("start"), {"event": ["sta"]})
     exec_start = _container(exec_action("exec_start", ["sh", "-c", "true"]))
     assert exec_start.action == "exec_start: sh -c true"
+    assert exec_action("exec_create", ["true"]) == "exec_create: true "  # as dockerd 20.10 names it
     assert matches(exec_start, {"event": ["exec_start"]})
     assert not matches(exec_start, {"event": ["exec_create"]})
 
