@@ -79,6 +79,7 @@ async def restart_container(request: web.Request) -> web.Response:
     with contextlib.suppress(NotModified):
         await engine.stop_container(ref, timeout, signal)
     await engine.start_container(ref)
+    engine.emit_container(engine.get_container(ref), "restart")  # moby's event after the start
     return web.Response(status=204)
 
 

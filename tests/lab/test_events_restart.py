@@ -71,6 +71,15 @@ def test_stop_emits_kill_then_sigkill_die_stop(lab):
     docker(lab, "rm", "evstop")
 
 
+def test_docker_restart_emits_stop_start_then_restart(lab):
+    docker(lab, "run", "-d", "--name", "evrestart", "busybox", "sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait")
+    since = time.time()
+    docker(lab, "restart", "evrestart")
+    events = _events(lab, since, "container=evrestart")
+    assert [e["Action"] for e in events] == ["kill", "die", "stop", "start", "restart"]
+    docker(lab, "rm", "-f", "evrestart")
+
+
 def test_exec_events_carry_the_command_and_exec_id(lab):
     docker(lab, "run", "-d", "--name", "evexec", "busybox", "sleep", "3600")
     since = time.time()
