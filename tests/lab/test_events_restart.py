@@ -256,6 +256,9 @@ def test_daemon_restart_brings_back_always_and_unless_stopped_but_not_a_user_sto
                          ("rbno", "no")):
         docker(lab, "run", "-d", "--name", name, "--restart", policy, "busybox", "sleep", "3600")
     docker(lab, "stop", "-t", "0", "rbstopped")
+    docker(lab, "run", "-d", "--name", "rbcount", "--restart", "on-failure:1", "busybox", "sh", "-c", "exit 1")
+    wait_until(lambda: (lambda i: i["State"]["Status"] == "exited" and i["RestartCount"] == 1)(
+        _inspect(lab, "rbcount")), timeout=20)
     lab.stop_daemon("h1", kill9=True)
     try:  # they die while no daemon watches; their shims record the exit
         for name in ("rbalways", "rbunless", "rbno"):
@@ -266,7 +269,9 @@ def test_daemon_restart_brings_back_always_and_unless_stopped_but_not_a_user_sto
     wait_until(lambda: _inspect(lab, "rbunless")["State"]["Status"] == "running", timeout=20)
     assert _inspect(lab, "rbstopped")["State"]["Status"] == "exited"
     assert _inspect(lab, "rbno")["State"]["Status"] == "exited"
-    for name in ("rbalways", "rbunless", "rbstopped", "rbno"):
+    counted = _inspect(lab, "rbcount")  # its retries were spent before: it stays down, its count kept
+    assert (counted["State"]["Status"], counted["RestartCount"]) == ("exited", 1)
+    for name in ("rbalways", "rbunless", "rbstopped", "rbno", "rbcount"):
         docker(lab, "rm", "-f", name)
 
 
