@@ -216,7 +216,7 @@ def test_read_only_root_refuses_writes(lab):
     [
         (["--memory", "10m"], "shoal does not support HostConfig.Memory yet (got 10485760)"),
         (["--pids-limit", "10"], "shoal does not support HostConfig.PidsLimit yet (got 10)"),
-        (["--privileged"], "shoal does not support HostConfig.Privileged yet (got true)"),
+        (["--ipc", "host"], 'shoal does not support HostConfig.IpcMode yet (got "host")'),
         (["-v", "/:/host"], 'shoal does not support HostConfig.Binds yet (got ["/:/host"])'),
     ],
 )
