@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.executor.spec import Mount, SpecExtras
+from agent.network.etcfiles import EtcCustom
 from common.errdefs import InvalidParameter
 from shoal.engine.helpers import parse_signal
 
@@ -305,3 +307,45 @@ def init_binary() -> Path:
         if candidate and os.access(candidate, os.X_OK):
             return Path(candidate).resolve()
     raise InvalidParameter("no docker-init binary found for --init (looked for " + ", ".join(INIT_CANDIDATES) + ")")
+
+
+# ---- what the engine calls at start and stop (shoal.engine.engine) -------------------
+
+def of_container(container: Any) -> RunOptions:
+    """A record's options (checked at create; InvalidParameter for one an older shoal took)."""
+    return parse_run_options(container.create_config, container.host_config)
+
+
+def stop_defaults(container: Any, default_timeout: int) -> tuple[str, int]:
+    """--stop-signal and --stop-timeout, or Docker's SIGTERM and the default timeout."""
+    try:
+        options = of_container(container)
+    except InvalidParameter:
+        return "SIGTERM", default_timeout
+    timeout = options.stop_timeout if options.stop_timeout is not None else default_timeout
+    return options.stop_signal or "SIGTERM", timeout
+
+
+def spec_extras(options: RunOptions) -> tuple[SpecExtras, list[Mount]]:
+    """Devices and the init binary, read from the host (/dev is walked: call off the loop)."""
+    devices = host_devices() if options.privileged else []
+    taken = {d["path"] for d in devices}
+    for device in options.devices:
+        for node in device_nodes(device):
+            if node["path"] not in taken:
+                devices.append(node)
+                taken.add(node["path"])
+    mounts = [Mount(str(init_binary()), INIT_PATH_IN_CONTAINER, readonly=True)] if options.init else []
+    return SpecExtras(sysctls=options.sysctls, devices=devices, privileged=options.privileged), mounts
+
+
+def etc_custom(container: Any, gateway: str) -> EtcCustom | None:
+    """--add-host lines and --dns* for the container's /etc files (agent.network.sandbox)."""
+    try:
+        options = of_container(container)
+    except InvalidParameter:
+        return None
+    if not (options.extra_hosts or options.custom_dns):
+        return None
+    return EtcCustom(hosts=hosts_lines(options, gateway), dns=options.dns,
+                     search=options.dns_search, options=options.dns_options)

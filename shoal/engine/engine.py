@@ -23,8 +23,7 @@ from typing import Any, TypeVar
 
 import shoal
 from agent.executor.runtime import RuncError, RuncRuntime
-from agent.executor.spec import Mount, ProcessSpec, SpecExtras
-from agent.network.etcfiles import EtcCustom
+from agent.executor.spec import ProcessSpec
 from agent.images.store import ImageError, ImageNotFound, ImageStore
 from agent.network import netns as namespaces
 from agent.network import links
@@ -116,7 +115,7 @@ class Engine:
         self.execs: dict[str, ExecRecord] = {}
         self.events = EventLog()  # GET /events (shoal.engine.events)
         self.restarts = restart.Supervisor(self.restart_after_exit)  # restart policies
-        self.sandboxes.etc_custom = self._etc_custom  # --add-host, --dns* (shoal.engine.createopts)
+        self.sandboxes.etc_custom = functools.partial(createopts.etc_custom, gateway=options.bip.split("/", 1)[0])
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
@@ -147,7 +146,7 @@ class Engine:
             self.containers[container_id] = record
         await self._reconcile_containers()
         await self._kernel(self._collect_orphan_namespaces)
-        self._restart_at_boot()
+        restart.restart_at_boot(self)
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
@@ -252,7 +251,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
-        self.restarts.close()  # pending restarts happen at the next start (_restart_at_boot)
+        self.restarts.close()  # pending restarts happen at the next start (restart_at_boot)
         await self.firewall_watch.stop()
         for task in self._watchers.values():
             task.cancel()
@@ -586,7 +585,7 @@ class Engine:
                 confinement=confinement_of(container),
                 rlimits=tuple(createopts.rlimits(run_options.ulimits)),
             )
-            extras, extra_mounts = await asyncio.to_thread(self._spec_extras, run_options)
+            extras, extra_mounts = await asyncio.to_thread(createopts.spec_extras, run_options)
             mounts = mounts + extra_mounts
             if run_options.dns and self.sandboxes.dns is not None:
                 self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)
@@ -662,7 +661,7 @@ class Engine:
         async with self._lock(container_id):
             if container.state == "running":
                 await self._finish(container, code)
-                if self._schedule_restart(container):
+                if restart.schedule_after_exit(self, container):
                     self._watchers.pop(container_id, None)
                     return
         self._watchers.pop(container_id, None)
@@ -750,7 +749,7 @@ class Engine:
                 raise NotModified("container already stopped")
             self.restarts.cancel(container.id)
             container.manually_stopped = True
-            own = self._stop_defaults(container)
+            own = createopts.stop_defaults(container, DEFAULT_STOP_TIMEOUT)
             sig = parse_signal(signal or own[0])
             wait = own[1] if timeout is None else timeout
             self.emit_container(container, "kill", signal=int(sig))
@@ -769,7 +768,7 @@ class Engine:
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
         container.manually_stopped = True
-        if sig == parse_signal(self._stop_defaults(container)[0]):  # moby's ExitOnNext: no restart
+        if sig == parse_signal(createopts.stop_defaults(container, DEFAULT_STOP_TIMEOUT)[0]):  # moby's ExitOnNext
             self.restarts.cancel(container.id)
         await self.runtime.kill(container.id, int(sig))
         self.emit_container(container, "kill", signal=int(sig))
@@ -1005,91 +1004,12 @@ class Engine:
         """Problems found at start (state files moved aside...): `docker info` prints them."""
         return list(self.state.warnings)
 
-    # ---- restart policies (shoal.engine.restart) -------------------------------------
-    def _schedule_restart(self, container: ContainerRecord) -> bool:
-        """After an exit the container did by itself: its policy may want it back."""
-        try:
-            policy = restart.parse_policy({"RestartPolicy": get_restart_policy(container.host_config)})
-        except EngineError:
-            return False
-        ran_for = _seconds_between(container.started_at, container.finished_at)
-        if self.restarts.container_exited(container, policy, ran_for) is None:
-            return False
-        container.restart_count += 1  # moby counts when it decides
-        container.restarting = True
-        self._save_quietly(container)
-        return True
-
+    # ---- restart policies and create options: the work is in shoal.engine.restart/createopts
     async def restart_after_exit(self, container_id: str) -> None:
-        """The supervisor's call when a container's backoff is over."""
-        container = self.containers.get(container_id)
-        if container is None:
-            return
-        async with self._lock(container_id):
-            if not container.restarting or container.state == "running":
-                return
-            try:
-                await self._start(container)
-            except EngineError as exc:
-                container.restarting = False
-                self._save_quietly(container)
-                log.error("container %s: restart failed: %s", container.name, exc.message)
+        await restart.restart_after_exit(self, container_id)
 
-    def _restart_at_boot(self) -> None:
-        """moby's restore: stopped containers started before whose policy wants them back."""
-        for container in self.containers.values():
-            if container.state == "running" or not container.started_before:
-                continue
-            try:
-                policy = restart.parse_policy({"RestartPolicy": get_restart_policy(container.host_config)})
-            except EngineError:
-                continue
-            if restart.should_restart_at_boot(policy, container.exit_code, container.manually_stopped,
-                                              container.restart_count):
-                container.restarting = True
-                self.restarts.start_now(container.id)
-            elif container.restarting:
-                container.restarting = False
-                self._save_quietly(container)
-
-    # ---- create options applied at start (shoal.engine.createopts) ---------------------
     def run_options(self, container: ContainerRecord) -> createopts.RunOptions:
-        """Checked at create; InvalidParameter for a record an older shoal accepted."""
-        return createopts.parse_run_options(container.create_config, container.host_config)
-
-    def _stop_defaults(self, container: ContainerRecord) -> tuple[str, int]:
-        """--stop-signal and --stop-timeout, or Docker's SIGTERM and 10 s."""
-        try:
-            options = self.run_options(container)
-        except EngineError:
-            return "SIGTERM", DEFAULT_STOP_TIMEOUT
-        timeout = options.stop_timeout if options.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
-        return options.stop_signal or "SIGTERM", timeout
-
-    def _spec_extras(self, options: createopts.RunOptions) -> tuple[SpecExtras, list[Mount]]:
-        """Devices and the init binary read from the host (off the loop: /dev is walked)."""
-        devices = createopts.host_devices() if options.privileged else []
-        taken = {d["path"] for d in devices}
-        for device in options.devices:
-            for node in createopts.device_nodes(device):
-                if node["path"] not in taken:
-                    devices.append(node)
-                    taken.add(node["path"])
-        mounts = []
-        if options.init:
-            mounts.append(Mount(str(createopts.init_binary()), createopts.INIT_PATH_IN_CONTAINER, readonly=True))
-        return SpecExtras(sysctls=options.sysctls, devices=devices, privileged=options.privileged), mounts
-
-    def _etc_custom(self, container: ContainerRecord) -> EtcCustom | None:
-        try:
-            options = self.run_options(container)
-        except EngineError:
-            return None
-        if not (options.extra_hosts or options.custom_dns):
-            return None
-        gateway = self.options.bip.split("/", 1)[0]
-        return EtcCustom(hosts=createopts.hosts_lines(options, gateway), dns=options.dns,
-                         search=options.dns_search, options=options.dns_options)
+        return createopts.of_container(container)
 
     # ---- events ---------------------------------------------------------------------
     def emit_container(self, container: ContainerRecord, action: str, **extra: Any) -> None:
@@ -1154,7 +1074,3 @@ def _seconds_between(start: str, end: str) -> int:
 
     began, ended = parse_time(start), parse_time(end)
     return max(int((ended - began).total_seconds()), 0) if began and ended else 0
-
-
-def get_restart_policy(host_config: dict[str, Any]) -> Any:
-    return next((v for k, v in host_config.items() if k.lower() == "restartpolicy"), None)

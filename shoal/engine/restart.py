@@ -168,3 +168,62 @@ class Supervisor:
         for task in self._pending.values():
             task.cancel()
         self._pending.clear()
+
+
+# ---- what the engine calls (shoal.engine.engine) -------------------------------------
+
+def policy_of(container: Any) -> RestartPolicy | None:
+    """The record's policy; None when it cannot be read (a record an older shoal wrote)."""
+    try:
+        return parse_policy({"RestartPolicy": next(
+            (v for k, v in container.host_config.items() if k.lower() == "restartpolicy"), None)})
+    except InvalidParameter:
+        return None
+
+
+def schedule_after_exit(engine: Any, container: Any) -> bool:
+    """After an exit the container did by itself (the engine holds its lock): its policy may
+    want it back. Counts the restart when it decides, as moby does."""
+    from shoal.engine.engine import _seconds_between  # the engine's clock helper
+
+    policy = policy_of(container)
+    if policy is None:
+        return False
+    ran_for = _seconds_between(container.started_at, container.finished_at)
+    if engine.restarts.container_exited(container, policy, ran_for) is None:
+        return False
+    container.restart_count += 1
+    container.restarting = True
+    engine._save_quietly(container)
+    return True
+
+
+async def restart_after_exit(engine: Any, container_id: str) -> None:
+    """The supervisor's call when a container's backoff is over."""
+    container = engine.containers.get(container_id)
+    if container is None:
+        return
+    async with engine._lock(container_id):
+        if not container.restarting or container.state == "running":
+            return
+        try:
+            await engine._start(container)
+        except Exception as exc:  # noqa: BLE001 - the container stays down, as moby's monitor leaves it
+            container.restarting = False
+            engine._save_quietly(container)
+            log.error("container %s: restart failed: %s", container.name, getattr(exc, "message", exc))
+
+
+def restart_at_boot(engine: Any) -> None:
+    """moby's restore: stopped containers started before whose policy wants them back."""
+    for container in engine.containers.values():
+        if container.state == "running" or not container.started_before:
+            continue
+        policy = policy_of(container)
+        if policy is not None and should_restart_at_boot(policy, container.exit_code, container.manually_stopped,
+                                                         container.restart_count):
+            container.restarting = True
+            engine.restarts.start_now(container.id)
+        elif container.restarting:
+            container.restarting = False
+            engine._save_quietly(container)
