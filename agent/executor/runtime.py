@@ -26,6 +26,7 @@ from agent.executor.spec import (
     NOFILE_LIMIT,
     Mount,
     ProcessSpec,
+    SpecExtras,
     build_oci_spec,
     build_process,
 )
@@ -368,6 +369,7 @@ class RuncRuntime:
         cgroups_path: str | None = None,
         resources: dict | None = None,
         cgroupns: bool = False,
+        extras: SpecExtras | None = None,
     ) -> Path:
         """Creates (or refreshes) the bundle; returns the bundle directory. cgroups_path and
         resources (OCI linux.resources) place and limit the container (agent.executor.cgroups)."""
@@ -378,7 +380,7 @@ class RuncRuntime:
         # Build (and so validate) the spec before touching the disk: bad input leaves nothing behind.
         config = build_oci_spec(
             process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile,
-            cgroups_path=cgroups_path, resources=resources, cgroupns=cgroupns,
+            cgroups_path=cgroups_path, resources=resources, cgroupns=cgroupns, extras=extras,
         )
         created = not d.exists()
         try:

@@ -56,6 +56,17 @@ class ProcessSpec:
     gid: int = 0
     tty: bool = False
     confinement: Confinement = field(default_factory=Confinement)
+    rlimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (RLIMIT_X, soft, hard), over the defaults
+
+
+@dataclass(slots=True)
+class SpecExtras:
+    """Container-wide settings of create options (shoal.engine.createopts): --sysctl,
+    --device, --privileged (no masked or read-only paths, /sys writable, the host's devices)."""
+
+    sysctls: dict[str, str] = field(default_factory=dict)
+    devices: list[dict] = field(default_factory=list)  # OCI linux.devices entries
+    privileged: bool = False
 
 
 @dataclass(slots=True)
@@ -101,9 +112,16 @@ def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dic
         "env": list(process.env),
         "cwd": process.cwd,
         "capabilities": _capabilities(process.confinement.capabilities),
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit, "soft": nofile_limit}],
+        "rlimits": _rlimits(process, nofile_limit),
         "noNewPrivileges": process.confinement.no_new_privileges,
     }
+
+
+def _rlimits(process: ProcessSpec, nofile_limit: int) -> list[dict]:
+    limits = {"RLIMIT_NOFILE": (nofile_limit, nofile_limit)}
+    for name, soft, hard in process.rlimits:
+        limits[name] = (soft, hard)
+    return [{"type": name, "hard": hard, "soft": soft} for name, (soft, hard) in limits.items()]
 
 
 def _default_mounts() -> list[dict]:
@@ -168,6 +186,7 @@ def build_oci_spec(
     nofile_limit: int = NOFILE_LIMIT,
     resources: dict | None = None,
     cgroupns: bool = False,
+    extras: SpecExtras | None = None,
 ) -> dict:
     """config.json for runc; process.confinement gives its capabilities, seccomp profile
     (Docker's default unless unconfined), no-new-privileges and read-only root.
@@ -179,29 +198,41 @@ def build_oci_spec(
     CAP_SYS_RESOURCE lower Docker's 1048576 to the hard limit it can grant."""
     if not rootfs.startswith("/"):
         raise ValueError(f"rootfs {rootfs!r} must be an absolute path")
+    extras = extras or SpecExtras()
     linux: dict = {
         "namespaces": build_namespaces(netns_path),
-        "maskedPaths": list(DEFAULT_MASKED_PATHS),
-        "readonlyPaths": list(DEFAULT_READONLY_PATHS),
+        "maskedPaths": [] if extras.privileged else list(DEFAULT_MASKED_PATHS),
+        "readonlyPaths": [] if extras.privileged else list(DEFAULT_READONLY_PATHS),
     }
     if cgroupns:
         linux["namespaces"].append({"type": "cgroup"})
+    if extras.sysctls:
+        linux["sysctl"] = dict(extras.sysctls)
+    if extras.devices:
+        linux["devices"] = [dict(d) for d in extras.devices]
     if cgroups_path is not None:
         if not cgroups_path.startswith("/"):
             raise ValueError(f"cgroups path {cgroups_path!r} must be an absolute path")
         linux["cgroupsPath"] = cgroups_path
     if resources:
-        linux["resources"] = resources
+        linux["resources"] = dict(resources)
+    if extras.privileged:  # every device node may be used (moby's privileged device rule)
+        linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     confinement = process.confinement
     profile = confinement.linux_seccomp()
     if profile is not None:
         linux["seccomp"] = profile
+    default_mounts = _default_mounts()
+    if extras.privileged:  # moby: a privileged container's /sys is writable
+        for mount in default_mounts:
+            if mount["destination"] == "/sys":
+                mount["options"] = [o for o in mount["options"] if o != "ro"] + ["rw"]
     return {
         "ociVersion": OCI_VERSION,
         "process": build_process(process, nofile_limit),
         "root": {"path": rootfs, "readonly": confinement.readonly_rootfs},
         "hostname": hostname,
-        "mounts": user_mounts.ordered(_default_mounts(), [_bind_mount(m) for m in mounts]),
+        "mounts": user_mounts.ordered(default_mounts, [_bind_mount(m) for m in mounts]),
         "linux": linux,
     }
 

@@ -386,7 +386,7 @@ class NetworkController:
         endpoint.ipv4 = str(address)
         endpoint.prefixlen = pool.subnet.prefixlen
         endpoint.gateway = "" if net.internal else str(pool.gateway)
-        endpoint.mac = mac_from_ip(address)
+        endpoint.mac = endpoint.requested_mac or mac_from_ip(address)
         endpoint.host_ifname = kernel.host_ifname_for(endpoint.id)
         self._save_pool(net.id)
 

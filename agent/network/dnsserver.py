@@ -107,6 +107,7 @@ class EmbeddedDns:
         self.tcp_idle_timeout = tcp_idle_timeout
         self._upstreams: list[str] = []
         self.set_upstreams(upstreams)
+        self._container_upstreams: dict[str, list[str]] = {}  # --dns on a user network
         # The namespace of the thread creating us is the daemon's: setns threads come back here.
         self._home_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self._loop = asyncio.get_running_loop()
@@ -122,6 +123,14 @@ class EmbeddedDns:
     @property
     def upstreams(self) -> list[str]:
         return list(self._upstreams)
+
+    def set_container_upstreams(self, container_id: str, upstreams: list[str]) -> None:
+        """A container's own resolvers (`--dns`): its forwarded queries go there, not to the
+        host's; an empty list goes back to the host's."""
+        if upstreams:
+            self._container_upstreams[container_id] = list(upstreams)[: core.MAX_UPSTREAMS]
+        else:
+            self._container_upstreams.pop(container_id, None)
 
     def set_upstreams(self, upstreams: list[str]) -> None:
         """Replace the forwarders (at most three are used, in order)."""
@@ -226,7 +235,7 @@ class EmbeddedDns:
         self._in_flight_by[container_id] = self._in_flight_by.get(container_id, 0) + 1
         try:
             deadline = self._loop.time() + self.timeout
-            servers = list(self._upstreams)
+            servers = list(self._container_upstreams.get(container_id) or self._upstreams)
             for index, server in enumerate(servers):
                 remaining = deadline - self._loop.time()
                 if remaining <= 0:

@@ -5,6 +5,7 @@ Pure text builders (Docker's layout); agent.network.sandbox writes them and the 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -85,3 +86,40 @@ def write_in_place(path, text: str) -> None:
         handle.seek(0)
         handle.truncate()
         handle.write(text)
+
+
+@dataclass(slots=True)
+class EtcCustom:
+    """A container's --add-host lines and --dns/--dns-search/--dns-option."""
+
+    hosts: list[tuple[str, list[str]]] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+
+    @property
+    def has_dns(self) -> bool:
+        return bool(self.dns or self.search or self.options)
+
+
+def custom_resolv_conf(host_text: str, embedded: bool, custom: EtcCustom) -> str:
+    """resolv.conf with --dns/--dns-search/--dns-option as libnetwork writes it: each one given
+    replaces the host's; "--dns-search ." means none. With the embedded resolver (user
+    networks) the servers are its upstreams and the file names 127.0.0.11, ndots:0 added
+    unless an ndots option was given."""
+    servers, search, options = parse_resolv_conf(host_text)
+    servers = list(custom.dns) or [s for s in servers if not _is_loopback(s)]
+    if custom.search:
+        search = [] if custom.search == ["."] else [s for s in custom.search if s != "."]
+    if custom.options:
+        options = list(custom.options)
+    out = ["search " + " ".join(search)] if search else []  # dockerd 20.10's order: search first
+    if embedded:
+        out.append("nameserver 127.0.0.11")
+        if not any(o.startswith("ndots:") for o in options):
+            options = [*options, "ndots:0"]
+    else:
+        out.extend(f"nameserver {s}" for s in servers)
+    if options:
+        out.append("options " + " ".join(options))
+    return "\n".join(out) + "\n"

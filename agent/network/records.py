@@ -58,6 +58,7 @@ class EndpointRecord:
     mac: str = ""  # "02:42:ac:11:00:02"
     aliases: list[str] = field(default_factory=list)
     requested_ipv4: str = ""  # IPAMConfig.IPv4Address: asked for again at every start
+    requested_mac: str = ""  # --mac-address: used instead of the one derived from the address
     host_ifname: str = ""  # the veth end on the host side
     ifname: str = ""  # the interface name inside the container ("eth0")
     sandbox: str = ""  # the namespace it was joined in (drivers whose interface lives only there: macvlan)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -60,6 +60,8 @@ class Sandboxes:
         self.containers = containers
         self.dns_table = NameTable()
         self.dns: EmbeddedDns | None = None  # made by the owner on its event loop
+        # --add-host and --dns* of a container (the engine sets it: shoal.engine.createopts)
+        self.etc_custom: Callable[[Container], etcfiles.EtcCustom | None] | None = None
 
     # ---- namespace and endpoints (kernel thread) ----------------------------------------
     def has_namespace(self, container: Container) -> bool:
@@ -182,8 +184,12 @@ class Sandboxes:
             names = [container.hostname]
             if container.domainname:
                 names.insert(0, f"{container.hostname}.{container.domainname}")
-            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]], self.link_hosts(container))
-            if self.user_endpoints(container):
+            custom = self.etc_custom(container) if self.etc_custom is not None else None
+            extra = self.link_hosts(container) + (custom.hosts if custom else [])
+            hosts = etcfiles.hosts_file([(ip, names) for ip in own_ips[:1]], extra)
+            if custom is not None and custom.has_dns:
+                resolv = etcfiles.custom_resolv_conf(host_resolv, bool(self.user_endpoints(container)), custom)
+            elif self.user_endpoints(container):
                 resolv = etcfiles.embedded_resolv_conf(host_resolv)
             else:
                 resolv = etcfiles.container_resolv_conf(host_resolv)

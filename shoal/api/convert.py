@@ -39,12 +39,17 @@ def unix_seconds(value: str) -> int:
 
 
 def docker_state(c: ContainerRecord) -> str:
-    """State.Status: the record's state, "paused" for a running container whose cgroup is frozen."""
-    return "paused" if c.state == "running" and c.paused else c.state
+    """State.Status: the record's state, "paused" for a running container whose cgroup is frozen,
+    "restarting" for an exited one its policy will start again (public_state)."""
+    return "paused" if c.state == "running" and c.paused else public_state(c)
 
 
 def container_status(c: ContainerRecord, now: datetime) -> str:
     """The human STATUS column: "Up 2 minutes", "Exited (0) 5 seconds ago", "Created"."""
+    if getattr(c, "restarting", False) and c.state != "running":
+        finished = parse_time(c.finished_at)
+        ago = f" {human_duration((now - finished).total_seconds())} ago" if finished else ""
+        return f"Restarting ({c.exit_code}){ago}"
     if c.state == "running":
         started = parse_time(c.started_at)
         up = "Up " + human_duration((now - started).total_seconds()) if started else "Up"
@@ -59,6 +64,14 @@ def container_status(c: ContainerRecord, now: datetime) -> str:
     if c.state == "dead":
         return "Dead"
     return "Created"
+
+
+def public_state(c: ContainerRecord) -> str:
+    """State as Docker names it: an exited container its policy will start again is
+    "restarting" (shoal.engine.restart)."""
+    if getattr(c, "restarting", False) and c.state != "running":
+        return "restarting"
+    return c.state
 
 
 # ---- networks -----------------------------------------------------------------------
@@ -298,6 +311,10 @@ def _config(c: ContainerRecord) -> dict[str, Any]:
     exposed = _exposed_ports(c)
     if exposed:
         config["ExposedPorts"] = exposed
+    for key in ("StopSignal", "StopTimeout"):  # omitempty in Docker's Config
+        value = get_ci(raw, key)
+        if value is not None and value != "":
+            config[key] = value
     return config
 
 
@@ -341,9 +358,9 @@ def container_inspect(
         "Args": list(c.args[1:]),
         "State": {
             "Status": docker_state(c),
-            "Running": c.state == "running",
+            "Running": c.state == "running" or public_state(c) == "restarting",
             "Paused": c.state == "running" and c.paused,
-            "Restarting": False,
+            "Restarting": public_state(c) == "restarting",
             "OOMKilled": c.oom_killed,
             "Dead": c.state == "dead",
             "Pid": c.pid,
@@ -358,7 +375,7 @@ def container_inspect(
         "HostsPath": f"{container_dir}/hosts",
         "LogPath": "",
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": getattr(c, "restart_count", 0),
         "Driver": "overlay2",
         "Platform": "linux",
         "MountLabel": "",

@@ -26,6 +26,7 @@ CONFIG_APPLIED = frozenset(
         "ExposedPorts", "Tty", "AttachStdin", "AttachStdout", "AttachStderr", "OpenStdin", "StdinOnce",
         "OnBuild", "Shell", "ArgsEscaped", "HostConfig", "NetworkingConfig",
         "Volumes",  # anonymous volumes (-v /ctr): shoal.engine.container_mounts
+        "StopSignal", "StopTimeout", "MacAddress",  # shoal.engine.createopts
     )
 )  # fmt: skip
 
@@ -38,6 +39,9 @@ HOST_CONFIG_APPLIED = frozenset(
         "Binds", "Mounts", "Tmpfs",  # shoal.engine.container_mounts
         "ConsoleSize",  # the TTY's first size, set by the shim
         "LogConfig",  # json-file with max-size/max-file: checked by shoal.engine.stdio.log_options
+        "RestartPolicy",  # shoal.engine.restart
+        # shoal.engine.createopts
+        "ExtraHosts", "Dns", "DnsSearch", "DnsOptions", "Sysctls", "Ulimits", "Init", "Privileged", "Devices",
     )
 ) | frozenset(k.lower() for k in RESOURCE_FIELDS)  # fmt: skip
 
@@ -57,7 +61,7 @@ HOST_CONFIG_DEFAULTS: dict[str, tuple[Any, ...]] = {
 ENDPOINT_APPLIED = frozenset(
     k.lower()
     for k in (
-        "Aliases", "Links",
+        "Aliases", "Links", "MacAddress",
         "NetworkID", "EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "IPv6Gateway",
         "GlobalIPv6Address", "GlobalIPv6PrefixLen", "DNSNames",
     )

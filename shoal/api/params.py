@@ -13,6 +13,7 @@ from typing import Any
 from agent.executor.confinement import ConfinementError, from_host_config
 from agent.network import ports
 from shoal.api.create_fields import refuse_unapplied
+from shoal.engine import createopts, restart
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -233,6 +234,7 @@ def parse_endpoint(config: Mapping[str, Any] | None) -> EndpointRequest:
         aliases=_str_list(config, "Aliases"),
         links=_str_list(config, "Links"),
         driver_opts=_str_map(config, "DriverOpts"),
+        mac=createopts.validate_mac(_str(config, "MacAddress")) if _str(config, "MacAddress") else "",
     )
 
 
@@ -304,6 +306,8 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
         raise InvalidParameter("No image was specified: Config.Image is empty")
     refuse_unapplied(body)
     host_config = _obj(body, "HostConfig")
+    restart.parse_policy(host_config)  # moby's messages for a bad policy, or one with AutoRemove
+    createopts.parse_run_options(body, host_config)  # --stop-signal, --dns, --sysctl...: checked now
     _check_port_bindings(_obj(host_config, "PortBindings"))
     try:
         from_host_config(host_config)  # capabilities and --security-opt, checked now, applied at start
@@ -316,6 +320,11 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
         if config is not None and not isinstance(config, dict):
             raise InvalidParameter(f"invalid JSON: EndpointsConfig[{net!r}] must be an object")
         endpoints[net] = parse_endpoint(config)
+    legacy_mac = _str(body, "MacAddress")  # Config.MacAddress (API < 1.44): the primary network's
+    if legacy_mac:
+        primary = _str(host_config, "NetworkMode") or "default"
+        endpoints.setdefault(primary, EndpointRequest())
+        endpoints[primary].mac = endpoints[primary].mac or createopts.validate_mac(legacy_mac)
     cmd = _str_slice(body, "Cmd")
     entrypoint = _str_slice(body, "Entrypoint")
     if entrypoint == [""]:

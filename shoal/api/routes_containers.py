@@ -81,6 +81,7 @@ async def restart_container(request: web.Request) -> web.Response:
     with contextlib.suppress(NotModified):
         await engine.stop_container(ref, timeout, signal)
     await engine.start_container(ref)
+    engine.emit_container(engine.get_container(ref), "restart")  # moby's event after the start
     return web.Response(status=204)
 
 
@@ -104,7 +105,7 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     ref = request.match_info["id"]
     condition = request.query.get("condition", "")
     if condition not in _WAIT_CONDITIONS:
-        raise InvalidParameter(f"invalid condition: {condition!r}")
+        raise InvalidParameter(f"invalid condition: {json.dumps(condition)}")  # Go's %q
     engine.get_container(ref)  # a missing container is a 404, not a 200 with an error
     waiter = asyncio.ensure_future(engine.wait_container(ref, condition or "not-running"))
     gone = asyncio.ensure_future(streams.when_disconnected(request))

@@ -89,6 +89,8 @@ async def load_image(request: web.Request) -> web.StreamResponse:
         # Unpacking layers is blocking file work; on the event loop it would stall the
         # daemon (and its raft timers) for the whole load.
         tags = await asyncio.to_thread(engine.images.load, spool)
+    for image_id in dict.fromkeys(engine.images.get(tag).id for tag in tags):
+        engine.emit_image(image_id, "load")  # moby: one per image, named by its id
     lines = [{"stream": f"Loaded image: {tag}\n"} for tag in tags]
     body = b"".join(json.dumps(line).encode() + b"\r\n" for line in lines)
     return web.Response(status=200, body=body, content_type=JSON_TYPE)
@@ -120,6 +122,7 @@ async def tag_image(request: web.Request) -> web.Response:
     store = request.app[ENGINE].images
     image = store.get(request.match_info["name"])
     store.tag(image.id, f"{repo}:{tag}" if tag else repo)
+    request.app[ENGINE].emit_image(image.id, "tag", familiar_reference(f"{repo}:{tag or 'latest'}"))
     return web.Response(status=201)
 
 

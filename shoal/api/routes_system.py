@@ -1,11 +1,16 @@
-"""System routes of the Docker API: /_ping, /version, /info.
+"""System routes of the Docker API: /_ping, /version, /info, /events, /system/df.
 
-Reads host facts (kernel, CPUs, memory) and engine counters; wired by shoal.api.server.
+Reads host facts (kernel, CPUs, memory), engine counters and the engine's event log
+(shoal.engine.events); wired by shoal.api.server.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import platform
+import time
 import socket
 import uuid
 from pathlib import Path
@@ -13,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from shoal.api import params
-from shoal.api.server import ENGINE, add_route, json_response
+from shoal.api import params, streams
+from shoal.api.server import ENGINE, JSON_TYPE, add_route, json_response
+from shoal.engine import events as events_mod
+from shoal.engine.errors import InvalidParameter
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}
 _PING_HEADERS = {
@@ -131,7 +138,7 @@ def info_json(engine: Any) -> dict[str, Any]:
         "NGoroutines": 0,
         "SystemTime": "",
         "LoggingDriver": "json-file",
-        "NEventsListener": 0,
+        "NEventsListener": engine.events.listeners,
         "KernelVersion": platform.release(),
         "OperatingSystem": operating_system(),
         "OSVersion": "",
@@ -178,8 +185,68 @@ async def info(request: web.Request) -> web.Response:
     return json_response(info_json(request.app[ENGINE]))
 
 
+async def events(request: web.Request) -> web.StreamResponse:
+    """moby's getEvents: the ring's past events between since and until, then (unless until
+    is already past) live ones until `until` or the client leaves; one JSON object a line."""
+    log = request.app[ENGINE].events
+    since_raw, until_raw = request.query.get("since", ""), request.query.get("until", "")
+    since = events_mod.parse_timestamp(since_raw, "since")
+    until = events_mod.parse_timestamp(until_raw, "until")
+    if until is not None and since is not None and until < since:
+        raise InvalidParameter(f"`since` time ({since_raw}) cannot be after `until` time ({until_raw})")
+    filters = params.parse_filters(request.query.get("filters"))
+    events_mod.validate_filters(filters)
+    now = time.time_ns()
+    only_past = until is not None and until < now
+    subscription = log.subscribe(filters)  # before reading the ring: nothing falls in between
+    try:
+        past = log.past(since, until, filters)
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON_TYPE})
+        await response.prepare(request)
+        seen = past[-1].time_nano if past else 0
+        for event in past:
+            await response.write(json.dumps(event.to_json()).encode() + b"\n")
+        if only_past:
+            await response.write_eof()
+            return response
+        deadline = None if until is None else (until - now) / 1e9
+        await _stream_live(request, response, subscription, seen, deadline)
+    finally:
+        log.unsubscribe(subscription)
+    return response
+
+
+async def _stream_live(
+    request: web.Request, response: web.StreamResponse, subscription: events_mod.Subscription,
+    seen: int, deadline: float | None,
+) -> None:
+    gone = asyncio.ensure_future(streams.when_disconnected(request))
+    timer = asyncio.ensure_future(asyncio.sleep(deadline if deadline is not None else 1e9))
+    try:
+        while True:
+            getter = asyncio.ensure_future(subscription.queue.get())
+            done, _ = await asyncio.wait({getter, gone, timer}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            event = getter.result()
+            if event is None:  # too slow a reader: moby drops it too
+                break
+            if event.time_nano <= seen:
+                continue  # already sent from the ring
+            await response.write(json.dumps(event.to_json()).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+    except ConnectionError:
+        pass
+    finally:
+        gone.cancel()
+        timer.cancel()
+
+
 def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/_ping", ping)
     add_route(app, "HEAD", "/_ping", ping)
     add_route(app, "GET", "/version", version)
     add_route(app, "GET", "/info", info)
+    add_route(app, "GET", "/events", events)

@@ -17,7 +17,7 @@ import click
 from shoal.cli import fast
 from shoal.cli.common import Failed, client, err, inspect_each, out
 from shoal.cli import resources as resource_cli
-from shoal.cli import runner
+from shoal.cli import runflags, runner
 from shoal.cli.format import parse_env
 from shoal.client import Client, ClientError, DaemonError, demultiplex, read_chunks, ref
 
@@ -48,6 +48,7 @@ PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, 
 @click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
 @click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)")
 @resource_cli.limit_options
+@runflags.options
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
@@ -55,7 +56,7 @@ def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env:
         expose: tuple[str, ...], ip: str,
         network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str,
         interactive: bool, tty: bool, detach_keys: str, log_opt: tuple[str, ...], image: str,
-        command: tuple[str, ...], **limits: Any) -> None:
+        command: tuple[str, ...], **create_options: Any) -> None:
     """Create and run a new container from an image
 
     Usage: shoal run [OPTIONS] IMAGE [COMMAND] [ARG...]
@@ -63,7 +64,8 @@ def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env:
     runner.run_container(client(), detach, remove, name, network, hostname, env, label, entrypoint, publish,
                          publish_all, expose, ip, network_alias, link, workdir, user, image, command,
                          interactive=interactive, tty=tty, detach_keys=detach_keys, log_opt=log_opt,
-                         host_config=resource_cli.host_config_limits(limits))
+                         host_config=resource_cli.host_config_limits(create_options),
+                         adjust=runflags.adjust(create_options))  # --restart, --init, --dns... (shoal.cli.runflags)
 
 
 @click.command(context_settings=CONTEXT)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli import container, image, labcmd, network, resources, volume
+from shoal.cli import container, image, labcmd, network, resources, verbs, volume
 from shoal.cli import node as node_cli
 from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
@@ -215,3 +215,12 @@ cli.add_command(image.rm, "rmi")
 cli.add_command(labcmd.lab)
 cli.add_command(swarm_cli.swarm)
 cli.add_command(node_cli.node)
+# events, rename, wait, prune, system df/prune (shoal.cli.verbs)
+cli.add_command(verbs.events)
+cli.add_command(verbs.rename)
+cli.add_command(verbs.wait)
+cli.add_command(verbs.system)
+container.container.add_command(verbs.container_prune, "prune")
+container.container.add_command(verbs.rename, "rename")
+container.container.add_command(verbs.wait, "wait")
+image.image.add_command(verbs.image_prune, "prune")

@@ -14,6 +14,7 @@ from shoal.cli.proxies import config_path, proxy_env
 from shoal.client import Client, DaemonError, demultiplex, read_chunks, stream_kind
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
@@ -75,7 +76,8 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
                   link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
                   interactive: bool = False, tty: bool = False, detach_keys: str = "",
                   log_opt: Sequence[str] = (),
-                  host_config: Mapping[str, Any] | None = None) -> None:
+                  host_config: Mapping[str, Any] | None = None,
+                  adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
     if image.startswith("-"):
         err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
         raise Failed(125)
@@ -92,6 +94,11 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
             from shoal.cli.interactive import terminal_size
 
             body["HostConfig"]["ConsoleSize"] = list(terminal_size() or (0, 0))
+        if adjust is not None:
+            if remove:
+                body["HostConfig"]["AutoRemove"] = True  # for adjust's --restart/--rm check
+            adjust(body)
+            body["HostConfig"]["AutoRemove"] = remove and detach
     except (UsageError, ValueError) as exc:
         err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
         raise Failed(125) from None

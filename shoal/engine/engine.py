@@ -34,9 +34,10 @@ from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
-from shoal.engine import container_mounts, publish, reconcile
+from shoal.engine import container_mounts, createopts, publish, reconcile, restart
 from agent.executor import logfile
 from shoal.engine.stdio import stdio_options
+from shoal.engine.events import EventLog, container_event, exec_action, network_attributes
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
     confinement_of,
@@ -118,6 +119,9 @@ class Engine:
         )
         self.execs: dict[str, ExecRecord] = {}
         self.resources = ContainerResources(self)  # cgroups: limits, stats, pause, OOM
+        self.events = EventLog()  # GET /events (shoal.engine.events)
+        self.restarts = restart.Supervisor(self.restart_after_exit)  # restart policies
+        self.sandboxes.etc_custom = functools.partial(createopts.etc_custom, gateway=options.bip.split("/", 1)[0])
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
         self._removed: dict[str, asyncio.Event] = {}
@@ -150,6 +154,7 @@ class Engine:
         await self._reconcile_containers()
         await self._cgroups_at_start()
         await self._kernel(self._collect_orphan_namespaces)
+        restart.restart_at_boot(self)
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
@@ -263,6 +268,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
+        self.restarts.close()  # pending restarts happen at the next start (restart_at_boot)
         await self.firewall_watch.stop()
         self.runtime.close()
         for task in self._watchers.values():
@@ -297,12 +303,15 @@ class Engine:
         return sorted(attached, key=lambda pair: pair[0].name)
 
     async def create_network(self, request: NetworkCreate) -> tuple[NetworkRecord, str]:
-        return await self._kernel(self.net.create, request)
+        created = await self._kernel(self.net.create, request)
+        self.emit_network(created[0], "create")
+        return created
 
     async def remove_network(self, ref: str) -> None:
         net = self.net.lookup(ref)
         names = [c.name for c, _ in self.network_endpoints(net.id)]
         await self._kernel(self.net.remove, net.id, names)
+        self.emit_network(net, "destroy")
 
     async def connect_network(self, ref: str, container_ref: str, endpoint: EndpointRequest) -> None:
         net = self.net.lookup(ref)
@@ -317,6 +326,7 @@ class Engine:
                 await self._kernel(self.sandboxes.refresh_default_route, container)
                 self.sandboxes.write_etc_files(container)
                 await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
+                self.emit_network(net, "connect", container.id)
             self._save(container)
 
     def _check_connectable(self, container: ContainerRecord, net: NetworkRecord) -> None:
@@ -354,6 +364,7 @@ class Engine:
             if container.state == "running":
                 await self._kernel(self.sandboxes.refresh_default_route, container)
                 self.sandboxes.write_etc_files(container)
+                self.emit_network(net, "disconnect", container.id)
             self._save(container)
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
@@ -367,7 +378,9 @@ class Engine:
             if not all(label_filter(net.labels, v) for v in filters.get("label", [])):
                 continue
             await self._kernel(self.net.remove, net.id, [])
+            self.emit_network(net, "destroy")
             pruned.append(net.name)
+        self.events.emit("network", "prune", "", {"reclaimed": "0"})  # as moby, even when nothing went
         return sorted(pruned)
 
     # ---- containers: create, lookup ------------------------------------------------
@@ -463,6 +476,7 @@ class Engine:
             self.state.delete("containers", container_id)
             container_mounts.discard(self.volumes, made_volumes)
             raise
+        self.emit_container(record, "create")
         return record, warnings
 
     def _check_name_free(self, name: str) -> None:
@@ -525,6 +539,7 @@ class Engine:
             container_id=container.id,
             aliases=aliases,
             requested_ipv4=request.ipv4,
+            requested_mac=request.mac,
         )
 
     def list_containers(self, all: bool, filters: dict[str, list[str]]) -> list[ContainerRecord]:
@@ -560,6 +575,8 @@ class Engine:
         async with self._lock(container.id):
             if container.state == "running":
                 raise NotModified("container already started")
+            self.restarts.reset(container.id)  # moby: a user's start resets the restart manager
+            container.restart_count, container.manually_stopped, container.restarting = 0, False, False
             try:
                 await self._start(container)
             except EngineError:
@@ -595,21 +612,28 @@ class Engine:
                     await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
             mounts = mounts + await asyncio.to_thread(container_mounts.at_start, self.volumes, container, image.rootfs)
             uid, gid = await user_ids(container.user, image.rootfs)
+            run_options = self.run_options(container)
             process = ProcessSpec(
-                args=container.args,
+                args=([createopts.INIT_PATH_IN_CONTAINER, "--"] if run_options.init else []) + container.args,
                 env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
                 cwd=container.working_dir or "/",
                 uid=uid,
                 gid=gid,
                 tty=container.tty,
                 confinement=confinement_of(container),
+                rlimits=tuple(createopts.rlimits(run_options.ulimits)),
             )
+            extras, extra_mounts = await asyncio.to_thread(createopts.spec_extras, run_options)
+            mounts = mounts + extra_mounts
+            if run_options.dns and self.sandboxes.dns is not None:
+                self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)
             bundle_replaced = True  # from here on a failure also removes the new bundle
             await self.runtime.remove(container.id)  # a stale bundle from an earlier run
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
                                        cgroups_path=self.resources.path(container.id),
                                        resources=self.resources.oci(container),
-                                       cgroupns=self.resources.private_cgroupns)
+                                       cgroupns=self.resources.private_cgroupns,
+                                       extras=extras)
             if self._exited.get(container.id, _SET_EVENT).is_set():
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
@@ -627,6 +651,7 @@ class Engine:
             kind = InvalidParameter if isinstance(exc, RuncError) and exc.exit_code is not None else SystemError_
             raise kind(f"failed to start container {container.name}: {message}") from exc
         container.state = "running"
+        container.started_before, container.restarting = True, False
         container.pid = pid
         container.paused = False
         container.oom_killed = False
@@ -644,6 +669,8 @@ class Engine:
             container.error = exc.message
             await self._undo_start(container, True)
             raise
+        self._emit_endpoints(container, "connect")
+        self.emit_container(container, "start")
         self._watch(container)
 
     async def _undo_start(self, container: ContainerRecord, bundle: bool) -> None:
@@ -678,6 +705,9 @@ class Engine:
         async with self._lock(container_id):
             if container.state == "running":
                 await self._finish(container, code)
+                if restart.schedule_after_exit(self, container):
+                    self._watchers.pop(container_id, None)
+                    return
         self._watchers.pop(container_id, None)
         if container.auto_remove and container_id in self.containers:
             # `docker run --rm` is attached: its client must read all the output before the
@@ -736,7 +766,13 @@ class Engine:
         container.pid = 0
         container.paused = False
         container.finished_at = now_rfc3339()
-        for step in (self.resources.at_exit, self._release_ports, self.sandboxes.unregister_dns):
+        try:
+            await self.resources.at_exit(container)  # reads OOMKilled before the cgroup goes
+        except Exception:
+            log.exception("container %s: cgroup clean-up failed at exit", container.id)
+        self.emit_container(container, "die", exitCode=code,
+                            execDuration=_seconds_between(container.started_at, container.finished_at))
+        for step in (self._release_ports, self.sandboxes.unregister_dns):
             try:
                 await step(container)
             except Exception:
@@ -745,35 +781,62 @@ class Engine:
             await self._kernel(self.sandboxes.teardown, container)
         except Exception:
             log.exception("container %s: network teardown failed at exit", container.id)
+        self._emit_endpoints(container, "disconnect")
         self._save_quietly(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
 
     async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
+            if container.restarting:  # waiting for its next start: stopping cancels it
+                self.restarts.cancel(container.id)
+                container.restarting, container.manually_stopped = False, True
+                self._save_quietly(container)
+                self.emit_container(container, "stop")
+                return
             if container.state != "running":
                 raise NotModified("container already stopped")
-            sig = parse_signal(signal) if signal else signals.SIGTERM
-            wait = DEFAULT_STOP_TIMEOUT if timeout is None else timeout
+            self.restarts.cancel(container.id)
+            container.manually_stopped = True
+            own = createopts.stop_defaults(container, DEFAULT_STOP_TIMEOUT)
+            sig = parse_signal(signal or own[0])
+            wait = own[1] if timeout is None else timeout
+            self.emit_container(container, "kill", signal=int(sig))
             if container.paused:  # a frozen process cannot act on the signal: thaw it (as Docker)
                 await self.resources.resume(container)
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
+            if code == 128 + signals.SIGKILL and sig != signals.SIGKILL:  # the timeout ran out
+                self.emit_container(container, "kill", signal=int(signals.SIGKILL))
             await self._finish(container, code)
+            self.emit_container(container, "stop")
 
     async def kill_container(self, ref: str, signal: str = "SIGKILL") -> None:
         container = self.get_container(ref)
         sig = parse_signal(signal or "SIGKILL")
+        if container.restarting:
+            raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is restarting, "
+                           "wait until the container is running")
         if container.state != "running":
             raise Conflict(f"Cannot kill container: {ref}: Container {container.id} is not running")
+        container.manually_stopped = True
+        if sig == parse_signal(createopts.stop_defaults(container, DEFAULT_STOP_TIMEOUT)[0]):  # moby's ExitOnNext
+            self.restarts.cancel(container.id)
         await self.runtime.kill(container.id, int(sig))
         if container.paused and sig == signals.SIGKILL:  # Docker: the kill lands once thawed
             async with self._lock(container.id):
                 if container.paused:
                     await self.resources.resume(container)
+        self.emit_container(container, "kill", signal=int(sig))
 
     async def remove_container(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         container = self.get_container(ref)
         async with self._lock(container.id):
+            if container.restarting and not force:
+                raise Conflict(
+                    f'cannot remove container "/{container.name}": container is restarting: '
+                    "stop the container before removing or force remove"
+                )
+            self.restarts.forget(container.id)
             if container.state == "running":
                 if container.paused and not force:
                     # Docker 25+'s wording, like the running case below
@@ -786,6 +849,7 @@ class Engine:
                         f'cannot remove container "/{container.name}": container is running: '
                         "stop the container before removing or force remove"
                     )
+                self.emit_container(container, "kill", signal=int(signals.SIGKILL))
                 code = await self.runtime.stop(container.id, 0.0, int(signals.SIGKILL))
                 await self._finish(container, code)
         await self._remove(container, volumes)
@@ -797,9 +861,11 @@ class Engine:
         await self.runtime.remove(container.id)
         if container.netns:  # a start that failed half-way, or an exit whose teardown failed
             await self._kernel(self.sandboxes.teardown, container)
+        self.restarts.forget(container.id)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)
         self.runtime.remove_logs(container.id)
+        self.emit_container(container, "destroy")
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
         shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
@@ -864,6 +930,7 @@ class Engine:
             console_size=request.console_size,
         )
         self.execs[record.id] = record
+        self.emit_container(container, exec_action("exec_create", record.args), execID=record.id)
         return record
 
     def get_exec(self, exec_id: str) -> ExecRecord:
@@ -891,9 +958,11 @@ class Engine:
             gid=gid,
             tty=record.tty,
             confinement=confinement_of(container),
+            rlimits=tuple(createopts.rlimits(self.run_options(container).ulimits)),
         )
         record.running = True
         run = None
+        self.emit_container(container, exec_action("exec_start", record.args), execID=record.id)
         try:
             run = await self.runtime.exec(container.id, process, stdin=record.attach_stdin,
                                           console_size=console_size or record.console_size)
@@ -919,6 +988,7 @@ class Engine:
                 record.run = None
                 if record.exit_code is None:
                     record.exit_code = 137
+                self.emit_container(container, "exec_die", execID=record.id, exitCode=record.exit_code)
 
     async def _exec_detached(self, record: ExecRecord, run: Any) -> None:
         try:
@@ -928,6 +998,9 @@ class Engine:
             record.run = None
             if record.exit_code is None:
                 record.exit_code = 137
+            container = self.containers.get(record.container_id)
+            if container is not None:
+                self.emit_container(container, "exec_die", execID=record.id, exitCode=record.exit_code)
 
     # ---- images ---------------------------------------------------------------------
     async def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> list[dict[str, str]]:
@@ -936,9 +1009,18 @@ class Engine:
         the users read and the change); the files go afterwards, in a thread."""
         from agent.images.store import ImageUser
 
+        try:
+            image_id = self.images.get(ref).id
+        except ImageError:
+            image_id = ""  # the store's remove answers for it
         users = [ImageUser(c.id, c.image_id, c.state in ("running", "paused", "restarting"))
                  for c in self.containers.values()]
         records = self.images.remove(ref, force=force, noprune=noprune, users=users)
+        for entry in records:  # moby names both by the image id
+            if "Untagged" in entry and image_id:
+                self.emit_image(image_id, "untag")
+            if "Deleted" in entry:
+                self.emit_image(entry["Deleted"], "delete")
         await asyncio.to_thread(self.images.empty_trash)
         return records
 
@@ -999,6 +1081,30 @@ class Engine:
         """Problems found at start (state files moved aside...): `docker info` prints them."""
         return list(self.state.warnings)
 
+    # ---- restart policies and create options: the work is in shoal.engine.restart/createopts
+    async def restart_after_exit(self, container_id: str) -> None:
+        await restart.restart_after_exit(self, container_id)
+
+    def run_options(self, container: ContainerRecord) -> createopts.RunOptions:
+        return createopts.of_container(container)
+
+    # ---- events ---------------------------------------------------------------------
+    def emit_container(self, container: ContainerRecord, action: str, **extra: Any) -> None:
+        """A container event (create, start, die, attach, pause...) for `docker events`."""
+        container_event(self.events, container, action, **extra)
+
+    def emit_network(self, net: NetworkRecord, action: str, container_id: str = "") -> None:
+        self.events.emit("network", action, net.id, network_attributes(net.name, net.driver, container_id))
+
+    def _emit_endpoints(self, container: ContainerRecord, action: str) -> None:
+        for net_id in container.endpoints:
+            net = self.net.networks.get(net_id)
+            if net is not None:
+                self.emit_network(net, action, container.id)
+
+    def emit_image(self, image_id: str, action: str, name: str = "") -> None:
+        self.events.emit("image", action, image_id, {"name": name or image_id})
+
     # ---- helpers --------------------------------------------------------------------
     def _lock(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
@@ -1037,3 +1143,11 @@ def _holds_network(container: ContainerRecord) -> bool:
     """The record still names a namespace, an address or published ports (a start or an exit
     cut short by a crash)."""
     return bool(container.netns or container.published or any(e.ipv4 for e in container.endpoints.values()))
+
+
+def _seconds_between(start: str, end: str) -> int:
+    """Whole seconds between two RFC 3339 times (moby's execDuration); 0 when unknown."""
+    from shoal.api.convert import parse_time  # pure; no import cycle at module load
+
+    began, ended = parse_time(start), parse_time(end)
+    return max(int((ended - began).total_seconds()), 0) if began and ended else 0

@@ -6,11 +6,18 @@ in a thread); used by engine.py and sandbox.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal as signals
 from pathlib import Path
 
 from agent.network.controller import NetworkController
-from agent.executor.confinement import Confinement, ConfinementError, from_host_config
+from agent.executor.confinement import (
+    SECCOMP_UNCONFINED,
+    Confinement,
+    ConfinementError,
+    available_capabilities,
+    from_host_config,
+)
 from agent.executor.rootfs import RootfsReadError, read_in_root
 from agent.executor.spec import resolve_user_in
 from shoal.engine.errors import EngineError, InvalidParameter
@@ -68,9 +75,13 @@ def confinement_of(container: ContainerRecord) -> Confinement:
     """Capabilities, seccomp, no-new-privileges and read-only root from the container's
     HostConfig (checked at create; a record from an older shoal may still be refused here)."""
     try:
-        return from_host_config(container.host_config)
+        confinement = from_host_config(container.host_config)
     except ConfinementError as exc:
         raise InvalidParameter(exc.message) from None
+    if any(k.lower() == "privileged" and v is True for k, v in container.host_config.items()):
+        # --privileged: every capability the daemon holds and no seccomp filter, as moby
+        return dataclasses.replace(confinement, capabilities=available_capabilities(), seccomp=SECCOMP_UNCONFINED)
+    return confinement
 
 
 def parse_signal(value: str) -> signals.Signals:
@@ -112,8 +123,8 @@ def container_matches(container: ContainerRecord, filters: dict[str, list[str]],
     return (
         any_of("id", lambda v: container.id.startswith(v))
         and any_of("name", lambda v: v.lstrip("/") in container.name)
-        and any_of("status", lambda v: (("paused" if container.paused else "running")
-                                        if container.state == "running" else container.state) == v)
+        and any_of("status", lambda v: (("paused" if container.paused else "running") if container.state == "running"
+                                        else "restarting" if container.restarting else container.state) == v)
         and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
         and any_of("network", on_network)
         and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)

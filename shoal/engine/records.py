@@ -55,6 +55,11 @@ class ContainerRecord:
     create_config: dict[str, Any] = field(default_factory=dict)  # the create body, echoed as Config
     host_config: dict[str, Any] = field(default_factory=dict)
     mounts: list[dict[str, Any]] = field(default_factory=list)  # agent.volumes.specs.MountPoint dicts
+    # restart policies (shoal.engine.restart): what moby keeps on its container
+    restart_count: int = 0
+    manually_stopped: bool = False  # stopped or killed by the user since its last start
+    started_before: bool = False  # only those come back at daemon start
+    restarting: bool = False  # exited, its next start scheduled by the policy
 
     @property
     def short_id(self) -> str:

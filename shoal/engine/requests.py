@@ -36,6 +36,7 @@ class EndpointRequest:
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     driver_opts: dict[str, str] = field(default_factory=dict)
+    mac: str = ""  # MacAddress (--mac-address), validated
 
 
 @dataclass(slots=True)

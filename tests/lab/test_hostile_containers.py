@@ -216,7 +216,7 @@ def test_read_only_root_refuses_writes(lab):
     [
         (["--blkio-weight", "500"], "shoal does not support HostConfig.BlkioWeight yet (got 500)"),
         (["--oom-kill-disable"], "shoal does not support HostConfig.OomKillDisable yet (got true)"),
-        (["--privileged"], "shoal does not support HostConfig.Privileged yet (got true)"),
+        (["--ipc", "host"], 'shoal does not support HostConfig.IpcMode yet (got "host")'),
         (["--volumes-from", "other"], 'shoal does not support HostConfig.VolumesFrom yet (got ["other"])'),
     ],
 )

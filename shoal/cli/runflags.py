@@ -1,0 +1,111 @@
+"""`shoal run` flags of the create options: --restart, --init, --stop-signal, --stop-timeout,
+--add-host, --dns, --dns-search, --dns-option, --sysctl, --ulimit, --privileged, --device,
+--mac-address; parsed as the docker CLI parses them into the create body.
+
+shoal.cli.container decorates `run` with `options` and passes `adjust(values)` to
+shoal.cli.runner.run_container, which applies it to the body it built.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+
+from shoal.cli.format import UsageError
+
+_FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--restart",), {"default": "", "help": "Restart policy to apply when a container exits"}),
+    (("--init",), {"is_flag": True, "default": False, "help": "Run an init inside the container"}),
+    (("--stop-signal",), {"default": "", "help": "Signal to stop the container"}),
+    (("--stop-timeout",), {"type": int, "default": None, "help": "Timeout (in seconds) to stop a container"}),
+    (("--add-host",), {"multiple": True, "help": "Add a custom host-to-IP mapping (host:ip)"}),
+    (("--dns",), {"multiple": True, "help": "Set custom DNS servers"}),
+    (("--dns-search",), {"multiple": True, "help": "Set custom DNS search domains"}),
+    (("--dns-option",), {"multiple": True, "help": "Set DNS options"}),
+    (("--sysctl",), {"multiple": True, "help": "Sysctl options"}),
+    (("--ulimit",), {"multiple": True, "help": "Ulimit options"}),
+    (("--privileged",), {"is_flag": True, "default": False, "help": "Give extended privileges to this container"}),
+    (("--device",), {"multiple": True, "help": "Add a host device to the container"}),
+    (("--mac-address",), {"default": "", "help": "Container MAC address (e.g., 92:d0:c6:0a:29:33)"}),
+]
+NAMES = ("restart", "init", "stop_signal", "stop_timeout", "add_host", "dns", "dns_search", "dns_option",
+         "sysctl", "ulimit", "privileged", "device", "mac_address")
+
+
+def options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for names, kwargs in reversed(_FLAGS):
+        command = click.option(*names, **kwargs)(command)
+    return command
+
+
+def restart_policy(value: str) -> dict[str, Any]:
+    """The docker CLI's ParseRestartPolicy."""
+    name, sep, count = value.partition(":")
+    if sep and not name:
+        raise UsageError("invalid restart policy format: no policy provided before colon")
+    policy: dict[str, Any] = {"Name": name}
+    if sep:
+        try:
+            policy["MaximumRetryCount"] = int(count)
+        except ValueError:
+            raise UsageError("invalid restart policy format: maximum retry count must be an integer") from None
+    return policy
+
+
+def ulimit(value: str) -> dict[str, Any]:
+    name, sep, limits = value.partition("=")
+    if not sep:
+        raise UsageError(f'invalid argument "{value}" for "--ulimit" flag: invalid ulimit argument: {value}')
+    soft, _, hard = limits.partition(":")
+    try:
+        return {"Name": name, "Soft": int(soft), "Hard": int(hard or soft)}
+    except ValueError:
+        raise UsageError(f'invalid argument "{value}" for "--ulimit" flag: invalid ulimit value: {limits}') from None
+
+
+def device(value: str) -> dict[str, str]:
+    parts = value.split(":")
+    host = parts[0]
+    inside = parts[1] if len(parts) > 1 and parts[1] else host
+    permissions = parts[2] if len(parts) > 2 else "rwm"
+    return {"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": permissions}
+
+
+def adjust(values: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """The change these flags make to a create body (the CLI's own checks first)."""
+    def apply(body: dict[str, Any]) -> None:
+        host = body.setdefault("HostConfig", {})
+        if values.get("restart"):
+            if host.get("AutoRemove"):
+                raise UsageError("conflicting options: cannot specify both --restart and --rm")
+            host["RestartPolicy"] = restart_policy(values["restart"])
+        if values.get("init"):
+            host["Init"] = True
+        if values.get("stop_signal"):
+            body["StopSignal"] = values["stop_signal"]
+        if values.get("stop_timeout") is not None:
+            body["StopTimeout"] = values["stop_timeout"]
+        for flag, key in (("add_host", "ExtraHosts"), ("dns", "Dns"), ("dns_search", "DnsSearch"),
+                          ("dns_option", "DnsOptions")):
+            if values.get(flag):
+                host[key] = list(values[flag])
+        if values.get("sysctl"):
+            sysctls = {}
+            for item in values["sysctl"]:
+                key, sep, val = item.partition("=")
+                if not sep:
+                    raise UsageError(f'invalid argument "{item}" for "--sysctl" flag: sysctl \'{item}\' is not allowed')
+                sysctls[key] = val
+            host["Sysctls"] = sysctls
+        if values.get("ulimit"):
+            host["Ulimits"] = [ulimit(u) for u in values["ulimit"]]
+        if values.get("privileged"):
+            host["Privileged"] = True
+        if values.get("device"):
+            host["Devices"] = [device(d) for d in values["device"]]
+        if values.get("mac_address"):
+            endpoints = body.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
+            network = host.get("NetworkMode") or "default"
+            endpoints.setdefault("default" if network == "bridge" else network, {})["MacAddress"] = values["mac_address"]
+    return apply

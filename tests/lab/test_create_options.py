@@ -1,0 +1,247 @@
+"""Create options applied and checked from inside the container, through the stock docker CLI
+and raw API bodies: --stop-signal, --stop-timeout, --add-host, --dns/--dns-search/--dns-option
+(on the default bridge and as the embedded DNS's upstreams on a user network), --sysctl,
+--ulimit, --init, --privileged, --device; Docker's messages for bad values.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.docker_client import docker_client
+from tests.lab.helpers import running_lab, wait_until
+from tests.lab.test_docker_clients import request
+
+pytestmark = pytest.mark.lab
+
+DOCKER = docker_client()
+assert DOCKER is not None, "no docker client: scripts/install.sh links one from /opt/shoal-docker-ref"
+UPSTREAM = "192.168.200.12"  # h2's underlay address: a dnsmasq this module runs
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    assert os.path.exists(DNSMASQ), f"{DNSMASQ} is missing: scripts/install.sh installs dnsmasq-base"
+    with running_lab(hosts=2) as lab:
+        upstream = subprocess.Popen(lab.exec_argv("h2", [
+            DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            f"--listen-address={UPSTREAM}", "--port=53", "--local=/test/", "--host-record=upstream.test,10.9.9.9",
+        ]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield lab
+        finally:
+            upstream.kill()
+            upstream.wait()
+
+
+def docker(lab, *args: str, check: bool = True):
+    return lab.exec("h1", [DOCKER, *args], check=check, timeout=120)
+
+
+def run(lab, *args: str) -> str:
+    return docker(lab, "run", "--rm", *args).stdout
+
+
+def _inspect(lab, name: str) -> dict:
+    return json.loads(docker(lab, "inspect", name).stdout)[0]
+
+
+def _create(lab, body: dict):
+    response, data = request(lab, "POST", "/v1.50/containers/create", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+    return response.status, json.loads(data)
+
+
+# ---- stop signal and timeout --------------------------------------------------------
+
+def test_stop_sends_the_stop_signal(lab):
+    docker(lab, "run", "-d", "--name", "sigc", "--stop-signal", "SIGUSR1", "busybox", "sh", "-c",
+           "trap 'exit 42' USR1; while true; do sleep 0.1; done")
+    assert _inspect(lab, "sigc")["Config"]["StopSignal"] == "SIGUSR1"
+    docker(lab, "stop", "sigc")
+    assert _inspect(lab, "sigc")["State"]["ExitCode"] == 42
+    docker(lab, "rm", "sigc")
+
+
+def test_stop_timeout_bounds_the_wait_before_sigkill(lab):
+    docker(lab, "run", "-d", "--name", "tmo", "--stop-timeout", "1", "busybox", "sleep", "3600")
+    started = time.monotonic()
+    docker(lab, "stop", "tmo")  # sleep as pid 1 ignores SIGTERM: killed after 1 s, not 10
+    assert time.monotonic() - started < 6
+    assert _inspect(lab, "tmo")["State"]["ExitCode"] == 137
+    docker(lab, "rm", "tmo")
+
+
+def test_an_unknown_stop_signal_is_refused(lab):
+    status, body = _create(lab, {"Image": "busybox", "Cmd": ["true"], "StopSignal": "SIGNOPE"})
+    assert (status, body["message"]) == (400, "Invalid signal: SIGNOPE")
+
+
+# ---- /etc/hosts and resolv.conf -----------------------------------------------------
+
+def test_add_host_lines_and_host_gateway(lab):
+    out = run(lab, "--add-host", "db:10.1.2.3", "--add-host", "gw:host-gateway", "busybox", "cat", "/etc/hosts")
+    lines = out.splitlines()
+    assert "10.1.2.3\tdb" in lines and "172.17.0.1\tgw" in lines
+    assert lines.index("10.1.2.3\tdb") < lines.index("172.17.0.1\tgw") < len(lines) - 1  # own entry last
+
+
+def test_add_host_with_a_bad_address_is_refused(lab):
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"ExtraHosts": ["db:10.1.2"]}})
+    assert (status, body["message"]) == (400, 'invalid IP address in add-host: "10.1.2"')
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"ExtraHosts": ["nocolon"]}})
+    assert (status, body["message"]) == (400, 'bad format for add-host: "nocolon"')
+
+
+def test_dns_options_on_the_default_bridge(lab):
+    out = run(lab, "--dns", "192.0.2.53", "--dns-search", "example.test", "--dns-option", "ndots:2",
+              "busybox", "cat", "/etc/resolv.conf")
+    assert out == "search example.test\nnameserver 192.0.2.53\noptions ndots:2\n"  # as dockerd 20.10 writes it
+
+
+def test_dns_on_a_user_network_is_the_embedded_resolvers_upstream(lab):
+    docker(lab, "network", "create", "dnsnet")
+    try:
+        docker(lab, "run", "-d", "--name", "withdns", "--network", "dnsnet", "--dns", UPSTREAM,
+               "--dns-search", "example.test", "busybox", "sleep", "3600")
+        docker(lab, "run", "-d", "--name", "nodns", "--network", "dnsnet", "busybox", "sleep", "3600")
+        assert docker(lab, "exec", "withdns", "cat", "/etc/resolv.conf").stdout == (
+            "search example.test\nnameserver 127.0.0.11\noptions ndots:0\n")
+        found = wait_until(lambda: (r := docker(lab, "exec", "withdns", "nslookup", "upstream.test",
+                                                 check=False)).returncode == 0 and r, timeout=15)
+        assert "Address: 10.9.9.9" in found.stdout and "Server:\t\t127.0.0.11" in found.stdout
+        other = docker(lab, "exec", "nodns", "nslookup", "upstream.test", check=False)
+        assert "10.9.9.9" not in other.stdout  # the host's resolvers know nothing of it
+    finally:
+        docker(lab, "rm", "-f", "withdns", "nodns", check=False)
+        docker(lab, "network", "rm", "dnsnet")
+
+
+def test_a_dns_server_that_is_no_address_is_refused(lab):
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Dns": ["resolver.example"]}})
+    assert (status, body["message"]) == (400, "IP address is not correctly formatted: resolver.example")
+
+
+# ---- sysctl and ulimit --------------------------------------------------------------
+
+def test_sysctl_in_the_containers_network_namespace(lab):
+    assert run(lab, "--sysctl", "net.ipv4.ip_forward=1", "busybox", "cat", "/proc/sys/net/ipv4/ip_forward") == "1\n"
+
+
+def test_a_host_wide_sysctl_is_refused_with_runcs_message(lab):
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Sysctls": {"kernel.panic": "1"}}})
+    assert (status, body["message"]) == (400, 'sysctl "kernel.panic" is not in a separate kernel namespace')
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Sysctls": {"kernel.hostname": "x"}}})
+    assert (status, body["message"]) == (
+        400, 'sysctl "kernel.hostname" is not allowed as it conflicts with the OCI "hostname" field')
+
+
+def test_a_net_sysctl_with_host_networking_is_refused(lab):
+    result = docker(lab, "run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1",
+                    "busybox", "true", check=False)
+    assert result.stderr.splitlines()[0] == (
+        'docker: Error response from daemon: sysctl "net.ipv4.ip_forward" not allowed in host network namespace')
+
+
+def test_ulimit_is_applied_to_the_container_and_its_execs(lab):
+    assert run(lab, "--ulimit", "nofile=100:200", "busybox", "sh", "-c", "ulimit -n; ulimit -Hn") == "100\n200\n"
+    docker(lab, "run", "-d", "--name", "ulim", "--ulimit", "nproc=50:60", "busybox", "sleep", "3600")
+    assert docker(lab, "exec", "ulim", "sh", "-c", "ulimit -u").stdout == "50\n"
+    docker(lab, "rm", "-f", "ulim")
+
+
+def test_a_ulimit_with_soft_above_hard_is_refused(lab):
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Ulimits": [{"Name": "nofile", "Soft": 20, "Hard": 10}]}})
+    assert (status, body["message"]) == (400, "ulimit soft limit must be less than or equal to hard limit: 20 > 10")
+    status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Ulimits": [{"Name": "bogus", "Soft": 1, "Hard": 1}]}})
+    assert (status, body["message"]) == (400, "invalid ulimit type: bogus")
+
+
+# ---- init, privileged, devices ------------------------------------------------------
+
+def test_init_runs_docker_init_as_pid_1(lab):
+    out = run(lab, "--init", "busybox", "sh", "-c", "cat /proc/1/comm; echo $$")
+    assert out.splitlines()[0] == "docker-init"
+    assert out.splitlines()[1] != "1"  # the command is its child
+
+
+def test_init_reaps_and_forwards_stop(lab):
+    docker(lab, "run", "-d", "--name", "initc", "--init", "busybox", "sleep", "3600")
+    assert _inspect(lab, "initc")["HostConfig"]["Init"] is True
+    started = time.monotonic()
+    docker(lab, "stop", "initc")  # tini passes SIGTERM to sleep, which dies of it
+    assert time.monotonic() - started < 6
+    assert _inspect(lab, "initc")["State"]["ExitCode"] == 143
+    docker(lab, "rm", "initc")
+
+
+def _status_field(text: str, name: str) -> str:
+    return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name + ":"))
+
+
+def test_privileged_has_every_capability_no_seccomp_and_writable_sys(lab):
+    out = run(lab, "--privileged", "busybox", "sh", "-c", "cat /proc/self/status; grep ' /sys ' /proc/mounts")
+    plain = run(lab, "busybox", "sh", "-c", "cat /proc/self/status")
+    host_caps = _status_field(open("/proc/self/status").read(), "CapBnd")
+    assert _status_field(out, "CapEff") == host_caps
+    assert _status_field(out, "Seccomp") == "0" and _status_field(plain, "Seccomp") == "2"
+    assert out.splitlines()[-1].split()[3].split(",")[0] == "rw"
+    plain_sys = run(lab, "busybox", "grep", " /sys ", "/proc/mounts")
+    assert plain_sys.split()[3].split(",")[0] == "ro"
+
+
+def test_privileged_sees_the_hosts_devices(lab):
+    out = run(lab, "--privileged", "busybox", "ls", "/dev")
+    assert "kmsg" in out.split()
+    assert "kmsg" not in run(lab, "busybox", "ls", "/dev").split()
+
+
+def test_device_is_made_inside_the_container(lab):
+    out = run(lab, "--device", "/dev/null:/dev/mynull", "busybox", "sh", "-c",
+              "stat -c '%F %t,%T' /dev/mynull; echo hi > /dev/mynull && echo written")
+    assert out == "character special file 1,3\nwritten\n"
+
+
+def test_a_missing_device_is_refused_naming_it(lab):
+    result = docker(lab, "run", "--rm", "--device", "/dev/nope", "busybox", "true", check=False)
+    assert result.returncode == 127  # the CLI's code for a start error saying "no such file or directory"
+    assert result.stderr.splitlines()[0] == (
+        'docker: Error response from daemon: error gathering device information while adding custom '
+        'device "/dev/nope": no such file or directory')
+
+
+# ---- MAC address --------------------------------------------------------------------
+
+def test_mac_address_is_the_interfaces_and_inspect_shows_it(lab):
+    docker(lab, "run", "-d", "--name", "macc", "--mac-address", "02:42:ac:11:00:99", "busybox", "sleep", "3600")
+    try:
+        assert docker(lab, "exec", "macc", "cat", "/sys/class/net/eth0/address").stdout == "02:42:ac:11:00:99\n"
+        info = _inspect(lab, "macc")
+        assert info["NetworkSettings"]["Networks"]["bridge"]["MacAddress"] == "02:42:ac:11:00:99"
+        assert info["NetworkSettings"]["MacAddress"] == "02:42:ac:11:00:99"
+    finally:
+        docker(lab, "rm", "-f", "macc")
+
+
+def test_mac_address_on_a_user_network(lab):
+    docker(lab, "network", "create", "macnet")
+    try:
+        out = run(lab, "--network", "macnet", "--mac-address", "0a:00:00:00:00:01", "busybox",
+                  "cat", "/sys/class/net/eth0/address")
+        assert out == "0a:00:00:00:00:01\n"
+    finally:
+        docker(lab, "network", "rm", "macnet")
+
+
+def test_a_bad_or_multicast_mac_address_is_refused(lab):
+    body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "zz:00"}}}}
+    assert _create(lab, body) == (400, {"message": "address zz:00: invalid MAC address"})
+    body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "01:00:5e:00:00:01"}}}}
+    assert _create(lab, body) == (400, {"message": "address 01:00:5e:00:00:01: a multicast MAC address "
+                                                   "cannot be an interface's"})

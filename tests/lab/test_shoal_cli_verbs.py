@@ -1,0 +1,103 @@
+"""shoal's own CLI for the verbs of issue 9 items 3 and 6: events, rename, wait --condition,
+container/image/system prune, system df, and `shoal run` with --restart, --init, --add-host,
+--dns, --sysctl, --ulimit, --stop-signal, --mac-address, --privileged, --device.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests.lab.helpers import running_lab, shoal, wait_until
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with running_lab(hosts=1) as lab:
+        yield lab
+
+
+def _inspect(lab, name: str) -> dict:
+    return json.loads(shoal(lab, "inspect", name).stdout)[0]
+
+
+def test_shoal_run_applies_create_options(lab):
+    out = shoal(lab, "run", "--rm", "--add-host", "db:10.1.2.3", "--dns", "192.0.2.1", "--sysctl",
+                "net.ipv4.ip_forward=1", "--ulimit", "nofile=64:128", "--mac-address", "02:42:ac:11:00:77",
+                "busybox", "sh", "-c", "grep db /etc/hosts; grep nameserver /etc/resolv.conf; "
+                "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; cat /sys/class/net/eth0/address").stdout
+    assert out == "10.1.2.3\tdb\nnameserver 192.0.2.1\n1\n64\n02:42:ac:11:00:77\n"
+
+
+def test_shoal_run_init_privileged_and_device(lab):
+    out = shoal(lab, "run", "--rm", "--init", "--privileged", "--device", "/dev/null:/dev/mynull", "busybox",
+                "sh", "-c", "cat /proc/1/comm; grep Seccomp: /proc/self/status; test -c /dev/mynull && echo dev").stdout
+    assert out == "docker-init\nSeccomp:\t0\ndev\n"
+
+
+def test_shoal_run_restart_policy_and_its_conflict_with_rm(lab):
+    shoal(lab, "run", "-d", "--name", "srestart", "--restart", "on-failure:1", "busybox", "sh", "-c", "exit 3")
+    wait_until(lambda: (lambda i: i["State"]["Status"] == "exited" and i["RestartCount"] == 1)(
+        _inspect(lab, "srestart")), timeout=20)
+    shoal(lab, "rm", "srestart")
+    result = shoal(lab, "run", "--rm", "--restart", "always", "busybox", "true", check=False)
+    assert result.returncode == 125
+    assert result.stderr.splitlines()[0] == "shoal: conflicting options: cannot specify both --restart and --rm"
+
+
+def test_shoal_stop_uses_the_stop_signal(lab):
+    shoal(lab, "run", "-d", "--name", "ssig", "--stop-signal", "SIGUSR1", "busybox", "sh", "-c",
+          "trap 'exit 9' USR1; while true; do sleep 0.1; done")
+    shoal(lab, "stop", "ssig")
+    assert _inspect(lab, "ssig")["State"]["ExitCode"] == 9
+    shoal(lab, "rm", "ssig")
+
+
+def test_shoal_events_json_with_filters(lab):
+    since = time.time()
+    cid = shoal(lab, "run", "-d", "--name", "sev", "busybox", "true").stdout.strip()
+    shoal(lab, "wait", "sev")
+    lines = shoal(lab, "events", "--since", f"{since:.9f}", "--until", f"{time.time():.9f}",
+                  "--filter", "container=sev", "--format", "json").stdout.splitlines()
+    assert [json.loads(line)["Action"] for line in lines] == ["create", "start", "die"]
+    default = shoal(lab, "events", "--since", f"{since:.9f}", "--until", f"{time.time():.9f}",
+                    "--filter", "container=sev", "--filter", "event=create").stdout
+    assert re.fullmatch(rf"\S+ container create {cid} \(image=busybox, name=sev\)\n", default)
+    shoal(lab, "rm", "sev")
+
+
+def test_shoal_rename_and_its_conflict(lab):
+    shoal(lab, "run", "-d", "--name", "sren", "busybox", "true")
+    shoal(lab, "rename", "sren", "sren2")
+    assert _inspect(lab, "sren2")["Name"] == "/sren2"
+    shoal(lab, "run", "-d", "--name", "sother", "busybox", "true")
+    result = shoal(lab, "rename", "sren2", "sother", check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "Error: failed to rename container named sren2"
+    shoal(lab, "rm", "-f", "sren2", "sother")
+
+
+def test_shoal_wait_conditions(lab):
+    shoal(lab, "run", "-d", "--name", "swait", "busybox", "sh", "-c", "sleep 0.2; exit 6")
+    assert shoal(lab, "wait", "swait").stdout == "6\n"
+    result = shoal(lab, "wait", "--condition", "bogus", "swait", check=False)
+    assert result.stderr.strip() == 'Error response from daemon: invalid condition: "bogus"'
+    shoal(lab, "rm", "swait")
+
+
+def test_shoal_container_prune_and_system_df(lab):
+    shoal(lab, "run", "-d", "--name", "sprune", "busybox", "true")
+    cid = _inspect(lab, "sprune")["Id"]
+    shoal(lab, "wait", "sprune")
+    rows = [json.loads(line) for line in shoal(lab, "system", "df", "--format", "json").stdout.splitlines()]
+    assert [r["Type"] for r in rows] == ["Images", "Containers", "Local Volumes", "Build Cache"]
+    table = shoal(lab, "system", "df").stdout.splitlines()
+    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    out = shoal(lab, "container", "prune", "-f").stdout
+    assert out.startswith(f"Deleted Containers:\n{cid}\n\nTotal reclaimed space: ")
+    assert shoal(lab, "system", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
+    assert shoal(lab, "image", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
