@@ -217,6 +217,7 @@ async def attach_container(request: web.Request) -> web.Response:
     keys = _detach_keys(request.query.get("detachKeys", ""))
     record = engine.get_container(ref)
     conn = await _hijack(request, record.tty)
+    engine.emit_container(record, "attach")
     try:
         async with engine.reading_output(record.id):
             if logs and (stdout or stderr):

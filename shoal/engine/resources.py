@@ -130,6 +130,7 @@ class ContainerResources:
             await self._runc("pause", container.id)
             container.paused = True
             self.engine._save_quietly(container)
+            self.engine.emit_container(container, "pause")
 
     async def unpause(self, ref: str) -> None:
         container = self.engine.get_container(ref)
@@ -137,6 +138,7 @@ class ContainerResources:
             if not container.paused or container.state != "running":
                 raise Conflict(f"Container {container.id} is not paused")
             await self.resume(container)
+            self.engine.emit_container(container, "unpause")
 
     async def resume(self, container: ContainerRecord) -> None:
         """Thaws a paused container (also before a stop or kill, as Docker does)."""
