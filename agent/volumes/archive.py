@@ -41,6 +41,7 @@ _GO_STICKY = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 STAT_HEADER = "X-Docker-Container-Path-Stat"
+_BLOCK = 1 << 20
 
 
 class ArchiveError(InvalidParameter):
@@ -225,7 +226,9 @@ def archive_path(root: Path, path: str, container: str, out: IO[bytes]) -> PathS
     try:
         # Docker's rebasing: "/." gives "./x" names, "/" itself "/x" (the CLI rebases on "/").
         base = "." if path.endswith("/.") else (name or "/")
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        # 1 MiB blocks: each write of the stream crosses to the event loop (routes_archive).
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_BLOCK) as tar:
+            tar.copybufsize = _BLOCK
             _add_tree(tar, parent_fd, name or ".", base, {}, skip)
     finally:
         os.close(parent_fd)
