@@ -19,11 +19,10 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from agent.executor.rootfs import open_in_root
 from common.errdefs import InvalidParameter, NotFound
@@ -427,11 +426,3 @@ def extract_to_dir(root: Path, path: str, container: str, archive: IO[bytes],
                     raise InvalidParameter(f'cannot extract "{member.name}": {exc.strerror or exc}') from None
     finally:
         os.close(target)
-
-
-def iter_chunks(handle: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
-    while chunk := handle.read(size):
-        yield chunk
-
-
-__all__: list[Any] = ["archive_path", "extract_to_dir", "stat_path", "STAT_HEADER", "PathStat"]
