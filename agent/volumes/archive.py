@@ -19,11 +19,10 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from agent.executor.rootfs import open_in_root
 from common.errdefs import InvalidParameter, NotFound
@@ -41,6 +40,7 @@ _GO_STICKY = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 STAT_HEADER = "X-Docker-Container-Path-Stat"
+_BLOCK = 1 << 20
 
 
 class ArchiveError(InvalidParameter):
@@ -225,7 +225,9 @@ def archive_path(root: Path, path: str, container: str, out: IO[bytes]) -> PathS
     try:
         # Docker's rebasing: "/." gives "./x" names, "/" itself "/x" (the CLI rebases on "/").
         base = "." if path.endswith("/.") else (name or "/")
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        # 1 MiB blocks: each write of the stream crosses to the event loop (routes_archive).
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_BLOCK) as tar:
+            tar.copybufsize = _BLOCK
             _add_tree(tar, parent_fd, name or ".", base, {}, skip)
     finally:
         os.close(parent_fd)
@@ -424,11 +426,3 @@ def extract_to_dir(root: Path, path: str, container: str, archive: IO[bytes],
                     raise InvalidParameter(f'cannot extract "{member.name}": {exc.strerror or exc}') from None
     finally:
         os.close(target)
-
-
-def iter_chunks(handle: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
-    while chunk := handle.read(size):
-        yield chunk
-
-
-__all__: list[Any] = ["archive_path", "extract_to_dir", "stat_path", "STAT_HEADER", "PathStat"]

@@ -23,7 +23,7 @@ from shoal.engine.container_mounts import points_of
 from shoal.engine.errors import Conflict, InvalidParameter
 
 _SPOOL_BYTES = 8 << 20
-_QUEUE_CHUNKS = 64  # of tarfile's writes (about 10 KiB each)
+_QUEUE_CHUNKS = 8  # of tarfile's writes (1 MiB blocks)
 log = logging.getLogger(__name__)
 
 
