@@ -356,10 +356,13 @@ def _remove_runc_containers(root: Path) -> None:
 class Lab:
     """A running lab; `Lab.up` builds one, `Lab.open` attaches to an existing one."""
 
-    def __init__(self, name: str, host_count: int, daemon_args: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, host_count: int, daemon_args: Sequence[str] = (), daemon_cmd: str = "") -> None:
         self.name = validate_name(name)
         self.host_count = host_count
         self.daemon_args = list(daemon_args)  # extra `shoal daemon` flags for every host (e.g. --dns)
+        # $SHOAL_LAB_DAEMON_CMD as it was at `up`: kept in lab.json so that `lab start`, `restart` and
+        # `add-host` run the same daemon as the others whatever the caller's environment says.
+        self.daemon_cmd = daemon_cmd
 
     # ---- construction ---------------------------------------------------------------
     @classmethod
@@ -376,7 +379,7 @@ class Lab:
             if not force:
                 raise LabError(f"lab {name!r} already exists: run 'shoal lab down --name {name}' first, or use --force")
             down(name)
-        lab = cls(name, hosts, daemon_args)
+        lab = cls(name, hosts, daemon_args, os.environ.get(DAEMON_CMD_ENV, ""))
         try:
             lab._build()
             for host in lab.hosts:
@@ -395,17 +398,19 @@ class Lab:
         validate_name(name)
         count = 0
         daemon_args: list[str] = []
+        daemon_cmd = ""
         try:
             saved = json.loads((run_dir(name) / "lab.json").read_text())
             count = int(saved["hosts"])
             daemon_args = [str(a) for a in saved.get("daemon_args", [])]
+            daemon_cmd = str(saved.get("daemon_cmd", ""))
         except (OSError, ValueError, KeyError, TypeError):
             indexes = [int(m.group(1)) for n in lab_namespaces(name)
                        if (m := re.fullmatch(rf"shoal-{name}-h(\d+)", n))]
             count = max(indexes, default=0)
         if not count:
             raise LabError(f"no lab named {name!r} (start one with 'shoal lab up --hosts N --name {name}')")
-        return cls(name, count, daemon_args)
+        return cls(name, count, daemon_args, daemon_cmd)
 
     def _build(self) -> None:
         sw = switch_netns(self.name)
@@ -440,7 +445,8 @@ class Lab:
         from common.fsutil import write_atomic
 
         write_atomic(run_dir(self.name) / "lab.json",
-                     json.dumps({"name": self.name, "hosts": self.host_count, "daemon_args": self.daemon_args}) + "\n",
+                     json.dumps({"name": self.name, "hosts": self.host_count, "daemon_args": self.daemon_args,
+                                 "daemon_cmd": self.daemon_cmd}) + "\n",
                      mode=0o644)
 
     # ---- names ----------------------------------------------------------------------
@@ -478,7 +484,7 @@ class Lab:
     def _start_daemon(self, host: str) -> int:
         directory = run_dir(self.name, host)
         directory.mkdir(parents=True, exist_ok=True)
-        argv = launch_argv(self.name, host) + self.daemon_args
+        argv = launch_argv(self.name, host, {DAEMON_CMD_ENV: self.daemon_cmd}) + self.daemon_args
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -155,11 +156,13 @@ def test_loss_refuses_a_bad_percentage(lab: LabFactory, fake_daemon: Callable[..
 
 
 # ---- kill, start, add-host -------------------------------------------------------------
-def test_kill_then_start_runs_the_same_command_line(lab: LabFactory, fake_daemon: Callable[..., Path]) -> None:
+def test_kill_then_start_runs_the_same_command_line(lab: LabFactory, fake_daemon: Callable[..., Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     fake_daemon()
     made = lab(1)
     old = made.daemon_pid("h1")
     argv = Path(f"/proc/{old}/cmdline").read_bytes()
+    monkeypatch.delenv("SHOAL_LAB_DAEMON_CMD")  # the command saved at up counts, not the caller's environment
     made.kill("h1")
     assert not Path(f"/proc/{old}").exists() or "Z" in Path(f"/proc/{old}/stat").read_text().split(")")[1][:3]
     assert [s.running for s in made.status()] == [False]
@@ -191,9 +194,12 @@ def test_add_host_grows_a_running_lab(lab: LabFactory, fake_daemon: Callable[...
 
 def test_add_host_that_fails_leaves_the_lab_as_it_was(lab: LabFactory, fake_daemon: Callable[..., Path],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_daemon()
+    script = fake_daemon()
+    # The lab's daemon command (saved at up, used by add-host): the fake, except on h2.
+    monkeypatch.setenv("SHOAL_LAB_DAEMON_CMD", shlex.join(
+        ["sh", "-c", f'case "$3" in */h2/*) echo no-daemon-here; exit 3;; esac; exec {sys.executable} {script} "$@"',
+         "sh"]))
     made = lab(1)
-    monkeypatch.setenv("SHOAL_LAB_DAEMON_CMD", "/bin/sh -c 'echo no-daemon-here; exit 3' sh")
     with pytest.raises(LabError, match=r"(?s)daemon of h2 exited before answering /_ping.*no-daemon-here"):
         made.add_host()
     assert made.hosts == ["h1"] and Lab.open(made.name).hosts == ["h1"]
