@@ -315,7 +315,7 @@ class NetworkController:
         """docker_gwbridge for swarm (agent.network.gwbridge): made unless it exists; (record, made now)."""
         from agent.network.gwbridge import ensure_gwbridge
 
-        return ensure_gwbridge(self)
+        return ensure_gwbridge(self)  # type: ignore[no-any-return]
 
     def _pool_for(self, request: Any, routed_ok: bool = False) -> tuple[AddressPool, IPAMConfig]:
         configs = request.ipam_config or []

@@ -2,7 +2,7 @@
 way out of the host, made on a node when it inits or joins a swarm, as Docker makes it.
 
 Calls NetworkController.create (agent/network/controller.py, which exposes ensure_gwbridge);
-the swarm code (shoal/swarm) calls it at init and join on the engine's kernel thread.
+the swarm code (shoal/swarm/hooks.py) calls ensure_gwbridge(engine) at init and join.
 What Docker 20.10 makes (`docker network inspect docker_gwbridge` after `swarm init` in a lab
 host): driver bridge, scope local, the first free local-pool subnet (172.18.0.0/16 next to
 docker0), not attachable, and exactly the options below. A network of that name made by the user
@@ -60,9 +60,20 @@ def plan(networks: Iterable[NetworkRecord]) -> GwbridgeCreate | NetworkRecord:
     return GwbridgeCreate()
 
 
-def ensure_gwbridge(controller: Any) -> tuple[NetworkRecord, bool]:
-    """docker_gwbridge on this node: (its record, True when made now). Idempotent; call on the
-    kernel thread (it programs the bridge and the firewall like any network create)."""
+def ensure_gwbridge(owner: Any) -> Any:
+    """docker_gwbridge on this node: (its record, True when made now). Idempotent.
+
+    `owner` is the NetworkController (call it on the kernel thread: it programs the bridge and the
+    firewall like any network create), or the node's engine (anything with `net` and `_kernel`, as
+    shoal/swarm/hooks.on_joined passes): then an awaitable that runs it on the engine's kernel thread.
+    """
+    controller = getattr(owner, "net", None)
+    if controller is not None and callable(getattr(owner, "_kernel", None)):
+        return owner._kernel(_ensure, controller)
+    return _ensure(owner)
+
+
+def _ensure(controller: Any) -> tuple[NetworkRecord, bool]:
     wanted = plan(controller.networks.values())
     if isinstance(wanted, NetworkRecord):
         return wanted, False
