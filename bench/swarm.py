@@ -177,6 +177,7 @@ def shoal_missing() -> str | None:
 @dataclass(slots=True)
 class Figures:
     steps: dict[str, float] = field(default_factory=dict)
+    commands: dict[str, float] = field(default_factory=dict)  # init/join: the command alone (it returned)
     failovers: list[float] = field(default_factory=list)
     error: str = ""
 
@@ -188,13 +189,14 @@ def build(system: System, fig: Figures, log: Callable[[str], None]) -> None:
 
     t0 = time.monotonic()
     system.run(first, "swarm", "init", "--advertise-addr", ip)
+    fig.commands["init"] = time.monotonic() - t0
 
     def first_ready() -> bool:
         rows = system.nodes(first)
         return bool(rows) and first in rows and rows[first].status == "Ready" and rows[first].manager == "Leader"
     system.wait(f"{first} Ready and Leader", first_ready)
     fig.steps["init"] = time.monotonic() - t0
-    log(f"{system.name}: init {fig.steps['init']:.2f} s")
+    log(f"{system.name}: init {fig.steps['init']:.2f} s (the command {fig.commands['init']:.2f} s)")
 
     tokens = {role: system.run(first, "swarm", "join-token", "-q", role).stdout.strip()
               for role in ("manager", "worker")}
@@ -202,6 +204,7 @@ def build(system: System, fig: Figures, log: Callable[[str], None]) -> None:
         manager = host in MANAGERS
         t0 = time.monotonic()
         system.run(host, "swarm", "join", "--token", tokens["manager" if manager else "worker"], f"{ip}:2377")
+        command_s = time.monotonic() - t0
 
         def joined(host: str = host, manager: bool = manager) -> bool:
             rows = system.nodes(first)
@@ -210,7 +213,8 @@ def build(system: System, fig: Figures, log: Callable[[str], None]) -> None:
         system.wait(f"{host} Ready in node ls", joined)
         key = f"join {host} ({'manager' if manager else 'worker'})"
         fig.steps[key] = time.monotonic() - t0
-        log(f"{system.name}: {key} {fig.steps[key]:.2f} s")
+        fig.commands[key] = command_s
+        log(f"{system.name}: {key} {fig.steps[key]:.2f} s (the command {command_s:.2f} s)")
 
 
 def settled(system: System) -> bool:
@@ -308,6 +312,9 @@ def report(results: dict[str, Figures], notes: dict[str, str]) -> str:
             line += f"   {ratio:>10.2f}x  <= {goal:g}x {'ok' if ratio <= goal else 'MISSED'}"
         lines.append(line)
     for s in systems:
+        if results[s].commands:
+            lines.append(f"{s} init/join commands alone: "
+                         + ", ".join(f"{k.split(' (')[0]} {v:.2f}" for k, v in results[s].commands.items()) + " s")
         if results[s].failovers:
             lines.append(f"{s} failover rounds: " + ", ".join(f"{v:.2f}" for v in results[s].failovers) + " s")
         if results[s].error:
