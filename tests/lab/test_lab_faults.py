@@ -245,3 +245,17 @@ def test_real_daemon_reports_the_hosts_name_and_keeps_containers_across_kill(lab
     assert (state["Running"], state["Pid"]) == (True, pid)
     wait_until(lambda: made.exec("h1", ["docker", "info", "--format", "{{.Name}}"], check=False).stdout == "h1\n",
                10, what="docker info to show h1")
+
+
+def test_cli_restart_and_add_host(lab: LabFactory, fake_daemon: Callable[..., Path]) -> None:
+    fake_daemon()
+    made = lab(1)
+    old = made.daemon_pid("h1")
+    restarted = shoal_lab("restart", "--name", made.name, "--kill", "h1")
+    new = made.daemon_pid("h1")
+    assert (restarted.returncode, restarted.stdout) == (0, f"h1 {new}\n") and new != old
+    added = shoal_lab("add-host", "--name", made.name)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[1].split() == ["h2", "192.168.200.12", str(Lab.open(made.name).daemon_pid("h2")),
+                                                    f"/run/shoal-lab/{made.name}/h2/shoal.sock"]
+    assert [s.answers for s in Lab.open(made.name).status()] == [True, True]
