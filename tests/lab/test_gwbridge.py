@@ -94,3 +94,35 @@ def test_a_users_docker_gwbridge_is_used_as_it_is(lab: LabFactory, fake_daemon: 
     assert ip_addrs(made, got["bridge"]) == ["10.11.0.1/16"]
     missing = subprocess.run(["ip", "-n", made.netns("h1"), "link", "show", "docker_gwbridge"], capture_output=True)
     assert missing.returncode != 0
+
+
+ENGINE_SCRIPT = textwrap.dedent('''
+    import asyncio, json, sys
+    from pathlib import Path
+    from agent.network.gwbridge import ensure_gwbridge
+    from shoal.engine.engine import Engine, EngineOptions
+
+    async def main():
+        root = Path(sys.argv[1])
+        engine = Engine(EngineOptions(data_dir=root / "data", exec_root=root / "run", netns_prefix=sys.argv[2]))
+        await engine.restore()
+        try:
+            record, made = await ensure_gwbridge(engine)  # what shoal/swarm/hooks.on_joined does
+            print(json.dumps({"made": made, "subnet": record.ipam_config[0].subnet,
+                              "listed": [n.name for n in engine.net.list({})]}))
+        finally:
+            await engine.close()
+
+    asyncio.run(main())
+''')
+
+
+def test_ensure_gwbridge_of_an_engine_runs_on_its_kernel_thread(lab: LabFactory, fake_daemon: Callable[..., Path],
+                                                                tmp_path: Path) -> None:
+    """The swarm hook passes the engine: the bridge is made through its controller, listed as a network."""
+    fake_daemon()
+    made = lab(1)
+    result = made.exec("h1", [sys.executable, "-c", ENGINE_SCRIPT, str(tmp_path), f"{made.netns('h1')}-"])
+    assert json.loads(result.stdout) == {"made": True, "subnet": "172.18.0.0/16",
+                                         "listed": ["bridge", "docker_gwbridge", "host", "none"]}
+    assert ip_addrs(made, "docker_gwbridge") == ["172.18.0.1/16"]
