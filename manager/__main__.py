@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tls-cert", type=Path)
     r.add_argument("--tls-key", type=Path)
     r.add_argument("--log-level", default="WARNING")
+    r.add_argument("--metrics-addr", default="", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
     r.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="uvloop: libuv's event loop (needs the uvloop package; not a dependency)")
     return p
@@ -71,7 +72,16 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
     )
 
 
-async def serve(cfg: ManagerConfig) -> int:
+async def serve(cfg: ManagerConfig, metrics_addr: str = "") -> int:
+    close_metrics = None
+    if metrics_addr:
+        from manager.metrics import serve_metrics
+
+        try:
+            close_metrics = await serve_metrics(metrics_addr)
+        except (ValueError, OSError) as e:
+            print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
+            return 1
     node = ManagerNode(cfg)
     try:
         await node.start()
@@ -85,6 +95,8 @@ async def serve(cfg: ManagerConfig) -> int:
     failed = asyncio.create_task(node.wait_stopped())
     await asyncio.wait([asyncio.create_task(stop.wait()), failed], return_when=asyncio.FIRST_COMPLETED)
     await node.stop()
+    if close_metrics is not None:
+        await close_metrics()
     if node.raft.failure is not None:
         print(f"manager {cfg.node_id} stopped: {node.raft.failure}", file=sys.stderr)
         return 1
@@ -101,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             raise SystemExit("--event-loop uvloop: the uvloop package is not installed (pip install uvloop)") from None
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # Python 3.11: asyncio.run has no loop_factory
-    return asyncio.run(serve(cfg))
+    return asyncio.run(serve(cfg, args.metrics_addr))
 
 
 if __name__ == "__main__":

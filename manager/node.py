@@ -15,10 +15,12 @@ from typing import Protocol
 
 import grpc
 
+from manager import metrics
 from manager.controlapi import ControlServicer
+from manager.health import ManagerHealth
 from manager.raftnode import ManagerConfig, RaftManager
-from manager.transport import GRPC_OPTIONS, TLSFiles
-from proto import control_pb2_grpc
+from manager.transport import GRPC_OPTIONS, SERVICE as RAFT_SERVICE, TLSFiles
+from proto import control_pb2, control_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class ManagerNode:
         self.server = grpc.aio.server(options=GRPC_OPTIONS)
         self.server.add_generic_rpc_handlers((self.raft.servicer.handler(),))
         control_pb2_grpc.add_ControlServicer_to_server(self.control, self.server)
+        self.health = ManagerHealth(self.server, [control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
+                                                  RAFT_SERVICE])
         self._subscribers: list[asyncio.Queue[LeadershipChange]] = []
         self._changes: asyncio.Queue[LeadershipChange] = asyncio.Queue()
         self._running: list[LeaderComponent] = []  # started, in start order
@@ -71,8 +75,12 @@ class ManagerNode:
             await self.raft.stop()
             raise
         await self.server.start()
+        await self.health.serving(True)
+        metrics.bind_raft(self.raft)
 
     async def stop(self) -> None:
+        metrics.unbind_raft(self.raft)
+        await self.health.serving(False)
         await self.server.stop(grace=0.5)
         await self.raft.stop()
         if self._supervisor is not None:

@@ -35,7 +35,7 @@ def _lock_data_dir(data_dir: Path) -> int:
 
 async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None, mtu: int | None,
                  dns: list[str], image_limits: tuple[int, int] | None = None,
-                 manager_config: Path | None = None) -> None:
+                 manager_config: Path | None = None, metrics_addr: str = "") -> None:
     from agent.images.busybox import ensure_busybox
     from agent.images.store import LoadLimits
     from shoal.api.server import serve
@@ -56,6 +56,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     if image_limits is not None:  # --max-image-size, --max-image-entries: for loads through the API,
         # not for the built-in busybox image (a low limit must not stop the daemon from starting)
         engine.images.limits = LoadLimits(max_bytes=image_limits[0], max_entries=image_limits[1])
+    close_metrics = await _serve_metrics(metrics_addr) if metrics_addr else None
     server = await serve(engine, host)
     manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
     swarm = await _start_swarm(engine, data_dir)
@@ -79,6 +80,8 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     await swarm.close()
     if manager is not None:
         await manager.stop()
+    if close_metrics is not None:
+        await close_metrics()
     await server.close()
     await engine.close()
 
@@ -127,6 +130,17 @@ async def _start_manager(config: Path, data_dir: Path):  # type: ignore[no-untyp
     return node
 
 
+async def _serve_metrics(addr: str):  # type: ignore[no-untyped-def]
+    """--metrics-addr: Prometheus metrics (manager/metrics.py) on HOST:PORT; a bad or taken address stops
+    the daemon at start, as dockerd does."""
+    from manager.metrics import serve_metrics
+
+    try:
+        return await serve_metrics(addr)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"shoal daemon: {e}") from None
+
+
 def run_daemon(
     host: str = "unix:///run/shoal/shoal.sock",
     data_dir: Path = Path("/var/lib/shoal"),
@@ -138,6 +152,7 @@ def run_daemon(
     debug: bool = False,
     image_limits: tuple[int, int] | None = None,
     manager_config: Path | None = None,
+    metrics_addr: str = "",
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -149,6 +164,6 @@ def run_daemon(
     lock_fd = _lock_data_dir(data_dir)
     try:
         asyncio.run(_serve(host, data_dir, Path(exec_root), netns_prefix, bip, mtu, list(dns or []), image_limits,
-                           manager_config))
+                           manager_config, metrics_addr))
     finally:
         os.close(lock_fd)

@@ -7,8 +7,10 @@ Layout of lab LAB (every name derives from LAB, so `down` needs no state to clea
   netns shoal-LAB-sw    bridge br0 (up, no address), port hK per host
   netns shoal-LAB-hK    eth0 = 192.168.200.(10+K)/24, peer of hK; daemon with container netns
                         prefix shoal-LAB-hK-
-  /run/shoal-lab/LAB/hK socket shoal.sock, daemon.pid, daemon.log, runc root runc/
+  /run/shoal-lab/LAB/hK socket shoal.sock, daemon.pid, daemon.log, runc root runc/, uts (a bind
+                        mount of the host's UTS namespace: its hostname is hK)
   /var/lib/shoal-lab/LAB/hK   the daemon's data dir
+  nft table `bridge shoal_lab` in the switch netns: the faults (partitions, loss) on the switch
 """
 from __future__ import annotations
 
@@ -114,6 +116,11 @@ def socket_path(lab: str, host: str) -> Path:
     return run_dir(lab, host) / "shoal.sock"
 
 
+def uts_path(lab: str, host: str) -> Path:
+    """The host's UTS namespace, kept by a bind mount (so `hostname` and the daemon's /info say hK)."""
+    return run_dir(lab, host) / "uts"
+
+
 def daemon_argv(lab: str, host: str, environ: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
     """The daemon's command line; $SHOAL_LAB_DAEMON_CMD may replace `python -m shoal`."""
     override = environ.get(DAEMON_CMD_ENV, "")
@@ -132,7 +139,14 @@ def launch_argv(lab: str, host: str, environ: dict[str, str] | os._Environ[str] 
     which would hide the namespaces (/run/netns bind mounts) and mounts the daemon makes from
     everyone else, `ip netns exec` and `lab down` included.
     """
-    return ["nsenter", f"--net={NETNS_DIR / host_netns(lab, host)}", "--", *daemon_argv(lab, host, environ)]
+    return ["nsenter", f"--net={NETNS_DIR / host_netns(lab, host)}", *_uts_option(lab, host), "--",
+            *daemon_argv(lab, host, environ)]
+
+
+def _uts_option(lab: str, host: str) -> list[str]:
+    """`--uts=PATH` where the host has its own UTS namespace (labs made before it had none)."""
+    path = uts_path(lab, host)
+    return [f"--uts={path}"] if path.exists() else []
 
 
 # ---- small system helpers -------------------------------------------------------------
@@ -355,10 +369,13 @@ def _remove_runc_containers(root: Path) -> None:
 class Lab:
     """A running lab; `Lab.up` builds one, `Lab.open` attaches to an existing one."""
 
-    def __init__(self, name: str, host_count: int, daemon_args: Sequence[str] = ()) -> None:
+    def __init__(self, name: str, host_count: int, daemon_args: Sequence[str] = (), daemon_cmd: str = "") -> None:
         self.name = validate_name(name)
         self.host_count = host_count
         self.daemon_args = list(daemon_args)  # extra `shoal daemon` flags for every host (e.g. --dns)
+        # $SHOAL_LAB_DAEMON_CMD as it was at `up`: kept in lab.json so that `lab start`, `restart` and
+        # `add-host` run the same daemon as the others whatever the caller's environment says.
+        self.daemon_cmd = daemon_cmd
 
     # ---- construction ---------------------------------------------------------------
     @classmethod
@@ -375,7 +392,7 @@ class Lab:
             if not force:
                 raise LabError(f"lab {name!r} already exists: run 'shoal lab down --name {name}' first, or use --force")
             down(name)
-        lab = cls(name, hosts, daemon_args)
+        lab = cls(name, hosts, daemon_args, os.environ.get(DAEMON_CMD_ENV, ""))
         try:
             lab._build()
             for host in lab.hosts:
@@ -394,24 +411,25 @@ class Lab:
         validate_name(name)
         count = 0
         daemon_args: list[str] = []
+        daemon_cmd = ""
         try:
             saved = json.loads((run_dir(name) / "lab.json").read_text())
             count = int(saved["hosts"])
             daemon_args = [str(a) for a in saved.get("daemon_args", [])]
+            daemon_cmd = str(saved.get("daemon_cmd", ""))
         except (OSError, ValueError, KeyError, TypeError):
             indexes = [int(m.group(1)) for n in lab_namespaces(name)
                        if (m := re.fullmatch(rf"shoal-{name}-h(\d+)", n))]
             count = max(indexes, default=0)
         if not count:
             raise LabError(f"no lab named {name!r} (start one with 'shoal lab up --hosts N --name {name}')")
-        return cls(name, count, daemon_args)
+        return cls(name, count, daemon_args, daemon_cmd)
 
     def _build(self) -> None:
         sw = switch_netns(self.name)
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         run_dir(self.name).mkdir(parents=True)
-        (run_dir(self.name) / "lab.json").write_text(json.dumps({"name": self.name, "hosts": self.host_count,
-                                                               "daemon_args": self.daemon_args}) + "\n")
+        self._save()
         _ip(["-batch", "-"], "".join(f"netns add {n}\n" for n in [sw, *map(self.netns, self.hosts)]))
         switch = ["link set lo up", "link add br0 type bridge", "link set br0 up"]
         for host in self.hosts:
@@ -421,10 +439,28 @@ class Lab:
             switch.append(f"link set {host} master br0 up")
         _ip(["-n", sw, "-batch", "-"], "".join(f"{c}\n" for c in switch))
         for host in self.hosts:
-            _ip(["-n", self.netns(host), "-batch", "-"],
-                f"link set lo up\naddr add {self.address(host)}/24 dev eth0\nlink set eth0 up\n")
-            run_dir(self.name, host).mkdir(parents=True, exist_ok=True)
-            data_dir(self.name, host).mkdir(parents=True, exist_ok=True)
+            self._configure_host(host)
+
+    def _configure_host(self, host: str) -> None:
+        """eth0's address, the host's directories and its UTS namespace named after it."""
+        _ip(["-n", self.netns(host), "-batch", "-"],
+            f"link set lo up\naddr add {self.address(host)}/24 dev eth0\nlink set eth0 up\n")
+        run_dir(self.name, host).mkdir(parents=True, exist_ok=True)
+        data_dir(self.name, host).mkdir(parents=True, exist_ok=True)
+        uts = uts_path(self.name, host)
+        uts.touch()
+        # unshare(1) binds the new namespace onto the file: it lasts until `down` unmounts it.
+        result = subprocess.run(["unshare", f"--uts={uts}", "hostname", host], capture_output=True, text=True)
+        if result.returncode:
+            raise LabError(f"lab {self.name}: could not give {host} its own hostname: {result.stderr.strip()}")
+
+    def _save(self) -> None:
+        from common.fsutil import write_atomic
+
+        write_atomic(run_dir(self.name) / "lab.json",
+                     json.dumps({"name": self.name, "hosts": self.host_count, "daemon_args": self.daemon_args,
+                                 "daemon_cmd": self.daemon_cmd}) + "\n",
+                     mode=0o644)
 
     # ---- names ----------------------------------------------------------------------
     @property
@@ -461,7 +497,7 @@ class Lab:
     def _start_daemon(self, host: str) -> int:
         directory = run_dir(self.name, host)
         directory.mkdir(parents=True, exist_ok=True)
-        argv = launch_argv(self.name, host) + self.daemon_args
+        argv = launch_argv(self.name, host, {DAEMON_CMD_ENV: self.daemon_cmd}) + self.daemon_args
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -517,6 +553,118 @@ class Lab:
         self.stop_daemon(host, kill9, deadline)
         return self.start_daemon(host, deadline)
 
+    # ---- fault injection -----------------------------------------------------------
+    def kill(self, host: str) -> None:
+        """SIGKILL the host's daemon (a crash); its containers keep running."""
+        pid = self.daemon_pid(host)
+        if not (pid and _alive(pid)):
+            raise LabError(f"lab {self.name}: the daemon of {host} is not running")
+        self.stop_daemon(host, kill9=True)
+
+    def start(self, host: str, deadline: float = PING_DEADLINE_S) -> int:
+        """Start the host's daemon again with the same command line; LabError if it runs."""
+        pid = self.daemon_pid(host)
+        if pid and _alive(pid) and f"{run_dir(self.name)}/" in _cmdline(pid):
+            raise LabError(f"lab {self.name}: the daemon of {host} is already running (pid {pid})")
+        return self.start_daemon(host, deadline)
+
+    def _switch(self) -> Path:
+        return NETNS_DIR / switch_netns(self.name)
+
+    def partition(self, hosts: Sequence[str], others: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """Drop every frame between `hosts` and `others` (default: every other host) on the switch.
+
+        Hosts within one side keep reaching each other. Returns the pairs cut.
+        """
+        from shoal import labfaults
+
+        group = list(dict.fromkeys(self._check(h) for h in hosts))
+        if not group:
+            raise LabError("partition needs at least one host")
+        rest = list(dict.fromkeys(self._check(h) for h in others)) or [h for h in self.hosts if h not in group]
+        both = [h for h in group if h in rest]
+        if both:
+            raise LabError(f"host {both[0]} cannot be on both sides of a partition")
+        if not rest:
+            raise LabError(f"lab {self.name}: no host left to partition {', '.join(group)} from")
+        pairs = labfaults.partition_pairs(group, rest)
+        try:
+            labfaults.apply(self._switch(), labfaults.partition_script(pairs, labfaults.current(self._switch()).partitions))
+        except labfaults.FaultError as e:
+            raise LabError(f"lab {self.name}: {e}") from None
+        return pairs
+
+    def heal(self) -> None:
+        """Remove every partition the lab made (loss stays until `loss HOST 0`)."""
+        from shoal import labfaults
+
+        try:
+            labfaults.heal(self._switch())
+        except labfaults.FaultError as e:
+            raise LabError(f"lab {self.name}: {e}") from None
+
+    def loss(self, host: str, percent: float) -> None:
+        """Drop `percent` % of the frames into and out of the host's switch port at random; 0 ends it."""
+        from shoal import labfaults
+
+        self._check(host)
+        if not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            raise LabError(f"invalid loss {percent!r}: must be a percentage from 0 to 100")
+        try:
+            old = labfaults.loss_handles(self._switch(), host)
+            labfaults.apply(self._switch(), labfaults.loss_script(host, float(percent), old))
+        except labfaults.FaultError as e:
+            raise LabError(f"lab {self.name}: {e}") from None
+
+    def faults(self):  # type: ignore[no-untyped-def]
+        """The partitions and loss in force on the switch (shoal.labfaults.Faults)."""
+        from shoal import labfaults
+
+        return labfaults.current(self._switch())
+
+    def add_host(self, ping_deadline: float = PING_DEADLINE_S) -> str:
+        """Grow the running lab by one host (h<N+1>) with its daemon; returns its name.
+
+        On failure the new host's parts are removed again and the lab keeps its size.
+        """
+        if self.host_count >= MAX_HOSTS:
+            raise LabError(f"lab {self.name} has {self.host_count} hosts, the most a lab can have")
+        host = f"h{self.host_count + 1}"
+        ns = host_netns(self.name, host)
+        if (NETNS_DIR / ns).exists():
+            raise LabError(f"lab {self.name}: namespace {ns} exists already (another add-host running?)")
+        self.host_count += 1
+        try:
+            _ip(["netns", "add", ns])
+            _ip(["-n", switch_netns(self.name), "-batch", "-"],
+                f"link add {host} type veth peer name eth0 netns {ns}\nlink set {host} master br0 up\n")
+            self._configure_host(host)
+            self._start_daemon(host)
+            self._wait_ready(host, time.monotonic() + ping_deadline)
+            self._save()
+        except BaseException:
+            self._remove_host(host)
+            self.host_count -= 1
+            raise
+        return host
+
+    def _remove_host(self, host: str) -> None:
+        """Undo a failed add_host: the host's daemon, containers, mounts, namespaces, port, dirs."""
+        pid = self.daemon_pid(host)
+        pids = [pid] if pid and _alive(pid) and f"{run_dir(self.name)}/" in _cmdline(pid) else []
+        own = [n for n in lab_namespaces(self.name) if n == host_netns(self.name, host)
+               or n.startswith(f"{host_netns(self.name, host)}-")]
+        _stop(pids + [p for p in _pids_in_netns(own) if p not in pids], signal.SIGKILL, grace=0.0)
+        _remove_runc_containers(run_dir(self.name, host) / "runc")
+        for point in _mounts_under([run_dir(self.name, host), data_dir(self.name, host)]):
+            _umount_detach(point)
+        for name in own:
+            _umount_detach(str(NETNS_DIR / name))
+            (NETNS_DIR / name).unlink(missing_ok=True)
+        subprocess.run(["ip", "-n", switch_netns(self.name), "link", "del", host], capture_output=True)
+        for root in (run_dir(self.name, host), data_dir(self.name, host)):
+            shutil.rmtree(root, ignore_errors=True)
+
     # ---- commands in hosts ----------------------------------------------------------
     def host_env(self, host: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -524,7 +672,9 @@ class Lab:
         return env
 
     def exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns(host), *argv]
+        # nsenter --uts first: `ip netns exec` switches the network (and mount) namespace only.
+        uts = _uts_option(self.name, self._check(host))
+        return [*(["nsenter", *uts, "--"] if uts else []), "ip", "netns", "exec", self.netns(host), *argv]
 
     def exec(self, host: str, argv: Sequence[str], check: bool = True, timeout: float | None = 60.0,
              input: str | None = None) -> subprocess.CompletedProcess[str]:

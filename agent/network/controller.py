@@ -311,6 +311,12 @@ class NetworkController:
             raise SystemError_(f"failed to create network {name}: {exc}") from exc
         return record, ""
 
+    def ensure_gwbridge(self) -> tuple[NetworkRecord, bool]:
+        """docker_gwbridge for swarm (agent.network.gwbridge): made unless it exists; (record, made now)."""
+        from agent.network.gwbridge import ensure_gwbridge
+
+        return ensure_gwbridge(self)  # type: ignore[no-any-return]
+
     def _pool_for(self, request: Any, routed_ok: bool = False) -> tuple[AddressPool, IPAMConfig]:
         configs = request.ipam_config or []
         if len(configs) > 1:

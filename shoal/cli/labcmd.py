@@ -1,4 +1,5 @@
-"""`shoal lab ...`: up, down, exec, status, socket for the multi-host lab on one machine.
+"""`shoal lab ...`: up, down, exec, status, socket, and faults (kill, start, restart, partition, heal,
+loss, add-host) for the multi-host lab on one machine.
 
 A thin CLI over shoal.lab, which is imported only when a lab command runs.
 """
@@ -95,10 +96,16 @@ def status(name: str) -> None:
     from shoal.lab import Lab
 
     rows = []
-    for s in Lab.open(name).status():
+    opened = Lab.open(name)
+    for s in opened.status():
         state = "up" if s.answers else ("not answering" if s.running else "not running")
         rows.append([s.host, s.netns, s.address, str(s.pid or "-"), state, str(s.socket)])
     out(render_table(["HOST", "NETNS", "ADDRESS", "PID", "DAEMON", "SOCKET"], rows))
+    faults = opened.faults()
+    for pair in sorted(sorted(p, key=lambda h: int(h[1:])) for p in faults.partitions):
+        out(f"partition: {pair[0]} x {pair[1]}\n")
+    for host, percent in sorted(faults.loss.items()):
+        out(f"loss: {host} {percent:g}%\n")
 
 
 @lab.command(context_settings=CONTEXT)
@@ -110,3 +117,88 @@ def socket(name: str, host: str) -> None:
     from shoal.lab import Lab
 
     out(f"{Lab.open(name).socket(host_name(host))}\n")
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@click.argument("host")
+@_lab_errors
+def kill(name: str, host: str) -> None:
+    """SIGKILL HOST's daemon (a crash); its containers keep running"""
+    from shoal.lab import Lab
+
+    Lab.open(name).kill(host_name(host))
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@click.argument("host")
+@_lab_errors
+def start(name: str, host: str) -> None:
+    """Start HOST's daemon again with the same arguments and wait until it answers"""
+    from shoal.lab import Lab
+
+    pid = Lab.open(name).start(host_name(host))
+    out(f"{host_name(host)} {pid}\n")
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@click.option("--kill", "kill9", is_flag=True, help="SIGKILL instead of SIGTERM")
+@click.argument("host")
+@_lab_errors
+def restart(name: str, kill9: bool, host: str) -> None:
+    """Stop HOST's daemon (SIGTERM, or SIGKILL with --kill) and start it again"""
+    from shoal.lab import Lab
+
+    pid = Lab.open(name).restart_daemon(host_name(host), kill9=kill9)
+    out(f"{host_name(host)} {pid}\n")
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@click.option("--from", "others", multiple=True, metavar="HOST",
+              help="Cut HOSTs off from these hosts only (repeatable; default: every other host)")
+@click.argument("hosts", nargs=-1, required=True)
+@_lab_errors
+def partition(name: str, others: tuple[str, ...], hosts: tuple[str, ...]) -> None:
+    """Drop every frame between HOSTs and the other hosts on the lab switch (until `lab heal`)"""
+    from shoal.lab import Lab
+
+    pairs = Lab.open(name).partition([host_name(h) for h in hosts], [host_name(h) for h in others])
+    out("".join(f"{a} x {b}\n" for a, b in pairs))
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@_lab_errors
+def heal(name: str) -> None:
+    """Remove every partition from the lab switch (loss stays: `lab loss HOST 0`)"""
+    from shoal.lab import Lab
+
+    Lab.open(name).heal()
+
+
+@lab.command(context_settings=CONTEXT)
+@name_option
+@click.argument("host")
+@click.argument("percent", type=click.FloatRange(0, 100))
+@_lab_errors
+def loss(name: str, host: str, percent: float) -> None:
+    """Drop PERCENT % of the frames to and from HOST at random on the lab switch (0 ends it)"""
+    from shoal.lab import Lab
+
+    Lab.open(name).loss(host_name(host), percent)
+
+
+@lab.command("add-host", context_settings=CONTEXT)
+@name_option
+@_lab_errors
+def add_host(name: str) -> None:
+    """Grow a running lab by one host and start its daemon"""
+    from shoal.lab import Lab
+
+    opened = Lab.open(name)
+    host = opened.add_host()
+    rows = [[host, opened.address(host), str(opened.daemon_pid(host) or ""), str(opened.socket(host))]]
+    out(render_table(["HOST", "ADDRESS", "PID", "SOCKET"], rows))

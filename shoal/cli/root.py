@@ -183,15 +183,18 @@ def inspect(fmt: str, kind: str | None, refs: tuple[str, ...]) -> None:
 @click.option("-D", "--debug", is_flag=True, help="Enable debug logging")
 @click.option("--manager-config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Also run a swarm manager, configured by this JSON file (see manager/node.py)")
+@click.option("--metrics-addr", default="", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (as dockerd's metrics-addr)")
 def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip: str | None,
            mtu: int | None, dns: tuple[str, ...], max_image_size: int, max_image_entries: int, debug: bool,
-           manager_config: Path | None) -> None:
+           manager_config: Path | None, metrics_addr: str) -> None:
     """Run the shoal daemon (one per host, like dockerd)"""
     from shoal.daemon import run_daemon  # heavy (aiohttp, pyroute2): only here
 
     run_daemon(host=listen, data_dir=data_dir, exec_root=exec_root, netns_prefix=netns_prefix,
                bip=bip, mtu=mtu, dns=list(dns), debug=debug,
-               image_limits=(max_image_size, max_image_entries), manager_config=manager_config)
+               image_limits=(max_image_size, max_image_entries), manager_config=manager_config,
+               metrics_addr=metrics_addr)
 
 
 cli.add_command(network.network)
