@@ -642,14 +642,15 @@ class RuncRuntime:
 
     async def discard_start(self, container_id: str, deadline: float = START_DEADLINE) -> None:
         """Undoes a start that was not committed (the daemon died during it): lets a start in
-        progress reach runc, then kills and removes the container and its bundle."""
+        progress reach runc, then kills and removes the runc container and its bundle (the
+        container's writable layer stays: its files are the container's, not the start's)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         while self.status(container_id).state == "created" and self._start_in_progress(container_id):
             if loop.time() > end:
                 break
             await asyncio.sleep(0.05)
-        await self.remove(container_id)
+        await self.remove(container_id, keep_layer=True)
 
     def _start_in_progress(self, container_id: str) -> bool:
         shim = _read_pair(self._dir(container_id) / "shim.pid")
@@ -716,8 +717,10 @@ class RuncRuntime:
 
     exec_stream = exec  # the name the manager's brief uses
 
-    async def remove(self, container_id: str) -> None:
-        """Kills the container if needed, deletes it from runc, unmounts and removes its files."""
+    async def remove(self, container_id: str, keep_layer: bool = False) -> None:
+        """Kills the container if needed, deletes it from runc, unmounts and removes its files.
+        keep_layer keeps the container's writable layer (upper/ and work/ of its overlay, or the
+        copied rootfs) for its next start, as Docker keeps a container's files across restarts."""
         d = self._dir(container_id)
         if not d.exists():
             if (self.runc_root / container_id).exists():  # runc state whose bundle is gone
@@ -737,9 +740,15 @@ class RuncRuntime:
         if os.path.ismount(rootfs):
             raise RuncError(f"rootfs {rootfs} is still mounted; not removing {d}")
         # --one-file-system: never delete through a mount that appeared under the bundle.
-        code, out = await _run("rm", "-rf", "--one-file-system", str(d))
-        if code != 0:
-            raise RuncError(f"cannot remove {d}: {out}")
+        if keep_layer:
+            layer = {"rootfs", "rootfs.copied"} if (d / "rootfs.copied").exists() else {"upper", "work"}
+            doomed = [str(p) for p in d.iterdir() if p.name not in layer]
+        else:
+            doomed = [str(d)]
+        if doomed:
+            code, out = await _run("rm", "-rf", "--one-file-system", *doomed)
+            if code != 0:
+                raise RuncError(f"cannot remove {d}: {out}")
 
 
 def _read_pair(path: Path) -> tuple[int, int] | None:

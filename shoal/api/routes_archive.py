@@ -55,13 +55,13 @@ def _root_of(engine: Any, container: Any, path: str) -> tuple[Path, str, bool]:
         point, rest = found
         source = engine.volumes.get(point.name).mountpoint if point.type == "volume" else point.source
         return Path(source), rest + ("/." if path.endswith("/.") else ""), True
-    # Not running: read its files; no writes, because the engine makes a container's writable
-    # layer afresh at each start (a copy into it now would be lost without a word).
+    # Not running: its files as its last run left them (the overlay stays mounted until the
+    # next start, which keeps the writable layer); a copy into it is there at the next start.
     rootfs = engine.runtime.rootfs(container.id)
     if os.path.ismount(rootfs):
-        return rootfs, path, False
+        return rootfs, path, True
     image = engine.images.get(container.image_id)
-    return Path(image.rootfs), path, False  # never started: the image's files
+    return Path(image.rootfs), path, False  # never started: the image's files, never written
 
 
 def _read_only_reason(container: Any, path: str) -> str:
@@ -150,9 +150,8 @@ async def put_archive(request: web.Request) -> web.Response:
     path = _query_path(request)
     root, inner, writable = _root_of(engine, container, path)
     if not writable:
-        raise Conflict(f"container {container.id} is not running: shoal makes a container's writable layer "
-                       "afresh at each start, so a copy into it would be lost; start it first (copies into "
-                       "its volumes and bind mounts work while it is stopped)")
+        raise Conflict(f"container {container.id} has never been started: shoal makes its writable layer at "
+                       "its first start; start it first (copies into its volumes and bind mounts work before)")
     no_overwrite = params.bool_value(request.query.get("noOverwriteDirNonDir"))
     copy_uid_gid = params.bool_value(request.query.get("copyUIDGID"))
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)

@@ -628,7 +628,9 @@ class Engine:
             if run_options.dns and self.sandboxes.dns is not None:
                 self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)
             bundle_replaced = True  # from here on a failure also removes the new bundle
-            await self.runtime.remove(container.id)  # a stale bundle from an earlier run
+            # What an earlier run left (runc state, shim files, the old config); the writable
+            # layer stays, so a restarted container keeps its files as with Docker.
+            await self.runtime.remove(container.id, keep_layer=True)
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
                                        cgroups_path=self.resources.path(container.id),
                                        resources=self.resources.oci(container),
@@ -682,7 +684,7 @@ class Engine:
             ("network", lambda: self._kernel(self.sandboxes.teardown, container)),
         ]
         if bundle:
-            steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id)))
+            steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id, keep_layer=True)))
         for what, step in steps:
             try:
                 await step()

@@ -412,19 +412,34 @@ def test_bind_driver_options_make_a_volume_of_a_host_directory(lab, host_dir):
         docker(lab, "volume", "rm", "bindvol1")
 
 
-def test_cp_into_a_stopped_container_lands_in_its_volume_and_is_refused_elsewhere(lab, tmp_path):
-    docker(lab, "create", "--name", "cp6", "-v", "cpvol1:/data", "busybox", "cat", "/data/in")
+def test_cp_into_a_stopped_container_lands_in_its_volume_and_after_a_run_in_its_own_files(lab, tmp_path):
+    docker(lab, "create", "--name", "cp6", "-v", "cpvol1:/data", "busybox", "sh", "-c", "cat /data/in /tmp/in 2>&1")
     try:
         (tmp_path / "in").write_text("into the volume\n")
         docker(lab, "cp", str(tmp_path / "in"), "cp6:/data/in")
         refused = docker(lab, "cp", str(tmp_path / "in"), "cp6:/tmp/in", check=False)
         assert refused.returncode == 1
-        assert "is not running: shoal makes a container's writable layer afresh at each start" in refused.stderr
+        assert "has never been started: shoal makes its writable layer at its first start" in refused.stderr
         docker(lab, "start", "-a", "cp6")
-        assert docker(lab, "logs", "cp6").stdout == "into the volume\n"
+        (tmp_path / "in").write_text("into its files\n")
+        docker(lab, "cp", str(tmp_path / "in"), "cp6:/tmp/in")
+        docker(lab, "start", "-a", "cp6")
+        assert docker(lab, "logs", "cp6").stdout == (
+            "into the volume\ncat: can't open '/tmp/in': No such file or directory\n"
+            "into the volume\ninto its files\n")
     finally:
         docker(lab, "rm", "-v", "cp6")
         docker(lab, "volume", "rm", "cpvol1")
+
+
+def test_a_restarted_container_keeps_the_files_it_wrote(lab):
+    docker(lab, "create", "--name", "keep1", "busybox", "sh", "-c", "echo run >> /runs; wc -l < /runs")
+    try:
+        for _ in range(3):
+            docker(lab, "start", "-a", "keep1")
+        assert docker(lab, "logs", "keep1").stdout.split() == ["1", "2", "3"]
+    finally:
+        docker(lab, "rm", "keep1")
 
 
 def test_cp_out_of_a_large_file_streams_it_whole(lab, tmp_path):
