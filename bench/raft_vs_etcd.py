@@ -344,7 +344,8 @@ def fmt(r: RunResult) -> str:
             f"  p99={r.pct(0.99) * 1000:7.2f} ms  (writes={r.writes}, errors={r.errors})")
 
 
-SYSTEMS = ("shoal", "shoal-uvloop", "etcd", "docker-swarm")
+SYSTEMS = ("shoal", "shoal-uvloop", "shoal-fe", "shoal-fe-uvloop", "etcd", "docker-swarm")
+FRONTENDS = 1  # front-end processes per manager for the shoal-fe systems (a 2-core machine: one is enough)
 
 
 def merged(runs: list[RunResult]) -> RunResult:
@@ -364,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="8,64", help="comma-separated client counts")
     ap.add_argument("--systems", default="shoal,etcd,docker-swarm",
                     help=f"comma-separated, run in this order within a round: {', '.join(SYSTEMS)} "
-                         "(shoal-uvloop: shoal's managers on uvloop's event loop)")
+                         "(shoal-uvloop: shoal's managers on uvloop's event loop; shoal-fe: clients on the managers' "
+                         "control API front-end processes, --client-listen; shoal-fe-uvloop: both)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each system once per round)")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the data dirs (default: a temp dir under /var/tmp, on disk)")
     a = ap.parse_args(argv)
@@ -399,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in systems:
             if name.startswith("shoal"):
                 (base / name).mkdir()
-                extra = ["--event-loop", "uvloop"] if name == "shoal-uvloop" else []
-                shoals[name] = LocalCluster(base / name, tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra)
+                extra = ["--event-loop", "uvloop"] if name.endswith("-uvloop") else []
+                shoals[name] = LocalCluster(base / name, tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra,
+                                            frontends=FRONTENDS if "-fe" in name else 0)
                 shoals[name].start(3)
         if "etcd" in systems:
             (base / "etcd").mkdir()
@@ -425,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     if name in shoals:
                         c, sl = shoals[name], leaders[name]
                         before = c.status(sl)
-                        r = asyncio.run(run_shoal(c.members[sl].addr, n, a.duration, a.warmup, tag))
+                        target = c.client_addrs.get(sl) or c.members[sl].addr  # the front-ends' address if any
+                        r = asyncio.run(run_shoal(target, n, a.duration, a.warmup, tag))
                         r.system = name
                         after = c.status(sl)
                         print(fmt(r), flush=True)
@@ -450,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in systems:
                     print(f"{fmt(totals[(name, n)])}  [all {a.rounds} rounds]")
             print()
-        pairs = [(x, y) for x, y in (("shoal", "etcd"), ("shoal", "docker-swarm"), ("shoal-uvloop", "shoal"),
-                                      ("shoal-uvloop", "etcd")) if x in systems and y in systems]
+        variants = [x for x in SYSTEMS if x.startswith("shoal-")]
+        pairs = [(x, y) for x, y in (("shoal", "etcd"), ("shoal", "docker-swarm"), *((v, "shoal") for v in variants),
+                                      *((v, "etcd") for v in variants)) if x in systems and y in systems]
         for n in counts:
             for x, y in pairs:
                 s, e = totals[(x, n)], totals[(y, n)]

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tls-ca", type=Path)
     r.add_argument("--tls-cert", type=Path)
     r.add_argument("--tls-key", type=Path)
+    r.add_argument("--client-listen", default="", metavar="HOST:PORT",
+                   help="also serve the control API here, from --frontends processes of their own that hand calls to "
+                        "this one over a unix socket (the raft process then spends no time on gRPC for clients)")
+    r.add_argument("--frontends", type=int, default=1, help="control API front-end processes on --client-listen")
     r.add_argument("--log-level", default="WARNING")
     r.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="uvloop: libuv's event loop (needs the uvloop package; not a dependency)")
@@ -54,6 +58,10 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
     peers = dict(a.peers)
     peers.setdefault(a.id, a.listen)
     tls_paths = (a.tls_ca, a.tls_cert, a.tls_key)
+    if a.frontends < 1:
+        raise SystemExit(f"invalid --frontends {a.frontends}: must be at least 1")
+    if a.client_listen and ":" not in a.client_listen:
+        raise SystemExit(f"invalid --client-listen {a.client_listen!r}: expected HOST:PORT")
     if any(tls_paths) and not all(tls_paths):
         raise SystemExit("mutual TLS needs all of --tls-ca, --tls-cert and --tls-key")
     return ManagerConfig(
@@ -68,6 +76,9 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
         snapshot_keep=a.snapshot_keep,
         storage=a.storage,
         tls=TLSFiles(a.tls_ca, a.tls_cert, a.tls_key) if all(tls_paths) else None,
+        client_listen=a.client_listen,
+        frontends=a.frontends,
+        event_loop=a.event_loop,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import grpc
 
 from manager.controlapi import ControlServicer
+from manager.frontends import Frontends
 from manager.raftnode import ManagerConfig, RaftManager
 from manager.transport import GRPC_OPTIONS, TLSFiles
 from proto import control_pb2_grpc
@@ -56,6 +57,7 @@ class ManagerNode:
         self._changes: asyncio.Queue[LeadershipChange] = asyncio.Queue()
         self._running: list[LeaderComponent] = []  # started, in start order
         self._supervisor: asyncio.Task[None] | None = None
+        self.frontends = Frontends(cfg, self.control) if cfg.client_listen else None
 
     async def start(self) -> None:
         if self.cfg.tls is not None:
@@ -70,9 +72,18 @@ class ManagerNode:
             self._supervisor.cancel()
             await self.raft.stop()
             raise
+        if self.frontends is not None:
+            # before the raft port opens: a manager that answers there serves its client address too
+            try:
+                await self.frontends.start()
+            except BaseException:
+                await self.stop()
+                raise
         await self.server.start()
 
     async def stop(self) -> None:
+        if self.frontends is not None:
+            await self.frontends.stop()
         await self.server.stop(grace=0.5)
         await self.raft.stop()
         if self._supervisor is not None:

@@ -71,6 +71,9 @@ class ManagerConfig:
     storage: str = "sqlite"  # or "memory" (nothing survives a restart)
     tls: TLSFiles | None = None
     proposal_timeout_s: float = 10.0
+    client_listen: str = ""  # host:port for the control API's front-end processes ("": none, listen serves it alone)
+    frontends: int = 1  # front-end processes on client_listen (SO_REUSEPORT), each handing calls over a unix socket
+    event_loop: str = "asyncio"  # the front-ends' event loop too
 
 
 class MemoryDurable:
@@ -145,6 +148,9 @@ class Stats:
     persist_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
+
+# what a leader may send before its own write of the same Ready is done (see _send_before_persist)
+_EARLY_TYPES = frozenset({MessageType.APP, MessageType.HEARTBEAT})
 
 _BOOT = os.urandom(8).hex()  # request ids must not repeat across restarts: a random prefix per process
 _request_seq = itertools.count(1)
@@ -469,7 +475,9 @@ class RaftManager:
                 self.stats.readies += 1
                 hs = self._hard_state_to_save(rd)
                 later = rd.committed_entries
+                outgoing = rd.messages
                 if hs is not None or rd.entries or rd.snapshot is not None or rd.compaction is not None:
+                    outgoing = self._send_before_persist(rd, hs)
                     # Committed entries already in our stable log need not wait for this write (it only
                     # holds newer entries): applying them first answers their clients one fsync sooner.
                     early = self._stable_prefix(rd)
@@ -491,12 +499,29 @@ class RaftManager:
                     self._saved_hs = hs or self._saved_hs
                     self._unsaved_hs = None
                     self.stats.persist_s += time.perf_counter() - t0
-                self.transport.send(rd.messages)
+                self.transport.send(outgoing)
                 self._apply(rd, later)
                 node.advance(rd)
                 self._after_advance(rd)
                 self._drain_inbox()
                 self._track_leadership()
+
+    def _send_before_persist(self, rd: Ready, hs: HardState | None) -> list[Message]:
+        """A leader sends its appends and heartbeats while it writes its own log (Raft thesis §10.2.1, as
+        etcd does): followers persist in parallel with it. Its own entries still count for commit only once
+        written: the core is not stepped (no acknowledgement is counted) until this Ready's write is done.
+        Only when the term and vote to be written are the ones already on disk (a message of a term must
+        never leave before that term is saved); everything else waits for the write. Returns the rest."""
+        saved = self._saved_hs
+        if rd.role != StateRole.LEADER or rd.snapshot is not None or not rd.messages or saved is None:
+            return rd.messages
+        if hs is not None and (hs.term, hs.vote) != (saved.term, saved.vote):
+            return rd.messages
+        early = [m for m in rd.messages if m.type in _EARLY_TYPES and m.term == saved.term]
+        if not early:
+            return rd.messages
+        self.transport.send(early)
+        return [m for m in rd.messages if not (m.type in _EARLY_TYPES and m.term == saved.term)]
 
     def _hard_state_to_save(self, rd: Ready) -> HardState | None:
         """The hard state to write with this Ready. A change of the commit index alone is not written
