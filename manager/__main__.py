@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also serve the control API here, from --frontends processes of their own that hand calls to "
                         "this one over a unix socket (the raft process then spends no time on gRPC for clients)")
     r.add_argument("--frontends", type=int, default=1, help="control API front-end processes on --client-listen")
+    r.add_argument("--max-uncommitted-bytes", type=int, default=0,
+                   help="the leader holds new proposals while its uncommitted ones hold this many bytes "
+                        "(0: one batch in flight; -1: no cap)")
     r.add_argument("--log-level", default="WARNING")
     r.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="uvloop: libuv's event loop (needs the uvloop package; not a dependency)")
@@ -76,6 +79,7 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
         snapshot_keep=a.snapshot_keep,
         storage=a.storage,
         tls=TLSFiles(a.tls_ca, a.tls_cert, a.tls_key) if all(tls_paths) else None,
+        max_uncommitted_bytes=a.max_uncommitted_bytes,
         client_listen=a.client_listen,
         frontends=a.frontends,
         event_loop=a.event_loop,

@@ -11,6 +11,7 @@ import os
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ class ManagerConfig:
     storage: str = "sqlite"  # or "memory" (nothing survives a restart)
     tls: TLSFiles | None = None
     proposal_timeout_s: float = 10.0
+    # a leader's proposals wait while its uncommitted ones hold this many bytes (-1: never); 0: one batch in flight
+    max_uncommitted_bytes: int = 0
     client_listen: str = ""  # host:port for the control API's front-end processes ("": none, listen serves it alone)
     frontends: int = 1  # front-end processes on client_listen (SO_REUSEPORT), each handing calls over a unix socket
     event_loop: str = "asyncio"  # the front-ends' event loop too
@@ -181,6 +184,8 @@ class RaftManager:
         self._inbox: list[Callable[[], None]] = []
         self._msgs: list[Message] = []  # from peers, stepped at the next safe point
         self._proposals: list[_Proposal] = []  # local proposals, appended together as one batch
+        self._uncommitted: deque[tuple[int, int]] = deque()  # (last index, bytes) of each batch this leader appended
+        self._uncommitted_bytes = 0
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"raft-disk-{self.id}")
         self._tasks: list[asyncio.Task[None]] = []
@@ -376,7 +381,7 @@ class RaftManager:
     def _drain_inbox(self) -> None:
         node = self.node
         assert node is not None
-        while self._inbox or self._msgs or self._proposals:
+        while self._inbox or self._msgs or (self._proposals and self._may_flush()):
             if self._msgs:
                 msgs, self._msgs = self._msgs, []
                 for m in msgs:
@@ -391,8 +396,24 @@ class RaftManager:
                         fn()
                     except Exception:  # one bad input must not stop the node
                         log.exception("raft %d: input failed", self.id)
-            if self._proposals:
+            if self._proposals and self._may_flush():
                 self._flush_proposals()
+
+    def _may_flush(self) -> bool:
+        """Backpressure: while this leader's uncommitted proposals hold max_uncommitted_bytes or more, new ones
+        wait in the queue and go as one batch when the commit index moves (bigger batches: fewer fsyncs, appends
+        and acknowledgements per write on every member). A non-leader flushes at once (the core refuses)."""
+        cap = self.cfg.max_uncommitted_bytes
+        if cap < 0:
+            return True
+        node = self.node
+        assert node is not None
+        if node.state != StateRole.LEADER:
+            return True
+        inflight = self._uncommitted
+        while inflight and inflight[0][0] <= node.committed:
+            self._uncommitted_bytes -= inflight.popleft()[1]
+        return not inflight or self._uncommitted_bytes < cap
 
     def _flush_proposals(self) -> None:
         """Append every queued proposal as one batch: one append message per follower and one fsync for all."""
@@ -422,6 +443,9 @@ class RaftManager:
             p.index, p.term = first + i, term
             self._pending[p.rid] = p
             self._by_index[p.index] = p.rid
+        size = sum(len(p.data) for p in batch)
+        self._uncommitted.append((first + len(batch) - 1, size))
+        self._uncommitted_bytes += size
         self.stats.proposals += len(batch)
 
     def _expire_proposals(self) -> None:
@@ -644,6 +668,9 @@ class RaftManager:
                 self._notify_leadership(False, self._leader_term)
             if leading is not None:
                 self._notify_leadership(True, leading)
+        if leading != self._leader_term:
+            self._uncommitted.clear()  # a new term: what the last one appended is no longer ours to count
+            self._uncommitted_bytes = 0
         if self._leader_term is not None and leading != self._leader_term:
             # proposals of our term may still commit under the next leader, or be overwritten: unknown
             err = Unavailable("proposal dropped: leadership changed")
