@@ -1,6 +1,7 @@
 """The manager role's root: one ManagerNode composes the raft node, the store and the control API on one
 gRPC server, and starts/stops leader-only components (next: CA, dispatcher, allocator, orchestrator,
-scheduler) as leadership comes and goes. Run by `python -m manager run` and by `shoal daemon --manager-config`."""
+scheduler) as leadership comes and goes. Run by `python -m manager run` and by `shoal daemon --manager-config`.
+With cfg.client_listen, the control API is also served there by front-end processes (manager/frontends.py)."""
 
 from __future__ import annotations
 

@@ -169,7 +169,10 @@ class RaftManager:
     Every call into the core happens on the event loop and never while a Ready is being persisted (the
     storage's in-memory mirror changes in the disk thread then): inputs queue in an inbox that the
     Ready loop drains between persists. That is the group commit: whatever arrives during one fsync
-    goes into the next Ready, as one transaction."""
+    goes into the next Ready, as one transaction. Two rules make the batches bigger and the round shorter:
+    a leader holds new proposals while its last batch is uncommitted (max_uncommitted_bytes, _may_flush),
+    and it sends its appends while it writes them itself (_send_before_persist); acknowledgements are
+    stepped only after that write, so its own entries count for commit only once on its disk."""
 
     def __init__(self, cfg: ManagerConfig, store: Any | None = None) -> None:
         self.cfg = cfg
