@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from manager.frontends import FrontendError
 from manager.node import ManagerNode
 from manager.raftnode import AlreadyBootstrapped, ManagerConfig
 from manager.transport import TLSFiles
@@ -90,7 +91,7 @@ async def serve(cfg: ManagerConfig) -> int:
     node = ManagerNode(cfg)
     try:
         await node.start()
-    except AlreadyBootstrapped as e:
+    except (AlreadyBootstrapped, FrontendError) as e:
         print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
         return 1
     stop = asyncio.Event()

@@ -59,10 +59,14 @@ async def serve(listen: str, path: str, tls: TLSFiles | None) -> int:
     link = FrontSide()
     server = grpc.aio.server(options=[*GRPC_OPTIONS, ("grpc.so_reuseport", 1)])
     server.add_generic_rpc_handlers((handler(link),))
-    if tls is not None:
-        server.add_secure_port(listen, tls.server_credentials())
-    else:
-        server.add_insecure_port(listen)
+    try:
+        if tls is not None:
+            server.add_secure_port(listen, tls.server_credentials())
+        else:
+            server.add_insecure_port(listen)
+    except RuntimeError:  # gRPC's "Failed to bind to address": taken, or not an address of this host
+        print(f"control front-end: cannot listen on {listen}", file=sys.stderr)
+        return 1
     await server.start()
     # connected = serving: the raft process counts its front-ends ready by their links
     try:

@@ -127,3 +127,26 @@ def test_a_manager_stopped_by_sigterm_stops_its_front_end(cluster: LocalCluster)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DEADLINE) == 0
     wait_until(lambda: gone(pid), f"front-end {pid} to exit with its manager")
+
+
+def test_a_taken_client_address_stops_the_manager_with_a_message_naming_it(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support.cluster import ROOT, free_port
+
+    raft_addr = f"127.0.0.1:{free_port('127.0.0.1')}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        client_addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        r = subprocess.run(
+            [sys.executable, "-m", "manager", "run", "--id", "1", "--listen", raft_addr, "--peers", f"1={raft_addr}",
+             "--data-dir", str(tmp_path / "m1"), "--client-listen", client_addr],
+            cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE * 2,
+        )
+    assert r.returncode == 1
+    assert f"control front-end: cannot listen on {client_addr}" in r.stderr
+    assert r.stderr.rstrip().endswith(f"manager 1: control front-end exited with status 1 (client address {client_addr})")
+    assert not (tmp_path / "m1" / "control.sock").exists()
