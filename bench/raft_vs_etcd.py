@@ -10,7 +10,8 @@ shoal and etcd go through grpc.aio from this one process, one task per client, w
 responses left unparsed (raw bytes in and out); Docker through aiohttp over the unix socket, one keep-alive HTTP/1.1
 connection per client (HTTP/1.1 cannot multiplex). Everything is removed on exit, SIGTERM included.
 Run: python bench/raft_vs_etcd.py [--duration 10] [--clients 8,64] [--systems shoal,etcd,docker-swarm] [--rounds 1]
-[--dir DIR]; the last lines are `ratio writes/s shoal/etcd = X` and `ratio writes/s shoal/docker-swarm = Y` for the
+[--dir DIR] [--variant-args ARGS] [--baseline REV]; every shoal and etcd line also gives the CPU its three server processes
+(and shoal's front-ends) used per write; the last lines are `ratio writes/s shoal/etcd = X` and `ratio writes/s shoal/docker-swarm = Y` for the
 largest client count."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import secrets
@@ -65,6 +67,11 @@ class RunResult:
     errors: int
     seconds: float
     latencies: list[float]
+    cpu_s: float = 0.0  # CPU (user + system) the system's server processes used over warm-up and run; 0: not measured
+
+    @property
+    def cpu_ms_per_write(self) -> float:
+        return 1000 * self.cpu_s / self.writes if self.writes and self.cpu_s else float("nan")
 
     @property
     def writes_per_s(self) -> float:
@@ -340,17 +347,69 @@ async def run_etcd(addr: str, clients: int, duration: float, warmup: float, tag:
 
 
 def fmt(r: RunResult) -> str:
+    cpu = f"  server cpu/write={r.cpu_ms_per_write:.2f} ms" if r.cpu_s else ""
     return (f"{r.system:12s} clients={r.clients:3d}  writes/s={r.writes_per_s:9.1f}  p50={r.pct(0.5) * 1000:7.2f} ms"
-            f"  p99={r.pct(0.99) * 1000:7.2f} ms  (writes={r.writes}, errors={r.errors})")
+            f"  p99={r.pct(0.99) * 1000:7.2f} ms  (writes={r.writes}, errors={r.errors}){cpu}")
 
 
-SYSTEMS = ("shoal", "shoal-uvloop", "etcd", "docker-swarm")
+def process_cpu_s(pids: list[int]) -> float:
+    """utime + stime of these processes (all their threads) so far, from /proc; a gone process counts 0."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cluster_pids(c: LocalCluster) -> list[int]:
+    """Every manager process and its children (control API front-ends)."""
+    pids = []
+    for m in c.members.values():
+        if m.proc is None:
+            continue
+        pids.append(m.proc.pid)
+        try:
+            pids += [int(x) for x in Path(f"/proc/{m.proc.pid}/task/{m.proc.pid}/children").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def measured(pids: list[int], run: Callable[[], RunResult], warmup: float) -> RunResult:
+    """run() with the CPU its servers used, scaled from warm-up + run to the measured window."""
+    before = process_cpu_s(pids)
+    r = run()
+    r.cpu_s = (process_cpu_s(pids) - before) * r.seconds / (r.seconds + warmup)
+    return r
+
+
+def baseline_cluster(base: Path, rev: str, extra: list[str]) -> LocalCluster:
+    """A LocalCluster whose managers run the code of git revision `rev` (exported under base; its own cluster.py)."""
+    src = base / "baseline-src"
+    src.mkdir()
+    root = Path(__file__).resolve().parent.parent
+    paths = ["manager", "proto", "common", "tests/__init__.py", "tests/support"]
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, *paths], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    spec = importlib.util.spec_from_file_location("baseline_cluster", src / "tests/support/cluster.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_cluster"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.LocalCluster(base / "shoal-baseline", tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra)
+
+
+SYSTEMS = ("shoal", "shoal-uvloop", "shoal-fe", "shoal-fe-uvloop", "shoal-variant", "shoal-baseline", "etcd", "docker-swarm")
+FRONTENDS = 1  # front-end processes per manager for the shoal-fe systems (a 2-core machine: one is enough)
 
 
 def merged(runs: list[RunResult]) -> RunResult:
     """Interleaved rounds of one system and client count as one run."""
     return RunResult(runs[0].system, runs[0].clients, sum(r.writes for r in runs), sum(r.errors for r in runs),
-                     sum(r.seconds for r in runs), [x for r in runs for x in r.latencies])
+                     sum(r.seconds for r in runs), [x for r in runs for x in r.latencies], sum(r.cpu_s for r in runs))
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -364,7 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="8,64", help="comma-separated client counts")
     ap.add_argument("--systems", default="shoal,etcd,docker-swarm",
                     help=f"comma-separated, run in this order within a round: {', '.join(SYSTEMS)} "
-                         "(shoal-uvloop: shoal's managers on uvloop's event loop)")
+                         "(shoal-uvloop: shoal's managers on uvloop's event loop; shoal-fe: clients on the managers' "
+                         "control API front-end processes, --client-listen; shoal-fe-uvloop: both; shoal-variant: "
+                         "managers with --variant-args; shoal-baseline: managers of git revision --baseline)")
+    ap.add_argument("--variant-args", default="", help="extra `python -m manager run` arguments for shoal-variant, "
+                    "e.g. '--max-uncommitted-bytes -1'")
+    ap.add_argument("--baseline", default="main", help="git revision whose managers shoal-baseline runs (default main)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (each system once per round)")
     ap.add_argument("--dir", type=Path, default=None, help="parent of the data dirs (default: a temp dir under /var/tmp, on disk)")
     a = ap.parse_args(argv)
@@ -399,8 +463,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in systems:
             if name.startswith("shoal"):
                 (base / name).mkdir()
-                extra = ["--event-loop", "uvloop"] if name == "shoal-uvloop" else []
-                shoals[name] = LocalCluster(base / name, tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra)
+                extra = ["--event-loop", "uvloop"] if name.endswith("-uvloop") else []
+                if name == "shoal-variant":
+                    extra = shlex.split(a.variant_args)
+                if name == "shoal-baseline":
+                    shoals[name] = baseline_cluster(base, a.baseline, extra)
+                else:
+                    shoals[name] = LocalCluster(base / name, tick_ms=SHOAL_TICK_MS, storage="sqlite", extra_args=extra,
+                                                frontends=FRONTENDS if "-fe" in name else 0)
                 shoals[name].start(3)
         if "etcd" in systems:
             (base / "etcd").mkdir()
@@ -425,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                     if name in shoals:
                         c, sl = shoals[name], leaders[name]
                         before = c.status(sl)
-                        r = asyncio.run(run_shoal(c.members[sl].addr, n, a.duration, a.warmup, tag))
+                        # the front-ends' address if any (a baseline's LocalCluster may predate client_addrs)
+                        target = getattr(c, "client_addrs", {}).get(sl) or c.members[sl].addr
+                        r = measured(cluster_pids(c), lambda: asyncio.run(run_shoal(target, n, a.duration, a.warmup, tag)), a.warmup)
                         r.system = name
                         after = c.status(sl)
                         print(fmt(r), flush=True)
@@ -436,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                         if after is None or after.role != "leader":
                             print(f"warning: {name} leader changed during the run (m{sl} now {after.role if after else 'unreachable'})")
                     elif name == "etcd":
-                        r = asyncio.run(run_etcd(where["etcd"], n, a.duration, a.warmup, tag))
+                        assert etcd is not None
+                        r = measured([p.pid for p in etcd.procs], lambda: asyncio.run(run_etcd(where["etcd"], n, a.duration, a.warmup, tag)), a.warmup)
                         print(fmt(r), flush=True)
                     else:
                         assert swarm is not None
@@ -450,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in systems:
                     print(f"{fmt(totals[(name, n)])}  [all {a.rounds} rounds]")
             print()
-        pairs = [(x, y) for x, y in (("shoal", "etcd"), ("shoal", "docker-swarm"), ("shoal-uvloop", "shoal"),
-                                      ("shoal-uvloop", "etcd")) if x in systems and y in systems]
+        variants = [x for x in SYSTEMS if x.startswith("shoal-")]
+        pairs = [(x, y) for x, y in (("shoal", "etcd"), ("shoal", "docker-swarm"), *((v, "shoal") for v in variants),
+                                      *((v, "etcd") for v in variants)) if x in systems and y in systems]
         for n in counts:
             for x, y in pairs:
                 s, e = totals[(x, n)], totals[(y, n)]

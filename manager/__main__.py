@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from manager.frontends import FrontendError
 from manager.node import ManagerNode
 from manager.raftnode import AlreadyBootstrapped, ManagerConfig
 from manager.transport import TLSFiles
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tls-ca", type=Path)
     r.add_argument("--tls-cert", type=Path)
     r.add_argument("--tls-key", type=Path)
+    r.add_argument("--client-listen", default="", metavar="HOST:PORT",
+                   help="also serve the control API here, from --frontends processes of their own that hand calls to "
+                        "this one over a unix socket (the raft process then spends no time on gRPC for clients)")
+    r.add_argument("--frontends", type=int, default=1, help="control API front-end processes on --client-listen")
+    r.add_argument("--max-uncommitted-bytes", type=int, default=0,
+                   help="the leader holds new proposals while its uncommitted ones hold this many bytes "
+                        "(0: one batch in flight; -1: no cap)")
     r.add_argument("--log-level", default="WARNING")
     r.add_argument("--metrics-addr", default="", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
     r.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
@@ -55,6 +63,10 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
     peers = dict(a.peers)
     peers.setdefault(a.id, a.listen)
     tls_paths = (a.tls_ca, a.tls_cert, a.tls_key)
+    if a.frontends < 1:
+        raise SystemExit(f"invalid --frontends {a.frontends}: must be at least 1")
+    if a.client_listen and ":" not in a.client_listen:
+        raise SystemExit(f"invalid --client-listen {a.client_listen!r}: expected HOST:PORT")
     if any(tls_paths) and not all(tls_paths):
         raise SystemExit("mutual TLS needs all of --tls-ca, --tls-cert and --tls-key")
     return ManagerConfig(
@@ -69,6 +81,10 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
         snapshot_keep=a.snapshot_keep,
         storage=a.storage,
         tls=TLSFiles(a.tls_ca, a.tls_cert, a.tls_key) if all(tls_paths) else None,
+        max_uncommitted_bytes=a.max_uncommitted_bytes,
+        client_listen=a.client_listen,
+        frontends=a.frontends,
+        event_loop=a.event_loop,
     )
 
 
@@ -85,7 +101,7 @@ async def serve(cfg: ManagerConfig, metrics_addr: str = "") -> int:
     node = ManagerNode(cfg)
     try:
         await node.start()
-    except AlreadyBootstrapped as e:
+    except (AlreadyBootstrapped, FrontendError) as e:
         print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
         return 1
     stop = asyncio.Event()

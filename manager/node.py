@@ -1,6 +1,7 @@
 """The manager role's root: one ManagerNode composes the raft node, the store and the control API on one
 gRPC server, and starts/stops leader-only components (next: CA, dispatcher, allocator, orchestrator,
-scheduler) as leadership comes and goes. Run by `python -m manager run` and by `shoal daemon --manager-config`."""
+scheduler) as leadership comes and goes. Run by `python -m manager run` and by `shoal daemon --manager-config`.
+With cfg.client_listen, the control API is also served there by front-end processes (manager/frontends.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import grpc
 from manager import metrics
 from manager.controlapi import ControlServicer
 from manager.health import ManagerHealth
+from manager.frontends import Frontends
 from manager.raftnode import ManagerConfig, RaftManager
 from manager.transport import GRPC_OPTIONS, SERVICE as RAFT_SERVICE, TLSFiles
 from proto import control_pb2, control_pb2_grpc
@@ -60,6 +62,7 @@ class ManagerNode:
         self._changes: asyncio.Queue[LeadershipChange] = asyncio.Queue()
         self._running: list[LeaderComponent] = []  # started, in start order
         self._supervisor: asyncio.Task[None] | None = None
+        self.frontends = Frontends(cfg, self.control) if cfg.client_listen else None
 
     async def start(self) -> None:
         if self.cfg.tls is not None:
@@ -74,6 +77,13 @@ class ManagerNode:
             self._supervisor.cancel()
             await self.raft.stop()
             raise
+        if self.frontends is not None:
+            # before the raft port opens: a manager that answers there serves its client address too
+            try:
+                await self.frontends.start()
+            except BaseException:
+                await self.stop()
+                raise
         await self.server.start()
         await self.health.serving(True)
         metrics.bind_raft(self.raft)
@@ -81,6 +91,8 @@ class ManagerNode:
     async def stop(self) -> None:
         metrics.unbind_raft(self.raft)
         await self.health.serving(False)
+        if self.frontends is not None:
+            await self.frontends.stop()
         await self.server.stop(grace=0.5)
         await self.raft.stop()
         if self._supervisor is not None:

@@ -174,14 +174,16 @@ class MemoryStore:
             if obj is None:
                 continue
             table = tables[kind]
-            table.objects[object_id] = with_version(obj, index)
+            # pending objects are the transaction's own copies (create/update made them): stamp in place
+            obj.meta.version.index = index  # type: ignore[attr-defined]
+            table.objects[object_id] = obj
             if kind in UNIQUE_NAME_KINDS and name_of(kind, obj):
                 table.names[name_key(name_of(kind, obj))] = object_id
         return [_event(index, action, kind, obj, before) for action, kind, obj, before in tx.actions]
 
     def _writable(self, kind: str) -> Table:
         table = self._tables[kind]
-        if any(reader._tables.get(kind) is table for reader in self._readers):
+        if self._readers and any(reader._tables.get(kind) is table for reader in self._readers):
             table = table.copy()  # a live view holds this one: leave it as it was
             self._tables[kind] = table
         return table

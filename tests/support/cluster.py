@@ -47,6 +47,8 @@ class LocalCluster:
     client_tls: TLSFiles | None = None
     extra_args: list[str] = field(default_factory=list)
     members: dict[int, Member] = field(default_factory=dict)
+    frontends: int = 0  # > 0: each manager also serves the control API from that many front-end processes
+    client_addrs: dict[int, str] = field(default_factory=dict)  # with frontends: member id -> its --client-listen
 
     def start(self, n: int = 3, hold: frozenset[int] = frozenset()) -> dict[int, str]:
         """n founding members; those in `hold` are configured as founders but not started (spawn them later)."""
@@ -57,6 +59,8 @@ class LocalCluster:
             addr = f"{host}:{free_port(host)}"
             d = self.base_dir / f"m{i}"
             self.members[i] = Member(i, addr, d, self.base_dir / f"m{i}.log")
+            if self.frontends:
+                self.client_addrs[i] = f"{host}:{free_port(host)}"
         for i in self.members:
             if i not in hold:
                 self._spawn(i)
@@ -80,6 +84,8 @@ class LocalCluster:
         ]
         if m.join:
             argv.append("--join")
+        if m.node_id in self.client_addrs:
+            argv += ["--client-listen", self.client_addrs[m.node_id], "--frontends", str(self.frontends)]
         if self.tls is not None:
             t = self.tls[m.node_id]
             argv += ["--tls-ca", str(t.ca), "--tls-cert", str(t.cert), "--tls-key", str(t.key)]
