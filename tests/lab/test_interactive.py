@@ -261,6 +261,32 @@ def test_docker_py_run_tty_stdin_open_and_attach_socket(lab) -> None:
         client.close()
 
 
+def test_non_tty_attach_frames_output_with_the_8_byte_header(lab) -> None:
+    client = _docker_py(lab)
+    container = client.containers.run("busybox", "cat", stdin_open=True, detach=True, name="pyframes")
+    try:
+        sock = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = sock._sock
+        raw.sendall(b"hello\n")
+        assert _read_until(raw, b"hello\n") == b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"
+        raw.close()
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def test_attach_with_logs_replays_the_output_of_a_stopped_container(lab) -> None:
+    client = _docker_py(lab)
+    container = client.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], detach=True,
+                                      name="pyreplay")
+    try:
+        assert container.wait()["StatusCode"] == 0
+        assert client.api.attach(container.id, stdout=True, stderr=True, stream=False, logs=True) == b"out\nerr\n"
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
 def test_docker_py_exec_run_tty_stdin_socket(lab) -> None:
     client = _docker_py(lab)
     container = client.containers.run("busybox", ["sleep", "3600"], detach=True, name="pyexec")
