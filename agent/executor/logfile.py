@@ -10,7 +10,6 @@ import calendar
 import json
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,54 +98,110 @@ class Query:
         return entry.stream, entry.data
 
 
-def _read_existing(path: Path) -> tuple[list[bytes], int, int]:
-    """Every complete line of the log files; (lines, offset in the current file, its inode)."""
+CHUNK = 1 << 20  # read a log this much at a time: never a whole (unbounded) file in memory
+
+
+def _complete_end(path: Path) -> tuple[int, int]:
+    """(offset just past the last complete line of the current file, its inode); (0, 0) if none."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            f.seek(max(0, size - 65536))
+            window = f.read(size - max(0, size - 65536))
+    except FileNotFoundError:
+        return 0, 0
+    return size - len(window) + window.rfind(b"\n") + 1, st.st_ino
+
+
+def _tail_lines(files: list[Path], count: int, current_end: int) -> list[bytes]:
+    """The last count lines of the files (oldest first), read backwards by blocks; the current
+    file (the last one) only up to current_end."""
     lines: list[bytes] = []
-    offset = inode = 0
-    for file in log_files(path):
+    for file in reversed(files):
         try:
             with open(file, "rb") as f:
-                data = f.read()
-                st = os.fstat(f.fileno())
+                end = f.seek(0, os.SEEK_END)
+                if file == files[-1]:
+                    end = min(end, current_end)
+                carry = b""
+                pos = end
+                while pos > 0 and len(lines) < count:
+                    step = min(CHUNK, pos)
+                    pos -= step
+                    f.seek(pos)
+                    block = f.read(step) + carry
+                    parts = block.split(b"\n")
+                    carry = parts[0]  # may continue in the block before
+                    for line in reversed(parts[1:]):
+                        if line:
+                            lines.append(line)
+                if pos == 0 and carry and len(lines) < count:
+                    lines.append(carry)
         except FileNotFoundError:
             continue
-        complete = data[: data.rfind(b"\n") + 1]
-        lines.extend(complete.splitlines())
-        if file == path:
-            offset, inode = len(complete), st.st_ino
-    return lines, offset, inode
+        if len(lines) >= count:
+            break
+    return list(reversed(lines[:count]))
+
+
+def _read_block(file: Path, offset: int) -> tuple[bytes, int, int]:
+    """Complete lines from offset (at most about CHUNK bytes); (data, new offset, inode)."""
+    with open(file, "rb") as f:
+        st = os.fstat(f.fileno())
+        f.seek(offset)
+        data = f.read(CHUNK)
+    complete = data[: data.rfind(b"\n") + 1]
+    if not complete and len(data) == CHUNK:  # one line longer than a chunk: Docker caps lines at 16K
+        complete = data
+    return complete, offset + len(complete), st.st_ino
 
 
 async def read_log(path: Path, query: Query, follow: bool = False,
                    running: Callable[[], bool] = lambda: False) -> AsyncIterator[tuple[int, bytes]]:
     """(stream, bytes) as `docker logs` shows them; with follow, until running() is false."""
-    lines, offset, inode = await asyncio.to_thread(_read_existing, path)
-    chosen = deque(lines, maxlen=query.tail) if query.tail is not None else lines
-    if query.tail == 0:
-        chosen = []
-    for line in chosen:
-        entry = decode_line(line)
-        if entry is not None and query.wants(entry):
-            yield query.render(entry)
+    files = log_files(path)
+    offset = inode = 0
+    if query.tail is not None:
+        offset, inode = await asyncio.to_thread(_complete_end, path)  # then followed from there
+        chosen = await asyncio.to_thread(_tail_lines, files, query.tail, offset) if query.tail > 0 else []
+        for line in chosen:
+            entry = decode_line(line)
+            if entry is not None and query.wants(entry):
+                yield query.render(entry)
+    else:
+        for file in files:
+            pos = 0
+            while True:
+                try:
+                    data, pos, ino = await asyncio.to_thread(_read_block, file, pos)
+                except FileNotFoundError:
+                    break
+                if file == path:
+                    offset, inode = pos, ino
+                if not data:
+                    break
+                for line in data.splitlines():
+                    entry = decode_line(line)
+                    if entry is not None and query.wants(entry):
+                        yield query.render(entry)
     while follow:
         alive = running()
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_ino != inode or st.st_size < offset:  # rotated: the new file from its start
-                    inode, offset = st.st_ino, 0
-                f.seek(offset)
-                data = f.read()
+            st = path.stat()
+            if st.st_ino != inode or st.st_size < offset:  # rotated: the new file from its start
+                inode, offset = st.st_ino, 0
+            data, offset, inode = await asyncio.to_thread(_read_block, path, offset)
         except FileNotFoundError:
             data = b""
-        complete = data[: data.rfind(b"\n") + 1]
-        offset += len(complete)
-        for line in complete.splitlines():
+        for line in data.splitlines():
             entry = decode_line(line)
             if entry is not None and query.wants(entry):
                 if query.until_ns and entry.time_ns > query.until_ns:
                     return
                 yield query.render(entry)
+        if len(data) >= CHUNK:
+            continue  # more is there already
         if not alive:
             return
         if query.until_ns and time.time_ns() > query.until_ns:

@@ -453,6 +453,11 @@ class RuncRuntime:
         runc_log = d / "runc.log"
         log_offset = runc_log.stat().st_size if runc_log.exists() else 0
         options = stdio_options or StdioOptions()
+        if options.tty and options.console_size:
+            # In the spec, runc sizes the pty before the process starts (no 0x0 first moment).
+            config = json.loads((d / "config.json").read_text())
+            config["process"]["consoleSize"] = {"height": options.console_size[0], "width": options.console_size[1]}
+            _write_atomic(d / "config.json", json.dumps(config))
         log_path = self.log_path(container_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         job = {
@@ -692,7 +697,10 @@ class RuncRuntime:
         token = uuid.uuid4().hex[:12]
         process_json = d / f"exec-{token}.json"
         exec_log = d / f"exec-{token}.log"
-        _write_atomic(process_json, json.dumps(build_process(process, self._nofile)))
+        process_doc = build_process(process, self._nofile)
+        if process.tty and console_size:  # runc sizes the pty before the process runs
+            process_doc["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
+        _write_atomic(process_json, json.dumps(process_doc))
         argv = self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
                           container_id)
         if process.tty:

@@ -216,14 +216,23 @@ async def attach_container(request: web.Request) -> web.Response:
     logs = params.bool_value(request.query.get("logs"))
     keys = _detach_keys(request.query.get("detachKeys", ""))
     record = engine.get_container(ref)
-    conn = await _hijack(request, record.tty)
+    # Announced before the 101 goes out: the client starts the container as soon as it has it,
+    # and that start must hold the output for this attach.
+    announced = _announce(engine.runtime, record.id, stream and record.state != "running")
+    try:
+        conn = await _hijack(request, record.tty)
+    except BaseException:
+        announced.close()
+        raise
     engine.emit_container(record, "attach")
     try:
-        async with engine.reading_output(record.id):
-            if logs and (stdout or stderr):
-                await streams.pump(engine.container_logs(record.id, stdout, stderr), conn.write, record.tty, conn.closed)
-            if stream:
-                await _attach_stream(engine, record, conn, stdin, stdout, stderr, keys)
+        with announced:
+            async with engine.reading_output(record.id):
+                if logs and (stdout or stderr):
+                    await streams.pump(engine.container_logs(record.id, stdout, stderr), conn.write, record.tty,
+                                       conn.closed)
+                if stream:
+                    await _attach_stream(engine, record, conn, stdin, stdout, stderr, keys, announced)
     except EngineError as exc:
         log.info("attach to %s ended: %s", ref, exc.message)
     except ConnectionError:
@@ -233,25 +242,46 @@ async def attach_container(request: web.Request) -> web.Response:
     return _taken_over()
 
 
+class _announce:
+    """Counts an attach waiting for a container's start in runtime.attach_waiting (the start
+    tells the shim to hold the output until that many clients are connected); once."""
+
+    def __init__(self, runtime: Any, container_id: str, active: bool) -> None:
+        self.runtime, self.id, self.active = runtime, container_id, active
+        if active:
+            runtime.attach_waiting[container_id] = runtime.attach_waiting.get(container_id, 0) + 1
+
+    def close(self) -> None:
+        if self.active:
+            self.active = False
+            left = self.runtime.attach_waiting.get(self.id, 1) - 1
+            if left > 0:
+                self.runtime.attach_waiting[self.id] = left
+            else:
+                self.runtime.attach_waiting.pop(self.id, None)
+
+    def __enter__(self) -> "_announce":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 async def _attach_stream(engine: Any, record: Any, conn: streams.HijackedConnection,
-                         stdin: bool, stdout: bool, stderr: bool, keys: bytes) -> None:
+                         stdin: bool, stdout: bool, stderr: bool, keys: bytes, announced: _announce) -> None:
     """Through the container's shim, which outlives this daemon: output, stdin, detach keys.
     Before a start (`docker run`, `start -a`) the start is told to hold the output for us."""
     runtime = engine.runtime
     stdin = stdin and stdio_options_of(record).open_stdin
     if record.state != "running":
-        runtime.attach_waiting[record.id] = runtime.attach_waiting.get(record.id, 0) + 1
-        try:
+        if not announced.active:  # it stopped while the logs were replayed: wait for the next start
+            announced = _announce(runtime, record.id, True)
+        with announced:
             while record.state != "running" and not conn.is_closed and record.id in engine.containers:
                 await asyncio.sleep(_START_POLL_S)
-        finally:
-            left = runtime.attach_waiting.get(record.id, 1) - 1
-            if left > 0:
-                runtime.attach_waiting[record.id] = left
-            else:
-                runtime.attach_waiting.pop(record.id, None)
         if record.state != "running":
             return
+    announced.close()
     try:
         shim = await stdio.ShimConnection.open(runtime.bundle_dir(record.id), stdin, stdout, stderr)
     except OSError:

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.lab
 DOCKER = docker_client()
 assert DOCKER is not None, "no docker client: scripts/install.sh links one from /opt/shoal-docker-ref"
 PROMPT = rb"/ # "
+REDRAWN = rb"\r/ # \x1b\[J"  # busybox's shell redraws its prompt when the terminal is resized
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -149,7 +150,7 @@ def test_resize_changes_stty_size_inside(lab) -> None:
         term.send(b"stty size\r")
         term.expect(rb"\r\n30 100\r\n")
         term.resize(41, 121)
-        time.sleep(0.3)  # the CLI sends the resize on SIGWINCH; nothing to poll on this side
+        term.expect(REDRAWN)  # the CLI passed the SIGWINCH on as a resize
         term.send(b"stty size\r")
         term.expect(rb"\r\n41 121\r\n")
         detach(term)
@@ -157,10 +158,11 @@ def test_resize_changes_stty_size_inside(lab) -> None:
         term.close()
     exec_term = terminal(lab, "exec", "-it", "sized", "sh", rows=20, cols=70)
     try:
+        exec_term.expect(PROMPT)
         exec_term.send(b"stty size\r")
         exec_term.expect(rb"\r\n20 70\r\n")
         exec_term.resize(22, 77)
-        time.sleep(0.3)
+        exec_term.expect(REDRAWN)
         exec_term.send(b"stty size\r")
         exec_term.expect(rb"\r\n22 77\r\n")
         exec_term.send(b"exit\r")
@@ -187,7 +189,8 @@ def test_several_attached_clients_see_the_same_output(lab) -> None:
     docker(lab, "run", "-itd", "--name", "shared", "busybox")
     first, second = terminal(lab, "attach", "shared"), terminal(lab, "attach", "shared")
     try:
-        time.sleep(0.5)  # both attached (nothing the CLI prints tells when)
+        first.expect(REDRAWN)  # each attach resizes the terminal: the shell redraws, so both are on
+        second.expect(REDRAWN)
         first.send(b"echo from-first-$((6*7))\r")
         first.expect(rb"from-first-42")
         second.expect(rb"from-first-42")
@@ -256,6 +259,32 @@ def test_docker_py_run_tty_stdin_open_and_attach_socket(lab) -> None:
         raw.close()
         container.reload()
         assert container.status == "running"
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def test_non_tty_attach_frames_output_with_the_8_byte_header(lab) -> None:
+    client = _docker_py(lab)
+    container = client.containers.run("busybox", "cat", stdin_open=True, detach=True, name="pyframes")
+    try:
+        sock = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stream": 1})
+        raw = sock._sock
+        raw.sendall(b"hello\n")
+        assert _read_until(raw, b"hello\n") == b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"
+        raw.close()
+    finally:
+        container.remove(force=True)
+        client.close()
+
+
+def test_attach_with_logs_replays_the_output_of_a_stopped_container(lab) -> None:
+    client = _docker_py(lab)
+    container = client.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], detach=True,
+                                      name="pyreplay")
+    try:
+        assert container.wait()["StatusCode"] == 0
+        assert client.api.attach(container.id, stdout=True, stderr=True, stream=False, logs=True) == b"out\nerr\n"
     finally:
         container.remove(force=True)
         client.close()

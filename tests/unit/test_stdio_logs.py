@@ -116,3 +116,15 @@ def test_detach_scanner_passes_a_broken_prefix_and_stops_at_the_sequence() -> No
     assert scanner.feed(b"ab\x10") == (b"ab", False)
     assert scanner.feed(b"c\x10") == (b"\x10c", False)
     assert scanner.feed(b"\x11rest") == (b"", True)
+
+
+def test_tail_reads_back_across_rotated_files_and_block_edges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logfile, "CHUNK", 100)  # many blocks, lines cut at block edges
+    path = tmp_path / "c-json.log"
+    log = JsonLog(str(path), max_size=500, max_file=4)
+    for i in range(30):
+        log.write(1, f"l{i}\n".encode())
+    assert _read(path, logfile.Query(tail=3)) == [(1, b"l27\n"), (1, b"l28\n"), (1, b"l29\n")]
+    kept = [d for _, d in _read(path, logfile.Query())]
+    assert kept == [f"l{i}\n".encode() for i in range(30 - len(kept), 30)]
+    assert [d for _, d in _read(path, logfile.Query(tail=len(kept) + 10))] == kept
