@@ -1,8 +1,11 @@
 """Benchmark: `shoal run -d` until the container answers ping, against a bare script that does
 the minimum by hand (ip netns + veth on docker0 + runc run -d) in the same lab host and run.
 
-Prints the median of N runs of each and the ratio (goal: shoal/bare <= 1.3).
-Usage: python bench/container_start.py [--runs 20] [--lab NAME]
+Prints the median of N runs of each and the ratio (goal: shoal/bare <= 1.3). --limits also
+times `shoal run -d` with cgroup limits (memory, cpus, pids), in the same interleaved rounds.
+Both sides get Docker's mounts (the bare bundle comes from the same spec builder, /sys/fs/cgroup
+included) and runc's cgroups; only shoal's limits are extra.
+Usage: python bench/container_start.py [--runs 20] [--lab NAME] [--limits]
 """
 from __future__ import annotations
 
@@ -44,11 +47,14 @@ def wait_ping(lab: Lab, address: str) -> None:
     raise TimeoutError(f"{address} never answered ping")
 
 
-def time_shoal(lab: Lab, index: int) -> float:
+LIMITS = ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "100"]
+
+
+def time_shoal(lab: Lab, index: int, flags: list[str] | None = None) -> float:
     client = lab.client("h1")
     start = time.perf_counter()
     container_id = lab.exec("h1", [sys.executable, "-m", "shoal", "run", "-d", "--name", f"bench{index}",
-                                   "busybox", "sleep", "3600"]).stdout.strip()
+                                   *(flags or []), "busybox", "sleep", "3600"]).stdout.strip()
     info = client.get(f"/containers/{container_id}/json")
     wait_ping(lab, info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"])
     elapsed = time.perf_counter() - start
@@ -96,7 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--lab", default="bstart")
+    parser.add_argument("--limits", action="store_true", help="also time shoal run -d " + " ".join(LIMITS))
     args = parser.parse_args()
+    limited_times: list[float] = []
     lab = Lab.up(args.lab, 1, force=True)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +117,8 @@ def main() -> int:
             for index in range(args.runs):  # interleaved so drift hits both alike
                 shoal_times.append(time_shoal(lab, index))
                 bare_times.append(time_bare(lab, bundle, runc_root, index))
+                if args.limits:
+                    limited_times.append(time_shoal(lab, 1000 + index, LIMITS))
     finally:
         lab.down()
     shoal_median = statistics.median(shoal_times)
@@ -117,6 +127,10 @@ def main() -> int:
     print(f"shoal run -d -> ping answers: median {shoal_median * 1000:.0f} ms")
     print(f"bare ip netns + veth + runc run -d -> ping answers: median {bare_median * 1000:.0f} ms")
     print(f"ratio container start shoal/bare = {shoal_median / bare_median:.2f} (goal <= 1.3)")
+    if limited_times:
+        limited = statistics.median(limited_times)
+        print(f"shoal run -d {' '.join(LIMITS)} -> ping answers: median {limited * 1000:.0f} ms "
+              f"({limited / shoal_median:.2f}x the run without limits)")
     return 0
 
 

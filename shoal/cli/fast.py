@@ -10,6 +10,7 @@ import time
 TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI start-up
 
 from shoal.cli.common import out
+from shoal.cli.limits import FLAGS as LIMIT_FLAGS
 from shoal.cli.format import container_rows, image_rows, network_rows, parse_filters, render_table
 from shoal.client import Client
 
@@ -100,18 +101,26 @@ FLAGS_RUN = {"-d": ("detach", False), "--detach": ("detach", False), "--rm": ("r
              "-i": ("interactive", False), "--interactive": ("interactive", False), "-t": ("tty", False),
              "--tty": ("tty", False),
              "--detach-keys": ("detach_keys", True), "--log-opt": ("log_opt", True)}
+FLAGS_RUN.update({name: (param, True) for names, param, *_ in LIMIT_FLAGS for name in names})  # --memory, --cpus...
 SINGLE_VALUED = ("name", "network", "hostname", "ip", "workdir", "user", "detach_keys")
 
 
 def _run(c: Client, p: dict[str, Any]) -> None:
+    from shoal.cli.common import Failed, err
+    from shoal.cli.limits import parse_texts
     from shoal.cli.runner import run_container
 
     single = {k: (p[k][-1] if p[k] else "") for k in SINGLE_VALUED}
+    try:
+        host_config = parse_texts(p)
+    except ValueError as exc:
+        err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
+        raise Failed(125) from None
     run_container(c, p["detach"], p["remove"], single["name"], single["network"], single["hostname"], p["env"],
                   p["label"], None, p["publish"], p["publish_all"], p["expose"], single["ip"], p["network_alias"],
                   p["link"], single["workdir"], single["user"], p["positional"][0], p["positional"][1:],
                   interactive=p["interactive"], tty=p["tty"], detach_keys=single["detach_keys"],
-                  log_opt=p["log_opt"])
+                  log_opt=p["log_opt"], host_config=host_config)
 
 
 POSITIONAL: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {

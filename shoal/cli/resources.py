@@ -6,110 +6,48 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
+from shoal.cli import limits
 from shoal.cli.common import Failed, client, err, out
 from shoal.cli.format import bytes_size, human_size, render_table
 from shoal.client import Client, DaemonError, ref
 
 CONTEXT = {"help_option_names": ["--help"]}
-_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-# ---- parsing (docker's go-units and opts) ---------------------------------------------------
-
-def ram_in_bytes(text: str) -> int:
-    """go-units RAMInBytes: "16m", "1.5g", "1024" (binary units; b/k/m/g/t/p, optional "b"/"ib")."""
-    s = text.strip().lower()
-    for suffix in ("ib", "b"):
-        if s.endswith(suffix) and len(s) > len(suffix) and s[-len(suffix) - 1] in _UNITS:
-            s = s[: -len(suffix)]
-            break
-    unit = 1
-    if s and s[-1] in _UNITS:
-        unit, s = _UNITS[s[-1]], s[:-1]
-    try:
-        value = Decimal(s)
-    except InvalidOperation:
-        raise ValueError(f"invalid size: '{text}'") from None
-    if value < 0 or not value.is_finite():
-        raise ValueError(f"invalid size: '{text}'")
-    return int(value * unit)
-
-
-def nano_cpus(text: str) -> int:
-    """docker's opts.NanoCPUs: "0.5" → 500000000."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"failed to parse {text} as a rational number") from None
-    nano = value * 1_000_000_000
-    if nano != nano.to_integral_value():
-        raise ValueError("value is too precise")
-    return int(nano)
-
+# ---- the limit flags as click options (parsing: shoal.cli.limits) ----------------------------
 
 class _Parsed(click.ParamType):
-    def __init__(self, name: str, parse: Callable[[str], int]) -> None:
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
         self.name = name
         self._parse = parse
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
             return value
         try:
-            return self._parse(str(value))
+            return self._parse(value)
         except ValueError as exc:
-            self.fail(f'invalid argument "{value}" for "{param.opts[-1] if param else ""}" flag: {exc}', param, ctx)
+            names = ", ".join(param.opts) if param else ""
+            self.fail(f'invalid argument "{value}" for "{names}" flag: {exc}', param, ctx)
 
 
-def _swap(text: str) -> int:
-    return -1 if text.strip() == "-1" else ram_in_bytes(text)
-
-
-BYTES = _Parsed("bytes", ram_in_bytes)
-SWAP = _Parsed("bytes", _swap)
-CPUS = _Parsed("decimal", nano_cpus)
-
-_LIMIT_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("-m", "--memory"), {"type": BYTES, "default": None, "help": "Memory limit"}),
-    (("--memory-swap",), {"type": SWAP, "default": None,
-                          "help": "Swap limit equal to memory plus swap: '-1' to enable unlimited swap"}),
-    (("--memory-reservation",), {"type": BYTES, "default": None, "help": "Memory soft limit"}),
-    (("--cpus",), {"type": CPUS, "default": None, "help": "Number of CPUs"}),
-    (("-c", "--cpu-shares"), {"type": int, "default": None, "help": "CPU shares (relative weight)"}),
-    (("--cpu-period",), {"type": int, "default": None, "help": "Limit CPU CFS (Completely Fair Scheduler) period"}),
-    (("--cpu-quota",), {"type": int, "default": None, "help": "Limit CPU CFS (Completely Fair Scheduler) quota"}),
-    (("--cpuset-cpus",), {"default": None, "help": "CPUs in which to allow execution (0-3, 0,1)"}),
-    (("--cpuset-mems",), {"default": None, "help": "MEMs in which to allow execution (0-3, 0,1)"}),
-    (("--pids-limit",), {"type": int, "default": None, "help": "Tune container pids limit (set -1 for unlimited)"}),
-]
-LIMIT_PARAMS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_period", "cpu_quota",
-                "cpuset_cpus", "cpuset_mems", "pids_limit")
-_HOST_CONFIG_KEYS = {"memory": "Memory", "memory_swap": "MemorySwap", "memory_reservation": "MemoryReservation",
-                     "cpus": "NanoCpus", "cpu_shares": "CpuShares", "cpu_period": "CpuPeriod",
-                     "cpu_quota": "CpuQuota", "cpuset_cpus": "CpusetCpus", "cpuset_mems": "CpusetMems",
-                     "pids_limit": "PidsLimit"}
+LIMIT_PARAMS = limits.PARAMS
 
 
 def limit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Adds the limit flags to a click command (run, update); values arrive as keyword arguments."""
-    for decls, kwargs in reversed(_LIMIT_OPTIONS):
-        fn = click.option(*decls, **kwargs)(fn)
+    for names, param, parse, _, help_text in reversed(limits.FLAGS):
+        fn = click.option(*names, param, type=_Parsed(param, parse), default=None, help=help_text)(fn)
     return fn
 
 
 def host_config_limits(values: Mapping[str, Any]) -> dict[str, Any]:
     """The HostConfig fields for the limit flags given (Docker's names); unset flags are left out."""
-    return {_HOST_CONFIG_KEYS[k]: v for k, v in values.items() if k in _HOST_CONFIG_KEYS and v is not None}
-
-
-def split_limits(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Pops the limit flags out of a click command's kwargs; their HostConfig fields."""
-    return host_config_limits({k: kwargs.pop(k) for k in LIMIT_PARAMS if k in kwargs})
+    return limits.host_config(values)
 
 
 # ---- stats formatting (docker CLI's formatter) ----------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from shoal.cli import limits
 from shoal.cli import resources as r
 from shoal.cli.runner import create_body
 
@@ -13,21 +14,21 @@ MB = 1024 * 1024
 @pytest.mark.parametrize(("text", "value"), [("16m", 16 * MB), ("16M", 16 * MB), ("1.5g", 3 * 512 * MB),
                                              ("1024", 1024), ("512kb", 512 * 1024), ("2MiB", 2 * MB)])
 def test_sizes_parse_as_rams_in_bytes(text: str, value: int) -> None:
-    assert r.ram_in_bytes(text) == value
+    assert limits.ram_in_bytes(text) == value
 
 
 @pytest.mark.parametrize("text", ["abc", "-1m", "m", ""])
 def test_bad_sizes_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="invalid size"):
-        r.ram_in_bytes(text)
+        limits.ram_in_bytes(text)
 
 
 def test_cpus_become_nano_cpus() -> None:
-    assert (r.nano_cpus("0.5"), r.nano_cpus("2"), r.nano_cpus("0.001")) == (500_000_000, 2_000_000_000, 1_000_000)
+    assert (limits.nano_cpus("0.5"), limits.nano_cpus("2"), limits.nano_cpus("0.001")) == (500_000_000, 2_000_000_000, 1_000_000)
     with pytest.raises(ValueError, match="failed to parse abc as a rational number"):
-        r.nano_cpus("abc")
+        limits.nano_cpus("abc")
     with pytest.raises(ValueError, match="value is too precise"):
-        r.nano_cpus("0.0000000001")
+        limits.nano_cpus("0.0000000001")
 
 
 def test_limit_flags_become_host_config_fields_and_unset_ones_are_left_out() -> None:
@@ -83,3 +84,20 @@ def test_a_stopped_container_has_a_row_of_zeros() -> None:
 
 def test_cpu_percent_is_zero_without_a_previous_reading() -> None:
     assert r.cpu_percent({"cpu_stats": {"cpu_usage": {"total_usage": 5}, "system_cpu_usage": 9}}) == 0.0
+
+
+def test_the_fast_path_parses_the_same_flags_and_words_a_bad_value_as_docker() -> None:
+    assert limits.parse_texts({"memory": ["8m", "16m"], "cpus": ["0.5"], "pids_limit": ["20"]}) == {
+        "Memory": 16 * MB, "NanoCpus": 500_000_000, "PidsLimit": 20}
+    with pytest.raises(ValueError) as info:
+        limits.parse_texts({"memory": ["abc"]})
+    assert str(info.value) == 'invalid argument "abc" for "-m, --memory" flag: invalid size: \'abc\''
+
+
+def test_a_run_with_limits_takes_the_fast_path() -> None:
+    from shoal.cli.fast import parse_fast
+
+    parsed = parse_fast(["run", "-d", "--memory", "16m", "--cpus=0.5", "busybox", "sleep", "1"])
+    assert parsed is not None
+    _, _, params = parsed
+    assert (params["memory"], params["cpus"], params["positional"]) == (["16m"], ["0.5"], ["busybox", "sleep", "1"])
