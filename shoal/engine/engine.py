@@ -763,17 +763,20 @@ class Engine:
     async def _finish(self, container: ContainerRecord, code: int) -> None:
         """Marks a container exited and frees its network resources. Each step is tried even
         when one before it failed; the record is saved last (a crash before: redone at start)."""
+        self.resources.read_oom_killed(container)
         container.state = "exited"
         container.exit_code = code
         container.pid = 0
         container.paused = False
         container.finished_at = now_rfc3339()
-        try:
-            await self.resources.at_exit(container)  # reads OOMKilled before the cgroup goes
-        except Exception:
-            log.exception("container %s: cgroup clean-up failed at exit", container.id)
+        # The event goes with the state change (no await between): a `wait` that sees the
+        # container exited finds its die event already in the log.
         self.emit_container(container, "die", exitCode=code,
                             execDuration=_seconds_between(container.started_at, container.finished_at))
+        try:
+            await self.resources.at_exit(container)  # the stopped runc container and its cgroup
+        except Exception:
+            log.exception("container %s: cgroup clean-up failed at exit", container.id)
         for step in (self._release_ports, self.sandboxes.unregister_dns):
             try:
                 await step(container)

@@ -89,13 +89,16 @@ class ContainerResources:
         return cg.oci_resources(resources_of(container))
 
     # ---- exit -----------------------------------------------------------------------
-    async def at_exit(self, container: ContainerRecord) -> None:
-        """Reads the OOM killer's count before the cgroup goes (runc keeps it: run --keep),
-        then deletes the stopped runc container and with it the cgroup."""
+    def read_oom_killed(self, container: ContainerRecord) -> None:
+        """Sets OOMKilled from the OOM killer's count while the cgroup is still there (the
+        stopped runc container keeps it); synchronous, so it lands with the exit itself."""
         try:
             container.oom_killed = self.cgroups.oom_kills(self.path(container.id)) > 0
         except OSError as exc:
             log.warning("container %s: cannot read its OOM counter: %s", container.id[:12], exc)
+
+    async def at_exit(self, container: ContainerRecord) -> None:
+        """Deletes the stopped runc container and with it the cgroup (read_oom_killed first)."""
         await self.delete_stopped(container.id)
 
     async def delete_stopped(self, container_id: str) -> None:

@@ -122,8 +122,8 @@ def test_events_stream_live_until_the_client_leaves(lab):
     try:
         wait_until(lambda: json.loads(docker(lab, "info", "--format", "{{json .NEventsListener}}").stdout) == 1)
         docker(lab, "run", "--name", "evlive", "busybox", "true")
-        lines = [watcher.stdout.readline().strip() for _ in range(3)]
-        assert lines == ["create", "start", "die"]
+        lines = [watcher.stdout.readline().strip() for _ in range(4)]
+        assert lines == ["create", "attach", "start", "die"]  # docker run attaches before it starts (as dockerd)
     finally:
         watcher.kill()
         watcher.wait()
