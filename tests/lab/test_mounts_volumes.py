@@ -420,7 +420,7 @@ def test_cp_into_a_stopped_container_lands_in_its_volume_and_after_a_run_in_its_
         refused = docker(lab, "cp", str(tmp_path / "in"), "cp6:/tmp/in", check=False)
         assert refused.returncode == 1
         assert "has never been started: shoal makes its writable layer at its first start" in refused.stderr
-        docker(lab, "start", "-a", "cp6")
+        assert docker(lab, "start", "-a", "cp6", check=False).returncode == 1  # no /tmp/in yet
         (tmp_path / "in").write_text("into its files\n")
         docker(lab, "cp", str(tmp_path / "in"), "cp6:/tmp/in")
         docker(lab, "start", "-a", "cp6")
