@@ -488,6 +488,13 @@ class Shim:
 
     # -- exit --
     def _finish(self, hold_until: float) -> None:
+        # The process is gone: what it did not read of its stdin never will be.
+        if self.stdin_fd >= 0:
+            self._drop(self.stdin_fd)
+            os.close(self.stdin_fd)
+            self.stdin_fd = -1
+        self.stdin_buf.clear()
+        self._refresh_clients()
         # Attach clients the start announced still get the whole output.
         while self._held() < self.hold and time.monotonic() < hold_until:
             for fd, events in self.ep.poll(max(0.0, hold_until - time.monotonic())):
