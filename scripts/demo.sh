@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets everything up and runs the demo: a two-host lab, the seed's default-network walk-through
-# on host h1, the stock docker CLI against the same daemon, then tears the lab down
+# Sets everything up and runs the demo: a three-host lab, the seed's default-network walk-through
+# on host h1 (interactive containers attached under a pseudo-terminal), user-defined networks,
+# a swarm of the three hosts, the stock docker CLI against the same daemon, then tears the lab down
 # (KEEP=1 leaves it up: `shoal lab exec h1 -- shoal ps`, then `shoal lab down --name demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,15 +13,15 @@ on_h1() { step shoal lab exec --name "$LAB" h1 -- "$@"; }
 shoal lab down --name "$LAB" >/dev/null 2>&1 || true
 [ "${KEEP:-0}" = 1 ] || trap 'echo; echo "tearing the lab down"; shoal lab down --name "$LAB"' EXIT
 
-step shoal lab up --hosts 2 --name "$LAB"
+step shoal lab up --hosts 3 --name "$LAB"
 step shoal lab status --name "$LAB"
 on_h1 shoal network ls
 on_h1 ip addr show docker0
-on_h1 shoal run -d --name container1 busybox sleep 3600
-on_h1 shoal run -d --name container2 busybox sleep 3600
+on_h1 shoal run -itd --name container1 busybox
+on_h1 shoal run -itd --name container2 busybox
 on_h1 shoal network inspect bridge
-on_h1 shoal exec container1 ping -c3 -w3 172.17.0.3
-on_h1 shoal exec container1 cat /etc/hosts
+printf '\n\033[1m$ shoal attach container1   (typed under a terminal: ifconfig, ping, cat /etc/hosts, CTRL-p CTRL-q)\033[0m\n'
+.venv/bin/python scripts/attach_walk.py "$LAB"
 on_h1 shoal run --rm --network none busybox ip addr
 on_h1 shoal ps
 
@@ -37,6 +38,15 @@ for attempt in 1 2 3 4 5; do
   sleep 0.5
 done
 on_h1 shoal ps
+
+echo; echo "== a swarm: h1 and h2 managers, h3 a worker"
+on_h1 shoal swarm init --advertise-addr 192.168.200.11
+MANAGER_TOKEN=$(shoal lab exec --name "$LAB" h1 -- shoal swarm join-token -q manager)
+WORKER_TOKEN=$(shoal lab exec --name "$LAB" h1 -- shoal swarm join-token -q worker)
+step shoal lab exec --name "$LAB" h2 -- shoal swarm join --token "$MANAGER_TOKEN" 192.168.200.11:2377
+step shoal lab exec --name "$LAB" h3 -- shoal swarm join --token "$WORKER_TOKEN" 192.168.200.11:2377
+on_h1 shoal node ls
+step shoal lab exec --name "$LAB" h3 -- ip addr show docker_gwbridge
 if command -v docker >/dev/null; then
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker network ls
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker ps
