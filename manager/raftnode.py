@@ -30,6 +30,7 @@ from manager.membership import (
     save_book,
     unpack_snapshot,
 )
+from manager.raft.forcenew import ForceNewClusterError, record_commit
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
 from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
@@ -71,6 +72,7 @@ class ManagerConfig:
     storage: str = "sqlite"  # or "memory" (nothing survives a restart)
     tls: TLSFiles | None = None
     proposal_timeout_s: float = 10.0
+    force_new_cluster: bool = False  # start from this member's data as a one-member cluster (raft/forcenew.py)
 
 
 class MemoryDurable:
@@ -212,10 +214,13 @@ class RaftManager:
         db = cfg.data_dir / "raft.db"
         existed = db.exists()
         self.storage = await loop.run_in_executor(self._disk, open_storage, cfg)
-        if self.storage.is_empty():
+        if self.storage.is_empty() or cfg.force_new_cluster:
             try:
-                await self._refuse_if_bootstrapped()
-            except AlreadyBootstrapped:
+                if cfg.force_new_cluster:
+                    await self._force_new_cluster()
+                else:
+                    await self._refuse_if_bootstrapped()
+            except (AlreadyBootstrapped, ForceNewClusterError):
                 await loop.run_in_executor(self._disk, self.storage.close)
                 self.storage = None
                 if not existed and cfg.storage == "sqlite":  # leave the data dir as we found it
@@ -270,8 +275,18 @@ class RaftManager:
                 raise AlreadyBootstrapped(
                     f"member {self.id} has already been bootstrapped: cluster {resp.cluster_id} (asked member {nid}) "
                     f"knows it as started, but {self.cfg.data_dir} holds no raft data; remove member {self.id} "
-                    f"from the cluster and add this manager back under a new id with --join"
+                    f"from the cluster and add this manager back under a new id with --join (or, if the cluster "
+                    f"lost its quorum for good, restart a surviving member with --force-new-cluster)"
                 )
+
+    async def _force_new_cluster(self) -> None:
+        """Before the core reads the log: rewrite it into a one-member cluster's (uncommitted entries dropped,
+        every other member removed by a committed entry)."""
+        from manager.raft.forcenew import force_new_cluster
+
+        forced = await asyncio.get_running_loop().run_in_executor(self._disk, force_new_cluster, self.storage, self.id)
+        log.warning("raft %d: forced a new one-member cluster: kept the log up to %d, dropped %d uncommitted entries, "
+                    "removed members %s", self.id, forced.kept, forced.dropped, list(forced.removed))
 
     async def _publish_started(self) -> None:
         """Record in the log that this member runs with its data (once; retried until it commits)."""
@@ -325,6 +340,10 @@ class RaftManager:
         self._fail_all(Unavailable("raft manager stopped"))
         await self.transport.close()
         if self.storage is not None:
+            if self.node is not None and self.failure is None:
+                # a commit index alone is written with the next Ready only: a clean stop records it, so that
+                # --force-new-cluster (which drops what is past it) keeps every entry known committed here
+                await asyncio.get_running_loop().run_in_executor(self._disk, record_commit, self.storage, self.node)
             await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
         self._disk.shutdown(wait=True)
         self.stopped.set()

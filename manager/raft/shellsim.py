@@ -93,8 +93,11 @@ class SimDisk(concurrent.futures.Executor):
             else:
                 fut.set_result(res)
 
-        if self.dead:
-            run()
+        if self.dead:  # asked of a killed manager (its stop()): nothing reaches the disk any more
+            if name == "close":
+                run()
+            else:
+                fut.set_result(None)
         else:
             self.sim.loop.call_later(self.sim.fsync_delay() if name == "save_ready" else 0.0, run)
         return fut
