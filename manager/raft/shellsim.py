@@ -88,6 +88,8 @@ class SimDisk(concurrent.futures.Executor):
                 res = fn(*args, **kwargs)
                 if name == "save_ready":
                     self.sim.after_save(self.node)
+                elif name == "open_storage" and self.sim.observer is not None:
+                    self.sim.observer.opened(self.sim, self.node, res)
             except BaseException as e:  # handed to the shell, as the thread pool would
                 fut.set_exception(e)
             else:
@@ -235,7 +237,7 @@ class ShellSim:
             raise ValueError(f"invalid cluster size {self.size}: the shell simulator runs 1, 3 or 5 managers")
         self.shell = shell if shell is not None else importlib.import_module("manager.raftnode")
         self.verbose = verbose
-        self.observer = observer  # gets before_save/after_save/on_send calls (the fsync detector)
+        self.observer = observer  # told of opens, starts, saves, sends and applies (fsynccheck.py's recorder)
         self.trace: list[str] = []
         self.p_drop = rng.choice([0.0, 0.02, 0.1])
         self.max_delay = rng.choice([0.002, 0.01, 0.03])
@@ -337,6 +339,8 @@ class ShellSim:
 
         core.ready = observed_ready
         node.starting = False
+        if self.observer is not None:
+            self.observer.started(self, node)
         self.log(f"start node {node.id}")
 
     async def crash(self, node: SimNode, why: str = "crash") -> None:
@@ -559,6 +563,8 @@ class ShellSim:
         entry = self.committed.get(index)
         if entry is None or entry[2] != data:
             self.fail("state machine safety", f"node {node.id} applies entry {index}, which is not the committed one")
+        if self.observer is not None:
+            self.observer.on_apply(self, node, index)
         holders = self._durable_holders(index, entry[0])
         # the entry was committed under the voters before the last membership change before it, or after it
         candidates = {self.voters_at(index - 1)}
