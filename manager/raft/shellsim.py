@@ -23,6 +23,7 @@ import tempfile
 import time
 import traceback
 import types
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ class Result:
     ops: int = 0
     virtual_s: float = 0.0
     trace: list[str] = field(default_factory=list)
+    paths: Counter[str] = field(default_factory=Counter)  # what the run exercised (snapshots installed, forwards...)
 
 
 # ---------------------------------------------------------------------------------- the disk
@@ -267,6 +269,7 @@ class ShellSim:
         self.acked: list[str] = []
         self.tasks: list[asyncio.Task[Any]] = []
         self.failure: InvariantViolation | None = None
+        self.paths: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ helpers
     def log(self, text: str) -> None:
@@ -338,6 +341,13 @@ class ShellSim:
             return rd
 
         core.ready = observed_ready
+        advance = core.advance
+
+        def observed_advance(rd: Any) -> None:
+            advance(rd)
+            self.on_advance(node, rd)
+
+        core.advance = observed_advance
         node.starting = False
         if self.observer is not None:
             self.observer.started(self, node)
@@ -353,6 +363,7 @@ class ShellSim:
         node.disk.dead = True
         mgr, node.mgr = node.mgr, None
         self.log(f"{why} node {node.id}")
+        self.paths[why] += 1
         await mgr.stop()
 
     # ------------------------------------------------------------------ network
@@ -414,6 +425,7 @@ class ShellSim:
                 return
             msg = join_snapshot(raft_pb2.SnapshotChunk.FromString(c) for c in chunks)
             ok = self._admit(dst, msg, Rpc.SNAPSHOT)
+            self.paths["snapshot sent"] += ok
             self.loop.call_later(self._delay(), report, not ok)
 
         if not src.up or not self._link_ok(src.id, m.to):
@@ -441,6 +453,7 @@ class ShellSim:
         err = mgr.member_error(getattr(req, "from"))
         if err is not None:
             raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, err)
+        self.paths["proposal forwarded"] += 1
         try:
             resp = await asyncio.wait_for(mgr.propose_forwarded(raft_pb2.ProposeRequest.FromString(req.SerializeToString())),
                                           max(0.0, deadline - self.loop.now))
@@ -512,23 +525,30 @@ class ShellSim:
             known = self.entry_prev.setdefault(key, val)
             if known != val and known[0] is not None and val[0] is not None:
                 self.fail("log matching", f"node {node.id} holds entry {key} with (prev term, kind, data) {val[:2]}, another log has {known[:2]}")
-        # state machine safety over every committed entry (no-ops and membership included)
-        for e in rd.committed_entries:
-            val = (e.term, int(e.kind), e.data)
-            known = self.committed.get(e.index)
-            if known is None:
-                self.committed[e.index] = val
-                self.commit_term[e.index] = core.term
-                if e.kind == EntryKind.CONF_CHANGE:
-                    self._conf_committed(e.index, ConfChange.decode(e.data))
-            elif known != val:
-                self.fail("state machine safety", f"node {node.id} commits {val[:2]} at {e.index}, another node committed {known[:2]}")
         if rd.snapshot is not None:
             meta = rd.snapshot.meta
             known = self.committed.get(meta.index)
             if known is not None and known[0] != meta.term:
                 self.fail("state machine safety", f"node {node.id} installs a snapshot at {meta.index} of term {meta.term}; "
                                                   f"the entry committed there has term {known[0]}")
+
+    def on_advance(self, node: SimNode, rd: Any) -> None:
+        """rd is persisted and applied: its committed entries are the cluster's for good (a one-member leader
+        counts an entry committed before its write; a crash then loses it unapplied, which is no violation)."""
+        for e in rd.committed_entries:
+            self._applied_entry(node, e.index, e.term, int(e.kind), e.data)
+
+    def _applied_entry(self, node: SimNode, index: int, term: int, kind: int, data: bytes) -> None:
+        """State machine safety over every applied entry (no-ops and membership included)."""
+        val = (term, kind, data)
+        known = self.committed.get(index)
+        if known is None:
+            self.committed[index] = val
+            self.commit_term[index] = node.mgr.node.term
+            if kind == EntryKind.CONF_CHANGE:
+                self._conf_committed(index, ConfChange.decode(data))
+        elif known != val:
+            self.fail("state machine safety", f"node {node.id} applies {val[:2]} at {index}, another node applied {known[:2]}")
 
     def _conf_committed(self, index: int, cc: ConfChange) -> None:
         voters = list(self.voters_at(index - 1))
@@ -560,9 +580,16 @@ class ShellSim:
         known = self.store_applied.setdefault(index, data)
         if known != data:
             self.fail("state machine safety", f"node {node.id} applies other data at {index} than another node applied")
+        # the entries before it in this node's log are applied too (in this Ready, before advance() says so)
+        core = node.mgr.node
+        i = index - 1
+        while i > core.log.snapshot_index() and i not in self.committed:
+            i -= 1
+        for e in core.log.slice(i + 1, index + 1) if i + 1 <= index else []:
+            self._applied_entry(node, e.index, e.term, int(e.kind), e.data)
         entry = self.committed.get(index)
         if entry is None or entry[2] != data:
-            self.fail("state machine safety", f"node {node.id} applies entry {index}, which is not the committed one")
+            self.fail("state machine safety", f"node {node.id} applies entry {index}, which is not the one its log holds")
         if self.observer is not None:
             self.observer.on_apply(self, node, index)
         holders = self._durable_holders(index, entry[0])
@@ -585,6 +612,7 @@ class ShellSim:
         ref = MemoryStore(clock=self.vtime.time)
         for i in sorted(k for k in self.store_applied if k <= snap_store.last_index):
             ref.apply(i, self.store_applied[i])
+        self.paths["snapshot installed"] += 1
         if ref.snapshot() != snap_store.snapshot():
             self.fail("state machine safety", f"node {node.id} restored a store snapshot at {snap_store.last_index} that differs "
                                               f"from the applied history")
@@ -653,6 +681,7 @@ class ShellSim:
                 victim.restart_at = self.loop.now + rng.uniform(0.3, 4.0)
             elif r < self.p_crash + 0.02:
                 self.partition()
+                self.paths["partition"] += 1
             elif r < self.p_crash + 0.04:
                 if self.blocked:
                     self.log("heal partitions")
@@ -699,10 +728,12 @@ class ShellSim:
                 await self.start_node(node)
                 self.log(f"add node {nid} via {leader.id}")
                 await mgr.add_member(nid, node.addr)
+                self.paths["member added"] += 1
             elif len(voters) > 1:
                 victim = self.rng.choice(voters)
                 self.log(f"remove node {victim} via {leader.id}")
                 await mgr.remove_member(victim)
+                self.paths["member removed"] += 1
         except RaftError as e:
             self.log(f"membership change failed: {e}")
 
@@ -803,10 +834,10 @@ class ShellSim:
         transport_mod.open_channel = lambda addr, tls=None: _FakeChannel(self, addr)
         if saved[2] is not None:
             raftnode._request_seq = itertools.count(1)
-        asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(self._guarded())
-            return Result(self.seed, True, acked=len(self.acked), ops=len(self.ops), virtual_s=self.loop.now, trace=self.trace)
+            return Result(self.seed, True, acked=len(self.acked), ops=len(self.ops), virtual_s=self.loop.now, trace=self.trace,
+                          paths=self.paths)
         except InvariantViolation as e:
             return Result(self.seed, False, e.invariant, e.detail, len(self.acked), len(self.ops), self.loop.now, self.trace)
         except Exception as e:  # a crash of the shell is a failure of this seed too
@@ -821,7 +852,6 @@ class ShellSim:
                 q.setLevel(lv)
             if saved[2] is not None:
                 raftnode._request_seq = saved[2]
-            asyncio.set_event_loop(None)
             if self._own_dir:
                 shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -893,9 +923,11 @@ def main(argv: list[str] | None = None) -> int:
     nodes = None if opts.nodes == "mixed" else int(opts.nodes)
     start = time.monotonic()
     failed = acked = 0
+    paths: Counter[str] = Counter()
     for seed in opts.seeds:
         r = run_seed(seed, nodes, shell, opts.verbose)
         acked += r.acked
+        paths += r.paths
         if not r.ok:
             failed += 1
             print(f"seed {seed}: FAIL {r.invariant}: {r.detail}", flush=True)
@@ -903,6 +935,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {line}")
     took = time.monotonic() - start
     n = len(opts.seeds)
+    print("exercised: " + ", ".join(f"{k} {v}" for k, v in sorted(paths.items())))
     print(f"{n} seeds, {failed} failed ({acked} acknowledged writes, {took:.1f}s, {n / took:.2f} seeds/s)")
     return 1 if failed else 0
 

@@ -3,10 +3,12 @@ its seeds pass and replay exactly, and each shell mutation (manager/raft/shellmu
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from manager.raft.shellmutate import SHELL_MUTATIONS, mutant_shell
-from manager.raft.shellsim import ShellSim, main, run_seed
+from manager.raft.shellsim import Result, ShellSim, main, run_seed
 
 SEEDS = range(0, 12)  # the CI budget: about 6 s of CPU
 CAUGHT_BY = {
@@ -16,11 +18,21 @@ CAUGHT_BY = {
 }
 
 
-def test_seeds_of_1_3_and_5_real_shells_keep_every_invariant_and_a_linearizable_history() -> None:
-    results = [run_seed(s) for s in SEEDS]
+@pytest.fixture(scope="module")
+def results() -> list[Result]:
+    return [run_seed(s) for s in SEEDS]
+
+
+def test_seeds_of_1_3_and_5_real_shells_keep_every_invariant_and_a_linearizable_history(results: list[Result]) -> None:
     assert [(r.seed, r.invariant, r.detail) for r in results if not r.ok] == []
     assert {ShellSim(s).size for s in SEEDS} == {1, 3, 5}
     assert all(r.acked > 0 and r.ops > r.acked for r in results)
+
+
+def test_the_seeds_exercise_snapshots_forwarding_crashes_partitions_and_membership_changes(results: list[Result]) -> None:
+    total: Counter[str] = sum((r.paths for r in results), Counter())
+    wanted = ["crash", "member added", "member removed", "partition", "proposal forwarded", "snapshot installed", "snapshot sent"]
+    assert {k: total[k] for k in wanted if total[k] == 0} == {}
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -51,6 +63,7 @@ def test_cli_prints_a_summary_with_the_seed_rate(capsys: pytest.CaptureFixture[s
     assert main(["--seeds", "3-4"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("2 seeds, 0 failed (") and out[-1].endswith(" seeds/s)")
+    assert out[-2].startswith("exercised: ") and "proposal forwarded" in out[-2]
 
 
 def test_cli_exits_non_zero_and_names_the_invariant_for_a_mutant(capsys: pytest.CaptureFixture[str]) -> None:
