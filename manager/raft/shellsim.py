@@ -31,11 +31,10 @@ from typing import Any
 
 import grpc
 
-from manager.membership import unpack_snapshot
 from manager.raft.core import RaftError, StateRole
 from manager.raft.messages import ConfChange, ConfChangeOp, EntryKind, Message, MessageType
 from manager.raft.progress import quorum
-from manager.raft.vloop import Deadlock, VirtualLoop, VirtualTime
+from manager.raft.vloop import VirtualLoop, VirtualTime
 from manager.raft.wirecheck import Rpc, check_message
 from proto import objects_pb2, raft_pb2
 
