@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib
 import itertools
@@ -24,7 +23,6 @@ import time
 import traceback
 import types
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ import grpc
 from manager.raft.core import RaftError, StateRole
 from manager.raft.messages import ConfChange, ConfChangeOp, EntryKind, Message, MessageType
 from manager.raft.progress import quorum
+from manager.raft.shellparts import FakeChannel, SimDisk, SimNode, SimStore, SimTransport, rpc_error
 from manager.raft.vloop import VirtualLoop, VirtualTime
 from manager.raft.wirecheck import Rpc, check_message
 from proto import objects_pb2, raft_pb2
@@ -64,164 +63,6 @@ class Result:
     virtual_s: float = 0.0
     trace: list[str] = field(default_factory=list)
     paths: Counter[str] = field(default_factory=Counter)  # what the run exercised (snapshots installed, forwards...)
-
-
-# ---------------------------------------------------------------------------------- the disk
-class SimDisk(concurrent.futures.Executor):
-    """The shell's disk executor: a job runs on the loop after a virtual delay (the fsync), so a crash before
-    then loses it, as a crash during a real fsync does. A dead disk (crashed manager) runs nothing but close."""
-
-    def __init__(self, sim: ShellSim, node: SimNode) -> None:
-        self.sim = sim
-        self.node = node
-        self.dead = False
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        name = getattr(fn, "__name__", "")
-
-        def run() -> None:
-            if self.dead and name != "close":
-                return  # the process is gone: this write never reached the disk
-            try:
-                if name == "save_ready":
-                    self.sim.before_save(self.node, *args)
-                res = fn(*args, **kwargs)
-                if name == "save_ready":
-                    self.sim.after_save(self.node)
-                elif name == "open_storage" and self.sim.observer is not None:
-                    self.sim.observer.opened(self.sim, self.node, res)
-            except BaseException as e:  # handed to the shell, as the thread pool would
-                fut.set_exception(e)
-            else:
-                fut.set_result(res)
-
-        if self.dead:  # asked of a killed manager (its stop()): nothing reaches the disk any more
-            if name == "close":
-                run()
-            else:
-                fut.set_result(None)
-        else:
-            self.sim.loop.call_later(self.sim.fsync_delay() if name == "save_ready" else 0.0, run)
-        return fut
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------- the network
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-
-
-class SimTransport:
-    """transport.Transport's interface over the simulated network: the address book is the shell's, messages go
-    through the protobuf codec and the servicer's checks (wirecheck, member_error) as on the wire."""
-
-    def __init__(self, sim: ShellSim, node: SimNode, on_snapshot: Callable[[int, bool], None]) -> None:
-        self.sim = sim
-        self.node = node
-        self.node_id = node.id
-        self.peers: dict[int, str] = {}
-        self.cluster_id = ""
-        self.unknown_dropped = 0
-        self.on_snapshot = on_snapshot
-        self.snap_busy: set[int] = set()
-
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def set_peer(self, node_id: int, addr: str) -> bool:
-        changed = self.peers.get(node_id) != addr
-        self.peers[node_id] = addr
-        return changed
-
-    def remove_peer(self, node_id: int) -> None:
-        self.peers.pop(node_id, None)
-
-    def send(self, msgs: list[Message]) -> None:
-        for m in msgs:
-            self.sim.on_send(self.node, m)
-            addr = self.peers.get(m.to)
-            if addr is None or m.to == self.node_id:
-                self.unknown_dropped += 1
-                if m.type == MessageType.SNAP:
-                    self.on_snapshot(m.to, True)
-                continue
-            if m.type == MessageType.SNAP:
-                if m.to in self.snap_busy:
-                    self.on_snapshot(m.to, True)  # one snapshot at a time, as transport.Peer
-                    continue
-                self.snap_busy.add(m.to)
-                self.sim.net_snapshot(self, addr, m)
-            else:
-                self.sim.net_send(self.node, addr, m)
-
-    async def propose(self, to: int, req: raft_pb2.ProposeRequest, timeout: float) -> raft_pb2.ProposeResponse:
-        addr = self.peers.get(to)
-        if addr is None:
-            raise ConnectionError(f"no address for raft member {to}")
-        return await self.sim.net_propose(self.node, addr, req, timeout)
-
-    async def close(self) -> None:
-        pass
-
-
-class _FakeChannel:
-    """transport.open_channel's stand-in: only the Membership unary call (the wiped-member check) is served."""
-
-    def __init__(self, sim: ShellSim, addr: str) -> None:
-        self.sim = sim
-        self.addr = addr
-
-    def unary_unary(self, path: str, request_serializer: Any = None, response_deserializer: Any = None) -> Any:
-        async def call(req: Any, timeout: float | None = None) -> Any:
-            return await self.sim.net_membership(self.addr, req, timeout or 2.0)
-
-        return call
-
-    async def close(self) -> None:
-        pass
-
-
-# ---------------------------------------------------------------------------------- the store (observed)
-class SimStore:
-    """The shell's MemoryStore, watched: every apply and restore is checked against the cluster's history."""
-
-    def __init__(self, sim: ShellSim, node: SimNode) -> None:
-        from manager.store.store import MemoryStore
-
-        self.inner = MemoryStore(clock=sim.vtime.time)
-        self.sim = sim
-        self.node = node
-
-    def apply(self, index: int, data: bytes) -> Any:
-        self.sim.on_apply(self.node, index, data)
-        return self.inner.apply(index, data)
-
-    def restore(self, data: bytes) -> None:
-        self.inner.restore(data)
-        self.sim.on_restore(self.node, data)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-# ---------------------------------------------------------------------------------- one manager
-@dataclass(slots=True)
-class SimNode:
-    id: int
-    addr: str
-    data_dir: Path
-    join: bool
-    mgr: Any = None  # the RaftManager, None while down
-    disk: SimDisk | None = None
-    incarnation: int = 0
-    up: bool = False
-    removed: bool = False  # its removal committed: it stays down
-    starting: bool = False
-    restart_at: float = -1.0
-    storage: Any = None  # the last incarnation's SQLite storage: its mirror is what the disk holds, even after a crash
 
 
 # ---------------------------------------------------------------------------------- the simulation
@@ -525,6 +366,7 @@ class ShellSim:
             if known != val and known[0] is not None and val[0] is not None:
                 self.fail("log matching", f"node {node.id} holds entry {key} with (prev term, kind, data) {val[:2]}, another log has {known[:2]}")
         if rd.snapshot is not None:
+            self.paths["snapshot installed"] += 1
             meta = rd.snapshot.meta
             known = self.committed.get(meta.index)
             if known is not None and known[0] != meta.term:
@@ -611,7 +453,7 @@ class ShellSim:
         ref = MemoryStore(clock=self.vtime.time)
         for i in sorted(k for k in self.store_applied if k <= snap_store.last_index):
             ref.apply(i, self.store_applied[i])
-        self.paths["snapshot installed"] += 1
+        self.paths["store restored"] += 1
         if ref.snapshot() != snap_store.snapshot():
             self.fail("state machine safety", f"node {node.id} restored a store snapshot at {snap_store.last_index} that differs "
                                               f"from the applied history")
@@ -830,7 +672,7 @@ class ShellSim:
             for q in quiet:
                 q.setLevel(logging.CRITICAL + 1)  # the shells log every fault the simulator makes
         raftnode.time = self.vtime
-        transport_mod.open_channel = lambda addr, tls=None: _FakeChannel(self, addr)
+        transport_mod.open_channel = lambda addr, tls=None: FakeChannel(self, addr)
         if saved[2] is not None:
             raftnode._request_seq = itertools.count(1)
         try:

@@ -31,7 +31,8 @@ def test_seeds_of_1_3_and_5_real_shells_keep_every_invariant_and_a_linearizable_
 
 def test_the_seeds_exercise_snapshots_forwarding_crashes_partitions_and_membership_changes(results: list[Result]) -> None:
     total: Counter[str] = sum((r.paths for r in results), Counter())
-    wanted = ["crash", "member added", "member removed", "partition", "proposal forwarded", "snapshot installed", "snapshot sent"]
+    wanted = ["crash", "member added", "member removed", "partition", "proposal forwarded", "snapshot sent",
+              "snapshot installed", "store restored"]
     assert {k: total[k] for k in wanted if total[k] == 0} == {}
 
 
