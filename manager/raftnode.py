@@ -30,8 +30,8 @@ from manager.membership import (
     save_book,
     unpack_snapshot,
 )
-from manager.raft.forcenew import ForceNewClusterError, record_commit
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
+from manager.raft.forcenew import ForceNewClusterError, force_new_cluster, record_commit
 from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
 from manager.raft.wirecheck import address_error
@@ -282,8 +282,6 @@ class RaftManager:
     async def _force_new_cluster(self) -> None:
         """Before the core reads the log: rewrite it into a one-member cluster's (uncommitted entries dropped,
         every other member removed by a committed entry)."""
-        from manager.raft.forcenew import force_new_cluster
-
         forced = await asyncio.get_running_loop().run_in_executor(self._disk, force_new_cluster, self.storage, self.id)
         log.warning("raft %d: forced a new one-member cluster: kept the log up to %d, dropped %d uncommitted entries, "
                     "removed members %s", self.id, forced.kept, forced.dropped, list(forced.removed))
@@ -343,7 +341,10 @@ class RaftManager:
             if self.node is not None and self.failure is None:
                 # a commit index alone is written with the next Ready only: a clean stop records it, so that
                 # --force-new-cluster (which drops what is past it) keeps every entry known committed here
-                await asyncio.get_running_loop().run_in_executor(self._disk, record_commit, self.storage, self.node)
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._disk, record_commit, self.storage, self.node)
+                except Exception as e:  # the log is whole without it: only --force-new-cluster would keep less
+                    log.warning("raft %d: commit index not recorded at stop: %s", self.id, e)
             await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
         self._disk.shutdown(wait=True)
         self.stopped.set()
