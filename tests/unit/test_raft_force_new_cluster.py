@@ -114,3 +114,22 @@ def test_a_clean_stop_does_not_record_a_commit_over_entries_the_core_replaced_in
         core.log.commit_to(5)
         assert record_commit(st, core) is None
         assert st.hard_state().commit == 4
+
+
+CLI = ["run", "--id", "3", "--listen", "127.0.0.3:7000", "--data-dir", "/nonexistent"]
+
+
+def test_the_manager_command_passes_force_new_cluster_to_the_manager_config() -> None:
+    from manager.__main__ import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args([*CLI, "--force-new-cluster"])).force_new_cluster is True
+    assert config_from_args(build_parser().parse_args(CLI)).force_new_cluster is False
+
+
+@pytest.mark.parametrize("extra", [["--join"], ["--storage", "memory"]])
+def test_force_new_cluster_without_a_members_own_durable_data_is_refused(extra: list[str]) -> None:
+    from manager.__main__ import build_parser, config_from_args
+
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(build_parser().parse_args([*CLI, "--force-new-cluster", *extra]))
+    assert exc.value.code == "--force-new-cluster starts from this member's raft data: it needs --storage sqlite and no --join"
