@@ -204,7 +204,7 @@ def _child(seeds: range, sync: str, events_path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     from .sim import parse_seeds
 
-    ap = argparse.ArgumentParser(prog="python -m manager.raft.fsynccheck", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m manager.raft.fsynccheck", description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-1"))
     ap.add_argument("--sync", choices=SYNC_MODES, default="FULL",
                     help="SQLite synchronous= for the stores (all but FULL skip fsyncs: the detector must fail)")

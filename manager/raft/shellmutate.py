@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from manager.raft.shellsim import run_seed
     from manager.raft.sim import parse_seeds
 
-    ap = argparse.ArgumentParser(prog="python -m manager.raft.shellmutate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m manager.raft.shellmutate", description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-9"), help="budget per mutation: N or START-END")
     ap.add_argument("--only", choices=[m.name for m in SHELL_MUTATIONS], action="append")
     opts = ap.parse_args(argv)

@@ -748,12 +748,14 @@ def run_seed(seed: int, nodes: int | None = None, shell: types.ModuleType | None
 
 
 def main(argv: list[str] | None = None) -> int:
+    from manager.raft.shellmutate import SHELL_MUTATIONS
     from manager.raft.sim import parse_seeds
 
-    ap = argparse.ArgumentParser(prog="python -m manager.raft.shellsim", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m manager.raft.shellsim", description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-19"), help="N or START-END (inclusive)")
     ap.add_argument("--nodes", choices=["1", "3", "5", "mixed"], default="mixed")
-    ap.add_argument("--mutation", help="run a copy of manager/raftnode.py with this shell mutation (see shellmutate.py)")
+    ap.add_argument("--mutation", choices=[m.name for m in SHELL_MUTATIONS],
+                    help="run a copy of manager/raftnode.py with this shell bug in it (shellmutate.py)")
     ap.add_argument("--verbose", action="store_true", help="print the event trace of failing seeds")
     opts = ap.parse_args(argv)
     shell = None
