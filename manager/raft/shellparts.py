@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------------------------- the disk
 class SimDisk(concurrent.futures.Executor):
-    """The shell's disk executor: a job runs on the loop after a virtual delay (the fsync), so a crash before
-    then loses it, as a crash during a real fsync does. A dead disk (crashed manager) runs nothing but close."""
+    """The shell's disk executor (one thread in production): jobs run in order on the loop, a write after a virtual
+    delay (its fsync), so a crash before then loses it as a crash during a real fsync does. A dead disk (a killed
+    manager) runs nothing but close."""
 
     def __init__(self, sim: ShellSim, node: SimNode) -> None:
         self.sim = sim
         self.node = node
         self.dead = False
+        self.free_at = 0.0  # when the job last queued is done: jobs run one after another, as on one thread
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -54,7 +56,10 @@ class SimDisk(concurrent.futures.Executor):
             else:
                 fut.set_result(None)
         else:
-            self.sim.loop.call_later(self.sim.fsync_delay() if name == "save_ready" else 0.0, run)
+            loop = self.sim.loop
+            # strictly increasing: timers due at the same instant have no guaranteed order
+            self.free_at = max(loop.now, self.free_at) + (self.sim.fsync_delay() if name == "save_ready" else 1e-7)
+            loop.call_at(self.free_at, run)
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -194,17 +194,19 @@ class ShellSim:
         self.log(f"start node {node.id}")
 
     async def crash(self, node: SimNode, why: str = "crash") -> None:
-        """kill -9: what the disk executor has not finished is lost, nothing more leaves the node."""
+        """kill -9 ("crash"): what the disk executor has not finished is lost, nothing more leaves the node.
+        A clean stop ("stop") lets the shell's stop() finish its writes (it records the commit index)."""
         if not node.up or node.mgr is None:
             return
-        node.up = False
+        node.up = False  # the network drops what it sends and what is sent to it from now on
         node.incarnation += 1
         assert node.disk is not None
-        node.disk.dead = True
-        mgr, node.mgr = node.mgr, None
+        node.disk.dead = why != "stop"
         self.log(f"{why} node {node.id}")
         self.paths[why] += 1
-        await mgr.stop()
+        await node.mgr.stop()
+        node.disk.dead = True
+        node.mgr = None
 
     # ------------------------------------------------------------------ network
     def _link_ok(self, src: int, dst: int) -> bool:
@@ -518,7 +520,7 @@ class ShellSim:
             live = [n for n in self.up_nodes() if not n.starting]
             if r < self.p_crash and live:
                 victim = rng.choice(live)
-                await self.crash(victim)
+                await self.crash(victim, "stop" if rng.random() < 0.3 else "crash")
                 victim.restart_at = self.loop.now + rng.uniform(0.3, 4.0)
             elif r < self.p_crash + 0.02:
                 self.partition()
