@@ -741,7 +741,9 @@ def latest(view: Any, key: int) -> str | None:
 
 def _scratch() -> str | None:
     """tmpfs when there is one: the simulation fsyncs thousands of times and a real disk would only add waiting."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    shm = "/dev/shm"
+    ok = os.path.isdir(shm) and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 256 << 20  # a container's is 64 MB
+    return shm if ok else None
 
 
 def run_seed(seed: int, nodes: int | None = None, shell: types.ModuleType | None = None, verbose: bool = False,
