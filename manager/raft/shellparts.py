@@ -32,6 +32,7 @@ class SimDisk(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()  # under way at once, as on an idle worker thread: cancelling cannot stop it
         name = getattr(fn, "__name__", "")
 
         def run() -> None:

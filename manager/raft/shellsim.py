@@ -611,6 +611,10 @@ class ShellSim:
         deadline = self.loop.now + HEAL_S
         while not self.quiet():
             if self.loop.now > deadline:
+                for n in self.up_nodes():
+                    c = n.mgr.node
+                    self.log(f"node {n.id}: {c.state.name} term {c.term} leader {c.leader} commit {c.committed} applied "
+                             f"{n.mgr.applied} last {c.log.last_index()} voters {c.voters}")
                 self.fail("liveness", f"no quiet cluster {HEAL_S:.0f}s after healing")
             await asyncio.sleep(TICK_S)
         await self.final_reads()
