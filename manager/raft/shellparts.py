@@ -177,6 +177,7 @@ class SimNode:
     incarnation: int = 0
     up: bool = False
     removed: bool = False  # its removal committed: it stays down
+    stop_at: float = -1.0  # when the removed member is stopped (some seconds later, as etcd's stopWithDelay)
     starting: bool = False
     restart_at: float = -1.0
     storage: Any = None  # the last incarnation's SQLite storage: its mirror is what the disk holds, even after a crash

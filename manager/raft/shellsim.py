@@ -43,6 +43,7 @@ CLIENTS = 3
 KEYS = 4
 CLIENT_TIMEOUT_S = 4.0
 TICK_S = 0.1
+REMOVED_STOP_DELAY_S = 3.0  # more than the longest election timeout (2 x 10 ticks)
 
 
 class InvariantViolation(Exception):
@@ -400,8 +401,11 @@ class ShellSim:
         elif cc.op == ConfChangeOp.REMOVE and cc.node_id in voters:
             voters.remove(cc.node_id)
             gone = self.nodes.get(cc.node_id)
-            if gone is not None:
+            if gone is not None and not gone.removed:
                 gone.removed = True
+                # a leader that commits its own removal steps down: the others learn the commit only from their next
+                # leader, which needs its vote; stopping it at once could leave two members waiting for each other
+                gone.stop_at = self.loop.now + REMOVED_STOP_DELAY_S
                 self.log(f"node {cc.node_id} removed at {index}")
         self.confs.append((index, tuple(sorted(voters))))
 
@@ -532,7 +536,7 @@ class ShellSim:
             elif r < self.p_crash + 0.055:
                 self.tasks.append(asyncio.ensure_future(self.membership_change()))
             for n in list(self.nodes.values()):
-                if n.removed and n.up and not n.starting:
+                if n.removed and n.up and not n.starting and self.loop.now >= n.stop_at:
                     await self.crash(n, "stop removed")
 
     def partition(self) -> None:
