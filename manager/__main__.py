@@ -1,4 +1,4 @@
-"""Runs one manager process: `python -m manager run --id N --listen ADDR --peers 1=ADDR,... --data-dir DIR [--join]`.
+"""Runs one manager process: `python -m manager run --id N --listen ADDR --peers 1=ADDR,... --data-dir DIR [--join | --force-new-cluster]`.
 A ManagerNode (manager/node.py): raft, store and control API on one gRPC server; tests/support/cluster.py starts N of these."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from manager.frontends import FrontendError
 from manager.node import ManagerNode
+from manager.raft.forcenew import ForceNewClusterError
 from manager.raftnode import AlreadyBootstrapped, ManagerConfig
 from manager.transport import TLSFiles
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--peers", type=parse_peers, default={}, help="ID=HOST:PORT,... every founding member (self included)")
     r.add_argument("--data-dir", type=Path, required=True)
     r.add_argument("--join", action="store_true", help="start empty; the leader adds this node and sends a snapshot")
+    r.add_argument("--force-new-cluster", action="store_true",
+                   help="start from this member's data as a one-member cluster: uncommitted entries are dropped and every "
+                        "other member is removed (add managers back under new ids with --join)")
     r.add_argument("--tick-ms", type=int, default=100)
     r.add_argument("--election-ticks", type=int, default=10)
     r.add_argument("--snapshot-every", type=int, default=10_000)
@@ -67,6 +71,8 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
         raise SystemExit(f"invalid --frontends {a.frontends}: must be at least 1")
     if a.client_listen and ":" not in a.client_listen:
         raise SystemExit(f"invalid --client-listen {a.client_listen!r}: expected HOST:PORT")
+    if a.force_new_cluster and (a.join or a.storage != "sqlite"):
+        raise SystemExit("--force-new-cluster starts from this member's raft data: it needs --storage sqlite and no --join")
     if any(tls_paths) and not all(tls_paths):
         raise SystemExit("mutual TLS needs all of --tls-ca, --tls-cert and --tls-key")
     return ManagerConfig(
@@ -75,6 +81,7 @@ def config_from_args(a: argparse.Namespace) -> ManagerConfig:
         peers=peers,
         data_dir=a.data_dir,
         join=a.join,
+        force_new_cluster=a.force_new_cluster,
         tick_s=a.tick_ms / 1000,
         election_tick=a.election_ticks,
         snapshot_every=a.snapshot_every,
@@ -101,7 +108,7 @@ async def serve(cfg: ManagerConfig, metrics_addr: str = "") -> int:
     node = ManagerNode(cfg)
     try:
         await node.start()
-    except (AlreadyBootstrapped, FrontendError) as e:
+    except (AlreadyBootstrapped, FrontendError, ForceNewClusterError) as e:
         print(f"manager {cfg.node_id}: {e}", file=sys.stderr)
         return 1
     stop = asyncio.Event()

@@ -32,6 +32,7 @@ from manager.membership import (
     unpack_snapshot,
 )
 from manager.raft.core import Config, ConfChangeError, NotLeader, ProposalDropped, RaftError, RaftNode, Ready, StateRole
+from manager.raft.forcenew import ForceNewClusterError, force_new_cluster, record_commit
 from manager.raft.messages import ConfChange, ConfChangeOp, Entry, EntryKind, HardState, Message, MessageType, Snapshot
 from manager.raft.storage import MemoryStorage
 from manager.raft.wirecheck import address_error
@@ -77,6 +78,7 @@ class ManagerConfig:
     client_listen: str = ""  # host:port for the control API's front-end processes ("": none, listen serves it alone)
     frontends: int = 1  # front-end processes on client_listen (SO_REUSEPORT), each handing calls over a unix socket
     event_loop: str = "asyncio"  # the front-ends' event loop too
+    force_new_cluster: bool = False  # start from this member's data as a one-member cluster (raft/forcenew.py)
 
 
 class MemoryDurable:
@@ -226,10 +228,13 @@ class RaftManager:
         db = cfg.data_dir / "raft.db"
         existed = db.exists()
         self.storage = await loop.run_in_executor(self._disk, open_storage, cfg)
-        if self.storage.is_empty():
+        if self.storage.is_empty() or cfg.force_new_cluster:
             try:
-                await self._refuse_if_bootstrapped()
-            except AlreadyBootstrapped:
+                if cfg.force_new_cluster:
+                    await self._force_new_cluster()
+                else:
+                    await self._refuse_if_bootstrapped()
+            except (AlreadyBootstrapped, ForceNewClusterError):
                 await loop.run_in_executor(self._disk, self.storage.close)
                 self.storage = None
                 if not existed and cfg.storage == "sqlite":  # leave the data dir as we found it
@@ -284,8 +289,16 @@ class RaftManager:
                 raise AlreadyBootstrapped(
                     f"member {self.id} has already been bootstrapped: cluster {resp.cluster_id} (asked member {nid}) "
                     f"knows it as started, but {self.cfg.data_dir} holds no raft data; remove member {self.id} "
-                    f"from the cluster and add this manager back under a new id with --join"
+                    f"from the cluster and add this manager back under a new id with --join (or, if the cluster "
+                    f"lost its quorum for good, restart a surviving member with --force-new-cluster)"
                 )
+
+    async def _force_new_cluster(self) -> None:
+        """Before the core reads the log: rewrite it into a one-member cluster's (uncommitted entries dropped,
+        every other member removed by a committed entry)."""
+        forced = await asyncio.get_running_loop().run_in_executor(self._disk, force_new_cluster, self.storage, self.id)
+        log.warning("raft %d: forced a new one-member cluster: kept the log up to %d, dropped %d uncommitted entries, "
+                    "removed members %s", self.id, forced.kept, forced.dropped, list(forced.removed))
 
     async def _publish_started(self) -> None:
         """Record in the log that this member runs with its data (once; retried until it commits)."""
@@ -339,6 +352,13 @@ class RaftManager:
         self._fail_all(Unavailable("raft manager stopped"))
         await self.transport.close()
         if self.storage is not None:
+            if self.node is not None and self.failure is None:
+                # a commit index alone is written with the next Ready only: a clean stop records it, so that
+                # --force-new-cluster (which drops what is past it) keeps every entry known committed here
+                try:
+                    await asyncio.get_running_loop().run_in_executor(self._disk, record_commit, self.storage, self.node)
+                except Exception as e:  # the log is whole without it: only --force-new-cluster would keep less
+                    log.warning("raft %d: commit index not recorded at stop: %s", self.id, e)
             await asyncio.get_running_loop().run_in_executor(self._disk, self.storage.close)
         self._disk.shutdown(wait=True)
         self.stopped.set()

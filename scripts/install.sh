@@ -7,7 +7,7 @@ ROOT=$(pwd)
 
 DEBS=(iproute2 iptables nftables runc busybox-static iputils-ping dnsutils conntrack
       etcd-server dnsmasq-base procps psmisc kmod ca-certificates
-      dnsperf iperf3)  # the last two: bench/dns.py and throughput benches
+      dnsperf iperf3 strace)  # dnsperf, iperf3: bench/dns.py and throughput benches; strace: tests/unit/test_raft_fsync_detector.py
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

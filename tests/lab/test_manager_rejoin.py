@@ -79,7 +79,8 @@ def test_a_wiped_founder_restarted_with_the_same_command_is_refused(cluster: Loc
     last = cluster.members[wiped].log_path.read_text().strip().splitlines()[-1]
     assert last.startswith(f"manager {wiped}: member {wiped} has already been bootstrapped: cluster ")
     assert last.endswith(f"knows it as started, but {cluster.members[wiped].data_dir} holds no raft data; "
-                         f"remove member {wiped} from the cluster and add this manager back under a new id with --join")
+                         f"remove member {wiped} from the cluster and add this manager back under a new id with --join (or, if the "
+                         f"cluster lost its quorum for good, restart a surviving member with --force-new-cluster)")
     assert not (cluster.members[wiped].data_dir / "raft.db").exists()
     create(cluster, cluster.leader(DEADLINE), "after")
     assert names_on(cluster, leader) == ["after", "before"]
