@@ -38,7 +38,7 @@ SHELL_MUTATIONS = (
         "send-before-persist", "a Ready's messages leave before its entries and hard state are persisted",
         (("                later = rd.committed_entries\n",
           "                later = rd.committed_entries\n                self.transport.send(rd.messages)\n"),
-         ("                self.transport.send(rd.messages)\n                self._apply(rd, later)\n",
+         ("                self.transport.send(outgoing)\n                self._apply(rd, later)\n",
           "                self._apply(rd, later)\n")),
     ),
 )
