@@ -26,11 +26,12 @@ def _inspect(lab, name: str) -> dict:
 
 
 def test_shoal_run_applies_create_options(lab):
-    out = shoal(lab, "run", "--rm", "--add-host", "db:10.1.2.3", "--dns", "192.0.2.1", "--sysctl",
+    out = shoal(lab, "run", "--rm", "--add-host", "database:10.1.2.3", "--dns", "192.0.2.1", "--sysctl",
                 "net.ipv4.ip_forward=1", "--ulimit", "nofile=64:128", "--mac-address", "02:42:ac:11:00:77",
-                "busybox", "sh", "-c", "grep db /etc/hosts; grep nameserver /etc/resolv.conf; "
+                "busybox", "sh", "-c", "grep database /etc/hosts; grep nameserver /etc/resolv.conf; "
                 "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; cat /sys/class/net/eth0/address").stdout
-    assert out == "10.1.2.3\tdb\nnameserver 192.0.2.1\n1\n64\n02:42:ac:11:00:77\n"
+    # "database": never part of a hex container id in the hosts file (a "db" once was)
+    assert out == "10.1.2.3\tdatabase\nnameserver 192.0.2.1\n1\n64\n02:42:ac:11:00:77\n"
 
 
 def test_shoal_run_init_privileged_and_device(lab):
