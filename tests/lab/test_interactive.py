@@ -149,6 +149,7 @@ def test_resize_changes_stty_size_inside(lab) -> None:
     try:
         term.send(b"stty size\r")
         term.expect(rb"\r\n30 100\r\n")
+        term.expect(PROMPT)  # back in line editing: only there does the shell redraw on a resize
         term.resize(41, 121)
         term.expect(REDRAWN)  # the CLI passed the SIGWINCH on as a resize
         term.send(b"stty size\r")
@@ -161,6 +162,7 @@ def test_resize_changes_stty_size_inside(lab) -> None:
         exec_term.expect(PROMPT)
         exec_term.send(b"stty size\r")
         exec_term.expect(rb"\r\n20 70\r\n")
+        exec_term.expect(PROMPT)  # back in line editing: only there does the shell redraw on a resize
         exec_term.resize(22, 77)
         exec_term.expect(REDRAWN)
         exec_term.send(b"stty size\r")
