@@ -209,12 +209,10 @@ async def renewal(tmp_path: Path) -> None:
         await mgr.close()
 
 
-@pytest.mark.optional("needs the raft's --force-new-cluster (raftshell's manager/raft/forcenew.py), merged separately")
 def test_force_new_cluster_recovers_the_last_manager_standing(tmp_path: Path) -> None:
     from manager.nodes_manager import force_new_cluster_supported
 
-    if not force_new_cluster_supported():
-        pytest.skip("ManagerConfig has no force_new_cluster in this build")
+    assert force_new_cluster_supported()
     asyncio.run(force_new_cluster(tmp_path))
 
 
