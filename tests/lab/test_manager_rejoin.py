@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
-import grpc
 import pytest
 
 from proto import control_pb2, control_pb2_grpc, objects_pb2
-from tests.support.cluster import LocalCluster
+from tests.support.cluster import LocalCluster, wait_for
 
 pytestmark = pytest.mark.lab
-T = TypeVar("T")
 DEADLINE = 30.0
 
 
@@ -34,18 +30,6 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     finally:
         c.stop_all()
 
-
-def wait_for(fn: Callable[[], T | None], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        try:
-            value = fn()
-        except (grpc.RpcError, OSError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def create(c: LocalCluster, member: int, name: str) -> None:

@@ -163,3 +163,19 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
+
+
+def wait_for(fn, what: str, deadline: float = 30.0,
+             errors: tuple[type[BaseException], ...] = (grpc.RpcError, OSError, ValueError, KeyError)):
+    """fn()'s first truthy value within deadline seconds (an error of `errors` counts as not yet);
+    AssertionError naming `what` otherwise. For tests that poll a cluster."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            value = fn()
+        except errors:
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
