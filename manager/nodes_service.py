@@ -53,10 +53,18 @@ class LeaderForwarder:
 
 
 class SwarmControlServicer(swarm_pb2_grpc.SwarmControlServicer, swarm_pb2_grpc.RaftMembershipServicer):
-    def __init__(self, ops: NodeOps, auth: Authorizer, forward: LeaderForwarder) -> None:
+    def __init__(self, ops: NodeOps, auth: Authorizer, forward: LeaderForwarder,
+                 secrets_key: Callable[[], bytes] | None = None) -> None:
         self.ops = ops
+        self.secrets_key = secrets_key
         self.auth = auth
         self.forward = forward
+
+    def _secrets_key(self) -> bytes:
+        try:
+            return self.secrets_key() if self.secrets_key is not None else b""
+        except Exception:  # a cluster made before secrets existed: the new manager gets none, secrets say why
+            return b""
 
     async def _run(self, ctx: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[Any]],
                    method: str = "", request: Any = None) -> Any:
@@ -123,6 +131,7 @@ class SwarmControlServicer(swarm_pb2_grpc.SwarmControlServicer, swarm_pb2_grpc.R
             raft_id, members = await self.ops.join_raft(node_id, request.addr)
             return swarm_pb2.JoinRaftResponse(
                 raft_id=raft_id, cluster_id=self.ops.raft.cluster_id,
-                members=[swarm_pb2.RaftMember(raft_id=r, node_id=n, addr=a) for r, n, a in members])
+                members=[swarm_pb2.RaftMember(raft_id=r, node_id=n, addr=a) for r, n, a in members],
+                secrets_key=self._secrets_key())
 
         return await self._run(context, run, "Join", fwd)

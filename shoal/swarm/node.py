@@ -21,6 +21,7 @@ import grpc
 
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
 from manager.ca import certs, tokens
+from manager import secretbox
 from manager.controlapi import new_id
 from manager.nodes import NodeOps, new_raft_id
 from manager.nodes_manager import ReloadingTLS, SwarmManager, SwarmManagerConfig, bootstrap_addr, force_new_cluster_supported
@@ -203,6 +204,7 @@ class SwarmNode:
             try:
                 self._write_certs(root.cert_pem, cert, key)
                 self.state = SwarmState(node_id, cluster_id, "manager", req.listen_addr, advertise, [advertise], raft_id)
+                secretbox.save_key(self.paths.raft, secretbox.new_key())
                 await self._start_manager(founding=True, members={})
                 assert self.manager is not None
                 await self.manager.wait_leader(JOIN_TIMEOUT_S)
@@ -348,6 +350,8 @@ class SwarmNode:
                 raise error_from_rpc(e) from None
         self.state.raft_id = resp.raft_id
         self.paths.wipe_raft()
+        if resp.secrets_key:
+            secretbox.save_key(self.paths.raft, resp.secrets_key)
         await self._start_manager(founding=False, members={m.raft_id: (m.node_id, m.addr) for m in resp.members})
 
     async def _start_manager(self, founding: bool, members: dict[int, tuple[str, str]], force_new_cluster: bool = False) -> None:
