@@ -107,3 +107,13 @@ def test_the_docker_cli_creates_and_lists_configs_and_secrets(swarm: Lab) -> Non
     sid = swarm.exec("h2", [docker, "secret", "create", "from-docker", "-"], input="y", timeout=60).stdout.strip()
     assert cid in swarm.exec("h1", [docker, "config", "ls", "-q"], timeout=60).stdout.split()
     assert sid in swarm.exec("h1", [docker, "secret", "ls", "-q"], timeout=60).stdout.split()
+
+
+def test_a_manager_forced_out_leaves_the_raft_so_the_rest_keep_quorum(swarm: Lab) -> None:
+    # last in the module: it changes the cluster. Swarm would keep h2 a voter that never answers again,
+    # and h1 alone would then hold 1 of 2 votes: no quorum, no writes.
+    assert sh(swarm, "h2", "swarm", "leave", "--force").stdout == "Node left the swarm.\n"
+    rows = [line.split() for line in sh(swarm, "h1", "node", "ls").stdout.splitlines()[1:]]
+    managers = [r for r in rows if r[-2] in ("Leader", "Reachable", "Unreachable")]
+    assert [r[-2] for r in managers] == ["Leader"]
+    assert len(sh(swarm, "h1", "config", "create", "after-leave", "-", stdin="x").stdout.strip()) == 25
