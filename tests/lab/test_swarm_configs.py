@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +14,14 @@ import pytest
 
 from shoal.lab import Lab, data_dir, host_address
 from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab
+from tests.lab.helpers import SHOAL, running_lab, wait_until
 
 NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
                "Please run this command on a manager node or promote the current node to a manager.")
 PLAINTEXT = b"s3cr3t-shoal-plaintext-7f1c"
+METRICS_PORT = 9323  # each lab host has its own network namespace: the same port everywhere
+SCRAPE = ("import urllib.request, sys; "
+          f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=5).read().decode())")
 
 
 def sh(lab: Lab, host: str, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -26,7 +30,7 @@ def sh(lab: Lab, host: str, *args: str, check: bool = True, stdin: str | None = 
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
+    with running_lab(3, daemon_args=["--metrics-addr", f"127.0.0.1:{METRICS_PORT}"]) as lab:
         sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"))
         manager = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
         worker = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
@@ -107,6 +111,19 @@ def test_the_docker_cli_creates_and_lists_configs_and_secrets(swarm: Lab) -> Non
     sid = swarm.exec("h2", [docker, "secret", "create", "from-docker", "-"], input="y", timeout=60).stdout.strip()
     assert cid in swarm.exec("h1", [docker, "config", "ls", "-q"], timeout=60).stdout.split()
     assert sid in swarm.exec("h1", [docker, "secret", "ls", "-q"], timeout=60).stdout.split()
+
+
+def _metric(lab: Lab, host: str, line_start: str) -> float | None:
+    text = lab.exec(host, [sys.executable, "-c", SCRAPE], timeout=30).stdout
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start + " ")]
+    return values[0] if values else None
+
+
+def test_the_leaders_metrics_count_its_dispatcher_sessions_heartbeats_and_nodes(swarm: Lab) -> None:
+    wait_until(lambda: _metric(swarm, "h1", "shoal_dispatcher_sessions") == 3.0, 30)
+    wait_until(lambda: _metric(swarm, "h1", 'shoal_manager_nodes{state="ready"}') == 3.0, 30)
+    wait_until(lambda: (_metric(swarm, "h1", "shoal_dispatcher_heartbeats_total") or 0) >= 1, 30)
+    assert _metric(swarm, "h1", 'shoal_manager_nodes{state="down"}') == 0.0
 
 
 def test_a_manager_forced_out_leaves_the_raft_so_the_rest_keep_quorum(swarm: Lab) -> None:
