@@ -342,6 +342,7 @@ class RaftManager:
                 self.transport.set_peer(nid, addr)
         self.info = info
         self.transport.cluster_id = info.cluster_id
+        self.transport.advertise = info.members.get(self.id, "")
         if self.cfg.storage != "memory":
             try:
                 save_book(self.cfg.data_dir, index, info)
@@ -789,13 +790,22 @@ class RaftManager:
     def node_id(self) -> int:
         return self.id
 
-    def member_error(self, sender: int) -> str | None:
+    def member_error(self, sender: int, reply_addr: str = "", same_cluster: bool = False) -> str | None:
+        """None: step messages from sender. A sender this member does not know yet but whose stream names our
+        cluster is a member added by a commit we have not applied (etcd accepts any sender not removed): we take
+        its messages and, so that our answers reach it, its advertised address as a reply path until the
+        committed membership says more (etcd's AddRemote). Without that, a member that missed the addition
+        can never catch up once the added member leads."""
         node = self.node
         if node is None:
             return "raft member is starting"
         if sender in node.removed:
             return f"unknown raft member {sender}: it was removed from the raft"
         if sender in node.voters or sender in self.transport.peers:
+            return None
+        if same_cluster and self.info.cluster_id:
+            if reply_addr:
+                self.transport.set_peer(sender, reply_addr)
             return None
         return f"unknown raft member {sender}"
 
