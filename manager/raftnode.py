@@ -975,8 +975,27 @@ class RaftManager:
         await self._conf_change(ConfChangeOp.ADD, node_id, addr)
 
     async def remove_member(self, node_id: int) -> None:
-        """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum."""
+        """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum.
+        A leader asked to remove itself hands leadership over first and raises NotLeader naming the new leader,
+        which the caller asks instead (swarmkit does the same): a leader that commits its own removal and dies
+        before any follower learns the commit leaves a two-member cluster with no quorum (shell simulator seed 70)."""
+        node = self.node
+        if node is not None and node_id == self.id and self.is_leader and len(node.voters) > 1:
+            await self._hand_over_leadership()
+            raise NotLeader(self.leader_id)
         await self._conf_change(ConfChangeOp.REMOVE, node_id)
+
+    async def _hand_over_leadership(self) -> None:
+        node = self.node
+        assert node is not None
+        others = [v for v in node.voters if v != self.id]
+        target = max(others, key=lambda v: (node.progress[v].match if v in node.progress else -1, -v))
+        self._call(lambda: node.transfer_leadership(target))
+        deadline = time.monotonic() + 2 * self.cfg.election_tick * self.cfg.tick_s
+        while self.leader_id in (None, self.id):
+            if self.failure is not None or time.monotonic() >= deadline:
+                raise Unavailable(f"raft member {self.id} could not hand leadership over before its own removal")
+            await asyncio.sleep(self.cfg.tick_s)
 
     async def _conf_change(self, op: ConfChangeOp, node_id: int, addr: str = "") -> None:
         loop = asyncio.get_running_loop()
