@@ -1,0 +1,224 @@
+"""VIP load balancing in every sandbox that sits on a network with services, and the services' DNS names.
+Fed ServiceBindings (agent.network.service_binding); plans with lbplan, programs with lbnft, names with lbdns.
+
+Like Docker, each sandbox translates its own connections to a VIP (Docker: IPVS in every
+container's namespace; shoal: an nftables table there, see lbplan), so a task sees its client's
+own address. Kernel calls block: the owner runs them on its kernel thread.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from agent.network import lbdns, lbplan
+from agent.network.dns import NameTable
+from agent.network.lbnft import NftContext, NftError
+from agent.network.service_binding import ServiceBinding
+
+log = logging.getLogger(__name__)
+
+
+class SandboxLb:
+    """The shoal_lb table of one namespace and a model of what it holds.
+
+    set_all replaces every VIP, change touches only the VIPs given; both send only the
+    difference. A table found missing or changed (in_place) is written again whole (reassert)."""
+
+    def __init__(self, netns_path: str | Path | None) -> None:
+        self.nft = NftContext(netns_path)
+        self.table: lbplan.LbTable | None = None  # None: nothing of ours written yet
+        self.batches = 0  # how many batches were sent (for tests and the benchmark)
+
+    def set_all(self, wanted: dict[IPv4Address, frozenset[IPv4Address]]) -> None:
+        """Serve exactly these VIPs."""
+        if self.table is None:
+            self._write_full(lbplan.table_from_wanted(wanted))
+            return
+        changes: dict[IPv4Address, frozenset[IPv4Address] | None] = dict(wanted)
+        changes.update({vip: None for vip in self.table.slots if vip not in wanted})
+        self.change(changes)
+
+    def change(self, changes: dict[IPv4Address, frozenset[IPv4Address] | None]) -> None:
+        """Set these VIPs' backends (None: stop serving the VIP); others are left as they are."""
+        if self.table is None:
+            self._write_full(lbplan.table_from_wanted({v: b for v, b in changes.items() if b is not None}))
+            return
+        new, script = lbplan.plan_change(self.table, changes)
+        if not script:
+            return
+        try:
+            self.nft.run(script)
+        except NftError:
+            # The table is not what the model says (flushed, edited): write it whole.
+            log.warning("shoal_lb in %s differs from its model; writing it again", self.nft.netns_path)
+            self._write_full(new)
+            return
+        self.batches += 1
+        self.table = new
+
+    def in_place(self) -> bool:
+        """Whether the kernel still holds our table with its hooks (a cheap check: the two base
+        chains, not the elements)."""
+        if self.table is None:
+            return False
+        try:
+            out = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} output\n"
+                               f"list chain {lbplan.FAMILY} {lbplan.TABLE} refuse\n")
+        except NftError:
+            return False
+        return "vmap @vips" in out and "@empty" in out
+
+    def reassert(self) -> bool:
+        """Write the table again when it is not in place; whether it had to."""
+        if self.table is None or self.in_place():
+            return False
+        self._write_full(self.table)
+        return True
+
+    def remove(self) -> None:
+        """Delete our table (nothing else) and let go of the namespace."""
+        try:
+            self.nft.run(f"table {lbplan.FAMILY} {lbplan.TABLE}\ndelete table {lbplan.FAMILY} {lbplan.TABLE}\n")
+        except NftError as exc:  # the namespace may be gone already
+            log.debug("shoal_lb: %s", exc)
+        self.table = None
+        self.nft.close()
+
+    def _write_full(self, table: lbplan.LbTable) -> None:
+        table = lbplan.LbTable(table.slots, lbplan.needed_picks(table))
+        self.nft.run(lbplan.render_full(table))
+        self.batches += 1
+        self.table = table
+
+
+@dataclass(slots=True)
+class _Sandbox:
+    netns_path: str
+    network_ids: frozenset[str]
+    lb: SandboxLb
+    error: str = ""  # the last failure to program it ("" when in step)
+
+
+@dataclass(slots=True)
+class ServiceLoadBalancer:
+    """Every service binding the node knows, every sandbox on a network with services, and the
+    DNS table: a binding's change reaches the sandboxes on its network (one small batch each)
+    and its DNS names, before `update` returns."""
+
+    dns: NameTable | None = None
+    bindings: dict[tuple[str, str], ServiceBinding] = field(default_factory=dict)  # (service, network)
+    sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # ---- bindings ---------------------------------------------------------------------
+    def update(self, binding: ServiceBinding) -> None:
+        """Add or replace one service's binding on one network."""
+        with self._lock:
+            key = (binding.service_id, binding.network_id)
+            old = self.bindings.get(key)
+            if old == binding:
+                return
+            self._check_vip(binding)
+            self.bindings[key] = binding
+            if self.dns is not None:
+                lbdns.publish(self.dns, binding)
+            changes: dict[IPv4Address, frozenset[IPv4Address] | None] = {}
+            if old is not None and old.vip is not None and old.vip != binding.vip:
+                changes[IPv4Address(old.vip)] = None
+            if binding.vip is not None:
+                changes[IPv4Address(binding.vip)] = frozenset(IPv4Address(b.ip) for b in binding.backends)
+            self._change_network(binding.network_id, changes)
+
+    def remove(self, service_id: str, network_id: str) -> None:
+        """The service left that network (or was removed): its VIP and names go."""
+        with self._lock:
+            old = self.bindings.pop((service_id, network_id), None)
+            if old is None:
+                return
+            if self.dns is not None:
+                lbdns.withdraw(self.dns, service_id, network_id)
+            if old.vip is not None:
+                self._change_network(network_id, {IPv4Address(old.vip): None})
+
+    def set_bindings(self, bindings: Iterable[ServiceBinding]) -> None:
+        """Replace every binding (a full resync from the endpoint table)."""
+        with self._lock:
+            wanted = {(b.service_id, b.network_id): b for b in bindings}
+            for key in [k for k in self.bindings if k not in wanted]:
+                self.remove(*key)
+            for binding in wanted.values():
+                self.update(binding)
+
+    # ---- sandboxes --------------------------------------------------------------------
+    def attach(self, key: str, netns_path: str | Path, network_ids: Iterable[str]) -> None:
+        """Serve the VIPs of these networks inside the sandbox `key` (a container id); called
+        again when its networks change."""
+        with self._lock:
+            networks = frozenset(network_ids)
+            sandbox = self.sandboxes.get(key)
+            if sandbox is not None and sandbox.netns_path != str(netns_path):
+                self.detach(key)
+                sandbox = None
+            if sandbox is None:
+                sandbox = _Sandbox(str(netns_path), networks, SandboxLb(netns_path))
+                self.sandboxes[key] = sandbox
+            sandbox.network_ids = networks
+            self._program(sandbox, lambda: sandbox.lb.set_all(self._wanted(networks)))
+
+    def detach(self, key: str) -> None:
+        """The sandbox is going: drop our table from it."""
+        with self._lock:
+            sandbox = self.sandboxes.pop(key, None)
+            if sandbox is not None:
+                sandbox.lb.remove()
+
+    def reassert(self) -> list[str]:
+        """Rewrite the table of every sandbox that lost it (or failed before); their keys."""
+        fixed = []
+        with self._lock:
+            for key, sandbox in self.sandboxes.items():
+                if sandbox.error:
+                    self._program(sandbox, lambda: sandbox.lb.set_all(self._wanted(sandbox.network_ids)))
+                    fixed.append(key)
+                elif sandbox.lb.reassert():
+                    fixed.append(key)
+        return fixed
+
+    def close(self) -> None:
+        with self._lock:
+            for key in list(self.sandboxes):
+                self.detach(key)
+
+    # ---- internals --------------------------------------------------------------------
+    def _wanted(self, networks: frozenset[str]) -> dict[IPv4Address, frozenset[IPv4Address]]:
+        return lbplan.wanted_vips((b for b in self.bindings.values() if b.network_id in networks), networks)
+
+    def _change_network(self, network_id: str, changes: dict[IPv4Address, frozenset[IPv4Address] | None]) -> None:
+        if not changes:
+            return
+        for sandbox in self.sandboxes.values():
+            if network_id in sandbox.network_ids:
+                self._program(sandbox, lambda s=sandbox: s.lb.change(changes))
+
+    def _program(self, sandbox: _Sandbox, work) -> None:  # type: ignore[no-untyped-def]
+        # One sandbox failing (its namespace went away under us) must not stop the others;
+        # reassert tries it again.
+        try:
+            work()
+            sandbox.error = ""
+        except (NftError, OSError) as exc:
+            sandbox.error = str(exc)
+            log.warning("VIP load balancing in %s: %s", sandbox.netns_path, exc)
+
+    def _check_vip(self, binding: ServiceBinding) -> None:
+        if binding.vip is None:
+            return
+        for other in self.bindings.values():
+            if (other.network_id == binding.network_id and other.vip == binding.vip
+                    and other.service_id != binding.service_id):
+                raise ValueError(f"VIP {binding.vip} on network {binding.network_id} is already "
+                                 f"service {other.service_id}'s, not {binding.service_id}'s")
