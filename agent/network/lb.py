@@ -66,11 +66,12 @@ class SandboxLb:
         if self.table is None:
             return False
         try:
-            out = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} output\n"
-                               f"list chain {lbplan.FAMILY} {lbplan.TABLE} refuse\n")
+            # One list per batch: nft refuses a second list in the same batch.
+            output = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} output\n")
+            refuse = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} refuse\n")
         except NftError:
             return False
-        return "vmap @vips" in out and "@empty" in out
+        return "vmap @vips" in output and "@empty" in refuse
 
     def reassert(self) -> bool:
         """Write the table again when it is not in place; whether it had to."""
