@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -61,17 +61,16 @@ class SandboxLb:
         self.table = new
 
     def in_place(self) -> bool:
-        """Whether the kernel still holds our table with its hooks (a cheap check: the two base
-        chains, not the elements)."""
+        """Whether the kernel still holds our table with its two hooked chains. Cheap whatever the
+        number of services (listing chains reads no set elements; listing a rule would read them
+        all): it catches `nft flush ruleset` and a deleted table, not a hand-edited rule."""
         if self.table is None:
             return False
         try:
-            # One list per batch: nft refuses a second list in the same batch.
-            output = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} output\n")
-            refuse = self.nft.run(f"list chain {lbplan.FAMILY} {lbplan.TABLE} refuse\n")
+            listing = self.nft.run(f"list chains {lbplan.FAMILY}\n")
         except NftError:
             return False
-        return "vmap @vips" in output and "@empty" in refuse
+        return lbplan.chains_in_place(listing)
 
     def reassert(self) -> bool:
         """Write the table again when it is not in place; whether it had to."""
@@ -100,38 +99,46 @@ class SandboxLb:
 class _Sandbox:
     netns_path: str
     network_ids: frozenset[str]
-    lb: SandboxLb
+    lb: SandboxLb | None = None  # made when a VIP first concerns it: most containers have none
     error: str = ""  # the last failure to program it ("" when in step)
 
 
 @dataclass(slots=True)
 class ServiceLoadBalancer:
-    """Every service binding the node knows, every sandbox on a network with services, and the
-    DNS table: a binding's change reaches the sandboxes on its network (one small batch each)
-    and its DNS names, before `update` returns."""
+    """Every service binding the node knows, every sandbox, and the DNS table: a binding's change
+    reaches the sandboxes on its network (one small batch each) and its DNS names before
+    `update` returns. A sandbox gets a table only once a VIP on its networks exists."""
 
     dns: NameTable | None = None
     bindings: dict[tuple[str, str], ServiceBinding] = field(default_factory=dict)  # (service, network)
     sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
+    _vip_owner: dict[tuple[str, IPv4Address], str] = field(default_factory=dict)  # (network, VIP) -> service
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # ---- bindings ---------------------------------------------------------------------
     def update(self, binding: ServiceBinding) -> None:
-        """Add or replace one service's binding on one network."""
+        """Add or replace one service's binding on one network. ValueError (nothing changed)
+        when its VIP is another service's on that network."""
         with self._lock:
             key = (binding.service_id, binding.network_id)
             old = self.bindings.get(key)
             if old == binding:
                 return
-            self._check_vip(binding)
-            self.bindings[key] = binding
+            if binding.vip is not None:
+                owner = self._vip_owner.get((binding.network_id, IPv4Address(binding.vip)))
+                if owner is not None and owner != binding.service_id:
+                    raise ValueError(f"VIP {binding.vip} on network {binding.network_id} is already "
+                                     f"service {owner}'s, not {binding.service_id}'s")
             if self.dns is not None:
-                lbdns.publish(self.dns, binding)
+                lbdns.publish(self.dns, binding)  # validates the names before anything changes
+            self.bindings[key] = binding
             changes: dict[IPv4Address, frozenset[IPv4Address] | None] = {}
             if old is not None and old.vip is not None and old.vip != binding.vip:
                 changes[IPv4Address(old.vip)] = None
+                self._vip_owner.pop((old.network_id, IPv4Address(old.vip)), None)
             if binding.vip is not None:
                 changes[IPv4Address(binding.vip)] = frozenset(IPv4Address(b.ip) for b in binding.backends)
+                self._vip_owner[(binding.network_id, IPv4Address(binding.vip))] = binding.service_id
             self._change_network(binding.network_id, changes)
 
     def remove(self, service_id: str, network_id: str) -> None:
@@ -143,16 +150,30 @@ class ServiceLoadBalancer:
             if self.dns is not None:
                 lbdns.withdraw(self.dns, service_id, network_id)
             if old.vip is not None:
+                self._vip_owner.pop((network_id, IPv4Address(old.vip)), None)
                 self._change_network(network_id, {IPv4Address(old.vip): None})
 
     def set_bindings(self, bindings: Iterable[ServiceBinding]) -> None:
-        """Replace every binding (a full resync from the endpoint table)."""
+        """Replace every binding (a full resync from the endpoint table): one batch per sandbox.
+        ValueError (nothing changed) when two services claim one VIP."""
         with self._lock:
             wanted = {(b.service_id, b.network_id): b for b in bindings}
-            for key in [k for k in self.bindings if k not in wanted]:
-                self.remove(*key)
-            for binding in wanted.values():
-                self.update(binding)
+            by_network: dict[str, list[ServiceBinding]] = {}
+            for b in wanted.values():
+                by_network.setdefault(b.network_id, []).append(b)
+            for network_id, group in by_network.items():  # validates before anything changes
+                lbplan.wanted_vips(group, [network_id])
+            if self.dns is not None:
+                for key in [k for k in self.bindings if k not in wanted]:
+                    lbdns.withdraw(self.dns, *key)
+                for b in wanted.values():
+                    if self.bindings.get((b.service_id, b.network_id)) != b:
+                        lbdns.publish(self.dns, b)
+            self.bindings = wanted
+            self._vip_owner = {(b.network_id, IPv4Address(b.vip)): b.service_id
+                               for b in wanted.values() if b.vip is not None}
+            for sandbox in self.sandboxes.values():
+                self._set_all(sandbox)
 
     # ---- sandboxes --------------------------------------------------------------------
     def attach(self, key: str, netns_path: str | Path, network_ids: Iterable[str]) -> None:
@@ -165,16 +186,16 @@ class ServiceLoadBalancer:
                 self.detach(key)
                 sandbox = None
             if sandbox is None:
-                sandbox = _Sandbox(str(netns_path), networks, SandboxLb(netns_path))
+                sandbox = _Sandbox(str(netns_path), networks)
                 self.sandboxes[key] = sandbox
             sandbox.network_ids = networks
-            self._program(sandbox, lambda: sandbox.lb.set_all(self._wanted(networks)))
+            self._set_all(sandbox)
 
     def detach(self, key: str) -> None:
-        """The sandbox is going: drop our table from it."""
+        """The sandbox is going: drop our table from it (if it got one)."""
         with self._lock:
             sandbox = self.sandboxes.pop(key, None)
-            if sandbox is not None:
+            if sandbox is not None and sandbox.lb is not None:
                 sandbox.lb.remove()
 
     def reassert(self) -> list[str]:
@@ -183,9 +204,9 @@ class ServiceLoadBalancer:
         with self._lock:
             for key, sandbox in self.sandboxes.items():
                 if sandbox.error:
-                    self._program(sandbox, lambda: sandbox.lb.set_all(self._wanted(sandbox.network_ids)))
+                    self._set_all(sandbox)
                     fixed.append(key)
-                elif sandbox.lb.reassert():
+                elif sandbox.lb is not None and sandbox.lb.reassert():
                     fixed.append(key)
         return fixed
 
@@ -198,14 +219,29 @@ class ServiceLoadBalancer:
     def _wanted(self, networks: frozenset[str]) -> dict[IPv4Address, frozenset[IPv4Address]]:
         return lbplan.wanted_vips((b for b in self.bindings.values() if b.network_id in networks), networks)
 
+    def _set_all(self, sandbox: _Sandbox) -> None:
+        wanted = self._wanted(sandbox.network_ids)
+        if sandbox.lb is None and not wanted:
+            return
+        self._program(sandbox, lambda: self._lb(sandbox).set_all(wanted))
+
     def _change_network(self, network_id: str, changes: dict[IPv4Address, frozenset[IPv4Address] | None]) -> None:
         if not changes:
             return
         for sandbox in self.sandboxes.values():
-            if network_id in sandbox.network_ids:
-                self._program(sandbox, lambda s=sandbox: s.lb.change(changes))
+            if network_id not in sandbox.network_ids:
+                continue
+            if sandbox.lb is None or sandbox.error:
+                self._set_all(sandbox)  # its first VIP, or a retry: the whole table
+            else:
+                self._program(sandbox, lambda s=sandbox: self._lb(s).change(changes))
 
-    def _program(self, sandbox: _Sandbox, work) -> None:  # type: ignore[no-untyped-def]
+    def _lb(self, sandbox: _Sandbox) -> SandboxLb:
+        if sandbox.lb is None:
+            sandbox.lb = SandboxLb(sandbox.netns_path)
+        return sandbox.lb
+
+    def _program(self, sandbox: _Sandbox, work: Callable[[], None]) -> None:
         # One sandbox failing (its namespace went away under us) must not stop the others;
         # reassert tries it again.
         try:
@@ -214,12 +250,3 @@ class ServiceLoadBalancer:
         except (NftError, OSError) as exc:
             sandbox.error = str(exc)
             log.warning("VIP load balancing in %s: %s", sandbox.netns_path, exc)
-
-    def _check_vip(self, binding: ServiceBinding) -> None:
-        if binding.vip is None:
-            return
-        for other in self.bindings.values():
-            if (other.network_id == binding.network_id and other.vip == binding.vip
-                    and other.service_id != binding.service_id):
-                raise ValueError(f"VIP {binding.vip} on network {binding.network_id} is already "
-                                 f"service {other.service_id}'s, not {binding.service_id}'s")

@@ -204,6 +204,16 @@ def _elements(verb: str, name: str, items: list[str]) -> list[str]:
     return [f"{verb} element {_T} {name} {{ {', '.join(items)} }}"]
 
 
+def chains_in_place(listing: str) -> bool:
+    """Whether `nft list chains ip` output shows our table with its two hooked chains."""
+    head = f"table {_T} {{"
+    if head not in listing:
+        return False
+    block = listing.split(head, 1)[1].split("\n}", 1)[0]
+    return ("chain output {\n\t\ttype nat hook output" in block
+            and "chain refuse {\n\t\ttype filter hook output" in block)
+
+
 def table_from_wanted(wanted: Mapping[IPv4Address, frozenset[IPv4Address]]) -> LbTable:
     """A fresh table for these VIPs (slots in address order), with its pick chains."""
     return with_picks(LbTable({vip: tuple(sorted(b)) for vip, b in wanted.items()}))

@@ -126,3 +126,21 @@ def test_plan_change_touches_only_the_changed_service_among_many() -> None:
         "delete element ip shoal_lb backends { 10.0.1.1 . 0 }",
         "add element ip shoal_lb backends { 10.0.1.1 . 0 : 10.1.9.9 }",
     ]
+
+
+LISTING = ("table ip other {\n\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t}\n}\n"
+           "table ip shoal_lb {\n\tchain pick_1 {\n\t}\n\tchain output {\n\t\ttype nat hook output priority -100; "
+           "policy accept;\n\t}\n\tchain refuse {\n\t\ttype filter hook output priority filter; policy accept;\n\t}\n}\n")
+
+
+def test_chains_in_place_sees_our_hooked_chains() -> None:
+    assert lbplan.chains_in_place(LISTING)
+
+
+def test_chains_in_place_is_false_without_our_table_even_if_another_has_the_chains() -> None:
+    assert not lbplan.chains_in_place(LISTING.split("table ip shoal_lb")[0])
+
+
+def test_chains_in_place_is_false_when_a_hooked_chain_is_missing() -> None:
+    assert not lbplan.chains_in_place(LISTING.replace("\tchain refuse {\n\t\ttype filter hook output priority filter; "
+                                                      "policy accept;\n\t}\n", ""))
