@@ -100,9 +100,12 @@ class HostIngress:
         self.ports = list(ports)
 
     def in_place(self) -> bool:
+        """Our jumps are there (FORWARD's in its place: shoal's firewall re-inserts its own at
+        the head on a full apply) and the nat chain is not flushed."""
         with _in(self.netns_path):
-            return all(self._has(table, chain, spec) for table, chain, spec in self.jumps) and \
-                self._has("nat", meshplan.CHAIN, ["-j", "RETURN"])
+            return (all(self._has(table, chain, spec) for table, chain, spec in self.jumps if chain != "FORWARD")
+                    and meshplan.forward_position(self._forward_rules()) is None
+                    and self._has("nat", meshplan.CHAIN, ["-j", "RETURN"]))
 
     def reassert(self) -> bool:
         if self.ports is None or self.in_place():
@@ -126,20 +129,17 @@ class HostIngress:
 
     def _ensure_jumps(self) -> None:
         for table, chain, spec in self.jumps:
-            if self._has(table, chain, spec):
-                continue
-            run_tool(["iptables", "-w", "-t", table, "-I", chain, str(self._position(table, chain)), *spec])
+            if chain == "FORWARD":
+                position = meshplan.forward_position(self._forward_rules())
+                if position is not None:
+                    while self._has(table, chain, spec):
+                        run_tool(["iptables", "-w", "-t", table, "-D", chain, *spec])
+                    run_tool(["iptables", "-w", "-t", table, "-I", chain, str(position), *spec])
+            elif not self._has(table, chain, spec):
+                run_tool(["iptables", "-w", "-t", table, "-I", chain, "1", *spec])
 
-    def _position(self, table: str, chain: str) -> int:
-        # In FORWARD, right after DOCKER-USER's jump (the user's rules stay first, as Docker
-        # keeps them); elsewhere at the head.
-        if (table, chain) != ("filter", "FORWARD"):
-            return 1
-        rules = [r for r in run_tool(["iptables", "-w", "-t", table, "-S", chain]).splitlines() if r.startswith("-A ")]
-        for i, rule in enumerate(rules, 1):
-            if rule.split()[2:] == ["-j", "DOCKER-USER"]:
-                return i + 1
-        return 1
+    def _forward_rules(self) -> list[str]:
+        return run_tool(["iptables", "-w", "-t", "filter", "-S", "FORWARD"]).splitlines()
 
     def _has(self, table: str, chain: str, spec: list[str]) -> bool:
         try:

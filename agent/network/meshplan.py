@@ -102,8 +102,24 @@ def host_jumps(gw_bridge: str) -> list[tuple[str, str, list[str]]]:
         ("nat", "PREROUTING", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", CHAIN]),
         ("nat", "OUTPUT", ["-m", "addrtype", "--dst-type", "LOCAL", "-j", CHAIN]),
         ("nat", "POSTROUTING", ["-o", gw_bridge, "-m", "addrtype", "--src-type", "LOCAL", "-j", "MASQUERADE"]),
-        ("filter", "FORWARD", ["-j", CHAIN]),
+        ("filter", "FORWARD", ["-j", CHAIN]),  # placed by forward_position
     ]
+
+
+def forward_position(forward_rules: list[str]) -> int | None:
+    """Where the FORWARD jump to DOCKER-INGRESS belongs, given `iptables -S FORWARD` lines:
+    right after DOCKER-USER's jump (the user's rules stay first) and before DOCKER-FORWARD's,
+    whose DROP of traffic into a bridge from outside would end the connection first. None when
+    it is there exactly once, in place."""
+    jumps = [r.split()[2:] for r in forward_rules if r.startswith("-A FORWARD ")]
+    ours = [i for i, spec in enumerate(jumps) if spec == ["-j", CHAIN]]
+    user = next((i for i, spec in enumerate(jumps) if spec == ["-j", "DOCKER-USER"]), None)
+    shoal = next((i for i, spec in enumerate(jumps) if spec == ["-j", "DOCKER-FORWARD"]), None)
+    if len(ours) == 1 and (user is None or ours[0] > user) and (shoal is None or ours[0] < shoal):
+        return None
+    remaining = [spec for spec in jumps if spec != ["-j", CHAIN]]
+    user = next((i for i, spec in enumerate(remaining) if spec == ["-j", "DOCKER-USER"]), None)
+    return (user + 2) if user is not None else 1
 
 
 def _check_ifname(name: str) -> None:

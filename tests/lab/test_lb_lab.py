@@ -272,3 +272,49 @@ def test_service_removed_closes_the_published_port(topo: Topo, meshes: dict[str,
     mesh.remove("svc-web")
     with pytest.raises((ConnectionRefusedError, socket.timeout)):
         lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080, timeout=2)
+
+
+def test_forward_jump_goes_back_before_shoals_bridge_drop(topo: Topo, meshes: dict[str, RoutingMesh]) -> None:
+    h2 = topo.lab.netns("h2")
+    # What shoal's firewall keeps in FORWARD: DOCKER-USER first, then DOCKER-FORWARD, which drops
+    # traffic entering a bridge from outside unless a published port accepted it first.
+    setup = [["-N", "DOCKER-USER"], ["-N", "DOCKER-FORWARD"], ["-A", "DOCKER-FORWARD", "-o", "gwb", "-j", "DROP"],
+             ["-I", "FORWARD", "1", "-j", "DOCKER-FORWARD"], ["-I", "FORWARD", "1", "-j", "DOCKER-USER"]]
+    try:
+        for args in setup:
+            lbtopo.in_ns(h2, "iptables", "-w", *args)
+        mesh = meshes["h2"]
+        mesh.update(_mesh_web(("b1", "10.255.0.5")))
+        assert lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080) == "b1 10.255.0.3"
+        # A full firewall apply re-inserts its own jumps at the head, ahead of ours.
+        for jump in ("DOCKER-FORWARD", "DOCKER-USER"):
+            lbtopo.in_ns(h2, "iptables", "-w", "-D", "FORWARD", "-j", jump)
+            lbtopo.in_ns(h2, "iptables", "-w", "-I", "FORWARD", "1", "-j", jump)
+        with pytest.raises(socket.timeout):
+            lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080, timeout=1)
+        assert mesh.reassert() == ["host"]
+        forward = lbtopo.in_ns(h2, "iptables", "-w", "-S", "FORWARD").stdout.splitlines()
+        assert forward == ["-P FORWARD ACCEPT", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-INGRESS",
+                           "-A FORWARD -j DOCKER-FORWARD"]
+        assert lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080) == "b1 10.255.0.3"
+    finally:
+        for jump in ("DOCKER-FORWARD", "DOCKER-USER"):
+            lbtopo.in_ns(h2, "iptables", "-w", "-D", "FORWARD", "-j", jump, check=False)
+            lbtopo.in_ns(h2, "iptables", "-w", "-F", jump, check=False)
+            lbtopo.in_ns(h2, "iptables", "-w", "-X", jump, check=False)
+
+
+def test_mesh_close_leaves_nothing_of_ours_on_the_host(topo: Topo) -> None:
+    h2 = topo.lab.netns("h2")
+    before = {t: lbtopo.in_ns(h2, "iptables-save", "-t", t).stdout for t in ("nat", "filter")}
+    mesh = RoutingMesh(INGRESS, IngressSandbox(lbtopo.NETNS / topo.ns("h2-isb"), "eth0"),
+                       HostIngress("172.18.0.2", "gwb", lbtopo.NETNS / h2))
+    mesh.update(_mesh_web(("b1", "10.255.0.5")))
+    mesh.close()
+    after = {t: lbtopo.in_ns(h2, "iptables-save", "-t", t).stdout for t in ("nat", "filter")}
+    assert [_rules(after[t]) for t in after] == [_rules(before[t]) for t in before]
+    assert lbtopo.in_ns(topo.ns("h2-isb"), "nft", "list tables").stdout == ""
+
+
+def _rules(text: str) -> list[str]:
+    return [line.split(" [")[0] for line in text.splitlines() if line and not line.startswith("#")]
