@@ -8,6 +8,8 @@ own address. Kernel calls block: the owner runs them on its kernel thread.
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,9 +19,12 @@ from pathlib import Path
 from agent.network import lbdns, lbplan
 from agent.network.dns import NameTable
 from agent.network.lbnft import NftContext, NftError
+from agent.network.nsthread import entered
 from agent.network.service_binding import ServiceBinding
 
 log = logging.getLogger(__name__)
+
+_CONNTRACK = shutil.which("conntrack", path="/usr/sbin:/sbin:/usr/bin:/bin") or "conntrack"
 
 
 class SandboxLb:
@@ -58,7 +63,25 @@ class SandboxLb:
             self._write_full(new)
             return
         self.batches += 1
-        self.table = new
+        old, self.table = self.table, new
+        self._forget_udp_flows([(vip, ip) for vip in changes for ip in old.slots.get(vip, ())
+                                if ip not in new.slots.get(vip, ())])
+
+    def _forget_udp_flows(self, gone: list[tuple[IPv4Address, IPv4Address]]) -> None:
+        # A UDP flow's conntrack entry lives as long as packets keep coming, so a client sending
+        # from one port would stay on a removed backend for ever (kube-proxy clears them too).
+        # TCP needs nothing: the backend's end answers RST or goes silent, and the client
+        # reconnects through the rules. Run after the commit: new flows already avoid it.
+        for vip, backend in gone:
+            argv = [_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)]
+            try:
+                if self.nft.netns_path is None:
+                    subprocess.run(argv, capture_output=True, timeout=10)
+                else:
+                    with entered(self.nft.netns_path):
+                        subprocess.run(argv, capture_output=True, timeout=10)
+            except (OSError, subprocess.SubprocessError) as exc:  # exit 1 only means "none found"
+                log.warning("conntrack in %s: %s", self.nft.netns_path, exc)
 
     def in_place(self) -> bool:
         """Whether the kernel still holds our table with its two hooked chains. Cheap whatever the

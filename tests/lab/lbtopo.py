@@ -19,7 +19,8 @@ from agent.network.nsthread import entered
 NETNS = Path("/run/netns")
 
 # Answers every line with "<name> <client address>", over one connection as long as the client
-# keeps it; serves HTTP GET too (so busybox wget and plain sockets both work).
+# keeps it, and every UDP datagram on the same port likewise; serves HTTP GET too (so busybox
+# wget and plain sockets both work).
 SERVER = r'''
 import socket, sys, threading
 name, port = sys.argv[1], int(sys.argv[2])
@@ -34,6 +35,13 @@ def serve(conn, peer):
                 conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 return
             conn.sendall(f"{name} {peer[0]}\n".encode())
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", port))
+    while True:
+        data, peer = u.recvfrom(2048)
+        u.sendto(f"{name} {peer[0]}\n".encode(), peer)
+threading.Thread(target=udp, daemon=True).start()
 while True:
     c, p = srv.accept()
     threading.Thread(target=serve, args=(c, p), daemon=True).start()

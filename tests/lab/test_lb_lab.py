@@ -318,3 +318,15 @@ def test_mesh_close_leaves_nothing_of_ours_on_the_host(topo: Topo) -> None:
 
 def _rules(text: str) -> list[str]:
     return [line.split(" [")[0] for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_udp_flow_leaves_a_removed_backend_at_the_next_datagram(topo: Topo, slb: ServiceLoadBalancer) -> None:
+    slb.update(_web(B1))
+    with lbtopo.ns_socket(topo.ns("h1-c1"), socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.connect((VIP, PORT))  # one source port throughout: one conntrack flow
+        s.send(b"one")
+        assert s.recv(100) == b"b1 10.0.9.10\n"
+        slb.update(_web(B2))  # b1 is still alive: only the flush of the flow moves it
+        s.send(b"two")
+        assert s.recv(100) == b"b2 10.0.9.10\n"
