@@ -80,12 +80,14 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
             program = time.perf_counter() - start
             middle = size // 2
             full = fake_backends(middle)
-            timings = []
+            timings, removals, additions = [], [], []
             for n in range(changes):
                 wanted = full[:-1] if n % 2 == 0 else full
                 start = time.perf_counter()
                 slb.update(binding(middle, wanted))
-                timings.append(time.perf_counter() - start)
+                took = time.perf_counter() - start
+                timings.append(took)
+                (removals if n % 2 == 0 else additions).append(took)
             checks = []
             sandbox = slb.sandboxes["client"].lb
             for _ in range(10):
@@ -93,7 +95,9 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
                 assert sandbox.in_place()
                 checks.append(time.perf_counter() - start)
             print(f"{size:>9} {program * 1000:>10.0f}ms {statistics.median(timings) * 1000:>9.2f}ms "
-                  f"{pct(timings, 0.95) * 1000:>9.2f}ms {statistics.median(checks) * 1000:>7.2f}ms")
+                  f"{pct(timings, 0.95) * 1000:>9.2f}ms {statistics.median(checks) * 1000:>7.2f}ms"
+                  f"   (remove one: p50 {statistics.median(removals) * 1000:.2f}ms, "
+                  f"add one: p50 {statistics.median(additions) * 1000:.2f}ms)")
         via_vip, direct = [], []
         for _ in range(connects):
             via_vip.append(lbtopo.connect_time(client, REAL_VIP, PORT))

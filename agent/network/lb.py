@@ -7,6 +7,7 @@ own address. Kernel calls block: the owner runs them on its kernel thread.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -37,6 +38,7 @@ class SandboxLb:
         self.nft = NftContext(netns_path)
         self.table: lbplan.LbTable | None = None  # None: nothing of ours written yet
         self.batches = 0  # how many batches were sent (for tests and the benchmark)
+        self._children: list[subprocess.Popen[bytes]] = []  # conntrack runs under way
 
     def set_all(self, wanted: dict[IPv4Address, frozenset[IPv4Address]]) -> None:
         """Serve exactly these VIPs."""
@@ -71,17 +73,33 @@ class SandboxLb:
         # A UDP flow's conntrack entry lives as long as packets keep coming, so a client sending
         # from one port would stay on a removed backend for ever (kube-proxy clears them too).
         # TCP needs nothing: the backend's end answers RST or goes silent, and the client
-        # reconnects through the rules. Run after the commit: new flows already avoid it.
+        # reconnects through the rules. Started after the commit (new flows already avoid the
+        # backend) and not waited for: a process costs milliseconds, tens under load, which
+        # the change itself must not pay; reaped at the next change.
+        self._reap()
         for vip, backend in gone:
             argv = [_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)]
             try:
-                if self.nft.netns_path is None:
-                    subprocess.run(argv, capture_output=True, timeout=10)
-                else:
-                    with entered(self.nft.netns_path):
-                        subprocess.run(argv, capture_output=True, timeout=10)
-            except (OSError, subprocess.SubprocessError) as exc:  # exit 1 only means "none found"
+                with contextlib.ExitStack() as stack:
+                    if self.nft.netns_path is not None:
+                        stack.enter_context(entered(self.nft.netns_path))
+                    self._children.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                                           stderr=subprocess.DEVNULL))
+            except OSError as exc:
                 log.warning("conntrack in %s: %s", self.nft.netns_path, exc)
+
+    def _reap(self, wait: bool = False) -> None:
+        kept = []
+        for child in self._children:
+            if wait:
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            elif child.poll() is None:
+                kept.append(child)
+        self._children = kept
 
     def in_place(self) -> bool:
         """Whether the kernel still holds our table with its two hooked chains. Cheap whatever the
@@ -109,6 +127,7 @@ class SandboxLb:
         except NftError as exc:  # the namespace may be gone already
             log.debug("shoal_lb: %s", exc)
         self.table = None
+        self._reap(wait=True)
         self.nft.close()
 
     def _write_full(self, table: lbplan.LbTable) -> None:

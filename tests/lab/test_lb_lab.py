@@ -320,13 +320,18 @@ def _rules(text: str) -> list[str]:
     return [line.split(" [")[0] for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def test_udp_flow_leaves_a_removed_backend_at_the_next_datagram(topo: Topo, slb: ServiceLoadBalancer) -> None:
+def test_udp_flow_leaves_a_removed_backend(topo: Topo, slb: ServiceLoadBalancer) -> None:
     slb.update(_web(B1))
     with lbtopo.ns_socket(topo.ns("h1-c1"), socket.SOCK_DGRAM) as s:
         s.settimeout(3)
         s.connect((VIP, PORT))  # one source port throughout: one conntrack flow
         s.send(b"one")
         assert s.recv(100) == b"b1 10.0.9.10\n"
-        slb.update(_web(B2))  # b1 is still alive: only the flush of the flow moves it
-        s.send(b"two")
+        slb.update(_web(B2))  # b1 is still alive: only forgetting the flow moves it
+
+        def answered_by_b2() -> bool:
+            s.send(b"again")
+            return s.recv(100) == b"b2 10.0.9.10\n"
+        wait_until(answered_by_b2, timeout=5)
+        s.send(b"last")
         assert s.recv(100) == b"b2 10.0.9.10\n"
