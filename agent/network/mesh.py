@@ -17,11 +17,14 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.network import meshplan
+from agent.network.bridge import attach_endpoint, delete_links_in, links_in
 from agent.network.firewall import FirewallError, run_tool
 from agent.network.lbnft import NftContext, NftError
+from agent.network.netns import create_netns, delete_netns, is_netns, netns_path
 from agent.network.nsthread import entered
 from agent.network.service_binding import ServiceBinding
 from agent.network.sysctl import sysctl_path, write_sysctl
+from common.mac import mac_from_ip
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,47 @@ def _in(netns_path: str | None) -> Iterator[None]:
     else:
         with entered(netns_path):
             yield
+
+
+@dataclass(slots=True, frozen=True)
+class BridgePort:
+    """One leg of the ingress sandbox: a veth from `bridge` (in namespace `bridge_netns`, None:
+    the caller's) to interface `ifname` with `address_cidr` inside the sandbox."""
+
+    bridge: str
+    host_ifname: str
+    ifname: str
+    address_cidr: str
+    bridge_netns: str | None = None
+    gateway: str | None = None  # the sandbox's default route (the gateway bridge's address)
+
+
+def make_ingress_sandbox(name: str, ingress: BridgePort, gateway: BridgePort, alias: str = "") -> Path:
+    """The node's ingress sandbox, as Docker's ingress-sbox: namespace `name` with one leg on the
+    ingress network's bridge and one on the gateway bridge (docker_gwbridge), its default route
+    through the latter. Idempotent; on failure what it made is removed again. Returns its path."""
+    existed = is_netns(name)
+    path = create_netns(name)
+    try:
+        for leg in (ingress, gateway):
+            with _in(str(netns_path(leg.bridge_netns)) if leg.bridge_netns else None):
+                attach_endpoint(leg.bridge, name, leg.host_ifname, leg.ifname, leg.address_cidr,
+                                mac_from_ip(leg.address_cidr.split("/")[0]), leg.gateway, None, alias)
+    except Exception:
+        if not existed:
+            remove_ingress_sandbox(name)
+        raise
+    return path
+
+
+def remove_ingress_sandbox(name: str) -> None:
+    """Delete the ingress sandbox (its veths go with it, on both bridges); no error if gone."""
+    if not is_netns(name):
+        return
+    for ifname in links_in(name):
+        if ifname != "lo":
+            delete_links_in(name, [ifname])
+    delete_netns(name)
 
 
 class IngressSandbox:

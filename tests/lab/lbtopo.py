@@ -90,16 +90,6 @@ def bridge_in(netns: str, bridge: str, cidr: str) -> None:
     ip("link", "set", bridge, "up", netns=netns)
 
 
-def plug_bridge(host_netns: str, bridge: str, netns: str, ifname: str, cidr: str, gateway: str) -> None:
-    """Give `netns` interface `ifname` on `bridge` of the host namespace, default route via `gateway`."""
-    port = f"g{next(_veths)}"
-    ip("link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns, netns=host_netns)
-    ip("link", "set", port, "master", bridge, "up", netns=host_netns)
-    ip("addr", "add", cidr, "dev", ifname, netns=netns)
-    ip("link", "set", ifname, "up", netns=netns)
-    ip("route", "replace", "default", "via", gateway, netns=netns)
-
-
 def start_server(netns: str, name: str, port: int, procs: list[subprocess.Popen[bytes]]) -> None:
     procs.append(subprocess.Popen(["nsenter", f"--net={NETNS / netns}", sys.executable, "-c", SERVER, name, str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -21,7 +21,8 @@ from agent.network import lbdns
 from agent.network.dns import NameTable
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.lb import ServiceLoadBalancer
-from agent.network.mesh import HostIngress, IngressSandbox, RoutingMesh
+from agent.network.mesh import (BridgePort, HostIngress, IngressSandbox, RoutingMesh, make_ingress_sandbox,
+                                remove_ingress_sandbox)
 from agent.network.service_binding import Backend, ServiceBinding
 from shoal.lab import Lab, down
 from tests.lab import lbtopo
@@ -67,8 +68,10 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topo]:
             lbtopo.start_server(t.ns(f"{host}-{name_}"), name_, PORT, t.procs)
         for host, last in (("h1", 2), ("h2", 3)):
             lbtopo.bridge_in(lab.netns(host), "gwb", "172.18.0.1/16")
-            lbtopo.plug(ing, t.ns(f"{host}-isb"), "eth0", f"10.255.0.{last}/16")
-            lbtopo.plug_bridge(lab.netns(host), "gwb", t.ns(f"{host}-isb"), "eth1", "172.18.0.2/16", "172.18.0.1")
+            make_ingress_sandbox(t.ns(f"{host}-isb"),
+                                 BridgePort("br0", f"isb{host}", "eth0", f"10.255.0.{last}/16", bridge_netns=ing),
+                                 BridgePort("gwb", "isbgw", "eth1", "172.18.0.2/16", bridge_netns=lab.netns(host),
+                                            gateway="172.18.0.1"))
         for host, name_, last in (("h1", "b1", 5), ("h2", "b2", 6), ("h2", "b3", 7)):
             wait_until(lbtopo.reachable(t.ns("h1-c1"), f"10.0.9.{last}", PORT), timeout=15)
         yield t
@@ -335,3 +338,22 @@ def test_udp_flow_leaves_a_removed_backend(topo: Topo, slb: ServiceLoadBalancer)
         wait_until(answered_by_b2, timeout=5)
         s.send(b"last")
         assert s.recv(100) == b"b2 10.0.9.10\n"
+
+
+def test_ingress_sandbox_made_twice_is_the_same_and_removed_leaves_no_veth(topo: Topo) -> None:
+    ing, h1 = topo.ns("ing"), topo.lab.netns("h1")
+    legs = (BridgePort("br0", "isbx", "eth0", "10.255.0.99/16", bridge_netns=ing),
+            BridgePort("gwb", "isbxgw", "eth1", "172.18.0.99/16", bridge_netns=h1, gateway="172.18.0.1"))
+    name = topo.ns("h1-isbx")
+    try:
+        make_ingress_sandbox(name, *legs)
+        make_ingress_sandbox(name, *legs)
+        addresses = [w.split("@")[0] for w in lbtopo.ip("-br", "-4", "addr", netns=name).stdout.split()]
+        assert addresses == ["lo", "UNKNOWN", "127.0.0.1/8", "eth0", "UP", "10.255.0.99/16",
+                             "eth1", "UP", "172.18.0.99/16"]
+        assert "default via 172.18.0.1 dev eth1" in lbtopo.ip("route", netns=name).stdout
+    finally:
+        remove_ingress_sandbox(name)
+    assert not (lbtopo.NETNS / name).exists()
+    assert lbtopo.ip("link", "show", "isbx", netns=ing, check=False).returncode != 0
+    assert lbtopo.ip("link", "show", "isbxgw", netns=h1, check=False).returncode != 0
