@@ -152,6 +152,9 @@ class ServiceLoadBalancer:
     `update` returns. A sandbox gets a table only once a VIP on its networks exists."""
 
     dns: NameTable | None = None
+    # Runs a change of the DNS table: the table is read by the event loop, so an owner calling
+    # update() from its kernel thread passes loop.call_soon_threadsafe; None runs it at once.
+    dns_dispatch: Callable[[Callable[[], None]], object] | None = None
     bindings: dict[tuple[str, str], ServiceBinding] = field(default_factory=dict)  # (service, network)
     sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
     _vip_owner: dict[tuple[str, IPv4Address], str] = field(default_factory=dict)  # (network, VIP) -> service
@@ -171,8 +174,8 @@ class ServiceLoadBalancer:
                 if owner is not None and owner != binding.service_id:
                     raise ValueError(f"VIP {binding.vip} on network {binding.network_id} is already "
                                      f"service {owner}'s, not {binding.service_id}'s")
-            if self.dns is not None:
-                lbdns.publish(self.dns, binding)  # validates the names before anything changes
+            lbdns.check(binding)  # the names are valid before anything changes
+            self._dns(lambda t: lbdns.publish(t, binding))
             self.bindings[key] = binding
             changes: dict[IPv4Address, frozenset[IPv4Address] | None] = {}
             if old is not None and old.vip is not None and old.vip != binding.vip:
@@ -189,8 +192,7 @@ class ServiceLoadBalancer:
             old = self.bindings.pop((service_id, network_id), None)
             if old is None:
                 return
-            if self.dns is not None:
-                lbdns.withdraw(self.dns, service_id, network_id)
+            self._dns(lambda t: lbdns.withdraw(t, service_id, network_id))
             if old.vip is not None:
                 self._vip_owner.pop((network_id, IPv4Address(old.vip)), None)
                 self._change_network(network_id, {IPv4Address(old.vip): None})
@@ -205,12 +207,17 @@ class ServiceLoadBalancer:
                 by_network.setdefault(b.network_id, []).append(b)
             for network_id, group in by_network.items():  # validates before anything changes
                 lbplan.wanted_vips(group, [network_id])
-            if self.dns is not None:
-                for key in [k for k in self.bindings if k not in wanted]:
-                    lbdns.withdraw(self.dns, *key)
-                for b in wanted.values():
-                    if self.bindings.get((b.service_id, b.network_id)) != b:
-                        lbdns.publish(self.dns, b)
+            changed = [b for b in wanted.values() if self.bindings.get((b.service_id, b.network_id)) != b]
+            for b in changed:
+                lbdns.check(b)
+            gone = [k for k in self.bindings if k not in wanted]
+
+            def names(table: NameTable) -> None:
+                for key in gone:
+                    lbdns.withdraw(table, *key)
+                for b in changed:
+                    lbdns.publish(table, b)
+            self._dns(names)
             self.bindings = wanted
             self._vip_owner = {(b.network_id, IPv4Address(b.vip)): b.service_id
                                for b in wanted.values() if b.vip is not None}
@@ -218,9 +225,11 @@ class ServiceLoadBalancer:
                 self._set_all(sandbox)
 
     # ---- sandboxes --------------------------------------------------------------------
-    def attach(self, key: str, netns_path: str | Path, network_ids: Iterable[str]) -> None:
+    def attach(self, key: str, netns_path: str | Path, network_ids: Iterable[str], *,
+               clear_stale: bool = False) -> None:
         """Serve the VIPs of these networks inside the sandbox `key` (a container id); called
-        again when its networks change."""
+        again when its networks change. `clear_stale` (a running container found at start-up):
+        a table an earlier run of the daemon left there goes even if no VIP concerns it now."""
         with self._lock:
             networks = frozenset(network_ids)
             sandbox = self.sandboxes.get(key)
@@ -231,6 +240,9 @@ class ServiceLoadBalancer:
                 sandbox = _Sandbox(str(netns_path), networks)
                 self.sandboxes[key] = sandbox
             sandbox.network_ids = networks
+            if clear_stale and sandbox.lb is None and not self._wanted(networks):
+                self._program(sandbox, lambda: SandboxLb(netns_path).remove())
+                return
             self._set_all(sandbox)
 
     def detach(self, key: str) -> None:
@@ -277,6 +289,15 @@ class ServiceLoadBalancer:
                 self._set_all(sandbox)  # its first VIP, or a retry: the whole table
             else:
                 self._program(sandbox, lambda s=sandbox: self._lb(s).change(changes))
+
+    def _dns(self, change: Callable[[NameTable], None]) -> None:
+        table = self.dns
+        if table is None:
+            return
+        if self.dns_dispatch is None:
+            change(table)
+        else:
+            self.dns_dispatch(lambda: change(table))
 
     def _lb(self, sandbox: _Sandbox) -> SandboxLb:
         if sandbox.lb is None:

@@ -6,7 +6,7 @@ by agent.network.lb.ServiceLoadBalancer whenever a binding changes, so no record
 """
 from __future__ import annotations
 
-from agent.network.dns import NameTable
+from agent.network.dns import NameTable, normalise_name
 from agent.network.service_binding import ServiceBinding
 
 
@@ -29,6 +29,15 @@ def service_names(binding: ServiceBinding) -> tuple[dict[str, list[str]], dict[s
             names[b.task_name] = [str(b.ip)]
             ptr[str(b.ip)] = b.task_name
     return names, ptr
+
+
+def check(binding: ServiceBinding) -> None:
+    """ValueError naming the first name publish() would refuse (so a caller can refuse a binding
+    before changing anything, even when the table is changed later on another thread)."""
+    names, _ = service_names(binding)
+    for name in names:
+        if not normalise_name(name):
+            raise ValueError(f"invalid DNS name {name!r} for service {binding.service_id}")
 
 
 def publish(table: NameTable, binding: ServiceBinding) -> None:

@@ -357,3 +357,15 @@ def test_ingress_sandbox_made_twice_is_the_same_and_removed_leaves_no_veth(topo:
     assert not (lbtopo.NETNS / name).exists()
     assert lbtopo.ip("link", "show", "isbx", netns=ing, check=False).returncode != 0
     assert lbtopo.ip("link", "show", "isbxgw", netns=h1, check=False).returncode != 0
+
+
+def test_table_left_by_an_earlier_run_goes_when_no_vip_concerns_the_sandbox(topo: Topo) -> None:
+    ns = topo.ns("h1-c1")
+    earlier = ServiceLoadBalancer()
+    earlier.attach("c1", lbtopo.NETNS / ns, [NET])
+    earlier.update(_web(B1))  # then the daemon dies: its table stays in the namespace
+    assert lbtopo.in_ns(ns, "nft", "list tables").stdout == "table ip shoal_lb\n"
+    earlier.sandboxes["c1"].lb.nft.close()  # type: ignore[union-attr]
+    restarted = ServiceLoadBalancer()
+    restarted.attach("c1", lbtopo.NETNS / ns, [NET], clear_stale=True)
+    assert lbtopo.in_ns(ns, "nft", "list tables").stdout == ""

@@ -92,3 +92,9 @@ def test_the_answer_on_the_wire_carries_the_vip() -> None:
     assert isinstance(decision, core.Reply)
     reply = dns.message.from_wire(decision.wire)
     assert [r.to_text() for r in reply.answer[0]] == ["10.0.9.2"]
+
+
+def test_check_refuses_an_empty_alias_naming_the_service() -> None:
+    with pytest.raises(ValueError) as err:
+        lbdns.check(ServiceBinding("svc1", "web", "net1", IP("10.0.9.2"), aliases=(".",)))
+    assert str(err.value) == "invalid DNS name '.' for service svc1"
