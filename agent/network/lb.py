@@ -142,6 +142,7 @@ class _Sandbox:
     netns_path: str
     network_ids: frozenset[str]
     lb: SandboxLb | None = None  # made when a VIP first concerns it: most containers have none
+    adopted: bool = False  # may hold an earlier run's table: checked at the first full resync
     error: str = ""  # the last failure to program it ("" when in step)
 
 
@@ -222,14 +223,28 @@ class ServiceLoadBalancer:
             self._vip_owner = {(b.network_id, IPv4Address(b.vip)): b.service_id
                                for b in wanted.values() if b.vip is not None}
             for sandbox in self.sandboxes.values():
+                if sandbox.adopted and sandbox.lb is None and not self._wanted(sandbox.network_ids):
+                    self._program(sandbox, lambda s=sandbox: SandboxLb(s.netns_path).remove())
+                sandbox.adopted = False
                 self._set_all(sandbox)
+
+    def close_contexts(self) -> None:
+        """Let go of every namespace, leaving the tables serving (the daemon stops, its
+        containers keep running)."""
+        with self._lock:
+            for sandbox in self.sandboxes.values():
+                if sandbox.lb is not None:
+                    sandbox.lb.nft.close()
+                    sandbox.lb = None
+            self.sandboxes.clear()
 
     # ---- sandboxes --------------------------------------------------------------------
     def attach(self, key: str, netns_path: str | Path, network_ids: Iterable[str], *,
-               clear_stale: bool = False) -> None:
+               adopted: bool = False) -> None:
         """Serve the VIPs of these networks inside the sandbox `key` (a container id); called
-        again when its networks change. `clear_stale` (a running container found at start-up):
-        a table an earlier run of the daemon left there goes even if no VIP concerns it now."""
+        again when its networks change. `adopted`: a running container found at start-up, whose
+        namespace may hold a table of the daemon's earlier run; that table keeps serving until
+        the first full resync (set_bindings), which rewrites it or removes it."""
         with self._lock:
             networks = frozenset(network_ids)
             sandbox = self.sandboxes.get(key)
@@ -240,9 +255,7 @@ class ServiceLoadBalancer:
                 sandbox = _Sandbox(str(netns_path), networks)
                 self.sandboxes[key] = sandbox
             sandbox.network_ids = networks
-            if clear_stale and sandbox.lb is None and not self._wanted(networks):
-                self._program(sandbox, lambda: SandboxLb(netns_path).remove())
-                return
+            sandbox.adopted = sandbox.adopted or adopted
             self._set_all(sandbox)
 
     def detach(self, key: str) -> None:
@@ -251,6 +264,13 @@ class ServiceLoadBalancer:
             sandbox = self.sandboxes.pop(key, None)
             if sandbox is not None and sandbox.lb is not None:
                 sandbox.lb.remove()
+
+    def in_place(self) -> bool:
+        """Whether every sandbox's table is there and none is behind after a failure (cheap:
+        one `list chains` per sandbox that has a table; for a periodic watch)."""
+        with self._lock:
+            sandboxes = list(self.sandboxes.values())
+        return all(not s.error and (s.lb is None or s.lb.in_place()) for s in sandboxes)
 
     def reassert(self) -> list[str]:
         """Rewrite the table of every sandbox that lost it (or failed before); their keys."""

@@ -134,7 +134,7 @@ class Sandboxes:
                 replumbed.append(endpoint.ifname)
         if replumbed:
             self.refresh_default_route(container)
-        self.lb.attach(container.id, namespaces.netns_path(container.netns), container.endpoints, clear_stale=True)
+        self.lb.attach(container.id, namespaces.netns_path(container.netns), container.endpoints, adopted=True)
         return stray, replumbed
 
     def connect(self, container: Container, endpoint: EndpointRecord) -> None:

@@ -117,6 +117,12 @@ class Engine:
             check=self.net.firewall_in_place,
             interval=options.firewall_check_interval,
         )
+        # Services' VIP tables in sandboxes (agent.network.lb) come back after `nft flush ruleset` too.
+        self.lb_watch = FirewallWatch(
+            reapply=lambda: self._kernel(self.sandboxes.lb.reassert),
+            check=self.sandboxes.lb.in_place,
+            interval=options.firewall_check_interval,
+        )
         self.execs: dict[str, ExecRecord] = {}
         self.resources = ContainerResources(self)  # cgroups: limits, stats, pause, OOM
         self.events = EventLog()  # GET /events (shoal.engine.events)
@@ -144,6 +150,8 @@ class Engine:
         containers are adopted, ones that exited meanwhile are marked exited with the code
         their shim recorded, uncommitted starts are undone, orphans of ours removed."""
         self.sandboxes.dns = EmbeddedDns(self.sandboxes.dns_table, upstreams_from_resolv_conf(self.sandboxes.host_resolv_conf()))
+        # Services' DNS names change with their bindings on the kernel thread; the table is the loop's.
+        self.sandboxes.lb.dns_dispatch = asyncio.get_running_loop().call_soon_threadsafe
         await self._kernel(self.net.restore)
         for container_id, record in self.state.load_records("containers", container_from_dict).items():
             if record.id != container_id:
@@ -158,6 +166,7 @@ class Engine:
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
+        self.lb_watch.start()
 
     async def _reconcile_containers(self) -> None:
         try:
@@ -270,7 +279,9 @@ class Engine:
         """Stops watching; containers keep running (live restore)."""
         self.restarts.close()  # pending restarts happen at the next start (restart_at_boot)
         await self.firewall_watch.stop()
+        await self.lb_watch.stop()
         self.runtime.close()
+        await self._kernel(self.sandboxes.lb.close_contexts)
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()

@@ -359,7 +359,7 @@ def test_ingress_sandbox_made_twice_is_the_same_and_removed_leaves_no_veth(topo:
     assert lbtopo.ip("link", "show", "isbxgw", netns=h1, check=False).returncode != 0
 
 
-def test_table_left_by_an_earlier_run_goes_when_no_vip_concerns_the_sandbox(topo: Topo) -> None:
+def test_table_left_by_an_earlier_run_serves_until_the_first_resync_drops_it(topo: Topo) -> None:
     ns = topo.ns("h1-c1")
     earlier = ServiceLoadBalancer()
     earlier.attach("c1", lbtopo.NETNS / ns, [NET])
@@ -367,5 +367,7 @@ def test_table_left_by_an_earlier_run_goes_when_no_vip_concerns_the_sandbox(topo
     assert lbtopo.in_ns(ns, "nft", "list tables").stdout == "table ip shoal_lb\n"
     earlier.sandboxes["c1"].lb.nft.close()  # type: ignore[union-attr]
     restarted = ServiceLoadBalancer()
-    restarted.attach("c1", lbtopo.NETNS / ns, [NET], clear_stale=True)
+    restarted.attach("c1", lbtopo.NETNS / ns, [NET], adopted=True)
+    assert lbtopo.ask(ns, VIP, PORT) == "b1 10.0.9.10"  # live restore: the VIP still answers
+    restarted.set_bindings([])  # the first full resync: the service is gone meanwhile
     assert lbtopo.in_ns(ns, "nft", "list tables").stdout == ""
