@@ -18,7 +18,8 @@ from pathlib import Path
 
 from agent.network import meshplan
 from agent.network.bridge import attach_endpoint, delete_links_in, links_in
-from agent.network.firewall import FirewallError, run_tool
+from agent.network.firewall import FirewallError, PublishedPort, run_tool
+from agent.network.firewall_live import Firewall
 from agent.network.lbnft import NftContext, NftError
 from agent.network.netns import create_netns, delete_netns, is_netns, netns_path
 from agent.network.nsthread import entered
@@ -180,7 +181,9 @@ class HostIngress:
                         run_tool(["iptables", "-w", "-t", table, "-D", chain, *spec])
                     run_tool(["iptables", "-w", "-t", table, "-I", chain, str(position), *spec])
             elif not self._has(table, chain, spec):
-                run_tool(["iptables", "-w", "-t", table, "-I", chain, "1", *spec])
+                # Appended: shoal's firewall wants its own rules at the head of built-in chains
+                # (firewall.layout_matches); published host ports are matched first, as Docker does.
+                run_tool(["iptables", "-w", "-t", table, "-A", chain, *spec])
 
     def _forward_rules(self) -> list[str]:
         return run_tool(["iptables", "-w", "-t", "filter", "-S", "FORWARD"]).splitlines()
@@ -193,6 +196,48 @@ class HostIngress:
             return False
 
 
+class FirewallIngress:
+    """The host side through shoal's own firewall (agent.network.firewall_live.Firewall) instead
+    of DOCKER-INGRESS chains: every ingress port is a port the ingress sandbox publishes on the
+    gateway bridge, in the firewall's slot chains (DNAT, the ACCEPT ahead of the bridge's DROP,
+    the hairpin masquerade). The firewall's rule order, model and watch then hold them; the
+    owner's full applies must include published_ports() (NetworkController.published_ports)."""
+
+    OWNER = "ingress-sbox"
+
+    def __init__(self, firewall: Firewall, sandbox_ip: IPv4Address | str, gw_bridge: str,
+                 netns_path: str | Path | None = None) -> None:
+        self.firewall = firewall
+        self.sandbox_ip = IPv4Address(sandbox_ip)
+        self.gw_bridge = gw_bridge
+        self.netns_path = str(netns_path) if netns_path is not None else None
+        self.ports: list[meshplan.IngressPort] | None = None
+
+    def published_ports(self) -> list[PublishedPort]:
+        return [PublishedPort(self.gw_bridge, str(self.sandbox_ip), p.published, p.proto, "", p.published, self.OWNER)
+                for p in self.ports or ()]
+
+    def apply(self, ports: list[meshplan.IngressPort]) -> None:
+        old, self.ports = self.ports, list(ports)
+        try:
+            with _in(self.netns_path):
+                self.firewall.publish(self.OWNER, self.published_ports())
+        except Exception:
+            self.ports = old
+            raise
+
+    def in_place(self) -> bool:
+        return True  # the firewall's own watch checks and re-applies its rules
+
+    def reassert(self) -> bool:
+        return False
+
+    def remove(self) -> None:
+        with _in(self.netns_path):
+            self.firewall.unpublish(self.OWNER)
+        self.ports = None
+
+
 @dataclass(slots=True)
 class RoutingMesh:
     """The node's part of the mesh: the bindings on the ingress network make the published ports
@@ -201,7 +246,7 @@ class RoutingMesh:
 
     ingress_network_id: str
     sandbox: IngressSandbox
-    host: HostIngress
+    host: HostIngress | FirewallIngress
     bindings: dict[str, ServiceBinding] = field(default_factory=dict)  # service id -> binding
     _lock: threading.RLock = field(default_factory=threading.RLock)
 

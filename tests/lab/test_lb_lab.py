@@ -21,8 +21,11 @@ from agent.network import lbdns
 from agent.network.dns import NameTable
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.lb import ServiceLoadBalancer
-from agent.network.mesh import (BridgePort, HostIngress, IngressSandbox, RoutingMesh, make_ingress_sandbox,
-                                remove_ingress_sandbox)
+from agent.network.firewall import BridgeNet
+from agent.network.firewall_live import Firewall
+from agent.network.mesh import (BridgePort, FirewallIngress, HostIngress, IngressSandbox, RoutingMesh,
+                                make_ingress_sandbox, remove_ingress_sandbox)
+from agent.network.nsthread import entered
 from agent.network.service_binding import Backend, ServiceBinding
 from shoal.lab import Lab, down
 from tests.lab import lbtopo
@@ -371,3 +374,28 @@ def test_table_left_by_an_earlier_run_serves_until_the_first_resync_drops_it(top
     assert lbtopo.ask(ns, VIP, PORT) == "b1 10.0.9.10"  # live restore: the VIP still answers
     restarted.set_bindings([])  # the first full resync: the service is gone meanwhile
     assert lbtopo.in_ns(ns, "nft", "list tables").stdout == ""
+
+
+def test_published_port_through_shoals_own_firewall_keeps_its_layout(topo: Topo) -> None:
+    """The node's firewall (DOCKER-USER, DOCKER-FORWARD, the gateway bridge's DROP) manages the
+    host side: the port is the ingress sandbox's published port, the firewall's check stays true."""
+    h2 = lbtopo.NETNS / topo.lab.netns("h2")
+    firewall = Firewall()
+    with entered(h2):
+        firewall.apply_all([BridgeNet("gwb", "172.18.0.0/16", icc=False)])
+    mesh = RoutingMesh(INGRESS, IngressSandbox(lbtopo.NETNS / topo.ns("h2-isb"), "eth0"),
+                       FirewallIngress(firewall, "172.18.0.2", "gwb", h2))
+    try:
+        mesh.update(_mesh_web(("b1", "10.255.0.5"), ("b2", "10.255.0.6")))
+        seen = lbtopo.answers(topo.lab.netns("h1"), topo.lab.address("h2"), 8080, 20)
+        assert set(seen) == {"b1", "b2"}
+        with entered(h2):
+            assert firewall.in_place(deep=True)
+        mesh.remove("svc-web")
+        with pytest.raises(ConnectionRefusedError):
+            lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080, timeout=2)
+    finally:
+        mesh.sandbox.remove()
+        for table in ("filter", "nat", "raw"):  # h2 is the test's own namespace: back to empty
+            for flag in ("-F", "-X"):
+                lbtopo.in_ns(topo.lab.netns("h2"), "iptables", "-w", "-t", table, flag)
