@@ -399,3 +399,11 @@ def test_published_port_through_shoals_own_firewall_keeps_its_layout(topo: Topo)
         for table in ("filter", "nat", "raw"):  # h2 is the test's own namespace: back to empty
             for flag in ("-F", "-X"):
                 lbtopo.in_ns(topo.lab.netns("h2"), "iptables", "-w", "-t", table, flag)
+
+
+def test_published_udp_port_answers_on_a_node_without_a_task(topo: Topo, meshes: dict[str, RoutingMesh]) -> None:
+    meshes["h2"].update(_web(("b1", "10.255.0.5"), ports=((8081, PORT, "udp"),), network=INGRESS))
+    with lbtopo.ns_socket(topo.lab.netns("h1"), socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.sendto(b"hello", (topo.lab.address("h2"), 8081))
+        assert s.recvfrom(100)[0] == b"b1 10.255.0.3\n"
