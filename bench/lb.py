@@ -4,7 +4,8 @@ Prints figures, asserts nothing.
 For each size (services x 10 endpoints in one client namespace): the time to program them all,
 the time for one endpoint change to take effect (ServiceLoadBalancer.update returns once the
 nftables transaction is committed, so the next connection already follows it; median and p95 of
---changes changes to a service in the middle, alternating remove/add of one endpoint), and the
+--changes changes to a service in the middle, alternating remove/add of one endpoint, each alone:
+a removal's background conntrack run for UDP flows ends, untimed, before the next change), and the
 cost of the watch's in_place check. Then, with the biggest size loaded, the first-packet latency:
 TCP connect() from the client through a VIP whose 10 endpoints are real addresses of one backend,
 against connect() straight to one of those addresses, interleaved (median of --connects each).
@@ -88,6 +89,9 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
                 took = time.perf_counter() - start
                 timings.append(took)
                 (removals if n % 2 == 0 else additions).append(took)
+                # Untimed: let the background conntrack run of a removal end, so that each
+                # change is measured alone (back to back they would share the CPU with it).
+                slb.sandboxes["client"].lb.settle()  # type: ignore[union-attr]
             checks = []
             sandbox = slb.sandboxes["client"].lb
             for _ in range(10):

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -26,6 +27,20 @@ from agent.network.service_binding import ServiceBinding
 log = logging.getLogger(__name__)
 
 _CONNTRACK = shutil.which("conntrack", path="/usr/sbin:/sbin:/usr/bin:/bin") or "conntrack"
+# One thread for every namespace's conntrack runs: off the changes' path, in order.
+_CONNTRACK_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lb-conntrack")
+
+
+def _delete_udp_flows(netns_path: str | None, vip: IPv4Address, backend: IPv4Address) -> None:
+    argv = [_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)]
+    try:
+        with contextlib.ExitStack() as stack:
+            if netns_path is not None:
+                stack.enter_context(entered(netns_path))
+            # Exit status 1 only means that there was no such flow.
+            subprocess.run(argv, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("conntrack in %s: %s", netns_path, exc)
 
 
 class SandboxLb:
@@ -38,7 +53,7 @@ class SandboxLb:
         self.nft = NftContext(netns_path)
         self.table: lbplan.LbTable | None = None  # None: nothing of ours written yet
         self.batches = 0  # how many batches were sent (for tests and the benchmark)
-        self._children: list[subprocess.Popen[bytes]] = []  # conntrack runs under way
+        self._pending: list[Future[None]] = []  # conntrack runs queued or under way
 
     def set_all(self, wanted: dict[IPv4Address, frozenset[IPv4Address]]) -> None:
         """Serve exactly these VIPs."""
@@ -73,33 +88,18 @@ class SandboxLb:
         # A UDP flow's conntrack entry lives as long as packets keep coming, so a client sending
         # from one port would stay on a removed backend for ever (kube-proxy clears them too).
         # TCP needs nothing: the backend's end answers RST or goes silent, and the client
-        # reconnects through the rules. Started after the commit (new flows already avoid the
-        # backend) and not waited for: a process costs milliseconds, tens under load, which
-        # the change itself must not pay; reaped at the next change.
-        self._reap()
+        # reconnects through the rules. Done by a worker after the commit (new flows already
+        # avoid the backend): a conntrack process costs milliseconds, tens under load, which the
+        # change itself must not pay.
+        self._pending = [f for f in self._pending if not f.done()]
         for vip, backend in gone:
-            argv = [_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)]
-            try:
-                with contextlib.ExitStack() as stack:
-                    if self.nft.netns_path is not None:
-                        stack.enter_context(entered(self.nft.netns_path))
-                    self._children.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                                           stderr=subprocess.DEVNULL))
-            except OSError as exc:
-                log.warning("conntrack in %s: %s", self.nft.netns_path, exc)
+            self._pending.append(_CONNTRACK_WORKER.submit(_delete_udp_flows, self.nft.netns_path, vip, backend))
 
-    def _reap(self, wait: bool = False) -> None:
-        kept = []
-        for child in self._children:
-            if wait:
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
-            elif child.poll() is None:
-                kept.append(child)
-        self._children = kept
+    def settle(self) -> None:
+        """Wait until the UDP flows of removed backends are forgotten (tests and the benchmark)."""
+        for future in self._pending:
+            future.result()
+        self._pending = []
 
     def in_place(self) -> bool:
         """Whether the kernel still holds our table with its two hooked chains. Cheap whatever the
@@ -127,7 +127,7 @@ class SandboxLb:
         except NftError as exc:  # the namespace may be gone already
             log.debug("shoal_lb: %s", exc)
         self.table = None
-        self._reap(wait=True)
+        self.settle()
         self.nft.close()
 
     def _write_full(self, table: lbplan.LbTable) -> None:
