@@ -269,9 +269,18 @@ class RoutingMesh:
         with self._lock:
             self._apply({b.service_id: b for b in bindings if b.network_id == self.ingress_network_id})
 
+    def in_place(self) -> bool:
+        """Whether the sandbox's table and the host's rules are there (for a periodic watch)."""
+        return (self.sandbox.ports is None or self.sandbox.in_place()) and \
+            (self.host.ports is None or self.host.in_place())
+
     def reassert(self) -> list[str]:
         with self._lock:
             return [name for name, part in (("sandbox", self.sandbox), ("host", self.host)) if part.reassert()]
+
+    def firewall_ports(self) -> list[PublishedPort]:
+        """The ports the node's firewall must keep in its full applies (FirewallIngress's)."""
+        return self.host.published_ports() if isinstance(self.host, FirewallIngress) else []
 
     def close(self) -> None:
         with self._lock:

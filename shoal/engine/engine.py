@@ -32,6 +32,7 @@ from agent.network.dns import upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
+from agent.network.mesh import RoutingMesh
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
 from shoal.engine import container_mounts, createopts, publish, reconcile, restart
@@ -117,10 +118,12 @@ class Engine:
             check=self.net.firewall_in_place,
             interval=options.firewall_check_interval,
         )
-        # Services' VIP tables in sandboxes (agent.network.lb) come back after `nft flush ruleset` too.
+        # The routing mesh, once the node has the ingress network (agent.network.mesh; the swarm
+        # agent makes it). Services' VIP tables and the mesh come back after `nft flush ruleset`.
+        self.mesh: RoutingMesh | None = None
         self.lb_watch = FirewallWatch(
-            reapply=lambda: self._kernel(self.sandboxes.lb.reassert),
-            check=self.sandboxes.lb.in_place,
+            reapply=lambda: self._kernel(self._reassert_services),
+            check=lambda: self.sandboxes.lb.in_place() and (self.mesh is None or self.mesh.in_place()),
             interval=options.firewall_check_interval,
         )
         self.execs: dict[str, ExecRecord] = {}
@@ -1078,7 +1081,14 @@ class Engine:
         for container in sorted(self.containers.values(), key=lambda c: c.id):
             if container.published:  # set while starting, cleared at exit
                 ports += self._container_ports(container)
+        if self.mesh is not None:  # the ingress sandbox's published ports (routing mesh)
+            ports += self.mesh.firewall_ports()
         return ports
+
+    def _reassert_services(self) -> None:
+        self.sandboxes.lb.reassert()
+        if self.mesh is not None:
+            self.mesh.reassert()
 
     def _container_ports(self, container: ContainerRecord) -> list[PublishedPort]:
         endpoint = self.sandboxes.publish_endpoint(container)
