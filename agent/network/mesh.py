@@ -109,8 +109,7 @@ class IngressSandbox:
     def reassert(self) -> bool:
         if self.ports is None or self.in_place():
             return False
-        ports, self.ports = self.ports, None
-        self.apply(ports)
+        self.nft.run(meshplan.render_sandbox(self.ports, self.ingress_ifname))
         return True
 
     def remove(self) -> None:

@@ -407,3 +407,13 @@ def test_published_udp_port_answers_on_a_node_without_a_task(topo: Topo, meshes:
         s.settimeout(3)
         s.sendto(b"hello", (topo.lab.address("h2"), 8081))
         assert s.recvfrom(100)[0] == b"b1 10.255.0.3\n"
+
+
+def test_ingress_sandbox_table_comes_back_after_nft_flush(topo: Topo, meshes: dict[str, RoutingMesh]) -> None:
+    mesh = meshes["h2"]
+    mesh.update(_mesh_web(("b2", "10.255.0.6")))
+    assert mesh.in_place() and mesh.reassert() == []
+    lbtopo.in_ns(topo.ns("h2-isb"), "nft", "flush ruleset")
+    assert not mesh.in_place()
+    assert mesh.reassert() == ["sandbox"]
+    assert lbtopo.ask(topo.lab.netns("h1"), topo.lab.address("h2"), 8080) == "b2 10.255.0.3"
