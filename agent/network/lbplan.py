@@ -172,7 +172,9 @@ def plan_change(current: LbTable, changes: Mapping[IPv4Address, frozenset[IPv4Ad
             deletes["vips"].append(str(vip))
             adds["vips"].append(f"{vip} : goto {_pick_chain(len(slots))}")
     lines: list[str] = []
-    grown = with_picks(new)
+    # Only the changed VIPs can need a bigger pick chain: no walk over every service.
+    needed = max((len(new.slots[v]) for v in changes if v in new.slots), default=0)
+    grown = LbTable(new.slots, max(current.picks, needed))
     for n in range(current.picks + 1, grown.picks + 1):
         lines += [f"add chain {_T} {_pick_chain(n)}", f"add rule {_T} {_pick_chain(n)} {_pick_rule(n)}"]
     for name in ("vips", "backends", "empty"):
