@@ -86,7 +86,8 @@ def render_host(ports: list[IngressPort], sandbox_ip: IPv4Address, gw_bridge: st
     filt = []
     for p in ports:
         filt.append(f"-A {CHAIN} -p {p.proto} -m {p.proto} --dport {p.published} -j ACCEPT")
-        filt.append(f"-A {CHAIN} -p {p.proto} -m conntrack --ctstate RELATED,ESTABLISHED "
+        # libnetwork's own match (-m state), in iptables-save's spelling.
+        filt.append(f"-A {CHAIN} -p {p.proto} -m state --state RELATED,ESTABLISHED "
                     f"-m {p.proto} --sport {p.published} -j ACCEPT")
     return {
         "nat": "\n".join(["*nat", f":{CHAIN} - [0:0]", *nat, f"-A {CHAIN} -j RETURN", "COMMIT"]) + "\n",

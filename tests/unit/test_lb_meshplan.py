@@ -53,7 +53,7 @@ def test_render_host_dnats_to_the_sandbox_and_accepts_forwarding() -> None:
     assert text["filter"].splitlines() == [
         "*filter", ":DOCKER-INGRESS - [0:0]",
         "-A DOCKER-INGRESS -p tcp -m tcp --dport 8080 -j ACCEPT",
-        "-A DOCKER-INGRESS -p tcp -m conntrack --ctstate RELATED,ESTABLISHED -m tcp --sport 8080 -j ACCEPT",
+        "-A DOCKER-INGRESS -p tcp -m state --state RELATED,ESTABLISHED -m tcp --sport 8080 -j ACCEPT",
         "-A DOCKER-INGRESS -j RETURN", "COMMIT"]
 
 
