@@ -6,7 +6,9 @@ the time for one endpoint change to take effect (ServiceLoadBalancer.update retu
 nftables transaction is committed, so the next connection already follows it; median and p95 of
 --changes changes to a service in the middle, alternating remove/add of one endpoint, each alone:
 a removal's background conntrack run for UDP flows ends, untimed, before the next change), and the
-cost of the watch's in_place check. Then, with the biggest size loaded, the first-packet latency:
+cost of the watch's in_place check; against an anchor in the same run: the plain layout (a chain
+per service with its backends in the rule, a change rewriting that chain) in a namespace of its
+own, through the same libnftables context. Then, with the biggest size loaded, the first-packet latency:
 TCP connect() from the client through a VIP whose 10 endpoints are real addresses of one backend,
 against connect() straight to one of those addresses, interleaved (median of --connects each).
 Namespaces are named shoal-lbb<hex>-... and removed at the end, even on failure.
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from agent.network.lb import ServiceLoadBalancer  # noqa: E402
+from agent.network.lbnft import NftContext  # noqa: E402
 from agent.network.service_binding import Backend, ServiceBinding  # noqa: E402
 from tests.lab import lbtopo  # noqa: E402
 
@@ -47,6 +50,37 @@ def fake_backends(i: int) -> list[str]:
     return [str(base + 1 + k) for k in range(ENDPOINTS)]
 
 
+def naive_change_times(size: int, changes: int, netns: str) -> list[float]:
+    """The anchor: the same services laid out the plain way, a chain per VIP with its backends
+    in the rule (dnat to numgen random mod N map { ... }), a change rewriting that chain (flush
+    + add rule), through the same libnftables context: what the map layout is measured against."""
+    nft = NftContext(lbtopo.NETNS / netns)
+    try:
+        lines = ["table ip naive_lb {", "  map vips { type ipv4_addr : verdict; }",
+                 "  chain output { type nat hook output priority -100; policy accept;",
+                 "    meta l4proto { tcp, udp } ip daddr vmap @vips", "  }", "}"]
+
+        def rule(i: int, backends: list[str]) -> str:
+            pairs = ", ".join(f"{k} : {ip}" for k, ip in enumerate(backends))
+            return f"add rule ip naive_lb s{i} dnat to numgen random mod {len(backends)} map {{ {pairs} }}"
+        for i in range(size):
+            b = binding(i, fake_backends(i))
+            lines += [f"add chain ip naive_lb s{i}", rule(i, fake_backends(i)),
+                      f"add element ip naive_lb vips {{ {b.vip} : goto s{i} }}"]
+        nft.run("\n".join(lines) + "\n")
+        middle, full = size // 2, fake_backends(size // 2)
+        timings = []
+        for n in range(changes):
+            wanted = full[:-1] if n % 2 == 0 else full
+            start = time.perf_counter()
+            nft.run(f"flush chain ip naive_lb s{middle}\n{rule(middle, wanted)}\n")
+            timings.append(time.perf_counter() - start)
+        nft.run("delete table ip naive_lb\n")
+        return timings
+    finally:
+        nft.close()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -54,10 +88,12 @@ def pct(values: list[float], q: float) -> float:
 
 def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
     switch, client, server = f"{prefix}sw", f"{prefix}client", f"{prefix}backend"
+    naive = f"{prefix}naive"
     procs: list[subprocess.Popen[bytes]] = []
     lbtopo.make_switch(switch)
     lbtopo.plug(switch, client, "eth0", "10.0.9.100/16")
     lbtopo.plug(switch, server, "eth0", f"{REAL[0]}/16")
+    lbtopo.ip("netns", "add", naive)
     for address in REAL[1:]:
         lbtopo.ip("addr", "add", f"{address}/16", "dev", "eth0", netns=server)
     lbtopo.start_server(server, "backend", PORT, procs)
@@ -67,7 +103,8 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("backend did not come up")
             time.sleep(0.05)
-        print(f"{'services':>9} {'program all':>12} {'change p50':>11} {'change p95':>11} {'in_place':>9}")
+        print(f"{'services':>9} {'program all':>12} {'change p50':>11} {'change p95':>11} {'in_place':>9}"
+              f" {'anchor p50':>11} {'ratio':>6}")
         slb = None
         for size in sizes:
             if slb is not None:
@@ -98,8 +135,11 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
                 start = time.perf_counter()
                 assert sandbox.in_place()
                 checks.append(time.perf_counter() - start)
-            print(f"{size:>9} {program * 1000:>10.0f}ms {statistics.median(timings) * 1000:>9.2f}ms "
+            anchor = naive_change_times(size, changes, naive)
+            ours, theirs = statistics.median(timings), statistics.median(anchor)
+            print(f"{size:>9} {program * 1000:>10.0f}ms {ours * 1000:>9.2f}ms "
                   f"{pct(timings, 0.95) * 1000:>9.2f}ms {statistics.median(checks) * 1000:>7.2f}ms"
+                  f" {theirs * 1000:>9.2f}ms {ours / theirs:>5.2f}x"
                   f"   (remove one: p50 {statistics.median(removals) * 1000:.2f}ms, "
                   f"add one: p50 {statistics.median(additions) * 1000:.2f}ms)")
         via_vip, direct = [], []
@@ -116,7 +156,7 @@ def run(sizes: list[int], changes: int, connects: int, prefix: str) -> None:
         for proc in procs:
             proc.kill()
             proc.wait()
-        for name in (client, server, switch):
+        for name in (client, server, switch, naive):
             lbtopo.ip("netns", "del", name, check=False)
 
 
