@@ -23,12 +23,13 @@ Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
-import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -207,10 +209,53 @@ class TaskContainer:
     pid: int
 
 
-def task_containers(system: System, host: str, cache: dict[str, TaskContainer]) -> list[TaskContainer]:
-    """The running task containers of `web` on one host, through its Docker API socket."""
+API_VERSION = "1.41"  # dockerd 20.10's; shoal answers it too
+
+
+class ApiError(StepFailed):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class _Api:
+    """GET of a Docker API socket at version 1.41 (shoal's client speaks its own newer version)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.conn = _UnixHTTP(path, timeout)
+
+    def get(self, path: str) -> Any:
+        self.conn.request("GET", f"/v{API_VERSION}{path}")
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise ApiError(resp.status, f"GET {path}: {resp.status} {body.decode(errors='replace').strip()[:300]}")
+        return json.loads(body)
+
+    def __enter__(self) -> _Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
+                    inspect: bool = True) -> list[TaskContainer]:
+    """The running task containers of `web` on one host, through its Docker API socket; `inspect`: with
+    their address and pid (a container gone between the list and its inspect is left out)."""
     assert system.lab is not None
-    with system.lab.client(host, timeout=30.0) as client:
+    with _Api(str(system.lab.socket(host))) as client:
         listed = client.get("/containers/json")
         found = []
         for c in listed:
@@ -220,8 +265,15 @@ def task_containers(system: System, host: str, cache: dict[str, TaskContainer]) 
                     or any(n.startswith(f"{SERVICE}.") for n in names)):
                 continue
             known = cache.get(c["Id"])
-            if known is None or not known.address:
-                info = client.get(f"/containers/{c['Id']}/json")
+            if not inspect:
+                known = known or TaskContainer(host, c["Id"], "", 0)
+            elif known is None or not known.address:
+                try:
+                    info = client.get(f"/containers/{c['Id']}/json")
+                except ApiError as e:
+                    if e.status == 404:
+                        continue
+                    raise
                 nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
                 address = (nets.get(NETWORK) or {}).get("IPAddress", "") or ""
                 known = TaskContainer(host, c["Id"], address, int((info.get("State") or {}).get("Pid") or 0))
@@ -230,9 +282,10 @@ def task_containers(system: System, host: str, cache: dict[str, TaskContainer]) 
         return found
 
 
-def all_tasks(system: System, cache: dict[str, TaskContainer]) -> list[TaskContainer]:
+def all_tasks(system: System, cache: dict[str, TaskContainer], inspect: bool = True) -> list[TaskContainer]:
     with ThreadPoolExecutor(len(HOSTS)) as pool:
-        return [t for per_host in pool.map(lambda h: task_containers(system, h, cache), HOSTS) for t in per_host]
+        return [t for per_host in pool.map(lambda h: task_containers(system, h, cache, inspect), HOSTS)
+                for t in per_host]
 
 
 def converge(system: System, n: int, timeout: float, log: Callable[[str], None]) -> float:
@@ -265,7 +318,7 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None])
 
 
 def running_count(system: System) -> int:
-    return len(all_tasks(system, {}))
+    return len(all_tasks(system, {}, inspect=False))
 
 
 def remove_service(system: System, timeout: float) -> None:
@@ -283,7 +336,7 @@ def scale_to_zero(system: System, timeout: float, log: Callable[[str], None]) ->
     return took
 
 
-def vip_answers(system: System) -> bool:
+def vip_answers(system: System, log: Callable[[str], None]) -> bool:
     """`wget http://web/` in one task container: does the service name (its VIP) answer HTTP?"""
     tasks = all_tasks(system, {})
     if not tasks:
@@ -291,7 +344,10 @@ def vip_answers(system: System) -> bool:
     t = tasks[0]
     r = system.run(t.host, "exec", t.id, "timeout", "3", "wget", "-q", "-O", "/dev/null", f"http://{SERVICE}/",
                    check=False)
-    return r.returncode == 0 or "HTTP/1" in (r.stdout + r.stderr)
+    said = (r.stdout + r.stderr).strip()
+    log(f"{system.name}: exec wget http://{SERVICE}/ in {t.id[:12]} on {t.host}: exit {r.returncode}"
+        + (f", {said[-200:]}" if said else ""))
+    return r.returncode == 0 or "HTTP/1" in said
 
 
 def docker_runc_cleanup(lab: Lab) -> None:
@@ -336,7 +392,7 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
             res.converge[n] = converge(system, n, opts.timeout, log)
             if res.vip is None:
                 step = "VIP check"
-                res.vip = vip_answers(system)
+                res.vip = vip_answers(system, log)
                 log(f"{system.name}: VIP http://{SERVICE}/ answered: {'yes' if res.vip else 'no'}")
             if n == biggest:
                 step = f"scale {n}->0"
