@@ -250,6 +250,17 @@ class _Api:
         self.conn.close()
 
 
+def overlay_address(networks: dict[str, Any]) -> str:
+    """The container's address on bench-net from inspect's NetworkSettings.Networks: by the network's name, else
+    the address inside bench-net's subnet (a daemon may key the network differently), "" while it has none."""
+    named = (networks.get(NETWORK) or {}).get("IPAddress") or ""
+    if named:
+        return str(named)
+    inside = [str(n.get("IPAddress")) for n in networks.values()
+              if str(n.get("IPAddress") or "").startswith(f"{SUBNET_PREFIX}.")]
+    return inside[0] if inside else ""
+
+
 def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
                     inspect: bool = True) -> list[TaskContainer]:
     """The running task containers of `web` on one host, through its Docker API socket; `inspect`: with
@@ -275,7 +286,7 @@ def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
                         continue
                     raise
                 nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
-                address = (nets.get(NETWORK) or {}).get("IPAddress", "") or ""
+                address = overlay_address(nets)
                 known = TaskContainer(host, c["Id"], address, int((info.get("State") or {}).get("Pid") or 0))
                 cache[c["Id"]] = known
             found.append(known)
@@ -363,12 +374,13 @@ def docker_runc_cleanup(lab: Lab) -> None:
 
 def shoal_missing() -> str | None:
     """Why shoal cannot run the service part here (its overlay/service commands are missing), or None."""
-    for args in (["service", "create", "--help"], ["service", "scale", "--help"], ["swarm", "init", "--help"]):
+    for args in (["swarm", "init", "--help"], ["service", "create", "--help"]):
         r = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
         if r.returncode:
             said = next((line for line in reversed((r.stderr or r.stdout).strip().splitlines()) if line.strip()), "")
-            return f"`shoal {' '.join(args[:-1])}` is not in this checkout ({said.strip()})"
+            return (f"`shoal {' '.join(args[:-1])}` is not in this checkout ({said.strip()}): the services issue's "
+                    "commands have not landed here yet")
     return None
 
 

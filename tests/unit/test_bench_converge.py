@@ -84,3 +84,11 @@ def test_bare_host_script_programs_every_remote_endpoint_and_starts_only_local_c
     assert "fdb add 02:42:0a:00:09:03 dev bvx4097 dst 192.168.200.12 self permanent" in text
     assert text.count("runc --root /r run -d") == 2  # endpoints 1 and 3 are h1's
     assert "neigh add 10.0.9.2 " not in text and "neigh add 10.0.9.4 " not in text
+
+
+def test_overlay_address_is_bench_nets_by_name_else_the_one_in_its_subnet_else_empty() -> None:
+    assert converge.overlay_address({"ingress": {"IPAddress": "10.0.0.5"},
+                                     "bench-net": {"IPAddress": "10.0.9.7"}}) == "10.0.9.7"
+    assert converge.overlay_address({"ingress": {"IPAddress": "10.0.0.5"},
+                                     "k3xq0": {"IPAddress": "10.0.9.8"}}) == "10.0.9.8"
+    assert converge.overlay_address({"bench-net": {"IPAddress": ""}}) == ""
