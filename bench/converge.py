@@ -314,9 +314,10 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None])
         seen["running"] = len(tasks)
         if len(tasks) < n or any(not t.address or not t.pid for t in tasks):
             return False
-        from_netns = {}
+        from_netns: dict[str, str] = {}
         for t in tasks:
             from_netns.setdefault(t.host, f"/proc/{t.pid}/ns/net")
+        seen["hosts"] = len(from_netns)
         return prober.round(from_netns, sorted(t.address for t in tasks))
 
     try:
@@ -324,7 +325,8 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None])
     except StepFailed as e:
         raise StepFailed(f"{system.name}: create N={n}: {e} ({seen['running']} running)") from None
     took = time.monotonic() - t0
-    log(f"{system.name}: create N={n} converged in {took:.2f} s (the command {command_s:.2f} s)")
+    log(f"{system.name}: create N={n} converged in {took:.2f} s (the command {command_s:.2f} s; "
+        f"every task answered from each of the {seen['hosts']} hosts running tasks)")
     return took
 
 
