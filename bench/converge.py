@@ -538,7 +538,18 @@ def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
     finally:
         if lab is not None:
             lab.down()  # kills the httpds (their namespaces are the lab's), deletes the runc containers
+            remove_bare_cgroups(lab.name)
     return res
+
+
+def remove_bare_cgroups(lab: str) -> None:
+    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them); empty
+    once lab down killed their processes."""
+    for path in sorted(Path("/sys/fs/cgroup").glob(f"*/bare*-{lab}")):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -560,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results: dict[str, Result] = {}
     notes: dict[str, str] = {}
+    interrupted = False
     workdir = Path(f"/tmp/shoal-converge-{secrets.token_hex(4)}")
     workdir.mkdir()
     try:
@@ -582,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"shoal: not run: {why}")
                     continue
                 results["shoal"] = measure_swarm(shoal_system(opts.timeout, []), opts, log, workdir)
+    except KeyboardInterrupt:  # the labs are down already (finally blocks): report what was measured
+        interrupted = True
+        log("interrupted: everything this run made is removed")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
@@ -592,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
                 pass
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(report(results, opts.replicas, notes))
+    if interrupted:
+        return 130
     return 0 if all(not r.error for r in results.values()) and not notes else 1
 
 
