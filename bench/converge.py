@@ -364,7 +364,16 @@ def vip_answers(system: System, log: Callable[[str], None]) -> bool:
 
 
 def docker_runc_cleanup(lab: Lab) -> None:
-    """dockerd's containers outlive their shims when `lab down` kills it: kill and delete them by runc."""
+    """dockerd's containers outlive their shims when `lab down` kills it: first every process of the hosts'
+    namespaces (dockerd, containerd, shims: none may start another task meanwhile), then every container
+    left in their runc state by runc itself (its processes, its cgroups)."""
+    from shoal.lab import _pids_in_netns
+
+    for pid in _pids_in_netns([lab.netns(h) for h in lab.hosts]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for host in lab.hosts:
         root = run_dir(lab.name, host) / "runtime-runc" / "moby"
         if not root.is_dir():
