@@ -17,7 +17,8 @@ socket on every host to list the task containers):
 bare: 4 runc containers per host from the busybox bundle, veths into a bridge in a per-host overlay namespace
 with a VXLAN device (VNI 4097, local pinned, nolearning, proxy), every remote endpoint programmed by hand
 (bridge fdb + ip neigh), `httpd -f -p 80` in each; timed from the first command to the same probe.
-Everything made is removed on exit (lab down, runc containers of dockerd, namespaces), SIGTERM included.
+Everything made is removed on exit (lab down, dockerd's runc containers and their cgroups, namespaces), SIGTERM
+and Ctrl-C included (then the figures so far are printed and the exit status is 130).
 Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300]
 """
 from __future__ import annotations
@@ -374,13 +375,25 @@ def docker_runc_cleanup(lab: Lab) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    ids: set[str] = set()
     for host in lab.hosts:
+        containers = data_dir(lab.name, host) / "containers"  # every container this dockerd made
+        ids |= {p.name for p in containers.iterdir()} if containers.is_dir() else set()
         root = run_dir(lab.name, host) / "runtime-runc" / "moby"
         if not root.is_dir():
             continue
         for entry in sorted(root.iterdir()):
+            ids.add(entry.name)
             for args in (["kill", entry.name, "KILL"], ["delete", "--force", entry.name]):
                 subprocess.run(["runc", "--root", str(root), *args], capture_output=True, timeout=30)
+    # Containers whose shim died with it never had their cgroups removed (cgroupfs driver, parent "docker"):
+    # remove this lab's, which are empty now (rmdir refuses a cgroup that still has a process).
+    for cid in ids:
+        for path in Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def shoal_missing() -> str | None:
