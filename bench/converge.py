@@ -1,0 +1,638 @@
+"""Service convergence: `service create --replicas N` on an overlay until every task runs and answers HTTP on
+its task IP from every node, with Docker's swarm (dockerd 20.10), with shoal, and with a bare script doing
+only the necessary work by hand, over the same 5 lab hosts (3 managers + 2 workers; bench/swarm.py builds them).
+
+Steps, timed the same way for docker and shoal (their own CLI in h1 for the commands, their own Docker API
+socket on every host to list the task containers):
+  create N     `service create --detach --replicas N --network bench-net --name web busybox httpd -f -p 80`
+               until N task containers run (summed over the hosts) and each task IP answers HTTP from every
+               host that runs a task: the probe is busybox wget run by nsenter in the network namespace of
+               one task container of that host (that namespace is attached to the overlay; no helper
+               container is needed, so docker and shoal are probed alike); then `service rm web` and wait
+               (untimed) for the containers to go.
+  scale 100->0 `service scale web=0` until no task container runs on any host (Docker's is dominated by the
+               10 s stop grace of httpd, which ignores SIGTERM as PID 1: both sides report as they are).
+  VIP          `exec <a task container> wget http://web/` once per system: answered yes/no (Docker's
+               VIPs need IPVS, which this kernel lacks).
+bare: 4 runc containers per host from the busybox bundle, veths into a bridge in a per-host overlay namespace
+with a VXLAN device (VNI 4097, local pinned, nolearning, proxy), every remote endpoint programmed by hand
+(bridge fdb + ip neigh), `httpd -f -p 80` in each; timed from the first command to the same probe.
+Everything made is removed on exit (lab down, dockerd's runc containers and their cgroups, namespaces), SIGTERM
+and Ctrl-C included (then the figures so far are printed and the exit status is 130).
+Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.swarm import (DOCKER_BIN, KEY_JSON, MANAGERS, WORKERS, StepFailed, System,  # noqa: E402
+                         docker_system, shoal_system)
+from bench.swarm import Figures as SwarmFigures  # noqa: E402
+from bench.swarm import build as build_swarm  # noqa: E402
+from shoal.lab import Lab, data_dir, run_dir  # noqa: E402
+
+SYSTEMS = ("docker", "bare", "shoal")
+HOSTS = MANAGERS + WORKERS
+SUBNET_PREFIX = "10.0.9"
+NETWORK = "bench-net"
+SERVICE = "web"
+VNI = 4097
+BUSYBOX = "/bin/busybox"
+POLL_S = 0.2
+# The issue's goals at N=20: shoal <= 0.5x Docker and <= 1.5x bare.
+GOAL_DOCKER = 0.5
+GOAL_BARE = 1.5
+# One probe round in a namespace: prints each address that answered HTTP (busybox wget exits 1 on a 404
+# but says "HTTP/1.x 404": the server answered all the same). busybox 1.35's `wget -T` segfaults here,
+# so `timeout` bounds each try instead.
+PROBE_SCRIPT = r"""
+for ip in "$@"; do
+  out=$(/bin/busybox timeout 1 /bin/busybox wget -q -O /dev/null "http://$ip/" 2>&1) && { echo "$ip"; continue; }
+  case "$out" in *HTTP/1*) echo "$ip";; esac
+done
+"""
+
+
+# ---- pure parts (unit tested) -----------------------------------------------------------------
+@dataclass(slots=True)
+class Options:
+    systems: list[str]
+    replicas: list[int]
+    timeout: float
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--systems", default="docker,bare,shoal", help="comma-separated: docker, bare, shoal")
+    ap.add_argument("--replicas", default="20,100", help="comma-separated replica counts (the largest is "
+                    "also scaled to 0)")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one step may take")
+    a = ap.parse_args(argv)
+    systems = [s.strip() for s in a.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown or not systems:
+        ap.error(f"invalid --systems {a.systems!r}: use docker, bare, shoal (comma-separated)")
+    replicas: list[int] = []
+    for word in a.replicas.split(","):
+        word = word.strip()
+        if not word.isdigit() or int(word) < 1:
+            ap.error(f"invalid --replicas {a.replicas!r}: {word!r} is not a positive number")
+        replicas.append(int(word))
+    if a.timeout <= 0:
+        ap.error(f"invalid --timeout {a.timeout:g}: must be positive")
+    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout)
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    """value/base, None when either is missing or the base is not positive."""
+    if value is None or base is None or base <= 0:
+        return None
+    return value / base
+
+
+@dataclass(slots=True)
+class Result:
+    """One system's figures: converge seconds by N, scale-to-0 seconds, VIP answered, why it stopped."""
+
+    converge: dict[int, float] = field(default_factory=dict)
+    scale_to_zero: dict[int, float] = field(default_factory=dict)  # by the N scaled from
+    vip: bool | None = None
+    error: str = ""
+
+
+def _cell(value: float | None, unit: str = " s") -> str:
+    return f"{value:.2f}{unit}" if value is not None else "n/a"
+
+
+def report(results: dict[str, Result], replicas: Sequence[int], notes: dict[str, str] | None = None) -> str:
+    """The table: system, N, converge time, ratio vs Docker, ratio vs bare (and the goals at N=20)."""
+    lines = [f"{'system':<8}{'step':<16}{'time':>10}{'vs docker':>12}{'vs bare':>10}  goal"]
+    docker, bare = results.get("docker"), results.get("bare")
+    for n in replicas:
+        for name, res in results.items():
+            v = res.converge.get(n)
+            rd = ratio(v, docker.converge.get(n) if docker else None)
+            rb = ratio(v, bare.converge.get(n) if bare else None)
+            line = f"{name:<8}{f'create N={n}':<16}{_cell(v):>10}{_cell(rd, 'x'):>12}{_cell(rb, 'x'):>10}"
+            if name == "shoal" and n == 20:
+                verdicts = []
+                if rd is not None:
+                    verdicts.append(f"<= {GOAL_DOCKER:g}x docker {'ok' if rd <= GOAL_DOCKER else 'MISSED'}")
+                if rb is not None:
+                    verdicts.append(f"<= {GOAL_BARE:g}x bare {'ok' if rb <= GOAL_BARE else 'MISSED'}")
+                line += "  " + ", ".join(verdicts)
+            lines.append(line.rstrip())
+    for name, res in results.items():
+        for n, v in res.scale_to_zero.items():
+            rd = ratio(v, docker.scale_to_zero.get(n) if docker else None)
+            lines.append(f"{name:<8}{f'scale {n}->0':<16}{_cell(v):>10}{_cell(rd, 'x'):>12}{'':>10}".rstrip())
+    vips = {name: res.vip for name, res in results.items() if name != "bare" and res.vip is not None}
+    if vips:
+        lines.append("VIP http://web/ answered from a task container: "
+                     + ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in vips.items())
+                     + ("  (Docker's VIP needs IPVS, absent here)" if "docker" in vips else ""))
+    if any(res.scale_to_zero for res in results.values()):
+        lines.append("scale ->0: Docker waits out the 10 s stop grace of httpd (PID 1 ignores SIGTERM)")
+    for name, res in results.items():
+        if res.error:
+            lines.append(f"{name}: incomplete: {res.error}")
+    for name, note in (notes or {}).items():
+        lines.append(f"{name}: not run: {note}")
+    shoal = results.get("shoal")
+    if shoal:
+        for n in replicas:
+            for base_name, base in (("docker", docker), ("bare", bare)):
+                r = ratio(shoal.converge.get(n), base.converge.get(n) if base else None)
+                if r is not None:
+                    lines.append(f"ratio converge N={n} shoal/{base_name} = {r:.2f}")
+    return "\n".join(lines)
+
+
+# ---- probing ------------------------------------------------------------------------------------
+def probe(netns: str, addresses: Sequence[str]) -> set[str]:
+    """The addresses that answered HTTP from inside the network namespace `netns` (a path)."""
+    if not addresses:
+        return set()
+    r = subprocess.run(["nsenter", f"--net={netns}", BUSYBOX, "sh", "-c", PROBE_SCRIPT, "probe", *addresses],
+                       capture_output=True, text=True, timeout=30 + 2 * len(addresses))
+    return {line.strip() for line in r.stdout.splitlines() if line.strip()}
+
+
+@dataclass(slots=True)
+class Prober:
+    """Which task address answered from which host, probe rounds run on every host at once."""
+
+    answered: dict[str, set[str]] = field(default_factory=dict)
+
+    def round(self, from_netns: dict[str, str], addresses: Sequence[str]) -> bool:
+        """Probe what has not answered yet; True once every address answered from every host given."""
+        def one(host: str) -> None:
+            done = self.answered.setdefault(host, set())
+            done |= probe(from_netns[host], [a for a in addresses if a not in done])
+        with ThreadPoolExecutor(max(1, len(from_netns))) as pool:
+            list(pool.map(one, from_netns))
+        return all(set(addresses) <= self.answered.get(h, set()) for h in from_netns)
+
+
+def wait(what: str, check: Callable[[], bool], timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            raise StepFailed(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+# ---- docker and shoal: a swarm with a service ---------------------------------------------------
+@dataclass(slots=True)
+class TaskContainer:
+    host: str
+    id: str
+    address: str  # on bench-net, "" until the daemon says
+    pid: int
+
+
+API_VERSION = "1.41"  # dockerd 20.10's; shoal answers it too
+
+
+class ApiError(StepFailed):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class _Api:
+    """GET of a Docker API socket at version 1.41 (shoal's client speaks its own newer version)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.conn = _UnixHTTP(path, timeout)
+
+    def get(self, path: str) -> Any:
+        self.conn.request("GET", f"/v{API_VERSION}{path}")
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise ApiError(resp.status, f"GET {path}: {resp.status} {body.decode(errors='replace').strip()[:300]}")
+        return json.loads(body)
+
+    def __enter__(self) -> _Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def overlay_address(networks: dict[str, Any]) -> str:
+    """The container's address on bench-net from inspect's NetworkSettings.Networks: by the network's name, else
+    the address inside bench-net's subnet (a daemon may key the network differently), "" while it has none."""
+    named = (networks.get(NETWORK) or {}).get("IPAddress") or ""
+    if named:
+        return str(named)
+    inside = [str(n.get("IPAddress")) for n in networks.values()
+              if str(n.get("IPAddress") or "").startswith(f"{SUBNET_PREFIX}.")]
+    return inside[0] if inside else ""
+
+
+def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
+                    inspect: bool = True) -> list[TaskContainer]:
+    """The running task containers of `web` on one host, through its Docker API socket; `inspect`: with
+    their address and pid (a container gone between the list and its inspect is left out)."""
+    assert system.lab is not None
+    with _Api(str(system.lab.socket(host))) as client:
+        listed = client.get("/containers/json")
+        found = []
+        for c in listed:
+            names = [n.lstrip("/") for n in c.get("Names") or []]
+            labels = c.get("Labels") or {}
+            if not (labels.get("com.docker.swarm.service.name") == SERVICE
+                    or any(n.startswith(f"{SERVICE}.") for n in names)):
+                continue
+            known = cache.get(c["Id"])
+            if not inspect:
+                known = known or TaskContainer(host, c["Id"], "", 0)
+            elif known is None or not known.address:
+                try:
+                    info = client.get(f"/containers/{c['Id']}/json")
+                except ApiError as e:
+                    if e.status == 404:
+                        continue
+                    raise
+                nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+                address = overlay_address(nets)
+                known = TaskContainer(host, c["Id"], address, int((info.get("State") or {}).get("Pid") or 0))
+                cache[c["Id"]] = known
+            found.append(known)
+        return found
+
+
+def all_tasks(system: System, cache: dict[str, TaskContainer], inspect: bool = True) -> list[TaskContainer]:
+    with ThreadPoolExecutor(len(HOSTS)) as pool:
+        return [t for per_host in pool.map(lambda h: task_containers(system, h, cache, inspect), HOSTS)
+                for t in per_host]
+
+
+def converge(system: System, n: int, timeout: float, log: Callable[[str], None]) -> float:
+    """`service create` of N replicas until every task runs and answers from every host with a task."""
+    cache: dict[str, TaskContainer] = {}
+    prober = Prober()
+    t0 = time.monotonic()
+    system.run(MANAGERS[0], "service", "create", "--detach", "--replicas", str(n), "--network", NETWORK,
+               "--name", SERVICE, "busybox", "httpd", "-f", "-p", "80")
+    command_s = time.monotonic() - t0
+    seen = {"running": 0}
+
+    def done() -> bool:
+        tasks = all_tasks(system, cache)
+        seen["running"] = len(tasks)
+        if len(tasks) < n or any(not t.address or not t.pid for t in tasks):
+            return False
+        from_netns: dict[str, str] = {}
+        for t in tasks:
+            from_netns.setdefault(t.host, f"/proc/{t.pid}/ns/net")
+        seen["hosts"] = len(from_netns)
+        return prober.round(from_netns, sorted(t.address for t in tasks))
+
+    try:
+        wait(f"{n} tasks running and answering HTTP from every host", done, timeout)
+    except StepFailed as e:
+        raise StepFailed(f"{system.name}: create N={n}: {e} ({seen['running']} running)") from None
+    took = time.monotonic() - t0
+    log(f"{system.name}: create N={n} converged in {took:.2f} s (the command {command_s:.2f} s; "
+        f"every task answered from each of the {seen['hosts']} hosts running tasks)")
+    return took
+
+
+def running_count(system: System) -> int:
+    return len(all_tasks(system, {}, inspect=False))
+
+
+def remove_service(system: System, timeout: float) -> None:
+    system.run(MANAGERS[0], "service", "rm", SERVICE)
+    wait(f"{system.name}: no task container left after service rm", lambda: running_count(system) == 0, timeout)
+
+
+def scale_to_zero(system: System, timeout: float, log: Callable[[str], None]) -> float:
+    t0 = time.monotonic()
+    system.run(MANAGERS[0], "service", "scale", "--detach", f"{SERVICE}=0")
+    wait(f"{system.name}: scale to 0: no task container running on any host",
+         lambda: running_count(system) == 0, timeout)
+    took = time.monotonic() - t0
+    log(f"{system.name}: scale ->0 {took:.2f} s")
+    return took
+
+
+def vip_answers(system: System, log: Callable[[str], None]) -> bool:
+    """`wget http://web/` in one task container: does the service name (its VIP) answer HTTP?"""
+    tasks = all_tasks(system, {})
+    if not tasks:
+        raise StepFailed(f"{system.name}: no task container to try the VIP from")
+    t = tasks[0]
+    r = system.run(t.host, "exec", t.id, "timeout", "3", "wget", "-q", "-O", "/dev/null", f"http://{SERVICE}/",
+                   check=False)
+    said = (r.stdout + r.stderr).strip()
+    log(f"{system.name}: exec wget http://{SERVICE}/ in {t.id[:12]} on {t.host}: exit {r.returncode}"
+        + (f", {said[-200:]}" if said else ""))
+    return r.returncode == 0 or "HTTP/1" in said
+
+
+def docker_runc_cleanup(lab: Lab) -> None:
+    """dockerd's containers outlive their shims when `lab down` kills it: first every process of the hosts'
+    namespaces (dockerd, containerd, shims: none may start another task meanwhile), then every container
+    left in their runc state by runc itself (its processes, its cgroups)."""
+    from shoal.lab import _pids_in_netns
+
+    for pid in _pids_in_netns([lab.netns(h) for h in lab.hosts]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    ids: set[str] = set()
+    for host in lab.hosts:
+        containers = data_dir(lab.name, host) / "containers"  # every container this dockerd made
+        ids |= {p.name for p in containers.iterdir()} if containers.is_dir() else set()
+        root = run_dir(lab.name, host) / "runtime-runc" / "moby"
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            ids.add(entry.name)
+            for args in (["kill", entry.name, "KILL"], ["delete", "--force", entry.name]):
+                subprocess.run(["runc", "--root", str(root), *args], capture_output=True, timeout=30)
+    # Containers whose shim died with it never had their cgroups removed (cgroupfs driver, parent "docker"):
+    # remove this lab's, which are empty now (rmdir refuses a cgroup that still has a process).
+    for cid in ids:
+        for path in Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
+def shoal_missing() -> str | None:
+    """Why shoal cannot run the service part here (its overlay/service commands are missing), or None."""
+    for args in (["swarm", "init", "--help"], ["service", "create", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        if r.returncode:
+            said = next((line for line in reversed((r.stderr or r.stdout).strip().splitlines()) if line.strip()), "")
+            return (f"`shoal {' '.join(args[:-1])}` is not in this checkout ({said.strip()}): the services issue's "
+                    "commands have not landed here yet")
+    return None
+
+
+def measure_swarm(system: System, opts: Options, log: Callable[[str], None], workdir: Path) -> Result:
+    res = Result()
+    step = "building the swarm"
+    try:
+        build_swarm(system, SwarmFigures(), log)
+        assert system.lab is not None
+        if system.name == "docker":
+            step = "loading busybox into every dockerd"
+            from agent.images.busybox import build_busybox_tar
+            tar = build_busybox_tar(workdir / "busybox.tar")
+            with ThreadPoolExecutor(len(HOSTS)) as pool:
+                list(pool.map(lambda h: system.run(h, "load", "-i", str(tar)), HOSTS))
+        step = "network create -d overlay"
+        system.run(MANAGERS[0], "network", "create", "-d", "overlay", "--subnet", f"{SUBNET_PREFIX}.0/24", NETWORK)
+        biggest = max(opts.replicas)
+        for n in opts.replicas:
+            step = f"create N={n}"
+            res.converge[n] = converge(system, n, opts.timeout, log)
+            if res.vip is None:
+                step = "VIP check"
+                res.vip = vip_answers(system, log)
+                log(f"{system.name}: VIP http://{SERVICE}/ answered: {'yes' if res.vip else 'no'}")
+            if n == biggest:
+                step = f"scale {n}->0"
+                res.scale_to_zero[n] = scale_to_zero(system, opts.timeout, log)
+            step = f"service rm after N={n}"
+            remove_service(system, opts.timeout)
+    except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
+        res.error = f"{step}: {e}"
+        log(f"{system.name}: stopped at {step}: {e}")
+    except Exception as e:  # the lab or a daemon failed: say so, keep the other systems' figures
+        res.error = f"{step}: {type(e).__name__}: {e}"
+        log(f"{system.name}: stopped at {step}: {res.error}")
+    finally:
+        if system.lab is not None and system.name == "docker":
+            docker_runc_cleanup(system.lab)
+        system.down()
+    return res
+
+
+# ---- bare: the necessary work by hand ---------------------------------------------------------
+@dataclass(slots=True)
+class Endpoint:
+    host: str
+    index: int  # 1.. over the whole network
+    address: str
+    mac: str
+
+
+def plan_endpoints(n: int, hosts: Sequence[str]) -> list[Endpoint]:
+    """N endpoints spread round-robin over the hosts, addresses .2 up, MACs derived from them as Docker does."""
+    if n > 253:
+        raise ValueError(f"{n} endpoints do not fit in {SUBNET_PREFIX}.0/24")
+    out = []
+    for i in range(n):
+        last = 2 + i
+        out.append(Endpoint(hosts[i % len(hosts)], i + 1, f"{SUBNET_PREFIX}.{last}",
+                            "02:42:0a:00:09:%02x" % last))
+    return out
+
+
+def bare_host_script(lab: str, host: str, local_ip: str, endpoints: Sequence[Endpoint],
+                     host_ips: dict[str, str], runc_root: str, bundles: str) -> str:
+    """The shell script run in host `host`'s namespace: overlay namespace, VXLAN, bridge, peers, containers."""
+    ov = f"shoal-{lab}-{host}-bov"
+    lines = ["set -e",
+             f"ip netns add {ov}",
+             f"ip link add bvx{VNI} type vxlan id {VNI} local {local_ip} dstport 4789 nolearning proxy",
+             f"ip link set bvx{VNI} netns {ov}"]
+    batch = ["link set lo up", "link add br0 type bridge", f"link set bvx{VNI} mtu 1450 master br0 up",
+             "link set br0 up"]
+    fdb = []
+    for e in endpoints:
+        if e.host != host:
+            batch.append(f"neigh add {e.address} lladdr {e.mac} dev bvx{VNI} nud permanent")
+            fdb.append(f"fdb add {e.mac} dev bvx{VNI} dst {host_ips[e.host]} self permanent")
+    local = [e for e in endpoints if e.host == host]
+    for e in local:
+        batch.append(f"link add bv{e.index} type veth peer name eth0 netns shoal-{lab}-{host}-b{e.index}")
+        batch.append(f"link set bv{e.index} mtu 1450 master br0 up")
+    lines += [f"ip netns add shoal-{lab}-{host}-b{e.index}" for e in local]
+    lines.append(f"ip -n {ov} -batch - <<'EOF'\n" + "\n".join(batch) + "\nEOF")
+    if fdb:
+        lines.append(f"bridge -n {ov} -batch - <<'EOF'\n" + "\n".join(fdb) + "\nEOF")
+    for e in local:
+        ns = f"shoal-{lab}-{host}-b{e.index}"
+        lines.append(f"ip -n {ns} -batch - <<'EOF'\nlink set lo up\nlink set eth0 address {e.mac} mtu 1450\n"
+                     f"addr add {e.address}/24 dev eth0\nlink set eth0 up\nEOF")
+        # Every stdio away from the caller's pipes: the container inherits runc's and would hold them open.
+        lines.append(f"runc --root {runc_root} run -d --bundle {bundles}/b{e.index} bare{e.index}-{lab} "
+                     f"</dev/null >/dev/null 2>>{bundles}/{host}.err")
+    return "\n".join(lines) + "\n"
+
+
+def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
+    from agent.executor.spec import ProcessSpec, build_oci_spec
+    from agent.images.store import ImageStore
+
+    res = Result()
+    lab: Lab | None = None
+    step = "lab up"
+    try:
+        lab = Lab.up(f"sc{secrets.token_hex(4)}", len(HOSTS), ping_deadline=timeout)
+        step = "bundles"
+        image = ImageStore(data_dir(lab.name, HOSTS[0]) / "images").get("busybox")
+        work = run_dir(lab.name) / "bare"
+        rootfs = work / "rootfs"
+        shutil.copytree(image.rootfs, rootfs, symlinks=True)
+        endpoints = plan_endpoints(n, HOSTS)
+        import resource
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        for e in endpoints:
+            bundle = work / f"b{e.index}"
+            bundle.mkdir()
+            spec = build_oci_spec(ProcessSpec(args=["httpd", "-f", "-p", "80"], env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]),
+                                  f"bare{e.index}", str(rootfs), f"/run/netns/shoal-{lab.name}-{e.host}-b{e.index}",
+                                  [], nofile_limit=nofile)
+            spec["root"]["readonly"] = True  # one rootfs shared by every container
+            (bundle / "config.json").write_text(json.dumps(spec))
+        host_ips = {h: lab.address(h) for h in HOSTS}
+        scripts = {h: bare_host_script(lab.name, h, host_ips[h], endpoints, host_ips,
+                                       str(run_dir(lab.name, h) / "runc"), str(work)) for h in HOSTS}
+        step = f"bare N={n}"
+        t0 = time.monotonic()
+        procs = {h: subprocess.Popen(["nsenter", f"--net=/run/netns/{lab.netns(h)}", "--", "sh", "-c", scripts[h]],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for h in HOSTS}
+        for h, p in procs.items():
+            try:
+                _, err = p.communicate(timeout=max(1.0, t0 + timeout - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise StepFailed(f"the script of {h} did not finish in {timeout:g}s") from None
+            if p.returncode:
+                runc_err = (work / f"{h}.err").read_text() if (work / f"{h}.err").exists() else ""
+                raise StepFailed(f"the script of {h} failed: {(err + runc_err).strip()[-500:]}")
+        script_s = time.monotonic() - t0
+        from_netns = {h: f"/run/netns/shoal-{lab.name}-{h}-b{e.index}"
+                      for e in reversed(endpoints) for h in [e.host]}
+        prober = Prober()
+        addresses = [e.address for e in endpoints]
+        wait(f"bare: {n} endpoints answering HTTP from every host", lambda: prober.round(from_netns, addresses),
+             timeout)
+        res.converge[n] = time.monotonic() - t0
+        log(f"bare: N={n} converged in {res.converge[n]:.2f} s (the scripts {script_s:.2f} s)")
+    except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
+        res.error = f"{step}: {e}"
+        log(f"bare: stopped at {step}: {e}")
+    except Exception as e:
+        res.error = f"{step}: {type(e).__name__}: {e}"
+        log(f"bare: stopped at {step}: {res.error}")
+    finally:
+        if lab is not None:
+            lab.down()  # kills the httpds (their namespaces are the lab's), deletes the runc containers
+            remove_bare_cgroups(lab.name)
+    return res
+
+
+def remove_bare_cgroups(lab: str) -> None:
+    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them); empty
+    once lab down killed their processes."""
+    for path in sorted(Path("/sys/fs/cgroup").glob(f"*/bare*-{lab}")):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/converge.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if "docker" in opts.systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
+        print(f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh", file=sys.stderr)
+        return 2
+    # SIGTERM like Ctrl-C: unwinds through the finally blocks that take the labs down.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    key_existed = KEY_JSON.exists()
+
+    def log(text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    results: dict[str, Result] = {}
+    notes: dict[str, str] = {}
+    interrupted = False
+    workdir = Path(f"/tmp/shoal-converge-{secrets.token_hex(4)}")
+    workdir.mkdir()
+    try:
+        for name in opts.systems:
+            if name == "docker":
+                results["docker"] = measure_swarm(docker_system(opts.timeout), opts, log, workdir)
+            elif name == "bare":
+                res = Result()
+                for n in opts.replicas:
+                    one = measure_bare(n, opts.timeout, log)
+                    res.converge.update(one.converge)
+                    if one.error:
+                        res.error = one.error
+                        break
+                results["bare"] = res
+            else:
+                why = shoal_missing()
+                if why:
+                    notes["shoal"] = why
+                    log(f"shoal: not run: {why}")
+                    continue
+                results["shoal"] = measure_swarm(shoal_system(opts.timeout, []), opts, log, workdir)
+    except KeyboardInterrupt:  # the labs are down already (finally blocks): report what was measured
+        interrupted = True
+        log("interrupted: everything this run made is removed")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
+            KEY_JSON.unlink(missing_ok=True)
+            try:
+                KEY_JSON.parent.rmdir()
+            except OSError:
+                pass
+    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(report(results, opts.replicas, notes))
+    if interrupted:
+        return 130
+    return 0 if all(not r.error for r in results.values()) and not notes else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

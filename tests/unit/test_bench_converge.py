@@ -1,0 +1,94 @@
+"""Unit tests of bench/converge.py's pure parts: its arguments, the ratio math, the table, the bare plan.
+
+The benchmark itself (labs, dockerd, runc) runs by hand: python bench/converge.py."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("bench_converge",
+                                              Path(__file__).resolve().parents[2] / "bench" / "converge.py")
+assert spec and spec.loader
+converge = importlib.util.module_from_spec(spec)
+sys.modules["bench_converge"] = converge
+spec.loader.exec_module(converge)
+
+
+def test_parse_args_defaults_to_every_system_at_20_and_100() -> None:
+    opts = converge.parse_args([])
+    assert (opts.systems, opts.replicas, opts.timeout) == (["docker", "bare", "shoal"], [20, 100], 300.0)
+
+
+def test_parse_args_picks_systems_and_replicas_in_order_without_repeats() -> None:
+    opts = converge.parse_args(["--systems", "bare, docker,bare", "--replicas", "100,20,100"])
+    assert (opts.systems, opts.replicas) == (["bare", "docker"], [100, 20])
+
+
+def test_parse_args_refuses_an_unknown_system_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        converge.parse_args(["--systems", "docker,k8s"])
+    assert e.value.code == 2
+    assert "invalid --systems 'docker,k8s': use docker, bare, shoal (comma-separated)" in capsys.readouterr().err
+
+
+def test_parse_args_refuses_a_replica_count_that_is_not_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        converge.parse_args(["--replicas", "20,0"])
+    assert "invalid --replicas '20,0': '0' is not a positive number" in capsys.readouterr().err
+
+
+def test_ratio_divides_and_is_none_without_a_positive_base() -> None:
+    assert converge.ratio(3.0, 12.0) == 0.25
+    assert converge.ratio(3.0, None) is None
+    assert converge.ratio(None, 2.0) is None
+    assert converge.ratio(3.0, 0.0) is None
+
+
+def test_report_gives_ratios_against_docker_and_bare_and_judges_the_goals_at_20() -> None:
+    results = {"docker": converge.Result(converge={20: 10.0}, scale_to_zero={20: 12.0}, vip=False),
+               "bare": converge.Result(converge={20: 2.0}),
+               "shoal": converge.Result(converge={20: 4.0}, scale_to_zero={20: 1.2}, vip=True)}
+    lines = converge.report(results, [20]).splitlines()
+    assert lines[1].split() == ["docker", "create", "N=20", "10.00", "s", "1.00x", "5.00x"]
+    assert lines[3] == "shoal   create N=20         4.00 s       0.40x     2.00x  <= 0.5x docker ok, <= 1.5x bare MISSED"
+    assert next(line for line in lines if line.startswith("shoal   scale")).split() == \
+        ["shoal", "scale", "20->0", "1.20", "s", "0.10x"]
+    assert "VIP http://web/ answered from a task container: docker no, shoal yes" in "\n".join(lines)
+    assert lines[-2:] == ["ratio converge N=20 shoal/docker = 0.40", "ratio converge N=20 shoal/bare = 2.00"]
+
+
+def test_report_names_a_system_that_did_not_run_or_stopped() -> None:
+    results = {"docker": converge.Result(converge={20: 10.0}, error="create N=100: timed out")}
+    lines = converge.report(results, [20, 100], {"shoal": "`shoal service create` is not in this checkout"})
+    assert lines.splitlines()[-2:] == ["docker: incomplete: create N=100: timed out",
+                                       "shoal: not run: `shoal service create` is not in this checkout"]
+    assert "docker  create N=100           n/a" in lines
+
+
+def test_plan_endpoints_spreads_round_robin_with_addresses_and_macs_from_2_up() -> None:
+    eps = converge.plan_endpoints(6, ["h1", "h2", "h3", "h4", "h5"])
+    assert [(e.host, e.index, e.address, e.mac) for e in eps[:2]] == [
+        ("h1", 1, "10.0.9.2", "02:42:0a:00:09:02"), ("h2", 2, "10.0.9.3", "02:42:0a:00:09:03")]
+    assert [e.host for e in eps] == ["h1", "h2", "h3", "h4", "h5", "h1"]
+
+
+def test_bare_host_script_programs_every_remote_endpoint_and_starts_only_local_containers() -> None:
+    eps = converge.plan_endpoints(3, ["h1", "h2"])
+    ips = {"h1": "192.168.200.11", "h2": "192.168.200.12"}
+    text = converge.bare_host_script("L", "h1", ips["h1"], eps, ips, "/r", "/b")
+    assert "ip link add bvx4097 type vxlan id 4097 local 192.168.200.11 dstport 4789 nolearning proxy" in text
+    assert "neigh add 10.0.9.3 lladdr 02:42:0a:00:09:03 dev bvx4097 nud permanent" in text
+    assert "fdb add 02:42:0a:00:09:03 dev bvx4097 dst 192.168.200.12 self permanent" in text
+    assert text.count("runc --root /r run -d") == 2  # endpoints 1 and 3 are h1's
+    assert "neigh add 10.0.9.2 " not in text and "neigh add 10.0.9.4 " not in text
+
+
+def test_overlay_address_is_bench_nets_by_name_else_the_one_in_its_subnet_else_empty() -> None:
+    assert converge.overlay_address({"ingress": {"IPAddress": "10.0.0.5"},
+                                     "bench-net": {"IPAddress": "10.0.9.7"}}) == "10.0.9.7"
+    assert converge.overlay_address({"ingress": {"IPAddress": "10.0.0.5"},
+                                     "k3xq0": {"IPAddress": "10.0.9.8"}}) == "10.0.9.8"
+    assert converge.overlay_address({"bench-net": {"IPAddress": ""}}) == ""
