@@ -20,7 +20,9 @@ Steps of `run`:
   down      compose down -v, then the lab's own teardown (dockerd, containerd, shims, mounts, namespace),
             the runc containers of dockerd and the cgroups the nodes made, by name: `down --name LAB`
             does the same for a run that was killed
-Caches live in $SHOAL_COMPOSE_CACHE (default build/compose): keyed by suite, arch and package lists.
+Caches live in $SHOAL_COMPOSE_CACHE, default /var/cache/shoal/compose: outside the clone, so CI's fresh clone of
+every run (and every worktree) reuses the debootstrap (minutes) instead of redoing it; keyed by suite and arch
+(base), the package list and the base's dpkg status (debs), the pins (wheels). Delete the folder to start over.
 """
 from __future__ import annotations
 
@@ -129,8 +131,11 @@ def mirror_for(text: str, suite: str, deb822: bool) -> str | None:
 
 
 # ---- caches -----------------------------------------------------------------------------------------------
+DEFAULT_CACHE = Path("/var/cache/shoal/compose")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("SHOAL_COMPOSE_CACHE") or ROOT / "build" / "compose")
+    return Path(os.environ.get("SHOAL_COMPOSE_CACHE") or DEFAULT_CACHE)
 
 
 def digest(*parts: str) -> str:
@@ -518,6 +523,7 @@ class Report:
     node_ls: str = ""
     service: ServiceCheck | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    engine_ids: list[str] = field(default_factory=list)  # the nodes' shoal daemons (their cgroups: /shoal/<id[:12]>)
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -561,6 +567,7 @@ def run_lab(name: str | None = None, keep: bool = False, timeout: float = 300.0)
             log(f"kept: DOCKER_HOST={docker_env(lab)['DOCKER_HOST']}; "
                 f"`scripts/compose_lab.sh down --name {lab}` removes it")
         else:
+            report.engine_ids = _node_engine_ids(lab)
             teardown(lab)
             lap("down")
 
