@@ -9,10 +9,12 @@ Steps of `run`:
   prepare   a minimal Debian (debootstrap --variant=minbase, the machine's suite, arch and Debian mirror)
             as a rootfs tarball, cached; the node's .debs resolved against it and downloaded from the same
             mirror, cached; shoal's runtime wheels through the machine's pip index, cached; the build
-            context staged in build/compose/context (Dockerfile, node.sh, debs, wheels, shoal's source)
+            contexts staged in build/compose/ (deps-context: debs, wheels; context: shoal's source, node.sh)
   dockerd   a lab `cmp<hex>` of one host whose daemon is dockerd 20.10 (/opt/shoal-docker-ref/bin):
             nothing it runs reaches past that namespace (no route leaves it)
-  build     `docker import` of the tarball as shoal-debian:SUITE, `docker-compose build` (offline)
+  build     the dependencies image (compose/Dockerfile.deps): `docker load` of its cached tarball, or
+            `docker import` of the base tarball as shoal-debian:SUITE, `docker build`, `docker save` to the
+            cache; then `docker-compose build` of the node image (compose/Dockerfile: shoal's source). Offline.
   up        `docker-compose up -d`, then polls `shoal node ls` on m1 until the 5 nodes are Ready with
             m1 Leader and m2, m3 Reachable
   service   the seed's service example (overlay network + 2 replicas) when the image has `shoal service`;
@@ -22,7 +24,8 @@ Steps of `run`:
             does the same for a run that was killed
 Caches live in $SHOAL_COMPOSE_CACHE, default /var/cache/shoal/compose: outside the clone, so CI's fresh clone of
 every run (and every worktree) reuses the debootstrap (minutes) instead of redoing it; keyed by suite and arch
-(base), the package list and the base's dpkg status (debs), the pins (wheels). Delete the folder to start over.
+(base), the package list and the base's dpkg status (debs), the pins (wheels), all of those and Dockerfile.deps
+(the dependencies image). Delete the folder to start over.
 """
 from __future__ import annotations
 
@@ -50,8 +53,11 @@ from shoal.lab import DAEMON_CMD_ENV, Lab, data_dir, run_dir  # noqa: E402
 from shoal.lab import down as lab_down  # noqa: E402
 
 DOCKER_BIN = Path("/opt/shoal-docker-ref/bin")
+KEY_JSON = Path("/etc/docker/key.json")  # dockerd 20.10 writes its trust key there (no flag moves it)
 COMPOSE_FILE = ROOT / "docker-compose.test.yml"
 CONTEXT = ROOT / "build" / "compose" / "context"
+DEPS_CONTEXT = ROOT / "build" / "compose" / "deps-context"
+DEPS_IMAGE = "shoal-node-deps:lab"
 PROJECT = "shoallab"  # compose project name: containers shoallab_m1_1, ...; the dockerd is private
 NODE_IMAGE = "shoal-node:lab"
 MANAGERS = ("m1", "m2", "m3")
@@ -249,14 +255,18 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".complete", "lock"))
 
 
-def stage_context(debs: Path, wheel_dir: Path, context: Path = CONTEXT) -> Path:
-    """build/compose/context: what the Dockerfile COPYs, made afresh each time (small; no stale source)."""
-    shutil.rmtree(context, ignore_errors=True)
-    context.mkdir(parents=True)
+def stage_contexts(debs: Path, wheel_dir: Path, context: Path = CONTEXT,
+                   deps_context: Path = DEPS_CONTEXT) -> tuple[Path, Path]:
+    """What the Dockerfiles COPY, made afresh each time (small; never a stale source): deps-context (the .debs
+    and the wheels, for compose/Dockerfile.deps) and context (shoal's source and node.sh, compose/Dockerfile)."""
+    for path in (context, deps_context):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    shutil.copy2(ROOT / "compose" / "Dockerfile.deps", deps_context / "Dockerfile")
+    _copy_tree(debs, deps_context / "debs")
+    _copy_tree(wheel_dir, deps_context / "wheels")
     shutil.copy2(ROOT / "compose" / "Dockerfile", context / "Dockerfile")
     shutil.copy2(ROOT / "compose" / "node.sh", context / "node.sh")
-    _copy_tree(debs, context / "debs")
-    _copy_tree(wheel_dir, context / "wheels")
     for name in SHOAL_SOURCE:
         src = ROOT / name
         if src.is_dir():
@@ -264,14 +274,16 @@ def stage_context(debs: Path, wheel_dir: Path, context: Path = CONTEXT) -> Path:
         else:
             (context / "src").mkdir(exist_ok=True)
             shutil.copy2(src, context / "src" / name)
-    return context
+    return context, deps_context
 
 
 @dataclass(slots=True)
 class Prepared:
     debian: Debian
     base: Path  # rootfs tarball
-    context: Path
+    context: Path  # compose/Dockerfile's
+    deps_context: Path  # compose/Dockerfile.deps'
+    deps_tarball: Path  # where the built dependencies image is cached (`docker save`); may not exist yet
 
     @property
     def base_image(self) -> str:
@@ -282,8 +294,30 @@ def prepare(cache: Path | None = None) -> Prepared:
     cache = cache or cache_root()
     debian = host_debian()
     base = base_tarball(debian, cache)
-    context = stage_context(node_debs(debian, cache), wheels(cache))
-    return Prepared(debian, base, context)
+    debs, wheel_dir = node_debs(debian, cache), wheels(cache)
+    context, deps_context = stage_contexts(debs, wheel_dir)
+    # The dependencies image is a function of the base, the .debs, the wheels and Dockerfile.deps: its key.
+    key = digest(base.name, str(base.stat().st_size), (debs / ".complete").read_text(),
+                 (wheel_dir / ".complete").read_text(), (ROOT / "compose" / "Dockerfile.deps").read_text())
+    return Prepared(debian, base, context, deps_context, cache / f"node-deps-{debian.key}-{key}.tar")
+
+
+def build_images(lab: str, prepared: Prepared) -> str:
+    """shoal-node-deps:lab from its cached tarball, or built (base imported first) and cached; then the node
+    image through `docker-compose build`. Returns how the dependencies image was had."""
+    if prepared.deps_tarball.is_file():
+        docker(lab, "load", "-q", "-i", str(prepared.deps_tarball))
+        how = f"loaded {prepared.deps_tarball}"
+    else:
+        docker(lab, "import", "--change", 'CMD ["/bin/bash"]', str(prepared.base), prepared.base_image)
+        docker(lab, "build", "-q", "--build-arg", f"BASE={prepared.base_image}", "-t", DEPS_IMAGE,
+               str(prepared.deps_context), timeout=1800)
+        partial = prepared.deps_tarball.with_suffix(".partial")
+        docker(lab, "save", "-o", str(partial), DEPS_IMAGE)
+        partial.rename(prepared.deps_tarball)
+        how = f"built from {prepared.base_image} (imported from {prepared.base}), saved to {prepared.deps_tarball}"
+    compose(lab, "build", "--build-arg", f"DEPS={DEPS_IMAGE}", timeout=1200)
+    return how
 
 
 # ---- dockerd in a lab namespace -----------------------------------------------------------------------------
@@ -334,7 +368,8 @@ def docker(lab: str, *args: str, timeout: float = 600, check: bool = True) -> su
 
 
 def node_exec(lab: str, node: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return docker(lab, "exec", f"{PROJECT}_{node}_1", *argv, timeout=timeout, check=False)
+    return run([str(DOCKER_BIN / "docker"), "exec", f"{PROJECT}_{node}_1", *argv], env=docker_env(lab),
+               timeout=timeout, check=False, quiet=True)
 
 
 # ---- checks -----------------------------------------------------------------------------------------------
@@ -439,8 +474,8 @@ def check_service_example(lab: str, timeout: float = 120.0) -> ServiceCheck:
     converged when `service ls` shows 2/2. Only where the node image has `shoal service`."""
     probe = node_exec(lab, "m1", "shoal", "service", "--help", timeout=30)
     if probe.returncode:
-        return ServiceCheck(False, detail="the node image has no `shoal service` yet: "
-                                          f"{(probe.stderr or probe.stdout).strip()[-200:]}")
+        said = (probe.stderr or probe.stdout).strip().splitlines() or [""]
+        return ServiceCheck(False, detail=f"the node image has no `shoal service` yet: {said[-1][:200]}")
     for argv in SERVICE_EXAMPLE:
         result = node_exec(lab, "m1", *argv, timeout=60)
         if result.returncode:
@@ -497,6 +532,7 @@ def teardown(lab: str, graceful: bool = True) -> None:
 
     engine_ids = _node_engine_ids(lab)
     sock = run_dir(lab, "h1") / "shoal.sock"
+    started = time.monotonic()
     if graceful and sock.exists():
         # Everything is about to go: SIGKILL the nodes at once (a node's pid 1 takes its whole pid namespace,
         # shoal's containers included, with it) rather than wait for five graceful daemon stops.
@@ -505,8 +541,10 @@ def teardown(lab: str, graceful: bool = True) -> None:
             compose(lab, "down", "-v", "--timeout", "0", timeout=180, check=False)
         except subprocess.TimeoutExpired:
             log("compose kill/down timed out; removing the containers by their runc root")
+    compose_s = time.monotonic() - started
     _remove_dockerd_containers(lab)  # while dockerd's state is there: it names them
     lab_down(lab)  # dockerd, containerd, shims (in the namespace), mounts, the namespace, the directories
+    log(f"down: compose kill + down {compose_s:.1f} s, lab down {time.monotonic() - started - compose_s:.1f} s")
     for engine_id in engine_ids:
         try:
             remove_daemon_parent(engine_id)
@@ -523,6 +561,7 @@ class Report:
     node_ls: str = ""
     service: ServiceCheck | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    deps_image: str = ""  # how the dependencies image was had: loaded from the cache or built
     engine_ids: list[str] = field(default_factory=list)  # the nodes' shoal daemons (their cgroups: /shoal/<id[:12]>)
 
     def as_json(self) -> str:
@@ -546,13 +585,13 @@ def run_lab(name: str | None = None, keep: bool = False, timeout: float = 300.0)
 
     # SIGTERM (a test's timeout, a CI cancel) unwinds through the finally below like an exception.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    key_existed = KEY_JSON.exists()
     try:
         prepared = prepare()
         lap("prepare")
         start_dockerd(lab)
         lap("dockerd")
-        docker(lab, "import", "--change", 'CMD ["/bin/bash"]', str(prepared.base), prepared.base_image)
-        compose(lab, "build", "--build-arg", f"BASE={prepared.base_image}", timeout=1200)
+        report.deps_image = build_images(lab, prepared)
         lap("build")
         compose(lab, "up", "-d", timeout=300)
         report.nodes = wait_cluster(lab, timeout)
@@ -569,6 +608,12 @@ def run_lab(name: str | None = None, keep: bool = False, timeout: float = 300.0)
         else:
             report.engine_ids = _node_engine_ids(lab)
             teardown(lab)
+            if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
+                KEY_JSON.unlink()
+                try:
+                    KEY_JSON.parent.rmdir()
+                except OSError:
+                    pass
             lap("down")
 
 
@@ -591,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             prepared = prepare()
-            print(f"base {prepared.base}\ncontext {prepared.context}")
+            print(f"base {prepared.base}\ndeps context {prepared.deps_context}\ncontext {prepared.context}\n"
+                  f"deps image {prepared.deps_tarball}{'' if prepared.deps_tarball.is_file() else ' (not built yet)'}")
             return 0
         if args.command == "down":
             teardown(args.name)
