@@ -22,7 +22,9 @@ from shoal.lab import NETNS_DIR, data_dir, run_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "compose_lab.py"
-RUN_TIMEOUT_S = 1800  # cold: debootstrap (~4 min here) + image build (~3.5 min) + 5 daemons under load
+RUN_TIMEOUT_S = 1800  # cold: debootstrap (~4 min here) + image builds (~5 min) + 5 daemons under load
+# pytest-timeout counts the module fixture's setup (the whole run) against the first test that uses it.
+pytestmark = pytest.mark.timeout(RUN_TIMEOUT_S + 900)
 
 _spec = importlib.util.spec_from_file_location("compose_lab", SCRIPT)
 assert _spec and _spec.loader
