@@ -646,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     except ComposeLabError as e:
         print(f"compose lab: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through _interrupt: the teardown has run
+        print(f"compose lab: interrupted ({e or 'SIGINT'}); everything it made is removed", file=sys.stderr)
+        return 130
     if args.json:
         print(report.as_json())
         return 0
