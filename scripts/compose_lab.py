@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compose lab: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # SIGINT, or SIGTERM through _interrupt: the teardown has run
-        print(f"compose lab: interrupted ({e or 'SIGINT'}); everything it made is removed", file=sys.stderr)
+        print(f"compose lab: interrupted ({e or 'SIGINT'}); what it made is removed (unless --keep)", file=sys.stderr)
         return 130
     if args.json:
         print(report.as_json())
