@@ -65,7 +65,14 @@ WORKERS = ("w1", "w2")
 # What a node needs besides the base system: shoal's Python, the tools it drives, busybox for its image.
 NODE_DEBS = ("python3", "python3-venv", "iproute2", "iptables", "nftables", "runc", "busybox-static",
              "procps", "kmod", "conntrack", "iputils-ping")
-SHOAL_SOURCE = ("agent", "common", "manager", "proto", "shoal", "vxlan", "pyproject.toml")
+
+
+def shoal_source(root: Path = ROOT) -> list[str]:
+    """What the node image installs shoal from: pyproject.toml and the packages it names (so a new top-level
+    package needs no change here)."""
+    find = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    return [*sorted({p.rstrip("*").rstrip(".") for p in find["include"]}), "pyproject.toml"]
+
 POLL_S = 0.5
 
 
@@ -267,7 +274,7 @@ def stage_contexts(debs: Path, wheel_dir: Path, context: Path = CONTEXT,
     _copy_tree(wheel_dir, deps_context / "wheels")
     shutil.copy2(ROOT / "compose" / "Dockerfile", context / "Dockerfile")
     shutil.copy2(ROOT / "compose" / "node.sh", context / "node.sh")
-    for name in SHOAL_SOURCE:
+    for name in shoal_source():
         src = ROOT / name
         if src.is_dir():
             _copy_tree(src, context / "src" / name)

@@ -83,6 +83,12 @@ def test_runtime_requirements_pin_every_runtime_dependency_and_no_test_tool() ->
     assert all("==" in p for p in pins)
 
 
+def test_shoal_source_is_pyproject_and_the_packages_it_names() -> None:
+    names = compose_lab.shoal_source()
+    assert names[-1] == "pyproject.toml" and {"agent", "common", "manager", "proto", "shoal"} <= set(names)
+    assert [n for n in names if not (ROOT / n).exists()] == []
+
+
 # ---- the lab -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def compose_run() -> Iterator[tuple[str, subprocess.CompletedProcess[str]]]:
