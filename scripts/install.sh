@@ -19,6 +19,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The compose lab (scripts/compose_lab.py): debootstrap for the Debian base image, docker-compose 1.29.
+# Without recommends: docker-compose recommends docker.io, whose package starts dockerd on the host where
+# systemd runs (DESIGN §10: never a dockerd on the host; the lab runs its own in a namespace).
+COMPOSE_DEBS=(debootstrap debian-archive-keyring docker-compose)
+missing=()
+for p in "${COMPOSE_DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: apt-get install --no-install-recommends ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 python3 - <<'PY'
 import sys
 if sys.version_info < (3, 11):
