@@ -36,6 +36,7 @@ class _Network:
     spec: OverlaySpec
     names: plan.NetworkNames
     mtu: int = 0
+    vx: int = 0  # the VXLAN device's index in the network's namespace
     endpoints: dict[str, LocalEndpoint] = field(default_factory=dict)
 
 
@@ -109,7 +110,8 @@ class OverlayDataPlane:
         table = self.peers.setdefault(spec.network_id, PeerTable(spec.data_addr))
         table.local_vtep = spec.data_addr
         try:
-            kernel.apply_peers(names, table.entries())
+            net.vx = kernel.vxlan_index(names)
+            kernel.apply_peers(names, table.entries(), net.vx)
         except Exception:
             kernel.remove_network(names)
             raise
@@ -149,7 +151,7 @@ class OverlayDataPlane:
         net = self.networks.get(network_id)
         if net is None or not changes:
             return 0  # no local endpoint: nothing in the kernel; programmed when the first one joins
-        return kernel.apply_peers(net.names, changes)
+        return kernel.apply_peers(net.names, changes, net.vx)
 
     # ---- shutdown -------------------------------------------------------------------------
     def close(self) -> None:

@@ -186,7 +186,17 @@ def detach(names: NetworkNames, host_ifname: str) -> None:
 
 
 # ---- peers ----------------------------------------------------------------------------
-def apply_peers(names: NetworkNames, changes: Changes) -> int:
+def vxlan_index(names: NetworkNames) -> int:
+    """The VXLAN device's index inside the network's namespace (kept by the data plane, so a peer
+    change costs no lookup)."""
+    with ns.iproute(ns.path_of(names.netns)) as nsr:
+        found = nsr.link_lookup(ifname=names.vxlan) if names.vxlan else []
+    if not found:
+        raise OverlaySetupError(f"VXLAN device {names.vxlan} is missing in namespace {names.netns}")
+    return found[0]
+
+
+def apply_peers(names: NetworkNames, changes: Changes, vx: int | None = None) -> int:
     """Writes one batch of neighbour and FDB changes into the network's namespace: the requests are
     encoded here (a neighbour message is 12 bytes and two attributes; pyroute2's encoder costs
     milliseconds per message) and sent a few hundred per sendmsg on one netlink socket, acks read
@@ -196,11 +206,8 @@ def apply_peers(names: NetworkNames, changes: Changes) -> int:
     if not changes:
         return 0
     path = ns.path_of(names.netns)
-    with ns.iproute(path) as nsr:
-        found = nsr.link_lookup(ifname=names.vxlan) if names.vxlan else []
-        if not found:
-            raise OverlaySetupError(f"VXLAN device {names.vxlan} is missing in namespace {names.netns}")
-    vx = found[0]
+    if vx is None:
+        vx = vxlan_index(names)
     requests: list[tuple[str, bool, bytes]] = []  # (what, is a delete, message without its header)
     for ip, mac in changes.neigh.items():
         if mac is None:
