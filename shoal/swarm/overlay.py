@@ -1,0 +1,43 @@
+"""The node's side of the overlay driver: enabled once the node is in a swarm (init, join, or a restart
+that resumes one), with the swarm's advertise address as the VXLAN data path address.
+
+Called from shoal/swarm/hooks.on_joined; the driver is agent/network/drivers/overlay.py.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def data_path_address(engine: Any) -> str:
+    """The host part of the swarm's advertise address ("" when the node is in no swarm)."""
+    state = getattr(getattr(engine, "swarm", None), "state", None)
+    advertise = getattr(state, "advertise_addr", "") or ""
+    return advertise.rpartition(":")[0] if ":" in advertise else advertise
+
+
+async def enable_overlay(engine: Any) -> Any:
+    """Registers the overlay driver on the engine's network controller (on its kernel thread) and
+    plumbs again the overlay endpoints of running containers (a previous run's overlay namespaces
+    are removed when the driver starts: a daemon restart rebuilds them from the records). Returns
+    the driver (its `plane` is the PeerSink for gossip), or None when the node is in no swarm."""
+    from agent.network.drivers.overlay import OverlayDriver, enable_overlay as enable
+
+    address = data_path_address(engine)
+    if not address:
+        return None
+    already = isinstance(engine.net.drivers.find("overlay"), OverlayDriver)
+    driver = await engine._kernel(enable, engine.net, address, engine.options.netns_prefix)
+    if not already:
+        for container in list(engine.containers.values()):
+            on_overlay = any(engine.net.networks.get(e.network_id) is not None
+                             and engine.net.networks[e.network_id].driver == "overlay"
+                             for e in container.endpoints.values())
+            if container.state == "running" and on_overlay:
+                try:
+                    await engine._kernel(engine.sandboxes.reconcile_links, container)
+                except Exception:
+                    log.exception("container %s: cannot plumb its overlay endpoints again", container.id[:12])
+    return driver
