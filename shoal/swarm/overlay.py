@@ -23,14 +23,14 @@ async def enable_overlay(engine: Any) -> Any:
     plumbs again the overlay endpoints of running containers (a previous run's overlay namespaces
     are removed when the driver starts: a daemon restart rebuilds them from the records). Returns
     the driver (its `plane` is the PeerSink for gossip), or None when the node is in no swarm."""
-    from agent.network.drivers.overlay import OverlayDriver, enable_overlay as enable
+    from agent.network.drivers.overlay import enable_overlay as enable
 
     address = data_path_address(engine)
     if not address:
         return None
-    already = isinstance(engine.net.drivers.find("overlay"), OverlayDriver)
+    before = engine.net.drivers.find("overlay")
     driver = await engine._kernel(enable, engine.net, address, engine.options.netns_prefix)
-    if not already:
+    if driver is not before:  # a new data plane removed the old one's namespaces: plumb again
         for container in list(engine.containers.values()):
             on_overlay = any(engine.net.networks.get(e.network_id) is not None
                              and engine.net.networks[e.network_id].driver == "overlay"
