@@ -2,12 +2,15 @@
 and its remote peers follow what gossip reports (this class is the PeerSink netdb calls).
 
 Kernel work in vxlan/kernel.py, decisions in vxlan/plan.py and vxlan/peers.py; the overlay network
-driver (agent/network/drivers/overlay.py) and the lab tests drive it. Not thread-safe: call it from
-one thread (the node's kernel thread).
+driver (agent/network/drivers/overlay.py) and the lab tests drive it. Thread-safe: endpoints come from
+the node's kernel thread, peers from gossip's event loop; one lock orders them.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -40,6 +43,14 @@ class _Network:
     endpoints: dict[str, LocalEndpoint] = field(default_factory=dict)
 
 
+def _locked(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(self: OverlayDataPlane, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class OverlayDataPlane:
     """prefix: start of every namespace name this instance makes (a daemon's, a lab host's or a
     test's own, so parallel ones never collide); host: the namespace holding the VXLAN sockets."""
@@ -49,8 +60,10 @@ class OverlayDataPlane:
         self.host = host
         self.networks: dict[str, _Network] = {}
         self.peers: dict[str, PeerTable] = {}  # network id -> remote endpoints (kept without endpoints too)
+        self.lock = threading.RLock()
 
     # ---- start-up ---------------------------------------------------------------------
+    @_locked
     def remove_stale(self) -> list[str]:
         """Deletes a previous run's namespaces and half-made VXLAN devices of this prefix that no
         network of this instance holds; returns their names. Call once at start."""
@@ -67,6 +80,7 @@ class OverlayDataPlane:
         return removed
 
     # ---- endpoints ------------------------------------------------------------------------
+    @_locked
     def join(self, spec: OverlaySpec, endpoint: LocalEndpoint) -> None:
         """Plumbs a local endpoint; the network's namespace and devices are made with the first."""
         net = self.networks.get(spec.network_id)
@@ -83,6 +97,7 @@ class OverlayDataPlane:
             raise
         net.endpoints[endpoint.endpoint_id] = endpoint
 
+    @_locked
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Unplumbs a local endpoint; the network's namespace and devices go with the last one."""
         net = self.networks.get(network_id)
@@ -93,6 +108,11 @@ class OverlayDataPlane:
             kernel.detach(net.names, endpoint.host_ifname)
         if not net.endpoints:
             self._destroy(net)
+
+    @_locked
+    def local_endpoints(self) -> list[tuple[str, LocalEndpoint]]:
+        """(network id, endpoint) of every local endpoint plumbed now."""
+        return [(net_id, ep) for net_id, net in self.networks.items() for ep in net.endpoints.values()]
 
     def mtu(self, network_id: str) -> int | None:
         net = self.networks.get(network_id)
@@ -123,21 +143,25 @@ class OverlayDataPlane:
         kernel.remove_network(net.names)
 
     # ---- peers (PeerSink) ---------------------------------------------------------------------
+    @_locked
     def add_peers(self, network_id: str, peers: list[OverlayPeer]) -> int:
         """One reference more for each peer; returns the kernel requests made (0: nothing new)."""
         for peer in peers:
             check_peer(peer)
         return self._apply(network_id, self._table(network_id).add(peers))
 
+    @_locked
     def remove_peers(self, network_id: str, peers: list[OverlayPeer]) -> int:
         return self._apply(network_id, self._table(network_id).remove(peers))
 
+    @_locked
     def sync_peers(self, network_id: str, peers: list[OverlayPeer]) -> int:
         """Makes the network's remote peers exactly `peers`, touching only what differs."""
         for peer in peers:
             check_peer(peer)
         return self._apply(network_id, self._table(network_id).sync(peers))
 
+    @_locked
     def forget_network(self, network_id: str) -> None:
         """Gossip left the network: its peer table goes (the kernel's entries went with its namespace)."""
         if network_id not in self.networks:
@@ -154,6 +178,7 @@ class OverlayDataPlane:
         return kernel.apply_peers(net.names, changes, net.vx)
 
     # ---- shutdown -------------------------------------------------------------------------
+    @_locked
     def close(self) -> None:
         """Removes every network's namespace and devices (a test's or a node's clean stop)."""
         for net in list(self.networks.values()):

@@ -41,3 +41,15 @@ async def enable_overlay(engine: Any) -> Any:
                 except Exception:
                     log.exception("container %s: cannot plumb its overlay endpoints again", container.id[:12])
     return driver
+
+
+def wire_gossip(driver: Any, agent: Any, loop: Any) -> None:
+    """Connects the overlay driver and gossip both ways (for the gossip glue to call once both exist):
+    remote peers from gossip's tables go to the data plane (`agent.overlay(sink)`; the plane is
+    thread-safe), and this node's endpoints are announced (`agent.endpoint_up/endpoint_down`, on
+    gossip's event loop: the driver calls from the kernel thread). Endpoints already up are announced now."""
+    driver.on_endpoint_up = lambda nid, eid, peer: loop.call_soon_threadsafe(agent.endpoint_up, nid, eid, peer)
+    driver.on_endpoint_down = lambda nid, eid: loop.call_soon_threadsafe(agent.endpoint_down, nid, eid)
+    agent.overlay(driver.plane)
+    for network_id, endpoint_id, peer in driver.local_endpoints():
+        loop.call_soon_threadsafe(agent.endpoint_up, network_id, endpoint_id, peer)

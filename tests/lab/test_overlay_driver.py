@@ -228,3 +228,18 @@ def test_the_overlay_namespace_goes_with_the_hosts_last_overlay_container(hosts,
     h2.stop(box)
     assert ns.listed(netns) == []
     h2.call(h2.net.remove, net_id, [])
+
+
+def test_the_driver_tells_gossip_of_a_local_endpoint_coming_and_going(hosts, overlay):
+    h2 = hosts["h2"]
+    seen: list[tuple] = []
+    h2.driver.on_endpoint_up = lambda nid, eid, peer: seen.append(("up", nid, eid, str(peer.ip), peer.mac, str(peer.vtep)))
+    h2.driver.on_endpoint_down = lambda nid, eid: seen.append(("down", nid, eid))
+    try:
+        box = h2.start("told", overlay["ids"]["h2"])
+        endpoint = box.endpoints[overlay["ids"]["h2"]]
+        up = ("up", overlay["ids"]["h2"], endpoint.id, endpoint.ipv4, endpoint.mac, "192.168.200.12")
+        h2.stop(box)
+    finally:
+        h2.driver.on_endpoint_up = h2.driver.on_endpoint_down = None
+    assert seen == [up, ("down", overlay["ids"]["h2"], endpoint.id)]

@@ -95,3 +95,41 @@ def test_encryption_is_refused_with_the_kernels_reason():
 
 def test_the_driver_gives_no_way_out_and_is_swarm_scoped():
     assert (DRIVER.scope, DRIVER.has_interfaces, DRIVER.external_connectivity) == ("swarm", True, False)
+
+
+def test_a_gossip_callback_that_fails_does_not_raise_into_the_kernel_thread():
+    def broken(*args: object) -> None:
+        raise RuntimeError("gossip is down")
+
+    OverlayDriver._notify(broken, "net", "ep", None)  # logged, not raised
+
+
+def test_wire_gossip_feeds_the_plane_and_announces_endpoints_on_the_loop():
+    import asyncio
+
+    from shoal.swarm.overlay import wire_gossip
+    from vxlan.types import OverlayPeer
+
+    calls: list[tuple] = []
+
+    class Agent:
+        def overlay(self, sink):
+            calls.append(("overlay", sink))
+
+        def endpoint_up(self, nid, eid, peer):
+            calls.append(("up", nid, eid, peer))
+
+        def endpoint_down(self, nid, eid):
+            calls.append(("down", nid, eid))
+
+    driver = OverlayDriver(OverlayDataPlane("unit-"), ipaddress.IPv4Address("192.168.200.11"))
+    loop = asyncio.new_event_loop()
+    try:
+        wire_gossip(driver, Agent(), loop)
+        peer = OverlayPeer(ipaddress.IPv4Address("10.0.9.2"), "02:42:0a:00:09:02", driver.data_addr)
+        driver.on_endpoint_up("net", "ep", peer)
+        driver.on_endpoint_down("net", "ep")
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert calls == [("overlay", driver.plane), ("up", "net", "ep", peer), ("down", "net", "ep")]

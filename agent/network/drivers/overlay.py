@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.network.drivers.base import Driver, Join
@@ -41,6 +42,10 @@ class OverlayDriver(Driver):
     def __init__(self, plane: OverlayDataPlane, data_addr: ipaddress.IPv4Address) -> None:
         self.plane = plane  # also the PeerSink gossip (agent/gossip/netdb) feeds
         self.data_addr = data_addr
+        # This node's endpoints for gossip to announce (shoal/swarm/overlay.wire_gossip sets them):
+        # called on the kernel thread once the kernel work is done; a failure there is only logged.
+        self.on_endpoint_up: Callable[[str, str, OverlayPeer], None] | None = None
+        self.on_endpoint_down: Callable[[str, str], None] | None = None
 
     # ---- create ---------------------------------------------------------------------
     def check_create(self, options: dict[str, str]) -> None:
@@ -99,9 +104,26 @@ class OverlayDriver(Driver):
             address=ipaddress.IPv4Interface(f"{endpoint.ipv4}/{endpoint.prefixlen}"),
             mac=endpoint.mac,
         ))
+        self._notify(self.on_endpoint_up, net.id, endpoint.id,
+                     OverlayPeer(ip=ipaddress.IPv4Address(endpoint.ipv4), mac=endpoint.mac, vtep=self.data_addr))
 
     def leave(self, net: NetworkRecord, endpoint: EndpointRecord) -> None:
         self.plane.leave(net.id, endpoint.id)
+        self._notify(self.on_endpoint_down, net.id, endpoint.id)
+
+    def local_endpoints(self) -> list[tuple[str, str, OverlayPeer]]:
+        """(network id, endpoint id, peer) of every endpoint plumbed on this node now."""
+        return [(net_id, ep.endpoint_id, OverlayPeer(ip=ep.address.ip, mac=ep.mac, vtep=self.data_addr))
+                for net_id, ep in self.plane.local_endpoints()]
+
+    @staticmethod
+    def _notify(callback: Callable[..., None] | None, *args: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # gossip's trouble must not undo a working endpoint
+            log.exception("overlay: telling gossip about endpoint %s failed", args[1])
 
     def program_peers(self, net: NetworkRecord, peers: list[tuple[str, str, str]]) -> None:
         """The network's remote endpoints are exactly these (ip, mac, node address)."""
