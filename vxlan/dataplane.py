@@ -128,7 +128,7 @@ class OverlayDataPlane:
         net = _Network(spec=spec, names=names, mtu=mtu)
         kernel.ensure_network(self.host, names, spec, mtu)
         table = self.peers.setdefault(spec.network_id, PeerTable(spec.data_addr))
-        table.local_vtep = spec.data_addr
+        table.set_local_vtep(spec.data_addr)  # the namespace is new: its entries are written below
         try:
             net.vx = kernel.vxlan_index(names)
             kernel.apply_peers(names, table.entries(), net.vx)

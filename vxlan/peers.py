@@ -92,6 +92,16 @@ class PeerTable:
                 self._claim(peer, changes)
         return changes
 
+    def set_local_vtep(self, vtep: IPv4Address) -> Changes:
+        """Learns this node's VTEP (reported before the network had a local endpoint): peers behind
+        it are this node's own endpoints and leave the table."""
+        self.local_vtep = vtep
+        changes = Changes()
+        for peer in [p for p in self.counts if p.vtep == vtep]:
+            del self.counts[peer]
+            self._release(peer, changes)
+        return changes
+
     def entries(self) -> Changes:
         """Everything the kernel should hold now (all as writes): programming a fresh namespace."""
         changes = Changes()

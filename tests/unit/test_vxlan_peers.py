@@ -127,3 +127,11 @@ def test_a_bad_mac_is_refused_naming_it():
 def test_a_vtep_that_is_no_ipv4_address_is_refused_naming_it():
     with pytest.raises(ValueError, match=r"invalid peer VTEP '192.168.200.12'"):
         check_peer(OverlayPeer(ip=A("10.0.9.3"), mac="02:42:0a:00:09:03", vtep="192.168.200.12"))  # type: ignore[arg-type]
+
+
+def test_learning_the_local_vtep_drops_peers_behind_it():
+    table = PeerTable(None)
+    table.add([peer(3), peer(4, vtep="192.168.200.11")])
+    changes = table.set_local_vtep(LOCAL)
+    assert changes.neigh == {A("10.0.9.4"): None}
+    assert table.peers() == [peer(3)]
