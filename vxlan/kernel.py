@@ -226,8 +226,11 @@ def apply_peers(names: NetworkNames, changes: Changes, vx: int | None = None) ->
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
     try:
         sock.bind((0, 0))
+        sock.settimeout(ACK_TIMEOUT_S)  # the kernel acks at once; never hang the kernel thread on it
         for start in range(0, len(requests), CHUNK):
             _send_chunk(sock, requests[start:start + CHUNK])
+    except TimeoutError:
+        raise OverlaySetupError(f"no netlink ack within {ACK_TIMEOUT_S} s programming peers in {names.netns}") from None
     finally:
         sock.close()
     return len(requests)
@@ -243,6 +246,7 @@ NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
 NDA_DST = 1
 NDA_LLADDR = 2
+ACK_TIMEOUT_S = 10
 CHUNK = 256  # requests per sendmsg: their acks fit the socket's receive buffer with room to spare
 
 
