@@ -391,7 +391,9 @@ class NetworkController:
             raise SystemError_(exc.message) from None
         endpoint.ipv4 = str(address)
         endpoint.prefixlen = pool.subnet.prefixlen
-        endpoint.gateway = "" if net.internal else str(pool.gateway)
+        # No gateway where the network gives no way out (internal, overlay): the default route
+        # goes elsewhere (another network, or docker_gwbridge for overlay containers).
+        endpoint.gateway = "" if net.internal or not self.driver(net).external_connectivity else str(pool.gateway)
         endpoint.mac = endpoint.requested_mac or mac_from_ip(address)
         endpoint.host_ifname = kernel.host_ifname_for(endpoint.id)
         self._save_pool(net.id)
