@@ -114,6 +114,7 @@ class SwarmManager:
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
+        swarm_pb2_grpc.add_TaskDispatcherServicer_to_server(self.dispatcher, server)  # assignments, task status
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
