@@ -115,6 +115,10 @@ class SwarmManager:
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
         swarm_pb2_grpc.add_TaskDispatcherServicer_to_server(self.dispatcher, server)  # assignments, task status
+        from manager import testhooks
+
+        if testhooks.enabled():  # lab tests of the task executor only (SHOAL_TEST_HOOKS=1)
+            server.add_generic_rpc_handlers((testhooks.handler(self.raft, managers_only),))
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
