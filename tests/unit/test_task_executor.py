@@ -1,0 +1,193 @@
+"""The agent's task side without a kernel: the create body a task becomes (shoal/swarm/executor.py), the config and
+secret files it needs, the log details the docker CLI parses (routes_service_logs.py), and the TaskRunner's state
+sequence (agent/taskexec.py) over an in-memory container table standing in for the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.taskexec import Dependencies, Observed, TaskRunner
+from common.errdefs import InvalidParameter
+from proto import objects_pb2 as pb
+from shoal.api.routes_service_logs import details_prefix, with_details
+from shoal.swarm.executor import container_name, create_body, expand, task_files
+
+S = pb.TaskState
+
+
+def task(**kw: Any) -> pb.Task:
+    t = pb.Task(id="t0123456789abcdef0123456", service_id="s1", slot=2, node_id="n1", desired_state=S.TASK_STATE_RUNNING)
+    t.annotations.name = f"web.2.{t.id}"
+    t.spec.container.image = "busybox"
+    t.status.state = S.TASK_STATE_ASSIGNED
+    for k, v in kw.items():
+        setattr(t.spec.container, k, v) if not isinstance(v, list) else getattr(t.spec.container, k).extend(v)
+    return t
+
+
+def test_a_task_container_is_named_service_slot_task_id() -> None:
+    t = task()
+    assert container_name(t) == f"web.2.{t.id}"
+    t.ClearField("annotations")
+    assert container_name(t) == f"s1.2.{t.id}"
+
+
+def test_the_create_body_carries_dockers_swarm_labels_and_swarm_command_semantics() -> None:
+    t = task(command=["/bin/sh", "-c"], args=["echo hi"], env=["A=1"], dir="/w", user="nobody")
+    t.spec.container.labels["mine"] = "x"
+    body = create_body(t, "h2", [], [])
+    assert body == {
+        "Image": "busybox", "Env": ["A=1"], "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"], "WorkingDir": "/w",
+        "User": "nobody", "HostConfig": {"NetworkMode": "default"},
+        "Labels": {"mine": "x", "com.docker.swarm.node.id": "n1", "com.docker.swarm.service.id": "s1",
+                   "com.docker.swarm.service.name": "web", "com.docker.swarm.task": "",
+                   "com.docker.swarm.task.id": t.id, "com.docker.swarm.task.name": f"web.2.{t.id}"},
+    }
+
+
+def test_hostname_and_env_templates_are_expanded_per_task() -> None:
+    t = task(hostname="{{.Service.Name}}-{{.Task.Slot}}-{{.Node.Hostname}}", env=["ID={{.Task.ID}}", "N={{ .Node.ID }}"])
+    body = create_body(t, "h2", [], [])
+    assert (body["Hostname"], body["Env"]) == ("web-2-h2", [f"ID={t.id}", "N=n1"])
+    assert expand("{{.Unknown.Thing}}", t, "h2") == "{{.Unknown.Thing}}"
+
+
+def test_networks_become_endpoints_with_the_allocated_address_first_network_primary() -> None:
+    body = create_body(task(), "h2", [("ov1", "10.0.9.3", ["web"]), ("ov2", "", [])], [("/run/x/config-c1", "/etc/app.conf")])
+    assert body["HostConfig"] == {"NetworkMode": "ov1", "Mounts": [
+        {"Type": "bind", "Source": "/run/x/config-c1", "Target": "/etc/app.conf", "ReadOnly": True}]}
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {
+        "ov1": {"IPAMConfig": {"IPv4Address": "10.0.9.3"}, "Aliases": ["web"]}, "ov2": {"Aliases": []}}}
+
+
+def test_config_files_take_their_target_mode_and_data_from_the_assignment() -> None:
+    t = task()
+    t.spec.container.configs.add(config_id="c1", config_name="app.conf", file=pb.FileTarget(name="app.conf", mode=0o440, uid="1"))
+    deps = Dependencies(configs={"c1": pb.Config(id="c1", spec=pb.ConfigSpec(data=b"x=1"))})
+    assert task_files(t, deps) == [("config-c1", b"x=1", 0o440, 1, 0, "/app.conf")]
+
+
+def test_a_config_missing_from_the_assignment_refuses_the_task() -> None:
+    t = task()
+    t.spec.container.configs.add(config_id="c9", config_name="gone.conf", file=pb.FileTarget(name="/gone"))
+    with pytest.raises(InvalidParameter) as err:
+        task_files(t, Dependencies())
+    assert str(err.value) == "config gone.conf not found in the task's assignment"
+
+
+def test_log_details_are_the_three_keys_the_cli_needs_sorted_and_escaped() -> None:
+    labels = {"com.docker.swarm.task.id": "t1", "com.docker.swarm.node.id": "n 1", "com.docker.swarm.service.id": "s1",
+              "other": "x"}
+    d = details_prefix(labels)
+    assert d == b"com.docker.swarm.node.id=n%201,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1"
+    assert with_details(b"hello\n", d, False) == d + b" hello\n"
+    assert with_details(b"2026-12-01T22:00:00.000000001Z hello\n", b"k=v", True) == b"2026-12-01T22:00:00.000000001Z k=v hello\n"
+
+
+# ------------------------------------------------------------------------------------------------ TaskRunner
+class Containers:
+    """An in-memory container table with the TaskController calls (what the engine does, minus the kernel)."""
+
+    def __init__(self, exit_code: int | None = None, refuse: str = "") -> None:
+        self.state: dict[str, str] = {}
+        self.exit_code = exit_code  # None: runs until shut down
+        self.refuse = refuse
+        self.exited = asyncio.Event()
+
+    def controller(self, task: pb.Task, deps: Dependencies) -> Any:
+        return _Ctl(self, task.id)
+
+    async def task_containers(self) -> dict[str, str]:
+        return {tid: tid for tid in self.state}
+
+    async def remove_container(self, container_id: str) -> None:
+        self.state.pop(container_id, None)
+
+
+class _Ctl:
+    def __init__(self, table: Containers, tid: str) -> None:
+        self.t, self.tid = table, tid
+
+    async def inspect(self) -> Observed:
+        st = self.t.state.get(self.tid)
+        if st is None:
+            return Observed(False)
+        return Observed(True, running=st == "running", exited=st == "exited", exit_code=self.t.exit_code or 0, container_id="c")
+
+    async def prepare(self) -> None:
+        if self.t.refuse:
+            raise InvalidParameter(self.t.refuse)
+        self.t.state[self.tid] = "created"
+
+    async def start(self) -> None:
+        self.t.state[self.tid] = "running" if self.t.exit_code is None else "exited"
+
+    async def wait(self) -> Observed:
+        await self.t.exited.wait()
+        self.t.state[self.tid] = "exited"
+        return await self.inspect()
+
+    async def shutdown(self, grace_s: float) -> None:
+        self.t.state[self.tid] = "exited"
+        self.t.exited.set()
+
+    async def remove(self) -> None:
+        self.t.state.pop(self.tid, None)
+
+
+def drive(table: Containers, t: pb.Task, then: Any = None) -> list[tuple[int, str, str]]:
+    seen: list[tuple[int, str, str]] = []
+
+    async def run() -> None:
+        r = TaskRunner(t, Dependencies(), table, lambda _tid, st: seen.append((st.state, st.message, st.err)))
+        r.start()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        if then is not None:
+            then(r)
+            for _ in range(50):
+                await asyncio.sleep(0)
+        await r.close()
+
+    asyncio.run(run())
+    return seen
+
+
+def test_a_task_that_exits_zero_goes_through_every_state_to_complete() -> None:
+    assert [s for s, _m, _e in drive(Containers(exit_code=0), task())] == [
+        S.TASK_STATE_ACCEPTED, S.TASK_STATE_PREPARING, S.TASK_STATE_READY, S.TASK_STATE_STARTING, S.TASK_STATE_COMPLETE]
+
+
+def test_a_task_whose_container_fails_is_failed_with_the_exit_code_in_err() -> None:
+    assert drive(Containers(exit_code=3), task())[-1] == (S.TASK_STATE_FAILED, "started", "task: non-zero exit (3)")
+
+
+def test_a_refused_prepare_rejects_the_task_with_the_refusal() -> None:
+    assert drive(Containers(refuse="No such image: nope"), task())[-1] == (S.TASK_STATE_REJECTED, "preparing", "No such image: nope")
+
+
+def test_desired_shutdown_of_a_running_task_removes_its_container_and_reports_shutdown() -> None:
+    table = Containers()
+    t = task()
+
+    def shutdown(r: TaskRunner) -> None:
+        down = pb.Task()
+        down.CopyFrom(t)
+        down.desired_state = S.TASK_STATE_SHUTDOWN
+        r.update(down, Dependencies())
+
+    seen = drive(table, t, shutdown)
+    assert [s for s, _m, _e in seen][-2:] == [S.TASK_STATE_RUNNING, S.TASK_STATE_SHUTDOWN]
+    assert table.state == {}
+
+
+def test_a_running_container_found_for_a_running_task_is_adopted_not_started_again() -> None:
+    table = Containers()
+    t = task()
+    t.status.state = S.TASK_STATE_RUNNING
+    table.state[t.id] = "running"
+    assert drive(table, t) == []  # nothing to report, nothing made
+    assert table.state == {t.id: "running"}
