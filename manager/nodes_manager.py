@@ -15,6 +15,8 @@ from manager.ca.auth import Authorizer, guarded_handlers
 from manager.ca.certs import MANAGER_OU, CertificateError, identity
 from manager.ca.server import CAServicer
 from manager.dispatcher import Dispatcher
+from manager.logbroker import LogBroker
+from manager import testhooks
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
@@ -115,14 +117,18 @@ class SwarmManager:
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
         swarm_pb2_grpc.add_TaskDispatcherServicer_to_server(self.dispatcher, server)  # assignments, task status
-        from manager import testhooks
-
+        self.logbroker = LogBroker(self.raft.store, self.auth, self._session_ok, lambda: self.dispatcher.running)
+        swarm_pb2_grpc.add_LogBrokerServicer_to_server(self.logbroker, server)  # service logs across nodes
         if testhooks.enabled():  # lab tests of the task executor only (SHOAL_TEST_HOOKS=1)
             server.add_generic_rpc_handlers((testhooks.handler(self.raft, managers_only),))
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
         self.node.server = server
+
+    def _session_ok(self, node_id: str, session_id: str) -> bool:
+        s = self.dispatcher.sessions.get(node_id)
+        return s is not None and s.session_id == session_id and not s.ended
 
     def _member_for_certificate(self, pem: bytes) -> int:
         try:

@@ -1,7 +1,7 @@
 """`GET /services/{id}/logs` and `GET /tasks/{id}/logs` (docker service logs): the task containers' json-file logs,
 each line carrying the details the docker CLI needs (com.docker.swarm.node.id, .service.id, .task.id), with follow.
-Resolves services and tasks in the manager's store (shoal/swarm node); reads logs through the engine like
-routes_containers.py. Only tasks of THIS node are read: tasks on other nodes are not fetched (no log broker yet)."""
+Resolves services and tasks in the manager's store; this node's tasks are read here (shoal/swarm/logs_agent.py), the
+others through the leader's log broker (manager/logbroker.py), which asks their nodes over the dispatcher session."""
 
 from __future__ import annotations
 
@@ -15,13 +15,17 @@ from urllib.parse import quote
 from aiohttp import web
 
 from agent.executor import logfile
+import grpc
+
 from common.errdefs import InvalidParameter, NotFound, Unavailable
+from manager.nodes_service import open_secure
+from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.api import params, streams
 from shoal.api.server import ENGINE, add_route
 from shoal.swarm.executor import L_NODE, L_SERVICE_ID, L_TASK_ID
+from shoal.swarm.logs_agent import local_containers, merged, task_log_lines
 
 log = logging.getLogger(__name__)
-_END = object()
 
 
 def details_prefix(labels: dict[str, str]) -> bytes:
@@ -77,37 +81,31 @@ def find_task(view: Any, ref: str) -> Any:
     raise NotFound(f"task {ref} not found")
 
 
-def local_containers(engine: Any, task_ids: set[str]) -> list[Any]:
-    """This node's containers of those tasks, oldest first."""
-    found = [c for c in list(engine.containers.values()) if c.labels.get(L_TASK_ID) in task_ids]
-    return sorted(found, key=lambda c: c.created)
-
-
-async def merged(sources: list[AsyncIterator[tuple[int, bytes]]]) -> AsyncIterator[tuple[int, bytes]]:
-    """The items of several iterators as they come (follow mode: every task at once)."""
-    q: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
-
-    async def drain(it: AsyncIterator[tuple[int, bytes]]) -> None:
+async def remote_lines(swarm: Any, task_ids: set[str], opts: swarm_pb2.LogOptions,
+                       timestamps: bool) -> AsyncIterator[tuple[int, bytes]]:
+    """Lines of tasks on other nodes, through the leader's log broker (manager/logbroker.py)."""
+    if not task_ids:
+        return
+    raft = swarm.manager.raft if swarm.manager is not None else None
+    # the leader's own peers table may not list itself: then its advertised address (one gRPC server for all)
+    addr = (swarm.state.advertise_addr if raft.is_leader else raft.leader_addr()) if raft is not None else ""
+    if not addr:
+        log.warning("service logs: no raft leader: logs of %d tasks on other nodes left out", len(task_ids))
+        return
+    req = swarm_pb2.SubscribeLogsRequest(selector=swarm_pb2.LogSelector(task_ids=sorted(task_ids)), options=opts)
+    async with open_secure(addr, swarm.tls()) as ch:
+        call = swarm_pb2_grpc.LogBrokerStub(ch).SubscribeLogs(req)
         try:
-            async for item in it:
-                await q.put(item)
-        except Exception as e:  # noqa: BLE001 - a container removed while read: its stream ends
-            log.info("service logs: a task's log ended: %s", e)
+            async for m in call:
+                if m.missing_nodes:
+                    log.warning("service logs: nodes %s have no session: their tasks' logs left out", ", ".join(m.missing_nodes))
+                for lm in m.messages:
+                    details = details_prefix({L_NODE: lm.node_id, L_SERVICE_ID: lm.service_id, L_TASK_ID: lm.task_id})
+                    yield lm.stream, with_details(lm.data, details, timestamps)
+        except grpc.aio.AioRpcError as e:
+            log.warning("service logs: the log broker failed: %s: %s", e.code().name, e.details())
         finally:
-            await q.put(_END)
-
-    tasks = [asyncio.ensure_future(drain(it)) for it in sources]
-    left = len(tasks)
-    try:
-        while left:
-            item = await q.get()
-            if item is _END:
-                left -= 1
-                continue
-            yield item
-    finally:
-        for t in tasks:
-            t.cancel()
+            call.cancel()
 
 
 async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse:
@@ -127,21 +125,16 @@ async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse
             since = logfile.parse_unix_time(q["since"], "since")
         except ValueError as exc:
             raise InvalidParameter(str(exc)) from None
-    containers = local_containers(engine, task_ids)
+    opts = swarm_pb2.LogOptions(stdout=stdout, stderr=stderr, follow=follow, tail=tail, since_ns=since, timestamps=timestamps)
+    here = {c.labels.get(L_TASK_ID) for c in local_containers(engine, task_ids)}
 
-    async def one(c: Any) -> AsyncIterator[tuple[int, bytes]]:
-        details = details_prefix(c.labels)
-        async for stream, line in engine.container_logs(c.id, stdout, stderr, tail=tail, follow=follow,
-                                                         since_ns=since, timestamps=timestamps):
-            yield stream, with_details(line, details, timestamps)
+    async def local() -> AsyncIterator[tuple[int, bytes]]:
+        async for c, stream, line in task_log_lines(engine, task_ids, opts):
+            yield stream, with_details(line, details_prefix(c.labels), timestamps)
 
-    async def sequential() -> AsyncIterator[tuple[int, bytes]]:
-        for c in containers:
-            with contextlib.suppress(NotFound):
-                async for item in one(c):
-                    yield item
-
-    chunks = merged([one(c) for c in containers]) if follow else sequential()
+    # tasks without a container here are read where they run (a task's container is on its node only)
+    elsewhere = remote_lines(engine.swarm, set(task_ids) - here, opts, timestamps)
+    chunks = merged([local(), elsewhere]) if follow else _chain(local(), elsewhere)
     response = web.StreamResponse(status=200, headers={"Content-Type": streams.MULTIPLEXED})
     await response.prepare(request)  # follow: 200 at once, then the stream (the CLI waits for the headers)
     gone = asyncio.ensure_future(streams.when_disconnected(request))
@@ -152,6 +145,12 @@ async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
+
+
+async def _chain(*its: AsyncIterator[tuple[int, bytes]]) -> AsyncIterator[tuple[int, bytes]]:
+    for it in its:
+        async for item in it:
+            yield item
 
 
 async def service_logs(request: web.Request) -> web.StreamResponse:

@@ -1,5 +1,6 @@
 """The node's worker glue: makes agent/worker.py's Worker over the engine's executor (shoal/swarm/executor.py) and
-runs it beside every dispatcher session (shoal/swarm/session.py's on_session), retrying while the session lives."""
+runs it beside every dispatcher session (shoal/swarm/session.py's on_session), with the log broker's subscriptions
+(shoal/swarm/logs_agent.py), each retried while the session lives."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 from agent.worker import Worker
 from proto import swarm_pb2_grpc
 from shoal.swarm.executor import EngineExecutor
+from shoal.swarm.logs_agent import serve_subscriptions
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.5
@@ -24,16 +26,24 @@ def session_worker(node: Any) -> Callable[[grpc.aio.Channel, str], Awaitable[Non
     async def run(channel: grpc.aio.Channel, session_id: str) -> None:
         if node.worker is None:
             node.worker = Worker(EngineExecutor(node.engine, node.hostname))
-        stub = swarm_pb2_grpc.TaskDispatcherStub(channel)
-        while True:
-            try:
-                await node.worker.run_session(stub, session_id)
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as e:
-                log.info("worker: assignments ended: %s: %s", e.code().name, e.details())
-            except Exception:  # noqa: BLE001 - keep the session; try the stream again
-                log.exception("worker: assignments failed")
-            await asyncio.sleep(RETRY_S)
+        tasks = swarm_pb2_grpc.TaskDispatcherStub(channel)
+        logs = swarm_pb2_grpc.LogBrokerStub(channel)
+        node_id = node.state.node_id if node.state is not None else ""
+        await asyncio.gather(
+            _retrying("assignments", lambda: node.worker.run_session(tasks, session_id)),
+            _retrying("log subscriptions", lambda: serve_subscriptions(logs, session_id, node.engine, node_id)))
 
     return run
+
+
+async def _retrying(what: str, fn: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await fn()
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as e:
+            log.info("worker: %s ended: %s: %s", what, e.code().name, e.details())
+        except Exception:  # noqa: BLE001 - keep the session; try the stream again
+            log.exception("worker: %s failed", what)
+        await asyncio.sleep(RETRY_S)

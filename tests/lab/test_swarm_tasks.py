@@ -1,7 +1,8 @@
 """Swarm tasks from the store to containers and back, on a 2-host swarm (h1 manager, h2 worker; 1 s heartbeats):
 tasks written into the store (the managers' test hook, SHOAL_TEST_HOOKS=1) run as containers on their nodes with
 Docker's names and labels, their status flows back, a killed container is FAILED, desired SHUTDOWN removes it, a
-config lands as a file on a tmpfs, and a daemon kill -9 + restart adopts the running container instead of a second one."""
+config lands as a file on a tmpfs, a daemon kill -9 + restart adopts the running container instead of a second one,
+and /services/{id}/logs gathers the lines of tasks on both nodes (the worker's through the leader's log broker)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from proto import objects_pb2 as pb
+from shoal.client import DaemonError
 from shoal.lab import Lab, data_dir, host_address, run_dir, wait_until
 from shoal.swarm.executor import FILES_DIR
 from tests.lab.helpers import SHOAL, running_lab
@@ -215,3 +217,67 @@ def _fstype(path: os.PathLike[str]) -> str:
             if parts[1] == str(path):
                 return parts[2]
     return ""
+
+
+def _frames(data: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 0
+    while i + 8 <= len(data):
+        n = int.from_bytes(data[i + 4:i + 8], "big")
+        out.append((data[i], data[i + 8:i + 8 + n]))
+        i += 8 + n
+    return out
+
+
+@pytest.fixture(scope="module")
+def talker(swarm: Lab) -> tuple[pb.Service, list[pb.Task]]:
+    """A service with one task on the manager h1 and one on the worker h2, each saying which it is."""
+    svc = new_service(swarm, "talker")
+    tasks = [new_task(svc, slot, node_id(swarm, host), ["sh", "-c", f"echo hello from {host}; echo oops >&2; sleep 3600"])
+             for slot, host in ((1, "h1"), (2, "h2"))]
+    write(swarm, pb.StoreAction.CREATE, *tasks)
+    for t in tasks:
+        wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
+    return svc, tasks
+
+
+def _expected(tasks: list[pb.Task], svc: pb.Service) -> set[tuple[int, bytes]]:
+    out = set()
+    for t, host in zip(tasks, ("h1", "h2")):
+        d = f"com.docker.swarm.node.id={t.node_id},com.docker.swarm.service.id={svc.id},com.docker.swarm.task.id={t.id}"
+        out |= {(1, f"{d} hello from {host}\n".encode()), (2, f"{d} oops\n".encode())}
+    return out
+
+
+def test_service_logs_hold_every_tasks_lines_with_the_details_the_cli_needs(swarm: Lab, talker) -> None:
+    svc, tasks = talker
+    q = {"details": "1", "stdout": "1", "stderr": "1", "tail": "all"}
+
+    def both() -> list[tuple[int, bytes]] | None:
+        got = _frames(swarm.client("h1").send("GET", "/services/talker/logs", q).read())
+        return got if len(got) == 4 else None
+
+    got = wait_until(both, timeout=15, interval=0.3)
+    assert set(got) == _expected(tasks, svc)
+    by_id = _frames(swarm.client("h1").send("GET", f"/services/{svc.id}/logs", {**q, "stderr": "0"}).read())
+    assert sorted(by_id) == sorted(x for x in _expected(tasks, svc) if x[0] == 1)
+
+
+def test_service_logs_follow_streams_lines_from_both_nodes(swarm: Lab, talker) -> None:
+    svc, tasks = talker
+    with swarm.client("h1", timeout=20) as c:
+        resp = c.send("GET", "/services/talker/logs", {"details": "1", "stdout": "1", "stderr": "1", "follow": "1"})
+        assert resp.header("Content-Type") == "application/vnd.docker.multiplexed-stream"
+        buf = b""
+        while len(_frames(buf)) < 4:
+            chunk = resp.read1(65536)
+            assert chunk, f"stream ended early after {_frames(buf)}"
+            buf += chunk
+        assert set(_frames(buf)) == _expected(tasks, svc)
+
+
+def test_service_logs_on_a_worker_get_the_not_a_manager_error(swarm: Lab, talker) -> None:
+    with pytest.raises(DaemonError) as err:
+        swarm.client("h2").send("GET", "/services/talker/logs", {"stdout": "1"}).read()
+    assert (err.value.status, err.value.message) == (503, "This node is not a swarm manager. Worker nodes can't be used to "
+                                                      "view or modify cluster state. Please run this command on a manager "
+                                                      "node or promote the current node to a manager.")
