@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
 
@@ -22,7 +23,11 @@ BATCH_ITEMS = 200  # one proposal holds at most the store's MAX_ACTIONS changes
 COALESCE_S = 0.05  # assignment changes closer than this go out in one message
 NOT_THIS_NODE = "cannot update a task not assigned this node"  # swarmkit's wording (PermissionDenied)
 
-Key = tuple[str, str]  # (kind, id): ("task", id), ("config", id), ("network", id)
+Key = tuple[str, str]  # (kind, id): ("task", id), ("config", id), ("network", id), ("secret", id)
+# Secrets travel with the tasks that use them when this build has them all: the store's kind, the spec's references and
+# the Assignment field (objects.proto/swarm.proto additions of the lead); until then configs only.
+SECRETS = ("secret" in KINDS and "secrets" in pb.ContainerSpec.DESCRIPTOR.fields_by_name
+           and "secret" in swarm_pb2.Assignment.DESCRIPTOR.fields_by_name)
 Change = swarm_pb2.AssignmentChange
 
 
@@ -43,6 +48,12 @@ def assigned_set(view: Any, node_id: str) -> dict[Key, Any]:
                 c = view.get("config", ref.config_id)
                 if c is not None:
                     out[("config", c.id)] = c
+        if SECRETS:  # once the store has secrets (the lead's kind) and Assignment carries them
+            for ref in t.spec.container.secrets:
+                if ("secret", ref.secret_id) not in out:
+                    sec = view.get("secret", ref.secret_id)
+                    if sec is not None:
+                        out[("secret", sec.id)] = sec
         for att in t.networks:
             nid = att.network.id
             if nid and ("network", nid) not in out:
@@ -122,7 +133,7 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
     changes within coalesce_s sent together. Ends when alive() turns false or the watch fails (the agent reconnects)."""
     diff = AssignmentDiff()
     view = store.view()
-    watch = store.watch({"task", "config", "network"})  # no await since view(): no event is missed
+    watch = store.watch({"task", "config", "network"} | ({"secret"} if SECRETS else set()))  # no await since view(): no event is missed
     try:
         yield diff.complete(assigned_set(view, node_id))
         while alive():

@@ -87,7 +87,7 @@ def mounts_json(c: Any, task: pb.Task, hostname: str) -> list[dict[str, Any]]:
     out = []
     for m in _field(c, "mounts", []) or []:
         kind = _enum_name(m, "type") if _has(m, "type") else "bind"
-        entry: dict[str, Any] = {"Type": kind, "Target": m.target, "ReadOnly": bool(_field(m, "readonly", False))}
+        entry: dict[str, Any] = {"Type": kind, "Target": m.target, "ReadOnly": bool(_field(m, "readonly") or _field(m, "read_only"))}
         if m.source:
             entry["Source"] = expand(m.source, task, hostname)
         bo = _field(m, "bind_options")
