@@ -54,7 +54,7 @@ def handler(raft: Any, check: Any) -> grpc.GenericRpcHandler:
     async def read(_req: bytes, ctx: grpc.aio.ServicerContext) -> pb.StoreSnapshot:
         await check(ctx)
         view = raft.store.view()
-        return pb.StoreSnapshot(tasks=view.list("task"), services=view.list("service"))
+        return pb.StoreSnapshot(tasks=view.list("task"), services=view.list("service"), last_index=raft.store.last_index)
 
     rpc = grpc.unary_unary_rpc_method_handler(write, request_deserializer=pb.StoreProposal.FromString,
                                               response_serializer=pb.StoreProposal.SerializeToString)

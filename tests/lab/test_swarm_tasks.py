@@ -281,3 +281,31 @@ def test_service_logs_on_a_worker_get_the_not_a_manager_error(swarm: Lab, talker
     assert (err.value.status, err.value.message) == (503, "This node is not a swarm manager. Worker nodes can't be used to "
                                                       "view or modify cluster state. Please run this command on a manager "
                                                       "node or promote the current node to a manager.")
+
+
+def test_a_task_joins_its_network_with_the_address_the_allocator_gave(swarm: Lab) -> None:
+    created = swarm.client("h2").post("/networks/create", {"Name": "tasknet", "Driver": "bridge",
+                                                           "IPAM": {"Config": [{"Subnet": "10.77.0.0/24"}]}})
+    svc = new_service(swarm, "netted")
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sleep", "3600"])
+    net = pb.Network(id=created["Id"], spec=pb.NetworkSpec(annotations=pb.Annotations(name="tasknet"), driver="bridge"))
+    t.networks.add(network=net, addresses=["10.77.0.9/24"], aliases=["netted"])
+    write(swarm, pb.StoreAction.CREATE, t)
+    wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
+    [c] = task_containers(swarm, "h2", t.id)
+    nets = swarm.client("h2").get(f"/containers/{c['Id']}/json")["NetworkSettings"]["Networks"]
+    assert list(nets) == ["tasknet"]
+    assert (nets["tasknet"]["IPAddress"], nets["tasknet"]["IPPrefixLen"]) == ("10.77.0.9", 24)
+
+
+def test_a_task_on_a_network_the_node_cannot_provide_is_rejected_with_the_reason(swarm: Lab) -> None:
+    svc = new_service(swarm, "nowhere")
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sleep", "3600"])
+    net = pb.Network(id="ov" + secrets.token_hex(11), spec=pb.NetworkSpec(annotations=pb.Annotations(name="faraway"),
+                                                                          driver="overlay"))
+    t.networks.add(network=net, addresses=["10.0.9.3/24"])
+    write(swarm, pb.StoreAction.CREATE, t)
+    got = wait_state(swarm, t.id, S.TASK_STATE_REJECTED)
+    assert got.status.err == ("network faraway (overlay) is not available on this node: the node has no driver for "
+                              "swarm networks yet")
+    assert task_containers(swarm, "h2", t.id) == []
