@@ -10,6 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
+
 from agent.taskexec import Dependencies, Executor, TaskRunner
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -121,12 +123,32 @@ class Worker:
             updates = self.batch()
             if not updates:
                 continue
-            await send(updates)
+            try:
+                await send(updates)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    raise
+                # the dispatcher refuses a whole request for one task it no longer gives this node: find it, drop it
+                updates = await self._send_each(send, updates)
             for u in updates:  # only what did not change meanwhile counts as sent
                 if self.statuses.get(u.task_id) is u.status or self.statuses.get(u.task_id) == u.status:
                     self.unsent.discard(u.task_id)
             for tid in [t for t, r in self.runners.items() if r.removed and r.done]:
                 self.runners.pop(tid, None)
+
+    async def _send_each(self, send: SendStatus, updates: list[swarm_pb2.TaskStatusUpdate]) -> list[swarm_pb2.TaskStatusUpdate]:
+        sent = []
+        for u in updates:
+            try:
+                await send([u])
+                sent.append(u)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.PERMISSION_DENIED:
+                    raise
+                log.warning("worker: status of task %s refused (%s): dropped", u.task_id, e.details())
+                self.unsent.discard(u.task_id)
+                self.statuses.pop(u.task_id, None)
+        return sent
 
     async def close(self) -> None:
         """Daemon shutdown or leaving the swarm: stop driving tasks (their containers keep running)."""

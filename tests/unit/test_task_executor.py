@@ -191,3 +191,54 @@ def test_a_running_container_found_for_a_running_task_is_adopted_not_started_aga
     table.state[t.id] = "running"
     assert drive(table, t) == []  # nothing to report, nothing made
     assert table.state == {t.id: "running"}
+
+
+# ------------------------------------------------------------------------------------------------ Worker
+def _complete(*tasks: pb.Task) -> Any:
+    from proto import swarm_pb2
+
+    C = swarm_pb2.AssignmentChange
+    return swarm_pb2.AssignmentsMessage(type=swarm_pb2.AssignmentsMessage.COMPLETE, changes=[
+        C(assignment=swarm_pb2.Assignment(task=t), action=C.UPDATE) for t in tasks])
+
+
+def test_a_complete_assignment_removes_containers_of_tasks_it_does_not_hold_and_keeps_the_others() -> None:
+    from agent.worker import Worker
+
+    table = Containers()
+    kept = task()
+    kept.status.state = S.TASK_STATE_RUNNING
+    table.state = {kept.id: "running", "orphan": "running"}
+
+    async def run() -> None:
+        w = Worker(table)
+        await w.apply(_complete(kept))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await w.close()
+
+    asyncio.run(run())
+    assert table.state == {kept.id: "running"}
+
+
+def test_statuses_are_sent_in_one_batch_per_interval_latest_per_task() -> None:
+    from agent.worker import Worker
+
+    sent: list[list[tuple[str, int]]] = []
+
+    async def run() -> None:
+        w = Worker(Containers(exit_code=0), interval=0.01)
+        await w.apply(_complete(task()))
+
+        async def send(updates: list[Any]) -> None:
+            sent.append([(u.task_id, u.status.state) for u in updates])
+            raise asyncio.CancelledError  # one batch is all this test looks at
+
+        for _ in range(50):
+            await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await w.report_loop(send)
+        await w.close()
+
+    asyncio.run(run())
+    assert sent == [[(task().id, S.TASK_STATE_COMPLETE)]]
