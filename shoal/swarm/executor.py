@@ -19,6 +19,7 @@ from typing import Any
 from agent.taskexec import Dependencies, Observed
 from common.errdefs import InvalidParameter, NotFound, NotModified, SystemError_
 from proto import objects_pb2 as pb
+from shoal.swarm.executor_net import predefined_mode, task_networks
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
     labels = dict(c.labels)
     labels.update({L_NODE: task.node_id, L_SERVICE_ID: task.service_id, L_SERVICE_NAME: service_name(task),
                    L_TASK: "", L_TASK_ID: task.id, L_TASK_NAME: container_name(task)})
-    host: dict[str, Any] = {"NetworkMode": networks[0][0] if networks else "default"}
+    host: dict[str, Any] = {"NetworkMode": networks[0][0] if networks else (predefined_mode(task) or "default")}
     mounts = mounts_json(c, task, node_hostname)
     mounts += [{"Type": "bind", "Source": src, "Target": dst, "ReadOnly": True} for src, dst in files]
     if mounts:
@@ -246,8 +247,7 @@ class EngineTaskController:
                         pid=int(c.pid or 0), error="OOMKilled" if exited and c.oom_killed else "")
 
     async def prepare(self) -> None:
-        from shoal.api import params
-        from shoal.swarm.executor_net import task_networks
+        from shoal.api import params  # the API's parser: a task is created exactly as `docker create` would be
 
         if self._record() is not None:
             return

@@ -42,8 +42,23 @@ def _ip(addr: str) -> str:
     return addr.split("/", 1)[0]
 
 
+PREDEFINED = "com.docker.swarm.predefined"  # swarm's copies of a node's host/bridge networks (moby sets NetworkMode)
+
+
+def predefined_mode(task: pb.Task) -> str:
+    """The network mode of a task on a predefined network (`--network host`): its name; "" otherwise."""
+    if task.networks:
+        spec = task.networks[0].network.spec
+        if spec.annotations.labels.get(PREDEFINED) == "true":
+            return spec.annotations.name
+    return ""
+
+
 async def task_networks(engine: Any, task: pb.Task, deps: Dependencies) -> list[tuple[str, str, list[str]]]:
-    """(local network name, IPv4 address or "", aliases) per attachment, in the task's order."""
+    """(local network name, IPv4 address or "", aliases) per attachment, in the task's order; none for a task on a
+    predefined network (it runs in that mode, as moby's executor does)."""
+    if predefined_mode(task):
+        return []
     out = []
     for att in task.networks:
         net = deps.networks.get(att.network.id) or att.network

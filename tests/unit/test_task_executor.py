@@ -242,3 +242,14 @@ def test_statuses_are_sent_in_one_batch_per_interval_latest_per_task() -> None:
 
     asyncio.run(run())
     assert sent == [[(task().id, S.TASK_STATE_COMPLETE)]]
+
+
+def test_a_task_on_a_predefined_network_runs_in_that_network_mode() -> None:
+    from shoal.swarm.executor_net import predefined_mode
+
+    t = task()
+    t.networks.add(network=pb.Network(id="x", spec=pb.NetworkSpec(
+        annotations=pb.Annotations(name="host", labels={"com.docker.swarm.predefined": "true"}), driver="host")))
+    assert predefined_mode(t) == "host"
+    body = create_body(t, "h2", [], [])
+    assert body["HostConfig"] == {"NetworkMode": "host"} and "NetworkingConfig" not in body
