@@ -31,6 +31,7 @@ class Observed:
     container_id: str = ""
     pid: int = 0
     error: str = ""  # e.g. the OOM killer's mark
+    ports: list[tuple[str, int, int]] = field(default_factory=list)  # (proto, container port, host port) published
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class Executor(Protocol):
 
 
 Report = Callable[[str, pb.TaskStatus], None]
+_PROTOS = {"tcp": pb.PortConfig.TCP, "udp": pb.PortConfig.UDP, "sctp": pb.PortConfig.SCTP}
 
 
 def status(state: int, message: str, err: str = "", obs: Observed | None = None) -> pb.TaskStatus:
@@ -83,6 +85,9 @@ def status(state: int, message: str, err: str = "", obs: Observed | None = None)
         st.container.container_id = obs.container_id
         st.container.pid = obs.pid
         st.container.exit_code = obs.exit_code
+    for proto, target, published in (obs.ports if obs is not None else []):  # what host-mode publishing got
+        st.port_status.add(protocol=_PROTOS.get(proto, pb.PortConfig.TCP), target_port=target, published_port=published,
+                           publish_mode=pb.PortConfig.HOST)
     return st
 
 

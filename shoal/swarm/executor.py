@@ -109,6 +109,16 @@ def mounts_json(c: Any, task: pb.Task, hostname: str) -> list[dict[str, Any]]:
     return out
 
 
+_PROTO = {pb.PortConfig.TCP: "tcp", pb.PortConfig.UDP: "udp", pb.PortConfig.SCTP: "sctp"}
+
+
+def host_ports(task: pb.Task) -> list[pb.PortConfig]:
+    """The task's ports published in host mode (`--publish mode=host`): bound on this node by the container itself;
+    ingress ports are the routing mesh's (agent/network/lb*), not the container's."""
+    ports = task.endpoint.ports or task.endpoint.spec.ports
+    return [p for p in ports if p.publish_mode == pb.PortConfig.HOST and p.target_port]
+
+
 def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str, list[str]]],
                 files: list[tuple[str, str]]) -> dict[str, Any]:
     """The `docker create` body for a task. networks: (local network name, IPv4 address or "", aliases), first is
@@ -122,6 +132,13 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
     mounts += [{"Type": "bind", "Source": src, "Target": dst, "ReadOnly": True} for src, dst in files]
     if mounts:
         host["Mounts"] = mounts
+    published = host_ports(task)
+    if published:
+        bindings: dict[str, list[dict[str, str]]] = {}
+        for p in published:  # published 0: a free port of the node, as `-p 80` (moby does the same for mode=host)
+            bindings.setdefault(f"{p.target_port}/{_PROTO[p.protocol]}", []).append(
+                {"HostIp": "", "HostPort": str(p.published_port) if p.published_port else ""})
+        host["PortBindings"] = bindings
     res = _field(task.spec, "resources")
     if res is not None and task.spec.HasField("resources") and res.HasField("limits"):
         if res.limits.memory_bytes:
@@ -243,8 +260,9 @@ class EngineTaskController:
             return Observed(exists=False)
         running = c.state == "running" or bool(getattr(c, "restarting", False))
         exited = c.state in ("exited", "dead")
+        ports = [(p["proto"], int(p["container_port"]), int(p["host_port"])) for p in (c.published or [])] if running else []
         return Observed(exists=True, running=running, exited=exited, exit_code=int(c.exit_code), container_id=c.id,
-                        pid=int(c.pid or 0), error="OOMKilled" if exited and c.oom_killed else "")
+                        pid=int(c.pid or 0), error="OOMKilled" if exited and c.oom_killed else "", ports=ports)
 
     async def prepare(self) -> None:
         from shoal.api import params  # the API's parser: a task is created exactly as `docker create` would be

@@ -309,3 +309,15 @@ def test_a_task_on_a_network_the_node_cannot_provide_is_rejected_with_the_reason
     assert got.status.err == ("network faraway (overlay) is not available on this node: the node has no driver for "
                               "swarm networks yet")
     assert task_containers(swarm, "h2", t.id) == []
+
+
+def test_a_host_mode_port_is_published_on_the_tasks_node_and_reported(swarm: Lab) -> None:
+    svc = new_service(swarm, "hostport")
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sh", "-c", "echo task-answer > /tmp/index.html; httpd -f -p 80 -h /tmp"])
+    t.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=80, published_port=8080, publish_mode=pb.PortConfig.HOST)
+    write(swarm, pb.StoreAction.CREATE, t)
+    got = wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
+    assert [(p.target_port, p.published_port, p.publish_mode) for p in got.status.port_status] == [(80, 8080, pb.PortConfig.HOST)]
+    url = f"http://{host_address('h2')}:8080/index.html"
+    out = wait_until(lambda: swarm.exec("h1", ["busybox", "wget", "-q", "-O", "-", url], check=False).stdout, timeout=10)
+    assert out == "task-answer\n"

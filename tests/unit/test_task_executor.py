@@ -253,3 +253,12 @@ def test_a_task_on_a_predefined_network_runs_in_that_network_mode() -> None:
     assert predefined_mode(t) == "host"
     body = create_body(t, "h2", [], [])
     assert body["HostConfig"] == {"NetworkMode": "host"} and "NetworkingConfig" not in body
+
+
+def test_host_mode_ports_are_bound_by_the_container_and_ingress_ports_are_not() -> None:
+    t = task()
+    t.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=80, published_port=8080, publish_mode=pb.PortConfig.HOST)
+    t.endpoint.ports.add(protocol=pb.PortConfig.UDP, target_port=53, publish_mode=pb.PortConfig.HOST)
+    t.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=443, published_port=30443)  # ingress: the mesh's
+    assert create_body(t, "h2", [], [])["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": "8080"}], "53/udp": [{"HostIp": "", "HostPort": ""}]}
