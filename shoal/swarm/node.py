@@ -493,6 +493,10 @@ class SwarmNode:
                     "will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it "
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
             await self.close()
+            if self.engine is not None:  # as moby: the node's task containers go with its membership
+                from shoal.swarm.worker_glue import remove_task_containers
+
+                await remove_task_containers(self.engine, st.node_id)
             self.state = None
             self.paths.wipe()
 

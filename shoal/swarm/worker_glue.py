@@ -13,7 +13,7 @@ import grpc
 
 from agent.worker import Worker
 from proto import swarm_pb2_grpc
-from shoal.swarm.executor import EngineExecutor
+from shoal.swarm.executor import L_NODE, L_TASK_ID, EngineExecutor
 from shoal.swarm.logs_agent import serve_subscriptions
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,19 @@ def session_worker(node: Any) -> Callable[[grpc.aio.Channel, str], Awaitable[Non
             _retrying("log subscriptions", lambda: serve_subscriptions(logs, session_id, node.engine, node_id)))
 
     return run
+
+
+async def remove_task_containers(engine: Any, node_id: str) -> int:
+    """Force-removes the containers of swarm tasks this node ran (swarm leave); returns how many went."""
+    ex = EngineExecutor(engine, lambda: "")
+    gone = 0
+    for c in [c for c in list(engine.containers.values()) if c.labels.get(L_NODE) == node_id and c.labels.get(L_TASK_ID)]:
+        try:
+            await ex.remove_container(c.id)
+            gone += 1
+        except Exception:  # noqa: BLE001 - leaving goes on; the container stays for the user to remove
+            log.exception("swarm leave: could not remove task container %s", c.id[:12])
+    return gone
 
 
 async def _retrying(what: str, fn: Callable[[], Awaitable[None]]) -> None:

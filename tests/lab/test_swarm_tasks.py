@@ -321,3 +321,16 @@ def test_a_host_mode_port_is_published_on_the_tasks_node_and_reported(swarm: Lab
     url = f"http://{host_address('h2')}:8080/index.html"
     out = wait_until(lambda: swarm.exec("h1", ["busybox", "wget", "-q", "-O", "-", url], check=False).stdout, timeout=10)
     assert out == "task-answer\n"
+
+
+def test_zz_leaving_the_swarm_removes_the_nodes_task_containers_and_nothing_else(swarm: Lab) -> None:
+    # last in the module: h2 leaves the swarm
+    svc = new_service(swarm, "leaver")
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sleep", "3600"])
+    write(swarm, pb.StoreAction.CREATE, t)
+    wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
+    plain = swarm.client("h2").post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "3600"]}, {"name": "plain"})
+    swarm.exec("h2", SHOAL + ["swarm", "leave"], timeout=60)
+    left = swarm.client("h2").get("/containers/json", {"all": "1"})
+    assert [c["Id"] for c in left] == [plain["Id"]]
+    assert list((run_dir(swarm.name, "h2") / FILES_DIR).glob("*")) == []
