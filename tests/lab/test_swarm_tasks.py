@@ -21,6 +21,8 @@ from shoal.swarm.executor import FILES_DIR
 from tests.lab.helpers import SHOAL, running_lab
 
 S = pb.TaskState
+# stops at SIGTERM (a plain `sleep` as pid 1 ignores it and waits out the 10 s stop grace period)
+STOPPABLE = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
 # Runs inside a lab host with h1's (a manager's) node certificate: writes a StoreProposal, or reads the tasks.
 HOOK = textwrap.dedent('''
@@ -137,7 +139,7 @@ def test_a_killed_task_container_is_reported_failed_with_its_exit_code(swarm: La
 
 def test_desired_shutdown_stops_and_removes_the_container(swarm: Lab) -> None:
     svc = new_service(swarm, "stopme")
-    t = new_task(svc, 1, node_id(swarm, "h2"), ["sleep", "3600"])
+    t = new_task(svc, 1, node_id(swarm, "h2"), STOPPABLE)
     write(swarm, pb.StoreAction.CREATE, t)
     wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
     t.desired_state = S.TASK_STATE_SHUTDOWN
@@ -148,7 +150,7 @@ def test_desired_shutdown_stops_and_removes_the_container(swarm: Lab) -> None:
 
 def test_a_removed_task_takes_its_container_with_it(swarm: Lab) -> None:
     svc = new_service(swarm, "gone")
-    t = new_task(svc, 1, node_id(swarm, "h2"), ["sleep", "3600"])
+    t = new_task(svc, 1, node_id(swarm, "h2"), STOPPABLE)
     write(swarm, pb.StoreAction.CREATE, t)
     wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
     write(swarm, pb.StoreAction.REMOVE, t)
@@ -160,7 +162,8 @@ def test_a_config_is_a_file_with_its_mode_on_a_tmpfs_in_the_run_dir(swarm: Lab) 
     write(swarm, pb.StoreAction.CREATE, cfg)
     svc = new_service(swarm, "withconf")
     ref = pb.ConfigReference(config_id=cfg.id, config_name="app.conf", file=pb.FileTarget(name="/etc/app.conf", mode=0o440))
-    t = new_task(svc, 1, node_id(swarm, "h2"), ["sh", "-c", "cat /etc/app.conf; stat -c %a /etc/app.conf; sleep 3600"], [ref])
+    show = "cat /etc/app.conf; stat -c %a /etc/app.conf; " + STOPPABLE[2]
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sh", "-c", show], [ref])
     write(swarm, pb.StoreAction.CREATE, t)
     wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
     [c] = task_containers(swarm, "h2", t.id)
