@@ -1,15 +1,18 @@
 """Which local networks a task's container joins, with the addresses the managers' allocator gave it: each
-Task.networks attachment is matched to the engine's network of that id (or name); a swarm-scope network the node does
-not have yet is created through the engine when its driver is available here. Used by shoal/swarm/executor.py."""
+Task.networks attachment is matched to the engine's network of that id (or name); a swarm network the node does not
+have yet is created through the engine with the managers' id, subnet and VNI (the overlay driver does the kernel part).
+Used by shoal/swarm/executor.py."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from agent.network.records import IPAMConfig
 from agent.taskexec import Dependencies
-from common.errdefs import NotFound
+from common.errdefs import Conflict, ShoalError
 from proto import objects_pb2 as pb
+from shoal.engine.requests import NetworkCreate
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +28,39 @@ def _local(engine: Any, net: pb.Network) -> Any | None:
     return None
 
 
+OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"  # Docker's option name for the VNI the managers gave
+
+
+def network_create(net: pb.Network) -> NetworkCreate:
+    """The engine's create request for a swarm network, with the managers' id, subnets (as allocated) and VNI."""
+    configs = net.ipam.configs or net.spec.ipam.configs
+    options = dict(net.spec.driver_options)
+    if net.vni:
+        options[OPT_VNI] = str(net.vni)
+    return NetworkCreate(
+        name=net.spec.annotations.name or net.id, driver=net.spec.driver or "overlay", scope="swarm",
+        ipam_config=[IPAMConfig(subnet=c.subnet, gateway=c.gateway, ip_range=c.range) for c in configs if c.subnet],
+        internal=net.spec.internal, attachable=net.spec.attachable, ingress=net.spec.ingress, options=options,
+        labels=dict(net.spec.annotations.labels), id=net.id)
+
+
 async def ensure_network(engine: Any, net: pb.Network) -> Any:
-    """The engine's network for a swarm network: found, else created with the manager's id, subnet and options
-    (the overlay driver's job: engine.create_swarm_network, when the node has it)."""
+    """The engine's network for a swarm network: found, else created from the managers' object (the first task on
+    this node that uses it brings it here, as in Docker). A driver the node lacks refuses the task with its reason."""
     found = _local(engine, net)
     if found is not None:
         return found
-    create = getattr(engine, "create_swarm_network", None)  # added with the overlay driver
-    if create is None:
-        raise NotFound(f"network {net.spec.annotations.name or net.id} ({net.spec.driver or 'overlay'}) is not "
-                       "available on this node: the node has no driver for swarm networks yet")
-    return await create(net)
+    name = net.spec.annotations.name or net.id
+    try:
+        record, _warning = await engine.create_network(network_create(net))
+        return record
+    except Conflict:  # another task of the same network made it meanwhile
+        found = _local(engine, net)
+        if found is not None:
+            return found
+        raise
+    except ShoalError as e:
+        raise type(e)(f"network {name} ({net.spec.driver or 'overlay'}) is not available on this node: {e.message}") from None
 
 
 def _ip(addr: str) -> str:

@@ -262,3 +262,16 @@ def test_host_mode_ports_are_bound_by_the_container_and_ingress_ports_are_not() 
     t.endpoint.ports.add(protocol=pb.PortConfig.TCP, target_port=443, published_port=30443)  # ingress: the mesh's
     assert create_body(t, "h2", [], [])["HostConfig"]["PortBindings"] == {
         "80/tcp": [{"HostIp": "", "HostPort": "8080"}], "53/udp": [{"HostIp": "", "HostPort": ""}]}
+
+
+def test_a_swarm_network_is_created_on_the_node_with_the_managers_id_subnet_and_vni() -> None:
+    from shoal.swarm.executor_net import network_create
+
+    net = pb.Network(id="ovid0123456789abcdefghijk", vni=4097, spec=pb.NetworkSpec(
+        annotations=pb.Annotations(name="my-net", labels={"a": "b"}), driver="overlay", attachable=True))
+    net.ipam.configs.add(subnet="10.0.9.0/24", gateway="10.0.9.1")
+    req = network_create(net)
+    assert (req.id, req.name, req.driver, req.scope, req.attachable, req.labels) == (
+        "ovid0123456789abcdefghijk", "my-net", "overlay", "swarm", True, {"a": "b"})
+    assert [(c.subnet, c.gateway, c.ip_range) for c in req.ipam_config] == [("10.0.9.0/24", "10.0.9.1", "")]
+    assert req.options == {"com.docker.network.driver.overlay.vxlanid_list": "4097"}
