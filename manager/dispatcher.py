@@ -89,6 +89,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self.heartbeats = 0
         self.limiter = RegistrationLimiter(clock)
         self.statuses = StatusBatcher(ops.raft.store, ops.raft.propose)  # task status from all sessions, batched
+        self.unseal: Callable[[pb.Secret], bytes] | None = None  # secrets' plaintext for assignments (nodes_manager)
 
     # ------------------------------------------------------------------ leader component
     async def start(self) -> None:
@@ -237,7 +238,8 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
                           context: grpc.aio.ServicerContext) -> AsyncIterator[swarm_pb2.AssignmentsMessage]:
         """The node's tasks (with the configs and networks they use): the whole set, then changes as the store moves."""
         s = await self._session_of(context, request.session_id)
-        async for msg in stream_assignments(self.ops.raft.store, s.node_id, lambda: self.running and not s.ended):
+        async for msg in stream_assignments(self.ops.raft.store, s.node_id, lambda: self.running and not s.ended,
+                                            unseal=self.unseal):
             yield msg
         await context.abort(grpc.StatusCode.UNAVAILABLE, "session ended: reconnect" if self.running else NOT_LEADER)
 

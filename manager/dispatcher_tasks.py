@@ -75,9 +75,15 @@ def fingerprint(kind: str, obj: Any) -> bytes:
     return obj.SerializeToString(deterministic=True)
 
 
-def _assignment(kind: str, obj: Any) -> swarm_pb2.Assignment:
+Unseal = Callable[[Any], bytes]  # a stored (sealed) secret -> its plaintext (manager/configs.py SecretOps.plaintext)
+
+
+def _assignment(kind: str, obj: Any, unseal: Unseal | None = None) -> swarm_pb2.Assignment:
     a = swarm_pb2.Assignment()
     getattr(a, kind).CopyFrom(obj)
+    if kind == "secret":
+        # the only place a secret's plaintext exists on a manager: the message to the node that runs its task
+        a.secret.spec.data = unseal(obj) if unseal is not None else b""
     return a
 
 
@@ -93,11 +99,19 @@ class AssignmentDiff:
 
     sent: dict[Key, bytes] = field(default_factory=dict)
     last_id: str = ""
+    unseal: Unseal | None = None
+
+    def _update(self, key: Key, obj: Any) -> Any | None:
+        try:
+            return Change(assignment=_assignment(key[0], obj, self.unseal), action=Change.UPDATE)
+        except Exception as e:  # noqa: BLE001 - a secret this manager cannot open: left out, its task is rejected
+            log.warning("dispatcher: %s %s left out of the assignments: %s", key[0], key[1], e)
+            return None
 
     def complete(self, current: dict[Key, Any]) -> swarm_pb2.AssignmentsMessage:
+        changes = [c for c in (self._update(k, current[k]) for k in sorted(current)) if c is not None]
         self.sent = {k: fingerprint(k[0], o) for k, o in current.items()}
         self.last_id = uuid.uuid4().hex
-        changes = [Change(assignment=_assignment(k[0], current[k]), action=Change.UPDATE) for k in sorted(current)]
         return swarm_pb2.AssignmentsMessage(type=swarm_pb2.AssignmentsMessage.COMPLETE, results_in=self.last_id, changes=changes)
 
     def incremental(self, current: dict[Key, Any]) -> swarm_pb2.AssignmentsMessage | None:
@@ -108,7 +122,9 @@ class AssignmentDiff:
             fp = fingerprint(k[0], current[k])
             now[k] = fp
             if self.sent.get(k) != fp:
-                changes.append(Change(assignment=_assignment(k[0], current[k]), action=Change.UPDATE))
+                change = self._update(k, current[k])
+                if change is not None:
+                    changes.append(change)
         # removals after updates: a task's new config arrives before the old one goes
         for k in sorted(set(self.sent) - set(now)):
             changes.append(Change(assignment=_removal(k[0], k[1]), action=Change.REMOVE))
@@ -128,10 +144,10 @@ def touches(event: Any, node_id: str, sent: dict[Key, bytes]) -> bool:
 
 
 async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool],
-                             coalesce_s: float = COALESCE_S) -> Any:
+                             coalesce_s: float = COALESCE_S, unseal: Unseal | None = None) -> Any:
     """Async generator of AssignmentsMessage for node_id: a COMPLETE one, then INCREMENTAL ones as the store changes,
     changes within coalesce_s sent together. Ends when alive() turns false or the watch fails (the agent reconnects)."""
-    diff = AssignmentDiff()
+    diff = AssignmentDiff(unseal=unseal)
     view = store.view()
     watch = store.watch({"task", "config", "network"} | ({"secret"} if SECRETS else set()))  # no await since view(): no event is missed
     try:

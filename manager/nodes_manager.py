@@ -101,6 +101,7 @@ class SwarmManager:
         self.configs = ConfigOps(self.raft)
         # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
         self.secrets = SecretOps(self.raft, lambda: load_key(Path(cfg.data_dir)))
+        self.dispatcher.unseal = self.secrets.plaintext  # assignments carry the secrets their tasks use
         self._seed = {nid: rid for rid, (nid, _a) in cfg.members.items() if nid}
         self._seed[cfg.node_id] = cfg.raft_id
         # raft peers are identified by their node certificate (CN = node id): map it to the raft member

@@ -179,8 +179,9 @@ def _target(name: str, default_dir: str) -> str:
 
 
 def task_files(task: pb.Task, deps: Dependencies) -> list[tuple[str, bytes, int, int, int, str]]:
-    """(file name on the tmpfs, data, mode, uid, gid, target) of every config and secret the task references.
-    Refused (InvalidParameter) when one is not in the assignment."""
+    """(file name on the tmpfs, data, mode, uid, gid, target) of every config and secret the task references (one file
+    per reference: the same secret may go to two targets with two modes). Refused (InvalidParameter) when one is not
+    in the assignment."""
     out = []
     c = task.spec.container
     for ref in c.configs:
@@ -188,14 +189,14 @@ def task_files(task: pb.Task, deps: Dependencies) -> list[tuple[str, bytes, int,
         if cfg is None:
             raise InvalidParameter(f"config {ref.config_name or ref.config_id} not found in the task's assignment")
         f = ref.file
-        out.append((f"config-{ref.config_id}", bytes(cfg.spec.data), f.mode or 0o444, int(f.uid or 0), int(f.gid or 0),
+        out.append((f"config-{len(out)}-{ref.config_id}", bytes(cfg.spec.data), f.mode or 0o444, int(f.uid or 0), int(f.gid or 0),
                     _target(f.name or ref.config_name, "")))
     for ref in _field(c, "secrets", []) or []:
         sec = deps.secrets.get(ref.secret_id)
         if sec is None:
             raise InvalidParameter(f"secret {ref.secret_name or ref.secret_id} not found in the task's assignment")
         f = ref.file
-        out.append((f"secret-{ref.secret_id}", bytes(sec.spec.data), f.mode or 0o444, int(f.uid or 0), int(f.gid or 0),
+        out.append((f"secret-{len(out)}-{ref.secret_id}", bytes(sec.spec.data), f.mode or 0o444, int(f.uid or 0), int(f.gid or 0),
                     _target(f.name or ref.secret_name, "/run/secrets")))
     return out
 

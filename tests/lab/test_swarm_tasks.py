@@ -6,6 +6,8 @@ and /services/{id}/logs gathers the lines of tasks on both nodes (the worker's t
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
 import sys
@@ -178,6 +180,40 @@ def test_a_config_is_a_file_with_its_mode_on_a_tmpfs_in_the_run_dir(swarm: Lab) 
     wait_until(lambda: task_containers(swarm, "h2", t.id) == [], timeout=20, what="the container removed")
     wait_until(lambda: (_fstype(files), files.exists()) == ("", False), timeout=10, what="the tmpfs gone")
 
+
+def test_a_secret_is_on_a_tmpfs_at_run_secrets_and_never_on_the_workers_disk(swarm: Lab) -> None:
+    word = "hunter2-" + secrets.token_hex(8)
+    created = swarm.client("h1").post("/secrets/create", {"Name": "db-pass", "Data": base64.b64encode(word.encode()).decode()})
+    svc = new_service(swarm, "withsecret")
+    # the task shows a digest of what it reads, never the secret (its command line is on disk in the bundle)
+    t = new_task(svc, 1, node_id(swarm, "h2"), ["sh", "-c", "sha256sum < /run/secrets/db-pass; "
+                                               "stat -c %a /run/secrets/db-pass; " + STOPPABLE[2]])
+    t.spec.container.secrets.add(secret_id=created["ID"], secret_name="db-pass", file=pb.FileTarget(name="db-pass", mode=0o400))
+    write(swarm, pb.StoreAction.CREATE, t)
+    wait_state(swarm, t.id, S.TASK_STATE_RUNNING)
+    [c] = task_containers(swarm, "h2", t.id)
+    logs = wait_until(lambda: _logs(swarm, "h2", c["Id"]) if "400" in _logs(swarm, "h2", c["Id"]) else None, timeout=10)
+    assert logs == f"{hashlib.sha256(word.encode()).hexdigest()}  -\n400\n"
+    assert _fstype(run_dir(swarm.name, "h2") / FILES_DIR / t.id) == "tmpfs"
+    assert _files_holding(data_dir(swarm.name, "h2"), word.encode()) == []
+    t.desired_state = S.TASK_STATE_SHUTDOWN
+    write(swarm, pb.StoreAction.UPDATE, t)
+    wait_until(lambda: task_containers(swarm, "h2", t.id) == [], timeout=20)
+
+
+def _files_holding(root: os.PathLike[str], needle: bytes) -> list[str]:
+    """Regular files under root (not following links, not below other mounts) that contain needle."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not os.path.ismount(os.path.join(dirpath, d))]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb") as f:
+                if needle in f.read():
+                    found.append(path)
+    return found
 
 def test_a_daemon_killed_and_restarted_adopts_the_running_task_container(swarm: Lab) -> None:
     svc = new_service(swarm, "survivor")

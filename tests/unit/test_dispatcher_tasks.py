@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from manager.dispatcher_tasks import NOT_THIS_NODE, AssignmentDiff, StatusBatcher, StatusRefused, assigned_set, stream_assignments
+from manager.secretbox import open_sealed, seal
 from manager.store import MemoryStore
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -217,3 +218,44 @@ def test_a_config_leaves_the_assignments_with_the_last_task_using_it() -> None:
     assert sorted((c.action, c.assignment.WhichOneof("item"), c.assignment.config.id or c.assignment.task.id)
                   for c in msg.changes) == [(1, "config", "c1"), (1, "task", "a")]
     assert d.incremental(assigned_set(store.view(), "n1")) is None
+
+
+def _secret_task(tid: str, node: str, sid: str) -> pb.Task:
+    t = task(tid, node)
+    t.spec.container.secrets.add(secret_id=sid, secret_name="db-pass", file=pb.FileTarget(name="db-pass", mode=0o400))
+    return t
+
+
+def _seed_secret(store: MemoryStore, sid: str, sealed: bytes) -> None:
+    sec = pb.Secret(id=sid, spec=pb.SecretSpec(annotations=pb.Annotations(name="db-pass"), data=sealed))
+    data, _ = store.prepare(lambda t: t.create("secret", sec), f"secret-{sid}")
+    store.apply(store.last_index + 1, data)
+
+
+KEY = bytes(range(32))
+
+
+def test_a_secret_goes_to_the_node_of_a_task_using_it_in_plaintext_and_nowhere_else() -> None:
+    store = MemoryStore()
+    sealed = seal(KEY, "s1", b"hunter2")
+    _seed_secret(store, "s1", sealed)
+    seed(store, _secret_task("a", "n1", "s1"))
+    unseal = lambda sec: open_sealed(KEY, sec.id, sec.spec.data)  # noqa: E731 - what SecretOps.plaintext does
+    mine = AssignmentDiff(unseal=unseal).complete(assigned_set(store.view(), "n1"))
+    secrets_sent = [c.assignment.secret for c in mine.changes if c.assignment.WhichOneof("item") == "secret"]
+    assert [(s.id, s.spec.data) for s in secrets_sent] == [("s1", b"hunter2")]
+    other = AssignmentDiff(unseal=unseal).complete(assigned_set(store.view(), "n2"))
+    assert list(other.changes) == []
+    assert store.view().get("secret", "s1").spec.data == sealed  # the store keeps it sealed
+
+
+def test_a_secret_the_manager_cannot_open_is_left_out_not_sent_empty() -> None:
+    store = MemoryStore()
+    _seed_secret(store, "s1", seal(KEY, "s1", b"hunter2"))
+    seed(store, _secret_task("a", "n1", "s1"))
+
+    def broken(_sec: Any) -> bytes:
+        raise ValueError("no secrets key")
+
+    msg = AssignmentDiff(unseal=broken).complete(assigned_set(store.view(), "n1"))
+    assert [c.assignment.WhichOneof("item") for c in msg.changes] == ["task"]

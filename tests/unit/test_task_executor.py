@@ -67,7 +67,7 @@ def test_config_files_take_their_target_mode_and_data_from_the_assignment() -> N
     t = task()
     t.spec.container.configs.add(config_id="c1", config_name="app.conf", file=pb.FileTarget(name="app.conf", mode=0o440, uid="1"))
     deps = Dependencies(configs={"c1": pb.Config(id="c1", spec=pb.ConfigSpec(data=b"x=1"))})
-    assert task_files(t, deps) == [("config-c1", b"x=1", 0o440, 1, 0, "/app.conf")]
+    assert task_files(t, deps) == [("config-0-c1", b"x=1", 0o440, 1, 0, "/app.conf")]
 
 
 def test_a_config_missing_from_the_assignment_refuses_the_task() -> None:
@@ -275,3 +275,12 @@ def test_a_swarm_network_is_created_on_the_node_with_the_managers_id_subnet_and_
         "ovid0123456789abcdefghijk", "my-net", "overlay", "swarm", True, {"a": "b"})
     assert [(c.subnet, c.gateway, c.ip_range) for c in req.ipam_config] == [("10.0.9.0/24", "10.0.9.1", "")]
     assert req.options == {"com.docker.network.driver.overlay.vxlanid_list": "4097"}
+
+
+def test_a_secret_is_a_file_under_run_secrets_by_default_with_its_mode() -> None:
+    t = task()
+    t.spec.container.secrets.add(secret_id="s1", secret_name="db-pass", file=pb.FileTarget(name="db-pass", mode=0o400))
+    t.spec.container.secrets.add(secret_id="s1", secret_name="db-pass", file=pb.FileTarget(name="/etc/pw", mode=0o440))
+    deps = Dependencies(secrets={"s1": pb.Secret(id="s1", spec=pb.SecretSpec(data=b"hunter2"))})
+    assert task_files(t, deps) == [("secret-0-s1", b"hunter2", 0o400, 0, 0, "/run/secrets/db-pass"),
+                                   ("secret-1-s1", b"hunter2", 0o440, 0, 0, "/etc/pw")]
