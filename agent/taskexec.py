@@ -136,6 +136,7 @@ class TaskRunner:
     def update(self, task: pb.Task, deps: Dependencies) -> None:
         self.task = task
         self.deps = deps
+        self.ctl = self.executor.controller(task, deps)  # controllers hold no state: a new one sees the new spec
         self.changed.set()
 
     def remove(self) -> None:

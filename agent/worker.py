@@ -19,15 +19,20 @@ from proto import swarm_pb2
 log = logging.getLogger(__name__)
 REPORT_INTERVAL_S = 0.1  # a batch of status updates at most this often
 REPORT_ITEMS = 100  # or as soon as this many tasks have news
+# A container whose task is not in a COMPLETE set is removed only if it is still unassigned this much later: a leader
+# elected a moment ago may not have applied the last entries yet, and a valid task must not lose its container.
+ORPHAN_GRACE_S = 5.0
 
 Change = swarm_pb2.AssignmentChange
 SendStatus = Callable[[list[swarm_pb2.TaskStatusUpdate]], Awaitable[Any]]
 
 
 class Worker:
-    def __init__(self, executor: Executor, interval: float = REPORT_INTERVAL_S) -> None:
+    def __init__(self, executor: Executor, interval: float = REPORT_INTERVAL_S, orphan_grace: float = ORPHAN_GRACE_S) -> None:
         self.executor = executor
         self.interval = interval
+        self.orphan_grace = orphan_grace
+        self._sweep: asyncio.Task[None] | None = None
         self.tasks: dict[str, pb.Task] = {}
         self.deps = Dependencies()
         self.runners: dict[str, TaskRunner] = {}
@@ -86,18 +91,26 @@ class Worker:
                 del self.runners[tid]
                 self.statuses.pop(tid, None)
                 self.unsent.discard(tid)
-        if adopt:
-            # containers of swarm tasks no assignment owns (the task was deleted while this node was away)
-            try:
-                found = await self.executor.task_containers()
-            except Exception:  # noqa: BLE001
-                log.exception("worker: listing task containers failed")
-                return
-            for tid, cid in found.items():
-                if tid not in self.tasks and tid not in self.runners:
-                    log.info("worker: removing container %s of unassigned task %s", cid[:12], tid)
-                    with contextlib.suppress(Exception):
-                        await self.executor.remove_container(cid)
+        if adopt and (self._sweep is None or self._sweep.done()):
+            self._sweep = asyncio.create_task(self._remove_orphans(), name="worker-orphans")
+
+    async def _remove_orphans(self) -> None:
+        """Containers of swarm tasks no assignment owns (the task was deleted while this node was away), removed if
+        they are still unassigned after the grace period."""
+        try:
+            found = await self.executor.task_containers()
+        except Exception:  # noqa: BLE001
+            log.exception("worker: listing task containers failed")
+            return
+        candidates = {tid: cid for tid, cid in found.items() if tid not in self.tasks and tid not in self.runners}
+        if not candidates:
+            return
+        await asyncio.sleep(self.orphan_grace)
+        for tid, cid in candidates.items():
+            if tid not in self.tasks and tid not in self.runners:
+                log.info("worker: removing container %s of unassigned task %s", cid[:12], tid)
+                with contextlib.suppress(Exception):
+                    await self.executor.remove_container(cid)
 
     # ---------------------------------------------------------------- status reports
     def _record(self, task_id: str, st: pb.TaskStatus) -> None:
@@ -135,6 +148,8 @@ class Worker:
                     self.unsent.discard(u.task_id)
             for tid in [t for t, r in self.runners.items() if r.removed and r.done]:
                 self.runners.pop(tid, None)
+                self.statuses.pop(tid, None)
+                self.unsent.discard(tid)
 
     async def _send_each(self, send: SendStatus, updates: list[swarm_pb2.TaskStatusUpdate]) -> list[swarm_pb2.TaskStatusUpdate]:
         sent = []
@@ -152,6 +167,10 @@ class Worker:
 
     async def close(self) -> None:
         """Daemon shutdown or leaving the swarm: stop driving tasks (their containers keep running)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweep
         for r in list(self.runners.values()):
             await r.close()
         self.runners.clear()

@@ -211,7 +211,7 @@ def test_a_complete_assignment_removes_containers_of_tasks_it_does_not_hold_and_
     table.state = {kept.id: "running", "orphan": "running"}
 
     async def run() -> None:
-        w = Worker(table)
+        w = Worker(table, orphan_grace=0)
         await w.apply(_complete(kept))
         for _ in range(20):
             await asyncio.sleep(0)
@@ -219,6 +219,25 @@ def test_a_complete_assignment_removes_containers_of_tasks_it_does_not_hold_and_
 
     asyncio.run(run())
     assert table.state == {kept.id: "running"}
+
+
+def test_a_container_whose_task_comes_back_within_the_grace_period_is_kept() -> None:
+    from agent.worker import Worker
+
+    table = Containers()
+    late = task()
+    late.status.state = S.TASK_STATE_RUNNING
+    table.state = {late.id: "running"}
+
+    async def run() -> None:
+        w = Worker(table, orphan_grace=0.05)
+        await w.apply(_complete())  # a new leader that has not applied the task's entry yet
+        await w.apply(_complete(late))  # and then has
+        await asyncio.sleep(0.2)
+        await w.close()
+
+    asyncio.run(run())
+    assert table.state == {late.id: "running"}
 
 
 def test_statuses_are_sent_in_one_batch_per_interval_latest_per_task() -> None:
