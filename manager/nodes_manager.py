@@ -16,6 +16,8 @@ from manager.ca.certs import MANAGER_OU, CertificateError, identity
 from manager.ca.server import CAServicer
 from manager.configs import ConfigOps, SecretOps
 from manager.dispatcher import Dispatcher
+from manager.logbroker import LogBroker
+from manager import testhooks
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
@@ -99,6 +101,7 @@ class SwarmManager:
         self.configs = ConfigOps(self.raft)
         # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
         self.secrets = SecretOps(self.raft, lambda: load_key(Path(cfg.data_dir)))
+        self.dispatcher.unseal = self.secrets.plaintext  # assignments carry the secrets their tasks use
         self._seed = {nid: rid for rid, (nid, _a) in cfg.members.items() if nid}
         self._seed[cfg.node_id] = cfg.raft_id
         # raft peers are identified by their node certificate (CN = node id): map it to the raft member
@@ -119,10 +122,19 @@ class SwarmManager:
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
+        swarm_pb2_grpc.add_TaskDispatcherServicer_to_server(self.dispatcher, server)  # assignments, task status
+        self.logbroker = LogBroker(self.raft.store, self.auth, self._session_ok, lambda: self.dispatcher.running)
+        swarm_pb2_grpc.add_LogBrokerServicer_to_server(self.logbroker, server)  # service logs across nodes
+        if testhooks.enabled():  # lab tests of the task executor only (SHOAL_TEST_HOOKS=1)
+            server.add_generic_rpc_handlers((testhooks.handler(self.raft, managers_only),))
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward, self.secrets.key)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
         self.node.server = server
+
+    def _session_ok(self, node_id: str, session_id: str) -> bool:
+        s = self.dispatcher.sessions.get(node_id)
+        return s is not None and s.session_id == session_id and not s.ended
 
     def _member_for_certificate(self, pem: bytes) -> int:
         try:

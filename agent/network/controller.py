@@ -252,7 +252,7 @@ class NetworkController:
         if request.enable_ipv6:
             raise InvalidParameter("IPv6 networks are not supported by shoal yet")
 
-        net_id = secrets.token_hex(32)
+        net_id = getattr(request, "id", "") or secrets.token_hex(32)  # a swarm network keeps the managers' id
         wanted_bridge = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
         for other in self.networks.values():
             if other.driver == driver.name and driver.publish_iface(other) == wanted_bridge:

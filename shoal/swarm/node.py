@@ -112,14 +112,16 @@ def advertise_address(given: str, listen: str, remote_host: str = "") -> str:
 
 class SwarmNode:
     def __init__(self, data_dir: Path, hostname: Callable[[], str], engine_version: str,
-                 on_joined: Callable[[], Any] | None = None) -> None:
+                 on_joined: Callable[[], Any] | None = None, engine: Any = None) -> None:
         self.paths = SwarmPaths(Path(data_dir) / "swarm")
+        self.engine = engine  # runs the tasks assigned to this node (shoal/swarm/worker_glue.py); None: no tasks
         self.hostname = hostname
         self.engine_version = engine_version
         self.on_joined = on_joined  # docker_gwbridge and the like, after init/join and at restart
         self.state: SwarmState | None = None
         self.manager: SwarmManager | None = None
         self.session: AgentSession | None = None
+        self.worker: Any = None  # agent/worker.py's Worker, made with the first session
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -174,6 +176,9 @@ class SwarmNode:
         if self.session is not None:
             await self.session.stop()
             self.session = None
+        if self.worker is not None:
+            await self.worker.close()
+            self.worker = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -370,7 +375,12 @@ class SwarmNode:
         st = self.state
         assert st is not None
         desc = describe(self.hostname(), self.engine_version)
-        self.session = AgentSession(self.tls(), self._manager_addrs, desc, self._on_message)
+        on_session = None
+        if self.engine is not None:
+            from shoal.swarm.worker_glue import session_worker
+
+            on_session = session_worker(self)
+        self.session = AgentSession(self.tls(), self._manager_addrs, desc, self._on_message, on_session)
         self.session.start()
         if self._renew_task is None or self._renew_task.done():
             self._renew_task = asyncio.create_task(self._renew_loop(), name="swarm-cert-renewal")
@@ -490,6 +500,10 @@ class SwarmNode:
             if st.role == "manager" and self.manager is not None:
                 await self._leave_raft(st.node_id)
             await self.close()
+            if self.engine is not None:  # as moby: the node's task containers go with its membership
+                from shoal.swarm.worker_glue import remove_task_containers
+
+                await remove_task_containers(self.engine, st.node_id)
             self.state = None
             self.paths.wipe()
 
