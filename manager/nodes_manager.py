@@ -18,6 +18,8 @@ from manager.dispatcher import Dispatcher
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
+from manager.orchestrator.runner import Orchestrator
+from manager.scheduler.runner import Scheduler
 from manager.raftnode import ManagerConfig
 from manager.transport import GRPC_OPTIONS, IdentityError, TLSFiles, certificate_member_id
 from proto import control_pb2_grpc, swarm_pb2_grpc
@@ -93,6 +95,7 @@ class SwarmManager:
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
+        self.node.components += [Orchestrator(self.raft), Scheduler(self.raft)]  # services (issue 12)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
         self._seed = {nid: rid for rid, (nid, _a) in cfg.members.items() if nid}
         self._seed[cfg.node_id] = cfg.raft_id
@@ -110,6 +113,8 @@ class SwarmManager:
 
         server.add_generic_rpc_handlers(tuple(guarded_handlers(
             lambda s: control_pb2_grpc.add_ControlServicer_to_server(self.node.control, s), managers_only)))
+        server.add_generic_rpc_handlers(tuple(guarded_handlers(
+            lambda s: control_pb2_grpc.add_ServiceControlServicer_to_server(self.node.service_control, s), managers_only)))
         ca = CAServicer(self.ops, self.auth)
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
