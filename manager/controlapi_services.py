@@ -11,16 +11,33 @@ from typing import Any
 
 import grpc
 
-from common.errdefs import InvalidParameter, NotFound, ShoalError
+from common.errdefs import GRPC_CODE, InvalidParameter, NotFound, ShoalError
 from manager.controlapi import new_id
-from manager.controlapi_services_spec import check_port_conflicts, check_spec, resolve_networks
+from manager.controlapi_services_spec import NetworkNotFound, check_port_conflicts, check_spec, resolve_networks
 from manager.grpcstatus import abort
 from manager.orchestrator.tasks import S, is_dirty
 from manager.raft.core import RaftError
+from manager.store.errors import StoreError
 from proto import control_pb2, control_pb2_grpc
 from proto import objects_pb2 as pb
 
 US = pb.UpdateStatus
+# Go's names of gRPC codes: docker shows swarmkit's refusals as "rpc error: code = InvalidArgument desc = ..."
+GO_CODE = {"INVALID_ARGUMENT": "InvalidArgument", "ALREADY_EXISTS": "AlreadyExists", "NOT_FOUND": "NotFound",
+           "UNKNOWN": "Unknown", "FAILED_PRECONDITION": "FailedPrecondition", "INTERNAL": "Internal",
+           "UNAVAILABLE": "Unavailable", "PERMISSION_DENIED": "PermissionDenied"}
+
+
+def from_control(e: ShoalError) -> ShoalError:
+    """Marks a refusal as swarmkit's (the control API's), as opposed to the daemon's own lookups."""
+    e.from_control = True  # type: ignore[attr-defined]
+    return e
+
+
+def rpc_text(e: ShoalError) -> str:
+    """How docker prints a control API error: `rpc error: code = AlreadyExists desc = name conflicts ...`."""
+    code = e.code if isinstance(e, StoreError) else GRPC_CODE[e.kind]
+    return f"rpc error: code = {GO_CODE.get(code, 'Unknown')} desc = {e.message}"
 
 
 def copy(msg: Any) -> Any:
@@ -94,7 +111,10 @@ class ServiceOps:
     # ---------------------------------------------------------------- services
     async def create_service(self, spec: pb.ServiceSpec) -> pb.Service:
         spec = copy(spec)
-        check_spec(spec)
+        try:
+            check_spec(spec)
+        except ShoalError as e:
+            raise from_control(e) from None
         svc = pb.Service(id=new_id())
 
         def tx(t: Any) -> None:
@@ -104,8 +124,16 @@ class ServiceOps:
             svc.endpoint.spec.CopyFrom(spec.endpoint)
             t.create("service", svc)
 
-        await self.raft.propose(tx)
+        await self._propose(tx)
         return self.raft.store.view().get("service", svc.id) or svc
+
+    async def _propose(self, fn: Any) -> Any:
+        try:
+            return await self.raft.propose(fn)
+        except ShoalError as e:
+            if not isinstance(e, NetworkNotFound):
+                from_control(e)
+            raise
 
     async def get_service(self, ref: str) -> pb.Service:
         services = await self._read(lambda v: v.list("service"))
@@ -120,7 +148,10 @@ class ServiceOps:
         current = await self.get_service(ref)
         if spec is not None and not rollback:
             spec = copy(spec)
-            check_spec(spec)
+            try:
+                check_spec(spec)
+            except ShoalError as e:
+                raise from_control(e) from None
         service_id = current.id
 
         def tx(t: Any) -> pb.Service:
@@ -152,7 +183,7 @@ class ServiceOps:
             t.update("service", svc)
             return svc
 
-        await self.raft.propose(tx)
+        await self._propose(tx)
         return self.raft.store.view().get("service", service_id) or current
 
     async def remove_service(self, ref: str) -> None:

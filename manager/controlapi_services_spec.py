@@ -24,6 +24,10 @@ def _negative(d: Any) -> bool:
     return d.seconds < 0 or d.nanos < 0
 
 
+class NetworkNotFound(NotFound):
+    """The daemon's own refusal (moby resolves networks before calling swarmkit): shown without "rpc error"."""
+
+
 def check_annotations(name: str) -> None:
     if name == "":
         raise InvalidParameter("meta: name must be provided")
@@ -112,7 +116,7 @@ def resolve_networks(spec: pb.ServiceSpec, view: Any) -> None:
     for att in spec.task.networks:
         net = find_network(view, att.target)
         if net is None:
-            raise NotFound(f"network {att.target} not found")
+            raise NetworkNotFound(f"network {att.target} not found")
         if net.spec.ingress:
             raise InvalidParameter(f'Service cannot be explicitly attached to the ingress network "{net.spec.annotations.name}"')
         att.target = net.id

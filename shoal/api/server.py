@@ -101,6 +101,7 @@ def build_app(engine: Any) -> web.Application:
     for module in (routes_system, routes_verbs, routes_networks, routes_containers, routes_images, routes_volumes,
                    routes_archive, routes_swarm, routes_resources):
         module.add_routes(app)
+    from shoal.api import routes_services; routes_services.add_routes(app)  # noqa: E702 - services (issue 12)
     return app
 
 
