@@ -15,7 +15,7 @@ from common.errdefs import GRPC_CODE, InvalidParameter, NotFound, ShoalError
 from manager.controlapi import new_id
 from manager.controlapi_services_spec import NetworkNotFound, check_port_conflicts, check_spec, resolve_networks
 from manager.grpcstatus import abort
-from manager.orchestrator.tasks import S, is_dirty
+from manager.orchestrator.tasks import S, canonical, is_dirty
 from manager.raft.core import RaftError
 from manager.store.errors import StoreError
 from proto import control_pb2, control_pb2_grpc
@@ -110,7 +110,7 @@ class ServiceOps:
 
     # ---------------------------------------------------------------- services
     async def create_service(self, spec: pb.ServiceSpec) -> pb.Service:
-        spec = copy(spec)
+        spec = canonical(copy(spec))
         try:
             check_spec(spec)
         except ShoalError as e:
@@ -147,7 +147,7 @@ class ServiceOps:
     async def update_service(self, ref: str, version: int, spec: pb.ServiceSpec | None, rollback: bool = False) -> pb.Service:
         current = await self.get_service(ref)
         if spec is not None and not rollback:
-            spec = copy(spec)
+            spec = canonical(copy(spec))
             try:
                 check_spec(spec)
             except ShoalError as e:

@@ -4,6 +4,7 @@ Pure (ids and times are passed in); used by replicated.py, global_.py, restart.p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from proto import objects_pb2 as pb
 
@@ -40,6 +41,28 @@ def new_task(service: pb.Service, task_id: str, now_ns: int, slot: int = 0, node
     t.status.timestamp.FromNanoseconds(now_ns)
     t.meta.created_at.FromNanoseconds(now_ns)  # the store keeps a given created_at: updates compare against it
     return t
+
+
+_KEEP_EMPTY = frozenset({"google.protobuf.Duration", "google.protobuf.Timestamp", "shoal.v1.GlobalService",
+                         "shoal.v1.ReplicatedService"})
+
+
+def canonical(msg: Any) -> Any:
+    """Clears sub-messages that carry nothing (an empty RestartPolicy is no RestartPolicy), in place, so that a spec
+    sent back unchanged (docker's `service scale` re-sends the whole spec) compares equal to the stored one.
+    Durations stay: a present zero delay differs from the default. Returns msg."""
+    for fd, value in msg.ListFields():
+        if fd.type != fd.TYPE_MESSAGE or fd.message_type.full_name in _KEEP_EMPTY:
+            continue
+        if fd.is_repeated:
+            if not fd.message_type.GetOptions().map_entry:
+                for item in value:
+                    canonical(item)
+            continue
+        canonical(value)
+        if value.ByteSize() == 0:
+            msg.ClearField(fd.name)
+    return msg
 
 
 def same_spec(a: pb.TaskSpec, b: pb.TaskSpec) -> bool:

@@ -85,9 +85,9 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"ContainerSpec": cs,
                            "Resources": {"Limits": _resources(t.resources.limits), "Reservations": _resources(t.resources.reservations)}}
     r = t.restart
-    out["RestartPolicy"] = {"Condition": CONDITION[r.condition],
-                            "Delay": r.delay.ToNanoseconds() if r.HasField("delay") else 5_000_000_000,
-                            "MaxAttempts": r.max_attempts, **({"Window": r.window.ToNanoseconds()} if r.HasField("window") else {})}
+    if t.HasField("restart"):
+        out["RestartPolicy"] = {"Condition": CONDITION[r.condition], **({"Delay": r.delay.ToNanoseconds()} if r.HasField("delay") else {}),
+                                "MaxAttempts": r.max_attempts, **({"Window": r.window.ToNanoseconds()} if r.HasField("window") else {})}
     out["Placement"] = {**({"Constraints": list(t.placement.constraints)} if t.placement.constraints else {}),
                         **({"MaxReplicas": t.placement.max_replicas} if t.placement.max_replicas else {})}
     if t.networks:
