@@ -110,11 +110,12 @@ class ServiceOps:
 
     # ---------------------------------------------------------------- services
     async def create_service(self, spec: pb.ServiceSpec) -> pb.Service:
-        spec = canonical(copy(spec))
+        spec = copy(spec)
         try:
             check_spec(spec)
         except ShoalError as e:
             raise from_control(e) from None
+        canonical(spec)
         svc = pb.Service(id=new_id())
 
         def tx(t: Any) -> None:
@@ -147,11 +148,12 @@ class ServiceOps:
     async def update_service(self, ref: str, version: int, spec: pb.ServiceSpec | None, rollback: bool = False) -> pb.Service:
         current = await self.get_service(ref)
         if spec is not None and not rollback:
-            spec = canonical(copy(spec))
+            spec = copy(spec)
             try:
                 check_spec(spec)
             except ShoalError as e:
                 raise from_control(e) from None
+            canonical(spec)
         service_id = current.id
 
         def tx(t: Any) -> pb.Service:

@@ -232,10 +232,18 @@ def _update_from(d: dict[str, Any], u: pb.UpdateConfig) -> None:
     u.max_failure_ratio = float(ratio)
 
 
+def tagged(image: str) -> str:
+    """The docker client library tags an untagged image `:latest` before it sends a spec; doing the same here keeps
+    a service created by docker-py ("busybox") from looking changed when the docker CLI re-sends it ("busybox:latest")."""
+    if not image or "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return image + ":latest"
+
+
 def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
     c = _obj(d, "ContainerSpec")
     cs = t.container
-    cs.image = _str(c, "Image")
+    cs.image = tagged(_str(c, "Image"))
     cs.labels.update({str(k): str(v) for k, v in _obj(c, "Labels").items()})
     cs.command.extend(_strs(c, "Command"))
     cs.args.extend(_strs(c, "Args"))

@@ -46,7 +46,7 @@ def test_spec_sent_back_unchanged_is_the_same_spec() -> None:
 def test_docker_py_body_lowercase_mode_and_port_defaults() -> None:
     s = stored({"Name": "py", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}, "Mode": {"replicated": {"Replicas": 2}},
                 "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8081}]}})
-    assert s.replicated.replicas == 2
+    assert (s.replicated.replicas, s.task.container.image) == (2, "busybox:latest")
     assert [(p.protocol, p.publish_mode) for p in s.endpoint.ports] == [(pb.PortConfig.TCP, pb.PortConfig.INGRESS)]
 
 
