@@ -1,8 +1,10 @@
-"""A reconcile plan: the tasks a core wants created and the task updates (desired state, status) it wants written.
-Returned by the pure cores (replicated.py, global_.py, update.py); runner.py writes it in store transactions."""
+"""A reconcile plan: the tasks a core wants created and the task updates (desired state, status) it wants written,
+returned by the pure cores (replicated.py, global_.py, update.py); and the runners' one wait helper."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from proto import objects_pb2 as pb
@@ -36,3 +38,11 @@ def set_desired(task: pb.Task, state: int) -> pb.Task:
     t.CopyFrom(task)
     t.desired_state = state
     return t
+
+
+async def wait_or_timeout(event: asyncio.Event, timeout: float) -> None:
+    """Until event is set or timeout passes. asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+    cancellation that races with the event, and a runner's stop() would then wait forever."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()

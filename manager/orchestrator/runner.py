@@ -16,7 +16,7 @@ from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 
 from .global_ import reconcile_global
-from .plan import Plan
+from .plan import Plan, wait_or_timeout
 from .replicated import reconcile_replicated
 from .tasks import S, TERMINAL
 from .update import plan_update
@@ -73,10 +73,12 @@ class Orchestrator:
         self.passes = 0  # proposals written
 
     async def start(self) -> None:
+        # the view and the watch with no await between: nothing committed in between is missed
         self._dirty = {s.id for s in self.raft.store.view().list("service")}
+        watch = self.raft.store.watch({"service", "task", "node"})
         self._wake = asyncio.Event()
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="orchestrator")
+        self._task = asyncio.create_task(self._run(watch), name="orchestrator")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -85,16 +87,14 @@ class Orchestrator:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
-        watch = self.raft.store.watch({"service", "task", "node"})
+    async def _run(self, watch: Any) -> None:
         follower = asyncio.create_task(self._follow(watch), name="orchestrator-watch")
         try:
             while True:
                 timeout = IDLE_S
                 if self._timers:
                     timeout = min(timeout, max(0.0, min(self._timers.values()) / 1e9 - self.clock()))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                await wait_or_timeout(self._wake, timeout)
                 self._wake.clear()
                 await asyncio.sleep(DEBOUNCE_S)
                 now = int(self.clock() * 1e9)

@@ -13,6 +13,8 @@ from typing import Any
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 
+from manager.orchestrator.plan import wait_or_timeout
+
 from .core import Decisions, schedulable, schedule
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ class Scheduler:
     async def start(self) -> None:
         self._wake = asyncio.Event()
         self._wake.set()
-        self._task = asyncio.create_task(self._run(), name="scheduler")
+        self._task = asyncio.create_task(self._run(self.raft.store.watch({"task", "node"})), name="scheduler")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -85,14 +87,12 @@ class Scheduler:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
+    async def _run(self, watch: Any) -> None:
         while True:
-            watch = self.raft.store.watch({"task", "node"})
             follower = asyncio.create_task(self._follow(watch), name="scheduler-watch")
             try:
                 while not follower.done():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    await wait_or_timeout(self._wake, 1.0)
                     self._wake.clear()
                     await asyncio.sleep(DEBOUNCE_S)
                     try:
@@ -106,6 +106,8 @@ class Scheduler:
             finally:
                 follower.cancel()
                 watch.close()
+            self._wake.set()  # the watch ended (fell behind): watch again and pass over everything
+            watch = self.raft.store.watch({"task", "node"})
 
     async def _follow(self, watch: Any) -> None:
         with contextlib.suppress(StoreError):  # fell behind: _run watches again and passes over everything
