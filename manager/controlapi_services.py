@@ -271,6 +271,9 @@ class ServiceControlServicer(control_pb2_grpc.ServiceControlServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid watch kind {sorted(bad)[0]!r}: service, task or node")
         watch = self.raft.store.watch(kinds)
         try:
+            # an empty first message says the watch is established (as swarmkit's watch API does): a client
+            # that waits for it sees every change it makes afterwards
+            yield control_pb2.WatchServicesMessage()
             async for ev in watch:
                 msg = control_pb2.WatchServicesMessage(index=ev.index, action=ev.action)
                 getattr(msg, ev.kind).CopyFrom(ev.object)

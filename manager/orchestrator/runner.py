@@ -150,7 +150,14 @@ class Orchestrator:
                     return reap(tx, tasks, {n.id for n in tx.list("node")}), None
                 nodes = {n.id: n for n in tx.list("node")}
                 plan = plan_service(service, tasks, nodes, now)
-                return apply_plan(tx, plan) + reap(tx, tasks, set(nodes), MAX_CHANGES - len(plan)), plan.wake_at_ns
+                written = apply_plan(tx, plan)
+                written += reap(tx, tasks, set(nodes), MAX_CHANGES - written)
+                touched = {t.id for t in plan.update}
+                for t in history_to_prune(tasks, retention(tx))[:max(0, MAX_CHANGES - written)]:
+                    if t.id not in touched and tx.get("task", t.id) is not None:
+                        tx.remove("task", t.id)
+                        written += 1
+                return written, plan.wake_at_ns
 
             _data, (written, wake) = self.raft.store.prepare(run, "")  # a dry run: anything to write?
             if wake is not None:
@@ -179,3 +186,26 @@ def reap(tx: Any, tasks: list[pb.Task], node_ids: set[str], limit: int = MAX_CHA
             tx.remove("task", t.id)
             n += 1
     return n
+
+
+DEFAULT_RETENTION = 5  # swarm's default task history retention limit
+
+
+def retention(tx: Any) -> int:
+    clusters = tx.list("cluster")
+    limit = clusters[0].spec.orchestration.task_history_retention_limit if clusters else DEFAULT_RETENTION
+    return max(0, limit)
+
+
+def history_to_prune(tasks: list[pb.Task], keep: int) -> list[pb.Task]:
+    """Finished tasks the orchestrator stopped, beyond the newest `keep` per slot (per node for global tasks):
+    swarm's task history retention, so `service ps` shows a few old tasks and the store does not grow forever."""
+    groups: dict[tuple[int, str], list[pb.Task]] = {}
+    for t in tasks:
+        if t.desired_state >= S.TASK_STATE_SHUTDOWN and t.status.state in TERMINAL:
+            groups.setdefault((t.slot, "" if t.slot else t.node_id), []).append(t)
+    out: list[pb.Task] = []
+    for group in groups.values():
+        group.sort(key=lambda t: (t.meta.created_at.ToNanoseconds(), t.id), reverse=True)
+        out += group[keep:]
+    return sorted(out, key=lambda t: t.id)

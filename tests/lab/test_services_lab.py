@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from shoal.client import DaemonError
-from shoal.lab import Lab, host_address
+from shoal.lab import Lab, data_dir, host_address
 from tests.docker_client import docker_client
 from tests.lab.helpers import SHOAL, running_lab, wait_until
 
@@ -294,3 +296,49 @@ def test_docker_py_creates_lists_gets_and_scales_a_service(swarm: Lab, api: Any)
     assert client.services.get(svc.id).attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
     assert client.services.get(svc.id).scale(4) == {"Warnings": None}
     wait_until(lambda: all_assigned(api, svc.id, 4), 20, interval=0.2)
+
+
+GRPC = textwrap.dedent('''
+    import sys, grpc
+    from proto import control_pb2, control_pb2_grpc, objects_pb2
+    addr, certdir, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    rd = lambda n: open(f"{certdir}/{n}", "rb").read()
+    creds = grpc.ssl_channel_credentials(rd("swarm-root-ca.crt"), rd("swarm-node.key"), rd("swarm-node.crt"))
+    ch = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "shoal-manager")])
+    stub = control_pb2_grpc.ServiceControlStub(ch)
+    try:
+        watch = stub.Watch(control_pb2.WatchServicesRequest(kinds=["service"]), timeout=30)
+        first = next(watch)
+        print("established", first.index, first.WhichOneof("object"))
+        spec = objects_pb2.ServiceSpec(annotations=objects_pb2.Annotations(name=name))
+        spec.task.container.image = "busybox:latest"
+        spec.replicated.replicas = 1
+        created = stub.CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=20).service
+        ev = next(watch)
+        print("event", ev.action, ev.service.spec.annotations.name, ev.service.id == created.id)
+        listed = stub.ListServices(control_pb2.ListServicesRequest(
+            filters=control_pb2.ListServicesRequest.Filters(names=[name])), timeout=20)
+        print("listed", [s.spec.annotations.name for s in listed.services])
+        stub.CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=20)
+    except grpc.RpcError as e:
+        print("ERR", e.code().name, e.details())
+''')
+
+
+def grpc_services(lab: Lab, host: str, name: str) -> list[str]:
+    certdir = str(data_dir(lab.name, host) / "swarm" / "certificates")
+    r = lab.exec(host, [sys.executable, "-c", GRPC, f"{host_address('h1')}:2377", certdir, name], timeout=60)
+    return r.stdout.strip().splitlines()
+
+
+def test_the_grpc_service_control_api_creates_lists_and_watches(swarm: Lab, api: Any) -> None:
+    assert grpc_services(swarm, "h1", "viagrpc") == [
+        "established 0 None", "event create viagrpc True", "listed ['viagrpc']",
+        "ERR ALREADY_EXISTS name conflicts with an existing object"]
+
+
+def test_a_worker_certificate_cannot_call_the_service_control_api(swarm: Lab, api: Any) -> None:
+    assert grpc_services(swarm, "h2", "fromworker") == [
+        "ERR PERMISSION_DENIED Permission denied: unauthorized peer role: rpc error: code = PermissionDenied "
+        "desc = Permission denied: remote certificate not part of the allowed roles"]
+    assert [s for s in api.get("/services") if s["Spec"]["Name"] == "fromworker"] == []

@@ -29,3 +29,16 @@ def test_node_failure_replaces_at_once_even_with_on_failure() -> None:
     svc = service(condition=pb.RestartPolicy.ON_FAILURE, delay_s=30)
     t = task(svc, "a", 1, "n1", state=S.TASK_STATE_RUNNING)
     assert decide(svc, t, [t], NOW, node_failed=True).at_ns == 0
+
+
+def test_task_history_keeps_the_newest_finished_tasks_per_slot() -> None:
+    from manager.orchestrator.runner import history_to_prune
+
+    svc = service()
+    old = [task(svc, f"old{i}", 1, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN, created=NOW + i * SEC)
+           for i in range(7)]
+    current = task(svc, "cur", 1, "n1", state=S.TASK_STATE_RUNNING, created=NOW + 10 * SEC)
+    other_slot = task(svc, "s2", 2, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN)
+    stopping = task(svc, "stopping", 1, "n1", state=S.TASK_STATE_RUNNING, desired=S.TASK_STATE_SHUTDOWN, created=NOW - SEC)
+    pruned = history_to_prune([*old, current, other_slot, stopping], keep=5)
+    assert [t.id for t in pruned] == ["old0", "old1"]  # the two oldest finished ones; running or stopping ones stay
