@@ -97,3 +97,39 @@ def test_ps_rows_group_by_slot_newest_first() -> None:
     rows = ps_rows(SVC, [old, new, _task(2, "assigned")], {"n1": "h1"})
     assert [(r[1], r[3], r[4]) for r in rows] == [("web.1", "h1", "Running"), (" \\_ web.1", "h1", "Shutdown"),
                                                   ("web.2", "h1", "Running")]
+
+
+class ScriptedDaemon:
+    """Answers the progress loop's three requests from a list of task lists, one per poll."""
+
+    def __init__(self, service: dict, polls: list[list[dict]]) -> None:
+        self.service, self.polls, self.n = service, polls, 0
+
+    def get(self, path: str, query: dict | None = None) -> object:
+        if path.startswith("/services/"):
+            return self.service
+        if path == "/nodes":
+            return NODES
+        tasks = self.polls[min(self.n, len(self.polls) - 1)]
+        self.n += 1
+        return tasks
+
+
+def test_follow_draws_a_bar_per_slot_and_ends_with_verify(capsys: pytest.CaptureFixture[str]) -> None:
+    from shoal.cli.service_progress import follow
+
+    svc = {**SVC, "Spec": {**SVC["Spec"], "UpdateConfig": {"Monitor": 0}}}
+    follow(ScriptedDaemon(svc, [[_task(1, "assigned"), _task(2, "preparing")], [_task(1, "running"), _task(2, "running")]]), "s1")
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0].startswith("overall progress: 2 out of 2 tasks")
+    assert [line.split()[0:2] for line in lines[1:3]] == [["1/2:", "running"], ["2/2:", "running"]]
+    assert lines[-1] == "verify: Service converged"
+
+
+def test_follow_stops_with_the_pause_message() -> None:
+    from shoal.cli.service_progress import follow
+
+    svc = {**SVC, "UpdateStatus": {"State": "paused", "Message": "update paused due to failure or early termination of task t9"}}
+    with pytest.raises(RuntimeError) as e:
+        follow(ScriptedDaemon(svc, [[_task(1, "failed")]]), "s1")
+    assert str(e.value) == "service update paused: update paused due to failure or early termination of task t9"
