@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from common.errdefs import GRPC_CODE, InvalidParameter, NotFound, ShoalError
+from common.errdefs import GRPC_CODE, InvalidParameter, NotFound, NotImplemented_, ShoalError
 from manager.controlapi import new_id
 from manager.controlapi_services_spec import NetworkNotFound, check_port_conflicts, check_spec, resolve_networks
 from manager.grpcstatus import abort
@@ -25,7 +25,7 @@ US = pb.UpdateStatus
 # Go's names of gRPC codes: docker shows swarmkit's refusals as "rpc error: code = InvalidArgument desc = ..."
 GO_CODE = {"INVALID_ARGUMENT": "InvalidArgument", "ALREADY_EXISTS": "AlreadyExists", "NOT_FOUND": "NotFound",
            "UNKNOWN": "Unknown", "FAILED_PRECONDITION": "FailedPrecondition", "INTERNAL": "Internal",
-           "UNAVAILABLE": "Unavailable", "PERMISSION_DENIED": "PermissionDenied"}
+           "UNAVAILABLE": "Unavailable", "PERMISSION_DENIED": "PermissionDenied", "UNIMPLEMENTED": "Unimplemented"}
 
 
 def from_control(e: ShoalError) -> ShoalError:
@@ -173,10 +173,11 @@ class ServiceOps:
                 assert spec is not None
                 new = copy(spec)
                 resolve_networks(new, t)
+                # swarmkit's wordings and codes: Unimplemented for a rename, a plain (Unknown) error for a mode change
                 if new.annotations.name != svc.spec.annotations.name:
-                    raise InvalidParameter("renaming services is not supported")
+                    raise NotImplemented_("renaming services is not supported")
                 if new.WhichOneof("mode") != svc.spec.WhichOneof("mode"):
-                    raise InvalidParameter("service mode change is not allowed")
+                    raise StoreError("UNKNOWN", "service mode change is not allowed")
                 svc.ClearField("update_status")  # swarmkit resets it on every update
             check_port_conflicts(new, service_id, t)
             svc.previous_spec.CopyFrom(svc.spec)

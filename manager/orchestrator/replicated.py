@@ -25,7 +25,9 @@ def slot_status(slot_tasks: list[pb.Task]) -> str:
 
 
 def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: dict[str, pb.Node], now_ns: int,
-                         new_id: Callable[[], str]) -> Plan:
+                         new_id: Callable[[], str], max_create: int | None = None) -> Plan:
+    """max_create: make at most that many new slots in this plan (one store transaction's worth; the next pass
+    makes the rest) instead of building thousands of tasks only to write the first 190."""
     plan = Plan()
     slots = by_slot(tasks)
     occupied: set[int] = set()
@@ -51,8 +53,11 @@ def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: dict[
                 plan.create.append(new_task(service, new_id(), now_ns, slot=slot))
     want = service.spec.replicated.replicas
     if len(occupied) < want:
+        missing = want - len(occupied)
+        if max_create is not None:
+            missing = min(missing, max(0, max_create - len(plan.create)))
         n, free = 1, []
-        while len(free) < want - len(occupied):
+        while len(free) < missing:
             if n not in occupied:
                 free.append(n)
             n += 1

@@ -342,3 +342,16 @@ def test_a_worker_certificate_cannot_call_the_service_control_api(swarm: Lab, ap
         "ERR PERMISSION_DENIED Permission denied: unauthorized peer role: rpc error: code = PermissionDenied "
         "desc = Permission denied: remote certificate not part of the allowed roles"]
     assert [s for s in api.get("/services") if s["Spec"]["Name"] == "fromworker"] == []
+
+
+def test_rename_and_mode_change_are_refused_with_swarms_words(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("fixed", 1))["ID"]
+    svc = api.get(f"/services/{sid}")
+    v = svc["Version"]["Index"]
+    with pytest.raises(DaemonError) as e:
+        api.post(f"/services/{sid}/update", {**svc["Spec"], "Name": "renamed"}, {"version": v})
+    assert (e.value.status, e.value.message) == (501, "rpc error: code = Unimplemented desc = renaming services is not supported")
+    with pytest.raises(DaemonError) as e:
+        api.post(f"/services/{sid}/update", {**svc["Spec"], "Mode": {"Global": {}}}, {"version": v})
+    assert (e.value.status, e.value.message) == (500, "rpc error: code = Unknown desc = service mode change is not allowed")
+    assert api.get(f"/services/{sid}")["Version"]["Index"] == v

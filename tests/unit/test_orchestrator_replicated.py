@@ -119,3 +119,9 @@ def test_scale_down_to_zero_removes_unassigned_tasks_too() -> None:
     tasks = [task(svc, "a", 1, "", state=S.TASK_STATE_PENDING), task(svc, "b", 2, "n1")]
     plan = reconcile_replicated(svc, tasks, N, NOW, ids())
     assert sorted((t.id, t.desired_state) for t in plan.update) == [("a", S.TASK_STATE_REMOVE), ("b", S.TASK_STATE_REMOVE)]
+
+
+def test_a_big_scale_up_is_planned_one_transaction_at_a_time_lowest_slots_first() -> None:
+    svc = service(replicas=1000)
+    plan = reconcile_replicated(svc, [task(svc, "a", 1, "n1")], N, NOW, ids(), max_create=190)
+    assert [t.slot for t in plan.create] == list(range(2, 192))
