@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from manager import metrics
 from manager.ca.auth import Authorizer
 from manager.nodes import NodeOps, State
 from proto import objects_pb2 as pb
@@ -123,6 +124,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
             now = self.clock()
             expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
             expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
+            self._publish_node_counts()
             for nid in expired:
                 s = self.sessions.pop(nid, None)
                 self._grace.pop(nid, None)
@@ -134,6 +136,14 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
                     log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
                 except Exception as e:  # lost leadership, no quorum: the next leader decides
                     log.info("dispatcher: could not mark node %s down: %s", nid, e)
+
+    def _publish_node_counts(self) -> None:
+        counts: dict[str, int] = {}
+        for n in self.ops.raft.store.view().list("node"):
+            name = pb.NodeStatus.State.Name(n.status.state).lower()
+            counts[name] = counts.get(name, 0) + 1
+        metrics.set_nodes_by_state(counts)
+        metrics.set_dispatcher_sessions(len(self.sessions))
 
     # ------------------------------------------------------------------ RPCs
     async def Session(self, request: swarm_pb2.SessionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[swarm_pb2.SessionMessage]:
@@ -156,6 +166,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         s = _Session(who.node_id, uuid.uuid4().hex, self.clock() + MISSES * self.period())
         self.sessions[who.node_id] = s
         self._grace.pop(who.node_id, None)
+        metrics.set_dispatcher_sessions(len(self.sessions))
         log.info("dispatcher: node %s registered (session %s)", who.node_id, s.session_id[:12])
         last: bytes = b""
         try:
@@ -171,6 +182,12 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         finally:
             if self.sessions.get(who.node_id) is s and not self.running:
                 self.sessions.pop(who.node_id, None)
+            elif self.sessions.get(who.node_id) is s and not s.ended:
+                # the agent's end went away (its daemon died, its host dropped off): a live agent opens a new
+                # session within a retry, so one period is grace enough; waiting the full 3 periods, as swarm
+                # does, only delays rescheduling its tasks
+                s.deadline = min(s.deadline, self.clock() + self.period())
+            metrics.set_dispatcher_sessions(len(self.sessions))
         await context.abort(grpc.StatusCode.UNAVAILABLE, "session ended: reconnect" if self.running else NOT_LEADER)
 
     def _message(self, s: _Session) -> swarm_pb2.SessionMessage:
@@ -197,5 +214,6 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         period = self.period()
         s.deadline = self.clock() + MISSES * period
         self.heartbeats += 1
+        metrics.heartbeat_received()
         # jitter (swarmkit adds up to ±epsilon) so agents do not beat in step; never above the period
         return swarm_pb2.HeartbeatResponse(period_ms=int(period * 1000 * random.uniform(0.8, 1.0)))

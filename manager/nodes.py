@@ -12,7 +12,7 @@ from typing import Any
 from common.errdefs import InvalidParameter, NotFound, Precondition, Unavailable
 from manager.ca import tokens
 from manager.controlapi import new_id
-from manager.raft.core import ConfChangeError, QuorumLossError, RaftError
+from manager.raft.core import ConfChangeError, NotLeader, QuorumLossError, RaftError
 from manager.raftnode import RaftManager
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
@@ -258,6 +258,8 @@ class NodeOps:
             return
         try:
             await self.raft.remove_member(raft_id)
+        except NotLeader:  # this leader removed itself: it handed leadership over; the new leader does it
+            raise NotLeaderHere() from None
         except QuorumLossError as e:
             raise InvalidParameter(str(e)) from None
         except ConfChangeError as e:

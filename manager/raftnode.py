@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from manager.membership import (
+    BOOK_FILE,
     ClusterInfo,
     SnapshotFormatError,
     decode_started,
@@ -341,8 +342,12 @@ class RaftManager:
                 self.transport.set_peer(nid, addr)
         self.info = info
         self.transport.cluster_id = info.cluster_id
+        self.transport.advertise = info.members.get(self.id, "")
         if self.cfg.storage != "memory":
-            save_book(self.cfg.data_dir, index, info)
+            try:
+                save_book(self.cfg.data_dir, index, info)
+            except OSError as e:  # a full disk here must stop the node as a failed raft write does, naming the file
+                raise PersistError(f"could not persist raft state: cluster book {self.cfg.data_dir / BOOK_FILE}: {e}") from e
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -785,13 +790,22 @@ class RaftManager:
     def node_id(self) -> int:
         return self.id
 
-    def member_error(self, sender: int) -> str | None:
+    def member_error(self, sender: int, reply_addr: str = "", same_cluster: bool = False) -> str | None:
+        """None: step messages from sender. A sender this member does not know yet but whose stream names our
+        cluster is a member added by a commit we have not applied (etcd accepts any sender not removed): we take
+        its messages and, so that our answers reach it, its advertised address as a reply path until the
+        committed membership says more (etcd's AddRemote). Without that, a member that missed the addition
+        can never catch up once the added member leads."""
         node = self.node
         if node is None:
             return "raft member is starting"
         if sender in node.removed:
             return f"unknown raft member {sender}: it was removed from the raft"
         if sender in node.voters or sender in self.transport.peers:
+            return None
+        if same_cluster and self.info.cluster_id:
+            if reply_addr:
+                self.transport.set_peer(sender, reply_addr)
             return None
         return f"unknown raft member {sender}"
 
@@ -961,8 +975,27 @@ class RaftManager:
         await self._conf_change(ConfChangeOp.ADD, node_id, addr)
 
     async def remove_member(self, node_id: int) -> None:
-        """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum."""
+        """Remove a voter (on the leader); refused with QuorumLossError if the rest could not form a quorum.
+        A leader asked to remove itself hands leadership over first and raises NotLeader naming the new leader,
+        which the caller asks instead (swarmkit does the same): a leader that commits its own removal and dies
+        before any follower learns the commit leaves a two-member cluster with no quorum (shell simulator seed 70)."""
+        node = self.node
+        if node is not None and node_id == self.id and self.is_leader and len(node.voters) > 1:
+            await self._hand_over_leadership()
+            raise NotLeader(self.leader_id)
         await self._conf_change(ConfChangeOp.REMOVE, node_id)
+
+    async def _hand_over_leadership(self) -> None:
+        node = self.node
+        assert node is not None
+        others = [v for v in node.voters if v != self.id]
+        target = max(others, key=lambda v: (node.progress[v].match if v in node.progress else -1, -v))
+        self._call(lambda: node.transfer_leadership(target))
+        deadline = time.monotonic() + 2 * self.cfg.election_tick * self.cfg.tick_s
+        while self.leader_id in (None, self.id):
+            if self.failure is not None or time.monotonic() >= deadline:
+                raise Unavailable(f"raft member {self.id} could not hand leadership over before its own removal")
+            await asyncio.sleep(self.cfg.tick_s)
 
     async def _conf_change(self, op: ConfChangeOp, node_id: int, addr: str = "") -> None:
         loop = asyncio.get_running_loop()

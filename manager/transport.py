@@ -45,6 +45,7 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 CLUSTER_ID_HEADER = "shoal-cluster-id"  # etcd's X-Etcd-Cluster-ID: streams between two clusters are refused
+SENDER_ADDR_HEADER = "shoal-raft-addr"  # the sender's advertised address: a reply path for a member that does not know it yet
 TLS_SERVER_NAME = "shoal-manager"  # managers' certificates carry this DNS name (swarm uses swarm-manager)
 
 
@@ -221,7 +222,9 @@ class RaftHost:
     node_id: int
     tls: TLSFiles | None  # set: every peer must show a manager certificate naming the member it speaks for
 
-    def member_error(self, sender: int) -> str | None:  # None: accept messages from sender
+    def member_error(self, sender: int, reply_addr: str = "", same_cluster: bool = False) -> str | None:
+        """None: accept messages from sender. reply_addr: the address its stream advertises; same_cluster: its
+        stream names this member's cluster (a member added by a commit not applied here yet)."""
         raise NotImplementedError
 
     @property
@@ -236,6 +239,12 @@ class RaftHost:
 
     async def propose_forwarded(self, req: raft_pb2.ProposeRequest) -> raft_pb2.ProposeResponse:
         raise NotImplementedError
+
+
+def _looks_like_addr(addr: str) -> bool:
+    """host:port with a port number: anything else in the header is ignored, never dialled."""
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536) and all(c.isprintable() and not c.isspace() for c in addr)
 
 
 def _identity(b: bytes) -> bytes:
@@ -283,18 +292,24 @@ class RaftServicer:
             await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED, f"unreadable client certificate: {e}")
         raise AssertionError("unreachable")
 
-    async def _same_cluster(self, ctx: grpc.aio.ServicerContext) -> None:
-        theirs = dict(ctx.invocation_metadata() or ()).get(CLUSTER_ID_HEADER, "")
+    async def _same_cluster(self, ctx: grpc.aio.ServicerContext) -> tuple[str, bool]:
+        """(the sender's advertised address, whether its stream names our cluster); refuses another cluster's."""
+        md = dict(ctx.invocation_metadata() or ())
+        theirs = md.get(CLUSTER_ID_HEADER, "")
         ours = self.host.cluster_id
         if theirs and ours and theirs != ours:
             await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION,
                                f"cluster ID mismatch: the sender belongs to cluster {theirs}, this member to cluster {ours}")
+        addr = md.get(SENDER_ADDR_HEADER, "")
+        if not isinstance(addr, str) or len(addr) > 255 or not _looks_like_addr(addr):
+            addr = ""
+        return addr, bool(theirs and ours and theirs == ours)
 
     async def membership(self, raw: bytes, ctx: grpc.aio.ServicerContext) -> raft_pb2.MembershipResponse:
         await self._identity(ctx)
         return self.host.membership()
 
-    def _verdict(self, m: Message, rpc: Rpc, identity: int | None) -> tuple[grpc.StatusCode, str] | bool:
+    def _verdict(self, m: Message, rpc: Rpc, identity: int | None, stream: tuple[str, bool] = ("", False)) -> tuple[grpc.StatusCode, str] | bool:
         """True: step m; False: drop it (malformed for this RPC); a status: end the stream (the sender is
         not who it may be). Synchronous: it runs for every message of every batch."""
         why = check_message(m, self.host.node_id, rpc)
@@ -305,16 +320,17 @@ class RaftServicer:
         if identity is not None and m.from_ != identity:
             return (grpc.StatusCode.PERMISSION_DENIED,
                     f"raft message from member {m.from_} on a connection authenticated as member {identity}")
-        err = self.host.member_error(m.from_)
+        err = self.host.member_error(m.from_, *stream)
         if err is not None:
             return grpc.StatusCode.FAILED_PRECONDITION, err
         return True
 
-    async def _admit(self, ctx: grpc.aio.ServicerContext, msgs: list[Message], rpc: Rpc, identity: int | None) -> list[Message]:
+    async def _admit(self, ctx: grpc.aio.ServicerContext, msgs: list[Message], rpc: Rpc, identity: int | None,
+                     stream: tuple[str, bool] = ("", False)) -> list[Message]:
         """The messages of a batch the core may step; ends the stream on a sender that is not who it may be."""
         good = []
         for m in msgs:
-            verdict = self._verdict(m, rpc, identity)
+            verdict = self._verdict(m, rpc, identity, stream)
             if verdict is True:
                 good.append(m)
             elif verdict is not False:
@@ -323,7 +339,7 @@ class RaftServicer:
 
     async def step(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
         identity = await self._identity(ctx)
-        await self._same_cluster(ctx)
+        stream = await self._same_cluster(ctx)
         async for raw in requests:  # type: ignore[attr-defined]
             try:
                 batch = raft_pb2.RaftBatch.FromString(raw)
@@ -331,21 +347,21 @@ class RaftServicer:
             except (DecodeError, CodecError) as e:
                 await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid raft batch: {e}")
                 raise AssertionError("unreachable")
-            good = await self._admit(ctx, msgs, Rpc.STEP, identity)
+            good = await self._admit(ctx, msgs, Rpc.STEP, identity, stream)
             if good:
                 self.host.deliver(good)
         return raft_pb2.StepResponse()
 
     async def stream_snapshot(self, requests: object, ctx: grpc.aio.ServicerContext) -> raft_pb2.StepResponse:
         identity = await self._identity(ctx)
-        await self._same_cluster(ctx)
+        stream = await self._same_cluster(ctx)
         chunks: list[raft_pb2.SnapshotChunk] = []
         try:
             async for raw in requests:  # type: ignore[attr-defined]
                 chunks.append(raft_pb2.SnapshotChunk.FromString(raw))
                 if len(chunks) == 1:
                     # check the sender and the header before taking in megabytes from it
-                    if not await self._admit(ctx, [join_snapshot(chunks[:1])], Rpc.SNAPSHOT, identity):
+                    if not await self._admit(ctx, [join_snapshot(chunks[:1])], Rpc.SNAPSHOT, identity, stream):
                         await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, "invalid raft snapshot: dropped")
             m = join_snapshot(chunks)
         except (DecodeError, CodecError) as e:
@@ -361,12 +377,12 @@ class RaftServicer:
             await self._reject(ctx, grpc.StatusCode.INVALID_ARGUMENT, f"invalid proposal: {e}")
             raise AssertionError("unreachable")
         identity = await self._identity(ctx)
-        await self._same_cluster(ctx)
+        stream = await self._same_cluster(ctx)
         sender = getattr(req, "from")
         if identity is not None and sender != identity:
             await self._reject(ctx, grpc.StatusCode.PERMISSION_DENIED,
                                f"proposal from member {sender} on a connection authenticated as member {identity}")
-        err = self.host.member_error(sender)
+        err = self.host.member_error(sender, *stream)
         if err is not None:
             await self._reject(ctx, grpc.StatusCode.FAILED_PRECONDITION, err)
         if not req.request_id:
@@ -489,9 +505,11 @@ class Transport:
         self._on_snapshot = on_snapshot or (lambda _id, _failed: None)
         self.unknown_dropped = 0
         self.cluster_id = ""  # set by the shell once known
+        self.advertise = ""  # this member's address as the cluster book has it (set by the shell)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((CLUSTER_ID_HEADER, self.cluster_id),) if self.cluster_id else ()
+        md = ((CLUSTER_ID_HEADER, self.cluster_id),) if self.cluster_id else ()
+        return md + (((SENDER_ADDR_HEADER, self.advertise),) if self.advertise else ())
 
     def set_peer(self, node_id: int, addr: str) -> bool:
         """Record a member's address; True if the book changed."""

@@ -81,6 +81,12 @@ class NameTable:
         self._addresses: dict[tuple[str, str], list[str]] = {}
         # Bumped on every change, so caches of answers (FastAnswers) know when to drop theirs.
         self.version = 0
+        # Names of services (agent.network.lbdns fills them from ServiceBindings): owner (a
+        # service) -> network id -> (name -> addresses, address -> PTR name); the index
+        # (network id, name) -> owners; (network id, task address) -> task name for PTR.
+        self._service_names: dict[str, dict[str, tuple[dict[str, list[str]], dict[str, str]]]] = {}
+        self._service_index: dict[tuple[str, str], list[str]] = {}
+        self._service_ptr: dict[tuple[str, str], str] = {}
 
     def set_endpoint(self, container_id: str, network_id: str, network_name: str, ipv4: str,
                      names: list[str]) -> None:
@@ -138,6 +144,59 @@ class NameTable:
         for network_id in list(self._endpoints.get(container_id, {})):
             self.remove_endpoint(container_id, network_id)
 
+    def set_service_names(self, owner: str, network_id: str, names: dict[str, list[str]],
+                          ptr: dict[str, str] | None = None) -> None:
+        """Replace what `owner` (a service) answers on that network: name -> IPv4 addresses (the
+        VIP, or task addresses) and address -> name for PTR. Empty `names` and `ptr` remove it.
+        Askers on the network see these names as they see containers' names."""
+        normalised: dict[str, list[str]] = {}
+        for name, addresses in names.items():
+            key = normalise_name(name)
+            if not key:
+                raise ValueError(f"invalid DNS name {name!r} for service {owner}")
+            for address in addresses:
+                _check_ipv4(address, owner)
+            if addresses:
+                kept = normalised.setdefault(key, [])
+                kept += [a for a in addresses if a not in kept]
+        reverse = {}
+        for address, name in (ptr or {}).items():
+            _check_ipv4(address, owner)
+            if normalise_name(name):
+                reverse[address] = normalise_name(name)
+        # Validation is done: only now change anything.
+        self.remove_service_names(owner, network_id)
+        if normalised or reverse:
+            self._service_names.setdefault(owner, {})[network_id] = (normalised, reverse)
+        for key in normalised:
+            self._service_index.setdefault((network_id, key), []).append(owner)
+        for address, name in reverse.items():
+            self._service_ptr[(network_id, address)] = name
+
+    def remove_service_names(self, owner: str, network_id: str) -> None:
+        """Forget what `owner` answers on that network; no error if nothing."""
+        self.version += 1
+        per_net = self._service_names.get(owner)
+        if per_net is None or network_id not in per_net:
+            return
+        names, reverse = per_net.pop(network_id)
+        if not per_net:
+            del self._service_names[owner]
+        for key in names:
+            owners = self._service_index.get((network_id, key), [])
+            if owner in owners:
+                owners.remove(owner)
+            if not owners:
+                self._service_index.pop((network_id, key), None)
+        for address, name in reverse.items():
+            if self._service_ptr.get((network_id, address)) == name:
+                del self._service_ptr[(network_id, address)]
+
+    def service_names(self, owner: str, network_id: str) -> dict[str, list[str]]:
+        """What `owner` answers on that network (for inspection and tests)."""
+        entry = self._service_names.get(owner, {}).get(network_id)
+        return {k: list(v) for k, v in entry[0].items()} if entry else {}
+
     def records(self) -> list[DnsRecord]:
         """Every (name, endpoint) pair, for inspection and tests."""
         return [DnsRecord(name, ep.network_id, ep.network_name, ep.container_id, ep.ipv4)
@@ -160,6 +219,10 @@ class NameTable:
                     ipv4 = self._endpoints[holder][endpoint.network_id].ipv4
                     if ipv4 not in found:
                         found.append(ipv4)
+                for owner in self._service_index.get((endpoint.network_id, candidate), ()):
+                    for ipv4 in self._service_names[owner][endpoint.network_id][0][candidate]:
+                        if ipv4 not in found:
+                            found.append(ipv4)
         return found
 
     def lookup_ptr(self, asker_container_id: str, ipv4: str) -> str | None:
@@ -169,6 +232,9 @@ class NameTable:
                 target = self._endpoints[holder][endpoint.network_id]
                 if target.names:
                     return f"{target.names[0]}.{target.network_name}"
+            task = self._service_ptr.get((endpoint.network_id, ipv4))
+            if task:
+                return f"{task}.{endpoint.network_name}"
         return None
 
 
@@ -176,6 +242,13 @@ def normalise_name(name: str) -> str:
     """DNS names compare case-insensitively; a trailing dot and a leading '/' (Docker's
     container-name form) do not matter."""
     return name.strip().lstrip("/").rstrip(".").lower()
+
+
+def _check_ipv4(address: str, owner: str) -> None:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ValueError(f"invalid IPv4 address {address!r} for service {owner}") from None
 
 
 def _candidates(key: str, network_name: str) -> list[str]:

@@ -21,6 +21,7 @@ from agent.network.controller import DEFAULT_NETWORK, NetworkController
 from agent.network.dns import NameTable
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.drivers import Join
+from agent.network.lb import ServiceLoadBalancer
 from agent.network.records import EndpointRecord, NetworkRecord
 from common import failpoint
 from common.errdefs import NotFound, SystemError_
@@ -60,6 +61,9 @@ class Sandboxes:
         self.containers = containers
         self.dns_table = NameTable()
         self.dns: EmbeddedDns | None = None  # made by the owner on its event loop
+        # Services' VIPs in every sandbox on their networks, and their DNS names (issue 12):
+        # fed ServiceBindings by the swarm agent (update/remove/set_bindings).
+        self.lb = ServiceLoadBalancer(dns=self.dns_table)
         # --add-host and --dns* of a container (the engine sets it: shoal.engine.createopts)
         self.etc_custom: Callable[[Container], etcfiles.EtcCustom | None] | None = None
 
@@ -83,6 +87,7 @@ class Sandboxes:
                 endpoint = container.endpoints[wanted.network_id]
                 self.net.plumb(endpoint, Join(netns=container.netns, ifname=wanted.ifname, gateway=None))
             self.refresh_default_route(container)
+            self.lb.attach(container.id, path, container.endpoints)
         except Exception:
             self.teardown(container)
             raise
@@ -91,6 +96,7 @@ class Sandboxes:
     def teardown(self, container: Container) -> None:
         """Frees addresses, veths and the namespace (Docker releases a stopped container's
         addresses; the next start allocates again)."""
+        self.lb.detach(container.id)
         for endpoint in container.endpoints.values():
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
@@ -128,6 +134,7 @@ class Sandboxes:
                 replumbed.append(endpoint.ifname)
         if replumbed:
             self.refresh_default_route(container)
+        self.lb.attach(container.id, namespaces.netns_path(container.netns), container.endpoints, adopted=True)
         return stray, replumbed
 
     def connect(self, container: Container, endpoint: EndpointRecord) -> None:
@@ -138,12 +145,17 @@ class Sandboxes:
         try:
             self.net.plumb(endpoint, Join(netns=container.netns, ifname=plan.next_ifname(taken), gateway=None))
             failpoint.hit("connect-after-plumb")  # the container's record does not have it yet
+            self.lb.attach(container.id, namespaces.netns_path(container.netns),
+                           [*container.endpoints, endpoint.network_id])
         except Exception as exc:
             self.net.unplumb(endpoint)
             self.net.release_endpoint(endpoint)
             raise SystemError_(f"failed to connect {container.name} to {net.name}: {exc}") from exc
 
     def disconnect(self, container: Container, endpoint: EndpointRecord) -> None:
+        if container.netns:
+            self.lb.attach(container.id, namespaces.netns_path(container.netns),
+                           [n for n in container.endpoints if n != endpoint.network_id])
         self.net.unplumb(endpoint)
         failpoint.hit("disconnect-after-unplumb")  # the container's record still has it
         self.net.release_endpoint(endpoint)

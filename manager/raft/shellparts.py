@@ -82,6 +82,7 @@ class SimTransport:
         self.node_id = node.id
         self.peers: dict[int, str] = {}
         self.cluster_id = ""
+        self.advertise = ""
         self.unknown_dropped = 0
         self.on_snapshot = on_snapshot
         self.snap_busy: set[int] = set()

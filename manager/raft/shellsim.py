@@ -225,22 +225,33 @@ class ShellSim:
         from manager.transport import message_to_pb
 
         raw = message_to_pb(m).SerializeToString()
-        self.loop.call_later(self._delay(), self._arrive, src.id, addr, raw)
+        self.loop.call_later(self._delay(), self._arrive, src.id, addr, raw, self._headers(src))
 
-    def _arrive(self, src: int, addr: str, raw: bytes) -> None:
+    @staticmethod
+    def _headers(src: SimNode) -> tuple[str, str]:
+        """What the sender's stream carries, as transport.Transport.metadata: (its address, its cluster id)."""
+        t = src.mgr.transport if src.mgr is not None else None
+        return (getattr(t, "advertise", ""), getattr(t, "cluster_id", "")) if t is not None else ("", "")
+
+    def _arrive(self, src: int, addr: str, raw: bytes, headers: tuple[str, str] = ("", "")) -> None:
         from manager.transport import message_from_pb
 
         dst = self.by_addr.get(addr)
         if dst is None or not dst.up or dst.mgr is None or dst.mgr.node is None or not self._link_ok(src, dst.id):
             return
         m = message_from_pb(raft_pb2.RaftMessage.FromString(raw))
-        self._admit(dst, m, Rpc.STEP)
+        self._admit(dst, m, Rpc.STEP, headers)
 
-    def _admit(self, dst: SimNode, m: Message, rpc: Rpc) -> bool:
+    @staticmethod
+    def _stream(dst: SimNode, headers: tuple[str, str]) -> tuple[str, bool]:
+        addr, cluster = headers
+        return addr, bool(cluster and dst.mgr.transport.cluster_id == cluster)
+
+    def _admit(self, dst: SimNode, m: Message, rpc: Rpc, headers: tuple[str, str] = ("", "")) -> bool:
         why = check_message(m, dst.id, rpc)
         if why is not None:
             self.fail("valid wire messages", f"node {dst.id} refused a message from correct node {m.from_}: {why}")
-        if dst.mgr.member_error(m.from_) is not None:
+        if dst.mgr.member_error(m.from_, *self._stream(dst, headers)) is not None:
             return False
         try:
             dst.mgr.deliver([m])
@@ -254,6 +265,7 @@ class ShellSim:
         src = t.node
         incarnation = src.incarnation
         chunks = [c.SerializeToString() for c in split_snapshot(m, chunk_bytes=4096)]
+        headers = self._headers(src)
 
         def report(failed: bool) -> None:
             t.snap_busy.discard(m.to)
@@ -267,7 +279,7 @@ class ShellSim:
                 self.loop.call_later(self._delay(), report, True)
                 return
             msg = join_snapshot(raft_pb2.SnapshotChunk.FromString(c) for c in chunks)
-            ok = self._admit(dst, msg, Rpc.SNAPSHOT)
+            ok = self._admit(dst, msg, Rpc.SNAPSHOT, headers)
             self.paths["snapshot sent"] += ok
             self.loop.call_later(self._delay(), report, not ok)
 
@@ -293,7 +305,7 @@ class ShellSim:
         if self.loop.now >= deadline:
             raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         mgr, incarnation = dst.mgr, dst.incarnation
-        err = mgr.member_error(getattr(req, "from"))
+        err = mgr.member_error(getattr(req, "from"), *self._stream(dst, self._headers(src)))
         if err is not None:
             raise rpc_error(grpc.StatusCode.FAILED_PRECONDITION, err)
         self.paths["proposal forwarded"] += 1

@@ -1,6 +1,6 @@
 """`shoal run` flags of the create options: --restart, --init, --stop-signal, --stop-timeout,
 --add-host, --dns, --dns-search, --dns-option, --sysctl, --ulimit, --privileged, --device,
---mac-address; parsed as the docker CLI parses them into the create body.
+--mac-address, -v/--volume, --mount, --tmpfs, --read-only; parsed as the docker CLI parses them into the create body.
 
 shoal.cli.container decorates `run` with `options` and passes `adjust(values)` to
 shoal.cli.runner.run_container, which applies it to the body it built.
@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from shoal.cli.format import UsageError
+from shoal.cli.mountflag import parse_mount_flag, parse_tmpfs_flag
 
 _FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--restart",), {"default": "", "help": "Restart policy to apply when a container exits"}),
@@ -28,9 +29,13 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--privileged",), {"is_flag": True, "default": False, "help": "Give extended privileges to this container"}),
     (("--device",), {"multiple": True, "help": "Add a host device to the container"}),
     (("--mac-address",), {"default": "", "help": "Container MAC address (e.g., 92:d0:c6:0a:29:33)"}),
+    (("-v", "--volume"), {"multiple": True, "help": "Bind mount a volume"}),
+    (("--mount",), {"multiple": True, "help": "Attach a filesystem mount to the container"}),
+    (("--tmpfs",), {"multiple": True, "help": "Mount a tmpfs directory"}),
+    (("--read-only",), {"is_flag": True, "default": False, "help": "Mount the container's root filesystem as read only"}),
 ]
 NAMES = ("restart", "init", "stop_signal", "stop_timeout", "add_host", "dns", "dns_search", "dns_option",
-         "sysctl", "ulimit", "privileged", "device", "mac_address")
+         "sysctl", "ulimit", "privileged", "device", "mac_address", "volume", "mount", "tmpfs", "read_only")
 
 
 def options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,6 +109,20 @@ def adjust(values: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
             host["Privileged"] = True
         if values.get("device"):
             host["Devices"] = [device(d) for d in values["device"]]
+        if values.get("volume"):
+            # -v /ctr is an anonymous volume (Config.Volumes), anything with a colon a bind or named volume (Binds)
+            anonymous = [v for v in values["volume"] if ":" not in v]
+            binds = [v for v in values["volume"] if ":" in v]
+            if anonymous:
+                body["Volumes"] = {v: {} for v in anonymous}
+            if binds:
+                host["Binds"] = binds
+        if values.get("mount"):
+            host["Mounts"] = [parse_mount_flag(m) for m in values["mount"]]
+        if values.get("tmpfs"):
+            host["Tmpfs"] = dict(parse_tmpfs_flag(t) for t in values["tmpfs"])
+        if values.get("read_only"):
+            host["ReadonlyRootfs"] = True
         if values.get("mac_address"):
             endpoints = body.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
             network = host.get("NetworkMode") or "default"

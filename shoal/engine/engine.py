@@ -32,6 +32,7 @@ from agent.network.dns import upstreams_from_resolv_conf
 from agent.network.dnsserver import EmbeddedDns
 from agent.network.firewall import PublishedPort
 from agent.network.firewall_watch import FirewallWatch
+from agent.network.mesh import RoutingMesh
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
 from shoal.engine import container_mounts, createopts, publish, reconcile, restart
@@ -117,6 +118,14 @@ class Engine:
             check=self.net.firewall_in_place,
             interval=options.firewall_check_interval,
         )
+        # The routing mesh, once the node has the ingress network (agent.network.mesh; the swarm
+        # agent makes it). Services' VIP tables and the mesh come back after `nft flush ruleset`.
+        self.mesh: RoutingMesh | None = None
+        self.lb_watch = FirewallWatch(
+            reapply=lambda: self._kernel(self._reassert_services),
+            check=lambda: self.sandboxes.lb.in_place() and (self.mesh is None or self.mesh.in_place()),
+            interval=options.firewall_check_interval,
+        )
         self.execs: dict[str, ExecRecord] = {}
         self.resources = ContainerResources(self)  # cgroups: limits, stats, pause, OOM
         self.events = EventLog()  # GET /events (shoal.engine.events)
@@ -144,6 +153,8 @@ class Engine:
         containers are adopted, ones that exited meanwhile are marked exited with the code
         their shim recorded, uncommitted starts are undone, orphans of ours removed."""
         self.sandboxes.dns = EmbeddedDns(self.sandboxes.dns_table, upstreams_from_resolv_conf(self.sandboxes.host_resolv_conf()))
+        # Services' DNS names change with their bindings on the kernel thread; the table is the loop's.
+        self.sandboxes.lb.dns_dispatch = asyncio.get_running_loop().call_soon_threadsafe
         await self._kernel(self.net.restore)
         for container_id, record in self.state.load_records("containers", container_from_dict).items():
             if record.id != container_id:
@@ -158,6 +169,7 @@ class Engine:
         if any(c.published for c in self.containers.values()):
             await self._kernel(self.net.apply_firewall)  # published ports of adopted containers
         self.firewall_watch.start()
+        self.lb_watch.start()
 
     async def _reconcile_containers(self) -> None:
         try:
@@ -270,7 +282,9 @@ class Engine:
         """Stops watching; containers keep running (live restore)."""
         self.restarts.close()  # pending restarts happen at the next start (restart_at_boot)
         await self.firewall_watch.stop()
+        await self.lb_watch.stop()
         self.runtime.close()
+        await self._kernel(self.sandboxes.lb.close_contexts)
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
@@ -1067,7 +1081,14 @@ class Engine:
         for container in sorted(self.containers.values(), key=lambda c: c.id):
             if container.published:  # set while starting, cleared at exit
                 ports += self._container_ports(container)
+        if self.mesh is not None:  # the ingress sandbox's published ports (routing mesh)
+            ports += self.mesh.firewall_ports()
         return ports
+
+    def _reassert_services(self) -> None:
+        self.sandboxes.lb.reassert()
+        if self.mesh is not None:
+            self.mesh.reassert()
 
     def _container_ports(self, container: ContainerRecord) -> list[PublishedPort]:
         endpoint = self.sandboxes.publish_endpoint(container)

@@ -294,3 +294,32 @@ def test_members_join_through_a_snapshot_and_a_removal_that_loses_quorum_is_refu
                 await m.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_leader_asked_to_remove_itself_hands_leadership_over_and_the_new_leader_removes_it(tmp_path: Path) -> None:
+    import asyncio
+
+    from manager.raft.core import NotLeader
+    from tests.support.cluster import free_port
+
+    async def scenario() -> None:
+        addrs = {i: f"127.0.0.{i}:{free_port(f'127.0.0.{i}')}" for i in (1, 2, 3)}
+        running = {}
+        try:
+            for i in (1, 2, 3):
+                running[i] = await _start_manager(i, addrs, tmp_path / f"m{i}")
+            await _wait(lambda: any(m.is_leader for m, _ in running.values()), "a leader")
+            old = next(m for m, _ in running.values() if m.is_leader)
+            with pytest.raises(NotLeader) as e:
+                await old.remove_member(old.id)
+            new = running[e.value.leader_id][0]
+            assert e.value.leader_id != old.id and not old.is_leader and old.node.voters == [1, 2, 3]
+            await _wait(lambda: new.is_leader, "the named member leads")
+            await new.remove_member(old.id)
+            assert new.node.voters == sorted(set(addrs) - {old.id})
+        finally:
+            for m, server in running.values():
+                await server.stop(0)
+                await m.stop()
+
+    asyncio.run(scenario())

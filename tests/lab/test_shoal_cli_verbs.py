@@ -102,3 +102,19 @@ def test_shoal_container_prune_and_system_df(lab):
     assert out.startswith(f"Deleted Containers:\n{cid}\n\nTotal reclaimed space: ")
     assert shoal(lab, "system", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
     assert shoal(lab, "image", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
+
+
+def test_shoal_run_mounts_binds_tmpfs_and_a_read_only_root(lab, tmp_path):
+    (tmp_path / "f").write_text("from-host\n")
+    out = shoal(lab, "run", "--rm", "-v", f"{tmp_path}:/data:ro", "--mount", "type=tmpfs,dst=/scratch,tmpfs-size=1m",
+                "--tmpfs", "/run2:size=2m", "--read-only", "busybox", "sh", "-c",
+                "cat /data/f; grep -E ' /(scratch|run2) ' /proc/mounts | cut -d' ' -f2,3; "
+                "touch /rootfile 2>/dev/null || echo root-ro; touch /data/x 2>/dev/null || echo data-ro; "
+                "touch /scratch/x && echo scratch-rw").stdout
+    assert out == "from-host\n/scratch tmpfs\n/run2 tmpfs\nroot-ro\ndata-ro\nscratch-rw\n"
+
+
+def test_shoal_run_refuses_a_bad_mount_with_the_docker_clis_words(lab):
+    r = shoal(lab, "run", "--rm", "--mount", "type=bind,dst=/x,bogus=1", "busybox", "true", check=False)
+    assert r.returncode == 125
+    assert 'invalid argument "type=bind,dst=/x,bogus=1" for "--mount" flag: unexpected key \'bogus\' in \'bogus=1\'' in r.stderr

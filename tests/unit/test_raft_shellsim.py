@@ -10,8 +10,8 @@ import pytest
 from manager.raft.shellmutate import SHELL_MUTATIONS, mutant_shell
 from manager.raft.shellsim import Result, ShellSim, main, run_seed
 
-# The CI budget: about 6 s of CPU. Seed 11 is left to the known-bug test below (a member that
-# missed an addition never catches up with the added manager as leader).
+# The CI budget: about 6 s of CPU. Seed 11 has its own test below (a member that missed an addition
+# catches up with the added manager as leader).
 SEEDS = [*range(0, 11), 12]
 CAUGHT_BY = {
     "ack-before-commit": "acknowledged writes are applied",
@@ -74,11 +74,9 @@ def test_cli_exits_non_zero_and_names_the_invariant_for_a_mutant(capsys: pytest.
     assert capsys.readouterr().out.startswith("seed 0: FAIL vote durability: node ")
 
 
-@pytest.mark.xfail(strict=True, reason="shell bug found by the shell simulator: a member that missed the addition of a "
-                   "manager (seed 11: founder 4 missed the addition of 6, which then leads) refuses every "
-                   "message from it (member_error: unknown raft member) and cannot address it, so once that manager leads, "
-                   "the member never catches up; etcd accepts senders that are not removed and answers them through an "
-                   "address the sender advertises (rafthttp AddRemote)")
+# Found by the shell simulator: a member that missed the addition of a manager (seed 11: founder 4 missed the
+# addition of 6, which then leads) refused every message from it and had no address to answer, so it never caught
+# up. Now a sender whose stream names our cluster is taken in and answered at the address its stream advertises.
 @pytest.mark.parametrize("seed", [11])  # 217 and 406 showed it before the write-path changes (raftspeed)
 def test_a_member_that_missed_an_addition_catches_up_with_the_added_manager_as_leader(seed: int) -> None:
     sim = ShellSim(seed)

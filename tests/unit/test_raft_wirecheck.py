@@ -132,8 +132,12 @@ def test_snapshot_with_an_empty_member_list_is_refused() -> None:
     assert check_message(snap(voters=()), ME, Rpc.SNAPSHOT) == "SNAP snapshot has no voters"
 
 
-def test_snapshot_whose_voters_leave_out_the_sender_is_refused() -> None:
-    assert check_message(snap(voters=(1, 3)), ME, Rpc.SNAPSHOT) == "SNAP snapshot voters [1, 3] do not include its sender 2"
+def test_snapshot_taken_before_its_sender_was_added_is_accepted() -> None:
+    assert check_message(snap(voters=(1, 3)), ME, Rpc.SNAPSHOT) is None
+
+
+def test_snapshot_that_lists_its_sender_as_removed_is_refused() -> None:
+    assert check_message(snap(voters=(1, 3), removed=(2,)), ME, Rpc.SNAPSHOT) == "SNAP snapshot lists its sender 2 as removed"
 
 
 def test_snapshot_with_a_repeated_voter_is_refused() -> None:
