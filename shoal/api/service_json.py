@@ -81,6 +81,9 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
     if c.configs:
         cs["Configs"] = [{"File": {"Name": r.file.name, "UID": r.file.uid or "0", "GID": r.file.gid or "0", "Mode": r.file.mode or 0o444},
                           "ConfigID": r.config_id, "ConfigName": r.config_name} for r in c.configs]
+    if c.secrets:
+        cs["Secrets"] = [{"File": {"Name": r.file.name, "UID": r.file.uid or "0", "GID": r.file.gid or "0", "Mode": r.file.mode or 0o444},
+                          "SecretID": r.secret_id, "SecretName": r.secret_name} for r in c.secrets]
     cs["Isolation"] = "default"
     out: dict[str, Any] = {"ContainerSpec": cs,
                            "Resources": {"Limits": _resources(t.resources.limits), "Reservations": _resources(t.resources.reservations)}}
@@ -262,6 +265,10 @@ def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
     for ref in _list(c, "Configs"):
         f = _obj(ref, "File")
         cs.configs.add(config_id=_str(ref, "ConfigID"), config_name=_str(ref, "ConfigName"),
+                       file=pb.FileTarget(name=_str(f, "Name"), uid=_str(f, "UID"), gid=_str(f, "GID"), mode=_uint(f, "Mode")))
+    for ref in _list(c, "Secrets"):
+        f = _obj(ref, "File")
+        cs.secrets.add(secret_id=_str(ref, "SecretID"), secret_name=_str(ref, "SecretName"),
                        file=pb.FileTarget(name=_str(f, "Name"), uid=_str(f, "UID"), gid=_str(f, "GID"), mode=_uint(f, "Mode")))
     res = _obj(d, "Resources")
     _resources_from(_obj(res, "Limits"), t.resources.limits)

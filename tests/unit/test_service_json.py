@@ -82,3 +82,14 @@ def test_task_json_has_the_fields_the_cli_reads() -> None:
     assert (j["ID"], j["Slot"], j["NodeID"], j["ServiceID"], j["DesiredState"]) == ("t1", 2, "n1", "svc1", "running")
     assert (j["Status"]["State"], j["Status"]["Err"]) == ("assigned", "no suitable node")
     assert j["Spec"]["ContainerSpec"]["Image"] == "busybox"
+
+
+def test_configs_and_secrets_references_round_trip() -> None:
+    refs = {"Configs": [{"File": {"Name": "/etc/x", "UID": "0", "GID": "0", "Mode": 292}, "ConfigID": "c1", "ConfigName": "x"}],
+            "Secrets": [{"File": {"Name": "y", "UID": "0", "GID": "0", "Mode": 256}, "SecretID": "s1", "SecretName": "y"}]}
+    body = {"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b:1", **refs}}, "Mode": {"Replicated": {"Replicas": 1}}}
+    s = stored(body)
+    assert [(r.config_id, r.file.name) for r in s.task.container.configs] == [("c1", "/etc/x")]
+    assert [(r.secret_id, r.file.mode) for r in s.task.container.secrets] == [("s1", 256)]
+    cs = service_json(pb.Service(id="x", spec=s))["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert (cs["Configs"], cs["Secrets"]) == (refs["Configs"], refs["Secrets"])
