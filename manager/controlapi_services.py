@@ -4,7 +4,6 @@ ServiceControl servicer over them (registered beside Control in manager/node.py 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -283,4 +282,3 @@ class ServiceControlServicer(control_pb2_grpc.ServiceControlServicer):
             await abort(context, e)
         finally:
             watch.close()
-        await asyncio.sleep(0)

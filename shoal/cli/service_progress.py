@@ -115,8 +115,6 @@ def follow(c: Any, service_id: str, verify: bool = True) -> None:
                     break
             else:
                 converged_at = None
-            if not sys.stdout.isatty():
-                pass
             time.sleep(POLL_S)
     if converged_at is not None:
         console.print("verify: Service converged")
