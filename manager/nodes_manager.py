@@ -21,6 +21,8 @@ from manager import testhooks
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
+from manager.orchestrator.runner import Orchestrator
+from manager.scheduler.runner import Scheduler
 from manager.raftnode import ManagerConfig
 from manager.secretbox import load_key
 from manager.transport import GRPC_OPTIONS, IdentityError, TLSFiles, certificate_member_id
@@ -97,6 +99,7 @@ class SwarmManager:
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
+        self.node.components += [Orchestrator(self.raft), Scheduler(self.raft)]  # services (issue 12)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
         self.configs = ConfigOps(self.raft)
         # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
@@ -118,6 +121,8 @@ class SwarmManager:
 
         server.add_generic_rpc_handlers(tuple(guarded_handlers(
             lambda s: control_pb2_grpc.add_ControlServicer_to_server(self.node.control, s), managers_only)))
+        server.add_generic_rpc_handlers(tuple(guarded_handlers(
+            lambda s: control_pb2_grpc.add_ServiceControlServicer_to_server(self.node.service_control, s), managers_only)))
         ca = CAServicer(self.ops, self.auth)
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)

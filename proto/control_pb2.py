@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import objects_pb2 as proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/control.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"9\n\x13\x43reateConfigRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.ConfigSpec\"8\n\x14\x43reateConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"%\n\x10GetConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"5\n\x11GetConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"\x83\x02\n\x12ListConfigsRequest\x12\x35\n\x07\x66ilters\x18\x01 \x01(\x0b\x32$.shoal.v1.ListConfigsRequest.Filters\x1a\xb5\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12@\n\x06labels\x18\x04 \x03(\x0b\x32\x30.shoal.v1.ListConfigsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13ListConfigsResponse\x12!\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Config\"(\n\x13RemoveConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"\x16\n\x14RemoveConfigResponse\"\x0f\n\rStatusRequest\"\xfb\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\x04\x12\x13\n\x0bleader_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x0e\n\x06\x66syncs\x18\t \x01(\x04\x12\x17\n\x0f\x65ntries_written\x18\n \x01(\x04\x12\x0f\n\x07readies\x18\x0b \x01(\x04\x12\x0f\n\x07storage\x18\x0c \x01(\t\x12\x18\n\x10invalid_messages\x18\r \x01(\x04\x32\xf6\x02\n\x07\x43ontrol\x12M\n\x0c\x43reateConfig\x12\x1d.shoal.v1.CreateConfigRequest\x1a\x1e.shoal.v1.CreateConfigResponse\x12\x44\n\tGetConfig\x12\x1a.shoal.v1.GetConfigRequest\x1a\x1b.shoal.v1.GetConfigResponse\x12J\n\x0bListConfigs\x12\x1c.shoal.v1.ListConfigsRequest\x1a\x1d.shoal.v1.ListConfigsResponse\x12M\n\x0cRemoveConfig\x12\x1d.shoal.v1.RemoveConfigRequest\x1a\x1e.shoal.v1.RemoveConfigResponse\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/control.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"9\n\x13\x43reateConfigRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.ConfigSpec\"8\n\x14\x43reateConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"%\n\x10GetConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"5\n\x11GetConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"\x83\x02\n\x12ListConfigsRequest\x12\x35\n\x07\x66ilters\x18\x01 \x01(\x0b\x32$.shoal.v1.ListConfigsRequest.Filters\x1a\xb5\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12@\n\x06labels\x18\x04 \x03(\x0b\x32\x30.shoal.v1.ListConfigsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13ListConfigsResponse\x12!\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Config\"(\n\x13RemoveConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"\x16\n\x14RemoveConfigResponse\"\x0f\n\rStatusRequest\"\xfb\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\x04\x12\x13\n\x0bleader_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x0e\n\x06\x66syncs\x18\t \x01(\x04\x12\x17\n\x0f\x65ntries_written\x18\n \x01(\x04\x12\x0f\n\x07readies\x18\x0b \x01(\x04\x12\x0f\n\x07storage\x18\x0c \x01(\t\x12\x18\n\x10invalid_messages\x18\r \x01(\x04\";\n\x14\x43reateServiceRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.shoal.v1.ServiceSpec\";\n\x15\x43reateServiceResponse\x12\"\n\x07service\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Service\"\'\n\x11GetServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\"8\n\x12GetServiceResponse\x12\"\n\x07service\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Service\"\x8d\x01\n\x14UpdateServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12*\n\x0fservice_version\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Version\x12#\n\x04spec\x18\x03 \x01(\x0b\x32\x15.shoal.v1.ServiceSpec\x12\x10\n\x08rollback\x18\x04 \x01(\x08\";\n\x15UpdateServiceResponse\x12\"\n\x07service\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Service\"*\n\x14RemoveServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\"\x17\n\x15RemoveServiceResponse\"\x95\x02\n\x13ListServicesRequest\x12\x36\n\x07\x66ilters\x18\x01 \x01(\x0b\x32%.shoal.v1.ListServicesRequest.Filters\x1a\xc5\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12\x41\n\x06labels\x18\x04 \x03(\x0b\x32\x31.shoal.v1.ListServicesRequest.Filters.LabelsEntry\x12\r\n\x05modes\x18\x05 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x14ListServicesResponse\x12#\n\x08services\x18\x01 \x03(\x0b\x32\x11.shoal.v1.Service\"\xce\x02\n\x10ListTasksRequest\x12\x33\n\x07\x66ilters\x18\x01 \x01(\x0b\x32\".shoal.v1.ListTasksRequest.Filters\x1a\x84\x02\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x13\n\x0bservice_ids\x18\x03 \x03(\t\x12\x10\n\x08node_ids\x18\x04 \x03(\t\x12+\n\x0e\x64\x65sired_states\x18\x05 \x03(\x0e\x32\x13.shoal.v1.TaskState\x12>\n\x06labels\x18\x06 \x03(\x0b\x32..shoal.v1.ListTasksRequest.Filters.LabelsEntry\x12\x12\n\nup_to_date\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"2\n\x11ListTasksResponse\x12\x1d\n\x05tasks\x18\x01 \x03(\x0b\x32\x0e.shoal.v1.Task\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"/\n\x0fGetTaskResponse\x12\x1c\n\x04task\x18\x01 \x01(\x0b\x32\x0e.shoal.v1.Task\"%\n\x14WatchServicesRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\"\xa5\x01\n\x14WatchServicesMessage\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12$\n\x07service\x18\x03 \x01(\x0b\x32\x11.shoal.v1.ServiceH\x00\x12\x1e\n\x04task\x18\x04 \x01(\x0b\x32\x0e.shoal.v1.TaskH\x00\x12\x1e\n\x04node\x18\x05 \x01(\x0b\x32\x0e.shoal.v1.NodeH\x00\x42\x08\n\x06object2\xf6\x02\n\x07\x43ontrol\x12M\n\x0c\x43reateConfig\x12\x1d.shoal.v1.CreateConfigRequest\x1a\x1e.shoal.v1.CreateConfigResponse\x12\x44\n\tGetConfig\x12\x1a.shoal.v1.GetConfigRequest\x1a\x1b.shoal.v1.GetConfigResponse\x12J\n\x0bListConfigs\x12\x1c.shoal.v1.ListConfigsRequest\x1a\x1d.shoal.v1.ListConfigsResponse\x12M\n\x0cRemoveConfig\x12\x1d.shoal.v1.RemoveConfigRequest\x1a\x1e.shoal.v1.RemoveConfigResponse\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse2\xef\x04\n\x0eServiceControl\x12P\n\rCreateService\x12\x1e.shoal.v1.CreateServiceRequest\x1a\x1f.shoal.v1.CreateServiceResponse\x12G\n\nGetService\x12\x1b.shoal.v1.GetServiceRequest\x1a\x1c.shoal.v1.GetServiceResponse\x12P\n\rUpdateService\x12\x1e.shoal.v1.UpdateServiceRequest\x1a\x1f.shoal.v1.UpdateServiceResponse\x12P\n\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12M\n\x0cListServices\x12\x1d.shoal.v1.ListServicesRequest\x1a\x1e.shoal.v1.ListServicesResponse\x12\x44\n\tListTasks\x12\x1a.shoal.v1.ListTasksRequest\x1a\x1b.shoal.v1.ListTasksResponse\x12>\n\x07GetTask\x12\x18.shoal.v1.GetTaskRequest\x1a\x19.shoal.v1.GetTaskResponse\x12I\n\x05Watch\x12\x1e.shoal.v1.WatchServicesRequest\x1a\x1e.shoal.v1.WatchServicesMessage0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTCONFIGSREQUEST_FILTERS_LABELSENTRY']._loaded_options = None
   _globals['_LISTCONFIGSREQUEST_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTSERVICESREQUEST_FILTERS_LABELSENTRY']._loaded_options = None
+  _globals['_LISTSERVICESREQUEST_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTTASKSREQUEST_FILTERS_LABELSENTRY']._loaded_options = None
+  _globals['_LISTTASKSREQUEST_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATECONFIGREQUEST']._serialized_start=54
   _globals['_CREATECONFIGREQUEST']._serialized_end=111
   _globals['_CREATECONFIGRESPONSE']._serialized_start=113
@@ -58,6 +62,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_end=666
   _globals['_STATUSRESPONSE']._serialized_start=669
   _globals['_STATUSRESPONSE']._serialized_end=920
-  _globals['_CONTROL']._serialized_start=923
-  _globals['_CONTROL']._serialized_end=1297
+  _globals['_CREATESERVICEREQUEST']._serialized_start=922
+  _globals['_CREATESERVICEREQUEST']._serialized_end=981
+  _globals['_CREATESERVICERESPONSE']._serialized_start=983
+  _globals['_CREATESERVICERESPONSE']._serialized_end=1042
+  _globals['_GETSERVICEREQUEST']._serialized_start=1044
+  _globals['_GETSERVICEREQUEST']._serialized_end=1083
+  _globals['_GETSERVICERESPONSE']._serialized_start=1085
+  _globals['_GETSERVICERESPONSE']._serialized_end=1141
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=1144
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=1285
+  _globals['_UPDATESERVICERESPONSE']._serialized_start=1287
+  _globals['_UPDATESERVICERESPONSE']._serialized_end=1346
+  _globals['_REMOVESERVICEREQUEST']._serialized_start=1348
+  _globals['_REMOVESERVICEREQUEST']._serialized_end=1390
+  _globals['_REMOVESERVICERESPONSE']._serialized_start=1392
+  _globals['_REMOVESERVICERESPONSE']._serialized_end=1415
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1418
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1695
+  _globals['_LISTSERVICESREQUEST_FILTERS']._serialized_start=1498
+  _globals['_LISTSERVICESREQUEST_FILTERS']._serialized_end=1695
+  _globals['_LISTSERVICESREQUEST_FILTERS_LABELSENTRY']._serialized_start=480
+  _globals['_LISTSERVICESREQUEST_FILTERS_LABELSENTRY']._serialized_end=525
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1697
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1756
+  _globals['_LISTTASKSREQUEST']._serialized_start=1759
+  _globals['_LISTTASKSREQUEST']._serialized_end=2093
+  _globals['_LISTTASKSREQUEST_FILTERS']._serialized_start=1833
+  _globals['_LISTTASKSREQUEST_FILTERS']._serialized_end=2093
+  _globals['_LISTTASKSREQUEST_FILTERS_LABELSENTRY']._serialized_start=480
+  _globals['_LISTTASKSREQUEST_FILTERS_LABELSENTRY']._serialized_end=525
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2095
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2145
+  _globals['_GETTASKREQUEST']._serialized_start=2147
+  _globals['_GETTASKREQUEST']._serialized_end=2180
+  _globals['_GETTASKRESPONSE']._serialized_start=2182
+  _globals['_GETTASKRESPONSE']._serialized_end=2229
+  _globals['_WATCHSERVICESREQUEST']._serialized_start=2231
+  _globals['_WATCHSERVICESREQUEST']._serialized_end=2268
+  _globals['_WATCHSERVICESMESSAGE']._serialized_start=2271
+  _globals['_WATCHSERVICESMESSAGE']._serialized_end=2436
+  _globals['_CONTROL']._serialized_start=2439
+  _globals['_CONTROL']._serialized_end=2813
+  _globals['_SERVICECONTROL']._serialized_start=2816
+  _globals['_SERVICECONTROL']._serialized_end=3439
 # @@protoc_insertion_point(module_scope)

@@ -267,3 +267,376 @@ class Control:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ServiceControlStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/CreateService',
+                request_serializer=proto_dot_control__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.CreateServiceResponse.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/GetService',
+                request_serializer=proto_dot_control__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetServiceResponse.FromString,
+                _registered_method=True)
+        self.UpdateService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/UpdateService',
+                request_serializer=proto_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.UpdateServiceResponse.FromString,
+                _registered_method=True)
+        self.RemoveService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/RemoveService',
+                request_serializer=proto_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.RemoveServiceResponse.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/shoal.v1.ServiceControl/ListServices',
+                request_serializer=proto_dot_control__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/shoal.v1.ServiceControl/ListTasks',
+                request_serializer=proto_dot_control__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.GetTask = channel.unary_unary(
+                '/shoal.v1.ServiceControl/GetTask',
+                request_serializer=proto_dot_control__pb2.GetTaskRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetTaskResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/shoal.v1.ServiceControl/Watch',
+                request_serializer=proto_dot_control__pb2.WatchServicesRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.WatchServicesMessage.FromString,
+                _registered_method=True)
+
+
+class ServiceControlServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ServiceControlServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateService,
+                    request_deserializer=proto_dot_control__pb2.CreateServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.CreateServiceResponse.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=proto_dot_control__pb2.GetServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetServiceResponse.SerializeToString,
+            ),
+            'UpdateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateService,
+                    request_deserializer=proto_dot_control__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.UpdateServiceResponse.SerializeToString,
+            ),
+            'RemoveService': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveService,
+                    request_deserializer=proto_dot_control__pb2.RemoveServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.RemoveServiceResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=proto_dot_control__pb2.ListServicesRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=proto_dot_control__pb2.ListTasksRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'GetTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTask,
+                    request_deserializer=proto_dot_control__pb2.GetTaskRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=proto_dot_control__pb2.WatchServicesRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.WatchServicesMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.ServiceControl', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.ServiceControl', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ServiceControl:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/CreateService',
+            proto_dot_control__pb2.CreateServiceRequest.SerializeToString,
+            proto_dot_control__pb2.CreateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/GetService',
+            proto_dot_control__pb2.GetServiceRequest.SerializeToString,
+            proto_dot_control__pb2.GetServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/UpdateService',
+            proto_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+            proto_dot_control__pb2.UpdateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/RemoveService',
+            proto_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+            proto_dot_control__pb2.RemoveServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/ListServices',
+            proto_dot_control__pb2.ListServicesRequest.SerializeToString,
+            proto_dot_control__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/ListTasks',
+            proto_dot_control__pb2.ListTasksRequest.SerializeToString,
+            proto_dot_control__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/GetTask',
+            proto_dot_control__pb2.GetTaskRequest.SerializeToString,
+            proto_dot_control__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/Watch',
+            proto_dot_control__pb2.WatchServicesRequest.SerializeToString,
+            proto_dot_control__pb2.WatchServicesMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

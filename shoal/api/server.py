@@ -101,9 +101,10 @@ def build_app(engine: Any) -> web.Application:
     for module in (routes_system, routes_verbs, routes_networks, routes_containers, routes_images, routes_volumes,
                    routes_archive, routes_swarm, routes_resources, routes_configs):
         module.add_routes(app)
-    from shoal.api import routes_service_logs
+    from shoal.api import routes_service_logs, routes_services
 
-    routes_service_logs.add_routes(app)  # /services/{id}/logs, /tasks/{id}/logs (swarm tasks of this node)
+    routes_services.add_routes(app)  # /services, /tasks (issue 12)
+    routes_service_logs.add_routes(app)  # /services/{id}/logs, /tasks/{id}/logs
     return app
 
 
