@@ -264,8 +264,10 @@ def decode(data: bytes) -> Message:
     kind = data[0]
     msg: Message
     if kind == MsgType.ACK or kind == MsgType.NACK:
-        if len(data) != 5:
-            raise DecodeError(f"ack/nack of {len(data)} bytes")
+        if len(data) < 5:
+            raise DecodeError(f"truncated ack/nack of {len(data)} bytes")
+        if len(data) > 5:
+            raise DecodeError(f"{len(data) - 5} trailing bytes")
         seq = _U32.unpack_from(data, 1)[0]
         return Ack(seq) if kind == MsgType.ACK else Nack(seq)
     if kind == MsgType.SUSPECT or kind == MsgType.DEAD:
