@@ -22,6 +22,10 @@ class _Item:
     on_done: Callable[[], None] | None = field(default=None)
 
 
+def _rank(item: _Item) -> tuple[int, int]:
+    return item.transmits, -item.order
+
+
 class TransmitLimitedQueue:
     """Broadcasts ordered fewest-transmits first (newest first among equals), each dropped after the limit."""
 
@@ -30,6 +34,7 @@ class TransmitLimitedQueue:
         self.num_nodes = num_nodes
         self.max_depth = max_depth
         self._items: list[_Item] = []
+        self._keyed: dict[str, _Item] = {}
         self._order = 0
 
     def __len__(self) -> int:
@@ -37,52 +42,62 @@ class TransmitLimitedQueue:
 
     def queue(self, data: bytes, key: str | None = None, on_done: Callable[[], None] | None = None) -> None:
         if key is not None:
-            kept = []
-            for item in self._items:
-                if item.key == key:
-                    if item.on_done:
-                        item.on_done()
-                else:
-                    kept.append(item)
-            self._items = kept
+            old = self._keyed.pop(key, None)
+            if old is not None:
+                self._items.remove(old)
+                if old.on_done:
+                    old.on_done()
         self._order += 1
-        self._items.append(_Item(key, data, 0, self._order, on_done))
+        item = _Item(key, data, 0, self._order, on_done)
+        self._items.append(item)
+        if key is not None:
+            self._keyed[key] = item
         if len(self._items) > self.max_depth:
             # the most-sent oldest go first: they have had their chance
-            self._items.sort(key=lambda i: (i.transmits, -i.order))
-            for item in self._items[self.max_depth:]:
-                if item.on_done:
-                    item.on_done()
+            self._items.sort(key=_rank)
+            for dropped in self._items[self.max_depth:]:
+                self._forget(dropped)
             del self._items[self.max_depth:]
 
+    def _forget(self, item: _Item) -> None:
+        if item.key is not None and self._keyed.get(item.key) is item:
+            del self._keyed[item.key]
+        if item.on_done:
+            item.on_done()
+
     def pending(self, key: str) -> bool:
-        return any(i.key == key for i in self._items)
+        return key in self._keyed
 
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """Broadcasts that fit in limit bytes (each costing len + overhead); counts a transmit for each."""
         if not self._items:
             return []
         cap = retransmit_limit(self.retransmit_mult, self.num_nodes())
-        self._items.sort(key=lambda i: (i.transmits, -i.order))
+        self._items.sort(key=_rank)
         out: list[bytes] = []
         used = 0
-        finished: list[_Item] = []
+        finished = False
         for item in self._items:
             cost = len(item.data) + overhead
             if used + cost > limit:
+                if limit - used < overhead + 8:
+                    break
                 continue
             used += cost
             out.append(item.data)
             item.transmits += 1
             if item.transmits >= cap:
-                finished.append(item)
+                finished = True
         if finished:
-            done = {id(i) for i in finished}
-            self._items = [i for i in self._items if id(i) not in done]
-            for item in finished:
-                if item.on_done:
-                    item.on_done()
+            keep = []
+            for item in self._items:
+                if item.transmits >= cap:
+                    self._forget(item)
+                else:
+                    keep.append(item)
+            self._items = keep
         return out
 
     def reset(self) -> None:
         self._items.clear()
+        self._keyed.clear()

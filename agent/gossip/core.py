@@ -420,7 +420,6 @@ class GossipCore:
             self.counters["saved_by_final_probe"] += 1
             node.state = MemberState.ALIVE
             node.state_change = self.now
-            self._num_cache = -1
 
     def _next_probe_target(self) -> NodeState | None:
         for _ in range(len(self._probe_order) + 1):
@@ -502,6 +501,9 @@ class GossipCore:
         if self.leaving and a.node == self.name and not bootstrap:
             return
         node = self.nodes.get(a.node)
+        if node is not None and a.incarnation == node.incarnation and node.state is MemberState.ALIVE \
+                and not bootstrap and a.node != self.name:
+            return   # the common case: news we already have
         if node is None:
             if a.node == self.name and not bootstrap:
                 return
@@ -534,7 +536,8 @@ class GossipCore:
         if node.state is not MemberState.ALIVE:
             node.state = MemberState.ALIVE
             node.state_change = self.now
-            self._num_cache = -1
+            if was_down:
+                self._num_cache = -1
         self._broadcast(a.node, wire.Alive(a.incarnation, a.node, a.addr, a.port, a.meta))
         if was_down:
             self._event("notify_join", node)

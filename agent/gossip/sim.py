@@ -26,6 +26,7 @@ from .delegate import Member, MemberState
 from .suspicion import suspicion_timeout
 
 GOSSIP_PORT = 7946
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 def epidemic_bound(n: int, fanout: int, loss: float) -> float:
@@ -228,12 +229,12 @@ class Simulation:
     def start(self, bootstrap: str = "static", seeds: int = 3) -> None:
         """static: every table starts with every member (fast); join: each member joins through `seeds` seeds."""
         if bootstrap == "static":
-            everyone = [(m.name, m.addr) for m in self.members]
+            from .core import NodeState
             for m in self.members:
-                for name, addr in everyone:
-                    if name != m.name:
-                        m.core.receive((addr, GOSSIP_PORT), _alive_packet(name, addr), self.now)
-                m.core.broadcasts.reset()
+                for o in self.members:
+                    if o is not m:
+                        m.core.nodes[o.name] = NodeState(o.name, o.addr, GOSSIP_PORT, b"", 0, MemberState.ALIVE,
+                                                         self.now)
         for m in self.members:
             m.core.start(self.now)
             m.core.pop_outgoing()
@@ -245,12 +246,13 @@ class Simulation:
                 self._push(self.now + 0.01 * i, "call", (lambda m=m: (m.core.join(seed_addrs), self._flush(m)),))
 
     def converged(self, alive: set[str] | None = None) -> bool:
-        """Every up member sees exactly the up members alive (and the others not alive)."""
+        """Every up member holds exactly the up members as live (alive or suspect: a suspect is being checked,
+        and at 20% loss some member is always briefly suspected) and no up member as dead or unknown."""
         up = alive if alive is not None else {m.name for m in self.members if m.up}
         for m in self.members:
             if not m.up:
                 continue
-            seen = {n.name for n in m.core.nodes.values() if n.state is MemberState.ALIVE}
+            seen = {n.name for n in m.core.nodes.values() if n.state in _LIVE}
             if seen != up:
                 return False
         return True
@@ -264,11 +266,6 @@ class Simulation:
     def deaths_of_live_members(self, since: float = 0.0) -> list[Declaration]:
         up = {m.name for m in self.members if m.up}
         return [d for d in self.log if d.kind == "dead" and d.subject in up and d.time >= since]
-
-
-def _alive_packet(name: str, addr: str) -> bytes:
-    from . import wire
-    return wire.encode_packet([wire.encode(wire.Alive(0, name, addr, GOSSIP_PORT, b""))])
 
 
 # --- scenarios -----------------------------------------------------------------------------------------------
@@ -397,9 +394,8 @@ def scenario_partition(n: int, seed: int, loss: float, cut: float = 60.0, timeou
         m.group = 1 if i in half else 0
     sim.partitioned = True
     sim.run_until(sim.now + cut)
-    split_seen = all(
-        {x.name for x in m.core.nodes.values() if x.state is MemberState.ALIVE} ==
-        {y.name for y in sim.members if y.group == m.group} for m in sim.members)
+    split_seen = all({x.name for x in m.core.nodes.values() if x.state in _LIVE} ==
+                     {y.name for y in sim.members if y.group == m.group} for m in sim.members)
     sim.partitioned = False
     t0 = sim.now
     done = sim.run_until(t0 + timeout, sim.converged, check_every=0.5)

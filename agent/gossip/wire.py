@@ -322,14 +322,26 @@ def decode(data: bytes) -> Message:
 
 def decode_packet(data: bytes) -> list[bytes]:
     """The message parts of a packet (each still to decode on its own, so one bad part drops only itself)."""
-    r = _Reader(data)
-    version, count = r.u8(), r.u8()
+    size = len(data)
+    if size < 2:
+        raise DecodeError("truncated packet header")
+    version, count = data[0], data[1]
     if version != WIRE_VERSION:
         raise DecodeError(f"unknown wire version {version}")
     if count == 0:
         raise DecodeError("empty packet")
-    parts = [r.take(r.u16()) for _ in range(count)]
-    r.done()
+    parts = []
+    pos = 2
+    for _ in range(count):
+        if pos + 2 > size:
+            raise DecodeError(f"truncated packet at offset {pos}")
+        end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+        if end > size:
+            raise DecodeError(f"truncated packet part at offset {pos}")
+        parts.append(data[pos + 2:end])
+        pos = end
+    if pos != size:
+        raise DecodeError(f"{size - pos} trailing bytes")
     return parts
 
 
