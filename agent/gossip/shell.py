@@ -10,7 +10,9 @@ Public API (what netdb and the node use):
                                              # retried whenever this member finds itself alone
     shell.members() -> list[Member]          # everyone known, ourselves included, with state
                                              # (ALIVE/SUSPECT/DEAD/LEFT); dead ones stay until forgotten
-    shell.send_to(member_name, data) -> bool # one direct user message over UDP (best effort, no retry)
+    shell.send_to(member_name, data) -> bool # one direct user message over UDP (best effort, no retry; at most
+                                             # 65000 bytes); False for an unknown, dead or own name
+    shell.num_members() -> int               # alive + suspect, ourselves included (to size retransmits)
     shell.set_keys(keys, primary)            # rotation: keep up to three; seal with primary, open with any
     shell.update_meta()                      # re-read delegate.node_meta and gossip it
     shell.counters() -> dict[str, int]       # drops (truncated, unknown_key, bad_tag, decode_errors, tcp_*...)
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 7946
 _LEN = struct.Struct("!I")
 STREAM_TIMEOUT = 10.0        # a push-pull exchange (connect, send, answer) must finish in this
-MAX_DATAGRAM = 65535
+MAX_USER_DATAGRAM = 65000   # a user message and its framing must fit one UDP datagram
 TICK_CAP = 0.05              # the timer loop wakes at least this often (new timers from packets)
 
 
@@ -79,6 +81,11 @@ class GossipShell:
     def __init__(self, name: str, bind_addr: str, bind_port: int, advertise_addr: str, keys: list[bytes],
                  delegate: Delegate | None, events: EventDelegate | None, config: GossipConfig | None = None,
                  rng: random.Random | None = None) -> None:
+        for what, value in (("name", name), ("advertise address", advertise_addr)):
+            if not value or len(value.encode()) > 255:
+                raise InvalidParameter(f"invalid gossip {what} {value[:60]!r}: 1 to 255 bytes")
+        if not 0 <= bind_port < 65536:
+            raise InvalidParameter(f"invalid gossip port {bind_port}")
         self.name = name
         self.bind_addr = bind_addr
         self.port = bind_port
@@ -156,7 +163,13 @@ class GossipShell:
     def members(self) -> list[Member]:
         return self._require_core().members()
 
+    def num_members(self) -> int:
+        """Alive and suspect members, ourselves included (what a TransmitLimitedQueue above should scale by)."""
+        return self._require_core().num_members()
+
     def send_to(self, member_name: str, data: bytes) -> bool:
+        if len(data) > MAX_USER_DATAGRAM:
+            raise InvalidParameter(f"gossip message of {len(data)} bytes exceeds {MAX_USER_DATAGRAM}")
         sent = self._require_core().send_to(member_name, data)
         self._flush()
         return sent

@@ -268,3 +268,20 @@ def test_a_bad_keyring_is_refused_with_the_reason() -> None:
     with pytest.raises(Exception, match="gossip primary key is not in the keyring"):
         Keyring([k], primary=os.urandom(16))
     assert Keyring([k]).seal(b"x")[1] == key_label(k)
+
+
+def test_a_bad_name_port_or_oversized_message_is_refused_with_the_value() -> None:
+    with pytest.raises(Exception, match="invalid gossip name '': 1 to 255 bytes"):
+        GossipShell("", LO, 0, LO, [os.urandom(16)], None, None)
+    with pytest.raises(Exception, match="invalid gossip port 70000"):
+        GossipShell("a", LO, 70000, LO, [os.urandom(16)], None, None)
+
+    async def run() -> None:
+        s = GossipShell("a", LO, 0, LO, [os.urandom(16)], None, None, fast())
+        await s.start()
+        try:
+            with pytest.raises(Exception, match="gossip message of 65001 bytes exceeds 65000"):
+                s.send_to("b", bytes(65001))
+        finally:
+            await s.stop()
+    asyncio.run(run())
