@@ -9,7 +9,9 @@ next tick is due.
 
 from __future__ import annotations
 
+import functools
 import heapq
+import ipaddress
 import logging
 import math
 import random
@@ -105,7 +107,17 @@ class _AckHandler:
 
 _COUNTERS = ("packets_in", "packets_out", "msgs_in", "decode_errors", "misdirected_pings", "stale_updates",
              "unknown_acks", "stream_errors", "delegate_errors", "refutes", "probes", "probe_failures",
-             "indirect_probes", "suspects", "deaths_declared", "saved_by_final_probe")
+             "indirect_probes", "suspects", "deaths_declared", "saved_by_final_probe", "handler_errors",
+             "bad_addresses")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(addr: str) -> bool:
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return True
 
 
 class GossipCore:
@@ -198,7 +210,11 @@ class GossipCore:
                 self.counters["decode_errors"] += 1
                 continue
             self.counters["msgs_in"] += 1
-            self._handle(packet_from, msg)
+            try:
+                self._handle(packet_from, msg)
+            except Exception:  # a peer's message must never take the member down; counted, logged for a bug hunt
+                log.debug("gossip message %r from %s failed", msg, packet_from, exc_info=True)
+                self.counters["handler_errors"] += 1
 
     def handle_stream(self, packet_from: Addr, data: bytes, now: float | None = None) -> bytes | None:
         """A peer's push-pull frame: returns our state to send back, or None for garbage (close the connection)."""
@@ -461,6 +477,8 @@ class GossipCore:
                     self.counters["misdirected_pings"] += 1
                     return
                 self._send(packet_from[0], packet_from[1], [wire.encode(wire.Ack(msg.seq))])
+            case wire.IndirectPing() if not _is_ip(msg.target_addr):
+                self.counters["bad_addresses"] += 1
             case wire.IndirectPing():
                 seq = self._next_seq()
                 self._acks[seq] = _AckHandler("relay", msg.target, self.now, origin=packet_from,
@@ -498,6 +516,10 @@ class GossipCore:
     # --- state transitions (memberlist state.go: aliveNode, suspectNode, deadNode) -------------------------
 
     def _alive(self, a: wire.Alive, bootstrap: bool = False) -> None:
+        if not bootstrap and not _is_ip(a.addr):
+            # only IP literals: a name would make the shell resolve it (blocking, and to anywhere)
+            self.counters["bad_addresses"] += 1
+            return
         if self.leaving and a.node == self.name and not bootstrap:
             return
         node = self.nodes.get(a.node)

@@ -343,3 +343,13 @@ def test_an_isolated_member_retries_its_seeds() -> None:
     a.pop_outgoing()
     a.tick(11.0)
     assert [(r.addr, r.join) for r in a.pop_outgoing() if isinstance(r, StreamRequest)] == [("10.0.5.5", True)]
+
+
+def test_a_member_or_relay_target_given_by_host_name_is_refused_and_counted() -> None:
+    core, events = make()
+    core.receive(("10.0.1.0", 7946), packet(wire.Alive(0, "p0", "evil.example.com", 7946, b"")), 0.1)
+    core.receive(("10.0.1.0", 7946),
+                 packet(wire.IndirectPing(1, "t", "evil.example.com", 7946, True, "p0", "10.0.1.0", 7946)), 0.1)
+    assert core.counters["bad_addresses"] == 2
+    assert core.state_of("p0") is None
+    assert sent_messages(core) == []
