@@ -353,3 +353,27 @@ def test_a_member_or_relay_target_given_by_host_name_is_refused_and_counted() ->
     assert core.counters["bad_addresses"] == 2
     assert core.state_of("p0") is None
     assert sent_messages(core) == []
+
+
+def test_a_left_member_is_forgotten_after_the_reap_time_and_a_dead_one_after_the_reconnect_timeout() -> None:
+    core, _ = make(n_peers=2, config=GossipConfig(left_reap_time=30.0, reconnect_timeout=100.0))
+    core.receive(("10.0.1.0", 7946), packet(wire.Dead(0, "p0", "p0"), wire.Dead(0, "p1", "p9")), 1.0)
+    assert (core.state_of("p0"), core.state_of("p1")) == (MemberState.LEFT, MemberState.DEAD)
+    core.tick(30.5)
+    assert core.state_of("p0") is MemberState.LEFT
+    core.tick(32.0)
+    assert core.state_of("p0") is None and core.state_of("p1") is MemberState.DEAD
+    core.tick(102.0)
+    assert core.state_of("p1") is None
+
+
+def test_a_dead_member_that_comes_back_with_a_higher_incarnation_joins_again() -> None:
+    core, events = make(n_peers=1)
+    core.receive(("10.0.1.9", 7946), packet(wire.Dead(0, "p0", "p9")), 1.0)
+    core.receive(("10.0.1.0", 7946), packet(wire.Alive(0, "p0", "10.0.1.0", 7946, b"")), 1.1)
+    assert core.state_of("p0") is MemberState.DEAD     # the same incarnation cannot undo a death
+    core.receive(("10.0.1.0", 7946), packet(wire.Alive(1, "p0", "10.0.1.0", 7946, b"")), 1.2)
+    assert core.state_of("p0") is MemberState.ALIVE
+    assert [e for e in events.seen if e[1] == "p0"] == [("join", "p0", MemberState.ALIVE),
+                                                        ("leave", "p0", MemberState.DEAD),
+                                                        ("join", "p0", MemberState.ALIVE)]
