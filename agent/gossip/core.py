@@ -646,7 +646,7 @@ class GossipCore:
 
     def _refute(self, me: NodeState, accused_inc: int, meta: bytes | None = None) -> None:
         self.counters["refutes"] += 1
-        me.incarnation = max(me.incarnation, accused_inc) + 1
+        me.incarnation = min(max(me.incarnation, accused_inc) + 1, 0xFFFFFFFF)   # u32 on the wire
         if meta is not None:
             me.meta = meta
         self._broadcast(self.name, wire.Alive(me.incarnation, self.name, self.addr, self.port, me.meta))

@@ -4,7 +4,9 @@ Drives agent.gossip.core.GossipCore directly (no sockets); `python -m agent.goss
 Scenarios (each prints its figures and returns them for the tests in tests/unit/test_gossip_sim.py):
   spread     a user broadcast from one member reaches every member; rounds measured next to the epidemic bound
   failure    a crashed member is declared dead by every live member within the suspicion bound
-  slow       members with delayed processing: with Lifeguard on no live member is ever declared dead
+  slow       members with delayed processing (each packet a slow member receives waits uniform(0, 2.5 s) before
+             it is handled): with Lifeguard on no live member, slow or healthy, is ever declared dead; with it
+             off (fixed minimum suspicion timeout, no nacks, no local health awareness, no buddy pings) some are
   partition  two halves are cut apart, each declares the other dead; after the heal membership converges
 Epidemic bound used (Pittel's push-epidemic estimate, fanout f per round, loss p, effective fanout
 f' = f * (1 - p)): rounds(N) = log_(1+f')(N) + ln(N) / f'. A round is one gossip interval (200 ms).

@@ -377,3 +377,36 @@ def test_a_dead_member_that_comes_back_with_a_higher_incarnation_joins_again() -
     assert [e for e in events.seen if e[1] == "p0"] == [("join", "p0", MemberState.ALIVE),
                                                         ("leave", "p0", MemberState.DEAD),
                                                         ("join", "p0", MemberState.ALIVE)]
+
+
+def test_random_well_formed_messages_never_break_the_core_and_it_never_concedes_its_own_death() -> None:
+    rng = random.Random(11)
+    core, _ = make("a", n_peers=3)
+    names = ["a", "p0", "p1", "p2", "x"]
+
+    def rand_msg() -> wire.Message:
+        n, inc = rng.choice(names), rng.randrange(6)
+        return rng.choice([
+            wire.Alive(inc, n, f"10.0.1.{rng.randrange(4)}", 7946, rng.randbytes(rng.randrange(3))),
+            wire.Suspect(inc, n, rng.choice(names)), wire.Dead(inc, n, rng.choice(names)),
+            wire.Ping(rng.randrange(1 << 32), n, "p1", "10.0.1.1", 7946), wire.Ack(rng.randrange(1 << 32)),
+            wire.Nack(rng.randrange(1 << 32)), wire.User(rng.randbytes(4)),
+            wire.IndirectPing(rng.randrange(1 << 32), n, "10.0.1.2", 7946, True, "p1", "10.0.1.1", 7946),
+        ])
+    t = 0.0
+    for _ in range(3000):
+        t += rng.random() * 0.2
+        core.receive((f"10.0.1.{rng.randrange(4)}", 7946), packet(*[rand_msg() for _ in range(rng.randrange(1, 4))]),
+                     t)
+        core.tick(t)
+        core.pop_outgoing()
+        assert core.state_of("a") is MemberState.ALIVE
+    assert core.counters["handler_errors"] == 0
+
+
+def test_an_accusation_at_the_largest_incarnation_does_not_overflow_the_wire() -> None:
+    core, _ = make("a", n_peers=1)
+    core.receive(("10.0.1.0", 7946), packet(wire.Suspect(0xFFFFFFFF, "a", "p0")), 0.1)
+    assert core.nodes["a"].incarnation == 0xFFFFFFFF
+    assert core.handle_stream(("10.0.1.0", 7946), wire.encode_push_pull(wire.PushPull(False, [], b"")), 0.2)
+    assert core.counters["handler_errors"] == 0
