@@ -22,44 +22,46 @@ class _Item:
     on_done: Callable[[], None] | None = field(default=None)
 
 
-def _rank(item: _Item) -> tuple[int, int]:
-    return item.transmits, -item.order
-
-
 class TransmitLimitedQueue:
-    """Broadcasts ordered fewest-transmits first (newest first among equals), each dropped after the limit."""
+    """Broadcasts ordered fewest-transmits first (newest first among equals), each dropped after the limit.
+
+    Kept in buckets by transmit count (each an insertion-ordered dict), so queueing, replacing and sending are
+    proportional to what is sent, not to the queue's length (a 500-member join queues hundreds of alives)."""
 
     def __init__(self, retransmit_mult: int, num_nodes: Callable[[], int], max_depth: int = 4096) -> None:
         self.retransmit_mult = retransmit_mult
         self.num_nodes = num_nodes
         self.max_depth = max_depth
-        self._items: list[_Item] = []
+        self._buckets: dict[int, dict[int, _Item]] = {}
         self._keyed: dict[str, _Item] = {}
+        self._count = 0
         self._order = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     def queue(self, data: bytes, key: str | None = None, on_done: Callable[[], None] | None = None) -> None:
         if key is not None:
-            old = self._keyed.pop(key, None)
+            old = self._keyed.get(key)
             if old is not None:
-                self._items.remove(old)
-                if old.on_done:
-                    old.on_done()
+                self._remove(old)
         self._order += 1
         item = _Item(key, data, 0, self._order, on_done)
-        self._items.append(item)
+        self._buckets.setdefault(0, {})[item.order] = item
+        self._count += 1
         if key is not None:
             self._keyed[key] = item
-        if len(self._items) > self.max_depth:
+        while self._count > self.max_depth:
             # the most-sent oldest go first: they have had their chance
-            self._items.sort(key=_rank)
-            for dropped in self._items[self.max_depth:]:
-                self._forget(dropped)
-            del self._items[self.max_depth:]
+            worst = self._buckets[max(self._buckets)]
+            self._remove(next(iter(worst.values())))
 
-    def _forget(self, item: _Item) -> None:
+    def _remove(self, item: _Item) -> None:
+        bucket = self._buckets[item.transmits]
+        del bucket[item.order]
+        if not bucket:
+            del self._buckets[item.transmits]
+        self._count -= 1
         if item.key is not None and self._keyed.get(item.key) is item:
             del self._keyed[item.key]
         if item.on_done:
@@ -70,34 +72,43 @@ class TransmitLimitedQueue:
 
     def get(self, overhead: int, limit: int) -> list[bytes]:
         """Broadcasts that fit in limit bytes (each costing len + overhead); counts a transmit for each."""
-        if not self._items:
+        if not self._count:
             return []
         cap = retransmit_limit(self.retransmit_mult, self.num_nodes())
-        self._items.sort(key=_rank)
         out: list[bytes] = []
+        taken: list[_Item] = []
         used = 0
-        finished = False
-        for item in self._items:
-            cost = len(item.data) + overhead
-            if used + cost > limit:
-                if limit - used < overhead + 8:
-                    break
-                continue
-            used += cost
-            out.append(item.data)
+        full = False
+        for t in sorted(self._buckets):
+            for item in reversed(self._buckets[t].values()):
+                cost = len(item.data) + overhead
+                if used + cost > limit:
+                    if limit - used < overhead + 8:
+                        full = True
+                        break
+                    continue
+                used += cost
+                out.append(item.data)
+                taken.append(item)
+            if full:
+                break
+        for item in taken:
+            bucket = self._buckets[item.transmits]
+            del bucket[item.order]
+            if not bucket:
+                del self._buckets[item.transmits]
             item.transmits += 1
             if item.transmits >= cap:
-                finished = True
-        if finished:
-            keep = []
-            for item in self._items:
-                if item.transmits >= cap:
-                    self._forget(item)
-                else:
-                    keep.append(item)
-            self._items = keep
+                self._count -= 1
+                if item.key is not None and self._keyed.get(item.key) is item:
+                    del self._keyed[item.key]
+                if item.on_done:
+                    item.on_done()
+            else:
+                self._buckets.setdefault(item.transmits, {})[item.order] = item
         return out
 
     def reset(self) -> None:
-        self._items.clear()
+        self._buckets.clear()
         self._keyed.clear()
+        self._count = 0

@@ -15,6 +15,7 @@ f' = f * (1 - p)): rounds(N) = log_(1+f')(N) + ln(N) / f'. A round is one gossip
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import math
 import random
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import wire
 from .broadcast import TransmitLimitedQueue
 from .core import Datagram, GossipConfig, GossipCore, StreamRequest
 from .delegate import Member, MemberState
@@ -108,6 +110,12 @@ class SimMember:
     tick_at: float = math.inf
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_decode(part: bytes) -> wire.Message:
+    # every member decodes the same gossip bytes; messages are never mutated by the core, so sharing is safe
+    return wire.decode(part)
+
+
 class Simulation:
     def __init__(self, n: int, seed: int, loss: float = 0.0, delay: tuple[float, float] = (0.001, 0.010),
                  config: GossipConfig | None = None, lifeguard: bool = True) -> None:
@@ -133,6 +141,7 @@ class Simulation:
             m.core = GossipCore(name, addr, GOSSIP_PORT, m.delegate, SimEvents(name, self.log), core_rng,
                                 self._member_config())
             m.delegate.queue = TransmitLimitedQueue(self.config.retransmit_mult, m.core.num_members)
+            m.core.decode = _cached_decode
             self.members.append(m)
             self.by_addr[addr] = m
 
