@@ -34,7 +34,7 @@ class FakeCluster:
         db = NetworkDB(name, random.Random(self.rng.getrandbits(32)), self.config)
         db.tick(self.now)
         self.dbs[name] = db
-        log = self.events.setdefault(name, [])
+        log = self.events[name] = []  # a new process: a new watcher
         for table in watch:
             db.watch(table, lambda ev, nid, key, val, table=table, log=log: log.append((ev, table + "/" + nid, key, val)))
         for other in self.dbs:
