@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
+from manager import gossip_keys
 from manager.ca import certs, tokens
 from manager.controlapi import new_id
 from manager.nodes import NodeOps, new_raft_id
@@ -259,6 +260,7 @@ class SwarmNode:
         c.subnet_size = 24
         c.default_address_pool.append("10.0.0.0/8")
         c.vxlan_udp_port = 4789
+        gossip_keys.add_key(c, datetime.datetime.now(datetime.timezone.utc))  # the first gossip key (netdb)
         return c
 
     def _first_node(self, node_id: str, raft_id: int, advertise: str, req: InitRequest) -> pb.Node:
