@@ -29,6 +29,7 @@ from manager.nodes_service import error_from_rpc, open_secure
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.swarm.fetchca import parse_remote, remote_root_ca
+from shoal.swarm.gossip_agent import GossipAgent, key_ring
 from shoal.swarm.session import AgentSession, describe
 from shoal.swarm.state import SwarmPaths, SwarmState
 
@@ -119,6 +120,7 @@ class SwarmNode:
         self.state: SwarmState | None = None
         self.manager: SwarmManager | None = None
         self.session: AgentSession | None = None
+        self.gossip: GossipAgent | None = None  # started by the first session message that carries keys
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -170,6 +172,7 @@ class SwarmNode:
         for t in (self._role_task, self._renew_task):
             if t is not None:
                 t.cancel()
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -281,6 +284,7 @@ class SwarmNode:
 
     async def _undo(self) -> None:
         """A failed init/join leaves nothing: no manager, no session, no files."""
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -401,6 +405,23 @@ class SwarmNode:
         want = "manager" if msg.node.role == Role.MANAGER else "worker"
         if msg.node.id == st.node_id and want != st.role and (self._role_task is None or self._role_task.done()):
             self._role_task = asyncio.create_task(self._change_role(want), name="swarm-role-change")
+        self._on_gossip_keys(msg)
+
+    # ------------------------------------------------------------------ gossip (shoal/swarm/gossip_agent.py)
+    def _on_gossip_keys(self, msg: swarm_pb2.SessionMessage) -> None:
+        st = self.state
+        ring = key_ring(msg.network_keys, msg.network_key_lamport, msg.network_key_primary)
+        if st is None or ring is None:
+            return
+        if self.gossip is None:
+            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0],
+                                      lambda: list(self.state.managers) if self.state is not None else [])
+        self.gossip.on_keys(ring)
+
+    async def _stop_gossip(self, leave: bool = False) -> None:
+        g, self.gossip = self.gossip, None
+        if g is not None:
+            await (g.leave() if leave else g.stop())
 
     async def _change_role(self, want: str) -> None:
         async with self._lock:
@@ -484,6 +505,7 @@ class SwarmNode:
                     f"Removing this node leaves {n - 1} managers out of a possible {n}. Without a Raft quorum your swarm "
                     "will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it "
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
+            await self._stop_gossip(leave=True)  # the others drop this node's entries now, not after a reap
             await self.close()
             self.state = None
             self.paths.wipe()

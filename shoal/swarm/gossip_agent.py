@@ -1,0 +1,202 @@
+"""Gossip on a swarm node: a GossipShell (agent/gossip/shell.py) on the advertise address, port 7946, encrypted with
+the keys of the dispatcher session, joined through the managers, carrying a NetworkDB (agent/gossip/netdb.py).
+Started by shoal/swarm/node.py when the first session message brings keys; read by shoal/api/routes_gossip.py.
+
+The shell API used (the gossip helper's contract): GossipShell(name, bind_addr, bind_port, advertise_addr, keys,
+delegate, events, config), await start(), await join(seed_addrs), members(), await leave(), await stop(),
+set_keys(keys, primary), send_to(member_name, bytes). Keys are given primary first; set_keys gets the primary key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.gossip.delegate import Member
+from agent.gossip.netdb import NetDBConfig, NetworkDB
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PORT = 7946
+TICK_S = 0.1  # networkdb's clock: its gossip interval is 200 ms
+REJOIN_S = 5.0  # while alone, try the managers again this often (the core also rejoins by itself)
+ShellFactory = Callable[..., Any]
+
+
+@dataclass(slots=True, frozen=True)
+class KeyRing:
+    keys: tuple[bytes, ...]  # oldest first, as the session sends them
+    lamport: int
+    primary: int  # index in keys
+
+    def primary_first(self) -> list[bytes]:
+        p = self.keys[self.primary]
+        return [p] + [k for k in self.keys if k != p]
+
+
+def key_ring(keys: Sequence[bytes], lamport: int, primary: int) -> KeyRing | None:
+    """The session's keys, or None when it has none usable (an old leader, a malformed message)."""
+    ks = tuple(bytes(k) for k in keys)
+    if not ks or not 0 <= primary < len(ks) or any(len(k) not in (16, 24, 32) for k in ks):
+        return None
+    return KeyRing(ks, lamport, primary)
+
+
+def seed_addrs(managers: Sequence[str], own_ip: str, port: int = GOSSIP_PORT) -> list[str]:
+    """The managers' "host:2377" addresses as gossip seeds "host:7946", this node's own left out."""
+    out: list[str] = []
+    for m in managers:
+        host = m.rpartition(":")[0] if ":" in m else m
+        host = host.strip("[]")
+        if host and host != own_ip and f"{host}:{port}" not in out:
+            out.append(f"{host}:{port}")
+    return out
+
+
+def default_shell_factory() -> ShellFactory:
+    from agent.gossip.shell import GossipShell  # the gossip helper's module; absent until it lands
+
+    return GossipShell
+
+
+class GossipAgent:
+    def __init__(self, node_id: str, advertise_ip: str, managers: Callable[[], list[str]], port: int = GOSSIP_PORT,
+                 shell_factory: ShellFactory | None = None, config: NetDBConfig | None = None,
+                 shell_config: Any = None) -> None:
+        self.node_id = node_id
+        self.advertise_ip = advertise_ip
+        self.managers = managers
+        self.port = port
+        self.db = NetworkDB(node_id, random.Random(), config)
+        self.shell: Any = None
+        self.ring: KeyRing | None = None
+        self.error = ""
+        self.joined = False
+        self._shell_factory = shell_factory
+        self._shell_config = shell_config
+        self._task: asyncio.Task[None] | None = None
+        self._loop_time = 0.0
+
+    # ------------------------------------------------------------------ keys from the session
+    def on_keys(self, ring: KeyRing | None) -> None:
+        """A session message's keys: the first start gossip, a newer set rotates them, an older set is ignored."""
+        if ring is None or (self.ring is not None and ring.lamport < self.ring.lamport) or ring == self.ring:
+            return
+        self.ring = ring
+        if self.shell is not None:
+            self.shell.set_keys(ring.primary_first(), ring.keys[ring.primary])
+            log.info("gossip: keys rotated (lamport %d)", ring.lamport)
+        elif self._task is None:
+            self._task = asyncio.create_task(self._run(), name="gossip-agent")
+
+    # ------------------------------------------------------------------ lifecycle
+    async def _run(self) -> None:
+        assert self.ring is not None
+        try:
+            factory = self._shell_factory or default_shell_factory()
+        except ImportError as e:
+            self.error = f"gossip core not available: {e}"
+            log.warning("gossip: %s", self.error)
+            return
+        try:
+            self.shell = factory(self.node_id, self.advertise_ip, self.port, self.advertise_ip,
+                                 self.ring.primary_first(), self.db, self.db, self._shell_config)
+            await _maybe_await(self.shell.start())
+        except Exception as e:  # noqa: BLE001 - the node keeps working without gossip; the diagnostic says why
+            self.error = f"gossip could not start on {self.advertise_ip}:{self.port}: {e}"
+            log.error("gossip: %s", self.error)
+            self.shell = None
+            return
+        self.error = ""
+        log.info("gossip: %s listening on %s:%d", self.node_id[:12], self.advertise_ip, self.port)
+        loop = asyncio.get_running_loop()
+        next_join = 0.0
+        while True:
+            now = loop.time()
+            if now >= next_join and not self._has_others():
+                next_join = now + REJOIN_S
+                await self._join()
+            self.db.tick(now)
+            await self.flush()
+            await asyncio.sleep(TICK_S)
+
+    async def _join(self) -> None:
+        seeds = seed_addrs(self.managers(), self.advertise_ip, self.port)
+        if not seeds:
+            return  # the first manager: others join it
+        try:
+            await _maybe_await(self.shell.join(seeds))
+            self.joined = True
+        except Exception as e:  # noqa: BLE001 - no manager reachable now: retried
+            log.info("gossip: join through %s failed: %s", ",".join(seeds), e)
+
+    async def flush(self) -> None:
+        """Hand networkdb's direct messages to the shell."""
+        for to, data in self.db.take_outgoing():
+            try:
+                await _maybe_await(self.shell.send_to(to, data))
+            except Exception as e:  # noqa: BLE001 - a member gone meanwhile: gossip is best effort
+                log.debug("gossip: send to %s failed: %s", to, e)
+
+    def _has_others(self) -> bool:
+        try:
+            return any(m.name != self.node_id for m in self.shell.members())
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def leave(self) -> None:
+        """swarm leave: tell the others (they delete this node's entries at once), then stop."""
+        if self.shell is not None:
+            with contextlib.suppress(Exception):
+                await _maybe_await(self.shell.leave())
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Daemon shutdown: stop without a leave, so the others keep this node's entries suspended until it is back."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self.shell is not None:
+            with contextlib.suppress(Exception):
+                await _maybe_await(self.shell.stop())
+            self.shell = None
+
+    # ------------------------------------------------------------------ diagnostics
+    def members(self) -> list[Member]:
+        if self.shell is None:
+            return []
+        try:
+            return list(self.shell.members())
+        except Exception:  # noqa: BLE001
+            return []
+
+    def status(self) -> dict[str, Any]:
+        """What GET /shoal/gossip returns: this node, its members and states, its networks' peer counts."""
+        members = [{"Name": m.name, "Addr": m.addr, "Port": m.port, "State": m.state.value, "Incarnation": m.incarnation}
+                   for m in sorted(self.members(), key=lambda m: m.name)]
+        counts = self.db.peer_counts()
+        entries = self.db.entry_counts()
+        return {
+            "NodeID": self.node_id,
+            "Addr": f"{self.advertise_ip}:{self.port}",
+            "Running": self.shell is not None,
+            "Error": self.error,
+            "KeyLamport": self.ring.lamport if self.ring else 0,
+            "Keys": len(self.ring.keys) if self.ring else 0,
+            "Members": members,
+            "Networks": [{"ID": nid, "Peers": counts[nid], "Entries": entries.get(nid, 0)} for nid in sorted(counts)],
+            "Counters": dict(self.db.counters),
+        }
+
+
+async def _maybe_await(r: Any) -> Any:
+    if inspect.isawaitable(r):
+        return await r
+    return r
