@@ -1,0 +1,218 @@
+"""The node's gossip glue (shoal/swarm/gossip_agent.py), the diagnostic route's payload (shoal/api/routes_gossip.py)
+and `shoal node gossip`'s rendering, with a stand-in for the gossip core's shell (its API as the gossip helper's brief
+promises it; the real shell is not in this branch)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agent.gossip import netdb_wire as w
+from agent.gossip.delegate import Member, MemberState
+from common.errdefs import Unavailable
+from shoal.api.routes_gossip import NOT_STARTED, gossip_status
+from shoal.cli.gossip import render
+from shoal.swarm.gossip_agent import GossipAgent, KeyRing, key_ring, seed_addrs
+
+K1, K2, K3 = b"1" * 16, b"2" * 16, b"3" * 16
+
+
+class FakeShell:
+    instances: list[FakeShell] = []
+
+    def __init__(self, name: str, bind_addr: str, bind_port: int, advertise_addr: str, keys: list[bytes],
+                 delegate: Any, events: Any, config: Any) -> None:
+        self.args = (name, bind_addr, bind_port, advertise_addr, list(keys))
+        self.delegate, self.events = delegate, events
+        self.calls: list[tuple[Any, ...]] = []
+        self.others: list[Member] = []
+        FakeShell.instances.append(self)
+
+    async def start(self) -> None:
+        self.calls.append(("start",))
+
+    async def join(self, seeds: list[str]) -> int:
+        self.calls.append(("join", list(seeds)))
+        self.others = [Member("mgr1", "192.168.200.11", 7946, incarnation=3)]
+        return 1
+
+    def members(self) -> list[Member]:
+        return [Member(self.args[0], self.args[3], self.args[2])] + self.others
+
+    def set_keys(self, keys: list[bytes], primary: bytes) -> None:
+        self.calls.append(("set_keys", list(keys), primary))
+
+    def send_to(self, name: str, data: bytes) -> None:
+        self.calls.append(("send_to", name, data))
+
+    async def leave(self) -> None:
+        self.calls.append(("leave",))
+
+    async def stop(self) -> None:
+        self.calls.append(("stop",))
+
+
+def agent() -> GossipAgent:
+    FakeShell.instances.clear()
+    return GossipAgent("node2", "192.168.200.12", lambda: ["192.168.200.11:2377", "192.168.200.12:2377"],
+                       shell_factory=FakeShell)
+
+
+async def settle(a: GossipAgent) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if FakeShell.instances and any(c[0] == "join" for c in FakeShell.instances[0].calls):
+            return
+
+
+def test_seeds_are_the_managers_on_the_gossip_port_without_this_node() -> None:
+    assert seed_addrs(["192.168.200.11:2377", "192.168.200.12:2377", "192.168.200.11:2377", "[fd00::1]:2377"],
+                      "192.168.200.12") == ["192.168.200.11:7946", "fd00::1:7946"]
+
+
+@pytest.mark.parametrize(("keys", "primary"), [([], 0), ([K1], 1), ([K1, b"short"], 0)])
+def test_unusable_session_keys_give_no_key_ring(keys: list[bytes], primary: int) -> None:
+    assert key_ring(keys, 1, primary) is None
+
+
+def test_the_first_keys_start_the_shell_primary_first_and_it_joins_through_the_managers() -> None:
+    async def run() -> FakeShell:
+        a = agent()
+        a.on_keys(key_ring([K1, K2, K3], 3, 1))
+        await settle(a)
+        await a.stop()
+        return FakeShell.instances[0]
+    shell = asyncio.run(run())
+    assert shell.args == ("node2", "192.168.200.12", 7946, "192.168.200.12", [K2, K1, K3])
+    assert shell.calls[:2] == [("start",), ("join", ["192.168.200.11:7946"])]
+    assert shell.calls[-1] == ("stop",) and ("leave",) not in shell.calls
+    assert shell.delegate is shell.events
+
+
+def test_newer_keys_rotate_in_place_and_older_ones_are_ignored() -> None:
+    async def run() -> FakeShell:
+        a = agent()
+        a.on_keys(key_ring([K1], 1, 0))
+        await settle(a)
+        a.on_keys(key_ring([K1, K2], 2, 0))
+        a.on_keys(key_ring([K1], 1, 0))  # a late message from an older leader
+        a.on_keys(key_ring([K1, K2], 2, 0))  # the same again
+        await a.stop()
+        return FakeShell.instances[0]
+    shell = asyncio.run(run())
+    assert [c for c in shell.calls if c[0] == "set_keys"] == [("set_keys", [K1, K2], K1)]
+    assert len(FakeShell.instances) == 1
+
+
+def test_networkdb_direct_messages_go_out_through_send_to() -> None:
+    async def run() -> FakeShell:
+        a = agent()
+        a.on_keys(key_ring([K1], 1, 0))
+        await settle(a)
+        a.db.notify_join(Member("mgr1", "192.168.200.11", 7946))
+        a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=5, node_name="mgr1", network_id="n1")))
+        a.db.join_network("n1")  # syncs with mgr1, the one other node on n1
+        await a.flush()
+        await a.stop()
+        return FakeShell.instances[0]
+    shell = asyncio.run(run())
+    sent = [c for c in shell.calls if c[0] == "send_to"]
+    assert [c[1] for c in sent] == ["mgr1"]
+    assert w.decode_message(sent[0][2]).bulk_sync.network_id == "n1"
+
+
+def test_swarm_leave_leaves_the_gossip_group_before_stopping() -> None:
+    async def run() -> FakeShell:
+        a = agent()
+        a.on_keys(key_ring([K1], 1, 0))
+        await settle(a)
+        await a.leave()
+        return FakeShell.instances[0]
+    shell = asyncio.run(run())
+    assert shell.calls[-2:] == [("leave",), ("stop",)]
+
+
+def test_without_the_gossip_core_the_status_says_so() -> None:
+    async def run() -> dict[str, Any]:
+        a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=None)
+        import shoal.swarm.gossip_agent as ga
+
+        def no_core() -> Any:
+            raise ImportError("No module named 'agent.gossip.shell'")
+        orig, ga.default_shell_factory = ga.default_shell_factory, no_core
+        try:
+            a.on_keys(key_ring([K1], 1, 0))
+            await asyncio.sleep(0.05)
+        finally:
+            ga.default_shell_factory = orig
+        return a.status()
+    st = asyncio.run(run())
+    assert (st["Running"], st["Error"]) == (False, "gossip core not available: No module named 'agent.gossip.shell'")
+
+
+def test_the_status_lists_members_with_state_and_incarnation_and_network_counts() -> None:
+    async def run() -> dict[str, Any]:
+        a = agent()
+        a.on_keys(key_ring([K1, K2], 2, 0))
+        await settle(a)
+        a.db.notify_join(Member("mgr1", "192.168.200.11", 7946))
+        a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=5, node_name="mgr1", network_id="n1")))
+        a.db.join_network("n1")
+        a.db.create_entry("overlay_peer_table", "n1", "ep1", b"{}")
+        st = a.status()
+        await a.stop()
+        return st
+    st = asyncio.run(run())
+    assert st["Members"] == [
+        {"Name": "mgr1", "Addr": "192.168.200.11", "Port": 7946, "State": "alive", "Incarnation": 3},
+        {"Name": "node2", "Addr": "192.168.200.12", "Port": 7946, "State": "alive", "Incarnation": 0},
+    ]
+    assert st["Networks"] == [{"ID": "n1", "Peers": 1, "Entries": 1}]
+    assert (st["Running"], st["Keys"], st["KeyLamport"], st["Addr"]) == (True, 2, 2, "192.168.200.12:7946")
+
+
+class _State:
+    node_id = "node2"
+
+
+class _Swarm:
+    def __init__(self, active: bool, gossip: Any = None) -> None:
+        self.active = active
+        self.state = _State() if active else None
+        self.gossip = gossip
+
+
+class _Engine:
+    def __init__(self, swarm: Any) -> None:
+        self.swarm = swarm
+
+
+def test_the_route_refuses_a_node_in_no_swarm_and_says_when_gossip_has_not_started() -> None:
+    with pytest.raises(Unavailable) as e:
+        gossip_status(_Engine(_Swarm(False)))
+    assert str(e.value) == "This node is not part of a swarm"
+    st = gossip_status(_Engine(_Swarm(True)))
+    assert (st["Running"], st["Error"], st["Members"]) == (False, NOT_STARTED, [])
+
+
+def test_shoal_node_gossip_prints_members_and_networks() -> None:
+    st = {"NodeID": "node2", "Addr": "192.168.200.12:7946", "Running": True, "Error": "", "Keys": 2, "KeyLamport": 2,
+          "Members": [{"Name": "mgr1", "Addr": "192.168.200.11", "Port": 7946, "State": "suspect", "Incarnation": 3},
+                      {"Name": "node2", "Addr": "192.168.200.12", "Port": 7946, "State": "alive", "Incarnation": 0}],
+          "Networks": [{"ID": "n1", "Peers": 1, "Entries": 4}]}
+    assert render(st) == (
+        "Gossip: running on 192.168.200.12:7946, 2 keys (lamport 2)\n"
+        "NODE      ADDRESS               STATE     INCARNATION\n"
+        "mgr1      192.168.200.11:7946   suspect   3\n"
+        "node2 *   192.168.200.12:7946   alive     0\n"
+        "\n"
+        "NETWORK   PEERS     ENTRIES\n"
+        "n1        1         4\n")
+    assert render({"Running": False, "Error": NOT_STARTED}).startswith(f"Gossip: not running: {NOT_STARTED}\nNODE")
+
+
+def test_a_key_ring_puts_the_primary_first() -> None:
+    assert KeyRing((K1, K2, K3), 3, 1).primary_first() == [K2, K1, K3]
+    assert MemberState.ALIVE.value == "alive"
