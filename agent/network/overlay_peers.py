@@ -79,11 +79,15 @@ class OverlayPeers:
     # ------------------------------------------------------------------ this node's endpoints
     def publish(self, network_id: str, endpoint_id: str, peer: OverlayPeer) -> None:
         """Announce a local endpoint to the network's other nodes (the node joined the network first)."""
+        self.publish_to(self.db, network_id, endpoint_id, peer)
+
+    @staticmethod
+    def publish_to(db: NetworkDB, network_id: str, endpoint_id: str, peer: OverlayPeer) -> None:
         data = encode_peer(peer)
         try:
-            self.db.create_entry(TABLE, network_id, endpoint_id, data)
+            db.create_entry(TABLE, network_id, endpoint_id, data)
         except Conflict:  # already there (a re-publish after a restart): make it current
-            self.db.update_entry(TABLE, network_id, endpoint_id, data)
+            db.update_entry(TABLE, network_id, endpoint_id, data)
 
     def withdraw(self, network_id: str, endpoint_id: str) -> None:
         self.db.delete_entry(TABLE, network_id, endpoint_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -19,12 +20,16 @@ from typing import Any
 
 from agent.gossip.delegate import Member
 from agent.gossip.netdb import NetDBConfig, NetworkDB
+from agent.network.overlay_peers import OverlayPeers, PeerSink
+from common.errdefs import NotFound
+from vxlan.types import OverlayPeer
 
 log = logging.getLogger(__name__)
 
 GOSSIP_PORT = 7946
 TICK_S = 0.1  # networkdb's clock: its gossip interval is 200 ms
 REJOIN_S = 5.0  # while alone, try the managers again this often (the core also rejoins by itself)
+RECONCILE_S = 10.0  # the overlay sink is made to hold exactly the table's peers this often
 ShellFactory = Callable[..., Any]
 
 
@@ -80,7 +85,8 @@ class GossipAgent:
         self._shell_factory = shell_factory
         self._shell_config = shell_config
         self._task: asyncio.Task[None] | None = None
-        self._loop_time = 0.0
+        self.overlay_peers: OverlayPeers | None = None
+        self._local: dict[str, set[str]] = {}  # network id -> this node's endpoint ids on it
 
     # ------------------------------------------------------------------ keys from the session
     def on_keys(self, ring: KeyRing | None) -> None:
@@ -93,6 +99,32 @@ class GossipAgent:
             log.info("gossip: keys rotated (lamport %d)", ring.lamport)
         elif self._task is None:
             self._task = asyncio.create_task(self._run(), name="gossip-agent")
+
+    # ------------------------------------------------------------------ the overlay driver's entry points
+    def overlay(self, sink: PeerSink) -> OverlayPeers:
+        """Remote peers of every overlay network go to sink (the vxlan side), now and as the table changes."""
+        if self.overlay_peers is None:
+            self.overlay_peers = OverlayPeers(self.db, sink, ipaddress.IPv4Address(self.advertise_ip))
+            self.overlay_peers.start()
+        return self.overlay_peers
+
+    def endpoint_up(self, network_id: str, endpoint_id: str, peer: OverlayPeer) -> None:
+        """A local endpoint on an overlay: the node joins the network's gossip (the first one) and announces it."""
+        if not self.db.joined(network_id):
+            self.db.join_network(network_id)
+        self._local.setdefault(network_id, set()).add(endpoint_id)
+        OverlayPeers.publish_to(self.db, network_id, endpoint_id, peer)
+
+    def endpoint_down(self, network_id: str, endpoint_id: str) -> None:
+        """A local endpoint gone: withdrawn; with the last one the node leaves the network's gossip."""
+        with contextlib.suppress(NotFound):
+            self.db.delete_entry("overlay_peer_table", network_id, endpoint_id)
+        eps = self._local.get(network_id, set())
+        eps.discard(endpoint_id)
+        if not eps:
+            self._local.pop(network_id, None)
+            if self.db.joined(network_id):
+                self.db.leave_network(network_id)
 
     # ------------------------------------------------------------------ lifecycle
     async def _run(self) -> None:
@@ -116,12 +148,16 @@ class GossipAgent:
         log.info("gossip: %s listening on %s:%d", self.node_id[:12], self.advertise_ip, self.port)
         loop = asyncio.get_running_loop()
         next_join = 0.0
+        next_reconcile = loop.time() + RECONCILE_S
         while True:
             now = loop.time()
             if now >= next_join and not self._has_others():
                 next_join = now + REJOIN_S
                 await self._join()
             self.db.tick(now)
+            if self.overlay_peers is not None and now >= next_reconcile:
+                next_reconcile = now + RECONCILE_S
+                self.overlay_peers.reconcile()
             await self.flush()
             await asyncio.sleep(TICK_S)
 

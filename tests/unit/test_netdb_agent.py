@@ -216,3 +216,51 @@ def test_shoal_node_gossip_prints_members_and_networks() -> None:
 def test_a_key_ring_puts_the_primary_first() -> None:
     assert KeyRing((K1, K2, K3), 3, 1).primary_first() == [K2, K1, K3]
     assert MemberState.ALIVE.value == "alive"
+
+
+def test_local_endpoints_join_the_network_announce_themselves_and_the_last_one_leaves() -> None:
+    import ipaddress
+
+    from agent.network.overlay_peers import TABLE, decode_peer
+    from vxlan.types import OverlayPeer
+
+    a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=FakeShell)
+    p1 = OverlayPeer(ipaddress.IPv4Address("10.0.9.3"), "02:42:0a:00:09:03", ipaddress.IPv4Address("192.168.200.12"))
+    p2 = OverlayPeer(ipaddress.IPv4Address("10.0.9.4"), "02:42:0a:00:09:04", ipaddress.IPv4Address("192.168.200.12"))
+    a.endpoint_up("n1", "ep1", p1)
+    a.endpoint_up("n1", "ep2", p2)
+    a.endpoint_up("n1", "ep2", p2)  # again (a restart's re-announce): no error
+    assert a.db.networks() == ["n1"]
+    assert [decode_peer(e.value) for e in a.db.walk(TABLE, "n1")] == [p1, p2]
+    a.endpoint_down("n1", "ep1")
+    assert a.db.networks() == ["n1"]
+    a.endpoint_down("n1", "ep2")
+    a.endpoint_down("n1", "ep2")  # again: no error
+    assert a.db.networks() == []
+
+
+def test_the_overlay_sink_gets_remote_peers_but_not_this_nodes_own() -> None:
+    import ipaddress
+
+    from agent.network.overlay_peers import TABLE, encode_peer
+    from vxlan.types import OverlayPeer
+
+    calls: list[tuple[str, str, list[OverlayPeer]]] = []
+
+    class Sink:
+        def add_peers(self, nid: str, peers: list[OverlayPeer]) -> None:
+            calls.append(("add", nid, peers))
+
+        def remove_peers(self, nid: str, peers: list[OverlayPeer]) -> None:
+            calls.append(("remove", nid, peers))
+
+    a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=FakeShell)
+    mine = OverlayPeer(ipaddress.IPv4Address("10.0.9.3"), "02:42:0a:00:09:03", ipaddress.IPv4Address("192.168.200.12"))
+    theirs = OverlayPeer(ipaddress.IPv4Address("10.0.9.5"), "02:42:0a:00:09:05", ipaddress.IPv4Address("192.168.200.11"))
+    a.overlay(Sink())
+    a.endpoint_up("n1", "ep1", mine)
+    a.db.notify_join(Member("mgr1", "192.168.200.11", 7946))
+    a.db.notify_msg(w.encode(w.TableEvents(from_node="mgr1", events=[w.TableEvent(
+        type=w.TableEvent.CREATE, ltime=9, node_name="mgr1", network_id="n1", table_name=TABLE, key="ep5",
+        value=encode_peer(theirs))])))
+    assert calls == [("add", "n1", [theirs])]
