@@ -211,6 +211,11 @@ class NetworkDB:
             raise InvalidParameter(f"value of {len(value)} bytes for key {key} exceeds {w.MAX_VALUE}")
         if not self.joined(network_id):
             raise NotFound(f"network {network_id} is not joined by node {self.name}")
+        size = w.TableEvent(type=w.TableEvent.CREATE, ltime=w.MAX_LTIME, node_name=self.name, network_id=network_id,
+                            table_name=table, key=key, value=value).ByteSize() + EVENT_OVERHEAD
+        room = self.config.packet_budget - len(w.encode(w.TableEvents(from_node=self.name))) - 8
+        if size > room:
+            raise InvalidParameter(f"entry {key} of {size} bytes does not fit in a gossip packet ({room} bytes)")
         return self.entries.setdefault(network_id, {})
 
     def create_entry(self, table: str, network_id: str, key: str, value: bytes) -> None:
@@ -450,7 +455,11 @@ class NetworkDB:
         if e.type == w.NetworkEvent.JOIN:
             self.attachments.setdefault(node, {})[nid] = _Attach(e.ltime, False)
             if self.joined(nid) and self.alive(node):
-                self._sync_to(node, nid, reply_wanted=False)  # it learns our entries without waiting for a period
+                # it learns the entries without waiting for a period; in a big network only ~fanout of the
+                # members send theirs (any one has them all), not every member at once
+                n = len(self.peers(nid))
+                if n <= self.config.gossip_fanout or self.rng.random() < self.config.gossip_fanout / n:
+                    self._sync_to(node, nid, reply_wanted=False)
         else:
             self.attachments.setdefault(node, {})[nid] = _Attach(e.ltime, True, self.now + self.config.reap_entry_s)
             self._delete_owned(node, nid)

@@ -27,6 +27,7 @@ class BroadcastQueue:
         self.mult = mult
         self._items: dict[Hashable, _Item] = {}
         self._seq = 0
+        self.oversized = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -49,6 +50,10 @@ class BroadcastQueue:
         order = sorted(self._items.items(), key=lambda kv: (kv[1].transmits, -kv[1].seq))
         for key, item in order:
             cost = len(item.data) + overhead
+            if cost > limit:  # could never be sent: dropped rather than stuck at the head forever
+                del self._items[key]
+                self.oversized += 1
+                continue
             if used + cost > limit:
                 continue
             used += cost

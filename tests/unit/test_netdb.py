@@ -264,6 +264,9 @@ def test_local_writes_are_refused_with_messages_naming_the_value() -> None:
     with pytest.raises(InvalidParameter) as big:
         db.create_entry("t", N, "k2", b"x" * 4097)
     assert str(big.value) == "value of 4097 bytes for key k2 exceeds 4096"
+    with pytest.raises(InvalidParameter) as wide:
+        db.create_entry("t", N, "k1160", b"x" * 1160)
+    assert str(wide.value) == "entry k1160 of 1198 bytes does not fit in a gossip packet (1187 bytes)"
     with pytest.raises(InvalidParameter) as bad:
         db.create_entry("t", N, "bad\nkey", b"")
     assert str(bad.value) == "invalid key 'bad\\nkey': must be 1 to 256 printable characters"
@@ -363,3 +366,29 @@ def test_a_member_marked_dead_by_update_is_treated_as_failed() -> None:
     c.dbs["a"].notify_update(member("b", MemberState.DEAD))
     assert c.dbs["a"].walk("t", N)[0].suspended is True
     assert c.dbs["a"].peers(N) == []
+
+
+def test_a_received_event_too_big_to_gossip_on_is_dropped_from_the_queue_not_stuck_in_it() -> None:
+    c = cluster(["a", "b", "c"], config=NetDBConfig(packet_budget=400))
+    big = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=90, node_name="a",
+                                                            network_id=N, table_name="t", key="big", value=b"x" * 500)])
+    c.dbs["b"].notify_msg(w.encode(big))  # accepted (within the wire's limits) but wider than b's packets
+    c.dbs["b"].create_entry("t", N, "small", b"1")
+    c.run(1.0)
+    assert c.view("c", "t", N)["small"] == b"1"
+    assert c.dbs["b"]._nq[N].oversized == 1
+
+
+def test_a_node_joining_a_big_network_gets_a_few_bulk_syncs_not_one_from_every_member() -> None:
+    names = [f"n{i:02d}" for i in range(16)]
+    c = cluster(names + ["new"], nets={**{n: [N] for n in names}, "new": []})
+    for n in names:
+        c.dbs[n].create_entry("t", N, f"ep-{n}", b"1")
+    c.run(2.0)
+    start = len(c.delivered)
+    c.dbs["new"].join_network(N)
+    c.run(1.0)
+    senders = {src for src, dst, data in c.delivered[start:]
+               if dst == "new" and w.decode_message(data).WhichOneof("body") == "bulk_sync"}
+    assert 1 <= len(senders) <= 8
+    assert len(c.view("new", "t", N)) == 16
