@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 WatchCallback = Callable[[str, str, str, bytes], None]  # (event, network_id, key, value)
+REAP_SCAN_S = 1.0
 EVENT_OVERHEAD = 4  # a repeated-field tag and length per table event in a packed message
 
 
@@ -123,6 +124,7 @@ class NetworkDB:
         self._assemblies: dict[tuple[str, str, int], _Assembly] = {}
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._next_gossip = 0.0
+        self._next_reap = 0.0
         self._next_bulk = self.config.bulk_sync_interval_s
 
     # ------------------------------------------------------------------ queries
@@ -346,7 +348,9 @@ class NetworkDB:
                 peers = self.peers(nid)
                 if peers:
                     self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
-        self._reap(now)
+        if now >= self._next_reap:  # tombstones live for minutes: a scan a second is plenty
+            self._next_reap = now + REAP_SCAN_S
+            self._reap(now)
 
     def _reap(self, now: float) -> None:
         for nid, ents in self.entries.items():
