@@ -53,13 +53,17 @@ def key_ring(keys: Sequence[bytes], lamport: int, primary: int) -> KeyRing | Non
 
 
 def seed_addrs(managers: Sequence[str], own_ip: str, port: int = GOSSIP_PORT) -> list[str]:
-    """The managers' "host:2377" addresses as gossip seeds "host:7946", this node's own left out."""
+    """The managers' "host:2377" addresses (or bare node addresses) as gossip seeds "host:7946", this node's own
+    left out."""
     out: list[str] = []
     for m in managers:
-        host = m.rpartition(":")[0] if ":" in m else m
-        host = host.strip("[]")
-        if host and host != own_ip and f"{host}:{port}" not in out:
-            out.append(f"{host}:{port}")
+        try:
+            host = str(ipaddress.ip_address(m))  # a bare address (a node's status address)
+        except ValueError:
+            host = m.rpartition(":")[0].strip("[]")  # host:port
+        seed = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if host and host != own_ip and seed not in out:
+            out.append(seed)
     return out
 
 

@@ -414,9 +414,16 @@ class SwarmNode:
         if st is None or ring is None:
             return
         if self.gossip is None:
-            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0],
-                                      lambda: list(self.state.managers) if self.state is not None else [])
+            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0], self._gossip_seeds)
         self.gossip.on_keys(ring)
+
+    def _gossip_seeds(self) -> list[str]:
+        """The managers; on a manager also every node it knows (a restarted lone manager must find the workers)."""
+        seeds = list(self.state.managers) if self.state is not None else []
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                seeds += [n.status.addr for n in self.manager.raft.store.view().list("node") if n.status.addr]
+        return seeds
 
     async def _stop_gossip(self, leave: bool = False) -> None:
         g, self.gossip = self.gossip, None
