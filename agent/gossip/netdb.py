@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 WatchCallback = Callable[[str, str, str, bytes], None]  # (event, network_id, key, value)
 REAP_SCAN_S = 1.0
+MAX_ASSEMBLIES = 256  # multi-part bulk syncs being received at once
 EVENT_OVERHEAD = 4  # a repeated-field tag and length per table event in a packed message
 
 
@@ -549,6 +550,8 @@ class NetworkDB:
         key = (sender, nid, b.sync_id)
         asm = self._assemblies.get(key)
         if asm is None:
+            if len(self._assemblies) >= MAX_ASSEMBLIES:  # bounded: the oldest unfinished sync is given up
+                del self._assemblies[next(iter(self._assemblies))]
             asm = self._assemblies[key] = _Assembly(b.parts, b.table_clock, b.reply_wanted, self.now)
         if b.part in asm.parts or b.parts != asm.total:
             self.counters["invalid"] += 1

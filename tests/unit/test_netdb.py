@@ -392,3 +392,14 @@ def test_a_node_joining_a_big_network_gets_a_few_bulk_syncs_not_one_from_every_m
                if dst == "new" and w.decode_message(data).WhichOneof("body") == "bulk_sync"}
     assert 1 <= len(senders) <= 8
     assert len(c.view("new", "t", N)) == 16
+
+
+def test_unfinished_multi_part_syncs_are_bounded() -> None:
+    from agent.gossip.netdb import MAX_ASSEMBLIES
+
+    c = cluster(["a", "b"])
+    for i in range(MAX_ASSEMBLIES + 50):
+        part = w.BulkSync(node_name="b", network_id=N, sync_id=i + 1, part=0, parts=2)
+        c.dbs["a"].notify_msg(w.encode(part))
+    assert len(c.dbs["a"]._assemblies) == MAX_ASSEMBLIES
+    assert ("b", N, MAX_ASSEMBLIES + 50) in c.dbs["a"]._assemblies
