@@ -3,11 +3,10 @@ Writes go through RaftManager.propose (forwarded to the leader), reads through R
 
 from __future__ import annotations
 
-import os
-
 import grpc
 
 from common.errdefs import InvalidParameter
+from manager.configs import matches, new_id
 from manager.grpcstatus import abort
 from manager.raft.core import RaftError
 from manager.raftnode import RaftManager
@@ -15,17 +14,6 @@ from manager.store.errors import NAME_CONFLICT, StoreError
 from manager.store.validate import config_spec_error
 from proto import control_pb2, control_pb2_grpc, objects_pb2
 
-
-
-def new_id() -> str:
-    """A random 128-bit id in base 36, 25 characters (the shape of swarmkit's identity.NewID)."""
-    n = int.from_bytes(os.urandom(16), "big")
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = []
-    while n:
-        n, r = divmod(n, 36)
-        out.append(digits[r])
-    return "".join(reversed(out)).rjust(25, "0")
 
 
 def validate_config_spec(spec: objects_pb2.ConfigSpec) -> None:
@@ -36,17 +24,7 @@ def validate_config_spec(spec: objects_pb2.ConfigSpec) -> None:
 
 
 def matches_filters(cfg: objects_pb2.Config, f: control_pb2.ListConfigsRequest.Filters) -> bool:
-    """Any of names / name prefixes / id prefixes (OR, like swarmkit), then every label must match."""
-    name = cfg.spec.annotations.name
-    alternatives = [
-        *(name == n for n in f.names),
-        *(name.startswith(p) for p in f.name_prefixes),
-        *(cfg.id.startswith(p) for p in f.id_prefixes),
-    ]
-    if alternatives and not any(alternatives):
-        return False
-    labels = cfg.spec.annotations.labels
-    return all(k in labels and (v == "" or labels[k] == v) for k, v in f.labels.items())
+    return matches(cfg, list(f.names), list(f.name_prefixes), list(f.id_prefixes), dict(f.labels))
 
 
 class ControlServicer(control_pb2_grpc.ControlServicer):

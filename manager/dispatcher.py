@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from manager import gossip_keys
+from manager import gossip_keys, metrics
 from manager.ca.auth import Authorizer
 from manager.nodes import NodeOps, State
 from proto import objects_pb2 as pb
@@ -126,6 +126,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
             now = self.clock()
             expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
             expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
+            self._publish_node_counts()
             for nid in expired:
                 s = self.sessions.pop(nid, None)
                 self._grace.pop(nid, None)
@@ -152,6 +153,14 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         except Exception as e:  # no quorum, lost leadership: the next check (or leader) does it
             log.info("dispatcher: could not rotate the gossip keys: %s", e)
 
+    def _publish_node_counts(self) -> None:
+        counts: dict[str, int] = {}
+        for n in self.ops.raft.store.view().list("node"):
+            name = pb.NodeStatus.State.Name(n.status.state).lower()
+            counts[name] = counts.get(name, 0) + 1
+        metrics.set_nodes_by_state(counts)
+        metrics.set_dispatcher_sessions(len(self.sessions))
+
     # ------------------------------------------------------------------ RPCs
     async def Session(self, request: swarm_pb2.SessionRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[swarm_pb2.SessionMessage]:
         who = await self.auth.check(context, managers_only=False)
@@ -173,6 +182,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         s = _Session(who.node_id, uuid.uuid4().hex, self.clock() + MISSES * self.period())
         self.sessions[who.node_id] = s
         self._grace.pop(who.node_id, None)
+        metrics.set_dispatcher_sessions(len(self.sessions))
         log.info("dispatcher: node %s registered (session %s)", who.node_id, s.session_id[:12])
         last: bytes = b""
         try:
@@ -188,6 +198,12 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         finally:
             if self.sessions.get(who.node_id) is s and not self.running:
                 self.sessions.pop(who.node_id, None)
+            elif self.sessions.get(who.node_id) is s and not s.ended:
+                # the agent's end went away (its daemon died, its host dropped off): a live agent opens a new
+                # session within a retry, so one period is grace enough; waiting the full 3 periods, as swarm
+                # does, only delays rescheduling its tasks
+                s.deadline = min(s.deadline, self.clock() + self.period())
+            metrics.set_dispatcher_sessions(len(self.sessions))
         await context.abort(grpc.StatusCode.UNAVAILABLE, "session ended: reconnect" if self.running else NOT_LEADER)
 
     def _message(self, s: _Session) -> swarm_pb2.SessionMessage:
@@ -215,5 +231,6 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         period = self.period()
         s.deadline = self.clock() + MISSES * period
         self.heartbeats += 1
+        metrics.heartbeat_received()
         # jitter (swarmkit adds up to ±epsilon) so agents do not beat in step; never above the period
         return swarm_pb2.HeartbeatResponse(period_ms=int(period * 1000 * random.uniform(0.8, 1.0)))

@@ -14,11 +14,13 @@ import grpc
 from manager.ca.auth import Authorizer, guarded_handlers
 from manager.ca.certs import MANAGER_OU, CertificateError, identity
 from manager.ca.server import CAServicer
+from manager.configs import ConfigOps, SecretOps
 from manager.dispatcher import Dispatcher
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
 from manager.raftnode import ManagerConfig
+from manager.secretbox import load_key
 from manager.transport import GRPC_OPTIONS, IdentityError, TLSFiles, certificate_member_id
 from proto import control_pb2_grpc, swarm_pb2_grpc
 
@@ -94,6 +96,9 @@ class SwarmManager:
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
+        self.configs = ConfigOps(self.raft)
+        # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
+        self.secrets = SecretOps(self.raft, lambda: load_key(Path(cfg.data_dir)))
         self._seed = {nid: rid for rid, (nid, _a) in cfg.members.items() if nid}
         self._seed[cfg.node_id] = cfg.raft_id
         # raft peers are identified by their node certificate (CN = node id): map it to the raft member
@@ -114,7 +119,7 @@ class SwarmManager:
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
-        ctl = SwarmControlServicer(self.ops, self.auth, self.forward)
+        ctl = SwarmControlServicer(self.ops, self.auth, self.forward, self.secrets.key)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
         self.node.server = server

@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 
 from common.errdefs import ShoalError, Unavailable
-from manager.ca.auth import Authorizer
+from manager.ca.auth import Authorizer, caller_identity, forwarded_for
+from manager.ca.certs import NodeIdentity
 from manager.grpcstatus import abort
 from manager.nodes import NodeOps, NotLeaderHere
 from manager.raft.core import RaftError
@@ -40,23 +41,34 @@ class LeaderForwarder:
         self.ops = ops
         self.tls = tls
 
-    async def call(self, method: str, request: Any, timeout: float = 15.0) -> Any:
+    async def call(self, method: str, request: Any, timeout: float = 15.0, on_behalf_of: NodeIdentity | None = None) -> Any:
+        """on_behalf_of: the remote caller this manager relays (the leader authorizes that caller, as swarmkit's
+        raft proxy does); None when this node's own user asks (the local API)."""
         addr = self.ops.raft.leader_addr()
         if not addr:
             raise Unavailable("rpc error: code = Unavailable desc = no raft leader elected")
         async with open_secure(addr, self.tls) as ch:
             stub: Any = swarm_pb2_grpc.RaftMembershipStub(ch) if method == "Join" else swarm_pb2_grpc.SwarmControlStub(ch)
             try:
-                return await getattr(stub, method)(request, timeout=timeout)
+                return await getattr(stub, method)(request, timeout=timeout,
+                                                   metadata=forwarded_for(on_behalf_of) if on_behalf_of else None)
             except grpc.aio.AioRpcError as e:
                 raise error_from_rpc(e) from None
 
 
 class SwarmControlServicer(swarm_pb2_grpc.SwarmControlServicer, swarm_pb2_grpc.RaftMembershipServicer):
-    def __init__(self, ops: NodeOps, auth: Authorizer, forward: LeaderForwarder) -> None:
+    def __init__(self, ops: NodeOps, auth: Authorizer, forward: LeaderForwarder,
+                 secrets_key: Callable[[], bytes] | None = None) -> None:
         self.ops = ops
+        self.secrets_key = secrets_key
         self.auth = auth
         self.forward = forward
+
+    def _secrets_key(self) -> bytes:
+        try:
+            return self.secrets_key() if self.secrets_key is not None else b""
+        except Exception:  # a cluster made before secrets existed: the new manager gets none, secrets say why
+            return b""
 
     async def _run(self, ctx: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[Any]],
                    method: str = "", request: Any = None) -> Any:
@@ -64,7 +76,7 @@ class SwarmControlServicer(swarm_pb2_grpc.SwarmControlServicer, swarm_pb2_grpc.R
             try:
                 return await fn()
             except NotLeaderHere:
-                return await self.forward.call(method, request)
+                return await self.forward.call(method, request, on_behalf_of=caller_identity(ctx))
         except (ShoalError, RaftError) as e:
             await abort(ctx, e)
             raise
@@ -123,6 +135,7 @@ class SwarmControlServicer(swarm_pb2_grpc.SwarmControlServicer, swarm_pb2_grpc.R
             raft_id, members = await self.ops.join_raft(node_id, request.addr)
             return swarm_pb2.JoinRaftResponse(
                 raft_id=raft_id, cluster_id=self.ops.raft.cluster_id,
-                members=[swarm_pb2.RaftMember(raft_id=r, node_id=n, addr=a) for r, n, a in members])
+                members=[swarm_pb2.RaftMember(raft_id=r, node_id=n, addr=a) for r, n, a in members],
+                secrets_key=self._secrets_key())
 
         return await self._run(context, run, "Join", fwd)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpc
 
 from manager.membership import (
+    BOOK_FILE,
     ClusterInfo,
     SnapshotFormatError,
     decode_started,
@@ -342,7 +343,10 @@ class RaftManager:
         self.info = info
         self.transport.cluster_id = info.cluster_id
         if self.cfg.storage != "memory":
-            save_book(self.cfg.data_dir, index, info)
+            try:
+                save_book(self.cfg.data_dir, index, info)
+            except OSError as e:  # a full disk here must stop the node as a failed raft write does, naming the file
+                raise PersistError(f"could not persist raft state: cluster book {self.cfg.data_dir / BOOK_FILE}: {e}") from e
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import objects_pb2 as proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11proto/swarm.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"\x1d\n\x1bGetRootCACertificateRequest\"3\n\x1cGetRootCACertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"p\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x35\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32\x1f.shoal.v1.NodeSpec.Availability\"\xb7\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x36\n\x0fnode_membership\x18\x02 \x01(\x0e\x32\x1d.shoal.v1.NodeSpec.Membership\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.shoal.v1.NodeSpec.Role\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"=\n\x0cWeightedPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x03\"T\n\x0eSessionRequest\x12.\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x19.shoal.v1.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\xd9\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x04node\x18\x02 \x01(\x0b\x32\x0e.shoal.v1.Node\x12(\n\x08managers\x18\x03 \x03(\x0b\x32\x16.shoal.v1.WeightedPeer\x12\x1b\n\x13heartbeat_period_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnetwork_keys\x18( \x03(\x0c\x12\x1b\n\x13network_key_lamport\x18) \x01(\x04\x12\x1b\n\x13network_key_primary\x18* \x01(\r\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\x03\"<\n\nRaftMember\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\"0\n\x0fJoinRaftRequest\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"^\n\x10JoinRaftResponse\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.shoal.v1.RaftMember\x12\x12\n\ncluster_id\x18\x03 \x01(\t\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"/\n\x0fGetNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.shoal.v1.Node\"\x12\n\x10ListNodesRequest\"2\n\x11ListNodesResponse\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.shoal.v1.Node\"o\n\x11UpdateNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\'\n\x0cnode_version\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Version\x12 \n\x04spec\x18\x03 \x01(\x0b\x32\x12.shoal.v1.NodeSpec\"2\n\x12UpdateNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.shoal.v1.Node\"3\n\x11RemoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12RemoveNodeResponse\"\x13\n\x11GetClusterRequest\"8\n\x12GetClusterResponse\x12\"\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Cluster\"\xa2\x01\n\x14UpdateClusterRequest\x12*\n\x0f\x63luster_version\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Version\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.shoal.v1.ClusterSpec\x12\x1b\n\x13rotate_worker_token\x18\x03 \x01(\x08\x12\x1c\n\x14rotate_manager_token\x18\x04 \x01(\x08\";\n\x15UpdateClusterResponse\x12\"\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Cluster2k\n\x02\x43\x41\x12\x65\n\x14GetRootCACertificate\x12%.shoal.v1.GetRootCACertificateRequest\x1a&.shoal.v1.GetRootCACertificateResponse2o\n\x06NodeCA\x12\x65\n\x14IssueNodeCertificate\x12%.shoal.v1.IssueNodeCertificateRequest\x1a&.shoal.v1.IssueNodeCertificateResponse2\x93\x01\n\nDispatcher\x12?\n\x07Session\x12\x18.shoal.v1.SessionRequest\x1a\x18.shoal.v1.SessionMessage0\x01\x12\x44\n\tHeartbeat\x12\x1a.shoal.v1.HeartbeatRequest\x1a\x1b.shoal.v1.HeartbeatResponse2O\n\x0eRaftMembership\x12=\n\x04Join\x12\x19.shoal.v1.JoinRaftRequest\x1a\x1a.shoal.v1.JoinRaftResponse2\xc1\x03\n\x0cSwarmControl\x12>\n\x07GetNode\x12\x18.shoal.v1.GetNodeRequest\x1a\x19.shoal.v1.GetNodeResponse\x12\x44\n\tListNodes\x12\x1a.shoal.v1.ListNodesRequest\x1a\x1b.shoal.v1.ListNodesResponse\x12G\n\nUpdateNode\x12\x1b.shoal.v1.UpdateNodeRequest\x1a\x1c.shoal.v1.UpdateNodeResponse\x12G\n\nRemoveNode\x12\x1b.shoal.v1.RemoveNodeRequest\x1a\x1c.shoal.v1.RemoveNodeResponse\x12G\n\nGetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12P\n\rUpdateCluster\x12\x1e.shoal.v1.UpdateClusterRequest\x1a\x1f.shoal.v1.UpdateClusterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11proto/swarm.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"\x1d\n\x1bGetRootCACertificateRequest\"3\n\x1cGetRootCACertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"p\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x35\n\x0c\x61vailability\x18\x03 \x01(\x0e\x32\x1f.shoal.v1.NodeSpec.Availability\"\xb7\x01\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x36\n\x0fnode_membership\x18\x02 \x01(\x0e\x32\x1d.shoal.v1.NodeSpec.Membership\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\x12%\n\x04role\x18\x04 \x01(\x0e\x32\x17.shoal.v1.NodeSpec.Role\x12\x12\n\ncluster_id\x18\x05 \x01(\t\"=\n\x0cWeightedPeer\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x03\"T\n\x0eSessionRequest\x12.\n\x0b\x64\x65scription\x18\x01 \x01(\x0b\x32\x19.shoal.v1.NodeDescription\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\xd9\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1c\n\x04node\x18\x02 \x01(\x0b\x32\x0e.shoal.v1.Node\x12(\n\x08managers\x18\x03 \x03(\x0b\x32\x16.shoal.v1.WeightedPeer\x12\x1b\n\x13heartbeat_period_ms\x18\x04 \x01(\x03\x12\x14\n\x0cnetwork_keys\x18( \x03(\x0c\x12\x1b\n\x13network_key_lamport\x18) \x01(\x04\x12\x1b\n\x13network_key_primary\x18* \x01(\r\"&\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\x03\"<\n\nRaftMember\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x01(\t\"0\n\x0fJoinRaftRequest\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"s\n\x10JoinRaftResponse\x12\x0f\n\x07raft_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.shoal.v1.RaftMember\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x13\n\x0bsecrets_key\x18( \x01(\x0c\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"/\n\x0fGetNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.shoal.v1.Node\"\x12\n\x10ListNodesRequest\"2\n\x11ListNodesResponse\x12\x1d\n\x05nodes\x18\x01 \x03(\x0b\x32\x0e.shoal.v1.Node\"o\n\x11UpdateNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\'\n\x0cnode_version\x18\x02 \x01(\x0b\x32\x11.shoal.v1.Version\x12 \n\x04spec\x18\x03 \x01(\x0b\x32\x12.shoal.v1.NodeSpec\"2\n\x12UpdateNodeResponse\x12\x1c\n\x04node\x18\x01 \x01(\x0b\x32\x0e.shoal.v1.Node\"3\n\x11RemoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x14\n\x12RemoveNodeResponse\"\x13\n\x11GetClusterRequest\"8\n\x12GetClusterResponse\x12\"\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Cluster\"\xa2\x01\n\x14UpdateClusterRequest\x12*\n\x0f\x63luster_version\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Version\x12#\n\x04spec\x18\x02 \x01(\x0b\x32\x15.shoal.v1.ClusterSpec\x12\x1b\n\x13rotate_worker_token\x18\x03 \x01(\x08\x12\x1c\n\x14rotate_manager_token\x18\x04 \x01(\x08\";\n\x15UpdateClusterResponse\x12\"\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Cluster2k\n\x02\x43\x41\x12\x65\n\x14GetRootCACertificate\x12%.shoal.v1.GetRootCACertificateRequest\x1a&.shoal.v1.GetRootCACertificateResponse2o\n\x06NodeCA\x12\x65\n\x14IssueNodeCertificate\x12%.shoal.v1.IssueNodeCertificateRequest\x1a&.shoal.v1.IssueNodeCertificateResponse2\x93\x01\n\nDispatcher\x12?\n\x07Session\x12\x18.shoal.v1.SessionRequest\x1a\x18.shoal.v1.SessionMessage0\x01\x12\x44\n\tHeartbeat\x12\x1a.shoal.v1.HeartbeatRequest\x1a\x1b.shoal.v1.HeartbeatResponse2O\n\x0eRaftMembership\x12=\n\x04Join\x12\x19.shoal.v1.JoinRaftRequest\x1a\x1a.shoal.v1.JoinRaftResponse2\xc1\x03\n\x0cSwarmControl\x12>\n\x07GetNode\x12\x18.shoal.v1.GetNodeRequest\x1a\x19.shoal.v1.GetNodeResponse\x12\x44\n\tListNodes\x12\x1a.shoal.v1.ListNodesRequest\x1a\x1b.shoal.v1.ListNodesResponse\x12G\n\nUpdateNode\x12\x1b.shoal.v1.UpdateNodeRequest\x1a\x1c.shoal.v1.UpdateNodeResponse\x12G\n\nRemoveNode\x12\x1b.shoal.v1.RemoveNodeRequest\x1a\x1c.shoal.v1.RemoveNodeResponse\x12G\n\nGetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12P\n\rUpdateCluster\x12\x1e.shoal.v1.UpdateClusterRequest\x1a\x1f.shoal.v1.UpdateClusterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,39 +55,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINRAFTREQUEST']._serialized_start=947
   _globals['_JOINRAFTREQUEST']._serialized_end=995
   _globals['_JOINRAFTRESPONSE']._serialized_start=997
-  _globals['_JOINRAFTRESPONSE']._serialized_end=1091
-  _globals['_GETNODEREQUEST']._serialized_start=1093
-  _globals['_GETNODEREQUEST']._serialized_end=1126
-  _globals['_GETNODERESPONSE']._serialized_start=1128
-  _globals['_GETNODERESPONSE']._serialized_end=1175
-  _globals['_LISTNODESREQUEST']._serialized_start=1177
-  _globals['_LISTNODESREQUEST']._serialized_end=1195
-  _globals['_LISTNODESRESPONSE']._serialized_start=1197
-  _globals['_LISTNODESRESPONSE']._serialized_end=1247
-  _globals['_UPDATENODEREQUEST']._serialized_start=1249
-  _globals['_UPDATENODEREQUEST']._serialized_end=1360
-  _globals['_UPDATENODERESPONSE']._serialized_start=1362
-  _globals['_UPDATENODERESPONSE']._serialized_end=1412
-  _globals['_REMOVENODEREQUEST']._serialized_start=1414
-  _globals['_REMOVENODEREQUEST']._serialized_end=1465
-  _globals['_REMOVENODERESPONSE']._serialized_start=1467
-  _globals['_REMOVENODERESPONSE']._serialized_end=1487
-  _globals['_GETCLUSTERREQUEST']._serialized_start=1489
-  _globals['_GETCLUSTERREQUEST']._serialized_end=1508
-  _globals['_GETCLUSTERRESPONSE']._serialized_start=1510
-  _globals['_GETCLUSTERRESPONSE']._serialized_end=1566
-  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1569
-  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1731
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=1733
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=1792
-  _globals['_CA']._serialized_start=1794
-  _globals['_CA']._serialized_end=1901
-  _globals['_NODECA']._serialized_start=1903
-  _globals['_NODECA']._serialized_end=2014
-  _globals['_DISPATCHER']._serialized_start=2017
-  _globals['_DISPATCHER']._serialized_end=2164
-  _globals['_RAFTMEMBERSHIP']._serialized_start=2166
-  _globals['_RAFTMEMBERSHIP']._serialized_end=2245
-  _globals['_SWARMCONTROL']._serialized_start=2248
-  _globals['_SWARMCONTROL']._serialized_end=2697
+  _globals['_JOINRAFTRESPONSE']._serialized_end=1112
+  _globals['_GETNODEREQUEST']._serialized_start=1114
+  _globals['_GETNODEREQUEST']._serialized_end=1147
+  _globals['_GETNODERESPONSE']._serialized_start=1149
+  _globals['_GETNODERESPONSE']._serialized_end=1196
+  _globals['_LISTNODESREQUEST']._serialized_start=1198
+  _globals['_LISTNODESREQUEST']._serialized_end=1216
+  _globals['_LISTNODESRESPONSE']._serialized_start=1218
+  _globals['_LISTNODESRESPONSE']._serialized_end=1268
+  _globals['_UPDATENODEREQUEST']._serialized_start=1270
+  _globals['_UPDATENODEREQUEST']._serialized_end=1381
+  _globals['_UPDATENODERESPONSE']._serialized_start=1383
+  _globals['_UPDATENODERESPONSE']._serialized_end=1433
+  _globals['_REMOVENODEREQUEST']._serialized_start=1435
+  _globals['_REMOVENODEREQUEST']._serialized_end=1486
+  _globals['_REMOVENODERESPONSE']._serialized_start=1488
+  _globals['_REMOVENODERESPONSE']._serialized_end=1508
+  _globals['_GETCLUSTERREQUEST']._serialized_start=1510
+  _globals['_GETCLUSTERREQUEST']._serialized_end=1529
+  _globals['_GETCLUSTERRESPONSE']._serialized_start=1531
+  _globals['_GETCLUSTERRESPONSE']._serialized_end=1587
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1590
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1752
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=1754
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=1813
+  _globals['_CA']._serialized_start=1815
+  _globals['_CA']._serialized_end=1922
+  _globals['_NODECA']._serialized_start=1924
+  _globals['_NODECA']._serialized_end=2035
+  _globals['_DISPATCHER']._serialized_start=2038
+  _globals['_DISPATCHER']._serialized_end=2185
+  _globals['_RAFTMEMBERSHIP']._serialized_start=2187
+  _globals['_RAFTMEMBERSHIP']._serialized_end=2266
+  _globals['_SWARMCONTROL']._serialized_start=2269
+  _globals['_SWARMCONTROL']._serialized_end=2718
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ Used by every swarm service on the manager port (manager/ca/server.py, dispatche
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,32 @@ import grpc
 from manager.ca.certs import MANAGER_OU, CertificateError, NodeIdentity, identity
 
 UNAUTHORIZED_ROLE = "Permission denied: unauthorized peer role: rpc error: code = PermissionDenied desc = Permission denied: remote certificate not part of the allowed roles"
+
+
+FORWARDED_FOR = "shoal-forwarded-for"  # metadata a manager adds when it forwards a caller's request to the leader
+
+
+def forwarded_for(who: NodeIdentity) -> tuple[tuple[str, str], ...]:
+    return ((FORWARDED_FOR, f"{who.node_id};{who.role_ou};{who.cluster_id}"),)
+
+
+def effective_identity(direct: NodeIdentity | None, metadata: Any) -> NodeIdentity | None:
+    """The caller a request acts for: the certificate's node, or, when that node is a manager forwarding to the
+    leader (swarmkit's forwarded TLS info), the node it names. A worker's claim to forward is ignored, so a
+    worker cannot pass for anyone else."""
+    if direct is None or not direct.is_manager:
+        return direct
+    claim = next((v for k, v in (metadata or ()) if k == FORWARDED_FOR), None)
+    if not isinstance(claim, str):
+        return direct
+    parts = claim.split(";")
+    if len(parts) != 3 or not all(parts) or len(claim) > 256:
+        return direct
+    return dataclasses.replace(direct, node_id=parts[0], role_ou=parts[1], cluster_id=parts[2])
+
+
+def caller_identity(ctx: grpc.aio.ServicerContext) -> NodeIdentity | None:
+    return effective_identity(peer_identity(ctx), ctx.invocation_metadata())
 
 
 def peer_identity(ctx: grpc.aio.ServicerContext) -> NodeIdentity | None:
@@ -45,8 +72,10 @@ class Authorizer:
         return None
 
     async def check(self, ctx: grpc.aio.ServicerContext, managers_only: bool) -> NodeIdentity:
-        who = peer_identity(ctx)
-        why = self.why_refused(who, managers_only)
+        direct = peer_identity(ctx)
+        why = self.why_refused(direct, False)  # the forwarding manager itself must be a member in good standing
+        who = effective_identity(direct, ctx.invocation_metadata())
+        why = why or self.why_refused(who, managers_only)
         if why is not None:
             await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         assert who is not None

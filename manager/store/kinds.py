@@ -1,4 +1,4 @@
-"""The kinds of object the store keeps (network, config, node, service, task, cluster) and their rules.
+"""The kinds of object the store keeps (network, config, node, service, task, cluster, secret) and their rules.
 Maps each kind to its protobuf class, StoreAction/StoreSnapshot field and name; used by tx.py and store.py."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ _KINDS: dict[str, tuple[type[Message], str, str]] = {
     "service": (pb.Service, "service", "services"),
     "task": (pb.Task, "task", "tasks"),
     "cluster": (pb.Cluster, "cluster", "clusters"),
+    "secret": (pb.Secret, "secret", "secrets"),
 }
 KINDS: tuple[str, ...] = tuple(_KINDS)
 

@@ -15,6 +15,7 @@ from shoal.api import params
 from shoal.api.server import ENGINE, add_route, json_response
 from shoal.api.swarm_json import (
     AVAILABILITY,
+    check_cert_expiry,
     cluster_spec_from_json,
     node_json,
     node_spec_from_json,
@@ -83,6 +84,7 @@ async def swarm_init(request: web.Request) -> web.Response:
         cert_expiry_s=_duration_s(spec, "CAConfig", "NodeCertExpiry"),
         availability=_availability(body),
     )
+    check_cert_expiry(req.cert_expiry_s)
     node_id = await _swarm(request).init(req)
     return json_response(node_id)
 

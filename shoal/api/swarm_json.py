@@ -146,11 +146,22 @@ def cluster_spec_from_json(body: Any, current: pb.ClusterSpec) -> pb.ClusterSpec
         spec.dispatcher.heartbeat_period.FromNanoseconds(_positive(hb, "Dispatcher.HeartbeatPeriod"))
     exp = (body.get("CAConfig") or {}).get("NodeCertExpiry")
     if exp:
-        spec.ca_config.node_cert_expiry.FromNanoseconds(_positive(exp, "CAConfig.NodeCertExpiry"))
+        check_cert_expiry(_positive(exp, "CAConfig.NodeCertExpiry") / 1e9)
+        spec.ca_config.node_cert_expiry.FromNanoseconds(exp)
     thr = (body.get("Orchestration") or {}).get("TaskHistoryRetentionLimit")
     if thr is not None:
         spec.orchestration.task_history_retention_limit = int(thr)
     return spec
+
+
+MIN_NODE_CERT_EXPIRY_S = 3600  # swarmkit's ca.MinNodeCertExpiration
+CERT_EXPIRY_TOO_SHORT = "rpc error: code = InvalidArgument desc = minimum certificate expiry time is 1h0m0s"
+
+
+def check_cert_expiry(seconds: float) -> None:
+    """0 means the default (90 days); anything else must be at least an hour, as swarmkit's validateClusterSpec."""
+    if 0 < seconds < MIN_NODE_CERT_EXPIRY_S:
+        raise InvalidParameter(CERT_EXPIRY_TOO_SHORT)
 
 
 def _positive(v: Any, what: str) -> int:

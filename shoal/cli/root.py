@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shoal.cli import container, image, labcmd, network, resources, verbs, volume
+from shoal.cli import configs, container, image, labcmd, network, resources, verbs, volume
 from shoal.cli import node as node_cli
 from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
@@ -198,6 +198,8 @@ def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip:
 
 
 cli.add_command(network.network)
+cli.add_command(configs.config)
+cli.add_command(configs.secret)
 cli.add_command(volume.volume)
 cli.add_command(volume.cp)
 cli.add_command(container.run)

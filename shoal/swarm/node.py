@@ -22,8 +22,9 @@ import grpc
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
 from manager import gossip_keys
 from manager.ca import certs, tokens
+from manager import secretbox
 from manager.controlapi import new_id
-from manager.nodes import NodeOps, new_raft_id
+from manager.nodes import NodeOps, NotLeaderHere, new_raft_id
 from manager.nodes_manager import ReloadingTLS, SwarmManager, SwarmManagerConfig, bootstrap_addr, force_new_cluster_supported
 from manager.nodes_service import error_from_rpc, open_secure
 from proto import objects_pb2 as pb
@@ -34,6 +35,7 @@ from shoal.swarm.session import AgentSession, describe
 from shoal.swarm.state import SwarmPaths, SwarmState
 
 log = logging.getLogger(__name__)
+LEAVE_DEMOTE_TIMEOUT_S = 10.0
 
 DEFAULT_PORT = 2377
 JOIN_TIMEOUT_S = 30.0
@@ -207,6 +209,7 @@ class SwarmNode:
             try:
                 self._write_certs(root.cert_pem, cert, key)
                 self.state = SwarmState(node_id, cluster_id, "manager", req.listen_addr, advertise, [advertise], raft_id)
+                secretbox.save_key(self.paths.raft, secretbox.new_key())
                 await self._start_manager(founding=True, members={})
                 assert self.manager is not None
                 await self.manager.wait_leader(JOIN_TIMEOUT_S)
@@ -354,6 +357,8 @@ class SwarmNode:
                 raise error_from_rpc(e) from None
         self.state.raft_id = resp.raft_id
         self.paths.wipe_raft()
+        if resp.secrets_key:
+            secretbox.save_key(self.paths.raft, resp.secrets_key)
         await self._start_manager(founding=False, members={m.raft_id: (m.node_id, m.addr) for m in resp.members})
 
     async def _start_manager(self, founding: bool, members: dict[int, tuple[str, str]], force_new_cluster: bool = False) -> None:
@@ -512,10 +517,32 @@ class SwarmNode:
                     f"Removing this node leaves {n - 1} managers out of a possible {n}. Without a Raft quorum your swarm "
                     "will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it "
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
+            if st.role == "manager" and self.manager is not None:
+                await self._leave_raft(st.node_id)
             await self._stop_gossip(leave=True)  # the others drop this node's entries now, not after a reap
             await self.close()
             self.state = None
             self.paths.wipe()
+
+    async def _leave_raft(self, node_id: str) -> None:
+        """A manager forced out demotes itself first, so its raft member goes with it: swarm leaves it a voter that
+        never answers again (Down/Unreachable until someone demotes it), and 3 managers minus one forced out then
+        lose quorum at the next failure. Best effort: with no quorum the member stays, as it would in swarm."""
+        assert self.manager is not None
+        try:
+            node = await asyncio.wait_for(self.manager.ops.get_node(node_id), LEAVE_DEMOTE_TIMEOUT_S)
+            if node.manager_status.raft_id not in self.manager.ops._voters() or len(self.manager.ops._voters()) <= 1:
+                return
+            spec = pb.NodeSpec()
+            spec.CopyFrom(node.spec)
+            spec.desired_role = pb.NodeSpec.WORKER
+            req = swarm_pb2.UpdateNodeRequest(node_id=node_id, node_version=pb.Version(index=node.meta.version.index), spec=spec)
+            try:
+                await asyncio.wait_for(self.manager.ops.update_node(node_id, node.meta.version.index, spec), LEAVE_DEMOTE_TIMEOUT_S)
+            except NotLeaderHere:
+                await asyncio.wait_for(self.on_leader("UpdateNode", req), LEAVE_DEMOTE_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - --force means leave anyway
+            log.warning("swarm leave --force: could not remove this manager from the raft first: %s", e)
 
     # ------------------------------------------------------------------ docker info
     def info_section(self) -> dict[str, Any]:

@@ -216,9 +216,9 @@ def test_names_can_be_swapped_within_one_transaction() -> None:
 def test_unknown_kind_and_wrong_type_are_invalid_arguments() -> None:
     store = new_store()
     with pytest.raises(StoreError) as raised:
-        store.view().get("secret", "x")
+        store.view().get("volume", "x")
     assert raised.value.code == "INVALID_ARGUMENT"
-    assert "unknown object kind 'secret'" in raised.value.message
+    assert "unknown object kind 'volume'" in raised.value.message
     with pytest.raises(StoreError) as raised:
         store.prepare(create("network", config("c1", "a")), "r1")
     assert raised.value.message == "network object must be a shoal.v1.Network, not Config"

@@ -109,3 +109,30 @@ def test_a_node_may_register_three_times_per_period() -> None:
     assert lim.check("n2") is None  # per node
     now[0] += 8.5
     assert lim.check("n1") is None
+
+
+def _who(node_id: str, ou: str) -> certs.NodeIdentity:
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return certs.NodeIdentity(node_id, ou, "cluster1", now, now, 1)
+
+
+def test_a_manager_forwarding_for_a_caller_is_authorized_as_that_caller() -> None:
+    from manager.ca.auth import effective_identity, forwarded_for
+
+    who = effective_identity(_who("m1", certs.MANAGER_OU), forwarded_for(_who("w9", certs.WORKER_OU)))
+    assert (who.node_id, who.role_ou, who.cluster_id) == ("w9", certs.WORKER_OU, "cluster1")
+
+
+def test_a_worker_claiming_to_forward_stays_itself() -> None:
+    from manager.ca.auth import effective_identity, forwarded_for
+
+    who = effective_identity(_who("w1", certs.WORKER_OU), forwarded_for(_who("m1", certs.MANAGER_OU)))
+    assert (who.node_id, who.role_ou) == ("w1", certs.WORKER_OU)
+
+
+def test_a_malformed_forwarding_claim_is_ignored() -> None:
+    from manager.ca.auth import FORWARDED_FOR, effective_identity
+
+    for claim in ("", "a;b", "a;;c", "x" * 300 + ";b;c"):
+        assert effective_identity(_who("m1", certs.MANAGER_OU), ((FORWARDED_FOR, claim),)).node_id == "m1"

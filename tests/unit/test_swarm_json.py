@@ -84,3 +84,15 @@ def test_durations_parse_as_go_does() -> None:
     assert parse_duration("250ms") == 250_000_000
     with pytest.raises(click.BadParameter, match='time: invalid duration "5 s"'):
         parse_duration("5 s")
+
+
+def test_a_node_certificate_expiry_under_an_hour_is_refused_with_swarms_message() -> None:
+    from common.errdefs import InvalidParameter
+    from shoal.api.swarm_json import cluster_spec_from_json
+    from proto import objects_pb2 as pb
+
+    with pytest.raises(InvalidParameter) as e:
+        cluster_spec_from_json({"CAConfig": {"NodeCertExpiry": 59 * 60 * 10**9}}, pb.ClusterSpec())
+    assert e.value.message == "rpc error: code = InvalidArgument desc = minimum certificate expiry time is 1h0m0s"
+    spec = cluster_spec_from_json({"CAConfig": {"NodeCertExpiry": 3600 * 10**9}}, pb.ClusterSpec())
+    assert spec.ca_config.node_cert_expiry.ToSeconds() == 3600
