@@ -217,6 +217,13 @@ class GossipAgent:
         except Exception:  # noqa: BLE001
             return []
 
+    def network_peers(self, network_id: str) -> list[dict[str, str]]:
+        """`network inspect --verbose`'s Peers of an overlay: this node (when on it) and the alive nodes on it."""
+        out = [{"Name": self.node_id, "IP": self.advertise_ip}] if self.db.joined(network_id) else []
+        for name in self.db.peers(network_id):
+            out.append({"Name": name, "IP": self.db.nodes[name].member.addr})
+        return out
+
     def status(self) -> dict[str, Any]:
         """What GET /shoal/gossip returns: this node, its members and states, its networks' peer counts."""
         members = [{"Name": m.name, "Addr": m.addr, "Port": m.port, "State": m.state.value, "Incarnation": m.incarnation}

@@ -266,3 +266,14 @@ def test_the_overlay_sink_gets_remote_peers_but_not_this_nodes_own() -> None:
         type=w.TableEvent.CREATE, ltime=9, node_name="mgr1", network_id="n1", table_name=TABLE, key="ep5",
         value=encode_peer(theirs))])))
     assert calls == [("add", "n1", [theirs])]
+
+
+def test_network_peers_lists_this_node_and_the_alive_nodes_on_the_network() -> None:
+    a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=FakeShell)
+    assert a.network_peers("n1") == []
+    a.db.join_network("n1")
+    for name, ip in (("mgr1", "192.168.200.11"), ("node5", "192.168.200.15")):
+        a.db.notify_join(Member(name, ip, 7946))
+        a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=7, node_name=name, network_id="n1")))
+    a.db.notify_leave(Member("node5", "192.168.200.15", 7946, state=MemberState.DEAD))
+    assert a.network_peers("n1") == [{"Name": "node2", "IP": "192.168.200.12"}, {"Name": "mgr1", "IP": "192.168.200.11"}]
