@@ -18,8 +18,9 @@ def member(name: str, state: MemberState = MemberState.ALIVE) -> Member:
 
 
 class FakeCluster:
-    def __init__(self, seed: int = 0, config: NetDBConfig | None = None) -> None:
+    def __init__(self, seed: int = 0, config: NetDBConfig | None = None, loss: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.loss = loss  # share of messages (broadcast or direct) lost on the way
         self.config = config
         self.now = 0.0
         self.dbs: dict[str, NetworkDB] = {}
@@ -94,6 +95,8 @@ class FakeCluster:
                 break
 
     def _deliver(self, src: str, dst: str, data: bytes) -> None:
+        if self.loss and self.rng.random() < self.loss:
+            return
         self.delivered.append((src, dst, data))
         self.dbs[dst].notify_msg(data)
 

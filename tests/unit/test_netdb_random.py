@@ -25,9 +25,9 @@ def truth(c: FakeCluster, nid: str) -> dict[str, bytes]:
     return out
 
 
-def random_history(seed: int) -> FakeCluster:
+def random_history(seed: int, loss: float = 0.0, settle_s: float = 5.0) -> FakeCluster:
     rng = random.Random(seed)
-    c = FakeCluster(seed, NetDBConfig(dead_node_reap_s=rng.choice([3.0, 60.0])))
+    c = FakeCluster(seed, NetDBConfig(dead_node_reap_s=rng.choice([3.0, 60.0])), loss=loss)
     for n in NAMES:
         c.add(n)
     for n in NAMES:
@@ -69,13 +69,11 @@ def random_history(seed: int) -> FakeCluster:
                     fresh.join_network(n2)
         c.run(rng.choice([0.2, 0.6, 1.0, 3.5]))
     c.heal()
-    c.run(5.0)
+    c.run(settle_s)
     return c
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_after_a_random_history_and_a_heal_every_member_holds_exactly_the_owners_entries(seed: int) -> None:
-    c = random_history(seed)
+def check_converged(c: FakeCluster, seed: int) -> None:
     for nid in NETS:
         want = truth(c, nid)
         for name, db in c.dbs.items():
@@ -84,3 +82,13 @@ def test_after_a_random_history_and_a_heal_every_member_holds_exactly_the_owners
             assert c.view(name, "t", nid) == want, (seed, name, nid)
             assert c.watched(name, nid) == want, (seed, name, nid)
             assert not any(e.suspended for e in db.walk("t", nid)), (seed, name, nid)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_after_a_random_history_and_a_heal_every_member_holds_exactly_the_owners_entries(seed: int) -> None:
+    check_converged(random_history(seed), seed)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_with_a_fifth_of_the_messages_lost_the_periodic_bulk_sync_still_converges_everyone(seed: int) -> None:
+    check_converged(random_history(100 + seed, loss=0.2, settle_s=65.0), seed)
