@@ -304,6 +304,10 @@ class NetworkDB:
         self._reaped.pop(member.name, None)
         if returning or self._owns_suspended(member.name):
             self._resync_with(member.name)
+            return
+        # its attachments may have come (push-pull) before the core told us it is alive: it gets our entries now
+        for nid in sorted(set(self.networks()) & set(self.network_nodes_of(member.name))):
+            self._maybe_push_state(member.name, nid)
 
     def notify_update(self, member: Member) -> None:
         if member.name == self.name:
@@ -430,6 +434,17 @@ class NetworkDB:
             part.entries.extend(evs)
             self.outbox.append((node, w.encode(part)))
 
+    def _maybe_push_state(self, node: str, nid: str) -> None:
+        """node is new on nid: it learns the entries without waiting for a period; in a big network only ~fanout
+        of the members send theirs (any one has them all), not every member at once."""
+        n = len(self.peers(nid))
+        if n <= self.config.gossip_fanout or self.rng.random() < self.config.gossip_fanout / n:
+            self._sync_to(node, nid, reply_wanted=False)
+
+    def network_nodes_of(self, node: str) -> list[str]:
+        """The networks node is attached to, as far as this node knows."""
+        return sorted(nid for nid, a in self.attachments.get(node, {}).items() if not a.leaving)
+
     def _resync_with(self, node: str) -> None:
         """node came back: ask it for its entries of every network we share (or hold its entries on)."""
         nets = set(self.networks()) & (set(self.attachments.get(node, {})) | self._networks_with_entries_of(node))
@@ -460,11 +475,7 @@ class NetworkDB:
         if e.type == w.NetworkEvent.JOIN:
             self.attachments.setdefault(node, {})[nid] = _Attach(e.ltime, False)
             if self.joined(nid) and self.alive(node):
-                # it learns the entries without waiting for a period; in a big network only ~fanout of the
-                # members send theirs (any one has them all), not every member at once
-                n = len(self.peers(nid))
-                if n <= self.config.gossip_fanout or self.rng.random() < self.config.gossip_fanout / n:
-                    self._sync_to(node, nid, reply_wanted=False)
+                self._maybe_push_state(node, nid)
         else:
             self.attachments.setdefault(node, {})[nid] = _Attach(e.ltime, True, self.now + self.config.reap_entry_s)
             self._delete_owned(node, nid)

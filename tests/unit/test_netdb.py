@@ -403,3 +403,18 @@ def test_unfinished_multi_part_syncs_are_bounded() -> None:
         c.dbs["a"].notify_msg(w.encode(part))
     assert len(c.dbs["a"]._assemblies) == MAX_ASSEMBLIES
     assert ("b", N, MAX_ASSEMBLIES + 50) in c.dbs["a"]._assemblies
+
+
+def test_a_node_whose_attachments_arrive_before_its_join_gets_the_entries_when_it_joins() -> None:
+    a, b = NetworkDB("a"), NetworkDB("b")
+    a.join_network(N)
+    a.create_entry("t", N, "ep-a", b"1")
+    b.join_network(N)  # no peers known yet: no sync at join
+    assert b.take_outgoing() == [] and a.take_outgoing() == []
+    a.merge_remote_state(b.local_state(True), True)  # the push-pull came first
+    b.merge_remote_state(a.local_state(True), True)
+    a.notify_join(member("b"))  # then the core reports the member
+    for to, data in a.take_outgoing():
+        assert to == "b"
+        b.notify_msg(data)
+    assert b.get_entry("t", N, "ep-a") == b"1"
