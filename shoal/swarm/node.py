@@ -419,7 +419,7 @@ class SwarmNode:
         if st is None or ring is None:
             return
         if self.gossip is None:
-            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0], self._gossip_seeds)
+            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0].strip("[]"), self._gossip_seeds)
         self.gossip.on_keys(ring)
 
     def _gossip_seeds(self) -> list[str]:
