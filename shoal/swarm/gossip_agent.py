@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.gossip.delegate import Member
+from agent.gossip import netdb_services
 from agent.gossip.netdb import NetDBConfig, NetworkDB
+from agent.network.service_binding import ServiceBinding
 from agent.network.overlay_peers import OverlayPeers, PeerSink
-from common.errdefs import NotFound
+from common.errdefs import Conflict, NotFound
 from vxlan.types import OverlayPeer
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,31 @@ class GossipAgent:
             self._local.pop(network_id, None)
             if self.db.joined(network_id):
                 self.db.leave_network(network_id)
+
+    # ------------------------------------------------------------------ service endpoints (helpers tasks and lb)
+    def service_endpoint_up(self, network_id: str, endpoint_id: str, record: netdb_services.EndpointRecord) -> None:
+        """A local task's endpoint of a service on an overlay: announced in endpoint_table."""
+        if not self.db.joined(network_id):
+            self.db.join_network(network_id)
+        self._local.setdefault(network_id, set()).add(endpoint_id)
+        data = netdb_services.encode_record(record)
+        try:
+            self.db.create_entry(netdb_services.TABLE, network_id, endpoint_id, data)
+        except Conflict:
+            self.db.update_entry(netdb_services.TABLE, network_id, endpoint_id, data)
+
+    def service_endpoint_down(self, network_id: str, endpoint_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.db.delete_entry(netdb_services.TABLE, network_id, endpoint_id)
+        self.endpoint_down(network_id, endpoint_id)
+
+    def service_bindings(self, network_id: str) -> list[ServiceBinding]:
+        """The services on network_id with their backends on every node (a failed node's left out)."""
+        return netdb_services.fold_service_bindings(self.db, network_id)
+
+    def watch_services(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """callback(network_id) whenever a service endpoint on that network changes; returns the cancel."""
+        return self.db.watch(netdb_services.TABLE, lambda _ev, nid, _k, _v: callback(nid), replay=False)
 
     # ------------------------------------------------------------------ lifecycle
     async def _run(self) -> None:

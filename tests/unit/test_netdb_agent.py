@@ -277,3 +277,21 @@ def test_network_peers_lists_this_node_and_the_alive_nodes_on_the_network() -> N
         a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=7, node_name=name, network_id="n1")))
     a.db.notify_leave(Member("node5", "192.168.200.15", 7946, state=MemberState.DEAD))
     assert a.network_peers("n1") == [{"Name": "node2", "IP": "192.168.200.12"}, {"Name": "mgr1", "IP": "192.168.200.11"}]
+
+
+def test_service_endpoints_are_announced_folded_and_watched() -> None:
+    import ipaddress
+
+    from agent.gossip.netdb_services import EndpointRecord
+
+    a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=FakeShell)
+    changed: list[str] = []
+    a.watch_services(changed.append)
+    rec = EndpointRecord("sid", "web", ipaddress.IPv4Address("10.0.9.2"), ipaddress.IPv4Address("10.0.9.5"), "web.1.t1", "t1")
+    a.service_endpoint_up("n1", "ep1", rec)
+    a.service_endpoint_up("n1", "ep1", rec)  # again: no error
+    [web] = a.service_bindings("n1")
+    assert (web.service_name, web.vip, [b.ip for b in web.backends]) == ("web", rec.vip, [rec.task_ip])
+    a.service_endpoint_down("n1", "ep1")
+    assert a.service_bindings("n1") == [] and a.db.networks() == []
+    assert changed == ["n1", "n1", "n1"]
