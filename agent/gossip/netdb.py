@@ -42,6 +42,7 @@ class NetDBConfig:
     dead_node_reap_s: float = 300.0  # a dead node's suspended entries are deleted after this
     packet_budget: int = 1200  # bytes of user payload per direct message (the shell adds its header and the AEAD tag)
     sync_assembly_timeout_s: float = 30.0  # a multi-part bulk sync not complete by then is forgotten
+    resync_retry_s: float = 5.0  # a returned node still owning suspended entries is asked again this often
 
 
 class LamportClock:
@@ -121,8 +122,10 @@ class NetworkDB:
         self.counters: dict[str, int] = {"invalid": 0, "old": 0, "not_member": 0, "applied": 0, "stale_own": 0}
         self._bq = BroadcastQueue(self.config.retransmit_mult)  # network events, piggybacked by the core
         self._nq: dict[str, BroadcastQueue] = {}  # network id -> its table events
+        self._rr: dict[str, list[str]] = {}  # network id -> peers still to gossip to in this round-robin pass
         self._watchers: dict[str, list[WatchCallback]] = {}
         self._assemblies: dict[tuple[str, str, int], _Assembly] = {}
+        self._resync_due: dict[str, float] = {}  # returned node -> when to ask it again for its entries
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._next_gossip = 0.0
         self._next_reap = 0.0
@@ -304,6 +307,8 @@ class NetworkDB:
         self._reaped.pop(member.name, None)
         if returning or self._owns_suspended(member.name):
             self._resync_with(member.name)
+            # a lost request or answer must not leave its entries suspended: asked again until they are not
+            self._resync_due[member.name] = self.now + self.config.resync_retry_s
             return
         # its attachments may have come (push-pull) before the core told us it is alive: it gets our entries now
         for nid in sorted(set(self.networks()) & set(self.network_nodes_of(member.name))):
@@ -353,6 +358,12 @@ class NetworkDB:
                 peers = self.peers(nid)
                 if peers:
                     self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+        for node, due in list(self._resync_due.items()):
+            if not self.alive(node) or not self._owns_suspended(node):
+                del self._resync_due[node]
+            elif now >= due:
+                self._resync_due[node] = now + self.config.resync_retry_s
+                self._resync_with(node)
         if now >= self._next_reap:  # tombstones live for minutes: a scan a second is plenty
             self._next_reap = now + REAP_SCAN_S
             self._reap(now)
@@ -396,7 +407,7 @@ class NetworkDB:
             peers = self.peers(nid)
             if not peers:
                 continue  # kept: a node that joins gets them by bulk sync anyway, and a returning one too
-            for target in self.rng.sample(peers, min(self.config.gossip_fanout, len(peers))):
+            for target in self._next_targets(nid, peers):
                 events = q.take(EVENT_OVERHEAD, self.config.packet_budget - header, len(peers) + 1)
                 if not events:
                     break
@@ -404,6 +415,20 @@ class NetworkDB:
                 for raw in events:
                     msg.events.add().ParseFromString(raw)
                 self.outbox.append((target, w.encode(msg)))
+
+    def _next_targets(self, nid: str, peers: list[str]) -> list[str]:
+        """The next fanout peers of a shuffled round-robin (memberlist probes this way): an event's transmissions
+        go to distinct peers, so in a small network its origin alone reaches every member."""
+        order = [p for p in self._rr.get(nid, []) if p in peers]
+        out: list[str] = []
+        want = min(self.config.gossip_fanout, len(peers))
+        while len(out) < want:
+            if not order:
+                order = [p for p in peers if p not in out]
+                self.rng.shuffle(order)
+            out.append(order.pop(0))
+        self._rr[nid] = order
+        return out
 
     def _sync_to(self, node: str, nid: str, reply_wanted: bool) -> None:
         """Send node this node's entries of nid (its own are complete), in parts that fit the packet budget."""

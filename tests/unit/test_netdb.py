@@ -418,3 +418,20 @@ def test_a_node_whose_attachments_arrive_before_its_join_gets_the_entries_when_i
         assert to == "b"
         b.notify_msg(data)
     assert b.get_entry("t", N, "ep-a") == b"1"
+
+
+def test_a_returning_node_is_asked_again_when_the_first_resync_is_lost() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.partition(["c"], ["a", "b"])
+    c.dbs["c"].delete_entry("t", N, "ep-c")
+    c.run(3.0)
+    c.heal()
+    c.loss = 1.0  # the first second after the heal loses everything: resync requests, answers, the delete's gossip
+    c.run(1.0)
+    c.loss = 0.0
+    assert [(e.key, e.suspended) for e in c.dbs["a"].walk("t", N)] == [("ep-c", True)]
+    c.run(5.0)  # well before the periodic bulk sync (30 s)
+    assert c.view("a", "t", N) == {} and c.view("b", "t", N) == {}
+    assert c.watched("a", N) == {}
