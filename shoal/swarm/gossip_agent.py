@@ -4,7 +4,13 @@ Started by shoal/swarm/node.py when the first session message brings keys; read 
 
 The shell API used (the gossip helper's contract): GossipShell(name, bind_addr, bind_port, advertise_addr, keys,
 delegate, events, config), await start(), await join(seed_addrs), members(), await leave(), await stop(),
-set_keys(keys, primary), send_to(member_name, bytes). Keys are given primary first; set_keys gets the primary key."""
+set_keys(keys, primary), send_to(member_name, bytes). Keys are given primary first; set_keys gets the primary key.
+
+Entry points for the other parts of the node (engine.swarm.gossip, None until the first keyed session message):
+overlay(sink) once, with the vxlan side's PeerSink; endpoint_up/endpoint_down for a local endpoint on an overlay;
+service_endpoint_up/down, service_bindings(network_id) and watch_services(callback) for tasks and the load
+balancer; network_peers(network_id) for `network inspect --verbose`; status() for GET /shoal/gossip.
+A daemon shutdown stops gossip without a leave (the others keep this node's entries suspended); swarm leave leaves."""
 
 from __future__ import annotations
 
