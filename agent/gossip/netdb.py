@@ -1,6 +1,5 @@
-"""networkdb (libnetwork's idea, our code): per-network tables of entries replicated by gossip among the nodes that
-joined the network, with Lamport clocks, tombstones and bulk syncs. Sans-IO: it is the gossip core's Delegate and
-EventDelegate (agent/gossip/delegate.py); direct sends go to `outbox`, taken by the shell glue (shoal/swarm/gossip_agent.py).
+"""networkdb: per-network tables gossiped among the nodes on each network (Lamport clocks, tombstones, bulk syncs).
+Sans-IO Delegate + EventDelegate of the gossip core (agent/gossip/delegate.py); `outbox` goes out via shoal/swarm/gossip_agent.py.
 
 Choices where libnetwork differs:
 - A failed (dead) node's entries are kept SUSPENDED, not deleted: watchers see nothing, walk() marks them. When the
