@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from manager import metrics
+from manager import gossip_keys, metrics
 from manager.ca.auth import Authorizer
 from manager.dispatcher_tasks import StatusBatcher, StatusRefused, stream_assignments
 from manager.nodes import NodeOps, State
@@ -126,6 +127,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
     async def _check_loop(self) -> None:
         while self.running:
             await asyncio.sleep(max(0.05, self.period() / 4))
+            await self._rotate_gossip_keys()
             now = self.clock()
             expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
             expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
@@ -141,6 +143,20 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
                     log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
                 except Exception as e:  # lost leadership, no quorum: the next leader decides
                     log.info("dispatcher: could not mark node %s down: %s", nid, e)
+
+    async def _rotate_gossip_keys(self) -> None:
+        """The leader makes the gossip keys (and rotates them, three kept); sessions push them to the agents."""
+        c = self.ops.local_cluster()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if c is None or not gossip_keys.rotation_due(c, now):
+            return
+        try:
+            if await gossip_keys.rotate_if_due(self.ops.raft, c.id, now):
+                log.info("dispatcher: gossip encryption keys rotated")
+                for s in self.sessions.values():
+                    s.wake.set()
+        except Exception as e:  # no quorum, lost leadership: the next check (or leader) does it
+            log.info("dispatcher: could not rotate the gossip keys: %s", e)
 
     def _publish_node_counts(self) -> None:
         counts: dict[str, int] = {}
@@ -207,7 +223,8 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
             node.manager_status.leader = False
             node.manager_status.reachability = 0
         return swarm_pb2.SessionMessage(session_id=s.session_id, node=node, managers=managers,
-                                        heartbeat_period_ms=int(self.period() * 1000))
+                                        heartbeat_period_ms=int(self.period() * 1000),
+                                        **gossip_keys.session_fields(self.ops.local_cluster()))
 
     async def Heartbeat(self, request: swarm_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.HeartbeatResponse:
         who = await self.auth.check(context, managers_only=False)

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
+from manager import gossip_keys
 from manager.ca import certs, tokens
 from manager import secretbox
 from manager.controlapi import new_id
@@ -29,6 +30,7 @@ from manager.nodes_service import error_from_rpc, open_secure
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.swarm.fetchca import parse_remote, remote_root_ca
+from shoal.swarm.gossip_agent import GossipAgent, key_ring
 from shoal.swarm.session import AgentSession, describe
 from shoal.swarm.state import SwarmPaths, SwarmState
 
@@ -122,6 +124,7 @@ class SwarmNode:
         self.manager: SwarmManager | None = None
         self.session: AgentSession | None = None
         self.worker: Any = None  # agent/worker.py's Worker, made with the first session
+        self.gossip: GossipAgent | None = None  # started by the first session message that carries keys
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -173,6 +176,7 @@ class SwarmNode:
         for t in (self._role_task, self._renew_task):
             if t is not None:
                 t.cancel()
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -267,6 +271,7 @@ class SwarmNode:
         c.subnet_size = 24
         c.default_address_pool.append("10.0.0.0/8")
         c.vxlan_udp_port = 4789
+        gossip_keys.add_key(c, datetime.datetime.now(datetime.timezone.utc))  # the first gossip key (netdb)
         return c
 
     def _first_node(self, node_id: str, raft_id: int, advertise: str, req: InitRequest) -> pb.Node:
@@ -287,6 +292,7 @@ class SwarmNode:
 
     async def _undo(self) -> None:
         """A failed init/join leaves nothing: no manager, no session, no files."""
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -414,6 +420,30 @@ class SwarmNode:
         want = "manager" if msg.node.role == Role.MANAGER else "worker"
         if msg.node.id == st.node_id and want != st.role and (self._role_task is None or self._role_task.done()):
             self._role_task = asyncio.create_task(self._change_role(want), name="swarm-role-change")
+        self._on_gossip_keys(msg)
+
+    # ------------------------------------------------------------------ gossip (shoal/swarm/gossip_agent.py)
+    def _on_gossip_keys(self, msg: swarm_pb2.SessionMessage) -> None:
+        st = self.state
+        ring = key_ring(msg.network_keys, msg.network_key_lamport, msg.network_key_primary)
+        if st is None or ring is None:
+            return
+        if self.gossip is None:
+            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0].strip("[]"), self._gossip_seeds)
+        self.gossip.on_keys(ring)
+
+    def _gossip_seeds(self) -> list[str]:
+        """The managers; on a manager also every node it knows (a restarted lone manager must find the workers)."""
+        seeds = list(self.state.managers) if self.state is not None else []
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                seeds += [n.status.addr for n in self.manager.raft.store.view().list("node") if n.status.addr]
+        return seeds
+
+    async def _stop_gossip(self, leave: bool = False) -> None:
+        g, self.gossip = self.gossip, None
+        if g is not None:
+            await (g.leave() if leave else g.stop())
 
     async def _change_role(self, want: str) -> None:
         async with self._lock:
@@ -499,6 +529,7 @@ class SwarmNode:
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
             if st.role == "manager" and self.manager is not None:
                 await self._leave_raft(st.node_id)
+            await self._stop_gossip(leave=True)  # the others drop this node's entries now, not after a reap
             await self.close()
             if self.engine is not None:  # as moby: the node's task containers go with its membership
                 from shoal.swarm.worker_glue import remove_task_containers
