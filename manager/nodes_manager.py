@@ -13,8 +13,10 @@ import grpc
 
 from manager.ca.auth import Authorizer, guarded_handlers
 from manager.ca.certs import MANAGER_OU, CertificateError, identity
+from manager.allocator.runner import AllocatorRunner
 from manager.ca.server import CAServicer
 from manager.configs import ConfigOps, SecretOps
+from manager.controlapi_networks import NetworkOps, ResourceAllocatorServicer
 from manager.dispatcher import Dispatcher
 from manager.logbroker import LogBroker
 from manager import testhooks
@@ -99,6 +101,9 @@ class SwarmManager:
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
+        self.allocator = AllocatorRunner(self.raft)  # leader only: subnets, VNIs, VIPs, task IPs (manager/allocator)
+        self.node.components.append(self.allocator)
+        self.networks = NetworkOps(self.raft)
         self.node.components += [Orchestrator(self.raft), Scheduler(self.raft)]  # services (issue 12)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
         self.configs = ConfigOps(self.raft)
@@ -132,6 +137,7 @@ class SwarmManager:
         swarm_pb2_grpc.add_LogBrokerServicer_to_server(self.logbroker, server)  # service logs across nodes
         if testhooks.enabled():  # lab tests of the task executor only (SHOAL_TEST_HOOKS=1)
             server.add_generic_rpc_handlers((testhooks.handler(self.raft, managers_only),))
+        control_pb2_grpc.add_ResourceAllocatorServicer_to_server(ResourceAllocatorServicer(self.networks, self.auth), server)
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward, self.secrets.key)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
