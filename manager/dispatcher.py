@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import random
 import time
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from manager import metrics
+from manager import gossip_keys, metrics
 from manager.ca.auth import Authorizer
+from manager.dispatcher_tasks import StatusBatcher, StatusRefused, stream_assignments
 from manager.nodes import NodeOps, State
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
@@ -87,6 +89,8 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self._checker: asyncio.Task[None] | None = None
         self.heartbeats = 0
         self.limiter = RegistrationLimiter(clock)
+        self.statuses = StatusBatcher(ops.raft.store, ops.raft.propose)  # task status from all sessions, batched
+        self.unseal: Callable[[pb.Secret], bytes] | None = None  # secrets' plaintext for assignments (nodes_manager)
 
     # ------------------------------------------------------------------ leader component
     async def start(self) -> None:
@@ -94,9 +98,11 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         deadline = self.clock() + MISSES * self.period()
         self._grace = {n.id: deadline for n in self.ops.raft.store.view().list("node") if n.status.state != State.DOWN}
         self._checker = asyncio.create_task(self._check_loop(), name="dispatcher-check")
+        self.statuses.start()
 
     async def stop(self) -> None:
         self.running = False
+        await self.statuses.stop()
         if self._checker is not None:
             self._checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +127,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
     async def _check_loop(self) -> None:
         while self.running:
             await asyncio.sleep(max(0.05, self.period() / 4))
+            await self._rotate_gossip_keys()
             now = self.clock()
             expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
             expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
@@ -136,6 +143,20 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
                     log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
                 except Exception as e:  # lost leadership, no quorum: the next leader decides
                     log.info("dispatcher: could not mark node %s down: %s", nid, e)
+
+    async def _rotate_gossip_keys(self) -> None:
+        """The leader makes the gossip keys (and rotates them, three kept); sessions push them to the agents."""
+        c = self.ops.local_cluster()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if c is None or not gossip_keys.rotation_due(c, now):
+            return
+        try:
+            if await gossip_keys.rotate_if_due(self.ops.raft, c.id, now):
+                log.info("dispatcher: gossip encryption keys rotated")
+                for s in self.sessions.values():
+                    s.wake.set()
+        except Exception as e:  # no quorum, lost leadership: the next check (or leader) does it
+            log.info("dispatcher: could not rotate the gossip keys: %s", e)
 
     def _publish_node_counts(self) -> None:
         counts: dict[str, int] = {}
@@ -202,7 +223,8 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
             node.manager_status.leader = False
             node.manager_status.reachability = 0
         return swarm_pb2.SessionMessage(session_id=s.session_id, node=node, managers=managers,
-                                        heartbeat_period_ms=int(self.period() * 1000))
+                                        heartbeat_period_ms=int(self.period() * 1000),
+                                        **gossip_keys.session_fields(self.ops.local_cluster()))
 
     async def Heartbeat(self, request: swarm_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.HeartbeatResponse:
         who = await self.auth.check(context, managers_only=False)
@@ -217,3 +239,34 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         metrics.heartbeat_received()
         # jitter (swarmkit adds up to ±epsilon) so agents do not beat in step; never above the period
         return swarm_pb2.HeartbeatResponse(period_ms=int(period * 1000 * random.uniform(0.8, 1.0)))
+
+    # ------------------------------------------------------------------ tasks (TaskDispatcher service)
+    async def _session_of(self, context: grpc.aio.ServicerContext, session_id: str) -> _Session:
+        who = await self.auth.check(context, managers_only=False)
+        if not self.running:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_LEADER)
+        s = self.sessions.get(who.node_id)
+        if s is None or s.session_id != session_id or s.ended:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "node not registered")
+        assert s is not None
+        return s
+
+    async def Assignments(self, request: swarm_pb2.AssignmentsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[swarm_pb2.AssignmentsMessage]:
+        """The node's tasks (with the configs and networks they use): the whole set, then changes as the store moves."""
+        s = await self._session_of(context, request.session_id)
+        async for msg in stream_assignments(self.ops.raft.store, s.node_id, lambda: self.running and not s.ended,
+                                            unseal=self.unseal):
+            yield msg
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "session ended: reconnect" if self.running else NOT_LEADER)
+
+    async def UpdateTaskStatus(self, request: swarm_pb2.UpdateTaskStatusRequest,
+                               context: grpc.aio.ServicerContext) -> swarm_pb2.UpdateTaskStatusResponse:
+        """Queued for the next batch write (swarmkit answers before the write too: the agent re-sends its state
+        after a reconnect, and a state never moves back, so a lost batch costs nothing but time)."""
+        s = await self._session_of(context, request.session_id)
+        try:
+            self.statuses.submit(s.node_id, list(request.updates))
+        except StatusRefused as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        return swarm_pb2.UpdateTaskStatusResponse()

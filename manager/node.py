@@ -18,6 +18,7 @@ import grpc
 
 from manager import metrics
 from manager.controlapi import ControlServicer
+from manager.controlapi_services import ServiceControlServicer
 from manager.health import ManagerHealth
 from manager.frontends import Frontends
 from manager.raftnode import ManagerConfig, RaftManager
@@ -56,6 +57,8 @@ class ManagerNode:
         self.server = grpc.aio.server(options=GRPC_OPTIONS)
         self.server.add_generic_rpc_handlers((self.raft.servicer.handler(),))
         control_pb2_grpc.add_ControlServicer_to_server(self.control, self.server)
+        self.service_control = ServiceControlServicer(self.raft)  # services and tasks (controlapi_services.py)
+        control_pb2_grpc.add_ServiceControlServicer_to_server(self.service_control, self.server)
         self.health = ManagerHealth(self.server, [control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
                                                   RAFT_SERVICE])
         self._subscribers: list[asyncio.Queue[LeadershipChange]] = []

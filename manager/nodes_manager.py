@@ -13,12 +13,18 @@ import grpc
 
 from manager.ca.auth import Authorizer, guarded_handlers
 from manager.ca.certs import MANAGER_OU, CertificateError, identity
+from manager.allocator.runner import AllocatorRunner
 from manager.ca.server import CAServicer
 from manager.configs import ConfigOps, SecretOps
+from manager.controlapi_networks import NetworkOps, ResourceAllocatorServicer
 from manager.dispatcher import Dispatcher
+from manager.logbroker import LogBroker
+from manager import testhooks
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
 from manager.nodes_service import LeaderForwarder, SwarmControlServicer
+from manager.orchestrator.runner import Orchestrator
+from manager.scheduler.runner import Scheduler
 from manager.raftnode import ManagerConfig
 from manager.secretbox import load_key
 from manager.transport import GRPC_OPTIONS, IdentityError, TLSFiles, certificate_member_id
@@ -95,10 +101,15 @@ class SwarmManager:
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
+        self.allocator = AllocatorRunner(self.raft)  # leader only: subnets, VNIs, VIPs, task IPs (manager/allocator)
+        self.node.components.append(self.allocator)
+        self.networks = NetworkOps(self.raft)
+        self.node.components += [Orchestrator(self.raft), Scheduler(self.raft)]  # services (issue 12)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
         self.configs = ConfigOps(self.raft)
         # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
         self.secrets = SecretOps(self.raft, lambda: load_key(Path(cfg.data_dir)))
+        self.dispatcher.unseal = self.secrets.plaintext  # assignments carry the secrets their tasks use
         self._seed = {nid: rid for rid, (nid, _a) in cfg.members.items() if nid}
         self._seed[cfg.node_id] = cfg.raft_id
         # raft peers are identified by their node certificate (CN = node id): map it to the raft member
@@ -115,14 +126,26 @@ class SwarmManager:
 
         server.add_generic_rpc_handlers(tuple(guarded_handlers(
             lambda s: control_pb2_grpc.add_ControlServicer_to_server(self.node.control, s), managers_only)))
+        server.add_generic_rpc_handlers(tuple(guarded_handlers(
+            lambda s: control_pb2_grpc.add_ServiceControlServicer_to_server(self.node.service_control, s), managers_only)))
         ca = CAServicer(self.ops, self.auth)
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
+        swarm_pb2_grpc.add_TaskDispatcherServicer_to_server(self.dispatcher, server)  # assignments, task status
+        self.logbroker = LogBroker(self.raft.store, self.auth, self._session_ok, lambda: self.dispatcher.running)
+        swarm_pb2_grpc.add_LogBrokerServicer_to_server(self.logbroker, server)  # service logs across nodes
+        if testhooks.enabled():  # lab tests of the task executor only (SHOAL_TEST_HOOKS=1)
+            server.add_generic_rpc_handlers((testhooks.handler(self.raft, managers_only),))
+        control_pb2_grpc.add_ResourceAllocatorServicer_to_server(ResourceAllocatorServicer(self.networks, self.auth), server)
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward, self.secrets.key)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)
         self.node.server = server
+
+    def _session_ok(self, node_id: str, session_id: str) -> bool:
+        s = self.dispatcher.sessions.get(node_id)
+        return s is not None and s.session_id == session_id and not s.ended
 
     def _member_for_certificate(self, pem: bytes) -> int:
         try:

@@ -25,6 +25,124 @@ if _version_not_supported:
     )
 
 
+class ResourceAllocatorStub:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AttachNetwork = channel.unary_unary(
+                '/shoal.v1.ResourceAllocator/AttachNetwork',
+                request_serializer=proto_dot_control__pb2.AttachNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.AttachNetworkResponse.FromString,
+                _registered_method=True)
+        self.DetachNetwork = channel.unary_unary(
+                '/shoal.v1.ResourceAllocator/DetachNetwork',
+                request_serializer=proto_dot_control__pb2.DetachNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.DetachNetworkResponse.FromString,
+                _registered_method=True)
+
+
+class ResourceAllocatorServicer:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    def AttachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ResourceAllocatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AttachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetwork,
+                    request_deserializer=proto_dot_control__pb2.AttachNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.AttachNetworkResponse.SerializeToString,
+            ),
+            'DetachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetwork,
+                    request_deserializer=proto_dot_control__pb2.DetachNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.DetachNetworkResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.ResourceAllocator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.ResourceAllocator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ResourceAllocator:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    @staticmethod
+    def AttachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ResourceAllocator/AttachNetwork',
+            proto_dot_control__pb2.AttachNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.AttachNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ResourceAllocator/DetachNetwork',
+            proto_dot_control__pb2.DetachNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.DetachNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ControlStub:
     """Missing associated documentation comment in .proto file."""
 
@@ -58,6 +176,26 @@ class ControlStub:
                 '/shoal.v1.Control/Status',
                 request_serializer=proto_dot_control__pb2.StatusRequest.SerializeToString,
                 response_deserializer=proto_dot_control__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/shoal.v1.Control/CreateNetwork',
+                request_serializer=proto_dot_control__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.CreateNetworkResponse.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/shoal.v1.Control/GetNetwork',
+                request_serializer=proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetNetworkResponse.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/shoal.v1.Control/ListNetworks',
+                request_serializer=proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/shoal.v1.Control/RemoveNetwork',
+                request_serializer=proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.RemoveNetworkResponse.FromString,
                 _registered_method=True)
 
 
@@ -94,6 +232,31 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """networks (netalloc)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +284,26 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_control__pb2.StatusRequest.FromString,
                     response_serializer=proto_dot_control__pb2.StatusResponse.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=proto_dot_control__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.CreateNetworkResponse.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=proto_dot_control__pb2.GetNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetNetworkResponse.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=proto_dot_control__pb2.ListNetworksRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=proto_dot_control__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.RemoveNetworkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +441,487 @@ class Control:
             '/shoal.v1.Control/Status',
             proto_dot_control__pb2.StatusRequest.SerializeToString,
             proto_dot_control__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/CreateNetwork',
+            proto_dot_control__pb2.CreateNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.CreateNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/GetNetwork',
+            proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.GetNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/ListNetworks',
+            proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+            proto_dot_control__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/RemoveNetwork',
+            proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.RemoveNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ServiceControlStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/CreateService',
+                request_serializer=proto_dot_control__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.CreateServiceResponse.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/GetService',
+                request_serializer=proto_dot_control__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetServiceResponse.FromString,
+                _registered_method=True)
+        self.UpdateService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/UpdateService',
+                request_serializer=proto_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.UpdateServiceResponse.FromString,
+                _registered_method=True)
+        self.RemoveService = channel.unary_unary(
+                '/shoal.v1.ServiceControl/RemoveService',
+                request_serializer=proto_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.RemoveServiceResponse.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/shoal.v1.ServiceControl/ListServices',
+                request_serializer=proto_dot_control__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/shoal.v1.ServiceControl/ListTasks',
+                request_serializer=proto_dot_control__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
+        self.GetTask = channel.unary_unary(
+                '/shoal.v1.ServiceControl/GetTask',
+                request_serializer=proto_dot_control__pb2.GetTaskRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetTaskResponse.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/shoal.v1.ServiceControl/Watch',
+                request_serializer=proto_dot_control__pb2.WatchServicesRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.WatchServicesMessage.FromString,
+                _registered_method=True)
+
+
+class ServiceControlServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ServiceControlServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateService,
+                    request_deserializer=proto_dot_control__pb2.CreateServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.CreateServiceResponse.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=proto_dot_control__pb2.GetServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetServiceResponse.SerializeToString,
+            ),
+            'UpdateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateService,
+                    request_deserializer=proto_dot_control__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.UpdateServiceResponse.SerializeToString,
+            ),
+            'RemoveService': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveService,
+                    request_deserializer=proto_dot_control__pb2.RemoveServiceRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.RemoveServiceResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=proto_dot_control__pb2.ListServicesRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=proto_dot_control__pb2.ListTasksRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'GetTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTask,
+                    request_deserializer=proto_dot_control__pb2.GetTaskRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=proto_dot_control__pb2.WatchServicesRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.WatchServicesMessage.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.ServiceControl', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.ServiceControl', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ServiceControl:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/CreateService',
+            proto_dot_control__pb2.CreateServiceRequest.SerializeToString,
+            proto_dot_control__pb2.CreateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/GetService',
+            proto_dot_control__pb2.GetServiceRequest.SerializeToString,
+            proto_dot_control__pb2.GetServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/UpdateService',
+            proto_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+            proto_dot_control__pb2.UpdateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/RemoveService',
+            proto_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+            proto_dot_control__pb2.RemoveServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/ListServices',
+            proto_dot_control__pb2.ListServicesRequest.SerializeToString,
+            proto_dot_control__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/ListTasks',
+            proto_dot_control__pb2.ListTasksRequest.SerializeToString,
+            proto_dot_control__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/GetTask',
+            proto_dot_control__pb2.GetTaskRequest.SerializeToString,
+            proto_dot_control__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.ServiceControl/Watch',
+            proto_dot_control__pb2.WatchServicesRequest.SerializeToString,
+            proto_dot_control__pb2.WatchServicesMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -641,3 +641,279 @@ class SwarmControl:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TaskDispatcherStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Assignments = channel.unary_stream(
+                '/shoal.v1.TaskDispatcher/Assignments',
+                request_serializer=proto_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+                response_deserializer=proto_dot_swarm__pb2.AssignmentsMessage.FromString,
+                _registered_method=True)
+        self.UpdateTaskStatus = channel.unary_unary(
+                '/shoal.v1.TaskDispatcher/UpdateTaskStatus',
+                request_serializer=proto_dot_swarm__pb2.UpdateTaskStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_swarm__pb2.UpdateTaskStatusResponse.FromString,
+                _registered_method=True)
+
+
+class TaskDispatcherServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Assignments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTaskStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TaskDispatcherServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Assignments': grpc.unary_stream_rpc_method_handler(
+                    servicer.Assignments,
+                    request_deserializer=proto_dot_swarm__pb2.AssignmentsRequest.FromString,
+                    response_serializer=proto_dot_swarm__pb2.AssignmentsMessage.SerializeToString,
+            ),
+            'UpdateTaskStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTaskStatus,
+                    request_deserializer=proto_dot_swarm__pb2.UpdateTaskStatusRequest.FromString,
+                    response_serializer=proto_dot_swarm__pb2.UpdateTaskStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.TaskDispatcher', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.TaskDispatcher', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TaskDispatcher:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Assignments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.TaskDispatcher/Assignments',
+            proto_dot_swarm__pb2.AssignmentsRequest.SerializeToString,
+            proto_dot_swarm__pb2.AssignmentsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTaskStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.TaskDispatcher/UpdateTaskStatus',
+            proto_dot_swarm__pb2.UpdateTaskStatusRequest.SerializeToString,
+            proto_dot_swarm__pb2.UpdateTaskStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class LogBrokerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SubscribeLogs = channel.unary_stream(
+                '/shoal.v1.LogBroker/SubscribeLogs',
+                request_serializer=proto_dot_swarm__pb2.SubscribeLogsRequest.SerializeToString,
+                response_deserializer=proto_dot_swarm__pb2.SubscribeLogsMessage.FromString,
+                _registered_method=True)
+        self.ListenSubscriptions = channel.unary_stream(
+                '/shoal.v1.LogBroker/ListenSubscriptions',
+                request_serializer=proto_dot_swarm__pb2.ListenSubscriptionsRequest.SerializeToString,
+                response_deserializer=proto_dot_swarm__pb2.LogSubscription.FromString,
+                _registered_method=True)
+        self.PublishLogs = channel.stream_unary(
+                '/shoal.v1.LogBroker/PublishLogs',
+                request_serializer=proto_dot_swarm__pb2.PublishLogsMessage.SerializeToString,
+                response_deserializer=proto_dot_swarm__pb2.PublishLogsResponse.FromString,
+                _registered_method=True)
+
+
+class LogBrokerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def SubscribeLogs(self, request, context):
+        """managers only
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListenSubscriptions(self, request, context):
+        """agents
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishLogs(self, request_iterator, context):
+        """agents
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_LogBrokerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SubscribeLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeLogs,
+                    request_deserializer=proto_dot_swarm__pb2.SubscribeLogsRequest.FromString,
+                    response_serializer=proto_dot_swarm__pb2.SubscribeLogsMessage.SerializeToString,
+            ),
+            'ListenSubscriptions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListenSubscriptions,
+                    request_deserializer=proto_dot_swarm__pb2.ListenSubscriptionsRequest.FromString,
+                    response_serializer=proto_dot_swarm__pb2.LogSubscription.SerializeToString,
+            ),
+            'PublishLogs': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=proto_dot_swarm__pb2.PublishLogsMessage.FromString,
+                    response_serializer=proto_dot_swarm__pb2.PublishLogsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.LogBroker', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.LogBroker', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class LogBroker:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def SubscribeLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.LogBroker/SubscribeLogs',
+            proto_dot_swarm__pb2.SubscribeLogsRequest.SerializeToString,
+            proto_dot_swarm__pb2.SubscribeLogsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListenSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shoal.v1.LogBroker/ListenSubscriptions',
+            proto_dot_swarm__pb2.ListenSubscriptionsRequest.SerializeToString,
+            proto_dot_swarm__pb2.LogSubscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/shoal.v1.LogBroker/PublishLogs',
+            proto_dot_swarm__pb2.PublishLogsMessage.SerializeToString,
+            proto_dot_swarm__pb2.PublishLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -91,7 +91,7 @@ async def _start_swarm(engine, data_dir: Path):  # type: ignore[no-untyped-def]
     from shoal.swarm.hooks import node_hostname, on_joined
     from shoal.swarm.node import SwarmNode
 
-    swarm = SwarmNode(data_dir, lambda: node_hostname(engine), engine.version, lambda: on_joined(engine))
+    swarm = SwarmNode(data_dir, lambda: node_hostname(engine), engine.version, lambda: on_joined(engine), engine=engine)
     engine.swarm = swarm
     await swarm.restore()
     return swarm

@@ -252,7 +252,7 @@ class NetworkController:
         if request.enable_ipv6:
             raise InvalidParameter("IPv6 networks are not supported by shoal yet")
 
-        net_id = secrets.token_hex(32)
+        net_id = getattr(request, "id", "") or secrets.token_hex(32)  # a swarm network keeps the managers' id
         wanted_bridge = options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}"
         for other in self.networks.values():
             if other.driver == driver.name and driver.publish_iface(other) == wanted_bridge:
@@ -391,7 +391,9 @@ class NetworkController:
             raise SystemError_(exc.message) from None
         endpoint.ipv4 = str(address)
         endpoint.prefixlen = pool.subnet.prefixlen
-        endpoint.gateway = "" if net.internal else str(pool.gateway)
+        # No gateway where the network gives no way out (internal, overlay): the default route
+        # goes elsewhere (another network, or docker_gwbridge for overlay containers).
+        endpoint.gateway = "" if net.internal or not self.driver(net).external_connectivity else str(pool.gateway)
         endpoint.mac = endpoint.requested_mac or mac_from_ip(address)
         endpoint.host_ifname = kernel.host_ifname_for(endpoint.id)
         self._save_pool(net.id)

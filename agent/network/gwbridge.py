@@ -43,6 +43,7 @@ class GwbridgeCreate:
     config_only: bool = False
     options: dict[str, str] = field(default_factory=lambda: dict(GWBRIDGE_OPTIONS))
     labels: dict[str, str] = field(default_factory=dict)
+    id: str = ""  # "": the controller makes one (NetworkCreate.id is set for swarm networks only)
 
 
 def plan(networks: Iterable[NetworkRecord]) -> GwbridgeCreate | NetworkRecord:

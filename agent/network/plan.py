@@ -43,7 +43,8 @@ def interface_endpoints(endpoints: dict[str, EndpointRecord], networks: dict[str
     """The endpoints that get an interface, in interface order: the primary network
     (NetworkMode) is eth0, then the others by network name (Docker's order)."""
     wanted = [e for n, e in endpoints.items() if n in networks and has_interfaces(networks[n])]
-    return sorted(wanted, key=lambda e: (e.network_id != primary_id, networks[e.network_id].name))
+    # docker_gwbridge's gateway endpoint comes last, as Docker adds it after the container's networks.
+    return sorted(wanted, key=lambda e: (e.gateway_only, e.network_id != primary_id, networks[e.network_id].name))
 
 
 def wanted_interfaces(ordered: list[EndpointRecord]) -> list[WantedInterface]:
@@ -77,6 +78,24 @@ def default_gateway(endpoints: Iterable[EndpointRecord], networks: dict[str, Net
         if e.network_id in networks and e.ipv4 and e.gateway
     )
     return candidates[0][1] if candidates else None
+
+
+def needs_gateway_endpoint(endpoints: Iterable[EndpointRecord], networks: dict[str, NetworkRecord],
+                           external: Callable[[NetworkRecord], bool]) -> bool:
+    """libnetwork's rule for docker_gwbridge (issue 11 item 3): a container needs an endpoint there
+    when it is on a network that is not internal yet gives no way out (an overlay: `external` False)
+    and none of its networks gives it a gateway. Internal networks and the gateway endpoint itself
+    do not count; an internal-only container stays without a way out, as it asked."""
+    needed = False
+    for e in endpoints:
+        net = networks.get(e.network_id)
+        if net is None or e.gateway_only or net.internal:
+            continue
+        if e.gateway:
+            return False
+        if not external(net):
+            needed = True
+    return needed
 
 
 def route_endpoint(endpoints: dict[str, EndpointRecord], networks: dict[str, NetworkRecord]) -> EndpointRecord | None:

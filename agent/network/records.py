@@ -61,7 +61,10 @@ class EndpointRecord:
     requested_mac: str = ""  # --mac-address: used instead of the one derived from the address
     host_ifname: str = ""  # the veth end on the host side
     ifname: str = ""  # the interface name inside the container ("eth0")
-    sandbox: str = ""  # the namespace it was joined in (drivers whose interface lives only there: macvlan)
+    sandbox: str = ""  # the namespace it was joined in (drivers whose interface lives only there: macvlan, overlay)
+    # The docker_gwbridge endpoint a container gets when none of its networks gives it a way out
+    # (agent.network.plan.needs_gateway_endpoint): not one of its networks for inspect or DNS.
+    gateway_only: bool = False
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,10 +170,38 @@ class Sandboxes:
                                         lambda n: self.net.driver(n).has_interfaces)
 
     def refresh_default_route(self, container: Container) -> None:
-        """S12: external traffic leaves through the first non-internal network by name."""
+        """S12: external traffic leaves through the first non-internal network by name; a container
+        whose networks give it no way out (overlays) gets one on docker_gwbridge first."""
         if not container.netns:
             return
+        self.refresh_gateway_endpoint(container)
         kernel.set_default_route(container.netns, plan.default_gateway(container.endpoints.values(), self.net.networks))
+
+    def refresh_gateway_endpoint(self, container: Container) -> None:
+        """Adds the docker_gwbridge endpoint (its own interface, after the others) when the
+        container needs one (plan.needs_gateway_endpoint), removes it when it no longer does (a
+        bridge network connected). It is kept in the container's endpoints, marked gateway_only, so
+        a stop, a restart of the daemon and IPAM rebuilds treat it like the others."""
+        current = next((e for e in container.endpoints.values() if e.gateway_only), None)
+        need = plan.needs_gateway_endpoint(container.endpoints.values(), self.net.networks,
+                                           lambda n: self.net.driver(n).external_connectivity)
+        if need and current is None:
+            gwnet, _made = self.net.ensure_gwbridge()
+            endpoint = EndpointRecord(id=secrets.token_hex(32), network_id=gwnet.id, container_id=container.id,
+                                      gateway_only=True)
+            self.net.allocate_endpoint(gwnet, endpoint)
+            taken = [e.ifname for e in container.endpoints.values()]
+            try:
+                self.net.plumb(endpoint, Join(netns=container.netns, ifname=plan.next_ifname(taken), gateway=None))
+            except Exception:
+                self.net.unplumb(endpoint)
+                self.net.release_endpoint(endpoint)
+                raise
+            container.endpoints[gwnet.id] = endpoint
+        elif not need and current is not None:
+            self.net.unplumb(current)
+            self.net.release_endpoint(current)
+            del container.endpoints[current.network_id]
 
     def publish_endpoint(self, container: Container) -> EndpointRecord | None:
         """Ports are published on the network that gives the container its default route."""
@@ -229,6 +258,7 @@ class Sandboxes:
             (self.net.networks[e.network_id], e)
             for e in container.endpoints.values()
             if e.network_id in self.net.networks and not self.net.networks[e.network_id].predefined
+            and not e.gateway_only  # docker_gwbridge joins every overlay container: no names there
         ]
 
     # ---- links (S13) ---------------------------------------------------------------------

@@ -79,7 +79,8 @@ def check_write(kind: str, obj: Any, tx: Lookup) -> None:
             if tx.get("secret", sref.secret_id) is None:
                 raise errors.invalid(f"secret {sref.secret_id} not found")
     elif kind == "task":
-        if obj.service_id and tx.get("service", obj.service_id) is None:
+        # only a new task needs its service: a removed service's tasks are still updated (stopped) and reaped
+        if obj.service_id and tx.get("service", obj.service_id) is None and tx.get("task", obj.id) is None:
             raise errors.invalid(f"service {obj.service_id} not found")
 
 

@@ -95,7 +95,8 @@ def network_json(
     containers = {}
     for container, ep in endpoints or []:
         containers[container.id] = {
-            "Name": container.name,
+            # Docker names a sandbox's docker_gwbridge endpoint after the sandbox, not the container.
+            "Name": f"gateway_{container.id[:12]}" if ep.gateway_only else container.name,
             "EndpointID": ep.id,
             "MacAddress": ep.mac,
             "IPv4Address": f"{ep.ipv4}/{ep.prefixlen}" if ep.ipv4 else "",
@@ -164,6 +165,8 @@ def _networks(c: ContainerRecord, networks: Mapping[str, NetworkRecord]) -> dict
     """Endpoint settings keyed by network name (the id when the network is unknown)."""
     out = {}
     for net_id, ep in sorted(c.endpoints.items(), key=lambda kv: _net_name(kv[0], networks)):
+        if ep.gateway_only:  # docker_gwbridge's way out is not one of the container's networks (as Docker)
+            continue
         net = networks.get(net_id)
         out[_net_name(net_id, networks)] = endpoint_settings(c, ep, net)
     return out

@@ -89,7 +89,7 @@ async def _stop_background(app: web.Application) -> None:
 
 def build_app(engine: Any) -> web.Application:
     from shoal.api import routes_archive, routes_containers, routes_images, routes_networks, routes_system
-    from shoal.api import routes_configs, routes_resources, routes_swarm, routes_verbs, routes_volumes
+    from shoal.api import routes_configs, routes_gossip, routes_resources, routes_swarm, routes_verbs, routes_volumes
 
     # Image tarballs are streamed from request.content; only JSON bodies hit this cap.
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
@@ -99,8 +99,12 @@ def build_app(engine: Any) -> web.Application:
     app.on_shutdown.append(_stop_background)
     # routes_verbs first: its /containers/prune and /images/prune precede the {id} patterns
     for module in (routes_system, routes_verbs, routes_networks, routes_containers, routes_images, routes_volumes,
-                   routes_archive, routes_swarm, routes_resources, routes_configs):
+                   routes_archive, routes_swarm, routes_resources, routes_configs, routes_gossip):
         module.add_routes(app)
+    from shoal.api import routes_service_logs, routes_services
+
+    routes_services.add_routes(app)  # /services, /tasks (issue 12)
+    routes_service_logs.add_routes(app)  # /services/{id}/logs, /tasks/{id}/logs
     return app
 
 

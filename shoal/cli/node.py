@@ -235,3 +235,8 @@ def rm(force: bool, refs: tuple[str, ...]) -> None:
 
 
 node.add_command(rm, "remove")
+
+
+from shoal.cli.gossip import gossip as _gossip  # noqa: E402 - netdb's diagnostic, in its own module
+
+node.add_command(_gossip, "gossip")

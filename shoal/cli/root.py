@@ -13,6 +13,7 @@ import click
 
 from shoal.cli import configs, container, image, labcmd, network, resources, verbs, volume
 from shoal.cli import node as node_cli
+from shoal.cli import service as service_cli
 from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
 from shoal.cli.format import bytes_size, to_json
@@ -220,6 +221,7 @@ cli.add_command(image.rm, "rmi")
 cli.add_command(labcmd.lab)
 cli.add_command(swarm_cli.swarm)
 cli.add_command(node_cli.node)
+cli.add_command(service_cli.service)
 # events, rename, wait, prune, system df/prune (shoal.cli.verbs)
 cli.add_command(verbs.events)
 cli.add_command(verbs.rename)

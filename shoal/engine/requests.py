@@ -26,6 +26,7 @@ class NetworkCreate:
     config_only: bool = False
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    id: str = ""  # never from the API: a swarm network keeps the managers' id on the node (shoal/swarm/executor_net.py)
 
 
 @dataclass(slots=True)

@@ -39,3 +39,9 @@ async def on_joined(engine: Any) -> None:
             await result
     except Exception:
         log.exception("docker_gwbridge could not be set up")
+    try:  # the overlay driver (issue 11 item 2): shoal/swarm/overlay.py
+        from shoal.swarm.overlay import enable_overlay
+
+        await enable_overlay(engine)
+    except Exception:
+        log.exception("the overlay driver could not be enabled")

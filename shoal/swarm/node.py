@@ -13,13 +13,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
+from manager import gossip_keys
 from manager.ca import certs, tokens
 from manager import secretbox
 from manager.controlapi import new_id
@@ -29,6 +30,7 @@ from manager.nodes_service import error_from_rpc, open_secure
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.swarm.fetchca import parse_remote, remote_root_ca
+from shoal.swarm.gossip_agent import GossipAgent, key_ring
 from shoal.swarm.session import AgentSession, describe
 from shoal.swarm.state import SwarmPaths, SwarmState
 
@@ -53,6 +55,8 @@ class InitRequest:
     heartbeat_s: float = 0.0  # 0: default (5 s)
     cert_expiry_s: float = 0.0  # 0: default (90 days)
     availability: int = pb.NodeSpec.ACTIVE
+    default_addr_pool: list[str] = field(default_factory=list)  # overlay subnets come from these (10.0.0.0/8)
+    subnet_size: int = 0  # their prefix length (24)
 
 
 @dataclass(slots=True)
@@ -112,14 +116,17 @@ def advertise_address(given: str, listen: str, remote_host: str = "") -> str:
 
 class SwarmNode:
     def __init__(self, data_dir: Path, hostname: Callable[[], str], engine_version: str,
-                 on_joined: Callable[[], Any] | None = None) -> None:
+                 on_joined: Callable[[], Any] | None = None, engine: Any = None) -> None:
         self.paths = SwarmPaths(Path(data_dir) / "swarm")
+        self.engine = engine  # runs the tasks assigned to this node (shoal/swarm/worker_glue.py); None: no tasks
         self.hostname = hostname
         self.engine_version = engine_version
         self.on_joined = on_joined  # docker_gwbridge and the like, after init/join and at restart
         self.state: SwarmState | None = None
         self.manager: SwarmManager | None = None
         self.session: AgentSession | None = None
+        self.worker: Any = None  # agent/worker.py's Worker, made with the first session
+        self.gossip: GossipAgent | None = None  # started by the first session message that carries keys
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -171,9 +178,13 @@ class SwarmNode:
         for t in (self._role_task, self._renew_task):
             if t is not None:
                 t.cancel()
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
+        if self.worker is not None:
+            await self.worker.close()
+            self.worker = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -210,6 +221,7 @@ class SwarmNode:
                 assert self.manager is not None
                 await self.manager.wait_leader(JOIN_TIMEOUT_S)
                 await self.manager.ops.create_cluster(self._new_cluster(cluster_id, root, req), self._first_node(node_id, raft_id, advertise, req))
+                await self.manager.networks.create_ingress()  # the routing mesh's overlay, as swarm init makes it
                 self.paths.save(self.state)
             except BaseException:
                 await self._undo()
@@ -259,9 +271,10 @@ class SwarmNode:
         c.root_ca.ca_cert_hash = tokens.ca_digest_hex(root.cert_pem)
         c.root_ca.join_tokens.worker = tokens.new_token(root.cert_pem)
         c.root_ca.join_tokens.manager = tokens.new_token(root.cert_pem)
-        c.subnet_size = 24
-        c.default_address_pool.append("10.0.0.0/8")
+        c.subnet_size = req.subnet_size or 24
+        c.default_address_pool.extend(req.default_addr_pool or ["10.0.0.0/8"])
         c.vxlan_udp_port = 4789
+        gossip_keys.add_key(c, datetime.datetime.now(datetime.timezone.utc))  # the first gossip key (netdb)
         return c
 
     def _first_node(self, node_id: str, raft_id: int, advertise: str, req: InitRequest) -> pb.Node:
@@ -282,6 +295,7 @@ class SwarmNode:
 
     async def _undo(self) -> None:
         """A failed init/join leaves nothing: no manager, no session, no files."""
+        await self._stop_gossip()
         if self.session is not None:
             await self.session.stop()
             self.session = None
@@ -370,7 +384,12 @@ class SwarmNode:
         st = self.state
         assert st is not None
         desc = describe(self.hostname(), self.engine_version)
-        self.session = AgentSession(self.tls(), self._manager_addrs, desc, self._on_message)
+        on_session = None
+        if self.engine is not None:
+            from shoal.swarm.worker_glue import session_worker
+
+            on_session = session_worker(self)
+        self.session = AgentSession(self.tls(), self._manager_addrs, desc, self._on_message, on_session)
         self.session.start()
         if self._renew_task is None or self._renew_task.done():
             self._renew_task = asyncio.create_task(self._renew_loop(), name="swarm-cert-renewal")
@@ -404,6 +423,30 @@ class SwarmNode:
         want = "manager" if msg.node.role == Role.MANAGER else "worker"
         if msg.node.id == st.node_id and want != st.role and (self._role_task is None or self._role_task.done()):
             self._role_task = asyncio.create_task(self._change_role(want), name="swarm-role-change")
+        self._on_gossip_keys(msg)
+
+    # ------------------------------------------------------------------ gossip (shoal/swarm/gossip_agent.py)
+    def _on_gossip_keys(self, msg: swarm_pb2.SessionMessage) -> None:
+        st = self.state
+        ring = key_ring(msg.network_keys, msg.network_key_lamport, msg.network_key_primary)
+        if st is None or ring is None:
+            return
+        if self.gossip is None:
+            self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0].strip("[]"), self._gossip_seeds)
+        self.gossip.on_keys(ring)
+
+    def _gossip_seeds(self) -> list[str]:
+        """The managers; on a manager also every node it knows (a restarted lone manager must find the workers)."""
+        seeds = list(self.state.managers) if self.state is not None else []
+        if self.manager is not None:
+            with contextlib.suppress(Exception):
+                seeds += [n.status.addr for n in self.manager.raft.store.view().list("node") if n.status.addr]
+        return seeds
+
+    async def _stop_gossip(self, leave: bool = False) -> None:
+        g, self.gossip = self.gossip, None
+        if g is not None:
+            await (g.leave() if leave else g.stop())
 
     async def _change_role(self, want: str) -> None:
         async with self._lock:
@@ -489,7 +532,12 @@ class SwarmNode:
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
             if st.role == "manager" and self.manager is not None:
                 await self._leave_raft(st.node_id)
+            await self._stop_gossip(leave=True)  # the others drop this node's entries now, not after a reap
             await self.close()
+            if self.engine is not None:  # as moby: the node's task containers go with its membership
+                from shoal.swarm.worker_glue import remove_task_containers
+
+                await remove_task_containers(self.engine, st.node_id)
             self.state = None
             self.paths.wipe()
 

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -36,8 +36,10 @@ def describe(hostname: str, engine_version: str) -> pb.NodeDescription:
 
 class AgentSession:
     def __init__(self, tls: TLSFiles, managers: Callable[[], list[str]], description: pb.NodeDescription,
-                 on_message: Callable[[swarm_pb2.SessionMessage], Any]) -> None:
+                 on_message: Callable[[swarm_pb2.SessionMessage], Any],
+                 on_session: Callable[[grpc.aio.Channel, str], Awaitable[None]] | None = None) -> None:
         self.tls = tls
+        self.on_session = on_session  # runs beside each session (the worker's assignments and reports)
         self.managers = managers
         self.description = description
         self.on_message = on_message
@@ -84,6 +86,7 @@ class AgentSession:
             stub = swarm_pb2_grpc.DispatcherStub(ch)
             call = stub.Session(swarm_pb2.SessionRequest(description=self.description))
             beat: asyncio.Task[None] | None = None
+            side: asyncio.Task[None] | None = None
             self._beat_failed = False
             try:
                 async for msg in call:
@@ -93,6 +96,8 @@ class AgentSession:
                         self.connected.set()
                         self.registered.set()
                         log.info("agent: session %s with %s", msg.session_id[:12], addr)
+                        if self.on_session is not None:
+                            side = asyncio.create_task(self.on_session(ch, msg.session_id), name="agent-session-worker")
                     try:
                         r = self.on_message(msg)
                         if asyncio.iscoroutine(r):
@@ -108,10 +113,11 @@ class AgentSession:
                 raise
             finally:
                 call.cancel()
-                if beat is not None:
-                    beat.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await beat
+                for t in (beat, side):
+                    if t is not None:
+                        t.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await t
 
     async def _heartbeat(self, stub: Any, session_id: str, period: float, call: Any) -> None:
         try:

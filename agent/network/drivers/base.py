@@ -43,6 +43,9 @@ class Driver:
     has_interfaces = False
     # The network's subnet is a LAN the host is on (macvlan): not refused for being routed here.
     subnet_on_host_lan = False
+    # Its endpoints reach beyond the network through its gateway (bridge, macvlan). An overlay's
+    # do not: its containers get their way out on docker_gwbridge (agent.network.plan).
+    external_connectivity = True
 
     def check_create(self, options: dict[str, str]) -> None:
         """Refuses a user's create request the driver cannot serve (before anything is made)."""

@@ -1,0 +1,129 @@
+"""networkdb's wire: encode and bounded, validating decode of the NetdbMessage / NetdbPushPull protobufs.
+Used by agent/gossip/netdb.py; a peer's bytes that are too big, garbage or out of range are refused with a reason."""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from proto import netdb_pb2 as npb
+
+MAX_MESSAGE = 64 * 1024  # one user message (the shell's packets are far smaller: this bounds the parse)
+MAX_PUSH_PULL = 8 * 1024 * 1024  # a push-pull state (every attachment of every node)
+MAX_NAME = 128  # node name, network id, table name
+MAX_KEY = 256
+MAX_VALUE = 4096
+MAX_LTIME = 1 << 62  # a forged huge clock must not pin everyone's clock at the top
+MAX_EVENTS = 4096  # table events in one message
+MAX_PARTS = 4096  # parts of one bulk sync
+MAX_ATTACHMENTS = 100_000  # attachments in one push-pull
+
+NetworkEvent = npb.NetdbNetworkEvent
+TableEvent = npb.NetdbTableEvent
+TableEvents = npb.NetdbTableEvents
+BulkSync = npb.NetdbBulkSync
+PushPull = npb.NetdbPushPull
+Message = npb.NetdbMessage
+
+
+class WireError(ValueError):
+    """A peer's message refused; str() says why (counted by the caller, never raised further)."""
+
+
+def _name(what: str, v: str, limit: int = MAX_NAME, empty_ok: bool = False) -> None:
+    if not v and not empty_ok:
+        raise WireError(f"empty {what}")
+    if len(v) > limit:
+        raise WireError(f"{what} longer than {limit}")
+    if not v.isprintable():
+        raise WireError(f"{what} has control characters")
+
+
+def _ltime(v: int) -> None:
+    if v <= 0 or v > MAX_LTIME:
+        raise WireError(f"lamport time {v} out of range")
+
+
+def check_network_event(e: NetworkEvent) -> None:
+    if e.type not in (NetworkEvent.JOIN, NetworkEvent.LEAVE):
+        raise WireError(f"network event type {e.type} unknown")
+    _ltime(e.ltime)
+    _name("node name", e.node_name)
+    _name("network id", e.network_id)
+
+
+def check_table_event(e: TableEvent) -> None:
+    if e.type not in (TableEvent.CREATE, TableEvent.UPDATE, TableEvent.DELETE):
+        raise WireError(f"table event type {e.type} unknown")
+    _ltime(e.ltime)
+    _name("node name", e.node_name)
+    _name("network id", e.network_id)
+    _name("table name", e.table_name)
+    _name("key", e.key, MAX_KEY)
+    if len(e.value) > MAX_VALUE:
+        raise WireError(f"value longer than {MAX_VALUE}")
+
+
+def decode_message(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    m = Message()
+    try:
+        m.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:  # protobuf raises more than DecodeError on garbage
+        raise WireError(f"undecodable message: {e}") from None
+    kind = m.WhichOneof("body")
+    if kind is None:
+        raise WireError("empty message")
+    if kind == "network_event":
+        check_network_event(m.network_event)
+    elif kind == "table_events":
+        te = m.table_events
+        _name("sender", te.from_node)
+        if len(te.events) > MAX_EVENTS:
+            raise WireError(f"more than {MAX_EVENTS} table events")
+        for e in te.events:
+            check_table_event(e)
+    else:
+        b = m.bulk_sync
+        _name("sender", b.node_name)
+        _name("network id", b.network_id)
+        if not 0 < b.parts <= MAX_PARTS or not 0 <= b.part < b.parts:
+            raise WireError(f"bulk sync part {b.part} of {b.parts} out of range")
+        if b.table_clock > MAX_LTIME:
+            raise WireError(f"lamport time {b.table_clock} out of range")
+        if len(b.entries) > MAX_EVENTS:
+            raise WireError(f"more than {MAX_EVENTS} entries")
+        for e in b.entries:
+            check_table_event(e)
+            if e.network_id != b.network_id:
+                raise WireError(f"entry of network {e.network_id!r} in a bulk sync of {b.network_id!r}")
+    return m
+
+
+def decode_push_pull(data: bytes) -> PushPull:
+    if len(data) > MAX_PUSH_PULL:
+        raise WireError(f"push-pull state of {len(data)} bytes exceeds {MAX_PUSH_PULL}")
+    p = PushPull()
+    try:
+        p.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise WireError(f"undecodable push-pull state: {e}") from None
+    _name("node name", p.node_name)
+    if p.network_clock > MAX_LTIME or p.table_clock > MAX_LTIME:
+        raise WireError("lamport time out of range")
+    if len(p.networks) > MAX_ATTACHMENTS:
+        raise WireError(f"more than {MAX_ATTACHMENTS} attachments")
+    for e in p.networks:
+        check_network_event(e)
+    return p
+
+
+def encode(body: NetworkEvent | TableEvents | BulkSync) -> bytes:
+    m = Message()
+    if isinstance(body, NetworkEvent):
+        m.network_event.CopyFrom(body)
+    elif isinstance(body, TableEvents):
+        m.table_events.CopyFrom(body)
+    else:
+        m.bulk_sync.CopyFrom(body)
+    return m.SerializeToString()

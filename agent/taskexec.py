@@ -1,0 +1,238 @@
+"""What a worker needs from the node to run a swarm task (swarmkit's agent/exec Executor/Controller), and the per-task
+state machine driving it (exec.Do): ASSIGNED -> ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING -> COMPLETE/FAILED.
+agent/worker.py runs one TaskRunner per assigned task; the node implements the interface over its engine (shoal/swarm/executor.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from proto import objects_pb2 as pb
+
+log = logging.getLogger(__name__)
+S = pb.TaskState
+TERMINAL = S.TASK_STATE_COMPLETE  # from here on a task never runs again (the orchestrator makes a new one)
+DEFAULT_GRACE_S = 10.0  # swarmkit's default stop grace period
+
+
+@dataclass(slots=True)
+class Observed:
+    """A task's container as the node sees it."""
+
+    exists: bool
+    running: bool = False
+    exited: bool = False  # ran and stopped (exit_code is meaningful)
+    exit_code: int = 0
+    container_id: str = ""
+    pid: int = 0
+    error: str = ""  # e.g. the OOM killer's mark
+    ports: list[tuple[str, int, int]] = field(default_factory=list)  # (proto, container port, host port) published
+
+
+@dataclass(slots=True)
+class Dependencies:
+    """What an assignment brings besides the task: configs (and secrets once the store has them) and networks, by id."""
+
+    configs: dict[str, pb.Config] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict)
+    networks: dict[str, pb.Network] = field(default_factory=dict)
+
+
+class TaskController(Protocol):
+    """One task's container. Every call is idempotent: the runner may repeat one after a crash of the daemon."""
+
+    async def inspect(self) -> Observed: ...
+
+    async def prepare(self) -> None:
+        """Create the container (image, command, env, mounts, limits, configs and secrets) and attach it to the
+        task's networks with the allocator's addresses. Raises on a refusal (the task is REJECTED)."""
+
+    async def start(self) -> None: ...
+
+    async def wait(self) -> Observed:
+        """Returns once the container is not running any more."""
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop: the stop signal, then SIGKILL after grace_s."""
+
+    async def remove(self) -> None:
+        """Remove the container and whatever prepare made for it (config/secret files)."""
+
+
+class Executor(Protocol):
+    def controller(self, task: pb.Task, deps: Dependencies) -> TaskController: ...
+
+    async def task_containers(self) -> dict[str, str]:
+        """task id -> container id of every container this node runs for swarm tasks (for adoption and cleanup)."""
+
+    async def remove_container(self, container_id: str) -> None:
+        """Remove a task container no assignment owns any more (force)."""
+
+
+Report = Callable[[str, pb.TaskStatus], None]
+_PROTOS = {"tcp": pb.PortConfig.TCP, "udp": pb.PortConfig.UDP, "sctp": pb.PortConfig.SCTP}
+
+
+def status(state: int, message: str, err: str = "", obs: Observed | None = None) -> pb.TaskStatus:
+    st = pb.TaskStatus(state=state, message=message, err=err)
+    st.timestamp.FromNanoseconds(time.time_ns())
+    if obs is not None and obs.container_id:
+        st.container.container_id = obs.container_id
+        st.container.pid = obs.pid
+        st.container.exit_code = obs.exit_code
+    for proto, target, published in (obs.ports if obs is not None else []):  # what host-mode publishing got
+        st.port_status.add(protocol=_PROTOS.get(proto, pb.PortConfig.TCP), target_port=target, published_port=published,
+                           publish_mode=pb.PortConfig.HOST)
+    return st
+
+
+def exit_status(obs: Observed) -> pb.TaskStatus:
+    if obs.exit_code == 0 and not obs.error:
+        return status(S.TASK_STATE_COMPLETE, "finished", obs=obs)
+    err = obs.error or f"task: non-zero exit ({obs.exit_code})"
+    return status(S.TASK_STATE_FAILED, "started", err=err, obs=obs)
+
+
+def grace_of(task: pb.Task) -> float:
+    c = task.spec.container
+    if any(f.name == "stop_grace_period" for f in c.DESCRIPTOR.fields) and c.HasField("stop_grace_period"):
+        return c.stop_grace_period.ToNanoseconds() / 1e9
+    return DEFAULT_GRACE_S
+
+
+class TaskRunner:
+    """Drives one task's container toward its desired state and reports each state it reaches. The task (and its
+    dependencies) may be replaced at any time by update(); the loop re-reads it after every step."""
+
+    def __init__(self, task: pb.Task, deps: Dependencies, executor: Executor, report: Report) -> None:
+        self.task = task
+        self.deps = deps
+        self.executor = executor
+        self.ctl = executor.controller(task, deps)
+        self._report = report
+        self.state = task.status.state  # the last state known to the managers or reported by us
+        self.changed = asyncio.Event()
+        self.removed = False  # the task left the assignments: remove the container and end
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name=f"task-{self.task.id[:12]}")
+
+    async def close(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop
+
+    @property
+    def done(self) -> bool:
+        return self._loop is not None and self._loop.done()
+
+    def update(self, task: pb.Task, deps: Dependencies) -> None:
+        self.task = task
+        self.deps = deps
+        self.ctl = self.executor.controller(task, deps)  # controllers hold no state: a new one sees the new spec
+        self.changed.set()
+
+    def remove(self) -> None:
+        self.removed = True
+        self.changed.set()
+
+    def report(self, st: pb.TaskStatus) -> None:
+        if st.state < self.state:
+            return  # never backwards (the managers would refuse it anyway)
+        self.state = st.state
+        self._report(self.task.id, st)
+
+    async def _run(self) -> None:
+        while True:
+            self.changed.clear()
+            try:
+                idle = await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the step's own refusal was reported; anything else too
+                log.exception("task %s: step failed", self.task.id)
+                if self.state < TERMINAL:
+                    self.report(status(S.TASK_STATE_FAILED, "failed", err=str(e)))
+                idle = True
+            if self.removed and idle:
+                return
+            if idle:
+                await self.changed.wait()
+
+    async def _step(self) -> bool:
+        """One move toward the desired state; True when there is nothing to do until the task changes."""
+        task = self.task
+        if self.removed or task.desired_state > S.TASK_STATE_RUNNING:
+            obs = await self.ctl.inspect()
+            if obs.exists:
+                if obs.running:
+                    await self.ctl.shutdown(grace_of(task))
+                    obs = await self.ctl.inspect()
+                await self.ctl.remove()
+            if self.state < TERMINAL and not self.removed:
+                self.report(status(S.TASK_STATE_SHUTDOWN, "shutdown", obs=obs if obs.exists else None))
+            return True
+        if self.state >= TERMINAL:
+            return True
+        obs = await self.ctl.inspect()
+        if obs.exists and obs.running:
+            if self.state < S.TASK_STATE_RUNNING:
+                self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
+            return await self._wait_exit()
+        if obs.exists and obs.exited:  # ended while we were away (daemon restart) or before we looked
+            self.report(exit_status(obs))
+            return True
+        if not obs.exists and self.state >= S.TASK_STATE_STARTING:  # someone removed it: never run it twice
+            self.report(status(S.TASK_STATE_FAILED, "started", err="task: container removed"))
+            return True
+        if self.state < S.TASK_STATE_ACCEPTED:
+            self.report(status(S.TASK_STATE_ACCEPTED, "accepted"))
+        if not obs.exists:
+            self.report(status(S.TASK_STATE_PREPARING, "preparing"))
+            try:
+                await self.ctl.prepare()
+            except Exception as e:  # noqa: BLE001 - e.g. no such image, a network not on this node
+                self.report(status(S.TASK_STATE_REJECTED, "preparing", err=str(e)))
+                return True
+            self.report(status(S.TASK_STATE_READY, "prepared"))
+        if task.desired_state < S.TASK_STATE_RUNNING:  # READY: prepared, not started (start-first updates)
+            return True
+        self.report(status(S.TASK_STATE_STARTING, "starting"))
+        try:
+            await self.ctl.start()
+        except Exception as e:  # noqa: BLE001
+            obs = await self.ctl.inspect()
+            self.report(status(S.TASK_STATE_FAILED, "starting", err=str(e), obs=obs if obs.exists else None))
+            return True
+        obs = await self.ctl.inspect()
+        if obs.running:
+            self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
+            return await self._wait_exit()
+        if obs.exited:  # it was quicker than our look
+            self.report(exit_status(obs))
+        return True
+
+    async def _wait_exit(self) -> bool:
+        waiter = asyncio.create_task(self.ctl.wait())
+        changed = asyncio.create_task(self.changed.wait())
+        try:
+            finished, _ = await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (waiter, changed):
+                if not t.done():
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await t
+        if waiter in finished and waiter.exception() is None:
+            obs = waiter.result()
+            if self.task.desired_state <= S.TASK_STATE_RUNNING and not self.removed:
+                self.report(exit_status(obs))
+            return False  # look again: a shutdown may have caused it
+        return False

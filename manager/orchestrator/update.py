@@ -1,0 +1,110 @@
+"""Rolling updates (swarmkit's orchestrator/update): replace tasks made from an older spec, `parallelism` at a
+time, each new task watched for `monitor` once running, `delay` between batches; a failure pauses, continues or
+rolls back (service.previous_spec). State is the store's (update_status, task states), so a new leader resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from proto import objects_pb2 as pb
+
+from .plan import Plan, set_desired
+from .tasks import FAILURES, S, is_dirty, is_runnable, is_terminal, new_task
+
+US = pb.UpdateStatus
+FA = pb.UpdateConfig.FailureAction
+DEFAULT_MONITOR_NS = 5_000_000_000  # swarmkit's DefaultUpdateConfig.Monitor
+ROLLING = (US.UPDATING, US.ROLLBACK_STARTED)
+STOPPED = (US.PAUSED, US.ROLLBACK_PAUSED)
+
+
+def key_of(t: pb.Task) -> str:
+    return str(t.slot) if t.slot else t.node_id
+
+
+def config(service: pb.Service) -> pb.UpdateConfig:
+    rolling_back = service.update_status.state == US.ROLLBACK_STARTED
+    field = "rollback" if rolling_back else "update"
+    if service.spec.HasField(field):
+        return getattr(service.spec, field)
+    return pb.UpdateConfig(parallelism=1)
+
+
+def monitor_ns(cfg: pb.UpdateConfig) -> int:
+    return cfg.monitor.ToNanoseconds() if cfg.HasField("monitor") else DEFAULT_MONITOR_NS
+
+
+def _status(service: pb.Service, state: int, now_ns: int, message: str, done: bool = False) -> pb.Service:
+    s = pb.Service()
+    s.CopyFrom(service)
+    if state in ROLLING and service.update_status.state not in ROLLING:
+        s.update_status.started_at.FromNanoseconds(now_ns)
+    s.update_status.state = state
+    s.update_status.message = message
+    if done:
+        s.update_status.completed_at.FromNanoseconds(now_ns)
+    return s
+
+
+def failure_action(service: pb.Service, failed: pb.Task, now_ns: int) -> pb.Service | None:
+    """The service after a new task failed during an update; None to go on (failure action continue)."""
+    cfg = config(service)
+    if cfg.failure_action == FA.CONTINUE:
+        return None
+    if service.update_status.state == US.ROLLBACK_STARTED:
+        return _status(service, US.ROLLBACK_PAUSED, now_ns, f"rollback paused due to failure or early termination of task {failed.id}")
+    if cfg.failure_action == FA.ROLLBACK and service.HasField("previous_spec"):
+        s = _status(service, US.ROLLBACK_STARTED, now_ns, f"update rolled back due to failure or early termination of task {failed.id}")
+        s.spec.CopyFrom(service.previous_spec)
+        s.previous_spec.CopyFrom(service.spec)
+        s.update_status.started_at.FromNanoseconds(now_ns)
+        return s
+    return _status(service, US.PAUSED, now_ns, f"update paused due to failure or early termination of task {failed.id}")
+
+
+def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: Callable[[], str],
+                touched: set[str]) -> Plan:
+    """The next step of the service's rolling update. `touched`: task ids the reconcile plan already changes."""
+    plan = Plan()
+    state = service.update_status.state
+    if state in STOPPED:
+        return plan
+    live = [t for t in tasks if is_runnable(t) and t.id not in touched]
+    dirty = [t for t in live if is_dirty(service, t) and not is_terminal(t)]
+    started = service.update_status.started_at.ToNanoseconds() if state in ROLLING else now_ns
+    fresh = [t for t in tasks if not is_dirty(service, t) and t.meta.created_at.ToNanoseconds() >= started
+             and t.status.timestamp.ToNanoseconds() >= started] if state in ROLLING else []
+    for t in fresh:
+        if t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t)):
+            after = failure_action(service, t, now_ns)
+            if after is not None:
+                plan.service = after
+                return plan
+    cfg = config(service)
+    monitor = monitor_ns(cfg)
+    unhealthy = [t for t in fresh if is_runnable(t) and not is_terminal(t) and not (
+        t.status.state == S.TASK_STATE_RUNNING and t.status.timestamp.ToNanoseconds() + monitor <= now_ns)]
+    for t in unhealthy:
+        if t.status.state == S.TASK_STATE_RUNNING:
+            plan.wake(t.status.timestamp.ToNanoseconds() + monitor)
+    if not dirty:
+        if state in ROLLING and not unhealthy:
+            done = US.COMPLETED if state == US.UPDATING else US.ROLLBACK_COMPLETED
+            plan.service = _status(service, done, now_ns, "update completed" if done == US.COMPLETED else "rollback completed", done=True)
+        return plan
+    if state not in ROLLING:
+        plan.service = _status(service, US.UPDATING, now_ns, "update in progress")
+        started = now_ns
+    if unhealthy:
+        return plan  # the batch in flight must be healthy first
+    healthy_at = max((t.status.timestamp.ToNanoseconds() + monitor for t in fresh if is_runnable(t)), default=0)
+    delay = cfg.delay.ToNanoseconds()
+    if healthy_at and delay and healthy_at + delay > now_ns:
+        plan.wake(healthy_at + delay)
+        return plan
+    width = cfg.parallelism or len(dirty)
+    for t in sorted(dirty, key=lambda t: (t.slot, t.node_id, t.id))[:width]:
+        plan.update.append(set_desired(t, S.TASK_STATE_SHUTDOWN))
+        plan.create.append(new_task(service if plan.service is None else plan.service, new_id(), now_ns,
+                                    slot=t.slot, node_id=t.node_id if not t.slot else ""))
+    return plan

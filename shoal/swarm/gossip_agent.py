@@ -1,0 +1,282 @@
+"""Gossip on a swarm node: a GossipShell (agent/gossip/shell.py) on the advertise address, port 7946, encrypted with
+the keys of the dispatcher session, joined through the managers, carrying a NetworkDB (agent/gossip/netdb.py).
+Started by shoal/swarm/node.py when the first session message brings keys; read by shoal/api/routes_gossip.py.
+
+The shell API used (the gossip helper's contract): GossipShell(name, bind_addr, bind_port, advertise_addr, keys,
+delegate, events, config), await start(), await join(seed_addrs), members(), await leave(), await stop(),
+set_keys(keys, primary), send_to(member_name, bytes). Keys are given primary first; set_keys gets the primary key.
+
+Entry points for the other parts of the node (engine.swarm.gossip, None until the first keyed session message):
+overlay(sink) once, with the vxlan side's PeerSink; endpoint_up/endpoint_down for a local endpoint on an overlay;
+service_endpoint_up/down, service_bindings(network_id) and watch_services(callback) for tasks and the load
+balancer; network_peers(network_id) for `network inspect --verbose`; status() for GET /shoal/gossip.
+A daemon shutdown stops gossip without a leave (the others keep this node's entries suspended); swarm leave leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.gossip.delegate import Member
+from agent.gossip import netdb_services
+from agent.gossip.netdb import NetDBConfig, NetworkDB
+from agent.network.service_binding import ServiceBinding
+from agent.network.overlay_peers import OverlayPeers, PeerSink
+from common.errdefs import Conflict, NotFound
+from vxlan.types import OverlayPeer
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PORT = 7946
+TICK_S = 0.1  # networkdb's clock: its gossip interval is 200 ms
+REJOIN_S = 5.0  # while alone, try the managers again this often (the core also rejoins by itself)
+RECONCILE_S = 10.0  # the overlay sink is made to hold exactly the table's peers this often
+ShellFactory = Callable[..., Any]
+
+
+@dataclass(slots=True, frozen=True)
+class KeyRing:
+    keys: tuple[bytes, ...]  # oldest first, as the session sends them
+    lamport: int
+    primary: int  # index in keys
+
+    def primary_first(self) -> list[bytes]:
+        p = self.keys[self.primary]
+        return [p] + [k for k in self.keys if k != p]
+
+
+def key_ring(keys: Sequence[bytes], lamport: int, primary: int) -> KeyRing | None:
+    """The session's keys, or None when it has none usable (an old leader, a malformed message)."""
+    ks = tuple(bytes(k) for k in keys)
+    if not ks or not 0 <= primary < len(ks) or any(len(k) not in (16, 24, 32) for k in ks):
+        return None
+    return KeyRing(ks, lamport, primary)
+
+
+def seed_addrs(managers: Sequence[str], own_ip: str, port: int = GOSSIP_PORT) -> list[str]:
+    """The managers' "host:2377" addresses (or bare node addresses) as gossip seeds "host:7946", this node's own
+    left out."""
+    out: list[str] = []
+    for m in managers:
+        try:
+            host = str(ipaddress.ip_address(m))  # a bare address (a node's status address)
+        except ValueError:
+            host = m.rpartition(":")[0].strip("[]")  # host:port
+        seed = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if host and host != own_ip and seed not in out:
+            out.append(seed)
+    return out
+
+
+def default_shell_factory() -> ShellFactory:
+    from agent.gossip.shell import GossipShell  # the gossip helper's module; absent until it lands
+
+    return GossipShell
+
+
+class GossipAgent:
+    def __init__(self, node_id: str, advertise_ip: str, managers: Callable[[], list[str]], port: int = GOSSIP_PORT,
+                 shell_factory: ShellFactory | None = None, config: NetDBConfig | None = None,
+                 shell_config: Any = None) -> None:
+        self.node_id = node_id
+        self.advertise_ip = advertise_ip
+        self.managers = managers
+        self.port = port
+        self.db = NetworkDB(node_id, random.Random(), config)
+        self.shell: Any = None
+        self.ring: KeyRing | None = None
+        self.error = ""
+        self.joined = False
+        self._shell_factory = shell_factory
+        self._shell_config = shell_config
+        self._task: asyncio.Task[None] | None = None
+        self.overlay_peers: OverlayPeers | None = None
+        self._local: dict[str, set[str]] = {}  # network id -> this node's endpoint ids on it
+
+    # ------------------------------------------------------------------ keys from the session
+    def on_keys(self, ring: KeyRing | None) -> None:
+        """A session message's keys: the first start gossip, a newer set rotates them, an older set is ignored."""
+        if ring is None or (self.ring is not None and ring.lamport < self.ring.lamport) or ring == self.ring:
+            return
+        self.ring = ring
+        if self.shell is not None:
+            self.shell.set_keys(ring.primary_first(), ring.keys[ring.primary])
+            log.info("gossip: keys rotated (lamport %d)", ring.lamport)
+        elif self._task is None:
+            self._task = asyncio.create_task(self._run(), name="gossip-agent")
+
+    # ------------------------------------------------------------------ the overlay driver's entry points
+    def overlay(self, sink: PeerSink) -> OverlayPeers:
+        """Remote peers of every overlay network go to sink (the vxlan side), now and as the table changes."""
+        if self.overlay_peers is None:
+            self.overlay_peers = OverlayPeers(self.db, sink, ipaddress.IPv4Address(self.advertise_ip))
+            self.overlay_peers.start()
+        return self.overlay_peers
+
+    def endpoint_up(self, network_id: str, endpoint_id: str, peer: OverlayPeer) -> None:
+        """A local endpoint on an overlay: the node joins the network's gossip (the first one) and announces it."""
+        if not self.db.joined(network_id):
+            self.db.join_network(network_id)
+        self._local.setdefault(network_id, set()).add(endpoint_id)
+        OverlayPeers.publish_to(self.db, network_id, endpoint_id, peer)
+
+    def endpoint_down(self, network_id: str, endpoint_id: str) -> None:
+        """A local endpoint gone: withdrawn; with the last one the node leaves the network's gossip."""
+        with contextlib.suppress(NotFound):
+            self.db.delete_entry("overlay_peer_table", network_id, endpoint_id)
+        eps = self._local.get(network_id, set())
+        eps.discard(endpoint_id)
+        if not eps:
+            self._local.pop(network_id, None)
+            if self.db.joined(network_id):
+                self.db.leave_network(network_id)
+
+    # ------------------------------------------------------------------ service endpoints (helpers tasks and lb)
+    def service_endpoint_up(self, network_id: str, endpoint_id: str, record: netdb_services.EndpointRecord) -> None:
+        """A local task's endpoint of a service on an overlay: announced in endpoint_table."""
+        if not self.db.joined(network_id):
+            self.db.join_network(network_id)
+        self._local.setdefault(network_id, set()).add(endpoint_id)
+        data = netdb_services.encode_record(record)
+        try:
+            self.db.create_entry(netdb_services.TABLE, network_id, endpoint_id, data)
+        except Conflict:
+            self.db.update_entry(netdb_services.TABLE, network_id, endpoint_id, data)
+
+    def service_endpoint_down(self, network_id: str, endpoint_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self.db.delete_entry(netdb_services.TABLE, network_id, endpoint_id)
+        self.endpoint_down(network_id, endpoint_id)
+
+    def service_bindings(self, network_id: str) -> list[ServiceBinding]:
+        """The services on network_id with their backends on every node (a failed node's left out)."""
+        return netdb_services.fold_service_bindings(self.db, network_id)
+
+    def watch_services(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """callback(network_id) whenever a service endpoint on that network changes; returns the cancel."""
+        return self.db.watch(netdb_services.TABLE, lambda _ev, nid, _k, _v: callback(nid), replay=False)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def _run(self) -> None:
+        assert self.ring is not None
+        try:
+            factory = self._shell_factory or default_shell_factory()
+        except ImportError as e:
+            self.error = f"gossip core not available: {e}"
+            log.warning("gossip: %s", self.error)
+            return
+        try:
+            self.shell = factory(self.node_id, self.advertise_ip, self.port, self.advertise_ip,
+                                 self.ring.primary_first(), self.db, self.db, self._shell_config)
+            await _maybe_await(self.shell.start())
+        except Exception as e:  # noqa: BLE001 - the node keeps working without gossip; the diagnostic says why
+            self.error = f"gossip could not start on {self.advertise_ip}:{self.port}: {e}"
+            log.error("gossip: %s", self.error)
+            self.shell = None
+            return
+        self.error = ""
+        log.info("gossip: %s listening on %s:%d", self.node_id[:12], self.advertise_ip, self.port)
+        loop = asyncio.get_running_loop()
+        next_join = 0.0
+        next_reconcile = loop.time() + RECONCILE_S
+        while True:
+            now = loop.time()
+            if now >= next_join and not self._has_others():
+                next_join = now + REJOIN_S
+                await self._join()
+            self.db.tick(now)
+            if self.overlay_peers is not None and now >= next_reconcile:
+                next_reconcile = now + RECONCILE_S
+                self.overlay_peers.reconcile()
+            await self.flush()
+            await asyncio.sleep(TICK_S)
+
+    async def _join(self) -> None:
+        seeds = seed_addrs(self.managers(), self.advertise_ip, self.port)
+        if not seeds:
+            return  # the first manager: others join it
+        try:
+            await _maybe_await(self.shell.join(seeds))
+            self.joined = True
+        except Exception as e:  # noqa: BLE001 - no manager reachable now: retried
+            log.info("gossip: join through %s failed: %s", ",".join(seeds), e)
+
+    async def flush(self) -> None:
+        """Hand networkdb's direct messages to the shell."""
+        for to, data in self.db.take_outgoing():
+            try:
+                await _maybe_await(self.shell.send_to(to, data))
+            except Exception as e:  # noqa: BLE001 - a member gone meanwhile: gossip is best effort
+                log.debug("gossip: send to %s failed: %s", to, e)
+
+    def _has_others(self) -> bool:
+        try:
+            return any(m.name != self.node_id for m in self.shell.members())
+        except Exception:  # noqa: BLE001
+            return False
+
+    async def leave(self) -> None:
+        """swarm leave: tell the others (they delete this node's entries at once), then stop."""
+        if self.shell is not None:
+            with contextlib.suppress(Exception):
+                await _maybe_await(self.shell.leave())
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Daemon shutdown: stop without a leave, so the others keep this node's entries suspended until it is back."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self.shell is not None:
+            with contextlib.suppress(Exception):
+                await _maybe_await(self.shell.stop())
+            self.shell = None
+
+    # ------------------------------------------------------------------ diagnostics
+    def members(self) -> list[Member]:
+        if self.shell is None:
+            return []
+        try:
+            return list(self.shell.members())
+        except Exception:  # noqa: BLE001
+            return []
+
+    def network_peers(self, network_id: str) -> list[dict[str, str]]:
+        """`network inspect --verbose`'s Peers of an overlay: this node (when on it) and the alive nodes on it."""
+        out = [{"Name": self.node_id, "IP": self.advertise_ip}] if self.db.joined(network_id) else []
+        for name in self.db.peers(network_id):
+            out.append({"Name": name, "IP": self.db.nodes[name].member.addr})
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """What GET /shoal/gossip returns: this node, its members and states, its networks' peer counts."""
+        members = [{"Name": m.name, "Addr": m.addr, "Port": m.port, "State": m.state.value, "Incarnation": m.incarnation}
+                   for m in sorted(self.members(), key=lambda m: m.name)]
+        counts = self.db.peer_counts()
+        entries = self.db.entry_counts()
+        return {
+            "NodeID": self.node_id,
+            "Addr": f"{self.advertise_ip}:{self.port}",
+            "Running": self.shell is not None,
+            "Error": self.error,
+            "KeyLamport": self.ring.lamport if self.ring else 0,
+            "Keys": len(self.ring.keys) if self.ring else 0,
+            "Members": members,
+            "Networks": [{"ID": nid, "Peers": counts[nid], "Entries": entries.get(nid, 0)} for nid in sorted(counts)],
+            "Counters": dict(self.db.counters),
+        }
+
+
+async def _maybe_await(r: Any) -> Any:
+    if inspect.isawaitable(r):
+        return await r
+    return r

@@ -1,0 +1,357 @@
+"""Services on a 3-host lab swarm (h1 manager, h2/h3 workers, 1 s heartbeats): create/ls/inspect/scale/update/
+rollback/rm through the local API, the docker CLI and docker-py; what the managers do with tasks (slots, desired
+states, nodes, spread, drain, global); bad input refused with swarm's messages and nothing stored.
+Tasks are asserted as the managers leave them (ASSIGNED): running them is the agent executor's (helper tasks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shoal.client import DaemonError
+from shoal.lab import Lab, data_dir, host_address
+from tests.docker_client import docker_client
+from tests.lab.helpers import SHOAL, running_lab, wait_until
+
+HOSTS = ["h1", "h2", "h3"]
+NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
+               "Please run this command on a manager node or promote the current node to a manager.")
+
+
+def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
+
+
+def docker(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    client = docker_client()
+    assert client is not None, "no docker client: run scripts/install.sh"
+    return lab.exec(host, [client, "-H", lab.url(host), *args], check=check, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[Lab]:
+    with running_lab(3) as lab:
+        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
+        token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
+        for h in ("h2", "h3"):
+            sh(lab, h, "swarm", "join", "--token", token, host_address("h1"))
+        wait_until(lambda: len([n for n in lab.client("h1").get("/nodes") if n["Status"]["State"] == "ready"]) == 3,
+                   30, interval=0.2)
+        yield lab
+
+
+@pytest.fixture
+def api(swarm: Lab) -> Iterator[Any]:
+    """h1's client; every service a test made is removed after it."""
+    c = swarm.client("h1")
+    before = {s["ID"] for s in c.get("/services")}
+    yield c
+    for s in c.get("/services"):
+        if s["ID"] not in before:
+            c.delete(f"/services/{s['ID']}")
+
+
+def node_ids(lab: Lab) -> dict[str, str]:
+    """node id -> hostname."""
+    return {n["ID"]: n["Description"]["Hostname"] for n in lab.client("h1").get("/nodes")}
+
+
+def spec(name: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"]}},
+                            "Mode": {"Replicated": {"Replicas": replicas}}}
+    body.update(extra)
+    return body
+
+
+def tasks_of(c: Any, service_id: str) -> list[dict[str, Any]]:
+    return c.get("/tasks", {"filters": json.dumps({"service": {service_id: True}})})
+
+
+def live(c: Any, service_id: str) -> list[dict[str, Any]]:
+    return sorted((t for t in tasks_of(c, service_id) if t["DesiredState"] == "running"), key=lambda t: t.get("Slot", 0))
+
+
+def all_assigned(c: Any, service_id: str, n: int) -> list[dict[str, Any]] | None:
+    ts = live(c, service_id)
+    if len(ts) == n and all(t["Status"]["State"] == "assigned" and t.get("NodeID") for t in ts):
+        return ts
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- create
+def test_create_makes_one_task_per_slot_assigned_spread_over_the_nodes(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("web", 3))["ID"]
+    ts = wait_until(lambda: all_assigned(api, sid, 3), 20, interval=0.2)
+    names = node_ids(swarm)
+    assert [t["Slot"] for t in ts] == [1, 2, 3]
+    assert sorted(names[t["NodeID"]] for t in ts) == HOSTS  # spread: one per node
+    assert {(t["ServiceID"], t["Spec"]["ContainerSpec"]["Image"], t["Status"]["Message"]) for t in ts} == {
+        (sid, "busybox:latest", "scheduler assigned task to node")}
+
+
+def test_docker_cli_create_ls_ps_and_inspect(swarm: Lab, api: Any) -> None:
+    r = docker(swarm, "h1", "service", "create", "-d", "--name", "dk", "--replicas", "2", "-p", "8080:80", "busybox", "sleep", "1d")
+    sid = r.stdout.strip()
+    assert len(sid) == 25 and api.get(f"/services/{sid}")["Spec"]["Name"] == "dk"
+    wait_until(lambda: all_assigned(api, sid, 2), 20, interval=0.2)
+    assert docker(swarm, "h1", "service", "ls").stdout == (
+        "ID             NAME      MODE         REPLICAS   IMAGE            PORTS\n"
+        f"{sid[:12]}   dk        replicated   0/2        busybox:latest   *:8080->80/tcp\n")
+    ps = docker(swarm, "h1", "service", "ps", "--format", "{{.Name}} {{.DesiredState}} {{.CurrentState}}", "dk").stdout
+    assert [line.split()[:3] for line in ps.splitlines()] == [["dk.1", "Running", "Assigned"], ["dk.2", "Running", "Assigned"]]
+    inspected = json.loads(docker(swarm, "h1", "service", "inspect", "dk").stdout)[0]
+    assert (inspected["ID"], inspected["Spec"]["Mode"], inspected["Endpoint"]["Spec"]["Ports"]) == (
+        sid, {"Replicated": {"Replicas": 2}},
+        [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}])
+
+
+def test_shoal_cli_ls_matches_the_docker_cli(swarm: Lab, api: Any) -> None:
+    sh(swarm, "h1", "service", "create", "-d", "--name", "same", "--replicas", "1", "busybox:latest", "sleep", "1d")
+    assert sh(swarm, "h1", "service", "ls").stdout == docker(swarm, "h1", "service", "ls").stdout
+
+
+def test_scale_up_fills_slots_and_scale_down_removes_the_highest(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("sc", 2))["ID"]
+    wait_until(lambda: all_assigned(api, sid, 2), 20, interval=0.2)
+    assert docker(swarm, "h1", "service", "scale", "-d", "sc=5").stdout == "sc scaled to 5\n"
+    ts = wait_until(lambda: all_assigned(api, sid, 5), 20, interval=0.2)
+    assert [t["Slot"] for t in ts] == [1, 2, 3, 4, 5]
+    kept = {t["Slot"]: t["ID"] for t in ts if t["Slot"] <= 2}
+    assert sh(swarm, "h1", "service", "scale", "-d", "sc=2").stdout == "sc scaled to 2\n"
+    wait_until(lambda: len(live(api, sid)) == 2, 20, interval=0.2)
+    assert {t["Slot"]: t["ID"] for t in live(api, sid)} == kept
+    assert sorted((t["Slot"], t["DesiredState"]) for t in tasks_of(api, sid) if t["Slot"] > 2) == [
+        (3, "remove"), (4, "remove"), (5, "remove")]
+
+
+def test_update_replaces_parallelism_tasks_at_a_time_with_the_new_spec(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("up", 3, UpdateConfig={"Parallelism": 2, "Monitor": 1_000_000_000}))["ID"]
+    wait_until(lambda: all_assigned(api, sid, 3), 20, interval=0.2)
+    docker(swarm, "h1", "service", "update", "-d", "--image", "busybox:v2", "up")
+
+    def first_batch() -> list[str] | None:
+        images = [t["Spec"]["ContainerSpec"]["Image"] for t in live(api, sid)]
+        return images if sorted(images) == ["busybox:latest", "busybox:v2", "busybox:v2"] else None
+
+    wait_until(first_batch, 20, interval=0.2)
+    svc = api.get(f"/services/{sid}")
+    assert (svc["UpdateStatus"]["State"], svc["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"]) == ("updating", "busybox:latest")
+    # the new tasks never run here (no executor on this branch): the third slot waits for the batch to be healthy
+    assert [t["Slot"] for t in live(api, sid) if t["Spec"]["ContainerSpec"]["Image"] == "busybox:latest"] == [3]
+
+
+def test_rollback_restores_the_previous_spec(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("rb", 1))["ID"]
+    docker(swarm, "h1", "service", "update", "-d", "--image", "busybox:v2", "rb")
+    assert docker(swarm, "h1", "service", "rollback", "-d", "rb").stdout == "rb\n"
+    svc = api.get(f"/services/{sid}")
+    assert (svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], svc["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+            svc["UpdateStatus"]["State"], svc["UpdateStatus"]["Message"]) == (
+        "busybox:latest", "busybox:v2", "rollback_started", "manually requested rollback")
+    wait_until(lambda: [t["Spec"]["ContainerSpec"]["Image"] for t in live(api, sid)] == ["busybox:latest"], 20, interval=0.2)
+
+
+def test_an_update_with_a_stale_version_is_refused_and_changes_nothing(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("stale", 1))["ID"]
+    svc = api.get(f"/services/{sid}")
+    v = svc["Version"]["Index"]
+    api.post(f"/services/{sid}/update", {**svc["Spec"], "Labels": {"a": "1"}}, {"version": v})
+    with pytest.raises(DaemonError) as e:
+        api.post(f"/services/{sid}/update", {**svc["Spec"], "Labels": {"b": "2"}}, {"version": v})
+    assert (e.value.status, e.value.message) == (500, "rpc error: code = Unknown desc = update out of sequence")
+    assert api.get(f"/services/{sid}")["Spec"]["Labels"] == {"a": "1"}
+
+
+BAD = [
+    ("negative replicas", spec("neg", -1), 400, "Number of replicas must be non-negative"),
+    ("absurd replicas", spec("huge", 10**9), 400,
+     "rpc error: code = InvalidArgument desc = invalid replicas value 1000000000: at most 10000 replicas per service"),
+    ("bad name", spec("bad_"), 400, "rpc error: code = InvalidArgument desc = name must be valid as a DNS name component"),
+    ("invalid constraint", spec("con", 1, TaskTemplate={"ContainerSpec": {"Image": "busybox"},
+                                                       "Placement": {"Constraints": ["node.labels.zone"]}}),
+     400, "rpc error: code = InvalidArgument desc = constraint expected one operator from ==, !="),
+    ("unknown network", spec("nonet", 1, TaskTemplate={"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "nosuch"}]}),
+     404, "network nosuch not found"),
+    ("duplicate published ports", spec("dup", 1, EndpointSpec={"Ports": [{"TargetPort": 80, "PublishedPort": 9000},
+                                                                         {"TargetPort": 81, "PublishedPort": 9000}]}),
+     400, "rpc error: code = InvalidArgument desc = EndpointSpec: duplicate published ports provided"),
+    ("dnsrr with ingress", spec("rr", 1, EndpointSpec={"Mode": "dnsrr", "Ports": [{"TargetPort": 80, "PublishedPort": 9001}]}),
+     400, "rpc error: code = InvalidArgument desc = EndpointSpec: port published with ingress mode can't be used with dnsrr mode"),
+    ("no image", {"Name": "noimg", "TaskTemplate": {"ContainerSpec": {}}}, 400,
+     "rpc error: code = InvalidArgument desc = ContainerSpec: image reference must be provided"),
+]
+
+
+@pytest.mark.parametrize("what,body,status,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_with_swarms_message_and_nothing_is_stored(swarm: Lab, api: Any, what: str, body: dict,
+                                                                         status: int, message: str) -> None:
+    services, tasks = api.get("/services"), api.get("/tasks")
+    with pytest.raises(DaemonError) as e:
+        api.post("/services/create", body)
+    assert (e.value.status, e.value.message) == (status, message)
+    assert (api.get("/services"), api.get("/tasks")) == (services, tasks)
+
+
+def test_duplicate_name_and_taken_ingress_port_are_refused(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("taken", 1, EndpointSpec={"Ports": [{"TargetPort": 80, "PublishedPort": 9100}]}))["ID"]
+    r = docker(swarm, "h1", "service", "create", "-d", "--name", "taken", "busybox", check=False)
+    assert (r.returncode, r.stderr.splitlines()[-1]) == (
+        1, "Error response from daemon: rpc error: code = AlreadyExists desc = name conflicts with an existing object")
+    with pytest.raises(DaemonError) as e:
+        api.post("/services/create", spec("other", 1, EndpointSpec={"Ports": [{"TargetPort": 81, "PublishedPort": 9100}]}))
+    assert (e.value.status, e.value.message) == (
+        400, f"rpc error: code = InvalidArgument desc = port '9100' is already in use by service 'taken' ({sid}) as an ingress port")
+    assert [s["Spec"]["Name"] for s in api.get("/services") if s["Spec"]["Name"] in ("taken", "other")] == ["taken"]
+
+
+def test_constraints_place_tasks_and_an_impossible_one_says_why(swarm: Lab, api: Any) -> None:
+    on_h2 = api.post("/services/create", spec("onh2", 2, TaskTemplate={
+        "ContainerSpec": {"Image": "busybox"}, "Placement": {"Constraints": ["node.hostname==h2"]}}))["ID"]
+    ts = wait_until(lambda: all_assigned(api, on_h2, 2), 20, interval=0.2)
+    assert {node_ids(swarm)[t["NodeID"]] for t in ts} == {"h2"}
+    nowhere = api.post("/services/create", spec("nowhere", 1, TaskTemplate={
+        "ContainerSpec": {"Image": "busybox"}, "Placement": {"Constraints": ["node.labels.zone==mars"]}}))["ID"]
+    t = wait_until(lambda: [t for t in live(api, nowhere) if t["Status"].get("Err")], 20, interval=0.2)[0]
+    assert (t["Status"]["State"], t["Status"]["Message"], t["Status"]["Err"], t.get("NodeID")) == (
+        "pending", "pending task scheduling", "no suitable node (scheduling constraints not satisfied on 3 nodes)", None)
+
+
+def test_global_service_runs_one_task_per_node_and_leaves_a_drained_node(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", {**spec("glob"), "Mode": {"Global": {}}})["ID"]
+    ts = wait_until(lambda: all_assigned(api, sid, 3), 20, interval=0.2)
+    names = node_ids(swarm)
+    assert sorted(names[t["NodeID"]] for t in ts) == HOSTS and {t.get("Slot") for t in ts} == {None}
+    sh(swarm, "h1", "node", "update", "--availability", "drain", "h3")
+    try:
+        wait_until(lambda: sorted(names[t["NodeID"]] for t in live(api, sid)) == ["h1", "h2"], 20, interval=0.2)
+    finally:
+        sh(swarm, "h1", "node", "update", "--availability", "active", "h3")
+    wait_until(lambda: sorted(names[t["NodeID"]] for t in live(api, sid)) == HOSTS, 20, interval=0.2)
+
+
+def test_drain_moves_replicated_tasks_to_the_other_nodes(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("dr", 3))["ID"]
+    ts = wait_until(lambda: all_assigned(api, sid, 3), 20, interval=0.2)
+    names = node_ids(swarm)
+    on_h3 = [t for t in ts if names[t["NodeID"]] == "h3"]
+    assert len(on_h3) == 1
+    sh(swarm, "h1", "node", "update", "--availability", "drain", "h3")
+    try:
+        moved = wait_until(lambda: all_assigned(api, sid, 3) if all(names.get(t.get("NodeID", "")) != "h3" for t in live(api, sid)) else None,
+                           20, interval=0.2)
+    finally:
+        sh(swarm, "h1", "node", "update", "--availability", "active", "h3")
+    assert sorted(t["Slot"] for t in moved) == [1, 2, 3]
+    old = api.get(f"/tasks/{on_h3[0]['ID']}")
+    assert (old["DesiredState"], old["Slot"]) == ("shutdown", on_h3[0]["Slot"])
+
+
+def test_tasks_of_a_node_that_goes_down_are_replaced_elsewhere(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("down", 3))["ID"]
+    ts = wait_until(lambda: all_assigned(api, sid, 3), 20, interval=0.2)
+    names = node_ids(swarm)
+    lost = next(t for t in ts if names[t["NodeID"]] == "h3")
+    swarm.stop_daemon("h3", kill9=True)
+    try:
+        moved = wait_until(lambda: all_assigned(api, sid, 3) if all(names.get(t.get("NodeID", "")) != "h3" for t in live(api, sid)) else None,
+                           30, interval=0.2)
+        assert api.get(f"/tasks/{lost['ID']}")["DesiredState"] == "shutdown"
+        assert [t["Slot"] for t in moved] == [1, 2, 3]
+    finally:
+        swarm.start_daemon("h3")
+    wait_until(lambda: any(n["Status"]["State"] == "ready" and n["Description"]["Hostname"] == "h3"
+                           for n in api.get("/nodes")), 30, interval=0.2)
+
+
+def test_service_rm_removes_the_service_and_marks_its_tasks_for_removal(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("gone", 2))["ID"]
+    ts = wait_until(lambda: all_assigned(api, sid, 2), 20, interval=0.2)
+    assert sh(swarm, "h1", "service", "rm", "gone").stdout == "gone\n"
+    with pytest.raises(DaemonError) as e:
+        api.get(f"/services/{sid}")
+    assert (e.value.status, e.value.message) == (404, "service gone not found".replace("gone", sid))
+    wait_until(lambda: all(api.get(f"/tasks/{t['ID']}")["DesiredState"] == "remove" for t in ts), 20, interval=0.2)
+
+
+def test_a_worker_answers_503_with_dockers_message(swarm: Lab) -> None:
+    with pytest.raises(DaemonError) as e:
+        swarm.client("h2").get("/services")
+    assert (e.value.status, e.value.message) == (503, NOT_MANAGER)
+    r = sh(swarm, "h2", "service", "ls", check=False)
+    assert (r.returncode, r.stderr) == (1, f"Error response from daemon: {NOT_MANAGER}\n")
+
+
+def test_docker_py_creates_lists_gets_and_scales_a_service(swarm: Lab, api: Any) -> None:
+    import docker as docker_py
+
+    client = docker_py.DockerClient(base_url=swarm.url("h1"))
+    svc = client.services.create("busybox", ["sleep", "1d"], name="py", mode=docker_py.types.ServiceMode("replicated", 2))
+    assert [s.name for s in client.services.list() if s.name == "py"] == ["py"]
+    assert client.services.get(svc.id).attrs["Spec"]["Mode"] == {"Replicated": {"Replicas": 2}}
+    assert client.services.get(svc.id).scale(4) == {"Warnings": None}
+    wait_until(lambda: all_assigned(api, svc.id, 4), 20, interval=0.2)
+
+
+GRPC = textwrap.dedent('''
+    import sys, grpc
+    from proto import control_pb2, control_pb2_grpc, objects_pb2
+    addr, certdir, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    rd = lambda n: open(f"{certdir}/{n}", "rb").read()
+    creds = grpc.ssl_channel_credentials(rd("swarm-root-ca.crt"), rd("swarm-node.key"), rd("swarm-node.crt"))
+    ch = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "shoal-manager")])
+    stub = control_pb2_grpc.ServiceControlStub(ch)
+    try:
+        watch = stub.Watch(control_pb2.WatchServicesRequest(kinds=["service"]), timeout=30)
+        first = next(watch)
+        print("established", first.index, first.WhichOneof("object"))
+        spec = objects_pb2.ServiceSpec(annotations=objects_pb2.Annotations(name=name))
+        spec.task.container.image = "busybox:latest"
+        spec.replicated.replicas = 1
+        created = stub.CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=20).service
+        ev = next(watch)
+        print("event", ev.action, ev.service.spec.annotations.name, ev.service.id == created.id)
+        listed = stub.ListServices(control_pb2.ListServicesRequest(
+            filters=control_pb2.ListServicesRequest.Filters(names=[name])), timeout=20)
+        print("listed", [s.spec.annotations.name for s in listed.services])
+        stub.CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=20)
+    except grpc.RpcError as e:
+        print("ERR", e.code().name, e.details())
+''')
+
+
+def grpc_services(lab: Lab, host: str, name: str) -> list[str]:
+    certdir = str(data_dir(lab.name, host) / "swarm" / "certificates")
+    r = lab.exec(host, [sys.executable, "-c", GRPC, f"{host_address('h1')}:2377", certdir, name], timeout=60)
+    return r.stdout.strip().splitlines()
+
+
+def test_the_grpc_service_control_api_creates_lists_and_watches(swarm: Lab, api: Any) -> None:
+    assert grpc_services(swarm, "h1", "viagrpc") == [
+        "established 0 None", "event create viagrpc True", "listed ['viagrpc']",
+        "ERR ALREADY_EXISTS name conflicts with an existing object"]
+
+
+def test_a_worker_certificate_cannot_call_the_service_control_api(swarm: Lab, api: Any) -> None:
+    assert grpc_services(swarm, "h2", "fromworker") == [
+        "ERR PERMISSION_DENIED Permission denied: unauthorized peer role: rpc error: code = PermissionDenied "
+        "desc = Permission denied: remote certificate not part of the allowed roles"]
+    assert [s for s in api.get("/services") if s["Spec"]["Name"] == "fromworker"] == []
+
+
+def test_rename_and_mode_change_are_refused_with_swarms_words(swarm: Lab, api: Any) -> None:
+    sid = api.post("/services/create", spec("fixed", 1))["ID"]
+    svc = api.get(f"/services/{sid}")
+    v = svc["Version"]["Index"]
+    with pytest.raises(DaemonError) as e:
+        api.post(f"/services/{sid}/update", {**svc["Spec"], "Name": "renamed"}, {"version": v})
+    assert (e.value.status, e.value.message) == (501, "rpc error: code = Unimplemented desc = renaming services is not supported")
+    with pytest.raises(DaemonError) as e:
+        api.post(f"/services/{sid}/update", {**svc["Spec"], "Mode": {"Global": {}}}, {"version": v})
+    assert (e.value.status, e.value.message) == (500, "rpc error: code = Unknown desc = service mode change is not allowed")
+    assert api.get(f"/services/{sid}")["Version"]["Index"] == v

@@ -1,0 +1,437 @@
+"""networkdb (agent/gossip/netdb.py) over an in-memory stand-in for the gossip core (tests/unit/netdb_fake.py):
+convergence, Lamport clocks, tombstones, network scoping, partitions, flaps, restarts, dead-node reaping."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.gossip import netdb_wire as w
+from agent.gossip.delegate import MemberState
+from agent.gossip.netdb import CREATE, DELETE, UPDATE, NetDBConfig, NetworkDB
+from common.errdefs import Conflict, InvalidParameter, NotFound
+from tests.unit.netdb_fake import FakeCluster, member
+
+N = "net1"
+
+
+def cluster(names: list[str], nets: dict[str, list[str]] | None = None, seed: int = 1,
+            config: NetDBConfig | None = None) -> FakeCluster:
+    c = FakeCluster(seed, config)
+    for n in names:
+        c.add(n)
+    for n in names:
+        for nid in (nets or {}).get(n, [N]):
+            c.dbs[n].join_network(nid)
+    c.run(1.0)
+    return c
+
+
+def test_entry_created_on_one_node_reaches_every_member_of_the_network() -> None:
+    c = cluster(["a", "b", "c", "d", "e"])
+    c.dbs["a"].create_entry("t", N, "ep1", b"10.0.9.2")
+    c.dbs["c"].create_entry("t", N, "ep2", b"10.0.9.3")
+    c.run(2.0)
+    for n in c.dbs:
+        assert c.view(n, "t", N) == {"ep1": b"10.0.9.2", "ep2": b"10.0.9.3"}
+        assert c.watched(n, N) == {"ep1": b"10.0.9.2", "ep2": b"10.0.9.3"}
+
+
+def test_update_and_delete_reach_every_member_and_watchers_see_create_update_delete() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["a"].create_entry("t", N, "ep1", b"v1")
+    c.run(1.0)
+    c.dbs["a"].update_entry("t", N, "ep1", b"v2")
+    c.run(1.0)
+    assert [c.view(n, "t", N) for n in "abc"] == [{"ep1": b"v2"}] * 3
+    c.dbs["a"].delete_entry("t", N, "ep1")
+    c.run(1.0)
+    assert [c.view(n, "t", N) for n in "abc"] == [{}] * 3
+    assert [(ev, k, v) for ev, _w, k, v in c.events["b"]] == [(CREATE, "ep1", b"v1"), (UPDATE, "ep1", b"v2"), (DELETE, "ep1", b"v2")]
+
+
+def test_a_node_joining_a_network_gets_its_entries_by_bulk_sync() -> None:
+    c = cluster(["a", "b", "c"], nets={"a": [N], "b": [N], "c": []})
+    for i in range(200):  # more than one packet: the sync comes in parts
+        c.dbs["a"].create_entry("t", N, f"ep{i:03d}", b"x" * 40)
+    c.run(2.0)
+    c.dbs["c"].join_network(N)
+    c.run(0.4)
+    assert len(c.view("c", "t", N)) == 200
+    assert c.watched("c", N) == c.view("a", "t", N)
+
+
+def test_an_event_with_an_old_clock_is_dropped() -> None:
+    c = cluster(["a", "b"])
+    c.dbs["a"].create_entry("t", N, "ep1", b"first")
+    c.dbs["a"].update_entry("t", N, "ep1", b"new")
+    c.run(1.0)
+    lt = c.dbs["b"].entries[N][("t", "ep1")].ltime
+    old = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.UPDATE, ltime=lt - 1, node_name="a",
+                                                            network_id=N, table_name="t", key="ep1", value=b"old")])
+    same = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.UPDATE, ltime=lt, node_name="a",
+                                                             network_id=N, table_name="t", key="ep1", value=b"same")])
+    before = c.dbs["b"].counters["old"]
+    c.dbs["b"].notify_msg(w.encode(old))
+    c.dbs["b"].notify_msg(w.encode(same))
+    assert c.dbs["b"].get_entry("t", N, "ep1") == b"new"
+    assert c.dbs["b"].counters["old"] == before + 2
+
+
+def test_a_network_event_with_an_old_clock_is_dropped() -> None:
+    c = cluster(["a", "b"])
+    lt = c.dbs["b"].attachments["a"][N].ltime
+    leave = w.NetworkEvent(type=w.NetworkEvent.LEAVE, ltime=lt - 1 if lt > 1 else lt, node_name="a", network_id=N)
+    c.dbs["b"].notify_msg(w.encode(leave))
+    assert c.dbs["b"].peers(N) == ["a"]
+
+
+def test_a_deleted_entry_stays_a_tombstone_that_refuses_older_events_until_reaped() -> None:
+    cfg = NetDBConfig(reap_entry_s=10.0)
+    c = cluster(["a", "b"], config=cfg)
+    c.dbs["a"].create_entry("t", N, "ep1", b"v")
+    c.run(1.0)
+    create_lt = c.dbs["b"].entries[N][("t", "ep1")].ltime
+    c.dbs["a"].delete_entry("t", N, "ep1")
+    c.run(1.0)
+    tomb = c.dbs["b"].entries[N][("t", "ep1")]
+    assert tomb.deleting is True
+    late = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=create_lt, node_name="a",
+                                                             network_id=N, table_name="t", key="ep1", value=b"v")])
+    c.dbs["b"].notify_msg(w.encode(late))  # the create arriving late does not bring the entry back
+    with pytest.raises(NotFound) as e:
+        c.dbs["b"].get_entry("t", N, "ep1")
+    assert str(e.value) == "could not get entry in table t with network id net1 and key ep1"
+    c.run(10.0)
+    assert ("t", "ep1") not in c.dbs["b"].entries[N]
+    assert ("t", "ep1") not in c.dbs["a"].entries[N]
+
+
+def test_only_the_nodes_on_a_network_receive_its_table_events() -> None:
+    c = cluster(["a", "b", "c", "d"], nets={"a": [N], "b": [N], "c": [N, "other"], "d": ["other"]})
+    c.dbs["a"].create_entry("t", N, "ep1", b"v")
+    c.dbs["c"].create_entry("t", "other", "ep9", b"w")
+    c.run(3.0)
+    assert c.view("c", "t", N) == {"ep1": b"v"}
+    assert "ep1" not in str(c.dbs["d"].entries)
+    for src, dst, data in c.delivered:
+        m = w.decode_message(data)
+        kind = m.WhichOneof("body")
+        if dst == "d" and kind == "table_events":
+            assert all(e.network_id == "other" for e in m.table_events.events)
+        if dst == "d" and kind == "bulk_sync":
+            assert m.bulk_sync.network_id == "other"
+    assert c.view("d", "t", "other") == {"ep9": b"w"}
+
+
+def test_a_partition_heals_with_no_stale_entry_on_either_side() -> None:
+    c = cluster(["a", "b", "c", "d"])
+    for n in "abcd":
+        c.dbs[n].create_entry("t", N, f"{n}-keep", b"1")
+        c.dbs[n].create_entry("t", N, f"{n}-gone", b"1")
+        c.dbs[n].create_entry("t", N, f"{n}-changed", b"1")
+    c.run(2.0)
+    c.partition(["a", "b"], ["c", "d"])
+    for n in "ad":
+        c.dbs[n].delete_entry("t", N, f"{n}-gone")
+        c.dbs[n].update_entry("t", N, f"{n}-changed", b"2")
+        c.dbs[n].create_entry("t", N, f"{n}-new", b"3")
+    c.run(3.0)
+    assert c.view("b", "t", N)["d-gone"] == b"1"  # the other side's entries are kept (suspended) meanwhile
+    assert c.dbs["b"].walk("t", N)[[e.key for e in c.dbs["b"].walk("t", N)].index("d-gone")].suspended
+    c.heal()
+    c.run(3.0)
+    want = {f"{n}-keep": b"1" for n in "abcd"} | {"b-gone": b"1", "c-gone": b"1", "b-changed": b"1", "c-changed": b"1",
+                                                  "a-changed": b"2", "d-changed": b"2", "a-new": b"3", "d-new": b"3"}
+    for n in "abcd":
+        assert c.view(n, "t", N) == want, n
+        assert c.watched(n, N) == want, n
+        assert not any(e.suspended for e in c.dbs[n].walk("t", N))
+
+
+def test_a_flap_keeps_the_entries_without_a_delete_and_resyncs_when_the_node_is_back() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    events_before = list(c.events["a"])
+    c.partition(["c"], ["a", "b"])  # c declared dead by a and b, alive all along
+    c.run(2.0)
+    assert c.view("a", "t", N) == {"ep-c": b"1"}
+    c.heal()
+    c.run(2.0)
+    assert c.view("a", "t", N) == {"ep-c": b"1"}
+    assert c.events["a"] == events_before  # no delete, no re-create: the overlay and DNS never saw a gap
+    assert not any(e.suspended for e in c.dbs["a"].walk("t", N))
+
+
+def test_a_restarted_node_replaces_its_old_entries_and_leaves_none_stale() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-old1", b"1")
+    c.dbs["c"].create_entry("t", N, "ep-old2", b"1")
+    c.dbs["c"].create_entry("t", N, "ep-kept", b"1")
+    c.run(1.0)
+    c.kill("c")  # kill -9: its state is gone
+    c.run(2.0)
+    assert set(c.view("a", "t", N)) == {"ep-old1", "ep-old2", "ep-kept"}
+    db = c.add("c")
+    db.join_network(N)
+    db.create_entry("t", N, "ep-kept", b"2")  # its container survived: the agent re-creates the entry
+    db.create_entry("t", N, "ep-new", b"3")
+    c.run(3.0)
+    for n in "abc":
+        assert c.view(n, "t", N) == {"ep-kept": b"2", "ep-new": b"3"}, n
+    for n in "ab":
+        assert c.watched(n, N) == {"ep-kept": b"2", "ep-new": b"3"}, n
+
+
+def test_a_node_restarted_before_it_was_declared_dead_leaves_no_stale_entry() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-old", b"1")
+    c.run(1.0)
+    del c.dbs["c"]  # restarted within the failure detection time: nobody saw it dead
+    db = c.add("c")
+    db.join_network(N)
+    db.create_entry("t", N, "ep-new", b"2")
+    c.run(3.0)
+    for n in "abc":
+        assert c.view(n, "t", N) == {"ep-new": b"2"}, n
+    assert c.watched("a", N) == {"ep-new": b"2"}
+
+
+def test_a_node_dead_longer_than_the_reap_interval_has_its_entries_deleted() -> None:
+    c = cluster(["a", "b", "c"], config=NetDBConfig(dead_node_reap_s=5.0))
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.kill("c")
+    c.run(4.0)
+    assert c.view("a", "t", N) == {"ep-c": b"1"}
+    c.run(1.2)
+    assert c.view("a", "t", N) == {}
+    assert c.watched("a", N) == {}
+    assert c.dbs["a"].peers(N) == ["b"]
+
+
+def test_a_node_back_after_its_entries_were_reaped_brings_them_back() -> None:
+    c = cluster(["a", "b", "c"], config=NetDBConfig(dead_node_reap_s=5.0))
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.partition(["c"], ["a", "b"])
+    c.run(6.0)
+    assert c.view("a", "t", N) == {}
+    c.heal()
+    c.run(2.0)
+    assert c.view("a", "t", N) == {"ep-c": b"1"}
+    assert c.watched("a", N) == {"ep-c": b"1"}
+
+
+def test_a_node_that_leaves_gracefully_has_its_entries_deleted_at_once() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.leave("c")
+    assert c.view("a", "t", N) == {}
+    assert c.watched("a", N) == {}
+
+
+def test_a_node_leaving_a_network_has_its_entries_deleted_on_the_others_and_forgets_the_network() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["a"].create_entry("t", N, "ep-a", b"1")
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.dbs["c"].leave_network(N)
+    c.run(1.0)
+    assert c.view("a", "t", N) == {"ep-a": b"1"}
+    assert c.dbs["a"].peers(N) == ["b"]
+    assert c.dbs["c"].walk("t", N) == []
+    assert c.watched("c", N) == {}
+
+
+def test_local_writes_are_refused_with_messages_naming_the_value() -> None:
+    db = NetworkDB("a")
+    with pytest.raises(NotFound) as e:
+        db.create_entry("t", N, "k", b"v")
+    assert str(e.value) == "network net1 is not joined by node a"
+    db.join_network(N)
+    db.create_entry("t", N, "k", b"v")
+    with pytest.raises(Conflict) as c:
+        db.create_entry("t", N, "k", b"v")
+    assert str(c.value) == "cannot create entry in table t with network id net1 and key k, already exists"
+    with pytest.raises(NotFound) as u:
+        db.update_entry("t", N, "nope", b"v")
+    assert str(u.value) == "cannot update entry in table t with network id net1 and key nope, does not exist"
+    with pytest.raises(NotFound) as d:
+        db.delete_entry("t", N, "nope")
+    assert str(d.value) == "cannot delete entry in table t with network id net1 and key nope, does not exist"
+    with pytest.raises(InvalidParameter) as big:
+        db.create_entry("t", N, "k2", b"x" * 4097)
+    assert str(big.value) == "value of 4097 bytes for key k2 exceeds 4096"
+    with pytest.raises(InvalidParameter) as wide:
+        db.create_entry("t", N, "k1160", b"x" * 1160)
+    assert str(wide.value) == "entry k1160 of 1198 bytes does not fit in a gossip packet (1187 bytes)"
+    with pytest.raises(InvalidParameter) as bad:
+        db.create_entry("t", N, "bad\nkey", b"")
+    assert str(bad.value) == "invalid key 'bad\\nkey': must be 1 to 256 printable characters"
+    with pytest.raises(NotFound) as lv:
+        db.leave_network("nope")
+    assert str(lv.value) == "could not find network nope while trying to leave"
+    assert db.walk("t", N) == [db.walk("t", N)[0]] and db.get_entry("t", N, "k") == b"v"
+
+
+@pytest.mark.parametrize("data", [
+    b"\xff\xff\xff",  # not protobuf
+    b"",  # empty
+    b"\x0a" + b"\x80" * 20,  # a length that never ends
+    b"x" * (w.MAX_MESSAGE + 1),  # too big
+    w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=0, node_name="x", network_id=N)),  # clock 0
+    w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=1 << 63, node_name="x", network_id=N)),  # clock too big
+    w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=3, node_name="", network_id=N)),  # no node
+    w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=5, node_name="b",
+                                                               network_id=N, table_name="t", key="k" * 257)])),
+    w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=5, node_name="b",
+                                                               network_id=N, table_name="t", key="k", value=b"v" * 4097)])),
+    w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(type=7, ltime=5, node_name="b",  # type: ignore[arg-type]
+                                                               network_id=N, table_name="t", key="k")])),
+    w.encode(w.BulkSync(node_name="b", network_id=N, part=3, parts=2)),
+    w.encode(w.BulkSync(node_name="b", network_id=N, part=0, parts=1, entries=[w.TableEvent(
+        type=w.TableEvent.CREATE, ltime=5, node_name="b", network_id="elsewhere", table_name="t", key="k")])),
+])
+def test_a_bad_peer_message_is_dropped_and_counted_and_changes_nothing(data: bytes) -> None:
+    c = cluster(["a", "b"])
+    c.dbs["b"].create_entry("t", N, "k0", b"v")
+    c.run(1.0)
+    before = (c.view("a", "t", N), c.dbs["a"].network_clock.value, c.dbs["a"].table_clock.value, c.dbs["a"].peers(N))
+    c.dbs["a"].notify_msg(data)
+    assert c.dbs["a"].counters["invalid"] == 1
+    assert (c.view("a", "t", N), c.dbs["a"].network_clock.value, c.dbs["a"].table_clock.value, c.dbs["a"].peers(N)) == before
+
+
+def test_a_bad_push_pull_state_is_dropped_and_counted() -> None:
+    db = NetworkDB("a")
+    db.merge_remote_state(b"\x0a\x05ab", True)
+    db.merge_remote_state(w.PushPull(node_name="b", network_clock=1 << 63).SerializeToString(), True)
+    assert db.counters["invalid"] == 2
+    assert db.network_clock.value == 0 and db.attachments == {}
+
+
+def test_events_for_a_network_this_node_did_not_join_are_ignored() -> None:
+    db = NetworkDB("a")
+    db.notify_join(member("b"))
+    ev = w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=5, node_name="b",
+                                                           network_id=N, table_name="t", key="k", value=b"v")])
+    db.notify_msg(w.encode(ev))
+    assert db.entries == {} and db.counters["not_member"] == 1
+
+
+def test_a_watch_replays_the_live_entries_and_stops_when_cancelled() -> None:
+    db = NetworkDB("a")
+    db.join_network(N)
+    db.create_entry("t", N, "k1", b"1")
+    db.create_entry("t", N, "k2", b"2")
+    db.delete_entry("t", N, "k2")
+    seen: list[tuple[str, str, str, bytes]] = []
+    cancel = db.watch("t", lambda *a: seen.append(a))
+    assert seen == [(CREATE, N, "k1", b"1")]
+    cancel()
+    db.create_entry("t", N, "k3", b"3")
+    assert seen == [(CREATE, N, "k1", b"1")]
+
+
+def test_a_failing_watcher_does_not_stop_the_table_or_the_other_watchers() -> None:
+    db = NetworkDB("a")
+    db.join_network(N)
+    seen: list[str] = []
+
+    def bad(*_a: object) -> None:
+        raise RuntimeError("boom")
+    db.watch("t", bad)
+    db.watch("t", lambda ev, nid, key, val: seen.append(key))
+    db.create_entry("t", N, "k1", b"1")
+    assert seen == ["k1"] and db.get_entry("t", N, "k1") == b"1"
+
+
+def test_a_forged_event_about_this_nodes_own_entry_is_overwritten_by_a_newer_tombstone() -> None:
+    c = cluster(["a", "b"])
+    forged = w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=50, node_name="a",
+                                                               network_id=N, table_name="t", key="ghost", value=b"x")])
+    c.dbs["b"].notify_msg(w.encode(forged))  # b believes a owns "ghost"
+    assert c.view("b", "t", N) == {"ghost": b"x"}
+    c.run(2.0)
+    assert c.view("a", "t", N) == {} and c.view("b", "t", N) == {}
+    assert c.dbs["a"].entries[N][("t", "ghost")].ltime > 50
+
+
+def test_a_member_marked_dead_by_update_is_treated_as_failed() -> None:
+    c = cluster(["a", "b"])
+    c.dbs["b"].create_entry("t", N, "k", b"1")
+    c.run(1.0)
+    c.dbs["a"].notify_update(member("b", MemberState.DEAD))
+    assert c.dbs["a"].walk("t", N)[0].suspended is True
+    assert c.dbs["a"].peers(N) == []
+
+
+def test_a_received_event_too_big_to_gossip_on_is_dropped_from_the_queue_not_stuck_in_it() -> None:
+    c = cluster(["a", "b", "c"], config=NetDBConfig(packet_budget=400))
+    big = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=90, node_name="a",
+                                                            network_id=N, table_name="t", key="big", value=b"x" * 500)])
+    c.dbs["b"].notify_msg(w.encode(big))  # accepted (within the wire's limits) but wider than b's packets
+    c.dbs["b"].create_entry("t", N, "small", b"1")
+    c.run(1.0)
+    assert c.view("c", "t", N)["small"] == b"1"
+    assert c.dbs["b"]._nq[N].oversized == 1
+
+
+def test_a_node_joining_a_big_network_gets_a_few_bulk_syncs_not_one_from_every_member() -> None:
+    names = [f"n{i:02d}" for i in range(16)]
+    c = cluster(names + ["new"], nets={**{n: [N] for n in names}, "new": []})
+    for n in names:
+        c.dbs[n].create_entry("t", N, f"ep-{n}", b"1")
+    c.run(2.0)
+    start = len(c.delivered)
+    c.dbs["new"].join_network(N)
+    c.run(1.0)
+    senders = {src for src, dst, data in c.delivered[start:]
+               if dst == "new" and w.decode_message(data).WhichOneof("body") == "bulk_sync"}
+    assert 1 <= len(senders) <= 8
+    assert len(c.view("new", "t", N)) == 16
+
+
+def test_unfinished_multi_part_syncs_are_bounded() -> None:
+    from agent.gossip.netdb import MAX_ASSEMBLIES
+
+    c = cluster(["a", "b"])
+    for i in range(MAX_ASSEMBLIES + 50):
+        part = w.BulkSync(node_name="b", network_id=N, sync_id=i + 1, part=0, parts=2)
+        c.dbs["a"].notify_msg(w.encode(part))
+    assert len(c.dbs["a"]._assemblies) == MAX_ASSEMBLIES
+    assert ("b", N, MAX_ASSEMBLIES + 50) in c.dbs["a"]._assemblies
+
+
+def test_a_node_whose_attachments_arrive_before_its_join_gets_the_entries_when_it_joins() -> None:
+    a, b = NetworkDB("a"), NetworkDB("b")
+    a.join_network(N)
+    a.create_entry("t", N, "ep-a", b"1")
+    b.join_network(N)  # no peers known yet: no sync at join
+    assert b.take_outgoing() == [] and a.take_outgoing() == []
+    a.merge_remote_state(b.local_state(True), True)  # the push-pull came first
+    b.merge_remote_state(a.local_state(True), True)
+    a.notify_join(member("b"))  # then the core reports the member
+    for to, data in a.take_outgoing():
+        assert to == "b"
+        b.notify_msg(data)
+    assert b.get_entry("t", N, "ep-a") == b"1"
+
+
+def test_a_returning_node_is_asked_again_when_the_first_resync_is_lost() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["c"].create_entry("t", N, "ep-c", b"1")
+    c.run(1.0)
+    c.partition(["c"], ["a", "b"])
+    c.dbs["c"].delete_entry("t", N, "ep-c")
+    c.run(3.0)
+    c.heal()
+    c.loss = 1.0  # the first second after the heal loses everything: resync requests, answers, the delete's gossip
+    c.run(1.0)
+    c.loss = 0.0
+    assert [(e.key, e.suspended) for e in c.dbs["a"].walk("t", N)] == [("ep-c", True)]
+    c.run(5.0)  # well before the periodic bulk sync (30 s)
+    assert c.view("a", "t", N) == {} and c.view("b", "t", N) == {}
+    assert c.watched("a", N) == {}

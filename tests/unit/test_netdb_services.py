@@ -1,0 +1,88 @@
+"""endpoint_table records and their fold into ServiceBindings per network (agent/gossip/netdb_services.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from agent.gossip.netdb_services import TABLE, EndpointRecord, decode_record, encode_record, fold_service_bindings, fold_with_errors
+from agent.network.service_binding import Backend, ServiceBinding
+from tests.unit.netdb_fake import FakeCluster
+
+N = "ovl1"
+IP = ipaddress.IPv4Address
+
+
+def rec(service: str, task: str, ip: str, vip: str | None = "10.0.9.2", aliases: tuple[str, ...] = ()) -> EndpointRecord:
+    return EndpointRecord(service_id=f"id-{service}", service_name=service, vip=IP(vip) if vip else None,
+                          task_ip=IP(ip), task_name=f"{service}.1.{task}", task_id=task, aliases=aliases,
+                          ingress_ports=((8080, 80, "tcp"),) if service == "web" else ())
+
+
+def cluster() -> FakeCluster:
+    c = FakeCluster(5)
+    for n in "abc":
+        c.add(n, watch=()).join_network(N)
+    c.run(1.0)
+    return c
+
+
+def test_records_from_several_nodes_fold_into_one_binding_per_service() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5", aliases=("www",))))
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.dbs["b"].create_entry(TABLE, N, "ep3", encode_record(rec("db", "t3", "10.0.9.7", vip=None)))
+    c.run(1.0)
+    assert fold_service_bindings(c.dbs["c"], N) == [
+        ServiceBinding(service_id="id-db", service_name="db", network_id=N, vip=None,
+                       backends=(Backend("t3", IP("10.0.9.7"), "db.1.t3"),)),
+        ServiceBinding(service_id="id-web", service_name="web", network_id=N, vip=IP("10.0.9.2"),
+                       backends=(Backend("t2", IP("10.0.9.4"), "web.1.t2"), Backend("t1", IP("10.0.9.5"), "web.1.t1")),
+                       aliases=("www",), ingress_ports=((8080, 80, "tcp"),)),
+    ]
+
+
+def test_a_failed_nodes_backends_are_left_out_until_it_is_back() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.run(1.0)
+    c.partition(["b"], ["a", "c"])
+    [web] = fold_service_bindings(c.dbs["c"], N)
+    assert [b.task_id for b in web.backends] == ["t1"]
+    [web_all] = fold_service_bindings(c.dbs["c"], N, include_suspended=True)
+    assert [b.task_id for b in web_all.backends] == ["t2", "t1"]
+    c.heal()
+    c.run(1.0)
+    [web] = fold_service_bindings(c.dbs["c"], N)
+    assert [b.task_id for b in web.backends] == ["t2", "t1"]
+
+
+def test_a_bad_record_is_skipped_and_named() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["a"].create_entry(TABLE, N, "ep-bad", b'{"service_id":"x","service_name":"x","task_ip":"nope"}')
+    c.run(1.0)
+    bindings, errors = fold_with_errors(c.dbs["b"], N)
+    assert [b.service_name for b in bindings] == ["web"]
+    assert errors == ["ep-bad: endpoint record: Expected 4 octets in 'nope'"]
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"[]", "endpoint record is not an object"),
+    (b'{"service_id":"","service_name":"x","task_ip":"10.0.0.2"}', "endpoint record: invalid service_id ''"),
+    (b'{"service_id":"s","service_name":"x","task_ip":"10.0.0.2","aliases":[1]}', "endpoint record: invalid aliases [1]"),
+    (b'{"service_id":"s","service_name":"x","task_ip":"10.0.0.2","ingress_ports":[[0,80,"tcp"]]}',
+     "endpoint record: invalid ingress port [0, 80, 'tcp']"),
+    (b"x" * 2049, "endpoint record of 2049 bytes exceeds 2048"),
+])
+def test_a_bad_endpoint_record_is_refused_naming_the_field(data: bytes, why: str) -> None:
+    with pytest.raises(ValueError) as e:
+        decode_record(data)
+    assert str(e.value) == why
+
+
+def test_an_endpoint_record_round_trips() -> None:
+    r = rec("web", "t1", "10.0.9.5", aliases=("www", "w"))
+    assert decode_record(encode_record(r)) == r

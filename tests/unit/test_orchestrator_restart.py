@@ -1,0 +1,44 @@
+"""Restart policy decisions: condition, delay (default 5 s), max attempts within a window."""
+
+from __future__ import annotations
+
+from manager.orchestrator.restart import DEFAULT_DELAY_NS, decide
+from proto import objects_pb2 as pb
+from tests.unit.services_fixtures import NOW, SEC, S, service, task
+
+
+def test_default_delay_is_five_seconds_after_the_task_ended() -> None:
+    svc = service()
+    svc.spec.task.restart.ClearField("delay")
+    ended = task(svc, "a", 1, "n1", state=S.TASK_STATE_FAILED, at=NOW)
+    d = decide(svc, ended, [ended], NOW)
+    assert (d.restart, d.at_ns, DEFAULT_DELAY_NS) == (True, NOW + 5 * SEC, 5 * SEC)
+
+
+def test_attempts_outside_the_window_do_not_count() -> None:
+    svc = service(max_attempts=1)
+    svc.spec.task.restart.window.FromNanoseconds(60 * SEC)
+    old = task(svc, "a", 1, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN, at=NOW - 120 * SEC)
+    now_failed = task(svc, "b", 1, "n1", state=S.TASK_STATE_FAILED, at=NOW)
+    assert decide(svc, now_failed, [old, now_failed], NOW).restart is True
+    recent = task(svc, "a", 1, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN, at=NOW - 30 * SEC)
+    assert decide(svc, now_failed, [recent, now_failed], NOW).restart is False
+
+
+def test_node_failure_replaces_at_once_even_with_on_failure() -> None:
+    svc = service(condition=pb.RestartPolicy.ON_FAILURE, delay_s=30)
+    t = task(svc, "a", 1, "n1", state=S.TASK_STATE_RUNNING)
+    assert decide(svc, t, [t], NOW, node_failed=True).at_ns == 0
+
+
+def test_task_history_keeps_the_newest_finished_tasks_per_slot() -> None:
+    from manager.orchestrator.runner import history_to_prune
+
+    svc = service()
+    old = [task(svc, f"old{i}", 1, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN, created=NOW + i * SEC)
+           for i in range(7)]
+    current = task(svc, "cur", 1, "n1", state=S.TASK_STATE_RUNNING, created=NOW + 10 * SEC)
+    other_slot = task(svc, "s2", 2, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN)
+    stopping = task(svc, "stopping", 1, "n1", state=S.TASK_STATE_RUNNING, desired=S.TASK_STATE_SHUTDOWN, created=NOW - SEC)
+    pruned = history_to_prune([*old, current, other_slot, stopping], keep=5)
+    assert [t.id for t in pruned] == ["old0", "old1"]  # the two oldest finished ones; running or stopping ones stay

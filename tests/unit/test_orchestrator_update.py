@@ -1,0 +1,115 @@
+"""Rolling updates: batches of `parallelism`, monitor and delay, failure actions pause/continue/rollback."""
+
+from __future__ import annotations
+
+from manager.orchestrator.runner import plan_service
+from manager.orchestrator.update import plan_update
+from proto import objects_pb2 as pb
+from tests.unit.services_fixtures import NOW, SEC, S, ids, node, nodes_by_id, service, task
+
+US = pb.UpdateStatus
+N = nodes_by_id(node("n1"), node("n2"))
+
+
+def updated(parallelism: int = 1, delay_s: int = 0, monitor_s: int = 5, action: int = pb.UpdateConfig.PAUSE) -> tuple[pb.Service, list[pb.Task]]:
+    """A 3-replica service on image v1 whose spec just changed to v2 (its tasks still run v1)."""
+    old = service(replicas=3, image="busybox:v1")
+    tasks = [task(old, f"old{i}", i, "n1") for i in (1, 2, 3)]
+    svc = service(replicas=3, image="busybox:v2")
+    svc.previous_spec.CopyFrom(old.spec)
+    svc.spec.update.parallelism = parallelism
+    svc.spec.update.delay.FromNanoseconds(delay_s * SEC)
+    svc.spec.update.monitor.FromNanoseconds(monitor_s * SEC)
+    svc.spec.update.failure_action = action
+    return svc, tasks
+
+
+def updating(svc: pb.Service, started: int) -> pb.Service:
+    svc.update_status.state = US.UPDATING
+    svc.update_status.started_at.FromNanoseconds(started)
+    return svc
+
+
+def test_update_starts_with_one_batch_of_parallelism_lowest_slots_first() -> None:
+    svc, tasks = updated(parallelism=2)
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert plan.service is not None and plan.service.update_status.state == US.UPDATING
+    assert plan.service.update_status.started_at.ToNanoseconds() == NOW
+    assert [(t.id, t.desired_state) for t in plan.update] == [("old1", S.TASK_STATE_SHUTDOWN), ("old2", S.TASK_STATE_SHUTDOWN)]
+    assert [(t.slot, t.spec.container.image) for t in plan.create] == [(1, "busybox:v2"), (2, "busybox:v2")]
+
+
+def test_next_batch_waits_until_the_new_tasks_ran_for_the_monitor_period() -> None:
+    svc, tasks = updated(parallelism=1, monitor_s=5)
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    tasks[0].desired_state = S.TASK_STATE_SHUTDOWN
+    fresh = task(svc, "new1", 1, "n2", state=S.TASK_STATE_RUNNING, at=NOW - 2 * SEC, created=started)
+    plan = plan_update(svc, tasks + [fresh], NOW, ids("n"), set())
+    assert (plan.create, plan.update, plan.service) == ([], [], None)
+    assert plan.wake_at_ns == NOW + 3 * SEC
+    later = plan_update(svc, tasks + [fresh], NOW + 3 * SEC, ids("n"), set())
+    assert [t.id for t in later.update] == ["old2"] and [t.slot for t in later.create] == [2]
+
+
+def test_next_batch_waits_for_the_update_delay_after_the_last_became_healthy() -> None:
+    svc, tasks = updated(parallelism=1, monitor_s=1, delay_s=10)
+    started = NOW - 20 * SEC
+    updating(svc, started)
+    tasks[0].desired_state = S.TASK_STATE_SHUTDOWN
+    fresh = task(svc, "new1", 1, "n2", state=S.TASK_STATE_RUNNING, at=NOW - 5 * SEC, created=started)
+    plan = plan_update(svc, tasks + [fresh], NOW, ids("n"), set())
+    assert plan.create == [] and plan.wake_at_ns == NOW - 4 * SEC + 10 * SEC
+
+
+def test_a_failed_new_task_pauses_the_update_with_swarms_message() -> None:
+    svc, tasks = updated(action=pb.UpdateConfig.PAUSE)
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    bad = task(svc, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started)
+    plan = plan_update(svc, tasks + [bad], NOW, ids("n"), set())
+    assert plan.service is not None
+    assert (plan.service.update_status.state, plan.service.update_status.message) == (
+        US.PAUSED, "update paused due to failure or early termination of task new1")
+    assert plan.create == [] and plan.update == []
+    assert plan_update(plan.service, tasks + [bad], NOW, ids("n"), set()).create == []
+
+
+def test_a_failed_new_task_rolls_back_to_the_previous_spec() -> None:
+    svc, tasks = updated(action=pb.UpdateConfig.ROLLBACK)
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    bad = task(svc, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started)
+    plan = plan_update(svc, tasks + [bad], NOW, ids("n"), set())
+    s = plan.service
+    assert s is not None and s.update_status.state == US.ROLLBACK_STARTED
+    assert s.update_status.message == "update rolled back due to failure or early termination of task new1"
+    assert (s.spec.task.container.image, s.previous_spec.task.container.image) == ("busybox:v1", "busybox:v2")
+
+
+def test_a_failed_new_task_with_continue_goes_on_with_the_next_batch() -> None:
+    svc, tasks = updated(action=pb.UpdateConfig.CONTINUE, monitor_s=0)
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    tasks[0].desired_state = S.TASK_STATE_SHUTDOWN
+    bad = task(svc, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started)
+    plan = plan_update(svc, tasks + [bad], NOW, ids("n"), set())
+    assert plan.service is None and [t.id for t in plan.update] == ["old2"]
+
+
+def test_update_completes_when_every_task_runs_the_new_spec() -> None:
+    svc, _ = updated(monitor_s=1)
+    started = NOW - 30 * SEC
+    updating(svc, started)
+    tasks = [task(svc, f"new{i}", i, "n1", at=NOW - 5 * SEC, created=started) for i in (1, 2, 3)]
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert plan.service is not None
+    assert (plan.service.update_status.state, plan.service.update_status.message) == (US.COMPLETED, "update completed")
+    assert plan.service.update_status.completed_at.ToNanoseconds() == NOW
+
+
+def test_a_scale_only_change_is_no_update() -> None:
+    svc = service(replicas=3)
+    tasks = [task(svc, f"t{i}", i, "n1") for i in (1, 2)]
+    plan = plan_service(svc, tasks, N, NOW, ids("n"))
+    assert plan.service is None and [t.slot for t in plan.create] == [3] and plan.update == []

@@ -1,0 +1,95 @@
+"""Docker ServiceSpec JSON <-> proto: the docker CLI's and docker-py's bodies, stable round trips, task JSON."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.errdefs import InvalidParameter
+from manager.orchestrator.tasks import canonical, same_spec
+from proto import objects_pb2 as pb
+from shoal.api.service_json import service_json, service_spec_from_json, task_json
+from tests.unit.services_fixtures import S, service, task
+
+CLI_BODY = {"Name": "web", "Labels": {}, "TaskTemplate": {
+    "ContainerSpec": {"Image": "busybox:latest", "Args": ["sleep", "1d"], "Init": False, "DNSConfig": {}},
+    "Resources": {"Limits": {}, "Reservations": {"MemoryBytes": 10485760}}, "Placement": {},
+    "Networks": [{"Target": "netid"}], "ForceUpdate": 0},
+    "Mode": {"Replicated": {"Replicas": 3}},
+    "UpdateConfig": {"Parallelism": 1, "FailureAction": "pause", "Monitor": 5000000000, "MaxFailureRatio": 0, "Order": "stop-first"},
+    "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}}
+
+
+def stored(body: dict) -> pb.ServiceSpec:
+    return canonical(service_spec_from_json(body))
+
+
+def test_cli_body_becomes_the_spec_it_describes() -> None:
+    s = stored(CLI_BODY)
+    assert (s.annotations.name, s.replicated.replicas, s.task.container.image, list(s.task.container.args)) == (
+        "web", 3, "busybox:latest", ["sleep", "1d"])
+    assert s.task.resources.reservations.memory_bytes == 10485760
+    assert [n.target for n in s.task.networks] == ["netid"]
+    assert [(p.target_port, p.published_port, p.publish_mode) for p in s.endpoint.ports] == [(80, 8080, pb.PortConfig.INGRESS)]
+    assert (s.update.parallelism, s.update.monitor.ToNanoseconds()) == (1, 5_000_000_000)
+
+
+def test_spec_sent_back_unchanged_is_the_same_spec() -> None:
+    """docker's `service scale` re-sends the Spec it read: no task may look changed (no rolling update)."""
+    first = stored(CLI_BODY)
+    svc = pb.Service(id="s")
+    svc.spec.CopyFrom(first)
+    again = stored(service_json(svc)["Spec"])
+    assert same_spec(first.task, again.task)
+    assert first.SerializeToString(deterministic=True) == again.SerializeToString(deterministic=True)
+
+
+def test_docker_py_body_lowercase_mode_and_port_defaults() -> None:
+    s = stored({"Name": "py", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}, "Mode": {"replicated": {"Replicas": 2}},
+                "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8081}]}})
+    assert (s.replicated.replicas, s.task.container.image) == (2, "busybox:latest")
+    assert [(p.protocol, p.publish_mode) for p in s.endpoint.ports] == [(pb.PortConfig.TCP, pb.PortConfig.INGRESS)]
+
+
+def test_replicated_without_replicas_is_one_and_global_is_global() -> None:
+    assert stored({"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b"}}, "Mode": {"Replicated": {}}}).replicated.replicas == 1
+    assert stored({"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b"}}, "Mode": {"Global": {}}}).WhichOneof("mode") == "global"
+
+
+def test_negative_replicas_are_refused_with_dockers_message() -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json({"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b"}}, "Mode": {"Replicated": {"Replicas": -1}}})
+    assert e.value.message == "Number of replicas must be non-negative"
+
+
+def test_unknown_restart_condition_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json({"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b"}, "RestartPolicy": {"Condition": "sometimes"}}})
+    assert e.value.message == "invalid restart condition: 'sometimes'"
+
+
+def test_replicas_show_in_mode_and_published_ports_in_endpoint_before_allocation() -> None:
+    out = service_json(pb.Service(id="x", spec=stored(CLI_BODY)), {"RunningTasks": 1, "DesiredTasks": 3, "CompletedTasks": 0})
+    assert out["Spec"]["Mode"] == {"Replicated": {"Replicas": 3}}
+    assert out["Endpoint"]["Ports"] == [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]
+    assert out["ServiceStatus"] == {"RunningTasks": 1, "DesiredTasks": 3, "CompletedTasks": 0}
+    assert "UpdateStatus" not in out
+
+
+def test_task_json_has_the_fields_the_cli_reads() -> None:
+    t = task(service(), "t1", 2, "n1", state=S.TASK_STATE_ASSIGNED)
+    t.status.err = "no suitable node"
+    j = task_json(t)
+    assert (j["ID"], j["Slot"], j["NodeID"], j["ServiceID"], j["DesiredState"]) == ("t1", 2, "n1", "svc1", "running")
+    assert (j["Status"]["State"], j["Status"]["Err"]) == ("assigned", "no suitable node")
+    assert j["Spec"]["ContainerSpec"]["Image"] == "busybox"
+
+
+def test_configs_and_secrets_references_round_trip() -> None:
+    refs = {"Configs": [{"File": {"Name": "/etc/x", "UID": "0", "GID": "0", "Mode": 292}, "ConfigID": "c1", "ConfigName": "x"}],
+            "Secrets": [{"File": {"Name": "y", "UID": "0", "GID": "0", "Mode": 256}, "SecretID": "s1", "SecretName": "y"}]}
+    body = {"Name": "a", "TaskTemplate": {"ContainerSpec": {"Image": "b:1", **refs}}, "Mode": {"Replicated": {"Replicas": 1}}}
+    s = stored(body)
+    assert [(r.config_id, r.file.name) for r in s.task.container.configs] == [("c1", "/etc/x")]
+    assert [(r.secret_id, r.file.mode) for r in s.task.container.secrets] == [("s1", 256)]
+    cs = service_json(pb.Service(id="x", spec=s))["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert (cs["Configs"], cs["Secrets"]) == (refs["Configs"], refs["Secrets"])
