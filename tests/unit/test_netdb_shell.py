@@ -1,5 +1,4 @@
-"""DRAFT (rename to .py once agent/gossip/shell.py is on main; passed against the gossip branch at 5856de7).
-networkdb over the gossip core's real shell (agent/gossip/shell.py) on loopback UDP/TCP: entries converge, a
+"""networkdb over the gossip core's real shell (agent/gossip/shell.py) on loopback UDP/TCP: entries converge, a
 stopped member's entries are kept suspended, and when it comes back fresh its old entries are gone everywhere."""
 
 from __future__ import annotations

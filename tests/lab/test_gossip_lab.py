@@ -1,5 +1,4 @@
-"""DRAFT (rename to .py once agent/gossip/shell.py is on main; passed against the gossip branch at 5856de7).
-Gossip among the agents of a 3-host swarm (agent/gossip shell + netdb, started by shoal/swarm/gossip_agent.py):
+"""Gossip among the agents of a 3-host swarm (agent/gossip shell + netdb, started by shoal/swarm/gossip_agent.py):
 every node sees every other alive on its advertise address, a killed daemon is dead for the others and alive again
 when it is back, and the gossip on the wire is sealed (no node id in clear on the lab switch)."""
 
