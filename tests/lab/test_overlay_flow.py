@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shoal.lab import Lab, host_address
+from shoal.lab import Lab, data_dir, host_address
 from tests.lab.helpers import SHOAL, running_lab, wait_until
 
 pytestmark = pytest.mark.lab
@@ -74,8 +74,7 @@ def test_containers_get_the_managers_addresses_on_the_attachable_overlay(flow: L
     a1 = inspect(flow, "h2", "inspect", "a1")["NetworkSettings"]["Networks"][NET]
     a5 = inspect(flow, "h5", "inspect", "a5")["NetworkSettings"]["Networks"][NET]
     assert (eth0(flow, "h2", "a1"), eth0(flow, "h5", "a5")) == (f"{a1['IPAddress']}/24", f"{a5['IPAddress']}/24")
-    assert a1["IPAddress"] != a5["IPAddress"]
-    assert all(a["IPAddress"].startswith("10.0.9.") and a["IPAddress"] != "10.0.9.1" for a in (a1, a5))
+    assert (a1["IPAddress"], a5["IPAddress"]) == ("10.0.9.2", "10.0.9.3")  # the allocator's serial addresses
     assert a1["NetworkID"] == a5["NetworkID"] == inspect(flow, "h1", "network", "inspect", NET)["Id"]
 
 
@@ -139,4 +138,22 @@ def test_removing_the_container_releases_its_peer_and_namespace_everywhere(flow:
     assert overlay_namespaces(flow, "h5") == []
     assert wait_until(lambda: fdb_vteps(flow, "h2") == {} or None, 20) is not None
     result = ping(flow, "h2", "a1", "a5")
-    assert result.returncode != 0
+    assert (result.returncode, result.stderr) == (1, "ping: bad address 'a5'\n")
+
+
+def attachments(lab: Lab, host: str) -> dict[str, list[str]]:
+    path = data_dir(lab.name, host) / "swarm-attachments.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def test_the_managers_release_the_attachment_with_the_container(flow: Lab) -> None:
+    a1 = inspect(flow, "h2", "inspect", "a1")["Id"]
+    net_id = inspect(flow, "h1", "network", "inspect", NET)["Id"]
+    assert list(attachments(flow, "h5")) == []  # a5's went with it
+    (aid,) = attachments(flow, "h2")[a1]
+    refused = sh(flow, "h1", "network", "rm", NET, check=False)
+    assert (refused.returncode, refused.stderr) == (
+        1, f"Error response from daemon: rpc error: code = FailedPrecondition desc = network {net_id} is in use by task {aid}\n")
+    sh(flow, "h2", "rm", "-f", "a1")
+    assert wait_until(lambda: attachments(flow, "h2") == {} or None, 20) is not None
+    assert sh(flow, "h1", "network", "rm", NET).stdout == f"{NET}\n"
