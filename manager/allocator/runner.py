@@ -1,0 +1,123 @@
+"""The allocator on the raft leader: a LeaderComponent (manager/node.py) that runs core.Allocator over the store each
+time it changes (events batched for a moment) and proposes the updates in few entries. Routes come from the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Network
+from typing import Any
+
+from google.protobuf.message import Message
+
+from manager.store.errors import StoreError
+
+from .core import Allocator, Plan
+from .pools import DEFAULT_QUARANTINE_S
+
+log = logging.getLogger(__name__)
+
+KINDS = {"network", "service", "task", "node", "cluster"}
+BATCH_S = 0.02  # events arriving within this window after the first are handled in one pass
+TICK_S = 5.0  # a pass at least this often (quarantines expire, failed proposals are retried)
+CHUNK = 100  # updates per proposal (the store takes at most 200 actions)
+
+
+def manager_routes() -> list[IPv4Network]:
+    """IPv4 destinations routed or addressed on this manager (default routes left out): never given to a network."""
+    from pyroute2 import IPRoute
+
+    found: list[IPv4Network] = []
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=socket.AF_INET, table=254):
+            if route["dst_len"]:
+                found.append(IPv4Network(f"{route.get_attr('RTA_DST')}/{route['dst_len']}", strict=False))
+        for addr in ipr.get_addr(family=socket.AF_INET):
+            net = IPv4Network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+            if not net.is_loopback:
+                found.append(net)
+    return sorted(set(found))
+
+
+class AllocatorRunner:
+    """start()/stop() follow leadership. Each pass: core.plan over the committed view, then one proposal per CHUNK
+    updates, each waited for (applied here) before the next pass, so the view the next pass reads includes them."""
+
+    name = "allocator"
+
+    def __init__(self, raft: Any, routes: Callable[[], list[IPv4Network]] = manager_routes,
+                 quarantine_s: float = DEFAULT_QUARANTINE_S, clock: Callable[[], float] = time.time) -> None:
+        self.raft = raft
+        self.routes = routes
+        self.quarantine_s = quarantine_s
+        self.clock = clock
+        self.core: Allocator | None = None
+        self.last_plan: Plan | None = None
+        self.passes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.core = Allocator(self.quarantine_s)  # a new leader rebuilds everything from the store
+        self._task = asyncio.create_task(self._run(), name="allocator")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        store = self.raft.store
+        while True:
+            watch = store.watch(KINDS)
+            try:
+                while True:
+                    await self._pass()
+                    await self._wait(watch)
+            except StoreError as e:  # the watch fell behind or a snapshot replaced the store: read again
+                log.info("allocator: %s", e.message)
+            finally:
+                watch.close()
+
+    async def _wait(self, watch: Any) -> None:
+        try:
+            await asyncio.wait_for(watch.__anext__(), TICK_S)
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            return
+        await asyncio.sleep(BATCH_S)
+        watch.drain()
+
+    async def _pass(self) -> None:
+        assert self.core is not None
+        try:
+            routes = await asyncio.to_thread(self.routes)
+        except Exception as e:  # noqa: BLE001 - without routes the pools alone decide; say so
+            log.warning("allocator: cannot read the manager's routes: %s", e)
+            routes = []
+        plan = self.core.plan(self.raft.store.view(), self.clock(), routes)
+        self.last_plan = plan
+        self.passes += 1
+        for dup in plan.duplicates:
+            log.error("allocator: duplicate address %s", dup)
+        for i in range(0, len(plan.updates), CHUNK):
+            chunk = plan.updates[i:i + CHUNK]
+            try:
+                await self.raft.propose(lambda tx, chunk=chunk: _write(tx, chunk))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the next pass re-reads the store and tries again
+                log.warning("allocator: proposal of %d updates failed: %s", len(chunk), e)
+
+
+def _write(tx: Any, chunk: list[tuple[str, Message]]) -> None:
+    """Updates whose object changed since the pass read it are left out (the next pass sees the new one)."""
+    for kind, obj in chunk:
+        current = tx.get(kind, obj.id)  # type: ignore[attr-defined]
+        if current is None or current.meta.version.index != obj.meta.version.index:  # type: ignore[attr-defined]
+            continue
+        tx.update(kind, obj)
