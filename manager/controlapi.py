@@ -7,6 +7,7 @@ import grpc
 
 from common.errdefs import InvalidParameter
 from manager.configs import matches, new_id
+from manager.controlapi_networks import NetworkControl
 from manager.grpcstatus import abort
 from manager.raft.core import RaftError
 from manager.raftnode import RaftManager
@@ -27,7 +28,7 @@ def matches_filters(cfg: objects_pb2.Config, f: control_pb2.ListConfigsRequest.F
     return matches(cfg, list(f.names), list(f.name_prefixes), list(f.id_prefixes), dict(f.labels))
 
 
-class ControlServicer(control_pb2_grpc.ControlServicer):
+class ControlServicer(NetworkControl, control_pb2_grpc.ControlServicer):  # networks: controlapi_networks.py
     def __init__(self, manager: RaftManager) -> None:
         self.m = manager
 

@@ -13,8 +13,10 @@ import grpc
 
 from manager.ca.auth import Authorizer, guarded_handlers
 from manager.ca.certs import MANAGER_OU, CertificateError, identity
+from manager.allocator.runner import AllocatorRunner
 from manager.ca.server import CAServicer
 from manager.configs import ConfigOps, SecretOps
+from manager.controlapi_networks import NetworkOps, ResourceAllocatorServicer
 from manager.dispatcher import Dispatcher
 from manager.node import ManagerNode
 from manager.nodes import NodeOps
@@ -95,6 +97,9 @@ class SwarmManager:
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
+        self.allocator = AllocatorRunner(self.raft)  # leader only: subnets, VNIs, VIPs, task IPs (manager/allocator)
+        self.node.components.append(self.allocator)
+        self.networks = NetworkOps(self.raft)
         self.forward = LeaderForwarder(self.ops, cfg.tls)
         self.configs = ConfigOps(self.raft)
         # the secrets key sits beside the raft data (made at init, handed over in JoinRaft); read when used
@@ -119,6 +124,7 @@ class SwarmManager:
         swarm_pb2_grpc.add_CAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_NodeCAServicer_to_server(ca, server)
         swarm_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
+        control_pb2_grpc.add_ResourceAllocatorServicer_to_server(ResourceAllocatorServicer(self.networks, self.auth), server)
         ctl = SwarmControlServicer(self.ops, self.auth, self.forward, self.secrets.key)
         swarm_pb2_grpc.add_SwarmControlServicer_to_server(ctl, server)
         swarm_pb2_grpc.add_RaftMembershipServicer_to_server(ctl, server)

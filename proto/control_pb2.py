@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import objects_pb2 as proto_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/control.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"9\n\x13\x43reateConfigRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.ConfigSpec\"8\n\x14\x43reateConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"%\n\x10GetConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"5\n\x11GetConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"\x83\x02\n\x12ListConfigsRequest\x12\x35\n\x07\x66ilters\x18\x01 \x01(\x0b\x32$.shoal.v1.ListConfigsRequest.Filters\x1a\xb5\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12@\n\x06labels\x18\x04 \x03(\x0b\x32\x30.shoal.v1.ListConfigsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13ListConfigsResponse\x12!\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Config\"(\n\x13RemoveConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"\x16\n\x14RemoveConfigResponse\"\x0f\n\rStatusRequest\"\xfb\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\x04\x12\x13\n\x0bleader_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x0e\n\x06\x66syncs\x18\t \x01(\x04\x12\x17\n\x0f\x65ntries_written\x18\n \x01(\x04\x12\x0f\n\x07readies\x18\x0b \x01(\x04\x12\x0f\n\x07storage\x18\x0c \x01(\t\x12\x18\n\x10invalid_messages\x18\r \x01(\x04\x32\xf6\x02\n\x07\x43ontrol\x12M\n\x0c\x43reateConfig\x12\x1d.shoal.v1.CreateConfigRequest\x1a\x1e.shoal.v1.CreateConfigResponse\x12\x44\n\tGetConfig\x12\x1a.shoal.v1.GetConfigRequest\x1a\x1b.shoal.v1.GetConfigResponse\x12J\n\x0bListConfigs\x12\x1c.shoal.v1.ListConfigsRequest\x1a\x1d.shoal.v1.ListConfigsResponse\x12M\n\x0cRemoveConfig\x12\x1d.shoal.v1.RemoveConfigRequest\x1a\x1e.shoal.v1.RemoveConfigResponse\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/control.proto\x12\x08shoal.v1\x1a\x13proto/objects.proto\"9\n\x13\x43reateConfigRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.shoal.v1.ConfigSpec\"8\n\x14\x43reateConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"%\n\x10GetConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"5\n\x11GetConfigResponse\x12 \n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x10.shoal.v1.Config\"\x83\x02\n\x12ListConfigsRequest\x12\x35\n\x07\x66ilters\x18\x01 \x01(\x0b\x32$.shoal.v1.ListConfigsRequest.Filters\x1a\xb5\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12@\n\x06labels\x18\x04 \x03(\x0b\x32\x30.shoal.v1.ListConfigsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13ListConfigsResponse\x12!\n\x07\x63onfigs\x18\x01 \x03(\x0b\x32\x10.shoal.v1.Config\"(\n\x13RemoveConfigRequest\x12\x11\n\tconfig_id\x18\x01 \x01(\t\"\x16\n\x14RemoveConfigResponse\"\x0f\n\rStatusRequest\"\xfb\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x11\n\tleader_id\x18\x02 \x01(\x04\x12\x13\n\x0bleader_addr\x18\x03 \x01(\t\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x0c\n\x04role\x18\x05 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x04\x12\x0e\n\x06voters\x18\x08 \x03(\x04\x12\x0e\n\x06\x66syncs\x18\t \x01(\x04\x12\x17\n\x0f\x65ntries_written\x18\n \x01(\x04\x12\x0f\n\x07readies\x18\x0b \x01(\x04\x12\x0f\n\x07storage\x18\x0c \x01(\t\x12\x18\n\x10invalid_messages\x18\r \x01(\x04\";\n\x14\x43reateNetworkRequest\x12#\n\x04spec\x18\x01 \x01(\x0b\x32\x15.shoal.v1.NetworkSpec\";\n\x15\x43reateNetworkResponse\x12\"\n\x07network\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Network\"\'\n\x11GetNetworkRequest\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\"8\n\x12GetNetworkResponse\x12\"\n\x07network\x18\x01 \x01(\x0b\x32\x11.shoal.v1.Network\"\x86\x02\n\x13ListNetworksRequest\x12\x36\n\x07\x66ilters\x18\x01 \x01(\x0b\x32%.shoal.v1.ListNetworksRequest.Filters\x1a\xb6\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x02 \x03(\t\x12\x15\n\rname_prefixes\x18\x03 \x03(\t\x12\x41\n\x06labels\x18\x04 \x03(\x0b\x32\x31.shoal.v1.ListNetworksRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\";\n\x14ListNetworksResponse\x12#\n\x08networks\x18\x01 \x03(\x0b\x32\x11.shoal.v1.Network\"*\n\x14RemoveNetworkRequest\x12\x12\n\nnetwork_id\x18\x01 \x01(\t\"\x17\n\x15RemoveNetworkResponse\"_\n\x14\x41ttachNetworkRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32!.shoal.v1.NetworkAttachmentConfig\x12\x14\n\x0c\x63ontainer_id\x18\x02 \x01(\t\"_\n\x15\x41ttachNetworkResponse\x12\x15\n\rattachment_id\x18\x01 \x01(\t\x12/\n\nattachment\x18\x02 \x01(\x0b\x32\x1b.shoal.v1.NetworkAttachment\"-\n\x14\x44\x65tachNetworkRequest\x12\x15\n\rattachment_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65tachNetworkResponse2\xb7\x01\n\x11ResourceAllocator\x12P\n\rAttachNetwork\x12\x1e.shoal.v1.AttachNetworkRequest\x1a\x1f.shoal.v1.AttachNetworkResponse\x12P\n\rDetachNetwork\x12\x1e.shoal.v1.DetachNetworkRequest\x1a\x1f.shoal.v1.DetachNetworkResponse2\xb2\x05\n\x07\x43ontrol\x12M\n\x0c\x43reateConfig\x12\x1d.shoal.v1.CreateConfigRequest\x1a\x1e.shoal.v1.CreateConfigResponse\x12\x44\n\tGetConfig\x12\x1a.shoal.v1.GetConfigRequest\x1a\x1b.shoal.v1.GetConfigResponse\x12J\n\x0bListConfigs\x12\x1c.shoal.v1.ListConfigsRequest\x1a\x1d.shoal.v1.ListConfigsResponse\x12M\n\x0cRemoveConfig\x12\x1d.shoal.v1.RemoveConfigRequest\x1a\x1e.shoal.v1.RemoveConfigResponse\x12;\n\x06Status\x12\x17.shoal.v1.StatusRequest\x1a\x18.shoal.v1.StatusResponse\x12P\n\rCreateNetwork\x12\x1e.shoal.v1.CreateNetworkRequest\x1a\x1f.shoal.v1.CreateNetworkResponse\x12G\n\nGetNetwork\x12\x1b.shoal.v1.GetNetworkRequest\x1a\x1c.shoal.v1.GetNetworkResponse\x12M\n\x0cListNetworks\x12\x1d.shoal.v1.ListNetworksRequest\x1a\x1e.shoal.v1.ListNetworksResponse\x12P\n\rRemoveNetwork\x12\x1e.shoal.v1.RemoveNetworkRequest\x1a\x1f.shoal.v1.RemoveNetworkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTCONFIGSREQUEST_FILTERS_LABELSENTRY']._loaded_options = None
   _globals['_LISTCONFIGSREQUEST_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTNETWORKSREQUEST_FILTERS_LABELSENTRY']._loaded_options = None
+  _globals['_LISTNETWORKSREQUEST_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CREATECONFIGREQUEST']._serialized_start=54
   _globals['_CREATECONFIGREQUEST']._serialized_end=111
   _globals['_CREATECONFIGRESPONSE']._serialized_start=113
@@ -58,6 +60,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSREQUEST']._serialized_end=666
   _globals['_STATUSRESPONSE']._serialized_start=669
   _globals['_STATUSRESPONSE']._serialized_end=920
-  _globals['_CONTROL']._serialized_start=923
-  _globals['_CONTROL']._serialized_end=1297
+  _globals['_CREATENETWORKREQUEST']._serialized_start=922
+  _globals['_CREATENETWORKREQUEST']._serialized_end=981
+  _globals['_CREATENETWORKRESPONSE']._serialized_start=983
+  _globals['_CREATENETWORKRESPONSE']._serialized_end=1042
+  _globals['_GETNETWORKREQUEST']._serialized_start=1044
+  _globals['_GETNETWORKREQUEST']._serialized_end=1083
+  _globals['_GETNETWORKRESPONSE']._serialized_start=1085
+  _globals['_GETNETWORKRESPONSE']._serialized_end=1141
+  _globals['_LISTNETWORKSREQUEST']._serialized_start=1144
+  _globals['_LISTNETWORKSREQUEST']._serialized_end=1406
+  _globals['_LISTNETWORKSREQUEST_FILTERS']._serialized_start=1224
+  _globals['_LISTNETWORKSREQUEST_FILTERS']._serialized_end=1406
+  _globals['_LISTNETWORKSREQUEST_FILTERS_LABELSENTRY']._serialized_start=480
+  _globals['_LISTNETWORKSREQUEST_FILTERS_LABELSENTRY']._serialized_end=525
+  _globals['_LISTNETWORKSRESPONSE']._serialized_start=1408
+  _globals['_LISTNETWORKSRESPONSE']._serialized_end=1467
+  _globals['_REMOVENETWORKREQUEST']._serialized_start=1469
+  _globals['_REMOVENETWORKREQUEST']._serialized_end=1511
+  _globals['_REMOVENETWORKRESPONSE']._serialized_start=1513
+  _globals['_REMOVENETWORKRESPONSE']._serialized_end=1536
+  _globals['_ATTACHNETWORKREQUEST']._serialized_start=1538
+  _globals['_ATTACHNETWORKREQUEST']._serialized_end=1633
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_start=1635
+  _globals['_ATTACHNETWORKRESPONSE']._serialized_end=1730
+  _globals['_DETACHNETWORKREQUEST']._serialized_start=1732
+  _globals['_DETACHNETWORKREQUEST']._serialized_end=1777
+  _globals['_DETACHNETWORKRESPONSE']._serialized_start=1779
+  _globals['_DETACHNETWORKRESPONSE']._serialized_end=1802
+  _globals['_RESOURCEALLOCATOR']._serialized_start=1805
+  _globals['_RESOURCEALLOCATOR']._serialized_end=1988
+  _globals['_CONTROL']._serialized_start=1991
+  _globals['_CONTROL']._serialized_end=2681
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,124 @@ if _version_not_supported:
     )
 
 
+class ResourceAllocatorStub:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AttachNetwork = channel.unary_unary(
+                '/shoal.v1.ResourceAllocator/AttachNetwork',
+                request_serializer=proto_dot_control__pb2.AttachNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.AttachNetworkResponse.FromString,
+                _registered_method=True)
+        self.DetachNetwork = channel.unary_unary(
+                '/shoal.v1.ResourceAllocator/DetachNetwork',
+                request_serializer=proto_dot_control__pb2.DetachNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.DetachNetworkResponse.FromString,
+                _registered_method=True)
+
+
+class ResourceAllocatorServicer:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    def AttachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ResourceAllocatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AttachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachNetwork,
+                    request_deserializer=proto_dot_control__pb2.AttachNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.AttachNetworkResponse.SerializeToString,
+            ),
+            'DetachNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachNetwork,
+                    request_deserializer=proto_dot_control__pb2.DetachNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.DetachNetworkResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shoal.v1.ResourceAllocator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shoal.v1.ResourceAllocator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ResourceAllocator:
+    """Served to every node of the swarm (workers included): the caller's node is the one its certificate names.
+    """
+
+    @staticmethod
+    def AttachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ResourceAllocator/AttachNetwork',
+            proto_dot_control__pb2.AttachNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.AttachNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.ResourceAllocator/DetachNetwork',
+            proto_dot_control__pb2.DetachNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.DetachNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ControlStub:
     """Missing associated documentation comment in .proto file."""
 
@@ -58,6 +176,26 @@ class ControlStub:
                 '/shoal.v1.Control/Status',
                 request_serializer=proto_dot_control__pb2.StatusRequest.SerializeToString,
                 response_deserializer=proto_dot_control__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/shoal.v1.Control/CreateNetwork',
+                request_serializer=proto_dot_control__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.CreateNetworkResponse.FromString,
+                _registered_method=True)
+        self.GetNetwork = channel.unary_unary(
+                '/shoal.v1.Control/GetNetwork',
+                request_serializer=proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.GetNetworkResponse.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/shoal.v1.Control/ListNetworks',
+                request_serializer=proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/shoal.v1.Control/RemoveNetwork',
+                request_serializer=proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+                response_deserializer=proto_dot_control__pb2.RemoveNetworkResponse.FromString,
                 _registered_method=True)
 
 
@@ -94,6 +232,31 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """networks (netalloc)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +284,26 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_control__pb2.StatusRequest.FromString,
                     response_serializer=proto_dot_control__pb2.StatusResponse.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=proto_dot_control__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.CreateNetworkResponse.SerializeToString,
+            ),
+            'GetNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetwork,
+                    request_deserializer=proto_dot_control__pb2.GetNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.GetNetworkResponse.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=proto_dot_control__pb2.ListNetworksRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=proto_dot_control__pb2.RemoveNetworkRequest.FromString,
+                    response_serializer=proto_dot_control__pb2.RemoveNetworkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +441,114 @@ class Control:
             '/shoal.v1.Control/Status',
             proto_dot_control__pb2.StatusRequest.SerializeToString,
             proto_dot_control__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/CreateNetwork',
+            proto_dot_control__pb2.CreateNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.CreateNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/GetNetwork',
+            proto_dot_control__pb2.GetNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.GetNetworkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/ListNetworks',
+            proto_dot_control__pb2.ListNetworksRequest.SerializeToString,
+            proto_dot_control__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shoal.v1.Control/RemoveNetwork',
+            proto_dot_control__pb2.RemoveNetworkRequest.SerializeToString,
+            proto_dot_control__pb2.RemoveNetworkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shoal.api import convert, params
+from common.errdefs import NotFound
+from shoal.api import convert, params, swarm_networks
 from shoal.api.server import ENGINE, add_route, json_response
 
 
@@ -14,23 +15,37 @@ async def list_networks(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     filters = params.parse_filters(request.query.get("filters"))
     networks = engine.list_networks(filters)
-    return json_response([convert.network_json(n) for n in networks])
+    docs = [convert.network_json(n) for n in networks]
+    docs += await swarm_networks.listed(engine, filters, {n.id for n in networks})  # a manager's swarm networks
+    return json_response(docs)
 
 
 async def inspect_network(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    net = engine.get_network(request.match_info["id"], request.query.get("scope", ""))
+    try:
+        net = engine.get_network(request.match_info["id"], request.query.get("scope", ""))
+    except NotFound:
+        swarm_net = await swarm_networks.find(engine, request.match_info["id"])
+        if swarm_net is None:
+            raise
+        return json_response(swarm_networks.network_json(swarm_net))
     return json_response(convert.network_json(net, engine.network_endpoints(net.id)))
 
 
 async def create_network(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     body = params.parse_json_body(await request.read())
+    if swarm_networks.is_swarm_create(body):
+        return json_response(await swarm_networks.create(engine, body), status=201)
     record, warning = await engine.create_network(params.parse_network_create(body))
     return json_response({"Id": record.id, "Warning": warning}, status=201)
 
 
 async def remove_network(request: web.Request) -> web.Response:
+    swarm_net = await swarm_networks.find(request.app[ENGINE], request.match_info["id"])
+    if swarm_net is not None:  # as dockerd: a swarm network of that name or id goes through the cluster
+        await swarm_networks.remove(request.app[ENGINE], swarm_net)
+        return web.Response(status=204)
     await request.app[ENGINE].remove_network(request.match_info["id"])
     return web.Response(status=204)
 

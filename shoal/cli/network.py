@@ -52,17 +52,18 @@ def inspect(verbose: bool, names: tuple[str, ...]) -> None:
 @click.option("--label", multiple=True, help="Set metadata on a network")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network")
 @click.option("--attachable", is_flag=True, help="Enable manual container attachment")
+@click.option("--ingress", is_flag=True, help="Create swarm routing-mesh network")
 @click.option("--ipv6", is_flag=True, help="Enable or disable IPv6 address assignment")
 @click.option("--scope", default="", help="Control the network's scope")
 @click.argument("name")
 def create(driver: str, subnet: tuple[str, ...], gateway: tuple[str, ...], ip_range: tuple[str, ...],
            ipam_driver: str, opt: tuple[str, ...], label: tuple[str, ...], internal: bool, attachable: bool,
-           ipv6: bool, scope: str, name: str) -> None:
+           ingress: bool, ipv6: bool, scope: str, name: str) -> None:
     """Create a network"""
     body = {
         "Name": name, "Driver": driver, "Scope": scope,
         "IPAM": {"Driver": ipam_driver, "Options": {}, "Config": build_ipam_config(subnet, gateway, ip_range)},
-        "Internal": internal, "Attachable": attachable, "Ingress": False, "ConfigOnly": False, "ConfigFrom": None,
+        "Internal": internal, "Attachable": attachable, "Ingress": ingress, "ConfigOnly": False, "ConfigFrom": None,
         "Options": parse_kv(opt), "Labels": parse_kv(label),
     }
     if ipv6:

@@ -210,6 +210,7 @@ class SwarmNode:
                 assert self.manager is not None
                 await self.manager.wait_leader(JOIN_TIMEOUT_S)
                 await self.manager.ops.create_cluster(self._new_cluster(cluster_id, root, req), self._first_node(node_id, raft_id, advertise, req))
+                await self.manager.networks.create_ingress()  # the routing mesh's overlay, as swarm init makes it
                 self.paths.save(self.state)
             except BaseException:
                 await self._undo()
