@@ -158,6 +158,10 @@ class Allocator:
             for node in nodes:
                 if node.attachment.network.id == ingress.id and node.attachment.addresses:
                     continue
+                if node.status.state != pb.NodeStatus.READY:
+                    # a joining node's record is still being written (certificate, raft join, registration):
+                    # writing it now would make those writes fail out of sequence
+                    continue
                 try:
                     addr = self._pool(ingress).allocate(now, self.quarantine_s)
                 except AllocationError as e:

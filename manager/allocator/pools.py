@@ -3,6 +3,7 @@ Pure: state comes from the store snapshot core.py passes; common/ipam.py is the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -122,7 +123,7 @@ def _candidates(pool: IPv4Network, size: int, blocked: list[IPv4Network]) -> Ite
 def next_vni(in_use: set[int], last: int = 0) -> int:
     """Serial: after the highest VNI in use (or the last handed out), wrapping to the lowest free one."""
     start = max([VNI_FIRST - 1, last, *in_use]) + 1
-    for vni in (*range(start, VNI_LAST + 1), *range(VNI_FIRST, start)):
+    for vni in itertools.chain(range(start, VNI_LAST + 1), range(VNI_FIRST, start)):  # lazily: 16M candidates
         if vni not in in_use:
             return vni
     raise AllocationError("no available VXLAN id left")

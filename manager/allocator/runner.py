@@ -25,6 +25,7 @@ KINDS = {"network", "service", "task", "node", "cluster"}
 BATCH_S = 0.02  # events arriving within this window after the first are handled in one pass
 TICK_S = 5.0  # a pass at least this often (quarantines expire, failed proposals are retried)
 CHUNK = 100  # updates per proposal (the store takes at most 200 actions)
+ROUTES_TTL_S = 2.0  # the manager's routes are read again at most this often
 
 
 def manager_routes() -> list[IPv4Network]:
@@ -59,6 +60,7 @@ class AllocatorRunner:
         self.last_plan: Plan | None = None
         self.passes = 0
         self._task: asyncio.Task[None] | None = None
+        self._routes: tuple[float, list[IPv4Network]] = (-ROUTES_TTL_S, [])
 
     async def start(self) -> None:
         self.core = Allocator(self.quarantine_s)  # a new leader rebuilds everything from the store
@@ -77,7 +79,12 @@ class AllocatorRunner:
             watch = store.watch(KINDS)
             try:
                 while True:
-                    await self._pass()
+                    try:
+                        await self._pass()
+                    except (asyncio.CancelledError, StoreError):
+                        raise
+                    except Exception:  # a bug must not stop allocation for good: log it, go on at the next change
+                        log.exception("allocator: pass failed")
                     await self._wait(watch)
             except StoreError as e:  # the watch fell behind or a snapshot replaced the store: read again
                 log.info("allocator: %s", e.message)
@@ -94,11 +101,7 @@ class AllocatorRunner:
 
     async def _pass(self) -> None:
         assert self.core is not None
-        try:
-            routes = await asyncio.to_thread(self.routes)
-        except Exception as e:  # noqa: BLE001 - without routes the pools alone decide; say so
-            log.warning("allocator: cannot read the manager's routes: %s", e)
-            routes = []
+        routes = await self._current_routes()
         plan = self.core.plan(self.raft.store.view(), self.clock(), routes)
         self.last_plan = plan
         self.passes += 1
@@ -112,6 +115,17 @@ class AllocatorRunner:
                 raise
             except Exception as e:  # noqa: BLE001 - the next pass re-reads the store and tries again
                 log.warning("allocator: proposal of %d updates failed: %s", len(chunk), e)
+
+    async def _current_routes(self) -> list[IPv4Network]:
+        read_at, routes = self._routes
+        if time.monotonic() - read_at < ROUTES_TTL_S:
+            return routes
+        try:
+            routes = await asyncio.to_thread(self.routes)
+        except Exception as e:  # noqa: BLE001 - without routes the pools alone decide; say so
+            log.warning("allocator: cannot read the manager's routes: %s", e)
+        self._routes = (time.monotonic(), routes)
+        return routes
 
 
 def _write(tx: Any, chunk: list[tuple[str, Message]]) -> None:

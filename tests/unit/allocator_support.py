@@ -84,7 +84,7 @@ class World:
 
     def node(self, oid: str) -> str:
         n = pb.Node(id=oid)
-        n.spec.annotations.name = ""
+        n.status.state = pb.NodeStatus.READY
         self.commit(lambda tx: tx.create("node", n))
         return oid
 

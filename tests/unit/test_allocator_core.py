@@ -174,6 +174,16 @@ def test_every_node_gets_an_ingress_address() -> None:
     assert [list(w.get("node", n).attachment.addresses) for n in ("n1", "n2")] == [["10.0.0.2/24"], ["10.0.0.3/24"]]
 
 
+def test_a_node_not_ready_yet_gets_no_ingress_address() -> None:
+    w = World()
+    w.network("ingress", ingress=True)
+    n = pb.Node(id="joining")
+    w.commit(lambda tx: tx.create("node", n))
+    plan = w.run()
+    assert list(w.get("node", "joining").attachment.addresses) == []
+    assert all(kind != "node" for kind, _o in plan.updates)
+
+
 def test_task_waits_without_error_until_its_network_is_allocated() -> None:
     w = World()
     w.network("a", subnet="10.0.9.0/24")
