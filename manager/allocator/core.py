@@ -22,7 +22,7 @@ from .pools import (
     parse_vni_option,
     pick_subnet,
 )
-from .ports import DNSRR, INGRESS, PortAllocator
+from .ports import DNSRR, INGRESS, PortAllocator, endpoint_spec_error
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,9 @@ class Allocator:
     def _allocate_service(self, s: pb.Service, allocated: list[pb.Network], ingress: pb.Network | None,
                           names: dict[str, str], now: float) -> bool:
         """Fills s.endpoint (VIPs and ports); True if it changed. All or nothing."""
+        invalid = endpoint_spec_error(s.spec.endpoint)
+        if invalid is not None:  # the control API refuses it; a spec that reached the store by another path too
+            raise AllocationError(invalid)
         wanted: list[pb.Network] = []
         if s.spec.endpoint.mode != DNSRR:
             for target in s.spec.task.networks:
