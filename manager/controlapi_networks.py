@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from common.errdefs import Conflict, Forbidden, InvalidParameter, NotFound, Precondition, ShoalError
+from common.errdefs import Conflict, Forbidden, InvalidParameter, NotFound, Precondition, ShoalError, Unavailable
 from manager.allocator.core import ATTACHMENT_LABEL, network_subnet, overlap_message, task_dead, vni_in_use_message
 from manager.allocator.pools import VXLANID_OPTION, AllocationError, parse_vni_option
 from manager.grpcstatus import abort
@@ -181,6 +181,18 @@ class NetworkOps:
         self.raft = raft
         self.allocation_wait_s = allocation_wait_s
 
+    async def _propose(self, fn: Callable[[Any], Any]) -> Any:
+        try:
+            return await self.raft.propose(fn)
+        except RaftError as e:  # no leader, leadership lost, timed out: the client may retry
+            raise Unavailable(f"rpc error: code = Unavailable desc = {e}") from None
+
+    async def _read(self, fn: Callable[[Any], Any]) -> Any:
+        try:
+            return await self.raft.read(fn)
+        except RaftError as e:
+            raise Unavailable(f"rpc error: code = Unavailable desc = {e}") from None
+
     async def create(self, spec: pb.NetworkSpec, wait: bool = True) -> pb.Network:
         validate_network_spec(spec)
         n = pb.Network(id=_new_id(), spec=spec)
@@ -195,7 +207,7 @@ class NetworkOps:
             tx.create("network", n)
 
         try:
-            await self.raft.propose(create)
+            await self._propose(create)
         except StoreError as e:
             if e.message == NAME_CONFLICT:
                 raise Conflict(f"network with name {spec.annotations.name} already exists") from None
@@ -215,11 +227,11 @@ class NetworkOps:
     async def get(self, ref: str) -> pb.Network:
         if not ref:
             raise InvalidParameter("invalid argument")
-        return await self.raft.read(lambda v: lookup_network(v.list("network"), ref))
+        return await self._read(lambda v: lookup_network(v.list("network"), ref))
 
     async def list(self, filters: control_pb2.ListNetworksRequest.Filters | None = None) -> list[pb.Network]:
         f = filters or control_pb2.ListNetworksRequest.Filters()
-        networks = await self.raft.read(lambda v: v.list("network"))
+        networks = await self._read(lambda v: v.list("network"))
         return sorted((n for n in networks if matches(n, f)), key=lambda n: (n.spec.annotations.name, n.id))
 
     async def remove(self, ref: str) -> pb.Network:
@@ -235,7 +247,7 @@ class NetworkOps:
             tx.remove("network", n.id)
             found["n"] = n
 
-        await self.raft.propose(remove)
+        await self._propose(remove)
         return found["n"]
 
     async def attach(self, config: pb.NetworkAttachmentConfig, container_id: str, node_id: str) -> tuple[str, pb.NetworkAttachment]:
@@ -243,7 +255,7 @@ class NetworkOps:
         for the allocator and returns its attachment (empty if the allocator did not answer in time)."""
         if not config.target or not container_id:
             raise InvalidParameter("invalid argument")
-        n = await self.raft.read(lambda v: _find(v.list("network"), config.target))
+        n = await self._read(lambda v: _find(v.list("network"), config.target))
         if n is None:
             raise NotFound(f"network {config.target} not found")
         if not n.spec.attachable:
@@ -254,7 +266,7 @@ class NetworkOps:
         t.status.state = pb.TASK_STATE_NEW
         t.status.message = "created"
         t.status.timestamp.FromNanoseconds(time.time_ns())
-        await self.raft.propose(lambda tx: tx.create("task", t))
+        await self._propose(lambda tx: tx.create("task", t))
 
         def done(v: Any) -> Any:
             cur = v.get("task", t.id)
@@ -267,7 +279,7 @@ class NetworkOps:
         cur = await self._until(done)
         if cur is not None and cur.status.err and not cur.networks:
             # the allocation failed: do not leave the attachment behind
-            await self.raft.propose(lambda tx: tx.remove("task", t.id) if tx.get("task", t.id) else None)
+            await self._propose(lambda tx: tx.remove("task", t.id) if tx.get("task", t.id) else None)
             raise InvalidParameter(f"could not attach to network {config.target}: {cur.status.err}")
         return t.id, (cur.networks[0] if cur is not None and cur.networks else pb.NetworkAttachment())
 
@@ -283,7 +295,7 @@ class NetworkOps:
                 raise Forbidden(f"attachment {attachment_id} doesn't belong to this node")
             tx.remove("task", attachment_id)
 
-        await self.raft.propose(detach)
+        await self._propose(detach)
 
     async def _until(self, probe: Callable[[Any], Any]) -> Any:
         deadline = time.monotonic() + self.allocation_wait_s

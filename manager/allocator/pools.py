@@ -120,6 +120,27 @@ def _candidates(pool: IPv4Network, size: int, blocked: list[IPv4Network]) -> Ite
             value = max(value + step, ((int(hit.broadcast_address) + 1 + step - 1) // step) * step)
 
 
+def validate_default_pools(pools: list[str], size: int) -> tuple[list[str], int]:
+    """swarm init --default-addr-pool / --default-addr-pool-mask-length, as dockerd checks them (sizes 1-29:
+    a /30 leaves no room for the addresses an overlay keeps back). Returns the pools trimmed and the size."""
+    size = size or 24
+    if size > 29:
+        raise AllocationError(f"subnet size is out of range: {size}")
+    out = []
+    for text in pools:
+        text = text.strip()
+        try:
+            if "/" not in text:
+                raise ValueError(text)
+            net = IPv4Network(text, strict=False)
+        except ValueError:  # Go's net.ParseCIDR wording
+            raise AllocationError(f"invalid base pool {text}: invalid CIDR address: {text}") from None
+        if size < net.prefixlen:
+            raise AllocationError(f"invalid CIDR: {text!r}. Subnet size is too small for pool: {size}")
+        out.append(str(net))
+    return out, size
+
+
 def next_vni(in_use: set[int], last: int = 0) -> int:
     """Serial: after the highest VNI in use (or the last handed out), wrapping to the lowest free one."""
     start = max([VNI_FIRST - 1, last, *in_use]) + 1

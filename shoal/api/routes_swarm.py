@@ -69,6 +69,24 @@ def _availability(body: dict[str, Any]) -> int:
     raise InvalidParameter(f"invalid Availability: {a!r}")
 
 
+def _default_pools(body: dict[str, Any]) -> tuple[list[str], int]:
+    """DefaultAddrPool / SubnetSize of an init request, checked as dockerd does (manager/allocator/pools.py)."""
+    from manager.allocator.pools import AllocationError, validate_default_pools
+
+    pools = body.get("DefaultAddrPool") or []
+    size = body.get("SubnetSize") or 0
+    if not isinstance(pools, list) or not all(isinstance(p, str) for p in pools):
+        raise InvalidParameter(f"invalid DefaultAddrPool: {pools!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidParameter(f"invalid SubnetSize: {size!r}")
+    if not pools:
+        return [], 0  # a mask length alone changes nothing, as with dockerd
+    try:
+        return validate_default_pools(pools, size)
+    except AllocationError as e:
+        raise InvalidParameter(e.message) from None
+
+
 async def swarm_init(request: web.Request) -> web.Response:
     from shoal.swarm.node import InitRequest
 
@@ -85,6 +103,7 @@ async def swarm_init(request: web.Request) -> web.Response:
         availability=_availability(body),
     )
     check_cert_expiry(req.cert_expiry_s)
+    req.default_addr_pool, req.subnet_size = _default_pools(body)
     node_id = await _swarm(request).init(req)
     return json_response(node_id)
 

@@ -46,13 +46,18 @@ def swarm() -> None:
 @click.option("--dispatcher-heartbeat", default=None, help="Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 5s)")
 @click.option("--cert-expiry", default=None, help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s)")
 @click.option("--availability", default="active", help='Availability of the node ("active", "pause", "drain")')
+@click.option("--default-addr-pool", multiple=True, help="default address pool in CIDR format")
+@click.option("--default-addr-pool-mask-length", default=24, type=int, show_default=True,
+              help="default address pool subnet mask length")
 def init(advertise_addr: str, listen_addr: str, data_path_addr: str, force_new_cluster: bool,
-         dispatcher_heartbeat: str | None, cert_expiry: str | None, availability: str) -> None:
+         dispatcher_heartbeat: str | None, cert_expiry: str | None, availability: str,
+         default_addr_pool: tuple[str, ...], default_addr_pool_mask_length: int) -> None:
     """Initialize a swarm"""
     c = client()
     body = {"ListenAddr": listen_addr, "AdvertiseAddr": advertise_addr, "DataPathAddr": data_path_addr,
             "DataPathPort": 0, "ForceNewCluster": force_new_cluster, "Spec": _spec(dispatcher_heartbeat, cert_expiry),
-            "AutoLockManagers": False, "Availability": availability, "DefaultAddrPool": [], "SubnetSize": 24}
+            "AutoLockManagers": False, "Availability": availability,
+            "DefaultAddrPool": list(default_addr_pool), "SubnetSize": default_addr_pool_mask_length}
     try:
         node_id = c.post("/swarm/init", body)
     except DaemonError as e:

@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class InitRequest:
     heartbeat_s: float = 0.0  # 0: default (5 s)
     cert_expiry_s: float = 0.0  # 0: default (90 days)
     availability: int = pb.NodeSpec.ACTIVE
+    default_addr_pool: list[str] = field(default_factory=list)  # overlay subnets come from these (10.0.0.0/8)
+    subnet_size: int = 0  # their prefix length (24)
 
 
 @dataclass(slots=True)
@@ -260,8 +262,8 @@ class SwarmNode:
         c.root_ca.ca_cert_hash = tokens.ca_digest_hex(root.cert_pem)
         c.root_ca.join_tokens.worker = tokens.new_token(root.cert_pem)
         c.root_ca.join_tokens.manager = tokens.new_token(root.cert_pem)
-        c.subnet_size = 24
-        c.default_address_pool.append("10.0.0.0/8")
+        c.subnet_size = req.subnet_size or 24
+        c.default_address_pool.extend(req.default_addr_pool or ["10.0.0.0/8"])
         c.vxlan_udp_port = 4789
         return c
 

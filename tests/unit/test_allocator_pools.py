@@ -7,7 +7,14 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from manager.allocator.pools import AllocationError, NetPool, next_vni, parse_vni_option, pick_subnet
+from manager.allocator.pools import (
+    AllocationError,
+    NetPool,
+    next_vni,
+    parse_vni_option,
+    pick_subnet,
+    validate_default_pools,
+)
 
 Q = 60.0
 
@@ -103,3 +110,16 @@ def test_vni_option_must_be_a_number_in_range() -> None:
     with pytest.raises(AllocationError) as e:
         parse_vni_option("16777216")
     assert e.value.message == "vxlan id 16777216 is out of range (1-16777215)"
+
+
+def test_default_pools_are_checked_as_dockerd_checks_them() -> None:
+    assert validate_default_pools([" 10.20.0.0/16 "], 26) == (["10.20.0.0/16"], 26)
+    assert validate_default_pools(["10.20.0.0/16"], 0) == (["10.20.0.0/16"], 24)
+    for pools, size, message in [
+        (["10.20.0.0/16"], 30, "subnet size is out of range: 30"),
+        (["10.20.0.0/16"], 8, "invalid CIDR: '10.20.0.0/16'. Subnet size is too small for pool: 8"),
+        (["10.20.0.0/33"], 24, "invalid base pool 10.20.0.0/33: invalid CIDR address: 10.20.0.0/33"),
+    ]:
+        with pytest.raises(AllocationError) as e:
+            validate_default_pools(pools, size)
+        assert e.value.message == message
