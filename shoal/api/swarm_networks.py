@@ -11,7 +11,6 @@ from manager.allocator.pools import VXLANID_OPTION
 from proto import objects_pb2 as pb
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
-PREDEFINED = ("bridge", "host", "none", "default")  # moby's runconfig.IsPreDefinedNetwork
 _GRPC_NAMES = {"INVALID_ARGUMENT": "InvalidArgument", "NOT_FOUND": "NotFound", "ALREADY_EXISTS": "AlreadyExists",
                "PERMISSION_DENIED": "PermissionDenied", "FAILED_PRECONDITION": "FailedPrecondition",
                "UNAVAILABLE": "Unavailable", "INTERNAL": "Internal", "UNIMPLEMENTED": "Unimplemented"}
@@ -73,11 +72,7 @@ async def create(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     if not node.is_manager:
         raise Unavailable(WORKER_NOT_MANAGER)
     name = str(body.get("Name") or "")
-    if name in PREDEFINED:
-        from common.errdefs import Forbidden
-
-        raise Forbidden(f"{name} is a pre-defined network and cannot be created")
-    if _local_named(engine, name):
+    if _local_named(engine, name):  # bridge, host, none included: dockerd words it so for them too
         raise Conflict(f"network with name {name} already exists")
     spec = spec_from_create(body)
     try:
