@@ -47,6 +47,7 @@ class Plan:
     """What one pass decided: objects to write (copies with the version read), and what could not be done."""
 
     updates: list[tuple[str, Message]] = field(default_factory=list)
+    removals: list[tuple[str, str]] = field(default_factory=list)  # (kind, id): attachments of removed nodes
     failures: dict[str, str] = field(default_factory=dict)  # object id -> why it is not allocated
     duplicates: list[str] = field(default_factory=list)  # addresses held twice in the store (must stay empty)
 
@@ -172,8 +173,15 @@ class Allocator:
                 node.attachment.addresses.append(f"{addr}/{self._pool(ingress).subnet.prefixlen}")
                 plan.updates.append(("node", node))
 
+        node_ids = {n.id for n in nodes}
+        for t in tasks:
+            # a container attachment outlives nothing: its node left the swarm, so its address goes back
+            if is_attachment_task(t) and t.node_id and t.node_id not in node_ids:
+                plan.removals.append(("task", t.id))
         for t in sorted(tasks, key=lambda t: (t.meta.created_at.ToNanoseconds(), t.id)):
             if t.status.state != NEW or t.desired_state > RUNNING:
+                continue
+            if ("task", t.id) in plan.removals:
                 continue
             service = svc_by_id.get(t.service_id) if t.service_id else None
             if t.service_id:

@@ -107,8 +107,9 @@ class AllocatorRunner:
         self.passes += 1
         for dup in plan.duplicates:
             log.error("allocator: duplicate address %s", dup)
-        for i in range(0, len(plan.updates), CHUNK):
-            chunk = plan.updates[i:i + CHUNK]
+        work: list[tuple[str, Message | str]] = [*plan.updates, *plan.removals]
+        for i in range(0, len(work), CHUNK):
+            chunk = work[i:i + CHUNK]
             try:
                 await self.raft.propose(lambda tx, chunk=chunk: _write(tx, chunk))
             except asyncio.CancelledError:
@@ -128,9 +129,14 @@ class AllocatorRunner:
         return routes
 
 
-def _write(tx: Any, chunk: list[tuple[str, Message]]) -> None:
-    """Updates whose object changed since the pass read it are left out (the next pass sees the new one)."""
+def _write(tx: Any, chunk: list[tuple[str, Message | str]]) -> None:
+    """Updates whose object changed since the pass read it are left out (the next pass sees the new one);
+    a removal is an id."""
     for kind, obj in chunk:
+        if isinstance(obj, str):
+            if tx.get(kind, obj) is not None:
+                tx.remove(kind, obj)
+            continue
         current = tx.get(kind, obj.id)  # type: ignore[attr-defined]
         if current is None or current.meta.version.index != obj.meta.version.index:  # type: ignore[attr-defined]
             continue

@@ -25,7 +25,8 @@ async def inspect_network(request: web.Request) -> web.Response:
     try:
         net = engine.get_network(request.match_info["id"], request.query.get("scope", ""))
     except NotFound:
-        swarm_net = await swarm_networks.find(engine, request.match_info["id"])
+        scope = request.query.get("scope", "")
+        swarm_net = await swarm_networks.find(engine, request.match_info["id"]) if scope in ("", "swarm") else None
         if swarm_net is None:
             raise
         return json_response(swarm_networks.network_json(swarm_net))

@@ -8,6 +8,7 @@ from typing import Any
 
 from common.errdefs import Conflict, InvalidParameter, NotFound, ShoalError, Unavailable
 from manager.allocator.pools import VXLANID_OPTION
+from manager.controlapi_networks import lookup_network
 from proto import objects_pb2 as pb
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -95,9 +96,21 @@ async def find(engine: Any, ref: str) -> pb.Network | None:
     if ops is None:
         return None
     try:
+        if not _has_leader(ops):
+            raise Unavailable("no raft leader elected")
         return await ops.get(ref)
     except NotFound:
         return None
+    except Unavailable:  # no quorum: this manager's own copy of the store still answers
+        try:
+            return lookup_network(ops.raft.store.view().list("network"), ref)
+        except NotFound:
+            return None
+
+
+def _has_leader(ops: Any) -> bool:
+    """A leader is known: a linearizable read can be answered (else it would wait for the proposal timeout)."""
+    return bool(ops.raft.is_leader or ops.raft.leader_addr())
 
 
 async def remove(engine: Any, n: pb.Network) -> None:
@@ -114,8 +127,14 @@ async def listed(engine: Any, filters: dict[str, list[str]], local_ids: set[str]
     ops = manager_networks(engine)
     if ops is None:
         return []
+    try:
+        if not _has_leader(ops):
+            raise Unavailable("no raft leader elected")
+        networks = await ops.list()
+    except Unavailable:  # no quorum: list from this manager's copy rather than fail the local networks too
+        networks = sorted(ops.raft.store.view().list("network"), key=lambda n: (n.spec.annotations.name, n.id))
     out = []
-    for n in await ops.list():
+    for n in networks:
         if n.id in local_ids:
             continue
         doc = network_json(n)

@@ -35,8 +35,9 @@ class World:
 
     def run(self, routes: list[str] | None = None) -> Plan:
         plan = self.alloc.plan(self.store.view(), self.now, [IPv4Network(r) for r in routes or []])
-        if plan.updates:
-            self.commit(lambda tx: [tx.update(kind, obj) for kind, obj in plan.updates])
+        if plan.updates or plan.removals:
+            self.commit(lambda tx: [*(tx.update(kind, obj) for kind, obj in plan.updates),
+                                    *(tx.remove(kind, oid) for kind, oid in plan.removals)])
         return plan
 
     def get(self, kind: str, oid: str) -> Any:
@@ -69,8 +70,10 @@ class World:
         self.commit(lambda tx: tx.create("service", s))
         return s.id
 
-    def task(self, service_id: str = "", networks: list[str] = (), oid: str = "", addresses: list[str] = ()) -> str:
-        t = pb.Task(id=oid or f"task{next(_ids)}", service_id=service_id, desired_state=pb.TASK_STATE_RUNNING)
+    def task(self, service_id: str = "", networks: list[str] = (), oid: str = "", addresses: list[str] = (),
+             node: str = "") -> str:
+        t = pb.Task(id=oid or f"task{next(_ids)}", service_id=service_id, desired_state=pb.TASK_STATE_RUNNING,
+                    node_id=node)
         if service_id:
             svc = self.get("service", service_id)
             t.spec.CopyFrom(svc.spec.task)

@@ -165,6 +165,22 @@ def test_attachment_task_with_a_requested_address_gets_it() -> None:
     assert w.addr(t) == "10.0.9.77/24"
 
 
+def test_attachments_of_a_removed_node_are_removed_and_their_addresses_freed() -> None:
+    w = World()
+    a = w.network("a", subnet="10.0.9.0/24")
+    w.node("n1")
+    w.node("n2")
+    gone = w.task(networks=[a], node="n1")
+    kept = w.task(networks=[a], node="n2")
+    w.run()
+    w.remove("node", "n1")
+    plan = w.run()
+    assert plan.removals == [("task", gone)]
+    assert (w.get("task", gone), w.addr(kept)) == (None, "10.0.9.3/24")
+    w.run()
+    assert sorted(map(str, w.alloc.pools[a].quarantine)) == ["10.0.9.2"]
+
+
 def test_every_node_gets_an_ingress_address() -> None:
     w = World()
     w.network("ingress", ingress=True)
