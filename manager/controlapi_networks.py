@@ -15,8 +15,15 @@ from typing import Any
 import grpc
 
 from common.errdefs import Conflict, Forbidden, InvalidParameter, NotFound, Precondition, ShoalError, Unavailable
-from manager.allocator.core import ATTACHMENT_LABEL, network_subnet, overlap_message, task_dead, vni_in_use_message
-from manager.allocator.pools import VXLANID_OPTION, AllocationError, parse_vni_option
+from manager.allocator.core import (
+    ATTACHMENT_LABEL,
+    default_pools,
+    network_subnet,
+    overlap_message,
+    task_dead,
+    vni_in_use_message,
+)
+from manager.allocator.pools import VXLANID_OPTION, AllocationError, parse_vni_option, pick_subnet
 from manager.grpcstatus import abort
 from manager.raft.core import RaftError
 from manager.store.errors import NAME_CONFLICT, StoreError
@@ -102,9 +109,10 @@ def _cidr(text: str) -> IPv4Network | None:
     return net if isinstance(net, IPv4Network) else None
 
 
-def check_against_store(spec: pb.NetworkSpec, networks: list[pb.Network]) -> None:
+def check_against_store(spec: pb.NetworkSpec, networks: list[pb.Network], cluster: pb.Cluster | None = None) -> None:
     """What the allocator would refuse for good, refused at create instead: an explicit subnet overlapping another
-    network's, a given VNI in use, a second ingress network."""
+    network's, a given VNI in use, a second ingress network, default pools with no subnet left (routes on the
+    leader are the allocator's to weigh)."""
     if spec.ingress:
         present = next((n for n in networks if n.spec.ingress), None)
         if present is not None:
@@ -116,6 +124,10 @@ def check_against_store(spec: pb.NetworkSpec, networks: list[pb.Network]) -> Non
             s = network_subnet(n)
             if s is not None and s.overlaps(subnet):
                 raise InvalidParameter(overlap_message(subnet, n))
+    else:
+        taken = [x for x in (network_subnet(n) for n in networks) if x is not None]
+        pools, size = default_pools(cluster)
+        pick_subnet(pools, size, taken, [])  # AllocationError when every pool is used up
     given = spec.driver_options.get(VXLANID_OPTION, "")
     if given:
         vni = parse_vni_option(given)
@@ -201,7 +213,8 @@ class NetworkOps:
 
         def create(tx: Any) -> None:
             try:
-                check_against_store(n.spec, tx.list("network"))
+                clusters = tx.list("cluster")
+                check_against_store(n.spec, tx.list("network"), clusters[0] if clusters else None)
             except AllocationError as e:
                 raise InvalidParameter(e.message) from None
             tx.create("network", n)

@@ -136,7 +136,7 @@ class Allocator:
             plan.updates.append(("network", n))
         self._sync_pools(networks, services, tasks, nodes, now, plan)
         by_id = {n.id: n for n in networks}
-        allocated = [n for n in networks if n.vni]
+        allocated = [n for n in networks if _allocated(n)]
         ingress = next((n for n in allocated if n.spec.ingress), None)
 
         self.ports.sync(services)
@@ -219,10 +219,8 @@ class Allocator:
             if clash is not None:
                 raise AllocationError(overlap_message(subnet, clash))
         else:
-            pools = [ip_network(p, strict=False) for p in (cluster.default_address_pool if cluster else [])] or \
-                [ip_network(p) for p in DEFAULT_POOLS]
-            size = (cluster.subnet_size if cluster and cluster.subnet_size else DEFAULT_SUBNET_SIZE)
-            subnet = pick_subnet([p for p in pools if isinstance(p, IPv4Network)], size, taken, routes)
+            pools, size = default_pools(cluster)
+            subnet = pick_subnet(pools, size, taken, routes)
         gateway = gateway_for(subnet, cfg.gateway)
         given = n.spec.driver_options.get(VXLANID_OPTION, "")
         if given:
@@ -278,12 +276,12 @@ class Allocator:
         for node in nodes:
             for text in node.attachment.addresses:
                 claim(node.attachment.network.id, text, f"node {node.id}")
-        live = {n.id for n in networks if n.vni}
+        live = {n.id for n in networks if _allocated(n)}
         for nid in list(self.pools):
             if nid not in live:
                 del self.pools[nid]
         for n in networks:
-            if not n.vni:
+            if not _allocated(n):
                 continue
             fresh = n.id not in self.pools
             pool = self._pool(n)
@@ -358,7 +356,7 @@ class Allocator:
                 n = resolve_network(networks, c.target)
                 if n is None:
                     raise AllocationError(f"network {c.target} not found")
-                if not n.vni:
+                if not _allocated(n):
                     raise _Wait()
                 if n.id in {o.network.id for o in out}:
                     continue
@@ -392,6 +390,18 @@ class Allocator:
 
 class _Wait(Exception):
     """A network the task needs is not allocated yet: try again at a later pass, nothing to report."""
+
+
+def _allocated(n: pb.Network) -> bool:
+    return bool(n.vni and n.ipam.configs and n.ipam.configs[0].subnet)
+
+
+def default_pools(cluster: pb.Cluster | None) -> tuple[list[IPv4Network], int]:
+    """The cluster's default address pools and subnet size (swarm init --default-addr-pool), else 10.0.0.0/8 in /24s."""
+    nets = [ip_network(p, strict=False) for p in (cluster.default_address_pool if cluster else [])] or \
+        [ip_network(p) for p in DEFAULT_POOLS]
+    size = cluster.subnet_size if cluster and cluster.subnet_size else DEFAULT_SUBNET_SIZE
+    return [p for p in nets if isinstance(p, IPv4Network)], size
 
 
 def _network_order(n: pb.Network) -> tuple[int, int, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from common.errdefs import Conflict, InvalidParameter, NotFound
+from manager.allocator.pools import AllocationError
 from manager.controlapi_networks import check_against_store, in_use_error, lookup_network, validate_network_spec
 from proto import objects_pb2 as pb
 
@@ -96,3 +97,13 @@ def test_ingress_is_in_use_only_by_services_with_ingress_ports() -> None:
     host.spec.endpoint.ports.add(target_port=80, published_port=8080, publish_mode=pb.PortConfig.HOST)
     assert in_use_error(ing, [host, web], []) == "ingress network cannot be removed because service s1 depends on it"
     assert in_use_error(ing, [host], []) is None
+
+
+def test_no_subnet_left_in_the_default_pools_is_refused_at_create() -> None:
+    cluster = pb.Cluster(id="c", default_address_pool=["10.9.0.0/23"], subnet_size=24)
+    nets = [net("n1", "one", "10.9.0.0/24", 4096), net("n2", "two", "10.9.1.0/24", 4097)]
+    with pytest.raises(AllocationError) as e:  # NetworkOps.create answers it as InvalidParameter
+        check_against_store(spec("three"), nets, cluster)
+    assert e.value.message == ("could not find an available, non-overlapping IPv4 address pool among the defaults "
+                               "to assign to the network")
+    check_against_store(spec("three"), nets[:1], cluster)
