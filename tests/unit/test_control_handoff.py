@@ -161,7 +161,8 @@ def test_front_side_calls_fail_unavailable_when_the_raft_process_goes() -> None:
 
 
 def test_every_unary_control_method_can_be_handed_over() -> None:
-    assert METHODS == ["CreateConfig", "GetConfig", "ListConfigs", "RemoveConfig", "Status"]
+    assert METHODS == ["CreateConfig", "CreateNetwork", "GetConfig", "GetNetwork", "ListConfigs", "ListNetworks",
+                       "RemoveConfig", "RemoveNetwork", "Status"]
 
 
 def test_aborted_carries_code_and_details() -> None:
