@@ -24,6 +24,7 @@ from manager.allocator.core import (
     vni_in_use_message,
 )
 from manager.allocator.pools import VXLANID_OPTION, AllocationError, parse_vni_option, pick_subnet
+from manager.configs import new_id
 from manager.grpcstatus import abort
 from manager.raft.core import RaftError
 from manager.store.errors import NAME_CONFLICT, StoreError
@@ -34,12 +35,6 @@ ALLOCATION_WAIT_S = 10.0  # how long create/attach wait for the leader's allocat
 POLL_S = 0.02
 INGRESS_NAME = "ingress"
 OVERLAY = "overlay"
-
-
-def _new_id() -> str:
-    from manager.controlapi import new_id
-
-    return new_id()
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -207,7 +202,7 @@ class NetworkOps:
 
     async def create(self, spec: pb.NetworkSpec, wait: bool = True) -> pb.Network:
         validate_network_spec(spec)
-        n = pb.Network(id=_new_id(), spec=spec)
+        n = pb.Network(id=new_id(), spec=spec)
         if not n.spec.driver:
             n.spec.driver = OVERLAY
 
@@ -273,7 +268,7 @@ class NetworkOps:
             raise NotFound(f"network {config.target} not found")
         if not n.spec.attachable:
             raise Forbidden(f"network {config.target} not manually attachable")
-        t = pb.Task(id=_new_id(), node_id=node_id, desired_state=pb.TASK_STATE_RUNNING)
+        t = pb.Task(id=new_id(), node_id=node_id, desired_state=pb.TASK_STATE_RUNNING)
         t.annotations.labels[ATTACHMENT_LABEL] = container_id
         t.spec.networks.add(target=n.id, addresses=config.addresses, aliases=config.aliases)
         t.status.state = pb.TASK_STATE_NEW
