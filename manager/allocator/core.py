@@ -4,6 +4,7 @@ runner.py feeds it on the leader; pools.py and ports.py hold the address/VNI/por
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
@@ -84,7 +85,9 @@ def resolve_network(networks: list[pb.Network], target: str) -> pb.Network | Non
     return prefixed[0] if len(prefixed) == 1 else None
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _addr(text: str) -> IPv4Address | None:
+    # every pass re-reads every held address: parsing them each time was most of a pass
     try:
         iface = ip_interface(text)
     except ValueError:

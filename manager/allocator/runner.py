@@ -16,14 +16,17 @@ from google.protobuf.message import Message
 
 from manager.store.errors import StoreError
 
-from .core import Allocator, Plan
+from proto import objects_pb2 as pb
+
+from .core import NEW, Allocator, Plan, task_dead
 from .pools import DEFAULT_QUARANTINE_S
 
 log = logging.getLogger(__name__)
+READY = pb.NodeStatus.READY
 
 KINDS = {"network", "service", "task", "node", "cluster"}
 BATCH_S = 0.02  # events arriving within this window after the first are handled in one pass
-TICK_S = 5.0  # a pass at least this often (quarantines expire, failed proposals are retried)
+TICK_S = 30.0  # a pass at least this often even with no relevant change (a failed proposal is retried)
 CHUNK = 100  # updates per proposal (the store takes at most 200 actions)
 ROUTES_TTL_S = 2.0  # the manager's routes are read again at most this often
 
@@ -92,10 +95,20 @@ class AllocatorRunner:
                 watch.close()
 
     async def _wait(self, watch: Any) -> None:
-        try:
-            await asyncio.wait_for(watch.__anext__(), TICK_S)
-        except (asyncio.TimeoutError, StopAsyncIteration):
-            return
+        """Until a change that can matter to allocation (then BATCH_S more, to take a burst in one pass) or TICK_S.
+        A pass reads the whole store: task status updates between live states and node heartbeats do not cost one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TICK_S
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                event = await asyncio.wait_for(watch.__anext__(), remaining)
+            except (asyncio.TimeoutError, StopAsyncIteration):
+                return
+            if needs_pass(event):
+                break
         await asyncio.sleep(BATCH_S)
         watch.drain()
 
@@ -127,6 +140,20 @@ class AllocatorRunner:
             log.warning("allocator: cannot read the manager's routes: %s", e)
         self._routes = (time.monotonic(), routes)
         return routes
+
+
+def needs_pass(event: Any) -> bool:
+    """Whether a committed change can give the allocator work: new or removed objects, networks, services and the
+    cluster always; a task only when it is NEW, dies or changes its attachments; a node when it becomes or stops
+    being READY or its ingress attachment changes."""
+    if event.kind in ("network", "service", "cluster") or event.action != "update" or event.old is None:
+        return True
+    old, new = event.old, event.object
+    if event.kind == "task":
+        return new.status.state == NEW or task_dead(old) != task_dead(new) or list(old.networks) != list(new.networks)
+    if event.kind == "node":
+        return (old.status.state == READY) != (new.status.state == READY) or old.attachment != new.attachment
+    return True
 
 
 def _write(tx: Any, chunk: list[tuple[str, Message | str]]) -> None:
