@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common.errdefs import InvalidParameter
+from manager.allocator.core import is_attachment_task
 from proto import objects_pb2 as pb
 
 from .constraints import Constraint, parse_all
@@ -26,6 +27,8 @@ def schedulable(task: pb.Task) -> bool:
     """Waits for a node: allocated (PENDING, or NEW skipping the allocator) and still meant to run."""
     if task.desired_state > S.TASK_STATE_RUNNING:
         return False
+    if is_attachment_task(task):  # a container's AttachNetwork address (wire11): held PENDING on its node, never
+        return False  # sent to the node's task executor (it has no container spec to run)
     return task.status.state == S.TASK_STATE_PENDING or (task.status.state == S.TASK_STATE_NEW and skips_allocator(task))
 
 

@@ -19,6 +19,7 @@ from shoal.api import convert, params, streams
 from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.stdio import stdio_options
+from shoal.swarm import container_attach
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,14 @@ async def create_container(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     name = params.validate_container_name(request.query.get("name", ""))
     body = params.parse_json_body(await request.read())
-    record, warnings = await engine.create_container(name, params.parse_container_create(body))
+    create = params.parse_container_create(body)
+    attached = await container_attach.before_create(engine, name, create)  # swarm overlays (issue 11)
+    try:
+        record, warnings = await engine.create_container(name, create)
+    except BaseException:
+        await container_attach.undo(engine, attached)
+        raise
+    container_attach.created(engine, record.id, attached)
     return json_response({"Id": record.id, "Warnings": list(warnings or [])}, status=201)
 
 

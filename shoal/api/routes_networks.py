@@ -9,6 +9,7 @@ from aiohttp import web
 from common.errdefs import NotFound
 from shoal.api import convert, params, swarm_networks
 from shoal.api.server import ENGINE, add_route, json_response
+from shoal.swarm.overlay_gossip import with_peers
 
 
 async def list_networks(request: web.Request) -> web.Response:
@@ -22,6 +23,7 @@ async def list_networks(request: web.Request) -> web.Response:
 
 async def inspect_network(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    verbose = request.query.get("verbose", "") in ("1", "true", "True")
     try:
         net = engine.get_network(request.match_info["id"], request.query.get("scope", ""))
     except NotFound:
@@ -29,8 +31,8 @@ async def inspect_network(request: web.Request) -> web.Response:
         swarm_net = await swarm_networks.find(engine, request.match_info["id"]) if scope in ("", "swarm") else None
         if swarm_net is None:
             raise
-        return json_response(swarm_networks.network_json(swarm_net))
-    return json_response(convert.network_json(net, engine.network_endpoints(net.id)))
+        return json_response(with_peers(engine, swarm_networks.network_json(swarm_net), verbose))
+    return json_response(with_peers(engine, convert.network_json(net, engine.network_endpoints(net.id)), verbose))
 
 
 async def create_network(request: web.Request) -> web.Response:

@@ -45,3 +45,10 @@ async def on_joined(engine: Any) -> None:
         await enable_overlay(engine)
     except Exception:
         log.exception("the overlay driver could not be enabled")
+    try:  # gossip <-> overlay driver, and attachments released with their containers (shoal/swarm/container_attach.py)
+        from shoal.swarm import container_attach, overlay_gossip
+
+        overlay_gossip.ensure_wired(engine)
+        container_attach.start_watcher(engine)
+    except Exception:
+        log.exception("the overlay driver could not be wired to gossip")

@@ -31,6 +31,7 @@ from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.swarm.fetchca import parse_remote, remote_root_ca
 from shoal.swarm.gossip_agent import GossipAgent, key_ring
+from shoal.swarm import overlay_gossip
 from shoal.swarm.session import AgentSession, describe
 from shoal.swarm.state import SwarmPaths, SwarmState
 
@@ -434,6 +435,8 @@ class SwarmNode:
         if self.gossip is None:
             self.gossip = GossipAgent(st.node_id, st.advertise_addr.rpartition(":")[0].strip("[]"), self._gossip_seeds)
         self.gossip.on_keys(ring)
+        if self.engine is not None:  # the overlay driver, when enabled already (shoal/swarm/overlay_gossip.py)
+            overlay_gossip.ensure_wired(self.engine)
 
     def _gossip_seeds(self) -> list[str]:
         """The managers; on a manager also every node it knows (a restarted lone manager must find the workers)."""

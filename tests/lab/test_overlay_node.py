@@ -3,8 +3,8 @@ is in a swarm the overlay driver is enabled (shoal/swarm/overlay.py), a runc con
 gets eth0 there and its way out on docker_gwbridge, a host with no endpoint has no namespace for the
 network, a daemon kill -9 plumbs the endpoint again, and the namespace goes with the last container.
 
-Until the managers allocate overlays (netalloc), the network is created on the node with the VNI
-option the managers' record will carry; cross-host traffic is in test_overlay_driver/_dataplane.
+The network is made on a manager (the allocator gives its VNI) and the container's address comes from the
+managers' attachment; cross-host traffic is in test_overlay_driver/_dataplane and test_overlay_flow.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from tests.lab.helpers import inspect_first, running_lab, shoal, wait_until
 
 pytestmark = pytest.mark.lab
 
-VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list=4097"
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +24,8 @@ def lab():
         shoal(lab, "swarm", "init", "--advertise-addr", lab.address("h1"))
         token = shoal(lab, "swarm", "join-token", "-q", "worker").stdout.strip()
         shoal(lab, "swarm", "join", "--token", token, f"{lab.address('h1')}:2377", host="h2")
-        for host in ("h1", "h2"):
-            shoal(lab, "network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "-o", VNI_OPTION, "ov",
-                  host=host)
+        # the managers allocate the VNI (ingress took 4096) and the address; the node makes the network (wire11)
+        shoal(lab, "network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "--attachable", "ov")
         shoal(lab, "run", "-d", "--name", "a1", "--network", "ov", "busybox", "sleep", "3600")
         yield lab
 
