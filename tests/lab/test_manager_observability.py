@@ -186,7 +186,8 @@ def test_reflection_describes_the_control_api(cluster: MetricsCluster) -> None:
         resp = reflect(ch, reflection_pb2.ServerReflectionRequest(file_containing_symbol="shoal.v1.Control"))
     files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in resp.file_descriptor_response.file_descriptor_proto]
     control = next(s for f in files for s in f.service if f.package == "shoal.v1" and s.name == "Control")
-    assert [m.name for m in control.method] == ["CreateConfig", "GetConfig", "ListConfigs", "RemoveConfig", "Status"]
+    assert [m.name for m in control.method] == ["CreateConfig", "GetConfig", "ListConfigs", "RemoveConfig", "Status",
+                                                "CreateNetwork", "GetNetwork", "ListNetworks", "RemoveNetwork"]
 
 
 def test_a_refused_raft_batch_counts_as_a_rejected_request(cluster: MetricsCluster) -> None:
