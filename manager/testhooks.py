@@ -16,6 +16,15 @@ METHOD = "/shoal.v1.TestHooks/Write"
 KINDS = ("task", "service", "config")
 
 
+UNMANAGED_LABEL = "com.shoal.test.unmanaged"  # a service the executor's lab tests drive by hand
+
+
+def unmanaged(service: object) -> bool:
+    """With the hooks on, a service labelled so is left to the test that wrote it: the orchestrator would otherwise
+    reconcile its hand-written tasks against an empty spec (0 replicas) and shut them down."""
+    return enabled() and UNMANAGED_LABEL in service.spec.annotations.labels  # type: ignore[attr-defined]
+
+
 def enabled() -> bool:
     return os.environ.get(ENV) == "1"
 
