@@ -8,6 +8,7 @@ FirewallIngress for the host's published ports). Called by shoal/swarm/service_g
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ from agent.network.mesh import FirewallIngress, IngressSandbox, RoutingMesh
 from agent.network.netns import create_netns, delete_netns, netns_path
 from agent.network.records import EndpointRecord
 from shoal.swarm.executor_net import ensure_network
+from vxlan.types import OverlayPeer
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,20 @@ def make_mesh(engine: Any, ingress_id: str, address: str) -> RoutingMesh:
             net.release_endpoint(ep)
         delete_netns(name)
         raise
+
+
+def announce(engine: Any, gossip: Any) -> bool:
+    """The sandbox's ingress endpoint in gossip's overlay_peer_table, so task nodes can answer it (the driver's
+    callback may have run before the overlay and gossip were connected). False when there is nothing to announce."""
+    driver = engine.net.drivers.find("overlay")
+    mesh = engine.mesh
+    eps = [e for e in _ENDPOINTS.get(id(engine), []) if mesh is not None and e.network_id == mesh.ingress_network_id]
+    if not eps or not hasattr(driver, "data_addr"):
+        return False
+    ep = eps[0]
+    gossip.endpoint_up(ep.network_id, ep.id, OverlayPeer(ip=ipaddress.IPv4Address(ep.ipv4), mac=ep.mac,
+                                                         vtep=driver.data_addr))
+    return True
 
 
 def remove_mesh(engine: Any) -> None:

@@ -19,7 +19,7 @@ from agent.gossip.netdb_services import EndpointRecord
 from agent.network.service_binding import ServiceBinding
 from proto import objects_pb2 as pb
 from shoal.swarm.executor import service_name
-from shoal.swarm.ingress_glue import ensure_mesh
+from shoal.swarm.ingress_glue import announce, ensure_mesh
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class ServiceGlue:
     applied: list[ServiceBinding] | None = None
     _gossip: Any = None
     _unwatch: Any = None
+    _announced: Any = None  # the gossip agent the ingress sandbox's endpoint was announced to
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -96,11 +97,15 @@ class ServiceGlue:
         self.applied = None
         loop = asyncio.get_running_loop()
         self._unwatch = gossip.watch_services(lambda _nid: loop.call_soon_threadsafe(self._wake.set))
+
+    def _wire_overlay(self, gossip: Any) -> None:
+        """Until the overlay glue (issue 11) does it: the overlay driver (enabled after the swarm join, and made
+        again by a restart of the data plane) and gossip connected, so remote endpoints become VXLAN peers."""
         driver = self.node.engine.net.drivers.find("overlay")
-        if driver is not None and getattr(driver, "on_endpoint_up", None) is None:
+        if hasattr(driver, "plane") and getattr(driver, "on_endpoint_up", None) is None:
             from shoal.swarm.overlay import wire_gossip
 
-            wire_gossip(driver, gossip, loop)
+            wire_gossip(driver, gossip, asyncio.get_running_loop())
 
     def wanted(self) -> dict[tuple[str, str], EndpointRecord]:
         """What this node announces: one record per running task per overlay it is attached to."""
@@ -132,6 +137,7 @@ class ServiceGlue:
             return
         if gossip is not self._gossip:
             self._attach(gossip)
+        self._wire_overlay(gossip)
         want = self.wanted()
         for key in [k for k in self.published if k not in want]:
             gossip.service_endpoint_down(key[0], key[1])
@@ -146,6 +152,9 @@ class ServiceGlue:
                     self.applied = None  # the new mesh gets every binding
             except Exception:  # noqa: BLE001 - retried at the next pass; VIPs and DNS work without it
                 log.exception("routing mesh: the ingress sandbox could not be made")
+        if self._announced is not gossip and getattr(self.node.engine, "mesh", None) is not None:
+            if announce(self.node.engine, gossip):
+                self._announced = gossip
         bindings = self.bindings()
         if bindings != self.applied:
             await self.apply(bindings)
