@@ -30,8 +30,9 @@ def sandbox_name(engine: Any) -> str:
     return f"{engine.options.netns_prefix}ingress_sbox"
 
 
-def endpoint_id(network_id: str) -> str:
-    return hashlib.sha256(f"{CONTAINER}/{network_id}".encode()).hexdigest()
+def endpoint_id(node_id: str, network_id: str) -> str:
+    """Distinct per node: gossip's overlay_peer_table is keyed by endpoint id across the cluster."""
+    return hashlib.sha256(f"{CONTAINER}/{node_id}/{network_id}".encode()).hexdigest()
 
 
 def ingress_address(node_object: Any) -> tuple[str, str] | None:
@@ -52,13 +53,13 @@ async def ensure_mesh(node: Any) -> RoutingMesh | None:
         return None
     await ensure_network(engine, node.node_object.attachment.network)
     network_id, address = found
-    mesh = await engine._kernel(make_mesh, engine, network_id, address)
+    mesh = await engine._kernel(make_mesh, engine, node.state.node_id, network_id, address)
     engine.mesh = mesh
     log.info("routing mesh: ingress sandbox %s at %s", sandbox_name(engine), address)
     return mesh
 
 
-def make_mesh(engine: Any, ingress_id: str, address: str) -> RoutingMesh:
+def make_mesh(engine: Any, node_id: str, ingress_id: str, address: str) -> RoutingMesh:
     """Kernel thread: the namespace, its docker_gwbridge leg (default route) and ingress leg, then the mesh."""
     net = engine.net
     ingress = net.networks[ingress_id]
@@ -67,11 +68,11 @@ def make_mesh(engine: Any, ingress_id: str, address: str) -> RoutingMesh:
     create_netns(name)
     made: list[EndpointRecord] = []
     try:
-        gw_ep = EndpointRecord(id=endpoint_id(gw.id), network_id=gw.id, container_id=CONTAINER)
+        gw_ep = EndpointRecord(id=endpoint_id(node_id, gw.id), network_id=gw.id, container_id=CONTAINER)
         net.allocate_endpoint(gw, gw_ep)
         made.append(gw_ep)
         net.plumb(gw_ep, Join(netns=name, ifname="eth1", gateway=gw_ep.gateway or None))
-        in_ep = EndpointRecord(id=endpoint_id(ingress_id), network_id=ingress_id, container_id=CONTAINER,
+        in_ep = EndpointRecord(id=endpoint_id(node_id, ingress_id), network_id=ingress_id, container_id=CONTAINER,
                                requested_ipv4=address)
         net.allocate_endpoint(ingress, in_ep)
         made.append(in_ep)
