@@ -378,7 +378,11 @@ class RaftNode:
             else:
                 self._handle_snapshot(m)
         elif t in (MT.PROP, MT.READ_INDEX, MT.TRANSFER_LEADER):
-            if self.lead != NONE:
+            # Only our own requests go on to the leader. One another member sent us (it took us for the leader,
+            # which we no longer are) is dropped, not passed on: passed on it would still name its requester as
+            # sender, and the wire check refuses a message whose sender is not the connection's member (shell
+            # simulator seed 388). The requester times out and asks again.
+            if self.lead != NONE and m.from_ == self.id:
                 self.msgs.append(replace(m, to=self.lead))
         elif t == MT.TIMEOUT_NOW:
             if self._promotable():
