@@ -202,6 +202,8 @@ class Allocator:
                 continue
             del t.networks[:]
             t.networks.extend(attachments)
+            if service is not None:  # the service's VIPs and ports travel with the task (swarmkit does the same)
+                t.endpoint.CopyFrom(service.endpoint)
             t.status.state = PENDING
             t.status.message = ALLOCATED_MESSAGE
             t.status.err = ""

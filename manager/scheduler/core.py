@@ -18,9 +18,8 @@ S = pb.TaskState
 
 
 def skips_allocator(task: pb.Task) -> bool:
-    """Until the allocator (helper netalloc) moves tasks NEW -> PENDING, a task whose spec has no networks skips it.
-    The lead switches this to `False` when the allocator is merged (then only PENDING tasks are scheduled)."""
-    return len(task.spec.networks) == 0
+    """The allocator (manager/allocator) moves every task NEW -> PENDING, network-less ones too: none skips it."""
+    return False
 
 
 def schedulable(task: pb.Task) -> bool:

@@ -128,6 +128,7 @@ class SwarmNode:
         self.session: AgentSession | None = None
         self.worker: Any = None  # agent/worker.py's Worker, made with the first session
         self.gossip: GossipAgent | None = None  # started by the first session message that carries keys
+        self.node_object: Any = None  # this node's pb.Node from the last session message
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
@@ -417,6 +418,8 @@ class SwarmNode:
         st = self.state
         if st is None:
             return
+        if msg.node.id == st.node_id:
+            self.node_object = msg.node  # wire12: its ingress attachment (shoal/swarm/ingress_glue.py)
         managers = [m.addr for m in msg.managers if m.addr]
         if managers and managers != st.managers:
             st.managers = managers

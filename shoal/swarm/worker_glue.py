@@ -15,6 +15,7 @@ from agent.worker import Worker
 from proto import swarm_pb2_grpc
 from shoal.swarm.executor import L_NODE, L_TASK_ID, EngineExecutor
 from shoal.swarm.logs_agent import serve_subscriptions
+from shoal.swarm.service_glue import glue_for
 
 log = logging.getLogger(__name__)
 RETRY_S = 0.5
@@ -31,7 +32,8 @@ def session_worker(node: Any) -> Callable[[grpc.aio.Channel, str], Awaitable[Non
         node_id = node.state.node_id if node.state is not None else ""
         await asyncio.gather(
             _retrying("assignments", lambda: node.worker.run_session(tasks, session_id)),
-            _retrying("log subscriptions", lambda: serve_subscriptions(logs, session_id, node.engine, node_id)))
+            _retrying("log subscriptions", lambda: serve_subscriptions(logs, session_id, node.engine, node_id)),
+            _retrying("service endpoints", lambda: glue_for(node).run()))  # wire12: endpoint_table <-> lb, mesh
 
     return run
 

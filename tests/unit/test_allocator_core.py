@@ -255,3 +255,25 @@ def test_plan_reports_an_address_held_twice_in_the_store() -> None:
         w.commit(lambda tx, t=t: tx.create("task", t))
     plan = w.run()
     assert plan.duplicates == [f"10.0.9.9 on network {a} held by task t1 and task t2"]
+
+
+def test_a_task_without_networks_becomes_pending_too() -> None:
+    w = World()
+    s = w.service("plain")
+    t = w.task(s)
+    w.run()
+    task = w.get("task", t)
+    assert (task.status.state, task.status.message, list(task.networks)) == (pb.TASK_STATE_PENDING, ALLOCATED_MESSAGE, [])
+
+
+def test_a_task_carries_its_services_vips_and_ports() -> None:
+    w = World()
+    ing = w.network("ingress", ingress=True)
+    a = w.network("a", subnet="10.0.9.0/24")
+    s = w.service("web", networks=[a], ports=[(80, 8080)])
+    t = w.task(s)
+    w.run()
+    task = w.get("task", t)
+    assert sorted((v.network_id, v.addr) for v in task.endpoint.virtual_ips) == sorted(
+        [(a, "10.0.9.2/24"), (ing, "10.0.0.2/24")])
+    assert [(p.target_port, p.published_port) for p in task.endpoint.ports] == [(80, 8080)]

@@ -88,14 +88,14 @@ def test_preassigned_global_task_is_checked_against_its_node_only() -> None:
     assert d.unplaced == {"g2": "no suitable node (1 node not available for new tasks)"}
 
 
-def test_a_new_task_without_networks_skips_the_allocator_but_one_with_networks_waits_for_it() -> None:
+def test_a_new_task_waits_for_the_allocator_with_or_without_networks() -> None:
     svc = service()
     plain = task(svc, "a", 1, "", state=S.TASK_STATE_NEW)
     networked = task(svc, "b", 2, "", state=S.TASK_STATE_NEW)
     networked.spec.networks.add(target="net1")
-    assert (schedulable(plain), schedulable(networked)) == (True, False)
-    networked.status.state = S.TASK_STATE_PENDING
-    assert schedulable(networked)
+    assert (schedulable(plain), schedulable(networked)) == (False, False)
+    plain.status.state = networked.status.state = S.TASK_STATE_PENDING
+    assert (schedulable(plain), schedulable(networked)) == (True, True)
 
 
 def test_constraint_parse_refuses_with_swarms_messages() -> None:

@@ -1,0 +1,196 @@
+"""Service endpoints on a swarm node: this node's running tasks announced in gossip's endpoint_table
+(shoal/swarm/gossip_agent.py), and every node's folded ServiceBindings applied to the VIP load balancer and DNS
+(agent/network/lb.py) and to the routing mesh (agent/network/mesh.py, shoal/swarm/ingress_glue.py).
+
+Started beside the worker by shoal/swarm/worker_glue.py; one ServiceGlue per SwarmNode, kept across sessions.
+It reconciles (what should be announced and applied vs what is) on every endpoint_table change and every
+RESYNC_S, so a lost event or a replaced gossip agent only delays, never strands, a record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.gossip.netdb_services import EndpointRecord
+from agent.network.service_binding import ServiceBinding
+from proto import objects_pb2 as pb
+from shoal.swarm.executor import service_name
+from shoal.swarm.ingress_glue import announce, ensure_mesh
+
+log = logging.getLogger(__name__)
+
+RESYNC_S = 1.0
+RUNNING = pb.TaskState.TASK_STATE_RUNNING
+INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
+_PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
+
+
+def _ip(cidr: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Interface(cidr).ip
+    except ValueError:
+        return None
+
+
+def task_records(task: pb.Task, overlay_ids: set[str]) -> dict[str, EndpointRecord]:
+    """network id -> the record a running task announces there (only overlays this node has: gossip is theirs)."""
+    vips = {v.network_id: _ip(v.addr) for v in task.endpoint.virtual_ips}
+    dnsrr = task.endpoint.spec.mode == pb.EndpointSpec.ResolutionMode.DNSRR
+    ports = tuple(sorted((p.published_port, p.target_port, _PROTOS.get(p.protocol, "tcp"))
+                         for p in task.endpoint.ports if p.publish_mode == INGRESS_MODE and p.published_port))
+    name = service_name(task)
+    out: dict[str, EndpointRecord] = {}
+    for att in task.networks:
+        nid = att.network.id
+        ip = _ip(att.addresses[0]) if att.addresses else None
+        if nid not in overlay_ids or ip is None:
+            continue
+        ingress = att.network.spec.ingress
+        aliases = tuple(dict.fromkeys(a for a in att.aliases if a and a != name))
+        out[nid] = EndpointRecord(service_id=task.service_id, service_name=name,
+                                  vip=None if dnsrr else vips.get(nid), task_ip=ip, task_name=task.annotations.name,
+                                  task_id=task.id, aliases=aliases, ingress_ports=ports if ingress else ())
+    return out
+
+
+@dataclass(slots=True)
+class ServiceGlue:
+    node: Any  # shoal/swarm/node.SwarmNode
+    published: dict[tuple[str, str], EndpointRecord] = field(default_factory=dict)  # (network, task id) -> record
+    applied: list[ServiceBinding] | None = None
+    _gossip: Any = None
+    _unwatch: Any = None
+    _announced: Any = None  # the gossip agent the ingress sandbox's endpoint was announced to
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        """Reconciles until cancelled (the session ends); errors are logged and retried at the next pass."""
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.reconcile()
+                except Exception:  # noqa: BLE001 - the next pass tries again
+                    log.exception("service endpoints: reconcile failed")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RESYNC_S):
+                        await self._wake.wait()
+        finally:
+            self._drop_watch()
+
+    def _drop_watch(self) -> None:
+        if self._unwatch is not None:
+            with contextlib.suppress(Exception):
+                self._unwatch()
+        self._unwatch = None
+
+    def _attach(self, gossip: Any) -> None:
+        """A new gossip agent: watch its endpoint_table, announce everything again, and (until the overlay
+        glue does it) connect it with the overlay driver so remote task endpoints get VXLAN peers."""
+        self._drop_watch()
+        self._gossip = gossip
+        self.published.clear()
+        self.applied = None
+        loop = asyncio.get_running_loop()
+        self._unwatch = gossip.watch_services(lambda _nid: loop.call_soon_threadsafe(self._wake.set))
+
+    def _wire_overlay(self, gossip: Any) -> None:
+        """Until the overlay glue (issue 11) does it: the overlay driver (enabled after the swarm join, and made
+        again by a restart of the data plane) and gossip connected, so remote endpoints become VXLAN peers."""
+        driver = self.node.engine.net.drivers.find("overlay")
+        if hasattr(driver, "plane") and getattr(driver, "on_endpoint_up", None) is None:
+            from shoal.swarm.overlay import wire_gossip
+
+            wire_gossip(driver, gossip, asyncio.get_running_loop())
+
+    def wanted(self) -> dict[tuple[str, str], EndpointRecord]:
+        """What this node announces: one record per running task per overlay it is attached to."""
+        worker = self.node.worker
+        engine = self.node.engine
+        overlays = {nid for nid, n in engine.net.networks.items() if n.driver == "overlay"}
+        out: dict[tuple[str, str], EndpointRecord] = {}
+        if worker is None:
+            return out
+        for tid, task in list(worker.tasks.items()):
+            st = worker.statuses.get(tid)
+            if not task.service_id or task.desired_state > RUNNING or st is None or st.state != RUNNING:
+                continue
+            for nid, rec in task_records(task, overlays).items():
+                out[(nid, tid)] = rec
+        return out
+
+    def bindings(self) -> list[ServiceBinding]:
+        engine = self.node.engine
+        out: list[ServiceBinding] = []
+        for nid, n in sorted(engine.net.networks.items()):
+            if n.driver == "overlay":
+                out.extend(self._gossip.service_bindings(nid))
+        return out
+
+    async def reconcile(self) -> None:
+        gossip = getattr(self.node, "gossip", None)
+        if gossip is None:
+            return
+        if gossip is not self._gossip:
+            self._attach(gossip)
+        self._wire_overlay(gossip)
+        want = self.wanted()
+        for key in [k for k in self.published if k not in want]:
+            gossip.service_endpoint_down(key[0], key[1])
+            del self.published[key]
+        for key, rec in want.items():
+            if self.published.get(key) != rec:
+                gossip.service_endpoint_up(key[0], key[1], rec)
+                self.published[key] = rec
+        if getattr(self.node.engine, "mesh", None) is None:
+            try:
+                if await ensure_mesh(self.node) is not None:
+                    self.applied = None  # the new mesh gets every binding
+            except Exception:  # noqa: BLE001 - retried at the next pass; VIPs and DNS work without it
+                log.exception("routing mesh: the ingress sandbox could not be made")
+        if self._announced is not gossip and getattr(self.node.engine, "mesh", None) is not None:
+            if announce(self.node.engine, gossip):
+                self._announced = gossip
+        bindings = self.bindings()
+        if bindings != self.applied:
+            await self.apply(bindings)
+            self.applied = bindings
+
+    async def apply(self, bindings: list[ServiceBinding]) -> None:
+        engine = self.node.engine
+        good = _one_per_vip(bindings)
+        ingress = {nid for nid, n in engine.net.networks.items() if n.ingress}
+        # The ingress network's VIPs serve only the ingress sandbox (as Docker's): no names, no tables in tasks.
+        await engine._kernel(engine.sandboxes.lb.set_bindings, [b for b in good if b.network_id not in ingress])
+        mesh = getattr(engine, "mesh", None)
+        if mesh is not None:
+            await engine._kernel(mesh.set_bindings, good)  # FirewallIngress publishes through the firewall itself
+
+
+def _one_per_vip(bindings: list[ServiceBinding]) -> list[ServiceBinding]:
+    """A VIP two services claim (a stale record of a removed service whose VIP was reused) would make the
+    load balancer refuse every binding: the first claimant keeps it, the other is left out and logged."""
+    seen: dict[tuple[str, ipaddress.IPv4Address], str] = {}
+    out: list[ServiceBinding] = []
+    for b in bindings:
+        if b.vip is not None:
+            key = (b.network_id, ipaddress.IPv4Address(b.vip))
+            if seen.setdefault(key, b.service_id) != b.service_id:
+                log.warning("service endpoints: VIP %s on %s claimed by %s and %s; %s left out",
+                            b.vip, b.network_id[:12], seen[key][:12], b.service_id[:12], b.service_id[:12])
+                continue
+        out.append(b)
+    return out
+
+
+def glue_for(node: Any) -> ServiceGlue:
+    """The node's one ServiceGlue (made on first use)."""
+    glue = getattr(node, "service_glue", None)
+    if glue is None:
+        glue = ServiceGlue(node)
+        node.service_glue = glue
+    return glue
