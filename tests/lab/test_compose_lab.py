@@ -79,7 +79,7 @@ def test_runtime_requirements_pin_every_runtime_dependency_and_no_test_tool() ->
     pins = compose_lab.runtime_requirements()
     names = sorted(re.split(r"==", p)[0] for p in pins)
     assert names == ["aiohttp", "click", "cryptography", "dnspython", "grpcio", "grpcio-health-checking",
-                     "grpcio-reflection", "prometheus-client", "protobuf", "pyroute2"]
+                     "grpcio-reflection", "prometheus-client", "protobuf", "pyroute2", "rich"]
     assert all("==" in p for p in pins)
 
 
