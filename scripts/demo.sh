@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the demo: a three-host lab, the seed's default-network walk-through
 # on host h1 (interactive containers attached under a pseudo-terminal), user-defined networks,
-# a swarm of the three hosts, the stock docker CLI against the same daemon, then tears the lab down
+# a swarm of the three hosts with the seed's swarm example (overlay network, 2-replica service, routing mesh), the stock docker CLI against the same daemon, then tears the lab down
 # (KEEP=1 leaves it up: `shoal lab exec h1 -- shoal ps`, then `shoal lab down --name demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,18 @@ step shoal lab exec --name "$LAB" h2 -- shoal swarm join --token "$MANAGER_TOKEN
 step shoal lab exec --name "$LAB" h3 -- shoal swarm join --token "$WORKER_TOKEN" 192.168.200.11:2377
 on_h1 shoal node ls
 step shoal lab exec --name "$LAB" h3 -- ip addr show docker_gwbridge
+
+echo; echo "== the seed's swarm example: an overlay network and a service with 2 replicas on it"
+on_h1 shoal network create -d overlay --subnet 10.0.9.0/24 my-multi-host-network
+on_h1 shoal service create --replicas 2 --network my-multi-host-network --name my-web -p 8080:80 busybox httpd -f -p 80
+on_h1 shoal service ls
+on_h1 shoal service ps my-web
+on_h1 shoal network inspect my-multi-host-network
+echo; echo "== the routing mesh: port 8080 answers on every host (busybox httpd: 404 for /, from a replica)"
+for ip in 192.168.200.11 192.168.200.12 192.168.200.13; do
+  step shoal lab exec --name "$LAB" h3 -- timeout 10 busybox wget -S -O /dev/null "http://$ip:8080/" || true
+done
+on_h1 shoal service rm my-web
 if command -v docker >/dev/null; then
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker network ls
   step env DOCKER_HOST="unix://$(shoal lab socket --name "$LAB" h1)" docker ps
