@@ -32,6 +32,12 @@ async def inspect_network(request: web.Request) -> web.Response:
         if swarm_net is None:
             raise
         return json_response(with_peers(engine, swarm_networks.network_json(swarm_net), verbose))
+    if net.driver == "overlay" and request.query.get("scope", "") in ("", "swarm"):
+        # a node's local copy of a swarm network (made for its tasks, containers or the ingress sandbox): on a
+        # manager the cluster's network is what inspect shows (Ingress, Attachable, IPAM as allocated)
+        swarm_net = await swarm_networks.find(engine, net.id)
+        if swarm_net is not None:
+            return json_response(with_peers(engine, swarm_networks.network_json(swarm_net), verbose))
     return json_response(with_peers(engine, convert.network_json(net, engine.network_endpoints(net.id)), verbose))
 
 

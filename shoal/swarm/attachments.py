@@ -26,7 +26,10 @@ async def _call(managers: Sequence[str], tls: TLSFiles, method: str, request: ob
                 return await getattr(control_pb2_grpc.ResourceAllocatorStub(ch), method)(request, timeout=TIMEOUT_S)
             except grpc.aio.AioRpcError as e:
                 last = error_from_rpc(e)
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # a manager that just joined may not have applied this node's own record yet: its "not a member"
+                # is its lagging store speaking, so ask the next manager before taking it as final
+                lagging = e.code() == grpc.StatusCode.PERMISSION_DENIED and "is not a member of this cluster" in (e.details() or "")
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not lagging:
                     raise last from None
     raise last
 

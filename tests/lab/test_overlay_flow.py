@@ -56,7 +56,8 @@ def eth0(lab: Lab, host: str, name: str) -> str:
 
 def overlay_namespaces(lab: Lab, host: str) -> list[str]:
     names = lab.exec(host, ["ip", "netns", "list"]).stdout.split()
-    return [n for n in names if n.startswith(f"{lab.netns(host)}-ov-")]
+    # the ingress overlay (VNI 4096) is on every node for the routing mesh's sandbox: only this flow's network counts
+    return [n for n in names if n.startswith(f"{lab.netns(host)}-ov-") and not n.startswith(f"{lab.netns(host)}-ov-4096-")]
 
 
 def ping(lab: Lab, host: str, name: str, target: str) -> subprocess.CompletedProcess[str]:
