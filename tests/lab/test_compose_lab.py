@@ -146,10 +146,6 @@ def test_compose_lab_leaves_no_namespace_directory_process_or_cgroup(compose_run
     assert [str(p) for e in engine_ids for p in Path("/sys/fs/cgroup").glob(f"*/shoal/{e[:12]}")] == []
 
 
-@pytest.mark.optional("the seed's service example needs `shoal service` (issue 12, being built); until the node "
-                      "image has it the check reports that it is not possible yet")
 def test_compose_lab_seed_service_example_converges(compose_run) -> None:
     service = _report(compose_run)["service"]
-    if not service["possible"]:
-        pytest.skip(f"not possible yet: {service['detail']}")
-    assert service["converged"], service["detail"]
+    assert (service["possible"], service["converged"]) == (True, True), service["detail"]
