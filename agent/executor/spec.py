@@ -66,6 +66,9 @@ class SpecExtras:
 
     sysctls: dict[str, str] = field(default_factory=dict)
     devices: list[dict] = field(default_factory=list)  # OCI linux.devices entries
+    # OCI linux.resources.devices allow rules for --device's cgroup permissions ("r", "rw", ...): runc
+    # makes the nodes of linux.devices but allows in the device cgroup only its defaults and these rules
+    device_rules: list[dict] = field(default_factory=list)
     privileged: bool = False
 
 
@@ -216,6 +219,9 @@ def build_oci_spec(
         linux["cgroupsPath"] = cgroups_path
     if resources:
         linux["resources"] = dict(resources)
+    if extras.device_rules:
+        rules = linux.setdefault("resources", {}).setdefault("devices", [])
+        linux["resources"]["devices"] = list(rules) + [dict(r) for r in extras.device_rules]
     if extras.privileged:  # every device node may be used (moby's privileged device rule)
         linux.setdefault("resources", {})["devices"] = [{"allow": True, "access": "rwm"}]
     confinement = process.confinement

@@ -330,13 +330,18 @@ def spec_extras(options: RunOptions) -> tuple[SpecExtras, list[Mount]]:
     """Devices and the init binary, read from the host (/dev is walked: call off the loop)."""
     devices = host_devices() if options.privileged else []
     taken = {d["path"] for d in devices}
+    rules = []
     for device in options.devices:
         for node in device_nodes(device):
+            # moby: each --device node is allowed in the device cgroup with exactly its permissions
+            rules.append({"allow": True, "type": node["type"], "major": node["major"], "minor": node["minor"],
+                          "access": device.permissions})
             if node["path"] not in taken:
                 devices.append(node)
                 taken.add(node["path"])
     mounts = [Mount(str(init_binary()), INIT_PATH_IN_CONTAINER, readonly=True)] if options.init else []
-    return SpecExtras(sysctls=options.sysctls, devices=devices, privileged=options.privileged), mounts
+    return SpecExtras(sysctls=options.sysctls, devices=devices, device_rules=rules,
+                      privileged=options.privileged), mounts
 
 
 def etc_custom(container: Any, gateway: str) -> EtcCustom | None:

@@ -208,6 +208,22 @@ def test_device_is_made_inside_the_container(lab):
     assert out == "character special file 1,3\nwritten\n"
 
 
+_OPEN_FUSE = "(exec 3</dev/fuse) 2>/dev/null && echo read; (exec 4>/dev/fuse) 2>/dev/null && echo write; true"
+
+
+def test_a_device_outside_runcs_defaults_is_usable_with_rwm(lab):
+    # /dev/fuse (10:229) is not among the nodes runc allows by default: only the device rule lets it open
+    assert run(lab, "--device", "/dev/fuse", "busybox", "sh", "-c", _OPEN_FUSE) == "read\nwrite\n"
+
+
+def test_device_cgroup_permission_r_allows_reading_and_refuses_writing(lab):
+    assert run(lab, "--device", "/dev/fuse:/dev/fuse:r", "busybox", "sh", "-c", _OPEN_FUSE) == "read\n"
+
+
+def test_device_cgroup_permission_w_allows_writing_and_refuses_reading(lab):
+    assert run(lab, "--device", "/dev/fuse:/dev/fuse:w", "busybox", "sh", "-c", _OPEN_FUSE) == "write\n"
+
+
 def test_a_missing_device_is_refused_naming_it(lab):
     result = docker(lab, "run", "--rm", "--device", "/dev/nope", "busybox", "true", check=False)
     assert result.returncode == 127  # the CLI's code for a start error saying "no such file or directory"

@@ -17,6 +17,7 @@ from shoal.engine.createopts import (
     parse_run_options,
     parse_ulimits,
     rlimits,
+    spec_extras,
     validate_dns_search,
     validate_mac,
     validate_sysctls,
@@ -151,3 +152,13 @@ def test_privileged_spec_has_no_masked_paths_and_a_writable_sys():
     assert "ro" not in sys_mount["options"] and "rw" in sys_mount["options"]
     plain = build_oci_spec(ProcessSpec(args=["true"], env=[]), "h", "/rootfs", None, [])
     assert "ro" in next(m for m in plain["mounts"] if m["destination"] == "/sys")["options"]
+
+
+def test_each_device_is_allowed_in_the_device_cgroup_with_its_permissions():
+    options = parse_run_options({}, {"Devices": [
+        {"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull", "CgroupPermissions": "r"}]})
+    extras, _ = spec_extras(options)
+    spec = build_oci_spec(ProcessSpec(args=["true"], env=[]), "h", "/rootfs", None, [], extras=extras)
+    assert spec["linux"]["resources"]["devices"] == [
+        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"}]
+    assert [d["path"] for d in spec["linux"]["devices"]] == ["/dev/mynull"]
