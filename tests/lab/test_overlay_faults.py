@@ -15,9 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.gossip.core import GossipConfig
-from agent.gossip.sim import epidemic_bound
-from agent.gossip.suspicion import suspicion_timeout
+from agent.gossip.sim import dead_bound
 from shoal.lab import Lab, host_address, switch_netns
 from tests.lab.helpers import SHOAL, running_lab, wait_until
 
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.lab
 NET = "faults-net"
 HOSTS = ["h1", "h2", "h3", "h4", "h5"]
 ON_NET = ["h2", "h4"]  # the other nodes with an endpoint on NET: the only ones that hold h5's entries
-
-
-def dead_bound(members: int, config: GossipConfig | None = None) -> float:
-    """Seconds from a member's failure until every other member has declared it dead, from the gossip config (the
-    daemon's is GossipConfig()): each member probes the others round-robin, one a probe interval, so one of them
-    probes the failed member within members - 1 intervals and suspects it after the probe timeout; the others
-    hear the suspicion and each runs Lifeguard's suspicion timer, at most max_mult x mult x max(1, log10 N) probe
-    intervals; one last probe before the verdict; then the death spreads in epidemic rounds of the gossip
-    interval."""
-    c = config or GossipConfig()
-    lo = suspicion_timeout(c.suspicion_mult, members, c.probe_interval)
-    hi = c.suspicion_max_timeout_mult * lo if c.lifeguard else lo
-    detect = (members - 1) * c.probe_interval + c.probe_timeout
-    final = c.probe_interval if c.final_probe else 0.0
-    return detect + hi + final + epidemic_bound(members, c.gossip_nodes, 0.0) * c.gossip_interval
 
 
 def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
