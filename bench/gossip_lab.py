@@ -8,7 +8,8 @@ Steps, each timed over --rounds rounds (medians printed), every node's netdb rea
                on every other node has grown by the new container's 2 entries (overlay_peer_table and
                container_table); reported from the command's start, and from the moment the source node's own
                netdb held them (the gossip alone)
-  delete       `shoal rm -f` of that container until every other node's count is back
+  delete       `shoal rm -f` of that container: from the moment the source node's netdb dropped its entries until
+               every other node's count is back
   dead         SIGKILL of a worker's daemon (h4 and h5 take turns) until every other node says it is dead, next to
                the bound computed from the gossip config (agent.gossip.sim.dead_bound)
   alive again  the daemon started again (`lab start`, timed from its /_ping) until every other node says alive
@@ -102,6 +103,31 @@ def start_command(system: System, host: str, *args: str) -> subprocess.Popen[str
                             env={**system.lab.host_env(host), "DOCKER_CONFIG": str(run_dir(system.lab.name))})
 
 
+def spread(system: System, nodes: Nodes, src: str, args: list[str], want: Callable[[str], int], net_id: str,
+           timeout: float) -> dict[str, float]:
+    """Runs the CLI command on src while polling every node: host -> when its netdb first held want(host) entries
+    of the network."""
+    cmd = start_command(system, src, *args)
+    seen: dict[str, float] = {}
+    end = time.monotonic() + timeout
+    try:
+        while len(seen) < len(HOSTS):
+            for h in HOSTS:
+                if h not in seen and nodes.entries(h, net_id) == want(h):
+                    seen[h] = time.monotonic()
+            if time.monotonic() > end:
+                raise StepFailed(f"timed out after {timeout:g} s waiting for `{' '.join(args)}` to reach every netdb "
+                                 f"(there: {', '.join(sorted(seen)) or 'none'})")
+            time.sleep(POLL_S)
+        if cmd.wait(timeout=timeout):
+            raise StepFailed(f"`{' '.join(args)}` on {src} failed: {cmd.stderr.read() if cmd.stderr else ''}")
+    finally:
+        if cmd.poll() is None:
+            cmd.kill()
+            cmd.wait()
+    return seen
+
+
 def med(values: list[float]) -> str:
     return f"median={statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
 
@@ -118,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     system = shoal_system(a.timeout, [])
-    figs: dict[str, list[float]] = {"entry (from run)": [], "entry (gossip)": [], "delete": [],
+    figs: dict[str, list[float]] = {"entry (from run)": [], "entry (gossip)": [], "delete (gossip)": [],
                                     "dead": [], "alive again": []}
     bound = dead_bound(len(HOSTS))
     error = ""
@@ -137,30 +163,18 @@ def main(argv: list[str] | None = None) -> int:
             others = [h for h in HOSTS if h != src]
             name = f"probe{r}"
             t0 = time.monotonic()
-            cmd = start_command(system, src, "run", "-d", "--network", NETWORK, "--name", name, "busybox", "sleep",
-                                "3600")
-            seen: dict[str, float] = {}  # host -> when its netdb first held the new entries
-            end = t0 + a.timeout
-            while len(seen) < len(HOSTS):
-                for h in HOSTS:
-                    if h not in seen and nodes.entries(h, net_id) == settled[h] + 2:
-                        seen[h] = time.monotonic()
-                if time.monotonic() > end:
-                    raise StepFailed(f"timed out after {a.timeout:g} s waiting for {name}'s entries everywhere")
-                time.sleep(POLL_S)
-            if cmd.wait(timeout=a.timeout):
-                raise StepFailed(f"`run` of {name} on {src} failed: {cmd.stderr.read() if cmd.stderr else ''}")
+            seen = spread(system, nodes, src, ["run", "-d", "--network", NETWORK, "--name", name, "busybox", "sleep",
+                                               "3600"], lambda h: settled[h] + 2, net_id, a.timeout)
             t_all = max(seen[h] for h in others)
             figs["entry (from run)"].append(t_all - t0)
             figs["entry (gossip)"].append(t_all - seen[src])
             t1 = time.monotonic()
-            system.run(src, "rm", "-f", name)
-            t_del = wait(f"{name}'s entries gone at every other node",
-                         lambda: all(nodes.entries(h, net_id) == settled[h] for h in others), a.timeout)
-            figs["delete"].append(t_del - t1)
+            gone = spread(system, nodes, src, ["rm", "-f", name], lambda h: settled[h], net_id, a.timeout)
+            t_del = max(gone[h] for h in others)
+            figs["delete (gossip)"].append(t_del - gone[src])
             log(f"entry round {r + 1}/{a.rounds} from {src}: in {src}'s netdb {seen[src] - t0:.2f} s after `run` "
-                f"started, at every other node {t_all - seen[src]:.2f} s later; delete at all {t_del - t1:.2f} s "
-                f"after `rm -f` started")
+                f"started, at every other node {t_all - seen[src]:.2f} s later; after `rm -f` gone from {src}'s "
+                f"netdb in {gone[src] - t1:.2f} s, from every other node {t_del - gone[src]:.2f} s later")
         for r in range(a.rounds):
             victim = WORKERS[r % len(WORKERS)]
             others = [h for h in HOSTS if h != victim]
