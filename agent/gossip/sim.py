@@ -38,6 +38,20 @@ def epidemic_bound(n: int, fanout: int, loss: float) -> float:
     return math.log(n) / math.log(1.0 + f) + math.log(n) / f
 
 
+def dead_bound(members: int, config: GossipConfig | None = None, loss: float = 0.0) -> float:
+    """Seconds from a member's crash until every other member has declared it dead (the lab's bound; read by
+    tests/lab/test_overlay_faults.py and bench/gossip_lab.py): each member probes the others round-robin, one a
+    probe interval, so one of them probes the crashed member within members - 1 intervals and suspects it after the
+    probe timeout; the others hear the suspicion and run Lifeguard's suspicion timer, at most max_mult x mult x
+    max(1, log10 N) probe intervals; one last probe before the verdict; the death spreads in epidemic rounds."""
+    c = config or GossipConfig()
+    lo = suspicion_timeout(c.suspicion_mult, members, c.probe_interval)
+    hi = c.suspicion_max_timeout_mult * lo if c.lifeguard else lo
+    detect = (members - 1) * c.probe_interval + c.probe_timeout
+    final = c.probe_interval if c.final_probe else 0.0
+    return detect + hi + final + epidemic_bound(members, c.gossip_nodes, loss) * c.gossip_interval
+
+
 @dataclass(slots=True)
 class SimDelegate:
     """A user layer like networkdb's, reduced to a set of entries: learn an entry once, then gossip it on."""

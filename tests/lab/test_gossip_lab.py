@@ -1,9 +1,11 @@
 """Gossip among the agents of a 3-host swarm (agent/gossip shell + netdb, started by shoal/swarm/gossip_agent.py):
 every node sees every other alive on its advertise address, a killed daemon is dead for the others and alive again
-when it is back, and the gossip on the wire is sealed (no node id in clear on the lab switch)."""
+when it is back, and the gossip on the wire is sealed (no node id in clear on the lab switch, nor the endpoint record
+of a container joining an overlay: address, MAC, name)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -74,6 +76,69 @@ def test_gossip_on_the_wire_carries_no_node_id_in_clear(swarm: Lab) -> None:
     assert int(count) > 20  # probes and gossip flowed meanwhile
     for nid in node_ids.values():
         assert nid.encode() not in payload
+
+
+# The same capture for a given time, by port: UDP/TCP payloads of 7946 (gossip) and of 4789 (VXLAN) kept apart;
+# prints "<gossip frames> <gossip bytes> <vxlan bytes>\n" then the two payloads one after the other.
+CAPTURE_PORTS = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.settimeout(0.2)
+out = {7946: bytearray(), 4789: bytearray()}; n = 0; end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try: f = s.recv(65535)
+    except socket.timeout: continue
+    if len(f) < 34 or f[12:14] != b"\\x08\\x00": continue
+    ihl = (f[14] & 15) * 4; proto = f[23]; l4 = f[14 + ihl:]
+    if proto not in (6, 17) or len(l4) < 8: continue
+    sport, dport = struct.unpack("!HH", l4[:4])
+    port = 7946 if 7946 in (sport, dport) else 4789 if 4789 in (sport, dport) else 0
+    if not port: continue
+    n += port == 7946; out[port] += l4[8:] if proto == 17 else l4[(l4[12] >> 4) * 4:]
+sys.stdout.write(f"{n} {len(out[7946])} {len(out[4789])}\\n"); sys.stdout.flush()
+sys.stdout.buffer.write(bytes(out[7946]) + bytes(out[4789]))
+"""
+CAPTURE_S = 20.0
+
+
+def plaintexts(ip: str, mac: str, name: str, cid: str) -> dict[str, bytes]:
+    """The forms an endpoint record would show in clear: text (the tables hold JSON) and packed."""
+    return {"ip": ip.encode(), "packed ip": ipaddress.IPv4Address(ip).packed, "mac": mac.encode(),
+            "packed mac": bytes.fromhex(mac.replace(":", "")), "name": name.encode(), "short id": cid[:12].encode()}
+
+
+def test_gossip_of_a_joining_container_carries_none_of_its_endpoint_record_in_clear(swarm: Lab) -> None:
+    """A container joins an overlay on h2 while h3 has one on it: its peer and name records go to h3 by gossip
+    (h3 programs its FDB entry and resolves its name meanwhile), and no 7946 payload holds its address, MAC, name
+    or short id; the VXLAN payloads of a ping between the two do hold its address (the capture sees clear text
+    where there is some)."""
+    net, name = "sealed-net", "sealed-endpoint-name"
+    shoal(swarm, "network", "create", "-d", "overlay", "--subnet", "10.0.29.0/24", "--attachable", net)
+    shoal(swarm, "run", "-d", "--network", net, "--name", "witness", "busybox", "sleep", "3600", host="h3")
+    capture = subprocess.Popen(["ip", "netns", "exec", switch_netns(swarm.name), sys.executable, "-c", CAPTURE_PORTS,
+                                str(CAPTURE_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t0 = time.monotonic()
+        shoal(swarm, "run", "-d", "--network", net, "--name", name, "busybox", "sleep", "3600", host="h2")
+        doc = json.loads(shoal(swarm, "inspect", name, host="h2").stdout)[0]
+        ep = doc["NetworkSettings"]["Networks"][net]
+        ping = wait_until(lambda: (r := shoal(swarm, "exec", "witness", "ping", "-c1", "-W1", name, host="h3",
+                                              check=False)).returncode == 0 and r, timeout=CAPTURE_S - 5)
+        assert time.monotonic() - t0 < CAPTURE_S - 1  # the record went over the wire while the capture ran
+        out, err = capture.communicate(timeout=CAPTURE_S + 30)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.wait()
+    assert capture.returncode == 0, err.decode()
+    assert f"PING {name} ({ep['IPAddress']})" in ping.stdout
+    head, _, payload = out.partition(b"\n")
+    frames, gossip_len, vxlan_len = map(int, head.split())
+    gossip_bytes, vxlan_bytes = payload[:gossip_len], payload[gossip_len:gossip_len + vxlan_len]
+    assert frames > 20 and vxlan_len > 0
+    found = {what: b in gossip_bytes for what, b in plaintexts(ep["IPAddress"], ep["MacAddress"], name, doc["Id"]).items()}
+    assert found == dict.fromkeys(found, False)
+    assert ipaddress.IPv4Address(ep["IPAddress"]).packed in vxlan_bytes
 
 
 def test_a_killed_daemon_is_dead_for_the_others_and_alive_again_after_restart(swarm: Lab) -> None:
