@@ -112,7 +112,10 @@ def test_docker_cli_create_ls_ps_and_inspect(swarm: Lab, api: Any) -> None:
 
 
 def test_shoal_cli_ls_matches_the_docker_cli(swarm: Lab, api: Any) -> None:
-    sh(swarm, "h1", "service", "create", "-d", "--name", "same", "--replicas", "1", "busybox:latest", "sleep", "1d")
+    sid = sh(swarm, "h1", "service", "create", "-d", "--name", "same", "--replicas", "1", "busybox:latest",
+             "sleep", "1d").stdout.strip()
+    # compared once the task runs: right after create -d, REPLICAS could change between the two commands
+    wait_until(lambda: all_running(api, sid, 1), 20, interval=0.2)
     assert sh(swarm, "h1", "service", "ls").stdout == docker(swarm, "h1", "service", "ls").stdout
 
 
