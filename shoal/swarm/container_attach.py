@@ -20,9 +20,10 @@ from shoal.engine.requests import ContainerCreate, EndpointRequest
 
 log = logging.getLogger(__name__)
 
-# container id -> {network id: attachment id}, so a restarted daemon still releases them (an older file's plain list
-# of attachment ids is read with "?<attachment id>" for the unknown network)
+# container id -> attachment ids, so a restarted daemon still releases them; and attachment id -> network id, so a
+# disconnect releases the right one (an attachment missing there is read as network "?<attachment id>")
 STATE_FILE = "swarm-attachments.json"
+NETWORKS_FILE = "swarm-attachment-networks.json"
 _NOT_SWARM = {"", "default", "bridge", "host", "none"}
 
 
@@ -262,25 +263,32 @@ def start_watcher(engine: Any) -> None:
             released_on_removal(engine), name="swarm-attachments")
 
 
-def _path(engine: Any) -> Any:
-    return engine.options.data_dir / STATE_FILE
+def _path(engine: Any, name: str = STATE_FILE) -> Any:
+    return engine.options.data_dir / name
+
+
+def _read(engine: Any, name: str) -> dict[str, Any]:
+    try:
+        data = json.loads(_path(engine, name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _load(engine: Any) -> dict[str, dict[str, str]]:
-    try:
-        data = json.loads(_path(engine).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
+    """container id -> {network id: attachment id}."""
+    networks = {str(a): str(n) for a, n in _read(engine, NETWORKS_FILE).items()}
     out: dict[str, dict[str, str]] = {}
-    for cid, held in data.items():
-        if isinstance(held, dict):
-            out[str(cid)] = {str(n): str(a) for n, a in held.items()}
-        elif isinstance(held, list):
-            out[str(cid)] = {f"?{a}": str(a) for a in held}
+    for cid, held in _read(engine, STATE_FILE).items():
+        if isinstance(held, list):
+            out[str(cid)] = {networks.get(str(a), f"?{a}"): str(a) for a in held}
     return out
 
 
 def _save(engine: Any, state: dict[str, dict[str, str]]) -> None:
-    write_atomic(_path(engine), json.dumps(state, sort_keys=True).encode())
+    """The networks first: a crash between the writes leaves an unused entry there, never an attachment of unknown
+    network that a disconnect would miss."""
+    networks = {aid: nid for held in state.values() for nid, aid in held.items() if not nid.startswith("?")}
+    write_atomic(_path(engine, NETWORKS_FILE), json.dumps(networks, sort_keys=True).encode())
+    lists = {cid: sorted(held.values()) for cid, held in state.items() if held}
+    write_atomic(_path(engine, STATE_FILE), json.dumps(lists, sort_keys=True).encode())

@@ -52,8 +52,7 @@ def attachments(lab: Lab, host: str) -> dict:
 
 
 def attachment_ids(lab: Lab, host: str, container_id: str) -> list[str]:
-    held = attachments(lab, host).get(container_id) or {}
-    return sorted(held.values()) if isinstance(held, dict) else sorted(held)
+    return sorted(attachments(lab, host).get(container_id) or [])
 
 
 def manager_has_task(lab: Lab, task_id: str) -> bool:
@@ -174,6 +173,14 @@ def test_connect_gives_a_created_container_its_address_for_its_start(swarm: Lab)
     assert eth(swarm, "h2", "c2")["eth1"] == "10.0.7.77/24"
 
 
+def test_a_kill_9_of_the_daemon_keeps_the_connected_container_s_attachment_and_address(swarm: Lab) -> None:
+    c1 = inspect(swarm, "h2", "inspect", "c1")["Id"]
+    held = attachment_ids(swarm, "h2", c1)
+    swarm.restart_daemon("h2", kill9=True)
+    assert wait_until(lambda: swarm.client("h2").get("/info")["Swarm"]["LocalNodeState"] == "active", 30)
+    assert (attachment_ids(swarm, "h2", c1), eth(swarm, "h2", "c1")["eth1"]) == (held, "10.0.7.2/24")
+
+
 def test_disconnect_releases_the_attachment_at_the_managers(swarm: Lab) -> None:
     c1 = inspect(swarm, "h2", "inspect", "c1")["Id"]
     (aid,) = attachment_ids(swarm, "h2", c1)
@@ -220,8 +227,11 @@ def _publish_on_every_node(lab: Lab) -> None:
 
 def test_a_worker_leaving_removes_its_ingress_sandbox_overlays_rules_and_links(swarm: Lab) -> None:
     _publish_on_every_node(swarm)
+    docker(swarm, "h3", "create", "--name", "c4", "busybox", "sleep", "3600")
+    docker(swarm, "h3", "network", "connect", NET, "c4")
     links_before_swarm = {"lo", "eth0", "docker0", "docker_gwbridge"}
     assert sh(swarm, "h3", "swarm", "leave").stdout == "Node left the swarm.\n"
+    assert list(networks_of(swarm, "h3", "c4")) == ["bridge"]  # a created container's attachment went too
     assert namespaces(swarm, "h3") == []
     assert f"dport {PORT}" not in ruleset(swarm, "h3")
     # c3 was on the overlay only: it is left running with no network, as dockerd leaves it
@@ -236,7 +246,7 @@ def test_a_node_that_left_lists_only_its_local_networks(swarm: Lab) -> None:
 
 def test_the_managers_released_the_attachments_of_a_node_that_left(swarm: Lab) -> None:
     assert attachments(swarm, "h3") == {}
-    assert sh(swarm, "h1", "network", "rm", NET).stdout == f"{NET}\n"  # no attachment of c1, c2 or c3 holds it
+    assert sh(swarm, "h1", "network", "rm", NET).stdout == f"{NET}\n"  # no attachment of c1-c4 holds it
 
 
 def test_a_manager_forced_out_removes_its_ingress_sandbox_and_rules(swarm: Lab) -> None:
