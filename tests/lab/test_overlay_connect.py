@@ -178,7 +178,9 @@ def test_a_kill_9_of_the_daemon_keeps_the_connected_container_s_attachment_and_a
     held = attachment_ids(swarm, "h2", c1)
     swarm.restart_daemon("h2", kill9=True)
     assert wait_until(lambda: swarm.client("h2").get("/info")["Swarm"]["LocalNodeState"] == "active", 30)
-    assert (attachment_ids(swarm, "h2", c1), eth(swarm, "h2", "c1")["eth1"]) == (held, "10.0.7.2/24")
+    # the overlay driver comes back with the swarm membership, then plumbs the running containers' endpoints again
+    assert wait_until(lambda: eth(swarm, "h2", "c1").get("eth1"), 30) == "10.0.7.2/24"
+    assert attachment_ids(swarm, "h2", c1) == held
 
 
 def test_disconnect_releases_the_attachment_at_the_managers(swarm: Lab) -> None:
@@ -249,6 +251,14 @@ def test_the_managers_released_the_attachments_of_a_node_that_left(swarm: Lab) -
     assert sh(swarm, "h1", "network", "rm", NET).stdout == f"{NET}\n"  # no attachment of c1-c4 holds it
 
 
+def test_a_node_that_left_and_joins_again_gets_a_new_ingress_sandbox_and_the_published_port(swarm: Lab) -> None:
+    token = sh(swarm, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
+    sh(swarm, "h3", "swarm", "join", "--token", token, f"{host_address('h1')}:2377")
+    assert wait_until(lambda: sandbox(swarm, "h3") in namespaces(swarm, "h3") and f"dport {PORT}" in ruleset(swarm, "h3"),
+                      60)
+    assert sorted(network_names(swarm, "h3")) == ["bridge", "docker_gwbridge", "host", "ingress", "none"]
+
+
 def test_a_manager_forced_out_removes_its_ingress_sandbox_and_rules(swarm: Lab) -> None:
     assert sandbox(swarm, "h1") in namespaces(swarm, "h1") and f"dport {PORT}" in ruleset(swarm, "h1")
     links_before_swarm = {"lo", "eth0", "docker0", "docker_gwbridge"}
@@ -256,4 +266,5 @@ def test_a_manager_forced_out_removes_its_ingress_sandbox_and_rules(swarm: Lab) 
     assert namespaces(swarm, "h1") == []
     assert f"dport {PORT}" not in ruleset(swarm, "h1")
     assert set(host_links(swarm, "h1")) == links_before_swarm  # the service's task went with the membership
+    assert inspect(swarm, "h1", "network", "inspect", "docker_gwbridge")["Containers"] == {}
     assert sorted(network_names(swarm, "h1")) == ["bridge", "docker_gwbridge", "host", "none"]
