@@ -94,6 +94,12 @@ def ruleset(lab: Lab, host: str) -> str:
     return lab.exec(host, ["iptables-save"]).stdout + lab.exec(host, ["nft", "list", "ruleset"]).stdout
 
 
+def sandbox_gwbridge_ip(lab: Lab, host: str) -> str:
+    """The ingress sandbox's address on docker_gwbridge (the host's published ports DNAT to it)."""
+    out = lab.exec(host, ["ip", "netns", "exec", sandbox(lab, host), "ip", "-o", "-4", "addr", "show", "eth1"]).stdout
+    return out.split()[3].split("/")[0]
+
+
 def host_links(lab: Lab, host: str) -> list[str]:
     return sorted(line.split()[0].split("@")[0] for line in lab.exec(host, ["ip", "-br", "link"]).stdout.splitlines())
 
@@ -148,6 +154,17 @@ def test_connect_through_the_api_answers_500_as_dockerd(swarm: Lab) -> None:
     assert (e.value.status, e.value.message) == (
         500, f"Could not attach to network {NONATT}: rpc error: code = PermissionDenied "
              f"desc = network {NONATT} not manually attachable")
+
+
+def test_run_on_a_network_that_is_not_attachable_is_refused_in_the_same_words_and_leaves_nothing(swarm: Lab) -> None:
+    refused = docker(swarm, "h2", "run", "-d", "--name", "c9", "--network", NONATT, "busybox", "sleep", "3600", check=False)
+    # the first line is the daemon's message (the CLI's own trailer differs between docker 20.10 and 28)
+    assert (refused.returncode, refused.stderr.splitlines()[0].rstrip(".")) == (
+        125, f"docker: Error response from daemon: Could not attach to network {NONATT}: rpc error: code = "
+             f"PermissionDenied desc = network {NONATT} not manually attachable")
+    # dockerd 20.10 creates the container and fails its start; shoal refuses the create, so nothing is left
+    assert docker(swarm, "h2", "ps", "-a", "--filter", "name=c9", "--format", "{{.Names}}").stdout == ""
+    assert NONATT not in network_names(swarm, "h2")
 
 
 def test_connect_to_a_network_nobody_knows_is_the_managers_not_found(swarm: Lab) -> None:
@@ -232,7 +249,10 @@ def test_a_worker_leaving_removes_its_ingress_sandbox_overlays_rules_and_links(s
     docker(swarm, "h3", "create", "--name", "c4", "busybox", "sleep", "3600")
     docker(swarm, "h3", "network", "connect", NET, "c4")
     links_before_swarm = {"lo", "eth0", "docker0", "docker_gwbridge"}
+    sandbox_gw_ip = sandbox_gwbridge_ip(swarm, "h3")
+    assert sandbox_gw_ip in ruleset(swarm, "h3")
     assert sh(swarm, "h3", "swarm", "leave").stdout == "Node left the swarm.\n"
+    assert sandbox_gw_ip not in ruleset(swarm, "h3")
     assert list(networks_of(swarm, "h3", "c4")) == ["bridge"]  # a created container's attachment went too
     assert namespaces(swarm, "h3") == []
     assert f"dport {PORT}" not in ruleset(swarm, "h3")
