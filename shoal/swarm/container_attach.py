@@ -9,7 +9,6 @@ removal watcher)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -78,7 +77,8 @@ async def before_create(engine: Any, name: str, request: ContainerCreate) -> dic
             except ShoalError as e:
                 raise _as_dockerd(ref, e) from None
             made[att.network.id or f"?{aid}"] = aid
-            pin(engine, att.network.id)
+            if att.network.id:
+                pin(engine, att.network.id)
             await ensure_network_of(engine, att)
             ep.ipv4 = next((a.split("/", 1)[0] for a in att.addresses if "." in a), ep.ipv4)
             request.endpoints[ref] = ep

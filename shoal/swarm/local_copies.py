@@ -57,16 +57,20 @@ def unpin(engine: Any, network_id: str) -> None:
 
 
 def _task_networks(engine: Any) -> set[str]:
-    """Networks of the tasks assigned to this node (a task's container may not exist yet, or be between a stop and
-    its removal): their copies stay."""
+    """Networks of the tasks this node is to run (a task's container may not exist yet): their copies stay. A task
+    told to stop, or whose runner is removing it, no longer counts: its container, while it exists, holds the copy."""
+    from proto import objects_pb2 as pb
+
     worker = getattr(getattr(engine, "swarm", None), "worker", None)
     if worker is None:
         return set()
     tasks = list(getattr(worker, "tasks", {}).values())
-    tasks += [getattr(r, "task", None) for r in list(getattr(worker, "runners", {}).values())]
+    tasks += [r.task for r in list(getattr(worker, "runners", {}).values()) if not getattr(r, "removed", False)]
     out: set[str] = set()
     for t in tasks:
-        for att in getattr(t, "networks", ()) or ():
+        if t.desired_state > pb.TASK_STATE_RUNNING:
+            continue
+        for att in t.networks:
             out.add(att.network.id)
             if att.network.spec.annotations.name:
                 out.add(att.network.spec.annotations.name)

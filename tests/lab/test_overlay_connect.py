@@ -236,6 +236,15 @@ def test_a_later_connect_brings_the_copy_back(swarm: Lab) -> None:
     assert NET not in network_names(swarm, "h2")
 
 
+def test_a_service_task_brings_the_copy_and_takes_it_away_when_the_service_goes(swarm: Lab) -> None:
+    sh(swarm, "h1", "service", "create", "--detach", "--name", "ovc-task", "--network", NET,
+       "--constraint", "node.hostname==h2", "busybox", "sleep", "3600")
+    assert wait_until(lambda: NET in network_names(swarm, "h2"), 60)
+    sh(swarm, "h1", "service", "rm", "ovc-task")
+    assert wait_until(lambda: NET not in network_names(swarm, "h2"), 60)
+    assert overlay_namespaces(swarm, "h2", vni_of(swarm, NET)) == []
+
+
 # ---------------------------------------------------------------------------------------- swarm leave
 def _publish_on_every_node(lab: Lab) -> None:
     sh(lab, "h1", "service", "create", "--detach", "--name", "ovc-web", "--constraint", "node.role==manager",

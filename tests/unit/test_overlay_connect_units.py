@@ -97,3 +97,14 @@ def test_ingress_stays_while_in_the_swarm_and_goes_after_leave(tmp_path: Path) -
                      net=_networks(_net("i1", "ingress")))
     assert local_copies.unused(engine) == []
     assert [n.id for n in local_copies.unused(engine, everything=True)] == ["i1"]
+
+
+def test_a_task_told_to_stop_or_being_removed_no_longer_keeps_a_copy(tmp_path: Path) -> None:
+    stopping = pb.Task(id="t1", desired_state=pb.TASK_STATE_SHUTDOWN)
+    stopping.networks.add().network.id = "s1"
+    leaving = pb.Task(id="t2")
+    leaving.networks.add().network.id = "s2"
+    worker = SimpleNamespace(tasks={"t1": stopping}, runners={"t2": SimpleNamespace(task=leaving, removed=True)})
+    engine = _engine(tmp_path, swarm=SimpleNamespace(worker=worker, node_object=None),
+                     net=_networks(_net("s1", "ov1"), _net("s2", "ov2")))
+    assert [n.id for n in local_copies.unused(engine)] == ["s1", "s2"]
