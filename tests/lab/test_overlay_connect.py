@@ -216,6 +216,7 @@ def test_the_local_copy_stays_while_a_local_container_uses_it(swarm: Lab) -> Non
 
 
 def test_the_local_copy_goes_with_the_last_local_container(swarm: Lab) -> None:
+    assert sorted(networks_of(swarm, "h2", "c2")) == ["bridge", NET]  # the last container on NET here
     sh(swarm, "h2", "rm", "-f", "c2")
     assert wait_until(lambda: NET not in network_names(swarm, "h2"), 10)
     assert overlay_namespaces(swarm, "h2", vni_of(swarm, NET)) == []
