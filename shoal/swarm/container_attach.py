@@ -197,6 +197,19 @@ async def disconnect(engine: Any, ref: str, container_ref: str, force: bool) -> 
     return True
 
 
+async def release_all(engine: Any, timeout_s: float) -> int:
+    """Every attachment this node holds goes back to the managers (swarm leave), within timeout_s; the state is
+    cleared whatever they answer (a node out of the swarm cannot release them later). Returns how many there were."""
+    held = [aid for attachments in _load(engine).values() for aid in attachments.values()]
+    _save(engine, {})
+    if held:
+        try:
+            await asyncio.wait_for(_detach(engine, held), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("swarm leave: %d attachments not released (no manager answered in time)", len(held))
+    return len(held)
+
+
 async def _prune(engine: Any) -> None:
     from shoal.swarm.local_copies import prune
 

@@ -6,7 +6,6 @@ local_copies.py. docker_gwbridge itself stays, as Docker's does."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -40,14 +39,7 @@ async def before_leave(engine: Any) -> None:
             await engine.disconnect_network(nid, cid, True)
         except Exception:  # noqa: BLE001 - leaving goes on; after_leave keeps the copy the endpoint holds
             log.exception("swarm leave: could not disconnect container %s from network %s", cid[:12], nid[:12])
-    state = container_attach._load(engine)
-    held = [aid for attachments in state.values() for aid in attachments.values()]
-    container_attach._save(engine, {})
-    if held:
-        try:
-            await asyncio.wait_for(container_attach._detach(engine, held), RELEASE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            log.warning("swarm leave: %d attachments not released (no manager answered in time)", len(held))
+    await container_attach.release_all(engine, RELEASE_TIMEOUT_S)
 
 
 async def after_leave(engine: Any) -> None:

@@ -108,3 +108,13 @@ def test_a_task_told_to_stop_or_being_removed_no_longer_keeps_a_copy(tmp_path: P
     engine = _engine(tmp_path, swarm=SimpleNamespace(worker=worker, node_object=None),
                      net=_networks(_net("s1", "ov1"), _net("s2", "ov2")))
     assert [n.id for n in local_copies.unused(engine)] == ["s1", "s2"]
+
+
+def test_leaving_clears_every_held_attachment(tmp_path: Path) -> None:
+    import asyncio
+
+    engine = _engine(tmp_path)  # in no swarm: nothing to call, the state is cleared all the same
+    container_attach.created(engine, "c1", {"net1": "a1", "net2": "a2"})
+    container_attach.created(engine, "c2", {"net1": "a3"})
+    assert asyncio.run(container_attach.release_all(engine, 1.0)) == 3
+    assert container_attach._load(engine) == {}
