@@ -9,6 +9,7 @@ from aiohttp import web
 from common.errdefs import NotFound
 from shoal.api import convert, params, swarm_networks
 from shoal.api.server import ENGINE, add_route, json_response
+from shoal.swarm import container_attach  # swarm overlays through the managers (issue 11)
 from shoal.swarm.overlay_gossip import with_peers
 
 
@@ -62,14 +63,16 @@ async def remove_network(request: web.Request) -> web.Response:
 async def connect_network(request: web.Request) -> web.Response:
     body = params.parse_json_body(await request.read())
     container, endpoint = params.parse_network_connect(body)
-    await request.app[ENGINE].connect_network(request.match_info["id"], container, endpoint)
+    if not await container_attach.connect(request.app[ENGINE], request.match_info["id"], container, endpoint):
+        await request.app[ENGINE].connect_network(request.match_info["id"], container, endpoint)
     return web.Response(status=200)
 
 
 async def disconnect_network(request: web.Request) -> web.Response:
     body = params.parse_json_body(await request.read())
     container, force = params.parse_network_disconnect(body)
-    await request.app[ENGINE].disconnect_network(request.match_info["id"], container, force)
+    if not await container_attach.disconnect(request.app[ENGINE], request.match_info["id"], container, force):
+        await request.app[ENGINE].disconnect_network(request.match_info["id"], container, force)
     return web.Response(status=200)
 
 

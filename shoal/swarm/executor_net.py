@@ -47,6 +47,13 @@ def network_create(net: pb.Network) -> NetworkCreate:
 async def ensure_network(engine: Any, net: pb.Network) -> Any:
     """The engine's network for a swarm network: found, else created from the managers' object (the first task on
     this node that uses it brings it here, as in Docker). A driver the node lacks refuses the task with its reason."""
+    from shoal.swarm.local_copies import making
+
+    async with making(engine):  # never a copy shoal/swarm/local_copies.py is removing at this moment
+        return await _ensure_network(engine, net)
+
+
+async def _ensure_network(engine: Any, net: pb.Network) -> Any:
     found = _local(engine, net)
     if found is not None:
         return found

@@ -105,6 +105,11 @@ def announce(engine: Any, gossip: Any) -> bool:
     return True
 
 
+def mesh_network_ids(engine: Any) -> set[str]:
+    """The networks the ingress sandbox has endpoints on (its copies must stay while it does)."""
+    return {ep.network_id for ep in _ENDPOINTS.get(id(engine), [])}
+
+
 def remove_mesh(engine: Any) -> None:
     """Kernel thread: the mesh's rules, its two endpoints and the namespace go (swarm leave)."""
     mesh, engine.mesh = engine.mesh, None

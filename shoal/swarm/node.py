@@ -536,6 +536,10 @@ class SwarmNode:
                     f"Removing this node leaves {n - 1} managers out of a possible {n}. Without a Raft quorum your swarm "
                     "will be inaccessible. The only way to restore a swarm that has lost consensus is to reinitialize it "
                     "with `--force-new-cluster`. Use `--force` to suppress this message.")
+            if self.engine is not None:  # containers off the swarm's networks, attachments released (overlay_leave.py)
+                from shoal.swarm import overlay_leave
+
+                await overlay_leave.before_leave(self.engine)
             if st.role == "manager" and self.manager is not None:
                 await self._leave_raft(st.node_id)
             await self._stop_gossip(leave=True)  # the others drop this node's entries now, not after a reap
@@ -546,6 +550,8 @@ class SwarmNode:
                 await remove_task_containers(self.engine, st.node_id)
             self.state = None
             self.paths.wipe()
+            if self.engine is not None:  # the ingress sandbox, VIP tables, swarm network copies
+                await overlay_leave.after_leave(self.engine)
 
     async def _leave_raft(self, node_id: str) -> None:
         """A manager forced out demotes itself first, so its raft member goes with it: swarm leaves it a voter that
