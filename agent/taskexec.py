@@ -147,6 +147,7 @@ class TaskRunner:
         if st.state < self.state:
             return  # never backwards (the managers would refuse it anyway)
         self.state = st.state
+        log.debug("perf: task %s %s", self.task.id[:12], S.Name(st.state))
         self._report(self.task.id, st)
 
     async def _run(self) -> None:

@@ -23,6 +23,7 @@ REPORT_ITEMS = 100  # or as soon as this many tasks have news
 # elected a moment ago may not have applied the last entries yet, and a valid task must not lose its container.
 ORPHAN_GRACE_S = 5.0
 
+RUNNING = pb.TaskState.TASK_STATE_RUNNING
 Change = swarm_pb2.AssignmentChange
 SendStatus = Callable[[list[swarm_pb2.TaskStatusUpdate]], Awaitable[Any]]
 
@@ -41,6 +42,9 @@ class Worker:
         self._news = asyncio.Event()
         self._lock = asyncio.Lock()
         self.synced = asyncio.Event()  # a COMPLETE set was applied at least once
+        # Called (on the event loop) after the tasks or a task's state changed: the service endpoints glue announces
+        # a task that runs at once rather than at its next pass.
+        self.on_change: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- assignments
     async def apply(self, msg: swarm_pb2.AssignmentsMessage) -> None:
@@ -48,6 +52,7 @@ class Worker:
         an INCREMENTAL one updates and removes."""
         async with self._lock:
             complete = msg.type == swarm_pb2.AssignmentsMessage.COMPLETE
+            log.debug("perf: assignments %s: %d changes", "complete" if complete else "incremental", len(msg.changes))
             if complete:
                 tasks: dict[str, pb.Task] = {}
                 deps = Dependencies()
@@ -68,6 +73,7 @@ class Worker:
             await self._reconcile(adopt=complete)
             if complete:
                 self.synced.set()
+            self._changed()
 
     async def _reconcile(self, adopt: bool) -> None:
         for tid in list(self.runners):
@@ -114,10 +120,20 @@ class Worker:
 
     # ---------------------------------------------------------------- status reports
     def _record(self, task_id: str, st: pb.TaskStatus) -> None:
+        prev = self.statuses.get(task_id)
         self.statuses[task_id] = st
         self.unsent.add(task_id)
         if len(self.unsent) >= REPORT_ITEMS:
             self._news.set()
+        if (st.state == RUNNING) != (prev is not None and prev.state == RUNNING):
+            self._changed()  # only running tasks are announced: other moves change nothing there
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:  # noqa: BLE001 - a listener's failure is not the task's
+                log.exception("worker: change listener failed")
 
     def resend_all(self) -> None:
         """A new session (maybe with a new leader that lost the last batch): everything goes again."""
@@ -137,6 +153,7 @@ class Worker:
             if not updates:
                 continue
             try:
+                log.debug("perf: status send %d updates", len(updates))
                 await send(updates)
             except grpc.aio.AioRpcError as e:
                 if e.code() != grpc.StatusCode.PERMISSION_DENIED:

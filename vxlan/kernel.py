@@ -151,22 +151,34 @@ def attach(names: NetworkNames, host_ifname: str, sandbox: Path, ifname: str, ad
     """A veth from the network's bridge into the sandbox (`ifname` there, with address and MAC).
     Idempotent for the same endpoint; removed again when a step fails on first creation."""
     path = ns.path_of(names.netns)
+    peer = {"ifname": ifname, "net_ns_fd": str(sandbox), "address": mac, "mtu": mtu}
     with ns.iproute(path) as nsr:
         bridge = nsr.link_lookup(ifname=BRIDGE)[0]
-        created = False
-        if not nsr.link_lookup(ifname=host_ifname):
+        fresh = False  # made now in one request: on the bridge and up already
+        try:
+            # The usual case, a new endpoint, in one request (a start pays each netlink round trip on the
+            # engine's one kernel thread); a name already taken falls to the step-by-step path below.
+            nsr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=bridge, state="up", peer=peer)
+            fresh = True
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
+        created = fresh
+        if not fresh and not nsr.link_lookup(ifname=host_ifname):
             try:
-                nsr.link("add", ifname=host_ifname, kind="veth", mtu=mtu,
-                         peer={"ifname": ifname, "net_ns_fd": str(sandbox), "address": mac, "mtu": mtu})
+                nsr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, peer=peer)
             except NetlinkError as exc:
                 raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
             created = True
         try:
-            index = nsr.link_lookup(ifname=host_ifname)[0]
-            nsr.link("set", index=index, master=bridge, mtu=mtu, state="up")
+            if not fresh:
+                index = nsr.link_lookup(ifname=host_ifname)[0]
+                nsr.link("set", index=index, master=bridge, mtu=mtu, state="up")
             with ns.iproute(sandbox) as snr:
                 inside = snr.link_lookup(ifname=ifname)[0]
-                have = {(a.get("address"), a["prefixlen"]) for a in snr.get_addr(family=socket.AF_INET, index=inside)}
+                have: set[tuple[str, int]] = set()
+                if not created:  # a new peer has no address yet: no need to list them
+                    have = {(a.get("address"), a["prefixlen"]) for a in snr.get_addr(family=socket.AF_INET, index=inside)}
                 if (str(address.ip), address.network.prefixlen) not in have:
                     snr.addr("add", index=inside, address=str(address.ip), prefixlen=address.network.prefixlen)
                 snr.link("set", index=inside, state="up")

@@ -501,6 +501,12 @@ class RuncRuntime:
             self._refill = asyncio.get_running_loop().create_task(self._make_spare())
         return pid
 
+    def prewarm(self) -> None:
+        """A start is coming (a swarm task is being prepared): have the spare shim on its way now, so the first
+        start of a node does not wait for Python's start-up. Nothing when one is ready or coming."""
+        if self._spare is None and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.get_running_loop().create_task(self._make_spare())
+
     async def _make_spare(self) -> None:
         try:
             spare = await self._spawn_shim()

@@ -135,6 +135,7 @@ class OverlayPeers:
             except Exception:
                 log.exception("overlay peers: removing %d peers on %s failed", len(remove), nid[:12])
         if add:
+            log.debug("perf: peers add %s", ",".join(str(p.ip) for p in add))
             try:
                 self.sink.add_peers(nid, add)
                 self.programmed.update((nid, p) for p in add)

@@ -35,7 +35,7 @@ from agent.network.firewall_watch import FirewallWatch
 from agent.network.mesh import RoutingMesh
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
-from shoal.engine import container_mounts, createopts, publish, reconcile, restart
+from shoal.engine import container_mounts, createopts, publish, reconcile, restart, startfast
 from agent.executor import logfile
 from shoal.engine.stdio import stdio_options
 from shoal.engine.events import EventLog, container_event, exec_action, network_attributes
@@ -624,7 +624,7 @@ class Engine:
             for other, _ in self.sandboxes.linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
                     await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
-            mounts = mounts + await asyncio.to_thread(container_mounts.at_start, self.volumes, container, image.rootfs)
+            mounts = mounts + await startfast.mounts_at_start(self.volumes, container, image.rootfs)
             uid, gid = await user_ids(container.user, image.rootfs)
             run_options = self.run_options(container)
             process = ProcessSpec(
@@ -637,7 +637,7 @@ class Engine:
                 confinement=confinement_of(container),
                 rlimits=tuple(createopts.rlimits(run_options.ulimits)),
             )
-            extras, extra_mounts = await asyncio.to_thread(createopts.spec_extras, run_options)
+            extras, extra_mounts = await startfast.spec_extras(run_options)
             mounts = mounts + extra_mounts
             if run_options.dns and self.sandboxes.dns is not None:
                 self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)

@@ -4,7 +4,8 @@
 
 Started beside the worker by shoal/swarm/worker_glue.py; one ServiceGlue per SwarmNode, kept across sessions.
 It reconciles (what should be announced and applied vs what is) on every endpoint_table change and every
-RESYNC_S, so a lost event or a replaced gossip agent only delays, never strands, a record."""
+RESYNC_S, so a lost event or a replaced gossip agent only delays, never strands, a record. A change of the
+worker's tasks (poke) announces at once, without waiting for the pass (which may be waiting for the kernel thread)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +133,30 @@ class ServiceGlue:
                 out.extend(self._gossip.service_bindings(nid))
         return out
 
+    def announce(self, gossip: Any) -> None:
+        """endpoint_table made to hold this node's running tasks (gossip's tables are memory: no await, so a pass
+        and a poke never interleave)."""
+        want = self.wanted()
+        for key in [k for k in self.published if k not in want]:
+            gossip.service_endpoint_down(key[0], key[1])
+            del self.published[key]
+        for key, rec in want.items():
+            if self.published.get(key) != rec:
+                log.debug("perf: announce task %s", key[1][:12])
+                gossip.service_endpoint_up(key[0], key[1], rec)
+                self.published[key] = rec
+
+    def poke(self) -> None:
+        """The worker's tasks or their states changed: announce now (the other nodes' VIPs and names need not wait
+        for this node's next pass), and wake the pass for the local load balancer and mesh."""
+        gossip = getattr(self.node, "gossip", None)
+        if gossip is not None and gossip is self._gossip:
+            try:
+                self.announce(gossip)
+            except Exception:  # noqa: BLE001 - the next pass tries again
+                log.exception("service endpoints: announce failed")
+        self._wake.set()
+
     async def reconcile(self) -> None:
         gossip = getattr(self.node, "gossip", None)
         if gossip is None:
@@ -138,14 +164,7 @@ class ServiceGlue:
         if gossip is not self._gossip:
             self._attach(gossip)
         self._wire_overlay(gossip)
-        want = self.wanted()
-        for key in [k for k in self.published if k not in want]:
-            gossip.service_endpoint_down(key[0], key[1])
-            del self.published[key]
-        for key, rec in want.items():
-            if self.published.get(key) != rec:
-                gossip.service_endpoint_up(key[0], key[1], rec)
-                self.published[key] = rec
+        self.announce(gossip)
         if getattr(self.node.engine, "mesh", None) is None:
             try:
                 if await ensure_mesh(self.node) is not None:
@@ -157,8 +176,11 @@ class ServiceGlue:
                 self._announced = gossip
         bindings = self.bindings()
         if bindings != self.applied:
+            t0 = time.monotonic()
             await self.apply(bindings)
             self.applied = bindings
+            log.debug("perf: bindings applied (%d backends) in %.3f s", sum(len(b.backends) for b in bindings),
+                      time.monotonic() - t0)
 
     async def apply(self, bindings: list[ServiceBinding]) -> None:
         engine = self.node.engine

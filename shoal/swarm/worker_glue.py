@@ -27,6 +27,7 @@ def session_worker(node: Any) -> Callable[[grpc.aio.Channel, str], Awaitable[Non
     async def run(channel: grpc.aio.Channel, session_id: str) -> None:
         if node.worker is None:
             node.worker = Worker(EngineExecutor(node.engine, node.hostname))
+        node.worker.on_change = glue_for(node).poke  # a task that runs is announced at once
         tasks = swarm_pb2_grpc.TaskDispatcherStub(channel)
         logs = swarm_pb2_grpc.LogBrokerStub(channel)
         node_id = node.state.node_id if node.state is not None else ""
