@@ -215,7 +215,9 @@ async def restart_after_exit(engine: Any, container_id: str) -> None:
 
 
 def restart_at_boot(engine: Any) -> None:
-    """moby's restore: stopped containers started before whose policy wants them back."""
+    """moby's restore: stopped containers started before whose policy wants them back. A container on a network
+    whose driver this node cannot serve yet (a swarm overlay before the swarm session is back) waits for it:
+    restart_deferred() starts it when the driver is there (shoal/swarm/hooks.on_joined)."""
     for container in engine.containers.values():
         if container.state == "running" or not container.started_before:
             continue
@@ -223,7 +225,49 @@ def restart_at_boot(engine: Any) -> None:
         if policy is not None and should_restart_at_boot(policy, container.exit_code, container.manually_stopped,
                                                          container.restart_count):
             container.restarting = True
+            if _waits_for_a_driver(engine, container):
+                deferred_at_boot(engine).add(container.id)
+                continue
             engine.restarts.start_now(container.id)
         elif container.restarting:
             container.restarting = False
             engine._save_quietly(container)
+
+
+def deferred_at_boot(engine: Any) -> set[str]:
+    """Ids of containers whose restart at boot waits for a network driver (restart_at_boot)."""
+    deferred = getattr(engine, "_deferred_boot_restarts", None)
+    if deferred is None:
+        deferred = set()
+        engine._deferred_boot_restarts = deferred
+    return deferred
+
+
+def _waits_for_a_driver(engine: Any, container: Any) -> bool:
+    from agent.network.drivers.base import UnavailableDriver
+
+    for network_id in container.endpoints:
+        try:
+            net = engine.net.lookup(network_id)
+        except Exception:  # noqa: BLE001 - a network gone: the start itself says so
+            continue
+        if isinstance(engine.net.drivers.find(net.driver), UnavailableDriver):
+            return True
+    return False
+
+
+def restart_deferred(engine: Any) -> int:
+    """Starts the containers restart_at_boot held back whose drivers are there now; returns how many."""
+    deferred = deferred_at_boot(engine)
+    started = 0
+    for container_id in sorted(deferred):
+        container = engine.containers.get(container_id)
+        if container is None or container.state == "running" or not container.restarting:
+            deferred.discard(container_id)
+            continue
+        if _waits_for_a_driver(engine, container):
+            continue
+        deferred.discard(container_id)
+        engine.restarts.start_now(container_id)
+        started += 1
+    return started

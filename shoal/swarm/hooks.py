@@ -52,3 +52,9 @@ async def on_joined(engine: Any) -> None:
         container_attach.start_watcher(engine)
     except Exception:
         log.exception("the overlay driver could not be wired to gossip")
+    try:  # containers on swarm overlays whose restart at boot waited for the overlay driver (shoal/engine/restart.py)
+        from shoal.engine.restart import restart_deferred
+
+        restart_deferred(engine)
+    except Exception:
+        log.exception("the restarts held back for the overlay driver could not be started")

@@ -192,9 +192,6 @@ def test_after_the_return_no_node_keeps_an_entry_of_the_container_that_died_mean
     assert (r.returncode, r.stderr) == (1, "ping: bad address 'b5'\n")
 
 
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason=(
-    "defect: the daemon restarts r5 at boot (shoal/engine/restart.restart_at_boot, from Engine.restore) before the "
-    "swarm session gives it the overlay, and r5 runs with lo only; Docker waits for the cluster's networks"))
 def test_a_restart_always_container_that_died_with_its_host_comes_back_on_its_overlay(cluster: Cluster) -> None:
     lab = cluster.lab
     assert inspect(lab, "h5", "inspect", "r5")["State"]["Running"] is True

@@ -110,6 +110,11 @@ class UnavailableDriver(Driver):
     def check_create(self, options: dict[str, str]) -> None:
         raise Unavailable(self.message)
 
+    def join(self, net: NetworkRecord, endpoint: EndpointRecord, join: Join) -> None:
+        # a container on such a network (a swarm overlay before the node is back in its swarm) must not
+        # start without it: refused, not plumbed as nothing
+        raise Unavailable(f"network {net.name} is not available on this node yet: {self.message}")
+
 
 class Registry:
     """Drivers by name. `get` refuses unknown names with Docker's `plugin "X" not found`."""
