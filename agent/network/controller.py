@@ -270,7 +270,8 @@ class NetworkController:
             ipam_config=[config],
             internal=request.internal,
             attachable=request.attachable,
-            ingress=False,
+            # only a swarm's ingress overlay (its managers' object says so) is one; a local create cannot make one
+            ingress=bool(getattr(request, "ingress", False)) and getattr(request, "scope", "") == "swarm",
             options=options,
             labels=dict(request.labels or {}),
         )
