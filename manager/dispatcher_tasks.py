@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from manager import timing
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -160,12 +162,15 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
             except StopAsyncIteration:
                 return
             dirty = touches(event, node_id, diff.sent)
+            first = time.monotonic()
             await asyncio.sleep(coalesce_s)  # let the rest of a burst (a scheduler batch) arrive
             for ev in watch.drain():
                 dirty = dirty or touches(ev, node_id, diff.sent)
             if dirty:
                 msg = diff.incremental(assigned_set(store.view(), node_id))
                 if msg is not None:
+                    timing.note("dispatcher: %s: %d changes sent %.1f ms after the first event (index %d)",
+                                node_id[:12], len(msg.changes), (time.monotonic() - first) * 1e3, event.index)
                     yield msg
     finally:
         watch.close()
@@ -259,8 +264,12 @@ class StatusBatcher:
             batch = dict(list(self.pending.items())[: self.items])
             for tid in batch:
                 del self.pending[tid]
+            span = timing.Span("dispatcher status")
+            started = time.monotonic()
             try:
-                await self.propose(lambda tx: self._write(tx, batch))
+                written = await self.propose(lambda tx: self._write(tx, batch))
+                span.proposed(started, written or 0)
+                span.end()
                 self.stats.proposals += 1
             except Exception as e:  # noqa: BLE001 - lost leadership, no quorum: the agents send again on reconnect
                 self.stats.failed += len(batch)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from manager import testhooks
+from manager import testhooks, timing
 from manager.controlapi import new_id
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
@@ -141,6 +141,13 @@ class Orchestrator:
 
     async def _pass(self, service_id: str) -> None:
         """One service until its plan is written out (several proposals when it is big)."""
+        span = timing.Span(f"orchestrator {service_id[:12]}")
+        try:
+            await self._write_out(service_id, span)
+        finally:
+            span.end()
+
+    async def _write_out(self, service_id: str, span: timing.Span) -> None:
         for _ in range(1000):
             now = int(self.clock() * 1e9)
 
@@ -167,7 +174,10 @@ class Orchestrator:
                 self._timers[service_id] = wake
             if written == 0:
                 return
+            span.plan_done()
+            started = time.monotonic()
             await self.raft.propose(run)
+            span.proposed(started, written)
             self.passes += 1
 
 

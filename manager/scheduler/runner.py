@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from manager import timing
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 
@@ -116,6 +117,7 @@ class Scheduler:
         self._wake.set()
 
     async def _pass(self) -> None:
+        span = timing.Span("scheduler")
         view = self.raft.store.view()
         tasks = view.list("task")
         batch = [t for t in tasks if schedulable(t)]
@@ -124,8 +126,12 @@ class Scheduler:
         decisions = schedule(view.list("node"), tasks, batch)
         ids = pending_changes(batch, decisions)
         now = int(self.clock() * 1e9)
+        span.plan_done()
         for i in range(0, len(ids), BATCH):
             chunk = ids[i:i + BATCH]
+            started = time.monotonic()
             written = await self.raft.propose(lambda tx, chunk=chunk: write_decisions(tx, chunk, decisions, now))
+            span.proposed(started, written)
             self.proposals += 1
             self.assigned += sum(1 for tid in chunk if tid in decisions.assigned) if written else 0
+        span.end()
