@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manager import timing
+from manager.aiowait import next_or_none, wait_event
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -156,11 +157,11 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
         yield diff.complete(assigned_set(view, node_id))
         while alive():
             try:
-                event = await asyncio.wait_for(watch.__anext__(), timeout=1.0)
-            except asyncio.TimeoutError:
-                continue
+                event = await next_or_none(watch, 1.0)  # not wait_for: it could swallow the stream's cancel
             except StopAsyncIteration:
                 return
+            if event is None:
+                continue
             dirty = touches(event, node_id, diff.sent)
             first = time.monotonic()
             await asyncio.sleep(coalesce_s)  # let the rest of a burst (a scheduler batch) arrive
@@ -252,8 +253,7 @@ class StatusBatcher:
         while True:
             if not self.pending:
                 self._idle.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self.interval)
+            await wait_event(self._kick, self.interval)  # not wait_for: it could swallow stop()'s cancel, stop() hung
             self._kick.clear()
             if self.pending:
                 await self.flush()

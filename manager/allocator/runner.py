@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from manager import timing
+from manager.aiowait import next_or_none
 from manager.store.errors import StoreError
 
 from proto import objects_pb2 as pb
@@ -105,8 +106,10 @@ class AllocatorRunner:
             if remaining <= 0:
                 return
             try:
-                event = await asyncio.wait_for(watch.__anext__(), remaining)
-            except (asyncio.TimeoutError, StopAsyncIteration):
+                event = await next_or_none(watch, remaining)  # not wait_for: it could swallow stop()'s cancel
+            except StopAsyncIteration:
+                return
+            if event is None:
                 return
             if needs_pass(event):
                 break
