@@ -138,11 +138,26 @@ class AssignmentDiff:
                                             results_in=self.last_id, changes=changes)
 
 
+_TASK_FIELDS_BUT_STATUS = tuple(f.name for f in pb.Task.DESCRIPTOR.fields if f.name not in ("status", "meta"))
+
+
+def status_only(event: Any) -> bool:
+    """A task update that changed nothing but its status (and meta) while assigned, before and after: the node's set
+    and its fingerprints (fingerprint() leaves status and meta out) are the same, nothing to recompute. Every report
+    of an agent is such an update: without this, each status batch recomputed every node's set."""
+    old, new = event.old, event.object
+    if event.kind != "task" or event.action != "update" or old is None:
+        return False
+    if old.status.state < pb.TASK_STATE_ASSIGNED or new.status.state < pb.TASK_STATE_ASSIGNED:
+        return False
+    return all(getattr(old, name) == getattr(new, name) for name in _TASK_FIELDS_BUT_STATUS)
+
+
 def touches(event: Any, node_id: str, sent: dict[Key, bytes]) -> bool:
     """Whether a store event may change node_id's set (cheap filter before recomputing it)."""
     if event.kind == "task":
         objs = [event.object] + ([event.old] if event.old is not None else [])
-        return any(o.node_id == node_id for o in objs)
+        return any(o.node_id == node_id for o in objs) and not status_only(event)
     return (event.kind, event.object.id) in sent
 
 

@@ -141,3 +141,94 @@ def test_removing_a_service_marks_its_tasks_for_removal_and_reaps_the_unassigned
 
     left = asyncio.run(run())
     assert [(t.node_id, t.status.state) for t in left] == [("n1", S.TASK_STATE_RUNNING)]  # until its agent stops it
+
+
+class CountingStore(MemoryStore):
+    """Counts the orchestrator's dry runs (prepare without a request id): one per pass over a service."""
+
+    dry_runs = 0
+
+    def prepare(self, fn: Any, request_id: str) -> Any:
+        if not request_id:
+            self.dry_runs += 1
+        return super().prepare(fn, request_id)
+
+
+def _progress(raft: AppliedAtOnce, state: int, node_id: str = "n1") -> Any:
+    def tx(t: Any) -> None:
+        for task in t.list("task"):
+            task.node_id = node_id
+            task.status.state = state
+            t.update("task", task)
+    return raft.propose(tx)
+
+
+def test_an_agents_progress_reports_cost_no_orchestrator_pass_but_an_ended_task_does() -> None:
+    async def run() -> tuple[int, int, list[int]]:
+        raft = AppliedAtOnce()
+        raft.store = CountingStore()
+        await raft.propose(lambda tx: tx.create("node", node("n1")))
+        orch = Orchestrator(raft)
+        await orch.start()
+        try:
+            await raft.propose(lambda tx: tx.create("service", service(replicas=2)))
+            await _until(lambda: len(raft.store.view().list("task")) == 2)
+            await _progress(raft, S.TASK_STATE_ASSIGNED)  # the scheduler's write: the node changes, a pass
+            await asyncio.sleep(0.3)
+            before = raft.store.dry_runs
+            for state in (S.TASK_STATE_ACCEPTED, S.TASK_STATE_PREPARING, S.TASK_STATE_STARTING, S.TASK_STATE_RUNNING):
+                await _progress(raft, state)
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            progress_passes = raft.store.dry_runs - before
+            await _progress(raft, S.TASK_STATE_FAILED)  # ended: replaced (restart condition any, no delay)
+            await _until(lambda: len(raft.store.view().list("task")) == 4)
+        finally:
+            await orch.stop()
+        states = sorted(t.status.state for t in raft.store.view().list("task"))
+        return progress_passes, raft.store.dry_runs - before, states
+
+    progress_passes, all_passes, states = asyncio.run(run())
+    assert progress_passes == 0
+    assert all_passes >= 1
+    assert states == [S.TASK_STATE_NEW, S.TASK_STATE_NEW, S.TASK_STATE_FAILED, S.TASK_STATE_FAILED]
+
+
+def test_progress_reports_of_a_service_in_a_rolling_update_still_count_for_the_orchestrator() -> None:
+    from manager.orchestrator.runner import live_progress
+    from manager.store.watch import Event
+
+    store = MemoryStore()
+    svc = service(replicas=1)
+    data, _ = store.prepare(lambda tx: tx.create("service", svc), "")
+    store.apply(1, data)
+    old = pb.Task(id="t1", service_id="svc1", node_id="n1", desired_state=S.TASK_STATE_RUNNING)
+    old.status.state = S.TASK_STATE_STARTING
+    new = pb.Task()
+    new.CopyFrom(old)
+    new.status.state = S.TASK_STATE_RUNNING
+    idle = live_progress(Event(2, "update", "task", new, old), store.view())
+    rolling = store.view().get("service", "svc1")
+    rolling.update_status.state = pb.UpdateStatus.UPDATING
+    data, _ = store.prepare(lambda tx: tx.update("service", rolling), "")
+    store.apply(2, data)
+    assert (idle, live_progress(Event(3, "update", "task", new, old), store.view())) == (True, False)
+
+
+def test_the_scheduler_wakes_for_work_but_not_for_an_agents_progress_report() -> None:
+    from manager.scheduler.runner import wakes
+    from manager.store.watch import Event
+
+    def upd(old_state: int, new_state: int, new_node: str = "n1", desired: int = S.TASK_STATE_RUNNING) -> Event:
+        old = pb.Task(id="t1", node_id="n1" if old_state >= S.TASK_STATE_ASSIGNED else "", desired_state=S.TASK_STATE_RUNNING)
+        old.status.state = old_state
+        new = pb.Task(id="t1", node_id=new_node, desired_state=desired)
+        new.status.state = new_state
+        return Event(5, "update", "task", new, old)
+
+    assert [wakes(upd(S.TASK_STATE_STARTING, S.TASK_STATE_RUNNING)),  # progress
+            wakes(upd(S.TASK_STATE_NEW, S.TASK_STATE_PENDING, "")),  # allocated: to place
+            wakes(upd(S.TASK_STATE_RUNNING, S.TASK_STATE_FAILED)),  # ended: frees its node
+            wakes(upd(S.TASK_STATE_RUNNING, S.TASK_STATE_RUNNING, desired=S.TASK_STATE_SHUTDOWN)),
+            wakes(Event(5, "create", "task", pb.Task(id="t2"))),
+            wakes(Event(5, "update", "node", pb.Node(id="n1"), pb.Node(id="n1")))] == [False, True, True, True, True, True]
