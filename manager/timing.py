@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("manager.timing")
 ENABLED = os.environ.get("SHOAL_TIMING", "") == "1"
@@ -14,29 +15,35 @@ ENABLED = os.environ.get("SHOAL_TIMING", "") == "1"
 class Span:
     """One pass of a component: when it started, how long its planning took, its proposals and their waits."""
 
-    __slots__ = ("what", "start", "planned", "proposals", "waited", "items")
+    __slots__ = ("what", "clock", "start", "planned", "proposals", "waited", "items", "_mark")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.what = what
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
         self.planned = 0.0
         self.proposals = 0
         self.waited = 0.0
         self.items = 0
+        self._mark = self.start  # since the start or the last proposal's answer: planning time
 
     def plan_done(self) -> None:
-        self.planned = time.monotonic() - self.start
+        now = self.clock()
+        self.planned += now - self._mark
+        self._mark = now
 
     def proposed(self, started: float, items: int) -> None:
+        now = self.clock()
         self.proposals += 1
-        self.waited += time.monotonic() - started
+        self.waited += now - started
         self.items += items
+        self._mark = now
 
     def end(self, extra: str = "") -> None:
         if ENABLED and (self.proposals or extra):
             log.info("%s: plan %.1f ms, %d proposals of %d items waited %.1f ms, total %.1f ms%s", self.what,
                      self.planned * 1e3, self.proposals, self.items, self.waited * 1e3,
-                     (time.monotonic() - self.start) * 1e3, f" ({extra})" if extra else "")
+                     (self.clock() - self.start) * 1e3, f" ({extra})" if extra else "")
 
 
 def note(fmt: str, *args: object) -> None:
