@@ -50,8 +50,10 @@ def test_the_allocator_runner_stops_without_another_pass_when_a_change_arrives_w
         raft = AppliedAtOnce()
         alloc = AllocatorRunner(raft, routes=lambda: [])
         await alloc.start()
-        for _ in range(100):  # its first pass done, it waits for the next change
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(STOP_S):
+            while alloc.passes < 1:  # its first pass done, it waits for the next change
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         raft.commit(lambda tx: tx.create("node", node("n1")))  # wakes its wait: no await before the stop
         return await _stopped_in_time(alloc.stop), alloc.passes
 

@@ -173,8 +173,10 @@ def test_an_agents_progress_reports_cost_no_orchestrator_pass_but_an_ended_task_
         try:
             await raft.propose(lambda tx: tx.create("service", service(replicas=2)))
             await _until(lambda: len(raft.store.view().list("task")) == 2)
+            settled = raft.store.dry_runs
             await _progress(raft, S.TASK_STATE_ASSIGNED)  # the scheduler's write: the node changes, a pass
-            await asyncio.sleep(0.3)
+            await _until(lambda: raft.store.dry_runs > settled)
+            await asyncio.sleep(0.1)
             before = raft.store.dry_runs
             for state in (S.TASK_STATE_ACCEPTED, S.TASK_STATE_PREPARING, S.TASK_STATE_STARTING, S.TASK_STATE_RUNNING):
                 await _progress(raft, state)
