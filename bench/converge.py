@@ -21,7 +21,9 @@ Everything made is removed on exit (lab down, dockerd's runc containers and thei
 and Ctrl-C included (then the figures so far are printed and the exit status is 130).
 --timeline (docker and shoal): per task, when it reached each state (new, pending, assigned, accepted, preparing,
 starting, running: the status timestamps of the task list, polled on h1) and answered from every host, with the
-median and max of each hop (bench/timeline.py); --keep-logs DIR copies each shoal host's daemon.log there.
+median and max of each hop (bench/timeline.py), and the shoal managers' timing notes (the lab daemons get
+SHOAL_TIMING=1: manager/timing.py logs each pipeline pass and its raft waits); --keep-logs DIR copies each shoal
+host's daemon.log there.
 Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline]
 """
 from __future__ import annotations
