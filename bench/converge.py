@@ -597,9 +597,11 @@ def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
         for e in endpoints:
             bundle = work / f"b{e.index}"
             bundle.mkdir()
+            # One parent cgroup for them all, as shoal's (/shoal/<daemon>/) and Docker's (/docker/) containers have:
+            # at the root each would weigh as much as a whole daemon's containers against the rest of the machine.
             spec = build_oci_spec(ProcessSpec(args=["httpd", "-f", "-p", "80"], env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]),
                                   f"bare{e.index}", str(rootfs), f"/run/netns/shoal-{lab.name}-{e.host}-b{e.index}",
-                                  [], nofile_limit=nofile)
+                                  [], cgroups_path=f"{bare_cgroup_parent(lab.name)}/bare{e.index}", nofile_limit=nofile)
             spec["root"]["readonly"] = True  # one rootfs shared by every container
             (bundle / "config.json").write_text(json.dumps(spec))
         host_ips = {h: lab.address(h) for h in HOSTS}
@@ -639,10 +641,18 @@ def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
     return res
 
 
+def bare_cgroup_parent(lab: str) -> str:
+    """The cgroup (below every controller's root) holding the bare script's containers of lab."""
+    return f"/shoal-bare-{lab}"
+
+
 def remove_bare_cgroups(lab: str) -> None:
-    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them); empty
-    once lab down killed their processes."""
-    for path in sorted(Path("/sys/fs/cgroup").glob(f"*/bare*-{lab}")):
+    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them), then their
+    parent; empty once lab down killed their processes."""
+    root = Path("/sys/fs/cgroup")
+    parent = bare_cgroup_parent(lab).lstrip("/")
+    for path in [*sorted(root.glob(f"*/{parent}/bare*")), *sorted(root.glob(f"*/{parent}")),
+                 *sorted(root.glob(f"*/bare*-{lab}"))]:
         try:
             path.rmdir()
         except OSError:
