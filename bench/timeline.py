@@ -140,12 +140,11 @@ def hop_summary(rows: Sequence[TaskTimes], t0: float) -> str:
             parts.append(f"{label} median {statistics.median(values):.2f} max {max(values):.2f} s")
         else:
             parts.append(f"{label} n/a")
-    last = [v for v in (reached(t, "answered", t0) for t in rows) if v is not None]
-    assigned = [v for v in (reached(t, "assigned", t0) for t in rows) if v is not None]
-    running = [v for v in (reached(t, "running", t0) for t in rows) if v is not None]
-    ends = (f"last assigned {max(assigned):.2f} s, last running {max(running):.2f} s, "
-            f"last answered {max(last):.2f} s" if assigned and running and last else "")
-    return "hops: " + "; ".join(parts) + ("\n" + ends if ends else "")
+    ends = []
+    for point in ("assigned", "running", "answered"):
+        seen = [v for v in (reached(t, point, t0) for t in rows) if v is not None]
+        ends.append(f"last {point} {max(seen):.2f} s ({len(seen)} seen)" if seen else f"last {point} n/a")
+    return "hops: " + "; ".join(parts) + "\n" + ", ".join(ends)
 
 
 class TimelinePoller:

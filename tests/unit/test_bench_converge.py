@@ -135,3 +135,9 @@ def test_the_timeline_table_has_a_row_per_slot_and_the_hop_medians() -> None:
     lines = timeline.table(tl, {"n1": "h3"}).splitlines()
     assert lines[2].split() == ["1", "h3", "-", "-", "-", "-", "-", "-", "4.00", "-"]
     assert "create->new n/a" in lines[3] and "accepted->running median 3.00 max 3.00 s" in lines[3]
+
+
+def test_the_timeline_ends_line_says_which_last_states_the_polls_saw() -> None:
+    tl = timeline.Timeline(t0=1796173322.0, network="bench-net")
+    tl.observe([_task_json("running", "2026-12-02T01:02:06Z")])
+    assert timeline.table(tl).splitlines()[-1] == "last assigned n/a, last running 4.00 s (1 seen), last answered n/a"
