@@ -19,7 +19,12 @@ with a VXLAN device (VNI 4097, local pinned, nolearning, proxy), every remote en
 (bridge fdb + ip neigh), `httpd -f -p 80` in each; timed from the first command to the same probe.
 Everything made is removed on exit (lab down, dockerd's runc containers and their cgroups, namespaces), SIGTERM
 and Ctrl-C included (then the figures so far are printed and the exit status is 130).
-Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300]
+--timeline (docker and shoal): per task, when it reached each state (new, pending, assigned, accepted, preparing,
+starting, running: the status timestamps of the task list, polled on h1) and answered from every host, with the
+median and max of each hop (bench/timeline.py), and the shoal managers' timing notes (the lab daemons get
+SHOAL_TIMING=1: manager/timing.py logs each pipeline pass and its raft waits); --keep-logs DIR copies each shoal
+host's daemon.log there.
+Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline]
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +53,8 @@ from bench.swarm import (DOCKER_BIN, KEY_JSON, MANAGERS, WORKERS, StepFailed, Sy
                          docker_system, shoal_system)
 from bench.swarm import Figures as SwarmFigures  # noqa: E402
 from bench.swarm import build as build_swarm  # noqa: E402
+from bench.timeline import Timeline, TimelinePoller  # noqa: E402
+from bench.timeline import table as timeline_table  # noqa: E402
 from shoal.lab import Lab, data_dir, run_dir  # noqa: E402
 
 SYSTEMS = ("docker", "bare", "shoal")
@@ -77,6 +85,8 @@ class Options:
     systems: list[str]
     replicas: list[int]
     timeout: float
+    timeline: bool = False
+    keep_logs: str = ""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -86,6 +96,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--replicas", default="20,100", help="comma-separated replica counts (the largest is "
                     "also scaled to 0)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one step may take")
+    ap.add_argument("--timeline", action="store_true", help="per task: when each state was reached and when it "
+                    "answered from every host (docker and shoal)")
+    ap.add_argument("--keep-logs", default="", metavar="DIR", help="copy each shoal host's daemon.log into DIR")
     a = ap.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -99,7 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         replicas.append(int(word))
     if a.timeout <= 0:
         ap.error(f"invalid --timeout {a.timeout:g}: must be positive")
-    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout)
+    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs)
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -182,12 +195,17 @@ class Prober:
     """Which task address answered from which host, probe rounds run on every host at once."""
 
     answered: dict[str, set[str]] = field(default_factory=dict)
+    on_answer: Callable[[str, str], None] | None = None  # (host, address) the first time it answered
 
     def round(self, from_netns: dict[str, str], addresses: Sequence[str]) -> bool:
         """Probe what has not answered yet; True once every address answered from every host given."""
         def one(host: str) -> None:
             done = self.answered.setdefault(host, set())
-            done |= probe(from_netns[host], [a for a in addresses if a not in done])
+            new = probe(from_netns[host], [a for a in addresses if a not in done])
+            if self.on_answer is not None:
+                for address in sorted(new - done):
+                    self.on_answer(host, address)
+            done |= new
         with ThreadPoolExecutor(max(1, len(from_netns))) as pool:
             list(pool.map(one, from_netns))
         return all(set(addresses) <= self.answered.get(h, set()) for h in from_netns)
@@ -300,10 +318,29 @@ def all_tasks(system: System, cache: dict[str, TaskContainer], inspect: bool = T
                 for t in per_host]
 
 
-def converge(system: System, n: int, timeout: float, log: Callable[[str], None]) -> float:
+def list_service_tasks(system: System, host: str) -> list[dict[str, Any]]:
+    """GET /tasks of the service on host's Docker API socket."""
+    assert system.lab is not None
+    query = urllib.parse.quote(json.dumps({"service": [SERVICE]}))
+    with _Api(str(system.lab.socket(host)), timeout=10.0) as client:
+        return list(client.get(f"/tasks?filters={query}"))
+
+
+def node_names(system: System, host: str) -> dict[str, str]:
+    assert system.lab is not None
+    with _Api(str(system.lab.socket(host))) as client:
+        return {str(n.get("ID")): str((n.get("Description") or {}).get("Hostname") or "") for n in client.get("/nodes")}
+
+
+def converge(system: System, n: int, timeout: float, log: Callable[[str], None], timeline: bool = False) -> float:
     """`service create` of N replicas until every task runs and answers from every host with a task."""
     cache: dict[str, TaskContainer] = {}
     prober = Prober()
+    poller: TimelinePoller | None = None
+    if timeline:
+        poller = TimelinePoller(Timeline(time.time(), NETWORK), lambda: list_service_tasks(system, MANAGERS[0]))
+        prober.on_answer = poller.answered
+        poller.start()
     t0 = time.monotonic()
     system.run(MANAGERS[0], "service", "create", "--detach", "--replicas", str(n), "--network", NETWORK,
                "--name", SERVICE, "busybox", "httpd", "-f", "-p", "80")
@@ -325,7 +362,18 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None])
         wait(f"{n} tasks running and answering HTTP from every host", done, timeout)
     except StepFailed as e:
         raise StepFailed(f"{system.name}: create N={n}: {e} ({seen['running']} running)") from None
+    finally:
+        if poller is not None:
+            poller.stop()
     took = time.monotonic() - t0
+    if poller is not None:
+        try:
+            names = node_names(system, MANAGERS[0])
+        except (StepFailed, OSError):
+            names = {}
+        log(f"{system.name}: N={n} " + timeline_table(poller.timeline, names))
+        if system.name == "shoal" and system.lab is not None:
+            log("shoal: the managers' timing notes (SHOAL_TIMING=1):\n" + "\n".join(timing_notes(system.lab, poller.timeline.t0)))
     log(f"{system.name}: create N={n} converged in {took:.2f} s (the command {command_s:.2f} s; "
         f"every task answered from each of the {seen['hosts']} hosts running tasks)")
     return took
@@ -425,7 +473,7 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
         biggest = max(opts.replicas)
         for n in opts.replicas:
             step = f"create N={n}"
-            res.converge[n] = converge(system, n, opts.timeout, log)
+            res.converge[n] = converge(system, n, opts.timeout, log, opts.timeline)
             if res.vip is None:
                 step = "VIP check"
                 res.vip = vip_answers(system, log)
@@ -444,8 +492,35 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
     finally:
         if system.lab is not None and system.name == "docker":
             docker_runc_cleanup(system.lab)
+        if system.lab is not None and opts.keep_logs and system.name == "shoal":
+            keep_logs(system.lab, Path(opts.keep_logs), log)
         system.down()
     return res
+
+
+def timing_notes(lab: Lab, since: float, limit: int = 80) -> list[str]:
+    """The daemons' manager.timing lines logged since `since` (epoch seconds), host-prefixed, in time order."""
+    found: list[str] = []
+    since_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    for host in lab.hosts:
+        try:
+            lines = lab.log(host).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        found += [f"{line[:23]} {host} {line[24:].replace(' INFO manager.timing:', '')}" for line in lines
+                  if "manager.timing" in line and line[:19] >= since_text]
+    found.sort()
+    return found[:limit] + ([f"... {len(found) - limit} more"] if len(found) > limit else [])
+
+
+def keep_logs(lab: Lab, to: Path, log: Callable[[str], None]) -> None:
+    to.mkdir(parents=True, exist_ok=True)
+    for host in lab.hosts:
+        try:
+            shutil.copyfile(lab.log(host), to / f"{host}.log")
+        except OSError as e:
+            log(f"cannot keep the log of {host}: {e}")
+    log(f"daemon logs kept in {to}")
 
 
 # ---- bare: the necessary work by hand ---------------------------------------------------------
@@ -522,9 +597,11 @@ def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
         for e in endpoints:
             bundle = work / f"b{e.index}"
             bundle.mkdir()
+            # One parent cgroup for them all, as shoal's (/shoal/<daemon>/) and Docker's (/docker/) containers have:
+            # at the root each would weigh as much as a whole daemon's containers against the rest of the machine.
             spec = build_oci_spec(ProcessSpec(args=["httpd", "-f", "-p", "80"], env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]),
                                   f"bare{e.index}", str(rootfs), f"/run/netns/shoal-{lab.name}-{e.host}-b{e.index}",
-                                  [], nofile_limit=nofile)
+                                  [], cgroups_path=f"{bare_cgroup_parent(lab.name)}/bare{e.index}", nofile_limit=nofile)
             spec["root"]["readonly"] = True  # one rootfs shared by every container
             (bundle / "config.json").write_text(json.dumps(spec))
         host_ips = {h: lab.address(h) for h in HOSTS}
@@ -564,10 +641,18 @@ def measure_bare(n: int, timeout: float, log: Callable[[str], None]) -> Result:
     return res
 
 
+def bare_cgroup_parent(lab: str) -> str:
+    """The cgroup (below every controller's root) holding the bare script's containers of lab."""
+    return f"/shoal-bare-{lab}"
+
+
 def remove_bare_cgroups(lab: str) -> None:
-    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them); empty
-    once lab down killed their processes."""
-    for path in sorted(Path("/sys/fs/cgroup").glob(f"*/bare*-{lab}")):
+    """runc's cgroups of containers an interrupt caught half-made (runc delete never heard of them), then their
+    parent; empty once lab down killed their processes."""
+    root = Path("/sys/fs/cgroup")
+    parent = bare_cgroup_parent(lab).lstrip("/")
+    for path in [*sorted(root.glob(f"*/{parent}/bare*")), *sorted(root.glob(f"*/{parent}")),
+                 *sorted(root.glob(f"*/bare*-{lab}"))]:
         try:
             path.rmdir()
         except OSError:
@@ -597,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(f"/tmp/shoal-converge-{secrets.token_hex(4)}")
     workdir.mkdir()
     try:
+        if opts.timeline:
+            os.environ["SHOAL_TIMING"] = "1"  # the lab's daemons inherit it: manager/timing.py logs its notes
         for name in opts.systems:
             if name == "docker":
                 results["docker"] = measure_swarm(docker_system(opts.timeout), opts, log, workdir)

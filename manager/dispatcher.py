@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from manager import gossip_keys, metrics
+from manager.aiowait import wait_event
 from manager.ca.auth import Authorizer
 from manager.dispatcher_tasks import StatusBatcher, StatusRefused, stream_assignments
 from manager.nodes import NodeOps, State
@@ -197,8 +198,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
                 if data != last:
                     last = data
                     yield msg
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(s.wake.wait(), timeout=max(0.05, self.period() / 2))
+                await wait_event(s.wake, max(0.05, self.period() / 2))  # wait_for could swallow the stream's cancel
                 s.wake.clear()
         finally:
             if self.sessions.get(who.node_id) is s and not self.running:

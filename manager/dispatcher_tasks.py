@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from manager import timing
+from manager.aiowait import next_or_none, wait_event
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -135,11 +138,26 @@ class AssignmentDiff:
                                             results_in=self.last_id, changes=changes)
 
 
+_TASK_FIELDS_BUT_STATUS = tuple(f.name for f in pb.Task.DESCRIPTOR.fields if f.name not in ("status", "meta"))
+
+
+def status_only(event: Any) -> bool:
+    """A task update that changed nothing but its status (and meta) while assigned, before and after: the node's set
+    and its fingerprints (fingerprint() leaves status and meta out) are the same, nothing to recompute. Every report
+    of an agent is such an update: without this, each status batch recomputed every node's set."""
+    old, new = event.old, event.object
+    if event.kind != "task" or event.action != "update" or old is None:
+        return False
+    if old.status.state < pb.TASK_STATE_ASSIGNED or new.status.state < pb.TASK_STATE_ASSIGNED:
+        return False
+    return all(getattr(old, name) == getattr(new, name) for name in _TASK_FIELDS_BUT_STATUS)
+
+
 def touches(event: Any, node_id: str, sent: dict[Key, bytes]) -> bool:
     """Whether a store event may change node_id's set (cheap filter before recomputing it)."""
     if event.kind == "task":
         objs = [event.object] + ([event.old] if event.old is not None else [])
-        return any(o.node_id == node_id for o in objs)
+        return any(o.node_id == node_id for o in objs) and not status_only(event)
     return (event.kind, event.object.id) in sent
 
 
@@ -154,18 +172,21 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
         yield diff.complete(assigned_set(view, node_id))
         while alive():
             try:
-                event = await asyncio.wait_for(watch.__anext__(), timeout=1.0)
-            except asyncio.TimeoutError:
-                continue
+                event = await next_or_none(watch, 1.0)  # not wait_for: it could swallow the stream's cancel
             except StopAsyncIteration:
                 return
+            if event is None:
+                continue
             dirty = touches(event, node_id, diff.sent)
+            first = time.monotonic()
             await asyncio.sleep(coalesce_s)  # let the rest of a burst (a scheduler batch) arrive
             for ev in watch.drain():
                 dirty = dirty or touches(ev, node_id, diff.sent)
             if dirty:
                 msg = diff.incremental(assigned_set(store.view(), node_id))
                 if msg is not None:
+                    timing.note("dispatcher: %s: %d changes sent %.1f ms after the first event (index %d)",
+                                node_id[:12], len(msg.changes), (time.monotonic() - first) * 1e3, event.index)
                     yield msg
     finally:
         watch.close()
@@ -247,8 +268,7 @@ class StatusBatcher:
         while True:
             if not self.pending:
                 self._idle.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self.interval)
+            await wait_event(self._kick, self.interval)  # not wait_for: it could swallow stop()'s cancel, stop() hung
             self._kick.clear()
             if self.pending:
                 await self.flush()
@@ -259,8 +279,12 @@ class StatusBatcher:
             batch = dict(list(self.pending.items())[: self.items])
             for tid in batch:
                 del self.pending[tid]
+            span = timing.Span("dispatcher status")
+            started = time.monotonic()
             try:
-                await self.propose(lambda tx: self._write(tx, batch))
+                written = await self.propose(lambda tx: self._write(tx, batch))
+                span.proposed(started, written or 0)
+                span.end()
                 self.stats.proposals += 1
             except Exception as e:  # noqa: BLE001 - lost leadership, no quorum: the agents send again on reconnect
                 self.stats.failed += len(batch)

@@ -14,6 +14,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from manager import timing
+from manager.aiowait import next_or_none
 from manager.store.errors import StoreError
 
 from proto import objects_pb2 as pb
@@ -104,8 +106,10 @@ class AllocatorRunner:
             if remaining <= 0:
                 return
             try:
-                event = await asyncio.wait_for(watch.__anext__(), remaining)
-            except (asyncio.TimeoutError, StopAsyncIteration):
+                event = await next_or_none(watch, remaining)  # not wait_for: it could swallow stop()'s cancel
+            except StopAsyncIteration:
+                return
+            if event is None:
                 return
             if needs_pass(event):
                 break
@@ -115,7 +119,9 @@ class AllocatorRunner:
     async def _pass(self) -> None:
         assert self.core is not None
         routes = await self._current_routes()
+        span = timing.Span("allocator")
         plan = self.core.plan(self.raft.store.view(), self.clock(), routes)
+        span.plan_done()
         self.last_plan = plan
         self.passes += 1
         for dup in plan.duplicates:
@@ -123,12 +129,15 @@ class AllocatorRunner:
         work: list[tuple[str, Message | str]] = [*plan.updates, *plan.removals]
         for i in range(0, len(work), CHUNK):
             chunk = work[i:i + CHUNK]
+            started = time.monotonic()
             try:
                 await self.raft.propose(lambda tx, chunk=chunk: _write(tx, chunk))
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - the next pass re-reads the store and tries again
                 log.warning("allocator: proposal of %d updates failed: %s", len(chunk), e)
+            span.proposed(started, len(chunk))
+        span.end()
 
     async def _current_routes(self) -> list[IPv4Network]:
         read_at, routes = self._routes

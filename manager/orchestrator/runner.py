@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from manager import testhooks
+from manager import testhooks, timing
 from manager.controlapi import new_id
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
@@ -20,7 +20,7 @@ from .global_ import reconcile_global
 from .plan import Plan, wait_or_timeout
 from .replicated import reconcile_replicated
 from .tasks import S, TERMINAL
-from .update import plan_update
+from .update import ROLLING, plan_update
 
 log = logging.getLogger(__name__)
 MAX_CHANGES = 190  # under the store's 200 actions per transaction
@@ -123,8 +123,9 @@ class Orchestrator:
                 if ev.kind == "service":
                     self._dirty.add(obj.id)
                 elif ev.kind == "task":
-                    if obj.service_id:
-                        self._dirty.add(obj.service_id)
+                    if not obj.service_id or live_progress(ev, self.raft.store.view()):
+                        continue  # nothing to plan: no pass (and no wake) for an agent's report
+                    self._dirty.add(obj.service_id)
                 else:  # a node changed (down, drain, labels, new): every service may care
                     self._dirty |= {s.id for s in self.raft.store.view().list("service")}
                 self._wake.set()
@@ -141,6 +142,13 @@ class Orchestrator:
 
     async def _pass(self, service_id: str) -> None:
         """One service until its plan is written out (several proposals when it is big)."""
+        span = timing.Span(f"orchestrator {service_id[:12]}")
+        try:
+            await self._write_out(service_id, span)
+        finally:
+            span.end()
+
+    async def _write_out(self, service_id: str, span: timing.Span) -> None:
         for _ in range(1000):
             now = int(self.clock() * 1e9)
 
@@ -167,8 +175,27 @@ class Orchestrator:
                 self._timers[service_id] = wake
             if written == 0:
                 return
+            span.plan_done()
+            started = time.monotonic()
             await self.raft.propose(run)
+            span.proposed(started, written)
             self.passes += 1
+
+
+def live_progress(ev: Any, view: Any) -> bool:
+    """A task update that is only an agent's progress between live states (new ... running: nothing ended) with the
+    same desired state and node, for a service not in a rolling update: no core plans anything from it (restarts look
+    at ended tasks, the update monitor at running ones only while rolling). Every status batch is such updates: without
+    this filter each one cost a full pass over the service's tasks on the leader."""
+    old, new = ev.old, ev.object
+    if ev.action != "update" or old is None:
+        return False
+    if old.status.state > S.TASK_STATE_RUNNING or new.status.state > S.TASK_STATE_RUNNING:
+        return False
+    if old.desired_state != new.desired_state or old.node_id != new.node_id:
+        return False
+    service = view.get("service", new.service_id)
+    return service is not None and service.update_status.state not in ROLLING
 
 
 def reap(tx: Any, tasks: list[pb.Task], node_ids: set[str], limit: int = MAX_CHANGES) -> int:

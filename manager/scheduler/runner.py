@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from manager import timing
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 
@@ -64,6 +65,20 @@ def pending_changes(tasks: list[pb.Task], d: Decisions) -> list[str]:
     return sorted(out)
 
 
+def _live(t: pb.Task) -> bool:
+    return S.TASK_STATE_ASSIGNED <= t.status.state <= S.TASK_STATE_RUNNING
+
+
+def wakes(ev: Any) -> bool:
+    """Whether a committed change can give the scheduler work: anything but an agent's progress report on a placed
+    task (assigned ... running before and after, same node and desired state: nothing to place, no resource freed).
+    Each status batch was a pass over every task; the 1 s tick still passes over everything."""
+    if ev.kind != "task" or ev.action != "update" or ev.old is None:
+        return True
+    old, new = ev.old, ev.object
+    return not (_live(old) and _live(new) and old.node_id == new.node_id and old.desired_state == new.desired_state)
+
+
 class Scheduler:
     name = "scheduler"
 
@@ -111,11 +126,13 @@ class Scheduler:
 
     async def _follow(self, watch: Any) -> None:
         with contextlib.suppress(StoreError):  # fell behind: _run watches again and passes over everything
-            async for _ev in watch:
-                self._wake.set()
+            async for ev in watch:
+                if wakes(ev):
+                    self._wake.set()
         self._wake.set()
 
     async def _pass(self) -> None:
+        span = timing.Span("scheduler")
         view = self.raft.store.view()
         tasks = view.list("task")
         batch = [t for t in tasks if schedulable(t)]
@@ -124,8 +141,12 @@ class Scheduler:
         decisions = schedule(view.list("node"), tasks, batch)
         ids = pending_changes(batch, decisions)
         now = int(self.clock() * 1e9)
+        span.plan_done()
         for i in range(0, len(ids), BATCH):
             chunk = ids[i:i + BATCH]
+            started = time.monotonic()
             written = await self.raft.propose(lambda tx, chunk=chunk: write_decisions(tx, chunk, decisions, now))
+            span.proposed(started, written)
             self.proposals += 1
             self.assigned += sum(1 for tid in chunk if tid in decisions.assigned) if written else 0
+        span.end()

@@ -92,3 +92,52 @@ def test_overlay_address_is_bench_nets_by_name_else_the_one_in_its_subnet_else_e
     assert converge.overlay_address({"ingress": {"IPAddress": "10.0.0.5"},
                                      "k3xq0": {"IPAddress": "10.0.9.8"}}) == "10.0.9.8"
     assert converge.overlay_address({"bench-net": {"IPAddress": ""}}) == ""
+
+
+# ---- --timeline (bench/timeline.py) ------------------------------------------------------------
+from bench import timeline  # noqa: E402
+
+
+def test_parse_time_reads_rfc3339_with_nanoseconds_and_offsets_and_refuses_the_zero_time() -> None:
+    assert timeline.parse_time("2026-12-02T01:02:03.250000000Z") == 1796173323.25
+    assert timeline.parse_time("2026-12-02T03:02:03.5+02:00") == 1796173323.5
+    assert timeline.parse_time("2026-12-02T01:02:03Z") == 1796173323.0
+    assert timeline.parse_time("0001-01-01T00:00:00Z") is None
+    assert timeline.parse_time("yesterday") is None
+
+
+def _task_json(state: str, at: str, slot: int = 1, address: str = "10.0.9.3/24") -> dict[str, object]:
+    return {"ID": "t1", "Slot": slot, "NodeID": "n1", "CreatedAt": "2026-12-02T01:02:03Z",
+            "Status": {"State": state, "Timestamp": at},
+            "NetworksAttachments": [{"Network": {"Spec": {"Name": "bench-net"}}, "Addresses": [address]},
+                                    {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.0.0.7/24"]}]}
+
+
+def test_a_timeline_keeps_the_first_timestamp_of_each_state_and_the_bench_network_address() -> None:
+    tl = timeline.Timeline(t0=1796173322.0, network="bench-net")
+    tl.observe([_task_json("new", "2026-12-02T01:02:03Z")])
+    tl.observe([_task_json("assigned", "2026-12-02T01:02:03.5Z")])
+    tl.observe([_task_json("assigned", "2026-12-02T01:02:04Z")])  # the same state seen again: first one kept
+    tl.observe([_task_json("running", "2026-12-02T01:02:06Z")])
+    tl.answered("h2", "10.0.9.3", 1796173327.0)
+    tl.answered("h1", "10.0.9.3", 1796173328.0)
+    t = tl.tasks["t1"]
+    assert (t.address, t.states["new"], t.states["assigned"], t.states["running"]) == \
+        ("10.0.9.3", 1796173323.0, 1796173323.5, 1796173326.0)
+    assert timeline.reached(t, "answered", tl.t0) == 6.0  # the last host's first answer
+    # pending was never seen: new -> assigned stands in for pending -> assigned
+    assert [timeline.hop(t, a, b, tl.t0) for _, a, b in timeline.HOPS] == [1.0, None, 0.5, None, 2.5, 2.0]
+
+
+def test_the_timeline_table_has_a_row_per_slot_and_the_hop_medians() -> None:
+    tl = timeline.Timeline(t0=1796173322.0, network="bench-net")
+    tl.observe([_task_json("running", "2026-12-02T01:02:06Z")])
+    lines = timeline.table(tl, {"n1": "h3"}).splitlines()
+    assert lines[2].split() == ["1", "h3", "-", "-", "-", "-", "-", "-", "4.00", "-"]
+    assert "create->new n/a" in lines[3] and "accepted->running median 3.00 max 3.00 s" in lines[3]
+
+
+def test_the_timeline_ends_line_says_which_last_states_the_polls_saw() -> None:
+    tl = timeline.Timeline(t0=1796173322.0, network="bench-net")
+    tl.observe([_task_json("running", "2026-12-02T01:02:06Z")])
+    assert timeline.table(tl).splitlines()[-1] == "last assigned n/a, last running 4.00 s (1 seen), last answered n/a"

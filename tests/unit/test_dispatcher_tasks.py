@@ -259,3 +259,46 @@ def test_a_secret_the_manager_cannot_open_is_left_out_not_sent_empty() -> None:
 
     msg = AssignmentDiff(unseal=broken).complete(assigned_set(store.view(), "n1"))
     assert [c.assignment.WhichOneof("item") for c in msg.changes] == ["task"]
+
+
+# ------------------------------------------------------------------------------------------------ what wakes a stream
+def _task_update(old: pb.Task, change: Any) -> Any:
+    from manager.store.watch import Event
+
+    new = pb.Task()
+    new.CopyFrom(old)
+    change(new)
+    return Event(7, "update", "task", new, old)
+
+
+def test_a_status_report_of_an_assigned_task_does_not_touch_its_nodes_set() -> None:
+    from manager.dispatcher_tasks import touches
+
+    old = task("t1", "n1", S.TASK_STATE_ASSIGNED)
+    old.networks.add(addresses=["10.0.9.3/24"])
+
+    def report(t: pb.Task) -> None:
+        t.status.state, t.status.message = S.TASK_STATE_RUNNING, "started"
+        t.meta.version.index = 9
+
+    assert touches(_task_update(old, report), "n1", {}) is False
+
+
+def test_assignment_a_new_desired_state_or_new_networks_touch_the_nodes_set() -> None:
+    from manager.dispatcher_tasks import touches
+
+    pending = task("t1", "", S.TASK_STATE_PENDING)
+
+    def assign(t: pb.Task) -> None:
+        t.node_id, t.status.state = "n1", S.TASK_STATE_ASSIGNED
+
+    def shut_down(t: pb.Task) -> None:
+        t.desired_state = S.TASK_STATE_SHUTDOWN
+
+    def readdress(t: pb.Task) -> None:
+        t.networks.add(addresses=["10.0.9.4/24"])
+
+    running = task("t1", "n1", S.TASK_STATE_RUNNING)
+    assert [touches(_task_update(pending, assign), "n1", {}), touches(_task_update(running, shut_down), "n1", {}),
+            touches(_task_update(running, readdress), "n1", {}), touches(_task_update(running, shut_down), "n2", {})] \
+        == [True, True, True, False]

@@ -1,0 +1,27 @@
+"""Waits with a timeout that never swallow a cancellation, for the leader components' loops (allocator, dispatcher).
+Python 3.11's asyncio.wait_for returns the result when a cancel races with the awaited thing finishing: a stop()
+that cancels the loop then waits forever. asyncio.timeout re-raises the cancel (see orchestrator/plan.py too)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+
+async def next_or_none(stream: Any, timeout: float) -> Any | None:
+    """The stream's next item (`await stream.__anext__()`), or None after timeout. StopAsyncIteration and the
+    stream's own errors pass through; a cancellation always does."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            return await stream.__anext__()
+    return None
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Until event is set (True) or timeout passes (False)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
+            return True
+    return False
