@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from agent.taskexec import Dependencies, Executor, TaskRunner
+from common.aiowait import wait_event
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
 
@@ -146,8 +147,7 @@ class Worker:
     async def report_loop(self, send: SendStatus) -> None:
         """Sends batched status updates through `send` until cancelled or a send fails (the session's end)."""
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._news.wait(), timeout=self.interval)
+            await wait_event(self._news, self.interval)  # not wait_for: it can swallow the session's cancel
             self._news.clear()
             updates = self.batch()
             if not updates:

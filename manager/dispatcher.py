@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from manager import gossip_keys, metrics
-from manager.aiowait import wait_event
+from common.aiowait import wait_event
 from manager.ca.auth import Authorizer
 from manager.dispatcher_tasks import StatusBatcher, StatusRefused, stream_assignments
 from manager.nodes import NodeOps, State

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manager import timing
-from manager.aiowait import next_or_none, wait_event
+from common.aiowait import next_or_none, wait_event
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2

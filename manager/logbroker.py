@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from common.aiowait import get_or_none
 from manager.ca.auth import Authorizer
 from proto import swarm_pb2
 
@@ -94,10 +95,9 @@ class LogBroker:
             old.queue.put_nowait(swarm_pb2.LogSubscription())  # wakes the old stream so it ends
         try:
             while self.running() and self.listeners.get(who.node_id) is lst:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    sub = await asyncio.wait_for(lst.queue.get(), timeout=1.0)
-                    if sub.id:
-                        yield sub
+                sub = await get_or_none(lst.queue, 1.0)  # not wait_for: it can swallow a cancel or lose an item
+                if sub is not None and sub.id:
+                    yield sub
                 if not self.session_ok(who.node_id, request.session_id):
                     break
         finally:

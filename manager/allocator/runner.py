@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from manager import timing
-from manager.aiowait import next_or_none
+from common.aiowait import next_or_none
 from manager.store.errors import StoreError
 
 from proto import objects_pb2 as pb

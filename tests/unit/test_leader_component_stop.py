@@ -8,7 +8,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from manager.aiowait import next_or_none, wait_event
+from common.aiowait import get_or_none, next_or_none, wait_event
 from manager.allocator.runner import AllocatorRunner
 from manager.dispatcher_tasks import StatusBatcher
 from manager.store import MemoryStore
@@ -108,3 +108,12 @@ def test_wait_event_says_whether_the_event_was_set_in_time() -> None:
         return late, await wait_event(ev, 5.0)
 
     assert asyncio.run(run()) == (False, True)
+
+
+def test_get_or_none_gives_the_item_or_none_after_the_timeout() -> None:
+    async def run() -> tuple[object, object]:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        queue.put_nowait(7)
+        return await get_or_none(queue, 1.0), await get_or_none(queue, 0.01)
+
+    assert asyncio.run(run()) == (7, None)

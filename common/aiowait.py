@@ -1,4 +1,5 @@
-"""Waits with a timeout that never swallow a cancellation, for the leader components' loops (allocator, dispatcher).
+"""Waits with a timeout that never swallow a cancellation, for long-running loops (allocator, dispatcher, the
+agent's status reports, the log broker).
 Python 3.11's asyncio.wait_for returns the result when a cancel races with the awaited thing finishing: a stop()
 that cancels the loop then waits forever. asyncio.timeout re-raises the cancel (see orchestrator/plan.py too)."""
 
@@ -25,3 +26,11 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
             await event.wait()
             return True
     return False
+
+
+async def get_or_none(queue: asyncio.Queue[Any], timeout: float) -> Any | None:
+    """The queue's next item, or None after timeout; an item is never lost to a timeout racing with it."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            return await queue.get()
+    return None
