@@ -56,7 +56,7 @@ def failure_action(service: pb.Service, failed: pb.Task, now_ns: int) -> pb.Serv
     if cfg.failure_action == FA.ROLLBACK and service.HasField("previous_spec"):
         s = _status(service, US.ROLLBACK_STARTED, now_ns, f"update rolled back due to failure or early termination of task {failed.id}")
         s.spec.CopyFrom(service.previous_spec)
-        s.previous_spec.CopyFrom(service.spec)
+        s.ClearField("previous_spec")  # as swarmkit's rollbackUpdate: the failed spec is not kept to go back to
         s.update_status.started_at.FromNanoseconds(now_ns)
         return s
     return _status(service, US.PAUSED, now_ns, f"update paused due to failure or early termination of task {failed.id}")
@@ -87,8 +87,12 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     for t in unhealthy:
         if t.status.state == S.TASK_STATE_RUNNING:
             plan.wake(t.status.timestamp.ToNanoseconds() + monitor)
+    # a task that ended and waits for its restart (restart.py) leaves its slot without a running task: the update
+    # (or rollback) is not complete until its replacement ran for the monitor period, nor while this pass's
+    # reconcile replaces tasks (`touched`: their replacements are not in `tasks` yet)
+    waiting = touched or any(is_terminal(t) for t in live)
     if not dirty:
-        if state in ROLLING and not unhealthy:
+        if state in ROLLING and not unhealthy and not waiting:
             done = US.COMPLETED if state == US.UPDATING else US.ROLLBACK_COMPLETED
             plan.service = _status(service, done, now_ns, "update completed" if done == US.COMPLETED else "rollback completed", done=True)
         return plan

@@ -84,7 +84,43 @@ def test_a_failed_new_task_rolls_back_to_the_previous_spec() -> None:
     s = plan.service
     assert s is not None and s.update_status.state == US.ROLLBACK_STARTED
     assert s.update_status.message == "update rolled back due to failure or early termination of task new1"
-    assert (s.spec.task.container.image, s.previous_spec.task.container.image) == ("busybox:v1", "busybox:v2")
+    # swarmkit's rollbackUpdate keeps no previous spec: the failed one is not something to go back to
+    assert (s.spec.task.container.image, s.HasField("previous_spec")) == ("busybox:v1", False)
+
+
+def rolled_back(started: int) -> tuple[pb.Service, pb.Task, pb.Task]:
+    """A 2-replica service rolled back to v1 after slot 1's v2 task failed: (service, the failed task, slot 2's v1)."""
+    svc = service(replicas=2, image="busybox:v1")
+    svc.update_status.state = US.ROLLBACK_STARTED
+    svc.update_status.started_at.FromNanoseconds(started)
+    v2 = service(replicas=2, image="busybox:v2")
+    failed = task(v2, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=started - SEC, created=started - 5 * SEC)
+    return svc, failed, task(svc, "old2", 2, "n1")
+
+
+def test_a_rollback_is_not_complete_while_a_slot_waits_for_its_restart() -> None:
+    svc, failed, kept = rolled_back(NOW - SEC)
+    plan = plan_update(svc, [failed, kept], NOW, ids("n"), set())
+    assert (plan.service, plan.create, plan.update) == (None, [], [])
+
+
+def test_a_rollback_is_not_complete_in_the_pass_whose_reconcile_restarts_a_task() -> None:
+    svc, failed, kept = rolled_back(NOW - 10 * SEC)
+    plan = plan_update(svc, [failed, kept], NOW, ids("n"), {failed.id})
+    assert plan.service is None
+
+
+def test_a_rollback_completes_once_the_restarted_task_ran_for_the_monitor_period() -> None:
+    started = NOW - 20 * SEC
+    svc, failed, kept = rolled_back(started)
+    failed.desired_state = S.TASK_STATE_SHUTDOWN
+    restarted = task(svc, "back1", 1, "n2", at=NOW - 6 * SEC, created=NOW - 8 * SEC)
+    plan = plan_update(svc, [failed, restarted, kept], NOW - 2 * SEC, ids("n"), set())
+    assert plan.service is None and plan.wake_at_ns == NOW - SEC  # running 4 s of the default 5 s monitor
+    plan = plan_update(svc, [failed, restarted, kept], NOW, ids("n"), set())
+    assert plan.service is not None
+    assert (plan.service.update_status.state, plan.service.update_status.message) == (US.ROLLBACK_COMPLETED,
+                                                                                      "rollback completed")
 
 
 def test_a_failed_new_task_with_continue_goes_on_with_the_next_batch() -> None:
