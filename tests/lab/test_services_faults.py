@@ -1,6 +1,6 @@
 """Services under faults and churn on a 5-host lab swarm (managers h1-h3, workers h4-h5, 1 s heartbeats), issue 12's
 "How it must be tested": a node killed under a replica, scale 2 -> 10 -> 1, a rolling update rolled back, `service
-rm` and drain, each compared with what the remaining tasks need on EVERY node (containers, namespaces, FDB and
+rm`, drain and a start-first update, each compared with what the remaining tasks need on EVERY node (containers, namespaces, FDB and
 neighbour entries, VIP tables, mesh rules, the host's rules, DNS). A global `probe` service puts a task on the overlay
 on every node: DNS and the VIP are asked from there. Flow without faults: tests/lab/test_services_flow.py."""
 
@@ -116,6 +116,11 @@ def describe(lab: Lab, service: str) -> list[tuple[Any, ...]]:
     hosts = node_hosts(lab)
     return [(hosts.get(t.get("NodeID", ""), "-"), t["DesiredState"], t["Status"]["State"], t["Status"].get("Err", ""))
             for t in tasks_of(lab, service)]
+
+
+def update_state(service: dict[str, Any]) -> str:
+    """UpdateStatus.State; "" before the orchestrator took up the update."""
+    return str(service.get("UpdateStatus", {}).get("State", ""))
 
 
 def net_id(lab: Lab, name: str) -> str:
@@ -469,7 +474,7 @@ def test_an_update_whose_task_fails_to_start_rolls_back_to_the_previous_spec(swa
     spec = api.get("/services/rweb")["Spec"]
     docker(swarm, "h1", "service", "update", "--detach", "--update-failure-action", "rollback", "--update-monitor", "2s",
            "--args", "/no/such/command", "rweb")
-    wait_until(lambda: api.get("/services/rweb")["UpdateStatus"]["State"] == "rollback_completed", 60, interval=0.2)
+    wait_until(lambda: update_state(api.get("/services/rweb")) == "rollback_completed", 60, interval=0.2)
     # swarm says the rollback completed once its tasks run: both slots on the previous spec at that moment
     back = running(swarm, "rweb", 2)
     assert back is not None and [(t["Slot"], t["Spec"]["ContainerSpec"]["Args"]) for t in back] == [
@@ -527,3 +532,29 @@ def test_drain_moves_every_task_off_the_node_and_leaves_it_no_task_container(swa
 
 def lab_containers(lab: Lab, host: str) -> list[str]:
     return [c["Names"][0] for c in lab.client(host).get("/containers/json", {"all": "1"})]
+
+
+# ---------------------------------------------------------------------------------------------- start-first
+def test_a_start_first_update_stops_the_old_task_only_once_its_replacement_runs(swarm: Lab, api: Any) -> None:
+    # on one node, so one daemon's event stream orders the old container's stop and the new one's start
+    sh(swarm, "h1", "service", "create", "--detach", "--replicas", "1", "--name", "oweb", "--constraint", "node.hostname==h2",
+       *GRACE, "busybox", "sleep", "1d")
+    (old,) = wait_until(lambda: running(swarm, "oweb", 1), 60, interval=0.2)
+    since = time.time()
+    docker(swarm, "h1", "service", "update", "--detach", "--update-order", "start-first", "--update-monitor", "1s",
+           "--env-add", "V=2", "oweb")
+    svc = wait_until(lambda: update_state(s := api.get("/services/oweb")) == "completed" and s, 60, interval=0.2)
+    assert (svc["Spec"]["UpdateConfig"]["Order"], svc["UpdateStatus"]["Message"]) == ("start-first", "update completed")
+    (new,) = running(swarm, "oweb", 1) or [None]
+    assert (new["Spec"]["ContainerSpec"]["Env"], new["Slot"], old["Slot"]) == (["V=2"], 1, 1)
+    # the update is complete once the new task is healthy; the old one is told to stop and does so on its own time
+    stopped = wait_until(lambda: (t := api.get(f"/tasks/{old['ID']}"))["Status"]["State"] == "shutdown" and t, 30,
+                         interval=0.2)
+    assert stopped["DesiredState"] == "shutdown"
+    names = {f"oweb.1.{old['ID']}": "old", f"oweb.1.{new['ID']}": "new"}
+    events = docker(swarm, "h2", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
+                    "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.split("\n")
+    order = [(action, names[name]) for action, _, name in (e.partition(" ") for e in events)
+             if name in names and action in ("start", "kill")]
+    # the new container started before the old one got its first signal (stop-first: the other way round)
+    assert order == [("start", "new"), ("kill", "old"), ("kill", "old")], events
