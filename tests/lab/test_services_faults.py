@@ -42,6 +42,7 @@ GOSSIP_DOWN_S = (_G.probe_interval + _G.probe_timeout + RESYNC_S
 REQUESTS = 12
 GRACE = ["--stop-grace-period", "1s"]  # httpd and sleep as PID 1 ignore SIGTERM: no 10 s wait per stopped task
 L_TASK = "com.docker.swarm.task.id"
+JOIN_GOES_ON = "Error response from daemon: Timeout was reached before node joined."
 
 
 def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -60,11 +61,11 @@ def swarm() -> Iterator[Lab]:
         sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
         manager = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
         worker = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", manager, f"{host_address('h1')}:2377")
-        for h in ("h4", "h5"):
-            sh(lab, h, "swarm", "join", "--token", worker, f"{host_address('h1')}:2377")
-        wait_until(lambda: ready_nodes(lab) == HOSTS, 60, interval=0.2)
+        for h, token in (("h2", manager), ("h3", manager), ("h4", worker), ("h5", worker)):
+            joined = sh(lab, h, "swarm", "join", "--token", token, f"{host_address('h1')}:2377", check=False)
+            # on a loaded machine a manager's join may outlast the CLI's wait; it goes on, as the message says
+            assert joined.returncode == 0 or joined.stderr.startswith(JOIN_GOES_ON), joined.stderr
+        wait_until(lambda: ready_nodes(lab) == HOSTS, 120, interval=0.2)
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", NET)
         sh(lab, "h1", "service", "create", "--detach", "--mode", "global", "--name", "probe", "--network", NET, *GRACE,
            "busybox", "sleep", "1d")
@@ -365,7 +366,6 @@ def gone_names(lab: Lab, tasks: list[dict[str, Any]], network_id: str) -> list[s
     return [f"{services[t['ServiceID']]}.{t['Slot']}.{t['ID']}" for t in tasks] + [address(t, network_id) for t in tasks]
 
 
-# ---------------------------------------------------------------------------------------------- 1. a node killed
 def settled(check: Any, timeout: float = 60.0) -> list[str]:
     """Polls a *_mismatches check until it finds nothing or the deadline passes; returns its last answer, so a failing
     assert shows what was still wrong."""
@@ -375,6 +375,7 @@ def settled(check: Any, timeout: float = 60.0) -> list[str]:
     return wrong
 
 
+# ---------------------------------------------------------------------------------------------- 1. a node killed
 def test_a_killed_nodes_replica_is_replaced_and_vip_mesh_dns_heal_within_down_plus_start(swarm: Lab, api: Any) -> None:
     net = net_id(swarm, NET)
     started = time.monotonic()
@@ -434,6 +435,9 @@ def test_a_killed_nodes_replica_is_replaced_and_vip_mesh_dns_heal_within_down_pl
         assert swarm.client("h1").get(f"/tasks/{dead['ID']}")["Status"]["State"] == "shutdown"
         gone = gone_names(swarm, [dead], net)
         assert settled(lambda: dns_mismatches(swarm, HOSTS, "kweb", want, vip, gone)) == []
+        # and every node, the one that came back included, holds exactly what the running tasks need (no FDB or
+        # neighbour entry, VIP backend or mesh backend of the dead task)
+        assert settled(lambda: node_mismatches(swarm, HOSTS)) == []
     finally:
         with contextlib.suppress(Exception):
             swarm.start(victim)
