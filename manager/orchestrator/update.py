@@ -92,10 +92,11 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     for t in unhealthy:
         if t.status.state == S.TASK_STATE_RUNNING:
             plan.wake(t.status.timestamp.ToNanoseconds() + monitor)
-    # a task that ended and waits for its restart (restart.py) leaves its slot without a running task: the update
-    # (or rollback) is not complete until its replacement ran for the monitor period, nor while this pass's
-    # reconcile replaces tasks (`touched`: their replacements are not in `tasks` yet)
-    waiting = touched or any(is_terminal(t) for t in live)
+    # a task of the old spec that ended and waits for its restart (restart.py; e.g. the failed task a rollback
+    # undoes) leaves its slot on the old spec: the update (or rollback) is not complete until its replacement ran
+    # for the monitor period, nor while this pass's reconcile replaces tasks (`touched`: their replacements are not
+    # in `tasks` yet). A crash-looping task of the new spec does not hold it (failure action continue).
+    waiting = touched or any(is_terminal(t) and is_dirty(service, t) for t in live)
     if not dirty:
         if state in ROLLING and not unhealthy and not waiting:
             done = US.COMPLETED if state == US.UPDATING else US.ROLLBACK_COMPLETED

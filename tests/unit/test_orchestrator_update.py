@@ -205,3 +205,13 @@ def test_failures_past_the_max_failure_ratio_take_the_failure_action() -> None:
     assert plan.service is not None and (plan.service.update_status.state, plan.service.update_status.message) == (
         US.PAUSED, "update paused due to failure or early termination of task new1")
     assert plan.create == [] and plan.update == []
+
+
+def test_a_new_spec_task_waiting_for_its_restart_does_not_hold_the_update() -> None:
+    svc, _ = updated(action=pb.UpdateConfig.CONTINUE, monitor_s=1)
+    started = NOW - 30 * SEC
+    updating(svc, started)
+    tasks = [task(svc, f"new{i}", i, "n1", at=NOW - 5 * SEC, created=started) for i in (1, 2)]
+    tasks.append(task(svc, "new3", 3, "n1", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started))
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert plan.service is not None and plan.service.update_status.state == US.COMPLETED
