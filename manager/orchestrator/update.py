@@ -1,6 +1,7 @@
 """Rolling updates (swarmkit's orchestrator/update): replace tasks made from an older spec, `parallelism` at a
-time, each new task watched for `monitor` once running, `delay` between batches; a failure pauses, continues or
-rolls back (service.previous_spec). State is the store's (update_status, task states), so a new leader resumes."""
+time (stop-first, or start-first: the old task stops once its replacement runs), each new task watched for
+`monitor` once running, `delay` between batches; failures beyond `max_failure_ratio` of the slots pause, continue
+or roll back (service.previous_spec). State is the store's (update_status, task states), so a new leader resumes."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def failure_action(service: pb.Service, failed: pb.Task, now_ns: int) -> pb.Serv
     if cfg.failure_action == FA.ROLLBACK and service.HasField("previous_spec"):
         s = _status(service, US.ROLLBACK_STARTED, now_ns, f"update rolled back due to failure or early termination of task {failed.id}")
         s.spec.CopyFrom(service.previous_spec)
-        s.previous_spec.CopyFrom(service.spec)
+        s.ClearField("previous_spec")  # as swarmkit's rollbackUpdate: the failed spec is not kept to go back to
         s.update_status.started_at.FromNanoseconds(now_ns)
         return s
     return _status(service, US.PAUSED, now_ns, f"update paused due to failure or early termination of task {failed.id}")
@@ -74,28 +75,45 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     started = service.update_status.started_at.ToNanoseconds() if state in ROLLING else now_ns
     fresh = [t for t in tasks if not is_dirty(service, t) and t.meta.created_at.ToNanoseconds() >= started
              and t.status.timestamp.ToNanoseconds() >= started] if state in ROLLING else []
-    for t in fresh:
-        if t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t)):
-            after = failure_action(service, t, now_ns)
+    cfg = config(service)
+    failures = [t for t in fresh if t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t))]
+    if failures:
+        # swarmkit: the failure action once more than max_failure_ratio of the slots being updated failed
+        slots = len({key_of(t) for t in live} | {key_of(t) for t in failures})
+        if len(failures) / slots > cfg.max_failure_ratio:
+            last = max(failures, key=lambda t: (t.status.timestamp.ToNanoseconds(), t.id))
+            after = failure_action(service, last, now_ns)
             if after is not None:
                 plan.service = after
                 return plan
-    cfg = config(service)
     monitor = monitor_ns(cfg)
     unhealthy = [t for t in fresh if is_runnable(t) and not is_terminal(t) and not (
         t.status.state == S.TASK_STATE_RUNNING and t.status.timestamp.ToNanoseconds() + monitor <= now_ns)]
     for t in unhealthy:
         if t.status.state == S.TASK_STATE_RUNNING:
             plan.wake(t.status.timestamp.ToNanoseconds() + monitor)
+    # a task of the old spec that ended and waits for its restart (restart.py; e.g. the failed task a rollback
+    # undoes) leaves its slot on the old spec: the update (or rollback) is not complete until its replacement ran
+    # for the monitor period, nor while this pass's reconcile replaces tasks (`touched`: their replacements are not
+    # in `tasks` yet). A crash-looping task of the new spec does not hold it (failure action continue).
+    waiting = touched or any(is_terminal(t) and is_dirty(service, t) for t in live)
     if not dirty:
-        if state in ROLLING and not unhealthy:
+        if state in ROLLING and not unhealthy and not waiting:
             done = US.COMPLETED if state == US.UPDATING else US.ROLLBACK_COMPLETED
             plan.service = _status(service, done, now_ns, "update completed" if done == US.COMPLETED else "rollback completed", done=True)
         return plan
     if state not in ROLLING:
         plan.service = _status(service, US.UPDATING, now_ns, "update in progress")
         started = now_ns
-    if unhealthy:
+    # start-first (and any slot that has one): a slot whose new task exists keeps its old task until the new one
+    # runs, then the old one stops; such a slot is not updated again
+    replaced = {key_of(t): t for t in live if not is_dirty(service, t) and not is_terminal(t)}
+    for t in dirty:
+        new = replaced.get(key_of(t))
+        if new is not None and new.status.state == S.TASK_STATE_RUNNING:
+            plan.update.append(set_desired(t, S.TASK_STATE_SHUTDOWN))
+    dirty = [t for t in dirty if key_of(t) not in replaced]
+    if unhealthy or not dirty:
         return plan  # the batch in flight must be healthy first
     healthy_at = max((t.status.timestamp.ToNanoseconds() + monitor for t in fresh if is_runnable(t)), default=0)
     delay = cfg.delay.ToNanoseconds()
@@ -103,8 +121,10 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
         plan.wake(healthy_at + delay)
         return plan
     width = cfg.parallelism or len(dirty)
+    start_first = cfg.order == pb.UpdateConfig.Order.START_FIRST
     for t in sorted(dirty, key=lambda t: (t.slot, t.node_id, t.id))[:width]:
-        plan.update.append(set_desired(t, S.TASK_STATE_SHUTDOWN))
+        if not start_first:  # stop-first: the old task is told to stop as its replacement is made
+            plan.update.append(set_desired(t, S.TASK_STATE_SHUTDOWN))
         plan.create.append(new_task(service if plan.service is None else plan.service, new_id(), now_ns,
                                     slot=t.slot, node_id=t.node_id if not t.slot else ""))
     return plan

@@ -1,4 +1,5 @@
-"""Rolling updates: batches of `parallelism`, monitor and delay, failure actions pause/continue/rollback."""
+"""Rolling updates: batches of `parallelism`, monitor and delay, stop-first and start-first, failure actions
+pause/continue/rollback past the max failure ratio."""
 
 from __future__ import annotations
 
@@ -84,7 +85,43 @@ def test_a_failed_new_task_rolls_back_to_the_previous_spec() -> None:
     s = plan.service
     assert s is not None and s.update_status.state == US.ROLLBACK_STARTED
     assert s.update_status.message == "update rolled back due to failure or early termination of task new1"
-    assert (s.spec.task.container.image, s.previous_spec.task.container.image) == ("busybox:v1", "busybox:v2")
+    # swarmkit's rollbackUpdate keeps no previous spec: the failed one is not something to go back to
+    assert (s.spec.task.container.image, s.HasField("previous_spec")) == ("busybox:v1", False)
+
+
+def rolled_back(started: int) -> tuple[pb.Service, pb.Task, pb.Task]:
+    """A 2-replica service rolled back to v1 after slot 1's v2 task failed: (service, the failed task, slot 2's v1)."""
+    svc = service(replicas=2, image="busybox:v1")
+    svc.update_status.state = US.ROLLBACK_STARTED
+    svc.update_status.started_at.FromNanoseconds(started)
+    v2 = service(replicas=2, image="busybox:v2")
+    failed = task(v2, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=started - SEC, created=started - 5 * SEC)
+    return svc, failed, task(svc, "old2", 2, "n1")
+
+
+def test_a_rollback_is_not_complete_while_a_slot_waits_for_its_restart() -> None:
+    svc, failed, kept = rolled_back(NOW - SEC)
+    plan = plan_update(svc, [failed, kept], NOW, ids("n"), set())
+    assert (plan.service, plan.create, plan.update) == (None, [], [])
+
+
+def test_a_rollback_is_not_complete_in_the_pass_whose_reconcile_restarts_a_task() -> None:
+    svc, failed, kept = rolled_back(NOW - 10 * SEC)
+    plan = plan_update(svc, [failed, kept], NOW, ids("n"), {failed.id})
+    assert plan.service is None
+
+
+def test_a_rollback_completes_once_the_restarted_task_ran_for_the_monitor_period() -> None:
+    started = NOW - 20 * SEC
+    svc, failed, kept = rolled_back(started)
+    failed.desired_state = S.TASK_STATE_SHUTDOWN
+    restarted = task(svc, "back1", 1, "n2", at=NOW - 6 * SEC, created=NOW - 8 * SEC)
+    plan = plan_update(svc, [failed, restarted, kept], NOW - 2 * SEC, ids("n"), set())
+    assert plan.service is None and plan.wake_at_ns == NOW - SEC  # running 4 s of the default 5 s monitor
+    plan = plan_update(svc, [failed, restarted, kept], NOW, ids("n"), set())
+    assert plan.service is not None
+    assert (plan.service.update_status.state, plan.service.update_status.message) == (US.ROLLBACK_COMPLETED,
+                                                                                      "rollback completed")
 
 
 def test_a_failed_new_task_with_continue_goes_on_with_the_next_batch() -> None:
@@ -113,3 +150,68 @@ def test_a_scale_only_change_is_no_update() -> None:
     tasks = [task(svc, f"t{i}", i, "n1") for i in (1, 2)]
     plan = plan_service(svc, tasks, N, NOW, ids("n"))
     assert plan.service is None and [t.slot for t in plan.create] == [3] and plan.update == []
+
+
+def test_start_first_makes_the_new_task_and_keeps_the_old_one_running() -> None:
+    svc, tasks = updated(parallelism=1)
+    svc.spec.update.order = pb.UpdateConfig.Order.START_FIRST
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert [(t.slot, t.spec.container.image) for t in plan.create] == [(1, "busybox:v2")] and plan.update == []
+
+
+def test_start_first_keeps_the_old_task_while_the_new_one_starts() -> None:
+    svc, tasks = updated(parallelism=1)
+    svc.spec.update.order = pb.UpdateConfig.Order.START_FIRST
+    started = NOW - 2 * SEC
+    updating(svc, started)
+    new = task(svc, "new1", 1, "n2", state=S.TASK_STATE_STARTING, at=NOW - SEC, created=started)
+    plan = plan_update(svc, tasks + [new], NOW, ids("n"), set())
+    assert (plan.create, plan.update, plan.service) == ([], [], None)
+
+
+def test_start_first_stops_the_old_task_once_the_new_one_runs_and_waits_for_the_monitor() -> None:
+    svc, tasks = updated(parallelism=1, monitor_s=5)
+    svc.spec.update.order = pb.UpdateConfig.Order.START_FIRST
+    started = NOW - 4 * SEC
+    updating(svc, started)
+    new = task(svc, "new1", 1, "n2", state=S.TASK_STATE_RUNNING, at=NOW - SEC, created=started)
+    plan = plan_update(svc, tasks + [new], NOW, ids("n"), set())
+    assert [(t.id, t.desired_state) for t in plan.update] == [("old1", S.TASK_STATE_SHUTDOWN)]
+    assert plan.create == [] and plan.wake_at_ns == NOW + 4 * SEC
+
+
+def test_failures_up_to_the_max_failure_ratio_do_not_stop_the_update() -> None:
+    svc, tasks = updated(parallelism=2, action=pb.UpdateConfig.PAUSE, monitor_s=0)
+    svc.spec.update.max_failure_ratio = 0.4
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    tasks[0].desired_state = tasks[1].desired_state = S.TASK_STATE_SHUTDOWN
+    bad = task(svc, "new1", 1, "n2", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started)
+    good = task(svc, "new2", 2, "n2", at=NOW - 2 * SEC, created=started)
+    plan = plan_update(svc, tasks + [bad, good], NOW, ids("n"), set())
+    # 1 of 3 slots failed: 0.33 <= 0.4, the next batch goes
+    assert plan.service is None and [t.id for t in plan.update] == ["old3"]
+
+
+def test_failures_past_the_max_failure_ratio_take_the_failure_action() -> None:
+    svc, tasks = updated(parallelism=2, action=pb.UpdateConfig.PAUSE, monitor_s=0)
+    svc.spec.update.max_failure_ratio = 0.4
+    started = NOW - 10 * SEC
+    updating(svc, started)
+    tasks[0].desired_state = tasks[1].desired_state = S.TASK_STATE_SHUTDOWN
+    bad = [task(svc, f"new{i}", i, "n2", state=S.TASK_STATE_FAILED, at=NOW - i * SEC, created=started) for i in (1, 2)]
+    plan = plan_update(svc, tasks + bad, NOW, ids("n"), set())
+    # 2 of 3 slots: 0.67 > 0.4; swarm names the failure that crossed the ratio (the latest)
+    assert plan.service is not None and (plan.service.update_status.state, plan.service.update_status.message) == (
+        US.PAUSED, "update paused due to failure or early termination of task new1")
+    assert plan.create == [] and plan.update == []
+
+
+def test_a_new_spec_task_waiting_for_its_restart_does_not_hold_the_update() -> None:
+    svc, _ = updated(action=pb.UpdateConfig.CONTINUE, monitor_s=1)
+    started = NOW - 30 * SEC
+    updating(svc, started)
+    tasks = [task(svc, f"new{i}", i, "n1", at=NOW - 5 * SEC, created=started) for i in (1, 2)]
+    tasks.append(task(svc, "new3", 3, "n1", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started))
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert plan.service is not None and plan.service.update_status.state == US.COMPLETED
