@@ -42,6 +42,9 @@ class NetDBConfig:
     packet_budget: int = 1200  # bytes of user payload per direct message (the shell adds its header and the AEAD tag)
     sync_assembly_timeout_s: float = 30.0  # a multi-part bulk sync not complete by then is forgotten
     resync_retry_s: float = 5.0  # a returned node still owning suspended entries is asked again this often
+    # a node that joins a network pulls again from another peer at these delays: entries its peers wrote while the
+    # join spread (or a sync lost on the way) arrive in seconds, not at the next periodic sync
+    join_repull_s: tuple[float, ...] = (1.0, 3.0)
 
 
 class LamportClock:
@@ -125,6 +128,7 @@ class NetworkDB:
         self._watchers: dict[str, list[WatchCallback]] = {}
         self._assemblies: dict[tuple[str, str, int], _Assembly] = {}
         self._resync_due: dict[str, float] = {}  # returned node -> when to ask it again for its entries
+        self._repulls: list[tuple[float, str]] = []  # (when, network id): join_repull_s
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._next_gossip = 0.0
         self._next_reap = 0.0
@@ -194,6 +198,7 @@ class NetworkDB:
         peers = self.peers(network_id)
         if peers:  # libnetwork syncs with one node at join; the others send theirs when they see our join
             self._sync_to(self.rng.choice(peers), network_id, reply_wanted=True)
+        self._repulls.extend((self.now + d, network_id) for d in self.config.join_repull_s)
 
     def leave_network(self, network_id: str) -> None:
         if not self.joined(network_id):
@@ -355,6 +360,13 @@ class NetworkDB:
             self._next_bulk = now + self.config.bulk_sync_interval_s
             for nid in self.networks():
                 peers = self.peers(nid)
+                if peers:
+                    self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+        if self._repulls:
+            due_now = [nid for when, nid in self._repulls if when <= now]
+            self._repulls = [(when, nid) for when, nid in self._repulls if when > now]
+            for nid in due_now:
+                peers = self.peers(nid) if self.joined(nid) else []
                 if peers:
                     self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
         for node, due in list(self._resync_due.items()):

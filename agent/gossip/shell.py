@@ -28,6 +28,7 @@ notify_update for changed meta or address; suspicion is not an event.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import struct
@@ -108,14 +109,20 @@ class GossipShell:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(self.bind_addr, self.port))
-        self.port = self._udp.get_extra_info("sockname")[1]
-        try:
-            self._tcp = await asyncio.start_server(self._serve_stream, self.bind_addr, self.port,
-                                                   reuse_address=True)
-        except OSError:
-            self._udp.close()
-            raise
+        any_port = self.port == 0
+        for attempt in range(20 if any_port else 1):
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
+                                                               local_addr=(self.bind_addr, 0 if any_port else self.port))
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._serve_stream, self.bind_addr, self.port,
+                                                       reuse_address=True)
+                break
+            except OSError as e:
+                self._udp.close()
+                # port 0: the free UDP port the kernel chose may be taken for TCP: another pair is tried
+                if not any_port or e.errno != errno.EADDRINUSE or attempt == 19:
+                    raise
         self.core = GossipCore(self.name, self.advertise_addr, self.port, self.delegate, self.events, self.rng,
                                self.config)
         self.core.start(loop.time())

@@ -394,6 +394,36 @@ def test_a_node_joining_a_big_network_gets_a_few_bulk_syncs_not_one_from_every_m
     assert len(c.view("new", "t", N)) == 16
 
 
+def _missing_after_a_service_starts_everywhere(config: NetDBConfig, seed: int, loss: float) -> int:
+    """Five nodes join a network at once and each writes 4 entries over the next second (20 tasks starting over 5
+    nodes), at a message loss rate: how many (node, entry) pairs are missing 3 s later, long before a periodic sync."""
+    from tests.unit.netdb_fake import FakeCluster
+
+    names = [f"n{i}" for i in range(5)]
+    c = FakeCluster(seed, config, loss=loss)
+    for n in names:
+        c.add(n)
+    c.run(2.0)
+    for n in names:
+        c.dbs[n].join_network(N)
+    for k in range(4):
+        for n in names:
+            c.dbs[n].create_entry("t", N, f"{n}-{k}", b"1")
+        c.run(0.3)
+    c.run(3.0)
+    return sum(20 - len(c.view(n, "t", N)) for n in names)
+
+
+def test_entries_written_while_every_node_joins_reach_every_node_in_seconds_at_10_percent_loss() -> None:
+    assert sum(_missing_after_a_service_starts_everywhere(NetDBConfig(), seed, 0.1) for seed in range(40)) == 0
+
+
+def test_without_the_pulls_again_after_a_join_entries_wait_for_the_periodic_sync() -> None:
+    # the control for the test above: what join_repull_s closes (measured: 6 missing of 4,000)
+    bare = NetDBConfig(join_repull_s=())
+    assert sum(_missing_after_a_service_starts_everywhere(bare, seed, 0.1) for seed in range(40)) > 0
+
+
 def test_unfinished_multi_part_syncs_are_bounded() -> None:
     from agent.gossip.netdb import MAX_ASSEMBLIES
 
