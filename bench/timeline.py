@@ -180,3 +180,11 @@ class TimelinePoller:
     def answered(self, host: str, address: str) -> None:
         with self.lock:
             self.timeline.answered(host, address, time.time())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description="The timeline of bench/converge.py; it has no run of its own: "
+                                        "python bench/converge.py --timeline").parse_args()
+    print("run: python bench/converge.py --timeline")
