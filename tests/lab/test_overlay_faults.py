@@ -186,8 +186,16 @@ def test_after_the_return_no_node_keeps_an_entry_of_the_container_that_died_mean
         assert wait_until(lambda host=host, want=want: fdb(cluster, host) == remote_fdb(cluster, host, want), 60)
         assert neighbours(cluster, host) == remote_neigh(cluster, want)
     # h5 a peer again; 3 containers' entries in the two tables on every node of the network
-    assert wait_until(lambda: {h: network_counts(lab, h, cluster.net_id) for h in ON_NET} == {"h2": (2, 6), "h4": (2, 6)}, 30)
-    assert wait_until(lambda: network_counts(lab, "h5", cluster.net_id) == (2, 6), 30)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def counts_are_2_and_6() -> bool:
+        seen.update({h: network_counts(lab, h, cluster.net_id) for h in (*ON_NET, "h5")})
+        return all(seen[h] == (2, 6) for h in (*ON_NET, "h5"))
+
+    try:
+        wait_until(counts_are_2_and_6, 30)
+    except TimeoutError:
+        raise AssertionError(f"(alive peers, entries) on the network after 30 s: {seen}") from None
     r = ping(lab, "h2", "a2", "b5")
     assert (r.returncode, r.stderr) == (1, "ping: bad address 'b5'\n")
 
