@@ -498,10 +498,12 @@ def test_tty_container_gets_a_pty_through_the_console_socket(
         await rt.start(cid, StdioOptions(tty=True, open_stdin=True, console_size=(31, 97)))
         conn = await ShimConnection.open(rt.bundle_dir(cid), stdin=True, stdout=True, stderr=True)
         await conn.send_stdin(b"tty; stty size\n")
-        first = await _collect_until(conn, b"31 97")
+        # the markers end with the line end: a pty's output may arrive split anywhere (seen in CI: "44 132" in one
+        # chunk, its "\r\n" in the next)
+        first = await _collect_until(conn, b"31 97\r\n")
         await conn.resize(44, 132)
         await conn.send_stdin(b"stty size; exit 5\n")
-        second = await _collect_until(conn, b"44 132")
+        second = await _collect_until(conn, b"44 132\r\n")
         async for _ in conn.output():
             pass  # until the shim closes: after the EXIT frame
         await conn.close()
