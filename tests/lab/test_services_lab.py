@@ -6,7 +6,6 @@ Tasks are asserted running: the nodes' executors run them (the full seed flow is
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -16,33 +15,17 @@ import pytest
 
 from shoal.client import DaemonError
 from shoal.lab import Lab, data_dir, host_address
-from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import docker, running_swarm, sh
 
 HOSTS = ["h1", "h2", "h3"]
 NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
                "Please run this command on a manager node or promote the current node to a manager.")
 
 
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def docker(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    client = docker_client()
-    assert client is not None, "no docker client: run scripts/install.sh"
-    return lab.exec(host, [client, "-H", lab.url(host), *args], check=check, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", token, host_address("h1"))
-        wait_until(lambda: len([n for n in lab.client("h1").get("/nodes") if n["Status"]["State"] == "ready"]) == 3,
-                   30, interval=0.2)
+    with running_swarm(3, workers=["h2", "h3"]) as lab:
         yield lab
 
 
