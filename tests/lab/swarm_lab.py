@@ -2,7 +2,8 @@
 ready before the module's tests run; plus the `sh`/`docker`/`inspect`/`node_id` shortcuts those files share.
 
 Builds on tests/lab/helpers.py (running_lab, wait_until); used by the module fixtures of test_overlay_faults.py,
-test_overlay_flow.py, test_services_faults.py, test_services_lab.py, test_swarm_networks.py, test_gossip_lab.py.
+test_overlay_flow.py, test_services_faults.py, test_services_lab.py, test_swarm_networks.py, test_gossip_lab.py,
+test_services_flow.py, test_overlay_connect.py.
 """
 from __future__ import annotations
 
