@@ -1,7 +1,8 @@
 """Rolling updates (swarmkit's orchestrator/update): replace tasks made from an older spec, `parallelism` at a
 time (stop-first, or start-first: the old task stops once its replacement runs), each new task watched for
 `monitor` once running, `delay` between batches; failures (a new task that ended within `monitor` of starting to
-run, or before running) beyond `max_failure_ratio` of the slots pause, continue or roll back (service.previous_spec). State is the store's (update_status, task states), so a new leader resumes."""
+run, or before running) beyond `max_failure_ratio` of the slots pause, continue or roll back (service.previous_spec).
+State is the store's (update_status, task states, status.started_at), so a new leader resumes."""
 
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
              and t.status.timestamp.ToNanoseconds() >= started] if state in ROLLING else []
     cfg = config(service)
     monitor = monitor_ns(cfg)
-    failures = [t for t in fresh if (t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t)))
-                and failed_within_monitor(t, monitor)]
+    failures = [t for t in fresh if failed_within_monitor(t, monitor) and (
+        t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t)))]
     if failures:
         # swarmkit: the failure action once more than max_failure_ratio of the slots being updated failed
         slots = len({key_of(t) for t in live} | {key_of(t) for t in failures})
