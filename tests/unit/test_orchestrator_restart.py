@@ -74,3 +74,25 @@ def test_attempts_of_an_earlier_spec_do_not_count_after_an_update() -> None:
     again = task(svc, "c", 1, "n1", state=S.TASK_STATE_FAILED, at=NOW + SEC)
     exhausted = decide(svc, again, [before, now_failed, again], NOW + SEC)
     assert (exhausted.restart, exhausted.reason) == (False, "restart attempts exhausted (1)")
+
+
+def test_a_slot_keeps_enough_finished_tasks_to_count_its_restart_attempts() -> None:
+    """swarmkit counts restarts in memory, whatever the task history retention (5): here the count is read from the
+    slot's finished tasks, so pruning must leave max_attempts of them or a crash loop would never stop."""
+    from manager.orchestrator.runner import history_keep, history_to_prune
+
+    svc = service(max_attempts=6)
+    failed = [task(svc, f"f{i}", 1, "n1", state=S.TASK_STATE_FAILED, desired=S.TASK_STATE_SHUTDOWN, at=NOW - (10 - i) * SEC)
+              for i in range(6)]
+    current = task(svc, "cur", 1, "n1", state=S.TASK_STATE_FAILED, at=NOW)
+    pruned = {t.id for t in history_to_prune([*failed, current], history_keep(svc, 5))}
+    kept = [t for t in [*failed, current] if t.id not in pruned]
+    d = decide(svc, current, kept, NOW)
+    assert (d.restart, d.reason) == (False, "restart attempts exhausted (6)")
+
+
+def test_the_history_kept_is_the_retention_limit_without_max_attempts() -> None:
+    from manager.orchestrator.runner import history_keep
+
+    assert (history_keep(service(), 5), history_keep(service(max_attempts=3), 5), history_keep(service(max_attempts=9), 5)) == (
+        5, 5, 9)
