@@ -146,6 +146,28 @@ def test_rollback_restores_the_previous_spec(swarm: Lab, api: Any) -> None:
     wait_until(lambda: [t["Spec"]["ContainerSpec"]["Image"] for t in live(api, sid)] == ["busybox:latest"], 20, interval=0.2)
 
 
+def test_a_new_task_failing_after_it_ran_longer_than_the_monitor_does_not_pause_the_update(swarm: Lab, api: Any) -> None:
+    """swarmkit's updater counts a new task's failure only within --update-monitor of its start: slot 1's new task runs
+    3 s and exits 1 (monitor 1 s, failure action pause, 5 s between slots, so the update still runs then); the restart
+    policy restarts it and the update completes (manager/orchestrator/update.py)."""
+    second = 1_000_000_000
+    sid = api.post("/services/create", spec(
+        "mon", 2, TaskTemplate={"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"], "StopGracePeriod": second}},
+        UpdateConfig={"Parallelism": 1, "Monitor": second, "Delay": 5 * second, "FailureAction": "pause"}))["ID"]
+    wait_until(lambda: all_running(api, sid, 2), 20, interval=0.2)
+    svc = api.get(f"/services/{sid}")
+    crashing = ["sh", "-c", "sleep 3; exit 1"]
+    body = {**svc["Spec"], "TaskTemplate": {**svc["Spec"]["TaskTemplate"],
+                                            "ContainerSpec": {**svc["Spec"]["TaskTemplate"]["ContainerSpec"], "Args": crashing}}}
+    api.post(f"/services/{sid}/update", body, {"version": svc["Version"]["Index"]})
+    done = wait_until(lambda: (v := api.get(f"/services/{sid}")).get("UpdateStatus", {}).get("State") in (
+        "completed", "paused") and v, 90, interval=0.2)
+    assert (done["UpdateStatus"]["State"], done["UpdateStatus"]["Message"]) == ("completed", "update completed")
+    failed = [t for t in tasks_of(api, sid) if t["Spec"]["ContainerSpec"].get("Args") == crashing
+              and t["Status"]["State"] == "failed"]
+    assert failed, tasks_of(api, sid)  # a new task did fail during the update
+
+
 def test_an_update_with_a_stale_version_is_refused_and_changes_nothing(swarm: Lab, api: Any) -> None:
     sid = api.post("/services/create", spec("stale", 1))["ID"]
     svc = api.get(f"/services/{sid}")
