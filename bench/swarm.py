@@ -16,6 +16,9 @@ commands; where they are missing the shoal column says so). Everything either si
 (lab down: daemons, containerd and shims by namespace, mounts, namespaces, directories), SIGTERM included.
 Run: python bench/swarm.py [--systems docker,shoal] [--failover-rounds 5] [--timeout 120]
 [--shoal-daemon-arg ARG ...]; the last lines are `ratio ... shoal/docker = X` per step.
+Also the swarm benches' shared part (converge.py, overlay_name.py, gossip_lab.py, overlay.py, container_start.py):
+System, build, swarm_with_overlay (the swarm, busybox in the dockerds, an overlay), attempt (one system's measuring,
+its lab always down), bench_session (SIGTERM, work directory, load average, dockerd's key removed), log.
 """
 from __future__ import annotations
 
