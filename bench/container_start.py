@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.executor.spec import ProcessSpec, build_oci_spec  # noqa: E402
 from agent.images.busybox import build_busybox_tar  # noqa: E402
 from agent.images.store import ImageStore  # noqa: E402
-from bench.swarm import DOCKER_BIN, KEY_JSON, System, docker_system  # noqa: E402
+from bench.swarm import DOCKER_BIN, KEY_JSON, System, docker_system, remove_docker_key  # noqa: E402
 from shoal.lab import Lab, data_dir  # noqa: E402
 
 BARE_SCRIPT = r"""
@@ -161,12 +161,7 @@ def main() -> int:
         lab.down()
         if docker is not None:
             docker.down()
-        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
-            KEY_JSON.unlink(missing_ok=True)
-            try:
-                KEY_JSON.parent.rmdir()
-            except OSError:
-                pass
+        remove_docker_key(key_existed)
     shoal_median = statistics.median(shoal_times)
     bare_median = statistics.median(bare_times)
     print(f"runs: {args.runs}")

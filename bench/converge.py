@@ -34,7 +34,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -49,10 +48,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.swarm import (DOCKER_BIN, KEY_JSON, MANAGERS, WORKERS, StepFailed, System,  # noqa: E402
-                         docker_system, shoal_system)
-from bench.swarm import Figures as SwarmFigures  # noqa: E402
-from bench.swarm import build as build_swarm  # noqa: E402
+from bench.swarm import (MANAGERS, WORKERS, StepFailed, System, attempt, bench_session, cannot_run,  # noqa: E402
+                         docker_system, log, shoal_system, swarm_with_overlay)
 from bench.timeline import Timeline, TimelinePoller  # noqa: E402
 from bench.timeline import table as timeline_table  # noqa: E402
 from shoal.lab import Lab, data_dir, run_dir  # noqa: E402
@@ -412,38 +409,6 @@ def vip_answers(system: System, log: Callable[[str], None]) -> bool:
     return r.returncode == 0 or "HTTP/1" in said
 
 
-def docker_runc_cleanup(lab: Lab) -> None:
-    """dockerd's containers outlive their shims when `lab down` kills it: first every process of the hosts'
-    namespaces (dockerd, containerd, shims: none may start another task meanwhile), then every container
-    left in their runc state by runc itself (its processes, its cgroups)."""
-    from shoal.lab import _pids_in_netns
-
-    for pid in _pids_in_netns([lab.netns(h) for h in lab.hosts]):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    ids: set[str] = set()
-    for host in lab.hosts:
-        containers = data_dir(lab.name, host) / "containers"  # every container this dockerd made
-        ids |= {p.name for p in containers.iterdir()} if containers.is_dir() else set()
-        root = run_dir(lab.name, host) / "runtime-runc" / "moby"
-        if not root.is_dir():
-            continue
-        for entry in sorted(root.iterdir()):
-            ids.add(entry.name)
-            for args in (["kill", entry.name, "KILL"], ["delete", "--force", entry.name]):
-                subprocess.run(["runc", "--root", str(root), *args], capture_output=True, timeout=30)
-    # Containers whose shim died with it never had their cgroups removed (cgroupfs driver, parent "docker"):
-    # remove this lab's, which are empty now (rmdir refuses a cgroup that still has a process).
-    for cid in ids:
-        for path in Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"):
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-
-
 def shoal_missing() -> str | None:
     """Why shoal cannot run the service part here (its overlay/service commands are missing), or None."""
     for args in (["swarm", "init", "--help"], ["service", "create", "--help"]):
@@ -458,43 +423,27 @@ def shoal_missing() -> str | None:
 
 def measure_swarm(system: System, opts: Options, log: Callable[[str], None], workdir: Path) -> Result:
     res = Result()
-    step = "building the swarm"
-    try:
-        build_swarm(system, SwarmFigures(), log)
-        assert system.lab is not None
-        if system.name == "docker":
-            step = "loading busybox into every dockerd"
-            from agent.images.busybox import build_busybox_tar
-            tar = build_busybox_tar(workdir / "busybox.tar")
-            with ThreadPoolExecutor(len(HOSTS)) as pool:
-                list(pool.map(lambda h: system.run(h, "load", "-i", str(tar)), HOSTS))
-        step = "network create -d overlay"
-        system.run(MANAGERS[0], "network", "create", "-d", "overlay", "--subnet", f"{SUBNET_PREFIX}.0/24", NETWORK)
+
+    def logs_kept() -> None:
+        if system.lab is not None and opts.keep_logs and system.name == "shoal":
+            keep_logs(system.lab, Path(opts.keep_logs), log)
+
+    with attempt(system, log, before_down=logs_kept) as at:
+        swarm_with_overlay(system, at, workdir, HOSTS, ["--subnet", f"{SUBNET_PREFIX}.0/24", NETWORK], log)
         biggest = max(opts.replicas)
         for n in opts.replicas:
-            step = f"create N={n}"
+            at.step = f"create N={n}"
             res.converge[n] = converge(system, n, opts.timeout, log, opts.timeline)
             if res.vip is None:
-                step = "VIP check"
+                at.step = "VIP check"
                 res.vip = vip_answers(system, log)
                 log(f"{system.name}: VIP http://{SERVICE}/ answered: {'yes' if res.vip else 'no'}")
             if n == biggest:
-                step = f"scale {n}->0"
+                at.step = f"scale {n}->0"
                 res.scale_to_zero[n] = scale_to_zero(system, opts.timeout, log)
-            step = f"service rm after N={n}"
+            at.step = f"service rm after N={n}"
             remove_service(system, opts.timeout)
-    except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
-        res.error = f"{step}: {e}"
-        log(f"{system.name}: stopped at {step}: {e}")
-    except Exception as e:  # the lab or a daemon failed: say so, keep the other systems' figures
-        res.error = f"{step}: {type(e).__name__}: {e}"
-        log(f"{system.name}: stopped at {step}: {res.error}")
-    finally:
-        if system.lab is not None and system.name == "docker":
-            docker_runc_cleanup(system.lab)
-        if system.lab is not None and opts.keep_logs and system.name == "shoal":
-            keep_logs(system.lab, Path(opts.keep_logs), log)
-        system.down()
+    res.error = at.error
     return res
 
 
@@ -662,26 +611,14 @@ def remove_bare_cgroups(lab: str) -> None:
 # ---- main ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/converge.py needs root (network namespaces)", file=sys.stderr)
+    why = cannot_run("converge.py", opts.systems)
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    if "docker" in opts.systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
-        print(f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh", file=sys.stderr)
-        return 2
-    # SIGTERM like Ctrl-C: unwinds through the finally blocks that take the labs down.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    key_existed = KEY_JSON.exists()
-
-    def log(text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results: dict[str, Result] = {}
     notes: dict[str, str] = {}
-    interrupted = False
-    workdir = Path(f"/tmp/shoal-converge-{secrets.token_hex(4)}")
-    workdir.mkdir()
-    try:
+    with bench_session("converge") as session:
+        workdir = session.workdir
         if opts.timeline:
             os.environ["SHOAL_TIMING"] = "1"  # the lab's daemons inherit it: manager/timing.py logs its notes
         for name in opts.systems:
@@ -703,20 +640,8 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"shoal: not run: {why}")
                     continue
                 results["shoal"] = measure_swarm(shoal_system(opts.timeout, []), opts, log, workdir)
-    except KeyboardInterrupt:  # the labs are down already (finally blocks): report what was measured
-        interrupted = True
-        log("interrupted: everything this run made is removed")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
-            KEY_JSON.unlink(missing_ok=True)
-            try:
-                KEY_JSON.parent.rmdir()
-            except OSError:
-                pass
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(report(results, opts.replicas, notes))
-    if interrupted:
+    if session.interrupted:
         return 130
     return 0 if all(not r.error for r in results.values()) and not notes else 1
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.gossip.sim import dead_bound  # noqa: E402
-from bench.swarm import MANAGERS, WORKERS, StepFailed, System, shoal_system  # noqa: E402
+from bench.swarm import (MANAGERS, WORKERS, StepFailed, System, load_average, log, shoal_system,  # noqa: E402
+                         sigterm_as_interrupt)
 from bench.swarm import Figures as SwarmFigures  # noqa: E402
 from bench.swarm import build as build_swarm  # noqa: E402
 from shoal.client import Client  # noqa: E402
@@ -137,12 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench/gossip_lab.py needs root (network namespaces)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-
-    def log(text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    sigterm_as_interrupt()
+    log(f"load average {load_average()} on {os.cpu_count()} cores")
     system = shoal_system(a.timeout, [])
     figs: dict[str, list[float]] = {"entry (from run)": [], "entry (gossip)": [], "delete (gossip)": [],
                                     "dead": [], "alive again": []}
@@ -200,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: everything this run made is removed")
     finally:
         system.down()
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    log(f"load average {load_average()}")
     print()
     for step, values in figs.items():
         if values:

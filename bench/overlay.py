@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.swarm import DOCKER_BIN, KEY_JSON, docker_system  # noqa: E402
+from bench.swarm import DOCKER_BIN, KEY_JSON, docker_system, log, remove_docker_key, sigterm_as_interrupt  # noqa: E402
 from shoal.lab import DAEMON_CMD_ENV, Lab  # noqa: E402
 from vxlan import ns  # noqa: E402
 from vxlan.dataplane import LocalEndpoint, OverlayDataPlane  # noqa: E402
@@ -191,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--no-docker", action="store_true", help="leave Docker's overlay out")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-
-    def log(text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
+    sigterm_as_interrupt()
     key_existed = KEY_JSON.exists()
     labs: list[Lab] = []
     planes: list[OverlayDataPlane] = []
@@ -245,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             plane.close()
         for lab in labs:
             lab.down()
-        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd
-            KEY_JSON.unlink(missing_ok=True)
-            try:
-                KEY_JSON.parent.rmdir()
-            except OSError:
-                pass
+        remove_docker_key(key_existed)
         run(["rm", "-rf", str(workdir)], check=False)
 
 

@@ -1,6 +1,7 @@
 """Name reachability over an overlay: the time from `run -d --network OVERLAY --name X` on one host until a container
 on another host reaches X by name, with Docker's swarm (dockerd 20.10) and with shoal in the same run, each on 5 lab
-hosts (3 managers + 2 workers, built by bench/swarm.py's helpers; issue 11 "Speed": Docker's figure is the reference).
+hosts (3 managers + 2 workers, built by bench/swarm.py's swarm_with_overlay; issue 11 "Speed": Docker's figure is
+the reference).
 
 How, the same for both systems through their own CLI run in the hosts:
   - an attachable overlay made on h1; a container `client` on h4 (the first host) on it;
@@ -20,10 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
-import shutil
-import signal
 import statistics
 import sys
 import time
@@ -33,10 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.converge import docker_runc_cleanup  # noqa: E402
-from bench.swarm import DOCKER_BIN, KEY_JSON, StepFailed, System, docker_system, shoal_system  # noqa: E402
-from bench.swarm import Figures as SwarmFigures  # noqa: E402
-from bench.swarm import build as build_swarm  # noqa: E402
+from bench.swarm import (StepFailed, System, attempt, bench_session, cannot_run, docker_system, log,  # noqa: E402
+                         shoal_system, swarm_with_overlay)
 
 NETWORK = "name-bench"
 SUBNET = "10.0.9.0/24"
@@ -76,20 +71,11 @@ def container_pid(system: System, host: str, name: str) -> int:
     return int(json.loads(system.run(host, "inspect", name).stdout)[0]["State"]["Pid"])
 
 
-def measure(system: System, rounds: int, timeout: float, log, workdir: Path) -> Result:  # type: ignore[no-untyped-def]
+def measure(system: System, rounds: int, timeout: float, workdir: Path) -> Result:
     res = Result()
-    step = "building the swarm"
-    try:
-        build_swarm(system, SwarmFigures(), log)
-        if system.name == "docker":
-            step = "loading busybox"
-            from agent.images.busybox import build_busybox_tar
-            tar = build_busybox_tar(workdir / "busybox.tar")
-            for h in (FIRST, SECOND):
-                system.run(h, "load", "-i", str(tar))
-        step = "network create"
-        system.run("h1", "network", "create", "-d", "overlay", "--attachable", "--subnet", SUBNET, NETWORK)
-        step = "the client container"
+    with attempt(system, log) as at:
+        swarm_with_overlay(system, at, workdir, [FIRST, SECOND], ["--attachable", "--subnet", SUBNET, NETWORK], log)
+        at.step = "the client container"
         system.run(FIRST, "run", "-d", "--network", NETWORK, "--name", "client", "busybox", "sleep", "3600")
         root = Path(f"/proc/{container_pid(system, FIRST, 'client')}/root")
         t = time.monotonic()
@@ -98,7 +84,7 @@ def measure(system: System, rounds: int, timeout: float, log, workdir: Path) -> 
             f"{(r.stderr or r.stdout).strip()[-120:]}")
         for r in range(rounds):
             name = f"x{r}"
-            step = f"round {r + 1}"
+            at.step = f"round {r + 1}"
             system.run(FIRST, "exec", "-d", "client", "sh", "-c", LOOP.format(name=name))
             marker = root / "tmp" / f"reached-{name}"
             t0 = time.time_ns()
@@ -115,16 +101,7 @@ def measure(system: System, rounds: int, timeout: float, log, workdir: Path) -> 
             log(f"{system.name}: round {r + 1}/{rounds}: {name} reached by name {took:.2f} s after `run` started "
                 f"(the command took {command:.2f} s)")
             system.run(SECOND, "rm", "-f", name)
-    except (StepFailed, OSError) as e:
-        res.error = f"{step}: {e}"
-        log(f"{system.name}: stopped at {step}: {e}")
-    except Exception as e:  # the lab or a daemon failed: say so, keep the other system's figures
-        res.error = f"{step}: {type(e).__name__}: {e}"
-        log(f"{system.name}: stopped at {step}: {res.error}")
-    finally:
-        if system.lab is not None and system.name == "docker":
-            docker_runc_cleanup(system.lab)
-        system.down()
+    res.error = at.error
     return res
 
 
@@ -147,41 +124,17 @@ def report(results: dict[str, Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/overlay_name.py needs root (network namespaces)", file=sys.stderr)
+    why = cannot_run("overlay_name.py", a.systems)
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    if "docker" in a.systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
-        print(f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    key_existed = KEY_JSON.exists()
-
-    def log(text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     results: dict[str, Result] = {}
-    workdir = Path(f"/tmp/shoal-overlay-name-{secrets.token_hex(4)}")
-    workdir.mkdir()
-    interrupted = False
-    try:
+    with bench_session("overlay-name") as session:
         for name in a.systems:
             system = docker_system(a.timeout) if name == "docker" else shoal_system(a.timeout, [])
-            results[name] = measure(system, a.rounds, a.timeout, log, workdir)
-    except KeyboardInterrupt:  # the labs are down already (finally blocks)
-        interrupted = True
-        log("interrupted: everything this run made is removed")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
-            KEY_JSON.unlink(missing_ok=True)
-            try:
-                KEY_JSON.parent.rmdir()
-            except OSError:
-                pass
-    log(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            results[name] = measure(system, a.rounds, a.timeout, session.workdir)
     print(report(results))
-    if interrupted:
+    if session.interrupted:
         return 130
     return 0 if results and all(not r.error for r in results.values()) else 1
 

@@ -16,20 +16,25 @@ commands; where they are missing the shoal column says so). Everything either si
 (lab down: daemons, containerd and shims by namespace, mounts, namespaces, directories), SIGTERM included.
 Run: python bench/swarm.py [--systems docker,shoal] [--failover-rounds 5] [--timeout 120]
 [--shoal-daemon-arg ARG ...]; the last lines are `ratio ... shoal/docker = X` per step.
+Also the swarm benches' shared part (converge.py, overlay_name.py, gossip_lab.py, overlay.py, container_start.py):
+System, build, swarm_with_overlay (the swarm, busybox in the dockerds, an overlay), attempt (one system's measuring,
+its lab always down), bench_session (SIGTERM, work directory, load average, dockerd's key removed), log.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shoal.lab import DAEMON_CMD_ENV, Lab, run_dir  # noqa: E402
+from shoal.lab import DAEMON_CMD_ENV, Lab, data_dir, run_dir  # noqa: E402
 
 DOCKER_BIN = Path("/opt/shoal-docker-ref/bin")
 KEY_JSON = Path("/etc/docker/key.json")  # dockerd 20.10 writes its trust key there
@@ -173,6 +178,145 @@ def shoal_missing() -> str | None:
     return None
 
 
+# ---- shared by the swarm benches (converge.py, overlay_name.py, container_start.py, overlay.py, gossip_lab.py) ----
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cannot_run(script: str, systems: Sequence[str]) -> str | None:
+    """Why the bench `script` cannot run here (not root; dockerd missing while docker is asked for), or None."""
+    if os.geteuid() != 0:
+        return f"bench/{script} needs root (network namespaces)"
+    if "docker" in systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
+        return f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh"
+    return None
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM like Ctrl-C: unwinds through the finally blocks that take the labs down."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
+def remove_docker_key(existed: bool) -> None:
+    """Removes dockerd's trust key (and its directory) when it did not exist before this run: this run's dockerd
+    made it, not ours to leave behind."""
+    if not existed and KEY_JSON.exists():
+        KEY_JSON.unlink(missing_ok=True)
+        try:
+            KEY_JSON.parent.rmdir()
+        except OSError:
+            pass
+
+
+@dataclass(slots=True)
+class Session:
+    workdir: Path
+    interrupted: bool = False
+
+
+@contextlib.contextmanager
+def bench_session(script: str) -> Iterator[Session]:
+    """One bench run: SIGTERM as Ctrl-C, a work directory, the load average logged at both ends, dockerd's key
+    removed after; an interrupt ends the measuring and is noted in session.interrupted (the labs are down by
+    then: their own finally blocks), so that the figures so far are still reported."""
+    sigterm_as_interrupt()
+    key_existed = KEY_JSON.exists()
+    log(f"load average {load_average()} on {os.cpu_count()} cores")
+    session = Session(Path(f"/tmp/shoal-{script}-{secrets.token_hex(4)}"))
+    session.workdir.mkdir()
+    try:
+        yield session
+    except KeyboardInterrupt:
+        session.interrupted = True
+        log("interrupted: everything this run made is removed")
+    finally:
+        shutil.rmtree(session.workdir, ignore_errors=True)
+        remove_docker_key(key_existed)
+    log(f"load average {load_average()}")
+
+
+def docker_runc_cleanup(lab: Lab) -> None:
+    """dockerd's containers outlive their shims when `lab down` kills it: first every process of the hosts'
+    namespaces (dockerd, containerd, shims: none may start another task meanwhile), then every container
+    left in their runc state by runc itself (its processes, its cgroups)."""
+    from shoal.lab import _pids_in_netns
+
+    for pid in _pids_in_netns([lab.netns(h) for h in lab.hosts]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    ids: set[str] = set()
+    for host in lab.hosts:
+        containers = data_dir(lab.name, host) / "containers"  # every container this dockerd made
+        ids |= {p.name for p in containers.iterdir()} if containers.is_dir() else set()
+        root = run_dir(lab.name, host) / "runtime-runc" / "moby"
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            ids.add(entry.name)
+            for args in (["kill", entry.name, "KILL"], ["delete", "--force", entry.name]):
+                subprocess.run(["runc", "--root", str(root), *args], capture_output=True, timeout=30)
+    # Containers whose shim died with it never had their cgroups removed (cgroupfs driver, parent "docker"):
+    # remove this lab's, which are empty now (rmdir refuses a cgroup that still has a process).
+    for cid in ids:
+        for path in Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"):
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one system's measurement got to: the step under way and, once it stopped, why."""
+
+    step: str = ""
+    error: str = ""
+
+
+@contextlib.contextmanager
+def attempt(system: System, log: Callable[[str], None],
+            before_down: Callable[[], None] | None = None) -> Iterator[Attempt]:
+    """Runs one system's measurement: a failed step is recorded (not raised: the other systems' figures are kept),
+    and whatever happens the system's lab goes down (dockerd's runc containers first)."""
+    at = Attempt()
+    try:
+        yield at
+    except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
+        at.error = f"{at.step}: {e}"
+        log(f"{system.name}: stopped at {at.step}: {e}")
+    except Exception as e:  # the lab or a daemon failed: say so, keep the other systems' figures
+        at.error = f"{at.step}: {type(e).__name__}: {e}"
+        log(f"{system.name}: stopped at {at.step}: {at.error}")
+    finally:
+        if system.lab is not None and system.name == "docker":
+            docker_runc_cleanup(system.lab)
+        if before_down is not None and system.lab is not None:
+            before_down()
+        system.down()
+
+
+def swarm_with_overlay(system: System, at: Attempt, workdir: Path, load_on: Sequence[str],
+                       network: Sequence[str], log: Callable[[str], None]) -> None:
+    """The 3-manager + 2-worker swarm (build), busybox loaded into the dockerd of each host of load_on (shoal has
+    its own), then `network create -d overlay NETWORK...` on the first manager; at.step follows."""
+    at.step = "building the swarm"
+    build(system, Figures(), log)
+    if system.name == "docker":
+        at.step = "loading busybox into the dockerds"
+        from agent.images.busybox import build_busybox_tar
+        tar = build_busybox_tar(workdir / "busybox.tar")
+        with ThreadPoolExecutor(len(load_on)) as pool:
+            list(pool.map(lambda h: system.run(h, "load", "-i", str(tar)), load_on))
+    at.step = "network create -d overlay"
+    system.run(MANAGERS[0], "network", "create", "-d", "overlay", *network)
+
+
 # ---- the steps -------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Figures:
@@ -276,18 +420,14 @@ def worker_down(system: System, fig: Figures, log: Callable[[str], None]) -> Non
 
 def measure(system: System, rounds: int, log: Callable[[str], None]) -> Figures:
     fig = Figures()
-    try:
+    with attempt(system, log) as at:
+        at.step = "building the swarm"
         build(system, fig, log)
+        at.step = "failover"
         failover(system, rounds, fig, log)
+        at.step = "worker down"
         worker_down(system, fig, log)
-    except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
-        fig.error = str(e)
-        log(f"{system.name}: stopped: {e}")
-    except Exception as e:  # the lab itself failed to come up: say so, keep the other side's figures
-        fig.error = f"{type(e).__name__}: {e}"
-        log(f"{system.name}: stopped: {fig.error}")
-    finally:
-        system.down()
+    fig.error = at.error
     return fig
 
 
@@ -343,20 +483,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"invalid --systems {a.systems!r}: use docker, shoal or both")
     if a.failover_rounds < 1:
         ap.error(f"invalid --failover-rounds {a.failover_rounds}: at least 1")
-    if os.geteuid() != 0:
-        print("bench/swarm.py needs root (network namespaces)", file=sys.stderr)
+    why = cannot_run("swarm.py", systems)
+    if why:
+        print(why, file=sys.stderr)
         return 2
-    if "docker" in systems and not os.access(DOCKER_BIN / "dockerd", os.X_OK):
-        print(f"{DOCKER_BIN}/dockerd not found: run scripts/docker-ref.sh", file=sys.stderr)
-        return 2
-
-    # SIGTERM like Ctrl-C: unwinds through the finally blocks that take the labs down.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sigterm_as_interrupt()
     key_existed = KEY_JSON.exists()
-
-    def log(text: str) -> None:
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
-
     results: dict[str, Figures] = {}
     notes: dict[str, str] = {}
     try:
@@ -371,12 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 results["shoal"] = measure(shoal_system(a.timeout, a.shoal_daemon_arg), a.failover_rounds, log)
     finally:
-        if not key_existed and KEY_JSON.exists():  # made by this run's dockerd: not ours to leave behind
-            KEY_JSON.unlink(missing_ok=True)
-            try:
-                KEY_JSON.parent.rmdir()
-            except OSError:
-                pass
+        remove_docker_key(key_existed)
     print(report(results, notes))
     return 0 if all(not f.error for f in results.values()) and not notes else 1
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from manager import timing
 from common.aiowait import next_or_none, wait_event
+from manager.orchestrator.update import status_to_store
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
@@ -253,7 +254,7 @@ class StatusBatcher:
         for u in valid:
             old = self.pending.get(u.task_id)
             if old is None or u.status.state >= old.state:  # a late older report does not undo a newer one
-                self.pending[u.task_id] = u.status
+                self.pending[u.task_id] = status_to_store(old, u.status)  # a RUNNING overtaken keeps its time
         if valid:
             self._idle.clear()
             if len(self.pending) >= self.items:
@@ -300,6 +301,7 @@ class StatusBatcher:
             if status.state < cur.status.state:
                 self.stats.dropped_backwards += 1
                 continue
+            status = status_to_store(cur.status, status)  # the time it started running, for the update monitor
             if cur.status == status:
                 continue
             upd = pb.Task()

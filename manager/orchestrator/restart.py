@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from proto import objects_pb2 as pb
 
-from .tasks import S
+from .tasks import S, same_spec
 
 DEFAULT_DELAY_NS = 5_000_000_000  # swarmkit's default restart delay
 Condition = pb.RestartPolicy.Condition
@@ -38,8 +38,13 @@ def decide(service: pb.Service, ended: pb.Task, history: list[pb.Task], now_ns: 
         return Decision(True)
     if policy.max_attempts:
         window = policy.window.ToNanoseconds() if policy.HasField("window") else 0
-        attempts = [t for t in history if t.status.state in _ATTEMPT_STATES
-                    and (window == 0 or t.status.timestamp.ToNanoseconds() >= now_ns - window)]
+        # as swarmkit's restart supervisor: the attempts of the ended task's own spec (an update starts the count
+        # anew), up to the ended one, and with a window only those that ended within it counted back from when
+        # the ended one did (not from now: a late decision, e.g. a new leader's, counts the same)
+        end = ended.status.timestamp.ToNanoseconds()
+        attempts = [t for t in history if t.status.state in _ATTEMPT_STATES and same_spec(t.spec, ended.spec)
+                    and t.status.timestamp.ToNanoseconds() <= end
+                    and (window == 0 or t.status.timestamp.ToNanoseconds() > end - window)]
         # each earlier attempt ended and was restarted: restarts so far = attempts - 1
         if len(attempts) > policy.max_attempts:
             return Decision(False, reason=f"restart attempts exhausted ({policy.max_attempts})")

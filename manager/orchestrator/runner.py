@@ -164,7 +164,7 @@ class Orchestrator:
                 written = apply_plan(tx, plan)
                 written += reap(tx, tasks, set(nodes), MAX_CHANGES - written)
                 touched = {t.id for t in plan.update}
-                for t in history_to_prune(tasks, retention(tx))[:max(0, MAX_CHANGES - written)]:
+                for t in history_to_prune(tasks, history_keep(service, retention(tx)))[:max(0, MAX_CHANGES - written)]:
                     if t.id not in touched and tx.get("task", t.id) is not None:
                         tx.remove("task", t.id)
                         written += 1
@@ -225,6 +225,12 @@ def retention(tx: Any) -> int:
     clusters = tx.list("cluster")
     limit = clusters[0].spec.orchestration.task_history_retention_limit if clusters else DEFAULT_RETENTION
     return max(0, limit)
+
+
+def history_keep(service: pb.Service, limit: int) -> int:
+    """Finished tasks to keep per slot: the retention limit, or the restart policy's max attempts if more (restart.py
+    counts them from the slot's finished tasks; swarmkit keeps that count in memory, apart from the history)."""
+    return max(limit, service.spec.task.restart.max_attempts)
 
 
 def history_to_prune(tasks: list[pb.Task], keep: int) -> list[pb.Task]:

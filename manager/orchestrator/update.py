@@ -1,7 +1,8 @@
 """Rolling updates (swarmkit's orchestrator/update): replace tasks made from an older spec, `parallelism` at a
 time (stop-first, or start-first: the old task stops once its replacement runs), each new task watched for
-`monitor` once running, `delay` between batches; failures beyond `max_failure_ratio` of the slots pause, continue
-or roll back (service.previous_spec). State is the store's (update_status, task states), so a new leader resumes."""
+`monitor` once running, `delay` between batches; failures (a new task that ended within `monitor` of starting to
+run, or before running) beyond `max_failure_ratio` of the slots pause, continue or roll back (service.previous_spec).
+State is the store's (update_status, task states, status.started_at), so a new leader resumes."""
 
 from __future__ import annotations
 
@@ -33,6 +34,35 @@ def config(service: pb.Service) -> pb.UpdateConfig:
 
 def monitor_ns(cfg: pb.UpdateConfig) -> int:
     return cfg.monitor.ToNanoseconds() if cfg.HasField("monitor") else DEFAULT_MONITOR_NS
+
+
+def status_to_store(cur: pb.TaskStatus | None, new: pb.TaskStatus) -> pb.TaskStatus:
+    """The status to store when an agent's report `new` replaces `cur`: `new` with started_at, the time the task
+    first reported RUNNING (kept from `cur`; new's own timestamp when it is that first RUNNING report). The monitor
+    below reads it: swarmkit's updater keeps it in memory, here it lives in the store so that a new leader has it."""
+    if cur is not None and cur.HasField("started_at"):
+        since = cur.started_at
+    elif new.state == S.TASK_STATE_RUNNING and new.HasField("timestamp") and not new.HasField("started_at"):
+        since = new.timestamp
+    else:
+        return new
+    out = pb.TaskStatus()
+    out.CopyFrom(new)
+    out.started_at.CopyFrom(since)
+    return out
+
+
+def running_since(t: pb.Task) -> int:
+    """When the task started running (its status time if it was never seen running: a report without a start)."""
+    return (t.status.started_at if t.status.HasField("started_at") else t.status.timestamp).ToNanoseconds()
+
+
+def failed_within_monitor(t: pb.Task, monitor: int) -> bool:
+    """swarmkit's updater: a new task's end counts against the update only when it came within the monitor period
+    after the task started running, or before it ran at all; a task that ran longer is the restart policy's."""
+    if not t.status.HasField("started_at"):
+        return True
+    return t.status.timestamp.ToNanoseconds() - t.status.started_at.ToNanoseconds() <= monitor
 
 
 def _status(service: pb.Service, state: int, now_ns: int, message: str, done: bool = False) -> pb.Service:
@@ -76,7 +106,9 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     fresh = [t for t in tasks if not is_dirty(service, t) and t.meta.created_at.ToNanoseconds() >= started
              and t.status.timestamp.ToNanoseconds() >= started] if state in ROLLING else []
     cfg = config(service)
-    failures = [t for t in fresh if t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t))]
+    monitor = monitor_ns(cfg)
+    failures = [t for t in fresh if failed_within_monitor(t, monitor) and (
+        t.status.state in FAILURES or (t.status.state == S.TASK_STATE_COMPLETE and is_runnable(t)))]
     if failures:
         # swarmkit: the failure action once more than max_failure_ratio of the slots being updated failed
         slots = len({key_of(t) for t in live} | {key_of(t) for t in failures})
@@ -86,12 +118,11 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
             if after is not None:
                 plan.service = after
                 return plan
-    monitor = monitor_ns(cfg)
     unhealthy = [t for t in fresh if is_runnable(t) and not is_terminal(t) and not (
-        t.status.state == S.TASK_STATE_RUNNING and t.status.timestamp.ToNanoseconds() + monitor <= now_ns)]
+        t.status.state == S.TASK_STATE_RUNNING and running_since(t) + monitor <= now_ns)]
     for t in unhealthy:
         if t.status.state == S.TASK_STATE_RUNNING:
-            plan.wake(t.status.timestamp.ToNanoseconds() + monitor)
+            plan.wake(running_since(t) + monitor)
     # a task of the old spec that ended and waits for its restart (restart.py; e.g. the failed task a rollback
     # undoes) leaves its slot on the old spec: the update (or rollback) is not complete until its replacement ran
     # for the monitor period, nor while this pass's reconcile replaces tasks (`touched`: their replacements are not
@@ -115,7 +146,7 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     dirty = [t for t in dirty if key_of(t) not in replaced]
     if unhealthy or not dirty:
         return plan  # the batch in flight must be healthy first
-    healthy_at = max((t.status.timestamp.ToNanoseconds() + monitor for t in fresh if is_runnable(t)), default=0)
+    healthy_at = max((running_since(t) + monitor for t in fresh if is_runnable(t)), default=0)
     delay = cfg.delay.ToNanoseconds()
     if healthy_at and delay and healthy_at + delay > now_ns:
         plan.wake(healthy_at + delay)

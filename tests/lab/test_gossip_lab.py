@@ -15,18 +15,15 @@ from collections.abc import Iterator
 import pytest
 
 from shoal.lab import Lab, host_address, switch_netns
-from tests.lab.helpers import running_lab, shoal, wait_until
+from tests.lab.helpers import shoal, wait_until
+from tests.lab.swarm_lab import running_swarm
 
 HOSTS = ["h1", "h2", "h3"]
 
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
-        shoal(lab, "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        token = shoal(lab, "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in HOSTS[1:]:
-            shoal(lab, "swarm", "join", "--token", token, host_address("h1"), host=h)
+    with running_swarm(3, workers=HOSTS[1:]) as lab:
         yield lab
 
 
@@ -49,12 +46,14 @@ def test_every_node_sees_every_other_alive_on_its_advertise_address(swarm: Lab) 
         assert gossip(swarm, h)["Running"] is True
 
 
-# Frames on the lab switch's ports for a few seconds, UDP/TCP payloads of port 7946 only (an AF_PACKET socket: no tcpdump here).
+# Frames on the lab switch's ports for a given time (an AF_PACKET socket: no tcpdump here), UDP/TCP payloads by port,
+# argv: SECONDS PORT...; prints "<frames of the first port> <bytes of each port>...\n" then the payloads in port order.
 CAPTURE = """
 import socket, struct, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.settimeout(0.2)  # every port of the switch: bridged frames never reach br0 itself
-out = bytearray(); n = 0; end = time.monotonic() + float(sys.argv[1])
+ports = [int(p) for p in sys.argv[2:]]
+out = {p: bytearray() for p in ports}; n = 0; end = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < end:
     try: f = s.recv(65535)
     except socket.timeout: continue
@@ -62,42 +61,40 @@ while time.monotonic() < end:
     ihl = (f[14] & 15) * 4; proto = f[23]; l4 = f[14 + ihl:]
     if proto not in (6, 17) or len(l4) < 8: continue
     sport, dport = struct.unpack("!HH", l4[:4])
-    if 7946 not in (sport, dport): continue
-    n += 1; out += l4[8:] if proto == 17 else l4[(l4[12] >> 4) * 4:]
-sys.stdout.write(f"{n}\\n"); sys.stdout.flush(); sys.stdout.buffer.write(bytes(out))
+    port = next((p for p in ports if p in (sport, dport)), 0)
+    if not port: continue
+    n += port == ports[0]; out[port] += l4[8:] if proto == 17 else l4[(l4[12] >> 4) * 4:]
+sys.stdout.write(" ".join(str(x) for x in [n, *(len(out[p]) for p in ports)]) + "\\n"); sys.stdout.flush()
+sys.stdout.buffer.write(b"".join(bytes(out[p]) for p in ports))
 """
+GOSSIP_PORT, VXLAN_PORT = 7946, 4789
+
+
+def capture_argv(lab: Lab, seconds: float, *ports: int) -> list[str]:
+    """CAPTURE run on the lab switch for `seconds`, keeping the payloads of `ports`."""
+    return ["ip", "netns", "exec", switch_netns(lab.name), sys.executable, "-c", CAPTURE, str(seconds), *map(str, ports)]
+
+
+def captured(out: bytes) -> tuple[int, list[bytes]]:
+    """(frames of the first port, the payloads of each port) from CAPTURE's output."""
+    head, _, payload = out.partition(b"\n")
+    frames, *lengths = map(int, head.split())
+    parts, at = [], 0
+    for n in lengths:
+        parts.append(payload[at:at + n])
+        at += n
+    return frames, parts
 
 
 def test_gossip_on_the_wire_carries_no_node_id_in_clear(swarm: Lab) -> None:
     node_ids = ids(swarm)
-    r = subprocess.run(["ip", "netns", "exec", switch_netns(swarm.name), sys.executable, "-c", CAPTURE, "5"],
-                       capture_output=True, timeout=30, check=True)
-    count, _, payload = r.stdout.partition(b"\n")
-    assert int(count) > 20  # probes and gossip flowed meanwhile
+    r = subprocess.run(capture_argv(swarm, 5, GOSSIP_PORT), capture_output=True, timeout=30, check=True)
+    count, (payload,) = captured(r.stdout)
+    assert count > 20  # probes and gossip flowed meanwhile
     for nid in node_ids.values():
         assert nid.encode() not in payload
 
 
-# The same capture for a given time, by port: UDP/TCP payloads of 7946 (gossip) and of 4789 (VXLAN) kept apart;
-# prints "<gossip frames> <gossip bytes> <vxlan bytes>\n" then the two payloads one after the other.
-CAPTURE_PORTS = """
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-s.settimeout(0.2)
-out = {7946: bytearray(), 4789: bytearray()}; n = 0; end = time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end:
-    try: f = s.recv(65535)
-    except socket.timeout: continue
-    if len(f) < 34 or f[12:14] != b"\\x08\\x00": continue
-    ihl = (f[14] & 15) * 4; proto = f[23]; l4 = f[14 + ihl:]
-    if proto not in (6, 17) or len(l4) < 8: continue
-    sport, dport = struct.unpack("!HH", l4[:4])
-    port = 7946 if 7946 in (sport, dport) else 4789 if 4789 in (sport, dport) else 0
-    if not port: continue
-    n += port == 7946; out[port] += l4[8:] if proto == 17 else l4[(l4[12] >> 4) * 4:]
-sys.stdout.write(f"{n} {len(out[7946])} {len(out[4789])}\\n"); sys.stdout.flush()
-sys.stdout.buffer.write(bytes(out[7946]) + bytes(out[4789]))
-"""
 CAPTURE_S = 20.0
 
 
@@ -115,8 +112,8 @@ def test_gossip_of_a_joining_container_carries_none_of_its_endpoint_record_in_cl
     net, name = "sealed-net", "sealed-endpoint-name"
     shoal(swarm, "network", "create", "-d", "overlay", "--subnet", "10.0.29.0/24", "--attachable", net)
     shoal(swarm, "run", "-d", "--network", net, "--name", "witness", "busybox", "sleep", "3600", host="h3")
-    capture = subprocess.Popen(["ip", "netns", "exec", switch_netns(swarm.name), sys.executable, "-c", CAPTURE_PORTS,
-                                str(CAPTURE_S)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    capture = subprocess.Popen(capture_argv(swarm, CAPTURE_S, GOSSIP_PORT, VXLAN_PORT), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     try:
         t0 = time.monotonic()
         shoal(swarm, "run", "-d", "--network", net, "--name", name, "busybox", "sleep", "3600", host="h2")
@@ -132,10 +129,8 @@ def test_gossip_of_a_joining_container_carries_none_of_its_endpoint_record_in_cl
             capture.wait()
     assert capture.returncode == 0, err.decode()
     assert f"PING {name} ({ep['IPAddress']})" in ping.stdout
-    head, _, payload = out.partition(b"\n")
-    frames, gossip_len, vxlan_len = map(int, head.split())
-    gossip_bytes, vxlan_bytes = payload[:gossip_len], payload[gossip_len:gossip_len + vxlan_len]
-    assert frames > 20 and vxlan_len > 0
+    frames, (gossip_bytes, vxlan_bytes) = captured(out)
+    assert frames > 20 and len(vxlan_bytes) > 0
     found = {what: b in gossip_bytes for what, b in plaintexts(ep["IPAddress"], ep["MacAddress"], name, doc["Id"]).items()}
     assert found == dict.fromkeys(found, False)
     assert ipaddress.IPv4Address(ep["IPAddress"]).packed in vxlan_bytes

@@ -15,7 +15,8 @@ import pytest
 from shoal.client import DaemonError
 from shoal.lab import Lab, data_dir, host_address
 from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import inspect, running_swarm, sh
 
 pytestmark = pytest.mark.lab
 
@@ -24,18 +25,10 @@ NONATT = "ovc-services-only"
 PORT = "18080"  # published by a service pinned to the manager: the routing mesh opens it on every node
 
 
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
 def docker(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     path = docker_client()
     assert path is not None, "no docker client: run scripts/install.sh"
     return lab.exec(host, [path, *args], check=check, timeout=120)
-
-
-def inspect(lab: Lab, host: str, *args: str) -> dict:
-    return json.loads(sh(lab, host, *args).stdout)[0]
 
 
 def networks_of(lab: Lab, host: str, name: str) -> dict:
@@ -106,11 +99,7 @@ def host_links(lab: Lab, host: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", token, f"{host_address('h1')}:2377")
+    with running_swarm(3, workers=["h2", "h3"]) as lab:
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.7.0/24", "--attachable", NET)
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.8.0/24", NONATT)
         sh(lab, "h2", "run", "-d", "--name", "c1", "busybox", "sleep", "3600")

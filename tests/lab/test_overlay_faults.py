@@ -17,7 +17,8 @@ import pytest
 
 from agent.gossip.sim import dead_bound
 from shoal.lab import Lab, host_address, switch_netns
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import inspect, node_id, running_swarm, sh
 
 pytestmark = pytest.mark.lab
 
@@ -25,18 +26,6 @@ NET = "faults-net"
 RESTART_NET = "restart-net"
 HOSTS = ["h1", "h2", "h3", "h4", "h5"]
 ON_NET = ["h2", "h4"]  # the other nodes with an endpoint on NET: the only ones that hold h5's entries
-
-
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def inspect(lab: Lab, host: str, *args: str) -> dict:
-    return json.loads(sh(lab, host, *args).stdout)[0]
-
-
-def node_id(lab: Lab, host: str) -> str:
-    return lab.client(host).get("/info")["Swarm"]["NodeID"]
 
 
 def gossip(lab: Lab, host: str) -> dict:
@@ -93,14 +82,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with running_lab(5) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        manager_token = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
-        worker_token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", manager_token, f"{host_address('h1')}:2377")
-        for h in ("h4", "h5"):
-            sh(lab, h, "swarm", "join", "--token", worker_token, f"{host_address('h1')}:2377")
+    with running_swarm(5, managers=["h2", "h3"], workers=["h4", "h5"]) as lab:
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.19.0/24", "--attachable", NET)
         c = Cluster(lab)
         for host, name in (("h2", "a2"), ("h4", "a4"), ("h5", "a5"), ("h5", "b5")):

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from shoal.lab import Lab, data_dir, host_address
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import inspect, node_id, running_swarm, sh
 
 pytestmark = pytest.mark.lab
 
@@ -21,28 +22,9 @@ NET = "my-multi-host-network"
 VNI_OPTION = "com.docker.network.driver.overlay.vxlanid_list"
 
 
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def inspect(lab: Lab, host: str, *args: str) -> dict:
-    return json.loads(sh(lab, host, *args).stdout)[0]
-
-
-def node_id(lab: Lab, host: str) -> str:
-    return lab.client(host).get("/info")["Swarm"]["NodeID"]
-
-
 @pytest.fixture(scope="module")
 def flow() -> Iterator[Lab]:
-    with running_lab(5) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        manager_token = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
-        worker_token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", manager_token, f"{host_address('h1')}:2377")
-        for h in ("h4", "h5"):
-            sh(lab, h, "swarm", "join", "--token", worker_token, f"{host_address('h1')}:2377")
+    with running_swarm(5, managers=["h2", "h3"], workers=["h4", "h5"]) as lab:
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "--attachable", NET)
         sh(lab, "h2", "run", "-d", "--network", NET, "--name", "a1", "busybox", "sleep", "3600")
         sh(lab, "h5", "run", "-d", "--network", NET, "--name", "a5", "busybox", "sleep", "3600")

@@ -23,8 +23,8 @@ from agent.gossip.suspicion import suspicion_timeout
 from common.mac import mac_from_ip
 from shoal.lab import Lab, host_address
 from shoal.swarm.service_glue import RESYNC_S
-from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import SHOAL, wait_until
+from tests.lab.swarm_lab import docker, ready_nodes, running_swarm, sh
 from tests.lab.test_services_flow import WEB
 
 pytestmark = pytest.mark.lab
@@ -42,30 +42,11 @@ GOSSIP_DOWN_S = (_G.probe_interval + _G.probe_timeout + RESYNC_S
 REQUESTS = 12
 GRACE = ["--stop-grace-period", "1s"]  # httpd and sleep as PID 1 ignore SIGTERM: no 10 s wait per stopped task
 L_TASK = "com.docker.swarm.task.id"
-JOIN_GOES_ON = "Error response from daemon: Timeout was reached before node joined."
-
-
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def docker(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    client = docker_client()
-    assert client is not None, "no docker client: run scripts/install.sh"
-    return lab.exec(host, [client, "-H", lab.url(host), *args], check=check, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(5) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        manager = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
-        worker = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h, token in (("h2", manager), ("h3", manager), ("h4", worker), ("h5", worker)):
-            joined = sh(lab, h, "swarm", "join", "--token", token, f"{host_address('h1')}:2377", check=False)
-            # on a loaded machine a manager's join may outlast the CLI's wait; it goes on, as the message says
-            assert joined.returncode == 0 or joined.stderr.startswith(JOIN_GOES_ON), joined.stderr
-        wait_until(lambda: ready_nodes(lab) == HOSTS, 120, interval=0.2)
+    with running_swarm(5, managers=["h2", "h3"], workers=["h4", "h5"]) as lab:
         sh(lab, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", NET)
         sh(lab, "h1", "service", "create", "--detach", "--mode", "global", "--name", "probe", "--network", NET, *GRACE,
            "busybox", "sleep", "1d")
@@ -91,10 +72,6 @@ def api(swarm: Lab) -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- the managers' view
-def ready_nodes(lab: Lab) -> list[str]:
-    return sorted(n["Description"]["Hostname"] for n in lab.client("h1").get("/nodes") if n["Status"]["State"] == "ready")
-
-
 def node_hosts(lab: Lab) -> dict[str, str]:
     """node id -> lab host."""
     return {n["ID"]: n["Description"]["Hostname"] for n in lab.client("h1").get("/nodes")}

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from shoal.lab import Lab, host_address
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import SHOAL, wait_until
+from tests.lab.swarm_lab import running_swarm, sh
 
 HOSTS = ["h1", "h2", "h3"]
 NET = "my-multi-host-network"
@@ -22,19 +23,9 @@ WEB = ["sh", "-c", "hostname > /tmp/index.html; exec httpd -f -p 80 -h /tmp"]
 REQUESTS = 20
 
 
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", token, host_address("h1"))
-        wait_until(lambda: len([n for n in lab.client("h1").get("/nodes") if n["Status"]["State"] == "ready"]) == 3,
-                   30, interval=0.2)
+    with running_swarm(3, workers=["h2", "h3"]) as lab:
         yield lab
 
 

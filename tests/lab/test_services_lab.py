@@ -6,7 +6,6 @@ Tasks are asserted running: the nodes' executors run them (the full seed flow is
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -16,33 +15,17 @@ import pytest
 
 from shoal.client import DaemonError
 from shoal.lab import Lab, data_dir, host_address
-from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import docker, running_swarm, sh
 
 HOSTS = ["h1", "h2", "h3"]
 NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
                "Please run this command on a manager node or promote the current node to a manager.")
 
 
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
-
-
-def docker(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    client = docker_client()
-    assert client is not None, "no docker client: run scripts/install.sh"
-    return lab.exec(host, [client, "-H", lab.url(host), *args], check=check, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(3) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", token, host_address("h1"))
-        wait_until(lambda: len([n for n in lab.client("h1").get("/nodes") if n["Status"]["State"] == "ready"]) == 3,
-                   30, interval=0.2)
+    with running_swarm(3, workers=["h2", "h3"]) as lab:
         yield lab
 
 
@@ -161,6 +144,28 @@ def test_rollback_restores_the_previous_spec(swarm: Lab, api: Any) -> None:
             svc["UpdateStatus"]["State"], svc["UpdateStatus"]["Message"]) == (
         "busybox:latest", "busybox:v2", "rollback_started", "manually requested rollback")
     wait_until(lambda: [t["Spec"]["ContainerSpec"]["Image"] for t in live(api, sid)] == ["busybox:latest"], 20, interval=0.2)
+
+
+def test_a_new_task_failing_after_it_ran_longer_than_the_monitor_does_not_pause_the_update(swarm: Lab, api: Any) -> None:
+    """swarmkit's updater counts a new task's failure only within --update-monitor of its start: slot 1's new task runs
+    3 s and exits 1 (monitor 1 s, failure action pause, 5 s between slots, so the update still runs then); the restart
+    policy restarts it and the update completes (manager/orchestrator/update.py)."""
+    second = 1_000_000_000
+    sid = api.post("/services/create", spec(
+        "mon", 2, TaskTemplate={"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"], "StopGracePeriod": second}},
+        UpdateConfig={"Parallelism": 1, "Monitor": second, "Delay": 5 * second, "FailureAction": "pause"}))["ID"]
+    wait_until(lambda: all_running(api, sid, 2), 20, interval=0.2)
+    svc = api.get(f"/services/{sid}")
+    crashing = ["sh", "-c", "sleep 3; exit 1"]
+    body = {**svc["Spec"], "TaskTemplate": {**svc["Spec"]["TaskTemplate"],
+                                            "ContainerSpec": {**svc["Spec"]["TaskTemplate"]["ContainerSpec"], "Args": crashing}}}
+    api.post(f"/services/{sid}/update", body, {"version": svc["Version"]["Index"]})
+    done = wait_until(lambda: (v := api.get(f"/services/{sid}")).get("UpdateStatus", {}).get("State") in (
+        "completed", "paused") and v, 90, interval=0.2)
+    assert (done["UpdateStatus"]["State"], done["UpdateStatus"]["Message"]) == ("completed", "update completed")
+    failed = [t for t in tasks_of(api, sid) if t["Spec"]["ContainerSpec"].get("Args") == crashing
+              and t["Status"]["State"] == "failed"]
+    assert failed, tasks_of(api, sid)  # a new task did fail during the update
 
 
 def test_an_update_with_a_stale_version_is_refused_and_changes_nothing(swarm: Lab, api: Any) -> None:

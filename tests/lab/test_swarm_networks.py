@@ -15,7 +15,8 @@ import pytest
 
 from shoal.lab import Lab, data_dir, host_address
 from tests.docker_client import docker_client
-from tests.lab.helpers import SHOAL, running_lab, wait_until
+from tests.lab.helpers import wait_until
+from tests.lab.swarm_lab import running_swarm, sh
 
 MANAGERS = ["h1", "h2", "h3"]
 NOT_IN_SWARM = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
@@ -44,10 +45,6 @@ ATTACH = textwrap.dedent('''
     except ShoalError as e:
         print("ERR", type(e).__name__, e.message)
 ''')
-
-
-def sh(lab: Lab, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, SHOAL + list(args), check=check, timeout=120)
 
 
 def docker(lab: Lab, host: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,13 +79,7 @@ def leader(lab: Lab, via: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[Lab]:
-    with running_lab(5) as lab:
-        sh(lab, "h1", "swarm", "init", "--advertise-addr", host_address("h1"), "--dispatcher-heartbeat", "1s")
-        manager_token = sh(lab, "h1", "swarm", "join-token", "-q", "manager").stdout.strip()
-        worker_token = sh(lab, "h1", "swarm", "join-token", "-q", "worker").stdout.strip()
-        for h in ("h2", "h3"):
-            sh(lab, h, "swarm", "join", "--token", manager_token, f"{host_address('h1')}:2377")
-        sh(lab, "h4", "swarm", "join", "--token", worker_token, f"{host_address('h1')}:2377")
+    with running_swarm(5, managers=["h2", "h3"], workers=["h4"]) as lab:  # h5 in no swarm
         yield lab
 
 
