@@ -1,5 +1,6 @@
 """The dispatcher (swarmkit's manager/dispatcher, first form): agents keep a session with the leader, register,
-heartbeat at the period the cluster sets and learn the managers to fail over to and the nodes held DOWN; a node that misses 3 periods is DOWN.
+heartbeat at the period the cluster sets and learn the managers to fail over to and the nodes held DOWN (their VIP,
+mesh and DNS backends stop counting at once); a node that misses 3 periods is DOWN.
 A leader-only component of the ManagerNode (manager/node.py); the store writes go through manager/nodes.py."""
 
 from __future__ import annotations
