@@ -443,8 +443,14 @@ def test_a_killed_nodes_replica_is_replaced_and_vip_mesh_dns_heal_within_down_pl
         # the service name and tasks.kweb never point at the dead task again on a live node: while its node is away,
         # as it comes back, once it is back
         assert dns_mismatches(swarm, live, "kweb", want, vip) == []
+        # what gossip itself thinks of the victim as it comes back: "alive" or "suspect" means the managers' DOWN alone
+        # kept its entries out (no gossip verdict yet), and its return is judged by its own bulk sync (netdb hold())
+        gossip_view = {m["Name"]: m["State"] for m in swarm.client("h1").get("/shoal/gossip")["Members"]}
+        marks["back"] = time.monotonic() - killed
         swarm.start(victim)
         wait_until(lambda: ready_nodes(swarm) == HOSTS, 60, interval=0.2)
+        print(f"{victim} started again {marks['back']:.1f} s after its kill, gossip on h1 then saw it "
+              f"{gossip_view.get(dead['NodeID'], 'absent')}")
         for _ in range(2):
             assert dns_mismatches(swarm, live, "kweb", want, vip) == []
         # the node that came back stops and removes the task the managers moved away; then no node knows its name
