@@ -1,5 +1,6 @@
 """The dispatcher (swarmkit's manager/dispatcher, first form): agents keep a session with the leader, register,
-heartbeat at the period the cluster sets and learn the managers to fail over to; a node that misses 3 periods is DOWN.
+heartbeat at the period the cluster sets and learn the managers to fail over to and the nodes held DOWN (their VIP,
+mesh and DNS backends stop counting at once); a node that misses 3 periods is DOWN.
 A leader-only component of the ManagerNode (manager/node.py); the store writes go through manager/nodes.py."""
 
 from __future__ import annotations
@@ -92,12 +93,16 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self.limiter = RegistrationLimiter(clock)
         self.statuses = StatusBatcher(ops.raft.store, ops.raft.propose)  # task status from all sessions, batched
         self.unseal: Callable[[pb.Secret], bytes] | None = None  # secrets' plaintext for assignments (nodes_manager)
+        # ids of the nodes the store holds DOWN, sorted: every session message carries them (down_nodes), so each
+        # agent drops those nodes' VIP, mesh and DNS backends as soon as the managers decide, not when gossip does
+        self.down_nodes: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ leader component
     async def start(self) -> None:
         self.running = True
         deadline = self.clock() + MISSES * self.period()
         self._grace = {n.id: deadline for n in self.ops.raft.store.view().list("node") if n.status.state != State.DOWN}
+        self.refresh_down()
         self._checker = asyncio.create_task(self._check_loop(), name="dispatcher-check")
         self.statuses.start()
 
@@ -128,22 +133,39 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
     async def _check_loop(self) -> None:
         while self.running:
             await asyncio.sleep(max(0.05, self.period() / 4))
-            await self._rotate_gossip_keys()
-            now = self.clock()
-            expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
-            expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
-            self._publish_node_counts()
-            for nid in expired:
-                s = self.sessions.pop(nid, None)
-                self._grace.pop(nid, None)
-                if s is not None:
-                    s.ended = True
-                    s.wake.set()
-                try:
-                    await self.ops.set_status(nid, State.DOWN, message="heartbeat failure")
-                    log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
-                except Exception as e:  # lost leadership, no quorum: the next leader decides
-                    log.info("dispatcher: could not mark node %s down: %s", nid, e)
+            await self.check_once()
+
+    async def check_once(self) -> None:
+        """One pass of the checker: gossip keys rotated when due, nodes past their deadline marked DOWN, and the
+        sessions told the new DOWN set."""
+        await self._rotate_gossip_keys()
+        now = self.clock()
+        expired = [s.node_id for s in self.sessions.values() if s.deadline < now]
+        expired += [nid for nid, dl in self._grace.items() if dl < now and nid not in self.sessions]
+        self._publish_node_counts()
+        for nid in expired:
+            s = self.sessions.pop(nid, None)
+            self._grace.pop(nid, None)
+            if s is not None:
+                s.ended = True
+                s.wake.set()
+            try:
+                await self.ops.set_status(nid, State.DOWN, message="heartbeat failure")
+                log.info("dispatcher: node %s is down (no heartbeat for %d periods)", nid, MISSES)
+            except Exception as e:  # lost leadership, no quorum: the next leader decides
+                log.info("dispatcher: could not mark node %s down: %s", nid, e)
+            self.refresh_down()  # at once: the other nodes' load balancers wait for this, not for the next pass
+        self.refresh_down()  # a status written elsewhere (a removed node, a previous leader's write)
+
+    def refresh_down(self) -> bool:
+        """down_nodes from the store; on a change every session is woken to send it. Returns whether it changed."""
+        down = tuple(sorted(n.id for n in self.ops.raft.store.view().list("node") if n.status.state == State.DOWN))
+        if down == self.down_nodes:
+            return False
+        self.down_nodes = down
+        for s in self.sessions.values():
+            s.wake.set()
+        return True
 
     async def _rotate_gossip_keys(self) -> None:
         """The leader makes the gossip keys (and rotates them, three kept); sessions push them to the agents."""
@@ -189,6 +211,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self.sessions[who.node_id] = s
         self._grace.pop(who.node_id, None)
         metrics.set_dispatcher_sessions(len(self.sessions))
+        self.refresh_down()  # the node is READY again: every node may count its (re-announced) endpoints again
         log.info("dispatcher: node %s registered (session %s)", who.node_id, s.session_id[:12])
         last: bytes = b""
         try:
@@ -223,7 +246,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
             node.manager_status.leader = False
             node.manager_status.reachability = 0
         return swarm_pb2.SessionMessage(session_id=s.session_id, node=node, managers=managers,
-                                        heartbeat_period_ms=int(self.period() * 1000),
+                                        heartbeat_period_ms=int(self.period() * 1000), down_nodes=self.down_nodes,
                                         **gossip_keys.session_fields(self.ops.local_cluster()))
 
     async def Heartbeat(self, request: swarm_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.HeartbeatResponse:

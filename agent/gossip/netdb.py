@@ -8,13 +8,15 @@ Choices where libnetwork differs:
   flap). A node dead for longer than `dead_node_reap_s` has its entries deleted (watchers see deletes).
 - An entry owned by this node that a peer still holds from this node's previous life is deleted by a fresh
   tombstone from this node, so a restart leaves nothing stale behind.
+- The managers' word counts as much as the core's (hold()): a node the managers hold DOWN has its entries suspended
+  at once, and when they release it, it is asked for a bulk sync as a returning node is.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from agent.gossip import netdb_wire as w
@@ -130,6 +132,7 @@ class NetworkDB:
         self._resync_due: dict[str, float] = {}  # returned node -> when to ask it again for its entries
         self._repulls: list[tuple[float, str]] = []  # (when, network id): join_repull_s
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
+        self._held: frozenset[str] = frozenset()  # nodes the managers hold DOWN (hold()): their entries suspended
         self._next_gossip = 0.0
         self._next_reap = 0.0
         self._next_bulk = self.config.bulk_sync_interval_s
@@ -145,6 +148,10 @@ class NetworkDB:
     def alive(self, node: str) -> bool:
         n = self.nodes.get(node)
         return n is not None and n.failed_at is None
+
+    def counts(self, node: str) -> bool:
+        """Whether node's entries count: alive for the core and not held DOWN by the managers."""
+        return self.alive(node) and node not in self._held
 
     def network_nodes(self, network_id: str) -> list[str]:
         """Other nodes attached to network_id (alive or failed)."""
@@ -350,6 +357,30 @@ class NetworkDB:
                 if e.owner == name:
                     e.suspended = True
 
+    # ------------------------------------------------------------------ the managers' word
+    def hold(self, nodes: Iterable[str]) -> None:
+        """The nodes the managers hold DOWN now (the whole set, from the dispatcher's session). A node entering the
+        set has its entries suspended at once, as a failed node's, whatever the core still thinks of it: the load
+        balancer and DNS need not wait for gossip's verdict. A node leaving it is a returning node: asked for a bulk
+        sync, its entries count again only as its own sync confirms them, so an entry it lost while away (a task the
+        managers moved, its process restarted before gossip noticed) never counts again."""
+        new = frozenset(n for n in nodes if n and n != self.name)
+        if new == self._held:
+            return
+        entering, leaving = new - self._held, self._held - new
+        self._held = new
+        for ents in self.entries.values():
+            for e in ents.values():
+                if e.owner in entering:
+                    e.suspended = True
+        for name in sorted(leaving):
+            if self.alive(name) and self._owns_suspended(name):  # a dead one is asked when the core sees it back
+                self._resync_with(name)
+                self._resync_due[name] = self.now + self.config.resync_retry_s
+
+    def held(self) -> frozenset[str]:
+        return self._held
+
     # ------------------------------------------------------------------ time
     def tick(self, now: float) -> None:
         self.now = now
@@ -370,7 +401,7 @@ class NetworkDB:
                 if peers:
                     self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
         for node, due in list(self._resync_due.items()):
-            if not self.alive(node) or not self._owns_suspended(node):
+            if not self.counts(node) or not self._owns_suspended(node):
                 del self._resync_due[node]
             elif now >= due:
                 self._resync_due[node] = now + self.config.resync_retry_s
@@ -540,12 +571,12 @@ class NetworkDB:
         if owner in self._reaped:
             self.counters["old"] += 1
             return False
-        owner_back = cur is not None and cur.suspended and cur.owner == owner and self.alive(owner)
+        owner_back = cur is not None and cur.suspended and cur.owner == owner and self.counts(owner)
         if cur is not None and cur.ltime >= e.ltime and not (owner_back and (authority == owner or not from_bulk)):
             self.counters["old"] += 1
             return False
         was_live = cur is not None and not cur.deleting
-        suspended = owner in self.nodes and not self.alive(owner)
+        suspended = (owner in self.nodes and not self.alive(owner)) or owner in self._held
         if e.type == w.TableEvent.DELETE:
             value = cur.value if cur is not None and not e.value else e.value
             ents[k] = _Entry(owner, e.ltime, value, True, self.now + self.config.reap_entry_s, suspended)
@@ -624,7 +655,7 @@ class NetworkDB:
             if e.suspended or e.ltime <= asm.table_clock:
                 e.deleting, e.reap_at, e.suspended = True, self.now + self.config.reap_entry_s, False
                 self._notify(DELETE, k[0], nid, k[1], e.value)
-        if self.alive(sender):
+        if self.counts(sender):
             for e in ents.values():
                 if e.owner == sender:
                     e.suspended = False

@@ -75,9 +75,10 @@ def decode_record(data: bytes) -> EndpointRecord:
 
 
 def fold_service_bindings(db: NetworkDB, network_id: str, include_suspended: bool = False) -> list[ServiceBinding]:
-    """The services on network_id with their backends, by service name. Entries of a failed node (suspended)
-    are left out unless asked: a load balancer must not send to a node that is not answering. Bad records are
-    skipped (counted in the second return of fold_with_errors)."""
+    """The services on network_id with their backends, by service name. Entries of a failed node (suspended: gossip
+    declared it dead, or the managers hold it DOWN, NetworkDB.hold()) are left out unless asked: a load balancer must
+    not send to a node that is not answering. Bad records are skipped (counted in the second return of
+    fold_with_errors)."""
     return fold_with_errors(db, network_id, include_suspended)[0]
 
 

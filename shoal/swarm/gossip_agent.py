@@ -9,7 +9,8 @@ set_keys(keys, primary), send_to(member_name, bytes). Keys are given primary fir
 Entry points for the other parts of the node (engine.swarm.gossip, None until the first keyed session message):
 overlay(sink) once, with the vxlan side's PeerSink; endpoint_up/endpoint_down for a local endpoint on an overlay;
 service_endpoint_up/down, service_bindings(network_id) and watch_services(callback) for tasks and the load
-balancer; network_peers(network_id) for `network inspect --verbose`; status() for GET /shoal/gossip.
+balancer; network_peers(network_id) for `network inspect --verbose`; status() for GET /shoal/gossip;
+set_down_nodes(ids) with every session message: the nodes the managers hold DOWN, whose entries stop counting at once.
 A daemon shutdown stops gossip without a leave (the others keep this node's entries suspended); swarm leave leaves."""
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class GossipAgent:
         self._task: asyncio.Task[None] | None = None
         self.overlay_peers: OverlayPeers | None = None
         self._local: dict[str, set[str]] = {}  # network id -> this node's endpoint ids on it
+        self._service_watchers: list[Callable[[str], None]] = []  # watch_services callbacks
 
     # ------------------------------------------------------------------ keys from the session
     def on_keys(self, ring: KeyRing | None) -> None:
@@ -160,8 +162,33 @@ class GossipAgent:
         return netdb_services.fold_service_bindings(self.db, network_id)
 
     def watch_services(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """callback(network_id) whenever a service endpoint on that network changes; returns the cancel."""
-        return self.db.watch(netdb_services.TABLE, lambda _ev, nid, _k, _v: callback(nid), replay=False)
+        """callback(network_id) whenever a service endpoint on that network changes (or stops or starts counting: a
+        node held DOWN or released); returns the cancel."""
+        cancel_db = self.db.watch(netdb_services.TABLE, lambda _ev, nid, _k, _v: callback(nid), replay=False)
+        self._service_watchers.append(callback)
+
+        def cancel() -> None:
+            cancel_db()
+            if callback in self._service_watchers:
+                self._service_watchers.remove(callback)
+        return cancel
+
+    def set_down_nodes(self, node_ids: Sequence[str]) -> None:
+        """The nodes the managers hold DOWN (the session message's down_nodes; gossip member names are node ids).
+        Their entries are suspended at once, so the VIPs, the mesh and DNS leave their tasks out within a pass of the
+        service glue rather than after gossip's failure detection; a node released counts again once its own bulk sync
+        confirms its entries (agent/gossip/netdb.py hold())."""
+        before = self.db.held()
+        self.db.hold(node_ids)
+        if self.db.held() == before:
+            return
+        log.info("gossip: nodes held down by the managers: %s", ",".join(sorted(self.db.held())) or "none")
+        for nid in self.db.networks():
+            for cb in list(self._service_watchers):
+                try:
+                    cb(nid)
+                except Exception:  # noqa: BLE001 - a watcher's failure is not ours
+                    log.exception("gossip: service watcher failed")
 
     # ------------------------------------------------------------------ lifecycle
     async def _run(self) -> None:

@@ -428,6 +428,8 @@ class SwarmNode:
         if msg.node.id == st.node_id and want != st.role and (self._role_task is None or self._role_task.done()):
             self._role_task = asyncio.create_task(self._change_role(want), name="swarm-role-change")
         self._on_gossip_keys(msg)
+        if self.gossip is not None:  # heal: the managers' DOWN nodes stop counting as VIP/mesh/DNS backends at once
+            self.gossip.set_down_nodes(msg.down_nodes)
 
     # ------------------------------------------------------------------ gossip (shoal/swarm/gossip_agent.py)
     def _on_gossip_keys(self, msg: swarm_pb2.SessionMessage) -> None:

@@ -57,6 +57,24 @@ class FakeCluster:
         for other in self.dbs.values():
             other.notify_leave(member(name, MemberState.DEAD))
 
+    def restart_unnoticed(self, name: str, watch: Iterable[str] = ()) -> NetworkDB:
+        """The node's process restarts (its state is lost) faster than the others' failure detection: they never
+        declare it dead, they only see it again (a new incarnation: an update) and exchange state with it."""
+        db = NetworkDB(name, random.Random(self.rng.getrandbits(32)), self.config)
+        db.tick(self.now)
+        self.dbs[name] = db
+        self.events[name] = []
+        for table in watch:
+            log = self.events[name]
+            db.watch(table, lambda ev, nid, key, val, table=table, log=log: log.append((ev, table + "/" + nid, key, val)))
+        for other, odb in self.dbs.items():
+            if self.reachable(name, other):
+                db.notify_join(member(other))
+                odb.notify_update(member(name))
+                odb.merge_remote_state(db.local_state(True), True)
+                db.merge_remote_state(odb.local_state(True), True)
+        return db
+
     def leave(self, name: str) -> None:
         del self.dbs[name]
         for other in self.dbs.values():

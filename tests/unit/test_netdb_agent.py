@@ -295,3 +295,28 @@ def test_service_endpoints_are_announced_folded_and_watched() -> None:
     a.service_endpoint_down("n1", "ep1")
     assert a.service_bindings("n1") == [] and a.db.networks() == []
     assert changed == ["n1", "n1", "n1"]
+
+
+def test_nodes_held_down_leave_the_service_bindings_and_wake_the_watchers_once_per_change() -> None:
+    import ipaddress
+
+    from agent.gossip.netdb_services import TABLE, EndpointRecord, encode_record
+
+    a = GossipAgent("node2", "192.168.200.12", lambda: [], shell_factory=FakeShell)
+    changed: list[str] = []
+    a.watch_services(changed.append)
+    ip = ipaddress.IPv4Address
+    a.service_endpoint_up("n1", "ep1", EndpointRecord("sid", "web", ip("10.0.9.2"), ip("10.0.9.5"), "web.1.t1", "t1"))
+    a.db.notify_join(Member("node5", "192.168.200.15", 7946))
+    remote = EndpointRecord("sid", "web", ip("10.0.9.2"), ip("10.0.9.4"), "web.2.t2", "t2")
+    a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=7, node_name="node5", network_id="n1")))
+    a.db.notify_msg(w.encode(w.TableEvents(from_node="node5", events=[w.TableEvent(
+        type=w.TableEvent.CREATE, ltime=9, node_name="node5", network_id="n1", table_name=TABLE, key="ep2",
+        value=encode_record(remote))])))
+    changed.clear()
+    backends = lambda: [b.task_id for web in a.service_bindings("n1") for b in web.backends]  # noqa: E731
+    assert backends() == ["t2", "t1"]
+    a.set_down_nodes(["node5", "node2"])  # this node itself never: its session says it is not down
+    assert (backends(), changed, a.db.held()) == (["t1"], ["n1"], frozenset({"node5"}))
+    a.set_down_nodes(["node5"])
+    assert changed == ["n1"]  # the same set again: nobody woken

@@ -59,6 +59,74 @@ def test_a_failed_nodes_backends_are_left_out_until_it_is_back() -> None:
     assert [b.task_id for b in web.backends] == ["t2", "t1"]
 
 
+def tasks(db: object, network_id: str = N, include_suspended: bool = False) -> list[str]:
+    return [b.task_id for web in fold_service_bindings(db, network_id, include_suspended) for b in web.backends]  # type: ignore[arg-type]
+
+
+def test_a_node_the_managers_hold_down_leaves_the_fold_before_gossip_notices_it() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.run(1.0)
+    assert c.dbs["c"].alive("b")  # the gossip core still holds b alive
+    c.dbs["c"].hold(["b"])
+    assert tasks(c.dbs["c"]) == ["t1"]
+    assert tasks(c.dbs["c"], include_suspended=True) == ["t2", "t1"]  # suspended, as a failed node's: not deleted
+    # what b writes while held counts no more than what it held
+    c.dbs["b"].create_entry(TABLE, N, "ep3", encode_record(rec("web", "t3", "10.0.9.6")))
+    c.run(1.0)
+    assert tasks(c.dbs["c"]) == ["t1"]
+    assert tasks(c.dbs["a"]) == ["t2", "t1", "t3"]  # a node not told keeps its own view
+
+
+def test_a_released_node_counts_again_once_its_own_sync_confirms_its_entries() -> None:
+    c = cluster()
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.run(1.0)
+    c.dbs["c"].hold(["b"])
+    c.dbs["b"].create_entry(TABLE, N, "ep3", encode_record(rec("web", "t3", "10.0.9.6")))
+    c.run(1.0)
+    c.dbs["c"].hold([])
+    c.run(1.0)
+    assert tasks(c.dbs["c"]) == ["t2", "t3"]
+    assert c.dbs["c"].held() == frozenset()
+
+
+def test_a_task_lost_while_its_node_was_held_down_never_counts_again_after_the_node_is_back() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.run(1.0)
+    for n in "ac":
+        c.dbs[n].hold(["b"])  # the managers: b is DOWN
+    # b's daemon was killed; gossip has not declared it dead. The managers moved t2 away; b comes back READY (its
+    # session) before its gossip is up: the others' questions to it are lost for now
+    del c.dbs["b"]
+    for n in "ac":
+        c.dbs[n].hold([])
+    seen: list[list[str]] = []
+    for _ in range(10):
+        c.step()
+        seen.append(tasks(c.dbs["c"]))
+    # its gossip starts (the others never saw it dead), with only its probe task now
+    b = c.restart_unnoticed("b")
+    b.join_network(N)
+    b.create_entry(TABLE, N, "ep9", encode_record(rec("web", "t9", "10.0.9.9")))
+    for _ in range(10):
+        c.step()
+        seen.append(tasks(c.dbs["c"]))
+    assert all("t2" not in s for s in seen), seen
+    assert tasks(c.dbs["c"], include_suspended=True) == ["t1", "t9"]
+
+
+def test_holding_this_node_itself_or_an_empty_name_is_ignored() -> None:
+    c = cluster()
+    c.dbs["c"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["c"].hold(["c", ""])
+    assert c.dbs["c"].held() == frozenset()
+    assert tasks(c.dbs["c"]) == ["t1"]
+
+
 def test_a_bad_record_is_skipped_and_named() -> None:
     c = cluster()
     c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
