@@ -16,6 +16,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from common import rtnl
+from common.rtnl import Rtnl
 from vxlan import ns
 from vxlan.peers import Changes
 from vxlan.plan import BRIDGE, NetworkNames
@@ -149,20 +151,43 @@ def delete_host_link(host: Path | None, name: str) -> None:
 def attach(names: NetworkNames, host_ifname: str, sandbox: Path, ifname: str, address: IPv4Interface, mac: str,
            mtu: int) -> None:
     """A veth from the network's bridge into the sandbox (`ifname` there, with address and MAC).
-    Idempotent for the same endpoint; removed again when a step fails on first creation."""
+    Idempotent for the same endpoint; removed again when a step fails on first creation.
+
+    The usual case, a new endpoint, takes four plain rtnetlink requests (common/rtnl.py: a start pays each of them
+    on its node's kernel work): the pair made on the bridge and up, then the sandbox end's index, address, up. A
+    name already taken (a restart plumbing again) goes the step-by-step way that checks what is there."""
+    path = ns.path_of(names.netns)
+    with Rtnl(path) as nl:
+        bridge = nl.link_index(BRIDGE)
+        if bridge is None:
+            raise OverlaySetupError(f"the bridge {BRIDGE} of namespace {names.netns} is missing")
+        try:
+            nl.veth_add(host_ifname, ifname, sandbox, master=bridge, mtu=mtu, up=True, peer_mac=mac)
+        except rtnl.NetlinkError as exc:
+            if exc.errno != errno.EEXIST:
+                raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
+            _attach_existing(names, host_ifname, sandbox, ifname, address, mac, mtu)
+            return
+    try:
+        with Rtnl(sandbox) as snr:
+            inside = snr.link_index(ifname)
+            if inside is None:
+                raise OverlaySetupError(f"veth {ifname} did not appear in {sandbox}")
+            snr.addr_add(inside, str(address.ip), address.network.prefixlen)
+            snr.link_set(inside, up=True)
+    except Exception:
+        with ns.iproute(path) as nsr:
+            _delete_link(nsr, host_ifname)
+        raise
+
+
+def _attach_existing(names: NetworkNames, host_ifname: str, sandbox: Path, ifname: str, address: IPv4Interface,
+                     mac: str, mtu: int) -> None:
     path = ns.path_of(names.netns)
     peer = {"ifname": ifname, "net_ns_fd": str(sandbox), "address": mac, "mtu": mtu}
     with ns.iproute(path) as nsr:
         bridge = nsr.link_lookup(ifname=BRIDGE)[0]
-        fresh = False  # made now in one request: on the bridge and up already
-        try:
-            # The usual case, a new endpoint, in one request (a start pays each netlink round trip on the
-            # engine's one kernel thread); a name already taken falls to the step-by-step path below.
-            nsr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=bridge, state="up", peer=peer)
-            fresh = True
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
+        fresh = False  # attach made a new pair in one request; here the name was taken when it tried
         created = fresh
         if not fresh and not nsr.link_lookup(ifname=host_ifname):
             try:
