@@ -173,7 +173,8 @@ class Rtnl:
     def veth_add(self, name: str, peer: str, peer_netns: Path | str, *, master: int | None = None,
                  mtu: int | None = None, up: bool = False, peer_mac: str | None = None) -> None:
         """A veth pair: `name` here (on `master`, up), `peer` made straight in the namespace at `peer_netns` (down:
-        the kernel cannot bring a peer up before its pair exists, ENOTCONN). NetlinkError EEXIST when `name` is taken."""
+        the kernel cannot bring a peer up before its pair exists, ENOTCONN). NetlinkError EEXIST when `name` is
+        taken."""
         fd = os.open(peer_netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
             peer_attrs = _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, fd)

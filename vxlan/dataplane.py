@@ -3,7 +3,8 @@ and its remote peers follow what gossip reports (this class is the PeerSink netd
 
 Kernel work in vxlan/kernel.py, decisions in vxlan/plan.py and vxlan/peers.py; the overlay network
 driver (agent/network/drivers/overlay.py) and the lab tests drive it. Thread-safe: endpoints come from
-the node's kernel thread, peers from gossip's event loop; one lock orders them.
+the node's kernel threads (several containers' at once), peers from gossip's event loop; one lock orders them (a veth
+is made outside it, its network held meanwhile).
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ Used by the sandbox/endpoint controller and by bridge.attach_endpoint; built on 
 from __future__ import annotations
 
 import errno
+import threading
 from pathlib import Path
 
 from pyroute2 import netns as _pr_netns
@@ -12,6 +13,7 @@ from common import rtnl
 from common.rtnl import Rtnl
 
 NETNS_DIR = Path("/run/netns")
+_FIRST_MOUNT = threading.Lock()
 _MAX_NAME = 255
 
 
@@ -31,7 +33,8 @@ def create_netns(name: str) -> Path:
             path.unlink()
         try:
             if not create_here(path):
-                _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
+                with _FIRST_MOUNT:  # sandboxes are made side by side: one thread makes /run/netns a mount
+                    _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
             made = True
         except OSError as exc:
             if exc.errno != errno.EEXIST:
