@@ -26,6 +26,8 @@ RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE =
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_IFALIAS = (
     1, 3, 4, 10, 12, 18, 28, 20)
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_VXLAN_ID, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PROXY, IFLA_VXLAN_L2MISS, IFLA_VXLAN_L3MISS = 1, 4, 7, 11, 13, 14
+IFLA_VXLAN_PORT = 15  # big-endian
 IFLA_BRPORT_MODE = 4  # hairpin
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_GATEWAY = 1, 5
@@ -59,6 +61,13 @@ def _ifinfo(index: int = 0, family: int = 0, up: bool | None = None) -> bytes:
     flags = IFF_UP if up else 0
     change = IFF_UP if up is not None else 0
     return struct.pack("=BxHiII", family, 0, index, flags, change)
+
+
+def vxlan_info(vni: int, local: str, port: int) -> bytes:
+    """IFLA_INFO_DATA of a VXLAN device as the overlay makes it: no learning, ARP proxy, no miss notifications."""
+    return (_u32(IFLA_VXLAN_ID, vni) + _attr(IFLA_VXLAN_LOCAL, ipaddress.IPv4Address(local).packed)
+            + _attr(IFLA_VXLAN_PORT, struct.pack("!H", port)) + _attr(IFLA_VXLAN_LEARNING, b"\0")
+            + _attr(IFLA_VXLAN_PROXY, b"\1") + _attr(IFLA_VXLAN_L2MISS, b"\0") + _attr(IFLA_VXLAN_L3MISS, b"\0"))
 
 
 def _mac(text: str) -> bytes:
@@ -194,6 +203,27 @@ class Rtnl:
                           f"add veth {name}/{peer}")
         finally:
             os.close(fd)
+
+    def link_add(self, name: str, kind: str, *, info_data: bytes = b"", netns: Path | str | None = None,
+                 master: int | None = None, mtu: int | None = None, up: bool = False) -> None:
+        """A link of `kind` (bridge, vxlan...), made straight in the namespace at `netns` when given (a VXLAN device's
+        socket stays in this socket's namespace all the same). NetlinkError EEXIST when the name is taken."""
+        info = _attr(IFLA_INFO_KIND, kind.encode()) + (_attr(IFLA_INFO_DATA | NLA_F_NESTED, info_data)
+                                                         if info_data else b"")
+        attrs = _str(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO | NLA_F_NESTED, info)
+        if master is not None:
+            attrs += _u32(IFLA_MASTER, master)
+        if mtu is not None:
+            attrs += _u32(IFLA_MTU, mtu)
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC) if netns is not None else -1
+        try:
+            if fd >= 0:
+                attrs += _u32(IFLA_NET_NS_FD, fd)
+            self._request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, _ifinfo(up=True if up else None) + attrs,
+                          f"add {kind} {name}")
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def addr_add(self, index: int, address: str, prefixlen: int) -> None:
         ip = ipaddress.IPv4Address(address).packed

@@ -64,6 +64,8 @@ def ensure_network(host: Path | None, names: NetworkNames, spec: OverlaySpec, mt
     made = not ns.is_mounted(ns.path_of(names.netns))
     path = ns.create(names.netns)
     try:
+        if made and _make_fresh(host, path, names, spec, mtu):
+            return True
         with ns.iproute(path) as nsr:
             bridge = _ensure_bridge(nsr, spec.gateway, mtu)
             present = nsr.link_lookup(ifname=names.vxlan)
@@ -77,6 +79,38 @@ def ensure_network(host: Path | None, names: NetworkNames, spec: OverlaySpec, mt
             remove_network(names)
         raise
     return made
+
+
+def _make_fresh(host: Path | None, path: Path, names: NetworkNames, spec: OverlaySpec, mtu: int) -> bool:
+    """ensure_network's usual case, a namespace made just now, in plain rtnetlink requests (common/rtnl.py; the
+    first task of a network on a node pays them): the bridge (up) and its address, then the VXLAN device made
+    straight in the namespace on the bridge and up (its UDP socket stays in the host's: the kernel opens it in the
+    requester's namespace), marked. False when a device of the VXLAN's name sits in the host namespace (a crash's
+    leftover): the step-by-step path sorts that out."""
+    with Rtnl(path) as nsr:
+        nsr.link_add(BRIDGE, "bridge", mtu=mtu, up=True)
+        bridge = nsr.link_index(BRIDGE)
+        if bridge is None:
+            raise OverlaySetupError(f"bridge {BRIDGE} did not appear in {names.netns}")
+        nsr.addr_add(bridge, str(spec.gateway.ip), spec.gateway.network.prefixlen)
+    with Rtnl(host) as hr:
+        if hr.link_index(names.vxlan) is not None:
+            return False
+        try:
+            hr.link_add(names.vxlan, "vxlan", info_data=rtnl.vxlan_info(spec.vni, str(spec.data_addr), spec.port),
+                        netns=path, master=bridge, mtu=mtu, up=True)
+        except rtnl.NetlinkError as exc:
+            if exc.errno == errno.EEXIST:
+                raise OverlaySetupError(
+                    f"cannot create VXLAN device {names.vxlan} (VNI {spec.vni}, port {spec.port}): another "
+                    f"device of this host uses that VNI on that port") from exc
+            raise OverlaySetupError(f"cannot create VXLAN device {names.vxlan} (VNI {spec.vni}): {exc}") from exc
+    with Rtnl(path) as nsr:
+        vx = nsr.link_index(names.vxlan)
+        if vx is None:
+            raise OverlaySetupError(f"VXLAN device {names.vxlan} did not appear in {names.netns}")
+        nsr.link_set(vx, alias=names.mark)
+    return True
 
 
 def _ensure_bridge(nsr: IPRoute, gateway: IPv4Interface, mtu: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.network import netns as nsmod
-from common.rtnl import LOOPBACK_INDEX, NetlinkError, Rtnl
+from common.rtnl import LOOPBACK_INDEX, NetlinkError, Rtnl, vxlan_info
 
 pytestmark = pytest.mark.lab
 
@@ -105,3 +105,25 @@ def test_addr_add_of_an_address_already_there_is_refused_with_eexist(spaces: dic
         with pytest.raises(NetlinkError) as caught:
             nl.addr_add(LOOPBACK_INDEX, "10.0.9.2", 24)
     assert caught.value.errno == errno.EEXIST
+
+
+def test_link_add_makes_a_vxlan_device_in_the_other_namespace_on_its_bridge_with_its_socket_here(
+        spaces: dict[str, Path]) -> None:
+    host = spaces["host"].name
+    subprocess.run(["ip", "-n", host, "link", "add", "u0", "type", "veth", "peer", "name", "u1"], check=True)
+    subprocess.run(["ip", "-n", host, "addr", "add", "192.168.77.5/24", "dev", "u0"], check=True)
+    with Rtnl(spaces["sandbox"]) as nl:
+        nl.link_add("br1", "bridge", mtu=1450, up=True)
+        bridge = nl.link_index("br1")
+    with Rtnl(spaces["host"]) as nl:
+        nl.link_add("vxt1", "vxlan", info_data=vxlan_info(4097, "192.168.77.5", 4789), netns=spaces["sandbox"],
+                    master=bridge, mtu=1450, up=True)
+    [vx] = ip_json(spaces["sandbox"].name, "link", "show", "vxt1")
+    data = vx["linkinfo"]["info_data"]
+    assert (vx["master"], vx["mtu"], "UP" in vx["flags"]) == ("br1", 1450, True)
+    assert (data["id"], data["local"], data["port"], data["learning"], data["proxy"]) == (
+        4097, "192.168.77.5", 4789, False, True)
+    sockets = subprocess.run(["ip", "netns", "exec", host, "ss", "-uan"], capture_output=True, text=True,
+                             check=True).stdout
+    assert ":4789 " in sockets
+    subprocess.run(["ip", "-n", spaces["sandbox"].name, "link", "del", "vxt1"], check=True)
