@@ -303,7 +303,10 @@ class NetworkController:
         self.networks[net_id] = record
         self.pools[net_id] = pool
         try:
-            self.apply_firewall()
+            # A network with no rules of its own (an overlay: a swarm task's first start on a node makes its
+            # local copy) leaves shoal's rules as they are: no full rewrite (iptables-restore processes).
+            if driver.firewall_net(record) is not None or not self.firewall.applied:
+                self.apply_firewall()
             self._save(record)
         except Exception as exc:
             self.networks.pop(net_id, None)
