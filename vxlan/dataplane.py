@@ -3,7 +3,8 @@ and its remote peers follow what gossip reports (this class is the PeerSink netd
 
 Kernel work in vxlan/kernel.py, decisions in vxlan/plan.py and vxlan/peers.py; the overlay network
 driver (agent/network/drivers/overlay.py) and the lab tests drive it. Thread-safe: endpoints come from
-the node's kernel thread, peers from gossip's event loop; one lock orders them.
+the node's kernel threads (several containers' at once), peers from gossip's event loop; one lock orders them (a veth
+is made outside it, its network held meanwhile).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class _Network:
     mtu: int = 0
     vx: int = 0  # the VXLAN device's index in the network's namespace
     endpoints: dict[str, LocalEndpoint] = field(default_factory=dict)
+    joining: int = 0  # endpoints being plumbed or unplumbed outside the lock: the network stays meanwhile
 
 
 def _locked(method: Callable) -> Callable:
@@ -80,34 +82,47 @@ class OverlayDataPlane:
         return removed
 
     # ---- endpoints ------------------------------------------------------------------------
-    @_locked
     def join(self, spec: OverlaySpec, endpoint: LocalEndpoint) -> None:
-        """Plumbs a local endpoint; the network's namespace and devices are made with the first."""
-        net = self.networks.get(spec.network_id)
-        if net is None:
-            net = self._create(spec)
+        """Plumbs a local endpoint; the network's namespace and devices are made with the first.
+        The veth itself is made outside the lock: endpoints of different containers are plumbed side
+        by side, and gossip's peers (on the event loop) do not wait for a veth; the network is held
+        (`joining`) meanwhile so that a last endpoint leaving does not remove it underneath."""
+        with self.lock:
+            net = self.networks.get(spec.network_id)
+            if net is None:
+                net = self._create(spec)
+            net.joining += 1
         if not endpoint.host_ifname:
             endpoint.host_ifname = host_ifname_for(endpoint.endpoint_id)
         try:
             kernel.attach(net.names, endpoint.host_ifname, endpoint.sandbox, endpoint.ifname, endpoint.address,
                           endpoint.mac, net.mtu)
         except Exception:
-            if not net.endpoints:
-                self._destroy(net)
+            with self.lock:
+                net.joining -= 1
+                if not net.endpoints and not net.joining and self.networks.get(spec.network_id) is net:
+                    self._destroy(net)
             raise
-        net.endpoints[endpoint.endpoint_id] = endpoint
+        with self.lock:
+            net.joining -= 1
+            net.endpoints[endpoint.endpoint_id] = endpoint
 
-    @_locked
     def leave(self, network_id: str, endpoint_id: str) -> None:
         """Unplumbs a local endpoint; the network's namespace and devices go with the last one."""
-        net = self.networks.get(network_id)
-        if net is None:
-            return
-        endpoint = net.endpoints.pop(endpoint_id, None)
-        if endpoint is not None:
-            kernel.detach(net.names, endpoint.host_ifname)
-        if not net.endpoints:
-            self._destroy(net)
+        with self.lock:
+            net = self.networks.get(network_id)
+            if net is None:
+                return
+            endpoint = net.endpoints.pop(endpoint_id, None)
+            net.joining += 1  # held while its veth goes, outside the lock
+        try:
+            if endpoint is not None:
+                kernel.detach(net.names, endpoint.host_ifname)
+        finally:
+            with self.lock:
+                net.joining -= 1
+                if not net.endpoints and not net.joining and self.networks.get(network_id) is net:
+                    self._destroy(net)
 
     @_locked
     def local_endpoints(self) -> list[tuple[str, LocalEndpoint]]:

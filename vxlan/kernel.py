@@ -16,6 +16,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from common import rtnl
+from common.rtnl import Rtnl
 from vxlan import ns
 from vxlan.peers import Changes
 from vxlan.plan import BRIDGE, NetworkNames
@@ -62,6 +64,8 @@ def ensure_network(host: Path | None, names: NetworkNames, spec: OverlaySpec, mt
     made = not ns.is_mounted(ns.path_of(names.netns))
     path = ns.create(names.netns)
     try:
+        if made and _make_fresh(host, path, names, spec, mtu):
+            return True
         with ns.iproute(path) as nsr:
             bridge = _ensure_bridge(nsr, spec.gateway, mtu)
             present = nsr.link_lookup(ifname=names.vxlan)
@@ -75,6 +79,38 @@ def ensure_network(host: Path | None, names: NetworkNames, spec: OverlaySpec, mt
             remove_network(names)
         raise
     return made
+
+
+def _make_fresh(host: Path | None, path: Path, names: NetworkNames, spec: OverlaySpec, mtu: int) -> bool:
+    """ensure_network's usual case, a namespace made just now, in plain rtnetlink requests (common/rtnl.py; the
+    first task of a network on a node pays them): the bridge (up) and its address, then the VXLAN device made
+    straight in the namespace on the bridge and up (its UDP socket stays in the host's: the kernel opens it in the
+    requester's namespace), marked. False when a device of the VXLAN's name sits in the host namespace (a crash's
+    leftover): the step-by-step path sorts that out."""
+    with Rtnl(path) as nsr:
+        nsr.link_add(BRIDGE, "bridge", mtu=mtu, up=True)
+        bridge = nsr.link_index(BRIDGE)
+        if bridge is None:
+            raise OverlaySetupError(f"bridge {BRIDGE} did not appear in {names.netns}")
+        nsr.addr_add(bridge, str(spec.gateway.ip), spec.gateway.network.prefixlen)
+    with Rtnl(host) as hr:
+        if hr.link_index(names.vxlan) is not None:
+            return False
+        try:
+            hr.link_add(names.vxlan, "vxlan", info_data=rtnl.vxlan_info(spec.vni, str(spec.data_addr), spec.port),
+                        netns=path, master=bridge, mtu=mtu, up=True)
+        except rtnl.NetlinkError as exc:
+            if exc.errno == errno.EEXIST:
+                raise OverlaySetupError(
+                    f"cannot create VXLAN device {names.vxlan} (VNI {spec.vni}, port {spec.port}): another "
+                    f"device of this host uses that VNI on that port") from exc
+            raise OverlaySetupError(f"cannot create VXLAN device {names.vxlan} (VNI {spec.vni}): {exc}") from exc
+    with Rtnl(path) as nsr:
+        vx = nsr.link_index(names.vxlan)
+        if vx is None:
+            raise OverlaySetupError(f"VXLAN device {names.vxlan} did not appear in {names.netns}")
+        nsr.link_set(vx, alias=names.mark)
+    return True
 
 
 def _ensure_bridge(nsr: IPRoute, gateway: IPv4Interface, mtu: int) -> int:
@@ -149,20 +185,43 @@ def delete_host_link(host: Path | None, name: str) -> None:
 def attach(names: NetworkNames, host_ifname: str, sandbox: Path, ifname: str, address: IPv4Interface, mac: str,
            mtu: int) -> None:
     """A veth from the network's bridge into the sandbox (`ifname` there, with address and MAC).
-    Idempotent for the same endpoint; removed again when a step fails on first creation."""
+    Idempotent for the same endpoint; removed again when a step fails on first creation.
+
+    The usual case, a new endpoint, takes four plain rtnetlink requests (common/rtnl.py: a start pays each of them
+    on its node's kernel work): the pair made on the bridge and up, then the sandbox end's index, address, up. A
+    name already taken (a restart plumbing again) goes the step-by-step way that checks what is there."""
+    path = ns.path_of(names.netns)
+    with Rtnl(path) as nl:
+        bridge = nl.link_index(BRIDGE)
+        if bridge is None:
+            raise OverlaySetupError(f"the bridge {BRIDGE} of namespace {names.netns} is missing")
+        try:
+            nl.veth_add(host_ifname, ifname, sandbox, master=bridge, mtu=mtu, up=True, peer_mac=mac)
+        except rtnl.NetlinkError as exc:
+            if exc.errno != errno.EEXIST:
+                raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
+            _attach_existing(names, host_ifname, sandbox, ifname, address, mac, mtu)
+            return
+    try:
+        with Rtnl(sandbox) as snr:
+            inside = snr.link_index(ifname)
+            if inside is None:
+                raise OverlaySetupError(f"veth {ifname} did not appear in {sandbox}")
+            snr.addr_add(inside, str(address.ip), address.network.prefixlen)
+            snr.link_set(inside, up=True)
+    except Exception:
+        with ns.iproute(path) as nsr:
+            _delete_link(nsr, host_ifname)
+        raise
+
+
+def _attach_existing(names: NetworkNames, host_ifname: str, sandbox: Path, ifname: str, address: IPv4Interface,
+                     mac: str, mtu: int) -> None:
     path = ns.path_of(names.netns)
     peer = {"ifname": ifname, "net_ns_fd": str(sandbox), "address": mac, "mtu": mtu}
     with ns.iproute(path) as nsr:
         bridge = nsr.link_lookup(ifname=BRIDGE)[0]
-        fresh = False  # made now in one request: on the bridge and up already
-        try:
-            # The usual case, a new endpoint, in one request (a start pays each netlink round trip on the
-            # engine's one kernel thread); a name already taken falls to the step-by-step path below.
-            nsr.link("add", ifname=host_ifname, kind="veth", mtu=mtu, master=bridge, state="up", peer=peer)
-            fresh = True
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:
-                raise OverlaySetupError(f"cannot create veth {host_ifname}/{ifname} into {sandbox}: {exc}") from exc
+        fresh = False  # attach made a new pair in one request; here the name was taken when it tried
         created = fresh
         if not fresh and not nsr.link_lookup(ifname=host_ifname):
             try:

@@ -11,13 +11,17 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _pr_netns
 
+from common import rtnl
+
 NETNS_DIR = Path("/run/netns")
+_FIRST_MOUNT = threading.Lock()
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MNT_DETACH = 2
@@ -84,20 +88,23 @@ def _is_mount_point(path: Path) -> bool:
 def create(name: str) -> Path:
     """The named namespace (made unless it exists), its loopback up."""
     path = path_of(name)
+    made = False
     if not is_mounted(path):
         path.unlink(missing_ok=True)  # a plain file a crash left between creating and mounting
         if _is_mount_point(path.parent):
             _create_here(path)
         else:
-            try:
-                _pr_netns.create(name)  # forks once, but makes /run/netns a shared mount first
-            except OSError as exc:
-                if exc.errno != errno.EEXIST:
-                    raise
-    with iproute(path) as ipr:
-        lo = ipr.link_lookup(ifname="lo")
-        if lo:
-            ipr.link("set", index=lo[0], state="up")
+            with _FIRST_MOUNT:  # namespaces are made from several threads: one makes /run/netns a mount
+                try:
+                    _pr_netns.create(name)  # forks once, but makes /run/netns a shared mount first
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:
+                        raise
+        made = True
+    with rtnl.Rtnl(path) as nl:
+        lo = rtnl.LOOPBACK_INDEX if made else nl.link_index("lo")
+        if lo is not None:
+            nl.link_set(lo, up=True)
     return path
 
 

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.executor.spec import (
     NOFILE_LIMIT,
@@ -37,6 +38,7 @@ from common.fsutil import write_atomic
 log = logging.getLogger(__name__)
 
 # runc's own rule for container ids; it also keeps ids from escaping state_root.
+MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each is an idle Python process, ~10 MB)
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
@@ -320,8 +322,10 @@ class RuncRuntime:
         self.runc = shutil.which(runc) or runc
         self._nofile = _nofile_limit()
         self.log_root = self.state_root.parent / "container-logs"
-        self._spare: tuple[int, int] | None = None  # (shim pid, write end of its job pipe)
-        self._refill: asyncio.Task | None = None
+        self._spares: list[tuple[int, int]] = []  # (shim pid, write end of its job pipe) of shims waiting for a job
+        self._coming: set[asyncio.Task] = set()  # spares being started
+        self._expected = 0  # starts announced by prewarm() and not made yet
+        self._closed = False
         self.attach_waiting: dict[str, int] = {}  # container id -> attach clients waiting for its start
 
     # -- paths -------------------------------------------------------------------------------
@@ -433,7 +437,7 @@ class RuncRuntime:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self, container_id: str, stdio_options: StdioOptions | None = None) -> int:
+    async def start(self, container_id: str, stdio_options: StdioOptions | None = None, steps: Any = None) -> int:
         """Starts the prepared container under its shim (stdio, log, attach socket); returns the
         host pid of its process once it runs."""
         d = self._dir(container_id)
@@ -469,19 +473,26 @@ class RuncRuntime:
             "log_max_file": str(options.log_max_file),
             "console_size": f"{options.console_size[0]} {options.console_size[1]}" if options.console_size else "",
         }
+        if steps is not None:
+            steps.mark("pre-shim")
         shim_pid = await self._hand_job(job)
+        if steps is not None:
+            steps.mark("shim")
         shim_start = _proc_stat(shim_pid)
         _write_atomic(d / "shim.pid", f"{shim_pid} {shim_start[1] if shim_start else 0}\n")
-        return await self._await_started(container_id, shim_pid, log_offset)
+        pid = await self._await_started(container_id, shim_pid, log_offset)
+        if steps is not None:
+            steps.mark("runc")
+        return pid
 
     async def _hand_job(self, job: dict[str, str]) -> int:
-        """Gives the job to the spare shim (or a new one when there is none); refills the spare."""
+        """Gives the job to a spare shim (or a new one when none is ready or coming); tops the spares up."""
         data = "".join(f"{k} {v}\n" for k, v in job.items()).encode() + b"\n"
-        if self._spare is None and self._refill is not None and not self._refill.done():
+        self._expected = max(0, self._expected - 1)
+        while not self._spares and self._coming:
             # A spare on its way is ready sooner than a new one (starts in quick succession).
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._refill)
-        spare, self._spare = self._spare, None
+            await asyncio.wait(set(self._coming), return_when=asyncio.FIRST_COMPLETED)
+        spare = self._spares.pop(0) if self._spares else None
         pid = 0
         if spare is not None:
             try:
@@ -497,15 +508,23 @@ class RuncRuntime:
                 os.write(writer, data)
             finally:
                 os.close(writer)
-        if self._refill is None or self._refill.done():
-            self._refill = asyncio.get_running_loop().create_task(self._make_spare())
+        self._top_up()
         return pid
 
     def prewarm(self) -> None:
-        """A start is coming (a swarm task is being prepared): have the spare shim on its way now, so the first
-        start of a node does not wait for Python's start-up. Nothing when one is ready or coming."""
-        if self._spare is None and (self._refill is None or self._refill.done()):
-            self._refill = asyncio.get_running_loop().create_task(self._make_spare())
+        """A start is coming (a swarm task is being prepared): one more spare shim on its way now, so the starts of
+        the tasks a node is given together do not each wait for Python's start-up of the next one."""
+        self._expected = min(self._expected + 1, MAX_SPARES)
+        self._top_up()
+
+    def _top_up(self) -> None:
+        """As many spares ready or coming as starts are expected, at least one."""
+        if self._closed:
+            return
+        while len(self._spares) + len(self._coming) < max(1, self._expected):
+            task = asyncio.get_running_loop().create_task(self._make_spare())
+            self._coming.add(task)
+            task.add_done_callback(self._coming.discard)
 
     async def _make_spare(self) -> None:
         try:
@@ -513,10 +532,10 @@ class RuncRuntime:
         except OSError as exc:
             log.warning("cannot start a spare shim: %s", exc)
             return
-        if self._spare is None:
-            self._spare = spare
-        else:
+        if self._closed:
             os.close(spare[1])
+        else:
+            self._spares.append(spare)
 
     async def _spawn_shim(self) -> tuple[int, int]:
         reader, writer = os.pipe()
@@ -531,7 +550,11 @@ class RuncRuntime:
             raise
         finally:
             os.close(reader)
-        out, _ = await launcher.communicate()
+        try:
+            out, _ = await launcher.communicate()
+        except BaseException:  # cancelled (close): the shim exits once its job pipe closes
+            os.close(writer)
+            raise
         try:
             return int(out.split()[0]), writer
         except (IndexError, ValueError):
@@ -539,12 +562,13 @@ class RuncRuntime:
             raise OSError(f"the shim did not start (printed {out[:200]!r})") from None
 
     def close(self) -> None:
-        """Lets the spare shim go (it exits when its job pipe closes)."""
-        if self._refill is not None:
-            self._refill.cancel()
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            os.close(spare[1])
+        """Lets the spare shims go (each exits when its job pipe closes)."""
+        self._closed = True
+        for task in list(self._coming):
+            task.cancel()
+        spares, self._spares = self._spares, []
+        for _pid, writer in spares:
+            os.close(writer)
 
     async def _await_started(self, container_id: str, shim_pid: int, log_offset: int) -> int:
         d = self._dir(container_id)

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import socket
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -14,6 +15,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from agent.network.netns import is_netns, netns_path
 from common import failpoint
 from agent.network.nsthread import iproute_in
+from common import rtnl
+from common.rtnl import Rtnl
 
 IFNAMSIZ = 15  # kernel limit on interface names, without the NUL
 DEFAULT_ROUTE = "0.0.0.0/0"
@@ -210,6 +213,8 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
     ns_file = netns_path(netns)
     if not ns_file.exists():
         raise NetworkSetupError(f"network namespace {netns} does not exist")
+    if _attach_new(bridge, ns_file, host_ifname, ifname, iface, mac, gw, mtu, alias):
+        return
     with IPRoute() as ipr:
         bridges = ipr.link_lookup(ifname=bridge)
         if not bridges:
@@ -259,6 +264,46 @@ def attach_endpoint(bridge: str, netns: str, host_ifname: str, ifname: str, addr
             raise
 
 
+def _attach_new(bridge: str, ns_file: Path, host_ifname: str, ifname: str, iface: IPv4Interface, mac: str,
+                gw: IPv4Address | None, mtu: int | None, alias: str) -> bool:
+    """attach_endpoint's usual case, a pair that does not exist yet, in plain rtnetlink requests (common/rtnl.py:
+    a container start pays each of them): made on the bridge and up, marked, hairpin, then the namespace's end.
+    False, having done nothing, when host_ifname exists (the step-by-step path checks what is there)."""
+    with Rtnl() as nl:
+        bridge_index = nl.link_index(bridge)
+        if bridge_index is None:
+            raise NetworkSetupError(f"bridge {bridge} does not exist")
+        if nl.link_index(host_ifname) is not None:
+            return False
+        try:
+            nl.veth_add(host_ifname, ifname, ns_file, master=bridge_index, mtu=mtu, up=True, peer_mac=mac)
+        except rtnl.NetlinkError as exc:
+            raise NetworkSetupError(f"cannot create veth {host_ifname}/{ifname} in {ns_file.name}: {exc}") from exc
+        try:
+            failpoint.hit("veth-created-before-mark")
+            host_index = nl.link_index(host_ifname)
+            if host_index is None:
+                raise NetworkSetupError(f"veth {host_ifname} vanished after its creation")
+            if alias:
+                nl.link_set(host_index, alias=alias)
+            # Hairpin: with no userland proxy, a container reaching its own published port
+            # through the host's address comes back out of the port it went in (moby does the same).
+            nl.hairpin(host_index)
+            with Rtnl(ns_file) as nsr:
+                index = nsr.link_index(ifname)
+                if index is None:
+                    raise NetworkSetupError(f"veth {ifname} did not appear in {ns_file.name}")
+                nsr.addr_add(index, str(iface.ip), iface.network.prefixlen)
+                nsr.link_set(index, up=True)
+                if gw is not None:
+                    nsr.default_route(str(gw))
+        except BaseException:
+            with IPRoute() as ipr:
+                _delete_link(ipr, host_ifname)
+            raise
+    return True
+
+
 def detach_endpoint(host_ifname: str) -> None:
     """Delete the veth pair by its host side (the kernel removes the peer); no error if gone."""
     with IPRoute() as ipr:
@@ -270,15 +315,8 @@ def set_default_route(netns: str, gateway: str | None) -> None:
     gw = IPv4Address(gateway) if gateway else None
     if not netns_path(netns).exists():
         raise NetworkSetupError(f"network namespace {netns} does not exist")
-    with iproute_in(netns_path(netns)) as nsr:
-        if gw is not None:
-            nsr.route("replace", dst=DEFAULT_ROUTE, gateway=str(gw))
-            return
-        try:
-            nsr.route("del", dst=DEFAULT_ROUTE)
-        except NetlinkError as exc:
-            if exc.code != errno.ESRCH:
-                raise
+    with Rtnl(netns_path(netns)) as nsr:  # every container start sets it: one plain request (common/rtnl.py)
+        nsr.default_route(str(gw) if gw is not None else None)
 
 
 def _is_pair(ipr: IPRoute, host_ifname: str, netns: str, ifname: str) -> bool:

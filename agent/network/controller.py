@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,6 +78,10 @@ class NetworkController:
         # owner is its container); a container's start or exit changes only its own rules.
         self.published_ports: Callable[[], list[firewall.PublishedPort]] = list
         self.firewall = Firewall()
+        # Sandbox work of different containers runs side by side (shoal.engine.kernelwork): what
+        # they share here (IPAM pools and their files, docker_gwbridge's creation) is taken under
+        # this lock. Node-wide work (create, remove, restore) runs alone.
+        self.lock = threading.RLock()
 
     # ---- start-up -------------------------------------------------------------------
     def restore(self) -> None:
@@ -298,7 +303,10 @@ class NetworkController:
         self.networks[net_id] = record
         self.pools[net_id] = pool
         try:
-            self.apply_firewall()
+            # A network with no rules of its own (an overlay: a swarm task's first start on a node makes its
+            # local copy) leaves shoal's rules as they are: no full rewrite (iptables-restore processes).
+            if driver.firewall_net(record) is not None or not self.firewall.applied:
+                self.apply_firewall()
             self._save(record)
         except Exception as exc:
             self.networks.pop(net_id, None)
@@ -316,7 +324,8 @@ class NetworkController:
         """docker_gwbridge for swarm (agent.network.gwbridge): made unless it exists; (record, made now)."""
         from agent.network.gwbridge import ensure_gwbridge
 
-        return ensure_gwbridge(self)  # type: ignore[no-any-return]
+        with self.lock:  # two containers' first starts on a node must not both make it
+            return ensure_gwbridge(self)  # type: ignore[no-any-return]
 
     def _pool_for(self, request: Any, routed_ok: bool = False) -> tuple[AddressPool, IPAMConfig]:
         configs = request.ipam_config or []
@@ -381,6 +390,10 @@ class NetworkController:
         """Fills ipv4/prefixlen/gateway/mac of an endpoint on a network with interfaces."""
         if not self.driver(net).has_interfaces:
             return
+        with self.lock:
+            self._allocate_endpoint(net, endpoint)
+
+    def _allocate_endpoint(self, net: NetworkRecord, endpoint: EndpointRecord) -> None:
         self.check_endpoint_request(net, endpoint.requested_ipv4)
         pool = self.pools[net.id]
         wanted = ipaddress.IPv4Address(endpoint.requested_ipv4) if endpoint.requested_ipv4 else None
@@ -400,10 +413,11 @@ class NetworkController:
         self._save_pool(net.id)
 
     def release_endpoint(self, endpoint: EndpointRecord) -> None:
-        pool = self.pools.get(endpoint.network_id)
-        if pool is not None and endpoint.ipv4:
-            pool.release(ipaddress.IPv4Address(endpoint.ipv4))
-            self._save_pool(endpoint.network_id)
+        with self.lock:
+            pool = self.pools.get(endpoint.network_id)
+            if pool is not None and endpoint.ipv4:
+                pool.release(ipaddress.IPv4Address(endpoint.ipv4))
+                self._save_pool(endpoint.network_id)
         endpoint.ipv4 = ""
         endpoint.prefixlen = 0
         endpoint.gateway = ""

@@ -61,6 +61,12 @@ class Firewall:
             if owner in self._ports or owner in self.slots.of:
                 self._change(owner, [])
 
+    @property
+    def applied(self) -> bool:
+        """Whether a full apply went through (the model says what the kernel holds)."""
+        with self._lock:
+            return self._layout is not None
+
     def ports(self) -> list[PublishedPort]:
         with self._lock:
             return self._all_ports()

@@ -3,13 +3,17 @@ Used by the sandbox/endpoint controller and by bridge.attach_endpoint; built on 
 from __future__ import annotations
 
 import errno
+import threading
 from pathlib import Path
 
 from pyroute2 import netns as _pr_netns
 
-from agent.network.nsthread import create_here, iproute_in
+from agent.network.nsthread import create_here
+from common import rtnl
+from common.rtnl import Rtnl
 
 NETNS_DIR = Path("/run/netns")
+_FIRST_MOUNT = threading.Lock()
 _MAX_NAME = 255
 
 
@@ -22,20 +26,23 @@ def netns_path(name: str) -> Path:
 def create_netns(name: str) -> Path:
     """Create the namespace if it does not exist and bring its loopback up; returns its path."""
     path = netns_path(name)
+    made = False
     if not _is_netns(path):
         if path.exists():
             # A plain file left by a crash between mkfile and mount: iproute2 would refuse it too.
             path.unlink()
         try:
             if not create_here(path):
-                _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
+                with _FIRST_MOUNT:  # sandboxes are made side by side: one thread makes /run/netns a mount
+                    _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
+            made = True
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 raise
-    with iproute_in(path) as ipr:
-        lo = ipr.link_lookup(ifname="lo")
-        if lo:
-            ipr.link("set", index=lo[0], state="up")
+    with Rtnl(path) as nl:  # a container start's path: one request, no pyroute2 socket (common/rtnl.py)
+        lo = rtnl.LOOPBACK_INDEX if made else nl.link_index("lo")
+        if lo is not None:
+            nl.link_set(lo, up=True)
     return path
 
 

@@ -2,7 +2,8 @@
 
 pyroute2's `IPRoute(netns=...)` and `netns.create` fork a helper per call (tens of ms each);
 a netlink socket keeps the namespace it was created in, so switching the thread is enough.
-Used by netns.py and bridge.py; callers run on the engine's dedicated kernel thread.
+Used by netns.py and bridge.py; callers run on the engine's kernel threads (shoal/engine/kernelwork.py): each
+block leaves the thread where it found it, so a pool thread carries no namespace into its next job.
 """
 from __future__ import annotations
 

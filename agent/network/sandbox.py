@@ -68,7 +68,7 @@ class Sandboxes:
         # --add-host and --dns* of a container (the engine sets it: shoal.engine.createopts)
         self.etc_custom: Callable[[Container], etcfiles.EtcCustom | None] | None = None
 
-    # ---- namespace and endpoints (kernel thread) ----------------------------------------
+    # ---- namespace and endpoints (kernel threads: one container's at a time, several containers side by side) --
     def has_namespace(self, container: Container) -> bool:
         driver = self.net.mode_driver(container.network_mode)
         return driver is None or not driver.shares_host_netns

@@ -16,7 +16,6 @@ import shutil
 import signal as signals
 import socket
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,9 +34,10 @@ from agent.network.firewall_watch import FirewallWatch
 from agent.network.mesh import RoutingMesh
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
-from shoal.engine import container_mounts, createopts, publish, reconcile, restart, startfast
+from shoal.engine import container_mounts, createopts, publish, reconcile, restart, startfast, steptime
 from agent.executor import logfile
 from shoal.engine.stdio import stdio_options
+from shoal.engine.kernelwork import KernelWork
 from shoal.engine.events import EventLog, container_event, exec_action, network_attributes
 from shoal.engine.errors import Conflict, EngineError, Forbidden, InvalidParameter, NotFound, NotModified, SystemError_
 from shoal.engine.helpers import (
@@ -138,13 +138,17 @@ class Engine:
         self._readers: dict[str, int] = {}  # attached clients streaming a container's output
         self._readers_gone: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task] = set()  # execs whose client detached
-        # pyroute2's synchronous API runs its own event loop, so it cannot run on ours:
-        # all netlink and namespace work goes through this one thread, in order.
-        self._kernel_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel")
+        # Netlink, namespaces, nftables: node-wide work in order on one thread, containers' sandbox
+        # work side by side (shoal.engine.kernelwork).
+        self._kernel_work = KernelWork()
 
     async def _kernel(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._kernel_thread, functools.partial(fn, *args, **kwargs))
+        """Node-wide kernel work: alone and in order."""
+        return await self._kernel_work.node(fn, *args, **kwargs)
+
+    async def _sandbox_kernel(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One container's sandbox set-up or teardown (under its container lock): beside other containers'."""
+        return await self._kernel_work.sandbox(fn, *args, **kwargs)
 
     # ---- start-up -------------------------------------------------------------------
     async def restore(self) -> None:
@@ -290,7 +294,7 @@ class Engine:
         self._watchers.clear()
         if self.sandboxes.dns is not None:
             await self.sandboxes.dns.close()
-        self._kernel_thread.shutdown(wait=True)
+        self._kernel_work.shutdown()
 
     # ---- networks -------------------------------------------------------------------
     def list_networks(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
@@ -604,8 +608,10 @@ class Engine:
         except ImageError as exc:
             raise NotFound(exc.message) from None
         bundle_replaced = False  # the bundle of an earlier run keeps its logs until then
+        steps = steptime.Steps(f"start {container.id[:12]}")
         try:
-            netns_path = await self._kernel(self.sandboxes.setup, container)
+            netns_path = await self._sandbox_kernel(steps.timed(self.sandboxes.setup, "kqueue", "setup"), container)
+            steps.mark("back")
             if container.port_bindings and self.sandboxes.publish_endpoint(container) is not None:
                 container.published = self.ports.publish(container)
                 await self._kernel(self.net.publish_ports, container.id, self._container_ports(container))
@@ -620,6 +626,7 @@ class Engine:
                     f"failed to start container {container.name}: cannot write its /etc files in "
                     f"{self.options.data_dir / 'containers' / container.id}: {_os_message(exc)}"
                 ) from exc
+            steps.mark("save+etc")
             await self.sandboxes.register_dns(container, netns_path)
             for other, _ in self.sandboxes.linked(container):  # link aliases on user networks
                 if other.state == "running" and other.netns:
@@ -642,20 +649,23 @@ class Engine:
             if run_options.dns and self.sandboxes.dns is not None:
                 self.sandboxes.dns.set_container_upstreams(container.id, run_options.dns)
             bundle_replaced = True  # from here on a failure also removes the new bundle
+            steps.mark("spec")
             # What an earlier run left (runc state, shim files, the old config); the writable
             # layer stays, so a restarted container keeps its files as with Docker.
             await self.runtime.remove(container.id, keep_layer=True)
+            steps.mark("rm")
             await self.runtime.prepare(container.id, image.rootfs, process, container.hostname, netns_path, mounts,
                                        cgroups_path=self.resources.path(container.id),
                                        resources=self.resources.oci(container),
                                        cgroupns=self.resources.private_cgroupns,
                                        extras=extras)
+            steps.mark("bundle")
             if self._exited.get(container.id, _SET_EVENT).is_set():
                 # A waiter registered before this start (docker run's next-exit wait) keeps
                 # its event; only a spent one is replaced.
                 self._exited[container.id] = asyncio.Event()
             pid = await self.runtime.start(
-                container.id, stdio_options(container.create_config, container.host_config, container.tty))
+                container.id, stdio_options(container.create_config, container.host_config, container.tty), steps)
         except Exception as exc:
             await self._undo_start(container, bundle_replaced)
             message = exc.message if isinstance(exc, (RuncError, EngineError, SystemError_)) else _os_message(exc)
@@ -688,6 +698,8 @@ class Engine:
         self._emit_endpoints(container, "connect")
         self.emit_container(container, "start")
         self._watch(container)
+        steps.mark("saved")
+        steps.end()
 
     async def _undo_start(self, container: ContainerRecord, bundle: bool) -> None:
         """Everything a failed start made: the runc container and bundle (when it made one),
@@ -695,7 +707,7 @@ class Engine:
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("published ports", lambda: self._release_ports(container)),
             ("DNS entries", lambda: self.sandboxes.unregister_dns(container)),
-            ("network", lambda: self._kernel(self.sandboxes.teardown, container)),
+            ("network", lambda: self._sandbox_kernel(self.sandboxes.teardown, container)),
         ]
         if bundle:
             steps.insert(0, ("runc container", lambda: self.runtime.remove(container.id, keep_layer=True)))
@@ -797,7 +809,7 @@ class Engine:
             except Exception:
                 log.exception("container %s: %s failed at exit", container.id, step.__name__)
         try:
-            await self._kernel(self.sandboxes.teardown, container)
+            await self._sandbox_kernel(self.sandboxes.teardown, container)
         except Exception:
             log.exception("container %s: network teardown failed at exit", container.id)
         self._emit_endpoints(container, "disconnect")
@@ -879,7 +891,7 @@ class Engine:
             task.cancel()
         await self.runtime.remove(container.id)
         if container.netns:  # a start that failed half-way, or an exit whose teardown failed
-            await self._kernel(self.sandboxes.teardown, container)
+            await self._sandbox_kernel(self.sandboxes.teardown, container)
         self.restarts.forget(container.id)
         self.containers.pop(container.id, None)
         self.state.delete("containers", container.id)

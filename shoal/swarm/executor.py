@@ -20,6 +20,7 @@ from typing import Any
 from agent.taskexec import Dependencies, Observed
 from common.errdefs import InvalidParameter, NotFound, NotModified, SystemError_
 from proto import objects_pb2 as pb
+from shoal.engine import steptime
 from shoal.swarm.executor_net import predefined_mode, task_networks
 
 log = logging.getLogger(__name__)
@@ -276,15 +277,18 @@ class EngineTaskController:
             prewarm()  # the shim's Python start-up overlaps the network set-up instead of following it
         files_dir = self.ex.files_root / self.task.id
         files = task_files(self.task, self.deps)
-        t0 = time.monotonic()
+        steps = steptime.Steps(f"prepare task {self.task.id[:12]}")
         nets = await task_networks(self.engine, self.task, self.deps)
-        log.debug("perf: task %s networks in %.3f s", self.task.id[:12], time.monotonic() - t0)
+        steps.mark("networks")
         paths = await asyncio.to_thread(write_task_files, files_dir, files) if files else []
         body = create_body(self.task, self.ex.hostname(), nets, paths)
         try:
             req = params.parse_container_create(body)
+            steps.mark("body")
             try:
                 await self.engine.create_container(container_name(self.task), req)
+                steps.mark("create")
+                steps.end()
             except NotFound:
                 image = self.task.spec.container.image
                 if "@" not in image:
