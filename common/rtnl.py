@@ -78,8 +78,9 @@ def _mac(text: str) -> bytes:
 
 
 @contextlib.contextmanager
-def _entered(path: Path | str | None) -> Iterator[None]:
-    """This thread in the namespace at `path` for the block (None: where it is)."""
+def entered(path: Path | str | None) -> Iterator[None]:
+    """This thread in the namespace at `path` for the block (None: where it is), then back where it was: the one
+    setns helper of agent/network/nsthread.py and vxlan/ns.py too."""
     if path is None:
         yield
         return
@@ -104,7 +105,7 @@ class Rtnl:
     """One rtnetlink socket; it stays in the namespace it was opened in (`netns`: a path, None: the thread's own)."""
 
     def __init__(self, netns: Path | str | None = None) -> None:
-        with _entered(netns):
+        with entered(netns):
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         try:
             self._sock.bind((0, 0))

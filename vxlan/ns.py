@@ -1,5 +1,5 @@
 """Network namespaces for the overlay data plane: enter one from the calling thread (setns), make and
-delete named ones without forking. vxlan/ may not import agent/, so it keeps these few lines itself.
+delete named ones without forking. vxlan/ may not import agent/; the setns helper is common/rtnl.py's.
 
 A netlink socket keeps the namespace it was opened in, so opening it while the thread is switched is
 enough; used by vxlan/kernel.py.
@@ -41,23 +41,7 @@ def path_of(name: str) -> Path:
     return NETNS_DIR / name
 
 
-@contextlib.contextmanager
-def entered(path: Path | str | None) -> Iterator[None]:
-    """Runs the block with this thread in the namespace at `path` (None: stay where it is)."""
-    if path is None:
-        yield
-        return
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(path, os.O_RDONLY)
-    try:
-        _check(_libc.setns(target, CLONE_NEWNET), f"setns {path}")
-        try:
-            yield
-        finally:
-            _check(_libc.setns(home, CLONE_NEWNET), "setns back")
-    finally:
-        os.close(target)
-        os.close(home)
+entered = rtnl.entered  # runs the block with this thread in the namespace at `path` (None: stay where it is)
 
 
 @contextlib.contextmanager

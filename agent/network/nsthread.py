@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from common import rtnl
+
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 
@@ -32,20 +34,7 @@ def _setns(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
-@contextlib.contextmanager
-def entered(path: Path | str) -> Iterator[None]:
-    """Runs the block with this thread inside the namespace at `path`, then switches back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(path, os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
+entered = rtnl.entered  # runs the block with this thread inside the namespace at `path`, then switches back
 
 
 @contextlib.contextmanager
