@@ -453,13 +453,49 @@ def wait_cluster(lab: str, timeout: float) -> list[NodeRow]:
     try:
         return wait_for("5 nodes Ready (m1 Leader, m2 m3 Reachable, w1 w2 workers)", formed, timeout)  # type: ignore[return-value]
     except ComposeLabError as e:
-        raise ComposeLabError(f"{e}\nlast states: {last.get('states')}\nlast node ls:\n{last.get('node ls')}\n"
-                              f"{node_logs(lab)}") from None
+        # The summary goes last: a caller that keeps only the tail of stderr (the test does) still sees it.
+        raise ComposeLabError(f"{node_logs(lab)}\n{node_processes(lab)}\n{e}\nlast states: {last.get('states')}\n"
+                              f"last node ls:\n{last.get('node ls')}") from None
 
 
-def node_logs(lab: str, lines: int = 15) -> str:
-    result = compose(lab, "logs", "--no-color", "--tail", str(lines), timeout=60, check=False)
-    return (result.stdout + result.stderr).strip()
+_LOG_NOISE = re.compile(r"\d[\d:,.\- ]*\d|\b[0-9a-f]{12,}\b")
+
+
+def squeeze_repeats(lines: Sequence[str]) -> list[str]:
+    """Log lines with runs of lines that differ only in numbers (times, addresses, ids) folded into the run's
+    first line and a count: a worker retrying its session every 0.2 s must not push everything else out."""
+    out: list[str] = []
+    seen: dict[str, int] = {}  # shape -> index in out of its first line
+    repeats: dict[int, int] = {}
+    for line in lines:
+        shape = _LOG_NOISE.sub("#", line)
+        if shape in seen:
+            repeats[seen[shape]] = repeats.get(seen[shape], 0) + 1
+            continue
+        seen[shape] = len(out)
+        out.append(line)
+    return [f"{line}  [and {repeats[i]} more like it]" if i in repeats else line for i, line in enumerate(out)]
+
+
+def node_logs(lab: str, lines: int = 60) -> str:
+    """Each node's last log lines, repeats folded, the managers last (the leader's story is what explains a
+    cluster that did not form)."""
+    parts = []
+    for node in (*WORKERS, *reversed(MANAGERS)):
+        result = compose(lab, "logs", "--no-color", "--tail", str(lines), node, timeout=60, check=False)
+        text = squeeze_repeats((result.stdout + result.stderr).strip().splitlines())
+        parts.append(f"--- {node}: last {lines} log lines, repeats folded\n" + "\n".join(text))
+    return "\n".join(parts)
+
+
+def node_processes(lab: str) -> str:
+    """Whether each node's container and daemon still run: a refused connection is a dead daemon or a slow one."""
+    ps = compose(lab, "ps", "-a", timeout=60, check=False)
+    lines = [f"--- compose ps -a\n{(ps.stdout + ps.stderr).strip()}"]
+    for node in (*MANAGERS, *WORKERS):
+        result = node_exec(lab, node, "sh", "-c", "pgrep -af 'shoal daemon' || echo 'no shoal daemon'", timeout=30)
+        lines.append(f"{node}: {(result.stdout + result.stderr).strip() or f'exec failed ({result.returncode})'}")
+    return "\n".join(lines)
 
 
 SERVICE_EXAMPLE = [

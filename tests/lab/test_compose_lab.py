@@ -71,6 +71,18 @@ def test_parse_node_ls_reads_self_manager_status_and_workers() -> None:
                                                NodeRow("w1", "Ready", "Drain", "", False)]
 
 
+def test_squeeze_repeats_folds_lines_that_differ_only_in_times_and_addresses() -> None:
+    lines = ["w1_1  | 2026-12-02 07:45:15,116 INFO session with 10.199.0.6:2377 ended: refused",
+             "w1_1  | 2026-12-02 07:45:15,326 INFO session with 10.199.0.3:2377 ended: not the leader",
+             "w1_1  | 2026-12-02 07:45:15,531 INFO session with 10.199.0.6:2377 ended: refused",
+             "w1_1  | 2026-12-02 07:45:15,745 INFO session with 10.199.0.2:2377 ended: not the leader",
+             "w1_1  | 2026-12-02 07:45:16,001 INFO joined"]
+    assert compose_lab.squeeze_repeats(lines) == [
+        "w1_1  | 2026-12-02 07:45:15,116 INFO session with 10.199.0.6:2377 ended: refused  [and 1 more like it]",
+        "w1_1  | 2026-12-02 07:45:15,326 INFO session with 10.199.0.3:2377 ended: not the leader  [and 1 more like it]",
+        "w1_1  | 2026-12-02 07:45:16,001 INFO joined"]
+
+
 def test_parse_node_ls_of_an_error_is_empty() -> None:
     assert compose_lab.parse_node_ls("Error: This node is not a swarm manager.") == []
 
@@ -105,7 +117,8 @@ def compose_run() -> Iterator[tuple[str, subprocess.CompletedProcess[str]]]:
 
 def _report(compose_run: tuple[str, subprocess.CompletedProcess[str]]) -> dict:
     _, result = compose_run
-    assert result.returncode == 0, f"compose lab run failed ({result.returncode}):\n{result.stderr[-6000:]}"
+    # The script puts its summary (what timed out, each node's state and daemon) after the node logs: the tail.
+    assert result.returncode == 0, f"compose lab run failed ({result.returncode}):\n{result.stderr[-20000:]}"
     return json.loads(result.stdout)
 
 
