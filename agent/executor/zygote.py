@@ -19,6 +19,7 @@ import shim
 
 REQUEST = b"s"
 _FD_SPACE = _socket.CMSG_SPACE(4)
+_FAILPOINT = os.environ.get("SHOAL_FAILPOINT", "")
 
 
 def _received_fd(ancdata: list) -> int:
@@ -94,6 +95,8 @@ def serve(sock: _socket.socket) -> None:
         pid = 0
         if msg == REQUEST and job_fd >= 0:
             pid = fork_shim(job_fd)
+            if _FAILPOINT == "zygote-after-fork":  # as common/failpoint.hit (not importable here)
+                os.kill(os.getpid(), _signal.SIGKILL)
         if job_fd >= 0:
             os.close(job_fd)
         sock.sendall(b"%d\n" % pid)

@@ -123,7 +123,10 @@ class Zygote:
                 sock.sendmsg([b"s"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [reader]))])
             finally:
                 os.close(reader)
-            reply = await asyncio.wait_for(self._read_reply(loop, sock), REPLY_TIMEOUT)
+            try:
+                reply = await asyncio.wait_for(self._read_reply(loop, sock), REPLY_TIMEOUT)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {REPLY_TIMEOUT}s") from None
             return parse_reply(reply), writer
         except BaseException:
             os.close(writer)  # a shim forked for it (if any) reads EOF and exits

@@ -1,0 +1,251 @@
+"""agent/executor/zygote.py and zygote_client.py: spare shims forked by one long-lived process per daemon. Real
+processes (the zygote, its forks), no runc: what a shim gets and what the daemon's side does when the zygote dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agent.executor import zygote_client
+from agent.executor.runtime import RuncRuntime
+from agent.executor.zygote_client import Zygote, ZygoteUnavailable, parse_reply
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def forks_of_the_zygote() -> set[int]:
+    """Live processes running this checkout's zygote.py: the zygote itself and every shim it forked."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(zygote_client.ZYGOTE_SCRIPT).encode() in cmdline and alive(int(entry)):
+                found.add(int(entry))
+    return found
+
+
+def test_parse_reply_reads_the_pid() -> None:
+    assert parse_reply(b"4242\n") == 4242
+
+
+def test_parse_reply_of_a_failed_fork_is_unavailable_naming_the_answer() -> None:
+    with pytest.raises(ZygoteUnavailable) as err:
+        parse_reply(b"0\n")
+    assert str(err.value) == "the shim zygote could not fork a shim (answered b'0\\n')"
+
+
+def test_a_forked_shim_is_in_a_session_of_its_own_reparented_away_from_the_zygote() -> None:
+    async def run() -> None:
+        zygote = Zygote()
+        pid, writer = await zygote.spawn()
+        try:
+            fields = stat_fields(pid)
+            ppid, sid, tty = int(fields[1]), int(fields[3]), int(fields[4])
+            # A session of its own (its middle parent's, as a shim started the old way is in its launcher's): no
+            # signal to the daemon's or the zygote's group or session reaches it, and no controlling terminal.
+            assert sid not in (os.getsid(0), os.getsid(zygote.pid), pid)
+            assert tty == 0
+            assert ppid not in (zygote.pid, os.getpid())
+        finally:
+            os.close(writer)
+            zygote.close()
+        wait_for(lambda: not alive(pid), "the spare to exit once its job pipe closed")
+    asyncio.run(run())
+
+
+def test_a_waiting_shim_holds_only_its_job_pipe_and_dev_null() -> None:
+    async def run() -> None:
+        zygote = Zygote()
+        pid, writer = await zygote.spawn()
+        try:
+            fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            pipe_inode = os.readlink(f"/proc/self/fd/{writer}")
+        finally:
+            os.close(writer)
+            zygote.close()
+        assert fds == {0: pipe_inode, 1: "/dev/null", 2: "/dev/null", 3: "/dev/null"}
+    asyncio.run(run())
+
+
+def test_a_forked_shim_has_no_blocked_signals_and_pythons_usual_dispositions() -> None:
+    def sig_lines(pid: int) -> list[str]:
+        return [line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+
+    async def run() -> None:
+        zygote = Zygote()
+        pid, writer = await zygote.spawn()
+        try:
+            # A Python started as the old shims are: the same mask and dispositions.
+            proc = await asyncio.create_subprocess_exec(
+                "python3", "-S", "-E", "-c", "import os; print(open('/proc/self/status').read())",
+                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+            out, _ = await proc.communicate()
+            fresh = [line for line in out.decode().splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+            assert sig_lines(pid) == fresh
+        finally:
+            os.close(writer)
+            zygote.close()
+    asyncio.run(run())
+
+
+def test_after_the_zygote_is_killed_9_the_next_spawn_starts_a_new_one() -> None:
+    async def run() -> None:
+        zygote = Zygote()
+        first, writer = await zygote.spawn()
+        os.close(writer)
+        old = zygote.pid
+        os.kill(old, signal.SIGKILL)
+        pid, writer = await zygote.spawn()
+        os.close(writer)
+        assert zygote.pid not in (0, old)
+        assert pid not in (0, first)
+        zygote.close()
+        assert not alive(old)
+    asyncio.run(run())
+
+
+def test_a_zygote_killed_9_with_a_request_in_flight_is_replaced_and_the_spawn_succeeds() -> None:
+    async def run() -> None:
+        zygote = Zygote()
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        old = zygote.pid
+        os.kill(old, signal.SIGSTOP)  # the request waits in its socket
+        spawn = asyncio.ensure_future(zygote.spawn())
+        await asyncio.sleep(0.05)
+        assert not spawn.done()
+        os.kill(old, signal.SIGKILL)
+        pid, writer = await spawn
+        os.close(writer)
+        assert zygote.pid not in (0, old)
+        zygote.close()
+    asyncio.run(run())
+
+
+def test_a_stuck_zygote_is_killed_after_the_reply_timeout_and_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zygote_client, "REPLY_TIMEOUT", 0.3)
+
+    async def run() -> None:
+        zygote = Zygote()
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        old = zygote.pid
+        os.kill(old, signal.SIGSTOP)
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        assert zygote.pid not in (0, old)
+        assert not alive(old)  # killed and reaped, not left stopped
+        zygote.close()
+    asyncio.run(run())
+
+
+def test_a_zygote_that_keeps_failing_is_given_up_for_a_while_naming_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zygote_client, "REPLY_TIMEOUT", 0.2)
+    silent = tmp_path / "silent.py"
+    silent.write_text("import time\ntime.sleep(60)\n")  # a "zygote" that never answers
+
+    async def run() -> None:
+        zygote = Zygote()
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        monkeypatch.setattr(zygote_client, "ZYGOTE_SCRIPT", silent)
+        os.kill(zygote.pid, signal.SIGKILL)
+        with pytest.raises(ZygoteUnavailable) as err:
+            await zygote.spawn()
+        assert str(err.value) == "the shim zygote failed: no answer within 0.2s"
+        with pytest.raises(ZygoteUnavailable) as err:
+            await zygote.spawn()  # no third start of a broken one at every spare
+        assert str(err.value) == "the shim zygote failed recently"
+        zygote.close()
+    asyncio.run(run())
+
+
+def test_a_zygote_dying_after_the_fork_leaves_no_shim_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_FAILPOINT", "zygote-after-fork")
+    before = forks_of_the_zygote()
+
+    async def run() -> None:
+        zygote = Zygote()
+        with pytest.raises(ZygoteUnavailable) as err:
+            await zygote.spawn()
+        assert str(err.value) == "the shim zygote failed: the shim zygote exited"
+        zygote.close()
+    asyncio.run(run())
+    # Two attempts, each forked a shim that got no job: both exit when their job pipe closes.
+    wait_for(lambda: not (forks_of_the_zygote() - before), "the shims forked for failed spawns to exit")
+
+
+def test_the_zygote_exits_when_the_daemons_socket_closes() -> None:
+    async def run() -> int:
+        zygote = Zygote()
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        return zygote.pid
+
+    pid = asyncio.run(run())  # the Zygote object is dropped: its socket closes with it
+    wait_for(lambda: not alive(pid), "the zygote to exit on EOF")
+
+
+def test_the_runtime_starts_shims_the_old_way_when_the_zygote_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zygote_client, "ZYGOTE_SCRIPT", tmp_path / "missing.py")
+
+    async def run() -> None:
+        rt = RuncRuntime(tmp_path / "runc", tmp_path / "state")
+        pid, writer = await rt._spawn_shim()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert cmdline[-2].endswith(b"agent/executor/shim.py")
+        finally:
+            os.close(writer)
+            rt.close()
+    asyncio.run(run())
+
+
+def test_the_runtime_forks_its_shims_from_the_zygote(tmp_path: Path) -> None:
+    async def run() -> None:
+        rt = RuncRuntime(tmp_path / "runc", tmp_path / "state")
+        pid, writer = await rt._spawn_shim()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert cmdline[-2].endswith(b"agent/executor/zygote.py")  # forked, not exec'd
+        finally:
+            os.close(writer)
+            rt.close()
+    asyncio.run(run())
+
+
+def test_shoal_shim_zygote_0_turns_the_zygote_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_SHIM_ZYGOTE", "0")
+    assert RuncRuntime(tmp_path / "runc", tmp_path / "state")._zygote is None
