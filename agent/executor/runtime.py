@@ -39,15 +39,16 @@ from common.fsutil import write_atomic
 log = logging.getLogger(__name__)
 
 # runc's own rule for container ids; it also keeps ids from escaping state_root.
-MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each is an idle Python process, ~10 MB)
+MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each an idle process, forked: pages shared)
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
 _CAP_SYS_RESOURCE = 24
 
 # The shim (agent/executor/shim.py) outlives the daemon: its own session, reparented away at
-# once. One is kept ready as a spare (interpreter loaded, waiting for its job on a pipe) so a
-# start does not pay Python's start-up; a daemon that dies closes the pipe and the spare exits.
+# once. One is kept ready as a spare (waiting for its job on a pipe); a daemon that dies closes
+# the pipe and the spare exits. Spares are forked by the zygote (agent/executor/zygote.py: no
+# Python start-up per shim); started as their own Python (SHIM_SCRIPT) when it cannot.
 SHIM_SCRIPT = Path(__file__).with_name("shim.py")
 
 

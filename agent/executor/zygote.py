@@ -46,7 +46,6 @@ def become_shim(job_fd: int) -> None:
         # default dispositions from the shim's posix_spawn, as before).
         _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-        gc.unfreeze()
         shim.run_job()
     except BaseException:
         sys.excepthook(*sys.exc_info())  # into shim.log once run_job moved fd 2 there, else /dev/null
@@ -108,7 +107,9 @@ def main() -> None:
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    gc.freeze()  # what is imported stays out of collections: forks do not copy pages for the GC's sake
+    # What is imported stays out of collections, in the zygote and in every shim (never unfrozen there): a
+    # collection does not touch, and so copy, the pages a fork shares.
+    gc.freeze()
     try:
         serve(sock)
     except OSError:
