@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,7 +106,7 @@ def test_a_forked_shim_has_no_blocked_signals_and_pythons_usual_dispositions() -
         try:
             # A Python started as the old shims are: the same mask and dispositions.
             proc = await asyncio.create_subprocess_exec(
-                "python3", "-S", "-E", "-c", "import os; print(open('/proc/self/status').read())",
+                sys.executable, "-S", "-E", "-c", "import os; print(open('/proc/self/status').read())",
                 stdout=asyncio.subprocess.PIPE, start_new_session=True)
             out, _ = await proc.communicate()
             fresh = [line for line in out.decode().splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
@@ -249,3 +250,23 @@ def test_the_runtime_forks_its_shims_from_the_zygote(tmp_path: Path) -> None:
 def test_shoal_shim_zygote_0_turns_the_zygote_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOAL_SHIM_ZYGOTE", "0")
     assert RuncRuntime(tmp_path / "runc", tmp_path / "state")._zygote is None
+
+
+def test_a_shim_gets_the_daemons_environment_of_the_moment_it_is_forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def environ_of(pid: int) -> list[bytes]:
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+    async def run() -> None:
+        zygote = Zygote()
+        first, writer = await zygote.spawn()
+        os.close(writer)
+        old = zygote.pid
+        monkeypatch.setenv("SHOAL_ZYGOTE_TEST_VALUE", "changed")
+        pid, writer = await zygote.spawn()
+        try:
+            assert b"SHOAL_ZYGOTE_TEST_VALUE=changed" in environ_of(pid)
+            assert zygote.pid not in (0, old)  # a zygote of the new environment
+        finally:
+            os.close(writer)
+            zygote.close()
+    asyncio.run(run())
