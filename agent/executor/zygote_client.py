@@ -71,8 +71,10 @@ class Zygote:
         async with self._lock[1]:
             for attempt in (1, 2):
                 try:
-                    if self._sock is not None and os.environ != self._env:
-                        self._stop()  # a shim gets the daemon's environment of now, as one started the old way
+                    if self._proc is not None and (self._proc.returncode is not None or os.environ != self._env):
+                        # Gone (reaped by _exited), or a shim must get the daemon's environment of now, as one
+                        # started the old way does.
+                        self._stop()
                     if self._closed:
                         raise ZygoteUnavailable("the shim zygote is closed")
                     if self._sock is None:
@@ -143,12 +145,8 @@ class Zygote:
         return data
 
     def _exited(self, proc: subprocess.Popen) -> None:
-        """A zygote exited (killed, or let go): reaped; when it was the current one, the next spawn starts another."""
-        if proc is self._proc:
-            self._proc = None
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+        """A zygote exited (killed, or let go): reaped. Its socket is left to spawn(): a request in flight reads EOF
+        from it (closing it under a pending read would leave that read waiting for the timeout)."""
         self._unwatch(proc.pid)
         proc.poll()
 

@@ -4,6 +4,7 @@ processes (the zygote, its forks), no runc: what a shim gets and what the daemon
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -270,3 +271,54 @@ def test_a_shim_gets_the_daemons_environment_of_the_moment_it_is_forked(monkeypa
             os.close(writer)
             zygote.close()
     asyncio.run(run())
+
+
+def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_and_leave_none_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import random
+    import threading
+
+    monkeypatch.setattr(zygote_client, "BROKEN_PAUSE", 0.0)  # a zygote again at every spawn: many kills land
+    caplog.set_level(logging.INFO, logger="agent.executor.zygote_client")
+
+    rng = random.Random(12)
+    done = threading.Event()
+    rt = RuncRuntime(tmp_path / "runc", tmp_path / "state")
+    killed = []
+
+    def killer() -> None:
+        while not done.wait(rng.uniform(0.01, 0.06)):
+            pid = rt._zygote.pid
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except ProcessLookupError:
+                    pass
+
+    async def run() -> list[int]:
+        pids = []
+        for _ in range(40):
+            pid, writer = await rt._spawn_shim()
+            assert alive(pid)  # a live spare every time, from some zygote or the old way
+            pids.append(pid)
+            os.close(writer)
+        return pids
+
+    shim_script = str(Path(zygote_client.__file__).with_name("shim.py")).encode()
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        pids = asyncio.run(run())
+    finally:
+        done.set()
+        thread.join()
+        rt.close()
+    assert len(set(pids)) == 40 and len(killed) > 3
+    # A killed zygote is noticed by its EOF, never by waiting out the reply timeout.
+    assert [r.getMessage() for r in caplog.records if "no answer" in r.getMessage()] == []
+    wait_for(lambda: not any(alive(pid) for pid in pids), "every spare to exit once its job pipe closed")
+    wait_for(lambda: not forks_of_the_zygote(), "no zygote nor forked shim left")
+    assert not any(shim_script in Path(f"/proc/{p}/cmdline").read_bytes()
+                   for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if alive(p))
