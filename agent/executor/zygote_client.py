@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ class Zygote:
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._broken_until = 0.0
         self._closed = False
+        self._busy = False  # a request is reading its answer from the socket
         # zygote pid -> (the loop watching it, its pidfd, its Popen): each is reaped as soon as it exits
         self._watched: dict[int, tuple[asyncio.AbstractEventLoop, int, subprocess.Popen]] = {}
 
@@ -120,6 +122,7 @@ class Zygote:
         sock = self._sock
         assert sock is not None
         reader, writer = os.pipe()
+        self._busy = True
         try:
             try:
                 sock.sendmsg([b"s"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [reader]))])
@@ -133,6 +136,10 @@ class Zygote:
         except BaseException:
             os.close(writer)  # a shim forked for it (if any) reads EOF and exits
             raise
+        finally:
+            self._busy = False
+            if sock is not self._sock:
+                sock.close()  # stopped while this request read from it (_stop only shut it down)
 
     @staticmethod
     async def _read_reply(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
@@ -163,7 +170,12 @@ class Zygote:
         its pidfd says it is gone, or here with wait (at close: no loop may run again)."""
         proc, sock = self._proc, self._sock
         self._proc, self._sock = None, None
-        if sock is not None:
+        if sock is not None and self._busy:
+            # A request reads from it: shut down, its read ends with EOF now (a socket closed under a pending read
+            # would leave it waiting for the timeout); the request closes it.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        elif sock is not None:
             sock.close()
         if proc is None:
             return

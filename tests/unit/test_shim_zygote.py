@@ -322,3 +322,22 @@ def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_an
     wait_for(lambda: not forks_of_the_zygote(), "no zygote nor forked shim left")
     assert not any(shim_script in Path(f"/proc/{p}/cmdline").read_bytes()
                    for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if alive(p))
+
+
+def test_close_with_a_request_in_flight_ends_that_request_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zygote_client, "REPLY_TIMEOUT", 60.0)
+
+    async def run() -> None:
+        zygote = Zygote()
+        _, writer = await zygote.spawn()
+        os.close(writer)
+        old = zygote.pid
+        os.kill(old, signal.SIGSTOP)  # the request waits in its socket
+        spawn = asyncio.ensure_future(zygote.spawn())
+        await asyncio.sleep(0.05)
+        zygote.close()  # (kills the stopped zygote: it cannot exit on EOF)
+        with pytest.raises(ZygoteUnavailable) as err:
+            await asyncio.wait_for(spawn, 10)  # not the reply timeout
+        assert str(err.value) == "the shim zygote is closed"
+        assert not alive(old)
+    asyncio.run(run())
