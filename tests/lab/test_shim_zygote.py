@@ -166,3 +166,36 @@ def test_the_zygote_exits_with_the_daemon_killed_9_and_its_containers_keep_loggi
         assert run(restarted.stop(cid, timeout=0.2)) == 137
     finally:
         restarted.close()
+
+
+# ---- a lab daemon ------------------------------------------------------------------------------
+def zygotes_of(daemon: int) -> list[int]:
+    """The daemon's zygote(s): processes running this checkout's zygote.py whose parent is the daemon."""
+    from agent.executor.zygote_client import ZYGOTE_SCRIPT
+
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError):
+            continue
+        if str(ZYGOTE_SCRIPT).encode() in cmdline and ppid == daemon and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def test_a_daemon_killed_9_leaves_its_zygote_to_exit_and_the_next_daemon_starts_its_own(lab) -> None:  # noqa: ANN001
+    from tests.lab.helpers import inspect_first, shoal
+
+    lab = lab(hosts=1)
+    shoal(lab, "run", "-d", "--name", "ticker", "busybox", "sh", "-c", "while true; do echo tick; sleep 0.1; done")
+    first = lab.daemon_pid("h1")
+    [old_zygote] = zygotes_of(first)
+    lab.restart_daemon("h1", kill9=True)
+    wait_until(lambda: not pid_alive(old_zygote), what="the old daemon's zygote to exit")
+    ticks = shoal(lab, "logs", "ticker").stdout.count("tick")
+    wait_until(lambda: shoal(lab, "logs", "ticker").stdout.count("tick") > ticks, what="the log to grow")
+    shoal(lab, "run", "-d", "--name", "second", "busybox", "httpd", "-f", "-p", "80")
+    assert inspect_first(lab, "inspect", "second")["State"]["Running"] is True
+    assert len(zygotes_of(lab.daemon_pid("h1"))) == 1
