@@ -547,7 +547,7 @@ class RuncRuntime:
             try:
                 return await self._zygote.spawn()
             except zygote_client.ZygoteUnavailable as exc:
-                if not self._closed:
+                if not exc.quiet:
                     log.warning("%s: starting the shim as its own Python", exc)
         return await self._exec_shim()
 

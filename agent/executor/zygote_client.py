@@ -30,7 +30,12 @@ def enabled() -> bool:
 
 
 class ZygoteUnavailable(OSError):
-    """No shim from the zygote now: the caller starts the shim the old way."""
+    """No shim from the zygote now: the caller starts the shim the old way. quiet: nothing new to report (the zygote
+    is closed, or its failure was reported when it happened)."""
+
+    def __init__(self, message: str, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet
 
 
 def parse_reply(data: bytes) -> int:
@@ -65,9 +70,9 @@ class Zygote:
         one (closed, broken, failed twice): nothing is left behind then."""
         loop = asyncio.get_running_loop()
         if self._closed:
-            raise ZygoteUnavailable("the shim zygote is closed")
+            raise ZygoteUnavailable("the shim zygote is closed", quiet=True)
         if loop.time() < self._broken_until:
-            raise ZygoteUnavailable("the shim zygote failed recently")
+            raise ZygoteUnavailable("the shim zygote failed recently", quiet=True)
         if self._lock is None or self._lock[0] is not loop:
             self._lock = (loop, asyncio.Lock())  # a lock serves one loop (a runtime may outlive its first loop)
         async with self._lock[1]:
@@ -78,7 +83,7 @@ class Zygote:
                         # started the old way does.
                         self._stop()
                     if self._closed:
-                        raise ZygoteUnavailable("the shim zygote is closed")
+                        raise ZygoteUnavailable("the shim zygote is closed", quiet=True)
                     if self._sock is None:
                         self._start(loop)
                     return await self._request(loop)
@@ -91,7 +96,8 @@ class Zygote:
                     self._stop(kill=True)  # stuck or broken: a new one for the retry
                     if attempt == 2:
                         self._broken_until = loop.time() + BROKEN_PAUSE
-                        raise ZygoteUnavailable(f"the shim zygote failed: {exc}") from None
+                        raise ZygoteUnavailable(f"the shim zygote failed: {exc} (shims as their own Python for "
+                                                f"{BROKEN_PAUSE:.0f} s)") from None
                     log.info("shim zygote failed (%s): starting another", exc)
         raise AssertionError("unreachable")
 
@@ -125,11 +131,13 @@ class Zygote:
         self._busy = True
         try:
             try:
-                sock.sendmsg([b"s"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [reader]))])
-            finally:
-                os.close(reader)
-            try:
+                try:
+                    sock.sendmsg([b"s"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [reader]))])
+                finally:
+                    os.close(reader)  # in flight, the zygote holds its own copy
                 reply = await asyncio.wait_for(self._read_reply(loop, sock), REPLY_TIMEOUT)
+            except (BrokenPipeError, ConnectionResetError):
+                raise ConnectionResetError("the shim zygote exited") from None  # one message, whichever end saw it
             except TimeoutError:
                 raise TimeoutError(f"no answer within {REPLY_TIMEOUT}s") from None
             return parse_reply(reply), writer

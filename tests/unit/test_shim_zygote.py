@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,16 +40,26 @@ def stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def forks_of_the_zygote() -> set[int]:
-    """Live processes running this checkout's zygote.py: the zygote itself and every shim it forked."""
+@pytest.fixture
+def tag(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """An environment entry of this test's own: every zygote it starts, and every shim forked, carries it (other
+    tests' daemons run zygotes of this checkout at the same time)."""
+    entry = f"SHOAL_ZYGOTE_TEST_TAG={uuid.uuid4().hex}"
+    monkeypatch.setenv(*entry.split("="))
+    return entry.encode()
+
+
+def forks_of_the_zygote(tag: bytes) -> set[int]:
+    """Live processes running this checkout's zygote.py with the test's tag: the zygotes and every shim forked."""
     found = set()
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if str(zygote_client.ZYGOTE_SCRIPT).encode() in cmdline and alive(int(entry)):
+            if str(zygote_client.ZYGOTE_SCRIPT).encode() in cmdline and tag in environ and alive(int(entry)):
                 found.add(int(entry))
     return found
 
@@ -184,7 +195,7 @@ def test_a_zygote_that_keeps_failing_is_given_up_for_a_while_naming_why(
         os.kill(zygote.pid, signal.SIGKILL)
         with pytest.raises(ZygoteUnavailable) as err:
             await zygote.spawn()
-        assert str(err.value) == "the shim zygote failed: no answer within 0.2s"
+        assert str(err.value) == "the shim zygote failed: no answer within 0.2s (shims as their own Python for 30 s)"
         with pytest.raises(ZygoteUnavailable) as err:
             await zygote.spawn()  # no third start of a broken one at every spare
         assert str(err.value) == "the shim zygote failed recently"
@@ -192,19 +203,18 @@ def test_a_zygote_that_keeps_failing_is_given_up_for_a_while_naming_why(
     asyncio.run(run())
 
 
-def test_a_zygote_dying_after_the_fork_leaves_no_shim_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_zygote_dying_after_the_fork_leaves_no_shim_behind(monkeypatch: pytest.MonkeyPatch, tag: bytes) -> None:
     monkeypatch.setenv("SHOAL_FAILPOINT", "zygote-after-fork")
-    before = forks_of_the_zygote()
 
     async def run() -> None:
         zygote = Zygote()
         with pytest.raises(ZygoteUnavailable) as err:
             await zygote.spawn()
-        assert str(err.value) == "the shim zygote failed: the shim zygote exited"
+        assert str(err.value) == "the shim zygote failed: the shim zygote exited (shims as their own Python for 30 s)"
         zygote.close()
     asyncio.run(run())
     # Two attempts, each forked a shim that got no job: both exit when their job pipe closes.
-    wait_for(lambda: not (forks_of_the_zygote() - before), "the shims forked for failed spawns to exit")
+    wait_for(lambda: not forks_of_the_zygote(tag), "the shims forked for failed spawns to exit")
 
 
 def test_the_zygote_exits_when_the_daemons_socket_closes() -> None:
@@ -274,7 +284,7 @@ def test_a_shim_gets_the_daemons_environment_of_the_moment_it_is_forked(monkeypa
 
 
 def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_and_leave_none_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tag: bytes,
 ) -> None:
     import random
     import threading
@@ -319,9 +329,16 @@ def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_an
     # A killed zygote is noticed by its EOF, never by waiting out the reply timeout.
     assert [r.getMessage() for r in caplog.records if "no answer" in r.getMessage()] == []
     wait_for(lambda: not any(alive(pid) for pid in pids), "every spare to exit once its job pipe closed")
-    wait_for(lambda: not forks_of_the_zygote(), "no zygote nor forked shim left")
-    assert not any(shim_script in Path(f"/proc/{p}/cmdline").read_bytes()
-                   for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if alive(p))
+    wait_for(lambda: not forks_of_the_zygote(tag), "no zygote nor forked shim left")
+    leftover = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if (shim_script in Path(f"/proc/{entry}/cmdline").read_bytes()
+                    and tag in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0") and alive(int(entry))):
+                leftover.append(int(entry))
+        except OSError:
+            continue
+    assert leftover == []  # nor a shim started the old way
 
 
 def test_close_with_a_request_in_flight_ends_that_request_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,3 +358,20 @@ def test_close_with_a_request_in_flight_ends_that_request_at_once(monkeypatch: p
         assert str(err.value) == "the shim zygote is closed"
         assert not alive(old)
     asyncio.run(run())
+
+
+def test_the_runtime_reports_a_broken_zygote_once_not_at_every_shim_of_the_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(zygote_client, "ZYGOTE_SCRIPT", tmp_path / "missing.py")
+
+    async def run() -> None:
+        rt = RuncRuntime(tmp_path / "runc", tmp_path / "state")
+        for _ in range(3):
+            _, writer = await rt._spawn_shim()
+            os.close(writer)
+        rt.close()
+    asyncio.run(run())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "the shim zygote failed: the shim zygote exited (shims as their own Python for 30 s): "
+        "starting the shim as its own Python"]
