@@ -27,6 +27,20 @@ def shim_of(rt: RuncRuntime, cid: str) -> int:
     return int((rt.bundle_dir(cid) / "shim.pid").read_text().split()[0])
 
 
+def settled_fd_kinds(pid: int, cid: str) -> dict[int, str]:
+    """The fds of a shim serving its container (start() returns once the container runs, the shim may still be
+    tidying up after runc): once it holds the container's pidfd and two looks agree."""
+    def look() -> dict[int, str] | None:
+        try:
+            first, second = fd_kinds(pid, cid), fd_kinds(pid, cid)
+        except FileNotFoundError:
+            return None  # an fd closed while being read
+        return first if first == second and "anon_inode:[pidfd]" in first.values() else None
+    got: list[dict[int, str]] = []
+    wait_until(lambda: bool(got.append(look()) or got[-1]), what=f"shim {pid} to settle")
+    return got[-1]
+
+
 def fd_kinds(pid: int, cid: str) -> dict[int, str]:
     """A process's fds by kind: inode numbers dropped, the container's id and state dirs replaced by names."""
     kinds = {}
@@ -59,7 +73,7 @@ def test_a_forked_shim_holds_the_same_fds_as_one_started_as_its_own_python(
         await start_logging(forked, f"{prefix}-new", image, netns, **stdio)
         await start_logging(exec_d, f"{prefix}-old", image, netns, **stdio)
         new, old = shim_of(forked, f"{prefix}-new"), shim_of(exec_d, f"{prefix}-old")
-        return (fd_kinds(new, f"{prefix}-new"), fd_kinds(old, f"{prefix}-old"),
+        return (settled_fd_kinds(new, f"{prefix}-new"), settled_fd_kinds(old, f"{prefix}-old"),
                 Path(f"/proc/{new}/cmdline").read_bytes())
 
     try:

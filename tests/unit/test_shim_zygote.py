@@ -217,8 +217,7 @@ def test_a_zygote_dying_after_the_fork_leaves_no_shim_behind(monkeypatch: pytest
     wait_for(lambda: not forks_of_the_zygote(tag), "the shims forked for failed spawns to exit")
 
 
-def test_the_zygote_exits_when_the_daemons_socket_closes() -> None:
-    async def run() -> int:
+def run() -> int:
         zygote = Zygote()
         _, writer = await zygote.spawn()
         os.close(writer)
@@ -309,7 +308,7 @@ def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_an
 
     async def run() -> list[int]:
         pids = []
-        for _ in range(40):
+        while len(killed) < 5 and len(pids) < 1000:  # until five kills have landed somewhere among the spawns
             pid, writer = await rt._spawn_shim()
             assert alive(pid)  # a live spare every time, from some zygote or the old way
             pids.append(pid)
@@ -325,7 +324,7 @@ def test_spawns_while_the_zygote_is_killed_9_at_random_moments_all_get_a_shim_an
         done.set()
         thread.join()
         rt.close()
-    assert len(set(pids)) == 40 and len(killed) > 3
+    assert len(set(pids)) == len(pids) and len(killed) >= 5
     # A killed zygote is noticed by its EOF, never by waiting out the reply timeout.
     assert [r.getMessage() for r in caplog.records if "no answer" in r.getMessage()] == []
     wait_for(lambda: not any(alive(pid) for pid in pids), "every spare to exit once its job pipe closed")
