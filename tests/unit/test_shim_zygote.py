@@ -217,16 +217,6 @@ def test_a_zygote_dying_after_the_fork_leaves_no_shim_behind(monkeypatch: pytest
     wait_for(lambda: not forks_of_the_zygote(tag), "the shims forked for failed spawns to exit")
 
 
-def run() -> int:
-        zygote = Zygote()
-        _, writer = await zygote.spawn()
-        os.close(writer)
-        return zygote.pid
-
-    pid = asyncio.run(run())  # the Zygote object is dropped: its socket closes with it
-    wait_for(lambda: not alive(pid), "the zygote to exit on EOF")
-
-
 def test_the_runtime_starts_shims_the_old_way_when_the_zygote_cannot_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
