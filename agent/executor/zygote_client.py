@@ -62,7 +62,7 @@ class Zygote:
     @property
     def pid(self) -> int:
         """The running zygote's pid, 0 when none."""
-        return self._proc.pid if self._proc is not None else 0
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else 0
 
     async def spawn(self) -> tuple[int, int]:
         """A new spare shim: (its pid, the write end of its job pipe). ZygoteUnavailable when the zygote cannot give
