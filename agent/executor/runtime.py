@@ -18,7 +18,7 @@ import struct
 import sys
 import termios
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from agent.executor.spec import (
     build_oci_spec,
     build_process,
 )
-from agent.executor import stdio
+from agent.executor import exitwatch, stdio
 from agent.executor.stdio import StdioOptions
 from common.fsutil import write_atomic
 
@@ -42,6 +42,10 @@ MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each is an
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
+# wait() sleeps on a pidfd of the container's process; it looks at the files again this often all the
+# same, so a change no process exit announces (a bundle removed under it, a pid recorded without its
+# start time that now names another process) is seen as the old 5 Hz poll saw it, only later.
+EXIT_SAFETY_POLL = 5.0
 _CAP_SYS_RESOURCE = 24
 
 # The shim (agent/executor/shim.py) outlives the daemon: its own session, reparented away at
@@ -630,10 +634,14 @@ class RuncRuntime:
     async def wait(self, container_id: str) -> int:
         """Until the container has exited; its exit code, as the shim recorded it.
 
+        While the container's process runs, nothing polls: the loop reads a pidfd of that process
+        (exitwatch), re-checking every EXIT_SAFETY_POLL seconds; once it has ended (or where no pidfd
+        can be had) the files are polled finely until the shim has recorded the code.
         A file or /proc entry that cannot be read at some moment (EMFILE, ENOMEM...) says
         nothing about the container: the wait goes on. RuncError only when the container is
         known to be gone without a recorded code."""
         delay = 0.01
+        ended_pid = 0  # the process seen to end: from then on, poll for the code the shim records
         while True:
             try:
                 st = self.status(container_id)
@@ -647,8 +655,26 @@ class RuncRuntime:
                 raise RuncError(f"container {container_id}: exit code is unknown (its shim is gone)")
             if st.state == "created" and not self._start_in_progress(container_id):
                 raise RuncError(f"container {container_id} is not running")
+            if st.state == "running" and st.pid != ended_pid:
+                try:
+                    same = self._same_process(container_id, st.pid)
+                except OSError:  # `started` unreadable now: the poll below, as for any unreadable file
+                    same = None
+                outcome = exitwatch.Outcome.UNAVAILABLE if same is None else await exitwatch.process_end(
+                    st.pid, same, EXIT_SAFETY_POLL)
+                if outcome is exitwatch.Outcome.ENDED:
+                    ended_pid, delay = st.pid, 0.01
+                if outcome is not exitwatch.Outcome.UNAVAILABLE:
+                    continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _same_process(self, container_id: str, pid: int) -> Callable[[], bool]:
+        """Whether pid still names the container's process: alive, and started when `started` says
+        (no start time recorded yet: alive is all that can be checked, as status() does)."""
+        started = _read_pair(self._dir(container_id) / "started")
+        start_time = started[1] if started and started[0] == pid else None
+        return lambda: _is_alive(pid, start_time)
 
     def start_in_progress(self, container_id: str) -> bool:
         """True while a shim runs for the container (a start under way, or its process exiting)."""
