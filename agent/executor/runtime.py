@@ -33,7 +33,7 @@ from agent.executor.spec import (
 )
 from agent.executor import exitwatch, stdio
 from agent.executor.stdio import StdioOptions
-from common.fsutil import write_atomic
+from common.fsutil import Sync, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +149,13 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _write_atomic(path: Path, data: str) -> None:
+def _write_atomic(path: Path, data: str, sync: Sync = "none") -> None:
     # The bundle's files are read by runc and people: world-readable, as runc's own.
-    write_atomic(path, data, mode=0o644)
+    # No fsync by default: a kill -9 of the daemon keeps what it wrote (the rename is atomic), and what
+    # a power cut may lose is rewritten before it is read again (config.json, image: by every start's
+    # prepare; exec-*.json: per exec) or names a process the power cut ended (shim.pid: a missing or
+    # empty file reads as "no shim", which is then true). `started` is the exception: see start().
+    write_atomic(path, data, mode=0o644, sync=sync)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -412,6 +416,9 @@ class RuncRuntime:
         if os.path.ismount(rootfs) or (d / "rootfs.copied").exists():
             return
         image = (d / "image").read_text().strip()
+        if not image or not os.path.isdir(image):
+            # Never mount or copy from "" (cp -a /.): an `image` file a power cut emptied is rewritten by prepare.
+            raise RuncError(f"container {container_id}: its image rootfs {image!r} is not a directory: prepare it again")
         options = f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}"
         if _mount_overlay(options, rootfs):  # mount(2) directly: no mount(8) process per start
             return
@@ -582,7 +589,9 @@ class RuncRuntime:
             pid = _read_int(d / "pid")
             if pid is not None:
                 stat = _proc_stat(pid)
-                _write_atomic(d / "started", f"{pid} {stat[1] if stat else 0}\n")
+                # Durable: its start time is what tells the container's process from a reused pid
+                # after a reboot (runc's `pid` file alone would make a stranger look running).
+                _write_atomic(d / "started", f"{pid} {stat[1] if stat else 0}\n", sync="all")
                 return pid
             if (d / "exit").exists() or not _is_alive(shim_pid):
                 # The pid file may have landed between the two checks.

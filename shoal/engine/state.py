@@ -15,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.fsutil import remove_stale_temps, write_atomic
+from common.fsutil import Sync, remove_stale_temps, write_atomic
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 KINDS = ("networks", "containers", "ipam", "ports")
+_REPLACE_WITHOUT_DIR_SYNC = frozenset({"containers", "ipam"})  # see StateDir.save
 CORRUPT_SUFFIX = ".corrupt-"
 _LEGACY_TEMP_SUFFIX = ".tmp"  # what the engine's own helper named its temp files before fsutil
 
@@ -66,7 +67,14 @@ class StateDir:
 
     def save(self, kind: str, object_id: str, data: dict[str, Any]) -> None:
         """Raises OSError (ENOSPC...) with the old record, if any, left intact."""
-        write_atomic(self.path(kind, object_id), json.dumps(data, indent=1).encode())
+        path = self.path(kind, object_id)
+        # A new record is made durable whole (file and directory). A container or IPAM record that
+        # replaces one on disk skips the directory fsync (moby's AtomicWriteFile does the same for
+        # config.v2.json): after a power cut the old or the new record is there, each whole, and
+        # the restart reconciles either (no container survives a power cut; IPAM is rebuilt from
+        # live endpoints). A kill -9 leaves the new one in both cases.
+        sync: Sync = "file" if kind in _REPLACE_WITHOUT_DIR_SYNC and path.exists() else "all"
+        write_atomic(path, json.dumps(data, indent=1).encode(), sync=sync)
 
     def delete(self, kind: str, object_id: str) -> None:
         self.path(kind, object_id).unlink(missing_ok=True)
