@@ -1,12 +1,16 @@
-"""Waits for a process to end without polling: a pidfd (pidfd_open(2)) read by the event loop.
-Used by agent.executor.runtime's wait(), which falls back to its poll when no pidfd can be had."""
+"""Waits without polling: for a process to end (a pidfd, pidfd_open(2)) and for a file to be renamed into a
+directory (inotify), both read by the event loop. Used by agent.executor.runtime's wait() and start, which fall
+back to their polls when no pidfd or inotify instance can be had."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import enum
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +61,73 @@ async def process_end(pid: int, is_same: Callable[[], bool], timeout: float) -> 
             loop.remove_reader(fd)
     finally:
         os.close(fd)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_IN_MOVED_TO, _IN_ONLYDIR = 0x80, 0x01000000
+
+
+class DirWatch:
+    """Files renamed into one directory (runc's pid file, the shim's exit file: both written by rename) and the
+    end of one process, as one readiness the loop waits on. Made before the files are first looked at, so a
+    rename between the look and the wait is not missed. OSError when inotify or the pidfd cannot be had."""
+
+    __slots__ = ("_inotify", "_pidfd")
+
+    def __init__(self, directory: Path, pid: int) -> None:
+        self._inotify = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if self._inotify < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        self._pidfd = -1
+        try:
+            if _libc.inotify_add_watch(self._inotify, os.fsencode(directory), _IN_MOVED_TO | _IN_ONLYDIR) < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(directory))
+            self._pidfd = os.pidfd_open(pid)
+        except BaseException:
+            self.close()
+            raise
+
+    async def changed(self, timeout: float) -> bool:
+        """Until a file was renamed into the directory or the process ended (True; also when that happened
+        before this call and was not yet seen), or timeout seconds passed (False)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def settle(value: bool) -> None:
+            if not done.done():
+                done.set_result(value)
+
+        loop.add_reader(self._inotify, settle, True)
+        try:
+            loop.add_reader(self._pidfd, settle, True)
+        except BaseException:
+            loop.remove_reader(self._inotify)
+            raise
+        timer = loop.call_later(timeout, settle, False)
+        try:
+            return await done
+        finally:
+            timer.cancel()
+            loop.remove_reader(self._inotify)
+            loop.remove_reader(self._pidfd)
+            self._drain()
+
+    def _drain(self) -> None:
+        # The events say only "something was renamed in": the caller looks at the files itself.
+        while True:
+            try:
+                if not os.read(self._inotify, 4096):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+
+    def close(self) -> None:
+        for fd in (self._inotify, self._pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self._inotify = self._pidfd = -1

@@ -582,6 +582,23 @@ class RuncRuntime:
             os.close(writer)
 
     async def _await_started(self, container_id: str, shim_pid: int, log_offset: int) -> int:
+        """The container's pid once runc has written it; the start's failure once the shim ended without it.
+        Sleeps on an inotify watch of the bundle (runc renames `pid` into it) and a pidfd of the shim; polls
+        (2 ms, then 50 ms) only where those cannot be had (no inotify instance or descriptor left)."""
+        d = self._dir(container_id)
+        try:
+            watch: exitwatch.DirWatch | None = exitwatch.DirWatch(d, shim_pid)
+        except (OSError, AttributeError) as exc:
+            log.debug("container %s: no inotify/pidfd for its start (%s): polling", container_id, exc)
+            watch = None
+        try:
+            return await self._await_started_watched(container_id, shim_pid, log_offset, watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _await_started_watched(self, container_id: str, shim_pid: int, log_offset: int,
+                                     watch: exitwatch.DirWatch | None) -> int:
         d = self._dir(container_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_DEADLINE
@@ -601,6 +618,10 @@ class RuncRuntime:
             if loop.time() > deadline:
                 await _run(*self._runc("delete", "--force", container_id))
                 raise RuncError(f"container {container_id} did not start within {START_DEADLINE:.0f}s")
+            if watch is not None:
+                # Woken by the rename of `pid` (or `exit`), or the shim's end; the deadline bounds the rest.
+                await watch.changed(max(0.0, deadline - loop.time()) + 0.01)
+                continue
             # runc needs ~20 ms: poll finely at first so the start is not padded by the poll.
             await asyncio.sleep(0.002 if loop.time() < deadline - START_DEADLINE + 0.5 else 0.05)
 
