@@ -65,12 +65,12 @@ async def process_end(pid: int, is_same: Callable[[], bool], timeout: float) -> 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
-_IN_MOVED_TO, _IN_ONLYDIR = 0x80, 0x01000000
+_IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_ONLYDIR = 0x08, 0x80, 0x01000000
 
 
 class DirWatch:
-    """Files renamed into one directory (runc's pid file, the shim's exit file: both written by rename) and the
-    end of one process, as one readiness the loop waits on. Made before the files are first looked at, so a
+    """Files renamed into one directory (runc's pid file, the shim's exit file: both written by rename; a file
+    written in place, closed after writing, wakes it too) and the end of one process, as one readiness the loop waits on. Made before the files are first looked at, so a
     rename between the look and the wait is not missed. OSError when inotify or the pidfd cannot be had."""
 
     __slots__ = ("_inotify", "_pidfd")
@@ -82,7 +82,8 @@ class DirWatch:
             raise OSError(err, os.strerror(err))
         self._pidfd = -1
         try:
-            if _libc.inotify_add_watch(self._inotify, os.fsencode(directory), _IN_MOVED_TO | _IN_ONLYDIR) < 0:
+            if _libc.inotify_add_watch(self._inotify, os.fsencode(directory),
+                                                            _IN_MOVED_TO | _IN_CLOSE_WRITE | _IN_ONLYDIR) < 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err), str(directory))
             self._pidfd = os.pidfd_open(pid)

@@ -664,40 +664,64 @@ class RuncRuntime:
     async def wait(self, container_id: str) -> int:
         """Until the container has exited; its exit code, as the shim recorded it.
 
-        While the container's process runs, nothing polls: the loop reads a pidfd of that process
-        (exitwatch), re-checking every EXIT_SAFETY_POLL seconds; once it has ended (or where no pidfd
-        can be had) the files are polled finely until the shim has recorded the code.
+        Nothing polls: while the container's process runs, the loop reads a pidfd of that process
+        (exitwatch.process_end); once it has ended, an inotify watch of the bundle (the shim renames
+        `exit` into it) and a pidfd of the shim (exitwatch.DirWatch). Both re-check the files every
+        EXIT_SAFETY_POLL seconds; where they cannot be had, the files are polled (10 ms, up to 0.2 s).
         A file or /proc entry that cannot be read at some moment (EMFILE, ENOMEM...) says
         nothing about the container: the wait goes on. RuncError only when the container is
         known to be gone without a recorded code."""
         delay = 0.01
-        ended_pid = 0  # the process seen to end: from then on, poll for the code the shim records
-        while True:
-            try:
-                st = self.status(container_id)
-            except OSError as exc:
-                log.warning("container %s: cannot read its state now (%s); waiting on", container_id, exc)
-                await asyncio.sleep(1.0)
-                continue
-            if st.state == "exited":
-                return st.exit_code  # type: ignore[return-value]
-            if st.state == "unknown":
-                raise RuncError(f"container {container_id}: exit code is unknown (its shim is gone)")
-            if st.state == "created" and not self._start_in_progress(container_id):
-                raise RuncError(f"container {container_id} is not running")
-            if st.state == "running" and st.pid != ended_pid:
+        ended_pid = 0  # the process seen to end: from then on, wait for the code the shim records
+        watch: exitwatch.DirWatch | None = None
+        watch_tried = False
+        try:
+            while True:
                 try:
-                    same = self._same_process(container_id, st.pid)
-                except OSError:  # `started` unreadable now: the poll below, as for any unreadable file
-                    same = None
-                outcome = exitwatch.Outcome.UNAVAILABLE if same is None else await exitwatch.process_end(
-                    st.pid, same, EXIT_SAFETY_POLL)
-                if outcome is exitwatch.Outcome.ENDED:
-                    ended_pid, delay = st.pid, 0.01
-                if outcome is not exitwatch.Outcome.UNAVAILABLE:
+                    st = self.status(container_id)
+                except OSError as exc:
+                    log.warning("container %s: cannot read its state now (%s); waiting on", container_id, exc)
+                    await asyncio.sleep(1.0)
                     continue
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+                if st.state == "exited":
+                    return st.exit_code  # type: ignore[return-value]
+                if st.state == "unknown":
+                    raise RuncError(f"container {container_id}: exit code is unknown (its shim is gone)")
+                if st.state == "created" and not self._start_in_progress(container_id):
+                    raise RuncError(f"container {container_id} is not running")
+                if st.state == "running" and st.pid != ended_pid:
+                    try:
+                        same = self._same_process(container_id, st.pid)
+                    except OSError:  # `started` unreadable now: the poll below, as for any unreadable file
+                        same = None
+                    outcome = exitwatch.Outcome.UNAVAILABLE if same is None else await exitwatch.process_end(
+                        st.pid, same, EXIT_SAFETY_POLL)
+                    if outcome is exitwatch.Outcome.ENDED:
+                        ended_pid, delay = st.pid, 0.01
+                    if outcome is not exitwatch.Outcome.UNAVAILABLE:
+                        continue
+                elif st.state == "running":  # its process has ended; the shim is about to record the code
+                    if not watch_tried:
+                        watch_tried = True
+                        watch = self._exit_watch(container_id)
+                        continue  # the files again, now that a rename into the bundle cannot be missed
+                    if watch is not None:
+                        await watch.changed(EXIT_SAFETY_POLL)
+                        continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _exit_watch(self, container_id: str) -> exitwatch.DirWatch | None:
+        """The bundle (where the shim renames `exit`) and the shim's end, or None (then: poll)."""
+        try:
+            shim = _read_pair(self._dir(container_id) / "shim.pid")
+            return exitwatch.DirWatch(self._dir(container_id), shim[0]) if shim else None
+        except (OSError, AttributeError) as exc:
+            log.debug("container %s: no inotify/pidfd for its exit (%s): polling", container_id, exc)
+            return None
 
     def _same_process(self, container_id: str, pid: int) -> Callable[[], bool]:
         """Whether pid still names the container's process: alive, and started when `started` says

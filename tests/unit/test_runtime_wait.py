@@ -62,6 +62,12 @@ def running(rt: RuncRuntime, procs: list[subprocess.Popen]) -> tuple[subprocess.
     return process, shim
 
 
+def shim_records(rt: RuncRuntime, code: int) -> None:
+    """As the shim records an exit code: exit.tmp renamed to exit."""
+    (files(rt) / "exit.tmp").write_text(f"{code}\n")
+    os.rename(files(rt) / "exit.tmp", files(rt) / "exit")
+
+
 def count_status_calls(rt: RuncRuntime) -> list[int]:
     calls = [0]
     real = rt.status
@@ -83,7 +89,7 @@ def test_wait_reads_the_containers_state_once_while_its_process_runs(rt, procs):
         await asyncio.sleep(1.0)  # the old 5 Hz poll read the files 8 times in this second
         assert calls[0] == 1
         end(process)
-        (files(rt) / "exit").write_text("3\n")
+        shim_records(rt, 3)
         return await asyncio.wait_for(waiter, 10)
 
     assert asyncio.run(body()) == 3
@@ -98,11 +104,44 @@ def test_wait_returns_the_code_the_shim_records_after_the_process_ended(rt, proc
         end(process)  # the shim is still alive: it records the code a moment later
         await asyncio.sleep(0.3)
         assert not waiter.done()
-        (files(rt) / "exit").write_text("42\n")
+        shim_records(rt, 42)
         end(shim)
         return await asyncio.wait_for(waiter, 10)
 
     assert asyncio.run(body()) == 42
+
+
+def test_wait_reads_the_state_a_few_times_while_the_shim_drains_before_recording(rt, procs):
+    process, shim = running(rt, procs)
+    calls = count_status_calls(rt)
+
+    async def body() -> int:
+        waiter = asyncio.ensure_future(rt.wait(CID))
+        await asyncio.sleep(0.05)
+        end(process)  # the shim drains the output for up to 2 s before it records the code
+        await asyncio.sleep(1.0)  # the old poll (10 ms doubling to 0.2 s) read the files ~9 times in it
+        assert not waiter.done()
+        assert calls[0] <= 4  # before the pidfd, after it, with the watch in place, after a wake-up at most
+        shim_records(rt, 2)
+        return await asyncio.wait_for(waiter, 2)
+
+    assert asyncio.run(body()) == 2
+
+
+def test_wait_for_a_container_whose_shim_dies_after_its_process_without_recording_ends_unknown(rt, procs):
+    process, shim = running(rt, procs)
+
+    async def body() -> None:
+        waiter = asyncio.ensure_future(rt.wait(CID))
+        await asyncio.sleep(0.05)
+        end(process)
+        await asyncio.sleep(0.2)
+        end(shim)  # killed -9 before it recorded the code
+        await asyncio.wait_for(waiter, 2)  # the shim's pidfd wakes it, not the 5 s safety poll
+
+    with pytest.raises(RuncError) as caught:
+        asyncio.run(body())
+    assert caught.value.message == f"container {CID}: exit code is unknown (its shim is gone)"
 
 
 @pytest.mark.parametrize("code", [errno.ENOSYS, errno.EMFILE, errno.ENOMEM], ids=["ENOSYS", "EMFILE", "ENOMEM"])
@@ -121,7 +160,7 @@ def test_wait_without_a_pidfd_polls_on_to_the_exit_code(rt, procs, monkeypatch, 
         await asyncio.sleep(0.3)
         assert not waiter.done()
         end(process)
-        (files(rt) / "exit").write_text("5\n")
+        shim_records(rt, 5)
         return await asyncio.wait_for(waiter, 10)
 
     assert asyncio.run(body()) == 5
@@ -153,7 +192,7 @@ def test_wait_never_sleeps_on_a_pid_that_now_names_another_process(rt, procs):
     async def body() -> int:
         waiter = asyncio.ensure_future(rt.wait(CID))
         await asyncio.sleep(0.1)
-        (files(rt) / "exit").write_text("9\n")  # the shim records the code of the real one
+        shim_records(rt, 9)  # the shim records the code of the real one
         return await asyncio.wait_for(waiter, 2)  # well under the 5 s safety poll
 
     assert asyncio.run(body()) == 9
@@ -176,7 +215,7 @@ def test_wait_begun_while_a_start_is_under_way_follows_the_started_process(rt, p
         await asyncio.sleep(0.6)
         assert calls[0] == seen
         end(process)
-        (files(rt) / "exit").write_text("0\n")
+        shim_records(rt, 0)
         return await asyncio.wait_for(waiter, 10)
 
     assert asyncio.run(body()) == 0
@@ -189,7 +228,7 @@ def test_wait_looks_again_at_the_files_every_safety_poll_while_the_process_runs(
     async def body() -> int:
         waiter = asyncio.ensure_future(rt.wait(CID))
         await asyncio.sleep(0.1)
-        (files(rt) / "exit").write_text("7\n")  # no process ended to announce it
+        shim_records(rt, 7)  # no process ended to announce it
         return await asyncio.wait_for(waiter, 2)
 
     assert asyncio.run(body()) == 7
