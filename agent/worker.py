@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 
 from agent.taskexec import Dependencies, Executor, TaskRunner
-from common.aiowait import wait_event
+from common.aiowait import BatchWindow
 from proto import objects_pb2 as pb
 from proto import swarm_pb2
 
@@ -41,6 +41,7 @@ class Worker:
         self.statuses: dict[str, pb.TaskStatus] = {}  # latest status of each task we run
         self.unsent: set[str] = set()
         self._news = asyncio.Event()
+        self._window = BatchWindow(interval)  # no wake-ups while there is nothing to report
         self._lock = asyncio.Lock()
         self.synced = asyncio.Event()  # a COMPLETE set was applied at least once
         # Called (on the event loop) after the tasks or a task's state changed: the service endpoints glue announces
@@ -124,6 +125,7 @@ class Worker:
         prev = self.statuses.get(task_id)
         self.statuses[task_id] = st
         self.unsent.add(task_id)
+        self._window.note()
         if len(self.unsent) >= REPORT_ITEMS:
             self._news.set()
         if (st.state == RUNNING) != (prev is not None and prev.state == RUNNING):
@@ -139,6 +141,7 @@ class Worker:
     def resend_all(self) -> None:
         """A new session (maybe with a new leader that lost the last batch): everything goes again."""
         self.unsent = set(self.statuses)
+        self._window.note()
 
     def batch(self) -> list[swarm_pb2.TaskStatusUpdate]:
         return [swarm_pb2.TaskStatusUpdate(task_id=tid, status=self.statuses[tid])
@@ -147,7 +150,7 @@ class Worker:
     async def report_loop(self, send: SendStatus) -> None:
         """Sends batched status updates through `send` until cancelled or a send fails (the session's end)."""
         while True:
-            await wait_event(self._news, self.interval)  # not wait_for: it can swallow the session's cancel
+            await self._window.wait(bool(self.unsent), self._news)
             self._news.clear()
             updates = self.batch()
             if not updates:

@@ -24,7 +24,9 @@ starting, running: the status timestamps of the task list, polled on h1) and ans
 median and max of each hop (bench/timeline.py), and the shoal managers' timing notes (the lab daemons get
 SHOAL_TIMING=1: manager/timing.py logs each pipeline pass and its raft waits); --keep-logs DIR copies each shoal
 host's daemon.log there.
-Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline]
+The swarm systems create their service after --settle seconds (default 10) on the swarm just made, the same pause
+for both; bare has no daemons to settle.
+Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline] [--settle S]
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ SYSTEMS = ("docker", "bare", "shoal")
 HOSTS = MANAGERS + WORKERS
 SUBNET_PREFIX = "10.0.9"
 NETWORK = "bench-net"
+SETTLE_S = 10.0  # --settle: pause between the swarm being made and the first create (docker and shoal alike)
 SERVICE = "web"
 VNI = 4097
 BUSYBOX = "/bin/busybox"
@@ -84,6 +87,7 @@ class Options:
     timeout: float
     timeline: bool = False
     keep_logs: str = ""
+    settle: float = SETTLE_S
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -96,6 +100,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--timeline", action="store_true", help="per task: when each state was reached and when it "
                     "answered from every host (docker and shoal)")
     ap.add_argument("--keep-logs", default="", metavar="DIR", help="copy each shoal host's daemon.log into DIR")
+    ap.add_argument("--settle", type=float, default=SETTLE_S, metavar="S",
+                    help=f"seconds between the swarm and its overlay being made and the first create, the same for "
+                         f"every system (default {SETTLE_S:g}; 0: create while the new swarm is still busy)")
     a = ap.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -109,7 +116,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         replicas.append(int(word))
     if a.timeout <= 0:
         ap.error(f"invalid --timeout {a.timeout:g}: must be positive")
-    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs)
+    if not 0 <= a.settle <= 600:
+        ap.error(f"invalid --settle {a.settle:g}: must be between 0 and 600 seconds")
+    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs,
+                   a.settle)
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -430,6 +440,10 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
 
     with attempt(system, log, before_down=logs_kept) as at:
         swarm_with_overlay(system, at, workdir, HOSTS, ["--subnet", f"{SUBNET_PREFIX}.0/24", NETWORK], log)
+        # A swarm that has just formed is still busy (each node's ingress sandbox, gossip joins, certificates): the
+        # create measures a settled swarm, as a user's would be, after the same pause for every system.
+        at.step = f"settling {opts.settle:g} s"
+        time.sleep(opts.settle)
         biggest = max(opts.replicas)
         for n in opts.replicas:
             at.step = f"create N={n}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Any
 
 
@@ -34,3 +35,31 @@ async def get_or_none(queue: asyncio.Queue[Any], timeout: float) -> Any | None:
         async with asyncio.timeout(max(0.0, timeout)):
             return await queue.get()
     return None
+
+
+class BatchWindow:
+    """The wait of a batching loop (the agent's status reports, the dispatcher's status writes): nothing while nothing
+    is pending, else until the end of the current window of a fixed `interval` grid (or `kick`), as a loop that woke
+    every interval would have sent it, without its wake-ups while idle. Call note() whenever something is queued."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._queued = asyncio.Event()
+        self._grid: float | None = None
+
+    def note(self) -> None:
+        self._queued.set()
+
+    async def wait(self, pending: bool, kick: asyncio.Event) -> None:
+        """pending: whether the caller holds anything to send now."""
+        loop = asyncio.get_running_loop()
+        if self._grid is None:
+            self._grid = loop.time()
+        if not pending:
+            self._queued.clear()
+            await self._queued.wait()
+        now = loop.time()
+        end = now
+        if self.interval > 0:
+            end = self._grid + math.ceil((now - self._grid) / self.interval) * self.interval
+        await wait_event(kick, end - now)

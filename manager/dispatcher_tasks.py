@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manager import timing
-from common.aiowait import next_or_none, wait_event
+from common.aiowait import BatchWindow, next_or_none
 from manager.orchestrator.update import status_to_store
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
@@ -219,6 +219,7 @@ class StatusBatcher:
         self.pending: dict[str, pb.TaskStatus] = {}
         self.stats = BatchStats()
         self._kick = asyncio.Event()
+        self._window = BatchWindow(interval)  # no wake-ups while nothing is pending
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -257,6 +258,7 @@ class StatusBatcher:
                 self.pending[u.task_id] = status_to_store(old, u.status)  # a RUNNING overtaken keeps its time
         if valid:
             self._idle.clear()
+            self._window.note()
             if len(self.pending) >= self.items:
                 self._kick.set()
         return len(valid)
@@ -269,7 +271,7 @@ class StatusBatcher:
         while True:
             if not self.pending:
                 self._idle.set()
-            await wait_event(self._kick, self.interval)  # not wait_for: it could swallow stop()'s cancel, stop() hung
+            await self._window.wait(bool(self.pending), self._kick)  # no wait_for: it could swallow stop()'s cancel
             self._kick.clear()
             if self.pending:
                 await self.flush()

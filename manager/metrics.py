@@ -121,6 +121,17 @@ def bind_raft(raft: Any, sample_s: float | None = None) -> None:
     raft.propose_data = _timed_proposal(raft.propose_data)
     if raft.storage is not None:
         raft.storage.save_ready = _timed_write(raft.storage.save_ready)
+    if sample_s is None and hasattr(raft, "on_leader_change"):
+        # told by the raft loop when the leader changes: no 20 Hz sampling on an idle manager
+        first = raft.leader_id or 0
+
+        def seen(leader: int, raft: Any = raft) -> None:
+            nonlocal first
+            if _RAFT.raft is raft and leader != first:
+                LEADER_CHANGES.inc()
+            first = 0   # only the leader known at bind time is no change
+        raft.on_leader_change(seen)
+        return
     _watch = asyncio.get_running_loop().create_task(_watch_leader(raft, sample_s or raft.cfg.tick_s / 2),
                                                     name="metrics-leader-watch")
 

@@ -207,6 +207,8 @@ class RaftManager:
         self._saved_hs: HardState | None = None  # the hard state last written
         self._unsaved_hs: HardState | None = None  # newer, differing only in commit: written with the next Ready
         self._leadership_listeners: list[Callable[[bool, int], None]] = []
+        self._leader_listeners: list[Callable[[int], None]] = []  # on_leader_change
+        self._leader_seen = 0
         self.info = ClusterInfo()  # cluster id and member addresses, from the snapshot and committed entries
         self.invalid_snapshots = 0
         self._lost_logged: dict[int, int] = {}  # member -> the match it was reported as lost at
@@ -687,9 +689,22 @@ class RaftManager:
         """listener(True, term) when this node becomes leader, listener(False, term) when it stops leading."""
         self._leadership_listeners.append(listener)
 
+    def on_leader_change(self, listener: Callable[[int], None]) -> None:
+        """listener(leader_id) each time the known leader becomes a member other than the last one known (an
+        unknown leader in between is no change); checked where the Ready loop runs, so nothing polls for it."""
+        self._leader_listeners.append(listener)
+
     def _track_leadership(self) -> None:
         node = self.node
         assert node is not None
+        lead = node.leader or 0
+        if lead and lead != self._leader_seen:
+            self._leader_seen = lead
+            for seen in self._leader_listeners:
+                try:
+                    seen(lead)
+                except Exception:  # a listener's bug must not stop the raft loop
+                    log.exception("raft %d: leader listener failed", self.id)
         leading = node.term if node.state == StateRole.LEADER else None
         if leading != self._leader_term:
             if self._leader_term is not None:

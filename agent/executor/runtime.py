@@ -33,12 +33,13 @@ from agent.executor.spec import (
 )
 from agent.executor import exitwatch, stdio
 from agent.executor.stdio import StdioOptions
+from agent.executor import zygote_client
 from common.fsutil import Sync, write_atomic
 
 log = logging.getLogger(__name__)
 
 # runc's own rule for container ids; it also keeps ids from escaping state_root.
-MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each is an idle Python process, ~10 MB)
+MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each an idle process, forked: pages shared)
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
@@ -50,8 +51,9 @@ EXIT_SAFETY_POLL = 5.0
 _CAP_SYS_RESOURCE = 24
 
 # The shim (agent/executor/shim.py) outlives the daemon: its own session, reparented away at
-# once. One is kept ready as a spare (interpreter loaded, waiting for its job on a pipe) so a
-# start does not pay Python's start-up; a daemon that dies closes the pipe and the spare exits.
+# once. One is kept ready as a spare (waiting for its job on a pipe); a daemon that dies closes
+# the pipe and the spare exits. Spares are forked by the zygote (agent/executor/zygote.py: no
+# Python start-up per shim); started as their own Python (SHIM_SCRIPT) when it cannot.
 SHIM_SCRIPT = Path(__file__).with_name("shim.py")
 
 
@@ -335,6 +337,8 @@ class RuncRuntime:
         self._coming: set[asyncio.Task] = set()  # spares being started
         self._expected = 0  # starts announced by prewarm() and not made yet
         self._closed = False
+        # Spare shims are forked by the zygote (no Python start-up each); started the old way when it cannot.
+        self._zygote = zygote_client.Zygote() if zygote_client.enabled() else None
         self.attach_waiting: dict[str, int] = {}  # container id -> attach clients waiting for its start
 
     # -- paths -------------------------------------------------------------------------------
@@ -550,6 +554,17 @@ class RuncRuntime:
             self._spares.append(spare)
 
     async def _spawn_shim(self) -> tuple[int, int]:
+        """A new spare shim: (its pid, the write end of its job pipe)."""
+        if self._zygote is not None:
+            try:
+                return await self._zygote.spawn()
+            except zygote_client.ZygoteUnavailable as exc:
+                if not exc.quiet:
+                    log.warning("%s: starting the shim as its own Python", exc)
+        return await self._exec_shim()
+
+    async def _exec_shim(self) -> tuple[int, int]:
+        """The old way: a Python of its own per shim (the launcher prints the shim's pid and exits)."""
         reader, writer = os.pipe()
         try:
             launcher = await asyncio.create_subprocess_exec(
@@ -581,6 +596,8 @@ class RuncRuntime:
         spares, self._spares = self._spares, []
         for _pid, writer in spares:
             os.close(writer)
+        if self._zygote is not None:
+            self._zygote.close()  # its socket closes: it exits (the shims it forked live on)
 
     async def _await_started(self, container_id: str, shim_pid: int, log_offset: int) -> int:
         """The container's pid once runc has written it; the start's failure once the shim ended without it.

@@ -560,6 +560,12 @@ def main() -> None:
     if pid:
         os.write(1, f"{pid}\n".encode())
         os._exit(0)
+    run_job()
+
+
+def run_job() -> None:
+    """The shim's life once detached (started by main() above or forked by agent/executor/zygote.py): fd 0 is the job
+    pipe, 1 and 2 anything (both are replaced). Never returns."""
     devnull = os.open("/dev/null", os.O_RDWR)
     os.dup2(devnull, 1)
     job = read_job(0)  # a spare waits here until the daemon hands it a container

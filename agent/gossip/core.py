@@ -4,7 +4,12 @@ Fed by agent.gossip.shell (sockets) or agent.gossip.sim (virtual network); talks
 No sockets, clock or randomness of its own: the caller hands in `now` and a seeded random.Random, feeds
 `receive(packet_from, data, now)` / `tick(now)` / push-pull frames, and drains `pop_outgoing()` (Datagram to send
 over UDP, StreamRequest to carry over TCP and answer with `handle_stream_reply`). `next_deadline()` says when the
-next tick is due.
+next tick is due: ask it after every input (it also arms the gossip timer for broadcasts a delegate queued meanwhile).
+
+Timers exist only while they have work (an idle member wakes for its probe, about once a second): the gossip
+timer runs only while broadcasts are queued (ours, or the delegate's when it has `pending_broadcasts()`), on the
+same grid of gossip_interval it always had; the reap timer only while dead or left members are kept; ack and probe
+deadlines of a probe that was answered are dropped instead of fired as no-ops.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ class _AckHandler:
     done: bool = False
 
 
+_ACK_TIMERS = frozenset({"ack_timeout", "probe_deadline", "relay_timeout"})   # their arg is a key of _acks
+
 _COUNTERS = ("packets_in", "packets_out", "msgs_in", "decode_errors", "misdirected_pings", "stale_updates",
              "unknown_acks", "stream_errors", "delegate_errors", "refutes", "probes", "probe_failures",
              "indirect_probes", "suspects", "deaths_declared", "saved_by_final_probe", "handler_errors",
@@ -150,6 +157,12 @@ class GossipCore:
         self._stream_id = 0
         self._started = False
         self._num_cache = -1
+        self._gossip_armed = False
+        self._gossip_blocked = False   # the last round found nobody to send to: wait for a membership change
+        self._gossip_slot = 0.0   # a point of the gossip grid: the timer fires at slot + k * gossip_interval
+        self._reap_armed = False
+        # a delegate without pending_broadcasts (an older user layer) keeps the gossip timer always armed
+        self._delegate_pending = getattr(delegate, "pending_broadcasts", None) if delegate is not None else None
         self.decode = wire.decode   # the simulator swaps in a cached one (thousands of cores, the same bytes)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -165,7 +178,16 @@ class GossipCore:
         for kind, every in (("probe", c.probe_interval), ("gossip", c.gossip_interval),
                             ("push_pull", c.push_pull_interval), ("reconnect", c.reconnect_interval),
                             ("rejoin", c.rejoin_interval), ("reap", 1.0)):
-            self._at(now + self.rng.random() * every, kind)
+            first = now + self.rng.random() * every
+            if kind == "gossip":
+                self._gossip_slot = first
+                self._gossip_armed = self._gossip_blocked = False
+                self._arm_gossip()
+            elif kind == "reap":
+                self._reap_armed = False
+                self._arm_reap(first)
+            else:
+                self._at(first, kind)
         self._started = True
 
     def join(self, seeds: Iterable[Addr]) -> list[StreamRequest]:
@@ -192,7 +214,14 @@ class GossipCore:
             getattr(self, "_on_" + kind)(arg)
 
     def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        """When tick is next due (None: never). Drops the deadlines of answered probes first, and arms the gossip
+        timer when a delegate queued broadcasts since the last input."""
+        timers = self._timers
+        while timers and timers[0][2] in _ACK_TIMERS and timers[0][3] not in self._acks:
+            heapq.heappop(timers)   # its handler would find no probe and return: not worth a wake-up
+        if not self._gossip_armed and self._started:
+            self._arm_gossip()
+        return timers[0][0] if timers else None
 
     def receive(self, packet_from: Addr, data: bytes, now: float | None = None) -> None:
         """A UDP packet's plaintext. Garbage is counted in decode_errors and dropped; nothing raises."""
@@ -296,12 +325,53 @@ class GossipCore:
         if node is not None:
             self._probe(node, interval)
 
+    def _pending(self) -> bool:
+        """Whether a gossip round has anything to send: our broadcasts or the delegate's."""
+        if len(self.broadcasts):
+            return True
+        if self._delegate_pending is None:
+            return self.delegate is not None  # a delegate that cannot say: assume it always may have some
+        try:
+            return bool(self._delegate_pending())
+        except Exception:
+            log.exception("gossip delegate pending_broadcasts failed")
+            self.counters["delegate_errors"] += 1
+            return True
+
+    def _arm_gossip(self) -> None:
+        """Arm the gossip timer when something is queued: at the next point of its grid (a broadcast goes out
+        within one gossip_interval, as when the timer never stopped)."""
+        if self._gossip_armed or self._gossip_blocked or not self._pending():
+            return
+        every = self.config.gossip_interval
+        slot = self._gossip_slot
+        if slot < self.now:
+            slot += math.ceil((self.now - slot) / every) * every
+        self._gossip_slot = slot
+        self._gossip_armed = True
+        self._at(slot, "gossip")
+
+    def _arm_reap(self, when: float) -> None:
+        if not self._reap_armed:
+            self._reap_armed = True
+            self._at(when, "reap")
+
     def _on_gossip(self, _: object) -> None:
-        self._at(self.now + self.config.gossip_interval, "gossip")
+        self._gossip_armed = False
+        if not self._pending():
+            return   # nothing queued: the timer sleeps until a broadcast arms it again
         c = self.config
         targets = self._random_nodes(c.gossip_nodes, lambda n: n.state in (MemberState.ALIVE, MemberState.SUSPECT)
                                      or (n.state is MemberState.DEAD and
                                          self.now - n.state_change < c.gossip_to_the_dead_time))
+        if not targets:
+            # nobody to send to: any member becoming a target (alive, suspect, just dead) queues a broadcast
+            # about itself, which unblocks and arms the timer again
+            self._gossip_blocked = True
+            return
+        self._gossip_slot = self.now + c.gossip_interval
+        self._gossip_armed = True
+        self._at(self._gossip_slot, "gossip")
         for node in targets:
             if not self._send(node.addr, node.port, [], require_payload=True):
                 return
@@ -334,16 +404,21 @@ class GossipCore:
             self._push_pull_to(a, p, join=True)
 
     def _on_reap(self, _: object) -> None:
-        self._at(self.now + 1.0, "reap")
+        self._reap_armed = False
         c = self.config
+        kept = False   # a dead or left member still kept: look again in a second
         for name, node in list(self.nodes.items()):
-            if name == self.name:
+            if name == self.name or node.state not in (MemberState.LEFT, MemberState.DEAD):
                 continue
             age = self.now - node.state_change
             if (node.state is MemberState.LEFT and age > c.left_reap_time) or \
                     (node.state is MemberState.DEAD and age > c.reconnect_timeout):
                 del self.nodes[name]
                 self._num_cache = -1
+            else:
+                kept = True
+        if kept:
+            self._arm_reap(self.now + 1.0)
 
     def _on_ack_timeout(self, seq: int) -> None:
         """No direct ack within probe_timeout: ask k others to probe for us (with nacks under Lifeguard)."""
@@ -632,6 +707,8 @@ class GossipCore:
         node.state = MemberState.LEFT if d.sender == d.node else MemberState.DEAD
         node.state_change = self.now
         self._num_cache = -1
+        if d.node != self.name:
+            self._arm_reap(self.now + 1.0)
         on_done = self._leave_sent if d.node == self.name else None
         self._broadcast(d.node, d, on_done)
         if d.node != self.name:
@@ -718,6 +795,9 @@ class GossipCore:
 
     def _broadcast(self, key: str, msg: wire.Message, on_done=None) -> None:
         self.broadcasts.queue(wire.encode(msg), key=key, on_done=on_done)
+        if self._started:
+            self._gossip_blocked = False
+            self._arm_gossip()
 
     # --- helpers -----------------------------------------------------------------------------------------
 

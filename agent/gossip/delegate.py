@@ -28,7 +28,11 @@ class Member:
 
 
 class Delegate(Protocol):
-    """What the layer above gives the core (memberlist.Delegate)."""
+    """What the layer above gives the core (memberlist.Delegate).
+
+    Optionally also `pending_broadcasts() -> bool`: whether get_broadcasts has anything now. With it the core's
+    gossip timer sleeps while nothing is queued (the layer above then tells the driver when it queues one, e.g.
+    GossipShell.poke); without it the timer runs every gossip_interval as memberlist's does."""
 
     def node_meta(self, limit: int) -> bytes:
         """Bytes attached to this member's alive messages (at most limit)."""

@@ -10,11 +10,17 @@ Choices where libnetwork differs:
   tombstone from this node, so a restart leaves nothing stale behind.
 - The managers' word counts as much as the core's (hold()): a node the managers hold DOWN has its entries suspended
   at once, and when they release it, it is asked for a bulk sync as a returning node is.
+
+Driving it: tick(now) whenever next_deadline() comes (nothing is due while the queues are empty and nothing waits
+to be reaped: an idle node's next deadline is its periodic bulk sync); `on_change` is called after every input
+that may have queued something or moved a deadline, and `clock` (when set) gives inputs between ticks their time.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -103,6 +109,19 @@ class _Assembly:
     owned: set[tuple[str, str]] = field(default_factory=set)
 
 
+def _input(method):
+    """A public input: it sees the current time (clock) and, once done, tells the driver (on_change)."""
+    @functools.wraps(method)
+    def wrapper(self: NetworkDB, *args, **kwargs):
+        if self.clock is not None:
+            self.now = max(self.now, self.clock())
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._changed()
+    return wrapper
+
+
 def _check_local(what: str, v: str, limit: int) -> None:
     if not v or len(v) > limit or not v.isprintable():
         raise InvalidParameter(f"invalid {what} {v!r}: must be 1 to {limit} printable characters")
@@ -134,8 +153,10 @@ class NetworkDB:
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._held: frozenset[str] = frozenset()  # nodes the managers hold DOWN (hold()): their entries suspended
         self._next_gossip = 0.0
-        self._next_reap = 0.0
+        self._next_reap = 0.0  # math.inf while nothing can be reaped (an input re-arms the scan)
         self._next_bulk = self.config.bulk_sync_interval_s
+        self.on_change: Callable[[], None] | None = None  # the driver's wake-up (shoal/swarm/gossip_agent.py)
+        self.clock: Callable[[], float] | None = None  # the driver's time, for inputs between ticks
 
     # ------------------------------------------------------------------ queries
     def joined(self, network_id: str) -> bool:
@@ -194,6 +215,7 @@ class NetworkDB:
         return out
 
     # ------------------------------------------------------------------ this node's networks
+    @_input
     def join_network(self, network_id: str) -> None:
         _check_local("network id", network_id, w.MAX_NAME)
         if self.joined(network_id):
@@ -207,6 +229,7 @@ class NetworkDB:
             self._sync_to(self.rng.choice(peers), network_id, reply_wanted=True)
         self._repulls.extend((self.now + d, network_id) for d in self.config.join_repull_s)
 
+    @_input
     def leave_network(self, network_id: str) -> None:
         if not self.joined(network_id):
             raise NotFound(f"could not find network {network_id} while trying to leave")
@@ -235,6 +258,7 @@ class NetworkDB:
             raise InvalidParameter(f"entry {key} of {size} bytes does not fit in a gossip packet ({room} bytes)")
         return self.entries.setdefault(network_id, {})
 
+    @_input
     def create_entry(self, table: str, network_id: str, key: str, value: bytes) -> None:
         ents = self._own_write(table, network_id, key, value)
         old = ents.get((table, key))
@@ -245,6 +269,7 @@ class NetworkDB:
         self._notify(CREATE, table, network_id, key, value)
         self._queue_table_event(w.TableEvent.CREATE, lt, self.name, network_id, table, key, value)
 
+    @_input
     def update_entry(self, table: str, network_id: str, key: str, value: bytes) -> None:
         ents = self._own_write(table, network_id, key, value)
         old = ents.get((table, key))
@@ -255,6 +280,7 @@ class NetworkDB:
         self._notify(UPDATE, table, network_id, key, value)
         self._queue_table_event(w.TableEvent.UPDATE, lt, self.name, network_id, table, key, value)
 
+    @_input
     def delete_entry(self, table: str, network_id: str, key: str) -> None:
         ents = self._own_write(table, network_id, key, b"")
         old = ents.get((table, key))
@@ -269,6 +295,7 @@ class NetworkDB:
     def node_meta(self, limit: int) -> bytes:
         return b""
 
+    @_input
     def notify_msg(self, data: bytes) -> None:
         try:
             m = w.decode_message(data)
@@ -296,6 +323,7 @@ class NetworkDB:
                                ltime=a.ltime, node_name=node, network_id=nid)
         return p.SerializeToString()
 
+    @_input
     def merge_remote_state(self, data: bytes, join: bool) -> None:
         try:
             p = w.decode_push_pull(data)
@@ -309,6 +337,7 @@ class NetworkDB:
             self._on_network_event(e, rebroadcast=False)
 
     # ------------------------------------------------------------------ EventDelegate
+    @_input
     def notify_join(self, member: Member) -> None:
         if member.name == self.name:
             return
@@ -325,6 +354,7 @@ class NetworkDB:
         for nid in sorted(set(self.networks()) & set(self.network_nodes_of(member.name))):
             self._maybe_push_state(member.name, nid)
 
+    @_input
     def notify_update(self, member: Member) -> None:
         if member.name == self.name:
             return
@@ -337,6 +367,7 @@ class NetworkDB:
         else:
             prev.member = member
 
+    @_input
     def notify_leave(self, member: Member) -> None:
         name = member.name
         if name == self.name:
@@ -358,6 +389,7 @@ class NetworkDB:
                     e.suspended = True
 
     # ------------------------------------------------------------------ the managers' word
+    @_input
     def hold(self, nodes: Iterable[str]) -> None:
         """The nodes the managers hold DOWN now (the whole set, from the dispatcher's session). A node entering the
         set has its entries suspended at once, as a failed node's, whatever the core still thinks of it: the load
@@ -382,6 +414,28 @@ class NetworkDB:
         return self._held
 
     # ------------------------------------------------------------------ time
+    def _changed(self) -> None:
+        if self._next_reap == math.inf:
+            self._next_reap = self.now + REAP_SCAN_S  # the input may have made a tombstone, a failed node...
+        if self.on_change is not None:
+            self.on_change()
+
+    def pending_broadcasts(self) -> bool:
+        """Whether the core has network events of ours to piggyback (it keeps its gossip timer armed meanwhile)."""
+        return len(self._bq) > 0
+
+    def next_deadline(self) -> float:
+        """When tick has work next: a gossip round while a joined network with peers has queued events, the
+        periodic bulk sync, join re-pulls, resyncs, the reap scan while anything waits to be reaped."""
+        due = min(self._next_bulk, self._next_reap)
+        if self._repulls:
+            due = min(due, min(when for when, _ in self._repulls))
+        if self._resync_due:
+            due = min(due, min(self._resync_due.values()))
+        if due > self._next_gossip and any(q and self.joined(nid) and self.peers(nid) for nid, q in self._nq.items()):
+            due = self._next_gossip
+        return due
+
     def tick(self, now: float) -> None:
         self.now = now
         if now >= self._next_gossip:
@@ -407,7 +461,6 @@ class NetworkDB:
                 self._resync_due[node] = now + self.config.resync_retry_s
                 self._resync_with(node)
         if now >= self._next_reap:  # tombstones live for minutes: a scan a second is plenty
-            self._next_reap = now + REAP_SCAN_S
             self._reap(now)
 
     def _reap(self, now: float) -> None:
@@ -429,6 +482,10 @@ class NetworkDB:
             del self._reaped[name]
         for k in [k for k, a in self._assemblies.items() if now - a.started >= self.config.sync_assembly_timeout_s]:
             del self._assemblies[k]
+        waiting = (self._reaped or self._assemblies or any(n.failed_at is not None for n in self.nodes.values())
+                   or any(a.leaving for nets in self.attachments.values() for a in nets.values())
+                   or any(e.deleting for ents in self.entries.values() for e in ents.values()))
+        self._next_reap = now + REAP_SCAN_S if waiting else math.inf
 
     # ------------------------------------------------------------------ gossip out
     def _queue_network_event(self, typ: int, lt: int, node: str, nid: str) -> None:

@@ -15,6 +15,7 @@ Public API (what netdb and the node use):
     shell.num_members() -> int               # alive + suspect, ourselves included (to size retransmits)
     shell.set_keys(keys, primary)            # rotation: keep up to three; seal with primary, open with any
     shell.update_meta()                      # re-read delegate.node_meta and gossip it
+    shell.poke()                             # the delegate queued broadcasts outside a call of ours: send them
     shell.counters() -> dict[str, int]       # drops (truncated, unknown_key, bad_tag, decode_errors, tcp_*...)
     await shell.leave()                      # gossip our leave, wait until sent (config.leave_timeout at most)
     await shell.stop()                       # close sockets, stop the timers
@@ -23,6 +24,9 @@ Broadcasts to everyone go the memberlist way: the delegate's get_broadcasts is a
 piggyback on every packet, and each member's delegate.notify_msg receives them. The EventDelegate gets
 notify_join for every member that comes alive (ourselves included, at start), notify_leave for dead/left,
 notify_update for changed meta or address; suspicion is not an event.
+
+Timers: one loop timer (call_at) at the core's next deadline, moved after every input; an idle member wakes for
+its probe about once a second, not at a fixed polling rate.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ DEFAULT_PORT = 7946
 _LEN = struct.Struct("!I")
 STREAM_TIMEOUT = 10.0        # a push-pull exchange (connect, send, answer) must finish in this
 MAX_USER_DATAGRAM = 65000   # a user message and its framing must fit one UDP datagram
-TICK_CAP = 0.05              # the timer loop wakes at least this often (new timers from packets)
 
 
 def parse_seed(seed: str | tuple[str, int]) -> tuple[str, int]:
@@ -100,7 +103,8 @@ class GossipShell:
         self._counters: dict[str, int] = {}
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
-        self._ticker: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None   # the core's next deadline
+        self._running = False
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -126,14 +130,14 @@ class GossipShell:
         self.core = GossipCore(self.name, self.advertise_addr, self.port, self.delegate, self.events, self.rng,
                                self.config)
         self.core.start(loop.time())
+        self._running = True
         self._flush()
-        self._ticker = loop.create_task(self._tick_loop())
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
-            self._ticker = None
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -207,14 +211,36 @@ class GossipShell:
     def _count(self, key: str) -> None:
         self._counters[key] = self._counters.get(key, 0) + 1
 
-    async def _tick_loop(self) -> None:
-        core = self._require_core()
-        while True:
-            core.tick(self._now())
-            self._flush()
-            due = core.next_deadline()
-            wait = TICK_CAP if due is None else min(max(due - self._now(), 0.001), TICK_CAP)
-            await asyncio.sleep(wait)
+    def poke(self) -> None:
+        """The delegate queued something while no call of ours was running: move the timer (the core arms its
+        gossip round for it)."""
+        self._rearm()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._running or self.core is None:
+            return
+        try:
+            self.core.tick(self._now())
+        except Exception:  # a bug in a handler must not stop the timers for good
+            log.exception("gossip: timer handling failed")
+            self._count("tick_errors")
+        self._flush()
+
+    def _rearm(self) -> None:
+        """One loop timer at the core's next deadline (re-checked after every input: packets, streams and calls
+        add timers, answered probes drop theirs)."""
+        if not self._running or self.core is None or self._loop is None:
+            return
+        due = self.core.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            if due is not None and timer.when() == due:
+                return
+            timer.cancel()
+            self._timer = None
+        if due is not None:
+            self._timer = self._loop.call_at(due, self._on_timer)
 
     def _flush(self) -> None:
         if self.core is None:
@@ -229,6 +255,7 @@ class GossipShell:
                     self._count("udp_send_errors")
             else:
                 self._spawn(self._exchange(out))
+        self._rearm()
 
     def _spawn(self, coro) -> None:
         assert self._loop is not None

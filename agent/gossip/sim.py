@@ -73,6 +73,9 @@ class SimDelegate:
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return self.queue.get(overhead, limit)
 
+    def pending_broadcasts(self) -> bool:
+        return len(self.queue) > 0
+
     def local_state(self, join: bool) -> bytes:
         return b"\n".join(sorted(self.entries))
 
@@ -289,6 +292,7 @@ class Simulation:
 
     def inject(self, m: SimMember, entry: bytes) -> None:
         m.delegate.notify_msg(entry)
+        self._arm(m)   # as the shell's poke: the core arms its gossip timer for the delegate's new broadcast
 
     def deaths_of_live_members(self, since: float = 0.0) -> list[Declaration]:
         up = {m.name for m in self.members if m.up}

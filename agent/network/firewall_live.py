@@ -12,11 +12,7 @@ from agent.network.firewall import (
     BUILTIN_CHAINS, BridgeNet, FirewallError, Layout, PublishedPort, Slots, apply_rules, chain_names,
     layout_matches, needs_raw, parse_save, ports_by_owner, publishable, render_layout, route_localnet,
     run_tool, save_tables, slot_rules)
-
-# Rules every apply puts in place, checked one by one (`iptables -C` reads one small chain): an
-# `iptables -F`, `iptables -t nat -F` or a firewalld reload removes them.
-_MARKERS = (["-C", "FORWARD", "-j", "DOCKER-FORWARD"],
-            ["-t", "nat", "-C", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"])
+from agent.network.firewall_markers import MarkerCheck
 
 
 class Firewall:
@@ -26,7 +22,8 @@ class Firewall:
     touch only one container's slot chains (see firewall.Slots): one `iptables-restore
     --noflush` batch that flushes and fills those and, for a new slot, inserts its jumps at the
     head of the DOCKER chains; nothing in it reads or rewrites the other containers' rules.
-    in_place checks two marker rules; every `deep_every`-th call compares the whole ruleset
+    in_place checks two marker rules (in-process through libnftables once calibrated, see
+    firewall_markers); every `deep_every`-th call compares the whole ruleset
     with the model. Thread-safe: the watch checks from another thread than the one applying.
     """
 
@@ -41,6 +38,7 @@ class Firewall:
         self.full_applies = 0  # how many times everything was rewritten (apply_all, repairs)
         self.deep_every = deep_every
         self._checks = 0
+        self.markers = MarkerCheck()  # the two marker rules (firewall_markers: in-process once calibrated)
 
     def apply_all(self, nets: list[BridgeNet], stale_bridges: tuple[str, ...] | list[str] = (),
                   ports: tuple[PublishedPort, ...] | list[PublishedPort] = ()) -> None:
@@ -80,12 +78,7 @@ class Firewall:
             self._checks += 1
             if deep or self._checks % self.deep_every == 0:
                 return layout_matches(self._layout, parse_save(save_tables()))
-            try:
-                for marker in _MARKERS:
-                    run_tool(["iptables", "-w", *marker])
-            except FirewallError:
-                return False
-            return True
+            return self.markers()
 
     def _all_ports(self) -> list[PublishedPort]:
         return [p for owner in sorted(self._ports) for p in self._ports[owner]]

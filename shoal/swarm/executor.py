@@ -274,7 +274,7 @@ class EngineTaskController:
             return
         prewarm = getattr(getattr(self.engine, "runtime", None), "prewarm", None)
         if prewarm is not None:
-            prewarm()  # the shim's Python start-up overlaps the network set-up instead of following it
+            prewarm()  # a spare shim (forked by the zygote) is ready before the start, not made during it
         files_dir = self.ex.files_root / self.task.id
         files = task_files(self.task, self.deps)
         steps = steptime.Steps(f"prepare task {self.task.id[:12]}")

@@ -36,7 +36,6 @@ from vxlan.types import OverlayPeer
 log = logging.getLogger(__name__)
 
 GOSSIP_PORT = 7946
-TICK_S = 0.1  # networkdb's clock: its gossip interval is 200 ms
 REJOIN_S = 5.0  # while alone, try the managers again this often (the core also rejoins by itself)
 RECONCILE_S = 10.0  # the overlay sink is made to hold exactly the table's peers this often
 ShellFactory = Callable[..., Any]
@@ -101,6 +100,7 @@ class GossipAgent:
         self.overlay_peers: OverlayPeers | None = None
         self._local: dict[str, set[str]] = {}  # network id -> this node's endpoint ids on it
         self._service_watchers: list[Callable[[str], None]] = []  # watch_services callbacks
+        self._wake: asyncio.Event | None = None  # set by networkdb's on_change: the loop looks again at once
 
     # ------------------------------------------------------------------ keys from the session
     def on_keys(self, ring: KeyRing | None) -> None:
@@ -211,19 +211,42 @@ class GossipAgent:
         self.error = ""
         log.info("gossip: %s listening on %s:%d", self.node_id[:12], self.advertise_ip, self.port)
         loop = asyncio.get_running_loop()
+        wake = self._wake = asyncio.Event()
+        self.db.clock = loop.time
+        self.db.on_change = self._poke
         next_join = 0.0
         next_reconcile = loop.time() + RECONCILE_S
+        # Event-driven: networkdb says when it has work (next_deadline) and wakes the loop when an input queued
+        # something (on_change); an idle node passes here for its periodic syncs only.
         while True:
+            wake.clear()
             now = loop.time()
-            if now >= next_join and not self._has_others():
+            if now >= next_join:
                 next_join = now + REJOIN_S
-                await self._join()
+                if not self._has_others():
+                    await self._join()
             self.db.tick(now)
             if self.overlay_peers is not None and now >= next_reconcile:
                 next_reconcile = now + RECONCILE_S
                 self.overlay_peers.reconcile()
             await self.flush()
-            await asyncio.sleep(TICK_S)
+            due = min(self.db.next_deadline(), next_join, next_reconcile)
+            if wake.is_set():
+                continue
+            try:
+                async with asyncio.timeout(max(due - loop.time(), 0.0)):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+
+    def _poke(self) -> None:
+        """networkdb took an input: the loop runs (its new deadline, its messages) and the shell re-arms (the core
+        piggybacks networkdb's network events)."""
+        if self._wake is not None:
+            self._wake.set()
+        poke = getattr(self.shell, "poke", None)
+        if poke is not None:
+            poke()
 
     async def _join(self) -> None:
         seeds = seed_addrs(self.managers(), self.advertise_ip, self.port)

@@ -40,6 +40,9 @@ LEAVE_DEMOTE_TIMEOUT_S = 10.0
 
 DEFAULT_PORT = 2377
 JOIN_TIMEOUT_S = 30.0
+# docker's words when init/join stop waiting for the node's session; the node goes on joining
+JOIN_GOES_ON = ("Timeout was reached before node joined. The attempt to join the swarm will continue in the background. "
+                "Use the \"docker info\" command to see the current swarm status of your node.")
 ALREADY_IN_SWARM = 'This node is already part of a swarm. Use "docker swarm leave" to leave this swarm and join another one.'
 NOT_IN_SWARM = 'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this node to swarm and try again.'
 WORKER_NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
@@ -132,6 +135,8 @@ class SwarmNode:
         self._lock = asyncio.Lock()
         self._role_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._background_join: asyncio.Task[None] | None = None  # an init/join whose wait ended first goes on
+        self.register_timeout_s = JOIN_TIMEOUT_S  # how long init/join wait for the session (docker: 20 s)
         self.error = ""
         self.timings: dict[str, float] = {}
 
@@ -177,7 +182,7 @@ class SwarmNode:
 
     async def close(self) -> None:
         """Daemon shutdown: stop everything, keep the state (the node is still in the swarm)."""
-        for t in (self._role_task, self._renew_task):
+        for t in (self._role_task, self._renew_task, self._background_join):
             if t is not None:
                 t.cancel()
         await self._stop_gossip()
@@ -229,9 +234,7 @@ class SwarmNode:
                 await self._undo()
                 raise
             self._start_agent()
-            await self._wait_registered()
-            self.timings["init"] = time.monotonic() - t0
-            await self._joined_hook()
+            await self._wait_registered_or_go_on("init", t0)
             return node_id
 
     async def _force_new_cluster(self) -> str:
@@ -338,11 +341,33 @@ class SwarmNode:
                     await self._join_raft(remote)
                 self.paths.save(self.state)
                 self._start_agent()
-                await self._wait_registered()
             except BaseException:
                 await self._undo()
                 raise
-            self.timings["join"] = time.monotonic() - t0
+            # From here the swarm knows this node (its certificate, and a manager's raft membership): undoing it now
+            # would leave that behind, and a retried join would add a second node (a second raft member: a stuck
+            # join of two managers costs the quorum). So a wait that ends first lets the join go on, as docker says.
+            await self._wait_registered_or_go_on("join", t0)
+
+    async def _wait_registered_or_go_on(self, what: str, t0: float) -> None:
+        """The end of init/join: the node's session registered, then the post-join hook. When the wait ends first
+        (Docker's "Timeout was reached before node joined"), both still happen in the background."""
+        try:
+            await self._wait_registered()
+        except Unavailable:
+            self._background_join = asyncio.create_task(self._finish_in_background(what, t0), name=f"swarm-{what}-on")
+            raise
+        self.timings[what] = time.monotonic() - t0
+        await self._joined_hook()
+
+    async def _finish_in_background(self, what: str, t0: float) -> None:
+        session = self.session
+        if session is None:
+            return
+        await session.registered.wait()
+        if self.session is session:  # not left in the meantime
+            self.timings[what] = time.monotonic() - t0
+            log.info("swarm: %s went through in the background after %.1f s", what, self.timings[what])
             await self._joined_hook()
 
     async def _issue(self, remote: str, ca_pem: bytes, key: bytes, req: JoinRequest) -> swarm_pb2.IssueNodeCertificateResponse:
@@ -409,9 +434,9 @@ class SwarmNode:
     async def _wait_registered(self) -> None:
         assert self.session is not None
         try:
-            await asyncio.wait_for(self.session.registered.wait(), JOIN_TIMEOUT_S)
+            await asyncio.wait_for(self.session.registered.wait(), self.register_timeout_s)
         except asyncio.TimeoutError:
-            raise Unavailable("Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node.") from None
+            raise Unavailable(JOIN_GOES_ON) from None
 
     # ------------------------------------------------------------------ session messages
     def _on_message(self, msg: swarm_pb2.SessionMessage) -> None:

@@ -22,6 +22,17 @@ def test_parse_args_defaults_to_every_system_at_20_and_100() -> None:
     assert (opts.systems, opts.replicas, opts.timeout) == (["docker", "bare", "shoal"], [20, 100], 300.0)
 
 
+def test_parse_args_lets_every_swarm_settle_ten_seconds_by_default() -> None:
+    assert converge.parse_args([]).settle == 10.0
+    assert converge.parse_args(["--settle", "0"]).settle == 0.0
+
+
+def test_parse_args_refuses_a_negative_settle_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        converge.parse_args(["--settle", "-1"])
+    assert "invalid --settle -1: must be between 0 and 600 seconds" in capsys.readouterr().err
+
+
 def test_parse_args_picks_systems_and_replicas_in_order_without_repeats() -> None:
     opts = converge.parse_args(["--systems", "bare, docker,bare", "--replicas", "100,20,100"])
     assert (opts.systems, opts.replicas) == (["bare", "docker"], [100, 20])

@@ -59,8 +59,10 @@ def test_with_lifeguard_no_slow_or_healthy_member_is_ever_declared_dead() -> Non
 
 def test_without_lifeguard_a_slow_member_is_declared_dead() -> None:
     # the same scenario as above with Lifeguard off (fixed suspicion timeout, no nacks, no awareness, no
-    # buddy): seed 1 kills a slow member (and seeds 2, 3, 5 healthy ones), so the test above can fail
-    r = scenario_slow(50, seed=1, loss=LOSS, lifeguard=False, duration=40.0, out=quiet)
+    # buddy): seed 6 kills a slow member (and seed 5 a healthy one; seeds 0-4 and 7-9 none), so the test above can
+    # fail. (Seeds pick scenarios: since the gossip timer sleeps with empty queues the members draw fewer random
+    # numbers, and seed 1, which killed one before, no longer does; over seeds 10-39 the rate is unchanged.)
+    r = scenario_slow(50, seed=6, loss=LOSS, lifeguard=False, duration=40.0, out=quiet)
     assert r.false_deaths_of_slow
     assert {d.subject for d in r.false_deaths_of_slow} <= set(r.slow)
 
