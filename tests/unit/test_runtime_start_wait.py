@@ -105,6 +105,11 @@ def test_a_start_leaves_no_descriptor_behind(rt, shim):
         writer = asyncio.ensure_future(runc_writes_pid(bundle(rt), shim.pid, 0.1))
         await asyncio.wait_for(rt._await_started(CID, shim.pid, 0), 10)
         await writer
+        # The inotify instance is closed by a worker thread (its close waits for the kernel's SRCU grace period).
+        for _ in range(200):
+            if sorted(os.listdir("/proc/self/fd")) == before:
+                break
+            await asyncio.sleep(0.01)
         assert sorted(os.listdir("/proc/self/fd")) == before
 
     asyncio.run(body())
