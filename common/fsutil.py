@@ -2,19 +2,29 @@
 
 temp file in the same directory, write all, fsync, rename over the target, fsync the directory:
 after a SIGKILL or a power cut the path holds either the old or the new content, never a mix.
+A caller that needs less after a power cut says so (sync="file" or "none": fewer fsyncs).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 TEMP_PREFIX = ".tmp-"
 
 
-def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None:
+Sync = Literal["all", "file", "none"]
+
+
+def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600, *, sync: Sync = "all") -> None:
     """Replaces `path` with `data` atomically and durably. On any failure (ENOSPC included)
-    the temp file is removed and the old content stays; the error is raised."""
+    the temp file is removed and the old content stays; the error is raised.
+
+    A SIGKILL at any moment leaves the old or the new content whatever `sync` says. After a power cut:
+    "all" (file and directory fsync'd): the new content. "file" (no directory fsync): the old or the new
+    content, each whole, for a file replacing one already on disk whose old content is still valid.
+    "none" (no fsync): the file may be missing or empty, for files rebuilt before they are read again."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
@@ -26,7 +36,8 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if sync != "none":
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
@@ -39,7 +50,8 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600) -> None
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync == "all":
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path | str) -> None:

@@ -18,7 +18,7 @@ import struct
 import sys
 import termios
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from agent.executor.spec import (
     build_oci_spec,
     build_process,
 )
-from agent.executor import stdio
+from agent.executor import exitwatch, stdio
 from agent.executor.stdio import StdioOptions
 from agent.executor import zygote_client
-from common.fsutil import write_atomic
+from common.fsutil import Sync, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,11 @@ MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each an id
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
+# wait() sleeps on a pidfd of the container's process (then on the bundle's inotify watch and the shim's
+# pidfd); it looks at the files again this often all the same, so a change nothing announces (a bundle
+# removed under it, a pid recorded without its start time that now names another process) is seen as the
+# old 5 Hz poll saw it, only later. Costs ~0.03 ms/s per running container.
+EXIT_SAFETY_POLL = 5.0
 _CAP_SYS_RESOURCE = 24
 
 # The shim (agent/executor/shim.py) outlives the daemon: its own session, reparented away at
@@ -147,9 +152,13 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _write_atomic(path: Path, data: str) -> None:
+def _write_atomic(path: Path, data: str, sync: Sync = "none") -> None:
     # The bundle's files are read by runc and people: world-readable, as runc's own.
-    write_atomic(path, data, mode=0o644)
+    # No fsync by default: a kill -9 of the daemon keeps what it wrote (the rename is atomic), and what
+    # a power cut may lose is rewritten before it is read again (config.json, image: by every start's
+    # prepare; exec-*.json: per exec) or names a process the power cut ended (shim.pid: a missing or
+    # empty file reads as "no shim", which is then true). `started` is the exception: see _await_started_watched.
+    write_atomic(path, data, mode=0o644, sync=sync)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -412,6 +421,9 @@ class RuncRuntime:
         if os.path.ismount(rootfs) or (d / "rootfs.copied").exists():
             return
         image = (d / "image").read_text().strip()
+        if not image or not os.path.isdir(image):
+            # Never mount or copy from "" (cp -a /.): an `image` file a power cut emptied is rewritten by prepare.
+            raise RuncError(f"container {container_id}: its image rootfs {image!r} is not a directory: prepare it again")
         options = f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}"
         if _mount_overlay(options, rootfs):  # mount(2) directly: no mount(8) process per start
             return
@@ -588,6 +600,23 @@ class RuncRuntime:
             self._zygote.close()  # its socket closes: it exits (the shims it forked live on)
 
     async def _await_started(self, container_id: str, shim_pid: int, log_offset: int) -> int:
+        """The container's pid once runc has written it; the start's failure once the shim ended without it.
+        Sleeps on an inotify watch of the bundle (runc renames `pid` into it) and a pidfd of the shim; polls
+        (2 ms, then 50 ms) only where those cannot be had (no inotify instance or descriptor left)."""
+        d = self._dir(container_id)
+        try:
+            watch: exitwatch.DirWatch | None = exitwatch.DirWatch(d, shim_pid)
+        except (OSError, AttributeError) as exc:
+            log.debug("container %s: no inotify/pidfd for its start (%s): polling", container_id, exc)
+            watch = None
+        try:
+            return await self._await_started_watched(container_id, shim_pid, log_offset, watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _await_started_watched(self, container_id: str, shim_pid: int, log_offset: int,
+                                     watch: exitwatch.DirWatch | None) -> int:
         d = self._dir(container_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_DEADLINE
@@ -595,7 +624,9 @@ class RuncRuntime:
             pid = _read_int(d / "pid")
             if pid is not None:
                 stat = _proc_stat(pid)
-                _write_atomic(d / "started", f"{pid} {stat[1] if stat else 0}\n")
+                # Durable: its start time is what tells the container's process from a reused pid
+                # after a reboot (runc's `pid` file alone would make a stranger look running).
+                _write_atomic(d / "started", f"{pid} {stat[1] if stat else 0}\n", sync="all")
                 return pid
             if (d / "exit").exists() or not _is_alive(shim_pid):
                 # The pid file may have landed between the two checks.
@@ -605,6 +636,10 @@ class RuncRuntime:
             if loop.time() > deadline:
                 await _run(*self._runc("delete", "--force", container_id))
                 raise RuncError(f"container {container_id} did not start within {START_DEADLINE:.0f}s")
+            if watch is not None:
+                # Woken by the rename of `pid` (or `exit`), or the shim's end; the deadline bounds the rest.
+                await watch.changed(max(0.0, deadline - loop.time()) + 0.01)
+                continue
             # runc needs ~20 ms: poll finely at first so the start is not padded by the poll.
             await asyncio.sleep(0.002 if loop.time() < deadline - START_DEADLINE + 0.5 else 0.05)
 
@@ -647,25 +682,71 @@ class RuncRuntime:
     async def wait(self, container_id: str) -> int:
         """Until the container has exited; its exit code, as the shim recorded it.
 
+        Nothing polls: while the container's process runs, the loop reads a pidfd of that process
+        (exitwatch.process_end); once it has ended, an inotify watch of the bundle (the shim renames
+        `exit` into it) and a pidfd of the shim (exitwatch.DirWatch). Both re-check the files every
+        EXIT_SAFETY_POLL seconds; where they cannot be had, the files are polled (10 ms, up to 0.2 s).
         A file or /proc entry that cannot be read at some moment (EMFILE, ENOMEM...) says
         nothing about the container: the wait goes on. RuncError only when the container is
         known to be gone without a recorded code."""
         delay = 0.01
-        while True:
-            try:
-                st = self.status(container_id)
-            except OSError as exc:
-                log.warning("container %s: cannot read its state now (%s); waiting on", container_id, exc)
-                await asyncio.sleep(1.0)
-                continue
-            if st.state == "exited":
-                return st.exit_code  # type: ignore[return-value]
-            if st.state == "unknown":
-                raise RuncError(f"container {container_id}: exit code is unknown (its shim is gone)")
-            if st.state == "created" and not self._start_in_progress(container_id):
-                raise RuncError(f"container {container_id} is not running")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        ended_pid = 0  # the process seen to end: from then on, wait for the code the shim records
+        watch: exitwatch.DirWatch | None = None
+        watch_tried = False
+        try:
+            while True:
+                try:
+                    st = self.status(container_id)
+                except OSError as exc:
+                    log.warning("container %s: cannot read its state now (%s); waiting on", container_id, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if st.state == "exited":
+                    return st.exit_code  # type: ignore[return-value]
+                if st.state == "unknown":
+                    raise RuncError(f"container {container_id}: exit code is unknown (its shim is gone)")
+                if st.state == "created" and not self._start_in_progress(container_id):
+                    raise RuncError(f"container {container_id} is not running")
+                if st.state == "running" and st.pid != ended_pid:
+                    try:
+                        same = self._same_process(container_id, st.pid)
+                    except OSError:  # `started` unreadable now: the poll below, as for any unreadable file
+                        same = None
+                    outcome = exitwatch.Outcome.UNAVAILABLE if same is None else await exitwatch.process_end(
+                        st.pid, same, EXIT_SAFETY_POLL)
+                    if outcome is exitwatch.Outcome.ENDED:
+                        ended_pid, delay = st.pid, 0.01
+                    if outcome is not exitwatch.Outcome.UNAVAILABLE:
+                        continue
+                elif st.state == "running":  # its process has ended; the shim is about to record the code
+                    if not watch_tried:
+                        watch_tried = True
+                        watch = self._exit_watch(container_id)
+                        continue  # the files again, now that a rename into the bundle cannot be missed
+                    if watch is not None:
+                        await watch.changed(EXIT_SAFETY_POLL)
+                        continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _exit_watch(self, container_id: str) -> exitwatch.DirWatch | None:
+        """The bundle (where the shim renames `exit`) and the shim's end, or None (then: poll)."""
+        try:
+            shim = _read_pair(self._dir(container_id) / "shim.pid")
+            return exitwatch.DirWatch(self._dir(container_id), shim[0]) if shim else None
+        except (OSError, AttributeError) as exc:
+            log.debug("container %s: no inotify/pidfd for its exit (%s): polling", container_id, exc)
+            return None
+
+    def _same_process(self, container_id: str, pid: int) -> Callable[[], bool]:
+        """Whether pid still names the container's process: alive, and started when `started` says
+        (no start time recorded yet: alive is all that can be checked, as status() does)."""
+        started = _read_pair(self._dir(container_id) / "started")
+        start_time = started[1] if started and started[0] == pid else None
+        return lambda: _is_alive(pid, start_time)
 
     def start_in_progress(self, container_id: str) -> bool:
         """True while a shim runs for the container (a start under way, or its process exiting)."""

@@ -1152,7 +1152,7 @@ class Engine:
         if container.id not in self.containers:
             return
         try:
-            self.state.save("containers", container.id, to_dict(container))
+            self.state.save("containers", container.id, container)
         except OSError as exc:
             raise SystemError_(
                 f"cannot save the record of container {container.name}: {exc.strerror or exc}"

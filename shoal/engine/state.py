@@ -6,6 +6,7 @@ leaves the old or the new record. A record that cannot be read is moved aside an
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.fsutil import remove_stale_temps, write_atomic
+from common.fsutil import Sync, remove_stale_temps, write_atomic
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 KINDS = ("networks", "containers", "ipam", "ports")
+_REPLACE_WITHOUT_DIR_SYNC = frozenset({"containers", "ipam"})  # see StateDir.save
 CORRUPT_SUFFIX = ".corrupt-"
 _LEGACY_TEMP_SUFFIX = ".tmp"  # what the engine's own helper named its temp files before fsutil
 
@@ -64,9 +66,19 @@ class StateDir:
     def path(self, kind: str, object_id: str) -> Path:
         return self.root / kind / f"{object_id}.json"
 
-    def save(self, kind: str, object_id: str, data: dict[str, Any]) -> None:
-        """Raises OSError (ENOSPC...) with the old record, if any, left intact."""
-        write_atomic(self.path(kind, object_id), json.dumps(data, indent=1).encode())
+    def save(self, kind: str, object_id: str, data: dict[str, Any] | Any) -> None:
+        """data: a JSON object, or a dataclass record (saved as dataclasses.asdict would give it, without
+        its deep copy: ~30 us instead of ~250 us for a container record). Compact JSON, as runc's
+        config.json and moby's config.v2.json: the C encoder (an indent would take the Python one).
+        Raises OSError (ENOSPC...) with the old record, if any, left intact."""
+        path = self.path(kind, object_id)
+        # A new record is made durable whole (file and directory). A container or IPAM record that
+        # replaces one on disk skips the directory fsync (moby's AtomicWriteFile does the same for
+        # config.v2.json): after a power cut the old or the new record is there, each whole, and
+        # the restart reconciles either (no container survives a power cut; IPAM is rebuilt from
+        # live endpoints). A kill -9 leaves the new one in both cases.
+        sync: Sync = "file" if kind in _REPLACE_WITHOUT_DIR_SYNC and path.exists() else "all"
+        write_atomic(path, json.dumps(data, default=_record_fields).encode(), sync=sync)
 
     def delete(self, kind: str, object_id: str) -> None:
         self.path(kind, object_id).unlink(missing_ok=True)
@@ -102,3 +114,10 @@ class StateDir:
 
 def _as_object(data: dict[str, Any]) -> dict[str, Any]:
     return data
+
+
+def _record_fields(value: Any) -> dict[str, Any]:
+    """json's hook for what it cannot encode itself: a dataclass record becomes its fields by name."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -132,3 +132,21 @@ def test_an_empty_or_mistyped_network_record_is_moved_aside_and_the_others_load(
     loaded = state.load_records("networks", network_from_dict)
     assert list(loaded) == [good.id] and loaded[good.id] == good
     assert len(state.warnings) == 1 and "b" * 64 in state.warnings[0]
+
+
+def test_a_record_saved_as_a_dataclass_is_the_json_of_its_asdict_and_loads_back_equal(tmp_path):
+    record = container_from_dict(record_dict())
+    record.create_config = {"Cmd": ["httpd", "-f"], "Labels": {"a": "b"}}
+    StateDir(tmp_path).save("containers", ID, record)
+    saved = (tmp_path / "containers" / f"{ID}.json").read_bytes()
+    assert json.loads(saved) == to_dict(record)
+    assert to_dict(StateDir(tmp_path).load_records("containers", container_from_dict)[ID]) == to_dict(record)
+
+
+def test_saving_what_is_neither_json_nor_a_record_is_refused_and_keeps_the_old_record(tmp_path):
+    state = StateDir(tmp_path)
+    state.save("containers", ID, record_dict())
+    with pytest.raises(TypeError) as caught:
+        state.save("containers", ID, {"bad": object()})
+    assert str(caught.value) == "Object of type object is not JSON serializable"
+    assert json.loads((tmp_path / "containers" / f"{ID}.json").read_bytes()) == record_dict()
