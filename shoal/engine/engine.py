@@ -58,7 +58,6 @@ from shoal.engine.records import (
     ExecRecord,
     NetworkRecord,
     container_from_dict,
-    to_dict,
 )
 from shoal.engine.resources import ContainerResources
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
