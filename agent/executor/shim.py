@@ -11,6 +11,7 @@ import fcntl
 import os
 import select
 import time
+import sys
 import _json
 import _socket
 
@@ -27,6 +28,17 @@ _TIOCSWINSZ = 0x5414
 _STREAM_NAMES = {1: "stdout", 2: "stderr"}
 # Every signal but SIGKILL, SIGSTOP and glibc's two reserved real-time ones (32, 33).
 _DEFAULT_SIGNALS = tuple(s for s in range(1, 65) if s not in (9, 19, 32, 33))
+
+
+def received_fd(ancdata: list) -> int:
+    """The first fd passed in a message's SCM_RIGHTS (-1 when none); any further one is closed. Also the zygote's."""
+    fds = [int.from_bytes(data[i:i + 4], sys.byteorder)
+           for level, kind, data in ancdata
+           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+           for i in range(0, len(data) - len(data) % 4, 4)]
+    for extra in fds[1:]:
+        os.close(extra)
+    return fds[0] if fds else -1
 
 
 def rfc3339nano(ns: int) -> str:
@@ -255,13 +267,7 @@ class Shim:
                 sock = _socket.socket(fileno=conn)
                 _, ancdata, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(4 * 4))
                 sock.close()
-                fds = [int.from_bytes(data[i:i + 4], "little")
-                       for level, kind, data in ancdata
-                       if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-                       for i in range(0, len(data) - len(data) % 4, 4)]
-                for extra in fds[1:]:
-                    os.close(extra)
-                return fds[0] if fds else -1
+                return received_fd(ancdata)
             return -1
         finally:
             ep.close()

@@ -22,17 +22,6 @@ _FD_SPACE = _socket.CMSG_SPACE(4)
 _FAILPOINT = os.environ.get("SHOAL_FAILPOINT", "")
 
 
-def _received_fd(ancdata: list) -> int:
-    """The first fd passed in the message (-1 when none); any further one is closed."""
-    fds = [int.from_bytes(data[i:i + 4], sys.byteorder)
-           for level, kind, data in ancdata
-           if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-           for i in range(0, len(data) - len(data) % 4, 4)]
-    for extra in fds[1:]:
-        os.close(extra)
-    return fds[0] if fds else -1
-
-
 def become_shim(job_fd: int) -> None:
     """In the grandchild: the job pipe as fd 0, /dev/null as 1 and 2, no other fd of the zygote, the signal state of
     a fresh `python -S -E shim.py`; then the shim's own life. Never returns."""
@@ -88,7 +77,7 @@ def serve(sock: _socket.socket) -> None:
             msg, ancdata, _, _ = sock.recvmsg(16, _FD_SPACE)
         except InterruptedError:
             continue
-        job_fd = _received_fd(ancdata)
+        job_fd = shim.received_fd(ancdata)
         if not msg:  # the daemon went away (or closed its runtime)
             return
         pid = 0

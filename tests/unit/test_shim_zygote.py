@@ -36,6 +36,16 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def waiting_for_its_job(pid: int) -> bool:
+    """The forked shim is in read(0, ...) (shim.read_job): past become_shim's fd and signal set-up. The zygote
+    answers with the pid as soon as it forked, so a look at /proc before this can catch the set-up half-way."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[:2] == ["0", "0x0"]  # x86-64 read (0) on fd 0
+
+
 def stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -98,6 +108,7 @@ def test_a_waiting_shim_holds_only_its_job_pipe_and_dev_null() -> None:
         zygote = Zygote()
         pid, writer = await zygote.spawn()
         try:
+            wait_for(lambda: waiting_for_its_job(pid), "the shim to wait for its job")
             fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
             pipe_inode = os.readlink(f"/proc/self/fd/{writer}")
         finally:
@@ -116,6 +127,7 @@ def test_a_forked_shim_has_no_blocked_signals_and_pythons_usual_dispositions() -
         zygote = Zygote()
         pid, writer = await zygote.spawn()
         try:
+            wait_for(lambda: waiting_for_its_job(pid), "the shim to wait for its job")
             # A Python started as the old shims are: the same mask and dispositions.
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-S", "-E", "-c", "import os; print(open('/proc/self/status').read())",
