@@ -434,7 +434,9 @@ def test_a_killed_nodes_replica_is_replaced_and_vip_mesh_dns_heal_within_down_pl
         # or address any more (the dead node's own records stay suspended in gossip while it is away, as libnetwork's)
         wait_until(lambda: not [c for c in service_containers(swarm, victim, "kweb")
                                 if c["Labels"][L_TASK] == dead["ID"]], 30, interval=0.2)
-        assert swarm.client("h1").get(f"/tasks/{dead['ID']}")["Status"]["State"] == "shutdown"
+        # the node removes the container, then reports SHUTDOWN (its next status batch, then the dispatcher's proposal)
+        wait_until(lambda: swarm.client("h1").get(f"/tasks/{dead['ID']}")["Status"]["State"] == "shutdown", 10,
+                   interval=0.1)
         gone = gone_names(swarm, [dead], net)
         assert settled(lambda: dns_mismatches(swarm, HOSTS, "kweb", want, vip, gone)) == []
         # and every node, the one that came back included, holds exactly what the running tasks need (no FDB or
