@@ -3,9 +3,11 @@ its task IP from every node, with Docker's swarm (dockerd 20.10), with shoal, an
 only the necessary work by hand, over the same 5 lab hosts (3 managers + 2 workers; bench/swarm.py builds them).
 
 Steps, timed the same way for docker and shoal (their own CLI in h1 for the commands, their own Docker API
-socket on every host to list the task containers):
+socket on every host to follow the task containers):
   create N     `service create --detach --replicas N --network bench-net --name web busybox httpd -f -p 80`
-               until N task containers run (summed over the hosts) and each task IP answers HTTP from every
+               until N task containers have started (each host's `GET /events` stream, opened before the
+               create, announces them; each is inspected once for its address and pid: no polling of the
+               daemons while they converge) and each task IP answers HTTP from every
                host that runs a task: the probe is busybox wget run by nsenter in the network namespace of
                one task container of that host (that namespace is attached to the overlay; no helper
                container is needed, so docker and shoal are probed alike); then `service rm web` and wait
@@ -31,6 +33,7 @@ Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +42,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -319,6 +323,105 @@ def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
         return found
 
 
+class StartWatch:
+    """The task containers of `web` as their hosts announce them: one `GET /events` stream per host (Docker's
+    API, which shoal serves too) from just before the create, each started task container inspected once for
+    its address and pid. The converge step waits on this instead of listing every host's containers every
+    poll: the observer's own API calls would cost the daemons (and this process) CPU while they converge,
+    and a start is seen when it happens, not at the next poll."""
+
+    def __init__(self, sockets: dict[str, str], timeout: float) -> None:
+        self._sockets = dict(sockets)  # host -> its Docker API socket
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.tasks: dict[str, TaskContainer] = {}
+        self.errors: list[str] = []
+        self._streams: list[_UnixHTTP] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        """Open every host's stream (each answered with its headers: nothing after this is missed)."""
+        since = f"{time.time() - 1:.3f}"  # the ring replays a start that raced the stream's subscription
+        filters = urllib.parse.quote(json.dumps({"type": ["container"], "event": ["start"],
+                                                 "label": [f"com.docker.swarm.service.name={SERVICE}"]}))
+        for host, path in self._sockets.items():
+            conn = _UnixHTTP(path, self._timeout)
+            conn.request("GET", f"/v{API_VERSION}/events?since={since}&filters={filters}")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise StepFailed(f"GET /events on {host}: {resp.status} {resp.read()[:300]!r}")
+            self._streams.append(conn)
+            t = threading.Thread(target=self._follow, args=(host, path, resp), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stopping = True
+        for conn in self._streams:
+            with contextlib.suppress(OSError):
+                if conn.sock is not None:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def _follow(self, host: str, path: str, resp: http.client.HTTPResponse) -> None:
+        try:
+            with _Api(path, self._timeout) as api:
+                while line := resp.readline():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    cid = event.get("id") or (event.get("Actor") or {}).get("ID") or ""
+                    if not cid or cid in self.tasks:
+                        continue
+                    task = self._inspect(api, host, cid)
+                    if task is not None:
+                        with self._changed:
+                            self.tasks[cid] = task
+                            self._changed.notify_all()
+        except Exception as e:  # noqa: BLE001 - stop() cutting the stream ends up here too (http.client raises various)
+            with self._changed:
+                if not self._stopping:
+                    self.errors.append(f"{host}: {type(e).__name__}: {e}")
+                self._changed.notify_all()
+
+    @staticmethod
+    def _inspect(api: _Api, host: str, cid: str) -> TaskContainer | None:
+        """The container's address and pid (None: gone again before we looked)."""
+        try:
+            info = api.get(f"/containers/{cid}/json")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+        return TaskContainer(host, cid, overlay_address(nets), int((info.get("State") or {}).get("Pid") or 0))
+
+    def refresh(self, tasks: Sequence[TaskContainer]) -> None:
+        """Inspect again the tasks seen without an address or pid (a daemon may fill them in after the start)."""
+        for t in tasks:
+            with _Api(self._sockets[t.host], self._timeout) as api:
+                task = self._inspect(api, t.host, t.id)
+            with self._changed:
+                if task is None:
+                    self.tasks.pop(t.id, None)
+                else:
+                    self.tasks[t.id] = task
+
+    def wait_for(self, n: int, timeout: float) -> list[TaskContainer]:
+        """The task containers once at least n are known (or whatever is known at the timeout)."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while len(self.tasks) < n and not self.errors and time.monotonic() < end:
+                self._changed.wait(min(POLL_S, max(0.0, end - time.monotonic())))
+            if self.errors:
+                raise StepFailed("the event streams broke: " + "; ".join(self.errors))
+            return list(self.tasks.values())
+
+
 def all_tasks(system: System, cache: dict[str, TaskContainer], inspect: bool = True) -> list[TaskContainer]:
     with ThreadPoolExecutor(len(HOSTS)) as pool:
         return [t for per_host in pool.map(lambda h: task_containers(system, h, cache, inspect), HOSTS)
@@ -341,13 +444,15 @@ def node_names(system: System, host: str) -> dict[str, str]:
 
 def converge(system: System, n: int, timeout: float, log: Callable[[str], None], timeline: bool = False) -> float:
     """`service create` of N replicas until every task runs and answers from every host with a task."""
-    cache: dict[str, TaskContainer] = {}
     prober = Prober()
     poller: TimelinePoller | None = None
     if timeline:
         poller = TimelinePoller(Timeline(time.time(), NETWORK), lambda: list_service_tasks(system, MANAGERS[0]))
         prober.on_answer = poller.answered
         poller.start()
+    assert system.lab is not None
+    watch = StartWatch({h: str(system.lab.socket(h)) for h in HOSTS}, timeout)
+    watch.start()
     t0 = time.monotonic()
     system.run(MANAGERS[0], "service", "create", "--detach", "--replicas", str(n), "--network", NETWORK,
                "--name", SERVICE, "busybox", "httpd", "-f", "-p", "80")
@@ -355,9 +460,13 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None],
     seen = {"running": 0}
 
     def done() -> bool:
-        tasks = all_tasks(system, cache)
+        tasks = watch.wait_for(n, max(0.0, t0 + timeout - time.monotonic()))
         seen["running"] = len(tasks)
-        if len(tasks) < n or any(not t.address or not t.pid for t in tasks):
+        incomplete = [t for t in tasks if not t.address or not t.pid]
+        if incomplete:
+            watch.refresh(incomplete)
+            return False
+        if len(tasks) < n:
             return False
         from_netns: dict[str, str] = {}
         for t in tasks:
@@ -370,6 +479,7 @@ def converge(system: System, n: int, timeout: float, log: Callable[[str], None],
     except StepFailed as e:
         raise StepFailed(f"{system.name}: create N={n}: {e} ({seen['running']} running)") from None
     finally:
+        watch.stop()
         if poller is not None:
             poller.stop()
     took = time.monotonic() - t0

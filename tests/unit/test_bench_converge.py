@@ -152,3 +152,110 @@ def test_the_timeline_ends_line_says_which_last_states_the_polls_saw() -> None:
     tl = timeline.Timeline(t0=1796173322.0, network="bench-net")
     tl.observe([_task_json("running", "2026-12-02T01:02:06Z")])
     assert timeline.table(tl).splitlines()[-1] == "last assigned n/a, last running 4.00 s (1 seen), last answered n/a"
+
+
+# ---- StartWatch: the task containers as their hosts' /events streams announce them --------------
+class _FakeDockerApi:
+    """A Docker API on a unix socket: GET /v1.41/events streams `events` (chunked, one JSON a line) and stays open
+    until closed; GET /v1.41/containers/ID/json answers `inspects[ID]` (404 when absent)."""
+
+    def __init__(self, path: str, events: list[dict], inspects: dict[str, dict]) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        fake = self
+        self.events_queries: list[str] = []
+        self.closed = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                import json
+                import urllib.parse
+
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/v1.41/events":
+                    fake.events_queries.append(urllib.parse.unquote(url.query))
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for event in events:
+                        line = json.dumps(event).encode() + b"\n"
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                        self.wfile.flush()
+                    fake.closed.wait(10)
+                    return
+                cid = url.path.removeprefix("/v1.41/containers/").removesuffix("/json")
+                body = json.dumps(inspects.get(cid, {"message": f"No such container: {cid}"})).encode()
+                self.send_response(200 if cid in inspects else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(path, Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _inspect(address: str, pid: int) -> dict:
+    return {"NetworkSettings": {"Networks": {"bench-net": {"IPAddress": address}}}, "State": {"Pid": pid}}
+
+
+def _start_event(cid: str) -> dict:
+    return {"Type": "container", "Action": "start", "id": cid, "Actor": {"ID": cid, "Attributes": {}}}
+
+
+def test_start_watch_learns_each_started_task_with_its_address_and_pid_from_each_hosts_event_stream(tmp_path: Path) -> None:
+    apis = {"h1": _FakeDockerApi(str(tmp_path / "h1.sock"), [_start_event("a1")], {"a1": _inspect("10.0.9.3", 41)}),
+            "h2": _FakeDockerApi(str(tmp_path / "h2.sock"), [_start_event("b1"), _start_event("b2")],
+                                 {"b1": _inspect("10.0.9.4", 42), "b2": _inspect("10.0.9.5", 43)})}
+    watch = converge.StartWatch({h: str(tmp_path / f"{h}.sock") for h in apis}, timeout=10)
+    try:
+        watch.start()
+        tasks = watch.wait_for(3, timeout=10)
+    finally:
+        watch.stop()
+        for api in apis.values():
+            api.close()
+    assert sorted((t.host, t.id, t.address, t.pid) for t in tasks) == [
+        ("h1", "a1", "10.0.9.3", 41), ("h2", "b1", "10.0.9.4", 42), ("h2", "b2", "10.0.9.5", 43)]
+
+
+def test_start_watch_asks_only_for_start_events_of_the_services_containers(tmp_path: Path) -> None:
+    api = _FakeDockerApi(str(tmp_path / "h1.sock"), [], {})
+    watch = converge.StartWatch({"h1": str(tmp_path / "h1.sock")}, timeout=10)
+    try:
+        watch.start()
+    finally:
+        watch.stop()
+        api.close()
+    [query] = api.events_queries
+    assert '"type": ["container"], "event": ["start"], "label": ["com.docker.swarm.service.name=web"]' in query
+    assert "since=" in query
+
+
+def test_start_watch_leaves_out_a_container_gone_before_its_inspect(tmp_path: Path) -> None:
+    api = _FakeDockerApi(str(tmp_path / "h1.sock"), [_start_event("gone"), _start_event("a1")],
+                         {"a1": _inspect("10.0.9.3", 41)})
+    watch = converge.StartWatch({"h1": str(tmp_path / "h1.sock")}, timeout=10)
+    try:
+        watch.start()
+        tasks = watch.wait_for(1, timeout=10)
+    finally:
+        watch.stop()
+        api.close()
+    assert [t.id for t in tasks] == ["a1"]
