@@ -609,7 +609,9 @@ class SwarmNode:
         out: dict[str, Any] = {
             "NodeID": st.node_id,
             "NodeAddr": st.advertise_addr.rpartition(":")[0],
-            "LocalNodeState": "active",
+            # moby's nodeRunner: "pending" until the node's first session came up (a join going on in the background,
+            # a restarted daemon reconnecting), "active" from then on.
+            "LocalNodeState": "active" if self.session is not None and self.session.registered.is_set() else "pending",
             "ControlAvailable": self.manager is not None,
             "Error": self.error,
             "RemoteManagers": [],
