@@ -325,10 +325,10 @@ class ServiceLoadBalancer:
     def _wanted(self, networks: frozenset[str]) -> dict[IPv4Address, frozenset[IPv4Address]]:
         return lbplan.wanted_vips((b for b in self.bindings.values() if b.network_id in networks), networks)
 
-    def _wanted_in(self, networks: frozenset[str],
-                   by_network: dict[str, dict[IPv4Address, frozenset[IPv4Address]]]) -> dict[IPv4Address, frozenset[IPv4Address]]:
-        """_wanted, taken from the VIPs already worked out per network when the sandbox is on one network
-        (most are: a task on one overlay) or none with a VIP."""
+    def _wanted_in(self, networks: frozenset[str], by_network: dict[str, dict[IPv4Address, frozenset[IPv4Address]]]
+                   ) -> dict[IPv4Address, frozenset[IPv4Address]]:
+        """_wanted, read from the VIPs already worked out per network when the sandbox is on one network
+        (a task on one overlay: the common case)."""
         if len(networks) == 1:
             [network_id] = networks
             return dict(by_network.get(network_id, {}))
