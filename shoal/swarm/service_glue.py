@@ -5,7 +5,12 @@
 Started beside the worker by shoal/swarm/worker_glue.py; one ServiceGlue per SwarmNode, kept across sessions.
 It reconciles (what should be announced and applied vs what is) on every endpoint_table change and every
 RESYNC_S, so a lost event or a replaced gossip agent only delays, never strands, a record. A change of the
-worker's tasks (poke) announces at once, without waiting for the pass (which may be waiting for the kernel thread)."""
+worker's tasks (poke) announces at once, without waiting for the pass (which may be waiting for the kernel thread).
+
+A burst of endpoints (a service's tasks starting over a second or two, arriving in a dozen gossip events) would make a
+dozen full passes, each one nftables transaction per sandbox: a change that only adds backends to services already
+served is held until HOLD_S after the last apply, so the burst's additions share a few passes. Anything else (a backend
+or a service gone, a new service, a VIP or a name changed), and an addition after a quiet spell, applies at once."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.gossip.netdb_services import EndpointRecord
+from agent.network import lbplan
 from agent.network.service_binding import ServiceBinding
 from proto import objects_pb2 as pb
 from shoal.swarm.executor import service_name
@@ -26,6 +32,8 @@ from shoal.swarm.ingress_glue import announce, ensure_mesh
 log = logging.getLogger(__name__)
 
 RESYNC_S = 1.0
+# How long after an apply further additions of backends wait to be applied together (a removal never waits).
+HOLD_S = 0.25
 RUNNING = pb.TaskState.TASK_STATE_RUNNING
 INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
 _PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
@@ -68,6 +76,8 @@ class ServiceGlue:
     _unwatch: Any = None
     _announced: Any = None  # the gossip agent the ingress sandbox's endpoint was announced to
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    applied_at: float = float("-inf")  # time.monotonic() of the last apply's start
+    held_until: float | None = None  # additions held back: the pass that applies them is due then
 
     async def run(self) -> None:
         """Reconciles until cancelled (the session ends); errors are logged and retried at the next pass."""
@@ -75,14 +85,20 @@ class ServiceGlue:
             while True:
                 self._wake.clear()
                 try:
-                    await self.reconcile()
+                    await self.reconcile(hold=True)
                 except Exception:  # noqa: BLE001 - the next pass tries again
                     log.exception("service endpoints: reconcile failed")
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RESYNC_S):
+                    async with asyncio.timeout(self._until_next_pass()):
                         await self._wake.wait()
         finally:
             self._drop_watch()
+
+    def _until_next_pass(self) -> float:
+        """Seconds until the pass that is due without a wake: the periodic one, or the held additions'."""
+        if self.held_until is None:
+            return RESYNC_S
+        return min(RESYNC_S, max(0.0, self.held_until - time.monotonic()))
 
     def _drop_watch(self) -> None:
         if self._unwatch is not None:
@@ -157,7 +173,8 @@ class ServiceGlue:
                 log.exception("service endpoints: announce failed")
         self._wake.set()
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, hold: bool = False) -> None:
+        """One pass. hold: additions of backends that come soon after an apply wait for HOLD_S after it."""
         gossip = getattr(self.node, "gossip", None)
         if gossip is None:
             return
@@ -175,12 +192,19 @@ class ServiceGlue:
             if announce(self.node.engine, gossip):
                 self._announced = gossip
         bindings = self.bindings()
-        if bindings != self.applied:
-            t0 = time.monotonic()
-            await self.apply(bindings)
-            self.applied = bindings
-            log.debug("perf: bindings applied (%d backends) in %.3f s", sum(len(b.backends) for b in bindings),
-                      time.monotonic() - t0)
+        if bindings == self.applied:
+            self.held_until = None
+            return
+        t0 = time.monotonic()
+        if hold and t0 < self.applied_at + HOLD_S and only_additions(self.applied, bindings):
+            self.held_until = self.applied_at + HOLD_S
+            return
+        self.held_until = None
+        self.applied_at = t0
+        await self.apply(bindings)
+        self.applied = bindings
+        log.debug("perf: bindings applied (%d backends) in %.3f s", sum(len(b.backends) for b in bindings),
+                  time.monotonic() - t0)
 
     async def apply(self, bindings: list[ServiceBinding]) -> None:
         engine = self.node.engine
@@ -193,6 +217,32 @@ class ServiceGlue:
             await engine._kernel(mesh.set_bindings, good)  # FirewallIngress publishes through the firewall itself
 
 
+def only_additions(applied: list[ServiceBinding] | None, bindings: list[ServiceBinding]) -> bool:
+    """Whether `bindings` differ from `applied` only by backends added to services already applied (what may wait:
+    the services keep serving with the backends they have). A backend or a service gone, a new service, or any other
+    field changed is not: a removed task must leave the rotation at once."""
+    if applied is None:
+        return False
+    before = {(b.service_id, b.network_id): b for b in applied}
+    if len(before) != len(bindings):
+        return False
+    for b in bindings:
+        old = before.get((b.service_id, b.network_id))
+        if old is None:
+            return False
+        if old == b:
+            continue
+        if (old.service_name, old.vip, old.aliases, old.ingress_ports) != \
+                (b.service_name, b.vip, b.aliases, b.ingress_ports):
+            return False
+        now = {x.task_id: x for x in b.backends}  # by task id: a Backend hashes its address in Python
+        for x in old.backends:
+            y = now.get(x.task_id)
+            if y is not x and y != x:
+                return False
+    return True
+
+
 def _one_per_vip(bindings: list[ServiceBinding]) -> list[ServiceBinding]:
     """A VIP two services claim (a stale record of a removed service whose VIP was reused) would make the
     load balancer refuse every binding: the first claimant keeps it, the other is left out and logged."""
@@ -200,7 +250,7 @@ def _one_per_vip(bindings: list[ServiceBinding]) -> list[ServiceBinding]:
     out: list[ServiceBinding] = []
     for b in bindings:
         if b.vip is not None:
-            key = (b.network_id, ipaddress.IPv4Address(b.vip))
+            key = (b.network_id, lbplan.address(b.vip))
             if seen.setdefault(key, b.service_id) != b.service_id:
                 log.warning("service endpoints: VIP %s on %s claimed by %s and %s; %s left out",
                             b.vip, b.network_id[:12], seen[key][:12], b.service_id[:12], b.service_id[:12])

@@ -8,13 +8,16 @@ import ipaddress
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pytest
+
 from agent.gossip import netdb_services
 from agent.gossip.netdb_services import EndpointRecord
 from agent.network.service_binding import Backend, ServiceBinding
 from proto import objects_pb2 as pb
 from agent.worker import Worker
 from shoal.swarm.gossip_agent import GossipAgent
-from shoal.swarm.service_glue import ServiceGlue, _one_per_vip, task_records
+from shoal.swarm import service_glue
+from shoal.swarm.service_glue import ServiceGlue, _one_per_vip, only_additions, task_records
 
 A = ipaddress.IPv4Address
 
@@ -103,4 +106,130 @@ def test_a_task_that_stops_running_leaves_the_endpoint_table_when_its_status_is_
         assert [e.key for e in gossip.db.walk(netdb_services.TABLE, "net")] == ["t1"]
         worker._record("t1", _running(pb.TaskState.TASK_STATE_FAILED))
         assert gossip.db.walk(netdb_services.TABLE, "net") == []
+    asyncio.run(run())
+
+
+# ---- additions of backends in a burst share passes; anything else applies at once ---------------------
+def _svc(*tasks: str, vip: str = "10.0.9.2", service: str = "s1") -> ServiceBinding:
+    return ServiceBinding(service, "web", "net", A(vip), tuple(Backend(t, A(f"10.0.9.{10 + int(t[1:])}")) for t in tasks))
+
+
+@pytest.mark.parametrize(("after", "may_wait"), [
+    ([_svc("t1", "t2", "t3")], True),  # backends added
+    ([_svc("t1")], False),  # a backend gone
+    ([_svc("t2", "t3")], False),  # one gone, one added
+    ([_svc("t1", "t2", vip="10.0.9.9")], False),  # the VIP changed
+    ([_svc("t1", "t2"), _svc("t4", vip="10.0.9.3", service="s2")], False),  # a new service
+    ([], False),  # a service gone
+])
+def test_only_backends_added_to_applied_services_may_wait(after: list[ServiceBinding], may_wait: bool) -> None:
+    before = [_svc("t1", "t2")]
+    assert only_additions(before, after) is may_wait
+
+
+def test_nothing_applied_yet_never_waits() -> None:
+    assert only_additions(None, [_svc("t1")]) is False
+
+
+class _Balancer:
+    """The engine's load balancer as the glue drives it: each full resync recorded."""
+
+    def __init__(self) -> None:
+        self.passes: list[list[ServiceBinding]] = []
+
+    def set_bindings(self, bindings: list[ServiceBinding]) -> None:
+        self.passes.append(list(bindings))
+
+
+async def _direct(fn, *args):  # type: ignore[no-untyped-def]
+    return fn(*args)
+
+
+def _glue_over_gossip() -> tuple[ServiceGlue, GossipAgent, _Balancer]:
+    gossip = GossipAgent("node-a", "192.0.2.1", lambda: [])
+    gossip.db.join_network("net")
+    balancer = _Balancer()
+    engine = SimpleNamespace(net=SimpleNamespace(networks={"net": _Net("overlay")}, drivers=SimpleNamespace(find=lambda _: None)),
+                             mesh=SimpleNamespace(set_bindings=lambda _: None), sandboxes=SimpleNamespace(lb=balancer),
+                             _kernel=_direct)
+    glue = ServiceGlue(SimpleNamespace(engine=engine, worker=None, gossip=gossip))
+    glue._announced = gossip  # no ingress endpoint to announce
+    return glue, gossip, balancer
+
+
+def _up(gossip: GossipAgent, task_id: str) -> None:
+    record = EndpointRecord("s1", "web", A("10.0.9.2"), A(f"10.0.9.{10 + int(task_id[1:])}"), f"web.{task_id}", task_id)
+    gossip.db.create_entry(netdb_services.TABLE, "net", task_id, netdb_services.encode_record(record))
+
+
+async def _until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def _tasks(bindings: list[ServiceBinding]) -> list[str]:
+    return [b.task_id for s in bindings for b in s.backends]
+
+
+def test_a_burst_of_added_backends_is_applied_in_a_few_passes_and_the_last_state_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 0.3)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        runner = asyncio.ensure_future(glue.run())
+        await _until(lambda: len(balancer.passes) == 1)  # the first pass: nothing yet
+        for k in range(1, 11):
+            _up(gossip, f"t{k}")
+            await asyncio.sleep(0.01)
+        await _until(lambda: _tasks(balancer.passes[-1]) == [f"t{k}" for k in range(1, 11)])
+        runner.cancel()
+        # the first endpoint at once, the other nine held together: 10 endpoints, 2 or 3 passes
+        assert 3 <= len(balancer.passes) <= 4, [_tasks(p) for p in balancer.passes]
+        assert _tasks(balancer.passes[1]) == ["t1"]
+    asyncio.run(run())
+
+
+def test_a_removed_backend_is_applied_at_once_with_the_held_additions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 30.0)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")
+        _up(gossip, "t2")
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1", "t2"])
+        _up(gossip, "t3")  # held: an addition right after an apply
+        await asyncio.sleep(0.05)
+        assert _tasks(balancer.passes[-1]) == ["t1", "t2"]
+        gossip.db.delete_entry(netdb_services.TABLE, "net", "t1")
+        await _until(lambda: _tasks(balancer.passes[-1]) == ["t2", "t3"], timeout=5.0)  # long before the hold ends
+        runner.cancel()
+    asyncio.run(run())
+
+
+def test_an_added_backend_after_a_quiet_spell_is_applied_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 30.0)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1"])
+        glue.applied_at -= 31.0  # as after a quiet spell longer than the hold
+        _up(gossip, "t2")
+        await _until(lambda: _tasks(balancer.passes[-1]) == ["t1", "t2"], timeout=5.0)
+        runner.cancel()
+    asyncio.run(run())
+
+
+def test_reconcile_without_hold_applies_at_once() -> None:
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        _up(gossip, "t1")
+        await glue.reconcile()
+        _up(gossip, "t2")
+        await glue.reconcile()
+        assert [_tasks(p) for p in balancer.passes] == [["t1"], ["t1", "t2"]]
     asyncio.run(run())
