@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -39,7 +40,10 @@ INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
 _PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(cidr: str) -> ipaddress.IPv4Address | None:
+    # Remembered: every pass and every poke makes the records of every running task again, and parsing their
+    # addresses was nearly all of that.
     try:
         return ipaddress.IPv4Interface(cidr).ip
     except ValueError:
