@@ -153,26 +153,32 @@ class ServiceGlue:
                 out.extend(self._gossip.service_bindings(nid))
         return out
 
-    def announce(self, gossip: Any) -> None:
+    def announce(self, gossip: Any) -> bool:
         """endpoint_table made to hold this node's running tasks (gossip's tables are memory: no await, so a pass
-        and a poke never interleave)."""
+        and a poke never interleave); whether it changed anything."""
         want = self.wanted()
+        changed = False
         for key in [k for k in self.published if k not in want]:
             gossip.service_endpoint_down(key[0], key[1])
             del self.published[key]
+            changed = True
         for key, rec in want.items():
             if self.published.get(key) != rec:
                 log.debug("perf: announce task %s", key[1][:12])
                 gossip.service_endpoint_up(key[0], key[1], rec)
                 self.published[key] = rec
+                changed = True
+        return changed
 
     def poke(self) -> None:
         """The worker's tasks or their states changed: announce now (the other nodes' VIPs and names need not wait
-        for this node's next pass), and wake the pass for the local load balancer and mesh."""
+        for this node's next pass), and wake the pass for the local load balancer and mesh. A poke that announced
+        nothing new (a task on its way to running) wakes nothing: the pass would find the endpoint table as it was."""
         gossip = getattr(self.node, "gossip", None)
         if gossip is not None and gossip is self._gossip:
             try:
-                self.announce(gossip)
+                if not self.announce(gossip):
+                    return
             except Exception:  # noqa: BLE001 - the next pass tries again
                 log.exception("service endpoints: announce failed")
         self._wake.set()

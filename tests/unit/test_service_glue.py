@@ -99,6 +99,27 @@ def test_a_task_that_starts_running_is_in_the_endpoint_table_when_its_status_is_
     asyncio.run(run())
 
 
+def test_a_status_that_announces_nothing_new_does_not_wake_the_pass() -> None:
+    async def run() -> None:
+        glue, worker, _gossip = _glue_over_worker()
+        worker._record("t1", _running(pb.TaskState.TASK_STATE_STARTING))
+        assert not glue._wake.is_set()
+        worker._record("t1", _running(pb.TaskState.TASK_STATE_RUNNING))
+        glue._wake.clear()
+        worker._record("t1", _running(pb.TaskState.TASK_STATE_RUNNING))  # the same again
+        assert not glue._wake.is_set()
+    asyncio.run(run())
+
+
+def test_a_poke_before_the_pass_met_gossip_wakes_the_pass() -> None:
+    async def run() -> None:
+        worker = Worker(executor=None)  # type: ignore[arg-type]
+        glue = ServiceGlue(_Node(worker, GossipAgent("node-a", "192.0.2.1", lambda: [])))
+        glue.poke()  # not attached yet: the pass attaches and announces
+        assert glue._wake.is_set()
+    asyncio.run(run())
+
+
 def test_a_task_that_stops_running_leaves_the_endpoint_table_when_its_status_is_recorded() -> None:
     async def run() -> None:
         _glue, worker, gossip = _glue_over_worker()
