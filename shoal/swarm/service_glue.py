@@ -82,6 +82,7 @@ class ServiceGlue:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     applied_at: float = float("-inf")  # time.monotonic() of the last apply's start
     held_until: float | None = None  # additions held back: the pass that applies them is due then
+    _mesh_fed: tuple[Any, list[ServiceBinding]] | None = None  # the mesh and the ingress bindings it last took
 
     async def run(self) -> None:
         """Reconciles until cancelled (the session ends); errors are logged and retried at the next pass."""
@@ -221,10 +222,25 @@ class ServiceGlue:
         good = _one_per_vip(bindings)
         ingress = {nid for nid, n in engine.net.networks.items() if n.ingress}
         # The ingress network's VIPs serve only the ingress sandbox (as Docker's): no names, no tables in tasks.
-        await engine._kernel(engine.sandboxes.lb.set_bindings, [b for b in good if b.network_id not in ingress])
-        mesh = getattr(engine, "mesh", None)
-        if mesh is not None:
-            await engine._kernel(mesh.set_bindings, good)  # FirewallIngress publishes through the firewall itself
+        # One trip to the kernel thread for both: node-wide kernel work holds every sandbox's work off meanwhile.
+        await engine._kernel(self._program, engine.sandboxes.lb, getattr(engine, "mesh", None), good,
+                             [b for b in good if b.network_id not in ingress])
+
+    def _program(self, lb: Any, mesh: Any, good: list[ServiceBinding], tasks: list[ServiceBinding]) -> None:
+        """Kernel thread: the VIPs and names of the tasks' networks, then the routing mesh (FirewallIngress publishes
+        through the firewall itself). The mesh is left alone when its own bindings (the ingress network's) are
+        those it was last given: most passes change only the tasks' networks."""
+        lb.set_bindings(tasks)
+        if mesh is None:
+            return
+        network_id = getattr(mesh, "ingress_network_id", None)
+        mine = [b for b in good if b.network_id == network_id] if network_id is not None else None
+        if mine is not None and self._mesh_fed is not None and self._mesh_fed[0] is mesh and self._mesh_fed[1] == mine:
+            return
+        self._mesh_fed = None  # until it took them
+        mesh.set_bindings(good)
+        if mine is not None:
+            self._mesh_fed = (mesh, mine)
 
 
 def only_additions(applied: list[ServiceBinding] | None, bindings: list[ServiceBinding]) -> bool:

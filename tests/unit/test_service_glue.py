@@ -254,3 +254,72 @@ def test_reconcile_without_hold_applies_at_once() -> None:
         await glue.reconcile()
         assert [_tasks(p) for p in balancer.passes] == [["t1"], ["t1", "t2"]]
     asyncio.run(run())
+
+
+class _Mesh:
+    def __init__(self, ingress_network_id: str = "ing") -> None:
+        self.ingress_network_id = ingress_network_id
+        self.given: list[list[ServiceBinding]] = []
+
+    def set_bindings(self, bindings: list[ServiceBinding]) -> None:
+        self.given.append(list(bindings))
+
+
+def _glue_with_mesh(mesh: _Mesh) -> tuple[ServiceGlue, _Balancer, list[str]]:
+    trips: list[str] = []
+
+    async def kernel(fn, *args):  # type: ignore[no-untyped-def]
+        trips.append(fn.__name__)
+        return fn(*args)
+    balancer = _Balancer()
+    engine = SimpleNamespace(net=SimpleNamespace(networks={"net": _Net("overlay"), "ing": _Net("overlay", True)}),
+                             mesh=mesh, sandboxes=SimpleNamespace(lb=balancer), _kernel=kernel)
+    return ServiceGlue(SimpleNamespace(engine=engine)), balancer, trips
+
+
+def _published(*tasks: str) -> ServiceBinding:
+    return ServiceBinding("s1", "web", "ing", A("10.0.0.2"), tuple(Backend(t, A(f"10.0.0.{10 + int(t[1:])}")) for t in tasks),
+                          ingress_ports=((8080, 80, "tcp"),))
+
+
+def test_an_apply_programs_the_tasks_and_the_mesh_in_one_trip_to_the_kernel_thread() -> None:
+    mesh = _Mesh()
+    glue, balancer, trips = _glue_with_mesh(mesh)
+    asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    assert len(trips) == 1
+    assert balancer.passes == [[_svc("t1")]] and mesh.given == [[_svc("t1"), _published("t1")]]
+
+
+def test_the_mesh_is_given_the_bindings_again_only_when_its_own_changed() -> None:
+    mesh = _Mesh()
+    glue, balancer, _trips = _glue_with_mesh(mesh)
+    asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    asyncio.run(glue.apply([_svc("t1", "t2"), _published("t1")]))  # only the tasks' network changed
+    assert len(balancer.passes) == 2 and len(mesh.given) == 1
+    asyncio.run(glue.apply([_svc("t1", "t2"), _published("t1", "t2")]))
+    assert len(mesh.given) == 2
+
+
+def test_a_new_mesh_is_given_every_binding() -> None:
+    glue, _balancer, _trips = _glue_with_mesh(_Mesh())
+    asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    again = _Mesh()
+    glue.node.engine.mesh = again
+    asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    assert again.given == [[_svc("t1"), _published("t1")]]
+
+
+def test_a_mesh_that_refused_its_bindings_is_given_them_again() -> None:
+    mesh = _Mesh()
+    glue, _balancer, _trips = _glue_with_mesh(mesh)
+    refuse = [True]
+
+    def set_bindings(bindings: list[ServiceBinding]) -> None:
+        if refuse.pop() if refuse else False:
+            raise OSError("ingress sandbox gone")
+        mesh.given.append(list(bindings))
+    mesh.set_bindings = set_bindings  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
+    assert mesh.given == [[_svc("t1"), _published("t1")]]
