@@ -50,7 +50,7 @@ def _ip(cidr: str) -> ipaddress.IPv4Address | None:
         return None
 
 
-def task_records(task: pb.Task, overlay_ids: set[str]) -> dict[str, EndpointRecord]:
+def task_records(task: pb.Task, overlay_ids: set[str] | frozenset[str]) -> dict[str, EndpointRecord]:
     """network id -> the record a running task announces there (only overlays this node has: gossip is theirs)."""
     vips = {v.network_id: _ip(v.addr) for v in task.endpoint.virtual_ips}
     dnsrr = task.endpoint.spec.mode == pb.EndpointSpec.ResolutionMode.DNSRR
@@ -83,6 +83,8 @@ class ServiceGlue:
     applied_at: float = float("-inf")  # time.monotonic() of the last apply's start
     held_until: float | None = None  # additions held back: the pass that applies them is due then
     _mesh_fed: tuple[Any, list[ServiceBinding]] | None = None  # the mesh and the ingress bindings it last took
+    # task id -> (its task object, the overlays, its records): see _records_of
+    _records: dict[str, tuple[pb.Task, frozenset[str], dict[str, EndpointRecord]]] = field(default_factory=dict)
 
     async def run(self) -> None:
         """Reconciles until cancelled (the session ends); errors are logged and retried at the next pass."""
@@ -134,17 +136,29 @@ class ServiceGlue:
         """What this node announces: one record per running task per overlay it is attached to."""
         worker = self.node.worker
         engine = self.node.engine
-        overlays = {nid for nid, n in engine.net.networks.items() if n.driver == "overlay"}
+        overlays = frozenset(nid for nid, n in engine.net.networks.items() if n.driver == "overlay")
         out: dict[tuple[str, str], EndpointRecord] = {}
         if worker is None:
             return out
-        for tid, task in list(worker.tasks.items()):
+        tasks = dict(worker.tasks)
+        for tid, task in tasks.items():
             st = worker.statuses.get(tid)
             if not task.service_id or task.desired_state > RUNNING or st is None or st.state != RUNNING:
                 continue
-            for nid, rec in task_records(task, overlays).items():
+            for nid, rec in self._records_of(tid, task, overlays).items():
                 out[(nid, tid)] = rec
+        for tid in [t for t in self._records if t not in tasks]:
+            del self._records[tid]
         return out
+
+    def _records_of(self, tid: str, task: pb.Task, overlays: frozenset[str]) -> dict[str, EndpointRecord]:
+        """task_records, made again only for a new task object or other overlays: every pass and every poke asks
+        for every running task's records, and an assignment replaces a task's object rather than changing it."""
+        kept = self._records.get(tid)
+        if kept is None or kept[0] is not task or kept[1] != overlays:
+            kept = (task, overlays, task_records(task, overlays))
+            self._records[tid] = kept
+        return kept[2]
 
     def bindings(self) -> list[ServiceBinding]:
         engine = self.node.engine

@@ -111,6 +111,22 @@ def test_a_status_that_announces_nothing_new_does_not_wake_the_pass() -> None:
     asyncio.run(run())
 
 
+def test_a_task_replaced_by_a_new_assignment_is_announced_with_its_new_record() -> None:
+    async def run() -> None:
+        glue, worker, gossip = _glue_over_worker()
+        worker._record("t1", _running(pb.TaskState.TASK_STATE_RUNNING))
+        first = glue.wanted()
+        assert glue.wanted()[("net", "t1")] is first[("net", "t1")]  # the same task object: the same record
+        moved = pb.Task()
+        moved.CopyFrom(worker.tasks["t1"])
+        moved.networks[0].addresses[0] = "10.0.9.30/24"
+        worker.tasks["t1"] = moved  # what an assignment that changes the task does
+        glue.poke()
+        [entry] = gossip.db.walk(netdb_services.TABLE, "net")
+        assert netdb_services.decode_record(entry.value).task_ip == A("10.0.9.30")
+    asyncio.run(run())
+
+
 def test_a_poke_before_the_pass_met_gossip_wakes_the_pass() -> None:
     async def run() -> None:
         worker = Worker(executor=None)  # type: ignore[arg-type]
