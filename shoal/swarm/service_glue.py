@@ -95,6 +95,7 @@ class ServiceGlue:
                     await self.reconcile(hold=True)
                 except Exception:  # noqa: BLE001 - the next pass tries again
                     log.exception("service endpoints: reconcile failed")
+                    self.held_until = None  # a failing pass waits as any does: for a wake or RESYNC_S, no spin
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._until_next_pass()):
                         await self._wake.wait()

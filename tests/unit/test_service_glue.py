@@ -339,3 +339,34 @@ def test_a_mesh_that_refused_its_bindings_is_given_them_again() -> None:
         asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
     asyncio.run(glue.apply([_svc("t1"), _published("t1")]))
     assert mesh.given == [[_svc("t1"), _published("t1")]]
+
+
+class _BrokenWorker:
+    """A worker whose tasks cannot be read: every pass fails in announce; counts the attempts."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @property
+    def tasks(self) -> dict[str, pb.Task]:
+        self.reads += 1
+        raise RuntimeError("worker gone")
+
+
+def test_a_failing_pass_with_additions_held_waits_for_a_wake_rather_than_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 0.05)
+    monkeypatch.setattr(service_glue, "RESYNC_S", 5.0)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1"])
+        _up(gossip, "t2")  # held: right after an apply
+        await _until(lambda: glue.held_until is not None)
+        broken = _BrokenWorker()
+        glue.node.worker = broken
+        await asyncio.sleep(0.3)  # the held pass is due and fails
+        runner.cancel()
+        assert broken.reads == 1 and glue.held_until is None
+    asyncio.run(run())
