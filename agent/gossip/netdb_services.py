@@ -14,6 +14,11 @@ TABLE = "endpoint_table"
 MAX_RECORD = 2048
 MAX_ALIASES = 32
 MAX_PORTS = 64
+# Entries folded before, by their key and bytes: every pass of the service glue folds the whole table, and an
+# entry's bytes do not change while it lives, so each is parsed (JSON, addresses) and made a Backend once.
+# Bounded: emptied when full.
+_FOLDED_MAX = 8192
+_folded: dict[tuple[str, bytes], tuple[EndpointRecord, Backend, tuple[int, str]]] = {}
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,6 +79,24 @@ def decode_record(data: bytes) -> EndpointRecord:
                           _str(d, "task_name"), _str(d, "task_id"), tuple(aliases), tuple(ports))
 
 
+def _fold_entry(key: str, data: bytes) -> tuple[EndpointRecord, Backend, tuple[int, str]]:
+    """The entry's record, its backend and that backend's place in the order, remembered (a bad record raises
+    every time: nothing is kept of it)."""
+    found = _folded.get((key, data))
+    if found is None:
+        r = decode_record(data)
+        backend = Backend(task_id=r.task_id or key, ip=r.task_ip, task_name=r.task_name)
+        found = (r, backend, (int(r.task_ip), backend.task_id))
+        if len(_folded) >= _FOLDED_MAX:
+            _folded.clear()
+        _folded[(key, data)] = found
+    return found
+
+
+def _first(pair: tuple[tuple[int, str], Backend]) -> tuple[int, str]:
+    return pair[0]
+
+
 def fold_service_bindings(db: NetworkDB, network_id: str, include_suspended: bool = False) -> list[ServiceBinding]:
     """The services on network_id with their backends, by service name. Entries of a failed node (suspended: gossip
     declared it dead, or the managers hold it DOWN, NetworkDB.hold()) are left out unless asked: a load balancer must
@@ -89,19 +112,19 @@ def fold_with_errors(db: NetworkDB, network_id: str, include_suspended: bool = F
         if e.suspended and not include_suspended:
             continue
         try:
-            r = decode_record(e.value)
+            r, backend, order = _fold_entry(e.key, e.value)
         except ValueError as err:
             errors.append(f"{e.key}: {err}")
             continue
         s = services.setdefault(r.service_id, {"name": r.service_name, "vip": r.vip, "backends": [],
                                                "aliases": set(), "ports": set()})
-        s["backends"].append(Backend(task_id=r.task_id or e.key, ip=r.task_ip, task_name=r.task_name))  # type: ignore[attr-defined]
+        s["backends"].append((order, backend))  # type: ignore[attr-defined]
         s["aliases"].update(r.aliases)  # type: ignore[attr-defined]
         s["ports"].update(r.ingress_ports)  # type: ignore[attr-defined]
         if s["vip"] is None and r.vip is not None:
             s["vip"] = r.vip
     out = [ServiceBinding(service_id=sid, service_name=str(s["name"]), network_id=network_id, vip=s["vip"],  # type: ignore[arg-type]
-                          backends=tuple(sorted(s["backends"], key=lambda b: (int(b.ip), b.task_id))),  # type: ignore[call-overload]
+                          backends=tuple(b for _, b in sorted(s["backends"], key=_first)),  # type: ignore[attr-defined]
                           aliases=tuple(sorted(s["aliases"])), ingress_ports=tuple(sorted(s["ports"])))  # type: ignore[call-overload]
            for sid, s in services.items()]
     return sorted(out, key=lambda b: (b.service_name, b.service_id)), errors

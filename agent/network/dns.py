@@ -3,6 +3,7 @@
 agent.network.dnsfast and carries out Reply/Forward; the engine fills the table."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from dataclasses import dataclass, field
@@ -238,6 +239,7 @@ class NameTable:
         return None
 
 
+@functools.lru_cache(maxsize=8192)
 def normalise_name(name: str) -> str:
     """DNS names compare case-insensitively; a trailing dot and a leading '/' (Docker's
     container-name form) do not matter."""
@@ -245,10 +247,19 @@ def normalise_name(name: str) -> str:
 
 
 def _check_ipv4(address: str, owner: str) -> None:
+    if not _is_ipv4(address):
+        raise ValueError(f"invalid IPv4 address {address!r} for service {owner}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ipv4(address: str) -> bool:
+    # Remembered: a service's names are set again with the same task addresses whenever one of its
+    # tasks comes or goes, and parsing each address each time was most of that cost.
     try:
         ipaddress.IPv4Address(address)
     except ValueError:
-        raise ValueError(f"invalid IPv4 address {address!r} for service {owner}") from None
+        return False
+    return True
 
 
 def _candidates(key: str, network_name: str) -> list[str]:

@@ -43,6 +43,20 @@ def _delete_udp_flows(netns_path: str | None, vip: IPv4Address, backend: IPv4Add
         log.warning("conntrack in %s: %s", netns_path, exc)
 
 
+def _removed_backends(old: lbplan.LbTable, new: lbplan.LbTable,
+                      changes: Iterable[IPv4Address]) -> list[tuple[IPv4Address, IPv4Address]]:
+    """(VIP, backend) of every backend the change took away."""
+    gone: list[tuple[IPv4Address, IPv4Address]] = []
+    for vip in changes:
+        before = old.slots.get(vip, ())
+        after = new.slots.get(vip, ())
+        if not before or after[:len(before)] == before:  # kept every slot (a tuple compares by identity first)
+            continue
+        kept = set(after)
+        gone += [(vip, ip) for ip in before if ip not in kept]
+    return gone
+
+
 class SandboxLb:
     """The shoal_lb table of one namespace and a model of what it holds.
 
@@ -55,21 +69,22 @@ class SandboxLb:
         self.batches = 0  # how many batches were sent (for tests and the benchmark)
         self._pending: list[Future[None]] = []  # conntrack runs queued or under way
 
-    def set_all(self, wanted: dict[IPv4Address, frozenset[IPv4Address]]) -> None:
-        """Serve exactly these VIPs."""
+    def set_all(self, wanted: dict[IPv4Address, frozenset[IPv4Address]], plans: lbplan.Plans | None = None) -> None:
+        """Serve exactly these VIPs. plans: shared by the sandboxes of one pass (see lbplan.Plans)."""
         if self.table is None:
             self._write_full(lbplan.table_from_wanted(wanted))
             return
         changes: dict[IPv4Address, frozenset[IPv4Address] | None] = dict(wanted)
         changes.update({vip: None for vip in self.table.slots if vip not in wanted})
-        self.change(changes)
+        self.change(changes, plans)
 
-    def change(self, changes: dict[IPv4Address, frozenset[IPv4Address] | None]) -> None:
+    def change(self, changes: dict[IPv4Address, frozenset[IPv4Address] | None],
+               plans: lbplan.Plans | None = None) -> None:
         """Set these VIPs' backends (None: stop serving the VIP); others are left as they are."""
         if self.table is None:
             self._write_full(lbplan.table_from_wanted({v: b for v, b in changes.items() if b is not None}))
             return
-        new, script = lbplan.plan_change(self.table, changes)
+        new, script = (plans or lbplan.Plans()).plan(self.table, changes)
         if not script:
             return
         try:
@@ -81,8 +96,7 @@ class SandboxLb:
             return
         self.batches += 1
         old, self.table = self.table, new
-        self._forget_udp_flows([(vip, ip) for vip in changes for ip in old.slots.get(vip, ())
-                                if ip not in new.slots.get(vip, ())])
+        self._forget_udp_flows(_removed_backends(old, new, changes))
 
     def _forget_udp_flows(self, gone: list[tuple[IPv4Address, IPv4Address]]) -> None:
         # A UDP flow's conntrack entry lives as long as packets keep coming, so a client sending
@@ -160,6 +174,9 @@ class ServiceLoadBalancer:
     sandboxes: dict[str, _Sandbox] = field(default_factory=dict)
     _vip_owner: dict[tuple[str, IPv4Address], str] = field(default_factory=dict)  # (network, VIP) -> service
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    # A full resync stopped half-way (a sandbox on two networks saw one VIP claimed twice): the
+    # sandboxes after it were not programmed, so the next full resync looks at every sandbox.
+    _unfinished: bool = False
 
     # ---- bindings ---------------------------------------------------------------------
     def update(self, binding: ServiceBinding) -> None:
@@ -171,7 +188,7 @@ class ServiceLoadBalancer:
             if old == binding:
                 return
             if binding.vip is not None:
-                owner = self._vip_owner.get((binding.network_id, IPv4Address(binding.vip)))
+                owner = self._vip_owner.get((binding.network_id, lbplan.address(binding.vip)))
                 if owner is not None and owner != binding.service_id:
                     raise ValueError(f"VIP {binding.vip} on network {binding.network_id} is already "
                                      f"service {owner}'s, not {binding.service_id}'s")
@@ -180,11 +197,11 @@ class ServiceLoadBalancer:
             self.bindings[key] = binding
             changes: dict[IPv4Address, frozenset[IPv4Address] | None] = {}
             if old is not None and old.vip is not None and old.vip != binding.vip:
-                changes[IPv4Address(old.vip)] = None
-                self._vip_owner.pop((old.network_id, IPv4Address(old.vip)), None)
+                changes[lbplan.address(old.vip)] = None
+                self._vip_owner.pop((old.network_id, lbplan.address(old.vip)), None)
             if binding.vip is not None:
-                changes[IPv4Address(binding.vip)] = frozenset(IPv4Address(b.ip) for b in binding.backends)
-                self._vip_owner[(binding.network_id, IPv4Address(binding.vip))] = binding.service_id
+                changes[lbplan.address(binding.vip)] = frozenset(lbplan.address(b.ip) for b in binding.backends)
+                self._vip_owner[(binding.network_id, lbplan.address(binding.vip))] = binding.service_id
             self._change_network(binding.network_id, changes)
 
     def remove(self, service_id: str, network_id: str) -> None:
@@ -195,38 +212,53 @@ class ServiceLoadBalancer:
                 return
             self._dns(lambda t: lbdns.withdraw(t, service_id, network_id))
             if old.vip is not None:
-                self._vip_owner.pop((network_id, IPv4Address(old.vip)), None)
-                self._change_network(network_id, {IPv4Address(old.vip): None})
+                self._vip_owner.pop((network_id, lbplan.address(old.vip)), None)
+                self._change_network(network_id, {lbplan.address(old.vip): None})
 
     def set_bindings(self, bindings: Iterable[ServiceBinding]) -> None:
-        """Replace every binding (a full resync from the endpoint table): one batch per sandbox.
-        ValueError (nothing changed) when two services claim one VIP."""
+        """Replace every binding (a full resync from the endpoint table): one batch per sandbox
+        whose networks' bindings changed. ValueError (nothing changed) when two services claim one VIP."""
         with self._lock:
             wanted = {(b.service_id, b.network_id): b for b in bindings}
             by_network: dict[str, list[ServiceBinding]] = {}
             for b in wanted.values():
                 by_network.setdefault(b.network_id, []).append(b)
-            for network_id, group in by_network.items():  # validates before anything changes
-                lbplan.wanted_vips(group, [network_id])
-            changed = [b for b in wanted.values() if self.bindings.get((b.service_id, b.network_id)) != b]
-            for b in changed:
-                lbdns.check(b)
+            # Validates before anything changes; kept: the VIPs of a sandbox on one network.
+            vips = {network_id: lbplan.wanted_vips(group, [network_id]) for network_id, group in by_network.items()}
+            changed = [(b, lbdns.service_names(b)) for b in wanted.values()
+                       if self.bindings.get((b.service_id, b.network_id)) != b]
+            for b, (names_of, _ptr) in changed:
+                lbdns.check_names(b, names_of)
             gone = [k for k in self.bindings if k not in wanted]
 
             def names(table: NameTable) -> None:
                 for key in gone:
                     lbdns.withdraw(table, *key)
-                for b in changed:
-                    lbdns.publish(table, b)
+                for b, (names_of, ptr) in changed:
+                    table.set_service_names(b.service_id, b.network_id, names_of, ptr)
             self._dns(names)
             self.bindings = wanted
-            self._vip_owner = {(b.network_id, IPv4Address(b.vip)): b.service_id
+            self._vip_owner = {(b.network_id, lbplan.address(b.vip)): b.service_id
                                for b in wanted.values() if b.vip is not None}
+            # A sandbox none of whose networks' bindings changed already serves what they want
+            # (update, remove and attach keep the tables in step): it is left alone unless it is
+            # behind after a failure or may hold an earlier run's table.
+            dirty = {b.network_id for b, _ in changed} | {network_id for _, network_id in gone}
+            per_networks: dict[frozenset[str], dict[IPv4Address, frozenset[IPv4Address]]] = {}
+            plans = lbplan.Plans()
+            resync_all, self._unfinished = self._unfinished, True  # a pass cut short: the next one does all
             for sandbox in self.sandboxes.values():
-                if sandbox.adopted and sandbox.lb is None and not self._wanted(sandbox.network_ids):
+                if not (resync_all or sandbox.adopted or sandbox.error or not dirty.isdisjoint(sandbox.network_ids)):
+                    continue
+                want = per_networks.get(sandbox.network_ids)
+                if want is None:
+                    want = self._wanted_in(sandbox.network_ids, vips)
+                    per_networks[sandbox.network_ids] = want
+                if sandbox.adopted and sandbox.lb is None and not want:
                     self._program(sandbox, lambda s=sandbox: SandboxLb(s.netns_path).remove())
                 sandbox.adopted = False
-                self._set_all(sandbox)
+                self._set_all(sandbox, want, plans)
+            self._unfinished = False
 
     def close_contexts(self) -> None:
         """Let go of every namespace, leaving the tables serving (the daemon stops, its
@@ -293,22 +325,34 @@ class ServiceLoadBalancer:
     def _wanted(self, networks: frozenset[str]) -> dict[IPv4Address, frozenset[IPv4Address]]:
         return lbplan.wanted_vips((b for b in self.bindings.values() if b.network_id in networks), networks)
 
-    def _set_all(self, sandbox: _Sandbox) -> None:
-        wanted = self._wanted(sandbox.network_ids)
+    def _wanted_in(self, networks: frozenset[str], by_network: dict[str, dict[IPv4Address, frozenset[IPv4Address]]]
+                   ) -> dict[IPv4Address, frozenset[IPv4Address]]:
+        """_wanted, read from the VIPs already worked out per network when the sandbox is on one network
+        (a task on one overlay: the common case)."""
+        if len(networks) == 1:
+            [network_id] = networks
+            return dict(by_network.get(network_id, {}))
+        return self._wanted(networks)
+
+    def _set_all(self, sandbox: _Sandbox, wanted: dict[IPv4Address, frozenset[IPv4Address]] | None = None,
+                 plans: lbplan.Plans | None = None) -> None:
+        if wanted is None:
+            wanted = self._wanted(sandbox.network_ids)
         if sandbox.lb is None and not wanted:
             return
-        self._program(sandbox, lambda: self._lb(sandbox).set_all(wanted))
+        self._program(sandbox, lambda: self._lb(sandbox).set_all(wanted, plans))
 
     def _change_network(self, network_id: str, changes: dict[IPv4Address, frozenset[IPv4Address] | None]) -> None:
         if not changes:
             return
+        plans = lbplan.Plans()
         for sandbox in self.sandboxes.values():
             if network_id not in sandbox.network_ids:
                 continue
             if sandbox.lb is None or sandbox.error:
                 self._set_all(sandbox)  # its first VIP, or a retry: the whole table
             else:
-                self._program(sandbox, lambda s=sandbox: self._lb(s).change(changes))
+                self._program(sandbox, lambda s=sandbox: self._lb(s).change(changes, plans))
 
     def _dns(self, change: Callable[[NameTable], None]) -> None:
         table = self.dns

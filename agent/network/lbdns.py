@@ -15,7 +15,7 @@ def service_names(binding: ServiceBinding) -> tuple[dict[str, list[str]], dict[s
 
     As libnetwork: the service name and each alias resolve to the VIP (or, without a VIP,
     to every task's address); `tasks.` + each of them to every task's address."""
-    tasks = [str(b.ip) for b in binding.backends]
+    tasks = [str(b.ip) for b in binding.backends]  # once each: an address's text is made in Python
     front = [str(binding.vip)] if binding.vip is not None else tasks
     names: dict[str, list[str]] = {}
     for name in (binding.service_name, *binding.aliases):
@@ -24,17 +24,21 @@ def service_names(binding: ServiceBinding) -> tuple[dict[str, list[str]], dict[s
         names[name] = list(front)
         names[f"tasks.{name}"] = list(tasks)
     ptr: dict[str, str] = {}
-    for b in binding.backends:
+    for b, text in zip(binding.backends, tasks):
         if b.task_name:
-            names[b.task_name] = [str(b.ip)]
-            ptr[str(b.ip)] = b.task_name
+            names[b.task_name] = [text]
+            ptr[text] = b.task_name
     return names, ptr
 
 
 def check(binding: ServiceBinding) -> None:
     """ValueError naming the first name publish() would refuse (so a caller can refuse a binding
     before changing anything, even when the table is changed later on another thread)."""
-    names, _ = service_names(binding)
+    check_names(binding, service_names(binding)[0])
+
+
+def check_names(binding: ServiceBinding, names: dict[str, list[str]]) -> None:
+    """check, on the names service_names(binding) gave (a caller that publishes them too works them out once)."""
     for name in names:
         if not normalise_name(name):
             raise ValueError(f"invalid DNS name {name!r} for service {binding.service_id}")

@@ -41,6 +41,12 @@ class LbTable:
         return LbTable(dict(self.slots), self.picks)
 
 
+def address(value: IPv4Address | str) -> IPv4Address:
+    """value as an IPv4Address, returned as it is when it already is one (IPv4Address(an IPv4Address) parses
+    its text again: every pass over every binding paid for that)."""
+    return value if type(value) is IPv4Address else IPv4Address(value)
+
+
 def wanted_vips(bindings: Iterable[ServiceBinding], network_ids: Iterable[str]) -> dict[IPv4Address, frozenset[IPv4Address]]:
     """VIP -> backend addresses for the services on the sandbox's networks (dnsrr services,
     without a VIP, are DNS only). A VIP claimed by two services is refused, naming both."""
@@ -50,22 +56,24 @@ def wanted_vips(bindings: Iterable[ServiceBinding], network_ids: Iterable[str]) 
     for b in bindings:
         if b.network_id not in networks or b.vip is None:
             continue
-        vip = IPv4Address(b.vip)
+        vip = address(b.vip)
         if vip in owner and owner[vip] != b.service_id:
             raise ValueError(f"VIP {vip} is claimed by services {owner[vip]} and {b.service_id}")
         owner[vip] = b.service_id
-        out[vip] = frozenset(IPv4Address(x.ip) for x in b.backends)
+        out[vip] = frozenset(address(x.ip) for x in b.backends)
     return out
 
 
 def assign_slots(old: tuple[IPv4Address, ...], backends: Iterable[IPv4Address]) -> tuple[IPv4Address, ...]:
     """The new slot order: a kept backend keeps its slot where it can, so a change rewrites few
     slots. A slot left by a removed backend takes a new one, else the backend of the last slot."""
-    wanted = set(backends)
-    new = [ip for ip in old if ip in wanted]
+    wanted = backends if isinstance(backends, (set, frozenset)) else set(backends)
     kept = {ip: i for i, ip in enumerate(old) if ip in wanted}
-    added = sorted(wanted - set(old))
     size = len(wanted)
+    if len(kept) == size == len(old):
+        return old  # the same backends: every slot stays (and a caller sees it by identity)
+    # Set operations between sets reuse the hashes they hold (an IPv4Address hashes in Python).
+    added = sorted(wanted.difference(kept))
     result: list[IPv4Address | None] = [None] * size
     # Kept backends whose old slot still exists stay there.
     movers = []
@@ -78,7 +86,7 @@ def assign_slots(old: tuple[IPv4Address, ...], backends: Iterable[IPv4Address]) 
     holes = [i for i, ip in enumerate(result) if ip is None]
     for i, ip in zip(holes, fill):
         result[i] = ip
-    assert all(ip is not None for ip in result) and len(new) + len(added) == size
+    assert all(ip is not None for ip in result) and len(kept) + len(added) == size
     return tuple(result)  # type: ignore[arg-type]
 
 
@@ -182,6 +190,23 @@ def plan_change(current: LbTable, changes: Mapping[IPv4Address, frozenset[IPv4Ad
     for name in ("backends", "empty", "vips"):  # a VIP points at its pick chain once its slots exist
         lines += _elements("add", name, adds[name])
     return grown, ("\n".join(lines) + "\n") if lines else ""
+
+
+class Plans:
+    """plan_change remembered over one pass of the balancer: its sandboxes on the same networks hold equal
+    tables and get the same changes, so the batch is worked out once and each sandbox runs it."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[LbTable, Mapping[IPv4Address, frozenset[IPv4Address] | None], LbTable, str]] = []
+
+    def plan(self, current: LbTable,
+             changes: Mapping[IPv4Address, frozenset[IPv4Address] | None]) -> tuple[LbTable, str]:
+        for table, asked, new, script in self._done:
+            if table == current and asked == changes:
+                return new.copy(), script
+        new, script = plan_change(current, changes)
+        self._done.append((current, changes, new, script))
+        return new.copy(), script
 
 
 def _drop(vip: IPv4Address, slots: tuple[IPv4Address, ...], deletes: dict[str, list[str]]) -> None:

@@ -5,12 +5,18 @@
 Started beside the worker by shoal/swarm/worker_glue.py; one ServiceGlue per SwarmNode, kept across sessions.
 It reconciles (what should be announced and applied vs what is) on every endpoint_table change and every
 RESYNC_S, so a lost event or a replaced gossip agent only delays, never strands, a record. A change of the
-worker's tasks (poke) announces at once, without waiting for the pass (which may be waiting for the kernel thread)."""
+worker's tasks (poke) announces at once, without waiting for the pass (which may be waiting for the kernel thread).
+
+A burst of endpoints (a service's tasks starting over a second or two, arriving in a dozen gossip events) would make a
+dozen full passes, each one nftables transaction per sandbox: a change that only adds backends to services already
+served is held until HOLD_S after the last apply, so the burst's additions share a few passes. Anything else (a backend
+or a service gone, a new service, a VIP or a name changed), and an addition after a quiet spell, applies at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.gossip.netdb_services import EndpointRecord
+from agent.network import lbplan
 from agent.network.service_binding import ServiceBinding
 from proto import objects_pb2 as pb
 from shoal.swarm.executor import service_name
@@ -26,19 +33,24 @@ from shoal.swarm.ingress_glue import announce, ensure_mesh
 log = logging.getLogger(__name__)
 
 RESYNC_S = 1.0
+# How long after an apply further additions of backends wait to be applied together (a removal never waits).
+HOLD_S = 0.25
 RUNNING = pb.TaskState.TASK_STATE_RUNNING
 INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
 _PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip(cidr: str) -> ipaddress.IPv4Address | None:
+    # Remembered: every pass and every poke makes the records of every running task again, and parsing their
+    # addresses was nearly all of that.
     try:
         return ipaddress.IPv4Interface(cidr).ip
     except ValueError:
         return None
 
 
-def task_records(task: pb.Task, overlay_ids: set[str]) -> dict[str, EndpointRecord]:
+def task_records(task: pb.Task, overlay_ids: set[str] | frozenset[str]) -> dict[str, EndpointRecord]:
     """network id -> the record a running task announces there (only overlays this node has: gossip is theirs)."""
     vips = {v.network_id: _ip(v.addr) for v in task.endpoint.virtual_ips}
     dnsrr = task.endpoint.spec.mode == pb.EndpointSpec.ResolutionMode.DNSRR
@@ -68,6 +80,11 @@ class ServiceGlue:
     _unwatch: Any = None
     _announced: Any = None  # the gossip agent the ingress sandbox's endpoint was announced to
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    applied_at: float = float("-inf")  # time.monotonic() of the last apply's start
+    held_until: float | None = None  # additions held back: the pass that applies them is due then
+    _mesh_fed: tuple[Any, list[ServiceBinding]] | None = None  # the mesh and the ingress bindings it last took
+    # task id -> (its task object, the overlays, its records): see _records_of
+    _records: dict[str, tuple[pb.Task, frozenset[str], dict[str, EndpointRecord]]] = field(default_factory=dict)
 
     async def run(self) -> None:
         """Reconciles until cancelled (the session ends); errors are logged and retried at the next pass."""
@@ -75,14 +92,21 @@ class ServiceGlue:
             while True:
                 self._wake.clear()
                 try:
-                    await self.reconcile()
+                    await self.reconcile(hold=True)
                 except Exception:  # noqa: BLE001 - the next pass tries again
                     log.exception("service endpoints: reconcile failed")
+                    self.held_until = None  # a failing pass waits as any does: for a wake or RESYNC_S, no spin
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RESYNC_S):
+                    async with asyncio.timeout(self._until_next_pass()):
                         await self._wake.wait()
         finally:
             self._drop_watch()
+
+    def _until_next_pass(self) -> float:
+        """Seconds until the pass that is due without a wake: the periodic one, or the held additions'."""
+        if self.held_until is None:
+            return RESYNC_S
+        return min(RESYNC_S, max(0.0, self.held_until - time.monotonic()))
 
     def _drop_watch(self) -> None:
         if self._unwatch is not None:
@@ -113,17 +137,29 @@ class ServiceGlue:
         """What this node announces: one record per running task per overlay it is attached to."""
         worker = self.node.worker
         engine = self.node.engine
-        overlays = {nid for nid, n in engine.net.networks.items() if n.driver == "overlay"}
+        overlays = frozenset(nid for nid, n in engine.net.networks.items() if n.driver == "overlay")
         out: dict[tuple[str, str], EndpointRecord] = {}
         if worker is None:
             return out
-        for tid, task in list(worker.tasks.items()):
+        tasks = dict(worker.tasks)
+        for tid, task in tasks.items():
             st = worker.statuses.get(tid)
             if not task.service_id or task.desired_state > RUNNING or st is None or st.state != RUNNING:
                 continue
-            for nid, rec in task_records(task, overlays).items():
+            for nid, rec in self._records_of(tid, task, overlays).items():
                 out[(nid, tid)] = rec
+        for tid in [t for t in self._records if t not in tasks]:
+            del self._records[tid]
         return out
+
+    def _records_of(self, tid: str, task: pb.Task, overlays: frozenset[str]) -> dict[str, EndpointRecord]:
+        """task_records, made again only for a new task object or other overlays: every pass and every poke asks
+        for every running task's records, and an assignment replaces a task's object rather than changing it."""
+        kept = self._records.get(tid)
+        if kept is None or kept[0] is not task or kept[1] != overlays:
+            kept = (task, overlays, task_records(task, overlays))
+            self._records[tid] = kept
+        return kept[2]
 
     def bindings(self) -> list[ServiceBinding]:
         engine = self.node.engine
@@ -133,31 +169,38 @@ class ServiceGlue:
                 out.extend(self._gossip.service_bindings(nid))
         return out
 
-    def announce(self, gossip: Any) -> None:
+    def announce(self, gossip: Any) -> bool:
         """endpoint_table made to hold this node's running tasks (gossip's tables are memory: no await, so a pass
-        and a poke never interleave)."""
+        and a poke never interleave); whether it changed anything."""
         want = self.wanted()
+        changed = False
         for key in [k for k in self.published if k not in want]:
             gossip.service_endpoint_down(key[0], key[1])
             del self.published[key]
+            changed = True
         for key, rec in want.items():
             if self.published.get(key) != rec:
                 log.debug("perf: announce task %s", key[1][:12])
                 gossip.service_endpoint_up(key[0], key[1], rec)
                 self.published[key] = rec
+                changed = True
+        return changed
 
     def poke(self) -> None:
         """The worker's tasks or their states changed: announce now (the other nodes' VIPs and names need not wait
-        for this node's next pass), and wake the pass for the local load balancer and mesh."""
+        for this node's next pass), and wake the pass for the local load balancer and mesh. A poke that announced
+        nothing new (a task on its way to running) wakes nothing: the pass would find the endpoint table as it was."""
         gossip = getattr(self.node, "gossip", None)
         if gossip is not None and gossip is self._gossip:
             try:
-                self.announce(gossip)
+                if not self.announce(gossip):
+                    return
             except Exception:  # noqa: BLE001 - the next pass tries again
                 log.exception("service endpoints: announce failed")
         self._wake.set()
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, hold: bool = False) -> None:
+        """One pass. hold: additions of backends that come soon after an apply wait for HOLD_S after it."""
         gossip = getattr(self.node, "gossip", None)
         if gossip is None:
             return
@@ -175,22 +218,70 @@ class ServiceGlue:
             if announce(self.node.engine, gossip):
                 self._announced = gossip
         bindings = self.bindings()
-        if bindings != self.applied:
-            t0 = time.monotonic()
-            await self.apply(bindings)
-            self.applied = bindings
-            log.debug("perf: bindings applied (%d backends) in %.3f s", sum(len(b.backends) for b in bindings),
-                      time.monotonic() - t0)
+        if bindings == self.applied:
+            self.held_until = None
+            return
+        t0 = time.monotonic()
+        if hold and t0 < self.applied_at + HOLD_S and only_additions(self.applied, bindings):
+            self.held_until = self.applied_at + HOLD_S
+            return
+        self.held_until = None
+        self.applied_at = t0
+        await self.apply(bindings)
+        self.applied = bindings
+        log.debug("perf: bindings applied (%d backends) in %.3f s", sum(len(b.backends) for b in bindings),
+                  time.monotonic() - t0)
 
     async def apply(self, bindings: list[ServiceBinding]) -> None:
         engine = self.node.engine
         good = _one_per_vip(bindings)
         ingress = {nid for nid, n in engine.net.networks.items() if n.ingress}
         # The ingress network's VIPs serve only the ingress sandbox (as Docker's): no names, no tables in tasks.
-        await engine._kernel(engine.sandboxes.lb.set_bindings, [b for b in good if b.network_id not in ingress])
-        mesh = getattr(engine, "mesh", None)
-        if mesh is not None:
-            await engine._kernel(mesh.set_bindings, good)  # FirewallIngress publishes through the firewall itself
+        # One trip to the kernel thread for both: node-wide kernel work holds every sandbox's work off meanwhile.
+        await engine._kernel(self._program, engine.sandboxes.lb, getattr(engine, "mesh", None), good,
+                             [b for b in good if b.network_id not in ingress])
+
+    def _program(self, lb: Any, mesh: Any, good: list[ServiceBinding], tasks: list[ServiceBinding]) -> None:
+        """Kernel thread: the VIPs and names of the tasks' networks, then the routing mesh (FirewallIngress publishes
+        through the firewall itself). The mesh is left alone when its own bindings (the ingress network's) are
+        those it was last given: most passes change only the tasks' networks."""
+        lb.set_bindings(tasks)
+        if mesh is None:
+            return
+        network_id = getattr(mesh, "ingress_network_id", None)
+        mine = [b for b in good if b.network_id == network_id] if network_id is not None else None
+        if mine is not None and self._mesh_fed is not None and self._mesh_fed[0] is mesh and self._mesh_fed[1] == mine:
+            return
+        self._mesh_fed = None  # until it took them
+        mesh.set_bindings(good)
+        if mine is not None:
+            self._mesh_fed = (mesh, mine)
+
+
+def only_additions(applied: list[ServiceBinding] | None, bindings: list[ServiceBinding]) -> bool:
+    """Whether `bindings` differ from `applied` only by backends added to services already applied (what may wait:
+    the services keep serving with the backends they have). A backend or a service gone, a new service, or any other
+    field changed is not: a removed task must leave the rotation at once."""
+    if applied is None:
+        return False
+    before = {(b.service_id, b.network_id): b for b in applied}
+    if len(before) != len(bindings):
+        return False
+    for b in bindings:
+        old = before.get((b.service_id, b.network_id))
+        if old is None:
+            return False
+        if old == b:
+            continue
+        if (old.service_name, old.vip, old.aliases, old.ingress_ports) != \
+                (b.service_name, b.vip, b.aliases, b.ingress_ports):
+            return False
+        now = {x.task_id: x for x in b.backends}  # by task id: a Backend hashes its address in Python
+        for x in old.backends:
+            y = now.get(x.task_id)
+            if y is not x and y != x:
+                return False
+    return True
 
 
 def _one_per_vip(bindings: list[ServiceBinding]) -> list[ServiceBinding]:
@@ -200,7 +291,7 @@ def _one_per_vip(bindings: list[ServiceBinding]) -> list[ServiceBinding]:
     out: list[ServiceBinding] = []
     for b in bindings:
         if b.vip is not None:
-            key = (b.network_id, ipaddress.IPv4Address(b.vip))
+            key = (b.network_id, lbplan.address(b.vip))
             if seen.setdefault(key, b.service_id) != b.service_id:
                 log.warning("service endpoints: VIP %s on %s claimed by %s and %s; %s left out",
                             b.vip, b.network_id[:12], seen[key][:12], b.service_id[:12], b.service_id[:12])

@@ -7,8 +7,10 @@ from ipaddress import IPv4Address as IP
 
 import pytest
 
+from agent.network import lb
 from agent.network.dns import NameTable
 from agent.network.lb import ServiceLoadBalancer
+from agent.network.lbnft import NftError
 from agent.network.service_binding import Backend, ServiceBinding
 
 
@@ -83,3 +85,71 @@ def test_a_sandbox_without_vips_on_its_networks_gets_no_table() -> None:
     slb.update(_web("10.0.9.5", vip=None))  # dnsrr
     slb.attach("c1", "/run/netns/does-not-matter", ["net1"])
     assert slb.sandboxes["c1"].lb is None and slb.sandboxes["c1"].error == ""
+
+
+# ---- full resyncs with a recorder for the kernel ------------------------------------------------------
+class _Recorder:
+    """Stands in for lbnft.NftContext: keeps the batches, or refuses the next ones when told."""
+
+    runs: dict[str, list[str]] = {}
+
+    def __init__(self, netns_path: str | None = None) -> None:
+        self.netns_path = str(netns_path)
+        self.refuse = 0  # how many batches to refuse next
+        _Recorder.runs[self.netns_path] = []
+
+    def run(self, script: str) -> str:
+        if self.refuse:
+            self.refuse -= 1
+            raise NftError(f"nft in {self.netns_path}: refused")
+        _Recorder.runs[self.netns_path].append(script)
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    _Recorder.runs = {}
+    monkeypatch.setattr(lb, "NftContext", _Recorder)
+    monkeypatch.setattr(lb, "_delete_udp_flows", lambda *_: None)
+    return _Recorder.runs
+
+
+def _api(*ips: str) -> ServiceBinding:
+    return ServiceBinding("svc2", "api", "net2", IP("10.1.0.2"), tuple(Backend(f"a{i}", IP(ip)) for i, ip in enumerate(ips)))
+
+
+def test_a_full_resync_leaves_alone_the_sandboxes_whose_networks_did_not_change(recorded: dict[str, list[str]]) -> None:
+    slb = ServiceLoadBalancer(dns=_table())
+    slb.attach("c1", "ns1", ["net1"])
+    slb.attach("c2", "ns2", ["net2"])
+    slb.set_bindings([_web("10.0.9.5"), _api("10.1.0.5")])
+    before = {ns: len(runs) for ns, runs in recorded.items()}
+    slb.set_bindings([_web("10.0.9.5", "10.0.9.6"), _api("10.1.0.5")])
+    assert len(recorded["ns1"]) == before["ns1"] + 1 and len(recorded["ns2"]) == before["ns2"]
+    assert slb.sandboxes["c1"].lb.table.slots == {IP("10.0.9.2"): (IP("10.0.9.5"), IP("10.0.9.6"))}
+
+
+def test_a_full_resync_sends_sandboxes_on_the_same_networks_the_same_batch(recorded: dict[str, list[str]]) -> None:
+    slb = ServiceLoadBalancer(dns=_table())
+    for n in range(3):
+        slb.attach(f"c{n}", f"ns{n}", ["net1"])
+    slb.set_bindings([_web("10.0.9.5")])
+    slb.set_bindings([_web("10.0.9.5", "10.0.9.7", "10.0.9.6")])
+    assert recorded["ns0"] == recorded["ns1"] == recorded["ns2"] and len(recorded["ns0"]) == 2
+    tables = [slb.sandboxes[f"c{n}"].lb.table for n in range(3)]
+    assert tables[0] == tables[1] == tables[2] and tables[0] is not tables[1]
+
+
+def test_a_full_resync_retries_a_sandbox_that_failed_though_nothing_changed(recorded: dict[str, list[str]]) -> None:
+    slb = ServiceLoadBalancer(dns=_table())
+    slb.attach("c1", "ns1", ["net1"])
+    slb.set_bindings([_web("10.0.9.5")])
+    slb.sandboxes["c1"].lb.nft.refuse = 2  # the change, then the whole table written again
+    slb.update(_web("10.0.9.5", "10.0.9.6"))
+    assert slb.sandboxes["c1"].error == "nft in ns1: refused"
+    slb.set_bindings([_web("10.0.9.5", "10.0.9.6")])
+    assert slb.sandboxes["c1"].error == ""
+    assert slb.sandboxes["c1"].lb.table.slots == {IP("10.0.9.2"): (IP("10.0.9.5"), IP("10.0.9.6"))}

@@ -144,3 +144,37 @@ def test_chains_in_place_is_false_without_our_table_even_if_another_has_the_chai
 def test_chains_in_place_is_false_when_a_hooked_chain_is_missing() -> None:
     assert not lbplan.chains_in_place(LISTING.replace("\tchain refuse {\n\t\ttype filter hook output priority filter; "
                                                       "policy accept;\n\t}\n", ""))
+
+
+def test_address_keeps_an_address_and_parses_text() -> None:
+    vip = IP("10.0.0.2")
+    assert lbplan.address(vip) is vip and lbplan.address("10.0.0.2") == vip
+
+
+def test_assign_slots_gives_back_the_old_slots_when_the_backends_are_the_same() -> None:
+    old = (IP("10.0.0.6"), IP("10.0.0.5"))
+    assert lbplan.assign_slots(old, _ips("10.0.0.5", "10.0.0.6")) is old
+    assert lbplan.assign_slots((), frozenset()) == ()
+
+
+def test_plans_work_out_a_change_once_for_equal_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = lbplan.table_from_wanted({IP("10.0.0.2"): _ips("10.0.0.5")})
+    same = lbplan.table_from_wanted({IP("10.0.0.2"): _ips("10.0.0.5")})
+    changes = {IP("10.0.0.2"): _ips("10.0.0.5", "10.0.0.6")}
+    expected = lbplan.plan_change(table, changes)
+    calls = []
+    real = lbplan.plan_change
+    monkeypatch.setattr(lbplan, "plan_change", lambda *a: calls.append(a) or real(*a))
+    plans = lbplan.Plans()
+    first = plans.plan(table, changes)
+    second = plans.plan(same, dict(changes))
+    assert first == second == expected and len(calls) == 1
+    assert first[0] is not second[0]  # each sandbox gets a table of its own
+
+
+def test_plans_work_out_again_for_a_table_that_differs() -> None:
+    plans = lbplan.Plans()
+    changes = {IP("10.0.0.2"): _ips("10.0.0.5", "10.0.0.6")}
+    behind = lbplan.table_from_wanted({IP("10.0.0.2"): frozenset()})
+    plans.plan(lbplan.table_from_wanted({IP("10.0.0.2"): _ips("10.0.0.5")}), changes)
+    assert plans.plan(behind, changes) == lbplan.plan_change(behind, changes)

@@ -6,6 +6,7 @@ import ipaddress
 
 import pytest
 
+from agent.gossip import netdb_services
 from agent.gossip.netdb_services import TABLE, EndpointRecord, decode_record, encode_record, fold_service_bindings, fold_with_errors
 from agent.network.service_binding import Backend, ServiceBinding
 from tests.unit.netdb_fake import FakeCluster
@@ -154,3 +155,28 @@ def test_a_bad_endpoint_record_is_refused_naming_the_field(data: bytes, why: str
 def test_an_endpoint_record_round_trips() -> None:
     r = rec("web", "t1", "10.0.9.5", aliases=("www", "w"))
     assert decode_record(encode_record(r)) == r
+
+
+def test_an_entry_is_decoded_once_however_often_the_table_is_folded(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["a"].create_entry(TABLE, N, "ep-bad", b'{"service_id":"x","service_name":"x","task_ip":"nope"}')
+    c.run(1.0)
+    decodes: list[bytes] = []
+    real = netdb_services.decode_record
+    monkeypatch.setattr(netdb_services, "decode_record", lambda data: decodes.append(data) or real(data))
+    netdb_services._folded.clear()
+    first = fold_with_errors(c.dbs["b"], N)
+    assert fold_with_errors(c.dbs["b"], N) == first  # the same bindings and the bad record named again
+    assert first[1] == ["ep-bad: endpoint record: Expected 4 octets in 'nope'"]
+    assert decodes.count(encode_record(rec("web", "t1", "10.0.9.5"))) == 1 and len(decodes) == 3  # bad: each time
+
+
+def test_a_changed_entry_is_folded_with_its_new_record() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.run(1.0)
+    assert [b.ip for b in fold_service_bindings(c.dbs["b"], N)[0].backends] == [IP("10.0.9.5")]
+    c.dbs["a"].update_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.6")))
+    c.run(1.0)
+    assert [b.ip for b in fold_service_bindings(c.dbs["b"], N)[0].backends] == [IP("10.0.9.6")]
