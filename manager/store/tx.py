@@ -55,6 +55,10 @@ class ReadTx:
         found = self._lookup(check_kind(kind), object_id)
         return copy_of(found) if found is not None else None
 
+    def exists(self, kind: str, object_id: str) -> bool:
+        """Whether there is an object of that kind with that id (no copy made: a check, not a read)."""
+        return self._lookup(check_kind(kind), object_id) is not None
+
     def find_by_name(self, kind: str, name: str) -> Message | None:
         """The object of that kind named name, case-insensitively as in swarmkit; None for ""."""
         if not name:

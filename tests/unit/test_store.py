@@ -750,3 +750,16 @@ def test_an_entry_that_overflows_a_watch_keeps_what_fits_and_names_the_first_eve
     received, error = asyncio.run(scenario())
     assert received == ["c1", "c2"]
     assert error == StoreError("RESOURCE_EXHAUSTED", "watch fell behind: 2 events unread at index 2")
+
+
+def test_exists_answers_for_committed_objects_and_a_transactions_own_writes() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, create("config", config("c1", "a")), "r1")
+    assert store.view().exists("config", "c1") and not store.view().exists("config", "c2")
+
+    def tx(t: WriteTx) -> tuple[bool, bool]:
+        t.create("config", config("c2", "b"))
+        t.remove("config", "c1")
+        return t.exists("config", "c2"), t.exists("config", "c1")
+
+    assert store.prepare(tx, "r2")[1] == (True, False)
