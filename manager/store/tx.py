@@ -70,6 +70,11 @@ class ReadTx:
         """Every object of that kind, sorted by id."""
         return [copy_of(obj) for obj in self._all(check_kind(kind))]
 
+    def select(self, kind: str, keep: Callable[[Message], bool]) -> list[Message]:
+        """The objects of that kind keep() accepts, sorted by id, as copies: only those are copied (list() copies
+        every object). keep sees the stored object: it must only read it."""
+        return [copy_of(obj) for obj in self._all(check_kind(kind)) if keep(obj)]
+
     def _lookup(self, kind: str, object_id: str) -> Message | None:
         return self._tables[kind].objects.get(object_id)
 

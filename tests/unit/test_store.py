@@ -763,3 +763,20 @@ def test_exists_answers_for_committed_objects_and_a_transactions_own_writes() ->
         return t.exists("config", "c2"), t.exists("config", "c1")
 
     assert store.prepare(tx, "r2")[1] == (True, False)
+
+
+def test_select_copies_only_the_accepted_objects_sorted_by_id_and_sees_a_transactions_writes() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, lambda tx: [tx.create("config", config(f"c{n}", f"n{n}", b"big" if n % 2 else b"x"))
+                                   for n in (3, 1, 2)], "r1")
+    chosen = store.view().select("config", lambda c: c.spec.data == b"big")
+    assert [c.id for c in chosen] == ["c1", "c3"]
+    chosen[0].spec.data = b"changed"
+    assert store.view().get("config", "c1").spec.data == b"big"
+
+    def tx(t: WriteTx) -> list[str]:
+        t.remove("config", "c1")
+        t.create("config", config("c4", "n4", b"big"))
+        return [c.id for c in t.select("config", lambda c: c.spec.data == b"big")]
+
+    assert store.prepare(tx, "r2")[1] == ["c3", "c4"]
