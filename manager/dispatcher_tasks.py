@@ -43,9 +43,7 @@ def assigned_set(view: Any, node_id: str) -> dict[Key, Any]:
     """Everything node_id must know now: its tasks from ASSIGNED on (swarmkit skips earlier ones: not scheduled
     yet), the configs they reference and the networks they attach to, each as a fresh copy."""
     out: dict[Key, Any] = {}
-    for t in view.list("task"):
-        if t.node_id != node_id or t.status.state < pb.TASK_STATE_ASSIGNED:
-            continue
+    for t in view.select("task", lambda t: t.node_id == node_id and t.status.state >= pb.TASK_STATE_ASSIGNED):
         out[("task", t.id)] = t
         for ref in t.spec.container.configs:
             if ("config", ref.config_id) not in out:

@@ -118,9 +118,15 @@ class AllocatorRunner:
 
     async def _pass(self) -> None:
         assert self.core is not None
-        routes = await self._current_routes()
+        view = self.raft.store.view()
+        routes: list[IPv4Network] = []
+        if picks_a_subnet(view):
+            # Only a pool subnet must avoid the manager's routes; reading them (netlink, in a thread) costs
+            # milliseconds, so a pass over tasks and VIPs alone does not.
+            routes = await self._current_routes()
+            view = self.raft.store.view()  # the read awaited: plan over what is committed now
         span = timing.Span("allocator")
-        plan = self.core.plan(self.raft.store.view(), self.clock(), routes)
+        plan = self.core.plan(view, self.clock(), routes)
         span.plan_done()
         self.last_plan = plan
         self.passes += 1
@@ -149,6 +155,12 @@ class AllocatorRunner:
             log.warning("allocator: cannot read the manager's routes: %s", e)
         self._routes = (time.monotonic(), routes)
         return routes
+
+
+def picks_a_subnet(view: Any) -> bool:
+    """Whether a pass over view takes a network's subnet from the pools (a network not allocated yet that names
+    no subnet of its own): the one use of the manager's routes."""
+    return any(not n.vni and not (n.spec.ipam.configs and n.spec.ipam.configs[0].subnet) for n in view.list("network"))
 
 
 def needs_pass(event: Any) -> bool:

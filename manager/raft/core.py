@@ -583,7 +583,7 @@ class RaftNode:
             self.lead_transferee = NONE  # a transfer that did not finish within an election timeout
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
-            self._bcast_heartbeat()
+            self._bcast_heartbeat(periodic=True)
 
     def _quorum_active(self) -> bool:
         active = sum(1 for v in self.voters if v == self.id or self.progress[v].inactive_ticks < self.cfg.election_tick)
@@ -684,6 +684,7 @@ class RaftNode:
         self._send(
             Message(MT.APP, to=to, from_=self.id, index=prev, log_term=prev_term, entries=entries, commit=self.log.committed)
         )
+        pr.appended = True
         if pr.state == ProgressState.REPLICATE:
             if entries:
                 last = entries[-1].index
@@ -708,13 +709,27 @@ class RaftNode:
             if v != self.id:
                 self._send_append(v)
 
-    def _bcast_heartbeat(self, ctx: bytes = b"") -> None:
+    def _bcast_heartbeat(self, ctx: bytes = b"", periodic: bool = False) -> None:
         if not ctx and self._read_queue:
             ctx = self._read_queue[-1]
         for v in self.voters:
-            if v != self.id:
-                commit = min(self.progress[v].match, self.log.committed)
+            if v == self.id:
+                continue
+            pr = self.progress[v]
+            skip = periodic and not ctx and self._append_stands_for_heartbeat(pr)
+            pr.appended = False
+            if not skip:
+                commit = min(pr.match, self.log.committed)
                 self._send(Message(MT.HEARTBEAT, to=v, from_=self.id, commit=commit, context=ctx))
+
+    def _append_stands_for_heartbeat(self, pr: Progress) -> bool:
+        """A follower sent an append since the last round has heard from us (it resets its election timer
+        and learns the commit; its answer counts for check-quorum): a heartbeat now would only cost a message
+        each way. Not for a follower we probe or snapshot or whose window is full (a heartbeat's answer is
+        what resumes those), not while a read waits for confirmation, and only while two heartbeat periods
+        (the longest silence this leaves) stay under the election timeout."""
+        return (pr.appended and pr.state == ProgressState.REPLICATE and not pr.inflights.full()
+                and 2 * self.cfg.heartbeat_tick < self.cfg.election_tick)
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)

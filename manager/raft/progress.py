@@ -49,6 +49,7 @@ class Progress:
     pending_snapshot: int = 0
     inactive_ticks: int = 0  # ticks since the follower last answered; check-quorum reads it
     snapshot_wait: int = 0  # heartbeats answered while a snapshot is outstanding
+    appended: bool = False  # an append went to the follower since the last heartbeat round
 
     def paused(self) -> bool:
         if self.state == ProgressState.PROBE:

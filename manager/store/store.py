@@ -262,10 +262,17 @@ class MemoryStore:
             self._watchers.remove(watch)
 
     def _publish(self, events: list[Event]) -> None:
+        """Hands each watcher the entry's events of its kinds in one push. Watchers asking for the same kinds
+        (the dispatcher's one per node) share one filtered list: the filtering is per kind set, not per watcher."""
+        if not events or not self._watchers:
+            return
+        wanted: dict[frozenset[str] | None, list[Event]] = {None: events}
         for watch in list(self._watchers):
-            for event in events:
-                if watch.wants(event.kind):
-                    watch.push(event)
+            kinds = watch.kinds
+            chosen = wanted.get(kinds)
+            if chosen is None:
+                chosen = wanted[kinds] = [event for event in events if event.kind in kinds]  # type: ignore[operator]
+            watch.push_all(chosen)
 
 
 def _event(index: int, action: int, kind: str, obj: Message, before: Message | None) -> Event:

@@ -55,6 +55,10 @@ class ReadTx:
         found = self._lookup(check_kind(kind), object_id)
         return copy_of(found) if found is not None else None
 
+    def exists(self, kind: str, object_id: str) -> bool:
+        """Whether there is an object of that kind with that id (no copy made: a check, not a read)."""
+        return self._lookup(check_kind(kind), object_id) is not None
+
     def find_by_name(self, kind: str, name: str) -> Message | None:
         """The object of that kind named name, case-insensitively as in swarmkit; None for ""."""
         if not name:
@@ -65,6 +69,11 @@ class ReadTx:
     def list(self, kind: str) -> list[Message]:
         """Every object of that kind, sorted by id."""
         return [copy_of(obj) for obj in self._all(check_kind(kind))]
+
+    def select(self, kind: str, keep: Callable[[Message], bool]) -> list[Message]:
+        """The objects of that kind keep() accepts, sorted by id, as copies: only those are copied (list() copies
+        every object). keep sees the stored object: it must only read it."""
+        return [copy_of(obj) for obj in self._all(check_kind(kind)) if keep(obj)]
 
     def _lookup(self, kind: str, object_id: str) -> Message | None:
         return self._tables[kind].objects.get(object_id)

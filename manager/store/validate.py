@@ -23,6 +23,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class Lookup(Protocol):
     def get(self, kind: str, object_id: str) -> Message | None: ...
+    def exists(self, kind: str, object_id: str) -> bool: ...
     def list(self, kind: str) -> list[Message]: ...
 
 
@@ -73,14 +74,14 @@ def check_write(kind: str, obj: Any, tx: Lookup) -> None:
         raise errors.invalid(f"invalid {kind} name {name!r}: at most {limit} characters, no control characters")
     if kind == "service":
         for ref in obj.spec.task.container.configs:
-            if tx.get("config", ref.config_id) is None:
+            if not tx.exists("config", ref.config_id):
                 raise errors.invalid(f"config {ref.config_id} not found")
         for sref in obj.spec.task.container.secrets:
-            if tx.get("secret", sref.secret_id) is None:
+            if not tx.exists("secret", sref.secret_id):
                 raise errors.invalid(f"secret {sref.secret_id} not found")
     elif kind == "task":
         # only a new task needs its service: a removed service's tasks are still updated (stopped) and reaped
-        if obj.service_id and tx.get("service", obj.service_id) is None and tx.get("task", obj.id) is None:
+        if obj.service_id and not tx.exists("service", obj.service_id) and not tx.exists("task", obj.id):
             raise errors.invalid(f"service {obj.service_id} not found")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from google.protobuf.message import Message
 
@@ -43,14 +43,21 @@ class Watch:
 
     def push(self, event: Event) -> None:
         """Called by the store for each committed event of a wanted kind; never blocks."""
-        if self.closed:
+        self.push_all((event,))
+
+    def push_all(self, events: Sequence[Event]) -> None:
+        """The events of one applied entry, all of wanted kinds, in commit order: buffered together and the
+        consumer woken once (one wake per entry, not per event). Never blocks."""
+        if self.closed or not events:
             return
-        if len(self._buffer) >= self.limit:
+        room = self.limit - len(self._buffer)
+        if len(events) > room:
             # Blocking apply() would stall the whole manager; the consumer re-lists and watches again.
+            self._buffer.extend(events[:max(0, room)])
             self.fail(StoreError(errors.RESOURCE_EXHAUSTED,
-                                 f"watch fell behind: {self.limit} events unread at index {event.index}"))
+                                 f"watch fell behind: {self.limit} events unread at index {events[max(0, room)].index}"))
             return
-        self._buffer.append(event)
+        self._buffer.extend(events)
         self._wake()
 
     def fail(self, error: StoreError) -> None:

@@ -704,3 +704,79 @@ def test_config_used_by_a_service_is_not_removed() -> None:
         store.prepare(lambda tx: tx.remove("config", "c1"), "r3")
     assert raised.value == StoreError("INVALID_ARGUMENT", "config 'app.conf' is in use by the following service: web")
     assert store.view().get("config", "c1") is not None
+
+
+# ---- one entry's events reach a watcher in one push ----
+
+def _entry_of_three_configs_and_a_network(tx: WriteTx) -> None:
+    tx.create("config", config("c1", "a"))
+    tx.create("network", network("n1", "net"))
+    tx.create("config", config("c2", "b"))
+    tx.create("config", config("c3", "c"))
+
+
+def test_an_entry_wakes_a_parked_watcher_once_with_all_its_events_in_order() -> None:
+    store, log = new_store(), Log()
+    watch = store.watch({"config"})
+    wakes = []
+    watch._wake = lambda: wakes.append(len(watch._buffer))  # type: ignore[method-assign]
+    commit(store, log, _entry_of_three_configs_and_a_network, "r1")
+    assert wakes == [3]
+    assert [(e.index, e.object.id) for e in watch.drain()] == [(2, "c1"), (2, "c2"), (2, "c3")]
+
+
+def test_watchers_of_the_same_kinds_each_get_the_entry_and_others_only_theirs() -> None:
+    store, log = new_store(), Log()
+    configs_a, configs_b, networks, everything = (store.watch({"config"}), store.watch({"config"}),
+                                                  store.watch({"network"}), store.watch())
+    commit(store, log, _entry_of_three_configs_and_a_network, "r1")
+    assert [e.object.id for e in configs_a.drain()] == ["c1", "c2", "c3"]
+    assert [e.object.id for e in configs_b.drain()] == ["c1", "c2", "c3"]
+    assert [e.object.id for e in networks.drain()] == ["n1"]
+    assert [e.object.id for e in everything.drain()] == ["c1", "n1", "c2", "c3"]
+
+
+def test_an_entry_that_overflows_a_watch_keeps_what_fits_and_names_the_first_event_left_out() -> None:
+    async def scenario() -> tuple[list[str], StoreError]:
+        store, log = MemoryStore(watch_buffer=2), Log()
+        watch = store.watch({"config"})
+        commit(store, log, _entry_of_three_configs_and_a_network, "r1")
+        received = []
+        with pytest.raises(StoreError) as raised:
+            async for event in watch:
+                received.append(event.object.id)
+        return received, raised.value
+
+    received, error = asyncio.run(scenario())
+    assert received == ["c1", "c2"]
+    assert error == StoreError("RESOURCE_EXHAUSTED", "watch fell behind: 2 events unread at index 2")
+
+
+def test_exists_answers_for_committed_objects_and_a_transactions_own_writes() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, create("config", config("c1", "a")), "r1")
+    assert store.view().exists("config", "c1") and not store.view().exists("config", "c2")
+
+    def tx(t: WriteTx) -> tuple[bool, bool]:
+        t.create("config", config("c2", "b"))
+        t.remove("config", "c1")
+        return t.exists("config", "c2"), t.exists("config", "c1")
+
+    assert store.prepare(tx, "r2")[1] == (True, False)
+
+
+def test_select_copies_only_the_accepted_objects_sorted_by_id_and_sees_a_transactions_writes() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, lambda tx: [tx.create("config", config(f"c{n}", f"n{n}", b"big" if n % 2 else b"x"))
+                                   for n in (3, 1, 2)], "r1")
+    chosen = store.view().select("config", lambda c: c.spec.data == b"big")
+    assert [c.id for c in chosen] == ["c1", "c3"]
+    chosen[0].spec.data = b"changed"
+    assert store.view().get("config", "c1").spec.data == b"big"
+
+    def tx(t: WriteTx) -> list[str]:
+        t.remove("config", "c1")
+        t.create("config", config("c4", "n4", b"big"))
+        return [c.id for c in t.select("config", lambda c: c.spec.data == b"big")]
+
+    assert store.prepare(tx, "r2")[1] == ["c3", "c4"]
