@@ -165,6 +165,14 @@ def _write_atomic(path: Path, data: str, sync: Sync = "none") -> None:
 _RUN_FILES = ("pid", "exit", "exit.tmp", "exit.failed", "started", "shim.pid")
 
 
+def _listing(directory: Path) -> set[str]:
+    """The names in a directory; none when it does not exist."""
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
 def _mkdir(path: str) -> None:
     """Path.mkdir(parents=True, exist_ok=True) in one system call when the parent exists and the
     directory does not (a new bundle), without its stat when it does exist as a directory."""
@@ -477,15 +485,15 @@ class RuncRuntime:
         """Starts the prepared container under its shim (stdio, log, attach socket); returns the
         host pid of its process once it runs."""
         d = self._dir(container_id)
-        if not (d / "config.json").exists():
+        # One listing of the bundle instead of a stat, reads and an unlink tried for each file: a bundle
+        # just prepared has none of the files a run leaves.
+        present = _listing(d)
+        if "config.json" not in present:
             raise RuncError(f"container {container_id} has no bundle: prepare it first")
-        current = self.status(container_id)
-        if current.state == "running":
+        # Without `started` or `pid` status() says "created" or "exited": only a bundle with one is asked.
+        if ("started" in present or "pid" in present) and self.status(container_id).state == "running":
             raise RuncError(f"container {container_id} is already running")
         await self._ensure_rootfs(container_id)
-        # One listing of the bundle instead of an unlink (and a stat) tried for each file: a bundle
-        # just prepared has none of them.
-        present = set(os.listdir(d))
         for name in _RUN_FILES:
             if name in present:
                 with contextlib.suppress(FileNotFoundError):

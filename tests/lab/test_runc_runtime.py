@@ -194,6 +194,21 @@ def test_a_second_start_leaves_none_of_the_first_runs_files_and_runs_again(
     assert (rt.status(cid).state, rt.status(cid).pid) == ("running", pid)
 
 
+def test_a_start_of_a_running_container_is_refused_and_leaves_it_running(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-twice"
+    pid = run(start(rt, cid, image, ["sleep", "3600"], netns))
+    with pytest.raises(RuncError, match=rf"^container {cid} is already running$"):
+        run(rt.start(cid))
+    assert (rt.status(cid).state, rt.status(cid).pid) == ("running", pid)
+
+
+def test_a_start_without_a_bundle_is_refused(rt: RuncRuntime, prefix: str) -> None:
+    with pytest.raises(RuncError, match=rf"^container {prefix}-none has no bundle: prepare it first$"):
+        run(rt.start(f"{prefix}-none"))
+
+
 def test_stop_of_sleep_ignoring_sigterm_ends_in_sigkill_137(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
     cid = f"{prefix}-stop"
 
