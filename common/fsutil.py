@@ -25,12 +25,12 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600, *, sync
     "all" (file and directory fsync'd): the new content. "file" (no directory fsync): the old or the new
     content, each whole, for a file replacing one already on disk whose old content is still valid.
     "none" (no fsync): the file may be missing or empty, for files rebuilt before they are read again."""
-    path = Path(path)
+    path = os.fspath(path)
     if isinstance(data, str):
         data = data.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}")
+    fd = _open_temp(tmp, directory, mode)
     try:
         view = memoryview(data)
         while view:
@@ -51,7 +51,21 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o600, *, sync
             os.unlink(tmp)
         raise
     if sync == "all":
-        fsync_dir(path.parent)
+        fsync_dir(directory or ".")
+
+
+def _open_temp(tmp: str, directory: str, mode: int) -> int:
+    """The temp file, opened for writing. The directory is made only when the open finds it missing:
+    it nearly always exists, and asking first (mkdir, then a stat for EEXIST) cost two system calls a write."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, mode)
+    except (FileNotFoundError, NotADirectoryError):
+        if not directory:
+            raise
+    # Path.mkdir raises what it always did here (FileExistsError for a file in the way...).
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return os.open(tmp, flags, mode)
 
 
 def fsync_dir(directory: Path | str) -> None:

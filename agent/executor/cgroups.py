@@ -59,19 +59,25 @@ FIELD_NAMES: dict[str, str] = {
 DOCKER_FIELDS = frozenset(FIELD_NAMES.values())
 
 
-def _get_ci(data: Mapping[str, Any], key: str) -> Any:
-    lowered = key.lower()
+def _non_null_by_lower_key(data: Mapping[str, Any]) -> dict[str, Any]:
+    """data's non-null values by lower-cased key, the first of keys differing only in case winning:
+    a HostConfig's dozens of keys are lowered once, not once for each resource field looked up."""
+    index: dict[str, Any] = {}
     for k, v in data.items():
-        if k.lower() == lowered and v is not None:
-            return v
-    return None
+        if v is not None:
+            index.setdefault(k.lower(), v)
+    return index
+
+
+_LOWER_FIELD_NAMES = {attr: name.lower() for attr, name in FIELD_NAMES.items()}
 
 
 def from_host_config(host_config: Mapping[str, Any]) -> Resources:
     """The resource fields of a HostConfig (or an update body); shape errors in Go's words."""
     res = Resources()
+    given = _non_null_by_lower_key(host_config)
     for attr, name in FIELD_NAMES.items():
-        value = _get_ci(host_config, name)
+        value = given.get(_LOWER_FIELD_NAMES[attr])
         if value is None:
             continue
         if attr.startswith("cpuset"):

@@ -161,6 +161,30 @@ def _write_atomic(path: Path, data: str, sync: Sync = "none") -> None:
     write_atomic(path, data, mode=0o644, sync=sync)
 
 
+# What a run of the container leaves in its bundle (the shim's and runc's): removed before the next start.
+_RUN_FILES = ("pid", "exit", "exit.tmp", "exit.failed", "started", "shim.pid")
+
+
+def _listing(directory: Path) -> set[str]:
+    """The names in a directory; none when it does not exist."""
+    try:
+        return set(os.listdir(directory))
+    except FileNotFoundError:
+        return set()
+
+
+def _mkdir(path: str) -> None:
+    """Path.mkdir(parents=True, exist_ok=True) in one system call when the parent exists and the
+    directory does not (a new bundle), without its stat when it does exist as a directory."""
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -402,9 +426,10 @@ class RuncRuntime:
         created = not d.exists()
         try:
             for sub in ("upper", "work", "rootfs"):
-                (d / sub).mkdir(parents=True, exist_ok=True)
-            _write_atomic(d / "image", str(image_rootfs))
-            await self._ensure_rootfs(container_id)
+                _mkdir(os.path.join(d, sub))
+            image_text = str(image_rootfs)
+            _write_atomic(d / "image", image_text)
+            await self._ensure_rootfs(container_id, image_text)
             # No indent: the C encoder, ~10x faster than the indenting one with a seccomp section.
             _write_atomic(d / "config.json", json.dumps(config))
         except BaseException:
@@ -414,13 +439,16 @@ class RuncRuntime:
             raise
         return d
 
-    async def _ensure_rootfs(self, container_id: str) -> None:
-        """Mounts the overlay (again, e.g. after a reboot); falls back to a private copy."""
+    async def _ensure_rootfs(self, container_id: str, image: str | None = None) -> None:
+        """Mounts the overlay (again, e.g. after a reboot); falls back to a private copy.
+        image: what the bundle's `image` file holds, when the caller has just written it (not read back)."""
         d = self._dir(container_id)
         rootfs = d / "rootfs"
         if os.path.ismount(rootfs) or (d / "rootfs.copied").exists():
             return
-        image = (d / "image").read_text().strip()
+        if image is None:
+            image = (d / "image").read_text()
+        image = image.strip()
         if not image or not os.path.isdir(image):
             # Never mount or copy from "" (cp -a /.): an `image` file a power cut emptied is rewritten by prepare.
             raise RuncError(f"container {container_id}: its image rootfs {image!r} is not a directory: prepare it again")
@@ -457,21 +485,25 @@ class RuncRuntime:
         """Starts the prepared container under its shim (stdio, log, attach socket); returns the
         host pid of its process once it runs."""
         d = self._dir(container_id)
-        if not (d / "config.json").exists():
+        # One listing of the bundle instead of a stat, reads and an unlink tried for each file: a bundle
+        # just prepared has none of the files a run leaves.
+        present = _listing(d)
+        if "config.json" not in present:
             raise RuncError(f"container {container_id} has no bundle: prepare it first")
-        current = self.status(container_id)
-        if current.state == "running":
+        # Without `started` or `pid` status() says "created" or "exited": only a bundle with one is asked.
+        if ("started" in present or "pid" in present) and self.status(container_id).state == "running":
             raise RuncError(f"container {container_id} is already running")
         await self._ensure_rootfs(container_id)
-        for name in ("pid", "exit", "exit.tmp", "exit.failed", "started", "shim.pid"):
-            with contextlib.suppress(FileNotFoundError):
-                (d / name).unlink()
+        for name in _RUN_FILES:
+            if name in present:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(d, name))
         # A stopped container that ran before may still be known to runc (e.g. shim killed);
         # asking runc costs a process (~5 ms), so only when runc has state for the id.
         if (self.runc_root / container_id).exists():
             await _run(*self._runc("delete", "--force", container_id))
         runc_log = d / "runc.log"
-        log_offset = runc_log.stat().st_size if runc_log.exists() else 0
+        log_offset = runc_log.stat().st_size if "runc.log" in present else 0
         options = stdio_options or StdioOptions()
         if options.tty and options.console_size:
             # In the spec, runc sizes the pty before the process starts (no 0x0 first moment).

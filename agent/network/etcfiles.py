@@ -5,6 +5,8 @@ Pure text builders (Docker's layout); agent.network.sandbox writes them and the 
 from __future__ import annotations
 
 import ipaddress
+import locale
+import os
 from dataclasses import dataclass, field
 
 HOSTS_HEADER = (
@@ -79,13 +81,22 @@ def embedded_resolv_conf(host_text: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_in_place(path, text: str) -> None:
+def write_in_place(path, text: str, mode: int | None = None) -> None:
     """Rewrites a file keeping its inode: a running container sees a bind-mounted file's inode,
-    so a rename would leave it reading the old content."""
-    with open(path, "a+") as handle:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(text)
+    so a rename would leave it reading the old content. mode: the file's permissions set after
+    (whatever the umask made of a new file's). Plain descriptors, not a text file object: three
+    files a start, and the buffered layers cost more than the writes."""
+    data = text.encode(locale.getpreferredencoding(False))  # what open(path, "a+") would have encoded
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+    try:
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if mode is not None:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,6 @@ controller and its drivers. shoal.engine (and later the swarm agent) call it per
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -238,8 +237,7 @@ class Sandboxes:
         mounts = []
         for name, text in files.items():
             path = directory / name
-            etcfiles.write_in_place(path, text)
-            os.chmod(path, 0o644)
+            etcfiles.write_in_place(path, text, mode=0o644)
             mounts.append(Mount(source=str(path), destination=f"/etc/{name}"))
         return mounts
 

@@ -67,8 +67,20 @@ def _get(data: Mapping[str, Any] | None, key: str) -> Any:
     return next((v for k, v in data.items() if k.lower() == lowered), None)
 
 
+def _lowered(data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """data by lower-cased key, the first of keys differing only in case winning (as _get): a create body's
+    dozens of keys are lowered once, not once for every option looked up in it."""
+    index: dict[str, Any] = {}
+    for k, v in (data or {}).items():
+        index.setdefault(k.lower(), v)
+    return index
+
+
 def _strings(data: Mapping[str, Any] | None, key: str) -> list[str]:
-    value = _get(data, key)
+    return _string_list(_get(data, key), key)
+
+
+def _string_list(value: Any, key: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -80,32 +92,33 @@ def parse_run_options(config: Mapping[str, Any], host_config: Mapping[str, Any])
     """Every option of this module from a create body, validated; the first bad value is
     refused naming it."""
     options = RunOptions()
-    stop_signal = _get(config, "StopSignal") or ""
+    config_ci, host_ci = _lowered(config), _lowered(host_config)  # by lower-cased key
+    stop_signal = config_ci.get("stopsignal") or ""
     if not isinstance(stop_signal, str):
         raise InvalidParameter("invalid JSON: StopSignal must be a string")
     if stop_signal:
         parse_signal(stop_signal)  # "Invalid signal: X"
     options.stop_signal = stop_signal
-    timeout = _get(config, "StopTimeout")
+    timeout = config_ci.get("stoptimeout")
     if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)):
         raise InvalidParameter("invalid JSON: StopTimeout must be an integer")
     options.stop_timeout = timeout
-    options.extra_hosts = [parse_extra_host(h) for h in _strings(host_config, "ExtraHosts")]
-    options.dns = [validate_ip(d, "dns") for d in _strings(host_config, "Dns")]
-    options.dns_search = [validate_dns_search(s) for s in _strings(host_config, "DnsSearch")]
-    options.dns_options = _strings(host_config, "DnsOptions")
-    network_mode = _get(host_config, "NetworkMode") or ""
-    options.sysctls = validate_sysctls(_get(host_config, "Sysctls") or {}, host_network=network_mode == "host")
-    options.ulimits = parse_ulimits(_get(host_config, "Ulimits") or [])
-    init = _get(host_config, "Init")
+    options.extra_hosts = [parse_extra_host(h) for h in _string_list(host_ci.get("extrahosts"), "ExtraHosts")]
+    options.dns = [validate_ip(d, "dns") for d in _string_list(host_ci.get("dns"), "Dns")]
+    options.dns_search = [validate_dns_search(s) for s in _string_list(host_ci.get("dnssearch"), "DnsSearch")]
+    options.dns_options = _string_list(host_ci.get("dnsoptions"), "DnsOptions")
+    network_mode = host_ci.get("networkmode") or ""
+    options.sysctls = validate_sysctls(host_ci.get("sysctls") or {}, host_network=network_mode == "host")
+    options.ulimits = parse_ulimits(host_ci.get("ulimits") or [])
+    init = host_ci.get("init")
     if init is not None and not isinstance(init, bool):
         raise InvalidParameter("invalid JSON: Init must be a boolean")
     options.init = bool(init)
-    privileged = _get(host_config, "Privileged") or False
+    privileged = host_ci.get("privileged") or False
     if not isinstance(privileged, bool):
         raise InvalidParameter("invalid JSON: Privileged must be a boolean")
     options.privileged = privileged
-    options.devices = parse_devices(_get(host_config, "Devices") or [])
+    options.devices = parse_devices(host_ci.get("devices") or [])
     return options
 
 

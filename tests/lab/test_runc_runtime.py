@@ -175,6 +175,40 @@ def test_exit_code_of_sh_exit_3_is_3(rt: RuncRuntime, image: Path, netns: str, p
     assert (status.state, status.exit_code) == ("exited", 3)
 
 
+def test_a_second_start_leaves_none_of_the_first_runs_files_and_runs_again(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-again"
+
+    async def body() -> tuple[int, int, set[str]]:
+        await start(rt, cid, image, ["sh", "-c", "exit 3"], netns)
+        first = await rt.wait(cid)
+        (rt.bundle_dir(cid) / "exit.failed").write_text("1\n")  # as a failed start before leaves it
+        pid = await start(rt, cid, image, ["sleep", "3600"], netns)
+        return first, pid, set(os.listdir(rt.bundle_dir(cid)))
+
+    first, pid, files = run(body())
+    assert first == 3
+    assert {"exit", "exit.failed", "exit.tmp"}.isdisjoint(files)
+    assert {"pid", "started", "shim.pid"} <= files
+    assert (rt.status(cid).state, rt.status(cid).pid) == ("running", pid)
+
+
+def test_a_start_of_a_running_container_is_refused_and_leaves_it_running(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str
+) -> None:
+    cid = f"{prefix}-twice"
+    pid = run(start(rt, cid, image, ["sleep", "3600"], netns))
+    with pytest.raises(RuncError, match=rf"^container {cid} is already running$"):
+        run(rt.start(cid))
+    assert (rt.status(cid).state, rt.status(cid).pid) == ("running", pid)
+
+
+def test_a_start_without_a_bundle_is_refused(rt: RuncRuntime, prefix: str) -> None:
+    with pytest.raises(RuncError, match=rf"^container {prefix}-none has no bundle: prepare it first$"):
+        run(rt.start(f"{prefix}-none"))
+
+
 def test_stop_of_sleep_ignoring_sigterm_ends_in_sigkill_137(rt: RuncRuntime, image: Path, netns: str, prefix: str) -> None:
     cid = f"{prefix}-stop"
 

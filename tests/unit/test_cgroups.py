@@ -214,3 +214,8 @@ def test_orphans_are_removed_only_under_this_daemons_parent(tmp_path: Path) -> N
         base = tmp_path / hierarchy / "shoal"
         assert sorted(p.name for p in (base / "daemon000000").iterdir()) == [keep, "not-a-container"]
         assert [p.name for p in (base / "otherdaemon0").iterdir()] == [orphan]
+
+
+def test_of_host_config_keys_differing_only_in_case_the_first_non_null_wins() -> None:
+    res = cg.from_host_config({"Memory": None, "memory": 16 * MB, "MEMORY": 32 * MB})
+    assert res.memory == 16 * MB

@@ -162,3 +162,15 @@ def test_each_device_is_allowed_in_the_device_cgroup_with_its_permissions():
     assert spec["linux"]["resources"]["devices"] == [
         {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"}]
     assert [d["path"] for d in spec["linux"]["devices"]] == ["/dev/mynull"]
+
+
+def test_run_options_are_read_case_insensitively_the_first_of_keys_differing_in_case_winning():
+    options = parse_run_options({"stopsignal": "SIGUSR1", "StopSignal": "SIGTERM"},
+                                {"dns": ["10.0.0.9"], "DNS": ["10.0.0.8"], "INIT": True, "dnsSearch": ["a.example"]})
+    assert (options.stop_signal, options.dns, options.init, options.dns_search) == (
+        "SIGUSR1", ["10.0.0.9"], True, ["a.example"])
+
+
+def test_a_run_option_of_the_wrong_shape_is_refused_naming_it_in_dockers_spelling():
+    with pytest.raises(InvalidParameter, match="invalid JSON: DnsOptions must be a list of strings"):
+        parse_run_options({}, {"dnsoptions": "ndots:1"})

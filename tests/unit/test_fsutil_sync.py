@@ -108,3 +108,26 @@ def test_a_start_from_an_empty_image_file_is_refused_and_copies_nothing(tmp_path
         asyncio.run(rt._ensure_rootfs("c1"))
     assert caught.value.message == "container c1: its image rootfs '' is not a directory: prepare it again"
     assert list((d / "rootfs").iterdir()) == []
+
+
+def test_a_write_into_a_missing_directory_makes_it_and_fsyncs_it(tmp_path, fsyncs):
+    target = tmp_path / "a" / "b" / "f"
+    write_atomic(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert fsyncs == [f"{tmp_path}/a/b/.tmp-f.{os.getpid()}", f"{tmp_path}/a/b/"]
+
+
+def test_a_write_whose_directory_is_a_file_fails_as_mkdir_does_and_leaves_the_file(tmp_path):
+    (tmp_path / "a").write_bytes(b"in the way")
+    with pytest.raises(FileExistsError):
+        write_atomic(tmp_path / "a" / "f", b"new")
+    assert (tmp_path / "a").read_bytes() == b"in the way"
+
+
+def test_a_write_into_an_existing_directory_makes_no_mkdir_call(tmp_path, monkeypatch):
+    calls: list[str] = []
+    real = os.mkdir
+    monkeypatch.setattr(os, "mkdir", lambda p, *a, **k: calls.append(str(p)) or real(p, *a, **k))
+    write_atomic(tmp_path / "f", b"new")
+    assert calls == []
+    assert (tmp_path / "f").read_bytes() == b"new"

@@ -55,6 +55,22 @@ def test_write_in_place_keeps_the_inode(tmp_path):
     assert (path.read_text(), path.stat().st_ino) == ("new\n", inode)
 
 
+def test_write_in_place_makes_a_missing_file_with_the_mode_asked(tmp_path):
+    path = tmp_path / "hostname"
+    etcfiles.write_in_place(path, "h1\n", mode=0o644)
+    assert (path.read_text(), path.stat().st_mode & 0o777) == ("h1\n", 0o644)
+
+
+def test_write_in_place_sets_the_mode_of_an_existing_file_and_keeps_its_inode(tmp_path):
+    path = tmp_path / "hosts"
+    path.write_text("old\n")
+    path.chmod(0o600)
+    inode = path.stat().st_ino
+    etcfiles.write_in_place(path, "127.0.0.1\tlocalhost \u00e9t\u00e9\n", mode=0o644)
+    assert (path.read_text(encoding="utf-8"), path.stat().st_ino, path.stat().st_mode & 0o777) == (
+        "127.0.0.1\tlocalhost \u00e9t\u00e9\n", inode, 0o644)
+
+
 def test_proxies_from_the_config_file_set_both_cases(tmp_path):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"proxies": {"default": {
