@@ -8,6 +8,9 @@ Choices where libnetwork differs:
   flap). A node dead for longer than `dead_node_reap_s` has its entries deleted (watchers see deletes).
 - An entry owned by this node that a peer still holds from this node's previous life is deleted by a fresh
   tombstone from this node, so a restart leaves nothing stale behind.
+- The periodic bulk sync and a join's pulls again start with a digest of the network's entries (table_digest): the
+  peer answers with its bulk sync (and gets ours) only when its entries differ, so a pull once a burst has spread is
+  two small messages, not both sides' whole tables. Joins, resyncs and pushes to a new node send the bulk sync itself.
 - The managers' word counts as much as the core's (hold()): a node the managers hold DOWN has its entries suspended
   at once, and when they release it, it is asked for a bulk sync as a returning node is.
 
@@ -19,6 +22,7 @@ that may have queued something or moved a deadline, and `clock` (when set) gives
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import random
@@ -142,7 +146,8 @@ class NetworkDB:
         self.attachments: dict[str, dict[str, _Attach]] = {}  # node -> network id -> attachment
         self.entries: dict[str, dict[tuple[str, str], _Entry]] = {}  # network id -> (table, key) -> entry
         self.outbox: list[tuple[str, bytes]] = []  # (member name, message) for the shell's send_to
-        self.counters: dict[str, int] = {"invalid": 0, "old": 0, "not_member": 0, "applied": 0, "stale_own": 0}
+        self.counters: dict[str, int] = {"invalid": 0, "old": 0, "not_member": 0, "applied": 0, "stale_own": 0,
+                                         "in_sync": 0}
         self._bq = BroadcastQueue(self.config.retransmit_mult)  # network events, piggybacked by the core
         self._nq: dict[str, BroadcastQueue] = {}  # network id -> its table events
         self._rr: dict[str, list[str]] = {}  # network id -> peers still to gossip to in this round-robin pass
@@ -309,6 +314,8 @@ class NetworkDB:
         elif kind == "table_events":
             for e in m.table_events.events:
                 self._on_table_event(e, from_bulk=False, authority="")
+        elif kind == "sync_digest":
+            self._on_sync_digest(m.sync_digest)
         else:
             self._on_bulk_sync(m.bulk_sync)
 
@@ -446,14 +453,14 @@ class NetworkDB:
             for nid in self.networks():
                 peers = self.peers(nid)
                 if peers:
-                    self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+                    self._pull(self.rng.choice(peers), nid)
         if self._repulls:
             due_now = [nid for when, nid in self._repulls if when <= now]
             self._repulls = [(when, nid) for when, nid in self._repulls if when > now]
             for nid in due_now:
                 peers = self.peers(nid) if self.joined(nid) else []
                 if peers:
-                    self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+                    self._pull(self.rng.choice(peers), nid)
         for node, due in list(self._resync_due.items()):
             if not self.counts(node) or not self._owns_suspended(node):
                 del self._resync_due[node]
@@ -557,6 +564,24 @@ class NetworkDB:
             part.part, part.parts = i, len(chunks)
             part.entries.extend(evs)
             self.outbox.append((node, w.encode(part)))
+
+    def table_digest(self, network_id: str) -> bytes:
+        """A hash of every entry of network_id as this node holds it (tombstones and suspended ones included, marked):
+        two nodes with the same digest would change nothing by exchanging bulk syncs."""
+        h = hashlib.blake2b(digest_size=w.DIGEST_SIZE)
+        for (table, key), e in sorted(self.entries.get(network_id, {}).items()):
+            h.update(f"{len(table)}:{table}{len(key)}:{key}{len(e.owner)}:{e.owner}{e.ltime}:{e.deleting:d}"
+                     f"{e.suspended:d}{len(e.value)}:".encode())
+            h.update(e.value)
+        return h.digest()
+
+    def _pull(self, node: str, nid: str) -> None:
+        """The periodic and the join's pulls: node gets our digest of nid and answers with its bulk sync (a reply
+        wanted, so it gets ours too) only when its entries differ; once a burst has spread, a pull is two small
+        messages instead of both sides' whole tables."""
+        d = w.SyncDigest(node_name=self.name, network_id=nid, table_clock=self.table_clock.value,
+                         digest=self.table_digest(nid))
+        self.outbox.append((node, w.encode(d)))
 
     def _maybe_push_state(self, node: str, nid: str) -> None:
         """node is new on nid: it learns the entries without waiting for a period; in a big network only ~fanout
@@ -664,6 +689,21 @@ class NetworkDB:
             self._notify(DELETE, k[0], nid, k[1], cur.value)
         ents[k] = _Entry(self.name, lt, value, True, self.now + self.config.reap_entry_s)
         self._queue_table_event(w.TableEvent.DELETE, lt, self.name, nid, k[0], k[1], value)
+
+    def _on_sync_digest(self, d: w.SyncDigest) -> None:
+        sender, nid = d.node_name, d.network_id
+        if sender == self.name:
+            self.counters["invalid"] += 1
+            return
+        self.table_clock.witness(d.table_clock)
+        if not self.joined(nid):
+            self.counters["not_member"] += 1
+            self._sync_to(sender, nid, reply_wanted=False)  # says not_member: it drops what it holds of ours
+            return
+        if d.digest == self.table_digest(nid):
+            self.counters["in_sync"] += 1
+            return
+        self._sync_to(sender, nid, reply_wanted=True)
 
     def _on_bulk_sync(self, b: w.BulkSync) -> None:
         sender, nid = b.node_name, b.network_id

@@ -16,11 +16,13 @@ MAX_LTIME = 1 << 62  # a forged huge clock must not pin everyone's clock at the 
 MAX_EVENTS = 4096  # table events in one message
 MAX_PARTS = 4096  # parts of one bulk sync
 MAX_ATTACHMENTS = 100_000  # attachments in one push-pull
+DIGEST_SIZE = 16  # a sync digest (blake2b-128 of a network's entries)
 
 NetworkEvent = npb.NetdbNetworkEvent
 TableEvent = npb.NetdbTableEvent
 TableEvents = npb.NetdbTableEvents
 BulkSync = npb.NetdbBulkSync
+SyncDigest = npb.NetdbSyncDigest
 PushPull = npb.NetdbPushPull
 Message = npb.NetdbMessage
 
@@ -83,6 +85,14 @@ def decode_message(data: bytes) -> Message:
             raise WireError(f"more than {MAX_EVENTS} table events")
         for e in te.events:
             check_table_event(e)
+    elif kind == "sync_digest":
+        d = m.sync_digest
+        _name("sender", d.node_name)
+        _name("network id", d.network_id)
+        if d.table_clock > MAX_LTIME:
+            raise WireError(f"lamport time {d.table_clock} out of range")
+        if len(d.digest) != DIGEST_SIZE:
+            raise WireError(f"sync digest of {len(d.digest)} bytes, not {DIGEST_SIZE}")
     else:
         b = m.bulk_sync
         _name("sender", b.node_name)
@@ -118,12 +128,14 @@ def decode_push_pull(data: bytes) -> PushPull:
     return p
 
 
-def encode(body: NetworkEvent | TableEvents | BulkSync) -> bytes:
+def encode(body: NetworkEvent | TableEvents | BulkSync | SyncDigest) -> bytes:
     m = Message()
     if isinstance(body, NetworkEvent):
         m.network_event.CopyFrom(body)
     elif isinstance(body, TableEvents):
         m.table_events.CopyFrom(body)
+    elif isinstance(body, SyncDigest):
+        m.sync_digest.CopyFrom(body)
     else:
         m.bulk_sync.CopyFrom(body)
     return m.SerializeToString()

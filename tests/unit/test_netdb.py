@@ -293,6 +293,9 @@ def test_local_writes_are_refused_with_messages_naming_the_value() -> None:
     w.encode(w.BulkSync(node_name="b", network_id=N, part=3, parts=2)),
     w.encode(w.BulkSync(node_name="b", network_id=N, part=0, parts=1, entries=[w.TableEvent(
         type=w.TableEvent.CREATE, ltime=5, node_name="b", network_id="elsewhere", table_name="t", key="k")])),
+    w.encode(w.SyncDigest(node_name="b", network_id=N, table_clock=3, digest=b"short")),
+    w.encode(w.SyncDigest(node_name="b", network_id=N, table_clock=1 << 63, digest=b"d" * w.DIGEST_SIZE)),
+    w.encode(w.SyncDigest(node_name="b", network_id="", table_clock=3, digest=b"d" * w.DIGEST_SIZE)),
 ])
 def test_a_bad_peer_message_is_dropped_and_counted_and_changes_nothing(data: bytes) -> None:
     c = cluster(["a", "b"])
@@ -465,3 +468,83 @@ def test_a_returning_node_is_asked_again_when_the_first_resync_is_lost() -> None
     c.run(5.0)  # well before the periodic bulk sync (30 s)
     assert c.view("a", "t", N) == {} and c.view("b", "t", N) == {}
     assert c.watched("a", N) == {}
+
+
+def _kinds(msgs: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    return [(to, w.decode_message(data).WhichOneof("body")) for to, data in msgs]
+
+
+def test_a_pull_from_a_node_holding_the_same_entries_is_one_small_message_answered_by_none() -> None:
+    c = cluster(["a", "b"], config=NetDBConfig(join_repull_s=(), bulk_sync_interval_s=3600))
+    c.dbs["a"].create_entry("t", N, "ep-a", b"1")
+    c.dbs["b"].create_entry("t", N, "ep-b", b"2")
+    c.run(2.0)
+    a, b = c.dbs["a"], c.dbs["b"]
+    assert a.table_digest(N) == b.table_digest(N)
+    a._pull("b", N)
+    [(to, data)] = a.take_outgoing()
+    assert _kinds([(to, data)]) == [("b", "sync_digest")] and len(data) < 100
+    b.notify_msg(data)
+    assert b.take_outgoing() == [] and b.counters["in_sync"] == 1
+
+
+def test_a_pull_from_a_node_whose_entries_differ_is_answered_by_both_bulk_syncs() -> None:
+    c = cluster(["a", "b"], config=NetDBConfig(join_repull_s=(), bulk_sync_interval_s=3600))
+    a, b = c.dbs["a"], c.dbs["b"]
+    a.create_entry("t", N, "ep-a", b"1")
+    b.create_entry("t", N, "ep-b", b"2")
+    for db in (a, b):  # the table events are lost
+        db._nq.clear()
+    a._pull("b", N)
+    [(_, request)] = a.take_outgoing()
+    b.notify_msg(request)
+    answer = b.take_outgoing()
+    assert _kinds(answer) == [("a", "bulk_sync")] and w.decode_message(answer[0][1]).bulk_sync.reply_wanted
+    a.notify_msg(answer[0][1])
+    [(to, reply)] = a.take_outgoing()
+    assert to == "b"
+    b.notify_msg(reply)
+    assert c.view("a", "t", N) == c.view("b", "t", N) == {"ep-a": b"1", "ep-b": b"2"}
+    assert a.table_digest(N) == b.table_digest(N)
+
+
+def test_a_pull_from_a_node_not_on_the_network_is_answered_not_member() -> None:
+    c = cluster(["a", "b"], nets={"a": [N], "b": []}, config=NetDBConfig(join_repull_s=()))
+    c.dbs["a"]._pull("b", N)
+    [(_, request)] = c.dbs["a"].take_outgoing()
+    c.dbs["b"].notify_msg(request)
+    [(to, data)] = c.dbs["b"].take_outgoing()
+    assert to == "a" and w.decode_message(data).bulk_sync.not_member
+
+
+def test_the_digest_tells_apart_a_tombstone_a_suspended_entry_and_another_value() -> None:
+    def digest_after(change) -> bytes:
+        db = NetworkDB("a")
+        db.join_network(N)
+        db.notify_join(member("b"))
+        db.notify_msg(w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(
+            type=w.TableEvent.CREATE, ltime=5, node_name="b", network_id=N, table_name="t", key="k", value=b"v")])))
+        change(db)
+        return db.table_digest(N)
+    e = lambda db: db.entries[N][("t", "k")]  # noqa: E731
+    digests = [digest_after(lambda db: None),
+               digest_after(lambda db: setattr(e(db), "deleting", True)),
+               digest_after(lambda db: db.notify_leave(member("b", MemberState.DEAD))),
+               digest_after(lambda db: setattr(e(db), "value", b"w")),
+               digest_after(lambda db: setattr(e(db), "ltime", 6))]
+    assert len(set(digests)) == len(digests)
+    assert digest_after(lambda db: None) == digests[0]
+
+
+def test_the_pulls_after_a_join_and_the_periodic_one_send_digests() -> None:
+    c = cluster(["a", "b", "c"], nets={"a": [N], "b": [N], "c": []},
+                config=NetDBConfig(join_repull_s=(1.0, 3.0), bulk_sync_interval_s=5.0))
+    c.dbs["a"].create_entry("t", N, "ep-a", b"1")
+    c.run(1.0)
+    start = len(c.delivered)
+    c.dbs["c"].join_network(N)
+    c.run(4.4)  # c's two pulls after its join, a's and b's second ones after theirs, one periodic pull of each
+    digests = [src for src, _dst, data in c.delivered[start:]
+               if w.decode_message(data).WhichOneof("body") == "sync_digest"]
+    assert sorted(digests) == ["a", "a", "b", "b", "c", "c", "c"]
+    assert all(c.view(n, "t", N) == {"ep-a": b"1"} for n in "abc")
