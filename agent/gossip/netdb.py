@@ -11,6 +11,9 @@ Choices where libnetwork differs:
 - The periodic bulk sync and a join's pulls again start with a digest of the network's entries (table_digest): the
   peer answers with its bulk sync (and gets ours) only when its entries differ, so a pull once a burst has spread is
   two small messages, not both sides' whole tables. Joins, resyncs and pushes to a new node send the bulk sync itself.
+- Table events and bulk sync parts are packed to the packet budget once deflated (zlib; memberlist compresses too):
+  a burst's records share most of their bytes, so about three times as many go in a packet, and a burst costs every
+  node a third of the packets to send, receive, seal and open.
 - The managers' word counts as much as the core's (hold()): a node the managers hold DOWN has its entries suspended
   at once, and when they release it, it is asked for a bulk sync as a returning node is.
 
@@ -111,6 +114,29 @@ class _Assembly:
     started: float
     parts: set[int] = field(default_factory=set)
     owned: set[tuple[str, str]] = field(default_factory=set)
+
+
+DEFLATE_REACH = 4  # a packet's worth of deflated events is looked for among this many packets' worth of raw ones
+SYNC_SLACK = 16  # bytes kept free in a bulk sync part: its real part numbers deflate a little differently
+
+
+def _fit(n_max: int, encode: Callable[[int], bytes], budget: int) -> tuple[int, bytes]:
+    """The most leading items (at most n_max) whose encoding fits budget, with that encoding; one item that does
+    not fit is returned as it is. A deflated size grows about linearly with the items: a few tries, not a search."""
+    n = n_max
+    while True:
+        data = encode(n)
+        if len(data) <= budget or n == 1:
+            return n, data
+        n = max(1, min(n - 1, n * budget * 19 // (len(data) * 20)))
+
+
+def _sync_part(base: w.BulkSync, part: int, parts: int, events: list[w.TableEvent]) -> w.BulkSync:
+    out = w.BulkSync()
+    out.CopyFrom(base)
+    out.part, out.parts = part, parts
+    out.entries.extend(events)
+    return out
 
 
 def _input(method):
@@ -505,7 +531,6 @@ class NetworkDB:
         self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key), ev.SerializeToString())
 
     def _gossip_round(self) -> None:
-        header = len(w.encode(w.TableEvents(from_node=self.name))) + 8
         for nid in self.networks():
             q = self._nq.get(nid)
             if not q:
@@ -514,13 +539,26 @@ class NetworkDB:
             if not peers:
                 continue  # kept: a node that joins gets them by bulk sync anyway, and a returning one too
             for target in self._next_targets(nid, peers):
-                events = q.take(EVENT_OVERHEAD, self.config.packet_budget - header, len(peers) + 1)
-                if not events:
+                data = self._pack_events(q, len(peers) + 1)
+                if data is None:
                     break
-                msg = w.TableEvents(from_node=self.name)
-                for raw in events:
-                    msg.events.add().ParseFromString(raw)
-                self.outbox.append((target, w.encode(msg)))
+                self.outbox.append((target, data))
+
+    def _pack_events(self, q: BroadcastQueue, nodes: int) -> bytes | None:
+        """One message of queued table events (least sent first) that fits the packet budget once deflated; those
+        count as sent. None when nothing is queued."""
+        budget = self.config.packet_budget
+        while True:
+            items = q.peek(EVENT_OVERHEAD, budget * DEFLATE_REACH)
+            if not items:
+                return None
+            n, data = _fit(len(items), lambda n: w.deflate(w.encode_table_events(self.name, [d for _, d in items[:n]])),
+                           budget)
+            if len(data) > budget:  # one event that does not fit even deflated: it could never be sent
+                q.drop(items[0][0])
+                continue
+            q.sent([key for key, _ in items[:n]], nodes)
+            return data
 
     def _next_targets(self, nid: str, peers: list[str]) -> list[str]:
         """The next fanout peers of a shuffled round-robin (memberlist probes this way): an event's transmissions
@@ -541,29 +579,37 @@ class NetworkDB:
         sync_id = self.rng.getrandbits(63)
         base = w.BulkSync(node_name=self.name, network_id=nid, reply_wanted=reply_wanted, sync_id=sync_id,
                           table_clock=self.table_clock.value, not_member=not self.joined(nid))
-        header = len(w.encode(base)) + 16
-        chunks: list[list[w.TableEvent]] = [[]]
-        used = 0
+        events: list[w.TableEvent] = []
         if self.joined(nid):
             for (table, key), e in sorted(self.entries.get(nid, {}).items()):
                 if e.suspended:  # a failed node's entries are not ours to spread
                     continue
                 typ = w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE
-                ev = w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
-                                  table_name=table, key=key, value=e.value)
-                cost = ev.ByteSize() + EVENT_OVERHEAD
-                if chunks[-1] and used + cost > self.config.packet_budget - header:
-                    chunks.append([])
-                    used = 0
-                chunks[-1].append(ev)
-                used += cost
-        chunks = chunks[:w.MAX_PARTS]
+                events.append(w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
+                                           table_name=table, key=key, value=e.value))
+        chunks = self._sync_chunks(base, events)[:w.MAX_PARTS]
         for i, evs in enumerate(chunks):
-            part = w.BulkSync()
-            part.CopyFrom(base)
-            part.part, part.parts = i, len(chunks)
-            part.entries.extend(evs)
-            self.outbox.append((node, w.encode(part)))
+            self.outbox.append((node, w.deflate(w.encode(_sync_part(base, i, len(chunks), evs)))))
+
+    def _sync_chunks(self, base: w.BulkSync, events: list[w.TableEvent]) -> list[list[w.TableEvent]]:
+        """Consecutive runs of events whose bulk sync parts fit the packet budget once deflated (sized with the
+        largest part numbers; an event too big for a part of its own goes alone)."""
+        budget = self.config.packet_budget - SYNC_SLACK
+        chunks: list[list[w.TableEvent]] = []
+        rest = events
+        while rest:
+            reach, used = 0, 0
+            for ev in rest:  # a first guess: what fits DEFLATE_REACH packets before deflating
+                used += ev.ByteSize() + EVENT_OVERHEAD
+                if reach and used > budget * DEFLATE_REACH:
+                    break
+                reach += 1
+            run = rest
+            n, _ = _fit(reach, lambda n: w.deflate(w.encode(_sync_part(base, w.MAX_PARTS - 1, w.MAX_PARTS, run[:n]))),
+                        budget)
+            chunks.append(rest[:n])
+            rest = rest[n:]
+        return chunks or [[]]
 
     def table_digest(self, network_id: str) -> bytes:
         """A hash of every entry of network_id as this node holds it (tombstones and suspended ones included, marked):

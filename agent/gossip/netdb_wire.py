@@ -3,6 +3,8 @@ Used by agent/gossip/netdb.py; a peer's bytes that are too big, garbage or out o
 
 from __future__ import annotations
 
+import zlib
+
 from google.protobuf.message import DecodeError
 
 from proto import netdb_pb2 as npb
@@ -17,6 +19,7 @@ MAX_EVENTS = 4096  # table events in one message
 MAX_PARTS = 4096  # parts of one bulk sync
 MAX_ATTACHMENTS = 100_000  # attachments in one push-pull
 DIGEST_SIZE = 16  # a sync digest (blake2b-128 of a network's entries)
+DEFLATE_LEVEL = 6
 
 NetworkEvent = npb.NetdbNetworkEvent
 TableEvent = npb.NetdbTableEvent
@@ -65,15 +68,39 @@ def check_table_event(e: TableEvent) -> None:
         raise WireError(f"value longer than {MAX_VALUE}")
 
 
-def decode_message(data: bytes) -> Message:
-    if len(data) > MAX_MESSAGE:
-        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+def _parse(data: bytes) -> Message:
     m = Message()
     try:
         m.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as e:  # protobuf raises more than DecodeError on garbage
         raise WireError(f"undecodable message: {e}") from None
+    return m
+
+
+def _inflate(data: bytes) -> bytes:
+    """A deflated message's bytes, bounded by MAX_MESSAGE whatever the ratio (a bomb is refused, not expanded)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, MAX_MESSAGE + 1)
+    except zlib.error as e:
+        raise WireError(f"undecodable deflated message: {e}") from None
+    if len(out) > MAX_MESSAGE:
+        raise WireError(f"deflated message exceeds {MAX_MESSAGE} bytes")
+    if not d.eof or d.unused_data:
+        raise WireError("truncated or trailing deflated data")
+    return out
+
+
+def decode_message(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    m = _parse(data)
     kind = m.WhichOneof("body")
+    if kind == "deflated":
+        m = _parse(_inflate(m.deflated))
+        kind = m.WhichOneof("body")
+        if kind == "deflated":
+            raise WireError("deflated message inside a deflated message")
     if kind is None:
         raise WireError("empty message")
     if kind == "network_event":
@@ -126,6 +153,33 @@ def decode_push_pull(data: bytes) -> PushPull:
     for e in p.networks:
         check_network_event(e)
     return p
+
+
+def deflate(message: bytes) -> bytes:
+    """An encoded message, deflated when that makes it smaller (a burst's records share most of their bytes: about
+    three times as many fit a packet)."""
+    packed = Message(deflated=zlib.compress(message, DEFLATE_LEVEL)).SerializeToString()
+    return packed if len(packed) < len(message) else message
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def encode_table_events(from_node: str, events: list[bytes]) -> bytes:
+    """encode(TableEvents(from_node, events)) from already serialized events, without parsing them back: the
+    protobuf framing of NetdbMessage.table_events (field 2) holding from_node (field 1) and events (field 2)."""
+    body = _field(0x0A, from_node.encode()) if from_node else b""
+    return _field(0x12, body + b"".join(_field(0x12, e) for e in events))
 
 
 def encode(body: NetworkEvent | TableEvents | BulkSync | SyncDigest) -> bytes:
