@@ -184,6 +184,7 @@ class NetworkDB:
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._held: frozenset[str] = frozenset()  # nodes the managers hold DOWN (hold()): their entries suspended
         self._next_gossip = 0.0
+        self._deflate_ratio = 3.0  # raw / deflated size of the last packed messages: how many events to try first
         self._next_reap = 0.0  # math.inf while nothing can be reaped (an input re-arms the scan)
         self._next_bulk = self.config.bulk_sync_interval_s
         self.on_change: Callable[[], None] | None = None  # the driver's wake-up (shoal/swarm/gossip_agent.py)
@@ -528,7 +529,8 @@ class NetworkDB:
     def _queue_table_event(self, typ: int, lt: int, owner: str, nid: str, table: str, key: str, value: bytes) -> None:
         ev = w.TableEvent(type=typ, ltime=lt, node_name=owner, network_id=nid,  # type: ignore[arg-type]
                           table_name=table, key=key, value=value)
-        self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key), ev.SerializeToString())
+        self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key),
+                                                                                 w.frame_event(ev.SerializeToString()))
 
     def _gossip_round(self) -> None:
         for nid in self.networks():
@@ -549,16 +551,30 @@ class NetworkDB:
         count as sent. None when nothing is queued."""
         budget = self.config.packet_budget
         while True:
-            items = q.peek(EVENT_OVERHEAD, budget * DEFLATE_REACH)
+            items = q.peek(0, budget * DEFLATE_REACH)  # the queued events are framed: their cost is their length
             if not items:
                 return None
-            n, data = _fit(len(items), lambda n: w.deflate(w.encode_table_events(self.name, [d for _, d in items[:n]])),
-                           budget)
+            n, data = _fit(self._first_guess(items), lambda n: w.deflate(w.encode_table_events(
+                self.name, [d for _, d in items[:n]])), budget)
             if len(data) > budget:  # one event that does not fit even deflated: it could never be sent
                 q.drop(items[0][0])
                 continue
+            raw = sum(len(d) for _, d in items[:n])
+            self._deflate_ratio = (self._deflate_ratio + raw / len(data)) / 2
             q.sent([key for key, _ in items[:n]], nodes)
             return data
+
+    def _first_guess(self, items: list[tuple[object, bytes]]) -> int:
+        """How many of items to try packing first: what the recent deflate ratio says fits (most messages then
+        deflate once); at least one."""
+        room = self.config.packet_budget * min(max(self._deflate_ratio * 0.9, 1.0), DEFLATE_REACH)
+        n, used = 0, 0
+        for _, d in items:
+            used += len(d)
+            if n and used > room:
+                break
+            n += 1
+        return n
 
     def _next_targets(self, nid: str, peers: list[str]) -> list[str]:
         """The next fanout peers of a shuffled round-robin (memberlist probes this way): an event's transmissions
@@ -599,9 +615,10 @@ class NetworkDB:
         rest = events
         while rest:
             reach, used = 0, 0
-            for ev in rest:  # a first guess: what fits DEFLATE_REACH packets before deflating
+            room = budget * min(max(self._deflate_ratio * 0.9, 1.0), DEFLATE_REACH)
+            for ev in rest:  # a first guess: what the recent deflate ratio says fits
                 used += ev.ByteSize() + EVENT_OVERHEAD
-                if reach and used > budget * DEFLATE_REACH:
+                if reach and used > room:
                     break
                 reach += 1
             run = rest
@@ -718,7 +735,8 @@ class NetworkDB:
                 self._notify(UPDATE, e.table_name, nid, e.key, e.value)
         self.counters["applied"] += 1
         if not from_bulk:
-            self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue(k, e.SerializeToString())
+            self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue(
+                k, w.frame_event(e.SerializeToString()))
         return True
 
     def _reassert_own(self, nid: str, k: tuple[str, str], cur: _Entry | None) -> None:

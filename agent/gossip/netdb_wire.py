@@ -20,6 +20,7 @@ MAX_PARTS = 4096  # parts of one bulk sync
 MAX_ATTACHMENTS = 100_000  # attachments in one push-pull
 DIGEST_SIZE = 16  # a sync digest (blake2b-128 of a network's entries)
 DEFLATE_LEVEL = 6
+DEFLATE_WBITS = 12  # a 4 KiB window covers a packed message (a smaller state to set up per message than the default)
 
 NetworkEvent = npb.NetdbNetworkEvent
 TableEvent = npb.NetdbTableEvent
@@ -43,6 +44,22 @@ def _name(what: str, v: str, limit: int = MAX_NAME, empty_ok: bool = False) -> N
         raise WireError(f"{what} has control characters")
 
 
+_KNOWN_MAX = 4096
+_known: set[str] = set()  # names and keys already found valid (up to MAX_NAME long): a burst repeats the same few
+# node, network and table names, and every entry arrives several times; bounded, forgotten all at once when full
+
+
+def _known_name(what: str, v: str, limit: int) -> None:
+    """_name for a non-empty field, remembering the values that passed."""
+    if v in _known:
+        return
+    _name(what, v, limit)
+    if len(v) <= MAX_NAME:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known.add(v)
+
+
 def _ltime(v: int) -> None:
     if v <= 0 or v > MAX_LTIME:
         raise WireError(f"lamport time {v} out of range")
@@ -60,10 +77,10 @@ def check_table_event(e: TableEvent) -> None:
     if e.type not in (TableEvent.CREATE, TableEvent.UPDATE, TableEvent.DELETE):
         raise WireError(f"table event type {e.type} unknown")
     _ltime(e.ltime)
-    _name("node name", e.node_name)
-    _name("network id", e.network_id)
-    _name("table name", e.table_name)
-    _name("key", e.key, MAX_KEY)
+    _known_name("node name", e.node_name, MAX_NAME)
+    _known_name("network id", e.network_id, MAX_NAME)
+    _known_name("table name", e.table_name, MAX_NAME)
+    _known_name("key", e.key, MAX_KEY)
     if len(e.value) > MAX_VALUE:
         raise WireError(f"value longer than {MAX_VALUE}")
 
@@ -158,7 +175,8 @@ def decode_push_pull(data: bytes) -> PushPull:
 def deflate(message: bytes) -> bytes:
     """An encoded message, deflated when that makes it smaller (a burst's records share most of their bytes: about
     three times as many fit a packet)."""
-    packed = Message(deflated=zlib.compress(message, DEFLATE_LEVEL)).SerializeToString()
+    z = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, DEFLATE_WBITS)
+    packed = Message(deflated=z.compress(message) + z.flush()).SerializeToString()
     return packed if len(packed) < len(message) else message
 
 
@@ -175,11 +193,17 @@ def _field(tag: int, payload: bytes) -> bytes:
     return bytes([tag]) + _varint(len(payload)) + payload
 
 
-def encode_table_events(from_node: str, events: list[bytes]) -> bytes:
-    """encode(TableEvents(from_node, events)) from already serialized events, without parsing them back: the
-    protobuf framing of NetdbMessage.table_events (field 2) holding from_node (field 1) and events (field 2)."""
+def frame_event(event: bytes) -> bytes:
+    """A serialized TableEvent framed as one element of TableEvents.events (field 2): what the send queue keeps,
+    so a message is packed by joining bytes."""
+    return _field(0x12, event)
+
+
+def encode_table_events(from_node: str, framed: list[bytes]) -> bytes:
+    """encode(TableEvents(from_node, events)) from framed events (frame_event), without parsing them back: the
+    protobuf framing of NetdbMessage.table_events (field 2) holding from_node (field 1) and the events."""
     body = _field(0x0A, from_node.encode()) if from_node else b""
-    return _field(0x12, body + b"".join(_field(0x12, e) for e in events))
+    return _field(0x12, body + b"".join(framed))
 
 
 def encode(body: NetworkEvent | TableEvents | BulkSync | SyncDigest) -> bytes:

@@ -585,10 +585,10 @@ def test_a_deflated_message_decodes_as_the_message_itself() -> None:
     assert w.deflate(tiny) == tiny  # not worth it: sent as it is
 
 
-def test_table_events_framed_from_serialized_events_equal_the_protobuf_encoding() -> None:
+def test_table_events_joined_from_framed_events_equal_the_protobuf_encoding() -> None:
     evs = [w.TableEvent(type=w.TableEvent.DELETE, ltime=300 + i, node_name="node-a", network_id=N, table_name="t",
                         key=f"k{i}", value=b"v" * (i * 70)) for i in range(4)]
-    assert w.encode_table_events("node-a", [e.SerializeToString() for e in evs]) == \
+    assert w.encode_table_events("node-a", [w.frame_event(e.SerializeToString()) for e in evs]) == \
         w.encode(w.TableEvents(from_node="node-a", events=evs))
     assert w.encode_table_events("node-a", []) == w.encode(w.TableEvents(from_node="node-a"))
 
@@ -621,3 +621,17 @@ def test_a_bulk_sync_comes_in_deflated_parts_that_fit_the_packet_budget() -> Non
     for p in parts:
         b.notify_msg(p)
     assert len(c.view("b", "endpoint_table", N)) == 40
+
+
+def test_the_names_found_valid_are_remembered_within_a_bound() -> None:
+    db = NetworkDB("a")
+    db.join_network(N)
+    for i in range(3):
+        db.notify_msg(w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(
+            type=w.TableEvent.CREATE, ltime=5 + j, node_name="b", network_id=N, table_name="t", key=f"k{i}-{j}")
+            for j in range(2000)])))
+    assert 0 < len(w._known) <= w._KNOWN_MAX
+    bad = w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=9, node_name="b",
+                                                            network_id=N, table_name="t", key="bad\nkey")])
+    db.notify_msg(w.encode(bad))
+    assert db.counters["invalid"] == 1
