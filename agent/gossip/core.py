@@ -548,6 +548,8 @@ class GossipCore:
 
     def _handle(self, packet_from: Addr, msg: wire.Message) -> None:
         match msg:
+            case wire.User():  # first: the layer above's messages are most of a busy member's traffic
+                self._call("notify_msg", msg.data)
             case wire.Ping():
                 if msg.target and msg.target != self.name:
                     self.counters["misdirected_pings"] += 1
@@ -586,8 +588,6 @@ class GossipCore:
                 self._suspect(msg)
             case wire.Dead():
                 self._dead(msg)
-            case wire.User():
-                self._call("notify_msg", msg.data)
 
     # --- state transitions (memberlist state.go: aliveNode, suspectNode, deadNode) -------------------------
 

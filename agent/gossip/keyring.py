@@ -87,8 +87,10 @@ class Keyring:
         header, nonce, body = frame[:HEADER], frame[HEADER:HEADER + NONCE], frame[HEADER + NONCE:]
         label = frame[1]
         # the labelled key first, then the others: a label collision or a relabelled frame still opens
-        order = sorted(self._keys, key=lambda k: k.label != label)
-        for k in order:
+        keys = self._keys
+        if keys[0].label != label:
+            keys = [k for k in keys if k.label == label] + [k for k in keys if k.label != label]
+        for k in keys:
             try:
                 return k.aead.decrypt(nonce, body, header)
             except InvalidTag:

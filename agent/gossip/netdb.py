@@ -8,6 +8,12 @@ Choices where libnetwork differs:
   flap). A node dead for longer than `dead_node_reap_s` has its entries deleted (watchers see deletes).
 - An entry owned by this node that a peer still holds from this node's previous life is deleted by a fresh
   tombstone from this node, so a restart leaves nothing stale behind.
+- The periodic bulk sync and a join's pulls again start with a digest of the network's entries (table_digest): the
+  peer answers with its bulk sync (and gets ours) only when its entries differ, so a pull once a burst has spread is
+  two small messages, not both sides' whole tables. Joins, resyncs and pushes to a new node send the bulk sync itself.
+- Table events and bulk sync parts are packed to the packet budget once deflated (zlib; memberlist compresses too):
+  a burst's records share most of their bytes, so about three times as many go in a packet, and a burst costs every
+  node a third of the packets to send, receive, seal and open.
 - The managers' word counts as much as the core's (hold()): a node the managers hold DOWN has its entries suspended
   at once, and when they release it, it is asked for a bulk sync as a returning node is.
 
@@ -19,6 +25,7 @@ that may have queued something or moved a deadline, and `clock` (when set) gives
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import random
@@ -109,6 +116,29 @@ class _Assembly:
     owned: set[tuple[str, str]] = field(default_factory=set)
 
 
+DEFLATE_REACH = 4  # a packet's worth of deflated events is looked for among this many packets' worth of raw ones
+SYNC_SLACK = 16  # bytes kept free in a bulk sync part: its real part numbers deflate a little differently
+
+
+def _fit(n_max: int, encode: Callable[[int], bytes], budget: int) -> tuple[int, bytes]:
+    """The most leading items (at most n_max) whose encoding fits budget, with that encoding; one item that does
+    not fit is returned as it is. A deflated size grows about linearly with the items: a few tries, not a search."""
+    n = n_max
+    while True:
+        data = encode(n)
+        if len(data) <= budget or n == 1:
+            return n, data
+        n = max(1, min(n - 1, n * budget * 19 // (len(data) * 20)))
+
+
+def _sync_part(base: w.BulkSync, part: int, parts: int, events: list[w.TableEvent]) -> w.BulkSync:
+    out = w.BulkSync()
+    out.CopyFrom(base)
+    out.part, out.parts = part, parts
+    out.entries.extend(events)
+    return out
+
+
 def _input(method):
     """A public input: it sees the current time (clock) and, once done, tells the driver (on_change)."""
     @functools.wraps(method)
@@ -142,7 +172,8 @@ class NetworkDB:
         self.attachments: dict[str, dict[str, _Attach]] = {}  # node -> network id -> attachment
         self.entries: dict[str, dict[tuple[str, str], _Entry]] = {}  # network id -> (table, key) -> entry
         self.outbox: list[tuple[str, bytes]] = []  # (member name, message) for the shell's send_to
-        self.counters: dict[str, int] = {"invalid": 0, "old": 0, "not_member": 0, "applied": 0, "stale_own": 0}
+        self.counters: dict[str, int] = {"invalid": 0, "old": 0, "not_member": 0, "applied": 0, "stale_own": 0,
+                                         "in_sync": 0}
         self._bq = BroadcastQueue(self.config.retransmit_mult)  # network events, piggybacked by the core
         self._nq: dict[str, BroadcastQueue] = {}  # network id -> its table events
         self._rr: dict[str, list[str]] = {}  # network id -> peers still to gossip to in this round-robin pass
@@ -153,6 +184,7 @@ class NetworkDB:
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._held: frozenset[str] = frozenset()  # nodes the managers hold DOWN (hold()): their entries suspended
         self._next_gossip = 0.0
+        self._deflate_ratio = 3.0  # raw / deflated size of the last packed messages: how many events to try first
         self._next_reap = 0.0  # math.inf while nothing can be reaped (an input re-arms the scan)
         self._next_bulk = self.config.bulk_sync_interval_s
         self.on_change: Callable[[], None] | None = None  # the driver's wake-up (shoal/swarm/gossip_agent.py)
@@ -309,6 +341,8 @@ class NetworkDB:
         elif kind == "table_events":
             for e in m.table_events.events:
                 self._on_table_event(e, from_bulk=False, authority="")
+        elif kind == "sync_digest":
+            self._on_sync_digest(m.sync_digest)
         else:
             self._on_bulk_sync(m.bulk_sync)
 
@@ -446,14 +480,14 @@ class NetworkDB:
             for nid in self.networks():
                 peers = self.peers(nid)
                 if peers:
-                    self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+                    self._pull(self.rng.choice(peers), nid)
         if self._repulls:
             due_now = [nid for when, nid in self._repulls if when <= now]
             self._repulls = [(when, nid) for when, nid in self._repulls if when > now]
             for nid in due_now:
                 peers = self.peers(nid) if self.joined(nid) else []
                 if peers:
-                    self._sync_to(self.rng.choice(peers), nid, reply_wanted=True)
+                    self._pull(self.rng.choice(peers), nid)
         for node, due in list(self._resync_due.items()):
             if not self.counts(node) or not self._owns_suspended(node):
                 del self._resync_due[node]
@@ -495,10 +529,10 @@ class NetworkDB:
     def _queue_table_event(self, typ: int, lt: int, owner: str, nid: str, table: str, key: str, value: bytes) -> None:
         ev = w.TableEvent(type=typ, ltime=lt, node_name=owner, network_id=nid,  # type: ignore[arg-type]
                           table_name=table, key=key, value=value)
-        self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key), ev.SerializeToString())
+        self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key),
+                                                                                 w.frame_event(ev.SerializeToString()))
 
     def _gossip_round(self) -> None:
-        header = len(w.encode(w.TableEvents(from_node=self.name))) + 8
         for nid in self.networks():
             q = self._nq.get(nid)
             if not q:
@@ -507,13 +541,40 @@ class NetworkDB:
             if not peers:
                 continue  # kept: a node that joins gets them by bulk sync anyway, and a returning one too
             for target in self._next_targets(nid, peers):
-                events = q.take(EVENT_OVERHEAD, self.config.packet_budget - header, len(peers) + 1)
-                if not events:
+                data = self._pack_events(q, len(peers) + 1)
+                if data is None:
                     break
-                msg = w.TableEvents(from_node=self.name)
-                for raw in events:
-                    msg.events.add().ParseFromString(raw)
-                self.outbox.append((target, w.encode(msg)))
+                self.outbox.append((target, data))
+
+    def _pack_events(self, q: BroadcastQueue, nodes: int) -> bytes | None:
+        """One message of queued table events (least sent first) that fits the packet budget once deflated; those
+        count as sent. None when nothing is queued."""
+        budget = self.config.packet_budget
+        while True:
+            items = q.peek(0, budget * DEFLATE_REACH)  # the queued events are framed: their cost is their length
+            if not items:
+                return None
+            n, data = _fit(self._first_guess(items), lambda n: w.deflate(w.encode_table_events(
+                self.name, [d for _, d in items[:n]])), budget)
+            if len(data) > budget:  # one event that does not fit even deflated: it could never be sent
+                q.drop(items[0][0])
+                continue
+            raw = sum(len(d) for _, d in items[:n])
+            self._deflate_ratio = (self._deflate_ratio + raw / len(data)) / 2
+            q.sent([key for key, _ in items[:n]], nodes)
+            return data
+
+    def _first_guess(self, items: list[tuple[object, bytes]]) -> int:
+        """How many of items to try packing first: what the recent deflate ratio says fits (most messages then
+        deflate once); at least one."""
+        room = self.config.packet_budget * min(max(self._deflate_ratio * 0.9, 1.0), DEFLATE_REACH)
+        n, used = 0, 0
+        for _, d in items:
+            used += len(d)
+            if n and used > room:
+                break
+            n += 1
+        return n
 
     def _next_targets(self, nid: str, peers: list[str]) -> list[str]:
         """The next fanout peers of a shuffled round-robin (memberlist probes this way): an event's transmissions
@@ -534,29 +595,56 @@ class NetworkDB:
         sync_id = self.rng.getrandbits(63)
         base = w.BulkSync(node_name=self.name, network_id=nid, reply_wanted=reply_wanted, sync_id=sync_id,
                           table_clock=self.table_clock.value, not_member=not self.joined(nid))
-        header = len(w.encode(base)) + 16
-        chunks: list[list[w.TableEvent]] = [[]]
-        used = 0
+        events: list[w.TableEvent] = []
         if self.joined(nid):
             for (table, key), e in sorted(self.entries.get(nid, {}).items()):
                 if e.suspended:  # a failed node's entries are not ours to spread
                     continue
                 typ = w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE
-                ev = w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
-                                  table_name=table, key=key, value=e.value)
-                cost = ev.ByteSize() + EVENT_OVERHEAD
-                if chunks[-1] and used + cost > self.config.packet_budget - header:
-                    chunks.append([])
-                    used = 0
-                chunks[-1].append(ev)
-                used += cost
-        chunks = chunks[:w.MAX_PARTS]
+                events.append(w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
+                                           table_name=table, key=key, value=e.value))
+        chunks = self._sync_chunks(base, events)[:w.MAX_PARTS]
         for i, evs in enumerate(chunks):
-            part = w.BulkSync()
-            part.CopyFrom(base)
-            part.part, part.parts = i, len(chunks)
-            part.entries.extend(evs)
-            self.outbox.append((node, w.encode(part)))
+            self.outbox.append((node, w.deflate(w.encode(_sync_part(base, i, len(chunks), evs)))))
+
+    def _sync_chunks(self, base: w.BulkSync, events: list[w.TableEvent]) -> list[list[w.TableEvent]]:
+        """Consecutive runs of events whose bulk sync parts fit the packet budget once deflated (sized with the
+        largest part numbers; an event too big for a part of its own goes alone)."""
+        budget = self.config.packet_budget - SYNC_SLACK
+        chunks: list[list[w.TableEvent]] = []
+        rest = events
+        while rest:
+            reach, used = 0, 0
+            room = budget * min(max(self._deflate_ratio * 0.9, 1.0), DEFLATE_REACH)
+            for ev in rest:  # a first guess: what the recent deflate ratio says fits
+                used += ev.ByteSize() + EVENT_OVERHEAD
+                if reach and used > room:
+                    break
+                reach += 1
+            run = rest
+            n, _ = _fit(reach, lambda n: w.deflate(w.encode(_sync_part(base, w.MAX_PARTS - 1, w.MAX_PARTS, run[:n]))),
+                        budget)
+            chunks.append(rest[:n])
+            rest = rest[n:]
+        return chunks or [[]]
+
+    def table_digest(self, network_id: str) -> bytes:
+        """A hash of every entry of network_id as this node holds it (tombstones and suspended ones included, marked):
+        two nodes with the same digest would change nothing by exchanging bulk syncs."""
+        h = hashlib.blake2b(digest_size=w.DIGEST_SIZE)
+        for (table, key), e in sorted(self.entries.get(network_id, {}).items()):
+            h.update(f"{len(table)}:{table}{len(key)}:{key}{len(e.owner)}:{e.owner}{e.ltime}:{e.deleting:d}"
+                     f"{e.suspended:d}{len(e.value)}:".encode())
+            h.update(e.value)
+        return h.digest()
+
+    def _pull(self, node: str, nid: str) -> None:
+        """The periodic and the join's pulls: node gets our digest of nid and answers with its bulk sync (a reply
+        wanted, so it gets ours too) only when its entries differ; once a burst has spread, a pull is two small
+        messages instead of both sides' whole tables."""
+        d = w.SyncDigest(node_name=self.name, network_id=nid, table_clock=self.table_clock.value,
+                         digest=self.table_digest(nid))
+        self.outbox.append((node, w.encode(d)))
 
     def _maybe_push_state(self, node: str, nid: str) -> None:
         """node is new on nid: it learns the entries without waiting for a period; in a big network only ~fanout
@@ -647,7 +735,8 @@ class NetworkDB:
                 self._notify(UPDATE, e.table_name, nid, e.key, e.value)
         self.counters["applied"] += 1
         if not from_bulk:
-            self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue(k, e.SerializeToString())
+            self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue(
+                k, w.frame_event(e.SerializeToString()))
         return True
 
     def _reassert_own(self, nid: str, k: tuple[str, str], cur: _Entry | None) -> None:
@@ -664,6 +753,21 @@ class NetworkDB:
             self._notify(DELETE, k[0], nid, k[1], cur.value)
         ents[k] = _Entry(self.name, lt, value, True, self.now + self.config.reap_entry_s)
         self._queue_table_event(w.TableEvent.DELETE, lt, self.name, nid, k[0], k[1], value)
+
+    def _on_sync_digest(self, d: w.SyncDigest) -> None:
+        sender, nid = d.node_name, d.network_id
+        if sender == self.name:
+            self.counters["invalid"] += 1
+            return
+        self.table_clock.witness(d.table_clock)
+        if not self.joined(nid):
+            self.counters["not_member"] += 1
+            self._sync_to(sender, nid, reply_wanted=False)  # says not_member: it drops what it holds of ours
+            return
+        if d.digest == self.table_digest(nid):
+            self.counters["in_sync"] += 1
+            return
+        self._sync_to(sender, nid, reply_wanted=True)
 
     def _on_bulk_sync(self, b: w.BulkSync) -> None:
         sender, nid = b.node_name, b.network_id

@@ -42,23 +42,41 @@ class BroadcastQueue:
     def take(self, overhead: int, limit: int, nodes: int) -> list[bytes]:
         """Events that fit in limit (each costs len + overhead), least sent and newest first; each one taken
         counts as sent once and leaves the queue at the retransmit limit."""
+        picked = self.peek(overhead, limit)
+        self.sent([key for key, _ in picked], nodes)
+        return [data for _, data in picked]
+
+    def peek(self, overhead: int, limit: int) -> list[tuple[Hashable, bytes]]:
+        """(key, event) pairs that take() would send, not yet counted as sent (the caller packs them, then says
+        which went out with sent()). An event that could never fit in limit is dropped."""
         if not self._items:
             return []
-        cap = retransmit_limit(self.mult, nodes)
-        out: list[bytes] = []
+        out: list[tuple[Hashable, bytes]] = []
         used = 0
         order = sorted(self._items.items(), key=lambda kv: (kv[1].transmits, -kv[1].seq))
         for key, item in order:
             cost = len(item.data) + overhead
             if cost > limit:  # could never be sent: dropped rather than stuck at the head forever
-                del self._items[key]
-                self.oversized += 1
+                self.drop(key)
                 continue
             if used + cost > limit:
                 continue
             used += cost
-            out.append(item.data)
+            out.append((key, item.data))
+        return out
+
+    def sent(self, keys: list[Hashable], nodes: int) -> None:
+        """These events went out once more: each leaves the queue at the retransmit limit."""
+        cap = retransmit_limit(self.mult, nodes)
+        for key in keys:
+            item = self._items.get(key)
+            if item is None:
+                continue
             item.transmits += 1
             if item.transmits >= cap:
                 del self._items[key]
-        return out
+
+    def drop(self, key: Hashable) -> None:
+        """An event too big to send: forgotten (counted in oversized)."""
+        if self._items.pop(key, None) is not None:
+            self.oversized += 1

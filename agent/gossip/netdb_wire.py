@@ -3,6 +3,8 @@ Used by agent/gossip/netdb.py; a peer's bytes that are too big, garbage or out o
 
 from __future__ import annotations
 
+import zlib
+
 from google.protobuf.message import DecodeError
 
 from proto import netdb_pb2 as npb
@@ -16,11 +18,15 @@ MAX_LTIME = 1 << 62  # a forged huge clock must not pin everyone's clock at the 
 MAX_EVENTS = 4096  # table events in one message
 MAX_PARTS = 4096  # parts of one bulk sync
 MAX_ATTACHMENTS = 100_000  # attachments in one push-pull
+DIGEST_SIZE = 16  # a sync digest (blake2b-128 of a network's entries)
+DEFLATE_LEVEL = 6
+DEFLATE_WBITS = 12  # a 4 KiB window covers a packed message (a smaller state to set up per message than the default)
 
 NetworkEvent = npb.NetdbNetworkEvent
 TableEvent = npb.NetdbTableEvent
 TableEvents = npb.NetdbTableEvents
 BulkSync = npb.NetdbBulkSync
+SyncDigest = npb.NetdbSyncDigest
 PushPull = npb.NetdbPushPull
 Message = npb.NetdbMessage
 
@@ -36,6 +42,22 @@ def _name(what: str, v: str, limit: int = MAX_NAME, empty_ok: bool = False) -> N
         raise WireError(f"{what} longer than {limit}")
     if not v.isprintable():
         raise WireError(f"{what} has control characters")
+
+
+_KNOWN_MAX = 4096
+_known: set[str] = set()  # names and keys already found valid (up to MAX_NAME long): a burst repeats the same few
+# node, network and table names, and every entry arrives several times; bounded, forgotten all at once when full
+
+
+def _known_name(what: str, v: str, limit: int) -> None:
+    """_name for a non-empty field, remembering the values that passed."""
+    if v in _known:
+        return
+    _name(what, v, limit)
+    if len(v) <= MAX_NAME:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known.add(v)
 
 
 def _ltime(v: int) -> None:
@@ -55,23 +77,47 @@ def check_table_event(e: TableEvent) -> None:
     if e.type not in (TableEvent.CREATE, TableEvent.UPDATE, TableEvent.DELETE):
         raise WireError(f"table event type {e.type} unknown")
     _ltime(e.ltime)
-    _name("node name", e.node_name)
-    _name("network id", e.network_id)
-    _name("table name", e.table_name)
-    _name("key", e.key, MAX_KEY)
+    _known_name("node name", e.node_name, MAX_NAME)
+    _known_name("network id", e.network_id, MAX_NAME)
+    _known_name("table name", e.table_name, MAX_NAME)
+    _known_name("key", e.key, MAX_KEY)
     if len(e.value) > MAX_VALUE:
         raise WireError(f"value longer than {MAX_VALUE}")
 
 
-def decode_message(data: bytes) -> Message:
-    if len(data) > MAX_MESSAGE:
-        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+def _parse(data: bytes) -> Message:
     m = Message()
     try:
         m.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as e:  # protobuf raises more than DecodeError on garbage
         raise WireError(f"undecodable message: {e}") from None
+    return m
+
+
+def _inflate(data: bytes) -> bytes:
+    """A deflated message's bytes, bounded by MAX_MESSAGE whatever the ratio (a bomb is refused, not expanded)."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, MAX_MESSAGE + 1)
+    except zlib.error as e:
+        raise WireError(f"undecodable deflated message: {e}") from None
+    if len(out) > MAX_MESSAGE:
+        raise WireError(f"deflated message exceeds {MAX_MESSAGE} bytes")
+    if not d.eof or d.unused_data:
+        raise WireError("truncated or trailing deflated data")
+    return out
+
+
+def decode_message(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    m = _parse(data)
     kind = m.WhichOneof("body")
+    if kind == "deflated":
+        m = _parse(_inflate(m.deflated))
+        kind = m.WhichOneof("body")
+        if kind == "deflated":
+            raise WireError("deflated message inside a deflated message")
     if kind is None:
         raise WireError("empty message")
     if kind == "network_event":
@@ -83,6 +129,14 @@ def decode_message(data: bytes) -> Message:
             raise WireError(f"more than {MAX_EVENTS} table events")
         for e in te.events:
             check_table_event(e)
+    elif kind == "sync_digest":
+        d = m.sync_digest
+        _name("sender", d.node_name)
+        _name("network id", d.network_id)
+        if d.table_clock > MAX_LTIME:
+            raise WireError(f"lamport time {d.table_clock} out of range")
+        if len(d.digest) != DIGEST_SIZE:
+            raise WireError(f"sync digest of {len(d.digest)} bytes, not {DIGEST_SIZE}")
     else:
         b = m.bulk_sync
         _name("sender", b.node_name)
@@ -118,12 +172,48 @@ def decode_push_pull(data: bytes) -> PushPull:
     return p
 
 
-def encode(body: NetworkEvent | TableEvents | BulkSync) -> bytes:
+def deflate(message: bytes) -> bytes:
+    """An encoded message, deflated when that makes it smaller (a burst's records share most of their bytes: about
+    three times as many fit a packet)."""
+    z = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, DEFLATE_WBITS)
+    packed = Message(deflated=z.compress(message) + z.flush()).SerializeToString()
+    return packed if len(packed) < len(message) else message
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def frame_event(event: bytes) -> bytes:
+    """A serialized TableEvent framed as one element of TableEvents.events (field 2): what the send queue keeps,
+    so a message is packed by joining bytes."""
+    return _field(0x12, event)
+
+
+def encode_table_events(from_node: str, framed: list[bytes]) -> bytes:
+    """encode(TableEvents(from_node, events)) from framed events (frame_event), without parsing them back: the
+    protobuf framing of NetdbMessage.table_events (field 2) holding from_node (field 1) and the events."""
+    body = _field(0x0A, from_node.encode()) if from_node else b""
+    return _field(0x12, body + b"".join(framed))
+
+
+def encode(body: NetworkEvent | TableEvents | BulkSync | SyncDigest) -> bytes:
     m = Message()
     if isinstance(body, NetworkEvent):
         m.network_event.CopyFrom(body)
     elif isinstance(body, TableEvents):
         m.table_events.CopyFrom(body)
+    elif isinstance(body, SyncDigest):
+        m.sync_digest.CopyFrom(body)
     else:
         m.bulk_sync.CopyFrom(body)
     return m.SerializeToString()

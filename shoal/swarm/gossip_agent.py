@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class GossipAgent:
         self._local: dict[str, set[str]] = {}  # network id -> this node's endpoint ids on it
         self._service_watchers: list[Callable[[str], None]] = []  # watch_services callbacks
         self._wake: asyncio.Event | None = None  # set by networkdb's on_change: the loop looks again at once
+        # when the loop wakes by itself (-inf while it runs): an input that queues no message and moves no deadline
+        # before it (a duplicate event, most of a burst) need not wake it
+        self._sleep_until = -math.inf
 
     # ------------------------------------------------------------------ keys from the session
     def on_keys(self, ring: KeyRing | None) -> None:
@@ -220,6 +224,7 @@ class GossipAgent:
         # something (on_change); an idle node passes here for its periodic syncs only.
         while True:
             wake.clear()
+            self._sleep_until = -math.inf
             now = loop.time()
             if now >= next_join:
                 next_join = now + REJOIN_S
@@ -231,6 +236,7 @@ class GossipAgent:
                 self.overlay_peers.reconcile()
             await self.flush()
             due = min(self.db.next_deadline(), next_join, next_reconcile)
+            self._sleep_until = due
             if wake.is_set():
                 continue
             try:
@@ -241,8 +247,10 @@ class GossipAgent:
 
     def _poke(self) -> None:
         """networkdb took an input: the loop runs (its new deadline, its messages) and the shell re-arms (the core
-        piggybacks networkdb's network events)."""
-        if self._wake is not None:
+        piggybacks networkdb's network events). The loop is woken only for messages to send or an earlier deadline
+        than the one it sleeps until."""
+        if self._wake is not None and not self._wake.is_set() and (
+                self.db.outbox or self.db.next_deadline() < self._sleep_until):
             self._wake.set()
         poke = getattr(self.shell, "poke", None)
         if poke is not None:

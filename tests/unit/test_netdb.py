@@ -3,6 +3,8 @@ convergence, Lamport clocks, tombstones, network scoping, partitions, flaps, res
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 
 from agent.gossip import netdb_wire as w
@@ -293,6 +295,16 @@ def test_local_writes_are_refused_with_messages_naming_the_value() -> None:
     w.encode(w.BulkSync(node_name="b", network_id=N, part=3, parts=2)),
     w.encode(w.BulkSync(node_name="b", network_id=N, part=0, parts=1, entries=[w.TableEvent(
         type=w.TableEvent.CREATE, ltime=5, node_name="b", network_id="elsewhere", table_name="t", key="k")])),
+    w.encode(w.SyncDigest(node_name="b", network_id=N, table_clock=3, digest=b"short")),
+    w.encode(w.SyncDigest(node_name="b", network_id=N, table_clock=1 << 63, digest=b"d" * w.DIGEST_SIZE)),
+    w.encode(w.SyncDigest(node_name="b", network_id="", table_clock=3, digest=b"d" * w.DIGEST_SIZE)),
+    w.Message(deflated=b"not zlib").SerializeToString(),
+    w.Message(deflated=zlib.compress(b"\0" * (w.MAX_MESSAGE + 1))).SerializeToString(),  # a bomb
+    w.Message(deflated=zlib.compress(w.Message(deflated=zlib.compress(
+        w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=3, node_name="x", network_id=N)))).SerializeToString())
+              ).SerializeToString(),  # deflated twice
+    w.Message(deflated=zlib.compress(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=3, node_name="x",
+                                                             network_id=N)))[:-3]).SerializeToString(),  # truncated
 ])
 def test_a_bad_peer_message_is_dropped_and_counted_and_changes_nothing(data: bytes) -> None:
     c = cluster(["a", "b"])
@@ -369,9 +381,12 @@ def test_a_member_marked_dead_by_update_is_treated_as_failed() -> None:
 
 
 def test_a_received_event_too_big_to_gossip_on_is_dropped_from_the_queue_not_stuck_in_it() -> None:
+    import random
+
     c = cluster(["a", "b", "c"], config=NetDBConfig(packet_budget=400))
+    noise = random.Random(0).randbytes(500)  # wider than b's packets even deflated
     big = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=90, node_name="a",
-                                                            network_id=N, table_name="t", key="big", value=b"x" * 500)])
+                                                            network_id=N, table_name="t", key="big", value=noise)])
     c.dbs["b"].notify_msg(w.encode(big))  # accepted (within the wire's limits) but wider than b's packets
     c.dbs["b"].create_entry("t", N, "small", b"1")
     c.run(1.0)
@@ -465,3 +480,158 @@ def test_a_returning_node_is_asked_again_when_the_first_resync_is_lost() -> None
     c.run(5.0)  # well before the periodic bulk sync (30 s)
     assert c.view("a", "t", N) == {} and c.view("b", "t", N) == {}
     assert c.watched("a", N) == {}
+
+
+def _kinds(msgs: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    return [(to, w.decode_message(data).WhichOneof("body")) for to, data in msgs]
+
+
+def test_a_pull_from_a_node_holding_the_same_entries_is_one_small_message_answered_by_none() -> None:
+    c = cluster(["a", "b"], config=NetDBConfig(join_repull_s=(), bulk_sync_interval_s=3600))
+    c.dbs["a"].create_entry("t", N, "ep-a", b"1")
+    c.dbs["b"].create_entry("t", N, "ep-b", b"2")
+    c.run(2.0)
+    a, b = c.dbs["a"], c.dbs["b"]
+    assert a.table_digest(N) == b.table_digest(N)
+    a._pull("b", N)
+    [(to, data)] = a.take_outgoing()
+    assert _kinds([(to, data)]) == [("b", "sync_digest")] and len(data) < 100
+    b.notify_msg(data)
+    assert b.take_outgoing() == [] and b.counters["in_sync"] == 1
+
+
+def test_a_pull_from_a_node_whose_entries_differ_is_answered_by_both_bulk_syncs() -> None:
+    c = cluster(["a", "b"], config=NetDBConfig(join_repull_s=(), bulk_sync_interval_s=3600))
+    a, b = c.dbs["a"], c.dbs["b"]
+    a.create_entry("t", N, "ep-a", b"1")
+    b.create_entry("t", N, "ep-b", b"2")
+    for db in (a, b):  # the table events are lost
+        db._nq.clear()
+    a._pull("b", N)
+    [(_, request)] = a.take_outgoing()
+    b.notify_msg(request)
+    answer = b.take_outgoing()
+    assert _kinds(answer) == [("a", "bulk_sync")] and w.decode_message(answer[0][1]).bulk_sync.reply_wanted
+    a.notify_msg(answer[0][1])
+    [(to, reply)] = a.take_outgoing()
+    assert to == "b"
+    b.notify_msg(reply)
+    assert c.view("a", "t", N) == c.view("b", "t", N) == {"ep-a": b"1", "ep-b": b"2"}
+    assert a.table_digest(N) == b.table_digest(N)
+
+
+def test_a_pull_from_a_node_not_on_the_network_is_answered_not_member() -> None:
+    c = cluster(["a", "b"], nets={"a": [N], "b": []}, config=NetDBConfig(join_repull_s=()))
+    c.dbs["a"]._pull("b", N)
+    [(_, request)] = c.dbs["a"].take_outgoing()
+    c.dbs["b"].notify_msg(request)
+    [(to, data)] = c.dbs["b"].take_outgoing()
+    assert to == "a" and w.decode_message(data).bulk_sync.not_member
+
+
+def test_the_digest_tells_apart_a_tombstone_a_suspended_entry_and_another_value() -> None:
+    def digest_after(change) -> bytes:
+        db = NetworkDB("a")
+        db.join_network(N)
+        db.notify_join(member("b"))
+        db.notify_msg(w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(
+            type=w.TableEvent.CREATE, ltime=5, node_name="b", network_id=N, table_name="t", key="k", value=b"v")])))
+        change(db)
+        return db.table_digest(N)
+    e = lambda db: db.entries[N][("t", "k")]  # noqa: E731
+    digests = [digest_after(lambda db: None),
+               digest_after(lambda db: setattr(e(db), "deleting", True)),
+               digest_after(lambda db: db.notify_leave(member("b", MemberState.DEAD))),
+               digest_after(lambda db: setattr(e(db), "value", b"w")),
+               digest_after(lambda db: setattr(e(db), "ltime", 6))]
+    assert len(set(digests)) == len(digests)
+    assert digest_after(lambda db: None) == digests[0]
+
+
+def test_the_pulls_after_a_join_and_the_periodic_one_send_digests() -> None:
+    c = cluster(["a", "b", "c"], nets={"a": [N], "b": [N], "c": []},
+                config=NetDBConfig(join_repull_s=(1.0, 3.0), bulk_sync_interval_s=5.0))
+    c.dbs["a"].create_entry("t", N, "ep-a", b"1")
+    c.run(1.0)
+    start = len(c.delivered)
+    c.dbs["c"].join_network(N)
+    c.run(4.4)  # c's two pulls after its join, a's and b's second ones after theirs, one periodic pull of each
+    digests = [src for src, _dst, data in c.delivered[start:]
+               if w.decode_message(data).WhichOneof("body") == "sync_digest"]
+    assert sorted(digests) == ["a", "a", "b", "b", "c", "c", "c"]
+    assert all(c.view(n, "t", N) == {"ep-a": b"1"} for n in "abc")
+
+
+def _record(i: int) -> bytes:
+    """An endpoint_table value as the service glue writes it (random ids: what deflate has to work with)."""
+    import random
+    import string
+    rnd = random.Random(i)
+    tid = "".join(rnd.choice(string.ascii_lowercase + string.digits) for _ in range(25))
+    return (b'{"service_id":"q8mz3l0v9r2x7c4n1b6k5j0h2","service_name":"web","vip":"10.0.1.2","task_ip":"10.0.1.%d",'
+            b'"task_name":"web.%d.%s","task_id":"%s","aliases":[],"ingress_ports":[]}' % (10 + i, i, tid.encode(),
+                                                                                      tid.encode()))
+
+
+def test_a_deflated_message_decodes_as_the_message_itself() -> None:
+    ev = w.TableEvents(from_node="a", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=i + 1, node_name="a",
+                                                           network_id=N, table_name="endpoint_table", key=f"t{i}",
+                                                           value=_record(i)) for i in range(6)])
+    raw = w.encode(ev)
+    packed = w.deflate(raw)
+    assert len(packed) < len(raw) / 2
+    assert w.decode_message(packed) == w.decode_message(raw)
+    tiny = w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=3, node_name="x", network_id=N))
+    assert w.deflate(tiny) == tiny  # not worth it: sent as it is
+
+
+def test_table_events_joined_from_framed_events_equal_the_protobuf_encoding() -> None:
+    evs = [w.TableEvent(type=w.TableEvent.DELETE, ltime=300 + i, node_name="node-a", network_id=N, table_name="t",
+                        key=f"k{i}", value=b"v" * (i * 70)) for i in range(4)]
+    assert w.encode_table_events("node-a", [w.frame_event(e.SerializeToString()) for e in evs]) == \
+        w.encode(w.TableEvents(from_node="node-a", events=evs))
+    assert w.encode_table_events("node-a", []) == w.encode(w.TableEvents(from_node="node-a"))
+
+
+def test_a_round_packs_as_many_queued_events_as_fit_a_packet_once_deflated() -> None:
+    c = cluster(["a", "b"], config=NetDBConfig(join_repull_s=()))
+    a = c.dbs["a"]
+    for i in range(12):  # ~300 bytes each: 4 would fit a 1200-byte packet as they are
+        a.create_entry("endpoint_table", N, f"task{i:02d}", _record(i))
+    a.tick(c.now + 1.0)
+    [(to, data)] = a.take_outgoing()
+    assert to == "b" and len(data) <= a.config.packet_budget
+    assert len(w.decode_message(data).table_events.events) == 12
+
+
+def test_a_bulk_sync_comes_in_deflated_parts_that_fit_the_packet_budget() -> None:
+    c = cluster(["a", "b"], nets={"a": [N], "b": []}, config=NetDBConfig(join_repull_s=()))
+    a = c.dbs["a"]
+    for i in range(40):
+        a.create_entry("endpoint_table", N, f"task{i:02d}", _record(i))
+    c.run(1.0)
+    a._sync_to("b", N, reply_wanted=False)
+    parts = [data for _, data in a.take_outgoing()]
+    raw = sum(e.ByteSize() for e in (w.decode_message(p).bulk_sync for p in parts))
+    assert len(parts) <= raw // a.config.packet_budget // 2  # half the parts of the raw bulk sync, or fewer
+    assert all(len(p) <= a.config.packet_budget for p in parts)
+    b = c.dbs["b"]
+    b.join_network(N)
+    b.take_outgoing()
+    for p in parts:
+        b.notify_msg(p)
+    assert len(c.view("b", "endpoint_table", N)) == 40
+
+
+def test_the_names_found_valid_are_remembered_within_a_bound() -> None:
+    db = NetworkDB("a")
+    db.join_network(N)
+    for i in range(3):
+        db.notify_msg(w.encode(w.TableEvents(from_node="b", events=[w.TableEvent(
+            type=w.TableEvent.CREATE, ltime=5 + j, node_name="b", network_id=N, table_name="t", key=f"k{i}-{j}")
+            for j in range(2000)])))
+    assert 0 < len(w._known) <= w._KNOWN_MAX
+    bad = w.TableEvents(from_node="b", events=[w.TableEvent(type=w.TableEvent.CREATE, ltime=9, node_name="b",
+                                                            network_id=N, table_name="t", key="bad\nkey")])
+    db.notify_msg(w.encode(bad))
+    assert db.counters["invalid"] == 1

@@ -320,3 +320,40 @@ def test_nodes_held_down_leave_the_service_bindings_and_wake_the_watchers_once_p
     assert (backends(), changed, a.db.held()) == (["t1"], ["n1"], frozenset({"node5"}))
     a.set_down_nodes(["node5"])
     assert changed == ["n1"]  # the same set again: nobody woken
+
+
+def test_a_duplicate_event_does_not_wake_the_loop_and_one_with_a_message_to_send_does() -> None:
+    """A burst's copies of entries already held cost no pass of the agent's loop; a message that makes networkdb
+    answer (a bulk sync wanting a reply) still goes out at once."""
+    def table_event(ltime: int) -> bytes:
+        return w.encode(w.TableEvents(from_node="mgr1", events=[w.TableEvent(
+            type=w.TableEvent.CREATE, ltime=ltime, node_name="mgr1", network_id="n1", table_name="t", key="k",
+            value=b"v")]))
+
+    async def run() -> tuple[int, int, int]:
+        a = agent()
+        a.db.join_network("n1")
+        a.on_keys(key_ring([K1], 1, 0))
+        await settle(a)
+        a.db.notify_join(Member("mgr1", "192.168.200.11", 7946))
+        a.db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=5, node_name="mgr1", network_id="n1")))
+        a.db.notify_msg(table_event(9))
+        for _ in range(20):  # the loop's passes for those (the sync to mgr1, the event's rebroadcast) are done
+            await asyncio.sleep(0.01)
+        passes: list[float] = []
+        tick = a.db.tick
+        a.db.tick = lambda now: (passes.append(now), tick(now))[1]  # type: ignore[method-assign]
+        for _ in range(5):
+            a.db.notify_msg(table_event(9))  # copies of what it holds
+            await asyncio.sleep(0.01)
+        after_duplicates = len(passes)
+        sent_before = len([c for c in FakeShell.instances[0].calls if c[0] == "send_to"])
+        a.db.notify_msg(w.encode(w.BulkSync(node_name="mgr1", network_id="n1", reply_wanted=True, sync_id=1, part=0,
+                                            parts=1, table_clock=9)))
+        await asyncio.sleep(0.05)
+        sent = len([c for c in FakeShell.instances[0].calls if c[0] == "send_to"]) - sent_before
+        await a.stop()
+        return after_duplicates, len(passes), sent
+    after_duplicates, after_sync, sent = asyncio.run(run())
+    assert after_duplicates == 0
+    assert after_sync >= 1 and sent == 1
