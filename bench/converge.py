@@ -291,6 +291,18 @@ def overlay_address(networks: dict[str, Any]) -> str:
     return inside[0] if inside else ""
 
 
+def inspect_task(api: _Api, host: str, cid: str) -> TaskContainer | None:
+    """A task container's address on bench-net and its pid (None: gone again before we looked)."""
+    try:
+        info = api.get(f"/containers/{cid}/json")
+    except ApiError as e:
+        if e.status == 404:
+            return None
+        raise
+    nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    return TaskContainer(host, cid, overlay_address(nets), int((info.get("State") or {}).get("Pid") or 0))
+
+
 def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
                     inspect: bool = True) -> list[TaskContainer]:
     """The running task containers of `web` on one host, through its Docker API socket; `inspect`: with
@@ -309,15 +321,9 @@ def task_containers(system: System, host: str, cache: dict[str, TaskContainer],
             if not inspect:
                 known = known or TaskContainer(host, c["Id"], "", 0)
             elif known is None or not known.address:
-                try:
-                    info = client.get(f"/containers/{c['Id']}/json")
-                except ApiError as e:
-                    if e.status == 404:
-                        continue
-                    raise
-                nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
-                address = overlay_address(nets)
-                known = TaskContainer(host, c["Id"], address, int((info.get("State") or {}).get("Pid") or 0))
+                known = inspect_task(client, host, c["Id"])
+                if known is None:
+                    continue
                 cache[c["Id"]] = known
             found.append(known)
         return found
@@ -377,7 +383,7 @@ class StartWatch:
                     cid = event.get("id") or (event.get("Actor") or {}).get("ID") or ""
                     if not cid or cid in self.tasks:
                         continue
-                    task = self._inspect(api, host, cid)
+                    task = inspect_task(api, host, cid)
                     if task is not None:
                         with self._changed:
                             self.tasks[cid] = task
@@ -388,23 +394,11 @@ class StartWatch:
                     self.errors.append(f"{host}: {type(e).__name__}: {e}")
                 self._changed.notify_all()
 
-    @staticmethod
-    def _inspect(api: _Api, host: str, cid: str) -> TaskContainer | None:
-        """The container's address and pid (None: gone again before we looked)."""
-        try:
-            info = api.get(f"/containers/{cid}/json")
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
-        nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        return TaskContainer(host, cid, overlay_address(nets), int((info.get("State") or {}).get("Pid") or 0))
-
     def refresh(self, tasks: Sequence[TaskContainer]) -> None:
         """Inspect again the tasks seen without an address or pid (a daemon may fill them in after the start)."""
         for t in tasks:
             with _Api(self._sockets[t.host], self._timeout) as api:
-                task = self._inspect(api, t.host, t.id)
+                task = inspect_task(api, t.host, t.id)
             with self._changed:
                 if task is None:
                     self.tasks.pop(t.id, None)
