@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -63,3 +64,27 @@ class BatchWindow:
         if self.interval > 0:
             end = self._grid + math.ceil((now - self._grid) / self.interval) * self.interval
         await wait_event(kick, end - now)
+
+
+class LeadingWindow:
+    """Leading-edge batching for a loop that reacts to store changes (the allocator's, orchestrator's and scheduler's
+    passes, the dispatcher's assignment messages). settle() before handling a change: after a quiet spell it returns
+    after one turn of the event loop (by then the rest of the raft entry that made the change is queued: a store pushes
+    every event of an entry at once), and within `window` of the previous settle() it waits out the rest of that
+    window, so a stream of changes costs one pass per window at most.
+    It replaces a fixed pause of `window` after every first change, which was pure latency: 4 pauses of 20 ms and one
+    of 50 ms between a `service create` and its tasks reaching the nodes."""
+
+    def __init__(self, window: float, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._last = -math.inf
+
+    def _now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def settle(self) -> None:
+        await self._sleep(max(0.0, self._last + self.window - self._now()))
+        self._last = self._now()

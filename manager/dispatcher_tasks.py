@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manager import timing
-from common.aiowait import BatchWindow, next_or_none
+from common.aiowait import BatchWindow, LeadingWindow, next_or_none
 from manager.orchestrator.update import status_to_store
 from manager.store.kinds import KINDS
 from proto import objects_pb2 as pb
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 BATCH_INTERVAL_S = 0.1  # swarmkit's maxBatchInterval
 BATCH_ITEMS = 200  # one proposal holds at most the store's MAX_ACTIONS changes
-COALESCE_S = 0.05  # assignment changes closer than this go out in one message
+COALESCE_S = 0.05  # assignment messages to one node at most one per this while changes keep coming
 NOT_THIS_NODE = "cannot update a task not assigned this node"  # swarmkit's wording (PermissionDenied)
 
 Key = tuple[str, str]  # (kind, id): ("task", id), ("config", id), ("network", id), ("secret", id)
@@ -165,6 +165,7 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
     """Async generator of AssignmentsMessage for node_id: a COMPLETE one, then INCREMENTAL ones as the store changes,
     changes within coalesce_s sent together. Ends when alive() turns false or the watch fails (the agent reconnects)."""
     diff = AssignmentDiff(unseal=unseal)
+    window = LeadingWindow(coalesce_s)
     view = store.view()
     watch = store.watch({"task", "config", "network"} | ({"secret"} if SECRETS else set()))  # no await since view(): no event is missed
     try:
@@ -176,17 +177,16 @@ async def stream_assignments(store: Any, node_id: str, alive: Callable[[], bool]
                 return
             if event is None:
                 continue
-            dirty = touches(event, node_id, diff.sent)
+            if not touches(event, node_id, diff.sent):
+                continue  # nothing for this node: it must not use up the window of the change that will be
             first = time.monotonic()
-            await asyncio.sleep(coalesce_s)  # let the rest of a burst (a scheduler batch) arrive
-            for ev in watch.drain():
-                dirty = dirty or touches(ev, node_id, diff.sent)
-            if dirty:
-                msg = diff.incremental(assigned_set(store.view(), node_id))
-                if msg is not None:
-                    timing.note("dispatcher: %s: %d changes sent %.1f ms after the first event (index %d)",
-                                node_id[:12], len(msg.changes), (time.monotonic() - first) * 1e3, event.index)
-                    yield msg
+            await window.settle()  # a burst's first change goes at once, the rest of it within coalesce_s
+            watch.drain()  # what came meanwhile is in the message: it is built from the store as it is now
+            msg = diff.incremental(assigned_set(store.view(), node_id))
+            if msg is not None:
+                timing.note("dispatcher: %s: %d changes sent %.1f ms after the first event (index %d)",
+                            node_id[:12], len(msg.changes), (time.monotonic() - first) * 1e3, event.index)
+                yield msg
     finally:
         watch.close()
 

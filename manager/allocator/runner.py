@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from manager import timing
-from common.aiowait import next_or_none
+from common.aiowait import LeadingWindow, next_or_none
 from manager.store.errors import StoreError
 
 from proto import objects_pb2 as pb
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 READY = pb.NodeStatus.READY
 
 KINDS = {"network", "service", "task", "node", "cluster"}
-BATCH_S = 0.02  # events arriving within this window after the first are handled in one pass
+BATCH_S = 0.02  # at most one pass per window while changes keep coming (common/aiowait.LeadingWindow)
 TICK_S = 30.0  # a pass at least this often even with no relevant change (a failed proposal is retried)
 CHUNK = 100  # updates per proposal (the store takes at most 200 actions)
 ROUTES_TTL_S = 2.0  # the manager's routes are read again at most this often
@@ -66,6 +66,7 @@ class AllocatorRunner:
         self.passes = 0
         self._task: asyncio.Task[None] | None = None
         self._routes: tuple[float, list[IPv4Network]] = (-ROUTES_TTL_S, [])
+        self._window = LeadingWindow(BATCH_S)
 
     async def start(self) -> None:
         self.core = Allocator(self.quarantine_s)  # a new leader rebuilds everything from the store
@@ -113,7 +114,7 @@ class AllocatorRunner:
                 return
             if needs_pass(event):
                 break
-        await asyncio.sleep(BATCH_S)
+        await self._window.settle()
         watch.drain()
 
     async def _pass(self) -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from common.aiowait import LeadingWindow
 from manager import testhooks, timing
 from manager.controlapi import new_id
 from manager.store.errors import StoreError
@@ -24,7 +25,7 @@ from .update import ROLLING, plan_update
 
 log = logging.getLogger(__name__)
 MAX_CHANGES = 190  # under the store's 200 actions per transaction
-DEBOUNCE_S = 0.02  # gather a burst of events (a node's tasks, a batch of status reports) into one pass
+DEBOUNCE_S = 0.02  # at most one pass per window while events come (a node's tasks, status reports): LeadingWindow
 IDLE_S = 1.0
 
 
@@ -71,6 +72,7 @@ class Orchestrator:
         self._dirty: set[str] = set()
         self._wake: asyncio.Event = asyncio.Event()
         self._timers: dict[str, int] = {}  # service id -> when its plan asked to run again (ns)
+        self._window = LeadingWindow(DEBOUNCE_S)
         self.passes = 0  # proposals written
 
     async def start(self) -> None:
@@ -97,7 +99,7 @@ class Orchestrator:
                     timeout = min(timeout, max(0.0, min(self._timers.values()) / 1e9 - self.clock()))
                 await wait_or_timeout(self._wake, timeout)
                 self._wake.clear()
-                await asyncio.sleep(DEBOUNCE_S)
+                await self._window.settle()
                 now = int(self.clock() * 1e9)
                 due = {sid for sid, at in self._timers.items() if at <= now}
                 for sid in due:

@@ -10,18 +10,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from common.aiowait import LeadingWindow
 from manager import timing
+from manager.orchestrator.plan import wait_or_timeout
 from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
-
-from manager.orchestrator.plan import wait_or_timeout
 
 from .core import Decisions, schedulable, schedule
 
 log = logging.getLogger(__name__)
 S = pb.TaskState
 BATCH = 190  # tasks per proposal, under the store's 200 actions
-DEBOUNCE_S = 0.02
+DEBOUNCE_S = 0.02  # at most one pass per window while tasks keep changing (common/aiowait.LeadingWindow)
 ASSIGNED_MESSAGE = "scheduler assigned task to node"
 PENDING_MESSAGE = "pending task scheduling"
 
@@ -88,6 +88,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.proposals = 0  # raft entries written (a figure for the batching)
+        self._window = LeadingWindow(DEBOUNCE_S)
         self.assigned = 0
 
     async def start(self) -> None:
@@ -109,7 +110,7 @@ class Scheduler:
                 while not follower.done():
                     await wait_or_timeout(self._wake, 1.0)
                     self._wake.clear()
-                    await asyncio.sleep(DEBOUNCE_S)
+                    await self._window.settle()
                     try:
                         await self._pass()
                     except asyncio.CancelledError:
