@@ -5,17 +5,16 @@ container / image / labcmd and talk to the daemon through shoal.client.
 """
 from __future__ import annotations
 
+import importlib
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from shoal.cli import configs, container, image, labcmd, network, resources, verbs, volume
-from shoal.cli import node as node_cli
-from shoal.cli import service as service_cli
-from shoal.cli import swarm as swarm_cli
 from shoal.cli.common import Failed, Globals, client, err, fail, out
+from shoal.cli.image import ByteSize
 from shoal.cli.format import bytes_size, to_json
 from shoal.client import API_VERSION, DaemonError, ref
 
@@ -23,7 +22,67 @@ VERSION = "0.1.0"
 CONTEXT = {"help_option_names": ["--help"]}
 
 
-@click.group(context_settings=CONTEXT)
+Loader = Callable[[], click.Command]
+
+
+def _attr(module: str, name: str) -> Loader:
+    return lambda: getattr(importlib.import_module(f"shoal.cli.{module}"), name)
+
+
+def _resource(name: str) -> Loader:
+    def load() -> click.Command:
+        from shoal.cli import resources
+        return {n: c for c, n in resources.COMMANDS}[name]
+    return load
+
+
+def _container_group() -> click.Command:
+    from shoal.cli import container, verbs
+    group = container.container
+    for command, name in ((verbs.container_prune, "prune"), (verbs.rename, "rename"), (verbs.wait, "wait")):
+        group.add_command(command, name)
+    return group
+
+
+def _image_group() -> click.Command:
+    from shoal.cli import image, verbs
+    image.image.add_command(verbs.image_prune, "prune")
+    return image.image
+
+
+# Every subcommand defined outside this module, by name: its module is imported when the command runs (or when --help
+# lists it), not at every start.
+LAZY: dict[str, Loader] = {
+    "network": _attr("network", "network"),
+    "config": _attr("configs", "config"), "secret": _attr("configs", "secret"),
+    "volume": _attr("volume", "volume"), "cp": _attr("volume", "cp"),
+    **{name: _attr("container", attr) for name, attr in (
+        ("run", "run"), ("ps", "ps"), ("exec", "exec_"), ("logs", "logs"), ("attach", "attach"), ("rm", "rm"),
+        ("stop", "stop"), ("kill", "kill"), ("start", "start"))},
+    "container": _container_group,
+    **{name: _resource(name) for name in ("stats", "top", "pause", "unpause", "update")},
+    "image": _image_group, "images": _attr("image", "images"), "rmi": _attr("image", "rm"),
+    "lab": _attr("labcmd", "lab"),
+    "swarm": _attr("swarm", "swarm"), "node": _attr("node", "node"), "service": _attr("service", "service"),
+    "events": _attr("verbs", "events"), "rename": _attr("verbs", "rename"), "wait": _attr("verbs", "wait"),
+    "system": _attr("verbs", "system"),
+}
+
+
+class LazyGroup(click.Group):
+    """The root group. Importing every command module at each start cost ~40 ms of a `shoal service create`'s ~100
+    (the commands' own imports: tarfile, datetime, the lab...): a command's module is loaded when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY:
+            self.add_command(LAZY[cmd_name](), cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("-H", "--host", metavar="URL", default=None,
               help="Daemon socket to connect to: unix://PATH or tcp://HOST:PORT "
                    "(default: $SHOAL_HOST, else $DOCKER_HOST, else unix:///run/shoal/shoal.sock)")
@@ -177,7 +236,7 @@ def inspect(fmt: str, kind: str | None, refs: tuple[str, ...]) -> None:
 @click.option("--mtu", type=int, default=None, help="Default bridge MTU")
 @click.option("--dns", multiple=True, metavar="IP",
               help="DNS server for containers and upstream of the embedded DNS (default: the host's resolv.conf)")
-@click.option("--max-image-size", type=image.ByteSize(), default="20g", show_default=True,
+@click.option("--max-image-size", type=ByteSize(), default="20g", show_default=True,
               help="Refuse an image load whose layers expand beyond this many bytes (e.g. 512m, 20g)")
 @click.option("--max-image-entries", type=click.IntRange(min=1), default=1_000_000, show_default=True,
               help="Refuse an image load with more tar entries than this (all layers)")
@@ -196,38 +255,3 @@ def daemon(listen: str, data_dir: Path, exec_root: Path, netns_prefix: str, bip:
                bip=bip, mtu=mtu, dns=list(dns), debug=debug,
                image_limits=(max_image_size, max_image_entries), manager_config=manager_config,
                metrics_addr=metrics_addr)
-
-
-cli.add_command(network.network)
-cli.add_command(configs.config)
-cli.add_command(configs.secret)
-cli.add_command(volume.volume)
-cli.add_command(volume.cp)
-cli.add_command(container.run)
-cli.add_command(container.ps)
-cli.add_command(container.exec_)
-cli.add_command(container.logs)
-cli.add_command(container.attach)
-cli.add_command(container.rm)
-cli.add_command(container.stop)
-cli.add_command(container.kill)
-cli.add_command(container.start)
-cli.add_command(container.container)
-for _cmd, _name in resources.COMMANDS:  # stats, top, pause, unpause, update
-    cli.add_command(_cmd, _name)
-cli.add_command(image.image)
-cli.add_command(image.images)
-cli.add_command(image.rm, "rmi")
-cli.add_command(labcmd.lab)
-cli.add_command(swarm_cli.swarm)
-cli.add_command(node_cli.node)
-cli.add_command(service_cli.service)
-# events, rename, wait, prune, system df/prune (shoal.cli.verbs)
-cli.add_command(verbs.events)
-cli.add_command(verbs.rename)
-cli.add_command(verbs.wait)
-cli.add_command(verbs.system)
-container.container.add_command(verbs.container_prune, "prune")
-container.container.add_command(verbs.rename, "rename")
-container.container.add_command(verbs.wait, "wait")
-image.image.add_command(verbs.image_prune, "prune")
