@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -21,7 +22,8 @@ from manager import gossip_keys, metrics
 from common.aiowait import wait_event
 from manager.ca.auth import Authorizer
 from manager.dispatcher_tasks import StatusBatcher, StatusRefused, stream_assignments
-from manager.nodes import NodeOps, State
+from manager.nodes import NodeOps, Role, State
+from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 from proto import swarm_pb2, swarm_pb2_grpc
 
@@ -89,6 +91,7 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self.sessions: dict[str, _Session] = {}
         self._grace: dict[str, float] = {}  # nodes known at leader start, not yet registered here
         self._checker: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self.heartbeats = 0
         self.limiter = RegistrationLimiter(clock)
         self.statuses = StatusBatcher(ops.raft.store, ops.raft.propose)  # task status from all sessions, batched
@@ -104,15 +107,20 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         self._grace = {n.id: deadline for n in self.ops.raft.store.view().list("node") if n.status.state != State.DOWN}
         self.refresh_down()
         self._checker = asyncio.create_task(self._check_loop(), name="dispatcher-check")
+        # the watch is made here, not in the task: a change committed before the task first runs is not missed
+        self._follower = asyncio.create_task(self._follow_store(self.ops.raft.store.watch({"node", "cluster"})),
+                                             name="dispatcher-nodes")
         self.statuses.start()
 
     async def stop(self) -> None:
         self.running = False
         await self.statuses.stop()
-        if self._checker is not None:
-            self._checker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checker
+        for task in (self._checker, self._follower):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._checker = self._follower = None
         for s in self.sessions.values():
             s.ended = True
             s.wake.set()
@@ -166,6 +174,28 @@ class Dispatcher(swarm_pb2_grpc.DispatcherServicer):
         for s in self.sessions.values():
             s.wake.set()
         return True
+
+    async def _follow_store(self, watch: Any) -> None:
+        """Wakes the sessions whose message a store change alters: a node's own session when its node changes (its
+        ingress attachment, role, availability, labels), every session when a manager changes (the managers list) or
+        the cluster does (heartbeat period, gossip keys). Without it such a change reached the agent only with the next
+        periodic message, up to half a heartbeat period later (2.5 s by default)."""
+        while self.running:
+            try:
+                async for ev in watch:
+                    obj = ev.object
+                    if ev.kind == "cluster" or obj.role == Role.MANAGER or obj.HasField("manager_status"):
+                        for s in self.sessions.values():
+                            s.wake.set()
+                    elif (s := self.sessions.get(obj.id)) is not None:
+                        s.wake.set()
+            except StoreError as e:  # the watch fell behind or a snapshot replaced the store: every session re-sends
+                log.info("dispatcher: node watch ended (%s)", e.message)
+                for s in self.sessions.values():
+                    s.wake.set()
+            finally:
+                watch.close()
+            watch = self.ops.raft.store.watch({"node", "cluster"})
 
     async def _rotate_gossip_keys(self) -> None:
         """The leader makes the gossip keys (and rotates them, three kept); sessions push them to the agents."""
