@@ -43,6 +43,7 @@ MAX_SPARES = 8  # spare shims a burst of prewarm() calls may ask for (each an id
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 
 START_DEADLINE = 30.0
+INIT_LAYER_FILES = ("etc/hosts", "etc/hostname", "etc/resolv.conf")  # the bind mounts every container gets
 # wait() sleeps on a pidfd of the container's process (then on the bundle's inotify watch and the shim's
 # pidfd); it looks at the files again this often all the same, so a change nothing announces (a bundle
 # removed under it, a pid recorded without its start time that now names another process) is seen as the
@@ -357,6 +358,8 @@ class RuncRuntime:
         self.runc = shutil.which(runc) or runc
         self._nofile = _nofile_limit()
         self.log_root = self.state_root.parent / "container-logs"
+        self.init_layer = self.state_root.parent / "init-layer"
+        self._init_layer_ready = False
         self._spares: list[tuple[int, int]] = []  # (shim pid, write end of its job pipe) of shims waiting for a job
         self._coming: set[asyncio.Task] = set()  # spares being started
         self._expected = 0  # starts announced by prewarm() and not made yet
@@ -452,7 +455,8 @@ class RuncRuntime:
         if not image or not os.path.isdir(image):
             # Never mount or copy from "" (cp -a /.): an `image` file a power cut emptied is rewritten by prepare.
             raise RuncError(f"container {container_id}: its image rootfs {image!r} is not a directory: prepare it again")
-        options = f"lowerdir={image},upperdir={d / 'upper'},workdir={d / 'work'}"
+        lower = f"{self.init_layer}:{image}" if self._ensure_init_layer() else image
+        options = f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}"
         if _mount_overlay(options, rootfs):  # mount(2) directly: no mount(8) process per start
             return
         code, out = await _run("mount", "-t", "overlay", "overlay", "-o", options, str(rootfs))
@@ -466,6 +470,29 @@ class RuncRuntime:
         if code != 0:
             raise RuncError(f"cannot create rootfs for container {container_id}: cp -a {image} failed: {out}")
         (d / "rootfs.copied").touch()
+
+    def _ensure_init_layer(self) -> bool:
+        """The read-only layer above every image (Docker's init layer, shared here: it only holds empty files): the
+        mount points of /etc/hosts, /etc/hostname and /etc/resolv.conf. Without it runc init made them at each start
+        in the container's writable layer, a copy-up of /etc and three new files on disk per container, which
+        `diff` then listed as the container's own changes. False (the image alone is the lower layer) when it cannot
+        be made."""
+        if self._init_layer_ready:
+            return True
+        try:
+            _mkdir(os.path.join(self.init_layer, "etc"))
+            for name in INIT_LAYER_FILES:
+                path = os.path.join(self.init_layer, name)
+                if not os.path.isfile(path) or os.path.islink(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)  # never anything else: only what this function made lives here
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+        except OSError as exc:
+            log.warning("cannot make the init layer %s (%s): runc makes the mount points in each container",
+                        self.init_layer, exc)
+            return False
+        self._init_layer_ready = True
+        return True
 
     async def _unmount(self, path: Path) -> None:
         if not os.path.ismount(path):
