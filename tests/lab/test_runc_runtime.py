@@ -568,3 +568,23 @@ def test_stdin_once_closes_the_containers_stdin_when_the_client_ends_it(
         return out, await rt.wait(cid)
 
     assert run(body()) == (b"QUIET WORDS\n", 0)
+
+
+def test_the_etc_mount_points_come_from_the_init_layer_not_the_containers_writable_layer(
+    rt: RuncRuntime, image: Path, netns: str, prefix: str, tmp_path: Path
+) -> None:
+    cid = f"{prefix}-initlayer"
+    files = {}
+    for name in ("hosts", "hostname", "resolv.conf"):
+        files[name] = tmp_path / name
+        files[name].write_text(f"{name} of the container\n")
+    mounts = [Mount(str(path), f"/etc/{name}") for name, path in files.items()]
+
+    async def body() -> tuple[int, bytes, bytes]:
+        await start(rt, cid, image, ["sleep", "3600"], netns, mounts)
+        return await exec_collect(rt, cid, ["cat", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"])
+
+    assert run(body()) == (0, b"hosts of the container\nhostname of the container\nresolv.conf of the container\n", b"")
+    assert sorted(p.name for p in (rt.state_root / cid / "upper").iterdir()) == []
+    assert sorted(str(p.relative_to(rt.init_layer)) for p in rt.init_layer.rglob("*")) == [
+        "etc", "etc/hostname", "etc/hosts", "etc/resolv.conf"]
