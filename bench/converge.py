@@ -28,7 +28,9 @@ SHOAL_TIMING=1: manager/timing.py logs each pipeline pass and its raft waits); -
 host's daemon.log there.
 The swarm systems create their service after --settle seconds (default 10) on the swarm just made, the same pause
 for both; bare has no daemons to settle.
+--rounds K: K creates of each N per system (bare: K labs), the median reported and every round printed.
 Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline] [--settle S]
+[--rounds K]
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import os
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -92,6 +95,7 @@ class Options:
     timeline: bool = False
     keep_logs: str = ""
     settle: float = SETTLE_S
+    rounds: int = 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -107,6 +111,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--settle", type=float, default=SETTLE_S, metavar="S",
                     help=f"seconds between the swarm and its overlay being made and the first create, the same for "
                          f"every system (default {SETTLE_S:g}; 0: create while the new swarm is still busy)")
+    ap.add_argument("--rounds", type=int, default=1, metavar="K",
+                    help="creates of each N per system (bare: K labs); the figure is their median, every round is "
+                         "printed too (this 2-core machine varies by +-20%% from run to run)")
     a = ap.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -122,8 +129,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ap.error(f"invalid --timeout {a.timeout:g}: must be positive")
     if not 0 <= a.settle <= 600:
         ap.error(f"invalid --settle {a.settle:g}: must be between 0 and 600 seconds")
+    if not 1 <= a.rounds <= 50:
+        ap.error(f"invalid --rounds {a.rounds}: must be between 1 and 50")
     return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs,
-                   a.settle)
+                   a.settle, a.rounds)
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -137,7 +146,8 @@ def ratio(value: float | None, base: float | None) -> float | None:
 class Result:
     """One system's figures: converge seconds by N, scale-to-0 seconds, VIP answered, why it stopped."""
 
-    converge: dict[int, float] = field(default_factory=dict)
+    converge: dict[int, float] = field(default_factory=dict)  # the median of the rounds
+    rounds: dict[int, list[float]] = field(default_factory=dict)  # every round's time, in the order run
     scale_to_zero: dict[int, float] = field(default_factory=dict)  # by the N scaled from
     vip: bool | None = None
     error: str = ""
@@ -176,6 +186,11 @@ def report(results: dict[str, Result], replicas: Sequence[int], notes: dict[str,
                      + ("  (Docker's VIP needs IPVS, absent here)" if "docker" in vips else ""))
     if any(res.scale_to_zero for res in results.values()):
         lines.append("scale ->0: Docker waits out the 10 s stop grace of httpd (PID 1 ignores SIGTERM)")
+    for name, res in results.items():
+        for n, times in res.rounds.items():
+            if len(times) > 1:
+                lines.append(f"{name} create N={n}: {len(times)} rounds " + " ".join(f"{t:.2f}" for t in times)
+                             + f" s, median {statistics.median(times):.2f} s")
     for name, res in results.items():
         if res.error:
             lines.append(f"{name}: incomplete: {res.error}")
@@ -550,19 +565,26 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
         time.sleep(opts.settle)
         biggest = max(opts.replicas)
         for n in opts.replicas:
-            at.step = f"create N={n}"
-            res.converge[n] = converge(system, n, opts.timeout, log, opts.timeline)
-            if res.vip is None:
-                at.step = "VIP check"
-                res.vip = vip_answers(system, log)
-                log(f"{system.name}: VIP http://{SERVICE}/ answered: {'yes' if res.vip else 'no'}")
-            if n == biggest:
-                at.step = f"scale {n}->0"
-                res.scale_to_zero[n] = scale_to_zero(system, opts.timeout, log)
-            at.step = f"service rm after N={n}"
-            remove_service(system, opts.timeout)
+            for r in range(opts.rounds):
+                at.step = f"create N={n}" + (f" (round {r + 1})" if opts.rounds > 1 else "")
+                record_round(res, n, converge(system, n, opts.timeout, log, opts.timeline))
+                if res.vip is None:
+                    at.step = "VIP check"
+                    res.vip = vip_answers(system, log)
+                    log(f"{system.name}: VIP http://{SERVICE}/ answered: {'yes' if res.vip else 'no'}")
+                if n == biggest and r == opts.rounds - 1:
+                    at.step = f"scale {n}->0"
+                    res.scale_to_zero[n] = scale_to_zero(system, opts.timeout, log)
+                at.step = f"service rm after N={n}"
+                remove_service(system, opts.timeout)
     res.error = at.error
     return res
+
+
+def record_round(res: Result, n: int, took: float) -> None:
+    """One more round of create N: kept in order, and the figure for N becomes the median so far."""
+    res.rounds.setdefault(n, []).append(took)
+    res.converge[n] = statistics.median(res.rounds[n])
 
 
 def timing_notes(lab: Lab, since: float, limit: int = 80) -> list[str]:
@@ -745,10 +767,13 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "bare":
                 res = Result()
                 for n in opts.replicas:
-                    one = measure_bare(n, opts.timeout, log)
-                    res.converge.update(one.converge)
-                    if one.error:
-                        res.error = one.error
+                    for _ in range(opts.rounds):
+                        one = measure_bare(n, opts.timeout, log)
+                        if one.error:
+                            res.error = one.error
+                            break
+                        record_round(res, n, one.converge[n])
+                    if res.error:
                         break
                 results["bare"] = res
             else:

@@ -79,6 +79,30 @@ def test_report_names_a_system_that_did_not_run_or_stopped() -> None:
     assert "docker  create N=100           n/a" in lines
 
 
+def test_parse_args_runs_one_round_unless_asked_and_refuses_zero_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert converge.parse_args([]).rounds == 1
+    assert converge.parse_args(["--rounds", "5"]).rounds == 5
+    with pytest.raises(SystemExit):
+        converge.parse_args(["--rounds", "0"])
+    assert "invalid --rounds 0" in capsys.readouterr().err
+
+
+def test_each_round_is_kept_in_order_and_the_figure_is_their_median() -> None:
+    res = converge.Result()
+    for took in (2.4, 1.9, 2.1, 3.0):
+        converge.record_round(res, 20, took)
+    assert (res.rounds[20], res.converge[20]) == ([2.4, 1.9, 2.1, 3.0], 2.25)
+
+
+def test_report_prints_every_round_and_the_median_when_there_were_several() -> None:
+    results = {"bare": converge.Result(converge={20: 1.0}, rounds={20: [1.0]}),
+               "shoal": converge.Result(converge={20: 2.1}, rounds={20: [2.4, 1.9, 2.1]})}
+    lines = converge.report(results, [20]).splitlines()
+    assert "shoal create N=20: 3 rounds 2.40 1.90 2.10 s, median 2.10 s" in lines
+    assert not any(line.startswith("bare create N=20:") for line in lines)
+    assert lines[-1] == "ratio converge N=20 shoal/bare = 2.10"
+
+
 def test_plan_endpoints_spreads_round_robin_with_addresses_and_macs_from_2_up() -> None:
     eps = converge.plan_endpoints(6, ["h1", "h2", "h3", "h4", "h5"])
     assert [(e.host, e.index, e.address, e.mac) for e in eps[:2]] == [
