@@ -31,29 +31,55 @@ _CONNTRACK = shutil.which("conntrack", path="/usr/sbin:/sbin:/usr/bin:/bin") or 
 _CONNTRACK_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lb-conntrack")
 
 
-def _delete_udp_flows(netns_path: str | None, vip: IPv4Address, backend: IPv4Address) -> None:
-    argv = [_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)]
+def flows_to_forget(listing: str, backends: frozenset[IPv4Address]) -> list[IPv4Address]:
+    """The backends among `backends` that a flow of `conntrack -L` output is answered by (its reply tuple's
+    source, the second src=), in order, each once."""
+    found: list[IPv4Address] = []
+    for line in listing.splitlines():
+        sources = [word[4:] for word in line.split() if word.startswith("src=")]
+        if len(sources) < 2:
+            continue
+        try:
+            backend = IPv4Address(sources[1])
+        except ValueError:
+            continue
+        if backend in backends and backend not in found:
+            found.append(backend)
+    return found
+
+
+def _delete_udp_flows(netns_path: str | None, vip: IPv4Address, backends: frozenset[IPv4Address]) -> None:
+    """Forgets the UDP flows to vip answered by one of backends: one listing of the VIP's flows, then a delete per
+    backend that has one (a service with no UDP client, the common case, costs one conntrack run per VIP)."""
     try:
         with contextlib.ExitStack() as stack:
             if netns_path is not None:
                 stack.enter_context(entered(netns_path))
-            # Exit status 1 only means that there was no such flow.
-            subprocess.run(argv, capture_output=True, timeout=10)
+            listing = subprocess.run([_CONNTRACK, "-L", "-p", "udp", "--orig-dst", str(vip)],
+                                     capture_output=True, text=True, timeout=10).stdout
+            for backend in flows_to_forget(listing, backends):
+                # Exit status 1 only means that the flow went meanwhile.
+                subprocess.run([_CONNTRACK, "-D", "-p", "udp", "--orig-dst", str(vip), "--reply-src", str(backend)],
+                               capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("conntrack in %s: %s", netns_path, exc)
 
 
 def _removed_backends(old: lbplan.LbTable, new: lbplan.LbTable,
-                      changes: Iterable[IPv4Address]) -> list[tuple[IPv4Address, IPv4Address]]:
-    """(VIP, backend) of every backend the change took away."""
-    gone: list[tuple[IPv4Address, IPv4Address]] = []
+                      changes: Iterable[IPv4Address]) -> dict[IPv4Address, frozenset[IPv4Address]]:
+    """VIP -> the backends the change took away from it, for the VIPs that still have a backend to move a flow to:
+    a VIP that goes, or is left with none, strands its flows whatever conntrack says (a service removed or scaled
+    to 0 would otherwise cost a conntrack run per task in every sandbox of the node)."""
+    gone: dict[IPv4Address, frozenset[IPv4Address]] = {}
     for vip in changes:
         before = old.slots.get(vip, ())
         after = new.slots.get(vip, ())
-        if not before or after[:len(before)] == before:  # kept every slot (a tuple compares by identity first)
+        if not before or not after or after[:len(before)] == before:  # kept every slot (tuples compare by identity first)
             continue
         kept = set(after)
-        gone += [(vip, ip) for ip in before if ip not in kept]
+        removed = frozenset(ip for ip in before if ip not in kept)
+        if removed:
+            gone[vip] = removed
     return gone
 
 
@@ -98,7 +124,7 @@ class SandboxLb:
         old, self.table = self.table, new
         self._forget_udp_flows(_removed_backends(old, new, changes))
 
-    def _forget_udp_flows(self, gone: list[tuple[IPv4Address, IPv4Address]]) -> None:
+    def _forget_udp_flows(self, gone: dict[IPv4Address, frozenset[IPv4Address]]) -> None:
         # A UDP flow's conntrack entry lives as long as packets keep coming, so a client sending
         # from one port would stay on a removed backend for ever (kube-proxy clears them too).
         # TCP needs nothing: the backend's end answers RST or goes silent, and the client
@@ -106,8 +132,8 @@ class SandboxLb:
         # avoid the backend): a conntrack process costs milliseconds, tens under load, which the
         # change itself must not pay.
         self._pending = [f for f in self._pending if not f.done()]
-        for vip, backend in gone:
-            self._pending.append(_CONNTRACK_WORKER.submit(_delete_udp_flows, self.nft.netns_path, vip, backend))
+        for vip, backends in gone.items():
+            self._pending.append(_CONNTRACK_WORKER.submit(_delete_udp_flows, self.nft.netns_path, vip, backends))
 
     def settle(self) -> None:
         """Wait until the UDP flows of removed backends are forgotten (tests and the benchmark)."""
@@ -141,7 +167,12 @@ class SandboxLb:
         except NftError as exc:  # the namespace may be gone already
             log.debug("shoal_lb: %s", exc)
         self.table = None
-        self.settle()
+        # Its flows go with the namespace: the conntrack runs still queued are dropped, not waited for. Waiting here
+        # (under the load balancer's lock, on the one conntrack worker every namespace shares) held every other
+        # sandbox's set-up for minutes after a 100-task service was removed.
+        for future in self._pending:
+            future.cancel()
+        self._pending = []
         self.nft.close()
 
     def _write_full(self, table: lbplan.LbTable) -> None:
