@@ -92,6 +92,8 @@ class OverlayDataPlane:
             if net is None:
                 net = self._create(spec)
             net.joining += 1
+            # before the veth is up: a stale remote claim on this address must not take the new endpoint's traffic
+            self._apply(spec.network_id, self._table(spec.network_id).add_local(endpoint.address.ip, endpoint.mac))
         if not endpoint.host_ifname:
             endpoint.host_ifname = host_ifname_for(endpoint.endpoint_id)
         try:
@@ -100,6 +102,7 @@ class OverlayDataPlane:
         except Exception:
             with self.lock:
                 net.joining -= 1
+                self._apply(spec.network_id, self._table(spec.network_id).remove_local(endpoint.address.ip, endpoint.mac))
                 if not net.endpoints and not net.joining and self.networks.get(spec.network_id) is net:
                     self._destroy(net)
             raise
@@ -121,8 +124,12 @@ class OverlayDataPlane:
         finally:
             with self.lock:
                 net.joining -= 1
+                back = (self._table(network_id).remove_local(endpoint.address.ip, endpoint.mac)
+                        if endpoint is not None else None)
                 if not net.endpoints and not net.joining and self.networks.get(network_id) is net:
                     self._destroy(net)
+                elif back:
+                    self._apply(network_id, back)  # a remote claim the endpoint shadowed is programmed again
 
     @_locked
     def local_endpoints(self) -> list[tuple[str, LocalEndpoint]]:

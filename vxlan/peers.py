@@ -6,6 +6,11 @@ a gossip bulk sync and an update); it reaches the kernel on its first reference 
 last. Two live peers may claim one IP or one MAC (an endpoint that moved: the new entry arrives
 before the old one is deleted): the most recently added claim is the one programmed, and when it
 goes the previous claim is programmed again, so the kernel never loses a live entry.
+
+A local endpoint shadows every remote claim of its IP and MAC on its own node: the managers gave it that address, so
+a remote claim is a stale one (a node slow to withdraw a removed task, a dead node's suspended entries) and, programmed,
+it would take the local container's traffic into the tunnel (the VXLAN device answers ARP for it and the bridge learns
+its MAC on the tunnel port). The claim is kept and programmed again if the local endpoint goes first.
 """
 from __future__ import annotations
 
@@ -42,6 +47,8 @@ class PeerTable:
         self.counts: dict[OverlayPeer, int] = {}
         self._by_ip: dict[IPv4Address, list[OverlayPeer]] = {}
         self._by_mac: dict[str, list[OverlayPeer]] = {}
+        self._local_ips: dict[IPv4Address, int] = {}  # local endpoints' addresses (a count: two may briefly share)
+        self._local_macs: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -106,32 +113,72 @@ class PeerTable:
         """Everything the kernel should hold now (all as writes): programming a fresh namespace."""
         changes = Changes()
         for ip, claims in self._by_ip.items():
-            changes.neigh[ip] = claims[-1].mac
+            if ip not in self._local_ips:
+                changes.neigh[ip] = claims[-1].mac
         for mac, claims in self._by_mac.items():
-            changes.fdb[mac] = claims[-1].vtep
+            if mac not in self._local_macs:
+                changes.fdb[mac] = claims[-1].vtep
+        return changes
+
+    def add_local(self, ip: IPv4Address, mac: str) -> Changes:
+        """A local endpoint takes ip and mac: the remote claims on them leave the kernel (they stay in the table)."""
+        mac = mac.lower()
+        changes = Changes()
+        self._local_ips[ip] = self._local_ips.get(ip, 0) + 1
+        self._local_macs[mac] = self._local_macs.get(mac, 0) + 1
+        if ip in self._by_ip:
+            changes.neigh[ip] = None
+        if mac in self._by_mac:
+            changes.fdb[mac] = None
+        return changes
+
+    def remove_local(self, ip: IPv4Address, mac: str) -> Changes:
+        """The local endpoint went: a remote claim on its ip or mac is programmed again."""
+        mac = mac.lower()
+        changes = Changes()
+        if _drop_local(self._local_ips, ip) and ip in self._by_ip:
+            changes.neigh[ip] = self._by_ip[ip][-1].mac
+        if _drop_local(self._local_macs, mac) and mac in self._by_mac:
+            changes.fdb[mac] = self._by_mac[mac][-1].vtep
         return changes
 
     # ---- claims -----------------------------------------------------------------------
     def _claim(self, peer: OverlayPeer, changes: Changes) -> None:
         self._by_ip.setdefault(peer.ip, []).append(peer)
         self._by_mac.setdefault(peer.mac, []).append(peer)
-        changes.neigh[peer.ip] = peer.mac
-        changes.fdb[peer.mac] = peer.vtep
+        if peer.ip not in self._local_ips:
+            changes.neigh[peer.ip] = peer.mac
+        if peer.mac not in self._local_macs:
+            changes.fdb[peer.mac] = peer.vtep
 
     def _release(self, peer: OverlayPeer, changes: Changes) -> None:
-        _drop_claim(self._by_ip, peer.ip, peer, changes.neigh, lambda p: p.mac)
-        _drop_claim(self._by_mac, peer.mac, peer, changes.fdb, lambda p: p.vtep)
+        _drop_claim(self._by_ip, peer.ip, peer, changes.neigh, lambda p: p.mac, peer.ip in self._local_ips)
+        _drop_claim(self._by_mac, peer.mac, peer, changes.fdb, lambda p: p.vtep, peer.mac in self._local_macs)
 
 
-def _drop_claim(index: dict, key, peer: OverlayPeer, out: dict, value) -> None:
+def _drop_claim(index: dict, key, peer: OverlayPeer, out: dict, value, shadowed: bool) -> None:
     claims = index[key]
     was_winner = claims[-1] == peer
     claims.remove(peer)
+    if shadowed:  # a local endpoint holds the key: the kernel has no remote entry for it either way
+        if not claims:
+            del index[key]
+        return
     if not claims:
         del index[key]
         out[key] = None
     elif was_winner:
         out[key] = value(claims[-1])
+
+
+def _drop_local(counts: dict, key) -> bool:
+    """One local holder of key fewer; True when it was the last."""
+    held = counts.get(key, 0)
+    if held <= 1:
+        counts.pop(key, None)
+        return held == 1
+    counts[key] = held - 1
+    return False
 
 
 def normalized(peer: OverlayPeer) -> OverlayPeer:

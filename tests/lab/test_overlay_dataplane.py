@@ -261,3 +261,22 @@ def test_the_overlay_interfaces_have_the_derived_mtu(overlay):
     out = overlay.exec_in(c1(overlay), "ip", "-o", "link", "show", "eth0").stdout
     assert " mtu 1450 " in out
     assert overlay.plane("h1").mtu(NET_ID) == 1450
+
+
+def test_a_stale_remote_claim_on_a_new_local_endpoints_address_does_not_cut_it_off_from_its_neighbours(overlay):
+    h2 = overlay.plane("h2")
+    reused = I("10.0.9.30/24")
+    mac = "02:42:0a:00:09:1e"
+    stale = OverlayPeer(reused.ip, mac, A("192.168.200.13"))  # the address was h3's before: not withdrawn yet
+    h2.add_peers(NET_ID, [stale])
+    names = h2.networks[NET_ID].names
+    h2.join(spec(DATA_H2), LocalEndpoint("ep-reused", overlay.sandbox("h2", "creused"), "eth0", reused, mac))
+    try:
+        assert str(reused.ip) not in kernel.kernel_peers(names)[0]
+        assert overlay.exec_in(f"{overlay.prefix('h2')}c2", "ping", "-c1", "-W2", str(reused.ip)).returncode == 0
+    finally:
+        h2.leave(NET_ID, "ep-reused")
+    # the endpoint gone, the remote claim is the address's only holder again
+    assert kernel.kernel_peers(names)[0][str(reused.ip)] == mac
+    h2.remove_peers(NET_ID, [stale])
+    assert str(reused.ip) not in kernel.kernel_peers(names)[0]

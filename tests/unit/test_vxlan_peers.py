@@ -135,3 +135,35 @@ def test_learning_the_local_vtep_drops_peers_behind_it():
     changes = table.set_local_vtep(LOCAL)
     assert changes.neigh == {A("10.0.9.4"): None}
     assert table.peers() == [peer(3)]
+
+
+def test_a_local_endpoint_takes_its_address_and_mac_out_of_the_kernels_remote_entries():
+    table = PeerTable(LOCAL)
+    table.add([peer(3, vtep="192.168.200.14")])  # a stale claim: the address was on h4 before
+    changes = table.add_local(A("10.0.9.3"), "02:42:0A:00:09:03")
+    assert (changes.neigh, changes.fdb) == ({A("10.0.9.3"): None}, {"02:42:0a:00:09:03": None})
+    assert len(table) == 1  # the claim is kept
+
+
+def test_a_remote_claim_arriving_while_a_local_endpoint_holds_the_address_is_not_programmed():
+    table = PeerTable(LOCAL)
+    table.add_local(A("10.0.9.3"), "02:42:0a:00:09:03")
+    assert not table.add([peer(3, vtep="192.168.200.14")])
+    assert not table.entries()
+    assert not table.remove([peer(3, vtep="192.168.200.14")])
+
+
+def test_the_shadowed_claim_is_programmed_again_when_the_local_endpoint_goes():
+    table = PeerTable(LOCAL)
+    table.add_local(A("10.0.9.3"), "02:42:0a:00:09:03")
+    table.add([peer(3, vtep="192.168.200.14")])
+    changes = table.remove_local(A("10.0.9.3"), "02:42:0a:00:09:03")
+    assert (changes.neigh, changes.fdb) == ({A("10.0.9.3"): "02:42:0a:00:09:03"},
+                                           {"02:42:0a:00:09:03": A("192.168.200.14")})
+
+
+def test_a_local_endpoint_going_with_no_remote_claim_changes_nothing():
+    table = PeerTable(LOCAL)
+    table.add_local(A("10.0.9.3"), "02:42:0a:00:09:03")
+    assert not table.remove_local(A("10.0.9.3"), "02:42:0a:00:09:03")
+    assert not table.remove_local(A("10.0.9.3"), "02:42:0a:00:09:03")  # a second leave of the same: nothing
