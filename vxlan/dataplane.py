@@ -101,10 +101,7 @@ class OverlayDataPlane:
                           endpoint.mac, net.mtu)
         except Exception:
             with self.lock:
-                net.joining -= 1
-                self._apply(spec.network_id, self._table(spec.network_id).remove_local(endpoint.address.ip, endpoint.mac))
-                if not net.endpoints and not net.joining and self.networks.get(spec.network_id) is net:
-                    self._destroy(net)
+                self._let_go(net, endpoint)
             raise
         with self.lock:
             net.joining -= 1
@@ -123,13 +120,18 @@ class OverlayDataPlane:
                 kernel.detach(net.names, endpoint.host_ifname)
         finally:
             with self.lock:
-                net.joining -= 1
-                back = (self._table(network_id).remove_local(endpoint.address.ip, endpoint.mac)
-                        if endpoint is not None else None)
-                if not net.endpoints and not net.joining and self.networks.get(network_id) is net:
-                    self._destroy(net)
-                elif back:
-                    self._apply(network_id, back)  # a remote claim the endpoint shadowed is programmed again
+                self._let_go(net, endpoint)
+
+    def _let_go(self, net: _Network, endpoint: LocalEndpoint | None) -> None:
+        """Under the lock, after an endpoint's veth went (or never came): the network is released, and goes with its
+        last endpoint; otherwise a remote claim the endpoint shadowed is programmed again."""
+        network_id = net.spec.network_id
+        net.joining -= 1
+        back = self._table(network_id).remove_local(endpoint.address.ip, endpoint.mac) if endpoint is not None else None
+        if not net.endpoints and not net.joining and self.networks.get(network_id) is net:
+            self._destroy(net)
+        elif back:
+            self._apply(network_id, back)
 
     @_locked
     def local_endpoints(self) -> list[tuple[str, LocalEndpoint]]:
