@@ -4,6 +4,8 @@ from routes_networks.py; the operations are manager/controlapi_networks.py's, al
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from common.errdefs import Conflict, InvalidParameter, NotFound, ShoalError, Unavailable
@@ -12,6 +14,8 @@ from manager.controlapi_networks import lookup_network
 from proto import objects_pb2 as pb
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+LEADER_WAIT_S = 1.0  # a manager that does not know the leader this instant waits this long before reading its own copy
+_LEADER_POLL_S = 0.02
 _GRPC_NAMES = {"INVALID_ARGUMENT": "InvalidArgument", "NOT_FOUND": "NotFound", "ALREADY_EXISTS": "AlreadyExists",
                "PERMISSION_DENIED": "PermissionDenied", "FAILED_PRECONDITION": "FailedPrecondition",
                "UNAVAILABLE": "Unavailable", "INTERNAL": "Internal", "UNIMPLEMENTED": "Unimplemented"}
@@ -96,7 +100,7 @@ async def find(engine: Any, ref: str) -> pb.Network | None:
     if ops is None:
         return None
     try:
-        if not _has_leader(ops):
+        if not await _leader_known(ops):
             raise Unavailable("no raft leader elected")
         return await ops.get(ref)
     except NotFound:
@@ -111,6 +115,18 @@ async def find(engine: Any, ref: str) -> pb.Network | None:
 def _has_leader(ops: Any) -> bool:
     """A leader is known: a linearizable read can be answered (else it would wait for the proposal timeout)."""
     return bool(ops.raft.is_leader or ops.raft.leader_addr())
+
+
+async def _leader_known(ops: Any, wait_s: float = LEADER_WAIT_S) -> bool:
+    """Whether a leader is known, waiting up to wait_s for one. A manager that has just joined (or heard no leader
+    for a moment) answered from its own copy of the store at once, which may not hold a network another manager
+    has just created: `network inspect` right after a create on another manager said "not found" (1 run in 7-15)."""
+    deadline = time.monotonic() + wait_s
+    while not _has_leader(ops):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(_LEADER_POLL_S)
+    return True
 
 
 async def remove(engine: Any, n: pb.Network) -> None:
@@ -128,7 +144,7 @@ async def listed(engine: Any, filters: dict[str, list[str]], local_ids: set[str]
     if ops is None:
         return []
     try:
-        if not _has_leader(ops):
+        if not await _leader_known(ops):
             raise Unavailable("no raft leader elected")
         networks = await ops.list()
     except Unavailable:  # no quorum: list from this manager's copy rather than fail the local networks too
