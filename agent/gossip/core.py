@@ -163,6 +163,9 @@ class GossipCore:
         self._reap_armed = False
         # a delegate without pending_broadcasts (an older user layer) keeps the gossip timer always armed
         self._delegate_pending = getattr(delegate, "pending_broadcasts", None) if delegate is not None else None
+        # a delegate with get_broadcasts_for(member, overhead, limit) is told whom a packet goes to (when known),
+        # so that it never spends an event's transmissions on a member that already has it
+        self._delegate_for = getattr(delegate, "get_broadcasts_for", None) if delegate is not None else None
         self.decode = wire.decode   # the simulator swaps in a cached one (thousands of cores, the same bytes)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -300,7 +303,7 @@ class GossipCore:
         node = self.nodes.get(name)
         if node is None or node.state in (MemberState.DEAD, MemberState.LEFT) or name == self.name:
             return False
-        self._send(node.addr, node.port, [wire.encode(wire.User(data))])
+        self._send(node.addr, node.port, [wire.encode(wire.User(data))], to=name)
         return True
 
     def update_meta(self) -> None:
@@ -373,8 +376,8 @@ class GossipCore:
         self._gossip_armed = True
         self._at(self._gossip_slot, "gossip")
         for node in targets:
-            if not self._send(node.addr, node.port, [], require_payload=True):
-                return
+            # a target with nothing new for it (it got every queued event already) does not end the round
+            self._send(node.addr, node.port, [], require_payload=True, to=node.name)
 
     def _on_push_pull(self, _: object) -> None:
         n = self.num_members()
@@ -434,7 +437,7 @@ class GossipCore:
         for helper in helpers:
             self.counters["indirect_probes"] += 1
             msg = wire.IndirectPing(seq, target.name, target.addr, target.port, nack, self.name, self.addr, self.port)
-            self._send(helper.addr, helper.port, [wire.encode(msg)])
+            self._send(helper.addr, helper.port, [wire.encode(msg)], to=helper.name)
         h.expected_nacks = len(helpers) if nack else 0
 
     def _on_probe_deadline(self, seq: int) -> None:
@@ -540,7 +543,7 @@ class GossipCore:
             # Lifeguard's buddy system: tell a suspect at once so it can refute; first, so that the refutation
             # is queued before the ack is built and rides on it
             parts.insert(0, wire.encode(wire.Suspect(node.incarnation, node.name, self.name)))
-        self._send(node.addr, node.port, parts)
+        self._send(node.addr, node.port, parts, to=node.name)
         self._at(self.now + self.config.probe_timeout, "ack_timeout", seq)
         self._at(self.now + interval, "probe_deadline", seq)
 
@@ -554,7 +557,8 @@ class GossipCore:
                 if msg.target and msg.target != self.name:
                     self.counters["misdirected_pings"] += 1
                     return
-                self._send(packet_from[0], packet_from[1], [wire.encode(wire.Ack(msg.seq))])
+                self._send(packet_from[0], packet_from[1], [wire.encode(wire.Ack(msg.seq))],
+                           to=self._name_at(msg.source, packet_from))
             case wire.IndirectPing() if not _is_ip(msg.target_addr):
                 self.counters["bad_addresses"] += 1
             case wire.IndirectPing():
@@ -562,7 +566,8 @@ class GossipCore:
                 self._acks[seq] = _AckHandler("relay", msg.target, self.now, origin=packet_from,
                                               origin_seq=msg.seq, want_nack=msg.nack)
                 ping = wire.Ping(seq, msg.target, self.name, self.addr, self.port)
-                self._send(msg.target_addr, msg.target_port, [wire.encode(ping)])
+                self._send(msg.target_addr, msg.target_port, [wire.encode(ping)],
+                           to=self._name_at(msg.target, (msg.target_addr, msg.target_port)))
                 self._at(self.now + self.config.probe_timeout, "relay_timeout", seq)
             case wire.Ack():
                 h = self._acks.get(msg.seq)
@@ -766,15 +771,20 @@ class GossipCore:
 
     # --- sending -----------------------------------------------------------------------------------------
 
-    def _send(self, addr: str, port: int, parts: list[bytes], require_payload: bool = False) -> bool:
-        """One packet: the given messages plus as many piggybacked broadcasts as fit in udp_buffer_size."""
+    def _send(self, addr: str, port: int, parts: list[bytes], require_payload: bool = False,
+              to: str | None = None) -> bool:
+        """One packet: the given messages plus as many piggybacked broadcasts as fit in udp_buffer_size; to: the
+        member it goes to, when known (the delegate then leaves out what that member already got from us)."""
         overhead = wire.COMPOUND_OVERHEAD
         room = self.config.udp_buffer_size - wire.PACKET_OVERHEAD - sum(len(p) + overhead for p in parts)
         extra = self.broadcasts.get(overhead, room)
         room -= sum(len(b) + overhead for b in extra)
         if self.delegate is not None and room > overhead + 3:
             try:
-                user = self.delegate.get_broadcasts(overhead + 3, room)
+                if to is not None and self._delegate_for is not None:
+                    user = self._delegate_for(to, overhead + 3, room)
+                else:
+                    user = self.delegate.get_broadcasts(overhead + 3, room)
             except Exception:
                 log.exception("gossip delegate get_broadcasts failed")
                 self.counters["delegate_errors"] += 1
@@ -800,6 +810,11 @@ class GossipCore:
             self._arm_gossip()
 
     # --- helpers -----------------------------------------------------------------------------------------
+
+    def _name_at(self, name: str, addr: Addr) -> str | None:
+        """name, if it is the member we know at addr (a packet's claim of its source is not trusted further)."""
+        node = self.nodes.get(name)
+        return name if node is not None and (node.addr, node.port) == (addr[0], addr[1]) else None
 
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF

@@ -349,6 +349,14 @@ class NetworkDB:
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         return self._bq.take(overhead, limit, len(self.nodes) + 1)
 
+    def get_broadcasts_for(self, member: str, overhead: int, limit: int) -> list[bytes]:
+        """The network events member has not had from us yet: each goes to every live member once (up to the
+        retransmit limit), however many packets one member gets meanwhile."""
+        if not self._bq:
+            return []
+        live = sum(1 for n in self.nodes.values() if n.failed_at is None)
+        return self._bq.take(overhead, limit, len(self.nodes) + 1, to=member, live_others=live)
+
     def local_state(self, join: bool) -> bytes:
         p = w.PushPull(node_name=self.name, network_clock=self.network_clock.value, table_clock=self.table_clock.value)
         for node, nets in sorted(self.attachments.items()):
