@@ -60,6 +60,9 @@ class NetDBConfig:
     # a node that joins a network pulls again from another peer at these delays: entries its peers wrote while the
     # join spread (or a sync lost on the way) arrive in seconds, not at the next periodic sync
     join_repull_s: tuple[float, ...] = (1.0, 3.0)
+    # a member that hears of a join sends the newcomer its own entries written this recently (the whole table only
+    # by a draw): such an entry may have gone out before the join was heard, to the members known then only
+    recent_write_s: float = 2.0
 
 
 class LamportClock:
@@ -176,6 +179,7 @@ class NetworkDB:
                                          "in_sync": 0}
         self._bq = BroadcastQueue(self.config.retransmit_mult)  # network events, piggybacked by the core
         self._nq: dict[str, BroadcastQueue] = {}  # network id -> its table events
+        self._recent_writes: dict[str, dict[tuple[str, str], float]] = {}  # network id -> our writes -> when
         self._rr: dict[str, list[str]] = {}  # network id -> peers still to gossip to in this round-robin pass
         self._watchers: dict[str, list[WatchCallback]] = {}
         self._assemblies: dict[tuple[str, str, int], _Assembly] = {}
@@ -273,6 +277,7 @@ class NetworkDB:
             if not e.deleting:
                 self._notify(DELETE, table, network_id, key, e.value)
         self._nq.pop(network_id, None)
+        self._recent_writes.pop(network_id, None)
 
     # ------------------------------------------------------------------ this node's entries
     def _own_write(self, table: str, network_id: str, key: str, value: bytes) -> dict[tuple[str, str], _Entry]:
@@ -539,6 +544,34 @@ class NetworkDB:
                           table_name=table, key=key, value=value)
         self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key),
                                                                                  w.frame_event(ev.SerializeToString()))
+        if owner == self.name:
+            recent = self._recent_writes.setdefault(nid, {})
+            recent.pop((table, key), None)  # re-inserted last: the dict stays in write order
+            recent[(table, key)] = self.now
+            self._forget_old_writes(nid)
+
+    def _forget_old_writes(self, nid: str) -> None:
+        recent = self._recent_writes.get(nid, {})
+        horizon = self.now - self.config.recent_write_s
+        for k in [k for k, t in recent.items() if t < horizon]:  # oldest first: stops being long once trimmed
+            del recent[k]
+
+    def _send_recent_writes(self, node: str, nid: str) -> None:
+        """Our own entries of nid written within recent_write_s, to node as table events (not a bulk sync: they
+        add to what node holds of ours, they do not replace it)."""
+        self._forget_old_writes(nid)
+        ents = self.entries.get(nid, {})
+        q = BroadcastQueue(mult=1)  # each event once
+        for k in self._recent_writes.get(nid, {}):
+            e = ents.get(k)
+            if e is None or e.owner != self.name:
+                continue
+            ev = w.TableEvent(type=w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE,  # type: ignore[arg-type]
+                              ltime=e.ltime, node_name=self.name, network_id=nid, table_name=k[0], key=k[1],
+                              value=e.value)
+            q.queue(k, w.frame_event(ev.SerializeToString()))
+        while (data := self._pack_events(q, 2)) is not None:
+            self.outbox.append((node, data))
 
     def _gossip_round(self) -> None:
         for nid in self.networks():
@@ -656,10 +689,13 @@ class NetworkDB:
 
     def _maybe_push_state(self, node: str, nid: str) -> None:
         """node is new on nid: it learns the entries without waiting for a period; in a big network only ~fanout
-        of the members send theirs (any one has them all), not every member at once."""
+        of the members send theirs (any one has them all), not every member at once; the others send their
+        recent writes, which may have gone out before they heard of node (it would wait for a pull otherwise)."""
         n = len(self.peers(nid))
         if n <= self.config.gossip_fanout or self.rng.random() < self.config.gossip_fanout / n:
             self._sync_to(node, nid, reply_wanted=False)
+        else:
+            self._send_recent_writes(node, nid)
 
     def network_nodes_of(self, node: str) -> list[str]:
         """The networks node is attached to, as far as this node knows."""

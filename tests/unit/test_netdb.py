@@ -3,6 +3,7 @@ convergence, Lamport clocks, tombstones, network scoping, partitions, flaps, res
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -635,3 +636,60 @@ def test_the_names_found_valid_are_remembered_within_a_bound() -> None:
                                                             network_id=N, table_name="t", key="bad\nkey")])
     db.notify_msg(w.encode(bad))
     assert db.counters["invalid"] == 1
+
+
+def _sent_to(db: NetworkDB, node: str) -> tuple[set[str], set[str]]:
+    """Keys of the entries db sent node: (in bulk syncs, in table events)."""
+    synced, evented = set(), set()
+    for to, data in db.take_outgoing():
+        if to != node:
+            continue
+        m = w.decode_message(data)
+        if m.WhichOneof("body") == "bulk_sync":
+            synced |= {e.key for e in m.bulk_sync.entries}
+        elif m.WhichOneof("body") == "table_events":
+            evented |= {e.key for e in m.table_events.events}
+    return synced, evented
+
+
+def _member_of_eight(seed: int) -> NetworkDB:
+    """a on N with seven other members, holding an entry of its own written at t=10 and one of m0's."""
+    db = NetworkDB("a", random.Random(seed))
+    for i in range(7):
+        db.notify_join(member(f"m{i}"))
+        db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=i + 1, node_name=f"m{i}", network_id=N)))
+    db.join_network(N)
+    db.tick(10.0)
+    db.create_entry("t", N, "a-1", b"mine")
+    db.notify_msg(w.encode(w.TableEvents(from_node="m0", events=[w.TableEvent(
+        type=w.TableEvent.CREATE, ltime=1, node_name="m0", network_id=N, table_name="t", key="m0-1", value=b"x")])))
+    db.take_outgoing()
+    return db
+
+
+def _hears_of_a_join_at(db: NetworkDB, now: float) -> None:
+    db.tick(now)
+    db.notify_join(member("new"))
+    db.notify_msg(w.encode(w.NetworkEvent(type=w.NetworkEvent.JOIN, ltime=99, node_name="new", network_id=N)))
+
+
+def test_a_member_that_hears_of_a_join_sends_the_newcomer_its_recent_writes_or_the_whole_table() -> None:
+    # Eight members: the whole table goes to a newcomer only from ~fanout of them (a draw of 3/8 each); every other
+    # one sends what it wrote lately, which may have gone out before it heard of the join (to the members it knew).
+    outcomes = set()
+    for seed in range(20):
+        db = _member_of_eight(seed)
+        _hears_of_a_join_at(db, 10.5)
+        synced, evented = _sent_to(db, "new")
+        outcomes.add((frozenset(synced), frozenset(evented)))
+    assert outcomes == {(frozenset({"a-1", "m0-1"}), frozenset()), (frozenset(), frozenset({"a-1"}))}
+
+
+def test_a_member_that_wrote_nothing_lately_sends_a_newcomer_nothing_unless_drawn() -> None:
+    outcomes = set()
+    for seed in range(20):
+        db = _member_of_eight(seed)
+        _hears_of_a_join_at(db, 10.0 + NetDBConfig().recent_write_s + 0.1)
+        synced, evented = _sent_to(db, "new")
+        outcomes.add((frozenset(synced), frozenset(evented)))
+    assert outcomes == {(frozenset({"a-1", "m0-1"}), frozenset()), (frozenset(), frozenset())}
