@@ -1,18 +1,24 @@
 """Durable JSON state of the local engine: networks, address pools, containers, daemon id.
 
 Writes go through common.fsutil.write_atomic (temp file, fsync, rename, fsync dir), so a SIGKILL
-leaves the old or the new record. A record that cannot be read is moved aside and reported
+leaves the old or the new record. Every record write is made by one writer thread, in the order
+asked (save waits for it, save_async lets the event loop go on meanwhile): a file creation and
+fsync here take milliseconds under load, and the starts of a node's tasks used to queue behind
+each other's on the event loop. A record that cannot be read is moved aside and reported
 (`warnings`), never fatal for the rest. Used by shoal.engine.engine and agent.network.controller.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +45,8 @@ class StateDir:
         for sub in KINDS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.remove_stale_temps()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="state-writer")
+        self._writer_thread: int | None = None
 
     def remove_stale_temps(self) -> int:
         """Temp files a crash left behind (ours only); returns how many were removed."""
@@ -71,17 +79,39 @@ class StateDir:
         its deep copy: ~30 us instead of ~250 us for a container record). Compact JSON, as runc's
         config.json and moby's config.v2.json: the C encoder (an indent would take the Python one).
         Raises OSError (ENOSPC...) with the old record, if any, left intact."""
+        write = self._write_job(kind, object_id, data)
+        if threading.get_ident() == self._writer_thread:
+            write()
+        else:
+            self._writer.submit(write).result()
+
+    async def save_async(self, kind: str, object_id: str, data: dict[str, Any] | Any) -> None:
+        """save, the event loop free while the writer thread writes: the record is encoded now (what
+        data holds at the call), written after every save asked before it. Raises what save raises."""
+        await asyncio.wrap_future(self._writer.submit(self._write_job(kind, object_id, data)))
+
+    def _write_job(self, kind: str, object_id: str, data: dict[str, Any] | Any) -> Callable[[], None]:
         path = self.path(kind, object_id)
-        # A new record is made durable whole (file and directory). A container or IPAM record that
-        # replaces one on disk skips the directory fsync (moby's AtomicWriteFile does the same for
-        # config.v2.json): after a power cut the old or the new record is there, each whole, and
-        # the restart reconciles either (no container survives a power cut; IPAM is rebuilt from
-        # live endpoints). A kill -9 leaves the new one in both cases.
-        sync: Sync = "file" if kind in _REPLACE_WITHOUT_DIR_SYNC and path.exists() else "all"
-        write_atomic(path, json.dumps(data, default=_record_fields).encode(), sync=sync)
+        payload = json.dumps(data, default=_record_fields).encode()
+
+        def write() -> None:
+            self._writer_thread = threading.get_ident()
+            # A new record is made durable whole (file and directory). A container or IPAM record that
+            # replaces one on disk skips the directory fsync (moby's AtomicWriteFile does the same for
+            # config.v2.json): after a power cut the old or the new record is there, each whole, and
+            # the restart reconciles either (no container survives a power cut; IPAM is rebuilt from
+            # live endpoints). A kill -9 leaves the new one in both cases.
+            sync: Sync = "file" if kind in _REPLACE_WITHOUT_DIR_SYNC and path.exists() else "all"
+            write_atomic(path, payload, sync=sync)
+        return write
 
     def delete(self, kind: str, object_id: str) -> None:
-        self.path(kind, object_id).unlink(missing_ok=True)
+        """Through the writer, as save: a write of the record asked before is not made after it."""
+        path = self.path(kind, object_id)
+        if threading.get_ident() == self._writer_thread:
+            path.unlink(missing_ok=True)
+        else:
+            self._writer.submit(path.unlink, missing_ok=True).result()
 
     def load_all(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every readable record of `kind` as a JSON object; the others are quarantined."""
