@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from agent.gossip import netdb_wire as w
 from agent.gossip.delegate import Member, MemberState
-from agent.gossip.netdb_queue import BroadcastQueue
+from agent.gossip.netdb_queue import BroadcastQueue, retransmit_limit
 from common.errdefs import Conflict, InvalidParameter, NotFound
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CREATE, UPDATE, DELETE = "create", "update", "delete"
 WatchCallback = Callable[[str, str, str, bytes], None]  # (event, network_id, key, value)
 REAP_SCAN_S = 1.0
+OWN_WRITE_GAP_S = 0.05  # own writes go out at once, but at most one extra gossip round per this many seconds
 MAX_ASSEMBLIES = 256  # multi-part bulk syncs being received at once
 EVENT_OVERHEAD = 4  # a repeated-field tag and length per table event in a packed message
 
@@ -188,6 +189,7 @@ class NetworkDB:
         self._reaped: dict[str, float] = {}  # nodes reaped as dead -> when; their entries are refused until they return
         self._held: frozenset[str] = frozenset()  # nodes the managers hold DOWN (hold()): their entries suspended
         self._next_gossip = 0.0
+        self._last_gossip = -math.inf
         self._deflate_ratio = 3.0  # raw / deflated size of the last packed messages: how many events to try first
         self._next_reap = 0.0  # math.inf while nothing can be reaped (an input re-arms the scan)
         self._next_bulk = self.config.bulk_sync_interval_s
@@ -487,6 +489,7 @@ class NetworkDB:
         self.now = now
         if now >= self._next_gossip:
             self._next_gossip = now + self.config.gossip_interval_s
+            self._last_gossip = now
             self._gossip_round()
         if now >= self._next_bulk:
             self._next_bulk = now + self.config.bulk_sync_interval_s
@@ -545,6 +548,9 @@ class NetworkDB:
         self._nq.setdefault(nid, BroadcastQueue(self.config.retransmit_mult)).queue((table, key),
                                                                                  w.frame_event(ev.SerializeToString()))
         if owner == self.name:
+            # our own write goes out now, not at the next round (up to gossip_interval later): a task's address
+            # reaches the other nodes while its container is still starting; a burst of writes shares rounds
+            self._next_gossip = min(self._next_gossip, max(self.now, self._last_gossip + OWN_WRITE_GAP_S))
             recent = self._recent_writes.setdefault(nid, {})
             recent.pop((table, key), None)  # re-inserted last: the dict stays in write order
             recent[(table, key)] = self.now
@@ -581,7 +587,10 @@ class NetworkDB:
             peers = self.peers(nid)
             if not peers:
                 continue  # kept: a node that joins gets them by bulk sync anyway, and a returning one too
-            for target in self._next_targets(nid, peers):
+            # every peer at once when an event's transmissions could reach them all anyway (a small network):
+            # one round instead of two or more
+            every = len(peers) <= retransmit_limit(self.config.retransmit_mult, len(peers) + 1)
+            for target in (peers if every else self._next_targets(nid, peers)):
                 data = self._pack_events(q, len(peers) + 1)
                 if data is None:
                     break
