@@ -559,7 +559,10 @@ class NetworkDB:
     def _forget_old_writes(self, nid: str) -> None:
         recent = self._recent_writes.get(nid, {})
         horizon = self.now - self.config.recent_write_s
-        for k in [k for k, t in recent.items() if t < horizon]:  # oldest first: stops being long once trimmed
+        while recent:  # in write order (a rewrite moves to the end): the oldest first, stop at the first kept
+            k, t = next(iter(recent.items()))
+            if t >= horizon:
+                break
             del recent[k]
 
     def _send_recent_writes(self, node: str, nid: str) -> None:
