@@ -189,6 +189,11 @@ def _mkdir(path: str) -> None:
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+def _rootfs_ready(bundle: Path) -> bool:
+    """The bundle's rootfs is there: the overlay mounted, or the private copy made when it could not be."""
+    return os.path.ismount(bundle / "rootfs") or (bundle / "rootfs.copied").exists()
+
+
 def _mount_overlay(options: str, target: Path) -> bool:
     """True when mount(2) made the overlay; False (changing nothing) when it failed."""
     return _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) == 0
@@ -450,9 +455,9 @@ class RuncRuntime:
         for sub in ("upper", "work", "rootfs"):
             _mkdir(os.path.join(d, sub))
         _write_atomic(d / "image", image)
-        rootfs = d / "rootfs"
-        if not (os.path.ismount(rootfs) or (d / "rootfs.copied").exists()):
-            if not os.path.isdir(image) or not _mount_overlay(self._overlay_options(d, image, with_init_layer), rootfs):
+        if not _rootfs_ready(d):
+            if not os.path.isdir(image) or not _mount_overlay(self._overlay_options(d, image, with_init_layer),
+                                                              d / "rootfs"):
                 return False
         _write_atomic(d / "config.json", config_text)
         return True
@@ -466,7 +471,7 @@ class RuncRuntime:
         image: what the bundle's `image` file holds, when the caller has just written it (not read back)."""
         d = self._dir(container_id)
         rootfs = d / "rootfs"
-        if os.path.ismount(rootfs) or (d / "rootfs.copied").exists():
+        if _rootfs_ready(d):
             return
         if image is None:
             image = (d / "image").read_text()

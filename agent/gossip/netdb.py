@@ -143,6 +143,14 @@ def _sync_part(base: w.BulkSync, part: int, parts: int, events: list[w.TableEven
     return out
 
 
+def _event_of(nid: str, k: tuple[str, str], e: _Entry) -> w.TableEvent:
+    """The table event that carries entry e (table, key = k) of network nid as it is: a create, or a delete for a
+    tombstone."""
+    typ = w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE
+    return w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
+                        table_name=k[0], key=k[1], value=e.value)
+
+
 def _input(method):
     """A public input: it sees the current time (clock) and, once done, tells the driver (on_change)."""
     @functools.wraps(method)
@@ -575,10 +583,7 @@ class NetworkDB:
             e = ents.get(k)
             if e is None or e.owner != self.name:
                 continue
-            ev = w.TableEvent(type=w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE,  # type: ignore[arg-type]
-                              ltime=e.ltime, node_name=self.name, network_id=nid, table_name=k[0], key=k[1],
-                              value=e.value)
-            q.queue(k, w.frame_event(ev.SerializeToString()))
+            q.queue(k, w.frame_event(_event_of(nid, k, e).SerializeToString()))
         while (data := self._pack_events(q, 2)) is not None:
             self.outbox.append((node, data))
 
@@ -653,9 +658,7 @@ class NetworkDB:
             for (table, key), e in sorted(self.entries.get(nid, {}).items()):
                 if e.suspended:  # a failed node's entries are not ours to spread
                     continue
-                typ = w.TableEvent.DELETE if e.deleting else w.TableEvent.CREATE
-                events.append(w.TableEvent(type=typ, ltime=e.ltime, node_name=e.owner, network_id=nid,  # type: ignore[arg-type]
-                                           table_name=table, key=key, value=e.value))
+                events.append(_event_of(nid, (table, key), e))
         chunks = self._sync_chunks(base, events)[:w.MAX_PARTS]
         for i, evs in enumerate(chunks):
             self.outbox.append((node, w.deflate(w.encode(_sync_part(base, i, len(chunks), evs)))))

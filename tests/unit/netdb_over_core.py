@@ -18,9 +18,8 @@ PORT = 7946
 
 
 class NetDBOverCore:
-    def __init__(self, names: list[str], seed: int, delay: tuple[float, float] = (0.001, 0.010)) -> None:
+    def __init__(self, names: list[str], seed: int) -> None:
         self.rng = random.Random(seed)
-        self.delay = delay  # each packet's time on the way (a loaded node handles its packets late)
         self.now = 0.0
         self.addrs = {n: f"10.0.0.{i + 1}" for i, n in enumerate(names)}
         self.by_addr = {a: n for n, a in self.addrs.items()}
@@ -59,7 +58,7 @@ class NetDBOverCore:
             if isinstance(out, Datagram):
                 dst = self.by_addr.get(out.addr)
                 if dst is not None:
-                    self._push(self.now + self.rng.uniform(*self.delay), "packet", (dst, self.addrs[n], out.data))
+                    self._push(self.now + self.rng.uniform(0.001, 0.010), "packet", (dst, self.addrs[n], out.data))
         due = min(core.next_deadline() or math.inf, db.next_deadline())
         if due < self._tick_at[n]:
             self._tick_at[n] = due
