@@ -13,6 +13,8 @@ import resource
 import signal
 from pathlib import Path
 
+from common.heap import freeze_long_lived
+
 log = logging.getLogger("shoal.daemon")
 
 
@@ -61,6 +63,7 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
     manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
     swarm = await _start_swarm(engine, data_dir)
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
+    freeze_long_lived()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

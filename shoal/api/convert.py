@@ -322,9 +322,9 @@ def _config(c: ContainerRecord) -> dict[str, Any]:
 
 
 def container_inspect(
-    c: ContainerRecord, networks: Mapping[str, NetworkRecord], data_dir: str
+    c: ContainerRecord, networks: Mapping[str, NetworkRecord], etc_dir: str
 ) -> dict[str, Any]:
-    """GET /containers/{id}/json."""
+    """GET /containers/{id}/json. etc_dir: the directory of its /etc files (hosts, resolv.conf, hostname)."""
     settings: dict[str, Any] = {
         "Bridge": "",
         "SandboxID": c.id if c.netns else "",
@@ -353,7 +353,6 @@ def container_inspect(
                 EndpointID=ep.id, Gateway=ep.gateway, IPAddress=ep.ipv4,
                 IPPrefixLen=ep.prefixlen, MacAddress=ep.mac,
             )
-    container_dir = f"{data_dir}/containers/{c.id}"
     return {
         "Id": c.id,
         "Created": c.created,
@@ -373,9 +372,9 @@ def container_inspect(
             "FinishedAt": c.finished_at,
         },
         "Image": c.image_id,
-        "ResolvConfPath": f"{container_dir}/resolv.conf",
-        "HostnamePath": f"{container_dir}/hostname",
-        "HostsPath": f"{container_dir}/hosts",
+        "ResolvConfPath": f"{etc_dir}/resolv.conf",
+        "HostnamePath": f"{etc_dir}/hostname",
+        "HostsPath": f"{etc_dir}/hosts",
         "LogPath": "",
         "Name": "/" + c.name,
         "RestartCount": getattr(c, "restart_count", 0),

@@ -64,7 +64,7 @@ async def list_containers(request: web.Request) -> web.Response:
 async def inspect_container(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     record = engine.get_container(request.match_info["id"])
-    return json_response(convert.container_inspect(record, _networks_by_id(engine), str(engine.data_dir)))
+    return json_response(convert.container_inspect(record, _networks_by_id(engine), str(engine.sandboxes.etc_dir(record.id))))
 
 
 async def start_container(request: web.Request) -> web.Response:

@@ -123,9 +123,61 @@ def _run(c: Client, p: dict[str, Any]) -> None:
                   log_opt=p["log_opt"], host_config=host_config)
 
 
+# `service create` takes its common flags here (keys: the click parameter names); a value the click command would
+# refuse (a bad --replicas, a flag create_spec rejects) goes back to click for its usage message.
+FLAGS_SERVICE_CREATE = {"-d": ("detach", False), "--detach": ("detach", False), "--replicas": ("replicas", True),
+                        "--name": ("name", True), "--mode": ("mode", True), "--network": ("network", True),
+                        "-p": ("publish", True), "--publish": ("publish", True), "-e": ("env", True),
+                        "--env": ("env", True), "--hostname": ("hostname", True), "--constraint": ("constraint", True),
+                        "-l": ("label", True), "--label": ("label", True), "--container-label": ("container_label", True),
+                        "--mount": ("mount", True), "--endpoint-mode": ("endpoint_mode", True),
+                        "-w": ("workdir", True), "--workdir": ("workdir", True), "-u": ("user", True),
+                        "--user": ("user", True), "--limit-cpu": ("limit_cpu", True),
+                        "--limit-memory": ("limit_memory", True), "--reserve-cpu": ("reserve_cpu", True),
+                        "--reserve-memory": ("reserve_memory", True), "--restart-condition": ("restart_condition", True),
+                        "--restart-delay": ("restart_delay", True), "--restart-window": ("restart_window", True),
+                        "--stop-grace-period": ("stop_grace_period", True), "--update-delay": ("update_delay", True),
+                        "--update-failure-action": ("update_failure_action", True),
+                        "--update-monitor": ("update_monitor", True), "--update-order": ("update_order", True)}
+MULTIPLE_SERVICE_CREATE = ("network", "publish", "env", "constraint", "label", "container_label", "mount")
+
+
+class NotFast(Exception):
+    """The fast path met something only the click command handles (raised before any request): run that instead."""
+
+
+def service_create_options(p: dict[str, Any]) -> dict[str, Any]:
+    """The click command's parameters from the fast parse (NotFast for a value click would refuse)."""
+    o: dict[str, Any] = {"detach": p["detach"], "image": p["positional"][0], "args": tuple(p["positional"][1:])}
+    for name, takes in FLAGS_SERVICE_CREATE.values():
+        if takes and name not in o:
+            o[name] = tuple(p[name]) if name in MULTIPLE_SERVICE_CREATE else (p[name][-1] if p[name] else None)
+    if o["replicas"] is not None:
+        text = o["replicas"]
+        if not (text.isascii() and text.isdigit()):
+            raise NotFast(f"--replicas {text!r}")
+        o["replicas"] = int(text)
+    o["mode"] = o["mode"] or "replicated"
+    return o
+
+
+def _service_create(c: Client, p: dict[str, Any]) -> None:
+    from shoal.cli.format import UsageError
+    from shoal.cli.service_create import create_service
+    from shoal.cli.service_opts import create_spec
+
+    o = service_create_options(p)
+    try:
+        create_spec(o)  # every flag checked before a request: a bad one is click's to report
+    except UsageError as exc:
+        raise NotFast(str(exc)) from None
+    create_service(c, o)
+
+
 POSITIONAL: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {
     ("run",): (FLAGS_RUN, _run),
     ("container", "run"): (FLAGS_RUN, _run),
+    ("service", "create"): (FLAGS_SERVICE_CREATE, _service_create),
 }
 
 

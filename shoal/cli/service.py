@@ -12,6 +12,8 @@ import click
 
 from shoal.cli.common import Failed, client, err, out
 from shoal.cli.format import UsageError, render_table, to_json
+from shoal.cli.service_create import create_service
+from shoal.cli.service_create import follow as _follow
 from shoal.client import DaemonError
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -20,18 +22,6 @@ CONTEXT = {"help_option_names": ["--help"]}
 @click.group(context_settings=CONTEXT)
 def service() -> None:
     """Manage Swarm services"""
-
-
-def _follow(c: Any, service_id: str, detach: bool) -> None:
-    if detach:
-        return
-    from shoal.cli.service_progress import follow
-
-    try:
-        follow(c, service_id)
-    except RuntimeError as e:
-        err(str(e))
-        raise Failed(1) from None
 
 
 def _common_options(f: Any) -> Any:
@@ -79,18 +69,10 @@ def _common_options(f: Any) -> Any:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def create(**o: Any) -> None:
     """Create a new service"""
-    from shoal.cli.service_opts import create_spec
-
-    c = client()
     try:
-        spec = create_spec(o)
+        create_service(client(), o)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
-    for i, net in enumerate(spec["TaskTemplate"].get("Networks") or []):
-        spec["TaskTemplate"]["Networks"][i]["Target"] = c.get(f"/networks/{net['Target']}", {"scope": "swarm"})["Id"]
-    created = c.post("/services/create", spec)
-    out(created["ID"] + "\n")
-    _follow(c, created["ID"], o["detach"])
 
 
 def _mode(s: dict[str, Any]) -> str:

@@ -108,7 +108,8 @@ class Engine:
         self.containers: dict[str, ContainerRecord] = {}
         self.sandboxes = Sandboxes(
             self.net,
-            SandboxOptions(data_dir=options.data_dir, netns_prefix=options.netns_prefix, dns=options.dns),
+            SandboxOptions(data_dir=options.data_dir, etc_root=options.exec_root / "containers",
+                           netns_prefix=options.netns_prefix, dns=options.dns),
             self.containers,
         )
         # S21: a firewalld reload or `iptables -F` wipes our rules; they come back within seconds.
@@ -184,8 +185,8 @@ class Engine:
             log.warning("cannot list runc containers (%s): orphans are not collected this time", exc)
             in_runc = None
         observed = {cid: self._observe(cid) for cid in self.containers}
-        etc_root = self.options.data_dir / "containers"
-        etc_dirs = {p.name for p in etc_root.iterdir() if p.is_dir()} if etc_root.is_dir() else set()
+        etc_roots = [self.options.exec_root / "containers", self.options.data_dir / "containers"]  # now, before
+        etc_dirs = {p.name for root in etc_roots if root.is_dir() for p in root.iterdir() if p.is_dir()}
         recorded = {cid: reconcile.UNREADABLE for cid in self.state.quarantined.get("containers", [])}
         recorded.update({cid: c.state for cid, c in self.containers.items()})
         holding = {cid for cid, c in self.containers.items() if _holds_network(c)}
@@ -200,7 +201,7 @@ class Engine:
             except (RuncError, OSError) as exc:
                 log.error("cannot remove orphan container %s: %s", cid, exc)
         for cid in todo.remove_etc_dirs:
-            shutil.rmtree(etc_root / cid, ignore_errors=True)
+            self._remove_etc_files(cid)
         for cid in todo.discard:
             container = self.containers[cid]
             log.info("container %s: its start was not committed before the daemon stopped; undoing it", cid)
@@ -623,7 +624,7 @@ class Engine:
             except OSError as exc:
                 raise SystemError_(
                     f"failed to start container {container.name}: cannot write its /etc files in "
-                    f"{self.options.data_dir / 'containers' / container.id}: {_os_message(exc)}"
+                    f"{self.sandboxes.etc_dir(container.id)}: {_os_message(exc)}"
                 ) from exc
             steps.mark("save+etc")
             await self.sandboxes.register_dns(container, netns_path)
@@ -715,7 +716,11 @@ class Engine:
                 await step()
             except Exception:
                 log.exception("container %s: cannot undo its %s after a failed start", container.id, what)
-        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
+        self._remove_etc_files(container.id)
+
+    def _remove_etc_files(self, container_id: str) -> None:
+        for directory in self.sandboxes.etc_dirs(container_id):
+            shutil.rmtree(directory, ignore_errors=True)
 
     def _watch(self, container: ContainerRecord) -> None:
         self._exited.setdefault(container.id, asyncio.Event())
@@ -897,7 +902,7 @@ class Engine:
         self.runtime.remove_logs(container.id)
         self.emit_container(container, "destroy")
         # The /etc files; a crash before this line leaves them to the next start's reconcile.
-        shutil.rmtree(self.options.data_dir / "containers" / container.id, ignore_errors=True)
+        self._remove_etc_files(container.id)
         for event in (self._exited.pop(container.id, None), self._removed.pop(container.id, None)):
             if event is not None:
                 event.set()

@@ -39,7 +39,7 @@ class Plan:
     discard: list[str] = field(default_factory=list)  # uncommitted start: kill and remove from runc
     remove: list[str] = field(default_factory=list)  # no record: runc container and/or bundle of ours
     foreign: list[str] = field(default_factory=list)  # in our runc root, not our bundle: left alone
-    remove_etc_dirs: list[str] = field(default_factory=list)  # data/containers/<id> without a record
+    remove_etc_dirs: list[str] = field(default_factory=list)  # /etc file directories without a record
     release: list[str] = field(default_factory=list)  # not running, its record still holds network resources
 
 
@@ -53,7 +53,7 @@ def plan(
 ) -> Plan:
     """records: id -> recorded state (UNREADABLE: neither adopted nor removed); observed: id -> runtime view (for every record id);
     runc: `runc list` (None when runc could not be asked: then nothing is removed on its word);
-    bundles: ids with a bundle directory; etc_dirs: ids with a data/containers/<id> directory;
+    bundles: ids with a bundle directory; etc_dirs: ids with an /etc file directory;
     holding_network: ids whose record still holds a namespace, addresses or ports."""
     result = Plan()
     known_runc = runc or {}

@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from common.errdefs import InvalidParameter, NotImplemented_, SystemError_, Unavailable
+from common.heap import freeze_long_lived
 from manager import gossip_keys
 from manager.ca import certs, tokens
 from manager import secretbox
@@ -197,6 +198,7 @@ class SwarmNode:
             self.manager = None
 
     async def _joined_hook(self) -> None:
+        freeze_long_lived()  # the swarm's components are made now and live as long as the daemon
         if self.on_joined is not None:
             try:
                 r = self.on_joined()

@@ -19,6 +19,11 @@ from tests.lab.helpers import shoal, wait_until
 pytestmark = pytest.mark.lab
 
 
+def etc_root(lab: Lab) -> Path:
+    """Where h1's daemon keeps the containers' /etc files (its exec root)."""
+    return run_dir(lab.name, "h1") / "containers"
+
+
 def data(lab: Lab) -> Path:
     return data_dir(lab.name, "h1")
 
@@ -126,7 +131,7 @@ def test_network_create_on_a_full_disk_answers_500_naming_the_cause_and_leaves_n
 
 def test_run_on_a_full_disk_answers_500_and_its_start_leaves_no_network_runc_or_files(lab, tmpfs_mounts):
     lab = lab(hosts=1)
-    etc_files = tmpfs_mounts(data(lab) / "containers")
+    etc_files = tmpfs_mounts(etc_root(lab))
     fill(etc_files)
     result = shoal(lab, "run", "-d", "--name", "full", "busybox", "sleep", "60", check=False)
     container_id = json.loads(shoal(lab, "inspect", "full").stdout)[0]["Id"]
@@ -149,14 +154,14 @@ def test_run_on_a_full_disk_answers_500_and_its_start_leaves_no_network_runc_or_
 def test_removing_a_container_removes_its_etc_files_and_leftovers_go_at_start(lab):
     lab = lab(hosts=1)
     container_id = run_id(lab, "--name", "short", "busybox", "sleep", "600")
-    assert sorted(os.listdir(data(lab) / "containers" / container_id)) == ["hostname", "hosts", "resolv.conf"]
+    assert sorted(os.listdir(etc_root(lab) / container_id)) == ["hostname", "hosts", "resolv.conf"]
     shoal(lab, "rm", "-f", "short")
-    assert os.listdir(data(lab) / "containers") == []
-    leftover = data(lab) / "containers" / ("f" * 64)
+    assert os.listdir(etc_root(lab)) == []
+    leftover = etc_root(lab) / ("f" * 64)
     leftover.mkdir()
     (leftover / "hosts").write_text("x")
     lab.restart_daemon("h1", kill9=True)
-    assert os.listdir(data(lab) / "containers") == []
+    assert os.listdir(etc_root(lab)) == []
 
 
 # ---- runc is the truth -----------------------------------------------------------------------

@@ -86,7 +86,8 @@ class Host:
             controller = NetworkController(MemoryStore(), NetworkOptions(), daemon_id=f"test{host}")
             controller.restore()
             driver = enable_overlay(controller, lab.address(host), self.prefix)
-            return controller, Sandboxes(controller, SandboxOptions(data_dir=data_dir, netns_prefix=self.prefix), {}), driver
+            return controller, Sandboxes(controller, SandboxOptions(data_dir=data_dir, etc_root=data_dir / "etc",
+                                                                    netns_prefix=self.prefix), {}), driver
 
         self.net, self.sandboxes, self.driver = self.call(build)
 

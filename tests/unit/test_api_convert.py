@@ -169,7 +169,7 @@ def test_endpoint_settings_on_a_user_network_list_dns_names():
 
 
 def test_container_inspect_state_and_identity():
-    data = convert.container_inspect(container(), {NET_ID: bridge()}, "/var/lib/shoal")
+    data = convert.container_inspect(container(), {NET_ID: bridge()}, f"/run/shoal/containers/{CID}")
     assert data["Id"] == CID
     assert data["Name"] == "/web"
     assert data["Path"] == "sleep"
@@ -180,7 +180,8 @@ def test_container_inspect_state_and_identity():
         "Dead": False, "Pid": 42, "ExitCode": 0, "Error": "", "StartedAt": "2025-01-02T03:02:05Z",
         "FinishedAt": "0001-01-01T00:00:00Z",
     }
-    assert data["HostsPath"] == f"/var/lib/shoal/containers/{CID}/hosts"
+    assert (data["HostsPath"], data["ResolvConfPath"], data["HostnamePath"]) == (
+        f"/run/shoal/containers/{CID}/hosts", f"/run/shoal/containers/{CID}/resolv.conf", f"/run/shoal/containers/{CID}/hostname")
 
 
 def test_container_inspect_config_echoes_the_record():

@@ -312,7 +312,8 @@ def test_fast_path_leaves_other_argv_to_click(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("words,flags", [(("network", "ls"), fast.FLAGS_NETWORK_LS), (("ps",), fast.FLAGS_PS),
-                                         (("image", "ls"), fast.FLAGS_IMAGE_LS), (("run",), fast.FLAGS_RUN)])
+                                         (("image", "ls"), fast.FLAGS_IMAGE_LS), (("run",), fast.FLAGS_RUN),
+                                         (("service", "create"), fast.FLAGS_SERVICE_CREATE)])
 def test_fast_path_flags_match_the_click_command(words: tuple[str, ...], flags: dict[str, tuple[str, bool]]) -> None:
     command: click.Command = cli
     for word in words:
@@ -329,6 +330,49 @@ def test_fast_path_run_stops_options_at_the_image() -> None:
 
 def test_fast_path_run_without_an_image_goes_to_click() -> None:
     assert fast.parse_fast(["run", "-d"]) is None
+
+
+def _click_service_create_params(argv: list[str]) -> dict:
+    command = cli.get_command(click.Context(cli), "service")  # type: ignore[attr-defined]
+    create = command.get_command(click.Context(command), "create")
+    return create.make_context("create", list(argv)).params
+
+
+@pytest.mark.parametrize("argv", [
+    ["--detach", "--replicas", "20", "--network", "bench-net", "--name", "web", "busybox", "httpd", "-f", "-p", "80"],
+    ["-d", "--mode", "global", "-p", "8080:80", "--publish=9090:90", "-e", "A=1", "--env", "B=2", "-l", "x=y",
+     "--constraint", "node.role==worker", "--mount", "type=volume,source=v,target=/data", "--endpoint-mode", "dnsrr",
+     "--restart-condition", "on-failure", "--stop-grace-period", "3s", "--limit-memory", "64m", "--hostname",
+     "{{.Task.Name}}", "busybox", "sleep", "1d"],
+    ["--replicas", "0", "--update-delay", "1s", "--update-order", "start-first", "-w", "/tmp", "-u", "nobody",
+     "busybox"],
+])
+def test_fast_service_create_builds_the_spec_the_click_command_builds(argv: list[str]) -> None:
+    from shoal.cli.service_opts import create_spec
+
+    _, _, params = fast.parse_fast(["service", "create", *argv])
+    assert create_spec(fast.service_create_options(params)) == create_spec(_click_service_create_params(argv))
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "1.5"])
+def test_fast_service_create_leaves_a_replicas_value_click_refuses_to_click(value: str) -> None:
+    _, _, params = fast.parse_fast(["service", "create", "--replicas", value, "busybox"])
+    with pytest.raises(fast.NotFast):
+        fast.service_create_options(params)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--replicas", "-1", "busybox"], "Invalid value for '--replicas': -1 is not in the range x>=0."),
+    (["--mode", "bogus", "busybox"], "Error: invalid mode: bogus"),
+])
+def test_service_create_with_a_bad_value_gets_the_click_command_usage_error_and_sends_nothing(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-H", "unix:///nonexistent/shoal.sock", "service", "create", *argv])
+    assert exit_info.value.code == 125
+    said = capsys.readouterr().err
+    assert message in said
+    assert "Cannot connect" not in said
 
 
 # ---- the CLI as a whole, without a daemon -----------------------------------------------
