@@ -26,8 +26,8 @@ starting, running: the status timestamps of the task list, polled on h1) and ans
 median and max of each hop (bench/timeline.py), and the shoal managers' timing notes (the lab daemons get
 SHOAL_TIMING=1: manager/timing.py logs each pipeline pass and its raft waits); --keep-logs DIR copies each shoal
 host's daemon.log there.
-The swarm systems create their service after --settle seconds (default 10) on the swarm just made, the same pause
-for both; bare has no daemons to settle.
+The swarm systems create each service after --settle seconds (default 10) on the swarm just made or after the
+previous round's `service rm`, the same pause for both; bare has no daemons to settle (a new lab each round).
 --rounds K: K creates of each N per system (bare: K labs), the median reported and every round printed.
 Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline] [--settle S]
 [--rounds K]
@@ -67,7 +67,7 @@ SYSTEMS = ("docker", "bare", "shoal")
 HOSTS = MANAGERS + WORKERS
 SUBNET_PREFIX = "10.0.9"
 NETWORK = "bench-net"
-SETTLE_S = 10.0  # --settle: pause between the swarm being made and the first create (docker and shoal alike)
+SETTLE_S = 10.0  # --settle: pause before each create, after the swarm or the last rm (docker and shoal alike)
 SERVICE = "web"
 VNI = 4097
 BUSYBOX = "/bin/busybox"
@@ -109,8 +109,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                     "answered from every host (docker and shoal)")
     ap.add_argument("--keep-logs", default="", metavar="DIR", help="copy each shoal host's daemon.log into DIR")
     ap.add_argument("--settle", type=float, default=SETTLE_S, metavar="S",
-                    help=f"seconds between the swarm and its overlay being made and the first create, the same for "
-                         f"every system (default {SETTLE_S:g}; 0: create while the new swarm is still busy)")
+                    help=f"seconds between the swarm and its overlay being made (or the previous round's service rm) "
+                         f"and each create, the same for every system (default {SETTLE_S:g}; 0: create while the swarm "
+                         f"is still busy)")
     ap.add_argument("--rounds", type=int, default=1, metavar="K",
                     help="creates of each N per system (bare: K labs); the figure is their median, every round is "
                          "printed too (this 2-core machine varies by +-20%% from run to run)")
@@ -559,13 +560,15 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
 
     with attempt(system, log, before_down=logs_kept) as at:
         swarm_with_overlay(system, at, workdir, HOSTS, ["--subnet", f"{SUBNET_PREFIX}.0/24", NETWORK], log)
-        # A swarm that has just formed is still busy (each node's ingress sandbox, gossip joins, certificates): the
-        # create measures a settled swarm, as a user's would be, after the same pause for every system.
-        at.step = f"settling {opts.settle:g} s"
-        time.sleep(opts.settle)
         biggest = max(opts.replicas)
         for n in opts.replicas:
             for r in range(opts.rounds):
+                # Every create measures a settled swarm, as a user's would be, after the same pause for every system:
+                # a swarm that has just formed is still busy (each node's ingress sandbox, gossip joins, certificates),
+                # and so is one whose last service was just removed (the removed tasks' records, each node's copy of
+                # the network: without the pause their removal overlapped the next create's first 0.1 s).
+                at.step = f"settling {opts.settle:g} s"
+                time.sleep(opts.settle)
                 at.step = f"create N={n}" + (f" (round {r + 1})" if opts.rounds > 1 else "")
                 record_round(res, n, converge(system, n, opts.timeout, log, opts.timeline))
                 if res.vip is None:
