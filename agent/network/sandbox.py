@@ -213,14 +213,18 @@ class Sandboxes:
         return plan.route_endpoint(container.endpoints, self.net.networks)
 
     # ---- /etc files ---------------------------------------------------------------------
+    def etc_roots(self) -> list[Path]:
+        """Where the containers' /etc file directories are: the exec root, then the data dir of older daemons."""
+        return [self.options.etc_root, self.options.data_dir / "containers"]
+
     def etc_dir(self, container_id: str) -> Path:
         """The directory of the container's /etc files (see SandboxOptions)."""
-        legacy = self.options.data_dir / "containers" / container_id
-        return legacy if legacy.is_dir() else self.options.etc_root / container_id
+        current, legacy = (root / container_id for root in self.etc_roots())
+        return legacy if legacy.is_dir() else current
 
     def etc_dirs(self, container_id: str) -> list[Path]:
         """Every place the container's /etc files may be (for their removal)."""
-        return [self.options.etc_root / container_id, self.options.data_dir / "containers" / container_id]
+        return [root / container_id for root in self.etc_roots()]
 
     def etc_path(self, container: Container, name: str) -> str:
         return str(self.etc_dir(container.id) / name)

@@ -168,10 +168,10 @@ def _service_create(c: Client, p: dict[str, Any]) -> None:
 
     o = service_create_options(p)
     try:
-        create_spec(o)  # every flag checked before a request: a bad one is click's to report
+        spec = create_spec(o)  # every flag checked before a request: a bad one is click's to report
     except UsageError as exc:
         raise NotFast(str(exc)) from None
-    create_service(c, o)
+    create_service(c, spec, o["detach"])
 
 
 POSITIONAL: dict[tuple[str, ...], tuple[dict[str, tuple[str, bool]], Callable[[Client, dict[str, Any]], None]]] = {

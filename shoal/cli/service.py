@@ -69,10 +69,13 @@ def _common_options(f: Any) -> Any:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def create(**o: Any) -> None:
     """Create a new service"""
+    from shoal.cli.service_opts import create_spec
+
     try:
-        create_service(client(), o)
+        spec = create_spec(o)
     except UsageError as e:
         raise click.UsageError(str(e)) from None
+    create_service(client(), spec, o["detach"])
 
 
 def _mode(s: dict[str, Any]) -> str:

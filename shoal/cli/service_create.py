@@ -1,4 +1,4 @@
-"""`service create` without click: the spec from parsed flags, its networks resolved, the request, the progress
+"""`service create` without click: the spec's networks resolved, the request, the progress
 display. Shared by the click command (shoal/cli/service.py) and the fast path (shoal/cli/fast.py), which runs a
 common `service create` without importing click (~50 ms of the command's start-up)."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 TYPE_CHECKING = False  # not `from typing import ...`: typing costs ~3 ms of CLI start-up
 
 from shoal.cli.common import Failed, err, out
-from shoal.cli.service_opts import create_spec
 
 if TYPE_CHECKING:
     from typing import Any
@@ -28,12 +27,11 @@ def follow(c: Client, service_id: str, detach: bool) -> None:
         raise Failed(1) from None
 
 
-def create_service(c: Client, o: dict[str, Any]) -> None:
-    """Create the service of these flags (keys are the click parameter names) and follow it. UsageError (from
-    shoal.cli.format) for bad flags, raised before anything is sent."""
-    spec = create_spec(o)
+def create_service(c: Client, spec: dict[str, Any], detach: bool) -> None:
+    """Create the service of this spec (shoal.cli.service_opts.create_spec: its networks named as the user gave them)
+    and follow it unless detached."""
     for i, net in enumerate(spec["TaskTemplate"].get("Networks") or []):
         spec["TaskTemplate"]["Networks"][i]["Target"] = c.get(f"/networks/{net['Target']}", {"scope": "swarm"})["Id"]
     created = c.post("/services/create", spec)
     out(created["ID"] + "\n")
-    follow(c, created["ID"], bool(o.get("detach")))
+    follow(c, created["ID"], detach)

@@ -185,8 +185,7 @@ class Engine:
             log.warning("cannot list runc containers (%s): orphans are not collected this time", exc)
             in_runc = None
         observed = {cid: self._observe(cid) for cid in self.containers}
-        etc_roots = [self.options.exec_root / "containers", self.options.data_dir / "containers"]  # now, before
-        etc_dirs = {p.name for root in etc_roots if root.is_dir() for p in root.iterdir() if p.is_dir()}
+        etc_dirs = {p.name for root in self.sandboxes.etc_roots() if root.is_dir() for p in root.iterdir() if p.is_dir()}
         recorded = {cid: reconcile.UNREADABLE for cid in self.state.quarantined.get("containers", [])}
         recorded.update({cid: c.state for cid, c in self.containers.items()})
         holding = {cid for cid, c in self.containers.items() if _holds_network(c)}
