@@ -161,8 +161,11 @@ def test_managers_list_the_swarm_networks_and_a_worker_without_attachments_none(
         assert sorted((n["Name"], n["Driver"], n["Scope"]) for n in listed) == [
             ("ingress", "overlay", "swarm"), ("net-a", "overlay", "swarm"), ("net-b", "overlay", "swarm"),
             ("net-c", "overlay", "swarm")]
-    # every node is on ingress (its routing-mesh sandbox), as with Docker: a worker lists that one alone
-    assert [(n["Name"], n["Scope"]) for n in swarm.client("h4").get("/networks", scope)] == [("ingress", "swarm")]
+    # every node is on ingress (its routing-mesh sandbox), as with Docker: a worker lists that one alone. Its copy
+    # is made once the node object brings the worker its ingress address (the allocator's, after the join) and the
+    # next endpoint pass runs: seconds after the join on a loaded machine, so the listing is awaited, then compared.
+    listed = wait_until(lambda: swarm.client("h4").get("/networks", scope), timeout=30)
+    assert [(n["Name"], n["Scope"]) for n in listed] == [("ingress", "swarm")]
 
 
 def test_worker_attachment_gets_an_address_and_holds_the_network_until_detached(swarm: Lab) -> None:
