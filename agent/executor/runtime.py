@@ -1,5 +1,11 @@
 """Runs OCI containers with runc: bundles on an overlay rootfs, a detached shim per container, exec, stop, remove.
-Called by the container manager (names, networks, Docker API); builds config.json with agent.executor.spec."""
+Called by the container manager (names, networks, Docker API); builds config.json with agent.executor.spec.
+
+Two places per container, as containerd keeps them for Docker: the bundle (config.json, the rootfs mount point, the
+pid, exit and log files of a run, the attach socket) under bundle_root, the daemon's exec root (a tmpfs: what a
+reboot ends with the container, and no new disk inode per file: each took ~1 ms of CPU on the lab's ext4), and the
+writable layer (upper/ and work/ of the overlay, or the private copy of the image) under state_root on disk, kept
+until the container is removed."""
 from __future__ import annotations
 
 import asyncio
@@ -190,13 +196,41 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 
 
 def _rootfs_ready(bundle: Path) -> bool:
-    """The bundle's rootfs is there: the overlay mounted, or the private copy made when it could not be."""
-    return os.path.ismount(bundle / "rootfs") or (bundle / "rootfs.copied").exists()
+    """The bundle's rootfs is there: the overlay (or the bind of the private copy) mounted, or the private copy
+    itself made in the bundle (bundle and layer in one directory) when the overlay could not be."""
+    return _mounted(bundle / "rootfs") or (bundle / "rootfs.copied").exists()
+
+
+_BOUND = "rootfs.bound"  # in a bundle whose rootfs is a bind of the layer's private copy
+
+
+def _mounted(point: Path) -> bool:
+    """Whether something is mounted at point. os.path.ismount misses a bind mount from the same file system (it
+    compares devices), which the private copy's bind may be: for a bundle marked as bound, mountinfo says."""
+    if os.path.ismount(point):
+        return True
+    if not (point.parent / _BOUND).exists():
+        return False
+    escaped = str(point).replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == escaped for line in f)
 
 
 def _mount_overlay(options: str, target: Path) -> bool:
     """True when mount(2) made the overlay; False (changing nothing) when it failed."""
     return _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) == 0
+
+
+_MS_BIND = 4096
+
+
+def _bind(source: Path, target: Path) -> None:
+    """Bind-mounts source onto target (the layer's private copy of an image onto the bundle's rootfs), marked in
+    the bundle so that _mounted sees it."""
+    (target.parent / _BOUND).touch()
+    if _libc.mount(str(source).encode(), str(target).encode(), None, _MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise RuncError(f"cannot bind {source} onto {target}: {os.strerror(err)}")
 
 
 async def _run(*argv: str) -> tuple[int, str]:
@@ -354,12 +388,14 @@ class ExecRun:
 
 
 class RuncRuntime:
-    """Containers under state_root/<id>/ (bundle, rootfs, logs, pid and exit files), runc state
-    under runc_root. Everything is recoverable from those files after a daemon restart."""
+    """Bundles under bundle_root/<id>/ (config.json, rootfs mount point, pid, exit and log files, attach socket),
+    writable layers under state_root/<id>/ (upper/, work/), runc state under runc_root. bundle_root defaults to
+    state_root (one directory per container). Everything is recoverable from those files after a daemon restart."""
 
-    def __init__(self, runc_root: Path, state_root: Path, runc: str = "runc") -> None:
+    def __init__(self, runc_root: Path, state_root: Path, bundle_root: Path | None = None, runc: str = "runc") -> None:
         self.runc_root = Path(runc_root)
         self.state_root = Path(state_root)
+        self.bundle_root = Path(bundle_root) if bundle_root is not None else self.state_root
         self.runc = shutil.which(runc) or runc
         self._nofile = _nofile_limit()
         self.log_root = self.state_root.parent / "container-logs"
@@ -376,8 +412,18 @@ class RuncRuntime:
     # -- paths -------------------------------------------------------------------------------
 
     def _dir(self, container_id: str) -> Path:
+        """The bundle."""
+        validate_container_id(container_id)
+        return self.bundle_root / container_id
+
+    def _layer_dir(self, container_id: str) -> Path:
+        """The writable layer (upper/ and work/, or rootfs/ when copied): the bundle itself when they share a root."""
         validate_container_id(container_id)
         return self.state_root / container_id
+
+    @property
+    def _split(self) -> bool:
+        return self.bundle_root != self.state_root
 
     def rootfs(self, container_id: str) -> Path:
         return self._dir(container_id) / "rootfs"
@@ -396,11 +442,12 @@ class RuncRuntime:
         shutil.rmtree(self.log_root / container_id, ignore_errors=True)
 
     def list_ids(self) -> list[str]:
-        if not self.state_root.is_dir():
-            return []
-        return sorted(
-            p.name for p in self.state_root.iterdir() if p.is_dir() and _VALID_ID.fullmatch(p.name)
-        )
+        """Ids with a bundle or a writable layer."""
+        ids: set[str] = set()
+        for root in {self.state_root, self.bundle_root}:
+            if root.is_dir():
+                ids.update(p.name for p in root.iterdir() if p.is_dir() and _VALID_ID.fullmatch(p.name))
+        return sorted(ids)
 
     def _runc(self, *args: str) -> list[str]:
         return [self.runc, "--root", str(self.runc_root), *args]
@@ -431,7 +478,8 @@ class RuncRuntime:
             process, hostname, str(d / "rootfs"), netns_path, mounts, nofile_limit=self._nofile,
             cgroups_path=cgroups_path, resources=resources, cgroupns=cgroupns, extras=extras,
         )
-        created = not d.exists()
+        layer = self._layer_dir(container_id)
+        created, layer_created = not d.exists(), not layer.exists()
         # No indent: the C encoder, ~10x faster than the indenting one with a seccomp section.
         config_text = json.dumps(config)
         image_text = str(image_rootfs)
@@ -439,39 +487,54 @@ class RuncRuntime:
         try:
             # The directories, files and the overlay mount in a thread: each new inode takes milliseconds
             # under load, and the starts of a node's tasks used to queue behind each other's on the event loop.
-            if not await asyncio.to_thread(self._make_bundle, d, image_text, config_text, with_init_layer):
+            if not await asyncio.to_thread(self._make_bundle, d, layer, image_text, config_text, with_init_layer):
                 await self._ensure_rootfs(container_id, image_text)  # the slow ways (mount(8), a copy)
                 _write_atomic(d / "config.json", config_text)
         except BaseException:
             if created:
                 await self._unmount(d / "rootfs")
                 shutil.rmtree(d, ignore_errors=True)
+            if layer_created and self._split:
+                shutil.rmtree(layer, ignore_errors=True)
             raise
         return d
 
-    def _make_bundle(self, d: Path, image: str, config_text: str, with_init_layer: bool) -> bool:
-        """prepare's disk work (run in a thread): the bundle's directories, `image`, the overlay by mount(2) and
-        config.json. False, with config.json not written, when the rootfs needs _ensure_rootfs's slower ways."""
-        for sub in ("upper", "work", "rootfs"):
-            _mkdir(os.path.join(d, sub))
+    def _make_bundle(self, d: Path, layer: Path, image: str, config_text: str, with_init_layer: bool) -> bool:
+        """prepare's disk work (run in a thread): the layer's and the bundle's directories, `image`, the overlay by
+        mount(2) and config.json. False, with config.json not written, when the rootfs needs _ensure_rootfs's slower
+        ways."""
+        _mkdir(os.path.join(d, "rootfs"))
         _write_atomic(d / "image", image)
+        if layer != d and (layer / "rootfs.copied").exists():  # the layer is a private copy: bound again, not overlaid
+            return _rootfs_ready(d) and self._write_config(d, config_text)
+        for sub in ("upper", "work"):
+            _mkdir(os.path.join(layer, sub))
         if not _rootfs_ready(d):
-            if not os.path.isdir(image) or not _mount_overlay(self._overlay_options(d, image, with_init_layer),
+            if not os.path.isdir(image) or not _mount_overlay(self._overlay_options(layer, image, with_init_layer),
                                                               d / "rootfs"):
                 return False
+        return self._write_config(d, config_text)
+
+    @staticmethod
+    def _write_config(d: Path, config_text: str) -> bool:
         _write_atomic(d / "config.json", config_text)
         return True
 
-    def _overlay_options(self, d: Path, image: str, with_init_layer: bool) -> str:
+    def _overlay_options(self, layer: Path, image: str, with_init_layer: bool) -> str:
         lower = f"{self.init_layer}:{image}" if with_init_layer else image
-        return f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}"
+        return f"lowerdir={lower},upperdir={layer / 'upper'},workdir={layer / 'work'}"
 
     async def _ensure_rootfs(self, container_id: str, image: str | None = None) -> None:
         """Mounts the overlay (again, e.g. after a reboot); falls back to a private copy.
         image: what the bundle's `image` file holds, when the caller has just written it (not read back)."""
         d = self._dir(container_id)
+        layer = self._layer_dir(container_id)
         rootfs = d / "rootfs"
         if _rootfs_ready(d):
+            return
+        if self._split and (layer / "rootfs.copied").exists():  # the copy made at an earlier start is the layer
+            rootfs.mkdir(parents=True, exist_ok=True)
+            _bind(layer / "rootfs", rootfs)
             return
         if image is None:
             image = (d / "image").read_text()
@@ -479,20 +542,24 @@ class RuncRuntime:
         if not image or not os.path.isdir(image):
             # Never mount or copy from "" (cp -a /.): an `image` file a power cut emptied is rewritten by prepare.
             raise RuncError(f"container {container_id}: its image rootfs {image!r} is not a directory: prepare it again")
-        options = self._overlay_options(d, image, self._ensure_init_layer())
+        options = self._overlay_options(layer, image, self._ensure_init_layer())
         if _mount_overlay(options, rootfs):  # mount(2) directly: no mount(8) process per start
             return
         code, out = await _run("mount", "-t", "overlay", "overlay", "-o", options, str(rootfs))
         if code == 0:
             return
         log.warning("overlay mount for container %s failed (%s); copying %s instead", container_id, out, image)
-        # A half-finished earlier copy is discarded, so the rootfs is exactly the image.
-        shutil.rmtree(rootfs, ignore_errors=True)
-        rootfs.mkdir()
-        code, out = await _run("cp", "-a", f"{image}/.", str(rootfs))
+        # A half-finished earlier copy is discarded, so the rootfs is exactly the image. The copy is the
+        # container's writable layer: on disk in the layer directory, bound onto the bundle's mount point.
+        copy = layer / "rootfs"
+        shutil.rmtree(copy, ignore_errors=True)
+        copy.mkdir(parents=True)
+        code, out = await _run("cp", "-a", f"{image}/.", str(copy))
         if code != 0:
             raise RuncError(f"cannot create rootfs for container {container_id}: cp -a {image} failed: {out}")
-        (d / "rootfs.copied").touch()
+        (layer / "rootfs.copied").touch()
+        if self._split:
+            _bind(copy, rootfs)
 
     def _ensure_init_layer(self) -> bool:
         """The read-only layer above every image (Docker's init layer, shared here: it only holds empty files): the
@@ -518,15 +585,15 @@ class RuncRuntime:
         return True
 
     async def _unmount(self, path: Path) -> None:
-        if not os.path.ismount(path):
+        if not _mounted(path):
             return
         code, out = await _run("umount", str(path))
-        if code != 0 and os.path.ismount(path):
+        if code != 0 and _mounted(path):
             # Busy (a process still has it open): detach now, the kernel frees it when unused.
             # (Not mounted any more: a concurrent teardown got there first, which is success.)
             log.warning("umount %s failed (%s); detaching lazily", path, out)
             code, out = await _run("umount", "-l", str(path))
-            if code != 0 and os.path.ismount(path):
+            if code != 0 and _mounted(path):
                 raise RuncError(f"cannot unmount {path}: {out}")
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -853,8 +920,10 @@ class RuncRuntime:
         }
 
     def owns_bundle(self, entry: RuncContainer) -> bool:
-        """A runc container shoal made: its bundle is state_root/<id> (shoal deletes only those)."""
-        return _VALID_ID.fullmatch(entry.id) is not None and Path(entry.bundle) == self.state_root / entry.id
+        """A runc container shoal made: its bundle is bundle_root/<id>, or state_root/<id> where an older shoal
+        kept bundles with the layers (shoal deletes only those)."""
+        return _VALID_ID.fullmatch(entry.id) is not None and Path(entry.bundle) in (
+            self.bundle_root / entry.id, self.state_root / entry.id)
 
     async def discard_start(self, container_id: str, deadline: float = START_DEADLINE) -> None:
         """Undoes a start that was not committed (the daemon died during it): lets a start in
@@ -941,6 +1010,15 @@ class RuncRuntime:
         keep_layer keeps the container's writable layer (upper/ and work/ of its overlay, or the
         copied rootfs) for its next start, as Docker keeps a container's files across restarts."""
         d = self._dir(container_id)
+        layer = self._layer_dir(container_id)
+        if self._split and not d.exists() and layer.exists():  # a layer alone (the bundle went with a reboot)
+            if (self.runc_root / container_id).exists():
+                await _run(*self._runc("delete", "--force", container_id))
+            if not keep_layer:
+                code, out = await _run("rm", "-rf", "--one-file-system", str(layer))
+                if code != 0:
+                    raise RuncError(f"cannot remove {layer}: {out}")
+            return
         if not d.exists():
             if (self.runc_root / container_id).exists():  # runc state whose bundle is gone
                 code, out = await _run(*self._runc("delete", "--force", container_id))
@@ -956,12 +1034,14 @@ class RuncRuntime:
             raise RuncError(f"runc delete {container_id} failed: {out}")
         rootfs = d / "rootfs"
         await self._unmount(rootfs)
-        if os.path.ismount(rootfs):
+        if _mounted(rootfs):
             raise RuncError(f"rootfs {rootfs} is still mounted; not removing {d}")
         # --one-file-system: never delete through a mount that appeared under the bundle.
-        if keep_layer:
-            layer = {"rootfs", "rootfs.copied"} if (d / "rootfs.copied").exists() else {"upper", "work"}
-            doomed = [str(p) for p in d.iterdir() if p.name not in layer]
+        if self._split:
+            doomed = [str(d)] + ([str(layer)] if not keep_layer and layer.exists() else [])
+        elif keep_layer:
+            kept = {"rootfs", "rootfs.copied"} if (d / "rootfs.copied").exists() else {"upper", "work"}
+            doomed = [str(p) for p in d.iterdir() if p.name not in kept]
         else:
             doomed = [str(d)]
         if doomed:

@@ -99,7 +99,8 @@ class Engine:
         self.daemon_id = self.state.daemon_id()
         self.images = ImageStore(options.data_dir / "images")
         self.volumes = VolumeStore(options.data_dir / "volumes")
-        self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime")
+        self.runtime = RuncRuntime(options.exec_root / "runc", options.data_dir / "runtime",
+                                  bundle_root=options.exec_root / "bundles")
         self.net = NetworkController(
             self.state, NetworkOptions(bip=options.bip, mtu=options.mtu), daemon_id=self.daemon_id, clock=now_rfc3339
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.executor.cgroups import PARENT
-from shoal.lab import data_dir
+from shoal.lab import data_dir, run_dir
 from tests.docker_client import docker_client
 from tests.lab.helpers import running_lab, shoal, wait_until
 
@@ -228,7 +228,7 @@ def test_top_of_a_stopped_container_is_refused_with_dockers_message(lab):
 # ---- pause / unpause ------------------------------------------------------------------------------
 
 def _counter(lab, cid: str) -> int:
-    text = (data_dir(lab.name, "h1") / "runtime" / cid / "rootfs" / "tmp" / "n").read_text().strip()
+    text = (run_dir(lab.name, "h1") / "bundles" / cid / "rootfs" / "tmp" / "n").read_text().strip()
     return int(text) if text else 0
 
 
@@ -331,8 +331,8 @@ def test_an_oom_kill_while_the_daemon_is_down_shows_after_its_restart(lab):
     cid = inspect(lab, c)["Id"]
     lab.stop_daemon("h1", kill9=True)
     try:
-        (data_dir(lab.name, "h1") / "runtime" / cid / "rootfs" / "tmp" / "go").touch()
-        wait_until(lambda: (data_dir(lab.name, "h1") / "runtime" / cid / "exit").exists(), timeout=30)
+        (run_dir(lab.name, "h1") / "bundles" / cid / "rootfs" / "tmp" / "go").touch()
+        wait_until(lambda: (run_dir(lab.name, "h1") / "bundles" / cid / "exit").exists(), timeout=30)
     finally:
         lab.start_daemon("h1")
     state = inspect(lab, c)["State"]

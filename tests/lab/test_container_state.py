@@ -28,6 +28,11 @@ def data(lab: Lab) -> Path:
     return data_dir(lab.name, "h1")
 
 
+def bundle(lab: Lab, container_id: str) -> Path:
+    """The container's runc bundle (config.json, pid, exit and shim files), on the daemon's exec root."""
+    return run_dir(lab.name, "h1") / "bundles" / container_id
+
+
 def record_path(lab: Lab, container_id: str) -> Path:
     return data(lab) / "engine" / "containers" / f"{container_id}.json"
 
@@ -143,6 +148,7 @@ def test_run_on_a_full_disk_answers_500_and_its_start_leaves_no_network_runc_or_
     assert state_of(lab, "full")["Status"] == "created"
     assert runc_ids(lab) == {}
     assert not (data(lab) / "runtime" / container_id).exists()
+    assert not bundle(lab, container_id).exists()
     assert os.listdir(etc_files) == ["filler"]
     assert container_netns(lab) == []
     assert lab.exec("h1", ["ip", "-o", "link", "show", "master", "docker0"]).stdout == ""
@@ -174,6 +180,7 @@ def test_a_runc_container_without_a_record_is_removed_at_start(lab):
     lab.start_daemon("h1")
     assert runc_ids(lab) == {keep: "running"}
     assert not (data(lab) / "runtime" / orphan).exists()
+    assert not bundle(lab, orphan).exists()
     assert container_netns(lab) == [f"{lab.netns('h1')}-{keep[:12]}"]
 
 
@@ -198,8 +205,7 @@ def test_a_container_that_dies_with_the_daemon_down_and_no_exit_file_is_exited_2
     gone = run_id(lab, "--name", "gone", "busybox", "sleep", "600")
     pid = state_of(lab, gone)["Pid"]
     lab.stop_daemon("h1", kill9=True)
-    runtime = data(lab) / "runtime" / gone
-    shim_pid = int((runtime / "shim.pid").read_text().split()[0])
+    shim_pid = int((bundle(lab, gone) / "shim.pid").read_text().split()[0])
     os.kill(shim_pid, 9)  # the shim dies first: nobody records the code
     os.kill(pid, 9)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)

@@ -185,12 +185,12 @@ def _check_round(lab: Lab, round_: int, found: Findings) -> None:
         if match and match.group(1) not in subnets:
             found.add("no stale rule", round_, f"MASQUERADE for {match.group(1)}: {line.strip()}")
 
-    # mounts under the daemon's runtime dir belong to containers ps -a shows
-    runtime = data_dir(lab.name, "h1") / "runtime"
-    for point in sorted(_mounts_under(runtime)):
-        owner = Path(point).relative_to(runtime).parts[0]
-        if owner not in containers:
-            found.add("no orphan mount", round_, f"mount {point}")
+    # mounts under the daemon's bundles and writable layers belong to containers ps -a shows
+    for root in (run_dir(lab.name, "h1") / "bundles", data_dir(lab.name, "h1") / "runtime"):
+        for point in sorted(_mounts_under(root)):
+            owner = Path(point).relative_to(root).parts[0]
+            if owner not in containers:
+                found.add("no orphan mount", round_, f"mount {point}")
 
     # IPAM: the addresses in use are exactly those of live endpoints
     live: dict[str, set[str]] = {}

@@ -50,6 +50,15 @@ def mounted_under(path: Path) -> list[str]:
     return [line for line in text.splitlines() if str(path) in line]
 
 
+def mount_type(point: Path) -> str:
+    """The file system type of what is mounted at point ("" when nothing is)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(point):
+            return fields[fields.index("-") + 1]
+    return ""
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny busybox image rootfs."""
@@ -84,33 +93,39 @@ def netns(prefix: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def _force_cleanup(runc_root: Path, state_root: Path) -> None:
+def _force_cleanup(runc_root: Path, *dirs: Path) -> None:
     """Removes whatever a test left behind, without trusting the code under test."""
-    if state_root.is_dir():
-        for d in state_root.iterdir():
+    for root in dirs:
+        if not root.is_dir():
+            continue
+        for d in root.iterdir():
             subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", d.name], capture_output=True)
             shim = d / "shim.pid"
             if shim.exists():
                 shim_pid = int(shim.read_text().split()[0])
                 if pid_alive(shim_pid):
                     wait_until(lambda: not pid_alive(shim_pid), what=f"shim {shim_pid} to exit")
-            if os.path.ismount(d / "rootfs"):
-                subprocess.run(["umount", "-l", str(d / "rootfs")], check=False)
-    shutil.rmtree(state_root, ignore_errors=True)
+        for point in sorted((line.split()[4] for line in mounted_under(root)), reverse=True):
+            subprocess.run(["umount", "-l", point], check=False)  # overlays, and binds ismount cannot see
+    for root in dirs:
+        shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(runc_root, ignore_errors=True)
 
 
-@pytest.fixture
-def roots(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+# Both layouts: bundle and writable layer in one directory per container, and the daemon's (bundles on the exec
+# root's tmpfs, layers on disk: RuncRuntime's bundle_root apart from its state_root).
+@pytest.fixture(params=["one-dir", "bundles-apart"])
+def roots(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, ...]]:
     runc_root, state_root = tmp_path / "runc", tmp_path / "state"
+    bundles = (tmp_path / "bundles",) if request.param == "bundles-apart" else ()
     try:
-        yield runc_root, state_root
+        yield (runc_root, state_root, *bundles)
     finally:
-        _force_cleanup(runc_root, state_root)
+        _force_cleanup(runc_root, *bundles, state_root)
 
 
 @pytest.fixture
-def rt(roots: tuple[Path, Path]) -> RuncRuntime:
+def rt(roots: tuple[Path, ...]) -> RuncRuntime:
     return RuncRuntime(*roots)
 
 
@@ -355,7 +370,7 @@ def test_bind_mount_shows_the_host_file_read_only(
 
 
 def test_second_runtime_sees_running_container_then_its_exit(
-    roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+    roots: tuple[Path, ...], image: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-restore"
     script = "while [ ! -f /tmp/go ]; do sleep 0.05; done; exit 7"
@@ -380,7 +395,7 @@ CHILD = textwrap.dedent(
     from agent.executor.spec import ProcessSpec
 
     async def main():
-        rt = RuncRuntime(Path(sys.argv[2]), Path(sys.argv[3]))
+        rt = RuncRuntime(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[7]) if len(sys.argv) > 7 else None)
         await rt.prepare(sys.argv[4], Path(sys.argv[5]), ProcessSpec(["sleep", "3600"], ["PATH=/bin"]),
                          "h", sys.argv[6], [])
         print(await rt.start(sys.argv[4]), flush=True)
@@ -392,11 +407,12 @@ CHILD = textwrap.dedent(
 
 
 def test_container_survives_sigkill_of_the_process_that_started_it(
-    roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+    roots: tuple[Path, ...], image: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-orphan"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(REPO), str(roots[0]), str(roots[1]), cid, str(image), netns],
+        [sys.executable, "-c", CHILD, str(REPO), str(roots[0]), str(roots[1]), cid, str(image), netns,
+         *map(str, roots[2:])],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -441,15 +457,15 @@ def test_prepare_twice_keeps_one_overlay_mount(rt: RuncRuntime, image: Path, net
 
 
 def test_remove_kills_unmounts_and_deletes_everything(
-    rt: RuncRuntime, roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+    rt: RuncRuntime, roots: tuple[Path, ...], image: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-rm"
     pid = run(start(rt, cid, image, ["sleep", "3600"], netns))
-    state_dir = roots[1] / cid
+    state_dir, bundle = roots[1] / cid, rt.bundle_dir(cid)
     run(rt.remove(cid))
     wait_until(lambda: not pid_alive(pid), what="container process to die")
-    assert not state_dir.exists()
-    assert mounted_under(state_dir) == []
+    assert (state_dir.exists(), bundle.exists()) == (False, False)
+    assert mounted_under(state_dir) + mounted_under(bundle) == []
     listed = subprocess.run(["runc", "--root", str(roots[0]), "list", "-q"], capture_output=True, text=True)
     assert cid not in listed.stdout.split()
     assert rt.list_ids() == []
@@ -469,22 +485,22 @@ def test_remove_is_idempotent(rt: RuncRuntime, image: Path, netns: str, prefix: 
 
 
 def test_prepare_with_a_missing_image_leaves_nothing_behind(
-    rt: RuncRuntime, roots: tuple[Path, Path], tmp_path: Path, netns: str, prefix: str
+    rt: RuncRuntime, roots: tuple[Path, ...], tmp_path: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-noimg"
     missing = tmp_path / "no-such-image"
     with pytest.raises(RuncError, match=f"image rootfs {missing} is not a directory"):
         run(rt.prepare(cid, missing, ProcessSpec(["true"], ENV), "h", netns, []))
-    assert not (roots[1] / cid).exists()
+    assert ((roots[1] / cid).exists(), rt.bundle_dir(cid).exists()) == (False, False)
 
 
 def test_prepare_with_a_bad_process_leaves_nothing_behind(
-    rt: RuncRuntime, roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+    rt: RuncRuntime, roots: tuple[Path, ...], image: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-badproc"
     with pytest.raises(ValueError, match="'NOEQUALS'"):
         run(rt.prepare(cid, image, ProcessSpec(["true"], ["NOEQUALS"]), "h", netns, []))
-    assert not (roots[1] / cid).exists()
+    assert ((roots[1] / cid).exists(), rt.bundle_dir(cid).exists()) == (False, False)
 
 
 def test_prepare_falls_back_to_a_copy_when_overlay_fails(
@@ -500,12 +516,22 @@ def test_prepare_falls_back_to_a_copy_when_overlay_fails(
         await rt.start(cid)
         return await exec_collect(rt, cid, ["sh", "-c", "echo mine > /tmp/f; cat /tmp/f"])
 
+    async def again() -> tuple[int, bytes, bytes]:  # a restart keeps the copy: it is the container's layer
+        await rt.stop(cid, timeout=0.2)
+        await rt.remove(cid, keep_layer=True)
+        await rt.prepare(cid, awkward, ProcessSpec(["sleep", "3600"], ENV), "h", netns, [])
+        await rt.start(cid)
+        return await exec_collect(rt, cid, ["cat", "/tmp/f"])
+
     assert run(body()) == (0, b"mine\n", b"")
-    assert not os.path.ismount(rt.rootfs(cid))
+    assert mount_type(rt.rootfs(cid)) != "overlay"
     assert "overlay mount for container" in caplog.text
     assert not (awkward / "tmp" / "f").exists()
+    assert (rt.state_root / cid / "rootfs" / "tmp" / "f").read_text() == "mine\n"  # on disk, in the layer
+    assert run(again()) == (0, b"mine\n", b"")
     run(rt.remove(cid))
     assert rt.list_ids() == []
+    assert mounted_under(rt.bundle_root) + mounted_under(rt.state_root) == []
 
 
 async def _collect_until(conn, marker: bytes, timeout: float = 10.0) -> bytes:

@@ -62,7 +62,7 @@ async def start_logging(rt: RuncRuntime, cid: str, image: Path, netns: str, **st
 @pytest.mark.parametrize("stdio", [{}, {"open_stdin": True}, {"tty": True, "open_stdin": True}],
                          ids=["pipes", "stdin", "tty"])
 def test_a_forked_shim_holds_the_same_fds_as_one_started_as_its_own_python(
-    roots: tuple[Path, Path], image: Path, netns: str, prefix: str, monkeypatch: pytest.MonkeyPatch, stdio: dict,
+    roots: tuple[Path, ...], image: Path, netns: str, prefix: str, monkeypatch: pytest.MonkeyPatch, stdio: dict,
 ) -> None:
     forked = RuncRuntime(*roots)
     monkeypatch.setenv("SHOAL_SHIM_ZYGOTE", "0")
@@ -142,7 +142,7 @@ CHILD = textwrap.dedent(
     from agent.executor.spec import ProcessSpec
 
     async def main():
-        rt = RuncRuntime(Path(sys.argv[2]), Path(sys.argv[3]))
+        rt = RuncRuntime(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[7]) if len(sys.argv) > 7 else None)
         await rt.prepare(sys.argv[4], Path(sys.argv[5]), ProcessSpec(["sh", "-c", "while true; do echo tick; sleep 0.1; done"], ["PATH=/bin"]),
                          "h", sys.argv[6], [])
         pid = await rt.start(sys.argv[4])
@@ -155,11 +155,12 @@ CHILD = textwrap.dedent(
 
 
 def test_the_zygote_exits_with_the_daemon_killed_9_and_its_containers_keep_logging(
-    roots: tuple[Path, Path], image: Path, netns: str, prefix: str
+    roots: tuple[Path, ...], image: Path, netns: str, prefix: str
 ) -> None:
     cid = f"{prefix}-orphan"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(REPO), str(roots[0]), str(roots[1]), cid, str(image), netns],
+        [sys.executable, "-c", CHILD, str(REPO), str(roots[0]), str(roots[1]), cid, str(image), netns,
+         *map(str, roots[2:])],
         stdout=subprocess.PIPE, text=True,
     )
     try:
