@@ -29,13 +29,18 @@ host's daemon.log there.
 The swarm systems create each service after --settle seconds (default 10) on the swarm just made or after the
 previous round's `service rm`, the same pause for both; bare has no daemons to settle (a new lab each round).
 --rounds K: K creates of each N per system (bare: K labs), the median reported and every round printed.
+--interleave (bare and one swarm system): each bare round runs right after a round of the swarm (its service removed,
+its daemons and their processes stopped with SIGSTOP meanwhile, so bare does not pay for the idle swarm), so that both
+see the same minutes of this machine, whose speed drifts by +-20% over minutes; the median of the pairs' ratios is
+printed too.
 Run: python bench/converge.py [--systems docker,bare,shoal] [--replicas 20,100] [--timeout 300] [--timeline] [--settle S]
-[--rounds K]
+[--rounds K] [--interleave]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import http.client
 import json
 import os
@@ -48,7 +53,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +101,7 @@ class Options:
     keep_logs: str = ""
     settle: float = SETTLE_S
     rounds: int = 1
+    interleave: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -115,6 +121,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     ap.add_argument("--rounds", type=int, default=1, metavar="K",
                     help="creates of each N per system (bare: K labs); the figure is their median, every round is "
                          "printed too (this 2-core machine varies by +-20%% from run to run)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="each bare round right after a round of the (one) swarm system, that swarm stopped meanwhile; "
+                         "the median of the pairs' ratios is printed too")
     a = ap.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     unknown = [s for s in systems if s not in SYSTEMS]
@@ -132,8 +141,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ap.error(f"invalid --settle {a.settle:g}: must be between 0 and 600 seconds")
     if not 1 <= a.rounds <= 50:
         ap.error(f"invalid --rounds {a.rounds}: must be between 1 and 50")
-    return Options(list(dict.fromkeys(systems)), list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs,
-                   a.settle, a.rounds)
+    systems = list(dict.fromkeys(systems))
+    if a.interleave and ("bare" not in systems or len(systems) != 2):
+        ap.error(f"--interleave pairs bare with one swarm system: not with --systems {a.systems!r}")
+    return Options(systems, list(dict.fromkeys(replicas)), a.timeout, a.timeline, a.keep_logs, a.settle, a.rounds,
+                   a.interleave)
 
 
 def ratio(value: float | None, base: float | None) -> float | None:
@@ -149,6 +161,7 @@ class Result:
 
     converge: dict[int, float] = field(default_factory=dict)  # the median of the rounds
     rounds: dict[int, list[float]] = field(default_factory=dict)  # every round's time, in the order run
+    paired: dict[int, list[float]] = field(default_factory=dict)  # --interleave: this round / bare's right after
     scale_to_zero: dict[int, float] = field(default_factory=dict)  # by the N scaled from
     vip: bool | None = None
     error: str = ""
@@ -204,6 +217,11 @@ def report(results: dict[str, Result], replicas: Sequence[int], notes: dict[str,
                 r = ratio(shoal.converge.get(n), base.converge.get(n) if base else None)
                 if r is not None:
                     lines.append(f"ratio converge N={n} shoal/{base_name} = {r:.2f}")
+    for name, res in results.items():
+        for n, pairs in res.paired.items():
+            if pairs:
+                lines.append(f"interleaved N={n}: {name}/bare round by round " + " ".join(f"{q:.2f}" for q in pairs)
+                             + f", median {statistics.median(pairs):.2f}")
     return "\n".join(lines)
 
 
@@ -551,7 +569,10 @@ def shoal_missing() -> str | None:
     return None
 
 
-def measure_swarm(system: System, opts: Options, log: Callable[[str], None], workdir: Path) -> Result:
+def measure_swarm(system: System, opts: Options, log: Callable[[str], None], workdir: Path,
+                  between: Callable[[int], float | None] | None = None) -> Result:
+    """The swarm's rounds; between(n), when given, runs after each round's service rm with the swarm stopped
+    (--interleave: bare's round; its time, None when it failed, then no more are run)."""
     res = Result()
 
     def logs_kept() -> None:
@@ -580,8 +601,65 @@ def measure_swarm(system: System, opts: Options, log: Callable[[str], None], wor
                     res.scale_to_zero[n] = scale_to_zero(system, opts.timeout, log)
                 at.step = f"service rm after N={n}"
                 remove_service(system, opts.timeout)
+                if between is not None and system.lab is not None:
+                    at.step = f"bare N={n} between rounds (the swarm stopped)"
+                    with stopped(system.lab):
+                        other = between(n)
+                    if other is None:
+                        between = None
+                    else:
+                        res.paired.setdefault(n, []).append(res.rounds[n][-1] / other)
     res.error = at.error
     return res
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """roots and every process below them (from each process's parent in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def _state(pid: int) -> str:
+    """The process's state letter (T: stopped), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+@contextlib.contextmanager
+def stopped(lab: Lab) -> Iterator[None]:
+    """The lab's daemons and every process below them stopped (SIGSTOP) meanwhile, continued (SIGCONT) after, even
+    on an error or an interrupt: a bare round between two of the swarm's runs without the idle swarm's background
+    work (raft ticks, gossip, heartbeats) on the same 2 cores. The next swarm round waits --settle after it."""
+    pids = _descendants({pid for host in lab.hosts if (pid := lab.daemon_pid(host))})
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 2.0  # a signal is taken at the process's next return to user space
+        while time.monotonic() < deadline and any(_state(pid) not in ("T", "") for pid in pids):
+            time.sleep(0.005)
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def record_round(res: Result, n: int, took: float) -> None:
@@ -764,9 +842,22 @@ def main(argv: list[str] | None = None) -> int:
         workdir = session.workdir
         if opts.timeline:
             os.environ["SHOAL_TIMING"] = "1"  # the lab's daemons inherit it: manager/timing.py logs its notes
+        between = None
+        if opts.interleave:
+            results["bare"] = Result()
+
+            def between(n: int) -> float | None:
+                one = measure_bare(n, opts.timeout, log)
+                if one.error:
+                    results["bare"].error = one.error
+                    return None
+                record_round(results["bare"], n, one.converge[n])
+                return one.converge[n]
         for name in opts.systems:
             if name == "docker":
-                results["docker"] = measure_swarm(docker_system(opts.timeout), opts, log, workdir)
+                results["docker"] = measure_swarm(docker_system(opts.timeout), opts, log, workdir, between)
+            elif name == "bare" and opts.interleave:
+                continue  # run between the swarm's rounds
             elif name == "bare":
                 res = Result()
                 for n in opts.replicas:
@@ -785,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
                     notes["shoal"] = why
                     log(f"shoal: not run: {why}")
                     continue
-                results["shoal"] = measure_swarm(shoal_system(opts.timeout, []), opts, log, workdir)
+                results["shoal"] = measure_swarm(shoal_system(opts.timeout, []), opts, log, workdir, between)
     print(report(results, opts.replicas, notes))
     if session.interrupted:
         return 130

@@ -4,7 +4,9 @@ The benchmark itself (labs, dockerd, runc) runs by hand: python bench/converge.p
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,52 @@ def test_parse_args_runs_one_round_unless_asked_and_refuses_zero_naming_it(capsy
     with pytest.raises(SystemExit):
         converge.parse_args(["--rounds", "0"])
     assert "invalid --rounds 0" in capsys.readouterr().err
+
+
+def test_parse_args_interleaves_only_bare_with_one_swarm_system(capsys: pytest.CaptureFixture[str]) -> None:
+    assert converge.parse_args([]).interleave is False
+    assert converge.parse_args(["--systems", "shoal,bare", "--interleave"]).interleave is True
+    with pytest.raises(SystemExit):
+        converge.parse_args(["--systems", "docker,bare,shoal", "--interleave"])
+    assert "--interleave pairs bare with one swarm system: not with --systems 'docker,bare,shoal'" in \
+        capsys.readouterr().err
+
+
+def test_report_prints_the_interleaved_pairs_ratios_and_their_median() -> None:
+    results = {"bare": converge.Result(converge={20: 1.0}, rounds={20: [1.0, 0.8, 1.2]}),
+               "shoal": converge.Result(converge={20: 1.5}, rounds={20: [1.5, 1.4, 1.6]},
+                                        paired={20: [1.5, 1.75, 1.33]})}
+    lines = converge.report(results, [20]).splitlines()
+    assert lines[-2:] == ["ratio converge N=20 shoal/bare = 1.50",
+                          "interleaved N=20: shoal/bare round by round 1.50 1.75 1.33, median 1.50"]
+
+
+def test_stopped_stops_a_process_and_its_children_and_continues_them_after() -> None:
+    import subprocess
+
+    def state(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 5
+        while not (kids := [p for p in converge._descendants({parent.pid}) if p != parent.pid]):
+            assert time.monotonic() < deadline, "sh did not start its child"
+            time.sleep(0.01)
+
+        class OneHost:
+            hosts = ["h1"]
+
+            def daemon_pid(self, host: str) -> int:
+                return parent.pid
+
+        with converge.stopped(OneHost()):
+            assert [state(parent.pid), state(kids[0])] == ["T", "T"]
+        assert [state(parent.pid) != "T", state(kids[0]) != "T"] == [True, True]  # sleeping or running again
+    finally:
+        for pid in converge._descendants({parent.pid}):
+            os.kill(pid, 9)
+        parent.wait()
 
 
 def test_each_round_is_kept_in_order_and_the_figure_is_their_median() -> None:
