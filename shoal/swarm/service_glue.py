@@ -10,7 +10,11 @@ worker's tasks (poke) announces at once, without waiting for the pass (which may
 A burst of endpoints (a service's tasks starting over a second or two, arriving in a dozen gossip events) would make a
 dozen full passes, each one nftables transaction per sandbox: a change that only adds backends to services already
 served is held until HOLD_S after the last apply, so the burst's additions share a few passes. Anything else (a backend
-or a service gone, a new service, a VIP or a name changed), and an addition after a quiet spell, applies at once."""
+or a service gone, a new service, a VIP or a name changed), and an addition after a quiet spell, applies at once.
+While this node is itself starting tasks (accepted, not yet running or failed), such additions also wait for those
+starts to end, at most STARTS_HOLD_S: the starts get the two cores first (a started task's VIPs, names and mesh follow
+at once, its own running state wakes the pass), the sandboxes' tables are rewritten once after them, not once per
+HOLD_S during them."""
 
 from __future__ import annotations
 
@@ -35,7 +39,10 @@ log = logging.getLogger(__name__)
 RESYNC_S = 1.0
 # How long after an apply further additions of backends wait to be applied together (a removal never waits).
 HOLD_S = 0.25
+# The longest additions wait for this node's task starts to end (a task that keeps restarting must not hold them).
+STARTS_HOLD_S = 2.0
 RUNNING = pb.TaskState.TASK_STATE_RUNNING
+ACCEPTED = pb.TaskState.TASK_STATE_ACCEPTED
 INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
 _PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
 
@@ -82,6 +89,7 @@ class ServiceGlue:
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     applied_at: float = float("-inf")  # time.monotonic() of the last apply's start
     held_until: float | None = None  # additions held back: the pass that applies them is due then
+    starts_held_since: float | None = None  # additions held for this node's task starts since then
     _mesh_fed: tuple[Any, list[ServiceBinding]] | None = None  # the mesh and the ingress bindings it last took
     # task id -> (its task object, the overlays, its records): see _records_of
     _records: dict[str, tuple[pb.Task, frozenset[str], dict[str, EndpointRecord]]] = field(default_factory=dict)
@@ -161,6 +169,19 @@ class ServiceGlue:
             self._records[tid] = kept
         return kept[2]
 
+    def _starting(self) -> bool:
+        """Whether this node is starting a task now: accepted (or further), not yet running, and to run (a task held
+        at READY, e.g. for its restart delay, is not starting)."""
+        worker = self.node.worker
+        if worker is None:
+            return False
+        for tid, st in list(worker.statuses.items()):
+            if ACCEPTED <= st.state < RUNNING:
+                task = worker.tasks.get(tid)
+                if task is not None and task.desired_state == RUNNING:
+                    return True
+        return False
+
     def bindings(self) -> list[ServiceBinding]:
         engine = self.node.engine
         out: list[ServiceBinding] = []
@@ -222,10 +243,19 @@ class ServiceGlue:
             self.held_until = None
             return
         t0 = time.monotonic()
-        if hold and t0 < self.applied_at + HOLD_S and only_additions(self.applied, bindings):
-            self.held_until = self.applied_at + HOLD_S
-            return
+        if hold and only_additions(self.applied, bindings):
+            if t0 < self.applied_at + HOLD_S:
+                self.held_until = self.applied_at + HOLD_S
+                return
+            if self._starting():
+                if self.starts_held_since is None:
+                    self.starts_held_since = t0
+                if t0 < self.starts_held_since + STARTS_HOLD_S:
+                    # A start's end that is no running task (failed, rejected) pokes nothing: looked at again soon.
+                    self.held_until = min(t0 + HOLD_S, self.starts_held_since + STARTS_HOLD_S)
+                    return
         self.held_until = None
+        self.starts_held_since = None
         self.applied_at = t0
         await self.apply(bindings)
         self.applied = bindings

@@ -370,3 +370,65 @@ def test_a_failing_pass_with_additions_held_waits_for_a_wake_rather_than_spinnin
         runner.cancel()
         assert broken.reads == 1 and glue.held_until is None
     asyncio.run(run())
+
+
+def _starting_worker() -> Worker:
+    """A worker with one task of its own being prepared (no service: it announces nothing itself)."""
+    worker = Worker(executor=None)  # type: ignore[arg-type] - no runner is started: statuses are set directly
+    worker.tasks["x1"] = pb.Task(id="x1", desired_state=pb.TaskState.TASK_STATE_RUNNING)
+    worker.statuses["x1"] = pb.TaskStatus(state=pb.TaskState.TASK_STATE_PREPARING)
+    return worker
+
+
+def test_added_backends_wait_while_this_node_starts_a_task_and_apply_once_the_start_ends(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 0.05)
+    monkeypatch.setattr(service_glue, "STARTS_HOLD_S", 30.0)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        worker = glue.node.worker = _starting_worker()
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")  # a new service: applied at once, start or not
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1"])
+        _up(gossip, "t2")
+        await asyncio.sleep(0.3)  # six holds: still held for the start
+        assert _tasks(balancer.passes[-1]) == ["t1"]
+        worker.statuses["x1"] = pb.TaskStatus(state=pb.TaskState.TASK_STATE_FAILED)  # the start ended
+        await _until(lambda: _tasks(balancer.passes[-1]) == ["t1", "t2"])
+        runner.cancel()
+    asyncio.run(run())
+
+
+def test_added_backends_wait_for_this_nodes_starts_at_most_starts_hold_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 0.05)
+    monkeypatch.setattr(service_glue, "STARTS_HOLD_S", 0.2)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        glue.node.worker = _starting_worker()  # a start that does not end
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1"])
+        _up(gossip, "t2")
+        await _until(lambda: _tasks(balancer.passes[-1]) == ["t1", "t2"], timeout=5.0)
+        assert glue._starting() is True
+        runner.cancel()
+    asyncio.run(run())
+
+
+def test_a_removed_backend_is_applied_at_once_while_this_node_starts_a_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_glue, "HOLD_S", 0.05)
+    monkeypatch.setattr(service_glue, "STARTS_HOLD_S", 30.0)
+
+    async def run() -> None:
+        glue, gossip, balancer = _glue_over_gossip()
+        glue.node.worker = _starting_worker()
+        runner = asyncio.ensure_future(glue.run())
+        _up(gossip, "t1")
+        _up(gossip, "t2")
+        await _until(lambda: balancer.passes and _tasks(balancer.passes[-1]) == ["t1", "t2"])
+        gossip.db.delete_entry(netdb_services.TABLE, "net", "t1")
+        await _until(lambda: _tasks(balancer.passes[-1]) == ["t2"], timeout=5.0)
+        runner.cancel()
+    asyncio.run(run())
