@@ -12,9 +12,8 @@ dozen full passes, each one nftables transaction per sandbox: a change that only
 served is held until HOLD_S after the last apply, so the burst's additions share a few passes. Anything else (a backend
 or a service gone, a new service, a VIP or a name changed), and an addition after a quiet spell, applies at once.
 While this node is itself starting tasks (accepted, not yet running or failed), such additions also wait for those
-starts to end, at most STARTS_HOLD_S: the starts get the two cores first (a started task's VIPs, names and mesh follow
-at once, its own running state wakes the pass), the sandboxes' tables are rewritten once after them, not once per
-HOLD_S during them."""
+starts to end, at most STARTS_HOLD_S: the starts get the two cores first, and the sandboxes' tables are rewritten once
+after them (the last start's task, running, wakes the pass), not once per HOLD_S during them."""
 
 from __future__ import annotations
 
