@@ -505,7 +505,7 @@ class RuncRuntime:
         ways."""
         _mkdir(os.path.join(d, "rootfs"))
         _write_atomic(d / "image", image)
-        if layer != d and (layer / "rootfs.copied").exists():  # the layer is a private copy: bound again, not overlaid
+        if self._split and (layer / "rootfs.copied").exists():  # the layer is a private copy: bound again, not overlaid
             return _rootfs_ready(d) and self._write_config(d, config_text)
         for sub in ("upper", "work"):
             _mkdir(os.path.join(layer, sub))
@@ -774,8 +774,9 @@ class RuncRuntime:
             if pid is not None:
                 stat = _proc_stat(pid)
                 # Durable: its start time is what tells the container's process from a reused pid
-                # after a reboot (runc's `pid` file alone would make a stranger look running).
-                # (In a thread: a new inode and two fsyncs, milliseconds under load, the loop free meanwhile.)
+                # after a reboot (runc's `pid` file alone would make a stranger look running) where the bundle is
+                # on disk (one directory per container); a bundle on the exec root's tmpfs goes with the reboot.
+                # (In a thread: on disk a new inode and two fsyncs, milliseconds under load, the loop free meanwhile.)
                 await asyncio.to_thread(_write_atomic, d / "started", f"{pid} {stat[1] if stat else 0}\n", "all")
                 return pid
             if (d / "exit").exists() or not _is_alive(shim_pid):
