@@ -7,6 +7,9 @@ Layout of lab LAB (every name derives from LAB, so `down` needs no state to clea
   netns shoal-LAB-sw    bridge br0 (up, no address), port hK per host
   netns shoal-LAB-hK    eth0 = 192.168.200.(10+K)/24, peer of hK; daemon with container netns
                         prefix shoal-LAB-hK-
+  /run/shoal-lab/LAB    a tmpfs (nosuid, nodev, 20% of memory), as /run is on a host booted by systemd: the
+                        daemons' exec roots (bundles, runc state, the containers' /etc files) are what a real
+                        host keeps in memory, whatever the machine running the lab has at /run
   /run/shoal-lab/LAB/hK socket shoal.sock, daemon.pid, daemon.log, runc root runc/, uts (a bind
                         mount of the host's UTS namespace: its hostname is hK)
   /var/lib/shoal-lab/LAB/hK   the daemon's data dir
@@ -41,6 +44,8 @@ STOP_DEADLINE_S = 10.0
 DAEMON_CMD_ENV = "SHOAL_LAB_DAEMON_CMD"  # replaces `python -m shoal` (tests, debugging)
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,12}$")
 _MNT_DETACH = 2
+_MS_NOSUID, _MS_NODEV = 0x2, 0x4
+RUN_TMPFS_OPTIONS = "mode=0755,size=20%"  # systemd's /run: mode 755, 20% of memory
 
 T = TypeVar("T")
 
@@ -252,6 +257,15 @@ def _umount_detach(path: str) -> None:
     libc.umount2(path.encode(), _MNT_DETACH)  # EINVAL (not a mount point) is fine here
 
 
+def _mount_run_tmpfs(path: Path) -> None:
+    """A host's /run: a tmpfs on `path` (unmounted by `down` with the rest of the lab's mounts)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"shoal-lab", str(path).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV,
+                  RUN_TMPFS_OPTIONS.encode()) != 0:
+        err = ctypes.get_errno()
+        raise LabError(f"cannot mount a tmpfs on {path}: {os.strerror(err)}")
+
+
 def _mounts_under(roots: Sequence[Path]) -> list[str]:
     """Mount points at or below `roots`, deepest first (from /proc/self/mountinfo)."""
     found = []
@@ -429,6 +443,7 @@ class Lab:
         sw = switch_netns(self.name)
         RUN_ROOT.mkdir(parents=True, exist_ok=True)
         run_dir(self.name).mkdir(parents=True)
+        _mount_run_tmpfs(run_dir(self.name))
         self._save()
         _ip(["-batch", "-"], "".join(f"netns add {n}\n" for n in [sw, *map(self.netns, self.hosts)]))
         switch = ["link set lo up", "link add br0 type bridge", "link set br0 up"]

@@ -189,6 +189,29 @@ def test_down_removes_everything_up_made(fake_daemon: Callable[..., Path], lab_n
     assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
 
 
+def _mount_of(path: Path) -> tuple[str, set[str]] | None:
+    """(fstype, options) of the mount at exactly `path`, or None."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if fields[4] == str(path):
+            return right.split()[0], set(fields[5].split(","))
+    return None
+
+
+def test_the_lab_run_dir_is_a_tmpfs_like_a_hosts_run_until_down(fake_daemon: Callable[..., Path],
+                                                                 lab_names: list[str]) -> None:
+    fake_daemon()
+    name = unique_lab_name()
+    lab_names.append(name)
+    made = Lab.up(name, 1)
+    mounted = _mount_of(RUN_ROOT / name)
+    assert mounted is not None and mounted[0] == "tmpfs"
+    assert {"nosuid", "nodev"} <= mounted[1]
+    made.down()
+    assert _mount_of(RUN_ROOT / name) is None and not (RUN_ROOT / name).exists()
+
+
 def test_down_of_a_missing_lab_is_quiet() -> None:
     down(unique_lab_name())
 
