@@ -145,6 +145,44 @@ def test_default_profile_lists_the_native_arch_and_its_sub_arches() -> None:
     assert _default()["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
 
 
+def test_an_abi_the_kernel_lacks_leaves_the_list_and_the_rest_stays() -> None:
+    section = _default()
+    out = seccomp.without_abis(section, frozenset({"SCMP_ARCH_X32"}))
+    assert out["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert {k: v for k, v in out.items() if k != "architectures"} == {
+        k: v for k, v in section.items() if k != "architectures"}
+    assert section["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]  # shared: untouched
+
+
+def test_the_native_arch_stays_even_when_named_missing() -> None:
+    section = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X32"], "syscalls": []}
+    assert seccomp.without_abis(section, frozenset({"SCMP_ARCH_X32"})) is section
+
+
+def test_the_builtin_profile_lists_exactly_the_abis_this_kernel_runs() -> None:
+    out = Confinement().linux_seccomp()
+    assert out is not None
+    missing = seccomp.abis_missing_here()
+    assert out["architectures"] == [a for a in ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
+                                    if a not in missing]
+
+
+def test_the_x32_probe_agrees_with_an_x32_call_made_in_a_child() -> None:
+    """The probe's answer against the kernel's own, asked by a separate process (the test's python)."""
+    import subprocess
+    import sys
+    code = ("import ctypes, errno; libc = ctypes.CDLL(None, use_errno=True); "
+            "r = libc.syscall(ctypes.c_long(0x40000000 | 39)); print(r == -1 and ctypes.get_errno() == errno.ENOSYS)")
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert ("SCMP_ARCH_X32" in seccomp.abis_missing_here()) == (said == "True")
+
+
+def test_a_users_profile_keeps_every_abi_it_lists() -> None:
+    text = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"]})
+    out = Confinement(seccomp=text).linux_seccomp()
+    assert out is not None and out["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"]
+
+
 def test_without_sys_admin_unshare_mount_and_setns_are_not_allowed() -> None:
     allowed = _allowed(_default())
     assert {"unshare", "mount", "setns", "clone3"}.isdisjoint(allowed)
