@@ -2,8 +2,9 @@
 Called by the container manager (names, networks, Docker API); builds config.json with agent.executor.spec.
 
 Two places per container, as containerd keeps them for Docker: the bundle (config.json, the rootfs mount point, the
-pid, exit and log files of a run, the attach socket) under bundle_root, the daemon's exec root (a tmpfs: what a
-reboot ends with the container, and no new disk inode per file: each took ~1 ms of CPU on the lab's ext4), and the
+pid, exit and log files of a run, the attach socket) under bundle_root, the daemon's exec root (meant to be memory:
+/run is a tmpfs on a systemd host and in the lab, what a reboot ends with the container, and no new disk inode per
+file there: each took ~1 ms of CPU on this machine's ext4), and the
 writable layer (upper/ and work/ of the overlay, or the private copy of the image) under state_root on disk, kept
 until the container is removed."""
 from __future__ import annotations
