@@ -17,7 +17,6 @@ Run: python bench/converge_ab.py --b /tmp/shoal-b [--a .] [--replicas 20] [--rou
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import statistics
 import sys
@@ -31,10 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import converge as bc  # noqa: E402
+from bench.procstat import process_cpu_s  # noqa: E402
 from bench.swarm import System, attempt, bench_session, cannot_run, log, swarm_with_overlay  # noqa: E402
-
-HZ = os.sysconf("SC_CLK_TCK")
-
 
 @dataclass(slots=True)
 class Options:
@@ -100,13 +97,7 @@ def summary(a: Rounds, b: Rounds) -> str:
 def daemon_cpu(system: System) -> float:
     """Core-seconds the lab's daemons used so far (every thread, user + system)."""
     assert system.lab is not None
-    total = 0.0
-    for host in system.lab.hosts:
-        pid = system.lab.daemon_pid(host)
-        if pid:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / HZ
-    return total
+    return process_cpu_s([pid for host in system.lab.hosts if (pid := system.lab.daemon_pid(host))])
 
 
 def one_round(system: System, other: System, opts: Options) -> tuple[float, float]:

@@ -40,6 +40,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.procstat import process_cpu_s  # noqa: E402
 from shoal.lab import DAEMON_CMD_ENV, Lab, run_dir  # noqa: E402
 from tests.support.cluster import LocalCluster, free_port  # noqa: E402
 from manager.transport import GRPC_OPTIONS  # noqa: E402
@@ -350,18 +351,6 @@ def fmt(r: RunResult) -> str:
     cpu = f"  server cpu/write={r.cpu_ms_per_write:.2f} ms" if r.cpu_s else ""
     return (f"{r.system:12s} clients={r.clients:3d}  writes/s={r.writes_per_s:9.1f}  p50={r.pct(0.5) * 1000:7.2f} ms"
             f"  p99={r.pct(0.99) * 1000:7.2f} ms  (writes={r.writes}, errors={r.errors}){cpu}")
-
-
-def process_cpu_s(pids: list[int]) -> float:
-    """utime + stime of these processes (all their threads) so far, from /proc; a gone process counts 0."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def cluster_pids(c: LocalCluster) -> list[int]:

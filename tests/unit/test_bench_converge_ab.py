@@ -61,3 +61,13 @@ def test_the_checkouts_program_runs_its_own_code_even_from_this_checkouts_direct
     b = fake_checkout(tmp_path / "b", "checkout b's shoal")
     out = subprocess.run(ab.program(b), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, "checkout b's shoal\n")
+
+
+def test_the_daemons_cpu_is_what_proc_says_and_a_gone_process_counts_nothing() -> None:
+    import os
+
+    from bench.procstat import process_cpu_s
+    sum(i * i for i in range(300_000))  # some CPU of our own to read back
+    times = os.times()
+    assert abs(process_cpu_s([os.getpid()]) - (times.user + times.system)) <= 0.02
+    assert process_cpu_s([2**22 + 1]) == 0.0  # above pid_max's ceiling: never a process
