@@ -14,7 +14,13 @@ from typing import Any
 
 async def next_or_none(stream: Any, timeout: float) -> Any | None:
     """The stream's next item (`await stream.__anext__()`), or None after timeout. StopAsyncIteration and the
-    stream's own errors pass through; a cancellation always does."""
+    stream's own errors pass through; a cancellation always does.
+    A stream with a poll() (a store watch) gives an item it already holds without the timeout's timer: a
+    dispatcher's assignment stream reads every store event of a burst, most for other nodes, and a timer armed and
+    cancelled per event was most of what a leader's streams cost."""
+    poll = getattr(stream, "poll", None)
+    if poll is not None and (item := poll()) is not None:
+        return item
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(max(0.0, timeout)):
             return await stream.__anext__()

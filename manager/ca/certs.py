@@ -4,6 +4,7 @@ O=<cluster id>, 90 days by default, renewed at a random point in 50–80% of the
 from __future__ import annotations
 
 import datetime
+import functools
 import random
 from dataclasses import dataclass
 
@@ -124,8 +125,11 @@ def sign_csr(root: RootCA, csr_pem: bytes, node_id: str, role_ou: str, cluster_i
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+@functools.lru_cache(maxsize=256)
 def identity(cert_pem: bytes) -> NodeIdentity:
-    """What a node certificate says: CN node id, OU role, O cluster id (CertificateError if it says none)."""
+    """What a node certificate says: CN node id, OU role, O cluster id (CertificateError if it says none).
+    Cached by the certificate's bytes (a NodeIdentity is immutable): every RPC on the manager port asks it of the
+    caller's certificate, and parsing one costs ~0.3 ms; a certificate that says none is parsed again each time."""
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except ValueError as e:

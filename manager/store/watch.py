@@ -75,6 +75,11 @@ class Watch:
         self._buffer.clear()
         return events
 
+    def poll(self) -> Event | None:
+        """The next buffered event without waiting; None when there is none (or the watch ended: iterate to learn
+        how)."""
+        return self._buffer.popleft() if self._buffer else None
+
     def __aiter__(self) -> Watch:
         return self
 

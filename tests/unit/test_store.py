@@ -605,6 +605,39 @@ def test_watch_that_falls_behind_is_closed_with_an_error_after_its_buffer() -> N
     assert error == StoreError("RESOURCE_EXHAUSTED", "watch fell behind: 2 events unread at index 4")
 
 
+def test_watch_poll_gives_buffered_events_in_order_then_none_without_waiting() -> None:
+    store, log = new_store(), Log()
+    watch = store.watch({"config"})
+    assert watch.poll() is None
+    commit(store, log, create("config", config("c1", "a")), "r1")
+    commit(store, log, create("config", config("c2", "b")), "r2")
+    assert [watch.poll().object.id, watch.poll().object.id, watch.poll()] == ["c1", "c2", None]
+
+
+def test_next_or_none_takes_a_buffered_watch_event_without_arming_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from common import aiowait
+
+    real_timeout = aiowait.asyncio.timeout
+    armed: list[float] = []
+
+    def counting_timeout(delay: float):  # type: ignore[no-untyped-def]
+        armed.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(aiowait.asyncio, "timeout", counting_timeout)
+
+    async def scenario() -> list[str | None]:
+        store, log = new_store(), Log()
+        watch = store.watch({"config"})
+        commit(store, log, create("config", config("c1", "a")), "r1")
+        first = await aiowait.next_or_none(watch, 1.0)
+        second = await aiowait.next_or_none(watch, 0.01)  # nothing buffered: waits out its timeout
+        return [first.object.id if first else None, second.object.id if second else None]
+
+    assert asyncio.run(scenario()) == ["c1", None]
+    assert armed == [0.01]
+
+
 def test_closed_watch_stops_receiving() -> None:
     store, log = new_store(), Log()
     watch = store.watch()

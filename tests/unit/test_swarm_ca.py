@@ -36,6 +36,29 @@ def test_node_certificate_names_node_role_and_cluster(root: certs.RootCA) -> Non
     certs.verify_issued_by(root, pem)
 
 
+def test_the_identity_of_a_certificate_is_parsed_once_and_another_certificate_gets_its_own(root: certs.RootCA) -> None:
+    one = certs.sign_csr(root, certs.make_csr(certs.new_key_pem()), "node1", certs.WORKER_OU, "cluster1")
+    other = certs.sign_csr(root, certs.make_csr(certs.new_key_pem()), "node2", certs.MANAGER_OU, "cluster1")
+    assert certs.identity(one) is certs.identity(bytes(one))
+    assert (certs.identity(other).node_id, certs.identity(other).role_ou) == ("node2", certs.MANAGER_OU)
+
+
+def test_a_certificate_naming_no_node_is_refused_every_time(root: certs.RootCA) -> None:
+    key = certs.new_key_pem()
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    private = load_pem_private_key(key, None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no-ou")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(private, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    for _ in range(2):
+        with pytest.raises(certs.CertificateError, match="is not a node certificate"):
+            certs.identity(pem)
+
+
 def test_a_certificate_from_another_ca_is_not_accepted(root: certs.RootCA) -> None:
     other = certs.create_root_ca()
     pem = certs.sign_csr(other, certs.make_csr(certs.new_key_pem()), "n", certs.MANAGER_OU, "c")
