@@ -22,7 +22,8 @@ from pathlib import Path
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_REPLACE = 0x1, 0x4, 0x200, 0x400, 0x100
-RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK, RTM_NEWADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 18, 19, 20, 24, 25
+RTM_NEWLINK, RTM_GETLINK, RTM_SETLINK, RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_DELROUTE = 16, 18, 19, 20, 22, 24, 25
+NLM_F_DUMP = 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_IFALIAS = (
     1, 3, 4, 10, 12, 18, 28, 20)
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
@@ -55,6 +56,19 @@ def _u32(kind: int, value: int) -> bytes:
 
 def _str(kind: int, value: str) -> bytes:
     return _attr(kind, value.encode() + b"\0")
+
+
+def _attrs(payload: bytes, offset: int) -> dict[int, bytes]:
+    """The attributes of an answer from `offset` (after its fixed header): type (nesting flags cleared) -> data; the
+    first of a type wins. A malformed length ends the walk."""
+    out: dict[int, bytes] = {}
+    while offset + 4 <= len(payload):
+        length, kind = struct.unpack_from("=HH", payload, offset)
+        if length < 4 or offset + length > len(payload):
+            break
+        out.setdefault(kind & 0x3FFF, payload[offset + 4:offset + length])
+        offset += (length + 3) & ~3
+    return out
 
 
 def _ifinfo(index: int = 0, family: int = 0, up: bool | None = None) -> bytes:
@@ -161,6 +175,34 @@ class Rtnl:
         for payload in answers:
             return struct.unpack_from("=BxHiII", payload)[2]
         return None
+
+    def link_mtu(self, index: int) -> int | None:
+        """The MTU of link `index`, None when there is no such link."""
+        try:
+            answers = self._request(RTM_GETLINK, 0, _ifinfo(index), f"get link {index}")
+        except NetlinkError as exc:
+            if exc.errno == errno.ENODEV:
+                return None
+            raise
+        for payload in answers:
+            mtu = _attrs(payload, 16).get(IFLA_MTU)
+            if mtu is not None and len(mtu) == 4:
+                return int(struct.unpack("=I", mtu)[0])
+        return None
+
+    def addresses_v4(self) -> list[tuple[int, ipaddress.IPv4Address, int]]:
+        """Every IPv4 address of the namespace: (link index, local address, prefix length), one dump request."""
+        body = struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
+        out = []
+        for payload in self._request(RTM_GETADDR, NLM_F_DUMP, body, "list addresses"):
+            if len(payload) < 8:
+                continue
+            family, prefixlen, _flags, _scope, index = struct.unpack_from("=BBBBI", payload)
+            attrs = _attrs(payload, 8)
+            raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+            if family == socket.AF_INET and raw is not None and len(raw) == 4:
+                out.append((index, ipaddress.IPv4Address(raw), prefixlen))
+        return out
 
     def link_set(self, index: int, *, up: bool | None = None, master: int | None = None, mtu: int | None = None,
                  alias: str | None = None, mac: str | None = None) -> None:

@@ -49,11 +49,14 @@ def _kind(link) -> str:
 
 
 def underlay_mtu(host: Path | None, data_addr: IPv4Address) -> int:
-    """The MTU of the host device carrying the data path address."""
-    with ns.iproute(host) as ipr:
-        for addr in ipr.get_addr(family=socket.AF_INET):
-            if addr.get("address") == str(data_addr):
-                return int(ipr.get_links(addr["index"])[0].get("IFLA_MTU"))
+    """The MTU of the host device carrying the data path address (two plain requests: every node's first task on
+    a network asks it)."""
+    with Rtnl(host) as hr:
+        for index, address, _prefixlen in hr.addresses_v4():
+            if address == data_addr:
+                mtu = hr.link_mtu(index)
+                if mtu is not None:
+                    return mtu
     raise OverlaySetupError(f"no interface of this host has the data path address {data_addr}")
 
 
@@ -260,11 +263,13 @@ def detach(names: NetworkNames, host_ifname: str) -> None:
 def vxlan_index(names: NetworkNames) -> int:
     """The VXLAN device's index inside the network's namespace (kept by the data plane, so a peer
     change costs no lookup)."""
-    with ns.iproute(ns.path_of(names.netns)) as nsr:
-        found = nsr.link_lookup(ifname=names.vxlan) if names.vxlan else []
-    if not found:
+    found = None
+    if names.vxlan:
+        with Rtnl(ns.path_of(names.netns)) as nsr:
+            found = nsr.link_index(names.vxlan)
+    if found is None:
         raise OverlaySetupError(f"VXLAN device {names.vxlan} is missing in namespace {names.netns}")
-    return found[0]
+    return found
 
 
 def apply_peers(names: NetworkNames, changes: Changes, vx: int | None = None) -> int:

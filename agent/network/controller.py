@@ -263,7 +263,7 @@ class NetworkController:
             if other.driver == driver.name and driver.publish_iface(other) == wanted_bridge:
                 raise Conflict(f"bridge name {wanted_bridge} is already used by network {other.name}")
 
-        pool, config = self._pool_for(request, routed_ok=driver.subnet_on_host_lan)
+        pool, config = self._pool_for(request, routed_ok=driver.subnet_on_host_lan or driver.subnet_in_own_namespace)
         record = NetworkRecord(
             id=net_id,
             name=name,

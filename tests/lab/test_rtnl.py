@@ -127,3 +127,23 @@ def test_link_add_makes_a_vxlan_device_in_the_other_namespace_on_its_bridge_with
                              check=True).stdout
     assert ":4789 " in sockets
     subprocess.run(["ip", "-n", spaces["sandbox"].name, "link", "del", "vxt1"], check=True)
+
+
+def test_addresses_v4_lists_each_address_with_its_link_and_prefix(spaces: dict[str, Path]) -> None:
+    ns = spaces["host"].name
+    subprocess.run(["ip", "-n", ns, "link", "add", "br1", "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", ns, "addr", "add", "10.31.0.5/22", "dev", "br1"], check=True)
+    subprocess.run(["ip", "-n", ns, "addr", "add", "10.32.0.1/24", "dev", "br0"], check=True)
+    [other] = ip_json(ns, "link", "show", "br1")
+    [bridge] = ip_json(ns, "link", "show", "br0")
+    with Rtnl(spaces["host"]) as nl:
+        found = sorted((index, str(address), prefixlen) for index, address, prefixlen in nl.addresses_v4())
+    assert found == sorted([(other["ifindex"], "10.31.0.5", 22), (bridge["ifindex"], "10.32.0.1", 24)])
+
+
+def test_link_mtu_reads_a_links_mtu_and_none_for_a_missing_index(spaces: dict[str, Path]) -> None:
+    ns = spaces["host"].name
+    subprocess.run(["ip", "-n", ns, "link", "set", "br0", "mtu", "1400"], check=True)
+    [bridge] = ip_json(ns, "link", "show", "br0")
+    with Rtnl(spaces["host"]) as nl:
+        assert (nl.link_mtu(bridge["ifindex"]), nl.link_mtu(LOOPBACK_INDEX), nl.link_mtu(99999)) == (1400, 65536, None)

@@ -106,3 +106,38 @@ def test_ipam_is_rebuilt_from_the_live_endpoints(controller):
     live = EndpointRecord(id="e", network_id="u" * 64, container_id="c", ipv4="10.7.0.5", prefixlen=24)
     controller.rebuild_allocations([live])
     assert controller.state.load_all("ipam")["u" * 64]["used"] == ["10.7.0.5"]
+
+
+@pytest.fixture
+def routed_10_0_9(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The host's routes made deterministic: 10.0.9.0/24 is routed here; each consultation is recorded."""
+    import ipaddress
+
+    from agent.network import controller as controller_module
+
+    asked: list[str] = []
+
+    def host_routed_networks(exclude_ifname: str = "") -> list[ipaddress.IPv4Network]:
+        asked.append(exclude_ifname)
+        return [ipaddress.IPv4Network("10.0.9.0/24")]
+
+    monkeypatch.setattr(controller_module.kernel, "host_routed_networks", host_routed_networks)
+    return asked
+
+
+def test_a_bridge_subnet_routed_on_the_host_is_refused(controller, routed_10_0_9):
+    status, message = refusal(controller, name="n", ipam_config=[IPAMConfig(subnet="10.0.9.0/24")])
+    assert (status, message) == (403, "invalid pool request: Pool 10.0.9.0/24 overlaps with 10.0.9.0/24, "
+                                      "which is already routed on this host")
+
+
+def test_an_overlay_subnet_is_not_checked_against_the_hosts_routes(controller, routed_10_0_9):
+    import ipaddress
+
+    from agent.network.drivers.overlay import OPT_VNI, OverlayDriver
+    from vxlan.dataplane import OverlayDataPlane
+
+    controller.drivers.register(OverlayDriver(OverlayDataPlane("unit-"), ipaddress.IPv4Address("192.168.200.11")))
+    record, _warning = controller.create(NetworkCreate(name="ov", driver="overlay", options={OPT_VNI: "4097"},
+                                                       ipam_config=[IPAMConfig(subnet="10.0.9.0/24")]))
+    assert (record.driver, record.ipam_config[0].subnet, routed_10_0_9) == ("overlay", "10.0.9.0/24", [])

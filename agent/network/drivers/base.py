@@ -43,6 +43,10 @@ class Driver:
     has_interfaces = False
     # The network's subnet is a LAN the host is on (macvlan): not refused for being routed here.
     subnet_on_host_lan = False
+    # The network's subnet exists only in namespaces of its own (overlay: its bridge and VXLAN device live in the
+    # network's namespace), so the host's routes cannot clash with it: not checked against them (as Docker on a
+    # kernel with overlay namespaces; that check cost each node's first task on the network a route dump).
+    subnet_in_own_namespace = False
     # Its endpoints reach beyond the network through its gateway (bridge, macvlan). An overlay's
     # do not: its containers get their way out on docker_gwbridge (agent.network.plan).
     external_connectivity = True

@@ -37,6 +37,7 @@ class OverlayDriver(Driver):
     name = "overlay"
     scope = "swarm"
     has_interfaces = True
+    subnet_in_own_namespace = True
     external_connectivity = False  # the way out is docker_gwbridge
 
     def __init__(self, plane: OverlayDataPlane, data_addr: ipaddress.IPv4Address) -> None:
