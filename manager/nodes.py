@@ -74,11 +74,11 @@ class NodeOps:
         return self.raft.store.view().get("node", node_id)
 
     def node_exists(self, node_id: str) -> bool:
-        return self.local_node(node_id) is not None
+        return self.raft.store.view().exists("node", node_id)  # asked by every RPC's check: no copy of the node
 
     def cluster_id(self) -> str:
-        c = self.local_cluster()
-        return c.id if c is not None else ""
+        ids = self.raft.store.view().ids("cluster")  # the id of local_cluster(), without copying the cluster
+        return ids[0] if ids else ""
 
     def new_node_id(self) -> str:
         return new_id()

@@ -59,6 +59,10 @@ class ReadTx:
         """Whether there is an object of that kind with that id (no copy made: a check, not a read)."""
         return self._lookup(check_kind(kind), object_id) is not None
 
+    def ids(self, kind: str) -> list[str]:
+        """The ids of every object of that kind, sorted (no copy made); a transaction's own writes included."""
+        return [obj.id for obj in self._all(check_kind(kind))]
+
     def find_by_name(self, kind: str, name: str) -> Message | None:
         """The object of that kind named name, case-insensitively as in swarmkit; None for ""."""
         if not name:

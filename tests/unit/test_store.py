@@ -798,6 +798,20 @@ def test_exists_answers_for_committed_objects_and_a_transactions_own_writes() ->
     assert store.prepare(tx, "r2")[1] == (True, False)
 
 
+def test_ids_lists_the_ids_of_a_kind_sorted_and_sees_a_transactions_writes() -> None:
+    store, log = new_store(), Log()
+    commit(store, log, create("config", config("c2", "a")), "r1")
+    commit(store, log, create("config", config("c1", "b")), "r2")
+    assert (store.view().ids("config"), store.view().ids("secret")) == (["c1", "c2"], [])
+
+    def tx(t: WriteTx) -> list[str]:
+        t.create("config", config("c0", "c"))
+        t.remove("config", "c2")
+        return t.ids("config")
+
+    assert store.prepare(tx, "r3")[1] == ["c0", "c1"]
+
+
 def test_select_copies_only_the_accepted_objects_sorted_by_id_and_sees_a_transactions_writes() -> None:
     store, log = new_store(), Log()
     commit(store, log, lambda tx: [tx.create("config", config(f"c{n}", f"n{n}", b"big" if n % 2 else b"x"))
