@@ -1,5 +1,7 @@
 """Rolling updates (swarmkit's orchestrator/update): replace tasks made from an older spec, `parallelism` at a
-time (stop-first, or start-first: the old task stops once its replacement runs), each new task watched for
+time (stop-first: the replacement is made at desired READY, prepared on its node but not started until the task
+it replaces stopped, at most OLD_TASK_TIMEOUT_NS later; or start-first: the old task stops once its replacement
+runs), each new task watched for
 `monitor` once running, `delay` between batches; failures (a new task that ended within `monitor` of starting to
 run, or before running) beyond `max_failure_ratio` of the slots pause, continue or roll back (service.previous_spec).
 State is the store's (update_status, task states, status.started_at), so a new leader resumes."""
@@ -16,6 +18,9 @@ from .tasks import FAILURES, S, is_dirty, is_runnable, is_terminal, new_task
 US = pb.UpdateStatus
 FA = pb.UpdateConfig.FailureAction
 DEFAULT_MONITOR_NS = 5_000_000_000  # swarmkit's DefaultUpdateConfig.Monitor
+# swarmkit's defaultOldTaskTimeout: how long a stop-first replacement waits for the task it replaces to report that
+# it stopped (its node may never answer again) before it starts anyway
+OLD_TASK_TIMEOUT_NS = 60_000_000_000
 ROLLING = (US.UPDATING, US.ROLLBACK_STARTED)
 STOPPED = (US.PAUSED, US.ROLLBACK_PAUSED)
 
@@ -97,6 +102,10 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
                 touched: set[str]) -> Plan:
     """The next step of the service's rolling update. `touched`: task ids the reconcile plan already changes."""
     plan = Plan()
+    # before the paused check: a replacement already made starts once its slot is free, paused update or not (as
+    # swarmkit's delayed start, which outlives the updater that asked for it)
+    promoted = start_held(tasks, now_ns, touched, plan)
+    touched = touched | promoted
     state = service.update_status.state
     if state in STOPPED:
         return plan
@@ -154,8 +163,39 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     width = cfg.parallelism or len(dirty)
     start_first = cfg.order == pb.UpdateConfig.Order.START_FIRST
     for t in sorted(dirty, key=lambda t: (t.slot, t.node_id, t.id))[:width]:
-        if not start_first:  # stop-first: the old task is told to stop as its replacement is made
+        new = new_task(service if plan.service is None else plan.service, new_id(), now_ns,
+                       slot=t.slot, node_id=t.node_id if not t.slot else "")
+        if not start_first:
+            # stop-first: the old task is told to stop as its replacement is made, and the replacement only gets
+            # ready (start_held starts it once the old one stopped): the two never run at once, so a host-mode port,
+            # a volume or a license the old one holds is free when the new one starts
             plan.update.append(set_desired(t, S.TASK_STATE_SHUTDOWN))
-        plan.create.append(new_task(service if plan.service is None else plan.service, new_id(), now_ns,
-                                    slot=t.slot, node_id=t.node_id if not t.slot else ""))
+            new.desired_state = S.TASK_STATE_READY
+        plan.create.append(new)
     return plan
+
+
+def _holds_its_slot(t: pb.Task) -> bool:
+    """A task told to stop that may still run on its node: placed and not reported finished."""
+    return t.desired_state > S.TASK_STATE_RUNNING and bool(t.node_id) and not is_terminal(t)
+
+
+def start_held(tasks: list[pb.Task], now_ns: int, touched: set[str], plan: Plan) -> set[str]:
+    """Stop-first replacements (desired READY) whose slot is free (no task there told to stop still runs), or made
+    OLD_TASK_TIMEOUT_NS ago, are set to run (into plan); the others wake the plan at their timeout. Returns the ids
+    set to run."""
+    by_key: dict[str, list[pb.Task]] = {}
+    for t in tasks:
+        by_key.setdefault(key_of(t), []).append(t)
+    out: set[str] = set()
+    for group in by_key.values():
+        for t in group:
+            if t.desired_state != S.TASK_STATE_READY or is_terminal(t) or t.id in touched:
+                continue
+            deadline = t.meta.created_at.ToNanoseconds() + OLD_TASK_TIMEOUT_NS
+            if now_ns >= deadline or not any(_holds_its_slot(o) for o in group if o is not t):
+                plan.update.append(set_desired(t, S.TASK_STATE_RUNNING))
+                out.add(t.id)
+            else:
+                plan.wake(deadline)
+    return out

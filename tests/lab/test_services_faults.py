@@ -566,3 +566,30 @@ def test_a_start_first_update_stops_the_old_task_only_once_its_replacement_runs(
              if name in names and action in ("start", "kill")]
     # the new container started before the old one got its first signal (stop-first: the other way round)
     assert order == [("start", "new"), ("kill", "old"), ("kill", "old")], events
+
+
+def test_a_stop_first_update_starts_the_new_task_only_once_the_old_one_stopped_so_its_host_port_is_free(
+        swarm: Lab, api: Any) -> None:
+    # both tasks on one node and publishing the same host port: started together, the new one would find the port
+    # taken ("Bind for 0.0.0.0:8093 failed") and the update would pause
+    sh(swarm, "h1", "service", "create", "--detach", "--replicas", "1", "--name", "hweb", "--constraint", "node.hostname==h2",
+       "--publish", "mode=host,target=80,published=8093", *GRACE, "busybox", "httpd", "-f", "-p", "80")
+    (old,) = wait_until(lambda: running(swarm, "hweb", 1), 60, interval=0.2)
+    since = time.time()
+    docker(swarm, "h1", "service", "update", "--detach", "--update-monitor", "1s", "--env-add", "V=2", "hweb")
+    svc = wait_until(lambda: update_state(s := api.get("/services/hweb")) == "completed" and s, 60, interval=0.2)
+    assert (svc["Spec"]["UpdateConfig"]["Order"], svc["UpdateStatus"]["Message"]) == ("stop-first", "update completed")
+    (new,) = running(swarm, "hweb", 1) or [None]
+    assert (new["Spec"]["ContainerSpec"]["Env"], new["Slot"]) == (["V=2"], 1)
+    assert sorted((t["ID"] == new["ID"], t["Status"]["State"], t["Status"].get("Err", "")) for t in tasks_of(swarm, "hweb")) == [
+        (False, "shutdown", ""), (True, "running", "")]
+    names = {f"hweb.1.{old['ID']}": "old", f"hweb.1.{new['ID']}": "new"}
+    events = docker(swarm, "h2", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}", "--filter",
+                    "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}").stdout.split("\n")
+    order = [(action, names[name]) for action, _, name in (e.partition(" ") for e in events)
+             if name in names and action in ("start", "kill", "die")]
+    # SIGTERM (ignored by httpd as PID 1), SIGKILL after the 1 s grace, its end; only then the new one's start
+    assert order == [("kill", "old"), ("kill", "old"), ("die", "old"), ("start", "new")], events
+    answer = swarm.exec("h2", ["busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8093/"],
+                        check=False)
+    assert "404 Not Found" in answer.stdout + answer.stderr  # the new task has the port (httpd serves no index here)

@@ -46,7 +46,10 @@ def node_ids(lab: Lab) -> dict[str, str]:
 
 
 def spec(name: str, replicas: int = 2, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"]}},
+    # sleep as PID 1 ignores SIGTERM: a 1 s grace instead of 10 s for each task stopped (a stop-first update waits
+    # for the old task's end before it starts the new one)
+    body: dict[str, Any] = {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"],
+                                                                             "StopGracePeriod": 1_000_000_000}},
                             "Mode": {"Replicated": {"Replicas": replicas}}}
     body.update(extra)
     return body

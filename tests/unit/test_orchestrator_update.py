@@ -152,6 +152,83 @@ def test_a_scale_only_change_is_no_update() -> None:
     assert plan.service is None and [t.slot for t in plan.create] == [3] and plan.update == []
 
 
+def test_stop_first_makes_the_new_task_ready_not_running() -> None:
+    svc, tasks = updated(parallelism=2)
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert [(t.slot, t.desired_state) for t in plan.create] == [(1, S.TASK_STATE_READY), (2, S.TASK_STATE_READY)]
+
+
+def _held(svc: pb.Service, old_state: int, made: int) -> tuple[pb.Service, list[pb.Task]]:
+    """Slot 1 of `updated()` mid stop-first update: old1 told to stop (its observed state old_state), new1 made at
+    `made`, prepared on n2 and held at desired READY."""
+    updating(svc, made)
+    old = task(svc, "old1", 1, "n1", state=old_state, desired=S.TASK_STATE_SHUTDOWN, at=made)
+    old.spec.container.image = "busybox:v1"
+    new = task(svc, "new1", 1, "n2", state=S.TASK_STATE_READY, desired=S.TASK_STATE_READY, at=made, created=made)
+    return svc, [old, new]
+
+
+def test_a_stop_first_replacement_stays_ready_while_the_task_it_replaces_still_runs() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_RUNNING, NOW - 5 * SEC)
+    plan = plan_update(svc, slot1, NOW, ids("n"), set())
+    assert (plan.create, plan.update, plan.service) == ([], [], None)
+    assert plan.wake_at_ns == NOW + 55 * SEC  # the old task's timeout, a minute after the replacement was made
+
+
+def test_a_stop_first_replacement_starts_once_the_task_it_replaces_stopped() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_SHUTDOWN, NOW - 5 * SEC)
+    plan = plan_update(svc, slot1, NOW, ids("n"), set())
+    assert [(t.id, t.desired_state) for t in plan.update] == [("new1", S.TASK_STATE_RUNNING)]
+    assert plan.create == []
+
+
+def test_a_stop_first_replacement_starts_a_minute_after_it_was_made_if_the_old_task_never_reports() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_RUNNING, NOW - 60 * SEC)
+    plan = plan_update(svc, slot1, NOW, ids("n"), set())
+    assert [(t.id, t.desired_state) for t in plan.update] == [("new1", S.TASK_STATE_RUNNING)]
+
+
+def test_a_stop_first_replacement_starts_when_the_task_it_replaces_was_never_placed() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_PENDING, NOW - 5 * SEC)
+    slot1[0].node_id = ""
+    plan = plan_update(svc, slot1, NOW, ids("n"), set())
+    assert [(t.id, t.desired_state) for t in plan.update] == [("new1", S.TASK_STATE_RUNNING)]
+
+
+def test_a_stop_first_replacement_starts_while_the_update_is_paused() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_SHUTDOWN, NOW - 5 * SEC)
+    svc.update_status.state = US.PAUSED
+    plan = plan_update(svc, slot1, NOW, ids("n"), set())
+    assert [(t.id, t.desired_state) for t in plan.update] == [("new1", S.TASK_STATE_RUNNING)]
+
+
+def test_a_stop_first_replacement_the_reconcile_already_changes_is_left_to_it() -> None:
+    svc, _ = updated(parallelism=1)
+    svc, slot1 = _held(svc, S.TASK_STATE_SHUTDOWN, NOW - 5 * SEC)
+    plan = plan_update(svc, slot1, NOW, ids("n"), {"new1"})
+    assert [t.id for t in plan.update] == []
+
+
+def test_a_stop_first_update_of_a_global_service_holds_the_replacement_on_the_same_node() -> None:
+    old = service(replicas=None, image="busybox:v1")
+    svc = service(replicas=None, image="busybox:v2")
+    tasks = [task(old, "old1", 0, "n1")]
+    plan = plan_update(svc, tasks, NOW, ids("n"), set())
+    assert [(t.node_id, t.desired_state) for t in plan.create] == [("n1", S.TASK_STATE_READY)]
+    new = plan.create[0]
+    new.status.state = S.TASK_STATE_READY
+    tasks[0].desired_state = S.TASK_STATE_SHUTDOWN
+    assert plan_update(plan.service, tasks + [new], NOW + SEC, ids("m"), set()).update == []
+    tasks[0].status.state = S.TASK_STATE_SHUTDOWN
+    later = plan_update(plan.service, tasks + [new], NOW + 2 * SEC, ids("m"), set())
+    assert [(t.id, t.desired_state) for t in later.update] == [(new.id, S.TASK_STATE_RUNNING)]
+
+
 def test_start_first_makes_the_new_task_and_keeps_the_old_one_running() -> None:
     svc, tasks = updated(parallelism=1)
     svc.spec.update.order = pb.UpdateConfig.Order.START_FIRST
