@@ -11,6 +11,7 @@ from common.errdefs import InvalidParameter
 from manager.orchestrator.tasks import STATE_NAMES
 from proto import objects_pb2 as pb
 from shoal.api.params import get_ci
+from shoal.api.service_fields import refuse_unapplied
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 CONDITION = {pb.RestartPolicy.ANY: "any", pb.RestartPolicy.NONE: "none", pb.RestartPolicy.ON_FAILURE: "on-failure"}
@@ -290,6 +291,7 @@ def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
 
 
 def service_spec_from_json(d: dict[str, Any]) -> pb.ServiceSpec:
+    refuse_unapplied(d)
     s = pb.ServiceSpec()
     s.annotations.name = _str(d, "Name")
     s.annotations.labels.update({str(k): str(v) for k, v in _obj(d, "Labels").items()})

@@ -93,3 +93,54 @@ def test_configs_and_secrets_references_round_trip() -> None:
     assert [(r.secret_id, r.file.mode) for r in s.task.container.secrets] == [("s1", 256)]
     cs = service_json(pb.Service(id="x", spec=s))["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert (cs["Configs"], cs["Secrets"]) == (refs["Configs"], refs["Secrets"])
+
+
+def _with(path: list[str], value: object) -> dict:
+    """CLI_BODY with one more field at path (every key but the last exists)."""
+    import copy
+
+    body = copy.deepcopy(CLI_BODY)
+    at = body
+    for key in path[:-1]:
+        at = at[key]
+    at[path[-1]] = value
+    return body
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["CMD-SHELL", "true"]},
+     'TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'),
+    (["TaskTemplate", "ContainerSpec", "CapabilityAdd"], ["CAP_NET_ADMIN"],
+     'TaskTemplate.ContainerSpec.CapabilityAdd yet (got ["CAP_NET_ADMIN"])'),
+    (["TaskTemplate", "ContainerSpec", "Ulimits"], [{"Name": "nofile", "Hard": 200, "Soft": 100}],
+     'TaskTemplate.ContainerSpec.Ulimits yet (got [{"Name": "nofile", "Hard": 200, "Soft": 100}])'),
+    (["TaskTemplate", "ContainerSpec", "Init"], True, "TaskTemplate.ContainerSpec.Init yet (got true)"),
+    (["TaskTemplate", "Resources", "Limits", "Pids"], 50, "TaskTemplate.Resources.Limits.Pids yet (got 50)"),
+    (["TaskTemplate", "Placement", "Preferences"], [{"Spread": {"SpreadDescriptor": "node.id"}}],
+     'TaskTemplate.Placement.Preferences yet (got [{"Spread": {"SpreadDescriptor": "node.id"}}])'),
+    (["TaskTemplate", "LogDriver"], {"Name": "syslog"}, 'TaskTemplate.LogDriver.Name yet (got "syslog")'),
+    (["Mode"], {"ReplicatedJob": {}}, "Mode.ReplicatedJob yet (got {})"),  # a job mode even empty: it is the request
+])
+def test_a_field_shoal_does_not_apply_to_tasks_is_refused_naming_it(path: list[str], value: object, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(path, value))
+    assert str(e.value) == f"shoal does not support {message}"
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["NONE"]}),  # --no-healthcheck
+    (["TaskTemplate", "ContainerSpec", "Isolation"], "default"),
+    (["TaskTemplate", "ContainerSpec", "TTY"], False),
+    (["TaskTemplate", "Runtime"], "container"),
+    (["TaskTemplate", "LogDriver"], {"Name": "json-file"}),
+    (["TaskTemplate", "Placement", "Platforms"], [{"Architecture": "amd64", "OS": "linux"}]),
+])
+def test_a_field_at_its_default_or_what_shoal_does_anyway_is_accepted(path: list[str], value: object) -> None:
+    assert stored(_with(path, value)) == stored(CLI_BODY)
+
+
+def test_the_spec_shoal_returns_is_accepted_back_unchanged() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    s = service_spec_from_json(CLI_BODY)
+    assert service_spec_from_json(service_spec_json(s)) == s
