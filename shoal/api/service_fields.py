@@ -21,7 +21,14 @@ SERVICE_SPEC: dict[str, Rule] = {
     "tasktemplate": {
         "containerspec": {
             "image": ANY, "labels": ANY, "command": ANY, "args": ANY, "hostname": ANY, "env": ANY, "dir": ANY,
-            "user": ANY, "mounts": ANY, "stopgraceperiod": ANY, "configs": ANY, "secrets": ANY,
+            "user": ANY, "stopgraceperiod": ANY, "configs": ANY, "secrets": ANY,
+            "mounts": ("list", {
+                "type": ANY, "source": ANY, "target": ANY, "readonly": ANY,
+                "bindoptions": {"propagation": ANY},
+                "volumeoptions": {"nocopy": ANY, "labels": ANY, "driverconfig": {"name": ("local",)}},
+                "tmpfsoptions": {"sizebytes": ANY, "mode": ANY},
+                "consistency": ("default", "consistent"),  # the only one on Linux
+            }),
             "isolation": ("default",),  # the only isolation on Linux; shoal's own inspect output says so
             "healthcheck": {"test": (["NONE"],)},  # --no-healthcheck: there is none to disable
             "dnsconfig": {},  # sent empty by the docker CLI

@@ -75,8 +75,7 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
     if c.user:
         cs["User"] = c.user
     if c.mounts:
-        cs["Mounts"] = [{"Type": MOUNT_TYPE[m.type], **({"Source": m.source} if m.source else {}), "Target": m.target,
-                         **({"ReadOnly": True} if m.read_only else {})} for m in c.mounts]
+        cs["Mounts"] = [_mount_json(m) for m in c.mounts]
     if c.HasField("stop_grace_period"):
         cs["StopGracePeriod"] = c.stop_grace_period.ToNanoseconds()
     if c.configs:
@@ -236,6 +235,51 @@ def _update_from(d: dict[str, Any], u: pb.UpdateConfig) -> None:
     u.max_failure_ratio = float(ratio)
 
 
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+
+
+def _mount_options_from(m: dict[str, Any], mount: pb.Mount) -> None:
+    """BindOptions.Propagation, VolumeOptions.NoCopy/Labels, TmpfsOptions.SizeBytes/Mode (the options the rules of
+    service_fields.py let through), each only with the mount type it belongs to, as Docker checks."""
+    kind = pb.Mount.Type.Name(mount.type).lower()
+    for key, owner in (("BindOptions", "bind"), ("VolumeOptions", "volume"), ("TmpfsOptions", "tmpfs")):
+        if get_ci(m, key) is not None and owner != kind:
+            raise InvalidParameter(f"invalid mount config for type \"{kind}\": field {key} must not be specified")
+    bo = _obj(m, "BindOptions")
+    if bo:
+        prop = _str(bo, "Propagation")
+        if prop and prop not in PROPAGATIONS:
+            raise InvalidParameter(f"invalid mount config: invalid propagation mode {json.dumps(prop)}")
+        mount.bind_options.propagation = prop
+    vo = _obj(m, "VolumeOptions")
+    if vo:
+        mount.volume_options.nocopy = bool(get_ci(vo, "NoCopy", False))
+        mount.volume_options.labels.update({str(k): str(v) for k, v in _obj(vo, "Labels").items()})
+    to = _obj(m, "TmpfsOptions")
+    if to:
+        size, mode = _int(to, "SizeBytes"), _int(to, "Mode")
+        if size is not None and size < 0:
+            raise InvalidParameter(f"invalid mount config: TmpfsOptions.SizeBytes must not be negative, got {size}")
+        if mode is not None and not 0 <= mode <= 0o7777:
+            raise InvalidParameter(f"invalid mount config: TmpfsOptions.Mode must be a file mode, got {mode}")
+        mount.tmpfs_options.size_bytes = size or 0
+        mount.tmpfs_options.mode = mode or 0
+
+
+def _mount_json(m: pb.Mount) -> dict[str, Any]:
+    out: dict[str, Any] = {"Type": MOUNT_TYPE[m.type], **({"Source": m.source} if m.source else {}), "Target": m.target,
+                           **({"ReadOnly": True} if m.read_only else {})}
+    if m.HasField("bind_options"):
+        out["BindOptions"] = {"Propagation": m.bind_options.propagation} if m.bind_options.propagation else {}
+    if m.HasField("volume_options"):
+        out["VolumeOptions"] = {**({"NoCopy": True} if m.volume_options.nocopy else {}),
+                                **({"Labels": dict(m.volume_options.labels)} if m.volume_options.labels else {})}
+    if m.HasField("tmpfs_options"):
+        out["TmpfsOptions"] = {**({"SizeBytes": m.tmpfs_options.size_bytes} if m.tmpfs_options.size_bytes else {}),
+                               **({"Mode": m.tmpfs_options.mode} if m.tmpfs_options.mode else {})}
+    return out
+
+
 def tagged(image: str) -> str:
     """The docker client library tags an untagged image `:latest` before it sends a spec; doing the same here keeps
     a service created by docker-py ("busybox") from looking changed when the docker CLI re-sends it ("busybox:latest")."""
@@ -262,6 +306,7 @@ def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
                               source=_str(m, "Source"), target=_str(m, "Target"), read_only=bool(get_ci(m, "ReadOnly", False)))
         if not mount.target:
             raise InvalidParameter("invalid mount config: Target must not be empty")
+        _mount_options_from(m, mount)
     _duration(c, "StopGracePeriod", cs.stop_grace_period)
     for ref in _list(c, "Configs"):
         f = _obj(ref, "File")

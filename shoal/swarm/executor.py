@@ -94,7 +94,7 @@ def mounts_json(c: Any, task: pb.Task, hostname: str) -> list[dict[str, Any]]:
         if m.source:
             entry["Source"] = expand(m.source, task, hostname)
         bo = _field(m, "bind_options")
-        if kind == "bind" and bo is not None and m.HasField("bind_options") and _has(bo, "propagation"):
+        if kind == "bind" and bo is not None and m.HasField("bind_options") and _field(bo, "propagation"):
             entry["BindOptions"] = {"Propagation": _enum_name(bo, "propagation").replace("_", "")}
         vo = _field(m, "volume_options")
         if kind == "volume" and vo is not None and m.HasField("volume_options"):

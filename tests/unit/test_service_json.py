@@ -144,3 +144,32 @@ def test_the_spec_shoal_returns_is_accepted_back_unchanged() -> None:
 
     s = service_spec_from_json(CLI_BODY)
     assert service_spec_from_json(service_spec_json(s)) == s
+
+
+MOUNTS = [{"Type": "tmpfs", "Target": "/scratch", "TmpfsOptions": {"SizeBytes": 1048576, "Mode": 1023}},
+          {"Type": "volume", "Source": "vv", "Target": "/data", "VolumeOptions": {"NoCopy": True, "Labels": {"a": "b"}}},
+          {"Type": "bind", "Source": "/srv", "Target": "/host", "ReadOnly": True, "BindOptions": {"Propagation": "rslave"}}]
+
+
+def test_mount_options_are_kept_and_shown_as_sent() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    s = stored(_with(["TaskTemplate", "ContainerSpec", "Mounts"], MOUNTS))
+    assert service_spec_json(s)["TaskTemplate"]["ContainerSpec"]["Mounts"] == MOUNTS
+    assert stored(service_spec_json(s)) == s
+
+
+@pytest.mark.parametrize(("mount", "message"), [
+    ({"Type": "bind", "Source": "/srv", "Target": "/x", "TmpfsOptions": {"SizeBytes": 1}},
+     'invalid mount config for type "bind": field TmpfsOptions must not be specified'),
+    ({"Type": "bind", "Source": "/srv", "Target": "/x", "BindOptions": {"Propagation": "sideways"}},
+     'invalid mount config: invalid propagation mode "sideways"'),
+    ({"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}},
+     'shoal does not support TaskTemplate.ContainerSpec.Mounts.VolumeOptions.DriverConfig.Name yet (got "nfs")'),
+    ({"Type": "tmpfs", "Target": "/x", "TmpfsOptions": {"SizeBytes": -1}},
+     "invalid mount config: TmpfsOptions.SizeBytes must not be negative, got -1"),
+])
+def test_a_bad_or_unapplied_mount_option_is_refused_naming_it(mount: dict, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Mounts"], [mount]))
+    assert str(e.value) == message

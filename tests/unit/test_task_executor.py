@@ -303,3 +303,19 @@ def test_a_secret_is_a_file_under_run_secrets_by_default_with_its_mode() -> None
     deps = Dependencies(secrets={"s1": pb.Secret(id="s1", spec=pb.SecretSpec(data=b"hunter2"))})
     assert task_files(t, deps) == [("secret-0-s1", b"hunter2", 0o400, 0, 0, "/run/secrets/db-pass"),
                                    ("secret-1-s1", b"hunter2", 0o440, 0, 0, "/etc/pw")]
+
+
+def test_mount_options_reach_the_container_create_body() -> None:
+    t = task()
+    m = t.spec.container.mounts.add(type=pb.Mount.TMPFS, target="/scratch")
+    m.tmpfs_options.size_bytes, m.tmpfs_options.mode = 1 << 20, 0o1777
+    m = t.spec.container.mounts.add(type=pb.Mount.VOLUME, source="vv", target="/data")
+    m.volume_options.nocopy = True
+    m.volume_options.labels["a"] = "b"
+    m = t.spec.container.mounts.add(type=pb.Mount.BIND, source="/srv", target="/host", read_only=True)
+    m.bind_options.propagation = "rslave"
+    assert create_body(t, "h2", [], [])["HostConfig"]["Mounts"] == [
+        {"Type": "tmpfs", "Target": "/scratch", "ReadOnly": False, "TmpfsOptions": {"SizeBytes": 1 << 20, "Mode": 0o1777}},
+        {"Type": "volume", "Target": "/data", "ReadOnly": False, "Source": "vv", "VolumeOptions": {"NoCopy": True, "Labels": {"a": "b"}}},
+        {"Type": "bind", "Target": "/host", "ReadOnly": True, "Source": "/srv", "BindOptions": {"Propagation": "rslave"}},
+    ]
