@@ -31,9 +31,12 @@ SERVICE_SPEC: dict[str, Rule] = {
             }),
             "isolation": ("default",),  # the only isolation on Linux; shoal's own inspect output says so
             "healthcheck": {"test": (["NONE"],)},  # --no-healthcheck: there is none to disable
-            "dnsconfig": {},  # sent empty by the docker CLI
+            # executor.create_body's create options
+            "stopsignal": ANY, "tty": ANY, "openstdin": ANY, "readonly": ANY, "init": ANY, "capabilityadd": ANY,
+            "capabilitydrop": ANY, "hosts": ANY, "dnsconfig": {"nameservers": ANY, "search": ANY, "options": ANY},
+            "sysctls": ANY, "ulimits": ANY,
         },
-        "resources": {"limits": _RESOURCES, "reservations": _RESOURCES},
+        "resources": {"limits": {**_RESOURCES, "pids": ANY}, "reservations": _RESOURCES},
         "restartpolicy": ANY,
         # every node here is the same OS and architecture (the docker CLI sends the image's platforms when it
         # could reach a registry)

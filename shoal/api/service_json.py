@@ -42,7 +42,8 @@ def _reverse(table: dict[int, str], value: Any, what: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- to JSON
 def _resources(r: pb.Resources) -> dict[str, Any]:
-    return {**({"NanoCPUs": r.nano_cpus} if r.nano_cpus else {}), **({"MemoryBytes": r.memory_bytes} if r.memory_bytes else {})}
+    return {**({"NanoCPUs": r.nano_cpus} if r.nano_cpus else {}), **({"MemoryBytes": r.memory_bytes} if r.memory_bytes else {}),
+            **({"Pids": r.pids} if r.pids else {})}
 
 
 def _port(p: pb.PortConfig) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
     if c.secrets:
         cs["Secrets"] = [{"File": {"Name": r.file.name, "UID": r.file.uid or "0", "GID": r.file.gid or "0", "Mode": r.file.mode or 0o444},
                           "SecretID": r.secret_id, "SecretName": r.secret_name} for r in c.secrets]
+    cs.update(_container_options_json(c))
     cs["Isolation"] = "default"
     out: dict[str, Any] = {"ContainerSpec": cs,
                            "Resources": {"Limits": _resources(t.resources.limits), "Reservations": _resources(t.resources.reservations)}}
@@ -97,6 +99,31 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
         out["Networks"] = [{"Target": n.target, **({"Aliases": list(n.aliases)} if n.aliases else {})} for n in t.networks]
     out["ForceUpdate"] = t.force_update
     out["Runtime"] = "container"
+    return out
+
+
+def _container_options_json(c: pb.ContainerSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if c.stop_signal:
+        out["StopSignal"] = c.stop_signal
+    for key, value in (("TTY", c.tty), ("OpenStdin", c.open_stdin), ("ReadOnly", c.read_only), ("Init", c.init)):
+        if value:
+            out[key] = True
+    if c.capability_add:
+        out["CapabilityAdd"] = list(c.capability_add)
+    if c.capability_drop:
+        out["CapabilityDrop"] = list(c.capability_drop)
+    if c.hosts:
+        out["Hosts"] = list(c.hosts)
+    if c.HasField("dns_config"):
+        d = c.dns_config
+        out["DNSConfig"] = {**({"Nameservers": list(d.nameservers)} if d.nameservers else {}),
+                            **({"Search": list(d.search)} if d.search else {}),
+                            **({"Options": list(d.options)} if d.options else {})}
+    if c.sysctls:
+        out["Sysctls"] = dict(c.sysctls)
+    if c.ulimits:
+        out["Ulimits"] = [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in c.ulimits]
     return out
 
 
@@ -217,6 +244,40 @@ def _duration(d: Any, key: str, target: Any) -> None:
 def _resources_from(d: Any, r: pb.Resources) -> None:
     r.nano_cpus = _int(d, "NanoCPUs") or 0
     r.memory_bytes = _int(d, "MemoryBytes") or 0
+    r.pids = _int(d, "Pids") or 0  # service_fields.py lets it through in Limits only
+
+
+def _bool(d: Any, key: str) -> bool:
+    v = get_ci(d, key)
+    if v is not None and not isinstance(v, bool):
+        raise InvalidParameter(f"invalid JSON: {key} must be a boolean, got {json.dumps(v)}")
+    return bool(v)
+
+
+def _container_options_from(c: dict[str, Any], cs: pb.ContainerSpec) -> None:
+    """The ContainerSpec fields that become the task container's create options (executor.create_body); their
+    values are checked by that create, as `docker run`'s are, and a bad one rejects the task with its message."""
+    cs.stop_signal = _str(c, "StopSignal")
+    cs.tty = _bool(c, "TTY")
+    cs.open_stdin = _bool(c, "OpenStdin")
+    cs.read_only = _bool(c, "ReadOnly")
+    cs.init = _bool(c, "Init")
+    cs.capability_add.extend(_strs(c, "CapabilityAdd"))
+    cs.capability_drop.extend(_strs(c, "CapabilityDrop"))
+    for entry in _strs(c, "Hosts"):
+        if len(entry.split()) < 2:
+            raise InvalidParameter(f"invalid JSON: Hosts entries are \"IP name [alias...]\", got {json.dumps(entry)}")
+        cs.hosts.append(entry)
+    dns = _obj(c, "DNSConfig")
+    if dns:
+        cs.dns_config.nameservers.extend(_strs(dns, "Nameservers"))
+        cs.dns_config.search.extend(_strs(dns, "Search"))
+        cs.dns_config.options.extend(_strs(dns, "Options"))
+    cs.sysctls.update({str(k): str(v) for k, v in _obj(c, "Sysctls").items()})
+    for u in _list(c, "Ulimits"):
+        if not isinstance(u, dict):
+            raise InvalidParameter(f"invalid JSON: Ulimits entries must be objects, got {json.dumps(u)}")
+        cs.ulimits.add(name=_str(u, "Name"), soft=_int(u, "Soft") or 0, hard=_int(u, "Hard") or 0)
 
 
 def _update_from(d: dict[str, Any], u: pb.UpdateConfig) -> None:
@@ -308,6 +369,7 @@ def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
             raise InvalidParameter("invalid mount config: Target must not be empty")
         _mount_options_from(m, mount)
     _duration(c, "StopGracePeriod", cs.stop_grace_period)
+    _container_options_from(c, cs)
     for ref in _list(c, "Configs"):
         f = _obj(ref, "File")
         cs.configs.add(config_id=_str(ref, "ConfigID"), config_name=_str(ref, "ConfigName"),

@@ -114,6 +114,32 @@ def mounts_json(c: Any, task: pb.Task, hostname: str) -> list[dict[str, Any]]:
 _PROTO = {pb.PortConfig.TCP: "tcp", pb.PortConfig.UDP: "udp", pb.PortConfig.SCTP: "sctp"}
 
 
+def _host_options(c: Any) -> dict[str, Any]:
+    """The HostConfig options of the ContainerSpec's `docker service create` flags, as `docker run` names them (the
+    engine's create checks their values)."""
+    out: dict[str, Any] = {}
+    if _field(c, "read_only"):
+        out["ReadonlyRootfs"] = True
+    if _field(c, "init"):
+        out["Init"] = True
+    for key, name in (("CapAdd", "capability_add"), ("CapDrop", "capability_drop")):
+        if _field(c, name):
+            out[key] = list(getattr(c, name))
+    if _field(c, "hosts"):
+        # swarm's "IP name alias..." lines as Docker's "name:IP" entries, one per name
+        out["ExtraHosts"] = [f"{name}:{line.split()[0]}" for line in c.hosts for name in line.split()[1:]]
+    dns = _field(c, "dns_config")
+    if dns is not None and c.HasField("dns_config"):
+        for key, name in (("Dns", "nameservers"), ("DnsSearch", "search"), ("DnsOptions", "options")):
+            if getattr(dns, name):
+                out[key] = list(getattr(dns, name))
+    if _field(c, "sysctls"):
+        out["Sysctls"] = dict(c.sysctls)
+    if _field(c, "ulimits"):
+        out["Ulimits"] = [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in c.ulimits]
+    return out
+
+
 def host_ports(task: pb.Task) -> list[pb.PortConfig]:
     """The task's ports published in host mode (`--publish mode=host`): bound on this node by the container itself;
     ingress ports are the routing mesh's (agent/network/lb*), not the container's."""
@@ -147,6 +173,9 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
             host["Memory"] = int(res.limits.memory_bytes)
         if res.limits.nano_cpus:
             host["NanoCpus"] = int(res.limits.nano_cpus)
+        if _field(res.limits, "pids"):
+            host["PidsLimit"] = int(res.limits.pids)
+    host.update(_host_options(c))
     body: dict[str, Any] = {
         "Image": c.image,
         "Env": [expand(e, task, node_hostname) for e in c.env],
@@ -168,6 +197,10 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
         body["StopTimeout"] = max(0, round(grace.ToNanoseconds() / 1e9))
     if _field(c, "stop_signal"):
         body["StopSignal"] = c.stop_signal
+    if _field(c, "tty"):
+        body["Tty"] = True
+    if _field(c, "open_stdin"):
+        body["OpenStdin"] = True
     if networks:
         body["NetworkingConfig"] = {"EndpointsConfig": {
             name: {**({"IPAMConfig": {"IPv4Address": ip}} if ip else {}), "Aliases": list(aliases)}

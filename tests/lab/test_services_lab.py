@@ -370,3 +370,31 @@ def test_rename_and_mode_change_are_refused_with_swarms_words(swarm: Lab, api: A
         api.post(f"/services/{sid}/update", {**svc["Spec"], "Mode": {"Global": {}}}, {"version": v})
     assert (e.value.status, e.value.message) == (500, "rpc error: code = Unknown desc = service mode change is not allowed")
     assert api.get(f"/services/{sid}")["Version"]["Index"] == v
+
+
+def test_docker_cli_service_flags_reach_the_task_container(swarm: Lab, api: Any) -> None:
+    docker(swarm, "h1", "service", "create", "--detach", "--name", "opts", "--constraint", "node.hostname==h2",
+           "--init", "--cap-add", "NET_ADMIN", "--read-only", "--tty", "--host", "foo:10.0.0.1", "--dns-search", "example.org",
+           "--sysctl", "net.core.somaxconn=1024", "--ulimit", "nofile=100:200", "--stop-signal", "SIGINT",
+           "--limit-pids", "50", "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m", "busybox", "sleep", "1d")
+    sid = api.get("/services/opts")["ID"]
+    wait_until(lambda: all_running(api, sid, 1), 30, interval=0.2)
+    (c,) = [c for c in swarm.client("h2").get("/containers/json") if c["Names"][0].startswith("/opts.1.")]
+    got = swarm.client("h2").get(f"/containers/{c['Id']}/json")
+    h = got["HostConfig"]
+    assert (got["Config"]["Tty"], got["Config"]["StopSignal"]) == (True, "SIGINT")
+    assert (h["Init"], h["ReadonlyRootfs"], h["CapAdd"], h["ExtraHosts"], h["DnsSearch"], h["Sysctls"], h["PidsLimit"]) == (
+        True, True, ["CAP_NET_ADMIN"], ["foo:10.0.0.1"], ["example.org"], {"net.core.somaxconn": "1024"}, 50)
+    assert h["Ulimits"] == [{"Name": "nofile", "Hard": 200, "Soft": 100}]
+    out = docker(swarm, "h2", "exec", c["Id"], "sh", "-c", "ulimit -n; grep -c scratch /proc/mounts; "
+                 "grep scratch /proc/mounts | grep -o size=[0-9]*k; touch /x 2>&1 || true").stdout
+    assert out.split("\n")[:3] == ["100", "1", "size=1024k"] and "Read-only file system" in out
+
+
+def test_a_service_flag_shoal_does_not_apply_is_refused_naming_the_field(swarm: Lab, api: Any) -> None:
+    r = docker(swarm, "h1", "service", "create", "--detach", "--name", "hc", "--health-cmd", "true", "busybox", "sleep", "1d",
+               check=False)
+    assert r.returncode == 1
+    assert ('shoal does not support TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'
+            in r.stderr)
+    assert [s for s in api.get("/services") if s["Spec"]["Name"] == "hc"] == []

@@ -110,12 +110,9 @@ def _with(path: list[str], value: object) -> dict:
 @pytest.mark.parametrize(("path", "value", "message"), [
     (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["CMD-SHELL", "true"]},
      'TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'),
-    (["TaskTemplate", "ContainerSpec", "CapabilityAdd"], ["CAP_NET_ADMIN"],
-     'TaskTemplate.ContainerSpec.CapabilityAdd yet (got ["CAP_NET_ADMIN"])'),
-    (["TaskTemplate", "ContainerSpec", "Ulimits"], [{"Name": "nofile", "Hard": 200, "Soft": 100}],
-     'TaskTemplate.ContainerSpec.Ulimits yet (got [{"Name": "nofile", "Hard": 200, "Soft": 100}])'),
-    (["TaskTemplate", "ContainerSpec", "Init"], True, "TaskTemplate.ContainerSpec.Init yet (got true)"),
-    (["TaskTemplate", "Resources", "Limits", "Pids"], 50, "TaskTemplate.Resources.Limits.Pids yet (got 50)"),
+    (["TaskTemplate", "ContainerSpec", "Groups"], ["10"], 'TaskTemplate.ContainerSpec.Groups yet (got ["10"])'),
+    (["TaskTemplate", "ContainerSpec", "OomScoreAdj"], 5, "TaskTemplate.ContainerSpec.OomScoreAdj yet (got 5)"),
+    (["TaskTemplate", "Resources", "Reservations", "Pids"], 5, "TaskTemplate.Resources.Reservations.Pids yet (got 5)"),
     (["TaskTemplate", "Placement", "Preferences"], [{"Spread": {"SpreadDescriptor": "node.id"}}],
      'TaskTemplate.Placement.Preferences yet (got [{"Spread": {"SpreadDescriptor": "node.id"}}])'),
     (["TaskTemplate", "LogDriver"], {"Name": "syslog"}, 'TaskTemplate.LogDriver.Name yet (got "syslog")'),
@@ -173,3 +170,27 @@ def test_a_bad_or_unapplied_mount_option_is_refused_naming_it(mount: dict, messa
     with pytest.raises(InvalidParameter) as e:
         service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Mounts"], [mount]))
     assert str(e.value) == message
+
+
+OPTIONS = {"StopSignal": "SIGINT", "TTY": True, "OpenStdin": True, "ReadOnly": True, "Init": True,
+           "CapabilityAdd": ["CAP_NET_ADMIN"], "CapabilityDrop": ["CAP_CHOWN"], "Hosts": ["10.0.0.1 foo bar"],
+           "DNSConfig": {"Nameservers": ["10.0.0.53"], "Search": ["example.org"], "Options": ["ndots:2"]},
+           "Sysctls": {"net.core.somaxconn": "1024"}, "Ulimits": [{"Name": "nofile", "Hard": 200, "Soft": 100}]}
+
+
+def test_container_options_are_kept_and_shown_as_sent() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    body = _with(["TaskTemplate", "ContainerSpec"], {**CLI_BODY["TaskTemplate"]["ContainerSpec"], **OPTIONS})
+    body["TaskTemplate"]["Resources"]["Limits"] = {"Pids": 50}
+    s = stored(body)
+    shown = service_spec_json(s)["TaskTemplate"]
+    assert {k: shown["ContainerSpec"][k] for k in OPTIONS} == OPTIONS
+    assert shown["Resources"]["Limits"] == {"Pids": 50}
+    assert stored(service_spec_json(s)) == s
+
+
+def test_a_hosts_entry_without_a_name_is_refused() -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Hosts"], ["10.0.0.1"]))
+    assert str(e.value) == 'invalid JSON: Hosts entries are "IP name [alias...]", got "10.0.0.1"'

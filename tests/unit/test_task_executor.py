@@ -319,3 +319,21 @@ def test_mount_options_reach_the_container_create_body() -> None:
         {"Type": "volume", "Target": "/data", "ReadOnly": False, "Source": "vv", "VolumeOptions": {"NoCopy": True, "Labels": {"a": "b"}}},
         {"Type": "bind", "Target": "/host", "ReadOnly": True, "Source": "/srv", "BindOptions": {"Propagation": "rslave"}},
     ]
+
+
+def test_container_options_of_the_spec_become_the_create_bodys() -> None:
+    t = task(stop_signal="SIGINT", tty=True, open_stdin=True, read_only=True, init=True, capability_add=["CAP_NET_ADMIN"],
+             capability_drop=["CAP_CHOWN"], hosts=["10.0.0.1 foo bar"])
+    c = t.spec.container
+    c.dns_config.nameservers.append("10.0.0.53")
+    c.dns_config.search.append("example.org")
+    c.sysctls["net.core.somaxconn"] = "1024"
+    c.ulimits.add(name="nofile", soft=100, hard=200)
+    t.spec.resources.limits.pids = 50
+    body = create_body(t, "h2", [], [])
+    assert (body["StopSignal"], body["Tty"], body["OpenStdin"]) == ("SIGINT", True, True)
+    assert body["HostConfig"] == {
+        "NetworkMode": "default", "PidsLimit": 50, "ReadonlyRootfs": True, "Init": True, "CapAdd": ["CAP_NET_ADMIN"],
+        "CapDrop": ["CAP_CHOWN"], "ExtraHosts": ["foo:10.0.0.1", "bar:10.0.0.1"], "Dns": ["10.0.0.53"],
+        "DnsSearch": ["example.org"], "Sysctls": {"net.core.somaxconn": "1024"},
+        "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}]}
