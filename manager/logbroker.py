@@ -67,11 +67,14 @@ class LogBroker:
             msg = swarm_pb2.LogSubscription(id=sub.id, selector=request.selector, options=request.options)
             for n in reachable:
                 self.listeners[n].queue.put_nowait(msg)
-            while request.options.follow or sub.closed_by < sub.nodes:
-                if not sub.nodes and not request.options.follow:
-                    break
+            # every node puts one None after its last batch (its close, or its stream's end): the queue is read up to
+            # the last of them, not until closed_by is full (a fast node's close used to end the stream while other
+            # nodes' lines still waited in the queue: `service logs` without -f missed a task's lines at random)
+            ended = 0
+            while request.options.follow or ended < len(sub.nodes):
                 item = await sub.out.get()
-                if item is None:  # a publisher closed: look at the loop's condition again
+                if item is None:
+                    ended += 1
                     continue
                 yield item
         finally:
