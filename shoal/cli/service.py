@@ -306,7 +306,7 @@ def scale(detach: bool, pairs: tuple[str, ...]) -> None:
 @click.argument("ref", metavar="SERVICE")
 def update(ref: str, do_rollback: bool, **o: Any) -> None:
     """Update a service"""
-    from shoal.cli.service_opts import update_spec
+    from shoal.cli.service_opts import parse_network, update_spec
 
     c = client()
     svc = find_service(c, ref)
@@ -318,8 +318,9 @@ def update(ref: str, do_rollback: bool, **o: Any) -> None:
         except UsageError as e:
             raise click.UsageError(str(e)) from None
         nets = spec["TaskTemplate"].get("Networks") or []
+        added = {parse_network(x)["Target"] for x in o.get("network_add") or ()}
         for n in nets:
-            if n["Target"] in (o.get("network_add") or ()):
+            if n["Target"] in added:
                 n["Target"] = c.get(f"/networks/{n['Target']}", {"scope": "swarm"})["Id"]
         c.post(f"/services/{svc['ID']}/update", spec, {"version": svc["Version"]["Index"], "registryAuthFrom": "spec"})
     out(ref + "\n")

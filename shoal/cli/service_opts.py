@@ -91,6 +91,31 @@ def parse_mount(spec: str) -> dict[str, Any]:
     return m
 
 
+def parse_network(spec: str) -> dict[str, Any]:
+    """`--network NAME` or the docker CLI's long form `name=NAME,alias=A[,alias=B][,driver-opt=K=V]` as a
+    NetworkAttachmentConfig (Target is the name: service_create resolves it to the network's id)."""
+    if "=" not in spec:
+        return {"Target": spec}
+    out: dict[str, Any] = {}
+    for field in spec.split(","):
+        key, sep, value = field.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise UsageError(f"invalid field '{field}' must be a key=value pair")
+        if key == "name":
+            out["Target"] = value
+        elif key == "alias":
+            out.setdefault("Aliases", []).append(value)
+        elif key == "driver-opt":
+            k, _, v = value.partition("=")
+            out.setdefault("DriverOpts", {})[k] = v
+        else:
+            raise UsageError(f"invalid field key {key}")
+    if not out.get("Target"):
+        raise UsageError("network name/id is not specified")
+    return out
+
+
 def _resources(limit_cpu: str | None, limit_memory: str | None) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
@@ -183,7 +208,7 @@ def create_spec(o: dict[str, Any]) -> dict[str, Any]:
     if rp:
         task["RestartPolicy"] = rp
     if o.get("network"):
-        task["Networks"] = [{"Target": n} for n in o["network"]]
+        task["Networks"] = [parse_network(n) for n in o["network"]]
     mode = o.get("mode") or "replicated"
     if mode not in ("replicated", "global"):
         raise UsageError(f"invalid mode: {mode}")
@@ -247,7 +272,7 @@ def update_spec(spec: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
     if o.get("network_add") or o.get("network_rm"):
         gone = set(o.get("network_rm") or ())
         task["Networks"] = [n for n in task.get("Networks") or [] if n.get("Target") not in gone] + [
-            {"Target": n} for n in o.get("network_add") or ()]
+            parse_network(n) for n in o.get("network_add") or ()]
     if o.get("force"):
         task["ForceUpdate"] = int(task.get("ForceUpdate") or 0) + 1
     if o.get("replicas") is not None:

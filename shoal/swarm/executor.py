@@ -147,9 +147,9 @@ def host_ports(task: pb.Task) -> list[pb.PortConfig]:
     return [p for p in ports if p.publish_mode == pb.PortConfig.HOST and p.target_port]
 
 
-def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str, list[str]]],
+def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str]],
                 files: list[tuple[str, str]]) -> dict[str, Any]:
-    """The `docker create` body for a task. networks: (local network name, IPv4 address or "", aliases), first is
+    """The `docker create` body for a task. networks: (local network name, IPv4 address or ""), first is
     the primary; files: (host file, target in the container) for configs and secrets, mounted read-only."""
     c = task.spec.container
     labels = dict(c.labels)
@@ -203,8 +203,7 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
         body["OpenStdin"] = True
     if networks:
         body["NetworkingConfig"] = {"EndpointsConfig": {
-            name: {**({"IPAMConfig": {"IPv4Address": ip}} if ip else {}), "Aliases": list(aliases)}
-            for name, ip, aliases in networks}}
+            name: {"IPAMConfig": {"IPv4Address": ip}} if ip else {} for name, ip in networks}}
     return body
 
 

@@ -86,9 +86,11 @@ def predefined_mode(task: pb.Task) -> str:
     return ""
 
 
-async def task_networks(engine: Any, task: pb.Task, deps: Dependencies) -> list[tuple[str, str, list[str]]]:
-    """(local network name, IPv4 address or "", aliases) per attachment, in the task's order; none for a task on a
-    predefined network (it runs in that mode, as moby's executor does)."""
+async def task_networks(engine: Any, task: pb.Task, deps: Dependencies) -> list[tuple[str, str]]:
+    """(local network name, IPv4 address or "") per attachment, in the task's order; none for a task on a
+    predefined network (it runs in that mode, as moby's executor does). The attachment's aliases are the service's:
+    they name its VIP (and `tasks.<alias>` its tasks) through the service binding, never one task's container (as
+    moby's executor, which gives them to the service config, not to the endpoint)."""
     if predefined_mode(task):
         return []
     out = []
@@ -96,5 +98,5 @@ async def task_networks(engine: Any, task: pb.Task, deps: Dependencies) -> list[
         net = deps.networks.get(att.network.id) or att.network
         local = await ensure_network(engine, net)
         addr = next((_ip(a) for a in att.addresses if "." in a), "")
-        out.append((local.name, addr, list(att.aliases)))
+        out.append((local.name, addr))
     return out

@@ -593,3 +593,16 @@ def test_a_stop_first_update_starts_the_new_task_only_once_the_old_one_stopped_s
     answer = swarm.exec("h2", ["busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8093/"],
                         check=False)
     assert "404 Not Found" in answer.stdout + answer.stderr  # the new task has the port (httpd serves no index here)
+
+
+# ---------------------------------------------------------------------------------------------- aliases
+def test_a_service_alias_names_the_vip_and_tasks_alias_the_tasks_as_the_service_name_does(swarm: Lab, api: Any) -> None:
+    # the alias once named each task's container too: `front` answered the VIP and every task address
+    sh(swarm, "h1", "service", "create", "--detach", "--replicas", "2", "--name", "aweb", "--network", f"name={NET},alias=front",
+       *GRACE, "busybox", "httpd", "-f", "-p", "80")
+    tasks = wait_until(lambda: running(swarm, "aweb", 2), 60, interval=0.2)
+    nid = net_id(swarm, NET)
+    vip, ips = vip_of(swarm, "aweb", nid), sorted(address(t, nid) for t in tasks)
+    want = {"aweb": [vip], "front": [vip], "tasks.aweb": ips, "tasks.front": ips}
+    got = wait_until(lambda: (r := lookups(swarm, "h1", list(want))) == want and r, 30, interval=0.5)
+    assert got == want

@@ -133,3 +133,28 @@ def test_follow_stops_with_the_pause_message() -> None:
     with pytest.raises(RuntimeError) as e:
         follow(ScriptedDaemon(svc, [[_task(1, "failed")]]), "s1")
     assert str(e.value) == "service update paused: update paused due to failure or early termination of task t9"
+
+
+@pytest.mark.parametrize(("flag", "attachment"), [
+    ("appnet", {"Target": "appnet"}),
+    ("name=appnet,alias=front,alias=web2", {"Target": "appnet", "Aliases": ["front", "web2"]}),
+    ("name=appnet,driver-opt=com.example=1", {"Target": "appnet", "DriverOpts": {"com.example": "1"}}),
+])
+def test_network_flag_takes_the_name_or_dockers_long_form(flag: str, attachment: dict) -> None:
+    from shoal.cli.service_opts import parse_network
+
+    assert parse_network(flag) == attachment
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("alias=front", "network name/id is not specified"),
+    ("name=appnet,color=red", "invalid field key color"),
+    ("name=appnet,alias", "invalid field 'alias' must be a key=value pair"),
+])
+def test_a_bad_long_network_flag_is_refused_with_dockers_message(flag: str, message: str) -> None:
+    from shoal.cli.format import UsageError
+    from shoal.cli.service_opts import parse_network
+
+    with pytest.raises(UsageError) as e:
+        parse_network(flag)
+    assert str(e.value) == message

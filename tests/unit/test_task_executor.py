@@ -56,11 +56,11 @@ def test_hostname_and_env_templates_are_expanded_per_task() -> None:
 
 
 def test_networks_become_endpoints_with_the_allocated_address_first_network_primary() -> None:
-    body = create_body(task(), "h2", [("ov1", "10.0.9.3", ["web"]), ("ov2", "", [])], [("/run/x/config-c1", "/etc/app.conf")])
+    body = create_body(task(), "h2", [("ov1", "10.0.9.3"), ("ov2", "")], [("/run/x/config-c1", "/etc/app.conf")])
     assert body["HostConfig"] == {"NetworkMode": "ov1", "Mounts": [
         {"Type": "bind", "Source": "/run/x/config-c1", "Target": "/etc/app.conf", "ReadOnly": True}]}
-    assert body["NetworkingConfig"] == {"EndpointsConfig": {
-        "ov1": {"IPAMConfig": {"IPv4Address": "10.0.9.3"}, "Aliases": ["web"]}, "ov2": {"Aliases": []}}}
+    # no aliases: the service's name the VIP (service binding), not this container
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"ov1": {"IPAMConfig": {"IPv4Address": "10.0.9.3"}}, "ov2": {}}}
 
 
 def test_config_files_take_their_target_mode_and_data_from_the_assignment() -> None:
