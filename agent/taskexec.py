@@ -109,12 +109,16 @@ class TaskRunner:
     """Drives one task's container toward its desired state and reports each state it reaches. The task (and its
     dependencies) may be replaced at any time by update(); the loop re-reads it after every step."""
 
-    def __init__(self, task: pb.Task, deps: Dependencies, executor: Executor, report: Report) -> None:
+    def __init__(self, task: pb.Task, deps: Dependencies, executor: Executor, report: Report,
+                 adopted: Report | None = None) -> None:
         self.task = task
         self.deps = deps
         self.executor = executor
         self.ctl = executor.controller(task, deps)
         self._report = report
+        # told (task id, the managers' status) when the container of a task the managers already hold RUNNING is
+        # found running (a daemon restart's adoption): nothing to report, but this node runs it
+        self._adopted = adopted
         self.state = task.status.state  # the last state known to the managers or reported by us
         self.changed = asyncio.Event()
         self.removed = False  # the task left the assignments: remove the container and end
@@ -186,6 +190,8 @@ class TaskRunner:
         if obs.exists and obs.running:
             if self.state < S.TASK_STATE_RUNNING:
                 self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
+            elif self._adopted is not None:
+                self._adopted(task.id, task.status)
             return await self._wait_exit()
         if obs.exists and obs.exited:  # ended while we were away (daemon restart) or before we looked
             self.report(exit_status(obs))

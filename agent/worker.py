@@ -84,12 +84,12 @@ class Worker:
         for tid, task in self.tasks.items():
             r = self.runners.get(tid)
             if r is None or (r.done and not r.removed):
-                r = TaskRunner(task, self.deps, self.executor, self._record)
+                r = TaskRunner(task, self.deps, self.executor, self._record, self._adopt)
                 self.runners[tid] = r
                 r.start()
             elif r.removed:  # assigned again before its removal finished: let it end, then a new runner
                 await r.close()
-                r = TaskRunner(task, self.deps, self.executor, self._record)
+                r = TaskRunner(task, self.deps, self.executor, self._record, self._adopt)
                 self.runners[tid] = r
                 r.start()
             else:
@@ -130,6 +130,16 @@ class Worker:
             self._news.set()
         if (st.state == RUNNING) != (prev is not None and prev.state == RUNNING):
             self._changed()  # only running tasks are announced: other moves change nothing there
+
+    def _adopt(self, task_id: str, st: pb.TaskStatus) -> None:
+        """A task the managers hold RUNNING whose container this node found running (after a daemon restart): known
+        here as running, with nothing to send. Without it the service endpoints glue, which announces the tasks this
+        node reports running, left an adopted task out of its service's VIP and names on every node."""
+        if task_id in self.statuses:
+            return  # this node's own report is newer
+        self.statuses[task_id] = st
+        if st.state == RUNNING:
+            self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:

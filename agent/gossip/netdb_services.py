@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.gossip.netdb import NetworkDB
@@ -128,3 +129,28 @@ def fold_with_errors(db: NetworkDB, network_id: str, include_suspended: bool = F
                           aliases=tuple(sorted(s["aliases"])), ingress_ports=tuple(sorted(s["ports"])))  # type: ignore[call-overload]
            for sid, s in services.items()]
     return sorted(out, key=lambda b: (b.service_name, b.service_id)), errors
+
+
+def inspect_services(db: NetworkDB, network_id: str, address_of: Callable[[str], str]) -> dict[str, dict[str, object]]:
+    """`network inspect --verbose`'s Services of an overlay, as moby shows them: by service name its VIP ("" with
+    dnsrr), its routing-mesh ports ("Target: T, Publish: P") and its tasks (name, endpoint id, address and the
+    address of the node that announced it, from address_of(owner)); a failed node's tasks left out, bad records
+    skipped. (moby's LocalLBIndex, an IPVS firewall mark, has no counterpart here: not shown.)"""
+    out: dict[str, dict[str, object]] = {}
+    for e in db.walk(TABLE, network_id):
+        if e.suspended:
+            continue
+        try:
+            r, _, _ = _fold_entry(e.key, e.value)
+        except ValueError:
+            continue
+        s = out.setdefault(r.service_name, {"VIP": str(r.vip) if r.vip else "", "Ports": [], "Tasks": []})
+        for published, target, _proto in r.ingress_ports:
+            port = f"Target: {target}, Publish: {published}"
+            if port not in s["Ports"]:  # type: ignore[operator]
+                s["Ports"].append(port)  # type: ignore[attr-defined]
+        s["Tasks"].append({"Name": r.task_name, "EndpointID": e.key, "EndpointIP": str(r.task_ip),  # type: ignore[attr-defined]
+                           "Info": {"Host IP": address_of(e.owner)}})
+    for s in out.values():
+        s["Tasks"].sort(key=lambda t: t["Name"])  # type: ignore[attr-defined]
+    return out

@@ -315,6 +315,15 @@ class GossipAgent:
             out.append({"Name": name, "IP": self.db.nodes[name].member.addr})
         return out
 
+    def network_services(self, network_id: str) -> dict[str, dict[str, Any]]:
+        """`network inspect --verbose`'s Services of an overlay, from its endpoint table."""
+        def address_of(name: str) -> str:
+            if name == self.node_id:
+                return self.advertise_ip
+            node = self.db.nodes.get(name)
+            return node.member.addr if node is not None else ""
+        return netdb_services.inspect_services(self.db, network_id, address_of)
+
     def status(self) -> dict[str, Any]:
         """What GET /shoal/gossip returns: this node, its members and states, its networks' peer counts."""
         members = [{"Name": m.name, "Addr": m.addr, "Port": m.port, "State": m.state.value, "Incarnation": m.incarnation}

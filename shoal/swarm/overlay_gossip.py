@@ -139,11 +139,14 @@ class _Names:
 
 def with_peers(engine: Any, doc: dict[str, Any], verbose: bool) -> dict[str, Any]:
     """`network inspect` of an overlay: Peers (moby's PeerInfo Name/IP from networkdb) when this node has the network
-    here, or when verbose; nothing for other drivers or without gossip."""
+    here, or when verbose; with verbose also Services (the endpoint table's services and tasks); nothing for other
+    drivers or without gossip."""
     agent = getattr(getattr(engine, "swarm", None), "gossip", None)
     if agent is None or doc.get("Driver") != "overlay":
         return doc
     peers = agent.network_peers(doc["Id"])
     if peers or verbose:
         doc["Peers"] = peers
+    if verbose:
+        doc["Services"] = agent.network_services(doc["Id"])
     return doc

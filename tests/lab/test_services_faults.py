@@ -606,3 +606,32 @@ def test_a_service_alias_names_the_vip_and_tasks_alias_the_tasks_as_the_service_
     want = {"aweb": [vip], "front": [vip], "tasks.aweb": ips, "tasks.front": ips}
     got = wait_until(lambda: (r := lookups(swarm, "h1", list(want))) == want and r, 30, interval=0.5)
     assert got == want
+    # and `network inspect --verbose` lists the service with its VIP and tasks, as moby's does
+    verbose = json.loads(docker(swarm, "h1", "network", "inspect", "--verbose", "-f", "{{json .Services}}", NET).stdout)
+    assert (verbose["aweb"]["VIP"], sorted(x["EndpointIP"] for x in verbose["aweb"]["Tasks"])) == (vip, ips)
+
+
+# ---------------------------------------------------------------------------------------------- daemon restart
+def test_a_task_adopted_after_its_daemon_restarts_stays_in_its_services_vip_and_names(swarm: Lab, api: Any) -> None:
+    # the restarted worker adopts the running container without a new report; its endpoint used to be announced only
+    # on a report, so the task left `tasks.<service>` and the VIP on every node until it restarted. A long heartbeat
+    # meanwhile: with the module's 1 s one the managers could mark h4 down during the restart and replace the task.
+    sh(swarm, "h1", "service", "create", "--detach", "--replicas", "1", "--name", "rweb", "--network", NET,
+       "--constraint", "node.hostname==h4", *GRACE, "busybox", "httpd", "-f", "-p", "80")
+    (t,) = wait_until(lambda: running(swarm, "rweb", 1), 60, interval=0.2)
+    nid = net_id(swarm, NET)
+    want = {"rweb": [vip_of(swarm, "rweb", nid)], "tasks.rweb": [address(t, nid)]}
+    wait_until(lambda: lookups(swarm, "h1", list(want)) == want, 30, interval=0.5)
+    sh(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "20s")
+    try:
+        time.sleep(2)  # every node's session has the new period
+        swarm.kill("h4")
+        swarm.start("h4")
+        for host in ("h1", "h4"):
+            seen: list[dict[str, list[str]]] = []
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda h=host: seen.append(lookups(swarm, h, list(want))) or seen[-1] == want, 30, interval=0.5)
+            assert (host, seen[-1]) == (host, want)
+        assert [x["ID"] for x in running(swarm, "rweb", 1) or []] == [t["ID"]]  # adopted, not replaced
+    finally:
+        sh(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "1s")

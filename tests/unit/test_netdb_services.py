@@ -180,3 +180,19 @@ def test_a_changed_entry_is_folded_with_its_new_record() -> None:
     c.dbs["a"].update_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.6")))
     c.run(1.0)
     assert [b.ip for b in fold_service_bindings(c.dbs["b"], N)[0].backends] == [IP("10.0.9.6")]
+
+
+def test_inspect_services_shows_each_service_with_its_vip_ports_and_tasks_and_their_nodes() -> None:
+    c = cluster()
+    c.dbs["a"].create_entry(TABLE, N, "ep1", encode_record(rec("web", "t1", "10.0.9.5")))
+    c.dbs["b"].create_entry(TABLE, N, "ep2", encode_record(rec("web", "t2", "10.0.9.4")))
+    c.dbs["b"].create_entry(TABLE, N, "ep3", encode_record(rec("db", "t3", "10.0.9.7", vip=None)))
+    c.run(1.0)
+    hosts = {"a": "192.168.200.11", "b": "192.168.200.12"}
+    assert netdb_services.inspect_services(c.dbs["c"], N, hosts.__getitem__) == {
+        "web": {"VIP": "10.0.9.2", "Ports": ["Target: 80, Publish: 8080"], "Tasks": [
+            {"Name": "web.1.t1", "EndpointID": "ep1", "EndpointIP": "10.0.9.5", "Info": {"Host IP": "192.168.200.11"}},
+            {"Name": "web.1.t2", "EndpointID": "ep2", "EndpointIP": "10.0.9.4", "Info": {"Host IP": "192.168.200.12"}}]},
+        "db": {"VIP": "", "Ports": [], "Tasks": [
+            {"Name": "db.1.t3", "EndpointID": "ep3", "EndpointIP": "10.0.9.7", "Info": {"Host IP": "192.168.200.12"}}]},
+    }

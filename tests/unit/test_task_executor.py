@@ -337,3 +337,29 @@ def test_container_options_of_the_spec_become_the_create_bodys() -> None:
         "CapDrop": ["CAP_CHOWN"], "ExtraHosts": ["foo:10.0.0.1", "bar:10.0.0.1"], "Dns": ["10.0.0.53"],
         "DnsSearch": ["example.org"], "Sysctls": {"net.core.somaxconn": "1024"},
         "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}]}
+
+
+def test_an_adopted_running_task_counts_as_running_on_this_node_without_a_report() -> None:
+    # after a daemon restart: the service endpoints glue announces what the worker's statuses say runs here
+    from agent.worker import Worker
+
+    table = Containers()
+    kept = task()
+    kept.status.state = S.TASK_STATE_RUNNING
+    kept.status.message = "started"
+    table.state = {kept.id: "running"}
+    changes: list[int] = []
+
+    async def run() -> tuple[dict[str, Any], set[str]]:
+        w = Worker(table, orphan_grace=0)
+        w.on_change = lambda: changes.append(1)
+        await w.apply(_complete(kept))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        seen = ({tid: (st.state, st.message) for tid, st in w.statuses.items()}, set(w.unsent))
+        await w.close()
+        return seen
+
+    statuses, unsent = asyncio.run(run())
+    assert (statuses, unsent) == ({kept.id: (S.TASK_STATE_RUNNING, "started")}, set())
+    assert changes  # the glue was told
