@@ -38,9 +38,13 @@ class Decisions:
 
 
 def node_infos(nodes: list[pb.Node], tasks: list[pb.Task]) -> dict[str, NodeInfo]:
+    """What each node holds already. A task still waiting for placement is not counted, even when it names its node
+    (a global service's): schedule() adds it once it places it. Counted, a global task with a host-mode port found
+    that port taken by itself on every node, and its reservations counted twice (swarmkit's scheduler keeps such
+    preassigned tasks out of the node's list the same way)."""
     infos = {n.id: NodeInfo(n) for n in nodes}
     for t in tasks:
-        if occupies_node(t) and t.node_id in infos:
+        if occupies_node(t) and t.node_id in infos and not schedulable(t):
             infos[t.node_id].add(t)
     return infos
 

@@ -398,3 +398,17 @@ def test_a_service_flag_shoal_does_not_apply_is_refused_naming_the_field(swarm: 
     assert ('shoal does not support TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'
             in r.stderr)
     assert [s for s in api.get("/services") if s["Spec"]["Name"] == "hc"] == []
+
+
+def test_a_global_service_publishing_a_host_port_runs_on_every_node_and_answers_there(swarm: Lab, api: Any) -> None:
+    # its tasks, placed on their nodes beforehand, used to find the port taken by themselves: all pending
+    docker(swarm, "h1", "service", "create", "--detach", "--name", "gport", "--mode", "global", "--stop-grace-period", "1s",
+           "--publish", "mode=host,target=80,published=8097", "busybox", "httpd", "-f", "-p", "80")
+    sid = api.get("/services/gport")["ID"]
+    ts = wait_until(lambda: (r := live(api, sid)) and len(r) == 3 and all(t["Status"]["State"] == "running" for t in r) and r,
+                    30, interval=0.2)
+    assert sorted(node_ids(swarm)[t["NodeID"]] for t in ts) == HOSTS
+    for host in HOSTS:
+        r = swarm.exec("h1", ["busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", f"http://{host_address(host)}:8097/"],
+                       check=False)
+        assert "404 Not Found" in r.stdout + r.stderr, host  # httpd answers (it serves no index here)

@@ -88,6 +88,31 @@ def test_preassigned_global_task_is_checked_against_its_node_only() -> None:
     assert d.unplaced == {"g2": "no suitable node (1 node not available for new tasks)"}
 
 
+def test_a_global_task_with_a_host_port_is_placed_on_its_node_when_the_store_holds_it_too() -> None:
+    # the runner passes every task of the store, the batch's own included
+    svc = service(replicas=None)
+    svc.spec.endpoint.ports.add(target_port=80, published_port=8097, publish_mode=pb.PortConfig.HOST)
+    ts = [task(svc, f"g{i}", 0, f"n{i}", state=S.TASK_STATE_PENDING) for i in (1, 2)]
+    d = schedule([node("n1"), node("n2")], ts, ts)
+    assert (d.assigned, d.unplaced) == ({"g1": "n1", "g2": "n2"}, {})
+
+
+def test_a_global_tasks_reservation_is_not_counted_twice_on_its_node() -> None:
+    svc = service(replicas=None)
+    svc.spec.task.resources.reservations.memory_bytes = 1 << 30  # the whole node (node() has 1 GiB)
+    t = task(svc, "g1", 0, "n1", state=S.TASK_STATE_PENDING)
+    assert schedule([node("n1")], [t], [t]).assigned == {"g1": "n1"}
+
+
+def test_two_pending_global_tasks_wanting_one_host_port_on_a_node_get_it_once() -> None:
+    a, b = service("a", replicas=None, sid="s1"), service("b", replicas=None, sid="s2")
+    for svc in (a, b):
+        svc.spec.endpoint.ports.add(target_port=80, published_port=8097, publish_mode=pb.PortConfig.HOST)
+    ts = [task(a, "ga", 0, "n1", state=S.TASK_STATE_PENDING), task(b, "gb", 0, "n1", state=S.TASK_STATE_PENDING)]
+    d = schedule([node("n1")], ts, ts)
+    assert (d.assigned, d.unplaced) == ({"ga": "n1"}, {"gb": "no suitable node (host-mode port already in use on 1 node)"})
+
+
 def test_a_new_task_waits_for_the_allocator_with_or_without_networks() -> None:
     svc = service()
     plain = task(svc, "a", 1, "", state=S.TASK_STATE_NEW)
