@@ -184,18 +184,16 @@ def start_held(tasks: list[pb.Task], now_ns: int, touched: set[str], plan: Plan)
     """Stop-first replacements (desired READY) whose slot is free (no task there told to stop still runs), or made
     OLD_TASK_TIMEOUT_NS ago, are set to run (into plan); the others wake the plan at their timeout. Returns the ids
     set to run."""
-    by_key: dict[str, list[pb.Task]] = {}
-    for t in tasks:
-        by_key.setdefault(key_of(t), []).append(t)
+    held = [t for t in tasks if t.desired_state == S.TASK_STATE_READY and not is_terminal(t) and t.id not in touched]
+    if not held:
+        return set()  # every pass of every service comes here: nothing to group without a held replacement
+    stopping = {key_of(o) for o in tasks if _holds_its_slot(o)}
     out: set[str] = set()
-    for group in by_key.values():
-        for t in group:
-            if t.desired_state != S.TASK_STATE_READY or is_terminal(t) or t.id in touched:
-                continue
-            deadline = t.meta.created_at.ToNanoseconds() + OLD_TASK_TIMEOUT_NS
-            if now_ns >= deadline or not any(_holds_its_slot(o) for o in group if o is not t):
-                plan.update.append(set_desired(t, S.TASK_STATE_RUNNING))
-                out.add(t.id)
-            else:
-                plan.wake(deadline)
+    for t in held:
+        deadline = t.meta.created_at.ToNanoseconds() + OLD_TASK_TIMEOUT_NS
+        if now_ns >= deadline or key_of(t) not in stopping:
+            plan.update.append(set_desired(t, S.TASK_STATE_RUNNING))
+            out.add(t.id)
+        else:
+            plan.wake(deadline)
     return out

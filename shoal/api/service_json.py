@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent.volumes.specs import PROPAGATIONS
 from common.errdefs import InvalidParameter
 from manager.orchestrator.tasks import STATE_NAMES
 from proto import objects_pb2 as pb
@@ -294,9 +295,6 @@ def _update_from(d: dict[str, Any], u: pb.UpdateConfig) -> None:
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
         raise InvalidParameter(f"invalid JSON: MaxFailureRatio must be a number, got {json.dumps(ratio)}")
     u.max_failure_ratio = float(ratio)
-
-
-PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 
 
 def _mount_options_from(m: dict[str, Any], mount: pb.Mount) -> None:

@@ -312,17 +312,19 @@ class GossipAgent:
         """`network inspect --verbose`'s Peers of an overlay: this node (when on it) and the alive nodes on it."""
         out = [{"Name": self.node_id, "IP": self.advertise_ip}] if self.db.joined(network_id) else []
         for name in self.db.peers(network_id):
-            out.append({"Name": name, "IP": self.db.nodes[name].member.addr})
+            out.append({"Name": name, "IP": self._address_of(name)})
         return out
 
     def network_services(self, network_id: str) -> dict[str, dict[str, Any]]:
         """`network inspect --verbose`'s Services of an overlay, from its endpoint table."""
-        def address_of(name: str) -> str:
-            if name == self.node_id:
-                return self.advertise_ip
-            node = self.db.nodes.get(name)
-            return node.member.addr if node is not None else ""
-        return netdb_services.inspect_services(self.db, network_id, address_of)
+        return netdb_services.inspect_services(self.db, network_id, self._address_of)
+
+    def _address_of(self, name: str) -> str:
+        """A gossip member's address (this node's own included); "" for one no longer known."""
+        if name == self.node_id:
+            return self.advertise_ip
+        node = self.db.nodes.get(name)
+        return node.member.addr if node is not None else ""
 
     def status(self) -> dict[str, Any]:
         """What GET /shoal/gossip returns: this node, its members and states, its networks' peer counts."""
