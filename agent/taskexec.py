@@ -1,5 +1,7 @@
 """What a worker needs from the node to run a swarm task (swarmkit's agent/exec Executor/Controller), and the per-task
 state machine driving it (exec.Do): ASSIGNED -> ACCEPTED -> PREPARING -> READY -> STARTING -> RUNNING -> COMPLETE/FAILED.
+A container with a health check stays STARTING until it is healthy (moby's container controller): only RUNNING tasks
+are put behind their service's VIP and DNS and count as updated, and an unhealthy container is stopped and FAILED.
 agent/worker.py runs one TaskRunner per assigned task; the node implements the interface over its engine (shoal/swarm/executor.py)."""
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Observed:
     pid: int = 0
     error: str = ""  # e.g. the OOM killer's mark
     ports: list[tuple[str, int, int]] = field(default_factory=list)  # (proto, container port, host port) published
+    health: str = ""  # a running container's health check: "starting", "healthy", "unhealthy"; "" when it has none
 
 
 @dataclass(slots=True)
@@ -57,6 +60,10 @@ class TaskController(Protocol):
     async def wait(self) -> Observed:
         """Returns once the container is not running any more."""
 
+    async def wait_health(self, seen: str) -> str:
+        """The container's health status once it differs from `seen`, or once the container is not running any
+        more ("" then, and when it has no check or is gone). Only called when inspect() saw a health status."""
+
     async def shutdown(self, grace_s: float) -> None:
         """Stop: the stop signal, then SIGKILL after grace_s."""
 
@@ -75,6 +82,7 @@ class Executor(Protocol):
 
 
 Report = Callable[[str, pb.TaskStatus], None]
+UNHEALTHY = "dockerexec: unhealthy container"  # moby's ErrContainerUnhealthy
 _PROTOS = {"tcp": pb.PortConfig.TCP, "udp": pb.PortConfig.UDP, "sctp": pb.PortConfig.SCTP}
 
 
@@ -96,6 +104,13 @@ def exit_status(obs: Observed) -> pb.TaskStatus:
         return status(S.TASK_STATE_COMPLETE, "finished", obs=obs)
     err = obs.error or f"task: non-zero exit ({obs.exit_code})"
     return status(S.TASK_STATE_FAILED, "started", err=err, obs=obs)
+
+
+def unhealthy_status(obs: Observed, message: str = "started") -> pb.TaskStatus:
+    """A task's container stopped because its check failed, before it ran (message "starting") or while it ran:
+    moby's exitError with the unhealthy cause, in both of its controller's paths."""
+    err = f"task: non-zero exit ({obs.exit_code}): {UNHEALTHY}" if obs.exit_code else UNHEALTHY
+    return status(S.TASK_STATE_FAILED, message, err=err, obs=obs if obs.exists else None)
 
 
 def grace_of(task: pb.Task) -> float:
@@ -189,10 +204,14 @@ class TaskRunner:
         obs = await self.ctl.inspect()
         if obs.exists and obs.running:
             if self.state < S.TASK_STATE_RUNNING:
+                if obs.health and obs.health != "healthy":  # started, not healthy yet (a restart, or the task changed)
+                    if self.state < S.TASK_STATE_STARTING:
+                        self.report(status(S.TASK_STATE_STARTING, "starting"))
+                    return await self._wait_healthy(obs.health)
                 self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
             elif self._adopted is not None:
                 self._adopted(task.id, task.status)
-            return await self._wait_exit()
+            return await self._wait_exit(obs.health)
         if obs.exists and obs.exited:  # ended while we were away (daemon restart) or before we looked
             self.report(exit_status(obs))
             return True
@@ -220,26 +239,94 @@ class TaskRunner:
             return True
         obs = await self.ctl.inspect()
         if obs.running:
+            if obs.health:
+                return await self._wait_healthy(obs.health)
             self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
             return await self._wait_exit()
         if obs.exited:  # it was quicker than our look
             self.report(exit_status(obs))
         return True
 
-    async def _wait_exit(self) -> bool:
-        waiter = asyncio.create_task(self.ctl.wait())
+    @property
+    def _wanted(self) -> bool:
+        """Still meant to run: a change of the task (shutdown, removal) is the next step's, not a failure."""
+        return self.task.desired_state <= S.TASK_STATE_RUNNING and not self.removed
+
+    async def _wait_healthy(self, seen: str) -> bool:
+        """STARTING with a running container whose check has not passed yet (moby's controller.Start): RUNNING once
+        it is healthy; stopped and FAILED if it is unhealthy first. A change of the task, or the container
+        stopping, ends the wait: the next step looks again (and comes back here while it still is starting)."""
+        while seen != "healthy":
+            if seen == "unhealthy":
+                if not self._wanted:
+                    return False
+                await self.ctl.shutdown(grace_of(self.task))
+                obs = await self.ctl.inspect()
+                self.report(unhealthy_status(obs, "starting"))
+                return True
+            if not seen:  # stopped or removed: the next step reports how it ended
+                return False
+            health = asyncio.create_task(self.ctl.wait_health(seen))
+            if not await self._until(health) or health.result() == seen:  # (the same again: not running any more)
+                return False
+            seen = health.result()
+        obs = await self.ctl.inspect()
+        if not obs.running:
+            return False
+        self.report(status(S.TASK_STATE_RUNNING, "started", obs=obs))
+        return await self._wait_exit(obs.health or "healthy")
+
+    async def _until(self, work: asyncio.Task[Any]) -> bool:
+        """Waits for work or a change of the task, whichever is first; True when work finished (without raising)."""
         changed = asyncio.create_task(self.changed.wait())
         try:
-            finished, _ = await asyncio.wait({waiter, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finished, _ = await asyncio.wait({work, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (waiter, changed):
-                if not t.done():
-                    t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await t
+            await _cancel(work, changed)
+        if work in finished and work.exception() is None:
+            return True
+        return False
+
+    async def _wait_exit(self, health: str = "") -> bool:
+        """RUNNING until the container exits or the task changes; with a health check, until it turns unhealthy too
+        (moby's controller.Wait): then it is stopped and FAILED with the unhealthy cause."""
+        waiter = asyncio.create_task(self.ctl.wait())
+        changed = asyncio.create_task(self.changed.wait())
+        watched: set[asyncio.Task[Any]] = {waiter, changed}
+        watcher = None
+        if health:  # no check: no watcher (the converge benchmark measures this path)
+            watcher = asyncio.create_task(self._until_unhealthy(health))
+            watched.add(watcher)
+        try:
+            finished, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancel(*watched)
+        if watcher is not None and watcher in finished and watcher.exception() is None:
+            if not self._wanted:
+                return False
+            await self.ctl.shutdown(grace_of(self.task))
+            obs = await self.ctl.inspect()
+            self.report(unhealthy_status(obs))
+            return True
         if waiter in finished and waiter.exception() is None:
             obs = waiter.result()
-            if self.task.desired_state <= S.TASK_STATE_RUNNING and not self.removed:
+            if self._wanted:
                 self.report(exit_status(obs))
             return False  # look again: a shutdown may have caused it
         return False
+
+    async def _until_unhealthy(self, seen: str) -> None:
+        """Returns once the check fails; never when the container stops first: that exit is the waiter's to report."""
+        while seen and seen != "unhealthy":
+            current = await self.ctl.wait_health(seen)
+            seen = current if current != seen else ""  # the same again: not running any more
+        if not seen:
+            await asyncio.Event().wait()
+
+
+async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+    for t in tasks:
+        if not t.done():
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

@@ -15,6 +15,7 @@ _DNS_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 MAX_REPLICAS = 10_000  # shoal's own cap: a task object per replica must fit the managers' memory
 MIN_MEMORY = 4 * 1024 * 1024
 MIN_NANO_CPUS = 1_000_000
+MIN_HEALTH_DURATION_NS = 1_000_000  # swarmkit's minimumDuration (1ms)
 INGRESS = pb.PortConfig.INGRESS
 HOST = pb.PortConfig.HOST
 PROTO = {pb.PortConfig.TCP: "tcp", pb.PortConfig.UDP: "udp", pb.PortConfig.SCTP: "sctp"}
@@ -63,6 +64,8 @@ def check_task_spec(task: pb.TaskSpec) -> None:
             raise InvalidParameter(f"invalid bind mount source, must be an absolute path: {m.source}")
     if c.HasField("stop_grace_period") and _negative(c.stop_grace_period):
         raise InvalidParameter("ContainerSpec: stop-grace-period cannot be negative")
+    if c.HasField("healthcheck"):
+        check_health(c.healthcheck)
     r = task.restart
     if r.HasField("delay") and _negative(r.delay):
         raise InvalidParameter("TaskSpec: restart-delay cannot be negative")
@@ -71,6 +74,17 @@ def check_task_spec(task: pb.TaskSpec) -> None:
     check_resources(task.resources.limits)
     check_resources(task.resources.reservations)
     parse_all(list(task.placement.constraints))
+
+
+def check_health(hc: pb.HealthConfig) -> None:
+    """swarmkit's validateHealthCheck: a zero duration is the engine's default; anything else below 1 ms (negative
+    included) would make the engine probe in a busy loop."""
+    for name, field in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period")):
+        ns = getattr(hc, field).ToNanoseconds()
+        if ns != 0 and ns < MIN_HEALTH_DURATION_NS:
+            raise InvalidParameter(f"ContainerSpec: {name} in HealthConfig cannot be less than 1ms")
+    if hc.retries < 0:
+        raise InvalidParameter("ContainerSpec: Retries in HealthConfig cannot be negative")
 
 
 def check_update(u: pb.UpdateConfig, what: str = "update") -> None:

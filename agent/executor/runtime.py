@@ -254,8 +254,9 @@ class ExecRun:
     when asked, stdin too."""
 
     def __init__(self, proc: asyncio.subprocess.Process, cleanup: list[Path], log_path: Path,
-                 master: int | None = None) -> None:
+                 master: int | None = None, pid_file: Path | None = None) -> None:
         self._proc = proc
+        self._pid_file = pid_file
         self._cleanup = cleanup
         self._log_path = log_path
         self._master = master
@@ -276,6 +277,17 @@ class ExecRun:
     def pid(self) -> int:
         """The pid of the runc exec process on the host (not the process inside)."""
         return self._proc.pid
+
+    def process_pid(self) -> int:
+        """The host pid of the process inside the container (runc exec --pid-file, when asked for);
+        0 before runc wrote it or after it is gone. runc exec does not forward SIGKILL: this is
+        the pid to kill."""
+        if self._pid_file is None or self.exit_code is not None:
+            return 0
+        try:
+            return int(self._pid_file.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
 
     async def _pump(self, stream: int, reader: asyncio.StreamReader) -> None:
         while chunk := await reader.read(65536):
@@ -970,9 +982,10 @@ class RuncRuntime:
         return await self.wait(container_id)
 
     async def exec(self, container_id: str, process: ProcessSpec, stdin: bool = False,
-                   console_size: tuple[int, int] | None = None) -> ExecRun:
+                   console_size: tuple[int, int] | None = None, pid_file: bool = False) -> ExecRun:
         """Starts process in the running container: on a pty of ours when process.tty, else with
-        stdout/stderr pipes (and a stdin pipe when asked)."""
+        stdout/stderr pipes (and a stdin pipe when asked). pid_file: runc records the process's
+        host pid (ExecRun.process_pid), for a caller that must be able to kill it."""
         d = self._dir(container_id)
         if self.status(container_id).state != "running":
             raise RuncError(f"container {container_id} is not running")
@@ -983,8 +996,11 @@ class RuncRuntime:
         if process.tty and console_size:  # runc sizes the pty before the process runs
             process_doc["consoleSize"] = {"height": console_size[0], "width": console_size[1]}
         _write_atomic(process_json, json.dumps(process_doc))
+        pid_path = d / f"exec-{token}.pid" if pid_file else None
+        pid_args = ("--pid-file", str(pid_path)) if pid_path is not None else ()
         argv = self._runc("--log", str(exec_log), "--log-format", "json", "exec", "--process", str(process_json),
-                          container_id)
+                          *pid_args, container_id)
+        cleanup = [process_json, exec_log] + ([pid_path] if pid_path is not None else [])
         if process.tty:
             master, slave = os.openpty()
             if console_size:
@@ -997,13 +1013,13 @@ class RuncRuntime:
                 raise
             finally:
                 os.close(slave)
-            return ExecRun(proc, [process_json, exec_log], exec_log, master)
+            return ExecRun(proc, cleanup, exec_log, master, pid_path)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        return ExecRun(proc, [process_json, exec_log], exec_log)
+        return ExecRun(proc, cleanup, exec_log, pid_file=pid_path)
 
     exec_stream = exec  # the name the manager's brief uses
 

@@ -104,6 +104,8 @@ def checked_fields(cls: type, data: Any) -> dict[str, Any]:
         base = str(f.type).split("[", 1)[0].split(" |", 1)[0]
         want = _JSON_TYPES.get(base)
         value = known[f.name]
+        if value is None and str(f.type).endswith("| None"):  # an optional field, null in JSON
+            continue
         # bool is an int in Python; a JSON true is no pid.
         if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
             raise TypeError(f"{cls.__name__} field {f.name}: expected {f.type}, got {type(value).__name__}")

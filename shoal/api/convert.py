@@ -12,7 +12,7 @@ from typing import Any
 
 from shoal.api.params import get_ci
 from shoal.humanize import human_duration
-from shoal.engine import container_mounts
+from shoal.engine import container_mounts, health
 from shoal.engine.records import ContainerRecord, EndpointRecord, ExecRecord, NetworkRecord
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -53,7 +53,7 @@ def container_status(c: ContainerRecord, now: datetime) -> str:
     if c.state == "running":
         started = parse_time(c.started_at)
         up = "Up " + human_duration((now - started).total_seconds()) if started else "Up"
-        return up + " (Paused)" if c.paused else up
+        return up + " (Paused)" if c.paused else up + health.status_suffix(c.health)
     if c.state == "exited":
         finished = parse_time(c.finished_at)
         if finished is None:
@@ -314,6 +314,8 @@ def _config(c: ContainerRecord) -> dict[str, Any]:
     exposed = _exposed_ports(c)
     if exposed:
         config["ExposedPorts"] = exposed
+    if c.healthcheck is not None:  # the merged one, as Docker shows it: every member omitempty
+        config["Healthcheck"] = {k: v for k, v in c.healthcheck.items() if v}
     for key in ("StopSignal", "StopTimeout"):  # omitempty in Docker's Config
         value = get_ci(raw, key)
         if value is not None and value != "":
@@ -370,6 +372,7 @@ def container_inspect(
             "Error": c.error,
             "StartedAt": c.started_at,
             "FinishedAt": c.finished_at,
+            **({"Health": c.health} if c.health is not None else {}),  # omitempty
         },
         "Image": c.image_id,
         "ResolvConfPath": f"{etc_dir}/resolv.conf",

@@ -27,6 +27,7 @@ CONFIG_APPLIED = frozenset(
         "OnBuild", "Shell", "ArgsEscaped", "HostConfig", "NetworkingConfig",
         "Volumes",  # anonymous volumes (-v /ctr): shoal.engine.container_mounts
         "StopSignal", "StopTimeout", "MacAddress",  # shoal.engine.createopts
+        "Healthcheck",  # shoal.engine.health (validated by shoal.api.params)
     )
 )  # fmt: skip
 

@@ -13,7 +13,7 @@ from typing import Any
 from agent.executor.confinement import ConfinementError, from_host_config
 from agent.network import ports
 from shoal.api.create_fields import refuse_unapplied
-from shoal.engine import createopts, restart
+from shoal.engine import createopts, health, restart
 from shoal.engine.errors import InvalidParameter
 from shoal.engine.records import IPAMConfig
 from shoal.engine.requests import ContainerCreate, EndpointRequest, ExecCreate, NetworkCreate
@@ -305,6 +305,7 @@ def parse_container_create(body: Mapping[str, Any]) -> ContainerCreate:
     if image == "":
         raise InvalidParameter("No image was specified: Config.Image is empty")
     refuse_unapplied(body)
+    health.validate(get_ci(body, "Healthcheck"))  # moby's messages; nothing is created
     host_config = _obj(body, "HostConfig")
     restart.parse_policy(host_config)  # moby's messages for a bad policy, or one with AutoRemove
     createopts.parse_run_options(body, host_config)  # --stop-signal, --dns, --sysctl...: checked now

@@ -1,6 +1,6 @@
 """The fields of a service spec that shoal applies to its tasks. Any other field set to more than its default is
-refused with its path, as a container's create refuses what it does not apply (create_fields.py): a health check,
-a capability, a ulimit or a job mode silently dropped would leave a service that looks right and behaves otherwise."""
+refused with its path, as a container's create refuses what it does not apply (create_fields.py): a log driver,
+a placement preference or a job mode silently dropped would leave a service that looks right and behaves otherwise."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ SERVICE_SPEC: dict[str, Rule] = {
                 "consistency": ("default", "consistent"),  # the only one on Linux
             }),
             "isolation": ("default",),  # the only isolation on Linux; shoal's own inspect output says so
-            "healthcheck": {"test": (["NONE"],)},  # --no-healthcheck: there is none to disable
+            "healthcheck": {"test": ANY, "interval": ANY, "timeout": ANY, "retries": ANY, "startperiod": ANY,
+                            "startinterval": ANY},
             # executor.create_body's create options
             "stopsignal": ANY, "tty": ANY, "openstdin": ANY, "readonly": ANY, "init": ANY, "capabilityadd": ANY,
             "capabilitydrop": ANY, "hosts": ANY, "dnsconfig": {"nameservers": ANY, "search": ANY, "options": ANY},

@@ -125,6 +125,24 @@ def _container_options_json(c: pb.ContainerSpec) -> dict[str, Any]:
         out["Sysctls"] = dict(c.sysctls)
     if c.ulimits:
         out["Ulimits"] = [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in c.ulimits]
+    if c.HasField("healthcheck"):
+        out["Healthcheck"] = health_json(c.healthcheck)
+    return out
+
+
+_HEALTH_DURATIONS = (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                     ("StartInterval", "start_interval"))
+
+
+def health_json(h: pb.HealthConfig) -> dict[str, Any]:
+    """Docker's HealthConfig (durations in nanoseconds, zero members left out as Docker's omitempty does): the
+    service's spec in inspect, and the task container's Config.Healthcheck (shoal/swarm/executor.py)."""
+    out: dict[str, Any] = {"Test": list(h.test)} if h.test else {}
+    for key, name in _HEALTH_DURATIONS:
+        if h.HasField(name) and getattr(h, name).ToNanoseconds():
+            out[key] = getattr(h, name).ToNanoseconds()
+    if h.retries:
+        out["Retries"] = h.retries
     return out
 
 
@@ -279,6 +297,23 @@ def _container_options_from(c: dict[str, Any], cs: pb.ContainerSpec) -> None:
         if not isinstance(u, dict):
             raise InvalidParameter(f"invalid JSON: Ulimits entries must be objects, got {json.dumps(u)}")
         cs.ulimits.add(name=_str(u, "Name"), soft=_int(u, "Soft") or 0, hard=_int(u, "Hard") or 0)
+    if get_ci(c, "Healthcheck") is not None:
+        _health_from(_obj(c, "Healthcheck"), cs.healthcheck)
+
+
+def _health_from(d: dict[str, Any], h: pb.HealthConfig) -> None:
+    """Healthcheck as sent (`--no-healthcheck` is Test ["NONE"]; `service update --health-cmd ""` leaves Test empty,
+    the image's check); the values are checked by the manager (controlapi_services_spec.check_health)."""
+    h.SetInParent()
+    h.test.extend(_strs(d, "Test"))
+    for key, name in _HEALTH_DURATIONS:
+        ns = _int(d, key)
+        if ns:  # zero is the engine's default, and is left out when shown: stored as absent, so a re-sent spec is equal
+            getattr(h, name).FromNanoseconds(ns)
+    retries = _int(d, "Retries")
+    if retries is not None and not -2**31 <= retries < 2**31:
+        raise InvalidParameter(f"invalid JSON: Retries must be a 32-bit integer, got {retries}")
+    h.retries = retries or 0
 
 
 def _update_from(d: dict[str, Any], u: pb.UpdateConfig) -> None:

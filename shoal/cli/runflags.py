@@ -1,6 +1,6 @@
 """`shoal run` flags of the create options: --restart, --init, --stop-signal, --stop-timeout,
 --add-host, --dns, --dns-search, --dns-option, --sysctl, --ulimit, --privileged, --device,
---mac-address, -v/--volume, --mount, --tmpfs, --read-only; parsed as the docker CLI parses them into the create body.
+--mac-address, -v/--volume, --mount, --tmpfs, --read-only, --health-* and --no-healthcheck; parsed as the docker CLI parses them into the create body.
 
 shoal.cli.container decorates `run` with `options` and passes `adjust(values)` to
 shoal.cli.runner.run_container, which applies it to the body it built.
@@ -14,6 +14,7 @@ import click
 
 from shoal.cli.format import UsageError
 from shoal.cli.mountflag import parse_mount_flag, parse_tmpfs_flag
+from shoal.cli.service_opts import duration_ns
 
 _FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--restart",), {"default": "", "help": "Restart policy to apply when a container exits"}),
@@ -33,9 +34,22 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--mount",), {"multiple": True, "help": "Attach a filesystem mount to the container"}),
     (("--tmpfs",), {"multiple": True, "help": "Mount a tmpfs directory"}),
     (("--read-only",), {"is_flag": True, "default": False, "help": "Mount the container's root filesystem as read only"}),
+    (("--health-cmd",), {"default": "", "help": "Command to run to check health"}),
+    (("--health-interval",), {"default": "0s", "help": "Time between running the check (ms|s|m|h) (default 0s)"}),
+    (("--health-timeout",), {"default": "0s", "help": "Maximum time to allow one check to run (ms|s|m|h) (default 0s)"}),
+    (("--health-start-period",), {"default": "0s", "help": "Start period for the container to initialize before "
+                                  "starting health-retries countdown (ms|s|m|h) (default 0s)"}),
+    (("--health-start-interval",), {"default": "0s", "help": "Time between running the check during the start "
+                                    "period (ms|s|m|h) (default 0s)"}),
+    (("--health-retries",), {"type": int, "default": 0, "help": "Consecutive failures needed to report unhealthy"}),
+    (("--no-healthcheck",), {"is_flag": True, "default": False, "help": "Disable any container-specified HEALTHCHECK"}),
 ]
 NAMES = ("restart", "init", "stop_signal", "stop_timeout", "add_host", "dns", "dns_search", "dns_option",
-         "sysctl", "ulimit", "privileged", "device", "mac_address", "volume", "mount", "tmpfs", "read_only")
+         "sysctl", "ulimit", "privileged", "device", "mac_address", "volume", "mount", "tmpfs", "read_only",
+         "health_cmd", "health_interval", "health_timeout", "health_start_period", "health_start_interval",
+         "health_retries", "no_healthcheck")
+_HEALTH_DURATIONS = (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                     ("health_start_period", "StartPeriod"), ("health_start_interval", "StartInterval"))
 
 
 def options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,10 +91,46 @@ def device(value: str) -> dict[str, str]:
     return {"PathOnHost": host, "PathInContainer": inside, "CgroupPermissions": permissions}
 
 
+def _signed_duration_ns(text: str, flag: str) -> int:
+    """Go's ParseDuration takes a sign: "-1s" parses, and the CLI then says it cannot be negative."""
+    if text[:1] in ("-", "+"):
+        try:
+            value = duration_ns(text[1:], flag)
+        except UsageError:
+            value = duration_ns(text, flag)  # raises with the whole text in the message
+        return -value if text[0] == "-" else value
+    return duration_ns(text, flag)
+
+
+def healthcheck(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Config.Healthcheck from the --health-* flags, as the docker CLI builds it (opts.parse):
+    None when none is given."""
+    durations = {key: _signed_duration_ns(str(values.get(flag) or "0s"), "--" + flag.replace("_", "-"))
+                 for flag, key in _HEALTH_DURATIONS}
+    retries = int(values.get("health_retries") or 0)
+    given = bool(values.get("health_cmd")) or retries != 0 or any(durations.values())
+    if values.get("no_healthcheck"):
+        if given:
+            raise UsageError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    # the docker CLI's order of checks
+    for flag, value in (("interval", durations["Interval"]), ("timeout", durations["Timeout"]), ("retries", retries),
+                        ("start-period", durations["StartPeriod"]), ("start-interval", durations["StartInterval"])):
+        if value < 0:
+            raise UsageError(f"--health-{flag} cannot be negative")
+    test = ["CMD-SHELL", values["health_cmd"]] if values.get("health_cmd") else None
+    return {"Test": test, **durations, "Retries": retries}
+
+
 def adjust(values: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
     """The change these flags make to a create body (the CLI's own checks first)."""
     def apply(body: dict[str, Any]) -> None:
         host = body.setdefault("HostConfig", {})
+        check = healthcheck(values)
+        if check is not None:
+            body["Healthcheck"] = check
         if values.get("restart"):
             if host.get("AutoRemove"):
                 raise UsageError("conflicting options: cannot specify both --restart and --rm")

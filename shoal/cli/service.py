@@ -46,6 +46,15 @@ def _common_options(f: Any) -> Any:
         click.option("--update-monitor", default=None, help="Duration after each task update to monitor for failure (ns|us|ms|s|m|h)"),
         click.option("--update-order", default=None, help='Update order ("start-first", "stop-first")'),
         click.option("--update-max-failure-ratio", type=float, default=None, help="Failure rate to tolerate during an update"),
+        click.option("--health-cmd", default=None, help="Command to run to check health"),
+        click.option("--health-interval", default=None, help="Time between running the check (ms|s|m|h)"),
+        click.option("--health-retries", type=int, default=None, help="Consecutive failures needed to report unhealthy"),
+        click.option("--health-start-interval", default=None,
+                     help="Time between running the check during the start period (ms|s|m|h)"),
+        click.option("--health-start-period", default=None,
+                     help="Start period for the container to initialize before counting retries towards unstable (ms|s|m|h)"),
+        click.option("--health-timeout", default=None, help="Maximum time to allow one check to run (ms|s|m|h)"),
+        click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK"),
     ]
     for o in reversed(opts):
         f = o(f)

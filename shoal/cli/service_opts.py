@@ -169,6 +169,54 @@ def update_config(parallelism: int | None, delay: str | None, failure_action: st
     return u
 
 
+_HEALTH_DURATIONS = (("health_interval", "Interval"), ("health_timeout", "Timeout"),
+                     ("health_start_period", "StartPeriod"), ("health_start_interval", "StartInterval"))
+_HEALTH_FLAGS = ("health_cmd", "health_retries", *(name for name, _key in _HEALTH_DURATIONS))
+
+
+def _health_given(o: dict[str, Any]) -> bool:
+    return any(o.get(name) is not None for name in _HEALTH_FLAGS)
+
+
+def _no_healthcheck(o: dict[str, Any]) -> dict[str, Any] | None:
+    """--no-healthcheck's Healthcheck, refused beside a --health-* flag as the docker CLI does; None without it."""
+    if not o.get("no_healthcheck"):
+        return None
+    if _health_given(o):
+        raise UsageError("--no-healthcheck conflicts with --health-* options")
+    return {"Test": ["NONE"]}
+
+
+def create_health(o: dict[str, Any]) -> dict[str, Any] | None:
+    """The Healthcheck of `service create`'s --health-* flags (the docker CLI's toHealthConfig); None without any."""
+    none = _no_healthcheck(o)
+    if none is not None or not _health_given(o):
+        return none
+    return update_health({}, o)
+
+
+def update_health(current: dict[str, Any] | None, o: dict[str, Any]) -> dict[str, Any]:
+    """The flags given applied to a Healthcheck (the docker CLI's updateHealthcheck): `--health-cmd ""` drops the
+    command (the image's then), a --health-* flag after --no-healthcheck drops its NONE."""
+    none = _no_healthcheck(o)
+    if none is not None:
+        return none
+    h = dict(current or {})
+    if h.get("Test", [None])[:1] == ["NONE"]:
+        h.pop("Test")
+    for name, key in _HEALTH_DURATIONS:
+        if o.get(name) is not None:
+            h[key] = duration_ns(o[name], "--" + name.replace("_", "-"))
+    if o.get("health_retries") is not None:
+        h["Retries"] = o["health_retries"]
+    if o.get("health_cmd") is not None:
+        if o["health_cmd"]:
+            h["Test"] = ["CMD-SHELL", o["health_cmd"]]
+        else:
+            h.pop("Test", None)
+    return h
+
+
 def labels(items: Iterable[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -197,6 +245,9 @@ def create_spec(o: dict[str, Any]) -> dict[str, Any]:
         cs["Mounts"] = [parse_mount(m) for m in o["mount"]]
     if o.get("stop_grace_period"):
         cs["StopGracePeriod"] = duration_ns(o["stop_grace_period"], "--stop-grace-period")
+    health = create_health(o)
+    if health is not None:
+        cs["Healthcheck"] = health
     cs["Init"] = False
     task: dict[str, Any] = {"ContainerSpec": cs,
                             "Resources": {"Limits": _resources(o.get("limit_cpu"), o.get("limit_memory")),
@@ -257,6 +308,8 @@ def update_spec(spec: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
         cs["Mounts"] = mounts + [parse_mount(m) for m in o.get("mount_add") or ()]
     if o.get("stop_grace_period"):
         cs["StopGracePeriod"] = duration_ns(o["stop_grace_period"], "--stop-grace-period")
+    if o.get("no_healthcheck") or _health_given(o):
+        cs["Healthcheck"] = update_health(cs.get("Healthcheck"), o)
     res = task.setdefault("Resources", {})
     for kind, cpu, mem in (("Limits", "limit_cpu", "limit_memory"), ("Reservations", "reserve_cpu", "reserve_memory")):
         if o.get(cpu) or o.get(mem):

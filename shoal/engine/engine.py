@@ -34,7 +34,8 @@ from agent.network.firewall_watch import FirewallWatch
 from agent.network.mesh import RoutingMesh
 from agent.network.sandbox import SandboxOptions, Sandboxes
 from agent.volumes.store import VolumeStore
-from shoal.engine import container_mounts, createopts, publish, reconcile, restart, startfast, steptime
+from shoal.engine import container_mounts, createopts, health, publish, reconcile, restart, startfast, steptime
+from shoal.engine.healthmon import HealthMonitors
 from agent.executor import logfile
 from shoal.engine.stdio import stdio_options
 from shoal.engine.kernelwork import KernelWork
@@ -131,6 +132,7 @@ class Engine:
         self.resources = ContainerResources(self)  # cgroups: limits, stats, pause, OOM
         self.events = EventLog()  # GET /events (shoal.engine.events)
         self.restarts = restart.Supervisor(self.restart_after_exit)  # restart policies
+        self.health_monitors = HealthMonitors(self)  # health checks (shoal.engine.healthmon)
         self.sandboxes.etc_custom = functools.partial(createopts.etc_custom, gateway=options.bip.split("/", 1)[0])
         self._locks: dict[str, asyncio.Lock] = {}
         self._exited: dict[str, asyncio.Event] = {}
@@ -227,6 +229,7 @@ class Engine:
             if status.state == "running":
                 container.pid = self.runtime.status(cid).pid or container.pid
             self._watch(container)
+            self.health_monitors.start(container)  # a restarted daemon checks again from "starting"
             if container.netns:  # the old daemon's resolver sockets died with it
                 await self.sandboxes.register_dns(container, str(namespaces.netns_path(container.netns)))
 
@@ -285,6 +288,7 @@ class Engine:
     async def close(self) -> None:
         """Stops watching; containers keep running (live restore)."""
         self.restarts.close()  # pending restarts happen at the next start (restart_at_boot)
+        await self.health_monitors.close()
         await self.firewall_watch.stop()
         await self.lb_watch.stop()
         self.runtime.close()
@@ -418,6 +422,9 @@ class Engine:
             raise InvalidParameter(exc.message) from None
 
         config = image.config or {}
+        requested_check = _get_ci(request.raw_config, "Healthcheck")
+        health.validate(requested_check)  # the API checked it already; other callers too
+        healthcheck = health.merge(requested_check, config.get("Healthcheck"))
         entrypoint = request.entrypoint if request.entrypoint is not None else list(config.get("Entrypoint") or [])
         if request.cmd is not None and request.cmd != []:
             cmd = list(request.cmd)
@@ -476,6 +483,7 @@ class Engine:
             create_config=request.raw_config,
             host_config=request.raw_host_config,
             mounts=mounts,
+            healthcheck=healthcheck,
         )
         try:
             self._attach_requested_networks(record, request)
@@ -561,10 +569,11 @@ class Engine:
         )
 
     def list_containers(self, all: bool, filters: dict[str, list[str]]) -> list[ContainerRecord]:
-        allowed = {"id", "name", "label", "status", "network", "ancestor", "exited"}
+        allowed = {"id", "name", "label", "status", "network", "ancestor", "exited", "health"}
         for key in filters:
             if key not in allowed:
                 raise InvalidParameter(f"invalid filter '{key}'")
+        health.check_filter(filters.get("health", []))
         result = []
         for container in self.containers.values():
             if not all and container.state != "running" and "status" not in filters:
@@ -698,6 +707,7 @@ class Engine:
         self._emit_endpoints(container, "connect")
         self.emit_container(container, "start")
         self._watch(container)
+        self.health_monitors.start(container)
         steps.mark("saved")
         steps.end()
 
@@ -793,6 +803,7 @@ class Engine:
     async def _finish(self, container: ContainerRecord, code: int) -> None:
         """Marks a container exited and frees its network resources. Each step is tried even
         when one before it failed; the record is saved last (a crash before: redone at start)."""
+        await self.health_monitors.stop(container.id)  # no probe runs past the container's end
         self.resources.read_oom_killed(container)
         container.state = "exited"
         container.exit_code = code
@@ -819,6 +830,7 @@ class Engine:
         self._emit_endpoints(container, "disconnect")
         self._save_quietly(container)
         self._exited.setdefault(container.id, asyncio.Event()).set()
+        self.health_monitors.changed(container.id)  # wait_health returns once it is not running
 
     async def stop_container(self, ref: str, timeout: int | None = None, signal: str = "") -> None:
         container = self.get_container(ref)
@@ -839,6 +851,9 @@ class Engine:
             self.emit_container(container, "kill", signal=int(sig))
             if container.paused:  # a frozen process cannot act on the signal: thaw it (as Docker)
                 await self.resources.resume(container)
+            # No probe while it shuts down: one failing then would mark it unhealthy on its way out.
+            # (After the thaw: a probe caught by the freeze can only end once thawed.)
+            await self.health_monitors.stop(container.id)
             code = await self.runtime.stop(container.id, float(max(wait, 0)), int(sig))
             if code == 128 + signals.SIGKILL and sig != signals.SIGKILL:  # the timeout ran out
                 self.emit_container(container, "kill", signal=int(signals.SIGKILL))
@@ -897,7 +912,9 @@ class Engine:
         if container.netns:  # a start that failed half-way, or an exit whose teardown failed
             await self._sandbox_kernel(self.sandboxes.teardown, container)
         self.restarts.forget(container.id)
+        await self.health_monitors.stop(container.id)
         self.containers.pop(container.id, None)
+        self.health_monitors.changed(container.id)
         self.state.delete("containers", container.id)
         self.runtime.remove_logs(container.id)
         self.emit_container(container, "destroy")
@@ -924,6 +941,19 @@ class Engine:
             event = self._exited[container.id] = asyncio.Event()
         await event.wait()
         return container.exit_code
+
+    async def wait_health(self, container_id: str, seen: str) -> str:
+        """The container's health status as soon as it differs from `seen`, or once the container
+        is no longer running or is gone ("" when it has no check or no longer exists). Woken by
+        the monitor's changes, the exit and the removal (no polling)."""
+        while True:
+            container = self.containers.get(container_id)
+            if container is None or container.health is None:
+                return ""
+            current = str(container.health.get("Status", ""))
+            if current != seen or container.state != "running":
+                return current
+            await self.health_monitors.change_event(container_id).wait()
 
     async def container_logs(
         self, ref: str, stdout: bool, stderr: bool, tail: str = "all", follow: bool = False,
@@ -975,9 +1005,11 @@ class Engine:
         return record
 
     async def run_exec(self, exec_id: str, console_size: tuple[int, int] | None = None,
-                       started: Callable[[Any], None] | None = None) -> AsyncIterator[tuple[int, bytes]]:
+                       started: Callable[[Any], None] | None = None,
+                       pid_file: bool = False) -> AsyncIterator[tuple[int, bytes]]:
         """Runs the exec; yields its output. started(run) gets the runtime's ExecRun (stdin,
-        resize) once the process runs."""
+        resize) once the process runs; pid_file: the run can tell the process's pid (health
+        probes kill it at their timeout)."""
         record = self.get_exec(exec_id)
         if record.running or record.exit_code is not None:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
@@ -1000,7 +1032,7 @@ class Engine:
         self.emit_container(container, exec_action("exec_start", record.args), execID=record.id)
         try:
             run = await self.runtime.exec(container.id, process, stdin=record.attach_stdin,
-                                          console_size=console_size or record.console_size)
+                                          console_size=console_size or record.console_size, pid_file=pid_file)
             record.pid = run.pid
             record.run = run
             if started is not None:
@@ -1204,3 +1236,10 @@ def _seconds_between(start: str, end: str) -> int:
 
     began, ended = parse_time(start), parse_time(end)
     return max(int((ended - began).total_seconds()), 0) if began and ended else 0
+
+
+def _get_ci(data: dict[str, Any], key: str) -> Any:
+    """A create body's field, matched case-insensitively as Go's JSON decoder does."""
+    if key in data:
+        return data[key]
+    return next((v for k, v in data.items() if k.lower() == key.lower()), None)

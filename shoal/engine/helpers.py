@@ -22,6 +22,7 @@ from agent.executor.rootfs import RootfsReadError, read_in_root
 from agent.executor.spec import resolve_user_in
 from shoal.engine.errors import EngineError, InvalidParameter
 from shoal.engine.records import ContainerRecord
+from shoal.engine.health import status_of as health_status_of
 
 
 def merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -> list[str]:
@@ -128,6 +129,7 @@ def container_matches(container: ContainerRecord, filters: dict[str, list[str]],
         and any_of("ancestor", lambda v: container.image == v or container.image_id.startswith(v))
         and any_of("network", on_network)
         and any_of("exited", lambda v: container.state == "exited" and str(container.exit_code) == v)
+        and any_of("health", lambda v: health_status_of(container.health) == v)
         and all(label_filter(container.labels, v) for v in filters.get("label", []))
     )
 

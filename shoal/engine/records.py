@@ -60,6 +60,11 @@ class ContainerRecord:
     manually_stopped: bool = False  # stopped or killed by the user since its last start
     started_before: bool = False  # only those come back at daemon start
     restarting: bool = False  # exited, its next start scheduled by the policy
+    # health checks (shoal.engine.health): the merged Config.Healthcheck (Docker's JSON, None when
+    # neither the create nor the image has one) and State.Health, the Docker JSON
+    # {"Status", "FailingStreak", "Log"}, None when the container has no check to run
+    healthcheck: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None
 
     @property
     def short_id(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from agent.taskexec import Dependencies, Observed
 from common.errdefs import InvalidParameter, NotFound, NotModified, SystemError_
 from proto import objects_pb2 as pb
+from shoal.api.service_json import health_json
 from shoal.engine import steptime
 from shoal.swarm.executor_net import predefined_mode, task_networks
 
@@ -201,6 +202,10 @@ def create_body(task: pb.Task, node_hostname: str, networks: list[tuple[str, str
         body["Tty"] = True
     if _field(c, "open_stdin"):
         body["OpenStdin"] = True
+    if c.HasField("healthcheck"):
+        hc = health_json(c.healthcheck)
+        if hc:  # an empty one is the image's check, as no Healthcheck at all
+            body["Healthcheck"] = hc
     if networks:
         body["NetworkingConfig"] = {"EndpointsConfig": {
             name: {"IPAMConfig": {"IPv4Address": ip}} if ip else {} for name, ip in networks}}
@@ -296,8 +301,10 @@ class EngineTaskController:
         running = c.state == "running" or bool(getattr(c, "restarting", False))
         exited = c.state in ("exited", "dead")
         ports = [(p["proto"], int(p["container_port"]), int(p["host_port"])) for p in (c.published or [])] if running else []
+        health = c.health["Status"] if running and c.health else ""
         return Observed(exists=True, running=running, exited=exited, exit_code=int(c.exit_code), container_id=c.id,
-                        pid=int(c.pid or 0), error="OOMKilled" if exited and c.oom_killed else "", ports=ports)
+                        pid=int(c.pid or 0), error="OOMKilled" if exited and c.oom_killed else "", ports=ports,
+                        health=health)
 
     async def prepare(self) -> None:
         from shoal.api import params  # the API's parser: a task is created exactly as `docker create` would be
@@ -348,6 +355,17 @@ class EngineTaskController:
             with contextlib.suppress(NotFound):
                 await self.engine.wait_container(c.id, "not-running")
         return await self.inspect()
+
+    async def wait_health(self, seen: str) -> str:
+        c = self._record()
+        if c is None:
+            return ""
+        try:
+            current = await self.engine.wait_health(c.id, seen)
+        except NotFound:
+            return ""
+        # the engine answers a stopped container's last status; the runner wants "" then (the exit is the wait's)
+        return current if c.state == "running" else ""
 
     async def shutdown(self, grace_s: float) -> None:
         c = self._record()

@@ -392,11 +392,10 @@ def test_docker_cli_service_flags_reach_the_task_container(swarm: Lab, api: Any)
 
 
 def test_a_service_flag_shoal_does_not_apply_is_refused_naming_the_field(swarm: Lab, api: Any) -> None:
-    r = docker(swarm, "h1", "service", "create", "--detach", "--name", "hc", "--health-cmd", "true", "busybox", "sleep", "1d",
-               check=False)
+    r = docker(swarm, "h1", "service", "create", "--detach", "--name", "hc", "--log-driver", "syslog", "busybox", "sleep",
+               "1d", check=False)
     assert r.returncode == 1
-    assert ('shoal does not support TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'
-            in r.stderr)
+    assert 'shoal does not support TaskTemplate.LogDriver.Name yet (got "syslog")' in r.stderr
     assert [s for s in api.get("/services") if s["Spec"]["Name"] == "hc"] == []
 
 

@@ -158,3 +158,46 @@ def test_a_bad_long_network_flag_is_refused_with_dockers_message(flag: str, mess
     with pytest.raises(UsageError) as e:
         parse_network(flag)
     assert str(e.value) == message
+
+
+def test_create_health_flags_become_dockers_healthcheck_in_nanoseconds() -> None:
+    s = create_spec({"image": "busybox", "health_cmd": "wget -q localhost", "health_interval": "200ms",
+                     "health_timeout": "1s", "health_start_period": "2s", "health_start_interval": "100ms",
+                     "health_retries": 2})
+    assert s["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 200_000_000, "Timeout": 1_000_000_000,
+        "StartPeriod": 2_000_000_000, "StartInterval": 100_000_000, "Retries": 2}
+
+
+def test_create_without_health_flags_sends_no_healthcheck_and_no_healthcheck_sends_none() -> None:
+    assert "Healthcheck" not in create_spec({"image": "busybox"})["TaskTemplate"]["ContainerSpec"]
+    assert create_spec({"image": "busybox", "no_healthcheck": True})["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {
+        "Test": ["NONE"]}
+
+
+def test_no_healthcheck_with_a_health_flag_is_refused_with_dockers_message() -> None:
+    with pytest.raises(UsageError) as e:
+        create_spec({"image": "busybox", "no_healthcheck": True, "health_retries": 3})
+    assert str(e.value) == "--no-healthcheck conflicts with --health-* options"
+
+
+def test_update_health_flags_change_only_what_they_name() -> None:
+    spec = create_spec({"image": "busybox", "health_cmd": "true", "health_interval": "1s"})
+    cs = update_spec(spec, {"health_retries": 5})["TaskTemplate"]["ContainerSpec"]
+    assert cs["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 1_000_000_000, "Retries": 5}
+    cs = update_spec(spec, {"health_cmd": ""})["TaskTemplate"]["ContainerSpec"]  # the image's command again
+    assert cs["Healthcheck"] == {"Interval": 1_000_000_000}
+    assert update_spec(spec, {"no_healthcheck": True})["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Test": ["NONE"]}
+    assert update_spec(spec, {})["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == spec["TaskTemplate"]["ContainerSpec"]["Healthcheck"]
+
+
+def test_a_health_flag_after_no_healthcheck_drops_its_none() -> None:
+    spec = create_spec({"image": "busybox", "no_healthcheck": True})
+    assert update_spec(spec, {"health_timeout": "2s"})["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Timeout": 2_000_000_000}
+
+
+def test_the_fast_path_leaves_health_flags_to_click() -> None:
+    from shoal.cli.fast import parse_fast
+
+    assert parse_fast(["service", "create", "--health-cmd", "true", "busybox"]) is None
+    assert parse_fast(["service", "create", "--no-healthcheck", "busybox"]) is None

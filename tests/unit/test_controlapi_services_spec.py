@@ -137,3 +137,30 @@ def test_host_port_may_be_shared_by_host_mode_but_not_by_ingress() -> None:
     with pytest.raises(ShoalError) as e:
         check_port_conflicts(ingress, "apisvc", view)
     assert e.value.message == "port '8080' is already in use by service 'web' (websvc) as a host-published port"
+
+
+@pytest.mark.parametrize(("member", "nanos", "message"), [
+    ("interval", 999_999, "ContainerSpec: Interval in HealthConfig cannot be less than 1ms"),
+    ("timeout", 1, "ContainerSpec: Timeout in HealthConfig cannot be less than 1ms"),
+    ("start_period", -1_000_000_000, "ContainerSpec: StartPeriod in HealthConfig cannot be less than 1ms"),
+])
+def test_a_health_check_duration_below_1ms_is_refused_with_swarms_words(member: str, nanos: int, message: str) -> None:
+    s = spec()
+    getattr(s.task.container.healthcheck, member).FromNanoseconds(nanos)
+    assert refused(s) == message
+
+
+def test_negative_health_check_retries_are_refused_with_swarms_words() -> None:
+    s = spec()
+    s.task.container.healthcheck.retries = -1
+    assert refused(s) == "ContainerSpec: Retries in HealthConfig cannot be negative"
+
+
+def test_a_health_check_of_zero_or_1ms_durations_passes() -> None:
+    s = spec()
+    h = s.task.container.healthcheck
+    h.test.extend(["CMD", "true"])
+    h.interval.FromNanoseconds(1_000_000)
+    h.timeout.FromNanoseconds(0)
+    h.start_period.FromNanoseconds(1_000_000)
+    check_spec(s)

@@ -75,12 +75,17 @@ def test_unapplied_host_config_field_is_refused_by_name(field: str, value: objec
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("Healthcheck", {"Test": ["CMD", "true"]}),
         ("NetworkDisabled", True),
     ],
 )
 def test_unapplied_config_field_is_refused_by_name(field: str, value: object) -> None:
     assert _refused(**{field: value}) == f"shoal does not support Config.{field} yet (got {json.dumps(value)})"
+
+
+def test_a_healthcheck_is_accepted_on_create() -> None:
+    request = params.parse_container_create(
+        {"Image": "busybox", "Healthcheck": {"Test": ["CMD", "true"], "Interval": 100_000_000, "Retries": 2}})
+    assert request.raw_config["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 100_000_000, "Retries": 2}
 
 
 def test_unapplied_endpoint_field_is_refused_by_name() -> None:

@@ -108,8 +108,8 @@ def _with(path: list[str], value: object) -> dict:
 
 
 @pytest.mark.parametrize(("path", "value", "message"), [
-    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["CMD-SHELL", "true"]},
-     'TaskTemplate.ContainerSpec.Healthcheck.Test yet (got ["CMD-SHELL", "true"])'),
+    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["CMD", "true"], "Probes": 3},
+     "TaskTemplate.ContainerSpec.Healthcheck.Probes yet (got 3)"),
     (["TaskTemplate", "ContainerSpec", "Groups"], ["10"], 'TaskTemplate.ContainerSpec.Groups yet (got ["10"])'),
     (["TaskTemplate", "ContainerSpec", "OomScoreAdj"], 5, "TaskTemplate.ContainerSpec.OomScoreAdj yet (got 5)"),
     (["TaskTemplate", "Resources", "Reservations", "Pids"], 5, "TaskTemplate.Resources.Reservations.Pids yet (got 5)"),
@@ -125,7 +125,8 @@ def test_a_field_shoal_does_not_apply_to_tasks_is_refused_naming_it(path: list[s
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["NONE"]}),  # --no-healthcheck
+    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {}),  # `service update --health-cmd ""`: the image's check
+    (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Interval": 0, "Retries": 0}),
     (["TaskTemplate", "ContainerSpec", "Isolation"], "default"),
     (["TaskTemplate", "ContainerSpec", "TTY"], False),
     (["TaskTemplate", "Runtime"], "container"),
@@ -194,3 +195,37 @@ def test_a_hosts_entry_without_a_name_is_refused() -> None:
     with pytest.raises(InvalidParameter) as e:
         service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Hosts"], ["10.0.0.1"]))
     assert str(e.value) == 'invalid JSON: Hosts entries are "IP name [alias...]", got "10.0.0.1"'
+
+
+HEALTH = {"Test": ["CMD-SHELL", "wget -q -O- localhost"], "Interval": 200_000_000, "Timeout": 1_000_000_000,
+          "StartPeriod": 5_000_000_000, "StartInterval": 100_000_000, "Retries": 3}
+
+
+def test_a_health_check_is_kept_and_shown_as_sent() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    s = stored(_with(["TaskTemplate", "ContainerSpec", "Healthcheck"], HEALTH))
+    h = s.task.container.healthcheck
+    assert (list(h.test), h.interval.ToNanoseconds(), h.timeout.ToNanoseconds(), h.start_period.ToNanoseconds(),
+            h.start_interval.ToNanoseconds(), h.retries) == (
+        ["CMD-SHELL", "wget -q -O- localhost"], 200_000_000, 1_000_000_000, 5_000_000_000, 100_000_000, 3)
+    assert service_spec_json(s)["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == HEALTH
+    assert stored(service_spec_json(s)) == s
+
+
+def test_no_healthcheck_is_kept_as_test_none() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    s = stored(_with(["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["NONE"]}))
+    assert service_spec_json(s)["TaskTemplate"]["ContainerSpec"]["Healthcheck"] == {"Test": ["NONE"]}
+
+
+@pytest.mark.parametrize(("health", "message"), [
+    ({"Test": "true"}, 'invalid JSON: Test must be a list, got "true"'),
+    ({"Interval": "1s"}, 'invalid JSON: Interval must be an integer, got "1s"'),
+    ({"Retries": 2**31}, "invalid JSON: Retries must be a 32-bit integer, got 2147483648"),
+])
+def test_a_malformed_health_check_is_refused_naming_the_member(health: dict, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Healthcheck"], health))
+    assert str(e.value) == message

@@ -363,3 +363,22 @@ def test_an_adopted_running_task_counts_as_running_on_this_node_without_a_report
     statuses, unsent = asyncio.run(run())
     assert (statuses, unsent) == ({kept.id: (S.TASK_STATE_RUNNING, "started")}, set())
     assert changes  # the glue was told
+
+
+def test_the_health_check_of_the_spec_becomes_the_create_bodys_in_nanoseconds() -> None:
+    t = task()
+    h = t.spec.container.healthcheck
+    h.test.extend(["CMD-SHELL", "true"])
+    h.interval.FromMilliseconds(200)
+    h.start_period.FromSeconds(2)
+    h.retries = 2
+    assert create_body(t, "h2", [], [])["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "true"], "Interval": 200_000_000, "StartPeriod": 2_000_000_000, "Retries": 2}
+
+
+def test_no_healthcheck_reaches_the_create_body_and_an_empty_one_does_not() -> None:
+    t = task()
+    t.spec.container.healthcheck.SetInParent()
+    assert "Healthcheck" not in create_body(t, "h2", [], [])  # the image's check, as without one
+    t.spec.container.healthcheck.test.append("NONE")
+    assert create_body(t, "h2", [], [])["Healthcheck"] == {"Test": ["NONE"]}
