@@ -67,6 +67,10 @@ class TaskController(Protocol):
     async def shutdown(self, grace_s: float) -> None:
         """Stop: the stop signal, then SIGKILL after grace_s."""
 
+    async def retire(self) -> None:
+        """The task will not run again and its stopped container stays (for its logs): let go of what only a running
+        task needs (the node's copies of its networks). Idempotent."""
+
     async def remove(self) -> None:
         """Remove the container and whatever prepare made for it (config/secret files)."""
 
@@ -195,7 +199,13 @@ class TaskRunner:
                 if obs.running:
                     await self.ctl.shutdown(grace_of(task))
                     obs = await self.ctl.inspect()
-                await self.ctl.remove()
+                # A task only shut down (replaced by an update or a restart) keeps its stopped container, as swarm's
+                # workers do: its logs and exit stay readable (`service logs`, `ps -a`) until the task leaves the
+                # history (the orchestrator deletes it: it leaves the assignments) or is removed (scaled away).
+                if self.removed or task.desired_state >= S.TASK_STATE_REMOVE:
+                    await self.ctl.remove()
+                else:
+                    await self.ctl.retire()
             if self.state < TERMINAL and not self.removed:
                 self.report(status(S.TASK_STATE_SHUTDOWN, "shutdown", obs=obs if obs.exists else None))
             return True

@@ -163,7 +163,7 @@ async def connect(engine: Any, ref: str, container_ref: str, endpoint: EndpointR
     except BaseException:
         unpin(engine, att.network.id)
         await _detach(engine, [aid])
-        await _prune(engine)
+        await prune_copies(engine)
         raise
     unpin(engine, att.network.id)
     state = _load(engine)
@@ -193,7 +193,7 @@ async def disconnect(engine: Any, ref: str, container_ref: str, force: bool) -> 
     _save(engine, state)
     if aid is not None:
         await _detach(engine, [aid])
-    await _prune(engine)
+    await prune_copies(engine)
     return True
 
 
@@ -210,7 +210,7 @@ async def release_all(engine: Any, timeout_s: float) -> int:
     return len(held)
 
 
-async def _prune(engine: Any) -> None:
+async def prune_copies(engine: Any) -> None:
     from shoal.swarm.local_copies import prune
 
     try:
@@ -243,7 +243,7 @@ async def released_on_removal(engine: Any) -> None:
         state = _load(engine)
         for cid in [c for c in state if c not in engine.containers]:
             await _forget(engine, cid)
-        await _prune(engine)
+        await prune_copies(engine)
         while True:
             event = await sub.queue.get()
             if event is None:  # too slow (never expected): catch up from the containers that remain
@@ -251,13 +251,13 @@ async def released_on_removal(engine: Any) -> None:
                 sub = engine.events.subscribe({"type": ["container"], "event": ["destroy"]})
                 for cid in [c for c in _load(engine) if c not in engine.containers]:
                     await _forget(engine, cid)
-                await _prune(engine)
+                await prune_copies(engine)
                 continue
             cid = event.actor_id
             if cid in _load(engine):
                 await _forget(engine, cid)
             if _node(engine) is not None:
-                await _prune(engine)
+                await prune_copies(engine)
     finally:
         engine.events.unsubscribe(sub)
 

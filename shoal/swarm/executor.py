@@ -367,6 +367,13 @@ class EngineTaskController:
         # the engine answers a stopped container's last status; the runner wants "" then (the exit is the wait's)
         return current if c.state == "running" else ""
 
+    async def retire(self) -> None:
+        """The task is over; its stopped container stays only for its logs: the node's copies of the swarm networks
+        only it was on can go (shoal.swarm.local_copies does not count a task's stopped container)."""
+        from shoal.swarm.container_attach import prune_copies
+
+        await prune_copies(self.engine)
+
     async def shutdown(self, grace_s: float) -> None:
         c = self._record()
         if c is None:

@@ -206,7 +206,14 @@ def test_a_daemon_killed_while_its_task_waits_for_its_check_keeps_waiting_then_r
            "--constraint", "node.hostname==h2", *GATED, "busybox", *WEB)
     (first,) = wait_until(lambda: live(swarm, "hkeep", "starting"), 90, interval=0.2)
     host, cid = container(swarm, first)
-    swarm.restart_daemon("h2", kill9=True)
+    # a long heartbeat while h2's daemon is away: under load a restart can outlast the 1 s one, and a node seen down
+    # has its task replaced (then the container stops: the case here is adoption, not a node failure)
+    docker(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "20s")
+    try:
+        time.sleep(2)  # every node's session has the new period
+        swarm.restart_daemon("h2", kill9=True)
+    finally:
+        docker(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "1s")
     cleanup.append("hproof")  # a task started on h2 after the restart: proof its worker runs its assignments again
     docker(swarm, "h1", "service", "create", "--detach", "--name", "hproof", "--stop-grace-period", "1s",
            "--constraint", "node.hostname==h2", "busybox", "sleep", "1d")

@@ -411,3 +411,24 @@ def test_a_global_service_publishing_a_host_port_runs_on_every_node_and_answers_
         r = swarm.exec("h1", ["busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", f"http://{host_address(host)}:8097/"],
                        check=False)
         assert "404 Not Found" in r.stdout + r.stderr, host  # httpd answers (it serves no index here)
+
+
+def test_a_finished_tasks_container_stays_stopped_with_its_logs_until_the_task_leaves_the_history(
+        swarm: Lab, api: Any) -> None:
+    # swarm's workers keep a task's stopped container while the task is in the history: `service logs` of a task that
+    # ended (a one-shot job, a crash) still shows what it wrote; the service's removal takes the containers with it
+    body = spec("oneshot", replicas=1)
+    body["TaskTemplate"]["ContainerSpec"]["Args"] = ["sh", "-c", "echo first line; echo last line"]
+    body["TaskTemplate"]["RestartPolicy"] = {"Condition": "none"}
+    sid = api.post("/services/create", body)["ID"]
+    (done,) = wait_until(lambda: [t for t in tasks_of(api, sid) if t["Status"]["State"] == "complete"
+                                  and t["DesiredState"] == "shutdown"] or None, 60)
+    host = node_ids(swarm)[done["NodeID"]]
+    kept = [c for c in swarm.client(host).get("/containers/json", {"all": "1"})
+            if c["Labels"].get("com.docker.swarm.task.id") == done["ID"]]
+    assert [(c["State"], c["Status"].split(" (")[0]) for c in kept] == [("exited", "Exited")]
+    logs = docker(swarm, "h1", "service", "logs", "oneshot").stdout.splitlines()
+    assert [line.split(" | ", 1)[1] for line in logs] == ["first line", "last line"]
+    api.delete(f"/services/{sid}")
+    wait_until(lambda: not [c for c in swarm.client(host).get("/containers/json", {"all": "1"})
+                            if c["Labels"].get("com.docker.swarm.task.id") == done["ID"]], 30)

@@ -140,7 +140,7 @@ def test_a_killed_task_container_is_reported_failed_with_its_exit_code(swarm: La
     assert after["State"] == "exited"
 
 
-def test_desired_shutdown_stops_and_removes_the_container(swarm: Lab) -> None:
+def test_desired_shutdown_stops_the_container_and_keeps_it_until_the_task_is_deleted(swarm: Lab) -> None:
     svc = new_service(swarm, "stopme")
     t = new_task(svc, 1, node_id(swarm, "h2"), STOPPABLE)
     write(swarm, pb.StoreAction.CREATE, t)
@@ -148,6 +148,9 @@ def test_desired_shutdown_stops_and_removes_the_container(swarm: Lab) -> None:
     t.desired_state = S.TASK_STATE_SHUTDOWN
     write(swarm, pb.StoreAction.UPDATE, t)
     wait_state(swarm, t.id, S.TASK_STATE_SHUTDOWN)
+    # swarm's workers keep a shut-down task's container, stopped, while the task is in the history (its logs)
+    assert [c["State"] for c in task_containers(swarm, "h2", t.id)] == ["exited"]
+    write(swarm, pb.StoreAction.REMOVE, t)
     wait_until(lambda: task_containers(swarm, "h2", t.id) == [], timeout=20, what="the container removed")
 
 
@@ -178,6 +181,8 @@ def test_a_config_is_a_file_with_its_mode_on_a_tmpfs_in_the_run_dir(swarm: Lab) 
     assert not (data_dir(swarm.name, "h2") / FILES_DIR).exists()
     t.desired_state = S.TASK_STATE_SHUTDOWN
     write(swarm, pb.StoreAction.UPDATE, t)
+    wait_state(swarm, t.id, S.TASK_STATE_SHUTDOWN)
+    write(swarm, pb.StoreAction.REMOVE, t)  # the files go with the container, when the task leaves the history
     wait_until(lambda: task_containers(swarm, "h2", t.id) == [], timeout=20, what="the container removed")
     wait_until(lambda: (_fstype(files), files.exists()) == ("", False), timeout=10, what="the tmpfs gone")
 
@@ -199,6 +204,8 @@ def test_a_secret_is_on_a_tmpfs_at_run_secrets_and_never_on_the_workers_disk(swa
     assert _files_holding(data_dir(swarm.name, "h2"), word.encode()) == []
     t.desired_state = S.TASK_STATE_SHUTDOWN
     write(swarm, pb.StoreAction.UPDATE, t)
+    wait_state(swarm, t.id, S.TASK_STATE_SHUTDOWN)
+    write(swarm, pb.StoreAction.REMOVE, t)
     wait_until(lambda: task_containers(swarm, "h2", t.id) == [], timeout=20)
 
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from agent.network.records import NetworkRecord
 from common.errdefs import Forbidden, NotFound, SystemError_, Unavailable, http_status
 from proto import objects_pb2 as pb
+from shoal.swarm.executor import L_TASK_ID
 from shoal.swarm import container_attach, local_copies
 
 
@@ -67,9 +68,17 @@ def test_a_swarm_copy_no_container_uses_is_unused_and_local_networks_never_are(t
 
 
 def test_a_stopped_container_s_endpoint_keeps_the_copy(tmp_path: Path) -> None:
-    stopped = SimpleNamespace(state="exited", endpoints={"s1": object()})
+    stopped = SimpleNamespace(state="exited", endpoints={"s1": object()}, labels={})
     engine = _engine(tmp_path, containers={"c": stopped}, net=_networks(_net("s1", "ov")))
     assert local_copies.unused(engine) == []
+
+
+def test_a_tasks_stopped_container_does_not_keep_the_copy(tmp_path: Path) -> None:
+    # kept for its logs while its task is in the history; it never starts again (a task meant to run holds its
+    # networks through the assignments)
+    stopped = SimpleNamespace(state="exited", endpoints={"s1": object()}, labels={L_TASK_ID: "t1"})
+    engine = _engine(tmp_path, containers={"c": stopped}, net=_networks(_net("s1", "ov")))
+    assert [n.id for n in local_copies.unused(engine)] == ["s1"]
 
 
 def test_a_connect_under_way_keeps_the_copy_until_unpinned(tmp_path: Path) -> None:

@@ -96,6 +96,7 @@ class Containers:
         self.exit_code = exit_code  # None: runs until shut down
         self.refuse = refuse
         self.exited = asyncio.Event()
+        self.retired: list[str] = []  # tasks whose stopped container stays: told to let go of their networks
 
     def controller(self, task: pb.Task, deps: Dependencies) -> Any:
         return _Ctl(self, task.id)
@@ -134,6 +135,9 @@ class _Ctl:
         self.t.state[self.tid] = "exited"
         self.t.exited.set()
 
+    async def retire(self) -> None:
+        self.t.retired.append(self.tid)
+
     async def remove(self) -> None:
         self.t.state.pop(self.tid, None)
 
@@ -169,19 +173,51 @@ def test_a_refused_prepare_rejects_the_task_with_the_refusal() -> None:
     assert drive(Containers(refuse="No such image: nope"), task())[-1] == (S.TASK_STATE_REJECTED, "preparing", "No such image: nope")
 
 
-def test_desired_shutdown_of_a_running_task_removes_its_container_and_reports_shutdown() -> None:
+def _with_desired(t: pb.Task, desired: int) -> pb.Task:
+    out = pb.Task()
+    out.CopyFrom(t)
+    out.desired_state = desired
+    return out
+
+
+def test_desired_shutdown_of_a_running_task_stops_its_container_keeps_it_and_reports_shutdown() -> None:
+    table = Containers()
+    t = task()
+    seen = drive(table, t, lambda r: r.update(_with_desired(t, S.TASK_STATE_SHUTDOWN), Dependencies()))
+    assert [s for s, _m, _e in seen][-2:] == [S.TASK_STATE_RUNNING, S.TASK_STATE_SHUTDOWN]
+    assert table.state == {t.id: "exited"}  # its logs and exit code stay readable while the task is in the history
+    assert table.retired[-1:] == [t.id]  # the node's copies of the networks only it was on may go
+
+
+def test_desired_remove_of_a_running_task_stops_and_removes_its_container() -> None:
+    table = Containers()
+    t = task()
+    seen = drive(table, t, lambda r: r.update(_with_desired(t, S.TASK_STATE_REMOVE), Dependencies()))
+    assert [s for s, _m, _e in seen][-2:] == [S.TASK_STATE_RUNNING, S.TASK_STATE_SHUTDOWN]
+    assert table.state == {}
+
+
+def test_a_shut_down_tasks_container_is_removed_when_the_task_leaves_the_assignments() -> None:
     table = Containers()
     t = task()
 
-    def shutdown(r: TaskRunner) -> None:
-        down = pb.Task()
-        down.CopyFrom(t)
-        down.desired_state = S.TASK_STATE_SHUTDOWN
-        r.update(down, Dependencies())
+    def shutdown_then_unassign(r: TaskRunner) -> None:
+        r.update(_with_desired(t, S.TASK_STATE_SHUTDOWN), Dependencies())
+        asyncio.get_running_loop().call_later(0.01, r.remove)
 
-    seen = drive(table, t, shutdown)
-    assert [s for s, _m, _e in seen][-2:] == [S.TASK_STATE_RUNNING, S.TASK_STATE_SHUTDOWN]
-    assert table.state == {}
+    async def run() -> None:
+        r = TaskRunner(t, Dependencies(), table, lambda _tid, _st: None)
+        r.start()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        shutdown_then_unassign(r)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert table.state == {t.id: "exited"}
+        await asyncio.sleep(0.05)
+        assert (table.state, r.done) == ({}, True)
+
+    asyncio.run(run())
 
 
 def test_a_running_container_found_for_a_running_task_is_adopted_not_started_again() -> None:

@@ -73,6 +73,9 @@ class Container:
         if self.state == "running":
             await self.set("exited", exit_code=self.stop_code)
 
+    async def retire(self) -> None:
+        pass
+
     async def remove(self) -> None:
         self.state = ""
 
@@ -171,10 +174,10 @@ def test_a_container_exiting_while_its_check_is_starting_ends_the_task_with_its_
     assert c.shutdowns == []
 
 
-def test_a_task_shut_down_while_its_check_is_starting_is_shutdown_and_removed() -> None:
+def test_a_task_shut_down_while_its_check_is_starting_is_shutdown_and_its_container_kept_stopped() -> None:
     c = Container()
     assert drive(c, task(), desired(S.TASK_STATE_SHUTDOWN)) == [UP_TO_STARTING, [(S.TASK_STATE_SHUTDOWN, "shutdown", "")]]
-    assert (c.state, c.shutdowns) == ("", [10.0])
+    assert (c.state, c.shutdowns) == ("exited", [10.0])
 
 
 def test_a_task_removed_from_the_assignments_while_its_check_is_starting_has_its_container_removed_unreported() -> None:
