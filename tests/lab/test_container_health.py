@@ -213,7 +213,8 @@ def test_the_images_check_runs_and_create_fields_merge_with_it(lab):
 def test_no_healthcheck_disables_the_images_check(lab):
     docker(lab, "run", "-d", "--name", "hc-off", "--no-healthcheck", IMAGE_WITH_CHECK)
     inspected = json.loads(docker(lab, "inspect", "hc-off").stdout)[0]
-    assert inspected["Config"]["Healthcheck"] == {"Test": ["NONE"]}
+    # moby's merge keeps the image's non-zero fields beside the user's Test ["NONE"]; nothing runs
+    assert inspected["Config"]["Healthcheck"] == {"Test": ["NONE"], "Interval": 100 * MS, "Retries": 2}
     assert "Health" not in inspected["State"]
     assert "exec_create" not in " ".join(actions(lab, "hc-off"))
     docker(lab, "rm", "-f", "hc-off")
