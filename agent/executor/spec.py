@@ -33,6 +33,12 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 )
 
 NOFILE_LIMIT = 1048576
+OOM_SCORE_ADJ_MIN, OOM_SCORE_ADJ_MAX = -1000, 1000  # the kernel's range for /proc/<pid>/oom_score_adj
+
+
+def oom_score_adj_message(value: int) -> str:
+    """moby's words (daemon_unix.go verifyPlatformContainerSettings) for an --oom-score-adj out of range."""
+    return f"Invalid value {value}, range for oom score adj is [{OOM_SCORE_ADJ_MIN}, {OOM_SCORE_ADJ_MAX}]"
 
 _NUMERIC_ID = re.compile(r"[0-9]+")
 # An id in a container's passwd/group: at most 10 digits (2^32 has 10), so int() never meets
@@ -57,6 +63,9 @@ class ProcessSpec:
     tty: bool = False
     confinement: Confinement = field(default_factory=Confinement)
     rlimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (RLIMIT_X, soft, hard), over the defaults
+    additional_gids: tuple[int, ...] = ()  # the process's groups: its own gid, its user's groups, --group-add
+    # --oom-score-adj; None leaves it out (an exec's: runc gives a joining process the container's value)
+    oom_score_adj: int | None = None
 
 
 @dataclass(slots=True)
@@ -103,14 +112,22 @@ def validate_process(process: ProcessSpec) -> None:
     for label, value in (("uid", process.uid), ("gid", process.gid)):
         if value < 0 or value > 0xFFFFFFFE:
             raise ValueError(f"process {label} {value} is out of range")
+    for value in process.additional_gids:
+        if value < 0 or value > MAX_ID:
+            raise ValueError(f"uids and gids must be in range 0-{MAX_ID}")
+    if process.oom_score_adj is not None and not OOM_SCORE_ADJ_MIN <= process.oom_score_adj <= OOM_SCORE_ADJ_MAX:
+        raise ValueError(oom_score_adj_message(process.oom_score_adj))
 
 
 def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dict:
     """The OCI `process` object; also the JSON `runc exec --process` takes."""
     validate_process(process)
-    return {
+    user: dict = {"uid": process.uid, "gid": process.gid}
+    if process.additional_gids:
+        user["additionalGids"] = list(process.additional_gids)
+    doc = {
         "terminal": process.tty,  # the shim (or runc exec) gives it a pty
-        "user": {"uid": process.uid, "gid": process.gid},
+        "user": user,
         "args": list(process.args),
         "env": list(process.env),
         "cwd": process.cwd,
@@ -118,6 +135,9 @@ def build_process(process: ProcessSpec, nofile_limit: int = NOFILE_LIMIT) -> dic
         "rlimits": _rlimits(process, nofile_limit),
         "noNewPrivileges": process.confinement.no_new_privileges,
     }
+    if process.oom_score_adj is not None:
+        doc["oomScoreAdj"] = process.oom_score_adj
+    return doc
 
 
 def _rlimits(process: ProcessSpec, nofile_limit: int) -> list[dict]:
@@ -327,3 +347,69 @@ def resolve_user_in(user: str, passwd_text: str, group_text: str) -> tuple[int, 
         raise ValueError(f"unable to find group {group_part}: no matching entries in group file")
     return uid, groups[group_part]
 
+
+# moby/sys/user's parseNumeric: strconv.Atoi's syntax (a sign, then digits); other text is a name.
+_SIGNED_ID = re.compile(r"[+-]?[0-9]+")
+
+
+def _group_members(text: str) -> list[tuple[str, int, list[str]]]:
+    """(name, gid, members) of each /etc/group line with a usable gid (as parse_group, members too)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and _FILE_ID.fullmatch(fields[2]):
+            out.append((fields[0], int(fields[2]), fields[3].split(",") if len(fields) > 3 else []))
+    return out
+
+
+def supplementary_gids_in(user: str, passwd_text: str, group_text: str) -> tuple[int, ...]:
+    """The groups whose member list names the user (moby/sys/user GetExecUser's Sgids): only for a user without an
+    explicit group (`-u www`, `-u 33`, or none: root), and only when passwd has an entry for it."""
+    user_part, sep, _group = user.partition(":")
+    if sep:
+        return ()
+    users = parse_passwd(passwd_text)
+    if user_part == "" or _NUMERIC_ID.fullmatch(user_part):
+        uid = int(user_part or "0") if len(user_part) <= len(str(MAX_ID)) else -1
+        entry = next((e for e in users if e.uid == uid), None)
+    else:
+        entry = next((e for e in users if e.name == user_part), None)
+    if entry is None or entry.name == "":
+        return ()
+    return tuple(gid for _name, gid, members in _group_members(group_text) if entry.name in members and gid <= MAX_ID)
+
+
+def additional_gids_in(groups: list[str], group_text: str, unreadable: str = "") -> tuple[int, ...]:
+    """`--group-add` values as gids (moby/sys/user GetAdditionalGroups), each once: a name must be in /etc/group, a
+    number is taken as it is (within the id range). unreadable: why the container's /etc/group could not be read
+    (then only numbers resolve, as in moby, whose reader is then absent). Raises ValueError with moby's words."""
+    entries = _group_members(group_text)
+    out: list[int] = []
+    for group in groups:
+        numeric = _SIGNED_ID.fullmatch(group) is not None
+        if numeric:
+            value = int(group) if len(group.lstrip("+-0")) <= len(str(MAX_ID)) else MAX_ID + 1
+            if not 0 <= value <= MAX_ID:
+                raise ValueError(f"uids and gids must be in range 0-{MAX_ID}")
+            match = value  # moby matches a number by gid only: the group it finds has this gid
+        else:
+            match = next((gid for name, gid, _members in entries if name == group), None)
+            if match is None:
+                why = unreadable or "no matching entries in group file"
+                raise ValueError(f"unable to find group {group}: {why}")
+        if match > MAX_ID:
+            raise ValueError(f"uids and gids must be in range 0-{MAX_ID}")
+        if match not in out:
+            out.append(match)
+    return tuple(out)
+
+
+def process_user_in(user: str, group_add: list[str], passwd_text: str, group_text: str,
+                    group_unreadable: str = "") -> tuple[int, int, tuple[int, ...]]:
+    """(uid, gid, additional gids) of a container's process, as moby's getUser (daemon/oci_linux.go) makes
+    process.user: the gid itself, the user's groups, then --group-add's (each once: moby may list one twice, which
+    grants nothing more)."""
+    uid, gid = resolve_user_in(user, passwd_text, group_text)
+    gids = (gid, *supplementary_gids_in(user, passwd_text, group_text),
+            *additional_gids_in(group_add, group_text, group_unreadable))
+    return uid, gid, tuple(dict.fromkeys(gids))

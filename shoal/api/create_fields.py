@@ -43,6 +43,7 @@ HOST_CONFIG_APPLIED = frozenset(
         "RestartPolicy",  # shoal.engine.restart
         # shoal.engine.createopts
         "ExtraHosts", "Dns", "DnsSearch", "DnsOptions", "Sysctls", "Ulimits", "Init", "Privileged", "Devices",
+        "GroupAdd", "OomScoreAdj",
     )
 ) | frozenset(k.lower() for k in RESOURCE_FIELDS)  # fmt: skip
 

@@ -1,6 +1,7 @@
 """`shoal run` flags of the create options: --restart, --init, --stop-signal, --stop-timeout,
 --add-host, --dns, --dns-search, --dns-option, --sysctl, --ulimit, --privileged, --device,
---mac-address, -v/--volume, --mount, --tmpfs, --read-only, --health-* and --no-healthcheck; parsed as the docker CLI parses them into the create body.
+--mac-address, -v/--volume, --mount, --tmpfs, --read-only, --health-* and --no-healthcheck, --group-add,
+--oom-score-adj; parsed as the docker CLI parses them into the create body.
 
 shoal.cli.container decorates `run` with `options` and passes `adjust(values)` to
 shoal.cli.runner.run_container, which applies it to the body it built.
@@ -43,11 +44,13 @@ _FLAGS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
                                     "period (ms|s|m|h) (default 0s)"}),
     (("--health-retries",), {"type": int, "default": 0, "help": "Consecutive failures needed to report unhealthy"}),
     (("--no-healthcheck",), {"is_flag": True, "default": False, "help": "Disable any container-specified HEALTHCHECK"}),
+    (("--group-add",), {"multiple": True, "help": "Add additional groups to join"}),
+    (("--oom-score-adj",), {"type": int, "default": 0, "help": "Tune host's OOM preferences (-1000 to 1000)"}),
 ]
 NAMES = ("restart", "init", "stop_signal", "stop_timeout", "add_host", "dns", "dns_search", "dns_option",
          "sysctl", "ulimit", "privileged", "device", "mac_address", "volume", "mount", "tmpfs", "read_only",
          "health_cmd", "health_interval", "health_timeout", "health_start_period", "health_start_interval",
-         "health_retries", "no_healthcheck")
+         "health_retries", "no_healthcheck", "group_add", "oom_score_adj")
 _HEALTH_DURATIONS = (("health_interval", "Interval"), ("health_timeout", "Timeout"),
                      ("health_start_period", "StartPeriod"), ("health_start_interval", "StartInterval"))
 
@@ -173,6 +176,10 @@ def adjust(values: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
             host["Tmpfs"] = dict(parse_tmpfs_flag(t) for t in values["tmpfs"])
         if values.get("read_only"):
             host["ReadonlyRootfs"] = True
+        if values.get("group_add"):
+            host["GroupAdd"] = list(values["group_add"])
+        if values.get("oom_score_adj"):  # the daemon checks its range, as with the docker CLI
+            host["OomScoreAdj"] = values["oom_score_adj"]
         if values.get("mac_address"):
             endpoints = body.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
             network = host.get("NetworkMode") or "default"

@@ -1,5 +1,5 @@
 """Create options applied when a container starts: --stop-signal/--stop-timeout, --add-host,
---dns/--dns-search/--dns-option, --sysctl, --ulimit, --init, --privileged, --device.
+--dns/--dns-search/--dns-option, --sysctl, --ulimit, --init, --privileged, --device, --group-add, --oom-score-adj.
 
 Pure parsing and validation with Docker's messages (shoal.api.params calls parse_run_options at
 create); the engine turns the result into spec extras (agent.executor.spec.SpecExtras), /etc
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.executor.spec import Mount, SpecExtras
+from agent.executor.spec import OOM_SCORE_ADJ_MAX, OOM_SCORE_ADJ_MIN, Mount, SpecExtras, oom_score_adj_message
 from agent.network.etcfiles import EtcCustom
 from common.errdefs import InvalidParameter
 from shoal.engine.helpers import parse_signal
@@ -54,6 +54,8 @@ class RunOptions:
     init: bool = False
     privileged: bool = False
     devices: list[Device] = field(default_factory=list)
+    group_add: list[str] = field(default_factory=list)  # names resolved at start (shoal.engine.helpers.process_user)
+    oom_score_adj: int = 0
 
     @property
     def custom_dns(self) -> bool:
@@ -119,7 +121,25 @@ def parse_run_options(config: Mapping[str, Any], host_config: Mapping[str, Any])
         raise InvalidParameter("invalid JSON: Privileged must be a boolean")
     options.privileged = privileged
     options.devices = parse_devices(host_ci.get("devices") or [])
+    options.group_add = group_add_of(host_config)
+    options.oom_score_adj = validate_oom_score_adj(host_ci.get("oomscoreadj"))
     return options
+
+
+def group_add_of(host_config: Mapping[str, Any] | None) -> list[str]:
+    """HostConfig.GroupAdd alone (the engine resolves its names against the image at create)."""
+    return _string_list(_get(host_config, "GroupAdd"), "GroupAdd")
+
+
+def validate_oom_score_adj(value: Any) -> int:
+    """HostConfig.OomScoreAdj (null is 0), within the kernel's range as moby checks it at create."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidParameter("invalid JSON: OomScoreAdj must be an integer")
+    if not OOM_SCORE_ADJ_MIN <= value <= OOM_SCORE_ADJ_MAX:
+        raise InvalidParameter(oom_score_adj_message(value))
+    return value
 
 
 # ---- --mac-address -----------------------------------------------------------------

@@ -45,12 +45,14 @@ from shoal.engine.helpers import (
     confinement_of,
     container_matches,
     exposed_of,
+    image_process_user,
     label_filter,
     merge_env,
     parse_signal,
     parse_tail,
+    process_user,
+    ProcessUser,
     user_env,
-    user_ids,
 )
 from shoal.engine.names import generate_name, validate_container_name
 from shoal.engine.records import (
@@ -435,8 +437,9 @@ class Engine:
         args = list(entrypoint) + list(cmd)
         if not args:
             raise InvalidParameter("no command specified")
-        if request.user:
-            await user_ids(request.user, image.rootfs)
+        group_add = createopts.group_add_of(request.raw_host_config)
+        if request.user or group_add:  # moby finds a bad one at start only; refused here, nothing is made
+            await process_user(request.user or config.get("User") or "", group_add, image.rootfs)
             # The read ran off the loop: a create with the same name or an rmi of this image
             # may have finished meanwhile. Nothing awaits from here until the record is kept.
             self._check_name_free(name)
@@ -641,8 +644,8 @@ class Engine:
                 if other.state == "running" and other.netns:
                     await self.sandboxes.register_dns(other, str(namespaces.netns_path(other.netns)))
             mounts = mounts + await startfast.mounts_at_start(self.volumes, container, image.rootfs)
-            uid, gid = await user_ids(container.user, image.rootfs)
             run_options = self.run_options(container)
+            uid, gid, gids = await image_process_user(container.user, run_options.group_add, image.rootfs)
             process = ProcessSpec(
                 args=([createopts.INIT_PATH_IN_CONTAINER, "--"] if run_options.init else []) + container.args,
                 env=merge_env(link_env + container.env, [f"HOSTNAME={container.hostname}"], keep_first=True),
@@ -652,6 +655,8 @@ class Engine:
                 tty=container.tty,
                 confinement=confinement_of(container),
                 rlimits=tuple(createopts.rlimits(run_options.ulimits)),
+                additional_gids=gids,
+                oom_score_adj=run_options.oom_score_adj,  # 0 too, as moby: not the daemon's own inherited
             )
             extras, extra_mounts = await startfast.spec_extras(run_options)
             mounts = mounts + extra_mounts
@@ -978,8 +983,8 @@ class Engine:
             raise Conflict(f"Container {container.id} is paused, unpause the container before exec")
         if not request.cmd:
             raise InvalidParameter("No exec command specified")
-        if request.user:
-            await user_ids(request.user, self.runtime.rootfs(container.id))
+        if request.user:  # moby's early check (exec create), in the container's own files
+            await process_user(request.user, self.run_options(container).group_add, self.runtime.rootfs(container.id))
         record = ExecRecord(
             id=secrets.token_hex(32),
             container_id=container.id,
@@ -997,6 +1002,17 @@ class Engine:
         self.execs[record.id] = record
         self.emit_container(container, exec_action("exec_create", record.args), execID=record.id)
         return record
+
+    async def _exec_user(self, container: ContainerRecord, user: str, group_add: list[str]) -> ProcessUser:
+        """As moby: an exec with a user (its own or the container's) is resolved in the container's files as they
+        are now; one without gets the user of the container's process, which start resolved from the image."""
+        if user:
+            return await process_user(user, group_add, self.runtime.rootfs(container.id))
+        try:
+            image = self.images.get(container.image_id)
+        except ImageError:  # removed under a running container: its files are the closest there is
+            return await process_user("", group_add, self.runtime.rootfs(container.id))
+        return await image_process_user("", group_add, image.rootfs)
 
     def get_exec(self, exec_id: str) -> ExecRecord:
         record = self.execs.get(exec_id)
@@ -1016,7 +1032,8 @@ class Engine:
         container = self.containers.get(record.container_id)
         if container is None or container.state != "running":
             raise Conflict(f"container {record.container_id} is not running")
-        uid, gid = await user_ids(record.user or container.user, self.runtime.rootfs(container.id))
+        run_options = self.run_options(container)
+        uid, gid, gids = await self._exec_user(container, record.user or container.user, run_options.group_add)
         process = ProcessSpec(
             args=record.args,
             env=merge_env(container.env, record.env),
@@ -1025,7 +1042,8 @@ class Engine:
             gid=gid,
             tty=record.tty,
             confinement=confinement_of(container),
-            rlimits=tuple(createopts.rlimits(self.run_options(container).ulimits)),
+            rlimits=tuple(createopts.rlimits(run_options.ulimits)),
+            additional_gids=gids,
         )
         record.running = True
         run = None

@@ -1,7 +1,7 @@
 """Pure helpers of the engine: environment merging, users, signals, log tails, list filters.
 
-No I/O except reading a container's /etc/passwd and /etc/group for --user (agent.executor.rootfs,
-in a thread); used by engine.py and sandbox.py.
+No I/O except reading a container's /etc/passwd and /etc/group for --user and --group-add
+(agent.executor.rootfs, in a thread); used by engine.py and sandbox.py.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from agent.executor.confinement import (
     from_host_config,
 )
 from agent.executor.rootfs import RootfsReadError, read_in_root
-from agent.executor.spec import resolve_user_in
+from agent.executor.spec import process_user_in
 from shoal.engine.errors import EngineError, InvalidParameter
 from shoal.engine.records import ContainerRecord
 from shoal.engine.health import status_of as health_status_of
@@ -46,30 +46,51 @@ def merge_env(base: list[str], overrides: list[str], keep_first: bool = False) -
     return list(merged.values())
 
 
-def _user_files(rootfs: Path) -> tuple[str, str]:
-    """The container's /etc/passwd and /etc/group (absent is empty), read inside its root."""
-    texts = []
+def _user_files_or_why(rootfs: Path) -> tuple[str, str, str, str]:
+    """passwd and group texts, each with why it could not be read ("" when it could, or is absent)."""
+    out: list[str] = []
     for path in ("/etc/passwd", "/etc/group"):
-        data = read_in_root(rootfs, path)
-        texts.append((data or b"").decode(errors="replace"))
-    return texts[0], texts[1]
+        try:
+            out += [(read_in_root(rootfs, path) or b"").decode(errors="replace"), ""]
+        except RootfsReadError as exc:
+            out += ["", exc.message]
+    return out[0], out[2], out[1], out[3]
 
 
-async def user_ids(user: str, rootfs: Path) -> tuple[int, int]:
-    """Docker's --user rules, names resolved in the container's /etc/passwd and /etc/group.
+ProcessUser = tuple[int, int, tuple[int, ...]]  # uid, gid, additional gids (agent.executor.spec.process_user_in)
 
-    The files belong to the container: read in a thread (never on the event loop) and only
-    inside its root, so a FIFO, a symlink to a host file or a huge file cannot hang the daemon
-    or show it anything of the host."""
-    if not user:
-        return 0, 0
+
+async def process_user(user: str, group_add: list[str], rootfs: Path) -> ProcessUser:
+    """--user and --group-add as moby resolves them (getUser), in the container's /etc/passwd and /etc/group.
+    A file that cannot be read refuses a --user (naming the user and why) and a --group-add name; without them it
+    is absent, as for moby.
+
+    The files belong to the container: read in a thread (never on the event loop) and only inside its root, so a
+    FIFO, a symlink to a host file or a huge file cannot hang the daemon or show it anything of the host."""
+    passwd, group, passwd_why, group_why = await asyncio.to_thread(_user_files_or_why, rootfs)
+    if user and (passwd_why or group_why):
+        raise InvalidParameter(f"unable to find user {user}: {passwd_why or group_why}")
     try:
-        passwd, group = await asyncio.to_thread(_user_files, rootfs)
-        return resolve_user_in(user, passwd, group)
-    except RootfsReadError as exc:
-        raise InvalidParameter(f"unable to find user {user}: {exc.message}") from None
+        return process_user_in(user, group_add, passwd, group, group_why)
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
+
+
+_IMAGE_USERS: dict[tuple[str, str, tuple[str, ...]], ProcessUser] = {}
+_IMAGE_USERS_KEPT = 512
+
+
+async def image_process_user(user: str, group_add: list[str], image_rootfs: Path) -> ProcessUser:
+    """process_user over an image's own root, remembered: that root never changes (it is named by the image's
+    digest), so a start pays the thread hop once per image, user and groups, not every time (shoal.engine.startfast)."""
+    key = (str(image_rootfs), user, tuple(group_add))
+    found = _IMAGE_USERS.get(key)
+    if found is None:
+        found = await process_user(user, group_add, image_rootfs)  # a refusal is not remembered
+        if len(_IMAGE_USERS) >= _IMAGE_USERS_KEPT:
+            _IMAGE_USERS.pop(next(iter(_IMAGE_USERS)))
+        _IMAGE_USERS[key] = found
+    return found
 
 
 def confinement_of(container: ContainerRecord) -> Confinement:

@@ -1,7 +1,7 @@
 """Create options applied and checked from inside the container, through the stock docker CLI
 and raw API bodies: --stop-signal, --stop-timeout, --add-host, --dns/--dns-search/--dns-option
 (on the default bridge and as the embedded DNS's upstreams on a user network), --sysctl,
---ulimit, --init, --privileged, --device; Docker's messages for bad values.
+--ulimit, --init, --privileged, --device, --group-add, --oom-score-adj; Docker's messages for bad values.
 """
 from __future__ import annotations
 
@@ -261,3 +261,62 @@ def test_a_bad_or_multicast_mac_address_is_refused(lab):
     body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "01:00:5e:00:00:01"}}}}
     assert _create(lab, body) == (400, {"message": "address 01:00:5e:00:00:01: a multicast MAC address "
                                                    "cannot be an interface's"})
+
+
+# ---- --group-add, --oom-score-adj ---------------------------------------------------
+# (the lab's busybox has two groups in /etc/group: root 0 and nobody 65534)
+
+def test_group_add_gives_the_process_the_groups_by_name_and_number(lab):
+    assert run(lab, "--group-add", "nobody", "--group-add", "4242", "busybox", "id") == (
+        "uid=0(root) gid=0(root) groups=0(root),4242,65534(nobody)\n")
+
+
+def test_an_exec_gets_the_added_groups_with_its_own_user_or_the_containers(lab):
+    docker(lab, "run", "-d", "--name", "grpx", "--group-add", "4242", "busybox", "sleep", "3600")
+    try:
+        assert docker(lab, "exec", "grpx", "grep", "Groups:", "/proc/self/status").stdout == "Groups:\t0 4242 \n"
+        assert docker(lab, "exec", "-u", "nobody", "grpx", "grep", "Groups:", "/proc/self/status").stdout == (
+            "Groups:\t4242 65534 \n")
+    finally:
+        docker(lab, "rm", "-f", "grpx")
+
+
+def _refused_run(lab, name: str, *flags: str) -> tuple[int, str, str]:
+    """(exit code, first line of stderr, the containers named `name` afterwards) of `docker run ... busybox true`."""
+    result = docker(lab, "run", "--name", name, *flags, "busybox", "true", check=False)
+    left = docker(lab, "ps", "-aq", "--filter", f"name={name}").stdout
+    return result.returncode, result.stderr.splitlines()[0], left
+
+
+def test_an_unknown_group_is_refused_with_mobys_message_and_nothing_is_created(lab):
+    assert _refused_run(lab, "nogrp", "--group-add", "nosuch") == (
+        125, "docker: Error response from daemon: unable to find group nosuch: no matching entries in group file", "")
+
+
+def test_oom_score_adj_is_the_containers_and_its_execs(lab):
+    docker(lab, "run", "-d", "--name", "oomx", "--oom-score-adj", "500", "busybox", "sleep", "3600")
+    try:
+        assert docker(lab, "exec", "oomx", "cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj").stdout == (
+            "500\n500\n")
+        host_config = _inspect(lab, "oomx")["HostConfig"]
+        assert (host_config["OomScoreAdj"], host_config["GroupAdd"]) == (500, None)
+    finally:
+        docker(lab, "rm", "-f", "oomx")
+
+
+def test_an_oom_score_adj_out_of_range_is_refused_with_mobys_message_and_nothing_is_created(lab):
+    assert _refused_run(lab, "oombad", "--oom-score-adj", "1001") == (
+        125, "docker: Error response from daemon: Invalid value 1001, range for oom score adj is [-1000, 1000]", "")
+
+
+def test_group_add_and_oom_score_adj_survive_a_daemon_restart(lab):
+    # a positive score: these machines' root lacks CAP_SYS_RESOURCE, which a negative one needs (the kernel's rule)
+    docker(lab, "create", "--name", "grpkeep", "--group-add", "nobody", "--oom-score-adj", "300", "busybox",
+           "sh", "-c", "grep Groups: /proc/self/status; cat /proc/self/oom_score_adj")
+    try:
+        lab.restart_daemon("h1")
+        assert docker(lab, "start", "-a", "grpkeep").stdout == "Groups:\t0 65534 \n300\n"
+        host_config = _inspect(lab, "grpkeep")["HostConfig"]
+        assert (host_config["GroupAdd"], host_config["OomScoreAdj"]) == (["nobody"], 300)
+    finally:
+        docker(lab, "rm", "-f", "grpkeep")

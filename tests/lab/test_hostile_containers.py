@@ -86,14 +86,14 @@ def test_a_symlink_to_the_hosts_shadow_is_resolved_inside_the_container(lab):
     docker(lab, "rm", "-f", "shadow")
 
 
-def _image_tar(tag: str, passwd: tarfile.TarInfo) -> bytes:
-    """A `docker save` tarball of one layer holding /etc and the given /etc/passwd entry."""
+def _image_tar(tag: str, entry: tarfile.TarInfo) -> bytes:
+    """A `docker save` tarball of one layer holding /etc and the given entry in it (/etc/passwd, /etc/group)."""
     layer_buf = io.BytesIO()
     with tarfile.open(fileobj=layer_buf, mode="w") as tar:
         etc = tarfile.TarInfo("etc")
         etc.type, etc.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(etc)
-        tar.addfile(passwd)
+        tar.addfile(entry)
     layer = layer_buf.getvalue()
     layer_hex = hashlib.sha256(layer).hexdigest()
     config = json.dumps({
@@ -112,24 +112,43 @@ def _image_tar(tag: str, passwd: tarfile.TarInfo) -> bytes:
     return out.getvalue()
 
 
+def _load_image(lab, tmp_path, tag: str, path: str, kind: bytes, target: str = "") -> None:
+    """Loads (as tag) an image whose /etc holds one entry at path: a symlink to target (kind SYMTYPE) or a FIFO."""
+    entry = tarfile.TarInfo(path)
+    entry.type, entry.mode, entry.linkname = kind, 0o644, target
+    (tmp_path / "image.tar").write_bytes(_image_tar(tag, entry))
+    docker(lab, "load", "-i", str(tmp_path / "image.tar"))
+
+
 def test_an_image_whose_passwd_links_to_the_hosts_shadow_is_read_inside_the_image(lab, tmp_path):
-    link = tarfile.TarInfo("etc/passwd")
-    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
-    (tmp_path / "evil.tar").write_bytes(_image_tar("evil-shadow:latest", link))
-    docker(lab, "load", "-i", str(tmp_path / "evil.tar"))
+    _load_image(lab, tmp_path, "evil-shadow:latest", "etc/passwd", tarfile.SYMTYPE, "/etc/shadow")
     result = docker(lab, "create", "-u", "root", "evil-shadow", check=False)
     assert result.returncode == 1
     assert "unable to find user root: no matching entries in passwd file" in result.stderr
 
 
 def test_an_image_whose_passwd_is_a_fifo_is_refused_at_create(lab, tmp_path):
-    fifo = tarfile.TarInfo("etc/passwd")
-    fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o644
-    (tmp_path / "fifo.tar").write_bytes(_image_tar("evil-fifo:latest", fifo))
-    docker(lab, "load", "-i", str(tmp_path / "fifo.tar"))
+    _load_image(lab, tmp_path, "evil-fifo:latest", "etc/passwd", tarfile.FIFOTYPE)
     result = docker(lab, "create", "-u", "nobody", "evil-fifo", check=False)
     assert result.returncode == 1
     assert "unable to find user nobody: /etc/passwd in the container is not a regular file" in result.stderr
+
+
+def test_an_image_whose_group_links_to_a_host_file_is_read_inside_the_image(lab, tmp_path):
+    (tmp_path / "group").write_text("hostonly:x:777:\n")  # a group file on the host, none in the image
+    _load_image(lab, tmp_path, "evil-group:latest", "etc/group", tarfile.SYMTYPE, str(tmp_path / "group"))
+    result = docker(lab, "create", "--group-add", "hostonly", "evil-group", check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, "Error response from daemon: unable to find group hostonly: no matching entries in group file")
+
+
+def test_an_image_whose_group_is_a_fifo_refuses_a_group_name_at_create_and_takes_a_number(lab, tmp_path):
+    _load_image(lab, tmp_path, "evil-group-fifo:latest", "etc/group", tarfile.FIFOTYPE)
+    result = docker(lab, "create", "--group-add", "staff", "evil-group-fifo", check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, "Error response from daemon: unable to find group staff: /etc/group in the container is not a regular file")
+    created = docker(lab, "create", "--group-add", "4242", "evil-group-fifo").stdout.strip()
+    docker(lab, "rm", created)
 
 
 # ---- item 7: Docker's default confinement ----------------------------------------------------

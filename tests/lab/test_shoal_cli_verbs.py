@@ -1,6 +1,6 @@
 """shoal's own CLI for the verbs of issue 9 items 3 and 6: events, rename, wait --condition,
 container/image/system prune, system df, and `shoal run` with --restart, --init, --add-host,
---dns, --sysctl, --ulimit, --stop-signal, --mac-address, --privileged, --device.
+--dns, --sysctl, --ulimit, --stop-signal, --mac-address, --privileged, --device, --group-add, --oom-score-adj.
 """
 from __future__ import annotations
 
@@ -32,6 +32,18 @@ def test_shoal_run_applies_create_options(lab):
                 "cat /proc/sys/net/ipv4/ip_forward; ulimit -n; cat /sys/class/net/eth0/address").stdout
     # "database": never part of a hex container id in the hosts file (a "db" once was)
     assert out == "10.1.2.3\tdatabase\nnameserver 192.0.2.1\n1\n64\n02:42:ac:11:00:77\n"
+
+
+def test_shoal_run_group_add_and_oom_score_adj(lab):
+    out = shoal(lab, "run", "--rm", "--group-add", "nobody", "--group-add", "4242", "--oom-score-adj", "500", "busybox",
+                "sh", "-c", "id; cat /proc/self/oom_score_adj").stdout
+    assert out == "uid=0(root) gid=0(root) groups=0(root),4242,65534(nobody)\n500\n"
+
+
+def test_shoal_run_refuses_an_oom_score_adj_out_of_range_with_mobys_message(lab):
+    result = shoal(lab, "run", "--rm", "--oom-score-adj", "-1001", "busybox", "true", check=False)
+    assert (result.returncode, result.stderr.splitlines()[0]) == (
+        125, "shoal: Error response from daemon: Invalid value -1001, range for oom score adj is [-1000, 1000]")
 
 
 def test_shoal_run_init_privileged_and_device(lab):

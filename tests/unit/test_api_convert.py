@@ -205,6 +205,17 @@ def test_container_inspect_host_config_keeps_json_file_logging_for_docker_py():
     assert host_config["AutoRemove"] is True
 
 
+def test_container_inspect_host_config_shows_group_add_and_oom_score_adj():
+    c = container(host_config={"GroupAdd": ["audio", "4242"], "OomScoreAdj": 500})
+    host_config = convert.container_inspect(c, {}, "/d")["HostConfig"]
+    assert (host_config["GroupAdd"], host_config["OomScoreAdj"]) == (["audio", "4242"], 500)
+
+
+def test_container_inspect_host_config_without_them_is_dockers_default():
+    host_config = convert.container_inspect(container(host_config={}), {}, "/d")["HostConfig"]
+    assert (host_config["GroupAdd"], host_config["OomScoreAdj"]) == (None, 0)
+
+
 def test_container_inspect_network_settings_on_the_default_bridge():
     c = container(netns="shoal-cccccccccccc", create_config={"ExposedPorts": {"80/tcp": {}}})
     settings = convert.container_inspect(c, {NET_ID: bridge()}, "/d")["NetworkSettings"]

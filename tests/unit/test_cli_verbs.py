@@ -80,3 +80,28 @@ def test_adjust_fills_the_body_as_the_docker_cli_does():
 def test_restart_with_rm_is_refused_by_the_cli():
     with pytest.raises(UsageError, match=r"^conflicting options: cannot specify both --restart and --rm$"):
         adjust({"restart": "always"})({"HostConfig": {"AutoRemove": True}})
+
+
+def _run_params(argv):
+    from shoal.cli.container import run
+
+    return run.make_context("run", list(argv)).params
+
+
+def test_group_add_and_oom_score_adj_flags_fill_the_body_as_the_docker_cli_does():
+    body = {"HostConfig": {}}
+    adjust(_run_params(["--group-add", "audio", "--group-add", "4242", "--oom-score-adj", "-500", "busybox"]))(body)
+    assert body == {"HostConfig": {"GroupAdd": ["audio", "4242"], "OomScoreAdj": -500}}
+
+
+def test_without_group_add_and_oom_score_adj_the_body_has_neither():
+    body = {"HostConfig": {}}
+    adjust(_run_params(["busybox"]))(body)
+    assert body == {"HostConfig": {}}
+
+
+def test_the_fast_path_leaves_group_add_and_oom_score_adj_to_click():
+    from shoal.cli.fast import parse_fast
+
+    assert parse_fast(["run", "--group-add", "audio", "busybox", "id"]) is None
+    assert parse_fast(["run", "--oom-score-adj=500", "busybox", "id"]) is None

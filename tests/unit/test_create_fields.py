@@ -142,3 +142,16 @@ def test_applied_cgroup_limits_are_accepted() -> None:
               "PidsLimit": 20}
     request = params.parse_container_create({"Image": "busybox", "HostConfig": dict(limits)})
     assert {k: request.raw_host_config[k] for k in limits} == limits
+
+
+def test_group_add_and_oom_score_adj_are_accepted_on_create() -> None:
+    request = params.parse_container_create(
+        {"Image": "busybox", "HostConfig": {"GroupAdd": ["audio", "4242"], "OomScoreAdj": 500}})
+    assert (request.raw_host_config["GroupAdd"], request.raw_host_config["OomScoreAdj"]) == (["audio", "4242"], 500)
+
+
+def test_an_oom_score_adj_out_of_range_is_refused_on_create_with_mobys_words() -> None:
+    with pytest.raises(InvalidParameter) as info:
+        params.parse_container_create({"Image": "busybox", "HostConfig": {"OomScoreAdj": 2000}})
+    assert (info.value.message, http_status(info.value)) == (
+        "Invalid value 2000, range for oom score adj is [-1000, 1000]", 400)

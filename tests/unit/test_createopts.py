@@ -174,3 +174,38 @@ def test_run_options_are_read_case_insensitively_the_first_of_keys_differing_in_
 def test_a_run_option_of_the_wrong_shape_is_refused_naming_it_in_dockers_spelling():
     with pytest.raises(InvalidParameter, match="invalid JSON: DnsOptions must be a list of strings"):
         parse_run_options({}, {"dnsoptions": "ndots:1"})
+
+
+def test_group_add_and_oom_score_adj_are_run_options():
+    options = parse_run_options({}, {"GroupAdd": ["audio", "4242"], "OomScoreAdj": -1000})
+    assert (options.group_add, options.oom_score_adj) == (["audio", "4242"], -1000)
+
+
+def test_without_them_there_are_no_added_groups_and_an_oom_score_adj_of_0():
+    options = parse_run_options({}, {"GroupAdd": None, "OomScoreAdj": 0})
+    assert (options.group_add, options.oom_score_adj) == ([], 0)
+
+
+@pytest.mark.parametrize("value", [1001, -1001])
+def test_an_oom_score_adj_out_of_range_is_refused_with_mobys_words(value):
+    with pytest.raises(InvalidParameter) as info:
+        parse_run_options({}, {"OomScoreAdj": value})
+    assert info.value.message == f"Invalid value {value}, range for oom score adj is [-1000, 1000]"
+
+
+@pytest.mark.parametrize("value", ["500", 1.5, True])
+def test_an_oom_score_adj_that_is_not_an_integer_is_refused(value):
+    with pytest.raises(InvalidParameter) as info:
+        parse_run_options({}, {"OomScoreAdj": value})
+    assert info.value.message == "invalid JSON: OomScoreAdj must be an integer"
+
+
+def test_a_group_add_that_is_not_a_list_of_strings_is_refused():
+    with pytest.raises(InvalidParameter) as info:
+        parse_run_options({}, {"GroupAdd": [10]})
+    assert info.value.message == "invalid JSON: GroupAdd must be a list of strings"
+
+
+def test_an_oom_score_adj_of_0_is_written_too_as_moby_writes_it():
+    spec = build_oci_spec(ProcessSpec(args=["true"], env=[], oom_score_adj=0), "h", "/rootfs", None, [])
+    assert spec["process"]["oomScoreAdj"] == 0

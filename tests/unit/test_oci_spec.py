@@ -11,6 +11,7 @@ from agent.executor.spec import (
     build_oci_spec,
     build_process,
     parse_user,
+    process_user_in,
     resolve_user_in,
 )
 
@@ -229,3 +230,51 @@ def test_a_private_cgroup_namespace_only_when_asked() -> None:
 
     assert "cgroup" not in types()
     assert types(cgroupns=True)[-1] == "cgroup"
+
+
+# ---- --group-add and --oom-score-adj (moby's getUser and WithOOMScore) ----------------------------------------
+
+MEMBERS = "root:x:0:\nwheel:x:10:root,www\nstaff:x:50:www\naudio:x:29:\nbig:x:3000000000:\n"
+
+
+def test_process_has_its_additional_gids_and_oom_score_adj() -> None:
+    process = build_process(ProcessSpec(["true"], [], uid=33, gid=33, additional_gids=(33, 10), oom_score_adj=500))
+    assert (process["user"], process["oomScoreAdj"]) == ({"uid": 33, "gid": 33, "additionalGids": [33, 10]}, 500)
+
+
+def test_process_without_them_leaves_both_out() -> None:
+    process = build_process(ProcessSpec(["true"], []))
+    assert (process["user"], "oomScoreAdj" in process) == ({"uid": 0, "gid": 0}, False)
+
+
+def test_an_oom_score_adj_out_of_range_is_refused_with_mobys_words() -> None:
+    with pytest.raises(ValueError) as info:
+        build_process(ProcessSpec(["true"], [], oom_score_adj=1001))
+    assert str(info.value) == "Invalid value 1001, range for oom score adj is [-1000, 1000]"
+
+
+@pytest.mark.parametrize(("user", "group_add", "expected"), [
+    ("www", [], (33, 33, (33, 10, 50))),  # a named user gets the groups that list it
+    ("33", [], (33, 33, (33, 10, 50))),  # so does its uid
+    ("", [], (0, 0, (0, 10))),  # no user: root's
+    ("www:staff", [], (33, 50, (50,))),  # an explicit group: no others (moby's implicit form only)
+    ("4242", [], (4242, 0, (0,))),  # no passwd entry: no name to look for
+    ("www", ["audio", "7", "+8", "audio"], (33, 33, (33, 10, 50, 29, 7, 8))),  # names, numbers, each once
+    ("", ["10"], (0, 0, (0, 10))),
+])
+def test_process_user_in_follows_mobys_get_user(user: str, group_add: list[str],
+                                                 expected: tuple[int, int, tuple[int, ...]]) -> None:
+    assert process_user_in(user, group_add, PASSWD, MEMBERS) == expected
+
+
+def test_an_unknown_added_group_is_mobys_message() -> None:
+    with pytest.raises(ValueError) as info:
+        process_user_in("", ["video"], PASSWD, MEMBERS)
+    assert str(info.value) == "unable to find group video: no matching entries in group file"
+
+
+@pytest.mark.parametrize("group", ["-1", "2147483648", "9" * 5000, "big"])
+def test_an_added_group_beyond_the_id_range_is_mobys_message(group: str) -> None:
+    with pytest.raises(ValueError) as info:
+        process_user_in("", [group], PASSWD, MEMBERS)
+    assert str(info.value) == "uids and gids must be in range 0-2147483647"

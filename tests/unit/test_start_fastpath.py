@@ -1,5 +1,6 @@
 """shoal/engine/startfast.py: a plain container start resolves its mounts and spec extras without a thread hop;
-one with mounts, --init, --device or --privileged still reads the host in a thread."""
+one with mounts, --init, --device or --privileged still reads the host in a thread; the user and groups of its
+process are read from its image in a thread once, not at every start."""
 
 from __future__ import annotations
 
@@ -63,3 +64,16 @@ def test_init_is_looked_up_in_a_thread() -> None:
     assert calls == ["spec_extras"]
     assert [m.destination for m in mounts] == [createopts.INIT_PATH_IN_CONTAINER]
     assert isinstance(mounts[0], Mount)
+
+
+def test_a_starts_user_and_groups_are_read_from_its_image_once(tmp_path: Path) -> None:
+    from shoal.engine.helpers import image_process_user
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "group").write_text("wheel:x:10:root\n")
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+
+    async def twice() -> list[Any]:
+        return [await image_process_user("", ["wheel"], tmp_path) for _ in range(2)]
+    results, calls = _on_loop(twice)
+    assert (results, calls) == ([(0, 0, (0, 10)), (0, 0, (0, 10))], ["_user_files_or_why"])

@@ -150,3 +150,14 @@ def test_saving_what_is_neither_json_nor_a_record_is_refused_and_keeps_the_old_r
         state.save("containers", ID, {"bad": object()})
     assert str(caught.value) == "Object of type object is not JSON serializable"
     assert json.loads((tmp_path / "containers" / f"{ID}.json").read_bytes()) == record_dict()
+
+
+def test_group_add_and_oom_score_adj_are_the_same_run_options_after_a_restart(tmp_path):
+    from shoal.engine.createopts import of_container
+
+    record = container_from_dict(record_dict())
+    record.host_config = {"GroupAdd": ["audio", "4242"], "OomScoreAdj": -500}
+    StateDir(tmp_path).save("containers", ID, to_dict(record))
+    loaded = StateDir(tmp_path).load_records("containers", container_from_dict)[ID]
+    options = of_container(loaded)
+    assert (options.group_add, options.oom_score_adj) == (["audio", "4242"], -500)
