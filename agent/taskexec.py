@@ -141,6 +141,7 @@ class TaskRunner:
         self.state = task.status.state  # the last state known to the managers or reported by us
         self.changed = asyncio.Event()
         self.removed = False  # the task left the assignments: remove the container and end
+        self._retired = False  # a job's ended task let go of its networks (retire)
         self._loop: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -193,7 +194,8 @@ class TaskRunner:
     async def _step(self) -> bool:
         """One move toward the desired state; True when there is nothing to do until the task changes."""
         task = self.task
-        if self.removed or task.desired_state > S.TASK_STATE_RUNNING:
+        # a job's task is desired COMPLETE: it runs like a service's until it ends (swarmkit: desired <= COMPLETE)
+        if self.removed or task.desired_state > S.TASK_STATE_COMPLETE:
             obs = await self.ctl.inspect()
             if obs.exists:
                 if obs.running:
@@ -210,6 +212,11 @@ class TaskRunner:
                 self.report(status(S.TASK_STATE_SHUTDOWN, "shutdown", obs=obs if obs.exists else None))
             return True
         if self.state >= TERMINAL:
+            if task.desired_state == S.TASK_STATE_COMPLETE and not self._retired:
+                # a job's task that ended is never shut down (swarmkit leaves it desired COMPLETE): it lets go of
+                # what only a running task needs now
+                self._retired = True
+                await self.ctl.retire()
             return True
         obs = await self.ctl.inspect()
         if obs.exists and obs.running:
@@ -260,7 +267,7 @@ class TaskRunner:
     @property
     def _wanted(self) -> bool:
         """Still meant to run: a change of the task (shutdown, removal) is the next step's, not a failure."""
-        return self.task.desired_state <= S.TASK_STATE_RUNNING and not self.removed
+        return self.task.desired_state <= S.TASK_STATE_COMPLETE and not self.removed
 
     async def _wait_healthy(self, seen: str) -> bool:
         """STARTING with a running container whose check has not passed yet (moby's controller.Start): RUNNING once

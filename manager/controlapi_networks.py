@@ -171,7 +171,7 @@ def in_use_error(n: pb.Network, services: list[pb.Service], tasks: list[pb.Task]
             return f"network {n.id} is in use by service {s.id}"
     for t in tasks:
         uses = any(_targets(c.target, n) for c in t.spec.networks) or any(a.network.id == n.id for a in t.networks)
-        if uses and t.desired_state <= pb.TASK_STATE_RUNNING and t.status.state <= pb.TASK_STATE_RUNNING:
+        if uses and t.desired_state <= pb.TASK_STATE_COMPLETE and t.status.state <= pb.TASK_STATE_RUNNING:
             return f"network {n.id} is in use by task {t.id}"
     return None
 

@@ -15,6 +15,7 @@ from manager import timing
 from manager.controlapi import new_id
 from manager.controlapi_services_spec import NetworkNotFound, check_port_conflicts, check_spec, resolve_networks
 from manager.grpcstatus import abort
+from manager.orchestrator.jobs import is_job, iteration, of_run
 from manager.orchestrator.tasks import S, canonical, is_dirty
 from manager.raft.core import RaftError
 from manager.store.errors import StoreError
@@ -68,7 +69,7 @@ def service_matches(s: pb.Service, f: control_pb2.ListServicesRequest.Filters) -
                     *(s.id.startswith(p) for p in f.id_prefixes)]
     if alternatives and not any(alternatives):
         return False
-    if f.modes and s.spec.WhichOneof("mode") not in f.modes:
+    if f.modes and s.spec.WhichOneof("mode") not in f.modes:  # replicated, global, replicated_job, global_job
         return False
     labels = s.spec.annotations.labels
     return all(k in labels and (v == "" or labels[k] == v) for k, v in f.labels.items())
@@ -123,6 +124,9 @@ class ServiceOps:
             check_port_conflicts(spec, svc.id, t)
             svc.spec.CopyFrom(spec)
             svc.endpoint.spec.CopyFrom(spec.endpoint)
+            if is_job(svc):  # the first run: iteration 0 (swarmkit's CreateService)
+                svc.job_status.job_iteration.index = 0
+                svc.job_status.last_execution.FromNanoseconds(time.time_ns())
             t.create("service", svc)
 
         started = time.monotonic()
@@ -182,6 +186,9 @@ class ServiceOps:
                 if new.WhichOneof("mode") != svc.spec.WhichOneof("mode"):
                     raise StoreError("UNKNOWN", "service mode change is not allowed")
                 svc.ClearField("update_status")  # swarmkit resets it on every update
+            if svc.HasField("job_status"):  # every update of a job (a rollback too, as swarmkit) is a new run
+                svc.job_status.job_iteration.index += 1
+                svc.job_status.last_execution.FromNanoseconds(time.time_ns())
             check_port_conflicts(new, service_id, t)
             svc.previous_spec.CopyFrom(svc.spec)
             svc.spec.CopyFrom(new)
@@ -208,9 +215,11 @@ class ServiceOps:
         return lookup(tasks, ref, "task", lambda t: t.annotations.name)
 
     def service_status(self, svc: pb.Service, tasks: list[pb.Task], nodes: dict[str, pb.Node]) -> dict[str, int]:
-        """docker's ServiceStatus: running tasks on live nodes, desired tasks, completed (jobs; 0 here)."""
+        """docker's ServiceStatus: running tasks on live nodes, desired tasks, completed (jobs)."""
         mine = [t for t in tasks if t.service_id == svc.id]
         up = {nid for nid, n in nodes.items() if n.status.state != pb.NodeStatus.DOWN}
+        if is_job(svc):
+            return job_status(svc, mine, up)
         running = sum(1 for t in mine if t.status.state == S.TASK_STATE_RUNNING and t.desired_state == S.TASK_STATE_RUNNING
                       and t.node_id in up)
         if svc.spec.WhichOneof("mode") == "global":
@@ -218,6 +227,20 @@ class ServiceOps:
         else:
             desired = svc.spec.replicated.replicas
         return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": 0}
+
+
+def job_status(svc: pb.Service, tasks: list[pb.Task], up: set[str]) -> dict[str, int]:
+    """swarmkit's ListServiceStatuses for a job, over the current run's tasks only: running ones (on live nodes, as
+    for services), completed ones, and as desired MaxConcurrent (replicated) or the tasks still to complete (global)."""
+    run = [t for t in tasks if of_run(t, iteration(svc))]
+    running = sum(1 for t in run if t.status.state == S.TASK_STATE_RUNNING and t.node_id in up)
+    completed = sum(1 for t in run if t.status.state == S.TASK_STATE_COMPLETE)
+    if svc.spec.WhichOneof("mode") == "replicated_job":
+        desired = svc.spec.replicated_job.max_concurrent
+    else:
+        desired = sum(1 for t in run if t.desired_state == S.TASK_STATE_COMPLETE
+                      and t.status.state != S.TASK_STATE_COMPLETE)
+    return {"RunningTasks": running, "DesiredTasks": desired, "CompletedTasks": completed}
 
 
 # ---------------------------------------------------------------------------------------------- gRPC

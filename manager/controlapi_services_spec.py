@@ -73,6 +73,8 @@ def check_task_spec(task: pb.TaskSpec) -> None:
         raise InvalidParameter("TaskSpec: restart-window cannot be negative")
     check_resources(task.resources.limits)
     check_resources(task.resources.reservations)
+    # swarmkit's validatePlacement checks the constraints only: a preference is stored whatever its descriptor, and the
+    # scheduler spreads over node.labels.* and engine.labels.* and skips any other (preferences.spread_descriptors)
     parse_all(list(task.placement.constraints))
 
 
@@ -115,14 +117,32 @@ def check_spec(spec: pb.ServiceSpec) -> None:
     """Everything that needs no store (swarmkit's validateServiceSpec)."""
     check_annotations(spec.annotations.name)
     check_task_spec(spec.task)
-    check_update(spec.update)
     check_update(spec.rollback, "rollback")
     mode = spec.WhichOneof("mode")
     if mode is None:
         raise InvalidParameter("Unrecognized service mode")
     if mode == "replicated" and spec.replicated.replicas > MAX_REPLICAS:
         raise InvalidParameter(f"invalid replicas value {spec.replicated.replicas}: at most {MAX_REPLICAS} replicas per service")
+    if mode in ("replicated_job", "global_job"):
+        check_job(spec)
+    else:
+        check_update(spec.update)
     check_endpoint(spec.endpoint)
+
+
+def check_job(spec: pb.ServiceSpec) -> None:
+    """swarmkit's validateMode and validateJob: counts that are negative as a signed 64-bit number (a client's blind
+    cast), no update config (a job's update is a new run, not a rolling one)."""
+    job = spec.replicated_job
+    if job.max_concurrent >= 1 << 63:
+        raise InvalidParameter("Maximum concurrent jobs must not be negative")
+    if job.total_completions >= 1 << 63:
+        raise InvalidParameter("Total completed jobs must not be negative")
+    if job.total_completions > MAX_REPLICAS:  # shoal's own cap: every completed task stays in the store
+        raise InvalidParameter(f"invalid total completions value {job.total_completions}: at most {MAX_REPLICAS} "
+                               "tasks per job")
+    if spec.HasField("update"):
+        raise InvalidParameter("Jobs may not have an update config")
 
 
 def resolve_networks(spec: pb.ServiceSpec, view: Any) -> None:

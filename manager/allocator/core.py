@@ -182,7 +182,7 @@ class Allocator:
             if is_attachment_task(t) and t.node_id and t.node_id not in node_ids:
                 plan.removals.append(("task", t.id))
         for t in sorted(tasks, key=lambda t: (t.meta.created_at.ToNanoseconds(), t.id)):
-            if t.status.state != NEW or t.desired_state > RUNNING:
+            if t.status.state != NEW or t.desired_state > pb.TASK_STATE_COMPLETE:  # a job's task: desired COMPLETE
                 continue
             if ("task", t.id) in plan.removals:
                 continue

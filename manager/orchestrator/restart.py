@@ -32,7 +32,9 @@ def decide(service: pb.Service, ended: pb.Task, history: list[pb.Task], now_ns: 
     policy = service.spec.task.restart
     if policy.condition == Condition.NONE:
         return Decision(False, reason="restart condition none")
-    if not node_failed and policy.condition == Condition.ON_FAILURE and ended.status.state == S.TASK_STATE_COMPLETE:
+    # a job's task that completed is done whatever the condition: swarmkit's supervisor reads `any` as on-failure there
+    on_failure = policy.condition == Condition.ON_FAILURE or ended.HasField("job_iteration")
+    if not node_failed and on_failure and ended.status.state == S.TASK_STATE_COMPLETE:
         return Decision(False, reason="task completed and restart condition is on-failure")
     if node_failed:
         return Decision(True)

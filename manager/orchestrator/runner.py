@@ -1,6 +1,6 @@
 """The orchestrator's shell: a leader-only component (manager/node.py starts it with leadership) that watches the
-store for services, tasks and nodes, runs the pure cores (replicated.py, global_.py, update.py) for each service
-touched and writes their plans, at most MAX_CHANGES objects per proposal (re-running until nothing is left)."""
+store for services, tasks and nodes, runs the pure cores (replicated.py, global_.py, update.py, jobs.py) for each
+service touched and writes their plans, at most MAX_CHANGES objects per proposal (re-running until nothing is left)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from manager.store.errors import StoreError
 from proto import objects_pb2 as pb
 
 from .global_ import reconcile_global
+from .jobs import reconcile_global_job, reconcile_replicated_job
 from .plan import Plan, wait_or_timeout
 from .replicated import reconcile_replicated
 from .tasks import S, TERMINAL
@@ -31,8 +32,14 @@ IDLE_S = 1.0
 
 def plan_service(service: pb.Service, tasks: list[pb.Task], nodes: dict[str, pb.Node], now_ns: int,
                  make_id: Callable[[], str] = new_id) -> Plan:
-    """Everything one pass does for one service: reconcile (scale, restarts, failed nodes), then the update."""
-    if service.spec.WhichOneof("mode") == "global":
+    """Everything one pass does for one service: reconcile (scale, restarts, failed nodes), then the update (a job
+    has none: each change of its spec is a new run, which its core starts)."""
+    mode = service.spec.WhichOneof("mode")
+    if mode == "replicated_job":
+        return reconcile_replicated_job(service, tasks, nodes, now_ns, make_id, max_create=MAX_CHANGES)
+    if mode == "global_job":
+        return reconcile_global_job(service, tasks, nodes, now_ns, make_id)
+    if mode == "global":
         plan = reconcile_global(service, tasks, nodes, now_ns, make_id)
     else:
         plan = reconcile_replicated(service, tasks, nodes, now_ns, make_id, max_create=MAX_CHANGES)

@@ -21,8 +21,9 @@ def is_terminal(task: pb.Task) -> bool:
 
 
 def is_runnable(task: pb.Task) -> bool:
-    """The orchestrator still wants it to run (swarmkit: DesiredState <= RUNNING)."""
-    return task.desired_state <= S.TASK_STATE_RUNNING
+    """The orchestrator still wants it to run (swarmkit: DesiredState <= COMPLETE; a job's task is desired COMPLETE,
+    a service's RUNNING)."""
+    return task.desired_state <= S.TASK_STATE_COMPLETE
 
 
 def task_name(service_name: str, slot: int, node_id: str, task_id: str) -> str:
@@ -44,7 +45,7 @@ def new_task(service: pb.Service, task_id: str, now_ns: int, slot: int = 0, node
 
 
 _KEEP_EMPTY = frozenset({"google.protobuf.Duration", "google.protobuf.Timestamp", "shoal.v1.GlobalService",
-                         "shoal.v1.ReplicatedService"})
+                         "shoal.v1.ReplicatedService", "shoal.v1.GlobalJob", "shoal.v1.ReplicatedJob"})  # the modes
 
 
 def canonical(msg: Any) -> Any:

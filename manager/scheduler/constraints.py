@@ -13,6 +13,7 @@ _KEY = re.compile(r"(?i)^[a-z_][a-z0-9\-_.]+$")
 # no current or future operator characters (<, >, ~, ...) in a value
 _VALUE = re.compile(r"(?i)^[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+$")
 OPERATORS = ("==", "!=")
+NODE_LABELS, ENGINE_LABELS = "node.labels.", "engine.labels."
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,10 +55,17 @@ def _node_value(node: pb.Node, key: str) -> str | None:
         return node.description.platform.architecture
     if k == "node.ip":
         return node.status.addr
-    if k.startswith("node.labels."):
-        return node.spec.annotations.labels.get(key[len("node.labels."):])
-    if k.startswith("engine.labels."):
-        return node.description.engine_labels.get(key[len("engine.labels."):])
+    return label_value(node, key)
+
+
+def label_value(node: pb.Node, key: str) -> str | None:
+    """The node's `node.labels.NAME` (its spec's labels) or `engine.labels.NAME` (its daemon's): the prefix in any
+    case, NAME as written. None when the node has no such label or the key names no label."""
+    k = key.lower()
+    if k.startswith(NODE_LABELS):
+        return node.spec.annotations.labels.get(key[len(NODE_LABELS):])
+    if k.startswith(ENGINE_LABELS):
+        return node.description.engine_labels.get(key[len(ENGINE_LABELS):])
     return None
 
 

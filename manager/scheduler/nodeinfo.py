@@ -12,7 +12,7 @@ S = pb.TaskState
 
 def occupies_node(task: pb.Task) -> bool:
     """Counts against its node: meant to run and not finished."""
-    return bool(task.node_id) and task.desired_state <= S.TASK_STATE_RUNNING and task.status.state <= S.TASK_STATE_RUNNING
+    return bool(task.node_id) and task.desired_state <= S.TASK_STATE_COMPLETE and task.status.state <= S.TASK_STATE_RUNNING
 
 
 def host_ports(task: pb.Task) -> set[tuple[int, int]]:

@@ -19,6 +19,9 @@ from shoal.api.server import add_route, json_response
 from shoal.api.service_json import TASK_STATES, service_json, service_spec_from_json, task_json
 
 T = TypeVar("T")
+# moby's `mode` filter values -> the spec's mode
+MODE_FILTERS = {"replicated": "replicated", "global": "global", "replicated-job": "replicated_job",
+                "global-job": "global_job"}
 
 
 class ControlError(ShoalError):
@@ -70,14 +73,14 @@ async def services_list(request: web.Request) -> web.Response:
     unknown = set(f) - {"id", "name", "label", "mode"}
     if unknown:
         raise InvalidParameter(f"invalid filter '{sorted(unknown)[0]}'")
+    for m in f.get("mode", []):
+        if m not in MODE_FILTERS:
+            raise InvalidParameter(f"Invalid filter: 'mode'='{m}'")
     lf = control_pb2.ListServicesRequest.Filters(id_prefixes=f.get("id", []), name_prefixes=f.get("name", []),
-                                                 modes=f.get("mode", []))
+                                                 modes=[MODE_FILTERS[m] for m in f.get("mode", [])])
     for label in f.get("label", []):
         k, _, v = label.partition("=")
         lf.labels[k] = v
-    for m in lf.modes:
-        if m not in ("replicated", "global"):
-            raise InvalidParameter(f"Invalid filter: 'mode'='{m}'")
     services = await _call(ops.list_services(lf))
     if params.bool_value(request.query.get("status")):
         statuses = await _status_of(ops, services)

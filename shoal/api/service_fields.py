@@ -1,6 +1,6 @@
 """The fields of a service spec that shoal applies to its tasks. Any other field set to more than its default is
-refused with its path, as a container's create refuses what it does not apply (create_fields.py): a log driver,
-a placement preference or a job mode silently dropped would leave a service that looks right and behaves otherwise."""
+refused with its path, as a container's create refuses what it does not apply (create_fields.py): a log driver
+or a generic resource silently dropped would leave a service that looks right and behaves otherwise."""
 
 from __future__ import annotations
 
@@ -35,20 +35,22 @@ SERVICE_SPEC: dict[str, Rule] = {
             # executor.create_body's create options
             "stopsignal": ANY, "tty": ANY, "openstdin": ANY, "readonly": ANY, "init": ANY, "capabilityadd": ANY,
             "capabilitydrop": ANY, "hosts": ANY, "dnsconfig": {"nameservers": ANY, "search": ANY, "options": ANY},
-            "sysctls": ANY, "ulimits": ANY,
+            "sysctls": ANY, "ulimits": ANY, "groups": ANY, "oomscoreadj": ANY,
         },
         "resources": {"limits": {**_RESOURCES, "pids": ANY}, "reservations": _RESOURCES},
         "restartpolicy": ANY,
         # every node here is the same OS and architecture (the docker CLI sends the image's platforms when it
         # could reach a registry)
-        "placement": {"constraints": ANY, "maxreplicas": ANY, "platforms": ANY},
+        "placement": {"constraints": ANY, "preferences": ("list", {"spread": {"spreaddescriptor": ANY}}), "maxreplicas": ANY,
+                      "platforms": ANY},
         "networks": ("list", {"target": ANY, "aliases": ANY}),
         "forceupdate": ANY,
         "runtime": ("container",),
         "logdriver": {"name": ("json-file",)},  # what every task's log is
     },
-    # a job mode is refused even empty: its presence is the request
-    "mode": {"replicated": {"replicas": ANY}, "global": {}, PRESENCE: True},
+    # an unknown mode is refused even empty: its presence is the request
+    "mode": {"replicated": {"replicas": ANY}, "global": {},
+             "replicatedjob": {"maxconcurrent": ANY, "totalcompletions": ANY}, "globaljob": {}, PRESENCE: True},
     "updateconfig": ANY,
     "rollbackconfig": ANY,
     "networks": ("list", {"target": ANY, "aliases": ANY}),

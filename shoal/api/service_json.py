@@ -95,6 +95,8 @@ def task_spec_json(t: pb.TaskSpec) -> dict[str, Any]:
         out["RestartPolicy"] = {"Condition": CONDITION[r.condition], **({"Delay": r.delay.ToNanoseconds()} if r.HasField("delay") else {}),
                                 "MaxAttempts": r.max_attempts, **({"Window": r.window.ToNanoseconds()} if r.HasField("window") else {})}
     out["Placement"] = {**({"Constraints": list(t.placement.constraints)} if t.placement.constraints else {}),
+                        **({"Preferences": [{"Spread": {"SpreadDescriptor": p.spread.spread_descriptor}}
+                                            for p in t.placement.preferences]} if t.placement.preferences else {}),
                         **({"MaxReplicas": t.placement.max_replicas} if t.placement.max_replicas else {})}
     if t.networks:
         out["Networks"] = [{"Target": n.target, **({"Aliases": list(n.aliases)} if n.aliases else {})} for n in t.networks]
@@ -125,6 +127,10 @@ def _container_options_json(c: pb.ContainerSpec) -> dict[str, Any]:
         out["Sysctls"] = dict(c.sysctls)
     if c.ulimits:
         out["Ulimits"] = [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in c.ulimits]
+    if c.groups:
+        out["Groups"] = list(c.groups)
+    if c.oom_score_adj:  # omitempty, as Docker's
+        out["OomScoreAdj"] = c.oom_score_adj
     if c.HasField("healthcheck"):
         out["Healthcheck"] = health_json(c.healthcheck)
     return out
@@ -148,8 +154,14 @@ def health_json(h: pb.HealthConfig) -> dict[str, Any]:
 
 def service_spec_json(s: pb.ServiceSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"Name": s.annotations.name, "Labels": dict(s.annotations.labels), "TaskTemplate": task_spec_json(s.task)}
-    if s.WhichOneof("mode") == "global":
+    mode = s.WhichOneof("mode")
+    if mode == "global":
         out["Mode"] = {"Global": {}}
+    elif mode == "replicated_job":
+        out["Mode"] = {"ReplicatedJob": {"MaxConcurrent": s.replicated_job.max_concurrent,
+                                         "TotalCompletions": s.replicated_job.total_completions}}
+    elif mode == "global_job":
+        out["Mode"] = {"GlobalJob": {}}
     else:
         out["Mode"] = {"Replicated": {"Replicas": s.replicated.replicas}}
     if s.HasField("update"):
@@ -180,6 +192,9 @@ def service_json(s: pb.Service, status: dict[str, int] | None = None) -> dict[st
                                **({"CompletedAt": _ts(u, "completed_at")} if u.HasField("completed_at") else {}), "Message": u.message}
     if status is not None:
         out["ServiceStatus"] = status
+    if s.HasField("job_status"):
+        out["JobStatus"] = {"JobIteration": {"Index": s.job_status.job_iteration.index},
+                            "LastExecution": _ts(s.job_status, "last_execution")}
     return out
 
 
@@ -203,6 +218,8 @@ def task_json(t: pb.Task) -> dict[str, Any]:
         out["NodeID"] = t.node_id
     out["Status"] = status
     out["DesiredState"] = STATE_NAMES.get(t.desired_state, "running")
+    if t.HasField("job_iteration"):
+        out["JobIteration"] = {"Index": t.job_iteration.index}
     if t.networks:
         out["NetworksAttachments"] = [{"Network": {"ID": a.network.id, "Spec": {"Name": a.network.spec.annotations.name}},
                                        "Addresses": list(a.addresses)} for a in t.networks]
@@ -297,6 +314,11 @@ def _container_options_from(c: dict[str, Any], cs: pb.ContainerSpec) -> None:
         if not isinstance(u, dict):
             raise InvalidParameter(f"invalid JSON: Ulimits entries must be objects, got {json.dumps(u)}")
         cs.ulimits.add(name=_str(u, "Name"), soft=_int(u, "Soft") or 0, hard=_int(u, "Hard") or 0)
+    cs.groups.extend(_strs(c, "Groups"))
+    oom = _int(c, "OomScoreAdj")
+    if oom is not None and not -2**63 <= oom < 2**63:
+        raise InvalidParameter(f"invalid JSON: OomScoreAdj must be a 64-bit integer, got {oom}")
+    cs.oom_score_adj = oom or 0  # its range is the engine's to check, at the task's container create (as moby)
     if get_ci(c, "Healthcheck") is not None:
         _health_from(_obj(c, "Healthcheck"), cs.healthcheck)
 
@@ -424,10 +446,35 @@ def task_spec_from_json(d: dict[str, Any], t: pb.TaskSpec) -> None:
         t.restart.max_attempts = _uint(rp, "MaxAttempts")
     pl = _obj(d, "Placement")
     t.placement.constraints.extend(_strs(pl, "Constraints"))
+    _preferences_from(_list(pl, "Preferences"), t.placement)
     t.placement.max_replicas = _uint(pl, "MaxReplicas")
     for n in _list(d, "Networks"):
         t.networks.add(target=_str(n, "Target"), aliases=_strs(n, "Aliases"))
     t.force_update = _uint(d, "ForceUpdate")
+
+
+def _preferences_from(prefs: list[Any], placement: pb.Placement) -> None:
+    """Placement.Preferences as moby converts them: an entry without Spread (the only kind) is dropped. Shown back,
+    every stored entry is a Spread (canonical() empties one whose descriptor is "", which stays "" both ways)."""
+    for p in prefs:
+        if not isinstance(p, dict):
+            raise InvalidParameter(f"invalid JSON: Preferences entries must be objects, got {json.dumps(p)}")
+        if get_ci(p, "Spread") is not None:
+            placement.preferences.add().spread.spread_descriptor = _str(_obj(p, "Spread"), "SpreadDescriptor")
+
+
+def _replicated_job_from(d: dict[str, Any], job: pb.ReplicatedJob) -> None:
+    """moby's defaults: MaxConcurrent absent is 1, TotalCompletions absent is MaxConcurrent (a given 0 stays 0);
+    a negative count gets swarmkit's refusal (moby's JSON decoding into uint64 would fail on it)."""
+    concurrent = _int(d, "MaxConcurrent", "MaxConcurrent")
+    total = _int(d, "TotalCompletions", "TotalCompletions")
+    if concurrent is not None and concurrent < 0:
+        raise InvalidParameter("Maximum concurrent jobs must not be negative")
+    if total is not None and total < 0:
+        raise InvalidParameter("Total completed jobs must not be negative")
+    job.SetInParent()
+    job.max_concurrent = 1 if concurrent is None else concurrent
+    job.total_completions = job.max_concurrent if total is None else total
 
 
 def service_spec_from_json(d: dict[str, Any]) -> pb.ServiceSpec:
@@ -440,7 +487,13 @@ def service_spec_from_json(d: dict[str, Any]) -> pb.ServiceSpec:
         for n in _list(d, "Networks"):
             s.task.networks.add(target=_str(n, "Target"), aliases=_strs(n, "Aliases"))
     mode = _obj(d, "Mode")
-    if get_ci(mode, "Global") is not None:
+    if sum(get_ci(mode, m) is not None for m in ("Global", "Replicated", "ReplicatedJob", "GlobalJob")) > 1:
+        raise InvalidParameter("must specify only one service mode")  # moby's ServiceSpecToGRPC
+    if get_ci(mode, "ReplicatedJob") is not None:
+        _replicated_job_from(_obj(mode, "ReplicatedJob"), s.replicated_job)
+    elif get_ci(mode, "GlobalJob") is not None:
+        s.global_job.SetInParent()
+    elif get_ci(mode, "Global") is not None:
         getattr(s, "global").SetInParent()
     else:
         rep = _obj(mode, "Replicated")

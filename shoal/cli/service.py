@@ -55,6 +55,7 @@ def _common_options(f: Any) -> Any:
                      help="Start period for the container to initialize before counting retries towards unstable (ms|s|m|h)"),
         click.option("--health-timeout", default=None, help="Maximum time to allow one check to run (ms|s|m|h)"),
         click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK"),
+        click.option("--oom-score-adj", type=int, default=None, help="Tune host's OOM preferences (-1000 to 1000)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -64,14 +65,18 @@ def _common_options(f: Any) -> Any:
 @service.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False})
 @_common_options
 @click.option("--name", default=None, help="Service name")
-@click.option("--mode", default="replicated", help='Service mode ("replicated", "global")')
+@click.option("--mode", default="replicated", help='Service mode ("replicated", "global", "replicated-job", "global-job")')
+@click.option("--max-concurrent", type=click.IntRange(min=0), default=None,
+              help="Number of job tasks to run concurrently (default equal to --replicas)")
 @click.option("--network", multiple=True, help="Network attachments")
 @click.option("-p", "--publish", multiple=True, help="Publish a port as a node port")
 @click.option("--mount", multiple=True, help="Attach a filesystem mount to the service")
 @click.option("--constraint", multiple=True, help="Placement constraints")
+@click.option("--placement-pref", multiple=True, help="Add a placement preference")
 @click.option("--replicas-max-per-node", type=int, default=None, help="Maximum number of tasks per node (default 0 = unlimited)")
 @click.option("-l", "--label", multiple=True, help="Service labels")
 @click.option("--container-label", multiple=True, help="Container labels")
+@click.option("--group", multiple=True, help="Set one or more supplementary user groups for the container")
 @click.option("-w", "--workdir", default=None, help="Working directory inside the container")
 @click.option("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])")
 @click.argument("image")
@@ -88,7 +93,23 @@ def create(**o: Any) -> None:
 
 
 def _mode(s: dict[str, Any]) -> str:
-    return "global" if "Global" in (s["Spec"].get("Mode") or {}) else "replicated"
+    mode = s["Spec"].get("Mode") or {}
+    for key, name in (("Global", "global"), ("ReplicatedJob", "replicated job"), ("GlobalJob", "global job")):
+        if key in mode:
+            return name
+    return "replicated"
+
+
+def _replicas(s: dict[str, Any]) -> str:
+    """docker's REPLICAS column (its formatter): running/desired, and a job's completions."""
+    st = s.get("ServiceStatus") or {}
+    running, desired, done = st.get("RunningTasks", 0), st.get("DesiredTasks", 0), st.get("CompletedTasks", 0)
+    mode = s["Spec"].get("Mode") or {}
+    if "ReplicatedJob" in mode:
+        return f"{running}/{desired} ({done}/{mode['ReplicatedJob'].get('TotalCompletions', 0)} completed)"
+    if "GlobalJob" in mode:
+        return f"{running}/{desired} ({done}/{desired + done} completed)"
+    return f"{running}/{desired}"
 
 
 def _ports(s: dict[str, Any]) -> str:
@@ -118,9 +139,7 @@ def ls(quiet: bool, filters: tuple[str, ...]) -> None:
     services = c.get("/services", {**query, "status": "true"})
     rows = []
     for s in sorted(services, key=lambda s: s["Spec"]["Name"]):
-        st = s.get("ServiceStatus") or {}
-        rows.append([s["ID"][:12], s["Spec"]["Name"], _mode(s), f"{st.get('RunningTasks', 0)}/{st.get('DesiredTasks', 0)}",
-                     _image(s["Spec"]), _ports(s)])
+        rows.append([s["ID"][:12], s["Spec"]["Name"], _mode(s), _replicas(s), _image(s["Spec"]), _ports(s)])
     out(render_table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows))
 
 
@@ -154,15 +173,14 @@ def _title(s: str) -> str:
 def ps_rows(service: dict[str, Any], tasks: list[dict[str, Any]], node_names: dict[str, str], trunc: bool = True) -> list[list[str]]:
     """`service ps`: per slot (node), the newest task first, older ones as ` \\_ name`."""
     name = service["Spec"]["Name"]
-    glob = _mode(service) == "global"
     groups: dict[Any, list[dict[str, Any]]] = {}
-    for t in tasks:
-        groups.setdefault(t.get("NodeID", "") if glob else t.get("Slot", 0), []).append(t)
+    for t in tasks:  # docker's naming: a task without a slot (global, a replicated job's slot 0) goes by its node
+        groups.setdefault(t.get("Slot") or t.get("NodeID", ""), []).append(t)
     rows = []
-    for key in sorted(groups, key=lambda k: (str(k) if glob else int(k))):
+    for key in sorted(groups, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0, str(k))):
         group = sorted(groups[key], key=lambda t: t.get("CreatedAt", ""), reverse=True)
         for i, t in enumerate(group):
-            label = f"{name}.{t.get('NodeID', '') if glob else t.get('Slot', 0)}"
+            label = f"{name}.{key}"
             st = t.get("Status") or {}
             err = st.get("Err", "")
             if trunc and len(err) > 30:
@@ -248,11 +266,19 @@ def _pretty(s: dict[str, Any]) -> str:
     lines = ["", f"ID:\t\t{s['ID']}", f"Name:\t\t{spec['Name']}"]
     if _mode(s) == "global":
         lines.append("Service Mode:\tGlobal")
-    else:
+    elif _mode(s) == "replicated":
         lines += ["Service Mode:\tReplicated", f" Replicas:\t{spec['Mode']['Replicated'].get('Replicas', 0)}"]
-    cons = ((spec.get("TaskTemplate") or {}).get("Placement") or {}).get("Constraints")
+    else:
+        lines.append("Service Mode:")  # the docker CLI's template names no job mode
+    placement = (spec.get("TaskTemplate") or {}).get("Placement") or {}
+    cons = placement.get("Constraints")
+    prefs = ["spread=" + p["Spread"].get("SpreadDescriptor", "") for p in placement.get("Preferences") or [] if p.get("Spread")]
+    if cons or prefs:
+        lines.append("Placement:")
     if cons:
-        lines += ["Placement:", f" Constraints:\t[{' '.join(cons)}]"]
+        lines.append(f" Constraints:\t[{' '.join(cons)}]")
+    if prefs:
+        lines.append(f" Preferences:   [{' '.join(prefs)}]")  # docker's template: three spaces, no tab
     lines += ["ContainerSpec:", f" Image:\t\t{_image(spec)}"]
     args = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Args")
     if args:
@@ -282,9 +308,13 @@ def scale(detach: bool, pairs: tuple[str, ...]) -> None:
         try:
             svc = find_service(c, name)
             spec = svc["Spec"]
-            if "Replicated" not in (spec.get("Mode") or {}):
-                raise DaemonError(400, f"scale can only be used with replicated mode")
-            spec["Mode"]["Replicated"]["Replicas"] = int(value)
+            mode = spec.get("Mode") or {}
+            if "Replicated" in mode:
+                mode["Replicated"]["Replicas"] = int(value)
+            elif "ReplicatedJob" in mode:  # the docker CLI's scale: a new run with that many completions
+                mode["ReplicatedJob"]["TotalCompletions"] = int(value)
+            else:
+                raise DaemonError(400, "scale can only be used with replicated or replicated-job mode")
             c.post(f"/services/{svc['ID']}/update", spec, {"version": svc["Version"]["Index"]})
         except DaemonError as e:
             err(f"{name}: {e.message}" if e.status == 400 else f"Error response from daemon: {e.message}")
@@ -308,6 +338,10 @@ def scale(detach: bool, pairs: tuple[str, ...]) -> None:
 @click.option("--mount-rm", multiple=True, help="Remove a mount by its target path")
 @click.option("--constraint-add", multiple=True, help="Add or update a placement constraint")
 @click.option("--constraint-rm", multiple=True, help="Remove a constraint")
+@click.option("--group-add", multiple=True, help="Add an additional supplementary user group to the container")
+@click.option("--group-rm", multiple=True, help="Remove a previously added supplementary user group from the container")
+@click.option("--placement-pref-add", multiple=True, help="Add a placement preference")
+@click.option("--placement-pref-rm", multiple=True, help="Remove a placement preference")
 @click.option("--network-add", multiple=True, help="Add a network")
 @click.option("--network-rm", multiple=True, help="Remove a network")
 @click.option("--force", is_flag=True, help="Force update even if no changes require it")

@@ -217,12 +217,61 @@ def update_health(current: dict[str, Any] | None, o: dict[str, Any]) -> dict[str
     return h
 
 
+def placement_prefs(values: Iterable[str], flag: str) -> list[dict[str, Any]]:
+    """--placement-pref values (`spread=node.labels.zone`) as PlacementPreferences, refused as the docker CLI's
+    placementPrefOpts.Set refuses them; the descriptor is the manager's to read."""
+    out = []
+    for value in values:
+        strategy, sep, arg = value.partition("=")
+        if not sep or not strategy:
+            why = 'placement preference must be of the format "<strategy>=<arg>"'
+        elif strategy != "spread":
+            why = f"unsupported placement preference {strategy} (only spread is supported)"
+        else:
+            out.append({"Spread": {"SpreadDescriptor": arg}})
+            continue
+        raise UsageError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+    return out
+
+
 def labels(items: Iterable[str]) -> dict[str, str]:
     out = {}
     for item in items:
         k, _, v = item.partition("=")
         out[k] = v
     return out
+
+
+UPDATE_FLAGS = ("update_parallelism", "update_delay", "update_failure_action", "update_monitor", "update_order",
+                "update_max_failure_ratio")
+
+
+def service_mode(o: dict[str, Any]) -> dict[str, Any]:
+    """The spec's Mode from --mode, --replicas, --max-concurrent, --replicas-max-per-node, with the docker CLI's
+    refusals (its ToServiceMode): for a replicated job --replicas is TotalCompletions and --max-concurrent defaults to
+    it (both absent: the daemon's defaults, 1 and 1)."""
+    mode = o.get("mode") or "replicated"
+    replicas, concurrent = o.get("replicas"), o.get("max_concurrent")
+    if mode in ("global", "global-job"):
+        if mode == "global" and replicas is not None:
+            raise UsageError("replicas can only be used with replicated or replicated-job mode")
+        if o.get("replicas_max_per_node"):
+            raise UsageError("replicas-max-per-node can only be used with replicated or replicated-job mode")
+    if mode != "replicated-job" and concurrent is not None:
+        raise UsageError("max-concurrent can only be used with replicated-job mode")
+    if mode == "global":
+        return {"Global": {}}
+    if mode == "replicated":
+        return {"Replicated": {"Replicas": replicas} if replicas is not None else {}}
+    if mode == "replicated-job":
+        concurrent = replicas if concurrent is None else concurrent
+        return {"ReplicatedJob": {**({"MaxConcurrent": concurrent} if concurrent is not None else {}),
+                                  **({"TotalCompletions": replicas} if replicas is not None else {})}}
+    if mode == "global-job":
+        if replicas is not None:
+            raise UsageError("replicas can only be used with replicated or replicated-job mode")
+        return {"GlobalJob": {}}
+    raise UsageError(f"Unknown mode: {mode}, only replicated and global supported")
 
 
 def create_spec(o: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +290,10 @@ def create_spec(o: dict[str, Any]) -> dict[str, Any]:
         cs["User"] = o["user"]
     if o.get("container_label"):
         cs["Labels"] = labels(o["container_label"])
+    if o.get("group"):
+        cs["Groups"] = list(o["group"])
+    if o.get("oom_score_adj"):  # the daemon checks its range (the docker CLI does not)
+        cs["OomScoreAdj"] = o["oom_score_adj"]
     if o.get("mount"):
         cs["Mounts"] = [parse_mount(m) for m in o["mount"]]
     if o.get("stop_grace_period"):
@@ -253,6 +306,8 @@ def create_spec(o: dict[str, Any]) -> dict[str, Any]:
                             "Resources": {"Limits": _resources(o.get("limit_cpu"), o.get("limit_memory")),
                                           "Reservations": _resources(o.get("reserve_cpu"), o.get("reserve_memory"))},
                             "Placement": {**({"Constraints": list(o["constraint"])} if o.get("constraint") else {}),
+                                          **({"Preferences": placement_prefs(o["placement_pref"], "--placement-pref")}
+                                             if o.get("placement_pref") else {}),
                                           **({"MaxReplicas": o["replicas_max_per_node"]} if o.get("replicas_max_per_node") else {})},
                             "ForceUpdate": 0}
     rp = restart_policy(o.get("restart_condition"), o.get("restart_delay"), o.get("restart_max_attempts"), o.get("restart_window"))
@@ -260,21 +315,17 @@ def create_spec(o: dict[str, Any]) -> dict[str, Any]:
         task["RestartPolicy"] = rp
     if o.get("network"):
         task["Networks"] = [parse_network(n) for n in o["network"]]
-    mode = o.get("mode") or "replicated"
-    if mode not in ("replicated", "global"):
-        raise UsageError(f"invalid mode: {mode}")
-    if mode == "global":
-        if o.get("replicas") is not None:
-            raise UsageError("replicas can only be used with replicated mode")
-        svc_mode: dict[str, Any] = {"Global": {}}
-    else:
-        svc_mode = {"Replicated": {"Replicas": o["replicas"]} if o.get("replicas") is not None else {}}
+    svc_mode = service_mode(o)
     spec: dict[str, Any] = {"Name": o.get("name") or "", "Labels": labels(o.get("label") or ()), "TaskTemplate": task,
                             "Mode": svc_mode,
                             "UpdateConfig": update_config(o.get("update_parallelism"), o.get("update_delay"),
                                                           o.get("update_failure_action"), o.get("update_monitor"),
                                                           o.get("update_order"), o.get("update_max_failure_ratio")),
                             "EndpointSpec": {"Mode": o.get("endpoint_mode") or "vip"}}
+    if "ReplicatedJob" in svc_mode or "GlobalJob" in svc_mode:
+        if any(o.get(f) is not None for f in UPDATE_FLAGS):  # the docker CLI's ToService
+            raise UsageError("update and rollback configuration is not supported for jobs")
+        del spec["UpdateConfig"]  # swarmkit refuses a job's: "Jobs may not have an update config"
     if spec["EndpointSpec"]["Mode"] not in ("vip", "dnsrr"):
         raise UsageError(f"invalid endpoint mode: {spec['EndpointSpec']['Mode']}")
     if o.get("publish"):
@@ -302,6 +353,11 @@ def update_spec(spec: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
         cs["Env"] = env
     if o.get("hostname") is not None:
         cs["Hostname"] = o["hostname"]
+    if o.get("group_add") or o.get("group_rm"):  # the docker CLI's updateGroups: added, then removed, then sorted
+        gone = set(o.get("group_rm") or ())
+        cs["Groups"] = sorted(g for g in [*(cs.get("Groups") or []), *(o.get("group_add") or ())] if g not in gone)
+    if o.get("oom_score_adj") is not None:
+        cs["OomScoreAdj"] = o["oom_score_adj"]
     if o.get("mount_add") or o.get("mount_rm"):
         gone = set(o.get("mount_rm") or ())
         mounts = [m for m in cs.get("Mounts") or [] if m.get("Target") not in gone]
@@ -322,6 +378,11 @@ def update_spec(spec: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
     if o.get("constraint_add") or o.get("constraint_rm"):
         gone = set(o.get("constraint_rm") or ())
         pl["Constraints"] = [c for c in pl.get("Constraints") or [] if c not in gone] + list(o.get("constraint_add") or ())
+    if o.get("placement_pref_add") or o.get("placement_pref_rm"):  # the docker CLI's updatePlacementPreferences
+        added = placement_prefs(o.get("placement_pref_add") or (), "--placement-pref-add")
+        gone = {p["Spread"]["SpreadDescriptor"] for p in placement_prefs(o.get("placement_pref_rm") or (), "--placement-pref-rm")}
+        pl["Preferences"] = [p for p in pl.get("Preferences") or []
+                             if (p.get("Spread") or {}).get("SpreadDescriptor") not in gone] + added
     if o.get("network_add") or o.get("network_rm"):
         gone = set(o.get("network_rm") or ())
         task["Networks"] = [n for n in task.get("Networks") or [] if n.get("Target") not in gone] + [
@@ -330,11 +391,13 @@ def update_spec(spec: dict[str, Any], o: dict[str, Any]) -> dict[str, Any]:
         task["ForceUpdate"] = int(task.get("ForceUpdate") or 0) + 1
     if o.get("replicas") is not None:
         if "Replicated" not in (s.get("Mode") or {}):
-            raise UsageError("replicas can only be used with replicated mode")
+            raise UsageError("replicas can only be used with replicated mode")  # the docker CLI's updateReplicas
         s["Mode"]["Replicated"]["Replicas"] = o["replicas"]
-    s["UpdateConfig"] = update_config(o.get("update_parallelism"), o.get("update_delay"), o.get("update_failure_action"),
-                                      o.get("update_monitor"), o.get("update_order"), o.get("update_max_failure_ratio"),
-                                      base=s.get("UpdateConfig"))
+    job = "ReplicatedJob" in (s.get("Mode") or {}) or "GlobalJob" in (s.get("Mode") or {})
+    if not job or any(o.get(f) is not None for f in UPDATE_FLAGS):  # a job's flags go to swarmkit, which refuses them
+        s["UpdateConfig"] = update_config(o.get("update_parallelism"), o.get("update_delay"),
+                                          o.get("update_failure_action"), o.get("update_monitor"), o.get("update_order"),
+                                          o.get("update_max_failure_ratio"), base=s.get("UpdateConfig"))
     ep = s.setdefault("EndpointSpec", {"Mode": "vip"})
     if o.get("endpoint_mode"):
         ep["Mode"] = o["endpoint_mode"]

@@ -1,6 +1,7 @@
 """The live convergence display of `service create|update|scale|rollback` without --detach, like the docker CLI's:
 one `rich` bar per slot (per node for a global service), `overall progress: 2 out of 2 tasks`, then
-`verify: Service converged` once it stayed converged for the update monitor period. converge_state() is the pure
+`verify: Service converged` once it stayed converged for the update monitor period; for a job, `job progress: 3 out
+of 4 complete` and `active tasks: 1 out of 1 tasks` until the run completed, then `job complete`. converge_state() is the pure
 part (which tasks count, as docker decides it); follow() polls the daemon like the docker CLI (CLIENT-SPEC §6)."""
 
 from __future__ import annotations
@@ -63,6 +64,111 @@ def converge_state(service: dict[str, Any], tasks: list[dict[str, Any]], nodes: 
     return c
 
 
+@dataclass(slots=True)
+class JobProgress:
+    """A job run's progress as the docker CLI's replicatedJobProgressUpdater / globalJobProgressUpdater show it."""
+
+    total: int  # completions wanted (replicated) or nodes of the run (global: those with a task at the first look)
+    completed: int = 0
+    active: int = 0  # tasks of the run not yet complete nor ended
+    concurrent: int | None = None  # MaxConcurrent (replicated)
+    slots: list[tuple[str, str, str]] = field(default_factory=list)  # (label, state, error)
+
+    @property
+    def done(self) -> bool:
+        return self.completed == self.total
+
+    def lines(self) -> list[str]:
+        width = len(str(self.total))
+        out = [f"job progress: {self.completed:>{width}} out of {self.total} complete"]
+        if self.concurrent is not None:
+            wanted = min(self.total - self.completed, self.concurrent)
+            w = len(str(self.concurrent))
+            out.append(f"active tasks: {self.active:>{w}} out of {wanted:>{w}} tasks")
+        return out
+
+
+def job_state(service: dict[str, Any], tasks: list[dict[str, Any]], nodes: set[str] | None = None) -> JobProgress:
+    """Only the current run's tasks count (JobIteration); per slot (node) the task with the lowest state. A global
+    job's nodes are fixed by the first call (`nodes` None then; later calls pass the nodes it returned in slots)."""
+    mode = (service.get("Spec") or {}).get("Mode") or {}
+    run = ((service.get("JobStatus") or {}).get("JobIteration") or {}).get("Index", 0)
+    mine = [t for t in tasks if t.get("JobIteration") is not None and t["JobIteration"].get("Index", 0) == run
+            and t.get("Status", {}).get("State") in ORDER and t.get("DesiredState") in ORDER]
+    glob = "GlobalJob" in mode
+    key = (lambda t: t.get("NodeID", "")) if glob else (lambda t: t.get("Slot", 0))
+    lowest: dict[Any, dict[str, Any]] = {}
+    for t in mine:
+        k = key(t)
+        if glob and nodes is not None and k not in nodes:
+            continue  # a node that came later: docker follows the first nodes only
+        if k not in lowest or ORDER[t["Status"]["State"]] < ORDER[lowest[k]["Status"]["State"]]:
+            lowest[k] = t
+    if glob:
+        p = JobProgress(total=len(nodes) if nodes is not None else len(lowest))
+        keys: list[Any] = sorted(lowest)
+    else:
+        job = mode.get("ReplicatedJob") or {}
+        p = JobProgress(total=int(job.get("TotalCompletions") or 0), concurrent=int(job.get("MaxConcurrent") or 0))
+        keys = list(range(len(lowest)))  # docker reads slots 0 .. n-1 of the n it has
+    for k in keys:
+        t = lowest.get(k) or {"Status": {"State": ""}}
+        st = t["Status"]["State"]
+        if st in ORDER and ORDER[st] < ORDER["complete"]:
+            p.active += 1
+        if st == "complete":
+            p.completed += 1
+        label = k if glob else f"{k + 1}/{p.total}"
+        p.slots.append((label, st, t["Status"].get("Err", "")))
+    return p
+
+
+def follow_job(c: Any, service_id: str) -> None:
+    """Polls a job's run until every task of it completed, then prints `job complete` (no verify period: a job stays
+    done). A global job waits for its first tasks before it counts its nodes."""
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 100, highlight=False)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=50), TextColumn("{task.fields[err]}"),
+                        console=console, transient=False, auto_refresh=sys.stdout.isatty())
+    rows: dict[str, Any] = {}
+    nodes: set[str] | None = None
+    query = {"filters": json.dumps({"_up-to-date": {"true": True}, "service": {service_id: True}})}
+    with progress:
+        while True:
+            service = c.get(f"/services/{service_id}", {"insertDefaults": "false"})
+            tasks = c.get("/tasks", query)
+            glob = "GlobalJob" in ((service.get("Spec") or {}).get("Mode") or {})
+            if glob and nodes is None:
+                if not tasks and c.get("/nodes"):
+                    _show(progress, rows, "job progress", "job progress: waiting for tasks", 0.0, "")
+                    time.sleep(POLL_S)
+                    continue
+                nodes = {str(label) for label, _st, _err in job_state(service, tasks).slots}
+            state = job_state(service, tasks, nodes)
+            for i, line in enumerate(state.lines()):
+                _show(progress, rows, "job progress" if i == 0 else "active tasks", line,
+                      state.completed / max(state.total, 1) if i == 0 else 0.0, "")
+            if state.total <= 20:  # docker draws a bar per task only up to 20 of them
+                for label, st, err in state.slots:
+                    name = str(label)[:12] if glob else str(label)
+                    _show(progress, rows, str(label), f"{name}: {st or ' '}", fraction(st) if st != "complete" else 1.0,
+                          err)
+            if state.done:
+                break
+            time.sleep(POLL_S)
+    console.print("job complete")
+
+
+def _show(progress: Any, rows: dict[str, Any], key: str, text: str, done: float, err: str) -> None:
+    if key not in rows:
+        rows[key] = progress.add_task(text, total=1, err="")
+    progress.update(rows[key], description=text, completed=done, err=err)
+
+
 def _created(t: dict[str, Any]) -> float:
     from shoal.cli.format import parse_time
 
@@ -82,8 +188,13 @@ def monitor_s(service: dict[str, Any]) -> float:
 
 
 def follow(c: Any, service_id: str, verify: bool = True) -> None:
-    """Polls until converged (then verifies for the monitor period); raises RuntimeError when the update paused."""
+    """Polls until converged (then verifies for the monitor period); raises RuntimeError when the update paused.
+    A job's run has its own display (follow_job)."""
     import sys
+
+    if c.get(f"/services/{service_id}", {"insertDefaults": "false"}).get("JobStatus") is not None:
+        follow_job(c, service_id)
+        return
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn

@@ -46,8 +46,11 @@ def service_name(task: pb.Task) -> str:
 
 
 def container_name(task: pb.Task) -> str:
-    if task.annotations.name:
-        return task.annotations.name
+    name = task.annotations.name
+    if name and ".." not in name:
+        return name
+    # a replicated job's slot 0 task is named before it has a node ("job..<id>"): swarmkit's naming puts the node
+    # id where a task has no slot
     middle = str(task.slot) if task.slot else task.node_id
     return f"{service_name(task)}.{middle}.{task.id}"
 
@@ -138,6 +141,10 @@ def _host_options(c: Any) -> dict[str, Any]:
         out["Sysctls"] = dict(c.sysctls)
     if _field(c, "ulimits"):
         out["Ulimits"] = [{"Name": u.name, "Soft": u.soft, "Hard": u.hard} for u in c.ulimits]
+    if _field(c, "groups"):
+        out["GroupAdd"] = list(c.groups)
+    if _field(c, "oom_score_adj"):  # out of range: the create refuses it, with moby's words, and the task is rejected
+        out["OomScoreAdj"] = int(c.oom_score_adj)
     return out
 
 

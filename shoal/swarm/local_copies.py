@@ -66,10 +66,13 @@ def _task_networks(engine: Any) -> set[str]:
         return set()
     tasks = list(getattr(worker, "tasks", {}).values())
     tasks += [r.task for r in list(getattr(worker, "runners", {}).values()) if not getattr(r, "removed", False)]
+    statuses = getattr(worker, "statuses", {})
     out: set[str] = set()
     for t in tasks:
-        if t.desired_state > pb.TASK_STATE_RUNNING:
+        if t.desired_state > pb.TASK_STATE_COMPLETE:  # a job's task is desired COMPLETE
             continue
+        if t.desired_state == pb.TASK_STATE_COMPLETE and (statuses.get(t.id) or t.status).state > pb.TASK_STATE_RUNNING:
+            continue  # a job's task that ended: it stays desired COMPLETE and never runs again
         for att in t.networks:
             out.add(att.network.id)
             if att.network.spec.annotations.name:

@@ -42,6 +42,7 @@ HOLD_S = 0.25
 STARTS_HOLD_S = 2.0
 RUNNING = pb.TaskState.TASK_STATE_RUNNING
 ACCEPTED = pb.TaskState.TASK_STATE_ACCEPTED
+COMPLETE = pb.TaskState.TASK_STATE_COMPLETE
 INGRESS_MODE = 0  # PortConfig.publish_mode INGRESS
 _PROTOS = {0: "tcp", 1: "udp", 2: "sctp"}
 
@@ -151,7 +152,7 @@ class ServiceGlue:
         tasks = dict(worker.tasks)
         for tid, task in tasks.items():
             st = worker.statuses.get(tid)
-            if not task.service_id or task.desired_state > RUNNING or st is None or st.state != RUNNING:
+            if not task.service_id or task.desired_state > COMPLETE or st is None or st.state != RUNNING:
                 continue
             for nid, rec in self._records_of(tid, task, overlays).items():
                 out[(nid, tid)] = rec
@@ -177,7 +178,7 @@ class ServiceGlue:
         for tid, st in list(worker.statuses.items()):
             if ACCEPTED <= st.state < RUNNING:
                 task = worker.tasks.get(tid)
-                if task is not None and task.desired_state == RUNNING:
+                if task is not None and task.desired_state in (RUNNING, COMPLETE):  # a job's task: COMPLETE
                     return True
         return False
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import subprocess
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from shoal.lab import Lab, host_address
 from tests.docker_client import docker_client
@@ -57,6 +58,21 @@ def join_swarm(lab: Lab, managers: Sequence[str] = (), workers: Sequence[str] = 
         assert joined.returncode == 0 or joined.stderr.startswith(JOIN_GOES_ON), joined.stderr
     members = sorted(["h1", *managers, *workers])
     wait_until(lambda: ready_nodes(lab) == members, READY_S, interval=0.2)
+
+
+@contextlib.contextmanager
+def services_removed_after(client: Any, wait_for_tasks: bool = False) -> Iterator[Any]:
+    """Yields client (a manager's); every service made meanwhile is removed after, and with wait_for_tasks its tasks
+    are waited out of the store (a test that removes a network next needs them gone)."""
+    before = {s["ID"] for s in client.get("/services")}
+    try:
+        yield client
+    finally:
+        made = [s["ID"] for s in client.get("/services") if s["ID"] not in before]
+        for sid in made:
+            client.delete(f"/services/{sid}")
+        if wait_for_tasks:
+            wait_until(lambda: not [t for t in client.get("/tasks") if t["ServiceID"] in made], 60, interval=0.2)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import pytest
 from shoal.client import DaemonError
 from shoal.lab import Lab, data_dir, host_address
 from tests.lab.helpers import wait_until
-from tests.lab.swarm_lab import docker, running_swarm, sh
+from tests.lab.swarm_lab import docker, running_swarm, services_removed_after, sh
 
 HOSTS = ["h1", "h2", "h3"]
 NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
@@ -32,12 +32,8 @@ def swarm() -> Iterator[Lab]:
 @pytest.fixture
 def api(swarm: Lab) -> Iterator[Any]:
     """h1's client; every service a test made is removed after it."""
-    c = swarm.client("h1")
-    before = {s["ID"] for s in c.get("/services")}
-    yield c
-    for s in c.get("/services"):
-        if s["ID"] not in before:
-            c.delete(f"/services/{s['ID']}")
+    with services_removed_after(swarm.client("h1")) as c:
+        yield c
 
 
 def node_ids(lab: Lab) -> dict[str, str]:
@@ -389,6 +385,43 @@ def test_docker_cli_service_flags_reach_the_task_container(swarm: Lab, api: Any)
     out = docker(swarm, "h2", "exec", c["Id"], "sh", "-c", "ulimit -n; grep -c scratch /proc/mounts; "
                  "grep scratch /proc/mounts | grep -o size=[0-9]*k; touch /x 2>&1 || true").stdout
     assert out.split("\n")[:3] == ["100", "1", "size=1024k"] and "Read-only file system" in out
+
+
+def test_docker_cli_group_and_oom_score_adj_reach_the_task_container(swarm: Lab, api: Any) -> None:
+    docker(swarm, "h1", "service", "create", "--detach", "--name", "grp", "--constraint", "node.hostname==h2",
+           "--group", "nobody", "--group", "4242", "--oom-score-adj", "500", "busybox", "sleep", "1d")
+    sid = api.get("/services/grp")["ID"]
+    wait_until(lambda: all_running(api, sid, 1), 30, interval=0.2)
+    (c,) = [c for c in swarm.client("h2").get("/containers/json") if c["Names"][0].startswith("/grp.1.")]
+    h = swarm.client("h2").get(f"/containers/{c['Id']}/json")["HostConfig"]
+    assert (h["GroupAdd"], h["OomScoreAdj"]) == (["nobody", "4242"], 500)
+    out = docker(swarm, "h2", "exec", c["Id"], "sh", "-c", "grep Groups: /proc/1/status; cat /proc/1/oom_score_adj").stdout
+    assert out == "Groups:\t0 4242 65534 \n500\n"
+
+
+def test_shoal_cli_service_update_changes_groups_and_oom_score_adj(swarm: Lab, api: Any) -> None:
+    sh(swarm, "h1", "service", "create", "--detach", "--name", "grpup", "--constraint", "node.hostname==h3",
+       "--stop-grace-period", "1s", "--group", "nobody", "--oom-score-adj", "300", "busybox", "sleep", "1d")
+    sid = api.get("/services/grpup")["ID"]
+    wait_until(lambda: all_running(api, sid, 1), 30, interval=0.2)
+    sh(swarm, "h1", "service", "update", "--detach", "--group-rm", "nobody", "--group-add", "4242",
+       "--oom-score-adj", "200", "grpup")  # positive: these machines' root lacks CAP_SYS_RESOURCE
+    cs = api.get(f"/services/{sid}")["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert (cs["Groups"], cs["OomScoreAdj"]) == (["4242"], 200)
+    (t,) = wait_until(lambda: (ts := all_running(api, sid, 1)) and ts[0]["Spec"]["ContainerSpec"].get("OomScoreAdj") == 200
+                      and ts, 60, interval=0.2)
+    cid = t["Status"]["ContainerStatus"]["ContainerID"]
+    out = docker(swarm, "h3", "exec", cid, "sh", "-c", "grep Groups: /proc/1/status; cat /proc/1/oom_score_adj").stdout
+    assert out == "Groups:\t0 4242 \n200\n"
+
+
+def test_a_task_with_an_oom_score_adj_out_of_range_is_rejected_with_mobys_message(swarm: Lab, api: Any) -> None:
+    body = spec("oombad", 1)
+    body["TaskTemplate"]["ContainerSpec"]["OomScoreAdj"] = 2000  # swarmkit takes it: the engine's create refuses it
+    sid = api.post("/services/create", body)["ID"]
+    t = wait_until(lambda: next((t for t in tasks_of(api, sid) if t["Status"]["State"] == "rejected"), None), 30,
+                   interval=0.2)
+    assert t["Status"]["Err"] == "Invalid value 2000, range for oom score adj is [-1000, 1000]"
 
 
 def test_a_service_flag_shoal_does_not_apply_is_refused_naming_the_field(swarm: Lab, api: Any) -> None:

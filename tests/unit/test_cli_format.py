@@ -363,7 +363,7 @@ def test_fast_service_create_leaves_a_replicas_value_click_refuses_to_click(valu
 
 @pytest.mark.parametrize("argv,message", [
     (["--replicas", "-1", "busybox"], "Invalid value for '--replicas': -1 is not in the range x>=0."),
-    (["--mode", "bogus", "busybox"], "Error: invalid mode: bogus"),
+    (["--mode", "bogus", "busybox"], "Error: Unknown mode: bogus, only replicated and global supported"),  # docker's
 ])
 def test_service_create_with_a_bad_value_gets_the_click_command_usage_error_and_sends_nothing(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

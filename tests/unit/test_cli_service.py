@@ -201,3 +201,190 @@ def test_the_fast_path_leaves_health_flags_to_click() -> None:
 
     assert parse_fast(["service", "create", "--health-cmd", "true", "busybox"]) is None
     assert parse_fast(["service", "create", "--no-healthcheck", "busybox"]) is None
+
+
+def test_placement_pref_flags_become_spread_preferences_in_order() -> None:
+    s = create_spec({"image": "busybox", "constraint": ("node.role==worker",),
+                     "placement_pref": ("spread=node.labels.zone", "spread=engine.labels.rack")})
+    assert s["TaskTemplate"]["Placement"] == {"Constraints": ["node.role==worker"], "Preferences": [
+        {"Spread": {"SpreadDescriptor": "node.labels.zone"}}, {"Spread": {"SpreadDescriptor": "engine.labels.rack"}}]}
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("node.labels.zone", 'placement preference must be of the format "<strategy>=<arg>"'),
+    ("=node.labels.zone", 'placement preference must be of the format "<strategy>=<arg>"'),
+    ("pack=node.labels.zone", "unsupported placement preference pack (only spread is supported)"),
+])
+def test_a_bad_placement_pref_is_refused_with_the_docker_clis_message(value: str, why: str) -> None:
+    with pytest.raises(UsageError) as e:
+        create_spec({"image": "busybox", "placement_pref": (value,)})
+    assert str(e.value) == f'invalid argument "{value}" for "--placement-pref" flag: {why}'
+
+
+def test_update_removes_preferences_by_descriptor_then_appends_the_added_ones() -> None:
+    base = create_spec({"image": "busybox", "placement_pref": ("spread=node.labels.rack", "spread=node.labels.row")})
+    s = update_spec(base, {"placement_pref_add": ("spread=node.labels.dc",), "placement_pref_rm": ("spread=node.labels.rack",)})
+    assert s["TaskTemplate"]["Placement"]["Preferences"] == [{"Spread": {"SpreadDescriptor": "node.labels.row"}},
+                                                             {"Spread": {"SpreadDescriptor": "node.labels.dc"}}]
+    assert update_spec(base, {})["TaskTemplate"]["Placement"] == base["TaskTemplate"]["Placement"]
+
+
+def test_a_bad_placement_pref_rm_is_refused_naming_its_flag() -> None:
+    with pytest.raises(UsageError) as e:
+        update_spec(create_spec({"image": "busybox"}), {"placement_pref_rm": ("rack",)})
+    assert str(e.value) == ('invalid argument "rack" for "--placement-pref-rm" flag: '
+                            'placement preference must be of the format "<strategy>=<arg>"')
+
+
+def test_the_fast_path_leaves_placement_pref_to_click() -> None:
+    from shoal.cli.fast import parse_fast
+
+    assert parse_fast(["service", "create", "--placement-pref", "spread=node.labels.zone", "busybox"]) is None
+    assert parse_fast(["service", "create", "--placement-pref=spread=node.labels.zone", "busybox"]) is None
+
+
+def test_pretty_inspect_shows_preferences_as_docker_does() -> None:
+    from shoal.cli.service import _pretty
+
+    spec = create_spec({"image": "busybox", "name": "web", "replicas": 2,
+                        "placement_pref": ("spread=node.labels.zone", "spread=node.labels.rack")})
+    lines = _pretty({"ID": "s1", "Spec": spec}).splitlines()
+    assert lines[lines.index("Placement:") + 1] == " Preferences:   [spread=node.labels.zone spread=node.labels.rack]"
+
+
+def _click_params(verb: str, argv: list[str]) -> dict:
+    import click
+
+    from shoal.cli.root import cli
+
+    service = cli.get_command(click.Context(cli), "service")  # type: ignore[attr-defined]
+    command = service.get_command(click.Context(service), verb)
+    return command.make_context(verb, list(argv)).params
+
+
+def test_create_group_and_oom_score_adj_flags_become_the_container_specs() -> None:
+    s = create_spec(_click_params("create", ["--group", "audio", "--group", "4242", "--oom-score-adj", "500", "busybox"]))
+    cs = s["TaskTemplate"]["ContainerSpec"]
+    assert (cs["Groups"], cs["OomScoreAdj"]) == (["audio", "4242"], 500)
+
+
+def test_create_without_them_sends_neither_as_dockers_omitempty() -> None:
+    cs = create_spec(_click_params("create", ["busybox"]))["TaskTemplate"]["ContainerSpec"]
+    assert {"Groups", "OomScoreAdj"} & set(cs) == set()
+
+
+def test_update_adds_then_removes_groups_and_sorts_them_as_the_docker_cli_does() -> None:
+    base = create_spec({"image": "busybox", "group": ("wheel", "audio")})
+    s = update_spec(base, _click_params("update", ["--group-add", "staff", "--group-add", "video", "--group-rm", "audio",
+                                                   "--group-rm", "video", "web"]))
+    assert s["TaskTemplate"]["ContainerSpec"]["Groups"] == ["staff", "wheel"]
+
+
+def test_update_oom_score_adj_sets_it_and_other_updates_keep_it() -> None:
+    base = create_spec({"image": "busybox", "oom_score_adj": 500})
+    assert update_spec(base, _click_params("update", ["--oom-score-adj", "-100", "web"]))[
+        "TaskTemplate"]["ContainerSpec"]["OomScoreAdj"] == -100
+    kept = update_spec(base, _click_params("update", ["--env-add", "A=1", "web"]))["TaskTemplate"]["ContainerSpec"]
+    assert (kept["OomScoreAdj"], "Groups" in kept) == (500, False)
+
+
+def test_the_fast_path_leaves_group_and_oom_score_adj_to_click() -> None:
+    from shoal.cli.fast import parse_fast
+
+    assert parse_fast(["service", "create", "--group", "audio", "busybox"]) is None
+    assert parse_fast(["service", "create", "--oom-score-adj", "500", "busybox"]) is None
+
+
+# ---- jobs (--mode replicated-job|global-job) ------------------------------------------------
+@pytest.mark.parametrize("argv,mode", [
+    (["--mode", "replicated-job", "--replicas", "4", "--max-concurrent", "2"], {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}),
+    (["--mode", "replicated-job", "--replicas", "4"], {"ReplicatedJob": {"MaxConcurrent": 4, "TotalCompletions": 4}}),
+    (["--mode", "replicated-job", "--max-concurrent", "3"], {"ReplicatedJob": {"MaxConcurrent": 3}}),
+    (["--mode", "replicated-job"], {"ReplicatedJob": {}}),
+    (["--mode", "global-job"], {"GlobalJob": {}}),
+])
+def test_job_mode_flags_become_the_docker_clis_mode_and_no_update_config(argv: list[str], mode: dict) -> None:
+    s = create_spec(_click_params("create", [*argv, "busybox"]))
+    assert (s["Mode"], "UpdateConfig" in s) == (mode, False)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode", "global", "--max-concurrent", "2"], "max-concurrent can only be used with replicated-job mode"),
+    (["--mode", "replicated", "--max-concurrent", "2"], "max-concurrent can only be used with replicated-job mode"),
+    (["--mode", "global-job", "--replicas", "2"], "replicas can only be used with replicated or replicated-job mode"),
+    (["--mode", "global-job", "--replicas-max-per-node", "1"],
+     "replicas-max-per-node can only be used with replicated or replicated-job mode"),
+    (["--mode", "global", "--replicas", "2"], "replicas can only be used with replicated or replicated-job mode"),
+    (["--mode", "replicated-job", "--update-delay", "1s"], "update and rollback configuration is not supported for jobs"),
+    (["--mode", "batch"], "Unknown mode: batch, only replicated and global supported"),
+])
+def test_a_job_flag_in_the_wrong_mode_is_refused_with_the_docker_clis_message(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        create_spec(_click_params("create", [*argv, "busybox"]))
+    assert str(e.value) == message
+
+
+def test_update_of_a_job_sends_no_update_config_unless_an_update_flag_asks_for_one() -> None:
+    base = create_spec(_click_params("create", ["--mode", "replicated-job", "busybox"]))
+    assert "UpdateConfig" not in update_spec(base, _click_params("update", ["--force", "job"]))
+    assert "UpdateConfig" in update_spec(base, _click_params("update", ["--update-delay", "1s", "job"]))
+
+
+def test_the_fast_path_takes_a_job_mode_and_leaves_max_concurrent_to_click() -> None:
+    from shoal.cli.fast import parse_fast, service_create_options
+
+    _, _, params = parse_fast(["service", "create", "--mode", "replicated-job", "--replicas", "3", "busybox"])
+    assert create_spec(service_create_options(params))["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 3, "TotalCompletions": 3}}
+    assert parse_fast(["service", "create", "--mode", "replicated-job", "--max-concurrent", "2", "busybox"]) is None
+
+
+@pytest.mark.parametrize("mode,status,column", [
+    ({"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}}, {"RunningTasks": 2, "DesiredTasks": 2, "CompletedTasks": 3},
+     "2/2 (3/5 completed)"),
+    ({"GlobalJob": {}}, {"RunningTasks": 1, "DesiredTasks": 1, "CompletedTasks": 2}, "1/1 (2/3 completed)"),
+    ({"Replicated": {"Replicas": 2}}, {"RunningTasks": 1, "DesiredTasks": 2, "CompletedTasks": 0}, "1/2"),
+])
+def test_ls_shows_a_jobs_mode_and_completions_as_dockers_formatter(mode: dict, status: dict, column: str) -> None:
+    from shoal.cli.service import _mode, _replicas
+
+    s = {"Spec": {"Mode": mode}, "ServiceStatus": status}
+    names = {"ReplicatedJob": "replicated job", "GlobalJob": "global job", "Replicated": "replicated"}
+    assert (_mode(s), _replicas(s)) == (names[next(iter(mode))], column)
+
+
+def _job_task(slot: int, state: str, run: int = 1, node: str = "n1") -> dict:
+    return {"Slot": slot, "NodeID": node, "Status": {"State": state}, "DesiredState": "complete", "JobIteration": {"Index": run}}
+
+
+def test_job_progress_counts_the_current_runs_completions_and_active_tasks_as_docker_does() -> None:
+    from shoal.cli.service_progress import job_state
+
+    svc = {"Spec": {"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}}, "JobStatus": {"JobIteration": {"Index": 1}}}
+    tasks = [_job_task(0, "complete"), _job_task(1, "running"), _job_task(2, "starting"), _job_task(0, "complete", run=0)]
+    p = job_state(svc, tasks)
+    assert (p.completed, p.active, p.done) == (1, 2, False)
+    assert p.lines() == ["job progress: 1 out of 4 complete", "active tasks: 2 out of 2 tasks"]
+    assert [label for label, _st, _err in p.slots] == ["1/4", "2/4", "3/4"]
+    done = job_state(svc, [_job_task(s, "complete") for s in range(4)])
+    assert (done.done, done.lines()[1]) == (True, "active tasks: 0 out of 0 tasks")
+
+
+def test_global_job_progress_follows_the_nodes_of_its_first_look() -> None:
+    from shoal.cli.service_progress import job_state
+
+    svc = {"Spec": {"Mode": {"GlobalJob": {}}}, "JobStatus": {"JobIteration": {"Index": 0}}}
+    first = job_state(svc, [_job_task(0, "running", 0, "n1"), _job_task(0, "complete", 0, "n2")])
+    nodes = {label for label, _st, _err in first.slots}
+    later = job_state(svc, [_job_task(0, "complete", 0, n) for n in ("n1", "n2")] + [_job_task(0, "running", 0, "n3")], nodes)
+    assert (first.total, first.completed, later.total, later.done) == (2, 1, 2, True)
+
+
+def test_follow_shows_a_jobs_progress_and_ends_with_job_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    from shoal.cli.service_progress import follow
+
+    svc = {"ID": "j1", "Spec": {"Name": "job", "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 2}}},
+           "JobStatus": {"JobIteration": {"Index": 0}}}
+    follow(ScriptedDaemon(svc, [[_job_task(0, "running", 0)], [_job_task(0, "complete", 0), _job_task(1, "complete", 0)]]), "j1")
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert [line.split("━")[0].strip() if "━" in line else line.strip() for line in lines] == [
+        "job progress: 2 out of 2 complete", "active tasks: 0 out of 0 tasks", "1/2: complete", "2/2: complete", "job complete"]

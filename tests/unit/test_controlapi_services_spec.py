@@ -54,6 +54,13 @@ def test_invalid_constraint() -> None:
     assert refused(s) == "constraint expected one operator from ==, !="
 
 
+@pytest.mark.parametrize("descriptor", ["node.labels.zone", "ENGINE.labels.rack", "node.hostname", "node.labels.", ""])
+def test_a_placement_preference_passes_whatever_its_descriptor_as_in_swarmkit(descriptor: str) -> None:
+    s = spec()
+    s.task.placement.preferences.add().spread.spread_descriptor = descriptor
+    check_spec(s)
+
+
 def test_memory_reservation_below_4mib() -> None:
     s = spec()
     s.task.resources.reservations.memory_bytes = 1024
@@ -164,3 +171,36 @@ def test_a_health_check_of_zero_or_1ms_durations_passes() -> None:
     h.timeout.FromNanoseconds(0)
     h.start_period.FromNanoseconds(1_000_000)
     check_spec(s)
+
+
+def job_spec(mode: str = "replicated_job", concurrent: int = 1, total: int = 1) -> pb.ServiceSpec:
+    s = spec()
+    if mode == "replicated_job":
+        s.replicated_job.max_concurrent = concurrent
+        s.replicated_job.total_completions = total
+    else:
+        s.global_job.SetInParent()
+    return s
+
+
+def test_a_valid_job_passes_with_its_rollback_config() -> None:
+    s = job_spec()
+    s.rollback.parallelism = 2
+    check_spec(s)
+    check_spec(job_spec("global_job"))
+
+
+@pytest.mark.parametrize("mode", ["replicated_job", "global_job"])
+def test_a_job_with_an_update_config_is_refused_with_swarmkits_message(mode: str) -> None:
+    s = job_spec(mode)
+    s.update.parallelism = 1
+    assert refused(s) == "Jobs may not have an update config"
+
+
+@pytest.mark.parametrize("concurrent,total,message", [
+    (2**64 - 1, 1, "Maximum concurrent jobs must not be negative"),  # a Go client's uint64(-1)
+    (1, 2**63, "Total completed jobs must not be negative"),
+    (1, 10_001, "invalid total completions value 10001: at most 10000 tasks per job"),
+])
+def test_job_counts_that_are_negative_or_absurd_are_refused(concurrent: int, total: int, message: str) -> None:
+    assert refused(job_spec(concurrent=concurrent, total=total)) == message

@@ -127,3 +127,14 @@ def test_leaving_clears_every_held_attachment(tmp_path: Path) -> None:
     container_attach.created(engine, "c2", {"net1": "a3"})
     assert asyncio.run(container_attach.release_all(engine, 1.0)) == 3
     assert container_attach._load(engine) == {}
+
+
+def test_a_jobs_task_keeps_its_networks_copy_while_it_runs_and_not_once_it_ended(tmp_path: Path) -> None:
+    task = pb.Task(id="t1", desired_state=pb.TASK_STATE_COMPLETE)  # a job's task stays desired COMPLETE
+    task.networks.add().network.id = "s1"
+    statuses = {"t1": pb.TaskStatus(state=pb.TASK_STATE_RUNNING)}
+    node = SimpleNamespace(worker=SimpleNamespace(tasks={"t1": task}, runners={}, statuses=statuses), node_object=None)
+    engine = _engine(tmp_path, swarm=node, net=_networks(_net("s1", "ov")))
+    assert local_copies.unused(engine) == []
+    statuses["t1"] = pb.TaskStatus(state=pb.TASK_STATE_COMPLETE)
+    assert [n.id for n in local_copies.unused(engine)] == ["s1"]

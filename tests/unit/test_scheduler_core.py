@@ -6,7 +6,7 @@ import pytest
 
 from common.errdefs import InvalidParameter
 from manager.scheduler.constraints import matches, parse
-from manager.scheduler.core import schedulable, schedule
+from manager.scheduler.core import Decisions, schedulable, schedule
 from proto import objects_pb2 as pb
 from tests.unit.services_fixtures import S, node, service, task
 
@@ -135,3 +135,111 @@ def test_constraint_parse_refuses_with_swarms_messages() -> None:
 def test_missing_label_fails_equality_and_passes_inequality() -> None:
     n = node("n1")
     assert (matches(n, [parse("node.labels.zone==a")]), matches(n, [parse("node.labels.zone!=a")])) == (False, True)
+
+
+# ---------------------------------------------------------------------------------------------- placement preferences
+def spread_over(svc: pb.Service, *descriptors: str) -> pb.Service:
+    for d in descriptors:
+        svc.spec.task.placement.preferences.add().spread.spread_descriptor = d
+    return svc
+
+
+def placed_per(d: Decisions, hosts: dict[str, str]) -> dict[str, int]:
+    """How many tasks each value (hosts: node id -> value) received."""
+    out: dict[str, int] = {}
+    for nid in d.assigned.values():
+        out[hosts[nid]] = out.get(hosts[nid], 0) + 1
+    return out
+
+
+def zoned(zones: dict[str, str], **extra: dict[str, str]) -> list[pb.Node]:
+    """Nodes by id with their zone label ("" : no label), plus other labels per node id."""
+    return [node(nid, labels={**({"zone": z} if z else {}), **extra.get(nid, {})}) for nid, z in zones.items()]
+
+
+def test_spread_splits_tasks_evenly_over_two_values_whatever_their_node_counts() -> None:
+    svc = spread_over(service(replicas=4), "node.labels.zone")
+    zones = {"n1": "a", "n2": "b", "n3": "b", "n4": "b", "n5": "b"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 5)])
+    assert placed_per(d, zones) == {"a": 2, "b": 2}
+    assert sorted(d.assigned.values()) == ["n1", "n1", "n2", "n3"]  # within zone b: the usual spread
+
+
+def test_spread_over_three_values_with_unequal_node_counts() -> None:
+    svc = spread_over(service(replicas=6), "node.labels.zone")
+    zones = {"n1": "a", "n2": "b", "n3": "b", "n4": "c", "n5": "c", "n6": "c"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 7)])
+    assert placed_per(d, zones) == {"a": 2, "b": 2, "c": 2}
+
+
+def test_the_remainder_goes_one_each_to_the_values_in_order() -> None:
+    svc = spread_over(service(replicas=5), "node.labels.zone")
+    zones = {"n1": "a", "n2": "b", "n3": "c"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 6)])
+    assert placed_per(d, zones) == {"a": 2, "b": 2, "c": 1}
+
+
+def test_nodes_without_the_label_form_a_branch_of_their_own() -> None:
+    svc = spread_over(service(replicas=6), "node.labels.zone")
+    zones = {"n1": "a", "n2": "b", "n3": "", "n4": ""}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 7)])
+    assert placed_per(d, zones) == {"a": 2, "b": 2, "": 2}
+
+
+def test_a_second_preference_splits_each_branch_of_the_first() -> None:
+    svc = spread_over(service(replicas=8), "node.labels.zone", "node.labels.rack")
+    zones = {"n1": "a", "n2": "a", "n3": "a", "n4": "b"}
+    racks = {"n1": {"rack": "r1"}, "n2": {"rack": "r2"}, "n3": {"rack": "r2"}, "n4": {"rack": "r1"}}
+    d = schedule(zoned(zones, **racks), [], [pending(svc, f"t{i}", i) for i in range(1, 9)])
+    assert placed_per(d, {nid: f"{z}/{racks[nid]['rack']}" for nid, z in zones.items()}) == {"a/r1": 2, "a/r2": 2, "b/r1": 4}
+    assert sorted(d.assigned.values()) == ["n1", "n1", "n2", "n3", "n4", "n4", "n4", "n4"]
+
+
+def test_tasks_the_service_runs_already_count_in_their_branch() -> None:
+    svc = spread_over(service(replicas=4), "node.labels.zone")
+    zones = {"n1": "a", "n2": "b", "n3": "b"}
+    running = [task(svc, "r1", 1, "n1"), task(svc, "r2", 2, "n1")]
+    d = schedule(zoned(zones), running, [pending(svc, "t3", 3), pending(svc, "t4", 4)])
+    assert sorted(d.assigned.values()) == ["n2", "n3"]
+
+
+def test_a_value_whose_nodes_the_constraints_exclude_leaves_its_share_to_the_others() -> None:
+    svc = spread_over(service(replicas=4), "node.labels.zone")
+    svc.spec.task.placement.constraints.append("node.labels.zone!=c")
+    zones = {"n1": "a", "n2": "b", "n3": "c"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 5)])
+    assert (placed_per(d, zones), d.unplaced) == ({"a": 2, "b": 2}, {})
+
+
+def test_a_value_whose_node_reaches_max_replicas_leaves_the_rest_to_the_others() -> None:
+    svc = spread_over(service(replicas=5), "node.labels.zone")
+    svc.spec.task.placement.max_replicas = 1
+    zones = {"n1": "a", "n2": "b", "n3": "b", "n4": "b", "n5": "b"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 6)])
+    assert (sorted(d.assigned.values()), d.unplaced) == (["n1", "n2", "n3", "n4", "n5"], {})
+
+
+def test_tasks_no_branch_can_take_say_why_no_node_fits() -> None:
+    svc = spread_over(service(replicas=3), "node.labels.zone")
+    svc.spec.task.placement.max_replicas = 1
+    zones = {"n1": "a", "n2": "b"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 4)])
+    assert (sorted(d.assigned.values()), d.unplaced) == (
+        ["n1", "n2"], {"t3": "no suitable node (max replicas per node limit exceed on 2 nodes)"})
+
+
+def test_engine_labels_spread_too_and_the_descriptor_prefix_is_case_insensitive() -> None:
+    svc = spread_over(service(replicas=4), "Engine.Labels.dc")
+    nodes = [node(f"n{i}") for i in range(1, 5)]
+    for n, dc in zip(nodes, ["x", "y", "y", "y"]):
+        n.description.engine_labels["dc"] = dc
+    d = schedule(nodes, [], [pending(svc, f"t{i}", i) for i in range(1, 5)])
+    assert placed_per(d, {"n1": "x", "n2": "y", "n3": "y", "n4": "y"}) == {"x": 2, "y": 2}
+
+
+@pytest.mark.parametrize("descriptor", ["node.hostname", "node.labels.", "zone", ""])
+def test_a_descriptor_swarmkit_does_not_spread_over_places_as_without_preferences(descriptor: str) -> None:
+    svc = spread_over(service(replicas=4), descriptor)
+    zones = {"n1": "a", "n2": "b", "n3": "b", "n4": "b"}
+    d = schedule(zoned(zones), [], [pending(svc, f"t{i}", i) for i in range(1, 5)])
+    assert sorted(d.assigned.values()) == ["n1", "n2", "n3", "n4"]

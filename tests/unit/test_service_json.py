@@ -110,13 +110,11 @@ def _with(path: list[str], value: object) -> dict:
 @pytest.mark.parametrize(("path", "value", "message"), [
     (["TaskTemplate", "ContainerSpec", "Healthcheck"], {"Test": ["CMD", "true"], "Probes": 3},
      "TaskTemplate.ContainerSpec.Healthcheck.Probes yet (got 3)"),
-    (["TaskTemplate", "ContainerSpec", "Groups"], ["10"], 'TaskTemplate.ContainerSpec.Groups yet (got ["10"])'),
-    (["TaskTemplate", "ContainerSpec", "OomScoreAdj"], 5, "TaskTemplate.ContainerSpec.OomScoreAdj yet (got 5)"),
     (["TaskTemplate", "Resources", "Reservations", "Pids"], 5, "TaskTemplate.Resources.Reservations.Pids yet (got 5)"),
-    (["TaskTemplate", "Placement", "Preferences"], [{"Spread": {"SpreadDescriptor": "node.id"}}],
-     'TaskTemplate.Placement.Preferences yet (got [{"Spread": {"SpreadDescriptor": "node.id"}}])'),
+    (["TaskTemplate", "Placement", "Preferences"], [{"Pack": {"PackDescriptor": "node.labels.zone"}}],
+     'TaskTemplate.Placement.Preferences.Pack yet (got {"PackDescriptor": "node.labels.zone"})'),  # a kind Docker lacks
     (["TaskTemplate", "LogDriver"], {"Name": "syslog"}, 'TaskTemplate.LogDriver.Name yet (got "syslog")'),
-    (["Mode"], {"ReplicatedJob": {}}, "Mode.ReplicatedJob yet (got {})"),  # a job mode even empty: it is the request
+    (["Mode"], {"Batch": {}}, "Mode.Batch yet (got {})"),  # an unknown mode even empty: it is the request
 ])
 def test_a_field_shoal_does_not_apply_to_tasks_is_refused_naming_it(path: list[str], value: object, message: str) -> None:
     with pytest.raises(InvalidParameter) as e:
@@ -229,3 +227,120 @@ def test_a_malformed_health_check_is_refused_naming_the_member(health: dict, mes
     with pytest.raises(InvalidParameter) as e:
         service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", "Healthcheck"], health))
     assert str(e.value) == message
+
+
+PREFERENCES = [{"Spread": {"SpreadDescriptor": "node.labels.zone"}}, {"Spread": {"SpreadDescriptor": "engine.labels.rack"}}]
+
+
+def test_placement_preferences_are_kept_in_order_and_shown_as_docker_shows_them() -> None:
+    s = stored(_with(["TaskTemplate", "Placement"], {"Constraints": ["node.role==worker"], "Preferences": PREFERENCES}))
+    assert [p.spread.spread_descriptor for p in s.task.placement.preferences] == ["node.labels.zone", "engine.labels.rack"]
+    svc = pb.Service(id="s")
+    svc.spec.CopyFrom(s)
+    assert service_json(svc)["Spec"]["TaskTemplate"]["Placement"] == {"Constraints": ["node.role==worker"],
+                                                                     "Preferences": PREFERENCES}
+    assert stored(service_json(svc)["Spec"]) == s
+
+
+def test_a_preference_without_spread_is_dropped_as_moby_does_and_an_empty_descriptor_round_trips() -> None:
+    s = stored(_with(["TaskTemplate", "Placement"], {"Preferences": [{}, {"Spread": {"SpreadDescriptor": ""}}]}))
+    assert len(s.task.placement.preferences) == 1
+    svc = pb.Service(id="s")
+    svc.spec.CopyFrom(s)
+    shown = service_json(svc)["Spec"]
+    assert shown["TaskTemplate"]["Placement"] == {"Preferences": [{"Spread": {"SpreadDescriptor": ""}}]}
+    assert stored(shown) == s
+
+
+@pytest.mark.parametrize(("preferences", "message"), [
+    ("node.labels.zone", 'invalid JSON: Preferences must be a list, got "node.labels.zone"'),
+    (["spread=node.labels.zone"], 'invalid JSON: Preferences entries must be objects, got "spread=node.labels.zone"'),
+    ([{"Spread": "node.labels.zone"}], 'invalid JSON: Spread must be an object, got "node.labels.zone"'),
+    ([{"Spread": {"SpreadDescriptor": 7}}], "invalid JSON: SpreadDescriptor must be a string, got 7"),
+])
+def test_a_malformed_preference_is_refused_naming_the_member(preferences: object, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(["TaskTemplate", "Placement"], {"Preferences": preferences}))
+    assert str(e.value) == message
+
+
+def test_groups_and_oom_score_adj_are_kept_and_shown_as_sent() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    s = stored(_with(["TaskTemplate", "ContainerSpec"], {"Image": "busybox:latest", "Groups": ["audio", "4242"],
+                                                        "OomScoreAdj": -500}))
+    shown = service_spec_json(s)["TaskTemplate"]["ContainerSpec"]
+    assert (list(s.task.container.groups), s.task.container.oom_score_adj) == (["audio", "4242"], -500)
+    assert (shown["Groups"], shown["OomScoreAdj"]) == (["audio", "4242"], -500)
+    assert stored(service_spec_json(s)) == s
+
+
+def test_no_groups_and_an_oom_score_adj_of_0_are_left_out_as_docker_omits_them() -> None:
+    from shoal.api.service_json import service_spec_json
+
+    shown = service_spec_json(stored(_with(["TaskTemplate", "ContainerSpec", "OomScoreAdj"], 0)))
+    assert {"Groups", "OomScoreAdj"} & set(shown["TaskTemplate"]["ContainerSpec"]) == set()
+
+
+def test_an_oom_score_adj_out_of_range_is_left_to_the_engine_as_swarmkit_does() -> None:
+    assert stored(_with(["TaskTemplate", "ContainerSpec", "OomScoreAdj"], 2000)).task.container.oom_score_adj == 2000
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("OomScoreAdj", "5", 'invalid JSON: OomScoreAdj must be an integer, got "5"'),
+    ("OomScoreAdj", 2**63, f"invalid JSON: OomScoreAdj must be a 64-bit integer, got {2**63}"),
+    ("Groups", [10], "invalid JSON: Groups must be a list of strings, got [10]"),
+])
+def test_malformed_groups_or_oom_score_adj_are_refused_naming_them(key: str, value: object, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json(_with(["TaskTemplate", "ContainerSpec", key], value))
+    assert str(e.value) == message
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,concurrent,total", [
+    ({"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}}, 2, 5),
+    ({"ReplicatedJob": {"TotalCompletions": 5}}, 1, 5),   # moby's defaults: MaxConcurrent 1,
+    ({"ReplicatedJob": {"MaxConcurrent": 3}}, 3, 3),      # TotalCompletions = MaxConcurrent,
+    ({"ReplicatedJob": {}}, 1, 1),
+    ({"ReplicatedJob": {"MaxConcurrent": 0, "TotalCompletions": 0}}, 0, 0),  # a given 0 stays 0
+])
+def test_a_replicated_job_gets_mobys_defaults_and_round_trips(mode: dict, concurrent: int, total: int) -> None:
+    s = stored({**CLI_BODY, "Mode": mode, "UpdateConfig": None})
+    assert (s.WhichOneof("mode"), s.replicated_job.max_concurrent, s.replicated_job.total_completions) == (
+        "replicated_job", concurrent, total)
+    svc = pb.Service(id="s", spec=s)
+    back = service_json(svc)["Spec"]["Mode"]
+    assert back == {"ReplicatedJob": {"MaxConcurrent": concurrent, "TotalCompletions": total}}
+    assert same_spec(stored({**CLI_BODY, "Mode": back, "UpdateConfig": None}).task, s.task)
+
+
+def test_a_global_job_round_trips_even_empty() -> None:
+    s = stored({**CLI_BODY, "Mode": {"GlobalJob": {}}, "UpdateConfig": None})
+    assert s.WhichOneof("mode") == "global_job"
+    assert service_json(pb.Service(id="s", spec=s))["Spec"]["Mode"] == {"GlobalJob": {}}
+
+
+@pytest.mark.parametrize("mode,message", [
+    ({"ReplicatedJob": {"MaxConcurrent": -1}}, "Maximum concurrent jobs must not be negative"),
+    ({"ReplicatedJob": {"TotalCompletions": -2}}, "Total completed jobs must not be negative"),
+    ({"ReplicatedJob": {"MaxConcurrent": "2"}}, 'invalid JSON: MaxConcurrent must be an integer, got "2"'),
+    ({"GlobalJob": {}, "Replicated": {"Replicas": 1}}, "must specify only one service mode"),
+    ({"GlobalJob": {"Nodes": 2}}, "shoal does not support Mode.GlobalJob.Nodes yet (got 2)"),
+])
+def test_a_bad_job_mode_is_refused_naming_the_value(mode: dict, message: str) -> None:
+    with pytest.raises(InvalidParameter) as e:
+        service_spec_from_json({**CLI_BODY, "Mode": mode})
+    assert e.value.message == message
+
+
+def test_a_jobs_status_and_its_tasks_iteration_are_shown_as_docker_does() -> None:
+    svc = service(replicas=None)
+    svc.spec.global_job.SetInParent()
+    svc.job_status.job_iteration.index = 2
+    svc.job_status.last_execution.FromNanoseconds(1_700_000_000_000_000_000)
+    assert service_json(svc)["JobStatus"] == {"JobIteration": {"Index": 2}, "LastExecution": "2023-11-14T22:13:20Z"}
+    t = task(svc, "t1", 0, "n1", state=S.TASK_STATE_COMPLETE, desired=S.TASK_STATE_COMPLETE)
+    t.job_iteration.index = 2
+    assert (task_json(t)["JobIteration"], task_json(t)["DesiredState"]) == ({"Index": 2}, "complete")
+    assert "JobStatus" not in service_json(service()) and "JobIteration" not in task_json(task(service(), "t2"))

@@ -418,3 +418,35 @@ def test_no_healthcheck_reaches_the_create_body_and_an_empty_one_does_not() -> N
     assert "Healthcheck" not in create_body(t, "h2", [], [])  # the image's check, as without one
     t.spec.container.healthcheck.test.append("NONE")
     assert create_body(t, "h2", [], [])["Healthcheck"] == {"Test": ["NONE"]}
+
+
+def test_groups_and_oom_score_adj_of_the_spec_become_the_create_bodys() -> None:
+    t = task()
+    t.spec.container.groups.extend(["audio", "4242"])
+    t.spec.container.oom_score_adj = 500
+    host = create_body(t, "h2", [], [])["HostConfig"]
+    assert (host["GroupAdd"], host["OomScoreAdj"]) == (["audio", "4242"], 500)
+
+
+def test_an_oom_score_adj_out_of_range_is_refused_by_the_tasks_create_with_mobys_words() -> None:
+    from shoal.api import params
+
+    t = task()
+    t.spec.container.oom_score_adj = -2000
+    with pytest.raises(InvalidParameter) as e:
+        params.parse_container_create(create_body(t, "h2", [], []))
+    assert str(e.value) == "Invalid value -2000, range for oom score adj is [-1000, 1000]"
+
+
+def test_a_jobs_task_desired_complete_runs_to_its_end_keeps_its_container_and_lets_go_of_its_networks() -> None:
+    table = Containers()
+    t = _with_desired(task(), S.TASK_STATE_COMPLETE)  # swarmkit's job task: it runs like a service's
+
+    def running_then_exit(r: TaskRunner) -> None:
+        assert (r.state, table.state, table.retired) == (S.TASK_STATE_RUNNING, {t.id: "running"}, [])
+        table.exit_code = 0
+        table.exited.set()
+
+    seen = drive(table, t, running_then_exit)
+    assert [s for s, _m, _e in seen][-2:] == [S.TASK_STATE_RUNNING, S.TASK_STATE_COMPLETE]
+    assert (table.state, table.retired) == ({t.id: "exited"}, [t.id])
