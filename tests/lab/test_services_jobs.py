@@ -15,6 +15,7 @@ from shoal.client import DaemonError
 from shoal.lab import Lab
 from tests.lab.helpers import wait_until
 from tests.lab.swarm_lab import docker, services_removed_after, sh
+from tests.lab.test_services_flow import WEB, answers, container_of, fetch, resolve, running, task_ip
 from tests.lab.test_services_lab import swarm  # noqa: F401 (the module's 3-host swarm: h1 manager, h2/h3 workers)
 
 HOSTS = ["h1", "h2", "h3"]
@@ -119,6 +120,33 @@ def test_a_job_on_an_overlay_network_gets_its_address_there(swarm: Lab, api: Any
         sh(swarm, "h1", "network", "rm", "jobnet")
 
 
+def test_a_running_jobs_tasks_are_in_its_dns_names_and_behind_its_vip(swarm: Lab, api: Any) -> None:
+    """A job is a service to the network: its VIP and `tasks.<name>` hold its running tasks (swarmkit allocates
+    the VIP whatever the mode; the tasks' containers join the service's records as any task's)."""
+    sh(swarm, "h1", "network", "create", "-d", "overlay", "--subnet", "10.0.78.0/24", "jobdns")
+    net_id = api.get("/networks/jobdns")["Id"]
+    try:
+        with services_removed_after(api, wait_for_tasks=True):
+            sid = sh(swarm, "h1", "service", "create", "-d", "--name", "webjob", "--mode", "replicated-job",
+                     "--replicas", "2", "--network", "jobdns", "--stop-grace-period", "1s", "busybox",
+                     *WEB).stdout.strip()
+            web = wait_until(lambda: (ts := tasks_of(api, sid)) and len(ts) == 2 and all(
+                t["Status"]["State"] == "running" for t in ts) and ts, 90, interval=0.2)
+            sh(swarm, "h1", "service", "create", "-d", "--name", "jobclient", "--network", "jobdns",
+               "--constraint", "node.hostname==h1", "--stop-grace-period", "1s", "busybox", "sleep", "1d")
+            [client_task] = wait_until(lambda: running(swarm, "jobclient", 1), 90, interval=0.2)
+            client = container_of(swarm, "h1", client_task["ID"])
+            vip = next(v["Addr"].split("/")[0] for v in api.get(f"/services/{sid}")["Endpoint"]["VirtualIPs"]
+                       if v["NetworkID"] == net_id)
+            ips = sorted(task_ip(t, net_id) for t in web)
+            assert (resolve(swarm, "h1", client, "webjob"), resolve(swarm, "h1", client, "tasks.webjob")) == (
+                [vip], ips)
+            answered = answers(lambda: fetch(swarm, "h1", client, "http://webjob/"), 20)
+            assert len(answered) == 2, answered  # both task containers' hostnames, through the VIP
+    finally:
+        sh(swarm, "h1", "network", "rm", "jobdns")
+
+
 def test_a_failing_job_task_is_retried_per_the_restart_policy_with_its_exit_error(swarm: Lab, api: Any) -> None:
     sid = sh(swarm, "h1", "service", "create", "-d", "--name", "fails", "--mode", "replicated-job",
              "--restart-condition", "on-failure", "--restart-delay", "100ms", "--restart-max-attempts", "2",
@@ -200,3 +228,15 @@ def test_a_job_cannot_become_a_service_nor_a_service_a_job(swarm: Lab, api: Any)
                  {"version": svc["Version"]["Index"]})
     assert (e.value.status, e.value.message) == (500, "rpc error: code = Unknown desc = service mode change is not allowed")
     assert api.get(f"/services/{sid}")["Spec"]["Mode"] == {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+
+
+def test_docker_py_creates_a_replicated_job_that_completes(swarm: Lab, api: Any) -> None:
+    import docker as docker_py
+
+    client = docker_py.DockerClient(base_url=swarm.url("h1"))
+    mode = docker_py.types.ServiceMode("replicated-job", replicas=3, concurrency=2)
+    svc = client.services.create("busybox", ["true"], name="pyjob", mode=mode)
+    assert client.services.get(svc.id).attrs["Spec"]["Mode"] == {
+        "ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 3}}
+    wait_until(lambda: states(tasks_of(api, svc.id)) == ["complete"] * 3, 60, interval=0.2)
+    assert [t.get("Slot", 0) for t in sorted(svc.tasks(), key=lambda t: t.get("Slot", 0))] == [0, 1, 2]
