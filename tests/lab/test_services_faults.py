@@ -21,6 +21,7 @@ import pytest
 from agent.gossip.core import GossipConfig
 from agent.gossip.suspicion import suspicion_timeout
 from common.mac import mac_from_ip
+from shoal.client import DaemonError
 from shoal.lab import Lab, host_address
 from shoal.swarm.service_glue import RESYNC_S
 from tests.lab.helpers import SHOAL, wait_until
@@ -644,3 +645,44 @@ def test_a_task_adopted_after_its_daemon_restarts_stays_in_its_services_vip_and_
         assert [x["ID"] for x in running(swarm, "rweb", 1) or []] == [t["ID"]]  # adopted, not replaced
     finally:
         sh(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "1s")
+
+
+def ready_nodes_or_none(lab: Lab) -> list[str] | None:
+    """ready_nodes, or None while h1's restarted daemon does not serve as a manager yet (it answers /_ping first)."""
+    try:
+        return ready_nodes(lab)
+    except DaemonError:
+        return None
+
+
+def test_a_replicated_job_completes_each_slot_once_across_a_kill_9_of_the_leader(swarm: Lab, api: Any) -> None:
+    """The new leader's job orchestrator picks the run up from the store: no slot runs twice to completion, none is
+    lost, MaxConcurrent holds throughout (the tasks run on the workers, which the kill does not touch)."""
+    [leader] = [n["Description"]["Hostname"] for n in api.get("/nodes")
+                if (n.get("ManagerStatus") or {}).get("Leader")]
+    survivor = swarm.client(next(h for h in ("h1", "h2", "h3") if h != leader))
+    sid = sh(swarm, "h1", "service", "create", "-d", "--name", "failoverjob", "--mode", "replicated-job",
+             "--replicas", "6", "--max-concurrent", "2", "--constraint", "node.role==worker", "busybox", "sleep",
+             "1").stdout.strip()
+    query = {"filters": json.dumps({"service": {sid: True}})}
+    wait_until(lambda: any(t["Status"]["State"] == "complete" for t in survivor.get("/tasks", query)), 60, interval=0.1)
+    most = 0
+
+    def all_complete() -> bool:
+        nonlocal most
+        try:
+            ts = survivor.get("/tasks", query)
+        except DaemonError:  # no leader yet
+            return False
+        most = max(most, sum(1 for t in ts if t["Status"]["State"] in ("assigned", "accepted", "preparing",
+                                                                          "starting", "running")))
+        return [t["Status"]["State"] for t in ts].count("complete") >= 6
+
+    swarm.stop_daemon(leader, kill9=True)
+    try:
+        wait_until(all_complete, 90, interval=0.2)
+    finally:
+        swarm.start_daemon(leader)
+        wait_until(lambda: ready_nodes_or_none(swarm) == HOSTS, 60, interval=0.2)
+    completed = sorted(t.get("Slot", 0) for t in survivor.get("/tasks", query) if t["Status"]["State"] == "complete")
+    assert (completed, most <= 2) == ([0, 1, 2, 3, 4, 5], True), most
