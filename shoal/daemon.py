@@ -59,9 +59,12 @@ async def _serve(host: str, data_dir: Path, exec_root: Path, netns_prefix: str, 
         # not for the built-in busybox image (a low limit must not stop the daemon from starting)
         engine.images.limits = LoadLimits(max_bytes=image_limits[0], max_entries=image_limits[1])
     close_metrics = await _serve_metrics(metrics_addr) if metrics_addr else None
-    server = await serve(engine, host)
     manager = await _start_manager(manager_config, data_dir) if manager_config is not None else None
+    # The swarm comes back before the API is served, as dockerd waits for its cluster before serving: a restarted
+    # manager answering /_ping while its manager still starts would refuse the control API as a worker's meanwhile.
+    # restore() does not wait for a quorum (a manager without one still serves and says so), so this is bounded.
     swarm = await _start_swarm(engine, data_dir)
+    server = await serve(engine, host)
     log.info("shoal daemon ready on %s (data dir %s)", host, data_dir)
     freeze_long_lived()
 

@@ -647,14 +647,6 @@ def test_a_task_adopted_after_its_daemon_restarts_stays_in_its_services_vip_and_
         sh(swarm, "h1", "swarm", "update", "--dispatcher-heartbeat", "1s")
 
 
-def ready_nodes_or_none(lab: Lab) -> list[str] | None:
-    """ready_nodes, or None while h1's restarted daemon does not serve as a manager yet (it answers /_ping first)."""
-    try:
-        return ready_nodes(lab)
-    except DaemonError:
-        return None
-
-
 def test_a_replicated_job_completes_each_slot_once_across_a_kill_9_of_the_leader(swarm: Lab, api: Any) -> None:
     """The new leader's job orchestrator picks the run up from the store: no slot runs twice to completion, none is
     lost, MaxConcurrent holds throughout (the tasks run on the workers, which the kill does not touch)."""
@@ -683,6 +675,6 @@ def test_a_replicated_job_completes_each_slot_once_across_a_kill_9_of_the_leader
         wait_until(all_complete, 90, interval=0.2)
     finally:
         swarm.start_daemon(leader)
-        wait_until(lambda: ready_nodes_or_none(swarm) == HOSTS, 60, interval=0.2)
+        wait_until(lambda: ready_nodes(swarm) == HOSTS, 60, interval=0.2)
     completed = sorted(t.get("Slot", 0) for t in survivor.get("/tasks", query) if t["Status"]["State"] == "complete")
     assert (completed, most <= 2) == ([0, 1, 2, 3, 4, 5], True), most
