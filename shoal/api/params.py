@@ -47,6 +47,11 @@ def _version_key(version: str) -> tuple[tuple[int, str], ...]:
     return tuple(key)
 
 
+def version_before(version: str, other: str) -> bool:
+    """moby's versions.LessThan for the API versions check_version lets through."""
+    return _version_key(version) < _version_key(other)
+
+
 def check_version(version: str | None) -> None:
     """Refuses a requested API version outside [MIN, MAX] with moby's wording."""
     if version is None:

@@ -16,7 +16,9 @@ from aiohttp import web
 
 from agent.executor import logfile, stdio
 from shoal.api import convert, params, streams
+from shoal.api.create_versions import adjust_create_for_api_version
 from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
+from shoal.api.versioned import request_version
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.stdio import stdio_options
 from shoal.swarm import container_attach
@@ -36,7 +38,7 @@ def _networks_by_id(engine: Any) -> dict[str, Any]:
 async def create_container(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     name = params.validate_container_name(request.query.get("name", ""))
-    body = params.parse_json_body(await request.read())
+    body = adjust_create_for_api_version(params.parse_json_body(await request.read()), request_version(request))
     create = params.parse_container_create(body)
     attached = await container_attach.before_create(engine, name, create)  # swarm overlays (issue 11)
     try:
@@ -200,6 +202,7 @@ async def _hijack(request: web.Request, tty: bool) -> streams.HijackedConnection
     headers.update(standard_headers(request.app[ENGINE]))
     conn = streams.HijackedConnection.take_over(request)
     await conn.write(streams.raw_response_head(status, reason, headers))
+    await conn.until_read()  # the stream starts in a read of its own (docker-py loses bytes read with the head)
     return conn
 
 

@@ -13,13 +13,14 @@ from aiohttp import web
 
 from shoal.api import params
 from shoal.api.server import ENGINE, add_route, json_response
+from shoal.api.versioned import request_version
 from shoal.engine.container_mounts import users_of
 from shoal.engine.errors import InvalidParameter
 
 _FILTERS = ("name", "driver", "label", "dangling")
 _PRUNE_FILTERS = ("label", "label!", "all")
 # From API 1.42 (Docker 23) prune removes only anonymous volumes unless all=true.
-_PRUNE_ALL_BEFORE = (1, 42)
+_PRUNE_ANONYMOUS_FROM = "1.42"
 
 
 def _label_match(labels: dict[str, str], want: str) -> bool:
@@ -86,8 +87,8 @@ async def prune_volumes(request: web.Request) -> web.Response:
     for key in filters:
         if key not in _PRUNE_FILTERS:
             raise InvalidParameter(f"invalid filter '{key}'")
-    version = request.match_info.get("api_version") or params.MAX_API_VERSION
-    anonymous_only = tuple(int(p) for p in version.split(".")[:2]) >= _PRUNE_ALL_BEFORE
+    # compared as moby's versions.LessThan: a version padded with thousands of zeros is not an int() to parse
+    anonymous_only = not params.version_before(request_version(request), _PRUNE_ANONYMOUS_FROM)
     if filters.get("all"):
         anonymous_only = not params.bool_value(filters["all"][0])
     deleted, reclaimed = [], 0

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import socket
 import struct
+import termios
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
@@ -19,6 +22,7 @@ MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _HEADER = struct.Struct(">BxxxI")
 _INPUT_LIMIT = 1 << 20  # stdin bytes a hijacked connection buffers before it stops reading
+HEAD_READ_TIMEOUT_S = 1.0  # the most a hijacked stream waits for its client to read the response head
 
 
 def encode_frame(stream: int, data: bytes) -> bytes:
@@ -122,6 +126,28 @@ class HijackedConnection(asyncio.Protocol):
             raise ConnectionResetError("client closed the connection")
         self._transport.write(data)
         await self._can_write.wait()
+
+    async def until_read(self, timeout: float = HEAD_READ_TIMEOUT_S) -> None:
+        """Waits (bounded) until the client has read everything written so far; used after the response head.
+        docker-py (and any client that reads the head through Python's buffered http.client, then takes the raw
+        socket) loses the stream bytes that arrived with the head: its buffered readline took them. Under load the
+        client reads late and finds both: an attach?logs=1 of a stopped container came back empty. Only a unix
+        socket tells this (SIOCOUTQ: bytes the peer has not read yet); over TCP it counts unacknowledged bytes,
+        which loopback acknowledges at once, so nothing is waited for there."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout
+        delay = 0.0005
+        while not self.is_closed and asyncio.get_running_loop().time() < deadline:
+            try:
+                unread = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                return
+            if unread == 0:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     async def close(self) -> None:
         if not self._transport.is_closing():

@@ -451,3 +451,17 @@ def test_the_docker_cli_exec_body_is_accepted():
     body = {"User": "", "Privileged": False, "Tty": False, "AttachStdin": False, "AttachStderr": True,
             "AttachStdout": True, "Detach": False, "DetachKeys": "", "Env": None, "WorkingDir": "", "Cmd": ["id"]}
     assert params.parse_exec_create(body).cmd == ["id"]
+
+
+def test_version_before_orders_versions_as_numbers() -> None:
+    from shoal.api.params import version_before
+
+    assert [version_before(v, "1.42") for v in ("1.9", "1.41", "1.42", "1.100", "1")] == [True, True, False, False, True]
+
+
+def test_version_before_takes_a_version_padded_with_thousands_of_zeros() -> None:
+    # /v1.000...041/volumes/prune passes check_version (it is 1.41); int() of its minor part raises ValueError
+    from shoal.api.params import version_before
+
+    padded = "1." + "0" * 5000 + "41"
+    assert (version_before(padded, "1.42"), version_before(padded, "1.41")) == (True, False)
