@@ -16,7 +16,10 @@ from proto import objects_pb2 as pb
 from shoal.api import params
 from shoal.api.routes_swarm import _swarm
 from shoal.api.server import add_route, json_response
+from shoal.api.params import version_before
 from shoal.api.service_json import TASK_STATES, service_json, service_spec_from_json, task_json
+from shoal.api.service_versions import adjust_for_api_version, service_version
+from shoal.api.versioned import request_version
 
 T = TypeVar("T")
 # moby's `mode` filter values -> the spec's mode
@@ -55,7 +58,7 @@ def _name_for_new(spec: pb.ServiceSpec, taken: set[str]) -> None:
 
 async def services_create(request: web.Request) -> web.Response:
     ops = _ops(request)
-    spec = service_spec_from_json(params.parse_json_body(await request.read()))
+    spec = service_spec_from_json(adjust_for_api_version(params.parse_json_body(await request.read()), request_version(request)))
     if not spec.annotations.name:
         _name_for_new(spec, {s.spec.annotations.name for s in await ops.list_services()})
     svc = await _call(ops.create_service(spec))
@@ -82,7 +85,8 @@ async def services_list(request: web.Request) -> web.Response:
         k, _, v = label.partition("=")
         lf.labels[k] = v
     services = await _call(ops.list_services(lf))
-    if params.bool_value(request.query.get("status")):
+    # moby ignores `status` below API 1.41, which had no ServiceStatus
+    if not version_before(request_version(request), "1.41") and params.bool_value(request.query.get("status")):
         statuses = await _status_of(ops, services)
         return json_response([service_json(s, st) for s, st in zip(services, statuses)])
     return json_response([service_json(s) for s in services])
@@ -96,13 +100,11 @@ async def service_inspect(request: web.Request) -> web.Response:
 
 async def service_update(request: web.Request) -> web.Response:
     ops = _ops(request)
-    version = params.int_value(request.query.get("version"), "version")
-    if version is None:
-        raise InvalidParameter("invalid service version")
+    body = adjust_for_api_version(params.parse_json_body(await request.read()), request_version(request))
+    version = service_version(request.query.get("version"))
     rollback = request.query.get("rollback", "")
     if rollback not in ("", "previous"):
         raise InvalidParameter(f"unrecognized rollback option {rollback}")
-    body = params.parse_json_body(await request.read())
     spec = None if rollback == "previous" else service_spec_from_json(body)
     await _call(ops.update_service(request.match_info["id"], version, spec, rollback=rollback == "previous"))
     return json_response({"Warnings": None})

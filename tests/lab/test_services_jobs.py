@@ -240,3 +240,17 @@ def test_docker_py_creates_a_replicated_job_that_completes(swarm: Lab, api: Any)
         "ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 3}}
     wait_until(lambda: states(tasks_of(api, svc.id)) == ["complete"] * 3, 60, interval=0.2)
     assert [t.get("Slot", 0) for t in sorted(svc.tasks(), key=lambda t: t.get("Slot", 0))] == [0, 1, 2]
+
+
+def test_a_job_from_an_api_1_40_client_is_a_replicated_service_of_one_task_as_dockerd_makes_it(
+        swarm: Lab, api: Any) -> None:
+    """API 1.40 had no jobs: moby drops the mode's field (adjustForAPIVersion), and a spec without a mode is a
+    replicated service of one task."""
+    import docker as docker_py
+
+    old = docker_py.APIClient(base_url=swarm.url("h1"), version="1.40")
+    spec = {"Name": "oldjob", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1d"],
+                                                 "StopGracePeriod": 10**9}},  # sleep ignores SIGTERM
+            "Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}}
+    created = old._result(old._post_json(old._url("/services/create"), data=spec), True)
+    assert api.get(f"/services/{created['ID']}")["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
