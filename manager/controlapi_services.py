@@ -75,7 +75,8 @@ def service_matches(s: pb.Service, f: control_pb2.ListServicesRequest.Filters) -
     return all(k in labels and (v == "" or labels[k] == v) for k, v in f.labels.items())
 
 
-def task_matches(t: pb.Task, f: control_pb2.ListTasksRequest.Filters, services: dict[str, pb.Service]) -> bool:
+def task_matches(t: pb.Task, f: control_pb2.ListTasksRequest.Filters, services: dict[str, pb.Service],
+                 nodes: dict[str, pb.Node] | None = None) -> bool:
     if f.service_ids and t.service_id not in f.service_ids:
         return False
     if f.node_ids and t.node_id not in f.node_ids:
@@ -91,7 +92,7 @@ def task_matches(t: pb.Task, f: control_pb2.ListTasksRequest.Filters, services: 
         return False
     if f.up_to_date:
         svc = services.get(t.service_id)
-        if svc is not None and is_dirty(svc, t):
+        if svc is not None and is_dirty(svc, t, (nodes or {}).get(t.node_id)):
             return False
     return True
 
@@ -205,10 +206,13 @@ class ServiceOps:
 
     # ---------------------------------------------------------------- tasks
     async def list_tasks(self, filters: control_pb2.ListTasksRequest.Filters | None = None) -> list[pb.Task]:
-        tasks, services = await self._read(lambda v: (v.list("task"), v.list("service")))
-        by_id = {s.id: s for s in services}
         f = filters or control_pb2.ListTasksRequest.Filters()
-        return sorted((t for t in tasks if task_matches(t, f, by_id)), key=lambda t: (t.service_id, t.slot, t.node_id, t.id))
+        tasks, services, nodes = await self._read(lambda v: (
+            v.list("task"), v.list("service"), v.list("node") if f.up_to_date else []))
+        by_id = {s.id: s for s in services}
+        nodes_by_id = {n.id: n for n in nodes}
+        return sorted((t for t in tasks if task_matches(t, f, by_id, nodes_by_id)),
+                      key=lambda t: (t.service_id, t.slot, t.node_id, t.id))
 
     async def get_task(self, ref: str) -> pb.Task:
         tasks = await self._read(lambda v: v.list("task"))

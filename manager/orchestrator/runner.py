@@ -44,7 +44,7 @@ def plan_service(service: pb.Service, tasks: list[pb.Task], nodes: dict[str, pb.
     else:
         plan = reconcile_replicated(service, tasks, nodes, now_ns, make_id, max_create=MAX_CHANGES)
     touched = {t.id for t in plan.update}
-    plan.merge(plan_update(service, tasks, now_ns, make_id, touched))
+    plan.merge(plan_update(service, tasks, now_ns, make_id, touched, nodes))
     return plan
 
 

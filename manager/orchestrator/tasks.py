@@ -8,6 +8,9 @@ from typing import Any
 
 from proto import objects_pb2 as pb
 
+from common.errdefs import InvalidParameter
+from manager.scheduler.constraints import matches, parse_all
+
 S = pb.TaskState
 # A task whose observed state is past RUNNING is finished (complete, shutdown, failed, rejected, ...).
 TERMINAL = frozenset({S.TASK_STATE_COMPLETE, S.TASK_STATE_SHUTDOWN, S.TASK_STATE_FAILED, S.TASK_STATE_REJECTED,
@@ -70,11 +73,35 @@ def same_spec(a: pb.TaskSpec, b: pb.TaskSpec) -> bool:
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
-def is_dirty(service: pb.Service, task: pb.Task) -> bool:
-    """The task was made from another spec than the service's current one (a rolling update replaces it)."""
-    return not same_spec(service.spec.task, task.spec) or (
-        service.spec.endpoint.SerializeToString(deterministic=True)
-        != task.endpoint.spec.SerializeToString(deterministic=True))
+def is_dirty(service: pb.Service, task: pb.Task, node: pb.Node | None = None) -> bool:
+    """The task was made from another spec than the service's current one (a rolling update replaces it). As
+    swarmkit's IsTaskDirty, a task whose spec differs only in its placement (constraints, preferences, max replicas)
+    is not dirty while its node meets the new constraints: a new preference or a looser constraint does not stop
+    tasks that may stay where they are. Without the node (or a node that no longer meets them) it is."""
+    if service.spec.endpoint.SerializeToString(deterministic=True) != task.endpoint.spec.SerializeToString(
+            deterministic=True):
+        return True
+    if same_spec(service.spec.task, task.spec):
+        return False
+    return node is None or not _only_placement_differs(service.spec.task, task.spec) or not _meets_constraints(
+        node, service.spec.task.placement.constraints)
+
+
+def _only_placement_differs(current: pb.TaskSpec, old: pb.TaskSpec) -> bool:
+    with_old_placement = pb.TaskSpec()
+    with_old_placement.CopyFrom(current)
+    if old.HasField("placement"):
+        with_old_placement.placement.CopyFrom(old.placement)
+    else:  # an empty placement set is not an absent one to SerializeToString
+        with_old_placement.ClearField("placement")
+    return same_spec(with_old_placement, old)
+
+
+def _meets_constraints(node: pb.Node, exprs: Iterable[str]) -> bool:
+    try:
+        return matches(node, parse_all(list(exprs)))
+    except InvalidParameter:  # checked at create and update; a stored one that no longer parses moves the task
+        return False
 
 
 def by_slot(tasks: Iterable[pb.Task]) -> dict[int, list[pb.Task]]:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from proto import objects_pb2 as pb
 
 from .plan import Plan, set_desired
-from .tasks import FAILURES, S, is_dirty, is_runnable, is_terminal, new_task
+from .tasks import FAILURES, S, is_runnable, is_terminal, new_task
+from .tasks import is_dirty as task_is_dirty
 
 US = pb.UpdateStatus
 FA = pb.UpdateConfig.FailureAction
@@ -99,9 +100,14 @@ def failure_action(service: pb.Service, failed: pb.Task, now_ns: int) -> pb.Serv
 
 
 def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: Callable[[], str],
-                touched: set[str]) -> Plan:
-    """The next step of the service's rolling update. `touched`: task ids the reconcile plan already changes."""
+                touched: set[str], nodes: dict[str, pb.Node] | None = None) -> Plan:
+    """The next step of the service's rolling update. `touched`: task ids the reconcile plan already changes; `nodes`:
+    the tasks' nodes, so a task whose spec changed only in placement stays where its node still meets it."""
     plan = Plan()
+    nodes = nodes or {}
+
+    def is_dirty(t: pb.Task) -> bool:
+        return task_is_dirty(service, t, nodes.get(t.node_id))
     # before the paused check: a replacement already made starts once its slot is free, paused update or not (as
     # swarmkit's delayed start, which outlives the updater that asked for it)
     promoted = start_held(tasks, now_ns, touched, plan)
@@ -110,9 +116,9 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     if state in STOPPED:
         return plan
     live = [t for t in tasks if is_runnable(t) and t.id not in touched]
-    dirty = [t for t in live if is_dirty(service, t) and not is_terminal(t)]
+    dirty = [t for t in live if is_dirty(t) and not is_terminal(t)]
     started = service.update_status.started_at.ToNanoseconds() if state in ROLLING else now_ns
-    fresh = [t for t in tasks if not is_dirty(service, t) and t.meta.created_at.ToNanoseconds() >= started
+    fresh = [t for t in tasks if not is_dirty(t) and t.meta.created_at.ToNanoseconds() >= started
              and t.status.timestamp.ToNanoseconds() >= started] if state in ROLLING else []
     cfg = config(service)
     monitor = monitor_ns(cfg)
@@ -136,7 +142,7 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
     # undoes) leaves its slot on the old spec: the update (or rollback) is not complete until its replacement ran
     # for the monitor period, nor while this pass's reconcile replaces tasks (`touched`: their replacements are not
     # in `tasks` yet). A crash-looping task of the new spec does not hold it (failure action continue).
-    waiting = touched or any(is_terminal(t) and is_dirty(service, t) for t in live)
+    waiting = touched or any(is_terminal(t) and is_dirty(t) for t in live)
     if not dirty:
         if state in ROLLING and not unhealthy and not waiting:
             done = US.COMPLETED if state == US.UPDATING else US.ROLLBACK_COMPLETED
@@ -147,7 +153,7 @@ def plan_update(service: pb.Service, tasks: list[pb.Task], now_ns: int, new_id: 
         started = now_ns
     # start-first (and any slot that has one): a slot whose new task exists keeps its old task until the new one
     # runs, then the old one stops; such a slot is not updated again
-    replaced = {key_of(t): t for t in live if not is_dirty(service, t) and not is_terminal(t)}
+    replaced = {key_of(t): t for t in live if not is_dirty(t) and not is_terminal(t)}
     for t in dirty:
         new = replaced.get(key_of(t))
         if new is not None and new.status.state == S.TASK_STATE_RUNNING:

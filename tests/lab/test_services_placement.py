@@ -69,8 +69,14 @@ def test_the_docker_cli_sets_changes_and_reads_placement_preferences(swarm: Lab,
     assert placement["Preferences"] == PREFS
     pretty = docker(swarm, "h1", "service", "inspect", "--pretty", "dkpref").stdout.splitlines()
     assert " Preferences:   [spread=node.labels.zone spread=node.labels.rack]" in pretty
-    docker(swarm, "h1", "service", "update", "--detach", "--placement-pref-rm", "spread=node.labels.zone",
+    sid = api.get("/services/dkpref")["ID"]
+    [before] = wait_until(lambda: all_running(api, sid, 1), 60, interval=0.2)
+    # not detached: the CLI returns once the service converged (its tasks up to date and running)
+    docker(swarm, "h1", "service", "update", "--placement-pref-rm", "spread=node.labels.zone",
            "--placement-pref-add", "spread=engine.labels.dc", "dkpref")
+    # as swarmkit's: a change of placement alone does not replace a task whose node still meets the constraints
+    assert ([t["ID"] for t in all_running(api, sid, 1) or []], "UpdateStatus" in api.get("/services/dkpref")) == (
+        [before["ID"]], False)
     placement = json.loads(docker(swarm, "h1", "service", "inspect", "dkpref").stdout)[0]["Spec"]["TaskTemplate"]["Placement"]
     assert placement["Preferences"] == [PREFS[1], {"Spread": {"SpreadDescriptor": "engine.labels.dc"}}]
     assert " Preferences:   [spread=node.labels.rack spread=engine.labels.dc]" in sh(

@@ -292,3 +292,44 @@ def test_a_new_spec_task_waiting_for_its_restart_does_not_hold_the_update() -> N
     tasks.append(task(svc, "new3", 3, "n1", state=S.TASK_STATE_FAILED, at=NOW - SEC, created=started))
     plan = plan_update(svc, tasks, NOW, ids("n"), set())
     assert plan.service is not None and plan.service.update_status.state == US.COMPLETED
+
+
+def placement_changed(constraint: str, preference: str = "") -> tuple[pb.Service, list[pb.Task]]:
+    """3 tasks on n1 (zone a) of a spec without placement; the service's spec now has the given placement."""
+    old = service(replicas=3)
+    tasks = [task(old, f"t{i}", i, "n1") for i in (1, 2, 3)]
+    svc = service(replicas=3)
+    if constraint:
+        svc.spec.task.placement.constraints.append(constraint)
+    if preference:
+        svc.spec.task.placement.preferences.add().spread.spread_descriptor = preference
+    return svc, tasks
+
+
+ZONED = nodes_by_id(node("n1", labels={"zone": "a"}), node("n2", labels={"zone": "b"}))
+
+
+def test_a_new_preference_alone_moves_no_task_and_the_update_completes() -> None:
+    svc, tasks = placement_changed("", "node.labels.zone")
+    plan = plan_service(updating(svc, NOW - 30 * SEC), tasks, ZONED, NOW, ids("n"))
+    assert (plan.create, plan.update, plan.service.update_status.state) == ([], [], US.COMPLETED)
+
+
+def test_a_new_constraint_its_node_meets_moves_no_task() -> None:
+    svc, tasks = placement_changed("node.labels.zone==a")
+    plan = plan_service(svc, tasks, ZONED, NOW, ids("n"))
+    assert (plan.create, plan.update, plan.service) == ([], [], None)
+
+
+def test_a_new_constraint_its_node_does_not_meet_replaces_the_task() -> None:
+    svc, tasks = placement_changed("node.labels.zone==b")
+    plan = plan_service(svc, tasks, ZONED, NOW, ids("n"))
+    assert ([t.slot for t in plan.create], [(t.id, t.desired_state) for t in plan.update]) == (
+        [1], [("t1", S.TASK_STATE_SHUTDOWN)])
+
+
+def test_a_placement_change_with_another_change_replaces_the_task() -> None:
+    svc, tasks = placement_changed("node.labels.zone==a")
+    svc.spec.task.container.image = "busybox:v2"
+    plan = plan_service(svc, tasks, ZONED, NOW, ids("n"))
+    assert [t.slot for t in plan.create] == [1]
