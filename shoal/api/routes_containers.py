@@ -18,7 +18,7 @@ from agent.executor import logfile, stdio
 from shoal.api import convert, params, streams
 from shoal.api.create_versions import adjust_create_for_api_version
 from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
-from shoal.api.versioned import request_version
+from shoal.api.versioned import drop_path, request_version
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
 from shoal.engine.stdio import stdio_options
 from shoal.swarm import container_attach
@@ -171,7 +171,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     timestamps = params.bool_value(request.query.get("timestamps"))
     chunks = engine.container_logs(ref, stdout, stderr, tail=tail, follow=follow, since_ns=since,
                                    until_ns=until, timestamps=timestamps)
-    content_type = streams.RAW_STREAM if record.tty else streams.MULTIPLEXED
+    content_type = streams.stream_content_type(record.tty, request_version(request))
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     await response.prepare(request)
     gone = asyncio.ensure_future(streams.when_disconnected(request))
@@ -187,18 +187,20 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 
 def _wants_upgrade(request: web.Request) -> bool:
-    return "upgrade" in request.headers.get("Connection", "").lower() and bool(request.headers.get("Upgrade"))
+    return "Upgrade" in request.headers  # moby: the header's presence, whatever its value or Connection's
 
 
 async def _hijack(request: web.Request, tty: bool) -> streams.HijackedConnection:
     """Answers 101 UPGRADED (or 200 for a client that did not ask to upgrade) and takes the
-    socket over; what follows is the raw or multiplexed output stream, ended by closing."""
-    headers = {"Content-Type": streams.RAW_STREAM if tty else streams.MULTIPLEXED}
+    socket over; what follows is the raw or multiplexed output stream, ended by closing. The
+    Content-Type is moby's: a 200 always says raw-stream, a 101 says what stream_content_type says."""
     if _wants_upgrade(request):
         status, reason = 101, "UPGRADED"
-        headers.update({"Connection": "Upgrade", "Upgrade": "tcp"})
+        headers = {"Content-Type": streams.stream_content_type(tty, request_version(request)),
+                   "Connection": "Upgrade", "Upgrade": "tcp"}
     else:
         status, reason = 200, "OK"
+        headers = {"Content-Type": streams.RAW_STREAM}
     headers.update(standard_headers(request.app[ENGINE]))
     conn = streams.HijackedConnection.take_over(request)
     await conn.write(streams.raw_response_head(status, reason, headers))
@@ -338,6 +340,8 @@ async def resize_container(request: web.Request) -> web.Response:
 async def create_exec(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     body = params.parse_json_body(await request.read())
+    if params.version_before(request_version(request), "1.42") and isinstance(body, dict):
+        drop_path(body, ("ConsoleSize",))  # moby: not supported before 1.42
     record = await engine.create_exec(request.match_info["id"], params.parse_exec_create(body))
     return json_response({"Id": record.id}, status=201)
 
@@ -358,6 +362,8 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     size = params.get_ci(body, "ConsoleSize")
     console_size = (size[0], size[1]) if isinstance(size, list) and len(size) == 2 and all(
         isinstance(x, int) and x > 0 for x in size) else None
+    if params.version_before(request_version(request), "1.42"):
+        console_size = None  # moby: not supported before 1.42
     record = engine.get_exec(exec_id)
     if record.running or record.exit_code is not None:
         # Checked here because after the upgrade an error can only go into the stream.

@@ -22,6 +22,7 @@ from manager.nodes_service import open_secure
 from proto import swarm_pb2, swarm_pb2_grpc
 from shoal.api import params, streams
 from shoal.api.server import ENGINE, add_route
+from shoal.api.versioned import request_version
 from shoal.swarm.executor import L_NODE, L_SERVICE_ID, L_TASK_ID
 from shoal.swarm.logs_agent import local_containers, merged, task_log_lines
 
@@ -82,7 +83,7 @@ def find_task(view: Any, ref: str) -> Any:
 
 
 async def remote_lines(swarm: Any, task_ids: set[str], opts: swarm_pb2.LogOptions,
-                       timestamps: bool) -> AsyncIterator[tuple[int, bytes]]:
+                       timestamps: bool, details: bool = True) -> AsyncIterator[tuple[int, bytes]]:
     """Lines of tasks on other nodes, through the leader's log broker (manager/logbroker.py)."""
     if not task_ids:
         return
@@ -100,15 +101,20 @@ async def remote_lines(swarm: Any, task_ids: set[str], opts: swarm_pb2.LogOption
                 if m.missing_nodes:
                     log.warning("service logs: nodes %s have no session: their tasks' logs left out", ", ".join(m.missing_nodes))
                 for lm in m.messages:
-                    details = details_prefix({L_NODE: lm.node_id, L_SERVICE_ID: lm.service_id, L_TASK_ID: lm.task_id})
-                    yield lm.stream, with_details(lm.data, details, timestamps)
+                    if not details:
+                        yield lm.stream, lm.data
+                        continue
+                    prefix = details_prefix({L_NODE: lm.node_id, L_SERVICE_ID: lm.service_id, L_TASK_ID: lm.task_id})
+                    yield lm.stream, with_details(lm.data, prefix, timestamps)
         except grpc.aio.AioRpcError as e:
             log.warning("service logs: the log broker failed: %s: %s", e.code().name, e.details())
         finally:
             call.cancel()
 
 
-async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse:
+async def _serve(request: web.Request, task_ids: set[str], tty: bool) -> web.StreamResponse:
+    """tty: the service's (or task's) ContainerSpec.TTY. As moby, its lines go out raw, not in 8-byte frames: the
+    docker CLI copies a TTY service's logs as they come and demultiplexes the others."""
     engine = request.app[ENGINE]
     q = request.query
     stdout, stderr = params.bool_value(q.get("stdout")), params.bool_value(q.get("stderr"))
@@ -116,6 +122,7 @@ async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse
         raise InvalidParameter("Bad parameters: you must choose at least one stream")
     follow = params.bool_value(q.get("follow"))
     timestamps = params.bool_value(q.get("timestamps"))
+    details = params.bool_value(q.get("details"))  # the docker CLI asks for them unless --raw
     tail = q.get("tail") or "all"
     if tail != "all":
         params.int_value(tail, "tail")
@@ -130,16 +137,17 @@ async def _serve(request: web.Request, task_ids: set[str]) -> web.StreamResponse
 
     async def local() -> AsyncIterator[tuple[int, bytes]]:
         async for c, stream, line in task_log_lines(engine, task_ids, opts):
-            yield stream, with_details(line, details_prefix(c.labels), timestamps)
+            yield stream, with_details(line, details_prefix(c.labels), timestamps) if details else line
 
     # tasks without a container here are read where they run (a task's container is on its node only)
-    elsewhere = remote_lines(engine.swarm, set(task_ids) - here, opts, timestamps)
+    elsewhere = remote_lines(engine.swarm, set(task_ids) - here, opts, timestamps, details)
     chunks = merged([local(), elsewhere]) if follow else _chain(local(), elsewhere)
-    response = web.StreamResponse(status=200, headers={"Content-Type": streams.MULTIPLEXED})
+    content_type = streams.stream_content_type(tty, request_version(request))
+    response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     await response.prepare(request)  # follow: 200 at once, then the stream (the CLI waits for the headers)
     gone = asyncio.ensure_future(streams.when_disconnected(request))
     try:
-        await streams.pump(chunks, response.write, False, gone if follow else None)
+        await streams.pump(chunks, response.write, tty, gone if follow else None)
     finally:
         gone.cancel()
     with contextlib.suppress(ConnectionError):
@@ -157,12 +165,13 @@ async def service_logs(request: web.Request) -> web.StreamResponse:
     view = _store_view(request.app[ENGINE])
     svc = find_service(view, request.match_info["id"])
     task_ids = {t.id for t in view.list("task") if t.service_id == svc.id}
-    return await _serve(request, task_ids)
+    return await _serve(request, task_ids, svc.spec.task.container.tty)
 
 
 async def task_logs(request: web.Request) -> web.StreamResponse:
     view = _store_view(request.app[ENGINE])
-    return await _serve(request, {find_task(view, request.match_info["id"]).id})
+    task = find_task(view, request.match_info["id"])
+    return await _serve(request, {task.id}, task.spec.container.tty)
 
 
 def add_routes(app: web.Application) -> None:

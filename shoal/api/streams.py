@@ -17,9 +17,18 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
+from shoal.api.params import version_before
+
 STDIN, STDOUT, STDERR = 0, 1, 2
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_NAMED_FROM = "1.42"  # before it moby called every stream raw, multiplexed or not
+
+
+def stream_content_type(tty: bool, version: str) -> str:
+    """The Content-Type moby gives a logs, attach or exec stream: multiplexed (8-byte frames) without a TTY, from API
+    1.42; raw-stream otherwise, the frames being there all the same."""
+    return MULTIPLEXED if not tty and not version_before(version, MULTIPLEXED_NAMED_FROM) else RAW_STREAM
 _HEADER = struct.Struct(">BxxxI")
 _INPUT_LIMIT = 1 << 20  # stdin bytes a hijacked connection buffers before it stops reading
 HEAD_READ_TIMEOUT_S = 1.0  # the most a hijacked stream waits for its client to read the response head

@@ -14,6 +14,7 @@ from shoal.cli.common import Failed, client, err, out
 from shoal.cli.format import UsageError, render_table, to_json
 from shoal.cli.service_create import create_service
 from shoal.cli.service_create import follow as _follow
+from shoal.cli.service_logs import logs
 from shoal.client import DaemonError
 
 CONTEXT = {"help_option_names": ["--help"]}
@@ -401,3 +402,4 @@ def rm(refs: tuple[str, ...]) -> None:
 
 
 service.add_command(rm, "remove")
+service.add_command(logs)  # shoal/cli/service_logs.py: the docker CLI's line formatting

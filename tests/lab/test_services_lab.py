@@ -465,3 +465,52 @@ def test_a_finished_tasks_container_stays_stopped_with_its_logs_until_the_task_l
     api.delete(f"/services/{sid}")
     wait_until(lambda: not [c for c in swarm.client(host).get("/containers/json", {"all": "1"})
                             if c["Labels"].get("com.docker.swarm.task.id") == done["ID"]], 30)
+
+
+# ---------------------------------------------------------------------------------------------- logs
+def both_logs(lab: Lab, *args: str, check: bool = True) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(exit code, sorted stdout lines, sorted stderr lines) of `shoal service logs ARGS` and of the docker CLI's
+    (tasks on two nodes: the order between them is the arrival's)."""
+    def seen(r: Any) -> tuple[Any, ...]:
+        return r.returncode, sorted(r.stdout.splitlines()), sorted(r.stderr.splitlines())
+
+    return (seen(sh(lab, "h1", "service", "logs", *args, check=check)),
+            seen(docker(lab, "h1", "service", "logs", *args, check=check)))
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-task-ids"], ["--no-trunc"], ["--no-resolve"], ["--raw"], ["-t"],
+                                   ["--details"], ["--tail", "1"]])
+def test_shoal_service_logs_prints_what_the_docker_cli_prints(swarm: Lab, api: Any, flags: list[str]) -> None:
+    body = spec("chatty", replicas=2)
+    body["TaskTemplate"]["ContainerSpec"]["Args"] = ["sh", "-c", "echo out $(hostname); echo err >&2; sleep 1d"]
+    sid = api.post("/services/create", body)["ID"]
+    wait_until(lambda: all_running(api, sid, 2), 60, interval=0.2)
+    wait_until(lambda: len(docker(swarm, "h1", "service", "logs", "chatty").stdout.splitlines()) == 2, 30,
+               interval=0.2)
+    shoal_sees, docker_sees = both_logs(swarm, *flags, "chatty")
+    lines = 2 if "--tail" in flags else 4  # out and err of each task; with --tail 1 each task's last: err
+    assert (shoal_sees, len(shoal_sees[1]) + len(shoal_sees[2])) == (docker_sees, lines)
+
+
+def test_shoal_service_logs_of_a_task_and_of_nothing_as_the_docker_cli(swarm: Lab, api: Any) -> None:
+    body = spec("onetask", replicas=1)
+    body["TaskTemplate"]["ContainerSpec"]["Args"] = ["sh", "-c", "echo only; sleep 1d"]
+    sid = api.post("/services/create", body)["ID"]
+    [task] = wait_until(lambda: all_running(api, sid, 1), 60, interval=0.2)
+    wait_until(lambda: docker(swarm, "h1", "service", "logs", task["ID"]).stdout, 30, interval=0.2)
+    shoal_sees, docker_sees = both_logs(swarm, task["ID"])
+    assert (shoal_sees, len(shoal_sees[1])) == (docker_sees, 1)
+    shoal_sees, docker_sees = both_logs(swarm, "nosuchthing", check=False)
+    assert shoal_sees == docker_sees == (1, [], ["no such task or service: nosuchthing"])
+
+
+def test_a_tty_services_logs_only_with_raw_as_the_docker_cli(swarm: Lab, api: Any) -> None:
+    body = spec("ttylogs", replicas=1)
+    body["TaskTemplate"]["ContainerSpec"].update({"Args": ["sh", "-c", "echo on a tty; sleep 1d"], "TTY": True})
+    sid = api.post("/services/create", body)["ID"]
+    wait_until(lambda: all_running(api, sid, 1), 60, interval=0.2)
+    wait_until(lambda: docker(swarm, "h1", "service", "logs", "--raw", "ttylogs").stdout, 30, interval=0.2)
+    refused, docker_refused = both_logs(swarm, "ttylogs", check=False)
+    assert refused == docker_refused == (1, [], ["tty service logs only supported with --raw"])
+    shoal_sees, docker_sees = both_logs(swarm, "--raw", "ttylogs")
+    assert shoal_sees == docker_sees == (0, ["on a tty"], [])
