@@ -148,18 +148,57 @@ def _tail_lines(files: list[Path], count: int, current_end: int) -> list[bytes]:
 def _read_block(file: Path, offset: int) -> tuple[bytes, int, int]:
     """Complete lines from offset (at most about CHUNK bytes); (data, new offset, inode)."""
     with open(file, "rb") as f:
-        st = os.fstat(f.fileno())
-        f.seek(offset)
-        data = f.read(CHUNK)
+        return _read_block_of(f.fileno(), offset)
+
+
+def _read_block_of(fd: int, offset: int) -> tuple[bytes, int, int]:
+    """_read_block on an open file."""
+    ino = os.fstat(fd).st_ino
+    data = os.pread(fd, CHUNK, offset)
     complete = data[: data.rfind(b"\n") + 1]
     if not complete and len(data) == CHUNK:  # one line longer than a chunk: Docker caps lines at 16K
         complete = data
-    return complete, offset + len(complete), st.st_ino
+    return complete, offset + len(complete), ino
+
+
+def _open_log(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
 
 async def read_log(path: Path, query: Query, follow: bool = False,
                    running: Callable[[], bool] = lambda: False) -> AsyncIterator[tuple[int, bytes]]:
-    """(stream, bytes) as `docker logs` shows them; with follow, until running() is false."""
+    """(stream, bytes) as `docker logs` shows them; with follow, until running() is false.
+
+    A follow keeps the current file open: the container may be removed, its log with it, before the last lines were
+    sent (docker-py's `containers.run(remove=True)` removes the container, then reads the follow stream it opened
+    before; under load the 2026-12-04 CI run lost a line so). What was written is read from the open file."""
+    held = _HeldFile()
+    if follow:
+        held.fd = await asyncio.to_thread(_open_log, path)
+    try:
+        async for item in _read_log(path, query, follow, running, held):
+            yield item
+    finally:
+        held.close()
+
+
+class _HeldFile:
+    """The log file a follow reads, open (fd) or not (None)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+async def _read_log(path: Path, query: Query, follow: bool, running: Callable[[], bool],
+                    held: _HeldFile) -> AsyncIterator[tuple[int, bytes]]:
     files = log_files(path)
     offset = inode = 0
     if query.tail is not None:
@@ -189,11 +228,19 @@ async def read_log(path: Path, query: Query, follow: bool = False,
         alive = running()
         try:
             st = path.stat()
-            if st.st_ino != inode or st.st_size < offset:  # rotated: the new file from its start
+            if st.st_ino != inode or st.st_size < offset:  # rotated (or made since): the new file from its start
                 inode, offset = st.st_ino, 0
-            data, offset, inode = await asyncio.to_thread(_read_block, path, offset)
         except FileNotFoundError:
-            data = b""
+            pass  # removed: what the open file holds is still read
+        if held.fd is not None and os.fstat(held.fd).st_ino != inode:
+            held.close()
+        if held.fd is None:
+            held.fd = await asyncio.to_thread(_open_log, path)
+            if held.fd is not None and os.fstat(held.fd).st_ino != inode:  # replaced again meanwhile
+                inode, offset = os.fstat(held.fd).st_ino, 0
+        data = b""
+        if held.fd is not None:
+            data, offset, inode = await asyncio.to_thread(_read_block_of, held.fd, offset)
         for line in data.splitlines():
             entry = decode_line(line)
             if entry is not None and query.wants(entry):

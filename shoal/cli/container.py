@@ -26,31 +26,40 @@ CONTEXT = {"help_option_names": ["--help"]}
 PASSTHROUGH = {"help_option_names": ["--help"], "ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
+def _create_options(f: Any) -> Any:
+    """The options `run` and `create` share (docker's container create flags); then the log, limit and run flags."""
+    for option in reversed([
+        click.option("--name", default="", help="Assign a name to the container"),
+        click.option("--network", "--net", "network", default="", help="Connect a container to a network"),
+        click.option("-h", "--hostname", default="", help="Container host name"),
+        click.option("-e", "--env", multiple=True, help="Set environment variables"),
+        click.option("-l", "--label", multiple=True, help="Set meta data on a container"),
+        click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image"),
+        click.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host"),
+        click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports"),
+        click.option("--expose", multiple=True, help="Expose a port or a range of ports"),
+        click.option("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)"),
+        click.option("--network-alias", multiple=True, help="Add network-scoped alias for the container"),
+        click.option("--link", multiple=True, help="Add link to another container"),
+        click.option("-w", "--workdir", default="", help="Working directory inside the container"),
+        click.option("-u", "--user", default="", help="Username or UID"),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached"),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY"),
+        click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)"),
+        resource_cli.limit_options,
+        runflags.options,
+        click.argument("image"),
+        click.argument("command", nargs=-1, type=click.UNPROCESSED),
+    ]):
+        f = option(f)
+    return f
+
+
 @click.command(context_settings=PASSTHROUGH)
 @click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID")
 @click.option("--rm", "remove", is_flag=True, help="Automatically remove the container when it exits")
-@click.option("--name", default="", help="Assign a name to the container")
-@click.option("--network", "--net", "network", default="", help="Connect a container to a network")
-@click.option("-h", "--hostname", default="", help="Container host name")
-@click.option("-e", "--env", multiple=True, help="Set environment variables")
-@click.option("-l", "--label", multiple=True, help="Set meta data on a container")
-@click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image")
-@click.option("-p", "--publish", multiple=True, help="Publish a container's port(s) to the host")
-@click.option("-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random ports")
-@click.option("--expose", multiple=True, help="Expose a port or a range of ports")
-@click.option("--ip", default="", help="IPv4 address (e.g., 172.30.100.104)")
-@click.option("--network-alias", multiple=True, help="Add network-scoped alias for the container")
-@click.option("--link", multiple=True, help="Add link to another container")
-@click.option("-w", "--workdir", default="", help="Working directory inside the container")
-@click.option("-u", "--user", default="", help="Username or UID")
-@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open even if not attached")
-@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY")
 @click.option("--detach-keys", default="", help="Override the key sequence for detaching a container")
-@click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)")
-@resource_cli.limit_options
-@runflags.options
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_create_options
 def run(detach: bool, remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...],
         label: tuple[str, ...], entrypoint: str | None, publish: tuple[str, ...], publish_all: bool,
         expose: tuple[str, ...], ip: str,
@@ -231,6 +240,52 @@ def stop(signal: str, timeout: int | None, containers: tuple[str, ...]) -> None:
     _each(containers, lambda r: c.post(f"/containers/{ref(r)}/stop", query={"t": timeout, "signal": signal or None}))
 
 
+@click.command(context_settings=PASSTHROUGH)
+@click.option("--rm", "remove", is_flag=True,
+              help="Automatically remove the container and its associated anonymous volumes when it exits")
+@_create_options
+def create(remove: bool, name: str, network: str, hostname: str, env: tuple[str, ...], label: tuple[str, ...],
+           entrypoint: str | None, publish: tuple[str, ...], publish_all: bool, expose: tuple[str, ...], ip: str,
+           network_alias: tuple[str, ...], link: tuple[str, ...], workdir: str, user: str, interactive: bool,
+           tty: bool, log_opt: tuple[str, ...], image: str, command: tuple[str, ...], **create_options: Any) -> None:
+    """Create a new container
+
+    Usage: shoal create [OPTIONS] IMAGE [COMMAND] [ARG...]
+    """
+    runner.create_container(client(), remove, name, network, hostname, env, label, entrypoint, publish, publish_all,
+                            expose, ip, network_alias, link, workdir, user, image, command, interactive=interactive,
+                            tty=tty, log_opt=log_opt, host_config=resource_cli.host_config_limits(create_options),
+                            adjust=runflags.adjust(create_options))
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("-s", "--signal", default="", help="Signal to send to the container")
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before killing the container")
+@click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
+def restart(signal: str, timeout: int | None, containers: tuple[str, ...]) -> None:
+    """Restart one or more containers"""
+    c = client()
+    _each(containers, lambda r: c.post(f"/containers/{ref(r)}/restart", query={"t": timeout, "signal": signal or None}))
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("container")
+@click.argument("private_port", required=False, metavar="[PRIVATE_PORT[/PROTO]]")
+def port(container: str, private_port: str | None) -> None:
+    """List port mappings or a specific mapping for the container"""
+    from shoal.cli.ports_view import port_lines
+
+    try:
+        lines = port_lines(client().get(f"/containers/{ref(container)}/json"), private_port, container)
+    except DaemonError as exc:
+        err(f"Error response from daemon: {exc.message}")
+        raise Failed(1) from None
+    except ValueError as exc:
+        err(str(exc))
+        raise Failed(1) from None
+    out("".join(f"{line}\n" for line in lines))
+
+
 @click.command(context_settings=CONTEXT)
 @click.option("-s", "--signal", default="", help="Signal to send to the container")
 @click.argument("containers", nargs=-1, required=True, metavar="CONTAINER...")
@@ -263,6 +318,7 @@ def container() -> None:
 for _cmd, _names in (*((cmd, [name]) for cmd, name in resource_cli.COMMANDS), (run, ["run"]), (ps, ["ls", "ps", "list"]), (exec_, ["exec"]), (logs, ["logs"]),
                      (attach, ["attach"]),
                      (rm, ["rm", "remove"]), (stop, ["stop"]), (kill, ["kill"]), (start, ["start"]),
+                     (create, ["create"]), (restart, ["restart"]), (port, ["port"]),
                      (inspect, ["inspect"])):
     for _name in _names:
         container.add_command(_cmd, _name)

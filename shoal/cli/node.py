@@ -1,8 +1,9 @@
-"""`shoal node ...`: ls, inspect [--pretty], update, promote, demote, rm — docker's requests and output
+"""`shoal node ...`: ls, ps, inspect [--pretty], update, promote, demote, rm — docker's requests and output
 (CLIENT-SPEC §5) against the daemon's /nodes endpoints (shoal/api/routes_swarm.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import click
@@ -134,6 +135,60 @@ def _mem(n: int) -> str:
             return f"{n:.4g}{unit}" if unit != "B" else f"{n}B"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+@node.command("ps", context_settings=CONTEXT)
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided")
+@click.option("-q", "--quiet", is_flag=True, help="Only display task IDs")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate output")
+@click.option("--no-resolve", is_flag=True, help="Do not map IDs to Names")
+@click.argument("refs", nargs=-1, metavar="[NODE...]")
+def ps(filters: tuple[str, ...], quiet: bool, no_trunc: bool, no_resolve: bool, refs: tuple[str, ...]) -> None:
+    """List tasks running on one or more nodes, defaults to current node"""
+    from shoal.cli.service import ps_rows
+
+    c = client()
+    extra: dict[str, dict[str, bool]] = {}
+    for item in filters:
+        k, _, v = item.partition("=")
+        extra.setdefault(k, {})[v] = True
+    errors: list[str] = []
+    tasks: list[dict] = []
+    for ref in refs or ("self",):
+        try:  # the docker CLI's order: inspect the node, then its tasks; an error is kept and the rest goes on
+            found = c.get(f"/nodes/{_resolve(c, ref)}")
+            tasks += c.get("/tasks", {"filters": json.dumps({**extra, "node": {found["ID"]: True}})})
+        except DaemonError as e:
+            errors.append(f"Error response from daemon: {e.message}")
+    if not errors or tasks:
+        services, names = {}, {}
+        for t in tasks:
+            sid = t.get("ServiceID", "")
+            if sid not in services:
+                try:
+                    services[sid] = c.get(f"/services/{sid}", {"insertDefaults": "false"})
+                except DaemonError as e:  # removed, its tasks not yet: the docker CLI shows its ID
+                    if e.status != 404:
+                        raise
+                    services[sid] = {"ID": sid, "Spec": {"Name": sid}}
+            nid = t.get("NodeID", "")
+            if nid and nid not in names:
+                n = c.get(f"/nodes/{nid}")
+                names[nid] = (n.get("Spec") or {}).get("Name") or (n.get("Description") or {}).get("Hostname", "")
+        if no_resolve:  # the docker CLI's --no-resolve: IDs where the names would be
+            names = {nid: nid for nid in names}
+            services = {sid: {**svc, "Spec": {**svc["Spec"], "Name": sid}} for sid, svc in services.items()}
+        rows: list[list[str]] = []
+        for sid in sorted(services, key=lambda i: _natural(services[i]["Spec"]["Name"])):
+            rows += ps_rows(services[sid], [t for t in tasks if t.get("ServiceID", "") == sid], names,
+                            trunc=not no_trunc)
+        if quiet:  # the table's ID column: truncated unless --no-trunc, as the docker CLI's
+            out("".join(r[0] + "\n" for r in rows))
+        else:
+            out(render_table(["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], rows))
+    if errors:
+        err("\n".join(errors))
+        raise Failed(1)
 
 
 @node.command(context_settings=CONTEXT)

@@ -58,7 +58,8 @@ LAZY: dict[str, Loader] = {
     "volume": _attr("volume", "volume"), "cp": _attr("volume", "cp"),
     **{name: _attr("container", attr) for name, attr in (
         ("run", "run"), ("ps", "ps"), ("exec", "exec_"), ("logs", "logs"), ("attach", "attach"), ("rm", "rm"),
-        ("stop", "stop"), ("kill", "kill"), ("start", "start"))},
+        ("stop", "stop"), ("kill", "kill"), ("start", "start"), ("create", "create"), ("restart", "restart"),
+        ("port", "port"))},
     "container": _container_group,
     **{name: _resource(name) for name in ("stats", "top", "pause", "unpause", "update")},
     "image": _image_group, "images": _attr("image", "images"), "rmi": _attr("image", "rm"),

@@ -65,21 +65,20 @@ def create_body(image: str, command: Sequence[str], *, env: Sequence[str] = (), 
     }
 
 
-def _run_failed(message: str) -> Failed:
-    err(f"shoal: Error response from daemon: {message}\n\nRun 'shoal run --help' for more information")
+def _run_failed(message: str, verb: str = "run") -> Failed:
+    err(f"shoal: Error response from daemon: {message}\n\nRun 'shoal {verb} --help' for more information")
     return Failed(125)
 
 
-def run_container(c: Client, detach: bool, remove: bool, name: str, network: str, hostname: str,
-                  env: Sequence[str], label: Sequence[str], entrypoint: str | None, publish: Sequence[str],
-                  publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
-                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
-                  interactive: bool = False, tty: bool = False, detach_keys: str = "",
-                  log_opt: Sequence[str] = (),
-                  host_config: Mapping[str, Any] | None = None,
-                  adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
+def _create_request(detach: bool, remove: bool, network: str, hostname: str, env: Sequence[str],
+                    label: Sequence[str], entrypoint: str | None, publish: Sequence[str], publish_all: bool,
+                    expose: Sequence[str], ip: str, network_alias: Sequence[str], link: Sequence[str], workdir: str,
+                    user: str, image: str, command: Sequence[str], interactive: bool, tty: bool,
+                    log_opt: Sequence[str], host_config: Mapping[str, Any] | None,
+                    adjust: Callable[[dict[str, Any]], None] | None, verb: str) -> dict[str, Any]:
+    """The create body of `run` or `create` (for `create`, detach: its AutoRemove is --rm itself)."""
     if image.startswith("-"):
-        err(f"shoal: unknown flag: {image}\n\nRun 'shoal run --help' for more information")
+        err(f"shoal: unknown flag: {image}\n\nRun 'shoal {verb} --help' for more information")
         raise Failed(125)
     try:
         # Proxies from the config file first: the user's -e wins (the daemon keeps the last).
@@ -100,15 +99,50 @@ def run_container(c: Client, detach: bool, remove: bool, name: str, network: str
             adjust(body)
             body["HostConfig"]["AutoRemove"] = remove and detach
     except (UsageError, ValueError) as exc:
-        err(f"shoal: {exc}\n\nRun 'shoal run --help' for more information")
+        err(f"shoal: {exc}\n\nRun 'shoal {verb} --help' for more information")
         raise Failed(125) from None
+    return body
+
+
+def _create(c: Client, body: dict[str, Any], name: str, verb: str) -> str:
     try:
         created = c.post("/containers/create", body, {"name": name} if name else None) or {}
-        cid = created["Id"]
         for warning in created.get("Warnings") or []:
             err(f"WARNING: {warning}")
+        return str(created["Id"])
     except DaemonError as exc:
-        raise _run_failed(exc.message) from None
+        if verb == "create":  # docker create: the daemon's words alone, exit 1 (run's are 125 with a usage hint)
+            err(f"Error response from daemon: {exc.message}")
+            raise Failed(1) from None
+        raise _run_failed(exc.message, verb) from None
+
+
+def create_container(c: Client, remove: bool, name: str, network: str, hostname: str, env: Sequence[str],
+                     label: Sequence[str], entrypoint: str | None, publish: Sequence[str], publish_all: bool,
+                     expose: Sequence[str], ip: str, network_alias: Sequence[str], link: Sequence[str],
+                     workdir: str, user: str, image: str, command: Sequence[str], interactive: bool = False,
+                     tty: bool = False, log_opt: Sequence[str] = (), host_config: Mapping[str, Any] | None = None,
+                     adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """`shoal create`: run's create body (its streams attached, as docker create's), its ID printed."""
+    body = _create_request(True, remove, network, hostname, env, label, entrypoint, publish, publish_all, expose, ip,
+                           network_alias, link, workdir, user, image, command, interactive, tty, log_opt,
+                           host_config, adjust, "create")
+    body.update({"AttachStdout": True, "AttachStderr": True, "AttachStdin": interactive, "StdinOnce": interactive})
+    out(f"{_create(c, body, name, 'create')}\n")
+
+
+def run_container(c: Client, detach: bool, remove: bool, name: str, network: str, hostname: str,
+                  env: Sequence[str], label: Sequence[str], entrypoint: str | None, publish: Sequence[str],
+                  publish_all: bool, expose: Sequence[str], ip: str, network_alias: Sequence[str],
+                  link: Sequence[str], workdir: str, user: str, image: str, command: Sequence[str],
+                  interactive: bool = False, tty: bool = False, detach_keys: str = "",
+                  log_opt: Sequence[str] = (),
+                  host_config: Mapping[str, Any] | None = None,
+                  adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
+    body = _create_request(detach, remove, network, hostname, env, label, entrypoint, publish, publish_all, expose,
+                           ip, network_alias, link, workdir, user, image, command, interactive, tty, log_opt,
+                           host_config, adjust, "run")
+    cid = _create(c, body, name, "run")
     if not detach and (interactive or tty):
         _run_attached(c, cid, remove, interactive, tty, detach_keys)
         return

@@ -5,6 +5,7 @@ Tasks are asserted running: the nodes' executors run them (the full seed flow is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import textwrap
@@ -514,3 +515,55 @@ def test_a_tty_services_logs_only_with_raw_as_the_docker_cli(swarm: Lab, api: An
     assert refused == docker_refused == (1, [], ["tty service logs only supported with --raw"])
     shoal_sees, docker_sees = both_logs(swarm, "--raw", "ttylogs")
     assert shoal_sees == docker_sees == (0, ["on a tty"], [])
+
+
+# ---------------------------------------------------------------------------------------------- node ps
+def _aged(text: str) -> str:
+    """A table with its "N seconds ago" cells made equal and its columns' padding squeezed (the two commands run
+    a second apart at most)."""
+    import re
+
+    return re.sub(r"(Running|Pending|Preparing|Starting|Assigned) .*? ago", r"\1 ago", re.sub(r"  +", "  ", text))
+
+
+def node_ps_both(lab: Lab, *args: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(table, stderr) of `shoal node ps ARGS` and of the docker CLI's, once both show the same store: tasks of the
+    services earlier tests removed leave it meanwhile (the last pair is returned if they never agree)."""
+    def both() -> tuple[tuple[str, str], tuple[str, str]]:
+        mine, theirs = sh(lab, "h1", "node", "ps", *args), docker(lab, "h1", "node", "ps", *args)
+        return (_aged(mine.stdout), mine.stderr), (_aged(theirs.stdout), theirs.stderr)
+
+    with contextlib.suppress(TimeoutError):
+        return wait_until(lambda: (pair := both())[0] == pair[1] and pair, 30, interval=0.5)
+    return both()
+
+
+@pytest.mark.parametrize("args", [[], ["h2"], ["-q", "h2"], ["--no-trunc", "h3"], ["--no-resolve", "h2"],
+                                  ["-f", "desired-state=running", "h2"]])
+def test_shoal_node_ps_prints_what_the_docker_cli_prints(swarm: Lab, api: Any, args: list[str]) -> None:
+    sid = api.post("/services/create", spec("nodeps", replicas=4))["ID"]
+    other = api.post("/services/create", spec("another", replicas=2))["ID"]
+    wait_until(lambda: all_running(api, sid, 4) and all_running(api, other, 2), 60, interval=0.2)
+    shoal_sees, docker_sees = node_ps_both(swarm, *args)
+    assert shoal_sees == docker_sees
+    assert len(shoal_sees[0].splitlines()) > 1 or "-q" in args
+
+
+def test_shoal_node_ps_of_two_nodes_lists_each_nodes_tasks_once(swarm: Lab, api: Any) -> None:
+    # docker CLI 28.2.2 adds each node to one filter it keeps (no Clone): its second query asks for the tasks of
+    # both nodes and the first node's tasks print twice; shoal's lists what `node ps h2` and `node ps h3` list
+    sid = api.post("/services/create", spec("twonodes", replicas=4))["ID"]
+    wait_until(lambda: all_running(api, sid, 4), 60, interval=0.2)
+    f = ["-f", "desired-state=running"]  # not the tasks of earlier tests' services, which leave meanwhile
+    both = _aged(sh(swarm, "h1", "node", "ps", *f, "h2", "h3").stdout).splitlines()
+    each = [_aged(docker(swarm, "h1", "node", "ps", *f, h).stdout).splitlines() for h in ("h2", "h3")]
+    assert (both[0], sorted(both[1:])) == (each[0][0], sorted(each[0][1:] + each[1][1:]))
+    names = node_ids(swarm)
+    assert len(both) == 1 + sum(1 for t in live(api, sid) if names[t["NodeID"]] in ("h2", "h3"))
+
+
+def test_shoal_node_ps_of_an_unknown_node_says_what_the_docker_cli_says(swarm: Lab, api: Any) -> None:
+    shoal_sees = sh(swarm, "h1", "node", "ps", "nosuchnode", check=False)
+    docker_sees = docker(swarm, "h1", "node", "ps", "nosuchnode", check=False)
+    assert (shoal_sees.returncode, shoal_sees.stdout, shoal_sees.stderr) == (
+        docker_sees.returncode, docker_sees.stdout, docker_sees.stderr)

@@ -130,3 +130,57 @@ def test_shoal_run_refuses_a_bad_mount_with_the_docker_clis_words(lab):
     r = shoal(lab, "run", "--rm", "--mount", "type=bind,dst=/x,bogus=1", "busybox", "true", check=False)
     assert r.returncode == 125
     assert 'invalid argument "type=bind,dst=/x,bogus=1" for "--mount" flag: unexpected key \'bogus\' in \'bogus=1\'' in r.stderr
+
+
+# ---------------------------------------------------------------------------------- create, restart, port
+def _docker(lab, *args: str, check: bool = True):
+    from tests.lab.swarm_lab import docker
+
+    return docker(lab, "h1", *args, check=check)
+
+
+def test_shoal_create_makes_a_created_container_that_start_runs(lab):
+    cid = shoal(lab, "create", "--name", "screated", "-e", "A=1", "busybox", "sh", "-c", "echo $A").stdout.strip()
+    state = _inspect(lab, "screated")
+    assert (len(cid), state["Id"], state["State"]["Status"], state["Config"]["Env"][-1]) == (64, cid, "created", "A=1")
+    shoal(lab, "start", "screated")
+    wait_until(lambda: _inspect(lab, "screated")["State"]["Status"] == "exited", timeout=20)
+    assert shoal(lab, "logs", "screated").stdout == "1\n"
+    shoal(lab, "rm", "screated")
+
+
+def test_shoal_create_rm_sets_auto_remove_as_docker_create_does(lab):
+    for cli, name in ((shoal, "screm"), (lambda lab, *a, **k: _docker(lab, *a, **k), "dcrem")):
+        cli(lab, "create", "--rm", "--name", name, "busybox", "true")
+    assert [_inspect(lab, n)["HostConfig"]["AutoRemove"] for n in ("screm", "dcrem")] == [True, True]
+    shoal(lab, "rm", "screm", "dcrem")
+
+
+def test_shoal_create_of_a_missing_image_fails_as_docker_create_does(lab):
+    # the docker CLI first says it will pull ("Unable to find image ... locally"); shoal's has no registry to try
+    mine = shoal(lab, "create", "nosuchimage:1", check=False)
+    theirs = _docker(lab, "create", "nosuchimage:1", check=False)
+    assert (mine.returncode, mine.stderr) == (theirs.returncode, "Error response from daemon: No such image: nosuchimage:1\n")
+
+
+def test_shoal_restart_restarts_a_running_container(lab):
+    shoal(lab, "run", "-d", "--name", "srestarted", "busybox", "sleep", "1d")
+    started = _inspect(lab, "srestarted")["State"]["StartedAt"]
+    assert shoal(lab, "restart", "-t", "0", "srestarted").stdout == "srestarted\n"
+    after = _inspect(lab, "srestarted")["State"]
+    assert (after["Status"], after["StartedAt"] != started) == ("running", True)
+    missing = shoal(lab, "restart", "nosuch", check=False)
+    assert (missing.returncode, missing.stderr) == (1, _docker(lab, "restart", "nosuch", check=False).stderr)
+    shoal(lab, "rm", "-f", "srestarted")
+
+
+@pytest.mark.parametrize("args", [[], ["80"], ["80/tcp"], ["53/udp"], ["81"], ["82"], ["http"]])
+def test_shoal_port_prints_what_docker_port_prints(lab, args):
+    shoal(lab, "run", "-d", "--name", "sported", "-p", "8080:80", "-p", "5353:53/udp", "-p", "127.0.0.1::81",
+          "busybox", "sleep", "1d")
+    try:
+        mine, theirs = shoal(lab, "port", "sported", *args, check=False), _docker(lab, "port", "sported", *args,
+                                                                                    check=False)
+        assert (mine.returncode, mine.stdout, mine.stderr) == (theirs.returncode, theirs.stdout, theirs.stderr)
+    finally:
+        shoal(lab, "rm", "-f", "sported", check=False)

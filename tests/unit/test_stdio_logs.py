@@ -128,3 +128,23 @@ def test_tail_reads_back_across_rotated_files_and_block_edges(tmp_path: Path, mo
     kept = [d for _, d in _read(path, logfile.Query())]
     assert kept == [f"l{i}\n".encode() for i in range(30 - len(kept), 30)]
     assert [d for _, d in _read(path, logfile.Query(tail=len(kept) + 10))] == kept
+
+
+def test_a_follow_sends_the_last_lines_of_a_log_removed_with_its_container(tmp_path: Path) -> None:
+    # docker-py's containers.run(remove=True) removes the container (and its log) before it reads the follow
+    # stream it opened: the lines written before the exit still go out
+    path = tmp_path / "c-json.log"
+    path.write_bytes(json_line(1, b"first\n", 1))
+    state = {"running": True}
+
+    async def follow() -> list[bytes]:
+        stream = logfile.read_log(path, logfile.Query(), follow=True, running=lambda: state["running"])
+        got = [(await stream.__anext__())[1]]
+        with open(path, "ab") as f:
+            f.write(json_line(1, b"last\n", 2))
+        path.unlink()  # the container removed ...
+        state["running"] = False  # ... after it exited
+        got += [chunk async for _, chunk in stream]
+        return got
+
+    assert asyncio.run(follow()) == [b"first\n", b"last\n"]
