@@ -254,3 +254,22 @@ def test_a_job_from_an_api_1_40_client_is_a_replicated_service_of_one_task_as_do
             "Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}}}
     created = old._result(old._post_json(old._url("/services/create"), data=spec), True)
     assert api.get(f"/services/{created['ID']}")["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
+
+
+def test_a_job_with_a_health_check_completes_once_healthy_and_fails_when_unhealthy(swarm: Lab, api: Any) -> None:
+    """A job's task whose check passes within its start period completes when it exits 0; one whose check fails is
+    stopped and FAILED as a service's task is (moby's controller words), and the policy `none` leaves the run
+    there: one task, none completed."""
+    check = ["--health-interval", "100ms", "--health-retries", "1", "--health-timeout", "2s"]
+    good = sh(swarm, "h1", "service", "create", "-d", "--name", "healthyjob", "--mode", "replicated-job",
+              "--replicas", "2", "--health-cmd", "test -e /tmp/ok", *check, "--health-start-period", "1m",
+              "busybox", "sh", "-c",
+              "sleep 0.5; touch /tmp/ok; sleep 2").stdout.strip()
+    bad = sh(swarm, "h1", "service", "create", "-d", "--name", "sickjob", "--mode", "replicated-job",
+             "--restart-condition", "none", "--health-cmd", "false", *check, "--stop-grace-period", "1s",
+             "busybox", "sleep", "30").stdout.strip()
+    wait_until(lambda: states(tasks_of(api, good)) == ["complete"] * 2, 60, interval=0.2)
+    [sick] = wait_until(lambda: (ts := tasks_of(api, bad)) and ts[0]["Status"]["State"] == "failed" and ts, 60,
+                        interval=0.2)
+    assert (sick["Status"]["Err"], len(tasks_of(api, bad)), status(api, "sickjob")["CompletedTasks"]) == (
+        "task: non-zero exit (137): dockerexec: unhealthy container", 1, 0)
