@@ -9,20 +9,15 @@ import json
 from typing import Any
 
 from common.errdefs import InvalidParameter
-from shoal.api.params import version_before
+from shoal.api.params import get_ci, version_before
 from shoal.api.versioned import EACH, EACH_VALUE, drop_path
 
 _OPTIONS_OF = {"VolumeOptions": "volume", "BindOptions": "bind", "TmpfsOptions": "tmpfs"}
 
 
 def _get(d: Any, name: str) -> Any:
-    """The field as moby's JSON decoding reads it: any case, the last spelling wins."""
-    found = None
-    if isinstance(d, dict):
-        for k, v in d.items():
-            if isinstance(k, str) and k.lower() == name.lower():
-                found = v
-    return found
+    """params.get_ci on what may not be an object (the parser refuses those with its own message)."""
+    return get_ci(d, name) if isinstance(d, dict) else None
 
 
 def _mounts(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -468,3 +468,11 @@ def api_time(value: str, name: str, now: float | None = None) -> str:
         stamp = int(datetime.fromisoformat(parsed.isoformat() + zone).timestamp())
         return f"{stamp}.{(frac[1:] + '000000000')[:9]}"
     raise ValueError(f'invalid value for "{name}": {value!r}: use a duration (42m), RFC3339 or a unix timestamp')
+
+
+def natural_key(text: str) -> list[object]:
+    """Natural order (the docker CLI's sortorder.NaturalLess): runs of digits compare as numbers. re.split with a
+    group alternates text and digits from a text part, so the parts at one position are always of one type."""
+    import re
+
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]

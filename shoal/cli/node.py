@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import json
-import re
 
 import click
 
 from shoal.cli.common import Failed, client, err, out
-from shoal.cli.format import render_table, to_json
+from shoal.cli.format import natural_key, render_table, to_json
 from shoal.client import DaemonError
 
 CONTEXT = {"help_option_names": ["--help"]}
-
-
-def _natural(s: str) -> list[object]:
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s)]
 
 
 def _title(s: str) -> str:
@@ -35,7 +30,7 @@ def manager_status(node: dict) -> str:
 def ls_rows(nodes: list[dict], self_id: str) -> list[list[str]]:
     """docker node ls's table, sorted by hostname as docker sorts it."""
     rows = []
-    for n in sorted(nodes, key=lambda n: _natural((n.get("Description") or {}).get("Hostname", ""))):
+    for n in sorted(nodes, key=lambda n: natural_key((n.get("Description") or {}).get("Hostname", ""))):
         rows.append([
             n["ID"] + (" *" if n["ID"] == self_id else ""),
             (n.get("Description") or {}).get("Hostname", ""),
@@ -179,7 +174,7 @@ def ps(filters: tuple[str, ...], quiet: bool, no_trunc: bool, no_resolve: bool, 
             names = {nid: nid for nid in names}
             services = {sid: {**svc, "Spec": {**svc["Spec"], "Name": sid}} for sid, svc in services.items()}
         rows: list[list[str]] = []
-        for sid in sorted(services, key=lambda i: _natural(services[i]["Spec"]["Name"])):
+        for sid in sorted(services, key=lambda i: natural_key(services[i]["Spec"]["Name"])):
             rows += ps_rows(services[sid], [t for t in tasks if t.get("ServiceID", "") == sid], names,
                             trunc=not no_trunc)
         if quiet:  # the table's ID column: truncated unless --no-trunc, as the docker CLI's

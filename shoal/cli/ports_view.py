@@ -3,8 +3,9 @@ and ordered as the docker CLI's `port` (cli/command/container/port.go). Pure."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from shoal.cli.format import natural_key
 
 _MAX_PORT = 65535
 
@@ -12,11 +13,6 @@ _MAX_PORT = 65535
 def join_host_port(host: str, port: str) -> str:
     """Go's net.JoinHostPort: an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def natural_key(text: str) -> list[Any]:
-    """Natural order (the CLI's sortorder.NaturalLess): runs of digits compare as numbers."""
-    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.findall(r"\d+|\D+", text)]
 
 
 def _parse_uint16(port: str) -> None:
