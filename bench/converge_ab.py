@@ -12,7 +12,10 @@ drifts less than wall time, but drifts too). Printed: every round, each pair's B
 
 A checkout is a directory with this repository's tree (e.g. `git worktree add /tmp/shoal-b <commit>`); its daemons
 and CLI run this venv's Python with PYTHONPATH=<checkout> and -P (so the current directory does not win).
+--a-python/--b-python run a side's daemons and CLI with another interpreter (e.g. /usr/bin/python3.11 against a
+pyenv build) with a venv of its own that holds requirements.txt: an interpreter change against the same code.
 Run: python bench/converge_ab.py --b /tmp/shoal-b [--a .] [--replicas 20] [--rounds 7] [--settle 8]
+     python bench/converge_ab.py --b . --b-python /tmp/venv-deb/bin/python
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from bench.swarm import System, attempt, bench_session, cannot_run, log, swarm_w
 class Options:
     a: Path
     b: Path
+    a_python: str = sys.executable
+    b_python: str = sys.executable
     replicas: int = 20
     rounds: int = 7
     settle: float = 8.0
@@ -47,12 +52,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", default=str(ROOT), help="checkout A (default: this one)")
     p.add_argument("--b", required=True, help="checkout B")
+    p.add_argument("--a-python", default=sys.executable, help="A's interpreter (default: this one)")
+    p.add_argument("--b-python", default=sys.executable, help="B's interpreter (default: this one)")
     p.add_argument("--replicas", type=int, default=20)
     p.add_argument("--rounds", type=int, default=7, help="pairs of rounds")
     p.add_argument("--settle", type=float, default=8.0, help="seconds before each create")
     p.add_argument("--timeout", type=float, default=300.0)
     ns = p.parse_args(argv)
-    opts = Options(Path(ns.a).resolve(), Path(ns.b).resolve(), ns.replicas, ns.rounds, ns.settle, ns.timeout)
+    opts = Options(Path(ns.a).resolve(), Path(ns.b).resolve(), ns.a_python, ns.b_python, ns.replicas, ns.rounds,
+                   ns.settle, ns.timeout)
     for tree in (opts.a, opts.b):
         if not (tree / "shoal" / "__main__.py").is_file():
             p.error(f"{tree} is not a shoal checkout (no shoal/__main__.py)")
@@ -61,13 +69,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     return opts
 
 
-def program(tree: Path) -> list[str]:
-    """How to run shoal from checkout `tree` with this venv: its code first on the path, not the cwd's."""
-    return ["env", f"PYTHONPATH={tree}", sys.executable, "-P", "-m", "shoal"]
+def program(tree: Path, python: str = sys.executable) -> list[str]:
+    """How to run shoal from checkout `tree` with `python` (this venv's by default): its code first on the path,
+    not the cwd's."""
+    return ["env", f"PYTHONPATH={tree}", python, "-P", "-m", "shoal"]
 
 
-def system_of(tree: Path, timeout: float) -> System:
-    return System("shoal", shlex.join(program(tree)), program(tree), [], timeout=timeout)
+def system_of(tree: Path, timeout: float, python: str = sys.executable) -> System:
+    return System("shoal", shlex.join(program(tree, python)), program(tree, python), [], timeout=timeout)
 
 
 @dataclass(slots=True)
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         print(why, file=sys.stderr)
         return 2
-    systems = {"A": system_of(opts.a, opts.timeout), "B": system_of(opts.b, opts.timeout)}
+    systems = {"A": system_of(opts.a, opts.timeout, opts.a_python), "B": system_of(opts.b, opts.timeout, opts.b_python)}
     rounds = {"A": Rounds(), "B": Rounds()}
     net = ["--subnet", f"{bc.SUBNET_PREFIX}.0/24", bc.NETWORK]
     with bench_session("converge-ab") as session:

@@ -12,7 +12,13 @@ missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+# The interpreter: Debian's own (3.11 or newer) when there is one, whatever python3 comes first on PATH.
+# Debian builds it with PGO and LTO; a pyenv or source build without them (this project's CI machines put one
+# first on PATH) costs the lab daemons ~11% more CPU per converge round (bench/converge_ab.py --b-python,
+# README's converge row).
+PY=python3
+if /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then PY=/usr/bin/python3; fi
+if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install: apt-get install ${missing[*]}"
   apt-get update -qq
@@ -33,14 +39,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 - <<'PY'
+"$PY" - <<'PY'
 import sys
 if sys.version_info < (3, 11):
     sys.exit(f"shoal needs Python >= 3.11, this is {sys.version.split()[0]}")
 PY
 
+# A venv made by another interpreter (an older install's) is made again with this one.
+want_home=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')
+if [ -x .venv/bin/python ] && ! grep -qxF "home = $want_home" .venv/pyvenv.cfg 2>/dev/null; then
+  echo "install: .venv was made by $(sed -n 's/^home = //p' .venv/pyvenv.cfg 2>/dev/null), making it again with $PY"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  "$PY" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)

@@ -30,6 +30,13 @@ def test_parse_args_takes_this_checkout_as_a_by_default(tmp_path: Path) -> None:
     assert (opts.a, opts.b, opts.replicas, opts.rounds, opts.settle) == (ROOT, b, 20, 7, 8.0)
 
 
+def test_each_side_runs_this_interpreter_unless_given_its_own(tmp_path: Path) -> None:
+    b = fake_checkout(tmp_path / "b", "b")
+    opts = ab.parse_args(["--b", str(b), "--b-python", "/usr/bin/python3"])
+    assert (opts.a_python, opts.b_python) == (sys.executable, "/usr/bin/python3")
+    assert ab.program(b, opts.b_python) == ["env", f"PYTHONPATH={b}", "/usr/bin/python3", "-P", "-m", "shoal"]
+
+
 def test_parse_args_refuses_a_directory_that_is_not_a_checkout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         ab.parse_args(["--b", str(tmp_path)])
