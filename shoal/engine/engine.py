@@ -408,7 +408,11 @@ class Engine:
         return sorted(pruned)
 
     # ---- containers: create, lookup ------------------------------------------------
-    async def create_container(self, name: str, request: ContainerCreate) -> tuple[ContainerRecord, list[str]]:
+    async def create_container(self, name: str, request: ContainerCreate,
+                               save: bool = True) -> tuple[ContainerRecord, list[str]]:
+        """save=False: the record stays in memory until its first start writes it (before runc runs anything). For a
+        swarm task's container, which its agent starts at once: a crash before that start leaves no container, and
+        the agent makes the task's container again; the start spares one record file made, written and synced."""
         if name:
             name = validate_container_name(name)
             self._check_name_free(name)
@@ -497,7 +501,8 @@ class Engine:
         record.port_bindings = publish.store_bindings(request.port_bindings)
         self.containers[container_id] = record
         try:
-            await self._save_off_loop(record)
+            if save:
+                await self._save_off_loop(record)
         except SystemError_:
             # Nothing of a create that failed stays: not in memory, not on disk (fsutil
             # removed its temp file), and nothing was made in the kernel yet.
