@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 READY = pb.NodeStatus.READY
 
 KINDS = {"network", "service", "task", "node", "cluster"}
-BATCH_S = 0.02  # at most one pass per window while changes keep coming (common/aiowait.LeadingWindow)
+# At most one pass per window while changes keep coming (common/aiowait.LeadingWindow). Shorter than the orchestrator's
+# and the scheduler's 20 ms: a `service create` costs the allocator two passes in a row (the service's VIPs, then the
+# tasks the orchestrator made meanwhile), and the second one waited out the window on the way to the nodes. Over a
+# thousand tasks a pass takes longer than either window (bench/allocator.py: ~70 ms), and the window changes nothing.
+BATCH_S = 0.01
 TICK_S = 30.0  # a pass at least this often even with no relevant change (a failed proposal is retried)
 CHUNK = 100  # updates per proposal (the store takes at most 200 actions)
 ROUTES_TTL_S = 2.0  # the manager's routes are read again at most this often
@@ -98,7 +102,7 @@ class AllocatorRunner:
                 watch.close()
 
     async def _wait(self, watch: Any) -> None:
-        """Until a change that can matter to allocation (then BATCH_S more, to take a burst in one pass) or TICK_S.
+        """Until a change that can matter to allocation (then up to BATCH_S more, to take a burst in one pass) or TICK_S.
         A pass reads the whole store: task status updates between live states and node heartbeats do not cost one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + TICK_S

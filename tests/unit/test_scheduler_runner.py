@@ -232,5 +232,16 @@ def test_the_scheduler_wakes_for_work_but_not_for_an_agents_progress_report() ->
             wakes(upd(S.TASK_STATE_NEW, S.TASK_STATE_PENDING, "")),  # allocated: to place
             wakes(upd(S.TASK_STATE_RUNNING, S.TASK_STATE_FAILED)),  # ended: frees its node
             wakes(upd(S.TASK_STATE_RUNNING, S.TASK_STATE_RUNNING, desired=S.TASK_STATE_SHUTDOWN)),
-            wakes(Event(5, "create", "task", pb.Task(id="t2"))),
-            wakes(Event(5, "update", "node", pb.Node(id="n1"), pb.Node(id="n1")))] == [False, True, True, True, True, True]
+            wakes(Event(5, "update", "node", pb.Node(id="n1"), pb.Node(id="n1")))] == [False, True, True, True, True]
+
+
+def test_a_task_created_new_does_not_wake_the_scheduler_but_one_created_pending_does() -> None:
+    """The orchestrator's NEW tasks wait for the allocator, whose move to PENDING is the scheduler's cue: a pass for the
+    create placed nothing and made the pass that could wait out the window."""
+    from manager.scheduler.runner import wakes
+    from manager.store.watch import Event
+
+    pending = pb.Task(id="t3", desired_state=S.TASK_STATE_RUNNING)
+    pending.status.state = S.TASK_STATE_PENDING
+    assert [wakes(Event(5, "create", "task", pb.Task(id="t2", desired_state=S.TASK_STATE_RUNNING))),
+            wakes(Event(6, "create", "task", pending))] == [False, True]
