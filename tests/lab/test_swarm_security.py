@@ -263,11 +263,12 @@ def test_a_node_update_with_a_stale_version_or_demoting_the_last_manager_is_refu
     from proto import objects_pb2 as pb
 
     async def settled(ops: object) -> pb.Node:
-        # the node's own session writes its record (READY, description) once after init; a version read before
-        # that write is stale by the time of the update (seen in CI), so the checks start after it
+        # the node's own session writes its record (READY, description) once after init, and the allocator then
+        # writes its ingress address; a version read before either write is stale by the time of the update (both
+        # seen in CI), so the checks start after them
         for _ in range(200):
             node = (await ops.list_nodes())[0]  # type: ignore[attr-defined]
-            if node.status.state == pb.NodeStatus.READY and node.description.hostname:
+            if node.status.state == pb.NodeStatus.READY and node.description.hostname and node.attachment.addresses:
                 return node
             await asyncio.sleep(0.05)
         raise AssertionError(f"node never READY: {node}")
