@@ -76,6 +76,15 @@ class NodeOps:
     def node_exists(self, node_id: str) -> bool:
         return self.raft.store.view().exists("node", node_id)  # asked by every RPC's check: no copy of the node
 
+    async def catch_up(self) -> bool:
+        """Bring the local store up to the leader's commit index (a linearizable read); False when no leader
+        answered in time, and the store is as current as it can be."""
+        try:
+            await self.raft.read(lambda _view: None)
+        except RaftError:
+            return False
+        return True
+
     def cluster_id(self) -> str:
         ids = self.raft.store.view().ids("cluster")  # the id of local_cluster(), without copying the cluster
         return ids[0] if ids else ""

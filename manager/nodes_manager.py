@@ -4,6 +4,7 @@ Started and stopped by the node (shoal/swarm/node.py); services in manager/ca, d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ class SwarmManager:
         self.node = ManagerNode(mcfg)
         self.raft = self.node.raft
         self.ops = NodeOps(self.raft)
-        self.auth = Authorizer(self.ops.cluster_id, self.ops.node_exists)
+        self.auth = Authorizer(self.ops.cluster_id, self.ops.node_exists, self.ops.catch_up)
         self.dispatcher = Dispatcher(self.ops, self.auth)
         self.ops.reachable = self.dispatcher.alive
         self.node.components.append(self.dispatcher)
@@ -179,3 +180,9 @@ class SwarmManager:
 
     async def wait_leader(self, timeout: float) -> None:
         await self.raft.wait_leader(time.monotonic() + timeout)
+
+    async def caught_up(self) -> None:
+        """Returns once this manager's store holds everything the leader had committed when asked; waits (for a
+        leader, for the log) as long as it takes: the caller bounds it."""
+        while not await self.ops.catch_up():
+            await asyncio.sleep(self.cfg.tick_s)

@@ -53,11 +53,18 @@ def peer_identity(ctx: grpc.aio.ServicerContext) -> NodeIdentity | None:
 
 class Authorizer:
     """Checks a caller: its certificate names this cluster (O), a node the store still holds (a removed
-    node's certificate is refused from then on) and, for manager-only services, OU=swarm-manager."""
+    node's certificate is refused from then on) and, for manager-only services, OU=swarm-manager.
 
-    def __init__(self, cluster_id: Callable[[], str], node_exists: Callable[[str], bool]) -> None:
+    The store asked is this manager's own, which on a follower may be a few entries behind the leader: a node
+    it does not hold yet may have joined a moment ago (a manager that just joined does not hold itself until
+    it has caught up). So "not a member" is only said after catch_up(), a linearizable read, has brought the
+    store up to the leader's commit index; a member's calls, the common case, never wait for it."""
+
+    def __init__(self, cluster_id: Callable[[], str], node_exists: Callable[[str], bool],
+                 catch_up: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.cluster_id = cluster_id
         self.node_exists = node_exists
+        self.catch_up = catch_up
 
     def why_refused(self, who: NodeIdentity | None, managers_only: bool) -> str | None:
         if who is None:
@@ -71,11 +78,30 @@ class Authorizer:
             return UNAUTHORIZED_ROLE
         return None
 
+    async def refusal(self, callers: list[tuple[NodeIdentity | None, bool]]) -> str | None:
+        """The first refusal among (identity, managers_only) pairs, asked again after catch_up() when one of
+        them names a node the local store does not hold (yet)."""
+        why = self._first_refusal(callers)
+        if why is None or self.catch_up is None:
+            return why
+        if all(who is None or self.node_exists(who.node_id) for who, _ in callers):
+            return why  # refused for its organization or role: no store entry can change that
+        if not await self.catch_up():
+            return why
+        return self._first_refusal(callers)
+
+    def _first_refusal(self, callers: list[tuple[NodeIdentity | None, bool]]) -> str | None:
+        for who, managers_only in callers:
+            why = self.why_refused(who, managers_only)
+            if why is not None:
+                return why
+        return None
+
     async def check(self, ctx: grpc.aio.ServicerContext, managers_only: bool) -> NodeIdentity:
         direct = peer_identity(ctx)
-        why = self.why_refused(direct, False)  # the forwarding manager itself must be a member in good standing
         who = effective_identity(direct, ctx.invocation_metadata())
-        why = why or self.why_refused(who, managers_only)
+        # the forwarding manager itself must be a member in good standing, then the node it acts for
+        why = await self.refusal([(direct, False), (who, managers_only)])
         if why is not None:
             await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, why)
         assert who is not None

@@ -81,7 +81,7 @@ class CAServicer(swarm_pb2_grpc.CAServicer, swarm_pb2_grpc.NodeCAServicer):
         root = RootCA(cluster.root_ca.ca_cert, cluster.root_ca.ca_key)
         who = peer_identity(context)
         if who is not None and not request.token:  # a renewal: the role is the store's, not the caller's
-            why = self.auth.why_refused(who, managers_only=False)
+            why = await self.auth.refusal([(who, False)])
             if why is not None:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
             node = await self.ops.get_node(who.node_id)

@@ -14,7 +14,9 @@ from manager.controlapi_networks import lookup_network
 from proto import objects_pb2 as pb
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
-LEADER_WAIT_S = 1.0  # a manager that does not know the leader this instant waits this long before reading its own copy
+LEADER_WAIT_S = 4.0  # a manager that does not know the leader this instant waits this long (two of the longest election
+# timeouts, 2 x 2 s: a follower that missed the leader's heartbeats under load waits one out, then may need a second
+# round) before it answers from its own copy of the store
 _LEADER_POLL_S = 0.02
 _GRPC_NAMES = {"INVALID_ARGUMENT": "InvalidArgument", "NOT_FOUND": "NotFound", "ALREADY_EXISTS": "AlreadyExists",
                "PERMISSION_DENIED": "PermissionDenied", "FAILED_PRECONDITION": "FailedPrecondition",

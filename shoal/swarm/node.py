@@ -436,9 +436,19 @@ class SwarmNode:
     async def _wait_registered(self) -> None:
         assert self.session is not None
         try:
-            await asyncio.wait_for(self.session.registered.wait(), self.register_timeout_s)
+            await asyncio.wait_for(self._joined(), self.register_timeout_s)
         except asyncio.TimeoutError:
             raise Unavailable(JOIN_GOES_ON) from None
+
+    async def _joined(self) -> None:
+        """The node's session registered and, on a manager, its store caught up with the leader's: a command run
+        on a new manager right after its join reads what the cluster had (seen before: `network inspect` of a
+        network made just before on another manager said "not found"; the node's own certificate was refused)."""
+        session, manager = self.session, self.manager
+        assert session is not None
+        await session.registered.wait()
+        if manager is not None:
+            await manager.caught_up()
 
     # ------------------------------------------------------------------ session messages
     def _on_message(self, msg: swarm_pb2.SessionMessage) -> None:

@@ -159,3 +159,62 @@ def test_a_malformed_forwarding_claim_is_ignored() -> None:
 
     for claim in ("", "a;b", "a;;c", "x" * 300 + ";b;c"):
         assert effective_identity(_who("m1", certs.MANAGER_OU), ((FORWARDED_FOR, claim),)).node_id == "m1"
+
+
+class _LaggingStore:
+    """A follower's view of the node table: `held` now, `after_catch_up` once a linearizable read has
+    brought it up to the leader's commit index (None: no leader answered)."""
+
+    def __init__(self, held: set[str], after_catch_up: set[str] | None) -> None:
+        self.held = set(held)
+        self.after_catch_up = after_catch_up
+        self.catch_ups = 0
+
+    def exists(self, node_id: str) -> bool:
+        return node_id in self.held
+
+    async def catch_up(self) -> bool:
+        self.catch_ups += 1
+        if self.after_catch_up is None:
+            return False
+        self.held = set(self.after_catch_up)
+        return True
+
+
+def _refusal(store: _LaggingStore, callers: list[tuple[certs.NodeIdentity, bool]]) -> str | None:
+    import asyncio
+
+    from manager.ca.auth import Authorizer
+
+    return asyncio.run(Authorizer(lambda: "cluster1", store.exists, store.catch_up).refusal(callers))
+
+
+def test_a_node_the_follower_has_not_applied_yet_is_accepted_after_catching_up() -> None:
+    store = _LaggingStore({"m1"}, after_catch_up={"m1", "m3"})
+    assert _refusal(store, [(_who("m3", certs.MANAGER_OU), True)]) is None
+    assert store.catch_ups == 1
+
+
+def test_a_node_still_absent_after_catching_up_is_refused_as_removed() -> None:
+    store = _LaggingStore({"m1"}, after_catch_up={"m1"})
+    assert _refusal(store, [(_who("w7", certs.WORKER_OU), False)]) == \
+        "Permission denied: node w7 is not a member of this cluster (it was removed)"
+
+
+def test_an_unknown_node_is_refused_when_no_leader_confirms_the_store() -> None:
+    store = _LaggingStore({"m1"}, after_catch_up=None)
+    assert _refusal(store, [(_who("w7", certs.WORKER_OU), False)]) == \
+        "Permission denied: node w7 is not a member of this cluster (it was removed)"
+
+
+def test_a_known_member_is_checked_without_a_linearizable_read() -> None:
+    store = _LaggingStore({"w1"}, after_catch_up={"w1"})
+    assert _refusal(store, [(_who("w1", certs.WORKER_OU), True)]) == certs_unauthorized_role()
+    assert _refusal(store, [(_who("w1", certs.WORKER_OU), False)]) is None
+    assert store.catch_ups == 0
+
+
+def certs_unauthorized_role() -> str:
+    from manager.ca.auth import UNAUTHORIZED_ROLE
+
+    return UNAUTHORIZED_ROLE
