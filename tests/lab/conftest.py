@@ -89,3 +89,25 @@ def fake_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         return script
 
     return install
+
+
+DAEMON_LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed lab test's report ends with the tail of every lab daemon's log it used: a flake seen once in
+    CI can then be read after the lab (and its logs) are gone."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if not isinstance(value, Lab):
+            continue
+        for host in value.hosts:
+            try:
+                lines = value.log(host).read_text(errors="replace").splitlines()[-DAEMON_LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            report.sections.append((f"daemon log {value.name}/{host} (last {len(lines)} lines)", "\n".join(lines)))
