@@ -72,3 +72,74 @@ def adjust_create_for_api_version(body: Any, version: str) -> Any:
         if any(_mount_type(m) == "image" for m in _mounts(out)):
             raise InvalidParameter('Mount type "Image" needs API v1.48 or newer')
     return out
+
+
+MAC_DEPRECATED = "The container-wide MacAddress field is now deprecated. It should be specified in EndpointsConfig instead."
+MAC_CONFLICTS_WITH_MODE = "conflicting options: mac-address and the network mode"
+MAC_NEEDS_MODE_ENDPOINT = ("if a container-wide MAC address is supplied, HostConfig.NetworkMode must match the identity "
+                           "of a network in NetworkSettings.Networks")
+MAC_MISMATCH = ("the container-wide MAC address must match the endpoint-specific MAC address for the main network, "
+                "or be left empty")
+
+
+def _set_ci(d: dict[str, Any], name: str, value: Any) -> None:
+    """d[name] = value, replacing every spelling of name (moby's JSON decoding matched any)."""
+    for key in [k for k in d if isinstance(k, str) and k.lower() == name.lower()]:
+        del d[key]
+    d[name] = value
+
+
+def _object_at(d: dict[str, Any], name: str) -> dict[str, Any]:
+    """d's object under name (any spelling), made when it is missing or null."""
+    found = _get(d, name)
+    if isinstance(found, dict):
+        return found
+    made: dict[str, Any] = {}
+    _set_ci(d, name, made)
+    return made
+
+
+def migrate_container_mac(body: Any, version: str) -> list[str]:
+    """moby's handleMACAddressBC on an adjusted body (changed in place): the container-wide Config.MacAddress becomes
+    the main network's endpoint-specific MacAddress. Below API 1.44 it is every endpoint's (that version had one at
+    create) and endpoint MACs without it are dropped (that version ignored them); from 1.44 it is deprecated: moved
+    to the endpoint of HostConfig.NetworkMode with a warning, refused when it disagrees with that endpoint's.
+    Returns the warnings for the create's response; raises InvalidParameter with moby's words."""
+    if not isinstance(body, dict):
+        return []
+    mac = _get(body, "MacAddress")
+    mac = mac if isinstance(mac, str) else ""
+    mode = _get(_get(body, "HostConfig"), "NetworkMode")
+    mode = mode if isinstance(mode, str) and mode not in ("", "default") else "bridge"  # moby's default, first
+    by_mode = not (mode in ("host", "none") or mode.startswith("container:"))  # bridge or a user-defined network
+    endpoints = _get(_get(body, "NetworkingConfig"), "EndpointsConfig")
+    endpoints = {k: v for k, v in endpoints.items() if isinstance(v, dict)} if isinstance(endpoints, dict) else {}
+    if version_before(version, "1.44"):
+        if not mac:
+            for ep in endpoints.values():
+                drop_path(ep, ("MacAddress",))
+            return []
+        if not by_mode:
+            raise InvalidParameter(MAC_CONFLICTS_WITH_MODE)
+        if not endpoints:
+            endpoints = {mode: _object_at(_object_at(_object_at(body, "NetworkingConfig"), "EndpointsConfig"), mode)}
+        for ep in endpoints.values():
+            _set_ci(ep, "MacAddress", mac)
+        return []
+    if not mac:
+        return []
+    if by_mode:
+        if not endpoints:
+            _object_at(_object_at(body, "NetworkingConfig"), "EndpointsConfig")[mode] = {"MacAddress": mac}
+        else:
+            names = (mode, "default") if mode == "bridge" else (mode,)  # the CLI's "default" is moby's "bridge"
+            ep = next((endpoints[n] for n in names if n in endpoints), None)
+            if ep is None:
+                raise InvalidParameter(MAC_NEEDS_MODE_ENDPOINT)
+            have = _get(ep, "MacAddress")
+            if not have:
+                _set_ci(ep, "MacAddress", mac)
+            elif have != mac:
+                raise InvalidParameter(MAC_MISMATCH)
+    drop_path(body, ("MacAddress",))
+    return [MAC_DEPRECATED]

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from agent.executor import logfile, stdio
 from shoal.api import convert, params, streams
-from shoal.api.create_versions import adjust_create_for_api_version
+from shoal.api.create_versions import adjust_create_for_api_version, migrate_container_mac
 from shoal.api.server import BACKGROUND, ENGINE, JSON_TYPE, add_route, json_response, standard_headers
 from shoal.api.versioned import drop_path, request_version
 from shoal.engine.errors import Conflict, EngineError, InvalidParameter, NotFound, NotModified
@@ -38,7 +38,9 @@ def _networks_by_id(engine: Any) -> dict[str, Any]:
 async def create_container(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     name = params.validate_container_name(request.query.get("name", ""))
-    body = adjust_create_for_api_version(params.parse_json_body(await request.read()), request_version(request))
+    version = request_version(request)
+    body = adjust_create_for_api_version(params.parse_json_body(await request.read()), version)
+    mac_warnings = migrate_container_mac(body, version)
     create = params.parse_container_create(body)
     attached = await container_attach.before_create(engine, name, create)  # swarm overlays (issue 11)
     try:
@@ -47,7 +49,7 @@ async def create_container(request: web.Request) -> web.Response:
         await container_attach.undo(engine, attached)
         raise
     container_attach.created(engine, record.id, attached)
-    return json_response({"Id": record.id, "Warnings": list(warnings or [])}, status=201)
+    return json_response({"Id": record.id, "Warnings": [*(warnings or []), *mac_warnings]}, status=201)
 
 
 async def list_containers(request: web.Request) -> web.Response:

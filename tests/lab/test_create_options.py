@@ -255,6 +255,26 @@ def test_mac_address_on_a_user_network(lab):
         docker(lab, "network", "rm", "macnet")
 
 
+def test_a_container_wide_mac_at_api_1_50_is_the_bridge_endpoints_with_mobys_deprecation_warning(lab):
+    status, created = _create(lab, {"Image": "busybox", "Cmd": ["sleep", "3600"], "MacAddress": "02:42:ac:11:00:98"})
+    assert (status, created["Warnings"]) == (201, ["The container-wide MacAddress field is now deprecated. "
+                                                   "It should be specified in EndpointsConfig instead."])
+    try:
+        docker(lab, "start", created["Id"])
+        assert docker(lab, "exec", created["Id"], "cat", "/sys/class/net/eth0/address").stdout == "02:42:ac:11:00:98\n"
+    finally:
+        docker(lab, "rm", "-f", created["Id"])
+
+
+def test_a_container_wide_mac_unlike_the_endpoints_is_refused_and_nothing_is_created(lab):
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:98", "HostConfig": {"NetworkMode": "bridge"},
+            "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "02:42:ac:11:00:97"}}}}
+    before = docker(lab, "ps", "-aq").stdout
+    assert _create(lab, body) == (400, {"message": "the container-wide MAC address must match the endpoint-specific "
+                                                   "MAC address for the main network, or be left empty"})
+    assert docker(lab, "ps", "-aq").stdout == before
+
+
 def test_a_bad_or_multicast_mac_address_is_refused(lab):
     body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"MacAddress": "zz:00"}}}}
     assert _create(lab, body) == (400, {"message": "address zz:00: invalid MAC address"})

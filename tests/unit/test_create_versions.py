@@ -86,3 +86,82 @@ def test_gateway_priority_is_dropped_from_every_endpoint_below_api_1_48() -> Non
 def test_annotations_are_dropped_below_api_1_43() -> None:
     body = {"Image": "busybox", "HostConfig": {"Annotations": {"a": "b"}}}
     assert adjust_create_for_api_version(body, "1.42")["HostConfig"] == {}
+
+
+# ---- the container-wide MacAddress (moby's handleMACAddressBC) ------------------------------------------------------
+
+def mac_refusal(body: dict[str, Any], version: str) -> str:
+    from shoal.api.create_versions import migrate_container_mac
+
+    with pytest.raises(InvalidParameter) as e:
+        migrate_container_mac(body, version)
+    return e.value.message
+
+
+def migrated(body: dict[str, Any], version: str) -> tuple[dict[str, Any], list[str]]:
+    from shoal.api.create_versions import migrate_container_mac
+
+    warnings = migrate_container_mac(body, version)
+    return body, warnings
+
+
+def test_from_api_1_44_the_container_wide_mac_moves_to_the_main_network_with_mobys_warning() -> None:
+    from shoal.api.create_versions import MAC_DEPRECATED
+
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "front"}}
+    assert migrated(body, "1.44") == ({"Image": "busybox", "HostConfig": {"NetworkMode": "front"},
+                                       "NetworkingConfig": {"EndpointsConfig": {"front": {"MacAddress": "02:42:ac:11:00:99"}}}},
+                                      [MAC_DEPRECATED])
+
+
+def test_from_api_1_44_an_empty_network_mode_means_the_bridge() -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99"}
+    assert migrated(body, "1.50")[0]["NetworkingConfig"] == {"EndpointsConfig": {"bridge": {"MacAddress": "02:42:ac:11:00:99"}}}
+
+
+def test_from_api_1_44_a_container_wide_mac_unlike_the_endpoints_is_refused() -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "front"},
+            "NetworkingConfig": {"EndpointsConfig": {"front": {"MacAddress": "02:42:ac:11:00:01"}}}}
+    assert mac_refusal(body, "1.44") == ("the container-wide MAC address must match the endpoint-specific MAC address "
+                                         "for the main network, or be left empty")
+
+
+def test_from_api_1_44_a_container_wide_mac_fills_an_endpoint_without_one() -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "bridge"},
+            "NetworkingConfig": {"EndpointsConfig": {"default": {"Aliases": ["a"]}}}}  # the CLI's key for the bridge
+    assert migrated(body, "1.44")[0]["NetworkingConfig"] == {
+        "EndpointsConfig": {"default": {"Aliases": ["a"], "MacAddress": "02:42:ac:11:00:99"}}}
+
+
+def test_from_api_1_44_endpoints_without_the_network_modes_one_refuse_a_container_wide_mac() -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "front"},
+            "NetworkingConfig": {"EndpointsConfig": {"back": {}}}}
+    assert mac_refusal(body, "1.44") == ("if a container-wide MAC address is supplied, HostConfig.NetworkMode must match "
+                                         "the identity of a network in NetworkSettings.Networks")
+
+
+def test_from_api_1_44_a_container_wide_mac_with_host_networking_is_dropped_with_the_warning() -> None:
+    from shoal.api.create_versions import MAC_DEPRECATED
+
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "host"}}
+    assert migrated(body, "1.44") == ({"Image": "busybox", "HostConfig": {"NetworkMode": "host"}}, [MAC_DEPRECATED])
+
+
+def test_below_api_1_44_the_container_wide_mac_is_the_endpoints_and_stays() -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": "front"},
+            "NetworkingConfig": {"EndpointsConfig": {"f1d2": {"MacAddress": "02:42:ac:11:00:01"}}}}
+    assert migrated(body, "1.43") == ({"Image": "busybox", "MacAddress": "02:42:ac:11:00:99",
+                                       "HostConfig": {"NetworkMode": "front"},
+                                       "NetworkingConfig": {"EndpointsConfig": {"f1d2": {"MacAddress": "02:42:ac:11:00:99"}}}},
+                                      [])
+
+
+def test_below_api_1_44_endpoint_macs_without_a_container_wide_one_are_ignored() -> None:
+    body = {"Image": "busybox", "NetworkingConfig": {"EndpointsConfig": {"front": {"MacAddress": "02:42:ac:11:00:01"}}}}
+    assert migrated(body, "1.43")[0]["NetworkingConfig"] == {"EndpointsConfig": {"front": {}}}
+
+
+@pytest.mark.parametrize("mode", ["host", "none", "container:abc"])
+def test_below_api_1_44_a_container_wide_mac_conflicts_with_a_network_mode_of_no_endpoint(mode: str) -> None:
+    body = {"Image": "busybox", "MacAddress": "02:42:ac:11:00:99", "HostConfig": {"NetworkMode": mode}}
+    assert mac_refusal(body, "1.43") == "conflicting options: mac-address and the network mode"
