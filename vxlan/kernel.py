@@ -65,7 +65,7 @@ def ensure_network(host: Path | None, names: NetworkNames, spec: OverlaySpec, mt
     is made in the host namespace and moved (its UDP socket stays in the host's, as in libnetwork).
     Idempotent; returns True when the namespace was made now. Undoes a namespace it made on failure."""
     made = not ns.is_mounted(ns.path_of(names.netns))
-    path = ns.create(names.netns)
+    path = ns.create(names.netns, ipv6=False)  # as Docker's overlay namespaces
     try:
         if made and _make_fresh(host, path, names, spec, mtu):
             return True

@@ -12,13 +12,14 @@ import ctypes.util
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as _pr_netns
 
 from common import rtnl
+from common.procsys import IPV6_OFF, Sysctl, write_proc_sys
 
 NETNS_DIR = Path("/run/netns")
 _FIRST_MOUNT = threading.Lock()
@@ -69,14 +70,16 @@ def _is_mount_point(path: Path) -> bool:
         return any(line.split()[4] == wanted for line in handle)
 
 
-def create(name: str) -> Path:
-    """The named namespace (made unless it exists), its loopback up."""
+def create(name: str, ipv6: bool = True) -> Path:
+    """The named namespace (made unless it exists), its loopback up; ipv6=False turns IPv6 off in a namespace it
+    makes, before any link is in it (common/procsys.IPV6_OFF: Docker's overlay namespaces have it off)."""
     path = path_of(name)
     made = False
     if not is_mounted(path):
         path.unlink(missing_ok=True)  # a plain file a crash left between creating and mounting
+        sysctls = () if ipv6 else (IPV6_OFF,)
         if _is_mount_point(path.parent):
-            _create_here(path)
+            _create_here(path, sysctls)
         else:
             with _FIRST_MOUNT:  # namespaces are made from several threads: one makes /run/netns a mount
                 try:
@@ -84,6 +87,8 @@ def create(name: str) -> Path:
                 except OSError as exc:
                     if exc.errno != errno.EEXIST:
                         raise
+            with rtnl.entered(path):
+                write_proc_sys(sysctls)
         made = True
     with rtnl.Rtnl(path) as nl:
         lo = rtnl.LOOPBACK_INDEX if made else nl.link_index("lo")
@@ -92,7 +97,7 @@ def create(name: str) -> Path:
     return path
 
 
-def _create_here(path: Path) -> None:
+def _create_here(path: Path, sysctls: Sequence[Sysctl]) -> None:
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
@@ -100,6 +105,7 @@ def _create_here(path: Path) -> None:
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
             try:
+                write_proc_sys(sysctls)  # before the bind mount: a failure leaves no namespace behind
                 _check(_libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), None, MS_BIND, None),
                        f"bind mount of a new namespace on {path}")
             finally:

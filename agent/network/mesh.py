@@ -57,7 +57,7 @@ def make_ingress_sandbox(name: str, ingress: BridgePort, gateway: BridgePort, al
     ingress network's bridge and one on the gateway bridge (docker_gwbridge), its default route
     through the latter. Idempotent; on failure what it made is removed again. Returns its path."""
     existed = is_netns(name)
-    path = create_netns(name)
+    path = create_netns(name, ipv6=False)  # as Docker's ingress_sbox
     try:
         for leg in (ingress, gateway):
             with _in(str(netns_path(leg.bridge_netns)) if leg.bridge_netns else None):

@@ -10,6 +10,7 @@ from pyroute2 import netns as _pr_netns
 
 from agent.network.nsthread import create_here
 from common import rtnl
+from common.procsys import IPV6_OFF, write_proc_sys
 from common.rtnl import Rtnl
 
 NETNS_DIR = Path("/run/netns")
@@ -23,18 +24,26 @@ def netns_path(name: str) -> Path:
     return NETNS_DIR / name
 
 
-def create_netns(name: str) -> Path:
-    """Create the namespace if it does not exist and bring its loopback up; returns its path."""
+def create_netns(name: str, ipv6: bool = True) -> Path:
+    """Create the namespace if it does not exist and bring its loopback up; returns its path.
+
+    ipv6=False turns IPv6 off in a namespace it makes, before any link is in it, as Docker does in a container's
+    namespace when none of its networks has IPv6 (`net.ipv6.conf.all.disable_ipv6=1`): no link-local address,
+    duplicate address detection or multicast listener reports for its links (a `--sysctl` of the container's
+    own, applied by runc later, still wins)."""
     path = netns_path(name)
     made = False
     if not _is_netns(path):
         if path.exists():
             # A plain file left by a crash between mkfile and mount: iproute2 would refuse it too.
             path.unlink()
+        sysctls = () if ipv6 else (IPV6_OFF,)
         try:
-            if not create_here(path):
+            if not create_here(path, sysctls):
                 with _FIRST_MOUNT:  # sandboxes are made side by side: one thread makes /run/netns a mount
                     _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
+                with rtnl.entered(path):
+                    write_proc_sys(sysctls)
             made = True
         except OSError as exc:
             if exc.errno != errno.EEXIST:

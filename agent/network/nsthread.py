@@ -11,12 +11,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from common import rtnl
+from common.procsys import Sysctl, write_proc_sys
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -56,8 +57,9 @@ def _is_mount_point(path: Path) -> bool:
         return any(line.split()[4] == wanted for line in handle)
 
 
-def create_here(path: Path) -> bool:
-    """Makes a new network namespace bound at `path` (like `ip netns add`) from this thread.
+def create_here(path: Path, sysctls: Sequence[Sysctl] = ()) -> bool:
+    """Makes a new network namespace bound at `path` (like `ip netns add`) from this thread, with `sysctls`
+    (write_proc_sys) written in it before any link is.
 
     Returns False, having changed nothing, when /run/netns is not a mount point of its own
     (then the caller falls back to a forking helper that sets it up)."""
@@ -70,6 +72,7 @@ def create_here(path: Path) -> bool:
         try:
             _check(_libc.unshare(CLONE_NEWNET), "unshare")
             try:
+                write_proc_sys(sysctls)  # before the bind mount: a failure leaves no namespace behind
                 _check(
                     _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), None, MS_BIND, None),
                     f"bind mount of the new namespace on {path}",

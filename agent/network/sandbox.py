@@ -85,7 +85,7 @@ class Sandboxes:
             return None
         container.netns = f"{self.options.netns_prefix}{container.id[:12]}"
         try:
-            path = str(namespaces.create_netns(container.netns))
+            path = str(namespaces.create_netns(container.netns, ipv6=False))  # no IPv6 network: Docker turns it off
             ordered = self._ordered(container)
             for endpoint in ordered:
                 self.net.allocate_endpoint(self.net.networks[endpoint.network_id], endpoint)

@@ -65,7 +65,7 @@ def make_mesh(engine: Any, node_id: str, ingress_id: str, address: str) -> Routi
     ingress = net.networks[ingress_id]
     gw = net.lookup(GWBRIDGE)
     name = sandbox_name(engine)
-    create_netns(name)
+    create_netns(name, ipv6=False)  # as Docker's ingress_sbox
     made: list[EndpointRecord] = []
     try:
         gw_ep = EndpointRecord(id=endpoint_id(node_id, gw.id), network_id=gw.id, container_id=CONTAINER)

@@ -134,6 +134,21 @@ def test_sysctl_in_the_containers_network_namespace(lab):
     assert run(lab, "--sysctl", "net.ipv4.ip_forward=1", "busybox", "cat", "/proc/sys/net/ipv4/ip_forward") == "1\n"
 
 
+IPV6_SWITCHES = "for f in all default eth0 lo; do echo $f $(cat /proc/sys/net/ipv6/conf/$f/disable_ipv6); done"
+
+
+def test_ipv6_is_off_in_a_containers_namespace_as_dockers_with_no_ipv6_network(lab):
+    # Docker 20.10 here prints the same four lines and no inet6 address (checked with the reference dockerd)
+    assert run(lab, "busybox", "sh", "-c", IPV6_SWITCHES) == "all 1\ndefault 1\neth0 1\nlo 1\n"
+    assert "inet6" not in run(lab, "busybox", "ip", "a")
+
+
+def test_a_containers_own_sysctl_turns_ipv6_back_on(lab):
+    out = run(lab, "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", "busybox", "cat",
+              "/proc/sys/net/ipv6/conf/all/disable_ipv6")
+    assert out == "0\n"
+
+
 def test_a_host_wide_sysctl_is_refused_with_runcs_message(lab):
     status, body = _create(lab, {"Image": "busybox", "HostConfig": {"Sysctls": {"kernel.panic": "1"}}})
     assert (status, body["message"]) == (400, 'sysctl "kernel.panic" is not in a separate kernel namespace')

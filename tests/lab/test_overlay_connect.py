@@ -128,6 +128,13 @@ def test_a_connected_container_reaches_another_host_s_container_by_name(swarm: L
     assert "2 packets transmitted, 2 packets received, 0% packet loss" in result.stdout
 
 
+def test_the_ingress_sandbox_has_ipv6_off_on_every_link_as_dockers_ingress_sbox(swarm: Lab) -> None:
+    wait_until(lambda: sandbox(swarm, "h2") in namespaces(swarm, "h2"), 30, interval=0.2)
+    out = swarm.exec("h2", ["ip", "netns", "exec", sandbox(swarm, "h2"), "sh", "-c",
+                            "cd /proc/sys/net/ipv6/conf && for f in *; do echo $(cat $f/disable_ipv6); done; ip -6 -o a"])
+    assert out.stdout.split() and set(out.stdout.split()) == {"1"}  # lo, all, default, eth0, eth1; no address
+
+
 def test_connect_to_a_network_that_is_not_attachable_is_refused_with_docker_s_message(swarm: Lab) -> None:
     before = (attachments(swarm, "h2"), networks_of(swarm, "h2", "c1"), network_names(swarm, "h2"))
     refused = docker(swarm, "h2", "network", "connect", NONATT, "c1", check=False)

@@ -220,6 +220,15 @@ def test_a_container_also_on_a_bridge_network_gets_no_gwbridge_endpoint(hosts, o
         h2.call(h2.net.remove, bridge_id, [])
 
 
+def test_the_overlay_namespace_has_ipv6_off_on_every_link_as_dockers(hosts, overlay):
+    # Docker 20.10 here: its overlay namespace (br0, vxlan0, the veths) has disable_ipv6=1 everywhere, no inet6
+    netns = hosts["h1"].driver.plane.namespace(overlay["ids"]["h1"])
+    out = subprocess.run(["nsenter", f"--net={ns.path_of(netns)}", "sh", "-c",
+                          "cd /proc/sys/net/ipv6/conf && for f in *; do echo $(cat $f/disable_ipv6); done; ip -6 -o a"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out and set(out) == {"1"}  # lo, all, default, the bridge, the VXLAN device, h1's veth; no address
+
+
 def test_the_overlay_namespace_goes_with_the_hosts_last_overlay_container(hosts, overlay):
     h2 = hosts["h2"]
     net_id = h2.network("ov-short", "overlay", "10.0.11.0/24", **{OPT_VNI: "4099"})
