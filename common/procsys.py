@@ -25,3 +25,19 @@ def write_proc_sys(sysctls: Sequence[Sysctl]) -> None:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
+
+
+ARP_RETRY_MS = 100
+ARP_RETRIES_PER_DEFAULT = 10  # 1000 ms / ARP_RETRY_MS: the same give-up time as the kernel's defaults
+
+
+def fast_arp_retries(ifname: str) -> list[Sysctl]:
+    """Neighbour resolution on `ifname` retried every ARP_RETRY_MS instead of the kernel's 1 s, ten times as many
+    times, so an address nobody answers still fails after the same ~3 s: an entry that appears just after the
+    first request (an overlay peer programmed from gossip a moment late) answers the next one, 0.1 s later,
+    instead of a connection waiting out the second (TCP's own first retry comes after 1 s too). On an overlay
+    the requests never reach the wire (the VXLAN device answers them from its own table, or drops them)."""
+    base = ("net", "ipv4", "neigh", ifname)
+    return [(base + ("retrans_time_ms",), str(ARP_RETRY_MS)),
+            (base + ("mcast_solicit",), str(3 * ARP_RETRIES_PER_DEFAULT)),
+            (base + ("ucast_solicit",), str(3 * ARP_RETRIES_PER_DEFAULT))]

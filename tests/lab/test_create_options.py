@@ -143,6 +143,11 @@ def test_ipv6_is_off_in_a_containers_namespace_as_dockers_with_no_ipv6_network(l
     assert "inet6" not in run(lab, "busybox", "ip", "a")
 
 
+def test_a_containers_interface_retries_arp_every_100_ms_giving_up_after_the_usual_3_s(lab):
+    out = run(lab, "busybox", "sh", "-c", "cd /proc/sys/net/ipv4/neigh/eth0 && cat retrans_time_ms mcast_solicit ucast_solicit")
+    assert out == "100\n30\n30\n"  # Docker leaves the kernel's 1000 / 3 / 3
+
+
 def test_a_containers_own_sysctl_turns_ipv6_back_on(lab):
     out = run(lab, "--sysctl", "net.ipv6.conf.all.disable_ipv6=0", "busybox", "cat",
               "/proc/sys/net/ipv6/conf/all/disable_ipv6")
