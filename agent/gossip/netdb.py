@@ -917,5 +917,14 @@ class NetworkDB:
         """network id -> alive peers on it, for every network this node joined."""
         return {nid: len(self.peers(nid)) for nid in self.networks()}
 
+    def entry_owners(self, network_id: str) -> dict[str, dict[str, int]]:
+        """node -> table -> live entries it owns in network_id: which node a count comes from (`node gossip`)."""
+        out: dict[str, dict[str, int]] = {}
+        for (table, _key), e in self.entries.get(network_id, {}).items():
+            if not e.deleting:
+                by_table = out.setdefault(e.owner, {})
+                by_table[table] = by_table.get(table, 0) + 1
+        return out
+
     def entry_counts(self) -> dict[str, int]:
         return {nid: sum(1 for e in ents.values() if not e.deleting) for nid, ents in sorted(self.entries.items())}

@@ -340,7 +340,8 @@ class GossipAgent:
             "KeyLamport": self.ring.lamport if self.ring else 0,
             "Keys": len(self.ring.keys) if self.ring else 0,
             "Members": members,
-            "Networks": [{"ID": nid, "Peers": counts[nid], "Entries": entries.get(nid, 0)} for nid in sorted(counts)],
+            "Networks": [{"ID": nid, "Peers": counts[nid], "Entries": entries.get(nid, 0),
+                          "EntryOwners": self.db.entry_owners(nid)} for nid in sorted(counts)],
             "Counters": dict(self.db.counters),
         }
 

@@ -95,7 +95,8 @@ def _ingress(engine: Any) -> set[str]:
 def unused(engine: Any, everything: bool = False) -> list[Any]:
     """The swarm network copies nothing on this node uses: no container's endpoint (whatever its state: a stopped
     container starts again on it; but a task's stopped container never does: it stays only for its logs while its task
-    is in the history, and a task still meant to run holds its networks through the assignments), no assigned task,
+    is in the history, and a task still meant to run holds its networks through the assignments; until its sandbox is
+    torn down, though, its endpoints are still plumbed and announced), no assigned task,
     no connect or create under way, not the ingress sandbox. The ingress network stays while the node is in a swarm
     (the routing mesh's sandbox is on it, and a worker lists it as Docker's do); `everything`: the node left, ingress
     too once its sandbox is gone."""
@@ -103,8 +104,9 @@ def unused(engine: Any, everything: bool = False) -> list[Any]:
 
     used: set[str] = set(_pins(engine)) | _task_networks(engine)
     for c in list(engine.containers.values()):
-        if c.state != "running" and c.labels.get(L_TASK_ID):
-            continue
+        if c.state != "running" and c.labels.get(L_TASK_ID) and not getattr(c, "netns", ""):
+            continue  # a task's container whose sandbox is gone (one that exited but is not torn down yet still
+            # holds its endpoints: removing the copy under it skipped their leave, and gossip kept them for good)
         used.update(c.endpoints)
     from shoal.swarm.ingress_glue import mesh_network_ids
 

@@ -693,3 +693,15 @@ def test_a_member_that_wrote_nothing_lately_sends_a_newcomer_nothing_unless_draw
         synced, evented = _sent_to(db, "new")
         outcomes.add((frozenset(synced), frozenset(evented)))
     assert outcomes == {(frozenset({"a-1", "m0-1"}), frozenset()), (frozenset(), frozenset())}
+
+
+def test_entry_owners_counts_each_nodes_live_entries_by_table_and_leaves_deleted_ones_out() -> None:
+    c = cluster(["a", "b", "c"])
+    c.dbs["a"].create_entry("t", N, "ep1", b"v")
+    c.dbs["a"].create_entry("u", N, "ep1", b"v")
+    c.dbs["b"].create_entry("t", N, "ep2", b"v")
+    c.dbs["b"].create_entry("t", N, "ep3", b"v")
+    c.run(1.0)
+    c.dbs["b"].delete_entry("t", N, "ep3")
+    c.run(1.0)
+    assert c.dbs["c"].entry_owners(N) == {"a": {"t": 1, "u": 1}, "b": {"t": 1}}

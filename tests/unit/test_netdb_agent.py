@@ -171,7 +171,7 @@ def test_the_status_lists_members_with_state_and_incarnation_and_network_counts(
         {"Name": "mgr1", "Addr": "192.168.200.11", "Port": 7946, "State": "alive", "Incarnation": 3},
         {"Name": "node2", "Addr": "192.168.200.12", "Port": 7946, "State": "alive", "Incarnation": 0},
     ]
-    assert st["Networks"] == [{"ID": "n1", "Peers": 1, "Entries": 1}]
+    assert st["Networks"] == [{"ID": "n1", "Peers": 1, "Entries": 1, "EntryOwners": {"node2": {"overlay_peer_table": 1}}}]
     assert (st["Running"], st["Keys"], st["KeyLamport"], st["Addr"]) == (True, 2, 2, "192.168.200.12:7946")
 
 

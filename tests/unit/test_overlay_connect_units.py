@@ -81,6 +81,16 @@ def test_a_tasks_stopped_container_does_not_keep_the_copy(tmp_path: Path) -> Non
     assert [n.id for n in local_copies.unused(engine)] == ["s1"]
 
 
+def test_a_tasks_exited_container_keeps_the_copy_until_its_sandbox_is_torn_down(tmp_path: Path) -> None:
+    # exited is set first, the teardown (the endpoints' leave, their gossip withdrawals) runs after: removing the copy
+    # in between left the endpoints' gossip entries live for good (bench/entries_after_rm.py, 2026-12-04)
+    exiting = SimpleNamespace(state="exited", endpoints={"s1": object()}, labels={L_TASK_ID: "t1"}, netns="ns-c")
+    engine = _engine(tmp_path, containers={"c": exiting}, net=_networks(_net("s1", "ov")))
+    assert local_copies.unused(engine) == []
+    exiting.netns = ""  # Sandboxes.teardown done
+    assert [n.id for n in local_copies.unused(engine)] == ["s1"]
+
+
 def test_a_connect_under_way_keeps_the_copy_until_unpinned(tmp_path: Path) -> None:
     engine = _engine(tmp_path, net=_networks(_net("s1", "ov")))
     local_copies.pin(engine, "s1")
