@@ -2,19 +2,13 @@
 Used by the sandbox/endpoint controller and by bridge.attach_endpoint; built on pyroute2.netns."""
 from __future__ import annotations
 
-import errno
-import threading
 from pathlib import Path
 
 from pyroute2 import netns as _pr_netns
 
-from agent.network.nsthread import create_here
-from common import rtnl
-from common.procsys import IPV6_OFF, write_proc_sys
-from common.rtnl import Rtnl
+from common import netnsmake
 
 NETNS_DIR = Path("/run/netns")
-_FIRST_MOUNT = threading.Lock()
 _MAX_NAME = 255
 
 
@@ -30,29 +24,8 @@ def create_netns(name: str, ipv6: bool = True) -> Path:
     ipv6=False turns IPv6 off in a namespace it makes, before any link is in it, as Docker does in a container's
     namespace when none of its networks has IPv6 (`net.ipv6.conf.all.disable_ipv6=1`): no link-local address,
     duplicate address detection or multicast listener reports for its links (a `--sysctl` of the container's
-    own, applied by runc later, still wins)."""
-    path = netns_path(name)
-    made = False
-    if not _is_netns(path):
-        if path.exists():
-            # A plain file left by a crash between mkfile and mount: iproute2 would refuse it too.
-            path.unlink()
-        sysctls = () if ipv6 else (IPV6_OFF,)
-        try:
-            if not create_here(path, sysctls):
-                with _FIRST_MOUNT:  # sandboxes are made side by side: one thread makes /run/netns a mount
-                    _pr_netns.create(name)  # forks, but also sets /run/netns up as a shared mount
-                with rtnl.entered(path):
-                    write_proc_sys(sysctls)
-            made = True
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise
-    with Rtnl(path) as nl:  # a container start's path: one request, no pyroute2 socket (common/rtnl.py)
-        lo = rtnl.LOOPBACK_INDEX if made else nl.link_index("lo")
-        if lo is not None:
-            nl.link_set(lo, up=True)
-    return path
+    own, applied by runc later, still wins). common/netnsmake.py makes it."""
+    return netnsmake.ensure(netns_path(name), ipv6)
 
 
 def delete_netns(name: str) -> None:
@@ -77,12 +50,7 @@ def list_netns(prefix: str) -> list[str]:
     return sorted(n for n in _pr_netns.listnetns() if n.startswith(prefix))
 
 
-def _is_netns(path: Path) -> bool:
-    # A mounted nsfs file has a different device than the tmpfs directory holding it.
-    try:
-        return path.stat().st_dev != path.parent.stat().st_dev
-    except FileNotFoundError:
-        return False
+_is_netns = netnsmake.is_mounted
 
 
 def _check_name(name: str) -> None:

@@ -1,4 +1,4 @@
-"""Enter a network namespace from the calling thread only (setns), and make one without forking.
+"""Enter a network namespace from the calling thread only (setns); namespaces are made by common/netnsmake.py.
 
 pyroute2's `IPRoute(netns=...)` and `netns.create` fork a helper per call (tens of ms each);
 a netlink socket keeps the namespace it was created in, so switching the thread is enough.
@@ -8,27 +8,17 @@ block leaves the thread where it found it, so a pool thread carries no namespace
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from common import rtnl
-from common.procsys import Sysctl, write_proc_sys
+from common import netnsmake, rtnl
 
 CLONE_NEWNET = 0x40000000
-MS_BIND = 4096
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+_libc = netnsmake.libc
+_check = netnsmake.check
 
 
 def _setns(fd: int) -> None:
@@ -49,39 +39,3 @@ def iproute_in(path: Path | str) -> Iterator[IPRoute]:
         ipr.close()
 
 
-def _is_mount_point(path: Path) -> bool:
-    """From /proc/self/mountinfo: `ip netns add` bind-mounts /run/netns onto itself, which
-    os.path.ismount cannot see (same device, same inode)."""
-    wanted = str(path)
-    with open("/proc/self/mountinfo") as handle:
-        return any(line.split()[4] == wanted for line in handle)
-
-
-def create_here(path: Path, sysctls: Sequence[Sysctl] = ()) -> bool:
-    """Makes a new network namespace bound at `path` (like `ip netns add`) from this thread, with `sysctls`
-    (write_proc_sys) written in it before any link is.
-
-    Returns False, having changed nothing, when /run/netns is not a mount point of its own
-    (then the caller falls back to a forking helper that sets it up)."""
-    if not _is_mount_point(path.parent):
-        return False
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
-        os.close(fd)
-        try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare")
-            try:
-                write_proc_sys(sysctls)  # before the bind mount: a failure leaves no namespace behind
-                _check(
-                    _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), None, MS_BIND, None),
-                    f"bind mount of the new namespace on {path}",
-                )
-            finally:
-                _setns(home)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-    finally:
-        os.close(home)
-    return True

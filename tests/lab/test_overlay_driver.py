@@ -31,6 +31,7 @@ from shoal.engine.requests import NetworkCreate
 from shoal.lab import Lab
 from tests.lab.conftest import FAKE_DAEMON
 from tests.lab.helpers import running_lab
+from common import netnsmake
 from vxlan import ns
 
 pytestmark = pytest.mark.lab
@@ -95,7 +96,7 @@ class Host:
         # For good: the pool's one thread lives in the host's namespace (and so do its children).
         fd = os.open(ns.path_of(self.lab.netns(self.name)), os.O_RDONLY)
         try:
-            assert ns._libc.setns(fd, ns.CLONE_NEWNET) == 0, f"setns into {self.lab.netns(self.name)}"
+            assert ns._libc.setns(fd, netnsmake.CLONE_NEWNET) == 0, f"setns into {self.lab.netns(self.name)}"
         finally:
             os.close(fd)
 
